@@ -1,0 +1,1 @@
+"""Run a real Asterisk for callflow: build its root, render its configuration, start and stop it."""
