@@ -1,0 +1,236 @@
+"""The event hub: fan-out of the core's ``Publish`` effects to websocket subscribers.
+
+Why a hub of its own, and why this shape:
+
+- The engine must never wait for a browser (design.md: slow clients never slow the
+  engine). ``publish`` is synchronous, never awaits, and costs one append to the history
+  ring plus, per subscriber, one topic check and one bounded append: a backlog at one
+  client does not make it dearer.
+- Each subscriber has a bounded buffer. When it overflows, its buffer is thrown away and
+  replaced by ONE snapshot (drop-to-snapshot): the client loses deltas it could not have
+  kept up with anyway and gets the current state instead, so the board is always right
+  after it catches up (STD-145, STD-147: alerts and state reach the board; a stale board
+  is worse than a skipped delta). The snapshot is built lazily, when the client next
+  reads, never inside ``publish``.
+- Sequence numbers are global and monotonic, so a client that reconnects with
+  ``since=N`` gets every later message still in the history ring, and a snapshot when N
+  has fallen out of it (or is unknown to this process, e.g. after a restart).
+
+All methods must be called from the event loop's thread (``publish`` is not thread-safe;
+adapters on other threads hand events to the loop first, as engine/ami.py does).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from itertools import islice
+from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
+
+TopicFilter = Callable[[str], bool]
+SnapshotProvider = Callable[[TopicFilter], dict[str, Any]]
+SnapshotReason = Literal["initial", "resume_too_old", "overflow"]
+Message = dict[str, Any]
+
+
+def _as_filter(topics: TopicFilter | set[str] | frozenset[str]) -> TopicFilter:
+    if callable(topics):
+        return topics
+    frozen = frozenset(topics)
+    return frozen.__contains__
+
+
+def _empty_snapshot(topic_filter: TopicFilter) -> dict[str, Any]:
+    """Used until the engine registers a provider: tells the client the seq, no state."""
+    return {}
+
+
+class Subscription:
+    """One subscriber's view of the hub: an async iterator of messages.
+
+    Yields ``{"seq", "topic", "payload"}`` for each published message that passes the
+    topic filter, in seq order, or ``{"type": "snapshot", "seq", "reason", "state"}``
+    where the subscriber's history was lost (see the module docstring). Ends
+    (``StopAsyncIteration``) after ``close()`` on it or on the hub.
+    """
+
+    __slots__ = ("_buffer", "_closed", "_filter", "_hub", "_limit", "_pending_snapshot",
+                 "_waiter")
+
+    def __init__(self, hub: EventHub, topic_filter: TopicFilter, limit: int) -> None:
+        self._hub = hub
+        self._filter = topic_filter
+        self._limit = limit
+        self._buffer: deque[Message] = deque()
+        self._pending_snapshot: SnapshotReason | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def buffered(self) -> int:
+        """Messages waiting for this subscriber (never more than the hub's client_buffer)."""
+        return len(self._buffer)
+
+    def _offer(self, message: Message) -> bool:
+        """Called by ``publish``: O(1). Returns True when this offer overflowed the buffer."""
+        if self._pending_snapshot is not None or not self._filter(message["topic"]):
+            return False
+        if len(self._buffer) >= self._limit:
+            self._buffer.clear()
+            self._pending_snapshot = "overflow"
+            self._wake()
+            return True
+        self._buffer.append(message)
+        self._wake()
+        return False
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _take_snapshot(self, reason: SnapshotReason) -> Message:
+        # Built synchronously at the hub's current seq: everything buffered or skipped
+        # while the snapshot was pending is already reflected in it.
+        self._pending_snapshot = None
+        self._buffer.clear()
+        return self._hub._snapshot(self._filter, reason)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        while True:
+            if self._closed:
+                raise StopAsyncIteration
+            if self._pending_snapshot is not None:
+                return self._take_snapshot(self._pending_snapshot)
+            if self._buffer:
+                return self._buffer.popleft()
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+    def close(self) -> None:
+        """Stop receiving; a pending ``__anext__`` ends with ``StopAsyncIteration``."""
+        if self._closed:
+            return
+        self._closed = True
+        self._buffer.clear()
+        self._hub._subscribers.discard(self)
+        self._wake()
+
+
+class EventHub:
+    """Global-sequence fan-out with a history ring and drop-to-snapshot per client."""
+
+    def __init__(self, *, client_buffer: int = 256, history: int = 1024) -> None:
+        if client_buffer < 1 or history < 1:
+            raise ValueError("client_buffer and history must be at least 1")
+        self._client_buffer = client_buffer
+        self._history: deque[Message] = deque(maxlen=history)
+        self._seq = 0
+        self._subscribers: set[Subscription] = set()
+        self._snapshot_provider: SnapshotProvider = _empty_snapshot
+        self._published = 0
+        self._dropped_to_snapshot = 0
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def snapshot_provider(self, fn: SnapshotProvider) -> None:
+        """Register who builds the current state for a topic filter (the engine does).
+
+        ``fn(topic_filter)`` must be synchronous and must only include what the filter
+        allows: the hub stamps the result with the current seq, so the client knows
+        which live messages come after it.
+        """
+        self._snapshot_provider = fn
+
+    def publish(self, topic: str, payload: dict[str, Any]) -> int:
+        """Record and fan out one message; never blocks, never awaits.
+
+        The payload is shared by every subscriber and the history: treat it as frozen.
+        """
+        self._seq += 1
+        message: Message = {"seq": self._seq, "topic": topic, "payload": payload}
+        self._history.append(message)
+        self._published += 1
+        broken: list[Subscription] = []
+        for subscription in self._subscribers:
+            try:
+                if subscription._offer(message):
+                    self._dropped_to_snapshot += 1
+            except Exception:
+                # A faulty topic filter must cost its own subscriber, never the engine.
+                logger.exception("topic filter failed on %r; closing that subscription", topic)
+                broken.append(subscription)
+        for subscription in broken:
+            subscription.close()
+        return self._seq
+
+    def subscribe(self, topics: TopicFilter | set[str] | frozenset[str],
+                  since: int | None = None) -> Subscription:
+        """Start a subscription to the topics the filter (or set) admits.
+
+        ``since=None``: the first message is a snapshot (``reason="initial"``), then live
+        messages. ``since=N``: every matching message with seq > N still in the history,
+        then live ones; a snapshot first (``reason="resume_too_old"``) when messages after
+        N have left the history or N is not a seq this hub has issued.
+        """
+        topic_filter = _as_filter(topics)
+        subscription = Subscription(self, topic_filter, self._client_buffer)
+        if since is None:
+            subscription._pending_snapshot = "initial"
+        elif since < 0 or since > self._seq or since < self._oldest_seq() - 1:
+            subscription._pending_snapshot = "resume_too_old"
+        else:
+            for message in self._replay_after(since):
+                if subscription._offer(message):
+                    self._dropped_to_snapshot += 1
+                    break
+        self._subscribers.add(subscription)
+        return subscription
+
+    def close(self) -> None:
+        """End every subscription (shutdown): their iterators stop."""
+        for subscription in list(self._subscribers):
+            subscription.close()
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "subscribers": len(self._subscribers),
+            "published": self._published,
+            "dropped_to_snapshot": self._dropped_to_snapshot,
+            "last_seq": self._seq,
+        }
+
+    def _oldest_seq(self) -> int:
+        return self._history[0]["seq"] if self._history else self._seq + 1
+
+    def _replay_after(self, since: int) -> list[Message]:
+        # The ring holds consecutive seqs, so the start index is arithmetic.
+        start = since - self._oldest_seq() + 1
+        return list(islice(self._history, max(start, 0), None))
+
+    def _snapshot(self, topic_filter: TopicFilter, reason: SnapshotReason) -> Message:
+        seq = self._seq
+        try:
+            state = self._snapshot_provider(topic_filter)
+        except Exception:
+            # A broken provider must not kill the client's stream; it gets an empty
+            # state with the reason, and the fault is logged for the operator.
+            logger.exception("snapshot provider failed; sending an empty snapshot")
+            state = {}
+        return {"type": "snapshot", "seq": seq, "reason": reason, "state": state}
