@@ -1,0 +1,96 @@
+"""The inbound call machine: figures the standards are judged on (STD-006, STD-008, STD-009)."""
+
+import pytest
+from callflow.engine import calls
+from callflow.engine.calls import (
+    CallEntered,
+    CallReleased,
+    OfferEnded,
+    OfferResult,
+    OfferStarted,
+    Outcome,
+    Phase,
+)
+from callflow.engine.effects import Persist, Publish
+
+T = calls.CallTimings(ring_cycle_s=5.0, apology_after_s=15.0, short_abandon_s=5.0)
+T0 = 1_800_000_000.0
+
+
+def entered(at: float = T0) -> calls.InboundCall:
+    event = CallEntered("c1", "PJSIP/caller-1", "13800000000", "100", "main", at)
+    call, effects = calls.start(event, T)
+    assert [type(e) for e in effects] == [Persist, Publish]
+    return call
+
+
+def answered_after(ring_s: float, wait_s: float = 0.0) -> calls.InboundCall:
+    call = entered()
+    call, _ = calls.step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + wait_s), T)
+    call, _ = calls.step(call, OfferEnded("c1", "1001", "ANSWER", T0 + wait_s + ring_s), T)
+    return call
+
+
+@pytest.mark.parametrize(
+    ("ring_s", "ring"), [(0.01, 1), (4, 1), (5, 1), (5.001, 2), (9, 2), (14, 3), (12, 3)]
+)
+def test_answer_ring_is_ceil_of_ringing_over_the_cycle(ring_s: float, ring: int) -> None:
+    """STD-006 test hint: answers after 4 s, 9 s, 14 s, 12 s are rings 1, 2, 3, 3."""
+    call = answered_after(ring_s)
+    assert call.phase is Phase.CONNECTED
+    assert calls.answer_ring(call, T) == ring
+
+
+def test_late_answer_needs_the_apology() -> None:
+    """STD-009 test hint: 10 s queue + 8 s ringing = 18 s > 15 s is late; 12 s in all is not."""
+    assert calls.is_late(answered_after(8, wait_s=10), T)
+    assert not calls.is_late(answered_after(4, wait_s=8), T)
+
+
+def test_no_answer_moves_back_to_routing_and_next_offer_counts_alone() -> None:
+    """STD-008: only the answering agent's ringing counts for the answer ring."""
+    call = entered()
+    call, _ = calls.step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 1), T)
+    call, _ = calls.step(call, OfferEnded("c1", "1001", "NOANSWER", T0 + 16), T)
+    assert call.phase is Phase.ROUTING
+    assert call.offers[0].result is OfferResult.NO_ANSWER
+    call, _ = calls.step(call, OfferStarted("c1", "1002", "PJSIP/agent1002-2", T0 + 17), T)
+    call, _ = calls.step(call, OfferEnded("c1", "1002", "ANSWER", T0 + 24), T)
+    assert calls.answer_ring(call, T) == 2
+    assert calls.total_wait(call) == pytest.approx(24)
+    assert calls.is_late(call, T)
+    record = calls.call_record(call, T)
+    assert record["agent_id"] == "1002"
+    assert [o["result"] for o in record["offers"]] == ["no_answer", "answered"]
+
+
+def test_duplicate_reports_from_ami_and_agi_are_ignored() -> None:
+    call = answered_after(7)
+    again, effects = calls.step(call, OfferEnded("c1", "1001", "ANSWER", T0 + 9), T)
+    assert again == call and effects == []
+
+
+@pytest.mark.parametrize(
+    ("after", "outcome"),
+    [(3, Outcome.SHORT_ABANDON), (5, Outcome.SHORT_ABANDON), (6, Outcome.ABANDONED)],
+)
+def test_abandon_before_answer_is_short_under_the_threshold(after: float, outcome: Outcome) -> None:
+    call, _ = calls.step(entered(), CallReleased("c1", T0 + after), T)
+    assert call.outcome is outcome and call.phase is Phase.ENDED
+
+
+def test_caller_gone_while_ringing_closes_the_offer() -> None:
+    call = entered()
+    call, _ = calls.step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 1), T)
+    call, _ = calls.step(call, CallReleased("c1", T0 + 9), T)
+    assert call.offers[0].result is OfferResult.CALLER_GONE
+    assert call.outcome is Outcome.ABANDONED
+
+
+def test_release_after_answer_is_answered_and_final() -> None:
+    call = answered_after(3)
+    call, _ = calls.step(call, CallReleased("c1", T0 + 40, cause=16, by="caller"), T)
+    record = calls.call_record(call, T)
+    assert record["outcome"] == "answered" and record["released_by"] == "caller"
+    assert record["ended_at"] is not None
+    assert calls.step(call, CallReleased("c1", T0 + 50), T) == (call, [])
