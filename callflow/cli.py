@@ -1,0 +1,210 @@
+"""The ``callflow`` command: set up, run, and inspect a deployment.
+
+Every subcommand reads the deployment from ``CALLFLOW_*`` environment variables
+(see ``callflow.settings``) and the service standards from the Policy file, so the
+same command works for ``make run`` on a laptop and on a contact centre's server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from callflow.errors import CallflowError
+from callflow.settings import Settings, load_settings
+
+log = logging.getLogger("callflow")
+
+
+def _roster(settings: Settings):  # type: ignore[no-untyped-def]
+    from callflow.roster import load_roster, write_default_roster
+
+    path = settings.state_dir / "agents.toml"
+    if not path.exists():
+        roster = write_default_roster(path)
+        print(f"wrote a roster of {len(roster.agents)} agents with generated SIP passwords: {path}")
+        return roster
+    return load_roster(path)
+
+
+def _policy(settings: Settings):  # type: ignore[no-untyped-def]
+    from callflow.engine.policy import load_policy
+
+    return load_policy(settings.policy_file)
+
+
+def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
+    """Build what `run` needs: the Asterisk root, the roster, the prompts, the database."""
+    from callflow.pbx.root import ensure_root
+    from callflow.prompts import LanguagePack, PromptLibrary
+    from callflow.store.db import open_store
+
+    t0 = time.monotonic()
+    version = ensure_root(settings.asterisk_root)
+    print(f"[setup] Asterisk root {settings.asterisk_root}: {version}")
+    roster = _roster(settings)
+    policy = _policy(settings)
+    library = PromptLibrary(LanguagePack.load(policy.greetings.language),
+                            settings.state_dir / "prompts", {"centre": policy.greetings.centre_name})
+    built = library.build_all([a.agent_id for a in roster.agents])
+    print(f"[setup] {len(built)} prompts ready in {library.out_dir}")
+    open_store(settings.database_url).close()
+    print(f"[setup] database ready: {_safe_url(settings.database_url)}")
+    print(f"[setup] done in {time.monotonic() - t0:.1f}s")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Start Asterisk (unless --no-pbx), the engine and the API; stop on Ctrl-C."""
+    from callflow.pbx.process import AsteriskProcess
+    from callflow.pbx.render import AgentEndpoint, PbxConfig, render
+    from callflow.service import Service, describe_urls
+
+    roster = _roster(settings)
+    policy = _policy(settings)
+    pbx = None
+    if not args.no_pbx:
+        cfg = PbxConfig.from_settings(settings, [
+            AgentEndpoint(ext=a.agent_id, password=a.password, static_contact=a.static_contact)
+            for a in roster.agents])
+        pbx = AsteriskProcess(settings.asterisk_root, settings.pbx_dir)
+        render(Path(args.conf_dir), pbx.etc_dir, cfg, pbx.stock_etc_dir)
+        pbx.start()
+        print(f"Asterisk {pbx.version} running (pid {pbx.pid}), SIP on "
+              f"{settings.bind_host}:{settings.ports.sip}, console log {pbx.console_log}")
+
+    async def main() -> None:
+        service = Service(settings, policy, roster)
+        await service.start()
+        for name, url in describe_urls(settings).items():
+            print(f"{name:>17}: {url}")
+        print(f"{'API token':>17}: {settings.state_dir / 'secrets' / 'api_token'}")
+        print(f"{'agents':>17}: {settings.state_dir / 'agents.toml'} (SIP passwords)")
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        print("stopping…")
+        await service.stop()
+
+    try:
+        asyncio.run(main())
+    finally:
+        if pbx is not None:
+            pbx.stop()
+    return 0
+
+
+def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
+    """Show the Policy in force (every number, unit and the standard it enforces)."""
+    from callflow.engine.policy import load_policy, policy_table
+
+    policy = load_policy(Path(args.file) if args.file else settings.policy_file)
+    rows = policy_table(policy)
+    if args.json:
+        print(json.dumps([row._asdict() if hasattr(row, "_asdict") else row for row in rows],
+                         default=str, ensure_ascii=False, indent=1))
+        return 0
+    for row in rows:
+        key, value, unit, std = (row[0], row[1], row[2], row[3])
+        print(f"{key:<45} {value!s:<22} {unit or '':<6} {std or ''}")
+    return 0
+
+
+def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
+    """Render the Asterisk configuration into a directory (to inspect or deploy by hand)."""
+    from callflow.pbx.render import AgentEndpoint, PbxConfig, render
+
+    roster = _roster(settings)
+    cfg = PbxConfig.from_settings(settings, [
+        AgentEndpoint(ext=a.agent_id, password=a.password, static_contact=a.static_contact)
+        for a in roster.agents])
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stock = settings.asterisk_root / "etc" / "asterisk"
+    for path in render(Path(args.conf_dir), out, cfg, stock):
+        print(path)
+    return 0
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    """Bring the database schema to the newest migration."""
+    from callflow.store.db import open_store
+
+    open_store(settings.database_url).close()
+    print(f"database at head: {_safe_url(settings.database_url)}")
+    return 0
+
+
+def _safe_url(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="callflow",
+        description="Call-flow engine for contact centres on Asterisk. Configuration comes "
+                    "from CALLFLOW_* environment variables (state dir, database URL, ports, "
+                    "policy file); see README.md.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("setup", help="build the Asterisk root, roster, prompts and database",
+                       description=cmd_setup.__doc__)
+    p.set_defaults(fn=cmd_setup)
+
+    p = sub.add_parser("run", help="run Asterisk, the engine and the API until Ctrl-C",
+                       description=cmd_run.__doc__)
+    p.add_argument("--no-pbx", action="store_true",
+                   help="do not start Asterisk: connect to one already running")
+    p.add_argument("--conf-dir", default=str(_default_conf_dir()),
+                   help="Asterisk configuration templates (default: asterisk-conf/)")
+    p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("policy", help="print the service-standard Policy in force",
+                       description=cmd_policy.__doc__)
+    p.add_argument("file", nargs="?", help="a Policy TOML file (default: CALLFLOW_POLICY_FILE)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_policy)
+
+    p = sub.add_parser("conf", help="render the Asterisk configuration into a directory",
+                       description=cmd_conf.__doc__)
+    p.add_argument("out", help="output directory")
+    p.add_argument("--conf-dir", default=str(_default_conf_dir()), help="templates")
+    p.set_defaults(fn=cmd_conf)
+
+    p = sub.add_parser("db", help="migrate the database to the newest schema",
+                       description=cmd_db.__doc__)
+    p.set_defaults(fn=cmd_db)
+    return parser
+
+
+def _default_conf_dir() -> Path:
+    from callflow.settings import REPO_ROOT
+
+    return REPO_ROOT / "asterisk-conf"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.fn(args, load_settings()))
+    except CallflowError as exc:
+        print(f"callflow: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The whole product in one process: store, core, FastAGI, AMI and the API, wired.
+
+``callflow run`` starts this next to an Asterisk it manages; the integration tests
+start the same object against the test Asterisk, so what is tested is what runs.
+Start order matters: the store and the core first (so no event finds them
+missing), then the FastAGI server (so Asterisk's first AGI call is answered), then
+AMI (whose resync needs the core), then the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from callflow.api.app import ApiDeps, create_app, server_config
+from callflow.api.hub import EventHub
+from callflow.dialplan.inbound import FlowContext, run_inbound
+from callflow.dialplan.server import FastAgiServer
+from callflow.engine.ami import AmiClient, AmiMessage
+from callflow.engine.clock import Clock, RealClock
+from callflow.engine.policy import Policy
+from callflow.engine.runtime import Adapters, Runtime
+from callflow.persistence import PersistQueue
+from callflow.prompts import LanguagePack, PromptLibrary
+from callflow.roster import Roster
+from callflow.settings import Settings
+from callflow.store import records
+from callflow.store.db import Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ServiceOptions:
+    agi_max_sessions: int = 500
+    serve_api: bool = True
+    resync_channels: bool = True
+    extra_routes: dict[str, Any] = field(default_factory=dict)
+
+
+class Service:
+    def __init__(self, settings: Settings, policy: Policy, roster: Roster,
+                 options: ServiceOptions | None = None, clock: Clock | None = None) -> None:
+        self.settings = settings
+        self.policy = policy
+        self.roster = roster
+        self.options = options or ServiceOptions()
+        self.clock = clock or RealClock()
+        self.hub = EventHub()
+        self.store: Store | None = None
+        self.writer: PersistQueue | None = None
+        self.runtime: Runtime | None = None
+        self.agi: FastAgiServer | None = None
+        self.ami: AmiClient | None = None
+        self._api_server: uvicorn.Server | None = None
+        self._api_task: asyncio.Task[None] | None = None
+        self.prompts = PromptLibrary(
+            LanguagePack.load(policy.greetings.language), settings.state_dir / "prompts",
+            {"centre": policy.greetings.centre_name})
+
+    # --- life cycle -----------------------------------------------------------------
+
+    async def start(self) -> None:
+        store = await asyncio.to_thread(open_store, self.settings.database_url)
+        self.store = store
+        self.writer = PersistQueue(lambda kind, data: records.write(store, kind, data))
+        await asyncio.to_thread(self.prompts.build_all, [a.agent_id for a in self.roster.agents])
+        self.runtime = Runtime(self.policy, self.clock, self.roster, Adapters(
+            persist=self.writer.put, publish=self.hub.publish, ami_action=self._ami_action))
+        ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts)
+        routes = {"inbound": lambda session: run_inbound(session, ctx),
+                  **self.options.extra_routes}
+        self.agi = FastAgiServer(self.settings.bind_host, self.settings.ports.agi, routes,
+                                 max_sessions=self.options.agi_max_sessions)
+        await self.agi.start()
+        self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
+                             self.settings.ami_username, self.settings.ami_secret)
+        self.ami.subscribe(self.runtime.on_ami_batch)
+        self.ami.on_connected(self._resync)
+        await self.ami.start()
+        if self.options.serve_api:
+            await self._start_api()
+
+    async def stop(self) -> None:
+        if self._api_server is not None:
+            self._api_server.should_exit = True
+            if self._api_task is not None:
+                await asyncio.wait([self._api_task], timeout=5)
+        if self.ami is not None:
+            await self.ami.stop()
+        if self.agi is not None:
+            await self.agi.stop()
+        if self.writer is not None:
+            await asyncio.to_thread(self.writer.close)
+        if self.store is not None:
+            self.store.close()
+
+    async def _start_api(self) -> None:
+        app = create_app(ApiDeps(hub=self.hub, health=self.health,
+                                 api_token=self.settings.api_token))
+        config = server_config(app, self.settings.bind_host, self.settings.ports.api)
+        self._api_server = uvicorn.Server(config)
+        self._api_task = asyncio.create_task(self._api_server.serve())
+        for _ in range(200):
+            if self._api_server.started or self._api_task.done():
+                break
+            await asyncio.sleep(0.025)
+        if self._api_task.done():
+            self._api_task.result()
+
+    # --- edges --------------------------------------------------------------------------
+
+    async def _ami_action(self, action: str, fields: dict[str, str]) -> AmiMessage:
+        assert self.ami is not None
+        return await self.ami.action(action, **fields)
+
+    async def _resync(self) -> None:
+        """After every AMI (re)login: learn what happened while we could not see."""
+        assert self.ami is not None and self.runtime is not None
+        channels = await self.ami.action_list("CoreShowChannels")
+        contacts = await self.ami.action_list("PJSIPShowContacts")
+        self.runtime.apply_resync(channels.events, contacts.events)
+        log.info("AMI resync: %d channels, %d contacts", len(channels.events),
+                 len(contacts.events))
+
+    async def health(self) -> dict[str, dict[str, Any]]:
+        store_ok = self.store is not None and await asyncio.to_thread(self.store.ping)
+        ami_stats = self.ami.stats if self.ami is not None else {}
+        agi_stats = self.agi.stats if self.agi is not None else {}
+        writer = self.writer.stats if self.writer is not None else None
+        return {
+            "ami": {"ok": bool(self.ami and self.ami.up), **_scalars(ami_stats)},
+            "agi": {"ok": self.agi is not None, **_scalars(agi_stats)},
+            "store": {"ok": bool(store_ok),
+                      "pending_writes": writer.pending if writer else 0,
+                      "write_failures": writer.failures if writer else 0},
+        }
+
+
+def _scalars(stats: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in stats.items() if isinstance(v, int | float | str | bool)}
+
+
+def describe_urls(settings: Settings) -> dict[str, str]:
+    base = f"http://{settings.bind_host}:{settings.ports.api}"
+    return {"api docs": f"{base}/docs", "health": f"{base}/healthz",
+            "events websocket": f"ws://{settings.bind_host}:{settings.ports.api}/ws/events",
+            "board": f"{base}/board"}

@@ -1,0 +1,381 @@
+"""The runtime: feeds events to the pure machines and carries out their effects.
+
+It owns the live state (calls by Asterisk Uniqueid, agents by work number) and is
+the only place where AMI frames become domain events. Asterisk reports the same
+fact twice on purpose: AMI events (the truth, with Asterisk's millisecond
+timestamps) and the AGI flow's replies (a backup when the AMI link was down). The
+machines ignore duplicates, so whichever arrives first wins and nothing is lost.
+
+Everything here runs on the asyncio loop; effects that touch slow things (the
+store) are handed to adapters that never block the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from callflow.agents import state as agent_state
+from callflow.engine import calls
+from callflow.engine.clock import Clock
+from callflow.engine.effects import (
+    Alarm,
+    AmiAction,
+    CancelTimer,
+    Effect,
+    Persist,
+    Publish,
+    StartTimer,
+)
+from callflow.engine.policy import Policy
+from callflow.errors import CallflowError, StateError
+from callflow.roster import Roster, RosterAgent
+
+log = logging.getLogger(__name__)
+
+
+class AmiFrame(Protocol):
+    """What the runtime needs of an AMI message (engine.ami.AmiMessage satisfies it)."""
+
+    name: str
+    received_at: float
+
+    def get(self, key: str, default: str = "") -> str: ...
+
+
+@dataclass
+class Adapters:
+    """The edges effects go out through. Each must return at once (queue, don't block)."""
+
+    persist: Callable[[str, dict[str, Any]], None]
+    publish: Callable[[str, dict[str, Any]], None]
+    ami_action: Callable[[str, dict[str, str]], Awaitable[Any]] | None = None
+
+
+@dataclass
+class ChannelLink:
+    call_id: str
+    agent_id: str
+
+
+@dataclass
+class RuntimeStats:
+    ami_events: int = 0
+    ami_batches: int = 0
+    max_event_lag_s: float = 0.0
+    effects: int = 0
+    timer_fires: int = 0
+    errors: int = 0
+    resyncs: int = 0
+    seen_events: dict[str, int] = field(default_factory=dict)
+
+
+class Runtime:
+    def __init__(self, policy: Policy, clock: Clock, roster: Roster, adapters: Adapters) -> None:
+        self.policy = policy
+        self.clock = clock
+        self.roster = roster
+        self.adapters = adapters
+        self.timings = call_timings(policy)
+        self.calls: dict[str, calls.InboundCall] = {}
+        self.agents: dict[str, agent_state.AgentSnapshot] = {}
+        self.agent_links: dict[str, ChannelLink] = {}  # agent leg uniqueid -> call/agent
+        self.first_release: dict[str, str] = {}  # call_id -> "caller" | "agent"
+        self._timers: dict[str, asyncio.TimerHandle] = {}
+        self.stats = RuntimeStats()
+        for member in roster.agents:
+            self.agents[member.agent_id] = agent_state.new_agent(member.agent_id, member.endpoint)
+
+    # --- effects ---------------------------------------------------------------
+
+    def execute(self, effects: Iterable[Effect]) -> None:
+        for effect in effects:
+            self.stats.effects += 1
+            try:
+                self._execute_one(effect)
+            except Exception:  # an adapter fault must not stop the other effects
+                self.stats.errors += 1
+                log.exception("effect %r failed", effect)
+
+    def _execute_one(self, effect: Effect) -> None:
+        if isinstance(effect, Persist):
+            self.adapters.persist(effect.kind, effect.data)
+        elif isinstance(effect, Publish):
+            self.adapters.publish(effect.topic, effect.payload)
+        elif isinstance(effect, Alarm):
+            alarm = {"kind": effect.kind, "std": effect.std, "detail": effect.detail,
+                     "raised_at": time.time()}
+            self.adapters.persist("alarm", alarm)
+            self.adapters.publish("alarms", {"type": "alarm", **alarm})
+        elif isinstance(effect, StartTimer):
+            self._start_timer(effect.key, effect.at)
+        elif isinstance(effect, CancelTimer):
+            handle = self._timers.pop(effect.key, None)
+            if handle is not None:
+                handle.cancel()
+        elif isinstance(effect, AmiAction):
+            if self.adapters.ami_action is None:
+                raise CallflowError(f"no AMI link to send {effect.action}")
+            task = asyncio.get_running_loop().create_task(
+                self.adapters.ami_action(effect.action, dict(effect.fields)))
+            task.add_done_callback(_log_task_error)
+        else:
+            raise CallflowError(f"unknown effect {effect!r}")
+
+    def _start_timer(self, key: str, at: float) -> None:
+        old = self._timers.pop(key, None)
+        if old is not None:
+            old.cancel()
+        delay = max(0.0, at - self.clock.now())
+        loop = asyncio.get_running_loop()
+        self._timers[key] = loop.call_later(delay, self._timer_fired, key)
+
+    def _timer_fired(self, key: str) -> None:
+        self._timers.pop(key, None)
+        self.stats.timer_fires += 1
+        agent_id = key.split(":", 2)[1] if key.startswith("agent:") else None
+        if agent_id is not None and agent_id in self.agents:
+            self.agent_event(agent_id, agent_state.TimerFired(key))
+
+    # --- agents -----------------------------------------------------------------
+
+    def agent_event(self, agent_id: str, event: Any) -> agent_state.AgentSnapshot:
+        """Apply one event to one agent; illegal requests raise StateError, state unchanged."""
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise StateError("unknown_agent", f"no agent {agent_id!r} in the roster")
+        new, effects = agent_state.transition(agent, event, self.clock.now(), self.policy)
+        self.agents[agent_id] = new
+        self.execute(effects)
+        return new
+
+    def _agent_event_quiet(self, agent_id: str, event: Any) -> None:
+        """Events reported by Asterisk: a rejection is logged, never raised into the reader."""
+        try:
+            self.agent_event(agent_id, event)
+        except StateError as exc:
+            log.info("agent %s: %s ignored (%s)", agent_id, type(event).__name__, exc)
+
+    def choose_agent(self, call_id: str) -> RosterAgent | None:
+        """Reserve the agent the call is offered to next (longest idle ready; STD-008 moves on).
+
+        The agent is set ringing at once so that two calls can never be offered the
+        same agent before Asterisk's DialBegin arrives.
+        """
+        candidate = agent_state.longest_idle(list(self.agents.values()))
+        if candidate is None:
+            return None
+        self.agent_event(candidate.agent_id, agent_state.CallOffered(call_id))
+        return self.roster.by_id(candidate.agent_id)
+
+    # --- calls (AGI flow side) --------------------------------------------------------
+
+    def call_entered(self, call_id: str, channel: str, caller: str, did: str,
+                     queue: str = "main", at: float | None = None) -> calls.InboundCall:
+        existing = self.calls.get(call_id)
+        if existing is not None:
+            return existing
+        event = calls.CallEntered(call_id, channel, caller, did, queue,
+                                  time.time() if at is None else at)
+        call, effects = calls.start(event, self.timings)
+        self.calls[call_id] = call
+        self.execute(effects)
+        return call
+
+    def call_event(self, event: calls.CallEvent) -> calls.InboundCall | None:
+        call = self.calls.get(event.call_id)
+        if call is None:
+            return None
+        new, effects = calls.step(call, event, self.timings)
+        self.calls[event.call_id] = new
+        self.execute(effects)
+        if new.phase is calls.Phase.ENDED and call.phase is not calls.Phase.ENDED:
+            self._call_finished(call, new)
+        return new
+
+    def offer_reported(self, call_id: str, agent_id: str, dial_status: str) -> None:
+        """The AGI flow's DIALSTATUS: closes the offer if AMI has not already done so."""
+        self.call_event(calls.OfferEnded(call_id, agent_id, dial_status, time.time()))
+        self._agent_offer_result(agent_id, call_id, dial_status)
+
+    def caller_gone(self, call_id: str, cause: int = 16) -> None:
+        """The AGI flow saw the caller hang up; AMI's Hangup normally got here first."""
+        self.call_event(calls.CallReleased(call_id, time.time(), cause=cause,
+                                           by=self.first_release.get(call_id, "caller")))
+
+    def _call_finished(self, before: calls.InboundCall, after: calls.InboundCall) -> None:
+        current = before.current_offer
+        if current is not None:
+            self._agent_offer_result(current.agent_id, before.call_id, "CANCEL")
+        self.first_release.pop(after.call_id, None)
+
+    def _agent_offer_result(self, agent_id: str, call_id: str, dial_status: str) -> None:
+        agent = self.agents.get(agent_id)
+        if agent is None or agent.call_id != call_id:
+            return
+        status = dial_status.upper()
+        if status == "ANSWER":
+            self._agent_event_quiet(agent_id, agent_state.CallAnswered(call_id))
+        elif status == "NOANSWER":
+            self._agent_event_quiet(agent_id, agent_state.OfferTimedOut(call_id))
+        else:
+            self._agent_event_quiet(agent_id, agent_state.OfferWithdrawn(call_id))
+
+    # --- AMI ------------------------------------------------------------------------
+
+    def on_ami_batch(self, batch: Sequence[AmiFrame]) -> None:
+        """Called on the loop with each batch of AMI events, in order."""
+        self.stats.ami_batches += 1
+        now = time.monotonic()
+        for frame in batch:
+            self.stats.ami_events += 1
+            self.stats.seen_events[frame.name] = self.stats.seen_events.get(frame.name, 0) + 1
+            self.stats.max_event_lag_s = max(self.stats.max_event_lag_s, now - frame.received_at)
+            handler = self._ami_handlers.get(frame.name)
+            if handler is None:
+                continue
+            try:
+                handler(self, frame)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("AMI %s event could not be applied: %r", frame.name, frame)
+
+    def _at(self, frame: AmiFrame) -> float:
+        """Asterisk's own event time (manager.conf timestampevents=yes), else our receipt."""
+        stamp = frame.get("Timestamp")
+        try:
+            return float(stamp) if stamp else time.time()
+        except ValueError:
+            return time.time()
+
+    def _on_dial_begin(self, frame: AmiFrame) -> None:
+        call_id = frame.get("Uniqueid")
+        member = self.roster.agent_for_channel(frame.get("DestChannel"))
+        if call_id not in self.calls or member is None:
+            return
+        self.agent_links[frame.get("DestUniqueid")] = ChannelLink(call_id, member.agent_id)
+        self.call_event(calls.OfferStarted(call_id, member.agent_id, frame.get("DestChannel"),
+                                           self._at(frame)))
+
+    def _on_dial_end(self, frame: AmiFrame) -> None:
+        call_id = frame.get("Uniqueid")
+        member = self.roster.agent_for_channel(frame.get("DestChannel"))
+        if call_id not in self.calls or member is None:
+            return
+        status = frame.get("DialStatus")
+        self.call_event(calls.OfferEnded(call_id, member.agent_id, status, self._at(frame)))
+        self._agent_offer_result(member.agent_id, call_id, status)
+
+    def _on_hangup_request(self, frame: AmiFrame) -> None:
+        uid = frame.get("Uniqueid")
+        if uid in self.calls:
+            self.first_release.setdefault(uid, "caller")
+        elif uid in self.agent_links:
+            self.first_release.setdefault(self.agent_links[uid].call_id, "agent")
+
+    def _on_hangup(self, frame: AmiFrame) -> None:
+        uid = frame.get("Uniqueid")
+        cause = _int(frame.get("Cause"), 16)
+        if uid in self.calls:
+            self.call_event(calls.CallReleased(uid, self._at(frame), cause=cause,
+                                               by=self.first_release.get(uid, "caller")))
+            return
+        link = self.agent_links.pop(uid, None)
+        if link is not None:
+            agent = self.agents.get(link.agent_id)
+            if agent is not None and agent.call_id == link.call_id:
+                if agent.state in (agent_state.AgentState.ON_CALL, agent_state.AgentState.ON_HOLD):
+                    self._agent_event_quiet(link.agent_id, agent_state.CallEnded(link.call_id))
+
+    def _on_contact_status(self, frame: AmiFrame) -> None:
+        member = self.roster.by_endpoint(frame.get("AOR"))
+        if member is None:
+            return
+        status = frame.get("ContactStatus")
+        if status in ("Reachable", "NonQualified", "Created"):
+            self._agent_event_quiet(member.agent_id, agent_state.SoftphoneReachable())
+        elif status in ("Unreachable", "Removed"):
+            self._agent_event_quiet(member.agent_id, agent_state.SoftphoneUnreachable())
+
+    _ami_handlers: Mapping[str, Callable[[Runtime, AmiFrame], None]] = {
+        "DialBegin": _on_dial_begin,
+        "DialEnd": _on_dial_end,
+        "HangupRequest": _on_hangup_request,
+        "SoftHangupRequest": _on_hangup_request,
+        "Hangup": _on_hangup,
+        "ContactStatus": _on_contact_status,
+    }
+
+    # --- resync after an AMI (re)connect ----------------------------------------------
+
+    def apply_resync(self, channels: Sequence[AmiFrame], contacts: Sequence[AmiFrame]) -> None:
+        """Reconcile with what Asterisk says is up now (CoreShowChannels, contacts).
+
+        A call we track whose channel is gone ended while the link was down: it is
+        closed now (time unknown, so the resync time is used and the record says so).
+        Agent legs bridged to our calls are re-linked, so their hang-up is seen later.
+        """
+        self.stats.resyncs += 1
+        live = {c.get("Uniqueid"): c for c in channels}
+        for call_id, call in list(self.calls.items()):
+            if call.phase is not calls.Phase.ENDED and call_id not in live:
+                log.warning("call %s ended while the AMI link was down", call_id)
+                self.call_event(calls.CallReleased(call_id, time.time(), cause=16, by="unknown"))
+        for uid, chan in live.items():
+            member = self.roster.agent_for_channel(chan.get("Channel"))
+            bridged = chan.get("BridgeId")
+            if member is None or not bridged:
+                continue
+            for other in channels:
+                other_uid = other.get("Uniqueid")
+                if other.get("BridgeId") == bridged and other_uid in self.calls:
+                    self.agent_links[uid] = ChannelLink(other_uid, member.agent_id)
+        for contact in contacts:
+            self._on_contact_status(_ContactView(contact))
+
+    # --- views ------------------------------------------------------------------------
+
+    def live_calls(self) -> list[calls.InboundCall]:
+        return [c for c in self.calls.values() if c.phase is not calls.Phase.ENDED]
+
+    def forget_ended_calls(self) -> None:
+        for call_id in [k for k, c in self.calls.items() if c.phase is calls.Phase.ENDED]:
+            del self.calls[call_id]
+
+
+class _ContactView:
+    """PJSIPShowContacts items name the AOR and status like ContactStatus events do."""
+
+    def __init__(self, frame: AmiFrame) -> None:
+        self._frame = frame
+        self.name = "ContactStatus"
+        self.received_at = frame.received_at
+
+    def get(self, key: str, default: str = "") -> str:
+        if key == "ContactStatus":
+            return self._frame.get("Status", default)
+        return self._frame.get(key, default)
+
+
+def call_timings(policy: Policy) -> calls.CallTimings:
+    return calls.CallTimings(
+        ring_cycle_s=policy.ring_cycle_s,
+        apology_after_s=policy.rings_to_seconds(policy.answering.apology_after_rings),
+        short_abandon_s=policy.kpi.short_abandon_s,
+    )
+
+
+def _int(raw: str, default: int) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        return default
+
+
+def _log_task_error(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("AMI action failed: %s", task.exception())
