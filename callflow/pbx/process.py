@@ -1,0 +1,386 @@
+"""Start, query and stop one Asterisk from the root, without chroot, mounts or privileges.
+
+The sid binary runs through the sid root's own dynamic loader (the host's glibc is
+older), with ``asterisk.conf`` pointing every writable directory into a work dir:
+configs, spool, logs, the control socket. Nothing inside the root is written, so
+several instances (tests, ``make run``) share one root. ``core restart now`` cannot
+work in this mode (Asterisk re-execs itself without the loader): restart = stop + start.
+
+The process is tracked by PID only (``ps`` shows it as ``ld-linux-x86-64``).
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import logging
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import IO
+
+from callflow.pbx.errors import PbxError
+from callflow.pbx.render import CONF_DIR, PbxConfig, render
+from callflow.pbx.root import installed_version, is_complete
+
+log = logging.getLogger(__name__)
+
+LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
+LOADER = "lib64/ld-linux-x86-64.so.2"
+WRITABLE = ("etc", "var/lib", "var/spool/monitor", "var/log", "var/cache", "var/run", "data")
+_POLL_S = 0.05
+
+
+class AsteriskProcess:
+    """One Asterisk: ``root`` (read-only tree) + ``workdir`` (everything it writes) + ``cfg``.
+
+    ``start()`` renders the configuration again, so a restart picks up a changed ``cfg``.
+    """
+
+    def __init__(
+        self, root: Path, workdir: Path, cfg: PbxConfig, conf_dir: Path = CONF_DIR
+    ) -> None:
+        self.root = Path(root).absolute()
+        self.workdir = Path(workdir).absolute()
+        self.cfg = cfg
+        self.conf_dir = Path(conf_dir)
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._console: IO[bytes] | None = None
+        self.boot_seconds: float | None = None
+
+    # ---- paths and commands -------------------------------------------------------------
+
+    @property
+    def etc_dir(self) -> Path:
+        return self.workdir / "etc"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Asterisk's spool; MixMonitor's relative file names land in ``spool_dir/monitor``."""
+        return self.workdir / "var/spool"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.workdir / "var/log"
+
+    @property
+    def console_log(self) -> Path:
+        return self.workdir / "console.log"
+
+    def command(self) -> list[str]:
+        """The Asterisk command line (loader + library path) without mode flags."""
+        libs = ":".join(str(self.root / d) for d in LIB_DIRS)
+        return [
+            str(self.root / LOADER),
+            "--library-path",
+            libs,
+            str(self.root / "usr/sbin/asterisk"),
+            "-C",
+            str(self.etc_dir / "asterisk.conf"),
+        ]
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def version(self) -> str:
+        """The root's Asterisk package version (log it beside test results: sid drifts)."""
+        return installed_version(self.root)
+
+    # ---- work dir -----------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Lay out the work dir and render the configuration into it."""
+        if not is_complete(self.root):
+            raise PbxError(f"{self.root} is not a built Asterisk root (see callflow.pbx.root)")
+        for sub in WRITABLE:
+            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+        self._link_data_dir()
+        render(self.conf_dir, self.etc_dir, self.cfg, self.root / "etc/asterisk")
+        self._write_asterisk_conf()
+
+    def _in_root(self, path: Path) -> Path:
+        """Resolve ``path`` (inside the root) as the root would: absolute links stay inside it."""
+        for _ in range(40):
+            if not path.is_symlink():
+                return path
+            target = Path(os.readlink(path))
+            path = (
+                self.root / target.relative_to("/")
+                if target.is_absolute()
+                else path.parent / target
+            )
+        raise PbxError(f"symlink loop under {path}")
+
+    def _link_data_dir(self) -> None:
+        """``astdatadir`` = a dir of links into the root (its sounds/en link is absolute)."""
+        share = self.root / "usr/share/asterisk"
+        data = self.workdir / "data"
+        for entry in share.iterdir():
+            if entry.name not in ("sounds", "moh"):
+                _symlink(data / entry.name, self._in_root(entry))
+        (data / "sounds").mkdir(exist_ok=True)
+        for entry in (share / "sounds").iterdir():
+            target = self._in_root(entry)
+            if target.exists():
+                _symlink(data / "sounds" / entry.name, target)
+        moh = data / "moh"
+        if moh.is_symlink():
+            moh.unlink()
+        moh.mkdir(exist_ok=True)
+        for root_moh in (share / "moh", self.root / "var/lib/asterisk/moh"):
+            resolved = self._in_root(root_moh)
+            if resolved.is_dir():
+                for music in resolved.iterdir():
+                    _symlink(moh / music.name, music)
+        tone = moh / "callflow-hold.sln"
+        if not tone.exists():
+            tone.write_bytes(hold_tone())
+
+    def _write_asterisk_conf(self) -> None:
+        w, r = self.workdir, self.root
+        dirs = {
+            "astcachedir": w / "var/cache",
+            "astetcdir": w / "etc",
+            "astmoddir": r / "usr/lib/x86_64-linux-gnu/asterisk/modules",
+            "astvarlibdir": w / "var/lib",
+            "astdbdir": w / "var/lib",
+            "astkeydir": w / "var/lib",
+            "astdatadir": w / "data",
+            "astagidir": r / "usr/share/asterisk/agi-bin",
+            "astspooldir": w / "var/spool",
+            "astrundir": w / "var/run",
+            "astlogdir": w / "var/log",
+            "astsbindir": r / "usr/sbin",
+        }
+        text = (
+            "; written by callflow.pbx.process: the root is read-only, the work dir writable\n"
+            "[directories]\n"
+            + "".join(f"{k} => {v}\n" for k, v in dirs.items())
+            + "\n[options]\ndocumentation_language = en_US\nhideconnect = yes\n"
+        )
+        (self.etc_dir / "asterisk.conf").write_text(text)
+
+    # ---- life cycle ---------------------------------------------------------------------
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Render, launch ``asterisk -f``, return once AMI logs in and ``FullyBooted`` arrived."""
+        if self.running:
+            raise PbxError(f"Asterisk is already running (pid {self.pid})")
+        self.prepare()
+        self._refuse_if_taken()
+        self._console = self.console_log.open("ab")
+        self._console.write(f"---- callflow: starting Asterisk at {time.ctime()} ----\n".encode())
+        self._console.flush()
+        t0 = time.monotonic()
+        self._proc = subprocess.Popen(
+            [*self.command(), "-f", "-n", "-vvv"],
+            stdin=subprocess.DEVNULL,
+            stdout=self._console,
+            stderr=subprocess.STDOUT,
+            cwd=self.workdir,
+        )
+        log.info("Asterisk pid %s starting (work dir %s)", self._proc.pid, self.workdir)
+        try:
+            self._wait_fully_booted(t0 + timeout)
+        except BaseException:
+            self._kill()
+            raise
+        self.boot_seconds = time.monotonic() - t0
+        log.info("Asterisk pid %s fully booted in %.2fs", self._proc.pid, self.boot_seconds)
+
+    def _refuse_if_taken(self) -> None:
+        """Fail early on busy ports: Asterisk would boot anyway, half deaf, and a login
+        on a taken AMI port would reach someone else's PBX."""
+        host = self.cfg.bind_host
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection((host, self.cfg.ami_port), timeout=0.5),
+        ):
+            raise PbxError(
+                f"AMI port {host}:{self.cfg.ami_port} is already in use (another Asterisk?); "
+                "stop it or choose other ports"
+            )
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind((host, self.cfg.sip_port))
+            except OSError as exc:
+                raise PbxError(
+                    f"SIP port {host}:{self.cfg.sip_port}/udp is already in use: {exc}"
+                ) from None
+
+    def _wait_fully_booted(self, deadline: float) -> None:
+        while True:
+            self._check_alive()
+            if time.monotonic() > deadline:
+                raise PbxError(
+                    "Asterisk did not accept an AMI login in time\n" + self.console_tail()
+                )
+            try:
+                sock = socket.create_connection(
+                    (self.cfg.bind_host, self.cfg.ami_port),
+                    timeout=max(0.1, deadline - time.monotonic()),
+                )
+            except OSError:
+                time.sleep(_POLL_S)
+                continue
+            with sock:
+                if self._booted_over(sock, deadline):
+                    return
+
+    def _booted_over(self, sock: socket.socket, deadline: float) -> bool:
+        """Log in with only system events and wait for FullyBooted (it follows the login)."""
+        f = sock.makefile("rwb", buffering=0)
+        try:
+            f.readline()  # banner
+            action_id = secrets.token_hex(4)
+            login = {
+                "Action": "Login",
+                "Username": self.cfg.ami_username,
+                "Secret": self.cfg.ami_secret,
+                "Events": "system",
+                "ActionID": action_id,
+            }
+            f.write("".join(f"{k}: {v}\r\n" for k, v in login.items()).encode() + b"\r\n")
+            while True:
+                self._check_alive()
+                sock.settimeout(max(0.05, deadline - time.monotonic()))
+                msg = _read_message(f)
+                if msg.get("Response") == "Error" and msg.get("ActionID") == action_id:
+                    raise PbxError(f"AMI refused our login: {msg.get('Message', '')}")
+                if msg.get("Event") == "FullyBooted":
+                    with contextlib.suppress(OSError):
+                        f.write(b"Action: Logoff\r\n\r\n")
+                    return True
+        except (OSError, EOFError):
+            if time.monotonic() > deadline:
+                raise PbxError(
+                    "Asterisk did not finish booting in time\n" + self.console_tail()
+                ) from None
+            time.sleep(_POLL_S)
+            return False
+        finally:
+            f.close()
+
+    def _check_alive(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            rc = self._proc.returncode
+            raise PbxError(
+                f"Asterisk exited with status {rc} while starting\n" + self.console_tail()
+            )
+
+    def cli(self, command: str, timeout: float = 10.0) -> str:
+        """Run one CLI command over the control socket (``asterisk -rx``); return its output."""
+        if not self.running:
+            raise PbxError(f"Asterisk is not running; cannot run {command!r}")
+        try:
+            done = subprocess.run(
+                [*self.command(), "-rx", command],
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+            )
+        except subprocess.TimeoutExpired as exc:
+            raise PbxError(f"asterisk -rx {command!r} took longer than {timeout}s") from exc
+        if done.returncode != 0:
+            raise PbxError(
+                f"asterisk -rx {command!r} failed ({done.returncode}): {done.stderr or done.stdout}"
+            )
+        return done.stdout
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM by PID (Asterisk ends cleanly, ~1.5 s); SIGKILL if it outlives ``timeout``."""
+        proc = self._proc
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            t0 = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+                log.info("Asterisk pid %s stopped in %.2fs", proc.pid, time.monotonic() - t0)
+            except subprocess.TimeoutExpired:
+                log.warning(
+                    "Asterisk pid %s ignored SIGTERM for %ss; killing it", proc.pid, timeout
+                )
+                self._kill()
+        self._close_console()
+        return proc.returncode
+
+    def restart(self, timeout: float = 15.0) -> None:
+        self.stop()
+        self.start(timeout)
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
+        self._close_console()
+
+    def _close_console(self) -> None:
+        if self._console is not None:
+            self._console.close()
+            self._console = None
+
+    def console_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return "(no console log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def __enter__(self) -> AsteriskProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def hold_tone(rate: int = 8000) -> bytes:
+    """A quiet two-note chime with a pause (raw 16-bit 8 kHz), so a held caller hears that
+    the line is alive even when the root ships no music (no asterisk-moh package)."""
+    samples: list[int] = []
+    for freq, seconds in ((440.0, 0.4), (0.0, 0.15), (554.4, 0.4), (0.0, 2.0)):
+        n = int(rate * seconds)
+        fade = int(rate * 0.02)
+        for i in range(n):
+            envelope = min(1.0, i / fade, (n - i) / fade) if freq else 0.0
+            samples.append(int(6000 * envelope * math.sin(2 * math.pi * freq * i / rate)))
+    return array.array("h", samples).tobytes()
+
+
+def _symlink(link: Path, target: Path) -> None:
+    if link.is_symlink() or link.exists():
+        if link.is_symlink() and Path(os.readlink(link)) == target:
+            return
+        link.unlink()
+    link.symlink_to(target)
+
+
+def _read_message(f: IO[bytes]) -> dict[str, str]:
+    """One AMI message (``Key: Value`` lines up to a blank line); EOFError at end of stream."""
+    msg: dict[str, str] = {}
+    while True:
+        raw = f.readline()
+        if not raw:
+            raise EOFError
+        line = raw.decode(errors="replace").rstrip("\r\n")
+        if not line:
+            if msg:
+                return msg
+            continue
+        key, _, value = line.partition(": ")
+        msg[key] = value

@@ -1,0 +1,231 @@
+"""Asterisk's configuration, rendered from the templates in ``asterisk-conf/``.
+
+One code path for ``make run`` and the integration tests: both build a ``PbxConfig``
+and call ``render``; only the values differ (ports, secrets, how agents are reached).
+Nothing secret is shipped: the AMI secret and softphone passwords come from the
+config, which takes them from generated state (``callflow.settings``) or the test
+session.
+
+The dialplan keeps every call alive when the engine is away (design.md, "Who routes
+calls"; STD-001): a failed FastAGI connection falls back to a plain ``Queue()`` over
+all agents.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jinja2
+
+from callflow.pbx.errors import PbxConfigError
+from callflow.settings import REPO_ROOT, Settings, persistent_secret
+
+log = logging.getLogger(__name__)
+
+CONF_DIR = REPO_ROOT / "asterisk-conf"
+FALLBACK_QUEUE = "callflow-fallback"
+_HOLDS_SECRETS = frozenset({"manager.conf", "pjsip.conf"})
+
+_EXT = re.compile(r"[0-9]{2,8}")
+_TOKEN = re.compile(r"[A-Za-z0-9_.~+/=-]{8,128}")
+_USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+_SIP_URI = re.compile(r"sip:[A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?")
+_COUNTRY = re.compile(r"[a-z]{2}")
+
+
+@dataclass(frozen=True)
+class AgentEndpoint:
+    """One agent's softphone as Asterisk knows it (endpoint, AOR and auth ``agent<ext>``).
+
+    Either ``static_contact`` (a SIPp UAS on a fixed port in tests; no registration,
+    no auth) or ``password`` (a real softphone that REGISTERs with digest auth).
+    """
+
+    ext: str
+    static_contact: str | None = None
+    password: str | None = None
+    qualify_frequency: int = 5
+
+    @property
+    def name(self) -> str:
+        return f"agent{self.ext}"
+
+    @property
+    def interface(self) -> str:
+        return f"PJSIP/{self.name}"
+
+
+@dataclass(frozen=True)
+class PbxConfig:
+    """Every value the Asterisk configuration depends on; nothing else is read at render time."""
+
+    ami_port: int
+    ami_username: str
+    ami_secret: str
+    sip_port: int
+    rtp_start: int
+    rtp_end: int
+    agi_host: str
+    agi_port: int
+    bind_host: str = "127.0.0.1"
+    country: str = "cn"
+    agents: Sequence[AgentEndpoint] = field(default_factory=list)
+    customer_contact: str | None = None
+    # external callers: requests from these addresses that name no endpoint (STD-001 inbound)
+    caller_match: str = "127.0.0.1"
+    # ring time per agent in the fallback queue and for agent-to-agent calls (STD-008: 3 rings)
+    agent_ring_seconds: int = 15
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        agents: Sequence[AgentEndpoint],
+        customer_contact: str | None = None,
+    ) -> PbxConfig:
+        """The deployment's config (``make run``): ports, bind host, AMI login from Settings."""
+        return cls(
+            ami_port=settings.ports.ami,
+            ami_username=settings.ami_username,
+            ami_secret=settings.ami_secret,
+            sip_port=settings.ports.sip,
+            rtp_start=settings.ports.rtp_start,
+            rtp_end=settings.ports.rtp_end,
+            agi_host=settings.bind_host,
+            agi_port=settings.ports.agi,
+            bind_host=settings.bind_host,
+            country=settings.country,
+            agents=list(agents),
+            customer_contact=customer_contact,
+            caller_match=settings.bind_host,
+        )
+
+    def validate(self) -> None:
+        """Refuse values that would break a config file or open the PBX to the network."""
+        for name in ("ami_port", "sip_port", "rtp_start", "rtp_end", "agi_port"):
+            value = getattr(self, name)
+            if not 1 <= value <= 65535:
+                raise PbxConfigError(f"{name} must be a port number 1-65535, got {value}")
+        if self.rtp_start >= self.rtp_end:
+            raise PbxConfigError(f"rtp_start {self.rtp_start} must be below rtp_end {self.rtp_end}")
+        if not _USERNAME.fullmatch(self.ami_username):
+            raise PbxConfigError(f"ami_username {self.ami_username!r}: letters, digits, _ or -")
+        if not _TOKEN.fullmatch(self.ami_secret or ""):
+            raise PbxConfigError(
+                "ami_secret must be 8-128 characters of [A-Za-z0-9_.~+/=-] (it is generated; "
+                "never left empty)"
+            )
+        for name in ("bind_host", "agi_host", "caller_match"):
+            try:
+                ipaddress.IPv4Address(getattr(self, name))
+            except ValueError:
+                raise PbxConfigError(
+                    f"{name} must be an IPv4 address, got {getattr(self, name)!r}"
+                ) from None
+        if not _COUNTRY.fullmatch(self.country):
+            raise PbxConfigError(
+                f"country must be a two-letter code like 'cn', got {self.country!r}"
+            )
+        if self.agent_ring_seconds < 1:
+            raise PbxConfigError("agent_ring_seconds must be at least 1")
+        seen: set[str] = set()
+        for agent in self.agents:
+            if not _EXT.fullmatch(agent.ext):
+                raise PbxConfigError(f"agent extension {agent.ext!r} must be 2-8 digits")
+            if agent.ext in seen:
+                raise PbxConfigError(f"agent extension {agent.ext} is listed twice")
+            seen.add(agent.ext)
+            if (agent.static_contact is None) == (agent.password is None):
+                raise PbxConfigError(
+                    f"agent {agent.ext}: give exactly one of static_contact (fixed address) "
+                    "or password (registering softphone)"
+                )
+            if agent.static_contact is not None and not _SIP_URI.fullmatch(agent.static_contact):
+                raise PbxConfigError(
+                    f"agent {agent.ext}: bad static_contact {agent.static_contact!r}"
+                )
+            if agent.password is not None and not _TOKEN.fullmatch(agent.password):
+                raise PbxConfigError(
+                    f"agent {agent.ext}: password must be 8-128 characters of [A-Za-z0-9_.~+/=-]"
+                )
+            if not 0 <= agent.qualify_frequency <= 3600:
+                raise PbxConfigError(f"agent {agent.ext}: qualify_frequency must be 0-3600 s")
+        if self.customer_contact is not None and not _SIP_URI.fullmatch(self.customer_contact):
+            raise PbxConfigError(f"bad customer_contact {self.customer_contact!r}")
+
+
+def softphone_agents(
+    exts: Iterable[str], state_dir: Path, qualify_frequency: int = 30
+) -> list[AgentEndpoint]:
+    """Registering softphones for ``make run``: one generated password per agent, kept 0600."""
+    return [
+        AgentEndpoint(
+            ext=ext,
+            password=persistent_secret(state_dir, f"sip_agent{ext}"),
+            qualify_frequency=qualify_frequency,
+        )
+        for ext in exts
+    ]
+
+
+def _stock_indications(stock_etc_dir: Path, country: str) -> str:
+    """The root's own indications.conf with ``country=`` set: the ringback cadence (STD-008).
+
+    Policy converts rings to seconds with the same country's cadence, so this must
+    name the country Settings names.
+    """
+    path = stock_etc_dir / "indications.conf"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise PbxConfigError(f"cannot read the stock {path}: {exc}") from exc
+    if not re.search(rf"^\[{re.escape(country)}\]", text, re.MULTILINE):
+        raise PbxConfigError(f"country {country!r} has no section in {path}")
+    text, n = re.subn(r"^country\s*=.*$", f"country={country}", text, count=1, flags=re.MULTILINE)
+    if n != 1:
+        raise PbxConfigError(f"no country= line in {path}")
+    return text
+
+
+def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Path) -> list[Path]:
+    """Write every ``*.conf.j2`` of ``conf_dir`` and indications.conf into ``out_etc_dir``.
+
+    ``stock_etc_dir`` is the root's ``etc/asterisk`` (for the stock indications.conf).
+    Returns the files written.
+    """
+    cfg.validate()
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(conf_dir)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+    out_etc_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    templates = sorted(conf_dir.glob("*.conf.j2"))
+    if not templates:
+        raise PbxConfigError(f"no *.conf.j2 templates in {conf_dir}")
+    context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE}
+    for template in templates:
+        target = out_etc_dir / template.name.removesuffix(".j2")
+        try:
+            text = env.get_template(template.name).render(context)
+        except jinja2.TemplateError as exc:
+            raise PbxConfigError(f"{template}: {exc}") from exc
+        target.write_text(text)
+        written.append(target)
+    indications = out_etc_dir / "indications.conf"
+    indications.write_text(_stock_indications(stock_etc_dir, cfg.country))
+    written.append(indications)
+    for path in written:
+        if path.name in _HOLDS_SECRETS:
+            path.chmod(0o600)
+    log.info("rendered %d Asterisk config files into %s", len(written), out_etc_dir)
+    return written
