@@ -1,1 +1,1 @@
-"""x"""
+"""callflow's database: SQLAlchemy 2 models, Alembic migrations, repository functions."""

@@ -1,0 +1,369 @@
+"""The tables of callflow, sized for the whole product.
+
+One schema serves SQLite (the zero set-up default) and PostgreSQL (several engines
+sharing one database), so only portable types are used: strings with CHECK
+constraints instead of native enums, ``sqlalchemy.JSON`` for free-form details,
+and :class:`~callflow.store.types.UTCDateTime` for every instant.
+
+The value sets below are public so the core can check its own enums against them;
+adding a value is a migration, on purpose: a report that counts outcomes must know
+every outcome that can exist.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    false,
+    inspect,
+    text,
+    true,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from .types import UTCDateTime, big_id
+
+#: Constraint names are fixed so that Alembic can find them again on both databases.
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+DIRECTIONS = ("inbound", "outbound")
+#: How a call ended. ``short_abandon`` (caller gone within 5 s of t_in), ``abandoned``
+#: and ``callback`` (caller chose a callback, STD-042/STD-047) split the offered calls
+#: for the KPI rates; ``ivr_handled`` finished in the IVR and is not offered; the
+#: special-call endings (STD-056..STD-067) are tagged so QA and reports can find them.
+CALL_OUTCOMES = (
+    "answered", "abandoned", "short_abandon", "callback", "ivr_handled",
+    "no_answer", "busy", "failed",
+    "silent", "quiet_line", "noisy_line", "nuisance", "harassing", "wrong_number",
+)
+#: Who released first (STD-110); ``system`` is the engine (timeouts, STD-081, STD-112).
+RELEASED_BY = ("caller", "agent", "system")
+#: The opening the agent was told to use: the late-answer apology is STD-009.
+GREETINGS = ("normal", "holiday", "apology")
+#: How one offer of a call to one agent ended (STD-008 counts ``no_answer``).
+OFFER_RESULTS = ("answered", "no_answer", "caller_gone", "failed")
+#: Why a number must be called: STD-042/STD-047 callback, STD-069 dropped call,
+#: STD-086/STD-089 follow-up, STD-072 named agent, or a supervisor's manual task.
+TASK_KINDS = ("callback", "dropped_call", "follow_up", "manual", "named_agent")
+TASK_STATUSES = ("pending", "dialing", "done", "unreachable", "cancelled")
+#: A task in one of these is still going to be dialled: at most one per number and kind.
+OPEN_TASK_STATUSES = ("pending", "dialing")
+USER_ROLES = ("agent", "supervisor", "qa", "admin")
+
+
+def utcnow() -> datetime:
+    """Bookkeeping time (created/updated). Business instants come from the Clock."""
+    return datetime.now(UTC)
+
+
+def one_of(column: str, values: tuple[str, ...], name: str) -> CheckConstraint:
+    """A CHECK that keeps a string column inside a closed set (portable enum)."""
+    listed = ", ".join(f"'{v}'" for v in values)
+    return CheckConstraint(f"{column} IN ({listed})", name=name)
+
+
+def open_task_clause() -> str:
+    """SQL for "still open", shared by the partial unique index and its docs."""
+    return "status IN ({})".format(", ".join(f"'{s}'" for s in OPEN_TASK_STATUSES))
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map: ClassVar[dict[Any, Any]] = {datetime: UTCDateTime()}
+
+    def __repr__(self) -> str:
+        keys = ", ".join(f"{c.key}={getattr(self, str(c.key), None)!r}"
+                         for c in inspect(type(self)).primary_key)
+        return f"{type(self).__name__}({keys})"
+
+
+class Agent(Base):
+    """An agent by work number (工号), the id scripts and reports show."""
+
+    __tablename__ = "agents"
+
+    agent_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), server_default="")
+    extension: Mapped[str | None] = mapped_column(String(32), unique=True)
+    role: Mapped[str] = mapped_column(String(32), server_default="agent")
+    team: Mapped[str | None] = mapped_column(String(64))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Call(Base):
+    """One call with the time points every KPI is computed from (t_in, t_ring, t_ans, t_end)."""
+
+    __tablename__ = "calls"
+    __table_args__ = (
+        one_of("direction", DIRECTIONS, "direction"),
+        one_of("outcome", CALL_OUTCOMES, "outcome"),
+        one_of("released_by", RELEASED_BY, "released_by"),
+        one_of("greeting", GREETINGS, "greeting"),
+        Index("ix_calls_caller_number_entered_at", "caller_number", "entered_at"),
+        Index("ix_calls_agent_id_answered_at", "agent_id", "answered_at"),
+        Index("ix_calls_entered_at", "entered_at"),
+        Index("ix_calls_linkedid", "linkedid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    uniqueid: Mapped[str] = mapped_column(String(64), unique=True)
+    linkedid: Mapped[str | None] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))
+    caller_number: Mapped[str | None] = mapped_column(String(64))
+    did: Mapped[str | None] = mapped_column(String(64))
+    queue: Mapped[str | None] = mapped_column(String(64))
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.agent_id"))
+    entered_at: Mapped[datetime | None]
+    ring_started_at: Mapped[datetime | None]
+    answered_at: Mapped[datetime | None]
+    ended_at: Mapped[datetime | None]
+    answer_ring: Mapped[int | None] = mapped_column(Integer)
+    total_wait_s: Mapped[float | None] = mapped_column(Float)
+    outcome: Mapped[str | None] = mapped_column(String(24))
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    released_by: Mapped[str | None] = mapped_column(String(8))
+    #: STD-110: False = agent-first release that neither STD-111 nor STD-112 covers.
+    release_compliant: Mapped[bool | None] = mapped_column(Boolean)
+    #: STD-112: the special-call procedure that ended the call (silent, noisy_line, ...).
+    release_procedure: Mapped[str | None] = mapped_column(String(24))
+    #: STD-111: when the closing was said; an agent release 2 s later is compliant.
+    closing_at: Mapped[datetime | None]
+    late: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    repeat_caller: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    greeting: Mapped[str | None] = mapped_column(String(8))
+    hold_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    hold_total_s: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    #: One-stop rate (一站式服务) counts calls handled without a transfer.
+    transfer_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: Problem-resolution rate counts the disposition "resolved on the call".
+    disposition: Mapped[str | None] = mapped_column(String(32))
+    recording_path: Mapped[str | None] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class CallOffer(Base):
+    """One offer of a call to one agent: the ringing the 3-ring rule times (STD-008)."""
+
+    __tablename__ = "call_offers"
+    __table_args__ = (
+        one_of("result", OFFER_RESULTS, "result"),
+        Index("ix_call_offers_call_id", "call_id"),
+        Index("ix_call_offers_agent_id_started_at", "agent_id", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    result: Mapped[str | None] = mapped_column(String(16))
+    ring_s: Mapped[float | None] = mapped_column(Float)
+
+
+class CallHold(Base):
+    """One hold episode; breaches (> 30 s, STD-040) are judged against the Policy of the day."""
+
+    __tablename__ = "call_holds"
+    __table_args__ = (Index("ix_call_holds_call_id", "call_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"))
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.agent_id"))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    hold_s: Mapped[float | None] = mapped_column(Float)
+
+
+class CallEvent(Base):
+    """The append-only event log the core can be replayed from (design.md).
+
+    ``uniqueid`` is kept even when no call row exists (yet), so the log never
+    depends on the order in which the runtime persists things.
+    """
+
+    __tablename__ = "call_events"
+    __table_args__ = (
+        Index("ix_call_events_call_id", "call_id"),
+        Index("ix_call_events_uniqueid", "uniqueid"),
+        Index("ix_call_events_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(big_id(), primary_key=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(48))
+    call_id: Mapped[int | None] = mapped_column(ForeignKey("calls.id", ondelete="SET NULL"))
+    uniqueid: Mapped[str | None] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class AgentState(Base):
+    """The agent state log: busy per reason (STD-097), ACW (STD-098), not-ready (STD-099).
+
+    At most one open row (``ended_at IS NULL``) per agent, enforced by a partial
+    unique index, so time is never counted twice.
+    """
+
+    __tablename__ = "agent_states"
+    __table_args__ = (
+        CheckConstraint("ended_at IS NULL OR ended_at >= started_at", name="ends_after_start"),
+        Index("ix_agent_states_agent_id_started_at", "agent_id", "started_at"),
+        Index(
+            "uq_agent_states_open", "agent_id", unique=True,
+            sqlite_where=text("ended_at IS NULL"), postgresql_where=text("ended_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(big_id(), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"))
+    state: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    #: Asterisk uniqueid, not a foreign key: the state may change before the call row exists.
+    call_uniqueid: Mapped[str | None] = mapped_column(String(64))
+
+
+class AgentCurrent(Base):
+    """Each agent's state now, so an engine restart resumes it instead of guessing."""
+
+    __tablename__ = "agent_current"
+
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(24))
+    reason: Mapped[str | None] = mapped_column(String(64))
+    since: Mapped[datetime]
+    call_uniqueid: Mapped[str | None] = mapped_column(String(64))
+    acw_extended: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    updated_at: Mapped[datetime]
+
+
+class CallbackTask(Base):
+    """A number callflow must dial: callbacks, dropped calls, follow-ups, named-agent tasks.
+
+    One open task per (number, kind): a partial unique index over the open
+    statuses. A second request for the same number and purpose is the same
+    task (STD-090: the same number is not dialled repeatedly), and the index
+    makes that hold even when two engines share PostgreSQL.
+    """
+
+    __tablename__ = "callback_tasks"
+    __table_args__ = (
+        one_of("kind", TASK_KINDS, "kind"),
+        one_of("status", TASK_STATUSES, "status"),
+        CheckConstraint("max_attempts >= 1", name="max_attempts_positive"),
+        CheckConstraint("attempts >= 0", name="attempts_not_negative"),
+        CheckConstraint(
+            "kind <> 'named_agent' OR owner_agent_id IS NOT NULL", name="named_agent_has_owner"
+        ),
+        Index(
+            "uq_callback_tasks_open_number_kind", "number", "kind", unique=True,
+            sqlite_where=text(open_task_clause()), postgresql_where=text(open_task_clause()),
+        ),
+        Index("ix_callback_tasks_status_due_at", "status", "due_at"),
+        Index("ix_callback_tasks_owner_agent_id_status", "owner_agent_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    number: Mapped[str] = mapped_column(String(64))
+    #: None = the pool: any agent may take it; else only this agent (STD-069, STD-072).
+    owner_agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.agent_id"))
+    due_at: Mapped[datetime]
+    #: Latest acceptable time (STD-086 within 3 days, STD-089 next day) for coverage KPIs.
+    deadline_at: Mapped[datetime | None]
+    status: Mapped[str] = mapped_column(String(16), server_default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    max_attempts: Mapped[int] = mapped_column(Integer, server_default=text("3"))
+    last_outcome: Mapped[str | None] = mapped_column(String(24))
+    created_from_call_id: Mapped[int | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="SET NULL")
+    )
+    note: Mapped[str] = mapped_column(Text, server_default="")
+    claimed_at: Mapped[datetime | None]
+    #: Which engine process claimed it, so a crashed engine's claims can be released.
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TaskAttempt(Base):
+    """One dial of a task (outbound no-answer rate and contact rate, STD-081)."""
+
+    __tablename__ = "task_attempts"
+    __table_args__ = (Index("ix_task_attempts_task_id", "task_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    task_id: Mapped[int] = mapped_column(ForeignKey("callback_tasks.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(24))
+    hangup_cause: Mapped[int | None] = mapped_column(Integer)
+    call_uniqueid: Mapped[str | None] = mapped_column(String(64))
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.agent_id"))
+
+
+class Alarm(Base):
+    """A broken standard or a fault supervisors must see and acknowledge."""
+
+    __tablename__ = "alarms"
+    __table_args__ = (Index("ix_alarms_raised_at", "raised_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(48))
+    std: Mapped[str] = mapped_column(String(16), server_default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    raised_at: Mapped[datetime]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by: Mapped[str | None] = mapped_column(String(64))
+
+
+class AuditEntry(Base):
+    """Who did what to whom: recording playback (STD-114) and supervisor actions."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (
+        Index("ix_audit_log_at", "at"),
+        Index("ix_audit_log_target", "target"),
+    )
+
+    id: Mapped[int] = mapped_column(big_id(), primary_key=True)
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(48))
+    target: Mapped[str] = mapped_column(String(255), server_default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class User(Base):
+    """A login for the API and the board; an agent's login points at their work number."""
+
+    __tablename__ = "users"
+    __table_args__ = (one_of("role", USER_ROLES, "role"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.agent_id"))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean, server_default=true())
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

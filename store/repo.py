@@ -1,0 +1,465 @@
+"""Repository functions: the only writes and reads the runtime makes.
+
+Every function takes an open ``Session`` first, so several of them can share one
+transaction; ``Store.run(fn, ...)`` is the one-call form. They never commit (the
+session's owner does) and take every business instant as an argument: the Clock
+is the only source of time (design.md). Objects returned stay readable after
+the session closes (``expire_on_commit=False``); they carry no lazy relationships.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, ScalarSelect, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from callflow.errors import StateError, StoreError
+
+from .models import (
+    Agent,
+    AgentCurrent,
+    AgentState,
+    Alarm,
+    AuditEntry,
+    Call,
+    CallbackTask,
+    CallEvent,
+    CallHold,
+    CallOffer,
+    TaskAttempt,
+    utcnow,
+)
+
+logger = logging.getLogger(__name__)
+
+#: Columns ``upsert_call`` may set; the key and bookkeeping columns are the store's.
+CALL_FIELDS = frozenset(c.key for c in Call.__table__.columns) - {
+    "id", "uniqueid", "created_at", "updated_at"}
+AGENT_FIELDS = frozenset(c.key for c in Agent.__table__.columns) - {
+    "agent_id", "created_at", "updated_at"}
+
+
+def _check_fields(what: str, fields: dict[str, Any], allowed: frozenset[str]) -> None:
+    unknown = sorted(set(fields) - allowed)
+    if unknown:
+        raise StoreError(f"unknown {what} field(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(allowed))}")
+
+
+def _upsert(s: Session, model: Any, key: str, values: dict[str, Any]) -> Any:
+    """Update the row whose ``key`` is ``values[key]`` with the other values, or insert it.
+
+    UPDATE first, so a partial update of an existing row never trips the NOT NULL
+    checks an INSERT makes; then INSERT ... ON CONFLICT DO NOTHING in a savepoint.
+    If another writer created the row in between (PostgreSQL; SQLite writers are
+    serialised), the UPDATE is simply run again.
+    """
+    column = getattr(model, key)
+    options = {"populate_existing": True}
+    changes = {k: v for k, v in values.items() if k != key}
+    update_row = update(model).where(column == values[key]).values(**changes).returning(model)
+    row = s.scalars(update_row, execution_options=options).one_or_none()
+    if row is not None:
+        return row
+    insert = postgresql.insert if s.get_bind().dialect.name == "postgresql" else sqlite.insert
+    insert_row = (insert(model).values(**values).on_conflict_do_nothing(index_elements=[key])
+                  .returning(model))
+    try:
+        with s.begin_nested():
+            row = s.scalars(insert_row, execution_options=options).one_or_none()
+    except IntegrityError:
+        row = s.scalars(update_row, execution_options=options).one_or_none()
+        if row is None:
+            raise
+        return row
+    if row is None:
+        row = s.scalars(update_row, execution_options=options).one()
+    return row
+
+
+def _call_id(uniqueid: str) -> ScalarSelect[int]:
+    return select(Call.id).where(Call.uniqueid == uniqueid).scalar_subquery()
+
+
+def _required_call_id(s: Session, uniqueid: str) -> int:
+    call_id = s.scalar(select(Call.id).where(Call.uniqueid == uniqueid))
+    if call_id is None:
+        raise StoreError(f"no call with uniqueid {uniqueid!r}: upsert_call it first")
+    return call_id
+
+
+def _get(s: Session, model: Any, key: Any, what: str) -> Any:
+    row = s.get(model, key, populate_existing=True)
+    if row is None:
+        raise StateError("not_found", f"{what} {key!r}")
+    return row
+
+
+# --- agents ------------------------------------------------------------------------
+
+
+def upsert_agent(s: Session, agent_id: str, **fields: Any) -> Agent:
+    """Create or update an agent by work number; only the given fields change."""
+    _check_fields("agent", fields, AGENT_FIELDS)
+    values = {"agent_id": agent_id, **fields, "updated_at": utcnow()}
+    agent: Agent = _upsert(s, Agent, "agent_id", values)
+    return agent
+
+
+def list_agents(s: Session, *, active_only: bool = True) -> list[Agent]:
+    query = select(Agent).order_by(Agent.agent_id)
+    if active_only:
+        query = query.where(Agent.active.is_(True))
+    return list(s.scalars(query))
+
+
+# --- calls -------------------------------------------------------------------------
+
+
+def upsert_call(s: Session, uniqueid: str, **fields: Any) -> Call:
+    """Create the call (``direction`` is then required) or change only the given fields.
+
+    The runtime calls this at each time point of a call (t_in, answer, end); the
+    unique uniqueid makes two writers racing on a new call end with one row.
+    """
+    _check_fields("call", fields, CALL_FIELDS)
+    values = {"uniqueid": uniqueid, **fields, "updated_at": utcnow()}
+    call: Call = _upsert(s, Call, "uniqueid", values)
+    return call
+
+
+def get_call(s: Session, uniqueid: str) -> Call | None:
+    return s.scalar(select(Call).where(Call.uniqueid == uniqueid))
+
+
+def calls_from_number(s: Session, number: str, *, since: datetime, limit: int = 20) -> list[Call]:
+    """Earlier contacts of a caller, newest first (STD-073 repeat callers, STD-114)."""
+    query = (select(Call).where(Call.caller_number == number, Call.entered_at >= since)
+             .order_by(Call.entered_at.desc(), Call.id.desc()).limit(limit))
+    return list(s.scalars(query))
+
+
+def add_offer(s: Session, uniqueid: str, agent_id: str, started_at: datetime, *,
+              ended_at: datetime | None = None, result: str | None = None) -> CallOffer:
+    """Record an offer of a call to an agent (STD-008); may be written finished at once."""
+    offer = CallOffer(call_id=_required_call_id(s, uniqueid), agent_id=agent_id,
+                      started_at=started_at)
+    s.add(offer)
+    if ended_at is not None or result is not None:
+        _finish(offer, ended_at, result)
+    s.flush()
+    return offer
+
+
+def finish_offer(s: Session, offer_id: int, ended_at: datetime, result: str) -> CallOffer:
+    offer: CallOffer = _get(s, CallOffer, offer_id, "offer")
+    _finish(offer, ended_at, result)
+    s.flush()
+    return offer
+
+
+def _finish(offer: CallOffer, ended_at: datetime | None, result: str | None) -> None:
+    if ended_at is None or result is None:
+        raise StoreError("a finished offer needs both ended_at and result")
+    offer.ended_at = ended_at
+    offer.result = result
+    offer.ring_s = (ended_at - offer.started_at).total_seconds()
+
+
+def offers_for_call(s: Session, uniqueid: str) -> list[CallOffer]:
+    query = (select(CallOffer).join(Call, Call.id == CallOffer.call_id)
+             .where(Call.uniqueid == uniqueid).order_by(CallOffer.started_at, CallOffer.id))
+    return list(s.scalars(query))
+
+
+def add_hold(s: Session, uniqueid: str, started_at: datetime, *,
+             agent_id: str | None = None) -> CallHold:
+    """Open a hold episode (STD-040/STD-041); ``finish_hold`` stores its length."""
+    hold = CallHold(call_id=_required_call_id(s, uniqueid), agent_id=agent_id,
+                    started_at=started_at)
+    s.add(hold)
+    s.flush()
+    return hold
+
+
+def finish_hold(s: Session, hold_id: int, ended_at: datetime) -> CallHold:
+    hold: CallHold = _get(s, CallHold, hold_id, "hold")
+    hold.ended_at = ended_at
+    hold.hold_s = (ended_at - hold.started_at).total_seconds()
+    s.flush()
+    return hold
+
+
+def holds_for_call(s: Session, uniqueid: str) -> list[CallHold]:
+    query = (select(CallHold).join(Call, Call.id == CallHold.call_id)
+             .where(Call.uniqueid == uniqueid).order_by(CallHold.started_at, CallHold.id))
+    return list(s.scalars(query))
+
+
+# --- event log ---------------------------------------------------------------------
+
+
+def append_event(s: Session, kind: str, at: datetime, payload: dict[str, Any] | None = None,
+                 *, uniqueid: str | None = None) -> CallEvent:
+    """Append to the replayable log; linked to the call row if it already exists."""
+    event = CallEvent(kind=kind, at=at, payload=payload or {}, uniqueid=uniqueid,
+                      call_id=_call_id(uniqueid) if uniqueid is not None else None)
+    s.add(event)
+    s.flush()
+    s.refresh(event, ["call_id"])
+    return event
+
+
+def read_events(s: Session, *, uniqueid: str | None = None, after_id: int = 0,
+                limit: int = 1000) -> list[CallEvent]:
+    """Events in the order they were appended, for replay; page with ``after_id``."""
+    query = select(CallEvent).where(CallEvent.id > after_id).order_by(CallEvent.id).limit(limit)
+    if uniqueid is not None:
+        query = query.where(CallEvent.uniqueid == uniqueid)
+    return list(s.scalars(query))
+
+
+# --- agent states ------------------------------------------------------------------
+
+
+def record_agent_state(s: Session, agent_id: str, state: str, at: datetime, *,
+                       reason: str | None = None, call_uniqueid: str | None = None,
+                       acw_extended: bool = False) -> AgentState:
+    """Close the agent's open state row at ``at``, open the new one, update the snapshot.
+
+    One transaction for all three, so after a crash the log and the snapshot agree.
+    """
+    open_row = s.scalar(select(AgentState).where(
+        AgentState.agent_id == agent_id, AgentState.ended_at.is_(None)))
+    if open_row is not None:
+        if at < open_row.started_at:
+            raise StoreError(f"agent {agent_id}: state at {at.isoformat()} is before the "
+                             f"current one started ({open_row.started_at.isoformat()})")
+        open_row.ended_at = at
+        s.flush()
+    row = AgentState(agent_id=agent_id, state=state, reason=reason, started_at=at,
+                     call_uniqueid=call_uniqueid)
+    s.add(row)
+    s.flush()
+    save_agent_snapshot(s, agent_id, state, at, reason=reason, call_uniqueid=call_uniqueid,
+                        acw_extended=acw_extended, updated_at=at)
+    return row
+
+
+def agent_state_log(s: Session, agent_id: str, *, since: datetime) -> list[AgentState]:
+    """State rows overlapping ``[since, now)``, oldest first (busy/ACW/online time reports)."""
+    query = (select(AgentState)
+             .where(AgentState.agent_id == agent_id,
+                    (AgentState.ended_at.is_(None)) | (AgentState.ended_at > since))
+             .order_by(AgentState.started_at, AgentState.id))
+    return list(s.scalars(query))
+
+
+def save_agent_snapshot(s: Session, agent_id: str, state: str, since: datetime, *,
+                        reason: str | None = None, call_uniqueid: str | None = None,
+                        acw_extended: bool = False,
+                        updated_at: datetime | None = None) -> AgentCurrent:
+    """Write the agent's state now, so an engine restart resumes it."""
+    values = {"agent_id": agent_id, "state": state, "since": since, "reason": reason,
+              "call_uniqueid": call_uniqueid, "acw_extended": acw_extended,
+              "updated_at": updated_at or utcnow()}
+    snapshot: AgentCurrent = _upsert(s, AgentCurrent, "agent_id", values)
+    return snapshot
+
+
+def load_agent_snapshots(s: Session) -> list[AgentCurrent]:
+    return list(s.scalars(select(AgentCurrent).order_by(AgentCurrent.agent_id)))
+
+
+# --- callback and follow-up tasks -------------------------------------------------
+
+
+def add_task(s: Session, kind: str, number: str, due_at: datetime, *,
+             owner_agent_id: str | None = None, max_attempts: int = 3,
+             deadline_at: datetime | None = None, note: str = "",
+             created_from_uniqueid: str | None = None) -> tuple[CallbackTask, bool]:
+    """Create a task, or return the open one for the same number and kind (created=False).
+
+    The existing task is returned unchanged: the first request's owner and due
+    time stand (STD-090: one number is not dialled over and over). The partial
+    unique index decides, so two engines racing still end with one task.
+    """
+    existing = _open_task(s, number, kind)
+    if existing is not None:
+        return existing, False
+    task = CallbackTask(
+        kind=kind, number=number, due_at=due_at, owner_agent_id=owner_agent_id,
+        max_attempts=max_attempts, deadline_at=deadline_at, note=note, status="pending",
+        attempts=0,
+        created_from_call_id=(_call_id(created_from_uniqueid)
+                              if created_from_uniqueid is not None else None))
+    try:
+        with s.begin_nested():
+            s.add(task)
+            s.flush()
+    except IntegrityError:
+        existing = _open_task(s, number, kind)
+        if existing is None:
+            raise
+        logger.info("store: task for %s/%s was created concurrently; using #%d",
+                    number, kind, existing.id)
+        return existing, False
+    s.refresh(task)
+    return task, True
+
+
+def _open_task(s: Session, number: str, kind: str) -> CallbackTask | None:
+    return s.scalar(select(CallbackTask).where(
+        CallbackTask.number == number, CallbackTask.kind == kind,
+        CallbackTask.status.in_(("pending", "dialing"))))
+
+
+def get_task(s: Session, task_id: int) -> CallbackTask | None:
+    return s.get(CallbackTask, task_id, populate_existing=True)
+
+
+def list_open_tasks(s: Session, *, owner_agent_id: str | None = None,
+                    number: str | None = None) -> list[CallbackTask]:
+    """Pending and dialing tasks, soonest first (the desktop's list, STD-072)."""
+    query = (select(CallbackTask).where(CallbackTask.status.in_(("pending", "dialing")))
+             .order_by(CallbackTask.due_at, CallbackTask.id))
+    if owner_agent_id is not None:
+        query = query.where(CallbackTask.owner_agent_id == owner_agent_id)
+    if number is not None:
+        query = query.where(CallbackTask.number == number)
+    return list(s.scalars(query))
+
+
+def claim_due_tasks(s: Session, now: datetime, limit: int, *, claimed_by: str = "",
+                    owner_agent_id: str | None = None) -> list[CallbackTask]:
+    """Atomically move up to ``limit`` due pending tasks to ``dialing`` and return them.
+
+    ``owner_agent_id=None`` claims pool tasks (no owner); an id claims only that
+    agent's own tasks, for when they become ready (STD-069, STD-072).
+
+    Never hands one task to two claimers: on PostgreSQL the candidate rows are
+    locked with ``FOR UPDATE SKIP LOCKED`` (concurrent claimers take other rows
+    instead of waiting); on SQLite the whole statement runs under the write lock
+    (``BEGIN IMMEDIATE``). The outer ``status = 'pending'`` guard holds on both.
+    """
+    if limit <= 0:
+        return []
+    owner: ColumnElement[bool] = (CallbackTask.owner_agent_id.is_(None) if owner_agent_id is None
+                                  else CallbackTask.owner_agent_id == owner_agent_id)
+    due = (select(CallbackTask.id)
+           .where(CallbackTask.status == "pending", CallbackTask.due_at <= now, owner)
+           .order_by(CallbackTask.due_at, CallbackTask.id)
+           .limit(limit)
+           .with_for_update(skip_locked=True))
+    claim = (update(CallbackTask)
+             .where(CallbackTask.id.in_(due), CallbackTask.status == "pending")
+             .values(status="dialing", attempts=CallbackTask.attempts + 1, claimed_at=now,
+                     claimed_by=claimed_by, updated_at=utcnow())
+             .returning(CallbackTask))
+    tasks = list(s.scalars(claim, execution_options={"populate_existing": True,
+                                                     "synchronize_session": False}))
+    tasks.sort(key=lambda t: (t.due_at, t.id))
+    if tasks:
+        logger.debug("store: %s claimed tasks %s", claimed_by or "engine", [t.id for t in tasks])
+    return tasks
+
+
+def finish_attempt(s: Session, task_id: int, at: datetime, outcome: str, *, reached: bool,
+                   retry_at: datetime | None = None, hangup_cause: int | None = None,
+                   call_uniqueid: str | None = None,
+                   agent_id: str | None = None) -> CallbackTask:
+    """Record how a claimed task's dial ended and decide its next status.
+
+    reached → ``done``; not reached with a ``retry_at`` and attempts left →
+    ``pending`` again at ``retry_at`` (the retry rule is the core's, STD-081);
+    otherwise ``unreachable``.
+    """
+    task: CallbackTask = _get(s, CallbackTask, task_id, "task")
+    if task.status != "dialing":
+        raise StateError("task_not_dialing", f"task {task_id} is {task.status}")
+    s.add(TaskAttempt(task_id=task_id, at=at, outcome=outcome, hangup_cause=hangup_cause,
+                      call_uniqueid=call_uniqueid, agent_id=agent_id))
+    task.last_outcome = outcome
+    task.claimed_at = None
+    task.claimed_by = None
+    if reached:
+        task.status = "done"
+    elif retry_at is not None and task.attempts < task.max_attempts:
+        task.status = "pending"
+        task.due_at = retry_at
+    else:
+        task.status = "unreachable"
+    s.flush()
+    return task
+
+
+def task_attempts(s: Session, task_id: int) -> list[TaskAttempt]:
+    query = select(TaskAttempt).where(TaskAttempt.task_id == task_id).order_by(
+        TaskAttempt.at, TaskAttempt.id)
+    return list(s.scalars(query))
+
+
+def cancel_task(s: Session, task_id: int) -> CallbackTask:
+    """Cancel an open task (a supervisor's decision, or the customer called in again)."""
+    task: CallbackTask = _get(s, CallbackTask, task_id, "task")
+    if task.status not in ("pending", "dialing"):
+        raise StateError("task_closed", f"task {task_id} is already {task.status}")
+    task.status = "cancelled"
+    s.flush()
+    return task
+
+
+def release_stale_claims(s: Session, claimed_before: datetime) -> int:
+    """Return to ``pending`` the tasks a crashed engine claimed and never finished."""
+    result = s.execute(
+        update(CallbackTask)
+        .where(CallbackTask.status == "dialing", CallbackTask.claimed_at < claimed_before)
+        .values(status="pending", claimed_at=None, claimed_by=None, updated_at=utcnow()),
+        execution_options={"synchronize_session": False})
+    count: int = getattr(result, "rowcount", 0)
+    if count:
+        logger.warning("store: released %d stale task claim(s) from before %s",
+                       count, claimed_before.isoformat())
+    return count
+
+
+# --- alarms and audit ----------------------------------------------------------------
+
+
+def raise_alarm(s: Session, kind: str, at: datetime, *, std: str = "",
+                detail: dict[str, Any] | None = None) -> Alarm:
+    alarm = Alarm(kind=kind, std=std, detail=detail or {}, raised_at=at)
+    s.add(alarm)
+    s.flush()
+    return alarm
+
+
+def ack_alarm(s: Session, alarm_id: int, by: str, at: datetime) -> Alarm:
+    """Acknowledge once; a second acknowledgement keeps the first one's name and time."""
+    alarm: Alarm = _get(s, Alarm, alarm_id, "alarm")
+    if alarm.acknowledged_at is None:
+        alarm.acknowledged_at = at
+        alarm.acknowledged_by = by
+        s.flush()
+    return alarm
+
+
+def open_alarms(s: Session) -> list[Alarm]:
+    query = select(Alarm).where(Alarm.acknowledged_at.is_(None)).order_by(
+        Alarm.raised_at, Alarm.id)
+    return list(s.scalars(query))
+
+
+def audit(s: Session, actor: str, action: str, at: datetime, *, target: str = "",
+          detail: dict[str, Any] | None = None) -> AuditEntry:
+    """Who did what to whom: every recording playback (STD-114) and supervisor action."""
+    entry = AuditEntry(actor=actor, action=action, at=at, target=target, detail=detail or {})
+    s.add(entry)
+    s.flush()
+    return entry
+
