@@ -1,0 +1,1288 @@
+"""Policy: every number of the service standards, with its default, unit and STD id.
+
+The standards (STD-nnn) set numbers: rings, seconds, minutes, working days, counts.
+Each lives here exactly once, as a field that declares its unit and the rule it
+enforces, so code never holds a literal and a deployment changes a number in one
+TOML file. Where the seeds conflict (C-1..C-12) the choice is an enumeration here,
+with the shipped default first.
+
+Rings are the seeds' unit of answering time. A ring is one cycle of the national
+ringback cadence, which must equal the cadence Asterisk plays (``indications.conf``,
+``[general] country=``); ``STOCK_RING_CADENCES_MS`` copies Asterisk 22's stock file,
+and ``country = "custom"`` takes ``custom_cadence_ms`` for a PBX with its own tones.
+Ring-valued settings stay in rings; the converters (``Policy.rings_to_seconds``,
+``ring_limit_seconds(policy)``...) turn them into seconds for timers.
+
+Loading is strict: unknown keys, wrong types ("30" for 30) and out-of-range values
+are rejected with a ``PolicyError`` whose message names the dotted key, so a typo
+never silently falls back to a default.
+
+Per-queue overrides exist only where a rule allows them (C-4 opening, service-level
+target): ``Policy.for_queue(name)`` returns the Policy that queue runs under.
+
+``render_example_toml()`` and ``render_markdown()`` generate
+``callflow/policy.example.toml`` and ``docs/policy.md`` from the model itself, so the
+documentation can never drift from the code (a unit test compares them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import string
+import sys
+import textwrap
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic.config import JsonDict
+from pydantic.fields import FieldInfo
+
+from callflow.errors import PolicyError
+
+log = logging.getLogger(__name__)
+
+# Ring cadences (ms on, ms off, ...) of Asterisk 22's stock indications.conf,
+# `ringcadence =` of each country section. One ring = one full cycle.
+STOCK_RING_CADENCES_MS: dict[str, tuple[int, ...]] = {
+    "at": (1000, 5000), "au": (400, 200, 400, 2000), "be": (1000, 3000),
+    "bg": (1000, 4000), "br": (1000, 4000), "ch": (1000, 4000), "cl": (1000, 3000),
+    "cn": (1000, 4000), "cz": (1000, 4000), "de": (1000, 4000), "dk": (1000, 4000),
+    "ee": (1000, 4000), "es": (1500, 3000), "fi": (1000, 4000), "fr": (1500, 3500),
+    "gr": (1000, 4000), "hu": (1250, 3750), "id": (1000, 4000), "il": (1000, 3000),
+    "in": (400, 200, 400, 2000), "it": (1000, 4000), "jp": (1000, 2000),
+    "lt": (1000, 4000), "mx": (2000, 4000), "my": (2000, 4000), "nl": (1000, 4000),
+    "no": (1000, 4000), "nz": (400, 200, 400, 2000), "ph": (1000, 4000),
+    "pl": (1000, 4000), "pt": (1000, 5000), "ru": (1000, 4000), "se": (1000, 5000),
+    "sg": (400, 200, 400, 2000), "th": (1000, 4000), "tw": (1000, 4000),
+    "uk": (400, 200, 400, 2000), "us": (2000, 4000), "us-old": (2000, 4000),
+    "ve": (1000, 4000), "za": (400, 200, 400, 2000),
+}
+CUSTOM_COUNTRY = "custom"
+
+# Float noise (e.g. 15.000000000000002 s) must not add a ring.
+_RING_EPSILON = 1e-9
+
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+Language = Literal["zh", "en"]
+AgentIdentity = Literal["work_number", "name", "none"]
+OPENING_PLACEHOLDERS = frozenset({"centre", "agent_no", "agent_name", "department"})
+
+
+def _parse_hhmm(value: object) -> object:
+    """TOML 1.0 local times need seconds; "09:00" strings are friendlier, so accept both."""
+    if isinstance(value, str):
+        try:
+            return time.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"must be a time HH:MM, got {value!r}") from None
+    return value
+
+
+ClockTime = Annotated[time, BeforeValidator(_parse_hhmm)]
+
+
+def setting(
+    default: Any = ...,
+    *,
+    description: str,
+    unit: str = "",
+    std: str = "",
+    factory: Any = None,
+    **constraints: Any,
+) -> Any:
+    """A Policy field that carries its unit and the STD id it enforces (for docs and tables)."""
+    extra: JsonDict = {"unit": unit, "std": std}
+    if factory is not None:
+        return Field(default_factory=factory, description=description,
+                     json_schema_extra=extra, **constraints)
+    return Field(default, description=description, json_schema_extra=extra, **constraints)
+
+
+class Section(BaseModel):
+    """Base of every Policy part: immutable, strict types, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class Inline(Section):
+    """A small value object written as a TOML inline table ({ zh = ..., en = ... })."""
+
+
+class Label(Inline):
+    """A display label in both product languages (C-3: labels configurable, KPIs fixed)."""
+
+    zh: str = setting(description="Chinese label")
+    en: str = setting(description="English label")
+
+
+class Duration(Inline):
+    """A deadline length; working units follow the business calendar (C-7)."""
+
+    value: float = setting(description="length", ge=0)
+    unit: Literal["h", "days", "work_h", "workdays"] = setting(
+        description="h = clock hours (004:304 counts 小时), days = calendar days, "
+                    "work_h / workdays = business-calendar time")
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+class AvailabilityPolicy(Section):
+    """STD-001: the hotline runs 7x24; a closed-hours mode exists only if configured."""
+
+    closed_hours_enabled: bool = setting(
+        False, std="STD-001",
+        description="Close the line outside the business calendar's hours (off: 7x24 service)")
+
+
+class AnsweringPolicy(Section):
+    """Inbound answering (STD-006..009, C-12): how long an agent's phone may ring."""
+
+    ring_limit_rings: int = setting(
+        3, unit="rings", std="STD-008", ge=1,
+        description="Ring-no-answer timeout of one agent offer; the call then moves on")
+    rona_sets_not_ready: bool = setting(
+        True, std="STD-008",
+        description="An agent whose offer timed out becomes not-ready (ring_no_answer, STD-099)")
+    late_apology_rings: int = setting(
+        3, unit="rings", std="STD-009", ge=0,
+        description="A call whose total wait (queue plus all ringing) exceeds this gets the "
+                    "late-answer apology opening")
+    min_answer_delay_rings: float = setting(
+        0, unit="rings", std="C-12", ge=0,
+        description="Optional minimum ringing before an answer counts as standard; 0 = off "
+                    "('after the 2nd ring' read as a target, not a floor)")
+
+
+class HolidayGreeting(Section):
+    """STD-017: a holiday wish that replaces the normal opening on its date."""
+
+    on: str = setting(
+        description='"MM-DD" every year, or "YYYY-MM-DD" once', pattern=r"^(\d{4}-)?\d{2}-\d{2}$")
+    greeting: str = setting(description="Opening in Chinese")
+    greeting_en: str = setting("", description="Opening in English")
+
+    @field_validator("on")
+    @classmethod
+    def _real_date(cls, value: str) -> str:
+        probe = value if len(value) == 10 else f"2000-{value}"  # 2000 is a leap year
+        try:
+            date.fromisoformat(probe)
+        except ValueError:
+            raise ValueError(f"not a calendar date: {value!r}") from None
+        return value
+
+    def applies(self, day: date) -> bool:
+        return day.isoformat().endswith(self.on) if len(self.on) == 5 else (
+            day.isoformat() == self.on)
+
+
+def _check_template(value: str) -> str:
+    for _, name, _, _ in string.Formatter().parse(value):
+        if name is not None and name not in OPENING_PLACEHOLDERS:
+            raise ValueError(f"unknown placeholder {{{name}}}; allowed: "
+                             + ", ".join(sorted(OPENING_PLACEHOLDERS)))
+    return value
+
+
+class GreetingsPolicy(Section):
+    """Openings (STD-014..018, C-4); every field here may be overridden per queue."""
+
+    language: Language = setting(
+        "zh", std="STD-012", description="Language of played prompts and shown scripts")
+    opening_template: str = setting(
+        "您好,{centre}呼叫中心 {agent_no}号为您服务,请讲!", std="STD-014",
+        description="Default opening; placeholders {centre} {agent_no} {agent_name} {department}")
+    opening_template_en: str = setting(
+        "Hello, {centre} call centre, agent number {agent_no} at your service, "
+        "please go ahead!", std="STD-014", description="English opening")
+    agent_identity: AgentIdentity = setting(
+        "work_number", std="C-4",
+        description="How the opening identifies the agent: work number, name or not at all")
+    department: str = setting(
+        "", std="STD-015", description="Department named in the opening where the template asks")
+    holiday_greetings_enabled: bool = setting(
+        True, std="STD-017", description="Use holiday_greetings on their dates")
+    holiday_greetings: list[HolidayGreeting] = setting(
+        std="STD-017", description="Holiday wishes that replace the opening on their dates",
+        factory=lambda: [HolidayGreeting(on="01-01", greeting="新年好,请问有什么可帮您?",
+                                         greeting_en="Happy New Year, how may I help you?")])
+    time_of_day_greetings: bool = setting(
+        False, std="STD-018", description="Prefix 早晨好/下午好/晚上好 by the local clock")
+    morning_from: ClockTime = setting(
+        time(5, 0), unit="HH:MM", std="STD-018", description="Start of 'good morning'")
+    afternoon_from: ClockTime = setting(
+        time(12, 0), unit="HH:MM", std="STD-018", description="Start of 'good afternoon'")
+    evening_from: ClockTime = setting(
+        time(18, 0), unit="HH:MM", std="STD-018", description="Start of 'good evening'")
+
+    @field_validator("afternoon_from", "evening_from")
+    @classmethod
+    def _in_order(cls, value: time, info: ValidationInfo) -> time:
+        before = {"afternoon_from": "morning_from", "evening_from": "afternoon_from"}
+        earlier = info.data.get(before[str(info.field_name)])
+        if earlier is not None and value <= earlier:
+            raise ValueError(f"must be after {before[str(info.field_name)]}")
+        return value
+
+    @field_validator("opening_template", "opening_template_en")
+    @classmethod
+    def _placeholders(cls, value: str) -> str:
+        return _check_template(value)
+
+    def holiday_greeting(self, day: date) -> HolidayGreeting | None:
+        """The holiday wish for ``day`` (a one-off date wins over a yearly one), if enabled."""
+        if not self.holiday_greetings_enabled:
+            return None
+        matches = [g for g in self.holiday_greetings if g.applies(day)]
+        matches.sort(key=lambda g: len(g.on), reverse=True)
+        return matches[0] if matches else None
+
+
+class WaitingPolicy(Section):
+    """Queue waits (STD-047, STD-043 applied to queues by ASSUMPTION)."""
+
+    announce_interval_s: float = setting(
+        15, unit="s", std="STD-047", gt=0,
+        description="Progress announcement interval while no agent is free")
+    callback_offer_s: float = setting(
+        120, unit="s", std="STD-047", gt=0,
+        description="Queue wait at which 'keep waiting / be called back' is offered (STD-043)")
+    callbacks_enabled: bool = setting(
+        True, std="STD-047", description="Offer the callback choice at callback_offer_s")
+    caller_hears_while_ringing: Literal["ringback", "moh"] = setting(
+        "ringback", std="STD-046",
+        description="What the caller hears while an agent's phone rings")
+    moh_class: str = setting(
+        "default", description="Asterisk music-on-hold class for queue waits")
+
+
+class HoldPolicy(Section):
+    """Hold (STD-040, STD-041, STD-043, C-5)."""
+
+    reminder_s: float = setting(
+        15, unit="s", std="STD-041", gt=0,
+        description="First 'update the caller' reminder into a hold")
+    reminder_repeat_s: float = setting(
+        15, unit="s", std="STD-041", ge=0,
+        description="Reminder repeats this often after the first; 0 = once")
+    limit_s: float = setting(
+        30, unit="s", std="STD-040", ge=0, description="Hold breach threshold")
+    breach_scope: Literal["episode", "call"] = setting(
+        "episode", std="C-5",
+        description="limit_s applies to each hold episode, or to all holds of a call together")
+    max_wait_s: float = setting(
+        120, unit="s", std="STD-043", gt=0,
+        description="Hard ceiling of one hold or lookup wait: continue-or-callback is forced")
+    auto_retrieve_s: float = setting(
+        0, unit="s", std="STD-043", ge=0,
+        description="Optional: take the caller off hold automatically after this; 0 = off")
+
+
+class SpecialCallsPolicy(Section):
+    """Special calls (STD-056..065, C-1, C-2): scripted endings that are compliant releases."""
+
+    silent_form: Literal["standard", "short"] = setting(
+        "standard", std="C-1",
+        description="standard = 004's three prompts (STD-056); short = 002's short prompt "
+                    "(STD-057)")
+    silent_prompts: int = setting(
+        3, unit="count", std="STD-056", ge=1, le=3,
+        description="Prompts in the standard silent-call procedure")
+    silent_short_repeats: int = setting(
+        2, unit="count", std="STD-057", ge=1, le=2,
+        description="Times the short prompt is said in the short form")
+    silent_gap_s: float = setting(
+        5, unit="s", std="STD-056", ge=0, description="Silence waited after each prompt")
+    silent_release_delay_s: float = setting(
+        5, unit="s", std="STD-056", ge=0,
+        description="Delay after the last prompt before the line is released")
+    silent_auto_start: bool = setting(
+        False, std="STD-056",
+        description="Start the procedure by itself when no caller speech follows the opening")
+    quiet_line_release_delay_s: float = setting(
+        5, unit="s", std="STD-059", ge=0,
+        description="Release delay after the too-quiet-line script")
+    noisy_line_release_delay_s: float = setting(
+        5, unit="s", std="STD-060", ge=0,
+        description="Release delay after the noisy-line script")
+    nuisance_warnings: int = setting(
+        3, unit="count", std="STD-064", ge=1, le=3,
+        description="Scope statements before the nuisance final action (seed: 2-3)")
+    nuisance_final_action: Literal["transfer_attendant", "escalate", "hangup"] = setting(
+        "transfer_attendant", std="C-2",
+        description="After the last warning: automated attendant, duty supervisor, or release")
+
+
+class HangupPolicy(Section):
+    """Who releases first (STD-110, STD-111, C-6)."""
+
+    closing_grace_s: float = setting(
+        2, unit="s", std="STD-111", ge=0,
+        description="After the closing, an agent release this long later is compliant")
+    strict_mode: bool = setting(
+        False, std="C-6",
+        description="Count every agent-first release after the closing as a violation")
+
+
+class RoutingPolicy(Section):
+    """What the core decides when a call arrives or an agent frees up (STD-055, 069-073)."""
+
+    repeat_caller_lookback_days: int = setting(
+        30, unit="days", std="STD-073", ge=0,
+        description="Earlier contacts of the caller's number shown on the offer")
+    callbacks_before_inbound: bool = setting(
+        True, std="STD-069",
+        description="An agent's own callback tasks are offered before new inbound calls")
+    dropped_call_callback: bool = setting(
+        True, std="STD-069",
+        description="A caller-side drop before the closing creates a callback for the agent")
+    named_agent_callback_due_min: float = setting(
+        60, unit="min", std="STD-072", gt=0,
+        description="Due time of a callback owned by a named agent who was busy (ASSUMPTION)")
+    missed_call_callbacks: bool = setting(
+        True, std="STD-055",
+        description="Each abandoned call with a presented number becomes a callback task")
+
+
+class OutboundPolicy(Section):
+    """Outbound calls and follow-ups (STD-081..096, C-11)."""
+
+    no_answer_rings: int = setting(
+        6, unit="rings", std="STD-081", ge=1,
+        description="An unanswered outbound attempt is hung up after this many rings")
+    max_attempts: int = setting(
+        3, unit="count", std="STD-081", ge=1,
+        description="Attempts per contact in a campaign (ASSUMPTION)")
+    retry_spacing_min: float = setting(
+        30, unit="min", std="STD-081", ge=0,
+        description="Minimum gap between attempts to one number (ASSUMPTION)")
+    attempts_per_number_per_run: int = setting(
+        1, unit="count", std="STD-090", ge=1,
+        description="A follow-up run dials a number this often unless rescheduled")
+    calling_window_start: ClockTime = setting(
+        time(9, 0), unit="HH:MM", std="STD-085",
+        description="Earliest local time to call a customer")
+    calling_window_end: ClockTime = setting(
+        time(21, 0), unit="HH:MM", std="STD-085",
+        description="Latest local time to call a customer")
+    followup_general_days: float = setting(
+        3, unit="days", std="STD-086", ge=0, description="General follow-up call due")
+    followup_fault_days: float = setting(
+        1, unit="days", std="STD-089", ge=0, description="Fault follow-up: the next day")
+    new_customer_contact_days: float = setting(
+        7, unit="days", std="STD-096", ge=0, description="Contact newly assigned customers")
+    wrapup_required: bool = setting(
+        True, std="STD-092",
+        description="The outbound wrap-up form must be submitted before the agent is ready")
+
+    @field_validator("calling_window_end")
+    @classmethod
+    def _window_order(cls, value: time, info: ValidationInfo) -> time:
+        start = info.data.get("calling_window_start")
+        if start is not None and value <= start:
+            raise ValueError("must be after calling_window_start")
+        return value
+
+
+class Reason(Section):
+    """A reason an agent is away (busy) or not offered calls (not-ready)."""
+
+    code: str = setting(description="Stable code used in events and KPIs",
+                        pattern=r"^[a-z][a-z0-9_]*$")
+    label_zh: str = setting(description="Chinese label")
+    label_en: str = setting(description="English label")
+    max_min: float = setting(
+        0, unit="min", std="STD-104", ge=0,
+        description="Alert agent and board after this long in the reason; 0 = no limit")
+    approval_required: bool = setting(
+        False, std="STD-106", description="Needs a supervisor's approval on the board")
+    system: bool = setting(
+        False, std="STD-099", description="Set only by the engine, never chosen by a person")
+
+
+def _reason(code: str, zh: str, en: str, *, max_min: float = 0, approval: bool = False,
+            system: bool = False) -> Reason:
+    return Reason(code=code, label_zh=zh, label_en=en, max_min=max_min,
+                  approval_required=approval, system=system)
+
+
+RING_NO_ANSWER = "ring_no_answer"
+UNREACHABLE = "unreachable"
+MEAL_MAX_MIN = 30  # STD-104: 「每人用餐时间不超过半小时」
+
+
+def _default_busy_reasons() -> list[Reason]:
+    return [
+        _reason("meal", "用餐", "Meal", max_min=MEAL_MAX_MIN),
+        _reason("restroom", "洗手间", "Restroom"),
+        _reason("leader", "找领导", "With a team leader"),
+        _reason("support", "协助其他座席", "Supporting another seat"),
+        _reason("forms", "交单", "Handing in forms"),
+        _reason("meeting", "会议", "Meeting"),
+        _reason("training", "培训", "Training"),
+        _reason("away", "离席", "Away from seat", approval=True),
+    ]
+
+
+def _default_not_ready_reasons() -> list[Reason]:
+    return [
+        _reason(RING_NO_ANSWER, "振铃未接", "Ring no answer", system=True),
+        _reason(UNREACHABLE, "话机离线", "Softphone unreachable", system=True),
+        _reason("break", "小休", "Break"),
+        _reason("meal", "用餐", "Meal", max_min=MEAL_MAX_MIN),
+        _reason("training", "培训", "Training"),
+        _reason("meeting", "会议", "Meeting"),
+        _reason("back_office", "后台工作", "Back-office work"),
+    ]
+
+
+class StateLabels(Section):
+    """Display labels per agent state (C-3): states are defined by behaviour, not labels."""
+
+    logged_out: Label = setting(Label(zh="未登录", en="Logged out"),
+                                description="Not logged in")
+    ready: Label = setting(Label(zh="就绪", en="Ready"), description="Free for the next call")
+    ringing: Label = setting(Label(zh="振铃", en="Ringing"), description="A call is offered")
+    on_call: Label = setting(Label(zh="通话中", en="On call"), description="Talking")
+    on_hold: Label = setting(Label(zh="保持", en="On hold"), description="Caller on hold")
+    acw: Label = setting(Label(zh="话后处理", en="After-call work"),
+                         description="Work on the call just ended (the seed's 未就绪; C-3)")
+    busy: Label = setting(Label(zh="示忙", en="Busy"),
+                          description="Present, away from calls with a reason (STD-097)")
+    not_ready: Label = setting(Label(zh="暂停服务", en="Not ready"),
+                               description="Set by the engine or chosen with a reason; never "
+                                           "labelled 未就绪 (C-3)")
+
+    @field_validator("not_ready")
+    @classmethod
+    def _not_acw_label(cls, value: Label) -> Label:
+        if value.zh == "未就绪":
+            raise ValueError("label 未就绪 belongs to after-call work (C-3); choose another")
+        return value
+
+
+class FeatureCodes(Section):
+    """Codes dialled from a softphone that reach the agent state machine (no desktop needed)."""
+
+    not_ready: str = setting("*21", description="Go not-ready with not_ready_reason")
+    ready: str = setting("*22", description="Go ready")
+    busy: str = setting("*23", description="Go busy with busy_reason")
+    end_acw: str = setting("*24", description="End after-call work")
+    not_ready_reason: str = setting(
+        "break", description="Reason recorded for the not-ready code (an agents.not_ready_reasons"
+                             " code)")
+    busy_reason: str = setting(
+        "restroom", std="STD-097",
+        description="Reason recorded for the busy code (busy always carries a reason)")
+
+    def codes(self) -> dict[str, str]:
+        return {self.not_ready: "not_ready", self.ready: "ready", self.busy: "busy",
+                self.end_acw: "end_acw"}
+
+
+class AgentsPolicy(Section):
+    """Agent states and work time (STD-097..107, C-3, C-9)."""
+
+    acw_limit_s: float = setting(
+        60, unit="s", std="STD-100", ge=0,
+        description="After-call work of one call ends here (0 = no ACW)")
+    acw_auto_ready: bool = setting(
+        True, std="STD-100",
+        description="At acw_limit_s the agent becomes ready by itself (else: alarm only)")
+    inactivity_logout_min: float = setting(
+        30, unit="min", std="STD-102", gt=0,
+        description="Log out an agent idle this long unless the desktop is on the service page")
+    shift_end_flag_min: float = setting(
+        15, unit="min", std="STD-103", ge=0,
+        description="Flag an agent still logged in this long after shift end")
+    login_before_shift_min: float = setting(
+        15, unit="min", std="C-9", ge=0, description="Agents log in this long before shift start")
+    absence_flag_min: float = setting(
+        20, unit="min", std="STD-106", gt=0,
+        description="Flag an unapproved absence (approval-required busy reason) this long")
+    meal_concurrent_cap: int = setting(
+        0, unit="count", std="STD-104", ge=0,
+        description="Agents of one team on a meal break at once (rotation); 0 = no cap")
+    busy_reasons: list[Reason] = setting(
+        std="STD-097", factory=_default_busy_reasons,
+        description="Reasons an agent may choose for busy (示忙); meal max 30 min (STD-104)")
+    not_ready_reasons: list[Reason] = setting(
+        std="STD-099", factory=_default_not_ready_reasons,
+        description="Not-ready reasons: system ones set by the engine, the rest agent-chosen")
+    state_labels: StateLabels = setting(
+        std="C-3", factory=StateLabels, description="Display labels per state")
+    feature_codes: FeatureCodes = setting(
+        factory=FeatureCodes, description="Softphone feature codes")
+
+    @field_validator("busy_reasons", "not_ready_reasons")
+    @classmethod
+    def _unique_codes(cls, value: list[Reason], info: ValidationInfo) -> list[Reason]:
+        codes = [r.code for r in value]
+        dupes = sorted({c for c in codes if codes.count(c) > 1})
+        if dupes:
+            raise ValueError(f"duplicate reason codes: {', '.join(dupes)}")
+        if not value:
+            raise ValueError("at least one reason is needed")
+        if info.field_name == "busy_reasons" and any(r.system for r in value):
+            raise ValueError("busy reasons are chosen by people; system = true is not allowed")
+        if info.field_name == "not_ready_reasons":
+            missing = {RING_NO_ANSWER, UNREACHABLE} - {r.code for r in value if r.system}
+            if missing:
+                raise ValueError("the engine needs system reasons "
+                                 + ", ".join(sorted(missing)))
+        return value
+
+    @field_validator("feature_codes")
+    @classmethod
+    def _feature_reasons(cls, value: FeatureCodes, info: ValidationInfo) -> FeatureCodes:
+        busy = {r.code for r in info.data.get("busy_reasons", [])}
+        not_ready = {r.code for r in info.data.get("not_ready_reasons", []) if not r.system}
+        if busy and value.busy_reason not in busy:
+            raise ValueError(f"busy_reason {value.busy_reason!r} is not a busy reason code")
+        if not_ready and value.not_ready_reason not in not_ready:
+            raise ValueError(f"not_ready_reason {value.not_ready_reason!r} is not an "
+                             "agent-chosen not-ready reason code")
+        if len(value.codes()) != 4:
+            raise ValueError("the four feature codes must differ")
+        return value
+
+    def busy_reason(self, code: str) -> Reason | None:
+        return next((r for r in self.busy_reasons if r.code == code), None)
+
+    def not_ready_reason(self, code: str) -> Reason | None:
+        return next((r for r in self.not_ready_reasons if r.code == code), None)
+
+
+class KpiPolicy(Section):
+    """KPI thresholds and targets (KPI definitions of the standards)."""
+
+    short_abandon_s: float = setting(
+        5, unit="s", std="KPI", ge=0,
+        description="Caller hang-ups within this of reaching routing are short abandons")
+    service_level_threshold_rings: int = setting(
+        3, unit="rings", std="KPI", ge=1,
+        description="Service level counts calls answered with total wait within this")
+    service_level_target_pct: float = setting(
+        80, unit="%", std="KPI", ge=0, le=100,
+        description="Service-level target (per queue)")
+    average_answer_rings_target: float = setting(
+        2, unit="rings", std="STD-006", gt=0,
+        description="Alert when an interval's average answer ring exceeds this")
+    within_rings_threshold: int = setting(
+        3, unit="rings", std="STD-008", ge=1, description="Within-N-rings rate threshold")
+    within_rings_target_pct: float = setting(
+        100, unit="%", std="STD-008", ge=0, le=100, description="Within-N-rings rate target")
+    acw_average_target_s: float = setting(
+        60, unit="s", std="STD-100", gt=0,
+        description="Alert when an agent's running average ACW exceeds this")
+    talk_average_target_s: float = setting(
+        180, unit="s", std="STD-101", gt=0, description="Average talk time (ACD) target")
+    report_interval_min: int = setting(
+        15, unit="min", std="STD-006", ge=1, le=1440,
+        description="Reporting interval for the average-answer-ring alert (ASSUMPTION)")
+    reply_rate_target_pct: float = setting(
+        100, unit="%", std="STD-133", ge=0, le=100, description="Issues given a reply")
+    followup_coverage_target_pct: float = setting(
+        100, unit="%", std="STD-086", ge=0, le=100, description="Key customers followed up")
+
+
+class CalendarPolicy(Section):
+    """Business calendar that turns working days and working hours into due times."""
+
+    timezone: str = setting(
+        "Asia/Shanghai", std="STD-085",
+        description="IANA zone of the centre: calling window, shifts, working days, holidays")
+    workdays: list[Weekday] = setting(
+        std="STD-122", factory=lambda: ["mon", "tue", "wed", "thu", "fri"],
+        description="Working weekdays (ASSUMPTION)")
+    work_start: ClockTime = setting(
+        time(9, 0), unit="HH:MM", std="STD-122", description="Start of working hours")
+    work_end: ClockTime = setting(
+        time(18, 0), unit="HH:MM", std="STD-122", description="End of working hours")
+    holidays: list[date] = setting(
+        std="STD-122", factory=list, description="Public holidays (not working days)")
+    extra_workdays: list[date] = setting(
+        std="STD-122", factory=list,
+        description="Weekend days that are working days (e.g. 调休 make-up days)")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @field_validator("work_end")
+    @classmethod
+    def _hours_order(cls, value: time, info: ValidationInfo) -> time:
+        start = info.data.get("work_start")
+        if start is not None and value <= start:
+            raise ValueError("must be after work_start")
+        return value
+
+    @field_validator("workdays")
+    @classmethod
+    def _some_workdays(cls, value: list[Weekday]) -> list[Weekday]:
+        if not value or len(set(value)) != len(value):
+            raise ValueError("needs at least one weekday, each once")
+        return value
+
+    def is_workday(self, day: date) -> bool:
+        if day in self.holidays:
+            return False
+        return day in self.extra_workdays or WEEKDAYS[day.weekday()] in self.workdays
+
+
+class DeadlineRule(Section):
+    """One row of the ticket deadline table: type x complaint class x customer class (C-7)."""
+
+    ticket_type: str = setting(description='complaint, enquiry, back_office, ... or "*"')
+    complaint_class: str = setting("*", description='simple, complex or "*"')
+    customer_class: str = setting("*", description='e.g. vip, or "*"', std="STD-123")
+    first_answer: Duration = setting(description="First answer due after logging")
+    resolution: Duration = setting(description="Resolution due after logging")
+
+    def specificity(self) -> int:
+        return sum(part != "*" for part in (self.ticket_type, self.complaint_class,
+                                            self.customer_class))
+
+    def matches(self, ticket_type: str, complaint_class: str, customer_class: str) -> bool:
+        return all(rule in ("*", value) for rule, value in (
+            (self.ticket_type, ticket_type), (self.complaint_class, complaint_class),
+            (self.customer_class, customer_class)))
+
+
+def _rule(ticket_type: str, complaint_class: str, first: Duration, resolution: Duration
+          ) -> DeadlineRule:
+    return DeadlineRule(ticket_type=ticket_type, complaint_class=complaint_class,
+                        first_answer=first, resolution=resolution)
+
+
+def _default_deadlines() -> list[DeadlineRule]:
+    one_wd, two_wd, five_wd = (Duration(value=v, unit="workdays") for v in (1, 2, 5))
+    return [
+        _rule("complaint", "simple", Duration(value=2, unit="h"), five_wd),  # STD-123/124
+        _rule("complaint", "complex", Duration(value=24, unit="h"), five_wd),  # STD-123/124
+        _rule("enquiry", "*", one_wd, two_wd),  # STD-124
+        _rule("back_office", "*", one_wd, two_wd),  # STD-122, STD-126
+        _rule("*", "*", one_wd, two_wd),  # 004:217 published commitment
+    ]
+
+
+class TicketsPolicy(Section):
+    """Ticket clocks (STD-122..134, C-7, C-10, C-11)."""
+
+    deadlines: list[DeadlineRule] = setting(
+        std="C-7", factory=_default_deadlines,
+        description="First-answer and resolution deadlines; the most specific row wins")
+    escalation_after_h: float = setting(
+        24, unit="h", std="STD-125", gt=0,
+        description="Open tickets older than this go to the next level at the daily check")
+    escalation_chain: list[str] = setting(
+        std="C-10", factory=lambda: ["shift_lead", "department_manager"],
+        description="Roles an open ticket escalates to, in order")
+    daily_check_at: ClockTime = setting(
+        time(9, 0), unit="HH:MM", std="STD-125",
+        description="Local time of the daily open-ticket check (ASSUMPTION)")
+    backoffice_response_workdays: float = setting(
+        1, unit="workdays", std="STD-122", ge=0, description="Back-office response")
+    form_to_handler_work_h: float = setting(
+        2, unit="work_h", std="STD-126", ge=0, description="Problem form reaches the handler")
+    handler_result_workdays: float = setting(
+        2, unit="workdays", std="STD-126", ge=0, description="Handler returns a result")
+    customer_test_h: float = setting(
+        24, unit="h", std="STD-127", ge=0,
+        description="Customer test result awaited; then the problem counts as solved")
+    complaint_followup_h: float = setting(
+        24, unit="h", std="STD-134", ge=0, description="Complaint follow-up contact")
+    complaint_result_workdays: float = setting(
+        5, unit="workdays", std="STD-134", ge=0, description="Complaint result to the customer")
+
+    @field_validator("deadlines")
+    @classmethod
+    def _complete_table(cls, value: list[DeadlineRule]) -> list[DeadlineRule]:
+        keys = [(r.ticket_type, r.complaint_class, r.customer_class) for r in value]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two rows for the same type/complaint/customer class")
+        if ("*", "*", "*") not in keys:
+            raise ValueError('needs a catch-all row (ticket_type = "*", complaint_class = "*",'
+                             ' customer_class = "*")')
+        return value
+
+    @field_validator("escalation_chain")
+    @classmethod
+    def _chain(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("needs at least one role")
+        return value
+
+    def deadline(self, ticket_type: str, complaint_class: str = "*",
+                 customer_class: str = "*") -> DeadlineRule:
+        """The most specific matching row; the catch-all guarantees one exists."""
+        rows = [r for r in self.deadlines if r.matches(ticket_type, complaint_class,
+                                                       customer_class)]
+        return max(rows, key=DeadlineRule.specificity)
+
+
+class Penalties(Section):
+    """Outbound penalty schedule in points (the seed counts yuan, 003:222, 003:229-236)."""
+
+    non_standard_phrase: int = setting(10, unit="points", std="STD-119", ge=0,
+                                       description="Non-standard phrase or forbidden word")
+    speaking_fast_min: int = setting(5, unit="points", std="STD-119", ge=0,
+                                     description="Speaking too fast, least")
+    speaking_fast_max: int = setting(20, unit="points", std="STD-119", ge=0,
+                                     description="Speaking too fast, most")
+    hangup_on_caller: int = setting(30, unit="points", std="STD-119", ge=0,
+                                    description="Hanging up on a caller who cannot hear")
+    service_without_consent: int = setting(50, unit="points", std="STD-119", ge=0,
+                                           description="Opening a service without consent")
+    data_leak_per_customer: int = setting(50, unit="points", std="STD-119", ge=0,
+                                          description="Leaking customer data, per customer")
+    abuse_after_hangup: int = setting(30, unit="points", std="STD-119", ge=0,
+                                      description="Grumbling or abuse after hang-up")
+    missing_disclosure: int = setting(50, unit="points", std="STD-119", ge=0,
+                                      description="No activation time, fees or cancellation "
+                                                  "stated: unqualified")
+    zero_score: int = setting(50, unit="points", std="STD-119", ge=0,
+                              description="QA score of zero: unqualified")
+    busy_without_reason: int = setting(50, unit="points", std="STD-105", ge=0,
+                                       description="Busy without a valid reason")
+    questionnaire_missing: int = setting(50, unit="points", std="STD-105", ge=0,
+                                         description="Post-call questionnaire not submitted")
+
+    @field_validator("speaking_fast_max")
+    @classmethod
+    def _range(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("speaking_fast_min")
+        if low is not None and value < low:
+            raise ValueError("must be >= speaking_fast_min")
+        return value
+
+
+class QaPolicy(Section):
+    """Recording and quality review (STD-114..120, C-8)."""
+
+    record_inbound: bool = setting(True, std="STD-114", description="Record inbound calls")
+    record_outbound: bool = setting(True, std="STD-114", description="Record outbound calls")
+    min_monitored_per_agent_month: int = setting(
+        5, unit="count", std="STD-115", ge=1,
+        description="QA monitored calls per agent per month, at least (C-8)")
+    include_flagged: bool = setting(
+        True, std="STD-115", description="The sampler adds every flagged call")
+    satisfaction_min_pct: float = setting(
+        -50, unit="%", std="STD-120", description="Lowest customer rating")
+    satisfaction_max_pct: float = setting(
+        200, unit="%", std="STD-120", description="Highest customer rating")
+    penalties: Penalties = setting(std="STD-119", factory=Penalties,
+                                   description="Outbound penalty points")
+
+    @field_validator("satisfaction_max_pct")
+    @classmethod
+    def _scale(cls, value: float, info: ValidationInfo) -> float:
+        low = info.data.get("satisfaction_min_pct")
+        if low is not None and value <= low:
+            raise ValueError("must be above satisfaction_min_pct")
+        return value
+
+
+class SupervisionPolicy(Section):
+    """Who supervises and how to reach them (STD-005, STD-066, C-10)."""
+
+    live_escalation_role: str = setting(
+        "duty_supervisor", std="C-10", description="Role receiving every live escalation")
+    complaint_number: str = setting(
+        "", std="STD-005", description="Published supervision/complaint number routed to "
+                                       "complaint handling")
+    service_email: str = setting("", std="STD-005", description="Published service e-mail")
+
+
+class QueuePolicy(Section):
+    """Per-queue overrides: only where a rule allows them (C-4 openings, service level)."""
+
+    language: Language | None = setting(None, std="STD-012", description="greetings.language")
+    opening_template: str | None = setting(
+        None, std="C-4", description="greetings.opening_template")
+    opening_template_en: str | None = setting(
+        None, std="C-4", description="greetings.opening_template_en")
+    agent_identity: AgentIdentity | None = setting(
+        None, std="C-4", description="greetings.agent_identity")
+    department: str | None = setting(None, std="C-4", description="greetings.department")
+    holiday_greetings_enabled: bool | None = setting(
+        None, std="C-4", description="greetings.holiday_greetings_enabled")
+    time_of_day_greetings: bool | None = setting(
+        None, std="C-4", description="greetings.time_of_day_greetings")
+    service_level_target_pct: float | None = setting(
+        None, unit="%", std="KPI", ge=0, le=100, description="kpi.service_level_target_pct")
+
+    @field_validator("opening_template", "opening_template_en")
+    @classmethod
+    def _placeholders(cls, value: str | None) -> str | None:
+        return value if value is None else _check_template(value)
+
+
+class Policy(Section):
+    """Every number of the standards; one instance per deployment (see module docstring)."""
+
+    country: str = setting(
+        "cn", std="STD-008",
+        description='Ring cadence country; must equal indications.conf [general] country= '
+                    '("custom" uses custom_cadence_ms)')
+    custom_cadence_ms: list[int] = setting(
+        unit="ms", std="STD-008", factory=list, validate_default=True,
+        description="Ring cadence on,off[,on,off] for country = \"custom\"")
+    centre_name: str = setting(
+        "callflow", std="STD-014", description="Centre name filled into {centre}")
+    centre_name_en: str = setting(
+        "callflow", std="STD-014", description="English centre name")
+    availability: AvailabilityPolicy = setting(factory=AvailabilityPolicy, description="")
+    answering: AnsweringPolicy = setting(factory=AnsweringPolicy, description="")
+    greetings: GreetingsPolicy = setting(factory=GreetingsPolicy, description="")
+    waiting: WaitingPolicy = setting(factory=WaitingPolicy, description="")
+    hold: HoldPolicy = setting(factory=HoldPolicy, description="")
+    special_calls: SpecialCallsPolicy = setting(factory=SpecialCallsPolicy, description="")
+    hangup: HangupPolicy = setting(factory=HangupPolicy, description="")
+    routing: RoutingPolicy = setting(factory=RoutingPolicy, description="")
+    outbound: OutboundPolicy = setting(factory=OutboundPolicy, description="")
+    agents: AgentsPolicy = setting(factory=AgentsPolicy, description="")
+    kpi: KpiPolicy = setting(factory=KpiPolicy, description="")
+    calendar: CalendarPolicy = setting(factory=CalendarPolicy, description="")
+    tickets: TicketsPolicy = setting(factory=TicketsPolicy, description="")
+    qa: QaPolicy = setting(factory=QaPolicy, description="")
+    supervision: SupervisionPolicy = setting(factory=SupervisionPolicy, description="")
+    queues: dict[str, QueuePolicy] = setting(
+        factory=dict, description="Per-queue overrides, [queues.<name>]")
+
+    @field_validator("country")
+    @classmethod
+    def _known_country(cls, value: str) -> str:
+        if value != CUSTOM_COUNTRY and value not in STOCK_RING_CADENCES_MS:
+            raise ValueError(f"unknown country {value!r}; use one of indications.conf's "
+                             f'sections ({", ".join(sorted(STOCK_RING_CADENCES_MS))}) or "custom"')
+        return value
+
+    @field_validator("custom_cadence_ms")
+    @classmethod
+    def _cadence(cls, value: list[int], info: ValidationInfo) -> list[int]:
+        custom = info.data.get("country") == CUSTOM_COUNTRY
+        if custom and (not value or len(value) % 2 or any(v <= 0 for v in value)):
+            raise ValueError('country = "custom" needs on,off pairs of positive milliseconds')
+        if value and not custom and "country" in info.data:
+            raise ValueError('only used with country = "custom"')
+        return value
+
+    @classmethod
+    def defaults(cls) -> Policy:
+        return cls()
+
+    @property
+    def ring_cadence_ms(self) -> tuple[int, ...]:
+        """The cadence Asterisk plays for ``country`` (indications.conf ``ringcadence``)."""
+        if self.country == CUSTOM_COUNTRY:
+            return tuple(self.custom_cadence_ms)
+        return STOCK_RING_CADENCES_MS[self.country]
+
+    @property
+    def ring_cycle_s(self) -> float:
+        """Seconds of one ring (one cadence cycle): cn 5 s, us 6 s, uk 3 s."""
+        return sum(self.ring_cadence_ms) / 1000
+
+    def rings_to_seconds(self, rings: float) -> float:
+        return rings * self.ring_cycle_s
+
+    def seconds_to_rings(self, seconds: float) -> int:
+        """Ring count of a duration, ``ceil(seconds / ring_cycle_s)`` (KPI definitions)."""
+        if seconds <= 0:
+            return 0
+        return math.ceil(seconds / self.ring_cycle_s - _RING_EPSILON)
+
+    def for_queue(self, name: str) -> Policy:
+        """The Policy a queue runs under: this one with the queue's overrides applied.
+
+        Unknown queues run under the deployment's Policy. Not cached: a private cache
+        would make two equal Policies compare unequal, and re-validation costs well
+        under a millisecond.
+        """
+        override = self.queues.get(name)
+        if override is None:
+            return self
+        data = self.model_dump()
+        for key, value in override.model_dump(exclude_none=True).items():
+            data[QUEUE_OVERRIDE_SECTIONS[key]][key] = value
+        return Policy.model_validate(data)
+
+
+def _queue_override_sections() -> dict[str, str]:
+    """Which section each QueuePolicy field overrides (same field name there)."""
+    sections: dict[str, type[Section]] = {"greetings": GreetingsPolicy, "kpi": KpiPolicy}
+    found: dict[str, str] = {}
+    for key in QueuePolicy.model_fields:
+        owners = [name for name, model in sections.items() if key in model.model_fields]
+        if len(owners) != 1:
+            raise RuntimeError(f"QueuePolicy.{key} must name exactly one section's field")
+        found[key] = owners[0]
+    return found
+
+
+QUEUE_OVERRIDE_SECTIONS = _queue_override_sections()
+
+
+# --- converters (rings -> seconds for timers) --------------------------------------------
+
+
+def ring_limit_seconds(policy: Policy) -> float:
+    """STD-008: how long one agent offer may ring (cn: 3 rings = 15 s)."""
+    return policy.rings_to_seconds(policy.answering.ring_limit_rings)
+
+
+def late_answer_seconds(policy: Policy) -> float:
+    """STD-009: total wait beyond which the apology opening is due (cn: 15 s)."""
+    return policy.rings_to_seconds(policy.answering.late_apology_rings)
+
+
+def min_answer_delay_seconds(policy: Policy) -> float:
+    """C-12: optional floor before answering; 0 when off."""
+    return policy.rings_to_seconds(policy.answering.min_answer_delay_rings)
+
+
+def outbound_no_answer_seconds(policy: Policy) -> float:
+    """STD-081: originate timeout of an outbound attempt (cn: 6 rings = 30 s)."""
+    return policy.rings_to_seconds(policy.outbound.no_answer_rings)
+
+
+def service_level_seconds(policy: Policy) -> float:
+    """KPI service level: total wait counted as 'in time' (cn: 3 rings = 15 s)."""
+    return policy.rings_to_seconds(policy.kpi.service_level_threshold_rings)
+
+
+# --- loading -----------------------------------------------------------------------------
+
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required",
+    "greater_than_equal": "must be >= {ge}",
+    "greater_than": "must be > {gt}",
+    "less_than_equal": "must be <= {le}",
+    "less_than": "must be < {lt}",
+    "literal_error": "must be one of {expected}",
+    "int_type": "must be an integer",
+    "float_type": "must be a number",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "dict_type": "must be a table",
+    "model_type": "must be a table",
+    "model_attributes_type": "must be a table",
+    "date_type": "must be a date (YYYY-MM-DD)",
+    "time_type": "must be a time HH:MM",
+    "string_pattern_mismatch": "must match {pattern}",
+}
+
+
+def _dotted(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def validation_messages(exc: ValidationError) -> list[str]:
+    """One ``dotted.key: message`` line per problem, in the words of a config file."""
+    lines = []
+    for err in exc.errors():
+        ctx = err.get("ctx") or {}
+        if err["type"] == "value_error":
+            text = str(ctx.get("error", err["msg"]))
+        else:
+            text = _MESSAGES.get(err["type"], err["msg"]).format(**ctx)
+            if err["type"].endswith("_type"):
+                text += f" (got {err['input']!r})"
+        lines.append(f"{_dotted(err['loc'])}: {text}")
+    return lines
+
+
+def parse_policy(data: dict[str, Any], source: str = "policy") -> Policy:
+    """Validate a decoded TOML document; every problem is named by its dotted key."""
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        messages = validation_messages(exc)
+        raise PolicyError(f"{source}: " + "; ".join(messages)) from None
+
+
+def load_policy(path: Path | None) -> Policy:
+    """The Policy of a deployment: defaults when ``path`` is None, else that TOML file."""
+    if path is None:
+        return Policy.defaults()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise PolicyError(f"{path}: not valid TOML: {exc}") from None
+    policy = parse_policy(data, str(path))
+    log.info("policy loaded from %s (country=%s, ring cycle %.1f s)", path, policy.country,
+             policy.ring_cycle_s)
+    return policy
+
+
+# --- tables and generated files ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PolicyRow:
+    """One setting as shown by ``callflow policy show`` and docs/policy.md."""
+
+    key: str
+    value: Any
+    unit: str
+    std: str
+    description: str
+
+
+def _meta(info: FieldInfo) -> tuple[str, str]:
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    return str(extra.get("unit", "")), str(extra.get("std", ""))
+
+
+def _is_section(value: object) -> bool:
+    return isinstance(value, Section) and not isinstance(value, Inline)
+
+
+def _plain(value: Any) -> Any:
+    """A value as TOML would hold it: times as "HH:MM", models as dicts."""
+    if isinstance(value, time):
+        return value.strftime("%H:%M")
+    if isinstance(value, BaseModel):
+        return {k: _plain(getattr(value, k)) for k in type(value).model_fields}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _rows(model: BaseModel, prefix: str) -> Iterator[PolicyRow]:
+    for name, info in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = f"{prefix}{name}"
+        if _is_section(value):
+            yield from _rows(value, f"{key}.")
+        elif isinstance(value, dict) and all(_is_section(v) for v in value.values()) and value:
+            for sub, section in value.items():
+                fields = section.model_dump(exclude_none=True)
+                for field_name in fields:
+                    sub_info = type(section).model_fields[field_name]
+                    unit, std = _meta(sub_info)
+                    yield PolicyRow(f"{key}.{sub}.{field_name}",
+                                    _plain(getattr(section, field_name)), unit, std,
+                                    sub_info.description or "")
+        else:
+            unit, std = _meta(info)
+            yield PolicyRow(key, _plain(value), unit, std, info.description or "")
+
+
+def policy_table(policy: Policy) -> list[PolicyRow]:
+    """Every leaf setting of ``policy`` with its unit, STD id and description."""
+    return list(_rows(policy, ""))
+
+
+def _scalar_text(value: Any) -> str:
+    """A value in TOML syntax (also used, unquoted strings aside, in the docs)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, time):
+        return json.dumps(value.strftime("%H:%M"))
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Inline):
+        inner = ", ".join(f"{k} = {_scalar_text(getattr(value, k))}"
+                          for k in type(value).model_fields)
+        return "{ " + inner + " }"
+    if isinstance(value, list):
+        return "[" + ", ".join(_scalar_text(v) for v in value) + "]"
+    raise TypeError(f"no TOML form for {type(value).__name__}")
+
+
+def _describe(info: FieldInfo) -> str:
+    unit, std = _meta(info)
+    tags = ", ".join(part for part in (f"unit: {unit}" if unit else "", std) if part)
+    return ((info.description or "") + (f" [{tags}]" if tags else "")).strip()
+
+
+def _first_line(doc: str | None) -> str:
+    return (doc or "").strip().splitlines()[0] if doc and doc.strip() else ""
+
+
+def _comment(info: FieldInfo) -> list[str]:
+    return [f"# {line}" for line in textwrap.wrap(_describe(info), 96)]
+
+
+def _is_table_list(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(_is_section(v) for v in value)
+
+
+_EXAMPLE_HEADER = """\
+# callflow Policy: every number of the service standards, with its default.
+#
+# GENERATED from callflow.engine.policy (python -m callflow.engine.policy example);
+# a unit test fails if this file and the model differ. Copy it, keep the keys you
+# change, delete the rest: every key is optional and defaults to the value shown.
+# Each comment gives the unit and the standard (STD-nnn, conflict C-n) it enforces.
+"""
+
+_QUEUE_EXAMPLE = """\
+# Per-queue overrides (C-4 openings, service-level target), e.g.:
+# [queues.sales]
+# opening_template = "您好,{centre}销售热线,{agent_name}很高兴为您服务,请问有什么可以帮到您?"
+# agent_identity = "name"
+# service_level_target_pct = 90
+"""
+
+
+def _emit_table(model: BaseModel, path: str, out: list[str]) -> None:
+    fields = type(model).model_fields
+    deferred = []
+    for name, info in fields.items():
+        value = getattr(model, name)
+        if _is_section(value) or _is_table_list(value) or isinstance(value, dict):
+            deferred.append(name)
+            continue
+        out.extend(_comment(info))
+        out.append(f"{name} = {_scalar_text(value)}")
+    for name in deferred:
+        value = getattr(model, name)
+        key = f"{path}.{name}" if path else name
+        info = fields[name]
+        out.append("")
+        if isinstance(value, dict):
+            out.append(_QUEUE_EXAMPLE.rstrip())
+            for sub, section in value.items():
+                out.append(f"[{key}.{sub}]")
+                out.extend(f"{k} = {_scalar_text(v)}"
+                           for k, v in section.model_dump(exclude_none=True).items())
+        elif isinstance(value, list):
+            out.extend(_comment(info))
+            item_model: type[BaseModel] = type(value[0])
+            item_fields = item_model.model_fields
+            out.extend(f"#   {sub_name}: {_describe(sub_info)}"
+                       for sub_name, sub_info in item_fields.items())
+            for item in value:
+                out.append(f"[[{key}]]")
+                out.extend(f"{k} = {_scalar_text(getattr(item, k))}" for k in item_fields)
+        else:
+            out.extend(_comment(info) or [f"# {_first_line(type(value).__doc__)}"])
+            out.append(f"[{key}]")
+            _emit_table(value, key, out)
+
+
+def render_example_toml(policy: Policy | None = None) -> str:
+    """The sample policy file: every key with its value, commented with unit and STD id."""
+    out = [_EXAMPLE_HEADER.rstrip(), ""]
+    _emit_table(policy or Policy.defaults(), "", out)
+    return "\n".join(out).rstrip() + "\n"
+
+
+def _md_cell(value: Any) -> str:
+    if isinstance(value, str):
+        text = value
+    elif isinstance(value, dict) and set(value) == {"value", "unit"}:
+        text = f"{_scalar_text(value['value'])} {value['unit']}"
+    elif isinstance(value, dict) or (isinstance(value, list) and any(
+            isinstance(v, dict) for v in value)):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = _scalar_text(value)
+    return text.replace("|", "\\|")
+
+
+def render_markdown(policy: Policy | None = None) -> str:
+    """docs/policy.md: one table per section, list settings as their own tables."""
+    policy = policy or Policy.defaults()
+    lines = [
+        "# Policy reference",
+        "",
+        "Generated from `callflow.engine.policy` (`python -m callflow.engine.policy markdown`);",
+        "a unit test fails when this file and the code differ. Every value is the shipped",
+        "default; a deployment overrides any of them in its TOML policy file (see",
+        "`callflow/policy.example.toml`). Ring values convert to seconds by the ring cadence",
+        "of `country` (cn: 5 s a ring, us: 6 s).",
+        "",
+    ]
+    current = None
+    lists: list[PolicyRow] = []
+    for row in policy_table(policy):
+        section = row.key.split(".")[0] if "." in row.key else "general"
+        if section != current:
+            lines += ["", f"## {section}", "", "| key | default | unit | rule | meaning |",
+                      "|---|---|---|---|---|"]
+            current = section
+        if isinstance(row.value, list) and row.value and isinstance(row.value[0], dict):
+            lists.append(row)
+            shown = f"see [{row.key}](#{row.key.replace('.', '')})"
+        else:
+            shown = _md_cell(row.value)
+        lines.append(f"| `{row.key}` | {shown} | {row.unit} | {row.std} | "
+                     f"{_md_cell(row.description)} |")
+    for row in lists:
+        columns = list(row.value[0])
+        lines += ["", f"### {row.key}", "", _md_cell(row.description) + f" ({row.std})", "",
+                  "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        lines += ["| " + " | ".join(_md_cell(item[c]) for c in columns) + " |"
+                  for item in row.value]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m callflow.engine.policy show|example|markdown [--policy FILE]``."""
+    parser = argparse.ArgumentParser(prog="python -m callflow.engine.policy")
+    parser.add_argument("what", choices=["show", "example", "markdown"])
+    parser.add_argument("--policy", type=Path, default=None, help="TOML policy file")
+    args = parser.parse_args(argv)
+    try:
+        policy = load_policy(args.policy)
+    except PolicyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.what == "example":
+        sys.stdout.write(render_example_toml())
+    elif args.what == "markdown":
+        sys.stdout.write(render_markdown(policy))
+    else:
+        for row in policy_table(policy):
+            unit = f" {row.unit}" if row.unit and row.unit not in ("HH:MM",) else ""
+            print(f"{row.key} = {_md_cell(row.value)}{unit}  [{row.std}] {row.description}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
