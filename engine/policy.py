@@ -36,10 +36,9 @@ import sys
 import textwrap
 import tomllib
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from datetime import date, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -162,7 +161,7 @@ class AnsweringPolicy(Section):
     rona_sets_not_ready: bool = setting(
         True, std="STD-008",
         description="An agent whose offer timed out becomes not-ready (ring_no_answer, STD-099)")
-    late_apology_rings: int = setting(
+    apology_after_rings: int = setting(
         3, unit="rings", std="STD-009", ge=0,
         description="A call whose total wait (queue plus all ringing) exceeds this gets the "
                     "late-answer apology opening")
@@ -208,6 +207,10 @@ class GreetingsPolicy(Section):
 
     language: Language = setting(
         "zh", std="STD-012", description="Language of played prompts and shown scripts")
+    centre_name: str = setting(
+        "callflow", std="STD-014", description="Centre name filled into {centre}")
+    centre_name_en: str = setting(
+        "callflow", std="STD-014", description="English centre name")
     opening_template: str = setting(
         "您好,{centre}呼叫中心 {agent_no}号为您服务,请讲!", std="STD-014",
         description="Default opening; placeholders {centre} {agent_no} {agent_name} {department}")
@@ -260,7 +263,7 @@ class GreetingsPolicy(Section):
 class WaitingPolicy(Section):
     """Queue waits (STD-047, STD-043 applied to queues by ASSUMPTION)."""
 
-    announce_interval_s: float = setting(
+    announcement_interval_s: float = setting(
         15, unit="s", std="STD-047", gt=0,
         description="Progress announcement interval while no agent is free")
     callback_offer_s: float = setting(
@@ -852,10 +855,6 @@ class Policy(Section):
     custom_cadence_ms: list[int] = setting(
         unit="ms", std="STD-008", factory=list, validate_default=True,
         description="Ring cadence on,off[,on,off] for country = \"custom\"")
-    centre_name: str = setting(
-        "callflow", std="STD-014", description="Centre name filled into {centre}")
-    centre_name_en: str = setting(
-        "callflow", std="STD-014", description="English centre name")
     availability: AvailabilityPolicy = setting(factory=AvailabilityPolicy, description="")
     answering: AnsweringPolicy = setting(factory=AnsweringPolicy, description="")
     greetings: GreetingsPolicy = setting(factory=GreetingsPolicy, description="")
@@ -958,7 +957,7 @@ def ring_limit_seconds(policy: Policy) -> float:
 
 def late_answer_seconds(policy: Policy) -> float:
     """STD-009: total wait beyond which the apology opening is due (cn: 15 s)."""
-    return policy.rings_to_seconds(policy.answering.late_apology_rings)
+    return policy.rings_to_seconds(policy.answering.apology_after_rings)
 
 
 def min_answer_delay_seconds(policy: Policy) -> float:
@@ -1052,8 +1051,7 @@ def load_policy(path: Path | None) -> Policy:
 # --- tables and generated files ----------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PolicyRow:
+class PolicyRow(NamedTuple):
     """One setting as shown by ``callflow policy show`` and docs/policy.md."""
 
     key: str

@@ -53,7 +53,7 @@ def load_error(tmp_path: Path, text: str) -> str:
 STANDARD_DEFAULTS = [
     ("kpi.average_answer_rings_target", 2),  # STD-006
     ("answering.ring_limit_rings", 3),  # STD-008
-    ("answering.late_apology_rings", 3),  # STD-009
+    ("answering.apology_after_rings", 3),  # STD-009
     ("answering.min_answer_delay_rings", 0),  # C-12: off
     ("hold.reminder_s", 15),  # STD-041
     ("hold.reminder_repeat_s", 15),  # STD-041 (every 15 s)
@@ -61,7 +61,7 @@ STANDARD_DEFAULTS = [
     ("hold.breach_scope", "episode"),  # C-5
     ("hold.max_wait_s", 120),  # STD-043
     ("hold.auto_retrieve_s", 0),  # off
-    ("waiting.announce_interval_s", 15),  # STD-047
+    ("waiting.announcement_interval_s", 15),  # STD-047
     ("waiting.callback_offer_s", 120),  # STD-047 / STD-043
     ("special_calls.silent_form", "standard"),  # C-1
     ("special_calls.silent_prompts", 3),  # STD-056
@@ -231,6 +231,7 @@ def test_no_file_means_defaults() -> None:
 def test_toml_override(tmp_path: Path) -> None:
     policy = load_policy(write(tmp_path, """
 country = "us"
+[greetings]
 centre_name = "诸暨广播电视台"
 [hold]
 limit_s = 45
@@ -250,7 +251,7 @@ max_min = 45
     assert policy.calendar.work_end == time(17, 30)
     assert policy.calendar.holidays == [date(2026, 10, 1), date(2026, 10, 2)]
     assert [r.code for r in policy.agents.busy_reasons] == ["meal"]
-    assert policy.centre_name == "诸暨广播电视台"
+    assert policy.greetings.centre_name == "诸暨广播电视台"
 
 
 def test_unknown_key_is_named(tmp_path: Path) -> None:
