@@ -1,0 +1,368 @@
+"""The FastAPI application: health, offline OpenAPI docs, and the events websocket.
+
+A thin edge (design.md): it authenticates, translates between the wire and the hub, and
+holds no state of its own beyond open connections. Engine state reaches clients only
+through ``EventHub``; a misbehaving client can cost itself its connection, never the
+engine anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import metadata, resources
+from pathlib import Path
+from typing import Any, Literal
+
+import uvicorn
+from callflow.api.auth import Principal, TokenAuth
+from callflow.api.hub import EventHub, Subscription, TopicFilter
+from callflow.api.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    ClientFrameError,
+    FrameEncoder,
+    Ping,
+    error_frame,
+    parse_client_frame,
+    pong_frame,
+)
+from fastapi import FastAPI, WebSocket
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
+from starlette.websockets import WebSocketDisconnect
+
+logger = logging.getLogger(__name__)
+
+HealthFn = Callable[[], Awaitable[dict[str, dict[str, Any]]]]
+
+WS_EVENTS_PATH = "/ws/events"
+DOCS_ASSETS_PATH = "/docs/assets"
+HEALTH_TIMEOUT_SECONDS = 2.0
+MAX_TOPICS = 100
+TOPIC_PATTERN = re.compile(r"[A-Za-z0-9_.:\-]{1,128}")
+# The server rejects frames past this before the app sees them (1009 from the
+# protocol layer); between MAX_CLIENT_FRAME_BYTES and this the app answers with an
+# error frame first. It bounds what one client can make the server buffer.
+WS_SERVER_MAX_FRAME_BYTES = 1024 * 1024
+
+_SECRET_KEY = re.compile(r"pass|secret|token|key|credential|dsn|auth", re.IGNORECASE)
+_URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/@\s]*@", re.IGNORECASE)
+_TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"']*")
+
+
+@dataclass
+class ApiDeps:
+    """What the API needs from the rest of callflow (wired in callflow.cli)."""
+
+    hub: EventHub
+    health: HealthFn  # {"ami": {"ok": bool, ...}, "agi": {...}, "store": {...}}
+    api_token: str  # generated per deployment (callflow/settings.py); never a default
+
+
+class ComponentHealth(BaseModel):
+    """One component's health; extra scalar fields pass through once scrubbed."""
+
+    model_config = ConfigDict(extra="allow")
+    ok: bool
+    detail: str | None = None
+
+
+class HealthReport(BaseModel):
+    status: Literal["ok", "degraded"]
+    components: dict[str, ComponentHealth]
+
+
+class RedactTokenFilter(logging.Filter):
+    """Scrubs ``token=...`` from log lines: uvicorn logs websocket paths with the query."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg = _TOKEN_IN_QUERY.sub(r"\1***", message)
+            record.args = None
+        return True
+
+
+def install_log_redaction() -> None:
+    """Attach ``RedactTokenFilter`` to uvicorn's loggers once (idempotent)."""
+    for name in ("uvicorn.error", "uvicorn.access"):
+        target = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokenFilter) for f in target.filters):
+            target.addFilter(RedactTokenFilter())
+
+
+def server_config(app: FastAPI, host: str, port: int, **overrides: Any) -> uvicorn.Config:
+    """The uvicorn settings the API is meant to run with (production and tests alike).
+
+    No permessage-deflate: it would compress every frame once per client, on the loop
+    the engine runs on, undoing the encode-once of ``FrameEncoder``; board frames are
+    small and the network is a LAN.
+    """
+    options: dict[str, Any] = {"host": host, "port": port, "ws_max_size": WS_SERVER_MAX_FRAME_BYTES,
+                               "ws_per_message_deflate": False, "log_config": None,
+                               "lifespan": "on"}
+    options.update(overrides)
+    return uvicorn.Config(app, **options)
+
+
+def _docs_assets_dir() -> Path:
+    # fastapi-offline ships Swagger UI 5 (needed for FastAPI's OpenAPI 3.1) and its CSS.
+    return Path(str(resources.files("fastapi_offline") / "static"))
+
+
+def _version() -> str:
+    try:
+        return metadata.version("callflow")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+def create_app(deps: ApiDeps) -> FastAPI:
+    """Build the app; raises ValueError when the deployment token is missing or weak."""
+    auth = TokenAuth.deployment(deps.api_token)
+    install_log_redaction()
+    app = FastAPI(
+        title="callflow",
+        version=_version(),
+        description=("Contact-centre call-flow engine on Asterisk. The live event stream "
+                     f"is the websocket `{WS_EVENTS_PATH}` "
+                     "(protocol v1: docs/websocket-protocol.md)."),
+        docs_url=None,
+        redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
+    )
+    app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=_docs_assets_dir()), name="docs-assets")
+    app.state.deps = deps
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="callflow API",
+            swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS_PATH}/favicon.png",
+            # No online validator badge: the docs must not reach out anywhere.
+            swagger_ui_parameters={"validatorUrl": None},
+        )
+
+    @app.get("/healthz", operation_id="healthz", response_model=HealthReport,
+                   responses={503: {"model": HealthReport, "description": "degraded"}},
+                   tags=["operations"])
+    async def healthz() -> JSONResponse:
+        """Unauthenticated for load balancers: 200 when every component is ok, else 503."""
+        report = await _health_report(deps.health, secrets=[deps.api_token])
+        code = 200 if report.status == "ok" else 503
+        return JSONResponse(report.model_dump(exclude_none=True), status_code=code,
+                            headers={"Cache-Control": "no-store"})
+
+    encoder = FrameEncoder()
+
+    @app.websocket(WS_EVENTS_PATH)
+    async def events(websocket: WebSocket) -> None:
+        await _serve_events(websocket, deps.hub, auth, encoder)
+
+    return app
+
+
+async def _health_report(health: HealthFn, secrets: list[str]) -> HealthReport:
+    try:
+        raw = await asyncio.wait_for(health(), HEALTH_TIMEOUT_SECONDS)
+    except TimeoutError:
+        logger.warning("health check timed out after %s s", HEALTH_TIMEOUT_SECONDS)
+        raw = {"health": {"ok": False,
+                          "detail": f"health check timed out after {HEALTH_TIMEOUT_SECONDS} s"}}
+    except Exception as exc:
+        logger.exception("health check failed")
+        raw = {"health": {"ok": False, "detail": f"health check failed: {type(exc).__name__}"}}
+    if not isinstance(raw, dict):
+        raw = {"health": {"ok": False, "detail": "health check returned no components"}}
+    components = {str(name): _scrub_component(value, secrets) for name, value in raw.items()}
+    status: Literal["ok", "degraded"] = (
+        "ok" if all(c.ok for c in components.values()) else "degraded")
+    return HealthReport(status=status, components=components)
+
+
+def _scrub_text(text: str, secrets: list[str]) -> str:
+    text = _URL_USERINFO.sub(r"\g<scheme>***@", text)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "***")
+    return text[:200]
+
+
+def _scrub_component(raw: object, secrets: list[str]) -> ComponentHealth:
+    """Keep ``ok`` (only a real True counts), a short detail and harmless scalars.
+
+    The health endpoint is unauthenticated, so nothing that looks like a credential
+    (by key name, URL user-info or the deployment token itself) may pass through.
+    """
+    if not isinstance(raw, dict):
+        return ComponentHealth(ok=False, detail="component reported no status")
+    extra: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key in ("ok", "detail") or not isinstance(key, str) or _SECRET_KEY.search(key):
+            continue
+        if isinstance(value, str):
+            extra[key] = _scrub_text(value, secrets)
+        elif isinstance(value, bool | int | float) or value is None:
+            extra[key] = value
+    detail = raw.get("detail")
+    return ComponentHealth(
+        ok=raw.get("ok") is True,
+        detail=_scrub_text(str(detail), secrets) if detail is not None else None,
+        **extra,
+    )
+
+
+class _HandshakeRefused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _presented_token(websocket: WebSocket) -> str | None:
+    """``?token=`` for browsers; ``Authorization: Bearer`` for clients that can set headers."""
+    token = websocket.query_params.get("token")
+    if token:
+        return token
+    header = websocket.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _stream_request(websocket: WebSocket, principal: Principal) -> tuple[TopicFilter, int | None]:
+    """Parse ``since`` and ``topics``; the filter never lets through more than the principal."""
+    raw_since = websocket.query_params.get("since")
+    since: int | None = None
+    if raw_since is not None and raw_since != "":
+        if not raw_since.isdigit() or len(raw_since) > 18:
+            raise _HandshakeRefused("bad since: expected a non-negative integer")
+        since = int(raw_since)
+    raw_topics = websocket.query_params.get("topics")
+    if raw_topics is None or raw_topics == "":
+        return principal.may_see, since
+    requested = raw_topics.split(",")
+    if len(requested) > MAX_TOPICS:
+        raise _HandshakeRefused(f"bad topics: more than {MAX_TOPICS}")
+    if not all(TOPIC_PATTERN.fullmatch(topic) for topic in requested):
+        raise _HandshakeRefused("bad topics: names are 1-128 of A-Z a-z 0-9 _ . : -")
+    if not all(principal.may_see(topic) for topic in requested):
+        raise _HandshakeRefused("forbidden topics for this principal")
+    return frozenset(requested).__contains__, since
+
+
+async def _serve_events(websocket: WebSocket, hub: EventHub, auth: TokenAuth,
+                        encoder: FrameEncoder) -> None:
+    # Accept first, then close with a code and reason: a refused handshake would only
+    # give the client a bare HTTP 403, and browsers would not see why.
+    await websocket.accept()
+    client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
+    principal = auth.authenticate(_presented_token(websocket))
+    if principal is None:
+        logger.warning("websocket from %s refused: bad or missing token", client)
+        await websocket.close(CLOSE_POLICY_VIOLATION, "unauthorized")
+        return
+    try:
+        topic_filter, since = _stream_request(websocket, principal)
+    except _HandshakeRefused as refused:
+        logger.info("websocket from %s refused: %s", client, refused.reason)
+        await websocket.close(CLOSE_POLICY_VIOLATION, refused.reason)
+        return
+    subscription = hub.subscribe(topic_filter, since=since)
+    connection = _EventsConnection(websocket, subscription, encoder)
+    logger.info("websocket %s subscribed as %s (since=%s)", client, principal.name, since)
+    try:
+        await connection.run()
+    finally:
+        subscription.close()
+        logger.info("websocket %s closed", client)
+
+
+class _EventsConnection:
+    """One client: a sender (hub → client) and a receiver (client frames), one writer lock."""
+
+    def __init__(self, websocket: WebSocket, subscription: Subscription,
+                 encoder: FrameEncoder) -> None:
+        self._ws = websocket
+        self._subscription = subscription
+        self._encoder = encoder
+        self._send_lock = asyncio.Lock()
+        self._closing = False
+
+    async def run(self) -> None:
+        sender = asyncio.create_task(self._send_events())
+        receiver = asyncio.create_task(self._receive_frames())
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            for task in (sender, receiver):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        failures = [task.exception() for task in done
+                    if not task.cancelled() and task.exception() is not None]
+        for failure in failures:
+            logger.error("websocket task failed", exc_info=failure)
+        if failures:
+            await self._close(CLOSE_INTERNAL_ERROR, "internal error")
+        else:
+            await self._close(CLOSE_NORMAL, "")
+
+    async def _send(self, text: str) -> bool:
+        async with self._send_lock:
+            if self._closing:
+                return False
+            try:
+                await self._ws.send_text(text)
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                self._closing = True
+                return False
+            return True
+
+    async def _close(self, code: int, reason: str) -> None:
+        async with self._send_lock:
+            if self._closing:
+                return
+            self._closing = True
+            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                await self._ws.close(code, reason)
+
+    async def _send_events(self) -> None:
+        async for message in self._subscription:
+            if not await self._send(self._encoder.encode(message)):
+                return
+        # The hub closed the subscription: the engine is shutting down.
+        await self._close(CLOSE_GOING_AWAY, "server shutting down")
+
+    async def _receive_frames(self) -> None:
+        while True:
+            try:
+                message = await self._ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            try:
+                frame = parse_client_frame(data)
+            except ClientFrameError as bad:
+                await self._send(error_frame(bad.error, bad.detail))
+                if bad.close_code is not None:
+                    await self._close(bad.close_code, bad.error)
+                    return
+                continue
+            if isinstance(frame, Ping):
+                await self._send(pong_frame(frame))
