@@ -1,0 +1,217 @@
+"""The AMI wire format, driven with bytes captured from a real Asterisk 22 (no sockets).
+
+Fixtures: tests/fixtures/ami/*.txt are raw CRLF byte streams recorded from Asterisk
+22.10.1 (see that folder's README). A captured response carries the ActionID the
+capture script used (``csc-1``...), which these tests check as-is.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from callflow.engine.ami_frames import AmiFrameParser, AmiMessage, Parsed, encode_action
+
+from callflow.errors import AmiProtocolError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def parse(data: bytes, *, banner: bytes = BANNER, chunk: int = 0,
+          max_frame_bytes: int = 1 << 20) -> tuple[AmiFrameParser, Parsed]:
+    """Feed ``data`` (after a banner unless it has one), whole or ``chunk`` bytes at a time."""
+    parser = AmiFrameParser(max_frame_bytes)
+    stream = data if data.startswith(b"Asterisk") else banner + data
+    total = Parsed()
+    step = chunk or len(stream)
+    for at in range(0, len(stream), step):
+        part = parser.feed(stream[at:at + step], float(at))
+        total.messages.extend(part.messages)
+        total.problems.extend(part.problems)
+    return parser, total
+
+
+def names(messages: list[AmiMessage]) -> list[str]:
+    return [m.name for m in messages]
+
+
+ALL_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.txt"))
+
+
+def test_there_are_captures() -> None:
+    assert len(ALL_FIXTURES) >= 15
+
+
+@pytest.mark.parametrize("name", ALL_FIXTURES)
+def test_every_capture_parses_cleanly(name: str) -> None:
+    _, out = parse(fixture(name))
+    assert out.problems == []
+    assert out.messages
+    data = fixture(name)
+    body = data.split(b"\r\n", 1)[1] if data.startswith(b"Asterisk") else data
+    assert len(out.messages) == body.count(b"\r\n\r\n")
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64, 1000])
+def test_framing_does_not_depend_on_how_tcp_splits_the_stream(chunk: int) -> None:
+    whole = parse(fixture("call_playback.txt"))[1].messages
+    split = parse(fixture("call_playback.txt"), chunk=chunk)[1].messages
+    assert [m.fields for m in split] == [m.fields for m in whole]
+    assert len(whole) == 28
+
+
+def test_banner_and_login() -> None:
+    parser, out = parse(fixture("login_ok.txt"))
+    assert parser.version == "11.0.0"
+    assert parser.banner == "Asterisk Call Manager/11.0.0"
+    assert names(out.messages) == ["Success", "FullyBooted", "SuccessfulAuth"]
+    login = out.messages[0]
+    assert login.is_response and login.action_id == "login-1"
+    assert login.get("Message") == "Authentication accepted"
+    assert out.messages[1].is_event and out.messages[1].get("Status") == "Fully Booted"
+
+
+def test_repeated_keys_become_lists_in_wire_order() -> None:
+    _, out = parse(fixture("coreshowchannels.txt"))
+    channel = out.messages[2]
+    assert channel.name == "CoreShowChannel"
+    assert channel.fields["ChanVariable"] == ["CF_CALL=long-200", "CF_TAG="]
+    assert channel.get("ChanVariable") == "CF_CALL=long-200"
+    assert channel.get_all("ChanVariable") == ["CF_CALL=long-200", "CF_TAG="]
+    assert channel.get("AccountCode") == ""
+    assert channel.get("Missing", "dflt") == "dflt" and channel.get_all("Missing") == []
+    _, out = parse(fixture("command.txt"))
+    assert out.messages[0].get_all("Output") == [
+        "0 active channels", "0 active calls", "2 calls processed"]
+
+
+def test_originate_response_is_an_event_even_with_a_response_key() -> None:
+    _, out = parse(fixture("originate_failure.txt"))
+    orig = [m for m in out.messages if m.name == "OriginateResponse"]
+    assert len(orig) == 1
+    event = orig[0]
+    assert event.is_event and not event.is_response
+    assert event.get("Response") == "Failure" and event.get("Reason") == "3"
+    assert event.action_id == "orig-fail-2" and event.get("Uniqueid") == "cap-fail-2"
+
+
+def test_keys_asterisk_really_sends_are_kept() -> None:
+    _, out = parse(fixture("call_playback.txt"))
+    orig = next(m for m in out.messages if m.name == "OriginateResponse")
+    assert orig.get("ChanVariable(Local/100@test-00000000;1)") == "CF_CALL="
+    assert orig.get_all("ChanVariable(Local/100@test-00000000;1)") == ["CF_CALL=", "CF_TAG=tagged"]
+    test_event = next(m for m in out.messages if m.name == "TestEvent")
+    assert test_event.get_all("State")[0] == test_event.get_all("State")[1] == "CallIDChange"
+    _, out = parse(fixture("userevent.txt"))
+    assert out.messages[1].get("Header1") == "x: y"
+
+
+def test_a_bare_newline_inside_a_value_is_not_a_line_end() -> None:
+    """Asterisk 22 ends this message with LF before the CRLF (captured as-is)."""
+    _, out = parse(fixture("pjsipshowcontacts_none.txt"))
+    assert out.problems == []
+    assert out.messages[0].name == "Error"
+    assert out.messages[0].get("Message") == "No Contacts found"
+
+
+def test_a_frame_without_event_or_response_is_skipped_and_reported() -> None:
+    _, out = parse(b"\x00\xffgarbage with no colon\r\n\r\nActionID: x7\r\nFoo: bar\r\n\r\n"
+                   b"Event: Hangup\r\nUniqueid: 1\r\n\r\n")
+    assert names(out.messages) == ["Hangup"]
+    assert [p.skipped for p in out.problems] == [True, True]
+    assert "neither an Event nor a Response" in out.problems[1].reason
+    assert out.problems[1].action_id == "x7"
+
+
+def test_a_bad_line_is_dropped_and_the_event_still_delivered() -> None:
+    _, out = parse(b"Event: Hangup\r\nUniqueid: 1700.1\r\nthis line has no colon\r\n"
+                   b"bad key: x\r\n: empty key\r\nCause: 16\r\n\r\n")
+    assert names(out.messages) == ["Hangup"]
+    assert dict(out.messages[0].fields) == {"Event": "Hangup", "Uniqueid": "1700.1", "Cause": "16"}
+    assert len(out.problems) == 1 and not out.problems[0].skipped
+    assert "3 line(s)" in out.problems[0].reason
+    assert "this line has no colon" in out.problems[0].reason
+
+
+def test_invalid_utf8_is_replaced_reported_and_delivered() -> None:
+    _, out = parse(b"Event: Newchannel\r\nCallerIDName: Jos\xe9\r\nUniqueid: 2\r\n\r\n")
+    assert out.messages[0].get("CallerIDName") == "Jos\ufffd"
+    assert out.messages[0].get("Uniqueid") == "2"
+    assert len(out.problems) == 1 and "invalid UTF-8" in out.problems[0].reason
+    assert not out.problems[0].skipped
+
+
+@pytest.mark.parametrize("chunk", [0, 100, 1000])
+def test_a_huge_frame_is_discarded_and_the_stream_goes_on(chunk: int) -> None:
+    huge = b"Event: Huge\r\nActionID: big-1\r\n" + b"X: " + b"y" * 5000 + b"\r\n\r\n"
+    data = b"Event: Before\r\n\r\n" + huge + b"Event: After\r\nA: 1\r\n\r\n"
+    parser, out = parse(data, chunk=chunk, max_frame_bytes=1024)
+    assert names(out.messages) == ["Before", "After"]
+    assert len(out.problems) == 1
+    problem = out.problems[0]
+    assert problem.skipped and "longer than 1024 bytes" in problem.reason
+    assert problem.action_id == "big-1"
+    assert problem.size >= 5000
+    assert len(parser._buf) < 1024  # nothing of the huge frame is held
+
+
+def test_the_buffer_never_holds_more_than_one_frame_limit() -> None:
+    parser = AmiFrameParser(1024)
+    parser.feed(BANNER, 0.0)
+    for _ in range(100):
+        parser.feed(b"z" * 1000, 0.0)
+        assert len(parser._buf) <= 1024 + 1000
+    out = parser.feed(b"\r\n\r\nEvent: Next\r\n\r\n", 0.0)
+    assert names(out.messages) == ["Next"]
+    assert out.problems[0].size >= 100_000
+
+
+def test_stray_blank_lines_between_frames_are_ignored() -> None:
+    _, out = parse(b"\r\n\r\nEvent: A\r\n\r\n\r\n\r\nEvent: B\r\n\r\n")
+    assert names(out.messages) == ["A", "B"] and out.problems == []
+
+
+def test_not_an_asterisk_banner_is_a_protocol_error() -> None:
+    parser = AmiFrameParser()
+    with pytest.raises(AmiProtocolError, match="not an Asterisk Call Manager banner"):
+        parser.feed(b"HTTP/1.1 400 Bad Request\r\n\r\n", 0.0)
+    parser = AmiFrameParser()
+    with pytest.raises(AmiProtocolError, match="no AMI banner"):
+        parser.feed(b"x" * 2000, 0.0)
+
+
+def test_received_at_is_the_time_of_the_chunk_that_completed_the_frame() -> None:
+    parser = AmiFrameParser()
+    parser.feed(BANNER + b"Event: A\r\n", 1.0)
+    out = parser.feed(b"\r\n", 2.5)
+    assert out.messages[0].received_at == 2.5
+
+
+def test_encode_action() -> None:
+    data = encode_action("Originate", "a-1", {
+        "Channel": "PJSIP/agent1001", "Variable": ["A=1", "B=2"], "CallerID": '"Zoë" <1>'})
+    assert data == ("Action: Originate\r\nActionID: a-1\r\nChannel: PJSIP/agent1001\r\n"
+                    "Variable: A=1\r\nVariable: B=2\r\nCallerID: \"Zoë\" <1>\r\n\r\n").encode()
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"CallerID": "x\r\nAction: Hangup"}, "CR/LF"),
+    ({"Variable": ["ok=1", "bad=\n"]}, "CR/LF"),
+    ({"ActionID": "mine"}, "set by the adapter"),
+    ({"action": "Hangup"}, "set by the adapter"),
+    ({"Bad Key": "x"}, "invalid header name"),
+    ({"Timeout": 30000}, "must be a string"),
+])
+def test_encode_action_refuses_what_would_break_the_frame(fields: dict, message: str) -> None:
+    with pytest.raises(AmiProtocolError, match=message):
+        encode_action("Originate", "a-1", fields)
+
+
+def test_encode_action_refuses_a_bad_action_name() -> None:
+    with pytest.raises(AmiProtocolError, match="CR/LF"):
+        encode_action("Ping\r\nAction: Hangup", "a-1", {})
