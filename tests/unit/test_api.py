@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import secrets
+import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -459,3 +460,34 @@ async def test_a_slow_client_drops_to_a_snapshot_and_costs_the_others_nothing(
                 assert (await recv_frame(slow, 0.3))["seq"] > frame["seq"]
         seq = api.hub.publish("board", {"live": True})
         assert (await recv_frame(slow))["seq"] == seq
+
+
+@pytest.mark.browser
+async def test_swagger_ui_renders_the_openapi_document_offline(api: RunningApi) -> None:
+    """Swagger UI must understand FastAPI's OpenAPI 3.1 (4.x shows an error) with no CDN."""
+    playwright_api = pytest.importorskip("playwright.async_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed")
+    outside: list[str] = []
+
+    async def local_only(route: Any) -> None:
+        if route.request.url.startswith(api.base_url):
+            await route.continue_()
+        else:
+            outside.append(route.request.url)
+            await route.abort()
+
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=chromium,
+                                           args=["--no-sandbox"])
+        try:
+            page = await browser.new_page()
+            await page.route("**/*", local_only)
+            await page.goto(f"{api.base_url}/docs")
+            await page.wait_for_selector("#operations-operations-healthz", timeout=10_000)
+            assert "callflow" in await page.inner_text(".info .title")
+            assert await page.locator(".errors-wrapper").count() == 0
+        finally:
+            await browser.close()
+    assert outside == []
