@@ -1,0 +1,664 @@
+"""The AMI adapter over real sockets, against a server that replays captured frames.
+
+``ReplayAsterisk`` is a real TCP server on 127.0.0.1 (kernel-chosen port, so
+parallel runs never collide). It sends Asterisk's captured banner, reads the
+adapter's actions and answers each with the captured reply for that action
+(tests/fixtures/ami), its ActionID rewritten to the adapter's. The adapter runs
+unchanged: its reader and writer threads, watchdog and reconnects are the real
+ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import pytest
+from callflow.engine.ami import AmiClient, AmiMessage, _AmiConnection
+
+from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, AmiProtocolError
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
+SECRET = "s3cret-for-tests"
+
+
+def fixture(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+LOGIN_OK = fixture("login_ok.txt")
+BANNER, LOGIN_REPLY = LOGIN_OK.split(b"\r\n", 1)[0] + b"\r\n", LOGIN_OK.split(b"\r\n", 1)[1]
+LOGIN_FAIL = fixture("login_fail.txt").split(b"\r\n", 1)[1]
+ACTION_ID_LINE = re.compile(rb"ActionID: [^\r\n]*")
+
+REPLIES = {
+    "ping": fixture("ping.txt"),
+    "logoff": fixture("logoff.txt"),
+    "coreshowchannels": fixture("coreshowchannels.txt"),
+    "pjsipshowcontacts": fixture("pjsipshowcontacts.txt"),
+    "queuestatus": fixture("queuestatus.txt"),
+    "command": fixture("command.txt"),
+    "hangup": fixture("error_no_such_channel.txt"),
+    "originate": fixture("originate_failure.txt"),
+}
+
+
+def frames(data: bytes) -> list[bytes]:
+    return [f + b"\r\n\r\n" for f in data.split(b"\r\n\r\n") if f]
+
+
+def event_names(data: bytes) -> list[str]:
+    return [m.group(1).decode() for m in re.finditer(rb"(?m)^Event: ([^\r\n]*)", data)]
+
+
+class ReplayAsterisk:
+    """A scripted AMI server speaking captured Asterisk 22 frames."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, bytes | Callable[[dict[str, str]], bytes | None]] = dict(REPLIES)
+        self.accept_login = True
+        self.banner = BANNER
+        self.ignored: set[str] = set()          # actions never answered
+        self.actions: list[dict[str, str]] = []
+        self.connections = 0
+        self._writers: list[asyncio.StreamWriter] = []
+        self._silent: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, port: int = 0) -> ReplayAsterisk:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        self.drop()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def push(self, data: bytes) -> None:
+        """Send raw bytes to every live connection (events, garbage, anything)."""
+        for writer in self._writers:
+            if writer not in self._silent:
+                writer.write(data)
+
+    def drop(self) -> None:
+        """The link breaks (RST): every connection is aborted."""
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    def go_silent(self) -> None:
+        """Current connections stay open but never send another byte (a wedged link)."""
+        self._silent.update(self._writers)
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 3.0) -> None:
+        end = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > end:
+                raise AssertionError("condition not met in time")
+            await asyncio.sleep(0.01)
+
+    def actions_named(self, name: str) -> list[dict[str, str]]:
+        return [a for a in self.actions if a.get("Action", "").lower() == name.lower()]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        self._writers.append(writer)
+        writer.write(self.banner)
+        try:
+            while True:
+                raw = await reader.readuntil(b"\r\n\r\n")
+                action = dict(line.split(": ", 1) for line in
+                              raw.decode().strip().split("\r\n") if ": " in line)
+                self.actions.append(action)
+                reply = self._reply(action)
+                if reply and writer not in self._silent:
+                    writer.write(reply)
+                    await writer.drain()
+                if action.get("Action", "").lower() == "logoff" or (
+                        action.get("Action", "").lower() == "login" and not self.accept_login):
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            if writer in self._writers:
+                self._writers.remove(writer)
+            writer.close()
+
+    def _reply(self, action: dict[str, str]) -> bytes | None:
+        name = action.get("Action", "").lower()
+        action_id = action.get("ActionID", "").encode()
+        if name == "login":
+            ok = self.accept_login and action.get("Secret") == SECRET
+            reply: bytes | None = LOGIN_REPLY if ok else LOGIN_FAIL
+        elif name in self.ignored:
+            return None
+        else:
+            template = self.replies.get(name, fixture("error_unknown_action.txt"))
+            reply = template(action) if callable(template) else template
+        if reply is None:
+            return None
+        return ACTION_ID_LINE.sub(b"ActionID: " + action_id, reply)
+
+
+class Recorder:
+    """A subscriber that keeps every batch."""
+
+    def __init__(self) -> None:
+        self.batches: list[Sequence[AmiMessage]] = []
+
+    def __call__(self, batch: Sequence[AmiMessage]) -> None:
+        self.batches.append(batch)
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for batch in self.batches for m in batch]
+
+    async def wait_names(self, expected_tail: list[str], timeout: float = 3.0) -> None:
+        end = time.monotonic() + timeout
+        while self.names[-len(expected_tail):] != expected_tail:
+            if time.monotonic() > end:
+                raise AssertionError(f"got {self.names}, wanted it to end with {expected_tail}")
+            await asyncio.sleep(0.01)
+
+
+def make_client(server: ReplayAsterisk, **kwargs: object) -> AmiClient:
+    options: dict[str, object] = dict(action_timeout=2.0, ping_interval=0.2, ping_timeout=0.6,
+                                      connect_timeout=1.0, reconnect_backoff=(0.05, 0.4))
+    options.update(kwargs)
+    return AmiClient("127.0.0.1", server.port, "test", SECRET, **options)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def server() -> ReplayAsterisk:
+    srv = await ReplayAsterisk().start()
+    yield srv
+    await srv.close()
+
+
+@pytest.fixture
+async def running(server: ReplayAsterisk) -> tuple[AmiClient, Recorder]:
+    client = make_client(server)
+    recorder = Recorder()
+    client.subscribe(recorder)
+    await client.start()
+    await client.wait_up(3)
+    yield client, recorder
+    await client.stop()
+
+
+def reader_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.endswith("-reader")]
+
+
+# -- login ---------------------------------------------------------------------------------
+
+
+async def test_login_ok_then_events_after_login_arrive(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+    assert client.up
+    await recorder.wait_names(["FullyBooted", "SuccessfulAuth"])
+    login = server.actions_named("Login")[0]
+    assert login == {"Action": "Login", "ActionID": login["ActionID"], "Username": "test",
+                     "Secret": SECRET, "Events": "on"}
+    assert client.stats["connects"] == 1 and client.stats["reconnects"] == 0
+
+
+async def test_login_refused_is_reported_and_retried(server: ReplayAsterisk) -> None:
+    server.accept_login = False
+    client = make_client(server)
+    await client.start()
+    with pytest.raises(AmiLinkDown, match="Authentication failed"):
+        await client.wait_up(0.5)
+    assert not client.up
+    assert len(server.actions_named("Login")) >= 2  # backoff retries go on
+    with pytest.raises(AmiLinkDown, match="Authentication failed"):
+        await client.action("Ping")
+    server.accept_login = True  # e.g. manager.conf fixed and reloaded
+    await client.wait_up(2)
+    await client.stop()
+
+
+async def test_a_peer_that_is_not_asterisk_is_refused(server: ReplayAsterisk) -> None:
+    server.banner = b"SSH-2.0-OpenSSH_9.2\r\n"
+    client = make_client(server)
+    await client.start()
+    with pytest.raises(AmiLinkDown, match="not an Asterisk Call Manager banner"):
+        await client.wait_up(0.5)
+    await client.stop()
+    assert server.actions == []
+
+
+async def test_connect_refused_then_asterisk_comes_up() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = AmiClient("127.0.0.1", port, "test", SECRET, reconnect_backoff=(0.05, 0.2))
+    await client.start()
+    with pytest.raises(AmiLinkDown, match="cannot connect"):
+        await client.wait_up(0.3)
+    srv = await ReplayAsterisk().start(port)
+    try:
+        await client.wait_up(2)
+        assert client.up
+    finally:
+        await client.stop()
+        await srv.close()
+
+
+# -- events ---------------------------------------------------------------------------------
+
+
+async def test_a_calls_events_arrive_in_order_and_in_batches(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+    await recorder.wait_names(["FullyBooted", "SuccessfulAuth"])
+    call = fixture("call_playback.txt")
+    expected = event_names(call)
+    assert len(expected) == 27
+    server.push(call)
+    await recorder.wait_names(expected)
+    assert recorder.names == ["FullyBooted", "SuccessfulAuth", *expected]
+    assert client.stats["events"] == 29
+    assert client.stats["batches"] < 29  # one loop wake-up per batch, not per event
+    assert client.stats["unmatched_responses"] == 1  # the capture's Originate reply
+    hangups = [m for b in recorder.batches for m in b if m.name == "Hangup"]
+    assert [h.get("Uniqueid") for h in hangups] == ["cap-call-1;2", "cap-call-1"]
+    assert all(isinstance(b, tuple) for b in recorder.batches)
+    assert client.stats["last_lag"] >= 0 and client.stats["max_lag"] < 1.0
+
+
+async def test_unknown_events_pass_through(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    _, recorder = running
+    server.push(b"Event: RTCPSent\r\nChannel: PJSIP/x\r\nSSRC: 0x1\r\n\r\n"
+                b"Event: SomethingAsterisk23Adds\r\nX: 1\r\n\r\n")
+    await recorder.wait_names(["RTCPSent", "SomethingAsterisk23Adds"])
+
+
+async def test_a_raising_subscriber_does_not_stop_delivery(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+
+    def broken(batch: Sequence[AmiMessage]) -> None:
+        raise RuntimeError("bug in a handler")
+
+    client.subscribe(broken)
+    second = Recorder()
+    client.subscribe(second)
+    server.push(b"Event: One\r\n\r\n")
+    await second.wait_names(["One"])
+    server.push(b"Event: Two\r\n\r\n")
+    await second.wait_names(["Two"])
+    await recorder.wait_names(["One", "Two"])
+    assert client.stats["handler_errors"] == 2
+    assert client.up
+
+
+# -- actions --------------------------------------------------------------------------------
+
+
+async def test_action_resolves_with_its_response(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    pong = await client.action("Ping")
+    assert pong.is_response and pong.name == "Success" and pong.get("Ping") == "Pong"
+    output = await client.action("Command", Command="core show channels count")
+    assert output.get_all("Output")[2] == "2 calls processed"
+    sent = server.actions_named("Command")[0]
+    assert sent["Command"] == "core show channels count"
+    assert sent["ActionID"] == output.action_id
+
+
+async def test_concurrent_actions_each_get_their_own_response(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    replies = await asyncio.gather(*(client.action("Ping") for _ in range(50)),
+                                   client.action("Command", Command="x"))
+    ids = [r.action_id for r in replies]
+    assert len(set(ids)) == 51
+    assert replies[-1].get_all("Output")
+
+
+async def test_response_error_raises_action_failed(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    with pytest.raises(AmiActionFailed, match="Hangup failed: No such channel"):
+        await client.action("Hangup", Channel="PJSIP/nosuch-00000000")
+    with pytest.raises(AmiActionFailed, match="Invalid/unknown command"):
+        await client.action("NoSuchAction")
+    assert client.up and client.stats["action_errors"] == 2
+
+
+async def test_action_timeout_and_the_late_answer_is_harmless(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    server.ignored.add("status")
+    started = time.monotonic()
+    with pytest.raises(AmiActionTimeout, match=r"Status .* within 0.3 s"):
+        await client.action("Status", _timeout=0.3)
+    assert 0.29 <= time.monotonic() - started < 0.6
+    late_id = server.actions_named("Status")[0]["ActionID"]
+    server.push(f"Response: Success\r\nActionID: {late_id}\r\n\r\n".encode())
+    await server.wait_for(lambda: client.stats["unmatched_responses"] >= 1)
+    assert client.up and (await client.action("Ping")).get("Ping") == "Pong"
+    assert client.stats["action_timeouts"] == 1
+
+
+async def test_a_field_that_would_inject_lines_is_refused_before_sending(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    with pytest.raises(AmiProtocolError, match="CR/LF"):
+        await client.action("Originate", Channel="Local/1@x",
+                            CallerID="evil\r\n\r\nAction: Hangup\r\nChannel: /.*/")
+    await client.action("Ping")
+    assert server.actions_named("Originate") == [] and server.actions_named("Hangup") == []
+
+
+async def test_originate_response_is_an_event_not_the_originate_reply(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+    reply = await client.action("Originate", Channel="PJSIP/agent1001", Application="Echo",
+                                Async="true", Timeout="2000", ChannelId="cap-fail-2")
+    assert reply.name == "Success" and reply.get("Message") == "Originate successfully queued"
+    await recorder.wait_names(["OriginateResponse", "Hangup"])
+    event = next(m for b in recorder.batches for m in b if m.name == "OriginateResponse")
+    assert event.is_event and event.get("Response") == "Failure" and event.get("Reason") == "3"
+    assert event.action_id == reply.action_id  # the capture's ActionID, rewritten
+    assert event.get("Uniqueid") == "cap-fail-2"
+
+
+# -- EventList aggregation ------------------------------------------------------------------
+
+
+async def test_eventlists_are_aggregated_by_action_id(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+    await recorder.wait_names(["FullyBooted", "SuccessfulAuth"])
+    channels = await client.action_list("CoreShowChannels")
+    assert channels.response.get("EventList") == "start"
+    assert [e.get("Channel") for e in channels.events] == [
+        "Local/200@test-00000001;1", "Local/200@test-00000001;2"]
+    assert channels.complete is not None and channels.complete.get("ListItems") == "2"
+    queue = await client.action_list("QueueStatus")
+    assert [e.name for e in queue.events] == ["QueueParams", "QueueMember", "QueueMember"]
+    contacts = await client.action_list("PJSIPShowContacts")
+    assert [e.get("Uri") for e in contacts.events] == ["sip:agent1003@127.0.0.1:23083"]
+    assert recorder.names == ["FullyBooted", "SuccessfulAuth"]  # list events are replies
+    assert client.stats["list_events"] == 6
+
+
+async def test_empty_lists(server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    server.replies["coreshowchannels"] = fixture("coreshowchannels_empty.txt")
+    server.replies["pjsipshowcontacts"] = fixture("pjsipshowcontacts_none.txt")
+    empty = await client.action_list("CoreShowChannels")
+    assert empty.events == [] and empty.complete is not None
+    none = await client.action_list("PJSIPShowContacts")  # Asterisk says Error: No ... found
+    assert none.events == [] and none.complete is None
+    assert none.response.get("Message") == "No Contacts found"
+
+
+async def test_other_events_interleaved_with_a_list_go_to_subscribers(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+    parts = frames(fixture("coreshowchannels.txt"))
+    newchannel = frames(fixture("call_playback.txt"))[1]
+    server.replies["coreshowchannels"] = b"".join([parts[0], newchannel, parts[1], parts[2],
+                                                   newchannel, parts[3]])
+    result = await client.action_list("CoreShowChannels")
+    assert [e.name for e in result.events] == ["CoreShowChannel", "CoreShowChannel"]
+    await recorder.wait_names(["Newchannel", "Newchannel"])
+
+
+async def test_hangup_by_regex_is_a_list_and_the_hangups_are_events(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+    server.replies["hangup"] = fixture("hangup_regex.txt")
+    result = await client.action_list("Hangup", Channel="/^Local\\/200@test.*$/")
+    assert [e.get("Channel") for e in result.events] == [
+        "Local/200@test-00000001;1", "Local/200@test-00000001;2"]
+    await recorder.wait_names(["DeviceStateChange", "DeviceStateChange"])
+    assert recorder.names.count("Hangup") == 2
+    assert "ChannelHungup" not in recorder.names
+
+
+# -- malformed input ------------------------------------------------------------------------
+
+
+async def test_malformed_frames_are_logged_counted_skipped_and_the_link_stays_up(
+        server: ReplayAsterisk, caplog: pytest.LogCaptureFixture) -> None:
+    client = make_client(server, max_frame_bytes=4096)
+    recorder = Recorder()
+    client.subscribe(recorder)
+    await client.start()
+    await client.wait_up(3)
+    caplog.set_level(logging.WARNING, logger="callflow.engine.ami")
+    server.push(b"\x00\x01\xfe\xffgarbage\r\n\r\n"                      # no head: skipped
+                b"Event: Hangup\r\nUniqueid: 1\r\nno colon here\r\n\r\n"  # repaired
+                b"Event: Newchannel\r\nCallerIDName: Jos\xe9\r\n\r\n"     # invalid UTF-8
+                + b"Event: Huge\r\nPad: " + b"p" * 20000 + b"\r\n\r\n"    # > 4096: skipped
+                + b"Event: StillHere\r\n\r\n")
+    await recorder.wait_names(["Hangup", "Newchannel", "StillHere"])
+    stats = client.stats
+    assert stats["malformed"] == 4
+    assert stats["malformed_frames"] == 2 and stats["malformed_lines"] == 1
+    assert stats["decode_errors"] == 1
+    text = caplog.text
+    assert "malformed frame from Asterisk: frame has neither an Event nor a Response" in text
+    assert "longer than 4096 bytes" in text and "invalid UTF-8" in text
+    assert "no colon here" in text
+    assert client.up and (await client.action("Ping")).get("Ping") == "Pong"
+    assert client.stats["connects"] == 1
+    await client.stop()
+
+
+async def test_a_malformed_reply_fails_its_action_at_once(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    server.replies["status"] = b"ActionID: x\r\nthis is not AMI\r\n\r\n"
+    started = time.monotonic()
+    with pytest.raises(AmiProtocolError, match="Status: its response was malformed"):
+        await client.action("Status")
+    assert time.monotonic() - started < 0.5  # not the 2 s action timeout
+    assert client.up
+
+
+# -- link loss, reconnect, resync --------------------------------------------------------
+
+
+async def test_dropped_link_reconnects_and_resyncs_before_new_events(
+        server: ReplayAsterisk) -> None:
+    client = make_client(server)
+    log: list[str] = []
+    snapshots: list[int] = []
+
+    async def resync() -> None:
+        log.append("resync-start")
+        result = await client.action_list("CoreShowChannels")
+        snapshots.append(len(result.events))
+        log.append("resync-done")
+
+    client.subscribe(lambda batch: log.extend(m.name for m in batch))
+    client.on_connected(resync)
+    await client.start()
+    await client.wait_up(3)
+    assert log[:2] == ["resync-start", "resync-done"]  # before FullyBooted was delivered
+    assert log[2:4] == ["FullyBooted", "SuccessfulAuth"]
+
+    # the next login: Asterisk sends an event while the resync is still running
+    base = REPLIES["coreshowchannels"]
+    server.replies["coreshowchannels"] = b"Event: DuringResync\r\n\r\n" + base
+    log.clear()
+    server.drop()
+    await server.wait_for(lambda: "resync-done" in log and client.up)
+    assert server.connections == 2
+    assert log.index("resync-done") < log.index("DuringResync")
+    assert log.index("resync-done") < log.index("FullyBooted")
+    assert snapshots == [2, 2]
+    assert client.stats["reconnects"] == 1 and client.stats["disconnects"] == 1
+    server.push(b"Event: AfterReconnect\r\n\r\n")
+    await server.wait_for(lambda: "AfterReconnect" in log)
+    await client.stop()
+
+
+async def test_an_action_in_flight_fails_at_once_when_the_link_drops(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    server.ignored.add("status")
+    task = asyncio.create_task(client.action("Status"))
+    await server.wait_for(lambda: bool(server.actions_named("Status")))
+    started = time.monotonic()
+    server.drop()
+    with pytest.raises(AmiLinkDown, match="link lost while waiting for Status"):
+        await task
+    assert time.monotonic() - started < 0.5
+    await client.wait_up(2)
+
+
+async def test_asterisk_shutdown_then_back(server: ReplayAsterisk) -> None:
+    client = make_client(server)
+    resyncs: list[float] = []
+
+    async def resync() -> None:
+        resyncs.append(time.monotonic())
+
+    recorder = Recorder()
+    client.subscribe(recorder)
+    client.on_connected(resync)
+    await client.start()
+    await client.wait_up(3)
+    port = server.port
+    server.push(fixture("shutdown.txt").split(b"Message: Authentication accepted\r\n\r\n")[1])
+    await recorder.wait_names(["Shutdown"])
+    await server.close()  # Asterisk is gone: connection refused for a while
+    await asyncio.sleep(0.5)
+    assert not client.up
+    with pytest.raises(AmiLinkDown):
+        await client.action("Ping")
+    back = await ReplayAsterisk().start(port)
+    try:
+        await client.wait_up(2)
+        assert len(resyncs) == 2
+        assert (await client.action("Ping")).get("Ping") == "Pong"
+    finally:
+        await client.stop()
+        await back.close()
+
+
+async def test_watchdog_detects_a_silent_link_within_ping_timeout(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running  # ping_interval 0.2 s, ping_timeout 0.6 s
+    await asyncio.sleep(0.5)
+    assert client.up and client.stats["pongs"] >= 2
+    server.go_silent()  # socket open, nothing ever comes back
+    started = time.monotonic()
+    await server.wait_for(lambda: not client.up, timeout=2)
+    detected = time.monotonic() - started
+    assert detected <= 0.6 + 0.1
+    assert client.stats["watchdog_trips"] == 1
+    await client.wait_up(2)  # a fresh connection, which answers
+    assert server.connections == 2
+
+
+async def test_stop_is_quick_while_the_reader_is_blocked(server: ReplayAsterisk) -> None:
+    client = make_client(server, ping_interval=5.0, ping_timeout=10.0)
+    await client.start()
+    await client.wait_up(3)
+    server.go_silent()  # the reader sits in recv(), Logoff will not be answered
+    before = set(reader_threads())
+    assert before
+    started = time.monotonic()
+    await client.stop()
+    assert time.monotonic() - started < 1.0
+    assert not any(t.is_alive() for t in before)
+    assert not client.up
+    with pytest.raises(AmiLinkDown):
+        await client.action("Ping")
+
+
+async def test_stop_while_connecting_is_quick() -> None:
+    client = AmiClient("10.255.255.1", 9, "test", SECRET, connect_timeout=3.0)
+    await client.start()
+    await asyncio.sleep(0.05)
+    started = time.monotonic()
+    await client.stop()
+    assert time.monotonic() - started < 0.5
+
+
+async def test_action_before_start_is_link_down() -> None:
+    client = AmiClient("127.0.0.1", 9, "test", SECRET)
+    with pytest.raises(AmiLinkDown, match="link is down"):
+        await client.action("Ping")
+    with pytest.raises(ValueError, match="ping_interval"):
+        AmiClient("127.0.0.1", 9, "test", SECRET, ping_interval=2.0, ping_timeout=2.0)
+
+
+# -- the reader thread cannot die silently -----------------------------------------------
+
+
+def test_reader_always_ends_with_on_disconnect_even_when_its_sink_raises() -> None:
+    """A bug downstream of recv() ends the connection loudly instead of freezing events."""
+    left, right = socket.socketpair()
+    ended = threading.Event()
+    errors: list[BaseException | None] = []
+
+    def sink(conn: _AmiConnection, parsed: object) -> None:
+        raise RuntimeError("sink bug")
+
+    def on_disconnect(source: object, error: BaseException | None = None) -> None:
+        errors.append(error)
+        ended.set()
+
+    conn = _AmiConnection(left, "t", 1 << 20, sink)
+    conn.add_listener(on_disconnect=on_disconnect)
+    conn.connect()
+    right.sendall(BANNER + b"Event: X\r\n\r\n")
+    assert ended.wait(2)
+    assert isinstance(errors[0], RuntimeError)
+    assert "reader crashed" in conn.end_reason
+    assert conn.join(1)
+    right.close()
+
+
+def test_a_raising_listener_cannot_kill_the_reader() -> None:
+    left, right = socket.socketpair()
+    got: list[str] = []
+    ended = threading.Event()
+
+    def sink(conn: _AmiConnection, parsed: object) -> None:
+        got.extend(m.name for m in parsed.messages)  # type: ignore[attr-defined]
+
+    def bad_on_connect(source: object) -> None:
+        raise RuntimeError("listener bug")
+
+    conn = _AmiConnection(left, "t", 1 << 20, sink)
+    conn.add_listener(on_connect=bad_on_connect, on_disconnect=lambda source, error=None: None)
+    conn.add_listener(on_disconnect=lambda source, error=None: ended.set())
+    conn.connect()
+    right.sendall(BANNER + b"Event: A\r\n\r\n")
+    right.sendall(b"Event: B\r\n\r\n")
+    deadline = time.monotonic() + 2
+    while got != ["A", "B"] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert got == ["A", "B"]
+    right.close()  # EOF
+    assert ended.wait(2)
+    assert conn.end_reason == "Asterisk closed the connection (EOF)"
