@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
@@ -37,18 +38,26 @@ _POLL_S = 0.05
 
 
 class AsteriskProcess:
-    """One Asterisk: ``root`` (read-only tree) + ``workdir`` (everything it writes) + ``cfg``.
+    """One Asterisk: ``root`` (read-only tree) + ``workdir`` (everything it writes).
 
-    ``start()`` renders the configuration again, so a restart picks up a changed ``cfg``.
+    With ``cfg``, ``start()`` renders the configuration from ``conf_dir`` first, so a
+    restart picks up a changed ``cfg``. Without it, the caller has rendered ``etc_dir``
+    already (``render(conf_dir, pbx.etc_dir, cfg, pbx.stock_etc_dir)``) and ``start()``
+    reads the AMI login and ports back from the rendered files.
     """
 
     def __init__(
-        self, root: Path, workdir: Path, cfg: PbxConfig, conf_dir: Path = CONF_DIR
+        self,
+        root: Path,
+        workdir: Path,
+        cfg: PbxConfig | None = None,
+        conf_dir: Path = CONF_DIR,
     ) -> None:
         self.root = Path(root).absolute()
         self.workdir = Path(workdir).absolute()
         self.cfg = cfg
         self.conf_dir = Path(conf_dir)
+        self._link: _Link | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._console: IO[bytes] | None = None
         self.boot_seconds: float | None = None
@@ -58,6 +67,11 @@ class AsteriskProcess:
     @property
     def etc_dir(self) -> Path:
         return self.workdir / "etc"
+
+    @property
+    def stock_etc_dir(self) -> Path:
+        """The root's own configuration (indications.conf is taken from there)."""
+        return self.root / "etc/asterisk"
 
     @property
     def spool_dir(self) -> Path:
@@ -106,8 +120,10 @@ class AsteriskProcess:
         for sub in WRITABLE:
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         self._link_data_dir()
-        render(self.conf_dir, self.etc_dir, self.cfg, self.root / "etc/asterisk")
+        if self.cfg is not None:
+            render(self.conf_dir, self.etc_dir, self.cfg, self.stock_etc_dir)
         self._write_asterisk_conf()
+        self._link = _Link.from_cfg(self.cfg) if self.cfg else _Link.from_etc(self.etc_dir)
 
     def _in_root(self, path: Path) -> Path:
         """Resolve ``path`` (inside the root) as the root would: absolute links stay inside it."""
@@ -202,21 +218,22 @@ class AsteriskProcess:
     def _refuse_if_taken(self) -> None:
         """Fail early on busy ports: Asterisk would boot anyway, half deaf, and a login
         on a taken AMI port would reach someone else's PBX."""
-        host = self.cfg.bind_host
+        link = self._ready_link()
+        host = link.bind_host
         with (
             contextlib.suppress(OSError),
-            socket.create_connection((host, self.cfg.ami_port), timeout=0.5),
+            socket.create_connection((host, link.ami_port), timeout=0.5),
         ):
             raise PbxError(
-                f"AMI port {host}:{self.cfg.ami_port} is already in use (another Asterisk?); "
+                f"AMI port {host}:{link.ami_port} is already in use (another Asterisk?); "
                 "stop it or choose other ports"
             )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             try:
-                udp.bind((host, self.cfg.sip_port))
+                udp.bind((host, link.sip_port))
             except OSError as exc:
                 raise PbxError(
-                    f"SIP port {host}:{self.cfg.sip_port}/udp is already in use: {exc}"
+                    f"SIP port {host}:{link.sip_port}/udp is already in use: {exc}"
                 ) from None
 
     def _wait_fully_booted(self, deadline: float) -> None:
@@ -228,7 +245,7 @@ class AsteriskProcess:
                 )
             try:
                 sock = socket.create_connection(
-                    (self.cfg.bind_host, self.cfg.ami_port),
+                    (self._ready_link().bind_host, self._ready_link().ami_port),
                     timeout=max(0.1, deadline - time.monotonic()),
                 )
             except OSError:
@@ -246,8 +263,8 @@ class AsteriskProcess:
             action_id = secrets.token_hex(4)
             login = {
                 "Action": "Login",
-                "Username": self.cfg.ami_username,
-                "Secret": self.cfg.ami_secret,
+                "Username": self._ready_link().ami_username,
+                "Secret": self._ready_link().ami_secret,
                 "Events": "system",
                 "ActionID": action_id,
             }
@@ -271,6 +288,11 @@ class AsteriskProcess:
             return False
         finally:
             f.close()
+
+    def _ready_link(self) -> _Link:
+        if self._link is None:
+            raise PbxError("prepare() has not run: no AMI login known")
+        return self._link
 
     def _check_alive(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
@@ -347,6 +369,61 @@ class AsteriskProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+@dataclass(frozen=True)
+class _Link:
+    """Where and how the harness itself reaches this Asterisk (its readiness check)."""
+
+    bind_host: str
+    ami_port: int
+    sip_port: int
+    ami_username: str
+    ami_secret: str
+
+    @classmethod
+    def from_cfg(cls, cfg: PbxConfig) -> _Link:
+        return cls(cfg.bind_host, cfg.ami_port, cfg.sip_port, cfg.ami_username, cfg.ami_secret)
+
+    @classmethod
+    def from_etc(cls, etc_dir: Path) -> _Link:
+        """Read the AMI login and SIP bind back from a rendered manager.conf / pjsip.conf."""
+        manager = _read_conf(etc_dir / "manager.conf")
+        general = next((kv for name, kv in manager if name == "general"), {})
+        users = [(name, kv) for name, kv in manager if name != "general" and "secret" in kv]
+        if not users:
+            raise PbxError(f"{etc_dir / 'manager.conf'} defines no AMI user with a secret")
+        binds = [kv["bind"] for _, kv in _read_conf(etc_dir / "pjsip.conf") if "bind" in kv]
+        if not binds:
+            raise PbxError(f"{etc_dir / 'pjsip.conf'} defines no transport bind")
+        sip_host, _, sip_port = binds[0].rpartition(":")
+        try:
+            return cls(
+                bind_host=general.get("bindaddr", sip_host or "127.0.0.1"),
+                ami_port=int(general.get("port", "5038")),
+                sip_port=int(sip_port or "5060"),
+                ami_username=users[0][0],
+                ami_secret=users[0][1]["secret"],
+            )
+        except ValueError as exc:
+            raise PbxError(f"bad port in {etc_dir}: {exc}") from exc
+
+
+def _read_conf(path: Path) -> list[tuple[str, dict[str, str]]]:
+    """Asterisk's ini dialect, enough for our own rendered files: ``[name](tpl)``, ``k = v``."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise PbxError(f"cannot read {path}: {exc}") from exc
+    sections: list[tuple[str, dict[str, str]]] = []
+    for raw in lines:
+        line = raw.split(";", 1)[0].strip()
+        if line.startswith("["):
+            sections.append((line[1 : line.index("]")], {}))
+        elif "=" in line and sections:
+            key, _, value = line.partition("=")
+            sections[-1][1][key.strip()] = value.lstrip(">").strip()
+    return sections
 
 
 def hold_tone(rate: int = 8000) -> bytes:

@@ -50,6 +50,8 @@ class AgentEndpoint:
     static_contact: str | None = None
     password: str | None = None
     qualify_frequency: int = 5
+    # seconds an OPTIONS may go unanswered before the contact counts as Unreachable
+    qualify_timeout: float = 3.0
 
     @property
     def name(self) -> str:
@@ -155,6 +157,8 @@ class PbxConfig:
                 )
             if not 0 <= agent.qualify_frequency <= 3600:
                 raise PbxConfigError(f"agent {agent.ext}: qualify_frequency must be 0-3600 s")
+            if not 0.1 <= agent.qualify_timeout <= 60:
+                raise PbxConfigError(f"agent {agent.ext}: qualify_timeout must be 0.1-60 s")
         if self.customer_contact is not None and not _SIP_URI.fullmatch(self.customer_contact):
             raise PbxConfigError(f"bad customer_contact {self.customer_contact!r}")
 

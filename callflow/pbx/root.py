@@ -131,20 +131,20 @@ def build_root(
     root: Path, progress: Callable[[str], None] = print, mirror: str | None = None
 ) -> None:
     """Build the root with mmdebstrap into a temporary sibling, then rename it into place."""
+    root = root.absolute()
+    if root.exists() and any(root.iterdir()):
+        raise PbxError(
+            f"{root} exists but holds no Asterisk (usr/sbin/asterisk missing); "
+            "remove it or point ASTERISK_ROOT elsewhere"
+        )
     if shutil.which("mmdebstrap") is None:
         raise PbxError(
             "mmdebstrap is not installed, so the Asterisk root cannot be built: "
             "run `apt-get install mmdebstrap` (as root), or point ASTERISK_ROOT at a built root"
         )
-    root = root.absolute()
-    root.parent.mkdir(parents=True, exist_ok=True)
     if root.exists():
-        if any(root.iterdir()):
-            raise PbxError(
-                f"{root} exists but holds no Asterisk (usr/sbin/asterisk missing); "
-                "remove it or point ASTERISK_ROOT elsewhere"
-            )
         root.rmdir()
+    root.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(root.parent, root.name)
     mirror = mirror or debian_mirror()
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{root.name}-{os.getpid()}-", dir=root.parent))
