@@ -132,8 +132,11 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         raise ClientFrameError("binary_not_supported", "send JSON in text frames")
     try:
         frame = json.loads(data)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise ClientFrameError("bad_json", f"not valid JSON: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        # 64 KiB of "[" is enough to exhaust the parser's recursion limit.
+        raise ClientFrameError("bad_json", "JSON nested too deeply") from None
     if not isinstance(frame, dict):
         raise ClientFrameError("bad_frame", "a frame must be a JSON object")
     kind = frame.get("type")

@@ -80,6 +80,8 @@ class RunningApi:
     port: int
     hub: EventHub
     health: dict[str, Any] = field(default_factory=dict)
+    server: uvicorn.Server | None = None
+    serving: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -131,7 +133,7 @@ async def start_api() -> AsyncIterator[StartApi]:
             if task.done() or time.monotonic() > deadline:
                 raise RuntimeError("uvicorn did not start")
             await asyncio.sleep(0.01)
-        api.port = port
+        api.port, api.server, api.serving = port, server, task
         return api
 
     yield start
@@ -415,6 +417,31 @@ async def test_a_frame_of_exactly_64_kib_is_accepted(api: RunningApi) -> None:
         assert len(frame.encode()) == 64 * 1024
         await ws.send(frame)
         assert await recv_frame(ws) == {"v": 1, "type": "pong", "id": 1}
+
+
+# --- websocket: shutdown ---------------------------------------------------------------------
+
+
+async def test_closing_the_hub_closes_clients_with_1001(api: RunningApi) -> None:
+    async with connect(api.url("since=0")) as ws:
+        api.hub.publish("board", {})
+        await recv_frame(ws)
+        api.hub.close()
+        assert await expect_close(ws) == (1001, "server shutting down")
+
+
+async def test_server_shutdown_closes_clients_with_1012_and_frees_their_subscriptions(
+        start_api: StartApi) -> None:
+    api = await start_api()
+    assert api.server is not None and api.serving is not None
+    async with connect(api.url("since=0")) as ws:
+        api.hub.publish("board", {})
+        await recv_frame(ws)
+        assert api.hub.stats()["subscribers"] == 1
+        api.server.should_exit = True
+        assert (await expect_close(ws, timeout=5))[0] == 1012
+    await asyncio.wait_for(api.serving, 10)
+    assert api.hub.stats()["subscribers"] == 0
 
 
 # --- websocket: a slow client ---------------------------------------------------------------

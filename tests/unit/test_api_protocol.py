@@ -72,6 +72,8 @@ def test_the_size_limit_counts_utf8_bytes_not_characters() -> None:
 
 @pytest.mark.parametrize(("frame", "error"), [
     ("{", "bad_json"),
+    ("[" * 60_000, "bad_json"),
+    ('{"type": "ping", "id": ' + "[" * 30_000 + "]" * 30_000 + "}", "bad_json"),
     ("null", "bad_frame"),
     ('{"type": 1}', "unknown_type"),
     ('{"type": "' + "z" * 1000 + '"}', "unknown_type"),

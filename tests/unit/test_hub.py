@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -240,3 +242,13 @@ async def test_a_failing_snapshot_provider_sends_an_empty_state(
 def test_sizes_must_be_positive(kwargs: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="at least 1"):
         EventHub(**kwargs)
+
+
+def test_the_hub_imports_no_web_framework() -> None:
+    """The engine uses the hub without FastAPI/Starlette (design.md: a pure core's edge)."""
+    code = ("import sys, callflow.api.hub; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+            "{'fastapi', 'starlette', 'uvicorn', 'websockets', 'pydantic'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
