@@ -1,0 +1,625 @@
+"""One FastAGI session: pyst2's AGI protocol knowledge over an asyncio stream, hardened.
+
+Why this shape (design.md, "dialplan/"; docs of pyst2 0.5.1 defects in the module notes
+below). pyst2 is synchronous and process-oriented: ``AGI.__init__`` installs a SIGHUP
+handler (``signal.signal`` raises off the main thread) and every command method blocks
+on ``stdin.readline()``. Its *protocol knowledge* is still worth keeping, so this module
+splits the work:
+
+- our asyncio reader does the framing: one line at a time, at most ``MAX_LINE_BYTES``,
+  strict UTF-8, a ``520-`` usage block read to its ``520 `` end line and no further,
+  ``100 Trying`` consumed, ``HANGUP`` remembered, ``511`` and EOF turned into a hang-up;
+- pyst2 (a signal-free subclass of ``asterisk.agi.AGI`` reading from an in-memory line
+  source) parses what the reader framed: the environment block (``_get_agi_env``) and
+  every reply (``get_result``: codes 200/510/520, ``result=``, ``(data)``, ``key=value``);
+- ``_pyst2_errors`` is the one place where pyst2's exceptions become ours.
+
+pyst2 defects handled here (all seen in its source, several on the wire of Asterisk 22):
+``get_result`` loops forever on EOF inside a 520 block and swallows the next reply after
+a one-line ``520``; ``HANGUP``/EOF raise ``ValueError``; ``100 Trying`` and ``511`` raise
+``AGIUnknownError`` and desynchronise the stream; ``result=-1`` raises before the dict is
+returned, so "file not found" and "caller hung up" look alike; ``result= (timeout)``
+(GET DATA, no digit) loses its ``(timeout)``; ``_quote`` escapes nothing, so a ``"`` or
+a newline in a caller-supplied string is command injection.
+
+Facts from the real Asterisk 22.10 that shape the rules below (captured in
+``tests/fixtures/agi/``):
+
+- After the caller hangs up, Asterisk sends ``HANGUP`` (about 40 ms after the pending
+  command's ``200 result=-1``) and then keeps the session open, answering the commands
+  that ``agi show commands`` marks *Dead: Yes* (``DEAD_CHANNEL_COMMANDS``) and ``511``
+  to every other one, until the script closes the socket.
+- A command that fails with ``result=-1`` because the caller hung up during it (e.g.
+  WAIT FOR DIGIT) is followed by that ``HANGUP``; a ``result=-1`` on a live channel
+  (e.g. STREAM FILE of a missing file) is not. ``PROBE_COMMAND`` tells them apart.
+- A command line of 8191 bytes or more (newline included) is split by Asterisk's 8 KiB
+  ``fgets`` buffer into two commands: the tail runs as a command of its own.
+- Two commands written back to back: Asterisk's stdio buffer swallows the second one
+  and it never runs. One command at a time, always.
+- A script that writes ``FAILURE`` makes ``AGI()`` set ``AGISTATUS=FAILURE``; a script
+  that just closes the socket leaves ``AGISTATUS=SUCCESS`` (even before reading the
+  environment). The dialplan's fallback to ``Queue()`` keys on FAILURE (STD-001: the
+  hotline stays routed when the engine cannot take the call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Final
+from urllib.parse import parse_qsl
+
+import asterisk.agi as pyst2
+
+from callflow.errors import (
+    AgiArgumentError,
+    AgiCommandError,
+    AgiError,
+    AgiProtocolError,
+    CallerHungUp,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_LINE_BYTES: Final = 8192
+"""Longest line accepted from Asterisk (newline included); longer is garbage."""
+
+MAX_COMMAND_BYTES: Final = 8191
+"""Longest command line sent (newline included): Asterisk 22 splits 8192 and above."""
+
+MAX_ENV_LINES: Final = 256
+"""A real environment block has about 25 lines (plus one per AGI() argument)."""
+
+MAX_USAGE_LINES: Final = 256
+"""A 520 usage text has a handful of lines; more means the block never ends."""
+
+PROBE_COMMAND: Final = b"CHANNEL STATUS\n"
+"""Sent after a ``result=-1`` to tell a hang-up from a failure: Asterisk processes the
+channel's hang-up before it reads the next command, so a dead channel answers ``511``
+(after a ``HANGUP`` line, unless ``AGISIGHUP=no``) and a live one ``200``."""
+
+FAILURE_LINE: Final = b"FAILURE\n"
+"""What a script writes to make ``AGI()`` report ``AGISTATUS=FAILURE`` (res_agi.c)."""
+
+DEAD_CHANNEL_COMMANDS: Final = frozenset({
+    ("ASYNCAGI", "BREAK"),
+    ("DATABASE", "DEL"),
+    ("DATABASE", "DELTREE"),
+    ("DATABASE", "GET"),
+    ("DATABASE", "PUT"),
+    ("EXEC",),
+    ("GET", "FULL", "VARIABLE"),
+    ("GET", "VARIABLE"),
+    ("NOOP",),
+    ("SET", "VARIABLE"),
+    ("SPEECH", "DESTROY"),
+    ("SPEECH", "UNLOAD", "GRAMMAR"),
+    ("VERBOSE",),
+})
+"""Commands Asterisk 22 still runs after ``HANGUP`` (``agi show commands``, Dead=Yes)."""
+
+_BARE_WORD = re.compile(r"[A-Za-z0-9_.:/@+*#=-]+\Z")
+_FORBIDDEN_IN_WORD = re.compile(r"[\r\n\x00]")
+_ENV_LINE = re.compile(r"agi_[A-Za-z0-9_]+:")
+_REPLY_LINE = re.compile(r"[0-9]{3}(?:[ -]|\Z)")
+_APP_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
+_EMPTY_RESULT_DATA = re.compile(r"^200 result= \((?P<data>[^)]*)\)")
+
+
+class AgiCommandTimeout(AgiError):
+    """An AGI command got no reply within its timeout; the session is closed after it.
+
+    (Belongs in ``callflow.errors`` next to its siblings; defined here until it moves.)
+    """
+
+
+class _Default(enum.Enum):
+    TIMEOUT = "session default"
+
+
+SESSION_DEFAULT: Final = _Default.TIMEOUT
+"""``timeout=`` value meaning "the server's ``command_timeout``" (``None`` = no limit)."""
+
+Timeout = float | None | _Default
+
+
+@dataclass(frozen=True)
+class AgiResult:
+    """A ``200`` reply: ``result=`` value, its ``(data)``, and any other ``key=value``."""
+
+    code: int
+    result: str
+    data: str
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- wire format
+
+
+def quote_word(word: str) -> str:
+    """One AGI argument as Asterisk's ``parse_args`` will read it back, unchanged.
+
+    CR, LF and NUL cannot be carried at all (a newline ends the command, NUL ends the C
+    string): rejected. Anything outside a plain-word alphabet is double-quoted with
+    ``\\`` and ``"`` backslash-escaped, which ``parse_args`` undoes.
+    """
+    if not isinstance(word, str):
+        raise AgiArgumentError(f"AGI argument must be str, got {type(word).__name__}")
+    if _FORBIDDEN_IN_WORD.search(word):
+        raise AgiArgumentError(f"AGI argument contains CR, LF or NUL: {word!r}")
+    if _BARE_WORD.match(word):
+        return word
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def build_command_line(words: Sequence[str]) -> bytes:
+    """The bytes of one command, or AgiArgumentError before anything is sent."""
+    if not words or not words[0]:
+        raise AgiArgumentError("empty AGI command")
+    line = (" ".join(quote_word(w) for w in words) + "\n").encode("utf-8")
+    if len(line) > MAX_COMMAND_BYTES:
+        raise AgiArgumentError(
+            f"AGI command of {len(line)} bytes: Asterisk would split it at "
+            f"{MAX_COMMAND_BYTES} and run the tail as a second command")
+    return line
+
+
+def command_name(words: Sequence[str]) -> tuple[str, ...]:
+    """The command's keyword prefix, upper-cased (at most three words)."""
+    return tuple(w.upper() for w in words[:3])
+
+
+def allowed_on_dead_channel(words: Sequence[str]) -> bool:
+    name = command_name(words)
+    return any(name[: len(dead)] == dead for dead in DEAD_CHANNEL_COMMANDS)
+
+
+def exec_data(args: Sequence[str]) -> str:
+    """EXEC's one application-data word: args joined by commas.
+
+    A comma inside an arg would silently become an extra application argument
+    (``Dial(PJSIP/x,15)`` from one "arg"), so it is refused; CR/LF are refused later
+    by ``quote_word`` like everywhere else.
+    """
+    for arg in args:
+        if "," in arg:
+            raise AgiArgumentError(
+                f"EXEC argument contains a comma (pass separate args): {arg!r}")
+    return ",".join(args)
+
+
+# --------------------------------------------------------------------------- pyst2 layer
+
+
+class _LinesExhausted(Exception):
+    """pyst2 asked for a line the framed reply does not have."""
+
+
+class _LineSource:
+    """pyst2's ``stdin``: the lines our reader already framed, never a blocking read."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def load(self, lines: Sequence[str]) -> None:
+        self._lines = list(reversed(lines))
+
+    def readline(self) -> str:
+        if not self._lines:
+            raise _LinesExhausted
+        return self._lines.pop() + "\n"
+
+
+class _NullSink:
+    """pyst2's ``stdout``/``stderr``: it traces every line and result there; we log ourselves."""
+
+    def write(self, _text: str) -> int:
+        return 0
+
+    def flush(self) -> None:
+        return None
+
+
+class _Pyst2Agi(pyst2.AGI):  # type: ignore[misc]
+    """pyst2's parser without its process-level start-up.
+
+    ``AGI.__init__`` is deliberately not called: it installs a SIGHUP handler
+    (``ValueError`` off the main thread, and a process-wide side effect per call) and
+    reads the environment from ``sys.stdin``.
+    """
+
+    def __init__(self) -> None:
+        self.stdin = _LineSource()
+        self.stdout = _NullSink()
+        self.stderr = _NullSink()
+        self._got_sighup = False
+        self.env: dict[str, str] = {}
+
+    def parse_env(self, lines: Sequence[str]) -> dict[str, str]:
+        self.stdin.load([*lines, ""])
+        self.env = {}
+        self._get_agi_env()
+        return dict(self.env)
+
+    def parse_reply(self, lines: Sequence[str]) -> dict[str, tuple[str, str]]:
+        self.stdin.load(lines)
+        parsed: dict[str, tuple[str, str]] = self.get_result()
+        return parsed
+
+
+class _ResultFailed(AgiCommandError):
+    """``200 result=-1``: the command failed, or the caller hung up during it."""
+
+
+@contextlib.contextmanager
+def _pyst2_errors(what: str) -> Iterator[None]:
+    """The one translation point from pyst2's exceptions to callflow's."""
+    try:
+        yield
+    except pyst2.AGIResultHangup as exc:
+        raise CallerHungUp(f"{what}: caller hung up during the command") from exc
+    except pyst2.AGIInvalidCommand as exc:
+        raise AgiCommandError(f"{what}: 510 invalid or unknown command") from exc
+    except pyst2.AGIUsageError as exc:
+        raise AgiCommandError(f"{what}: 520 invalid syntax; usage: {exc}".rstrip()) from exc
+    except pyst2.AGIUnknownError as exc:
+        raise AgiCommandError(f"{what}: unexpected reply code {exc.args[0]}") from exc
+    except pyst2.AGIAppError as exc:
+        raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)") from exc
+    except pyst2.AGIException as exc:
+        raise AgiProtocolError(f"{what}: {exc}") from exc
+    except (_LinesExhausted, ValueError) as exc:
+        raise AgiProtocolError(f"{what}: reply could not be parsed") from exc
+
+
+def parse_env_lines(lines: Sequence[str]) -> dict[str, str]:
+    """The environment block (lines without their newline) as a dict, via pyst2."""
+    for line in lines:
+        if not _ENV_LINE.match(line):
+            raise AgiProtocolError(f"not an AGI environment line: {line[:80]!r}")
+    with _pyst2_errors("AGI environment"):
+        return _Pyst2Agi().parse_env(lines)
+
+
+def _result_from(parsed: Mapping[str, tuple[str, str]], first_line: str) -> AgiResult:
+    result, data = parsed.get("result", ("", ""))
+    if not result and not data:
+        empty = _EMPTY_RESULT_DATA.match(first_line)
+        if empty:                      # pyst2's re_kv needs a non-empty value
+            data = empty["data"]
+    extra = {k: v for k, (v, _d) in parsed.items() if k != "result"}
+    return AgiResult(code=200, result=result, data=data, extra=extra)
+
+
+# --------------------------------------------------------------------------- line I/O
+
+
+async def _read_line(reader: asyncio.StreamReader) -> str | None:
+    """One line without its newline; None at EOF (a partial last line counts as EOF)."""
+    try:
+        raw = await reader.readline()
+    except ValueError as exc:          # asyncio's LimitOverrunError, as readline raises it
+        raise AgiProtocolError(f"line longer than {MAX_LINE_BYTES} bytes") from exc
+    except ConnectionError:
+        return None
+    if not raw.endswith(b"\n"):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise AgiProtocolError(f"line is not UTF-8: {raw[:60]!r}") from exc
+    return text.rstrip("\r\n")
+
+
+async def read_env(reader: asyncio.StreamReader, *, timeout: float) -> dict[str, str]:
+    """The environment block Asterisk sends first, bounded in lines and time."""
+    lines: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await _read_line(reader)
+                if line is None:
+                    raise AgiProtocolError("connection closed inside the AGI environment")
+                if line == "":
+                    break
+                if len(lines) >= MAX_ENV_LINES:
+                    raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
+                lines.append(line)
+    except TimeoutError:
+        raise AgiProtocolError(f"no complete AGI environment within {timeout:g} s") from None
+    return parse_env_lines(lines)
+
+
+# --------------------------------------------------------------------------- session
+
+
+class AgiSession:
+    """One call's FastAGI conversation, from the environment to the socket's close.
+
+    A route handler gets one and calls the command methods; every way the caller can
+    disappear (``HANGUP`` line, ``511``, ``result=-1`` followed by ``HANGUP``, EOF)
+    surfaces as one ``CallerHungUp``. After the hang-up, the commands Asterisk still
+    serves on a dead channel (``DEAD_CHANNEL_COMMANDS``, e.g. GET VARIABLE DIALSTATUS)
+    are sent; any other raises ``CallerHungUp`` without touching the wire.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 env: Mapping[str, str], *, command_timeout: float | None = 30.0) -> None:
+        self.env: Mapping[str, str] = MappingProxyType(dict(env))
+        request = self.env.get("agi_network_script", "")
+        path, _, query = request.partition("?")
+        self.script: str = path.strip("/")
+        self.args: Mapping[str, str] = MappingProxyType(
+            dict(parse_qsl(query, keep_blank_values=True)))
+        self.argv: tuple[str, ...] = tuple(_positional_args(self.env))
+        self.command_timeout = command_timeout
+        self._reader = reader
+        self._writer = writer
+        self._pyst2 = _Pyst2Agi()
+        self._lock = asyncio.Lock()
+        self._pending: asyncio.Future[list[str]] | None = None
+        self._hangup = asyncio.Event()
+        self._eof = False
+        self._failure: AgiError | None = None
+        self._closed = False
+        self.protocol_error: AgiProtocolError | None = None
+        self._reader_task = asyncio.get_running_loop().create_task(
+            self._read_replies(), name=f"agi-reader {self.describe()}")
+
+    @classmethod
+    async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                     env_timeout: float = 5.0, command_timeout: float | None = 30.0) -> AgiSession:
+        """Read the environment block and start the session (AgiProtocolError on garbage)."""
+        env = await read_env(reader, timeout=env_timeout)
+        return cls(reader, writer, env, command_timeout=command_timeout)
+
+    # -- identity ---------------------------------------------------------------------
+
+    @property
+    def channel(self) -> str:
+        return self.env.get("agi_channel", "?")
+
+    @property
+    def uniqueid(self) -> str:
+        return self.env.get("agi_uniqueid", "?")
+
+    def describe(self) -> str:
+        return f"{self.channel} ({self.uniqueid}) script={self.script!r}"
+
+    @property
+    def hung_up(self) -> bool:
+        """True once Asterisk said the channel is gone (HANGUP, 511, -1+HANGUP, EOF)."""
+        return self._hangup.is_set()
+
+    async def wait_hangup(self, timeout: float | None = None) -> bool:
+        """Wait until the caller hangs up; True if that happened within ``timeout``."""
+        try:
+            async with asyncio.timeout(timeout):
+                await self._hangup.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    # -- commands ---------------------------------------------------------------------
+
+    async def command(self, *words: str, timeout: Timeout = SESSION_DEFAULT) -> AgiResult:
+        """Send one AGI command and return its ``200`` reply.
+
+        ``words`` are the command's keywords and arguments, each quoted as needed.
+        ``timeout``: seconds, ``None`` for none (EXEC Dial, long prompts), default the
+        server's ``command_timeout``. Raises CallerHungUp, AgiCommandError (510, 520,
+        ``result=-1`` on a live channel), AgiCommandTimeout, AgiProtocolError,
+        AgiArgumentError (before anything is sent).
+        """
+        line = build_command_line(words)
+        what = " ".join(w[:40] for w in words[:3])
+        limit = self.command_timeout if timeout is SESSION_DEFAULT else timeout
+        async with self._lock:
+            self._check_usable(words, what)
+            block = await self._exchange(line, what, limit)
+            try:
+                return self._interpret(block, what)
+            except _ResultFailed:
+                if not self.hung_up:
+                    await self._probe_channel()
+                if self.hung_up:
+                    raise CallerHungUp(f"{what}: caller hung up during the command") from None
+                raise
+
+    async def answer(self) -> None:
+        await self.command("ANSWER")
+
+    async def stream_file(self, path: str, escape_digits: str = "", *,
+                          timeout: Timeout = SESSION_DEFAULT) -> str:
+        """Play a sound file; the escape digit pressed, or "" if it played to the end."""
+        reply = await self.command("STREAM", "FILE", path, escape_digits, timeout=timeout)
+        return _digit(reply, "STREAM FILE")
+
+    async def get_data(self, path: str, timeout_ms: int, max_digits: int, *,
+                       timeout: Timeout = SESSION_DEFAULT) -> str:
+        """Play a prompt and collect up to ``max_digits`` DTMF digits ("" if none)."""
+        reply = await self.command("GET", "DATA", path, str(int(timeout_ms)),
+                                   str(int(max_digits)), timeout=timeout)
+        return reply.result
+
+    async def wait_for_digit(self, timeout_ms: int, *, timeout: Timeout = SESSION_DEFAULT) -> str:
+        """One DTMF digit within ``timeout_ms`` (-1 = forever), or ""."""
+        reply = await self.command("WAIT", "FOR", "DIGIT", str(int(timeout_ms)), timeout=timeout)
+        return _digit(reply, "WAIT FOR DIGIT")
+
+    async def exec(self, app: str, *args: str, timeout: Timeout = None) -> str:
+        """Run a dialplan application; its result (``EXEC app "a,b"``).
+
+        No timeout by default: applications such as Dial or Queue last as long as
+        the call. An unknown application (``result=-2``) raises AgiCommandError.
+        """
+        if not _APP_NAME.match(app):
+            raise AgiArgumentError(f"not an application name: {app!r}")
+        reply = await self.command("EXEC", app, exec_data(args), timeout=timeout)
+        if reply.result == "-2":
+            raise AgiCommandError(f"EXEC {app}: no such application")
+        return reply.result
+
+    async def set_variable(self, name: str, value: str) -> None:
+        await self.command("SET", "VARIABLE", name, value)
+
+    async def get_variable(self, name: str) -> str | None:
+        """A channel variable's value, or None if unset (works after the hang-up).
+
+        Asterisk truncates the value to 1023 bytes.
+        """
+        reply = await self.command("GET", "VARIABLE", name)
+        return reply.data if reply.result == "1" else None
+
+    async def hangup(self) -> None:
+        await self.command("HANGUP")
+
+    async def verbose(self, msg: str, level: int = 1) -> None:
+        await self.command("VERBOSE", msg, str(int(level)))
+
+    # -- end of session ---------------------------------------------------------------
+
+    async def close(self, *, fallback: bool = False) -> None:
+        """End the session; with ``fallback`` make the dialplan see AGISTATUS=FAILURE."""
+        if self._closed:
+            return
+        self._closed = True
+        self._failure = self._failure or AgiProtocolError("session is closed")
+        try:
+            if fallback and not self._eof:
+                self._writer.write(FAILURE_LINE)
+            self._writer.close()
+            async with asyncio.timeout(2.0):
+                await self._writer.wait_closed()
+        except (ConnectionError, TimeoutError):
+            pass
+        finally:
+            self._reader_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader_task
+
+    # -- internals --------------------------------------------------------------------
+
+    def _check_usable(self, words: Sequence[str], what: str) -> None:
+        if self._failure is not None:
+            raise type(self._failure)(f"{what}: {self._failure}")
+        if self._eof:
+            raise CallerHungUp(f"{what}: connection to Asterisk is closed")
+        if self.hung_up and not allowed_on_dead_channel(words):
+            raise CallerHungUp(f"{what}: caller has hung up")
+
+    async def _exchange(self, line: bytes, what: str, limit: float | None) -> list[str]:
+        loop = asyncio.get_running_loop()
+        pending: asyncio.Future[list[str]] = loop.create_future()
+        self._pending = pending
+        try:
+            self._writer.write(line)
+            await self._writer.drain()
+            async with asyncio.timeout(limit):
+                return await pending
+        except ConnectionError as exc:
+            self._mark_eof()
+            raise CallerHungUp(f"{what}: connection to Asterisk lost") from exc
+        except TimeoutError:
+            error = AgiCommandTimeout(f"{what}: no reply within {limit:g} s")
+            self._fail(error)
+            raise error from None
+        finally:
+            self._pending = None
+
+    async def _probe_channel(self) -> None:
+        """After ``result=-1``: is the channel still there? (see ``PROBE_COMMAND``)."""
+        block = await self._exchange(PROBE_COMMAND, "CHANNEL STATUS", self.command_timeout)
+        if block[0].startswith("511"):
+            self._hangup.set()
+
+    def _interpret(self, block: list[str], what: str) -> AgiResult:
+        first = block[0]
+        if first.startswith("511"):
+            self._hangup.set()
+            raise CallerHungUp(f"{what}: channel is dead ({first})")
+        if first.startswith("520 "):   # one-line usage error: pyst2 would wait for a second line
+            raise AgiCommandError(f"{what}: {first}")
+        with _pyst2_errors(what):
+            parsed = self._pyst2.parse_reply(block)
+        return _result_from(parsed, first)
+
+    async def _read_replies(self) -> None:
+        """Frame everything Asterisk sends into replies for the one pending command."""
+        try:
+            while self._failure is None:
+                line = await _read_line(self._reader)
+                if line is None:
+                    self._mark_eof()
+                    return
+                if line == "HANGUP":
+                    log.info("caller hung up: %s", self.describe())
+                    self._hangup.set()
+                    continue
+                if not _REPLY_LINE.match(line):
+                    raise AgiProtocolError(f"not an AGI reply: {line[:80]!r}")
+                if self._pending is None or self._pending.done():
+                    raise AgiProtocolError(f"reply with no command pending: {line[:80]!r}")
+                if line.startswith("100"):
+                    log.debug("%s: %s", self.describe(), line)
+                    continue
+                block = [line]
+                if line.startswith("520-") and not await self._read_usage(block):
+                    return
+                self._pending.set_result(block)
+        except AgiProtocolError as exc:
+            log.error("AGI protocol error on %s: %s", self.describe(), exc)
+            self.protocol_error = exc
+            self._fail(exc)
+
+    async def _read_usage(self, block: list[str]) -> bool:
+        """Read a 520 usage block to its end line; False if the connection closed first."""
+        while True:
+            line = await _read_line(self._reader)
+            if line is None:
+                self._mark_eof()
+                return False
+            block.append(line)
+            if line.startswith("520 "):
+                return True
+            if len(block) > MAX_USAGE_LINES:
+                raise AgiProtocolError(f"520 usage text longer than {MAX_USAGE_LINES} lines")
+
+    def _mark_eof(self) -> None:
+        self._eof = True
+        self._hangup.set()
+        if self._pending is not None and not self._pending.done():
+            self._pending.set_exception(CallerHungUp("connection to Asterisk closed"))
+
+    def _fail(self, error: AgiError) -> None:
+        """The stream can no longer be trusted: later commands raise ``error``'s type.
+
+        The socket stays open so that ``close(fallback=True)`` can still tell the
+        dialplan FAILURE (a bare close would read as SUCCESS and drop the caller).
+        """
+        self._failure = self._failure or error
+        if self._pending is not None and not self._pending.done():
+            self._pending.set_exception(error)
+
+
+def _positional_args(env: Mapping[str, str]) -> list[str]:
+    args: list[str] = []
+    while f"agi_arg_{len(args) + 1}" in env:
+        args.append(env[f"agi_arg_{len(args) + 1}"])
+    return args
+
+
+def _digit(reply: AgiResult, what: str) -> str:
+    """pyst2's convention: result is the digit's ASCII code, 0 for none."""
+    if reply.result == "0":
+        return ""
+    try:
+        return chr(int(reply.result))
+    except ValueError:
+        raise AgiProtocolError(f"{what}: result is not a digit code: {reply.result!r}") from None

@@ -1,0 +1,177 @@
+"""The FastAGI server: one asyncio task per call, a hard cap on calls, a clean end to each.
+
+Why asyncio and not pyst2's ``fastagi`` module or a thread pool: pyst2's ``fastagi.py``
+imports the Python 2 ``SocketServer`` module (it cannot even be imported on Python 3)
+and forks per call; a thread per call has no bound and ``AGI.__init__`` cannot run off
+the main thread. Calls spend nearly all their time waiting on Asterisk, which is what
+an event loop is for (see bench/bench_fastagi.py for the figures).
+
+Every way a session can end is decided here, with what the dialplan then sees
+(verified against Asterisk 22; the dialplan falls back to ``Queue()`` only on FAILURE,
+so a call the engine cannot finish is never dropped, STD-001):
+
+===============================  ==================  =================================
+how the session ends             server writes       AGISTATUS in the dialplan
+===============================  ==================  =================================
+route returns                    (close)             SUCCESS
+route raises CallerHungUp        (close)             HANGUP (channel already gone)
+unknown script                   FAILURE             FAILURE -> fallback
+over ``max_sessions``            FAILURE at once     FAILURE -> fallback
+route raises anything else       FAILURE             FAILURE -> fallback
+command timeout / garbage        FAILURE             FAILURE -> fallback
+server stopped mid-call          FAILURE             FAILURE -> fallback
+===============================  ==================  =================================
+FAILURE is only written while the channel is alive; Asterisk reads it after the
+command it is running (if any) completes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from types import MappingProxyType
+
+from callflow.dialplan.agi import (
+    FAILURE_LINE,
+    MAX_LINE_BYTES,
+    AgiCommandTimeout,
+    AgiSession,
+)
+
+from callflow.errors import AgiProtocolError, CallerHungUp
+
+log = logging.getLogger(__name__)
+
+Route = Callable[[AgiSession], Awaitable[None]]
+
+
+class FastAgiServer:
+    """Serves ``agi://host:port/<script>`` requests by calling ``routes[script]``.
+
+    ``max_sessions`` bounds the calls handled at once (including ones still sending
+    their environment); the next one is refused with FAILURE at once, never queued.
+    ``command_timeout`` is each session's default per-command timeout.
+    """
+
+    def __init__(self, host: str, port: int, routes: Mapping[str, Route], *,
+                 max_sessions: int = 500, command_timeout: float = 30.0,
+                 env_timeout: float = 5.0) -> None:
+        if max_sessions < 1:
+            raise ValueError("max_sessions must be at least 1")
+        self.host = host
+        self._requested_port = port
+        self.routes: Mapping[str, Route] = MappingProxyType(dict(routes))
+        self.max_sessions = max_sessions
+        self.command_timeout = command_timeout
+        self.env_timeout = env_timeout
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._counts = dict.fromkeys(
+            ("connections", "sessions", "rejected", "unknown_routes", "errors",
+             "protocol_errors", "timeouts", "hangups", "completed"), 0)
+        self._active = 0
+        self._max_active = 0
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self._requested_port,
+            limit=MAX_LINE_BYTES, backlog=max(128, self.max_sessions))
+        log.info("FastAGI server listening on %s:%d (max %d sessions)",
+                 self.host, self.port, self.max_sessions)
+
+    async def stop(self) -> None:
+        """Stop accepting, end every session (FAILURE to live calls), release the port."""
+        if self._server is None:
+            return
+        self._server.close()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._server.wait_closed()
+        self._server = None
+        log.info("FastAGI server stopped (%d sessions cut short)", len(tasks))
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with ``port=0``)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError("FastAGI server is not started")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {**self._counts, "active": self._active, "max_active": self._max_active}
+
+    async def _on_connect(self, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        self._counts["connections"] += 1
+        if self._active >= self.max_sessions:
+            self._counts["rejected"] += 1
+            log.warning("FastAGI: %d sessions active, refusing a call with FAILURE "
+                        "(dialplan falls back)", self._active)
+            writer.write(FAILURE_LINE)
+            writer.close()
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._active += 1
+        self._max_active = max(self._max_active, self._active)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self._active -= 1
+            self._tasks.discard(task)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            session = await AgiSession.accept(reader, writer, env_timeout=self.env_timeout,
+                                              command_timeout=self.command_timeout)
+        except AgiProtocolError as exc:
+            self._counts["protocol_errors"] += 1
+            log.error("FastAGI from %s: %s; answering FAILURE and closing", peer, exc)
+            writer.write(FAILURE_LINE)
+            writer.close()
+            return
+        route = self.routes.get(session.script)
+        if route is None:
+            self._counts["unknown_routes"] += 1
+            log.error("FastAGI: no route for script %r (channel %s, uniqueid %s); "
+                      "answering FAILURE so the dialplan falls back",
+                      session.script, session.channel, session.uniqueid)
+            await session.close(fallback=True)
+            return
+        self._counts["sessions"] += 1
+        await self._run_route(route, session)
+
+    async def _run_route(self, route: Route, session: AgiSession) -> None:
+        fallback = True
+        try:
+            await route(session)
+            fallback = False
+            if session.protocol_error is not None:      # the route swallowed it
+                self._counts["protocol_errors"] += 1
+            else:
+                self._counts["completed"] += 1
+        except CallerHungUp:
+            fallback = False
+            self._counts["hangups"] += 1
+            log.info("FastAGI %s ended: caller hung up", session.describe())
+        except AgiProtocolError as exc:
+            self._counts["protocol_errors"] += 1
+            log.error("FastAGI %s ended by a protocol error: %s", session.describe(), exc)
+        except AgiCommandTimeout as exc:
+            self._counts["timeouts"] += 1
+            log.error("FastAGI %s ended by a command timeout: %s", session.describe(), exc)
+        except asyncio.CancelledError:
+            log.warning("FastAGI %s cut short (server stopping)", session.describe())
+            raise
+        except Exception:
+            self._counts["errors"] += 1
+            log.exception("FastAGI route %r failed on %s; the dialplan falls back",
+                          session.script, session.describe())
+        finally:
+            await session.close(fallback=fallback and not session.hung_up)
