@@ -1,0 +1,187 @@
+"""What can happen to an agent: the inputs of the agent state machine (agents/state.py).
+
+Two kinds of input arrive, and the machine treats them differently:
+
+* requests, made by a person (the agent's desktop, a supervisor on the board, a
+  feature code dialled from the softphone): ``LogIn``, ``LogOut``, ``RequestState``,
+  ``EndAcw``, ``ExtendAcw``, ``ApproveBusy``. An illegal request is rejected with a
+  reason and changes nothing.
+* facts, reported by the PBX or the call machines: ``CallOffered``, ``CallAnswered``,
+  ``OfferTimedOut``, ``OfferWithdrawn``, ``CallEnded``, ``HoldStarted``, ``HoldEnded``,
+  ``SoftphoneReachable``/``SoftphoneUnreachable``, and the core's own ``TimerFired``
+  and ``DayRollover``. A fact repeated (AMI and the AGI flow both report it) is a
+  no-op; a fact about another call is stale and rejected like a request.
+
+States are defined by behaviour, never by the seeds' labels (C-3): busy (示忙) is
+"present, away from calls, with a reason" (STD-097); ACW is work on the call just
+ended (STD-098); not-ready is set by the engine (ring-no-answer, unreachable;
+STD-099) or chosen with one of the configured not-ready reasons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal
+
+from callflow.engine.policy import Policy
+
+Actor = Literal["agent", "supervisor", "feature_code", "system"]
+
+
+class AgentState(StrEnum):
+    LOGGED_OUT = "logged_out"
+    READY = "ready"
+    RINGING = "ringing"
+    ON_CALL = "on_call"
+    ON_HOLD = "on_hold"
+    ACW = "acw"
+    BUSY = "busy"
+    NOT_READY = "not_ready"
+
+
+IN_CALL = frozenset({AgentState.RINGING, AgentState.ON_CALL, AgentState.ON_HOLD})
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LogIn:
+    """Start a session at ``extension`` (empty: the extension the roster gave the agent)."""
+
+    extension: str = ""
+    by: Actor = "agent"
+
+
+@dataclass(frozen=True)
+class LogOut:
+    """End the session; ``reason`` says why when it is not the agent's own choice.
+
+    E.g. ``inactivity`` (STD-102, sent by the runtime) or ``supervisor``.
+    """
+
+    by: Actor = "agent"
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """Ask for ready, busy(reason) or not_ready(reason); the other states follow calls."""
+
+    state: AgentState
+    reason: str = ""
+    by: Actor = "agent"
+
+
+@dataclass(frozen=True)
+class EndAcw:
+    """Finish after-call work now (feature code *24, the desktop's 'done' button)."""
+
+    by: Actor = "agent"
+
+
+@dataclass(frozen=True)
+class ExtendAcw:
+    """A supervisor gives this call's ACW more time (STD-100: the limit is per call)."""
+
+    seconds: float
+    by: Actor = "supervisor"
+
+
+@dataclass(frozen=True)
+class ApproveBusy:
+    """A supervisor approves a busy reason that needs approval (STD-106)."""
+
+    by: Actor = "supervisor"
+
+
+# --- facts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallOffered:
+    """Routing chose this agent for ``call_id``; the phone starts ringing."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
+class CallAnswered:
+    call_id: str
+
+
+@dataclass(frozen=True)
+class OfferTimedOut:
+    """The offer rang the full ring limit unanswered (STD-008)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
+class OfferWithdrawn:
+    """The offer ended without an answer for another cause (caller hung up, dial failed)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
+class CallEnded:
+    call_id: str
+
+
+@dataclass(frozen=True)
+class HoldStarted:
+    call_id: str
+
+
+@dataclass(frozen=True)
+class HoldEnded:
+    call_id: str
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A timer this machine started (``StartTimer(key, at)``) is due."""
+
+    key: str
+
+
+@dataclass(frozen=True)
+class SoftphoneReachable:
+    """PJSIP says the agent's contact is reachable again."""
+
+
+@dataclass(frozen=True)
+class SoftphoneUnreachable:
+    """PJSIP says the agent's contact is unreachable or gone (unregistered)."""
+
+
+@dataclass(frozen=True)
+class DayRollover:
+    """Midnight (centre time): close the day's totals and start new ones."""
+
+
+AgentEvent = (LogIn | LogOut | RequestState | EndAcw | ExtendAcw | ApproveBusy | CallOffered
+              | CallAnswered | OfferTimedOut | OfferWithdrawn | CallEnded | HoldStarted
+              | HoldEnded | TimerFired | SoftphoneReachable | SoftphoneUnreachable
+              | DayRollover)
+
+
+def feature_code_event(code: str, policy: Policy) -> AgentEvent | None:
+    """The request a dialled feature code stands for (None: not one of ours).
+
+    Feature codes cannot ask for a reason, so busy and not-ready take the Policy's
+    default reasons (busy always carries one, STD-097).
+    """
+    codes = policy.agents.feature_codes
+    action = codes.codes().get(code.strip())
+    if action == "ready":
+        return RequestState(AgentState.READY, by="feature_code")
+    if action == "busy":
+        return RequestState(AgentState.BUSY, codes.busy_reason, by="feature_code")
+    if action == "not_ready":
+        return RequestState(AgentState.NOT_READY, codes.not_ready_reason, by="feature_code")
+    if action == "end_acw":
+        return EndAcw(by="feature_code")
+    return None

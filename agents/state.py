@@ -1,0 +1,543 @@
+"""THE agent state machine: one owner of every agent's state, pure and replayable.
+
+``transition(agent, event, now, policy) -> (agent, [effects])``. ``now`` is monotonic
+seconds from the Clock; the machine never reads a clock, a socket or the store.
+
+    logged_out -> ready <-> ringing -> on_call <-> on_hold -> acw -> ready
+                  ready|acw|not_ready <-> busy(reason)      (STD-097, away with a reason)
+                  ready|acw|busy <-> not_ready(reason)      (STD-099 system reasons, or chosen)
+
+Decisions this module makes (and why):
+
+* **Illegal input raises ``StateError(reason, detail)``; nothing changes.** Snapshots
+  are immutable, so "state unchanged" holds by construction; the caller (the
+  runtime) turns the error into a 409 for the API, a log line for a PBX fact, or
+  ``rejected(...)`` effects that tell the agent's desktop. A *repeated* fact (AMI and
+  the AGI flow both report the same answer) is not an error: it returns the agent
+  unchanged with no effects, so whichever report arrives first wins.
+* **Ring-no-answer (STD-008):** ``OfferTimedOut`` → not_ready(ring_no_answer), an
+  ``Alarm`` for the board and the agent's count + 1. The ring timer itself belongs to
+  the call (the dial's timeout is the ring limit); this machine only hears the result.
+* **ACW (STD-098, STD-100):** entered automatically when a call ends, with a timer at
+  ``agents.acw_limit_s``. The agent ends it (ready, busy, not-ready, *24); otherwise at
+  the limit the agent becomes ready by itself and an ACW overrun is recorded
+  (``acw_auto_ready``; when off, the overrun is recorded and the agent stays). A
+  supervisor may extend the ACW of the current call. ACW time is only time in this
+  state (C-3), and each ACW's length is persisted; when an agent's running average
+  crosses ``kpi.acw_average_target_s`` the board is alerted (STD-100).
+* **Softphone unreachable:** the agent stays logged in (online time keeps counting,
+  the desktop still works) and becomes not_ready(unreachable) with an alarm, if
+  ready or ringing; during a call it only raises the STD-045 alarm; in ACW, busy or
+  not-ready it is remembered and blocks going ready. Reachable again does not make
+  the agent ready: STD-099 wants the agent to do that.
+* **Busy needing approval (STD-106):** the agent goes busy at once (nobody can be
+  kept from leaving) with ``approval_pending``; a timer flags the absence after
+  ``agents.absence_flag_min`` unless a supervisor approved it. Any reason with
+  ``max_min`` (meal: 30 min, STD-104) alerts agent and board when exceeded.
+* **Timestamps:** payloads carry monotonic ``since``/``at_monotonic``; the runtime,
+  which owns the Clock, adds wall time when it publishes or persists.
+* **Accumulators:** seconds per bucket since the last ``DayRollover``; a bucket is the
+  state name (``ready``, ``ringing``, ``on_call`` = talk, ``on_hold``, ``acw``) or
+  ``busy:<reason>`` / ``not_ready:<reason>``. Logged-out time is not counted, so the
+  sum of all buckets is the online time (STD-103).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from callflow.agents.events import (
+    IN_CALL,
+    Actor,
+    AgentEvent,
+    AgentState,
+    ApproveBusy,
+    CallAnswered,
+    CallEnded,
+    CallOffered,
+    DayRollover,
+    EndAcw,
+    ExtendAcw,
+    HoldEnded,
+    HoldStarted,
+    LogIn,
+    LogOut,
+    OfferTimedOut,
+    OfferWithdrawn,
+    RequestState,
+    SoftphoneReachable,
+    SoftphoneUnreachable,
+    TimerFired,
+    feature_code_event,
+)
+from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
+from callflow.engine.policy import RING_NO_ANSWER, UNREACHABLE, Policy, Reason
+
+from callflow.errors import StateError
+
+__all__ = [
+    "AgentEvent", "AgentSnapshot", "AgentState", "ApproveBusy", "CallAnswered", "CallEnded",
+    "CallOffered", "DayRollover", "EndAcw", "ExtendAcw", "HoldEnded", "HoldStarted", "LogIn",
+    "LogOut", "OfferTimedOut", "OfferWithdrawn", "RequestState", "SoftphoneReachable",
+    "SoftphoneUnreachable", "TimerFired", "bucket", "feature_code_event", "longest_idle",
+    "new_agent", "rejected", "routable", "time_in", "timer_key", "transition",
+]
+
+log = logging.getLogger(__name__)
+
+Step = tuple["AgentSnapshot", list[Effect]]
+
+BOARD_TOPIC = "board"
+
+# Timer kinds; a key is "agent:<id>:<kind>:<seq>" so a timer of an earlier state is stale.
+ACW_TIMER = "acw"
+REASON_LIMIT_TIMER = "limit"
+APPROVAL_TIMER = "approval"
+
+
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """One agent at one moment. Immutable: every change makes a new snapshot."""
+
+    agent_id: str  # work number (STD-014 fills it into the opening)
+    extension: str = ""  # PJSIP endpoint of the softphone
+    state: AgentState = AgentState.LOGGED_OUT
+    reason: str = ""  # busy and not_ready only; logged_out: why (e.g. inactivity)
+    since: float = 0.0  # monotonic time the state began (longest idle = smallest)
+    call_id: str = ""  # ringing, on_call, on_hold, acw: the call concerned
+    acw_deadline: float = 0.0  # acw: when the limit is reached
+    acw_extended: bool = False  # acw: a supervisor extended it for this call
+    softphone_reachable: bool = True  # unknown counts as reachable until PJSIP says otherwise
+    approval_pending: bool = False  # busy with a reason awaiting approval (STD-106)
+    seq: int = 0  # state changes so far; names the state's timers
+    counted_to: float = 0.0  # accumulators include time up to here
+    totals: Mapping[str, float] = field(default_factory=dict)  # seconds per bucket today
+    calls_handled: int = 0  # calls ended today (ACW average divides by this)
+    ring_no_answer_count: int = 0  # STD-008, today
+    acw_overruns: int = 0  # ACWs ended by the limit, today
+
+
+def new_agent(agent_id: str, extension: str = "") -> AgentSnapshot:
+    """An agent known to the roster, not logged in."""
+    return AgentSnapshot(agent_id=agent_id, extension=extension)
+
+
+def bucket(state: AgentState, reason: str = "") -> str:
+    """Accumulator name of a state (with its reason for busy and not-ready)."""
+    if state in (AgentState.BUSY, AgentState.NOT_READY):
+        return f"{state.value}:{reason}"
+    return state.value
+
+
+def time_in(agent: AgentSnapshot, state: AgentState, reason: str | None = None,
+            now: float | None = None) -> float:
+    """Seconds today in ``state`` (any reason when ``reason`` is None), up to ``now``."""
+    totals = _accumulated(agent, now) if now is not None else agent.totals
+    if reason is not None or state not in (AgentState.BUSY, AgentState.NOT_READY):
+        return totals.get(bucket(state, reason or ""), 0.0)
+    prefix = f"{state.value}:"
+    return sum(v for k, v in totals.items() if k.startswith(prefix))
+
+
+def routable(agent: AgentSnapshot) -> bool:
+    """May routing offer this agent a call now? Ready and a reachable softphone."""
+    return agent.state is AgentState.READY and agent.softphone_reachable
+
+
+def longest_idle(agents: Iterable[AgentSnapshot]) -> AgentSnapshot | None:
+    """Routing's default choice: the routable agent ready the longest (ties: work number)."""
+    candidates = [a for a in agents if routable(a)]
+    return min(candidates, key=lambda a: (a.since, a.agent_id)) if candidates else None
+
+
+def timer_key(agent: AgentSnapshot, kind: str) -> str:
+    return f"agent:{agent.agent_id}:{kind}:{agent.seq}"
+
+
+def rejected(agent: AgentSnapshot, event: AgentEvent, error: StateError) -> list[Effect]:
+    """Effects telling the agent's desktop a request was refused, and why."""
+    return [Publish(f"agent:{agent.agent_id}", {
+        "type": "rejected", "agent_id": agent.agent_id, "event": type(event).__name__,
+        "reason": error.reason, "detail": error.detail, "state": agent.state.value})]
+
+
+def transition(agent: AgentSnapshot, event: AgentEvent, now: float, policy: Policy) -> Step:
+    """Apply one event; raises StateError (agent unchanged) when it is illegal now."""
+    handler = _HANDLERS.get(type(event))
+    if handler is None:
+        raise StateError("unknown_event", type(event).__name__)
+    return handler(agent, event, now, policy)
+
+
+# --- accounting --------------------------------------------------------------------------
+
+
+def _accumulated(agent: AgentSnapshot, now: float | None) -> dict[str, float]:
+    totals = dict(agent.totals)
+    if now is not None and agent.state is not AgentState.LOGGED_OUT and now > agent.counted_to:
+        key = bucket(agent.state, agent.reason)
+        totals[key] = totals.get(key, 0.0) + (now - agent.counted_to)
+    return totals
+
+
+def _reason_def(policy: Policy, state: AgentState, reason: str) -> Reason | None:
+    if state is AgentState.BUSY:
+        return policy.agents.busy_reason(reason)
+    if state is AgentState.NOT_READY:
+        return policy.agents.not_ready_reason(reason)
+    return None
+
+
+def _payload(agent: AgentSnapshot, **extra: Any) -> dict[str, Any]:
+    return {
+        "type": "agent_state", "agent_id": agent.agent_id, "extension": agent.extension,
+        "state": agent.state.value, "reason": agent.reason, "since": agent.since,
+        "call_id": agent.call_id, "softphone_reachable": agent.softphone_reachable,
+        "approval_pending": agent.approval_pending, "acw_extended": agent.acw_extended,
+        "acw_deadline": agent.acw_deadline if agent.state is AgentState.ACW else None,
+        "ring_no_answer_count": agent.ring_no_answer_count, **extra,
+    }
+
+
+def _publish(agent: AgentSnapshot, **extra: Any) -> list[Effect]:
+    payload = _payload(agent, **extra)
+    return [Publish(f"agent:{agent.agent_id}", payload), Publish(BOARD_TOPIC, payload)]
+
+
+def _timers_of(agent: AgentSnapshot, policy: Policy) -> list[str]:
+    """Keys of the timers the agent's current state runs (to cancel when it ends)."""
+    keys = []
+    if agent.state is AgentState.ACW:
+        keys.append(timer_key(agent, ACW_TIMER))
+    reason = _reason_def(policy, agent.state, agent.reason)
+    if reason is not None and reason.max_min > 0:
+        keys.append(timer_key(agent, REASON_LIMIT_TIMER))
+    if agent.approval_pending:
+        keys.append(timer_key(agent, APPROVAL_TIMER))
+    return keys
+
+
+def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, *,
+           by: Actor, reason: str = "", cause: str = "", **changes: Any) -> Step:
+    """Leave the current state (accounting, timers) and enter ``state``."""
+    effects: list[Effect] = [CancelTimer(k) for k in _timers_of(agent, policy)]
+    if agent.state is AgentState.ACW:
+        ended_by = cause if cause in ("acw_limit", "login") else by
+        agent, acw_effects = _acw_finished(agent, now, policy, ended_by=ended_by)
+        effects += acw_effects
+    changes.setdefault("call_id", agent.call_id if state in IN_CALL | {AgentState.ACW} else "")
+    changes.setdefault("approval_pending", False)
+    if state is not AgentState.ACW:
+        changes.setdefault("acw_extended", False)
+        changes.setdefault("acw_deadline", 0.0)
+    new = replace(agent, state=state, reason=reason, since=now, seq=agent.seq + 1,
+                  counted_to=now, totals=_accumulated(agent, now), **changes)
+    if state is AgentState.ACW:
+        effects.append(StartTimer(timer_key(new, ACW_TIMER), new.acw_deadline))
+    reason_def = _reason_def(policy, state, reason)
+    if reason_def is not None and reason_def.max_min > 0:
+        effects.append(StartTimer(timer_key(new, REASON_LIMIT_TIMER),
+                                  now + reason_def.max_min * 60))
+    if new.approval_pending:
+        effects.append(StartTimer(timer_key(new, APPROVAL_TIMER),
+                                  now + policy.agents.absence_flag_min * 60))
+    effects += _publish(new, prev_state=agent.state.value, prev_reason=agent.reason, by=by,
+                        cause=cause)
+    effects.append(Persist("agent_state", {
+        "agent_id": new.agent_id, "state": new.state.value, "reason": new.reason or None,
+        "call_uniqueid": new.call_id or None, "acw_extended": new.acw_extended,
+        "at_monotonic": now, "by": by, "cause": cause or None}))
+    return new, effects
+
+
+def _acw_finished(agent: AgentSnapshot, now: float, policy: Policy, *, ended_by: str) -> Step:
+    """Record one ACW's length and alert when the running average crosses the target."""
+    seconds = max(0.0, now - agent.since)
+    overrun = now >= agent.acw_deadline
+    effects: list[Effect] = [Persist("acw", {
+        "agent_id": agent.agent_id, "call_uniqueid": agent.call_id or None, "seconds": seconds,
+        "ended_by": ended_by, "overrun": overrun, "extended": agent.acw_extended,
+        "at_monotonic": now})]
+    total = time_in(agent, AgentState.ACW, now=now)
+    calls = max(agent.calls_handled, 1)
+    average = total / calls
+    before = (total - seconds) / (calls - 1) if calls > 1 else 0.0
+    target = policy.kpi.acw_average_target_s
+    if before <= target < average:
+        effects.append(Alarm("acw_average_high", {
+            "agent_id": agent.agent_id, "average_s": round(average, 1), "calls": calls,
+            "target_s": target}, std="STD-100"))
+    if ended_by == "acw_limit":
+        agent = replace(agent, acw_overruns=agent.acw_overruns + 1)
+    return agent, effects
+
+
+def _idle_state(agent: AgentSnapshot) -> tuple[AgentState, str]:
+    """Where an agent goes when free: ready, unless the softphone is gone (STD-099)."""
+    if agent.softphone_reachable:
+        return AgentState.READY, ""
+    return AgentState.NOT_READY, UNREACHABLE
+
+
+def _to_idle(agent: AgentSnapshot, now: float, policy: Policy, *, by: Actor, cause: str,
+             **changes: Any) -> Step:
+    state, reason = _idle_state(agent)
+    return _enter(agent, state, now, policy, by=by, reason=reason, cause=cause, **changes)
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+def _login(agent: AgentSnapshot, event: LogIn, now: float, policy: Policy) -> Step:
+    if agent.state is not AgentState.LOGGED_OUT:
+        raise StateError("already_logged_in", f"agent {agent.agent_id} is {agent.state}")
+    extension = event.extension or agent.extension
+    if not extension:
+        raise StateError("no_extension", "log in needs the softphone's extension")
+    agent = replace(agent, extension=extension, counted_to=now)
+    new, effects = _to_idle(agent, now, policy, by=event.by, cause="login")
+    if not new.softphone_reachable:
+        effects.append(_unreachable_alarm(new, "STD-099"))
+    return new, effects
+
+
+def _logout(agent: AgentSnapshot, event: LogOut, now: float, policy: Policy) -> Step:
+    if agent.state is AgentState.LOGGED_OUT:
+        raise StateError("not_logged_in", f"agent {agent.agent_id} is not logged in")
+    if agent.state in IN_CALL:
+        raise StateError("on_call", "log out after the call")
+    return _enter(agent, AgentState.LOGGED_OUT, now, policy, by=event.by, reason=event.reason,
+                  cause="logout")
+
+
+def _check_present(agent: AgentSnapshot) -> None:
+    if agent.state is AgentState.LOGGED_OUT:
+        raise StateError("not_logged_in", f"agent {agent.agent_id} is not logged in")
+    if agent.state in IN_CALL:
+        raise StateError("on_call", f"agent {agent.agent_id} is {agent.state}")
+
+
+def _request(agent: AgentSnapshot, event: RequestState, now: float, policy: Policy) -> Step:
+    _check_present(agent)
+    target = event.state
+    if target is AgentState.READY:
+        if agent.state is AgentState.READY:
+            raise StateError("no_change", "already ready")
+        if not agent.softphone_reachable:
+            raise StateError("softphone_unreachable", "register the softphone first (STD-099)")
+        return _enter(agent, AgentState.READY, now, policy, by=event.by, cause="request")
+    if target not in (AgentState.BUSY, AgentState.NOT_READY):
+        raise StateError("not_requestable", f"{target} follows calls; it cannot be requested")
+    if not event.reason:
+        raise StateError("reason_required", f"{target} needs a reason (STD-097, STD-099)")
+    reason = _reason_def(policy, target, event.reason)
+    if reason is None:
+        raise StateError("unknown_reason", f"{event.reason!r} is not a {target} reason")
+    if reason.system and event.by != "system":
+        raise StateError("system_reason", f"{event.reason!r} is set by the engine only")
+    if agent.state is target and agent.reason == event.reason:
+        raise StateError("no_change", f"already {target} ({event.reason})")
+    pending = reason.approval_required and event.by not in ("supervisor", "system")
+    return _enter(agent, target, now, policy, by=event.by, reason=event.reason,
+                  cause="request", approval_pending=pending)
+
+
+def _end_acw(agent: AgentSnapshot, event: EndAcw, now: float, policy: Policy) -> Step:
+    if agent.state is not AgentState.ACW:
+        raise StateError("not_in_acw", f"agent {agent.agent_id} is {agent.state}")
+    return _to_idle(agent, now, policy, by=event.by, cause="end_acw")
+
+
+def _extend_acw(agent: AgentSnapshot, event: ExtendAcw, now: float, policy: Policy) -> Step:
+    if event.by != "supervisor":
+        raise StateError("supervisor_only", "only a supervisor extends ACW")
+    if agent.state is not AgentState.ACW:
+        raise StateError("not_in_acw", f"agent {agent.agent_id} is {agent.state}")
+    if not event.seconds > 0:
+        raise StateError("bad_extension", f"seconds must be > 0, got {event.seconds}")
+    deadline = max(agent.acw_deadline, now) + event.seconds
+    new = replace(agent, acw_deadline=deadline, acw_extended=True)
+    effects: list[Effect] = [StartTimer(timer_key(new, ACW_TIMER), new.acw_deadline)]
+    effects += _publish(new, by=event.by, cause="acw_extended")
+    effects.append(Persist("acw_extended", {
+        "agent_id": new.agent_id, "call_uniqueid": new.call_id or None,
+        "seconds": event.seconds, "deadline_monotonic": new.acw_deadline,
+        "at_monotonic": now}))
+    return new, effects
+
+
+def _approve(agent: AgentSnapshot, event: ApproveBusy, now: float, policy: Policy) -> Step:
+    if event.by != "supervisor":
+        raise StateError("supervisor_only", "only a supervisor approves an absence")
+    if not agent.approval_pending:
+        raise StateError("nothing_to_approve", f"agent {agent.agent_id} awaits no approval")
+    new = replace(agent, approval_pending=False)
+    effects: list[Effect] = [CancelTimer(timer_key(agent, APPROVAL_TIMER))]
+    effects += _publish(new, by=event.by, cause="approved")
+    effects.append(Persist("busy_approved", {
+        "agent_id": new.agent_id, "reason": new.reason, "at_monotonic": now}))
+    return new, effects
+
+
+# --- facts -------------------------------------------------------------------------------
+
+
+def _stale(agent: AgentSnapshot, event: AgentEvent) -> StateError:
+    return StateError("stale_event", f"{type(event).__name__} does not fit agent "
+                                     f"{agent.agent_id} in {agent.state} ({agent.call_id})")
+
+
+def _offered(agent: AgentSnapshot, event: CallOffered, now: float, policy: Policy) -> Step:
+    if agent.state is AgentState.RINGING and agent.call_id == event.call_id:
+        return agent, []
+    if not routable(agent):
+        raise StateError("not_routable", f"agent {agent.agent_id} is {agent.state}"
+                         + ("" if agent.softphone_reachable else ", softphone unreachable"))
+    return _enter(agent, AgentState.RINGING, now, policy, by="system", cause="offered",
+                  call_id=event.call_id)
+
+
+def _answered(agent: AgentSnapshot, event: CallAnswered, now: float, policy: Policy) -> Step:
+    if agent.call_id != event.call_id:
+        raise _stale(agent, event)
+    if agent.state in (AgentState.ON_CALL, AgentState.ON_HOLD):
+        return agent, []
+    if agent.state is not AgentState.RINGING:
+        raise _stale(agent, event)
+    return _enter(agent, AgentState.ON_CALL, now, policy, by="system", cause="answered")
+
+
+def _timed_out(agent: AgentSnapshot, event: OfferTimedOut, now: float, policy: Policy) -> Step:
+    if agent.state is not AgentState.RINGING or agent.call_id != event.call_id:
+        raise _stale(agent, event)
+    agent = replace(agent, ring_no_answer_count=agent.ring_no_answer_count + 1)
+    if policy.answering.rona_sets_not_ready:
+        new, effects = _enter(agent, AgentState.NOT_READY, now, policy, by="system",
+                              reason=RING_NO_ANSWER, cause="ring_no_answer")
+    else:
+        new, effects = _to_idle(agent, now, policy, by="system", cause="ring_no_answer")
+    effects.append(Alarm("ring_no_answer", {
+        "agent_id": agent.agent_id, "call_id": event.call_id,
+        "count": new.ring_no_answer_count}, std="STD-008"))
+    return new, effects
+
+
+def _withdrawn(agent: AgentSnapshot, event: OfferWithdrawn | CallEnded, now: float,
+               policy: Policy) -> Step:
+    if agent.state is not AgentState.RINGING or agent.call_id != event.call_id:
+        raise _stale(agent, event)
+    return _to_idle(agent, now, policy, by="system", cause="offer_withdrawn")
+
+
+def _ended(agent: AgentSnapshot, event: CallEnded, now: float, policy: Policy) -> Step:
+    if agent.call_id != event.call_id:
+        raise _stale(agent, event)
+    if agent.state is AgentState.ACW:
+        return agent, []
+    if agent.state is AgentState.RINGING:
+        return _withdrawn(agent, event, now, policy)
+    if agent.state not in (AgentState.ON_CALL, AgentState.ON_HOLD):
+        raise _stale(agent, event)
+    agent = replace(agent, calls_handled=agent.calls_handled + 1)
+    limit = policy.agents.acw_limit_s
+    if limit <= 0:  # ACW switched off: straight back to work, a 0 s ACW on the record
+        new, effects = _to_idle(agent, now, policy, by="system", cause="call_ended")
+        effects.append(Persist("acw", {
+            "agent_id": agent.agent_id, "call_uniqueid": agent.call_id or None, "seconds": 0.0,
+            "ended_by": "no_acw", "overrun": False, "extended": False, "at_monotonic": now}))
+        return new, effects
+    return _enter(agent, AgentState.ACW, now, policy, by="system", cause="call_ended",
+                  acw_deadline=now + limit, acw_extended=False)
+
+
+def _hold(agent: AgentSnapshot, event: HoldStarted | HoldEnded, now: float,
+          policy: Policy) -> Step:
+    to_hold = isinstance(event, HoldStarted)
+    target = AgentState.ON_HOLD if to_hold else AgentState.ON_CALL
+    source = AgentState.ON_CALL if to_hold else AgentState.ON_HOLD
+    if agent.call_id != event.call_id or agent.state not in (source, target):
+        raise _stale(agent, event)
+    if agent.state is target:
+        return agent, []
+    return _enter(agent, target, now, policy, by="system",
+                  cause="hold" if to_hold else "unhold")
+
+
+def _timer(agent: AgentSnapshot, event: TimerFired, now: float, policy: Policy) -> Step:
+    if event.key == timer_key(agent, ACW_TIMER) and agent.state is AgentState.ACW:
+        return _acw_limit(agent, now, policy)
+    if event.key == timer_key(agent, REASON_LIMIT_TIMER):
+        reason = _reason_def(policy, agent.state, agent.reason)
+        if reason is not None and reason.max_min > 0:
+            detail = {"agent_id": agent.agent_id, "state": agent.state.value,
+                      "reason": agent.reason, "limit_min": reason.max_min}
+            alert = Publish(f"agent:{agent.agent_id}", {"type": "alert", "kind":
+                                                        "reason_overrun", **detail})
+            std = "STD-104" if agent.reason == "meal" else "STD-105"
+            return agent, [alert, Alarm("reason_overrun", detail, std=std)]
+    if event.key == timer_key(agent, APPROVAL_TIMER) and agent.approval_pending:
+        return agent, [Alarm("unapproved_absence", {
+            "agent_id": agent.agent_id, "reason": agent.reason,
+            "minutes": policy.agents.absence_flag_min}, std="STD-106")]
+    log.debug("agent %s: stale timer %s ignored", agent.agent_id, event.key)
+    return agent, []
+
+
+def _acw_limit(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
+    """STD-100: the ACW limit is reached; ready by itself, or recorded and left alone."""
+    if policy.agents.acw_auto_ready:
+        new, effects = _to_idle(agent, now, policy, by="system", cause="acw_limit")
+    else:
+        new = replace(agent, acw_overruns=agent.acw_overruns + 1)
+        effects = _publish(new, by="system", cause="acw_limit")
+    effects.append(Alarm("acw_overrun", {
+        "agent_id": agent.agent_id, "call_id": agent.call_id,
+        "seconds": round(now - agent.since, 1), "extended": agent.acw_extended},
+        std="STD-100"))
+    return new, effects
+
+
+def _unreachable_alarm(agent: AgentSnapshot, std: str) -> Alarm:
+    return Alarm("softphone_unreachable", {
+        "agent_id": agent.agent_id, "extension": agent.extension,
+        "state": agent.state.value, "call_id": agent.call_id}, std=std)
+
+
+def _softphone(agent: AgentSnapshot, event: SoftphoneReachable | SoftphoneUnreachable,
+               now: float, policy: Policy) -> Step:
+    reachable = isinstance(event, SoftphoneReachable)
+    if agent.softphone_reachable == reachable:
+        return agent, []
+    flagged = replace(agent, softphone_reachable=reachable)
+    if reachable or agent.state is AgentState.LOGGED_OUT:
+        return flagged, _publish(flagged, by="system", cause="softphone")
+    if agent.state in (AgentState.READY, AgentState.RINGING):
+        new, effects = _enter(flagged, AgentState.NOT_READY, now, policy, by="system",
+                              reason=UNREACHABLE, cause="softphone_unreachable")
+        return new, [*effects, _unreachable_alarm(agent, "STD-099")]
+    std = "STD-045" if agent.state in IN_CALL else "STD-099"
+    return flagged, [*_publish(flagged, by="system", cause="softphone"),
+                     _unreachable_alarm(agent, std)]
+
+
+def _rollover(agent: AgentSnapshot, event: DayRollover, now: float, policy: Policy) -> Step:
+    totals = _accumulated(agent, now)
+    effects: list[Effect] = [Persist("agent_day", {
+        "agent_id": agent.agent_id, "totals": totals, "calls_handled": agent.calls_handled,
+        "ring_no_answer_count": agent.ring_no_answer_count,
+        "acw_overruns": agent.acw_overruns, "at_monotonic": now})]
+    new = replace(agent, totals={}, counted_to=now, calls_handled=0, ring_no_answer_count=0,
+                  acw_overruns=0)
+    return new, effects
+
+
+_HANDLERS: dict[type, Callable[[AgentSnapshot, Any, float, Policy], Step]] = {
+    LogIn: _login, LogOut: _logout, RequestState: _request, EndAcw: _end_acw,
+    ExtendAcw: _extend_acw, ApproveBusy: _approve, CallOffered: _offered,
+    CallAnswered: _answered, OfferTimedOut: _timed_out, OfferWithdrawn: _withdrawn,
+    CallEnded: _ended, HoldStarted: _hold, HoldEnded: _hold, TimerFired: _timer,
+    SoftphoneReachable: _softphone, SoftphoneUnreachable: _softphone, DayRollover: _rollover,
+}
