@@ -342,10 +342,12 @@ def claim_due_tasks(s: Session, now: datetime, limit: int, *, claimed_by: str = 
     ``owner_agent_id=None`` claims pool tasks (no owner); an id claims only that
     agent's own tasks, for when they become ready (STD-069, STD-072).
 
-    Never hands one task to two claimers: on PostgreSQL the candidate rows are
-    locked with ``FOR UPDATE SKIP LOCKED`` (concurrent claimers take other rows
-    instead of waiting); on SQLite the whole statement runs under the write lock
-    (``BEGIN IMMEDIATE``). The outer ``status = 'pending'`` guard holds on both.
+    Never hands one task to two claimers: the candidates are selected with
+    ``FOR UPDATE SKIP LOCKED`` (PostgreSQL: concurrent claimers lock disjoint rows
+    and never wait for each other; SQLite: the transaction already holds the write
+    lock, ``BEGIN IMMEDIATE``), then updated by id with a ``status = 'pending'``
+    guard. Two statements on purpose: PostgreSQL may re-run a locking sub-select
+    inside an UPDATE and take more than ``limit`` rows.
     """
     if limit <= 0:
         return []
@@ -356,8 +358,11 @@ def claim_due_tasks(s: Session, now: datetime, limit: int, *, claimed_by: str = 
            .order_by(CallbackTask.due_at, CallbackTask.id)
            .limit(limit)
            .with_for_update(skip_locked=True))
+    ids = list(s.scalars(due))
+    if not ids:
+        return []
     claim = (update(CallbackTask)
-             .where(CallbackTask.id.in_(due), CallbackTask.status == "pending")
+             .where(CallbackTask.id.in_(ids), CallbackTask.status == "pending")
              .values(status="dialing", attempts=CallbackTask.attempts + 1, claimed_at=now,
                      claimed_by=claimed_by, updated_at=utcnow())
              .returning(CallbackTask))

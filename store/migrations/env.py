@@ -12,10 +12,11 @@ import os
 from logging.config import fileConfig
 
 from alembic import context
-from callflow.store.db import migration_options, normalize_url
 from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
+
+from callflow.store.db import migration_options, normalize_url
 
 config = context.config
 if config.config_file_name is not None:
