@@ -61,7 +61,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from asterisk.ami import AMIClient
+from asterisk.ami import AMIClient  # type: ignore[import-untyped]
+
 from callflow.engine.ami_frames import (
     DEFAULT_MAX_FRAME_BYTES,
     AmiFrameParser,
@@ -71,7 +72,6 @@ from callflow.engine.ami_frames import (
     Parsed,
     encode_action,
 )
-
 from callflow.errors import (
     AmiActionFailed,
     AmiActionTimeout,
@@ -93,7 +93,7 @@ _EMPTY_LIST_RE = re.compile(r"^No [A-Za-z]+( [A-Za-z]+)? found$")
 _instance_ids = itertools.count(1)
 
 
-class _AmiConnection(AMIClient):
+class _AmiConnection(AMIClient):  # type: ignore[misc]  # untyped library
     """One TCP connection: asterisk-ami's client shape, its defective parts replaced.
 
     Kept from asterisk-ami: the client/listener model (``add_listener``,
@@ -475,19 +475,23 @@ class AmiClient:
         self._stats["handoffs"] += 1
         events: list[AmiMessage] = []
         stats = self._stats
+        pending = self._pending
         for _conn, parsed in items:
             for problem in parsed.problems:
                 self._report(problem)
-            stats["frames"] += len(parsed.messages)
-            for message in parsed.messages:
-                action_id = message.get("ActionID")
-                if message.is_response:
-                    if action_id.startswith(_PING_PREFIX):
+            messages = parsed.messages
+            stats["frames"] += len(messages)
+            for message in messages:
+                action_id = message.fields.get("ActionID")
+                if action_id is not None and not isinstance(action_id, str):
+                    action_id = action_id[0]
+                if message.kind == "response":
+                    if action_id and action_id.startswith(_PING_PREFIX):
                         stats["pongs"] += 1
-                    elif not self._resolve(action_id, message):
+                    elif not (action_id and self._resolve(action_id, message)):
                         stats["unmatched_responses"] += 1
                         log.debug("AMI response for no pending action: %r", message.fields)
-                elif not (action_id and self._resolve(action_id, message)):
+                elif not (action_id and pending and self._resolve(action_id, message)):
                     events.append(message)
         if not events:
             return
@@ -553,8 +557,9 @@ class AmiClient:
                     self._up_event.set()
                 reason = await session.lost
                 self._last_error = reason
-                log.warning("%s: AMI link to %s:%s lost: %s", self._label, self.host,
-                            self.port, reason)
+                log.log(logging.INFO if self._stopping else logging.WARNING,
+                        "%s: AMI link to %s:%s lost: %s", self._label, self.host, self.port,
+                        reason)
             except AmiError as exc:
                 self._last_error = str(exc)
                 log.warning("%s: AMI connect to %s:%s failed: %s (retry in %.1f s)",
@@ -571,9 +576,9 @@ class AmiClient:
             if up_since:
                 self._stats["disconnects"] += 1
                 if time.monotonic() - up_since >= high:
-                    delay = low  # a link that lived a while earns a fresh backoff
+                    delay = 0.0  # a link that lived a while: try again at once, then back off
             await asyncio.sleep(delay)
-            delay = min(delay * 2, high)
+            delay = min(max(delay * 2, low), high)
 
     async def _open(self) -> _Session:
         loop = asyncio.get_running_loop()

@@ -20,8 +20,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
-from callflow.engine.ami import AmiClient, AmiMessage, _AmiConnection
 
+from callflow.engine.ami import AmiClient, AmiMessage, _AmiConnection
 from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, AmiProtocolError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"

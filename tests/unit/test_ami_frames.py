@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from callflow.engine.ami_frames import AmiFrameParser, AmiMessage, Parsed, encode_action
 
+from callflow.engine.ami_frames import AmiFrameParser, AmiMessage, Parsed, encode_action
 from callflow.errors import AmiProtocolError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
@@ -63,6 +63,15 @@ def test_framing_does_not_depend_on_how_tcp_splits_the_stream(chunk: int) -> Non
     split = parse(fixture("call_playback.txt"), chunk=chunk)[1].messages
     assert [m.fields for m in split] == [m.fields for m in whole]
     assert len(whole) == 28
+
+
+def test_parsed_messages_are_ordinary_frozen_messages() -> None:
+    _, out = parse(b"Event: X\r\nA: 1\r\n\r\n")
+    message = out.messages[0]
+    built = AmiMessage("X", {"Event": "X", "A": "1"}, message.received_at, "event")
+    assert message == built and hash(message) == hash(built)
+    with pytest.raises(AttributeError):
+        message.name = "Y"  # type: ignore[misc]
 
 
 def test_banner_and_login() -> None:

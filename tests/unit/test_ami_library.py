@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from asterisk.ami import AMIClient, Event, FutureResponse, Response, SimpleAction
+
 from callflow.engine.ami import _AmiConnection
 from callflow.engine.ami_frames import AmiFrameParser
 

@@ -1,0 +1,246 @@
+"""AMI ingest: the adapter (engine/ami.py) vs a bare asyncio parser vs raw asterisk-ami.
+
+The stream is the captured call of tests/fixtures/ami/call_playback.txt (27 real
+Asterisk 22 events: Newchannel, VarSet, TestEvent, OriginateResponse, Hangup...)
+repeated to ``--events`` events. A separate server process (so it does not share
+this process's GIL) sends Asterisk's banner, answers the Login, then writes the
+whole stream at once and answers Pings; each run is a fresh connection.
+
+Figures, each the median of ``--runs`` runs, from connect to the last event
+delivered:
+- adapter: ``AmiClient`` as the product uses it: reader thread, parsing, one
+  ``call_soon_threadsafe`` per batch, a subscriber on the loop counting events;
+- bare asyncio: an ``asyncio.Protocol`` on the loop doing the same framing and
+  ``Key: value`` parsing into a dict, no thread (the upper bound for Python);
+- asterisk-ami: its own ``AMIClient`` (reader thread, 64 KiB reads, one listener
+  call per event, no hand-off to a loop: not usable as is, for scale only).
+
+Usage: .venv/bin/python bench/bench_ami.py [--events 200000] [--runs 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from asterisk.ami import AMIClient
+
+from callflow.engine.ami import AmiClient, AmiMessage
+
+FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ami"
+CAPTURE = FIXTURES / "call_playback.txt"
+BANNER = b"Asterisk Call Manager/11.0.0\r\n"
+USER, SECRET = "bench", "bench-secret"
+
+
+# -- the server (child process) ----------------------------------------------------------
+
+
+def build_stream(events: int) -> bytes:
+    frames = [f + b"\r\n\r\n" for f in CAPTURE.read_bytes().split(b"\r\n\r\n")
+              if f.startswith(b"Event: ")]
+    reps, extra = divmod(events, len(frames))
+    return b"".join(frames) * reps + b"".join(frames[:extra])
+
+
+def serve(events: int) -> None:
+    stream = build_stream(events)
+    listener = socket.create_server(("127.0.0.1", 0))
+    print(listener.getsockname()[1], flush=True)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=_session, args=(conn, stream), daemon=True).start()
+
+
+def _session(conn: socket.socket, stream: bytes) -> None:
+    with conn:
+        conn.sendall(BANNER)
+        buf = b""
+        logged_in = False
+        while True:
+            while b"\r\n\r\n" not in buf:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                buf += data
+            frame, buf = buf.split(b"\r\n\r\n", 1)
+            action = dict(line.split(": ", 1) for line in frame.decode().split("\r\n")
+                          if ": " in line)
+            name, action_id = action.get("Action", "").lower(), action.get("ActionID", "")
+            if name == "login" and not logged_in:
+                logged_in = True
+                conn.sendall(f"Response: Success\r\nActionID: {action_id}\r\n"
+                             "Message: Authentication accepted\r\n\r\n".encode() + stream)
+            elif name == "ping":
+                conn.sendall(f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n"
+                             "\r\n".encode())
+            elif name == "logoff":
+                conn.sendall(f"Response: Goodbye\r\nActionID: {action_id}\r\n\r\n".encode())
+                return
+
+
+# -- the three readers ----------------------------------------------------------------------
+
+
+async def run_adapter(port: int, events: int) -> tuple[float, dict[str, float]]:
+    done = asyncio.Event()
+    count = 0
+
+    def on_batch(batch: Sequence[AmiMessage]) -> None:
+        nonlocal count
+        count += len(batch)
+        if count >= events:
+            done.set()
+
+    client = AmiClient("127.0.0.1", port, USER, SECRET, action_timeout=30, ping_timeout=30,
+                       ping_interval=5)
+    client.subscribe(on_batch)
+    started = time.perf_counter()
+    await client.start()
+    await asyncio.wait_for(done.wait(), 120)
+    elapsed = time.perf_counter() - started
+    stats = client.stats
+    await client.stop()
+    return events / elapsed, stats
+
+
+class BareProtocol(asyncio.Protocol):
+    """What a loop-only reader costs: framing + ``Key: value`` parsing, nothing else."""
+
+    def __init__(self, events: int, done: asyncio.Future[None]) -> None:
+        self.events, self.done = events, done
+        self.buf = b""
+        self.count = 0
+        self.banner = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        transport.write(f"Action: Login\r\nActionID: 1\r\nUsername: {USER}\r\n"
+                        f"Secret: {SECRET}\r\n\r\n".encode())
+
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf + data
+        if not self.banner:
+            line, sep, buf = buf.partition(b"\r\n")
+            if not sep:
+                self.buf = line
+                return
+            self.banner = True
+        *frames, self.buf = buf.split(b"\r\n\r\n")
+        for frame in frames:
+            fields: dict[str, str | list[str]] = {}
+            for line in frame.decode("utf-8", "replace").split("\r\n"):
+                key, _, value = line.partition(": ")
+                old = fields.get(key)
+                if old is None:
+                    fields[key] = value
+                elif isinstance(old, list):
+                    old.append(value)
+                else:
+                    fields[key] = [old, value]
+            if "Event" in fields:
+                self.count += 1
+        if self.count >= self.events and not self.done.done():
+            self.done.set_result(None)
+
+
+async def run_bare(port: int, events: int) -> float:
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    started = time.perf_counter()
+    transport, _ = await loop.create_connection(lambda: BareProtocol(events, done),
+                                                "127.0.0.1", port)
+    await asyncio.wait_for(done, 120)
+    elapsed = time.perf_counter() - started
+    transport.close()
+    return events / elapsed
+
+
+def run_asterisk_ami(port: int, events: int) -> float:
+    done = threading.Event()
+    count = 0
+
+    def on_event(source: object, event: object) -> None:
+        nonlocal count
+        count += 1
+        if count >= events:
+            done.set()
+
+    client = AMIClient(port=port, timeout=30, buffer_size=64 * 1024)
+    client.add_listener(on_event=on_event)
+    started = time.perf_counter()
+    client.login(USER, SECRET)
+    if not done.wait(300):
+        raise RuntimeError(f"asterisk-ami delivered {count} of {events} events")
+    elapsed = time.perf_counter() - started
+    client.finished.set()
+    client._socket.shutdown(socket.SHUT_RDWR)
+    client._thread.join(5)
+    return events / elapsed
+
+
+def median_of(runs: int, measure: Callable[[], float]) -> tuple[float, list[float]]:
+    figures = [measure() for _ in range(runs)]
+    return statistics.median(figures), figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--skip-asterisk-ami", action="store_true")
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.events)
+        return
+    server = subprocess.Popen([sys.executable, __file__, "--serve", "--events", str(args.events)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        stream_bytes = len(build_stream(args.events))
+        print(f"stream: {args.events} events replayed from {CAPTURE.name} "
+              f"({stream_bytes / args.events:.0f} bytes/event, {stream_bytes / 1e6:.1f} MB); "
+              f"median of {args.runs} runs")
+        adapter_stats: list[dict[str, float]] = []
+
+        def adapter() -> float:
+            rate, stats = asyncio.run(run_adapter(port, args.events))
+            adapter_stats.append(stats)
+            return rate
+
+        bare, bare_runs = median_of(args.runs, lambda: asyncio.run(run_bare(port, args.events)))
+        ours, our_runs = median_of(args.runs, adapter)
+        print(f"bare asyncio parser      {bare:>10,.0f} events/s   runs {_fmt(bare_runs)}")
+        print(f"adapter (engine/ami.py)  {ours:>10,.0f} events/s   runs {_fmt(our_runs)}")
+        last = adapter_stats[-1]
+        print(f"  adapter/bare ratio {ours / bare:.2f}; last run: {last['batches']:.0f} batches "
+              f"(mean {last['events'] / max(last['batches'], 1):.0f} events each), "
+              f"{last['handoffs']:.0f} loop wake-ups, max lag {last['max_lag'] * 1000:.0f} ms")
+        if not args.skip_asterisk_ami:
+            raw, raw_runs = median_of(args.runs, lambda: run_asterisk_ami(port, args.events))
+            print(f"asterisk-ami AMIClient   {raw:>10,.0f} events/s   runs {_fmt(raw_runs)}"
+                  f"   (its reader thread alone, no hand-off; ratio vs bare {raw / bare:.2f})")
+    finally:
+        server.terminate()
+        server.wait(5)
+
+
+def _fmt(figures: list[float]) -> str:
+    return " ".join(f"{f / 1000:.0f}k" for f in figures)
+
+
+
+if __name__ == "__main__":
+    main()
