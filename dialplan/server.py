@@ -38,7 +38,6 @@ from callflow.dialplan.agi import (
     AgiCommandTimeout,
     AgiSession,
 )
-
 from callflow.errors import AgiProtocolError, CallerHungUp
 
 log = logging.getLogger(__name__)

@@ -1,0 +1,235 @@
+"""AGI wire format without sockets: quoting, command lines, the environment block, and
+the pyst2 0.5.1 defects the session works around (each test fails if pyst2 changes)."""
+
+from __future__ import annotations
+
+import threading
+
+import asterisk.agi as pyst2
+import pytest
+
+from callflow.dialplan.agi import (
+    MAX_COMMAND_BYTES,
+    allowed_on_dead_channel,
+    build_command_line,
+    exec_data,
+    parse_env_lines,
+    quote_word,
+)
+from callflow.errors import AgiArgumentError, AgiProtocolError
+
+
+def parse_args(line: str) -> list[str]:
+    """Asterisk's res_agi.c parse_args(), transcribed: how Asterisk reads our words back."""
+    args: list[str] = []
+    cur: list[str] | None = None
+    quoted = escaped = False
+    for ch in line:
+        if ch == '"' and not escaped:
+            quoted = not quoted
+            if quoted and cur is None:
+                cur = []
+            continue
+        if ch in " \t" and not quoted and not escaped:
+            if cur is not None:
+                args.append("".join(cur))
+            cur = None
+            continue
+        if ch == "\\" and not escaped:
+            escaped = True
+            continue
+        if cur is None:
+            cur = []
+        cur.append(ch)
+        escaped = False
+    if cur is not None:
+        args.append("".join(cur))
+    return args
+
+
+@pytest.mark.parametrize("word", [
+    "hello-world", "", "a b", 'Q"uo\\te', "\\", '"', 'end\\"', "tab\there", "中文",
+    "${CALLERID(num)}", "A(:greeting)", "x=1",
+])
+def test_quoted_words_read_back_unchanged_by_asterisk(word: str) -> None:
+    line = build_command_line(["SET", "VARIABLE", "X", word]).decode().rstrip("\n")
+    assert parse_args(line) == ["SET", "VARIABLE", "X", word]
+
+
+def test_plain_words_stay_bare_and_others_are_quoted() -> None:
+    assert quote_word("hello-world") == "hello-world"
+    assert quote_word("1000") == "1000"
+    assert quote_word("") == '""'
+    assert quote_word('Q"uo\\te') == '"Q\\"uo\\\\te"'
+    line = build_command_line(["STREAM", "FILE", "hello-world", ""])
+    assert line == b'STREAM FILE hello-world ""\n'
+
+
+@pytest.mark.parametrize("bad", ["a\nANSWER", "a\rb", "nul\x00", "\n"])
+def test_cr_lf_nul_rejected(bad: str) -> None:
+    with pytest.raises(AgiArgumentError, match="CR, LF or NUL"):
+        quote_word(bad)
+
+
+def test_non_str_argument_rejected() -> None:
+    with pytest.raises(AgiArgumentError, match="must be str"):
+        build_command_line(["WAIT", "FOR", "DIGIT", 1000])  # type: ignore[list-item]
+
+
+def test_command_longer_than_asterisks_buffer_rejected() -> None:
+    """Measured on Asterisk 22: 8191 bytes with the newline run whole, 8192 are split."""
+    overhead = len('VERBOSE "') + len('" 1\n')
+    fits = " " + "x" * (MAX_COMMAND_BYTES - overhead - 1)
+    assert len(build_command_line(["VERBOSE", fits, "1"])) == MAX_COMMAND_BYTES == 8191
+    with pytest.raises(AgiArgumentError, match="split"):
+        build_command_line(["VERBOSE", fits + "x", "1"])
+
+
+def test_empty_command_rejected() -> None:
+    with pytest.raises(AgiArgumentError):
+        build_command_line([])
+
+
+def test_exec_joins_args_with_commas_and_refuses_commas_inside() -> None:
+    assert exec_data(["PJSIP/agent1001", "15", "A(:greeting)"]) == "PJSIP/agent1001,15,A(:greeting)"
+    assert exec_data([]) == ""
+    with pytest.raises(AgiArgumentError, match="comma"):
+        exec_data(["PJSIP/a,15"])
+
+
+@pytest.mark.parametrize(("words", "allowed"), [
+    (["GET", "VARIABLE", "DIALSTATUS"], True),
+    (["get", "full", "variable", "${X}"], True),
+    (["EXEC", "NoOp"], True),
+    (["VERBOSE", "x", "1"], True),
+    (["SET", "VARIABLE", "A", "1"], True),
+    (["ANSWER"], False),
+    (["STREAM", "FILE", "x", ""], False),
+    (["WAIT", "FOR", "DIGIT", "1"], False),
+    (["SET", "MUSIC", "on"], False),
+    (["HANGUP"], False),
+])
+def test_dead_channel_commands_as_asterisk_22_lists_them(words: list[str], allowed: bool) -> None:
+    assert allowed_on_dead_channel(words) is allowed
+
+
+ENV = [
+    "agi_network: yes",
+    "agi_network_script: inbound?lang=en",
+    "agi_channel: PJSIP/caller-00000000",
+    "agi_calleridname: Q\"uo\\\\te: with colon",
+    "agi_accountcode: ",
+]
+
+
+def test_env_parsed_by_pyst2_keeps_colons_in_values() -> None:
+    env = parse_env_lines(ENV)
+    assert env["agi_network_script"] == "inbound?lang=en"
+    assert env["agi_calleridname"] == 'Q"uo\\\\te: with colon'
+    assert env["agi_accountcode"] == ""
+
+
+@pytest.mark.parametrize("garbage", ["hello", "\x00\x01\x02", "AGI_", "200 result=0"])
+def test_env_garbage_is_a_protocol_error(garbage: str) -> None:
+    with pytest.raises(AgiProtocolError, match="not an AGI environment line"):
+        parse_env_lines([*ENV, garbage])
+
+
+def test_env_parsing_works_off_the_main_thread() -> None:
+    """The session's pyst2 subclass never calls signal.signal (pyst2's AGI() does)."""
+    out: list[object] = []
+    worker = threading.Thread(target=lambda: out.append(parse_env_lines(ENV)))
+    worker.start()
+    worker.join(5)
+    assert isinstance(out[0], dict)
+
+
+# ---- pyst2 0.5.1 defects, confirmed against its code -----------------------------------
+
+
+class _Lines:
+    """A stdin that serves lines, then '' (EOF) forever, counting the reads."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = [line + "\n" for line in lines]
+        self.reads = 0
+
+    def readline(self) -> str:
+        self.reads += 1
+        if self.reads > 1000:
+            raise RuntimeError("still reading after 1000 EOFs")
+        return self.lines.pop(0) if self.lines else ""
+
+
+class _Sink:
+    def write(self, _s: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def _bare_pyst2(*lines: str) -> pyst2.AGI:
+    agi = pyst2.AGI.__new__(pyst2.AGI)
+    agi.stdin, agi.stdout, agi.stderr = _Lines(*lines), _Sink(), _Sink()
+    agi._got_sighup = False
+    return agi
+
+
+def test_pyst2_defect_agi_init_raises_off_the_main_thread() -> None:
+    errors: list[BaseException] = []
+
+    def construct() -> None:
+        try:
+            pyst2.AGI(stdin=_Lines(""), stdout=_Sink(), stderr=_Sink())
+        except BaseException as exc:
+            errors.append(exc)
+
+    worker = threading.Thread(target=construct)
+    worker.start()
+    worker.join(5)
+    assert errors and isinstance(errors[0], ValueError)
+    assert "main thread" in str(errors[0])
+
+
+def test_pyst2_defect_520_then_eof_reads_forever() -> None:
+    agi = _bare_pyst2("520-Invalid command syntax.  Proper usage follows:", "usage text")
+    with pytest.raises(RuntimeError, match="1000 EOFs"):
+        agi.get_result()
+
+
+def test_pyst2_defect_one_line_520_swallows_the_next_reply() -> None:
+    agi = _bare_pyst2("520 Invalid command syntax.  Proper usage not available.", "200 result=0")
+    with pytest.raises(RuntimeError, match="1000 EOFs"):
+        agi.get_result()
+    assert agi.stdin.lines == []          # the next command's reply was read as usage text
+
+
+@pytest.mark.parametrize("line", ["HANGUP", ""])
+def test_pyst2_defect_hangup_and_eof_are_valueerror(line: str) -> None:
+    with pytest.raises(ValueError):
+        _bare_pyst2(line).get_result()
+
+
+@pytest.mark.parametrize("line", [
+    "100 result=0 Trying...",
+    "511 Command Not Permitted on a dead channel or intercept routine",
+])
+def test_pyst2_defect_100_and_511_are_unknown_errors(line: str) -> None:
+    with pytest.raises(pyst2.AGIUnknownError):
+        _bare_pyst2(line).get_result()
+
+
+def test_pyst2_defect_quote_escapes_nothing() -> None:
+    injected = _bare_pyst2()._quote('x"\nHANGUP')
+    assert injected == '"x"\nHANGUP"'
+
+
+def test_pyst2_defect_empty_result_loses_its_data() -> None:
+    parsed = _bare_pyst2("200 result= (timeout)").get_result()
+    assert parsed == {"result": ("", "")}
+
+
+def test_pyst2_defect_fastagi_module_is_python2_only() -> None:
+    with pytest.raises(ModuleNotFoundError, match="SocketServer"):
+        __import__("asterisk.fastagi")
