@@ -120,6 +120,8 @@ class FastAgiServer:
         self._max_active = max(self._max_active, self._active)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass      # stop() cancelled us; asyncio would log a cancelled client task as an error
         finally:
             self._active -= 1
             self._tasks.discard(task)

@@ -570,7 +570,9 @@ async def test_over_capacity_calls_are_refused_at_once(serve: Serve) -> None:
     assert await late.rest() == b""
 
 
-async def test_stop_sends_failure_to_live_calls_and_frees_the_port(serve: Serve) -> None:
+async def test_stop_sends_failure_to_live_calls_and_frees_the_port(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """Asterisk 22 interrupts WAIT FOR DIGIT / STREAM FILE on it and falls back (live test)."""
     flow = Flow(lambda s, seen: s.wait_for_digit(-1, timeout=None))
     server = await serve({"inbound": flow})
     port = server.port
@@ -579,6 +581,7 @@ async def test_stop_sends_failure_to_live_calls_and_frees_the_port(serve: Serve)
     await server.stop()
     assert await fake.rest() == b"FAILURE\n"
     assert [type(e) for e in flow.raised] == [asyncio.CancelledError]
+    assert not [r for r in caplog.records if r.name == "asyncio"]
     with pytest.raises(OSError):
         await asyncio.open_connection("127.0.0.1", port)
 
