@@ -19,6 +19,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
+from fastapi import FastAPI, Request, WebSocket
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, ConfigDict
+from starlette.websockets import WebSocketDisconnect
+
 from callflow.api.auth import Principal, TokenAuth
 from callflow.api.hub import EventHub, Subscription, TopicFilter
 from callflow.api.protocol import (
@@ -33,12 +40,6 @@ from callflow.api.protocol import (
     parse_client_frame,
     pong_frame,
 )
-from fastapi import FastAPI, WebSocket
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, ConfigDict
-from starlette.websockets import WebSocketDisconnect
 
 logger = logging.getLogger(__name__)
 
@@ -144,20 +145,23 @@ def create_app(deps: ApiDeps) -> FastAPI:
     app.state.deps = deps
 
     @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
+    async def docs(request: Request) -> HTMLResponse:
+        # root_path: the same page works behind a reverse proxy that mounts us on a prefix.
+        root = request.scope.get("root_path", "")
+        assets = f"{root}{DOCS_ASSETS_PATH}"
         return get_swagger_ui_html(
-            openapi_url=app.openapi_url or "/openapi.json",
+            openapi_url=f"{root}{app.openapi_url or '/openapi.json'}",
             title="callflow API",
-            swagger_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
-            swagger_css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
-            swagger_favicon_url=f"{DOCS_ASSETS_PATH}/favicon.png",
+            swagger_js_url=f"{assets}/swagger-ui-bundle.js",
+            swagger_css_url=f"{assets}/swagger-ui.css",
+            swagger_favicon_url=f"{assets}/favicon.png",
             # No online validator badge: the docs must not reach out anywhere.
             swagger_ui_parameters={"validatorUrl": None},
         )
 
     @app.get("/healthz", operation_id="healthz", response_model=HealthReport,
-                   responses={503: {"model": HealthReport, "description": "degraded"}},
-                   tags=["operations"])
+             responses={503: {"model": HealthReport, "description": "degraded"}},
+             tags=["operations"])
     async def healthz() -> JSONResponse:
         """Unauthenticated for load balancers: 200 when every component is ok, else 503."""
         report = await _health_report(deps.health, secrets=[deps.api_token])

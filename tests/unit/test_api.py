@@ -10,6 +10,7 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,11 +20,12 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
 from callflow.api import app as app_module
 from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.api.hub import EventHub
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
 
 TOKEN = "test-token-0123456789abcdef"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "websocket-protocol.md"
@@ -460,16 +462,17 @@ async def test_a_slow_client_drops_to_a_snapshot_and_costs_the_others_nothing(
             connect(api.url("since=0")) as fast:
 
         fast_seqs: list[int] = []
-        slowest_publish = 0.0
+        publish_seconds: list[float] = []
         for _ in range(events):
             start = time.perf_counter()
             api.hub.publish("board", payload)
-            slowest_publish = max(slowest_publish, time.perf_counter() - start)
+            publish_seconds.append(time.perf_counter() - start)
             # A healthy client keeps pace: it reads each event as it comes.
             fast_seqs.append((await recv_frame(fast))["seq"])
         assert fast_seqs == list(range(1, events + 1))
         assert api.hub.stats()["dropped_to_snapshot"] >= 1
-        assert slowest_publish < 0.01, slowest_publish
+        # Typically ~10 us; the median ignores the odd preemption on a loaded machine.
+        assert statistics.median(publish_seconds) < 0.001
 
         # The slow client sees consecutive events, then one snapshot, then live events.
         seqs: list[int] = []

@@ -6,6 +6,7 @@ import json
 import logging
 
 import pytest
+
 from callflow.api.auth import SUPERVISOR, Principal, TokenAuth
 from callflow.api.protocol import (
     MAX_CLIENT_FRAME_BYTES,

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+
 from callflow.api.hub import EventHub, Subscription, TopicFilter
 
 
