@@ -105,7 +105,7 @@ async def start_api() -> AsyncIterator[StartApi]:
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(*, client_buffer: int = 256, history: int = 1024,
-                    send_buffer: int | None = None) -> RunningApi:
+                    send_buffer: int | None = None, **server_options: Any) -> RunningApi:
         hub = EventHub(client_buffer=client_buffer, history=history)
         hub.snapshot_provider(lambda allowed: {"board": "current"} if allowed("board") else {})
         api = RunningApi(0, hub, health={"ami": {"ok": True}, "agi": {"ok": True},
@@ -127,7 +127,7 @@ async def start_api() -> AsyncIterator[StartApi]:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
         server = uvicorn.Server(server_config(app, "127.0.0.1", port,
-                                              timeout_graceful_shutdown=5))
+                                              timeout_graceful_shutdown=5, **server_options))
         task = asyncio.create_task(server.serve(sockets=[sock]))
         running.append((server, task))
         deadline = time.monotonic() + 10
@@ -247,6 +247,18 @@ async def test_docs_page_uses_only_local_assets_and_they_load(api: RunningApi) -
     assert spec["openapi"].startswith("3.1")
     assert "/healthz" in spec["paths"]
     assert "/ws/events" in spec["info"]["description"]
+
+
+async def test_behind_a_proxy_prefix_the_docs_point_under_it(start_api: StartApi) -> None:
+    api = await start_api(root_path="/callflow")
+    async with httpx.AsyncClient(base_url=api.base_url) as http:
+        page = (await http.get("/docs")).text
+        assert "'/callflow/openapi.json'" in page
+        assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+        assert assets and all(a.startswith("/callflow/docs/assets/") for a in assets)
+        # The proxy strips the prefix before forwarding, as a real one would.
+        for asset in assets:
+            assert (await http.get(asset.removeprefix("/callflow"))).status_code == 200
 
 
 # --- websocket: authentication and the handshake --------------------------------------------
