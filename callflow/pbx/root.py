@@ -15,6 +15,7 @@ import os
 import queue
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -100,7 +101,30 @@ def _remove_stale_builds(parent: Path, name: str) -> None:
         if pid_text.isdigit() and Path(f"/proc/{pid_text}").exists():
             continue
         log.info("removing interrupted build %s", stale)
-        shutil.rmtree(stale, ignore_errors=True)
+        _remove_tree(stale)
+
+
+def _mounts_under(path: Path) -> list[str]:
+    try:
+        lines = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return []
+    prefix = str(path)
+    points = [line.split()[1].replace("\\040", " ") for line in lines if len(line.split()) > 1]
+    return [p for p in points if p == prefix or p.startswith(prefix + "/")]
+
+
+def _remove_tree(path: Path) -> None:
+    """Delete a half-built tree, never through a mount: mmdebstrap (root mode) mounts
+    /proc, /sys and /dev nodes inside it, and deleting through a bind mount of /dev
+    would delete the host's device nodes."""
+    for point in sorted(_mounts_under(path), reverse=True):
+        subprocess.run(["umount", "--lazy", point], check=False, capture_output=True)
+    left = _mounts_under(path)
+    if left:
+        log.error("not removing %s: still mounted inside it: %s", path, ", ".join(left))
+        return
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _stream(proc: subprocess.Popen[str], progress: Callable[[str], None], t0: float) -> deque[str]:
@@ -149,9 +173,10 @@ def build_root(
     mirror = mirror or debian_mirror()
     tmp = Path(tempfile.mkdtemp(prefix=f"{_TMP_PREFIX}{root.name}-{os.getpid()}-", dir=root.parent))
     cmd = mmdebstrap_command(tmp, mirror)
-    progress(f"building the Asterisk root in {root} from {mirror} (about 20-40 s)")
+    progress(f"building the Asterisk root in {root} from {mirror} (about a minute)")
     log.info("running %s", " ".join(cmd))
     t0 = time.monotonic()
+    proc: subprocess.Popen[str] | None = None
     try:
         proc = subprocess.Popen(
             cmd,
@@ -160,6 +185,7 @@ def build_root(
             stderr=subprocess.STDOUT,
             text=True,
             errors="replace",
+            start_new_session=True,  # its own process group: stopped as a whole on abort
         )
         tail = _stream(proc, progress, t0)
         rc = proc.wait()
@@ -176,9 +202,18 @@ def build_root(
             if not is_complete(root):
                 raise
             progress(f"another build finished {root} first; keeping that one")
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove_tree(tmp)
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if proc is not None and proc.poll() is None:
+            # as a Ctrl-C would: every mmdebstrap process unmounts what it mounted, then exits
+            # (a SIGTERM to the parent alone leaves it waiting for its workers for minutes)
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        _remove_tree(tmp)
         raise
     progress(f"Asterisk root ready in {time.monotonic() - t0:.1f}s")
 
@@ -191,7 +226,13 @@ def ensure_root(root: Path, progress: Callable[[str], None] = print) -> str:
     return installed_version(root)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through build_root's clean-up
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     args = sys.argv[1:] if argv is None else argv
     default = os.environ.get("ASTERISK_ROOT", "build/asterisk-root")
     root = Path(args[0] if args else default)
@@ -200,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     except PbxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("interrupted: the half-built root was removed", file=sys.stderr)
+        return 130
     print(f"Asterisk {version} in {root}")
     return 0
 
