@@ -15,14 +15,20 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from callflow.errors import CallflowError
 from callflow.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    from callflow.engine.policy import Policy
+    from callflow.pbx.render import PbxConfig
+    from callflow.roster import Roster
+
 log = logging.getLogger("callflow")
 
 
-def _roster(settings: Settings):  # type: ignore[no-untyped-def]
+def _roster(settings: Settings) -> Roster:
     from callflow.roster import load_roster, write_default_roster
 
     path = settings.state_dir / "agents.toml"
@@ -33,7 +39,15 @@ def _roster(settings: Settings):  # type: ignore[no-untyped-def]
     return load_roster(path)
 
 
-def _policy(settings: Settings):  # type: ignore[no-untyped-def]
+def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:
+    from callflow.pbx.render import AgentEndpoint, PbxConfig
+
+    return PbxConfig.from_settings(settings, [
+        AgentEndpoint(ext=a.agent_id, password=a.password, static_contact=a.static_contact)
+        for a in roster.agents])
+
+
+def _policy(settings: Settings) -> Policy:
     from callflow.engine.policy import load_policy
 
     return load_policy(settings.policy_file)
@@ -51,7 +65,8 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     roster = _roster(settings)
     policy = _policy(settings)
     library = PromptLibrary(LanguagePack.load(policy.greetings.language),
-                            settings.state_dir / "prompts", {"centre": policy.greetings.centre_name})
+                            settings.state_dir / "prompts",
+                            {"centre": policy.greetings.centre_name})
     built = library.build_all([a.agent_id for a in roster.agents])
     print(f"[setup] {len(built)} prompts ready in {library.out_dir}")
     open_store(settings.database_url).close()
@@ -63,18 +78,14 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Start Asterisk (unless --no-pbx), the engine and the API; stop on Ctrl-C."""
     from callflow.pbx.process import AsteriskProcess
-    from callflow.pbx.render import AgentEndpoint, PbxConfig, render
     from callflow.service import Service, describe_urls
 
     roster = _roster(settings)
     policy = _policy(settings)
     pbx = None
     if not args.no_pbx:
-        cfg = PbxConfig.from_settings(settings, [
-            AgentEndpoint(ext=a.agent_id, password=a.password, static_contact=a.static_contact)
-            for a in roster.agents])
-        pbx = AsteriskProcess(settings.asterisk_root, settings.pbx_dir)
-        render(Path(args.conf_dir), pbx.etc_dir, cfg, pbx.stock_etc_dir)
+        pbx = AsteriskProcess(settings.asterisk_root, settings.pbx_dir,
+                              _pbx_config(settings, roster), Path(args.conf_dir))
         pbx.start()
         print(f"Asterisk {pbx.version} running (pid {pbx.pid}), SIP on "
               f"{settings.bind_host}:{settings.ports.sip}, console log {pbx.console_log}")
@@ -120,12 +131,9 @@ def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
     """Render the Asterisk configuration into a directory (to inspect or deploy by hand)."""
-    from callflow.pbx.render import AgentEndpoint, PbxConfig, render
+    from callflow.pbx.render import render
 
-    roster = _roster(settings)
-    cfg = PbxConfig.from_settings(settings, [
-        AgentEndpoint(ext=a.agent_id, password=a.password, static_contact=a.static_contact)
-        for a in roster.agents])
+    cfg = _pbx_config(settings, _roster(settings))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stock = settings.asterisk_root / "etc" / "asterisk"

@@ -70,4 +70,9 @@ class AgiArgumentError(AgiError):
 
 
 class StoreError(CallflowError):
-    """The database could not be reached or refused a write."""
+    """The database refused a read or a write."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached right now (connection refused, dropped, locked):
+    worth retrying, unlike a write it refuses for its content."""

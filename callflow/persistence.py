@@ -2,24 +2,28 @@
 
 The core emits ``Persist(kind, data)`` and moves on; one writer thread applies them
 to the database in the order they were emitted. A database outage must lose
-nothing (the guide's "bad input loses nothing"): a failed write stays at the head
+nothing: a write that fails because the database is unavailable stays at the head
 of the queue and is retried with backoff while later writes wait behind it, so the
-order is kept and no record is dropped. The queue is in memory: what is pending
-when the process dies is lost, which the AMI resync and the call records' upserts
-repair on the next start.
+order is kept. A record the database refuses for its content (a constraint) will
+never go in by retrying: it is appended to a dead-letter file as JSON, with the
+reason, for a person to look at, and the queue moves on. The queue is in memory:
+what is pending when the process dies is lost, which the AMI resync and the call
+records' upserts repair on the next start.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from callflow.errors import StoreError
+from callflow.errors import StoreError, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +34,15 @@ Writer = Callable[[str, dict[str, Any]], None]
 class WriterStats:
     written: int = 0
     failures: int = 0
+    dead_letters: int = 0
     pending: int = 0
     last_error: str = ""
 
 
 class PersistQueue:
-    def __init__(self, write: Writer, *, max_backoff_s: float = 5.0) -> None:
+    def __init__(self, write: Writer, dead_letters: Path, *, max_backoff_s: float = 5.0) -> None:
         self._write = write
+        self.dead_letters = dead_letters
         self._queue: queue.Queue[tuple[str, dict[str, Any]] | None] = queue.Queue()
         self._max_backoff = max_backoff_s
         self._stop = threading.Event()
@@ -68,6 +74,15 @@ class PersistQueue:
         self._queue.put(None)
         self._thread.join(timeout)
 
+    def _dead_letter(self, kind: str, data: dict[str, Any], exc: Exception) -> None:
+        log.error("store refused a %s record (%s); kept in %s", kind, exc, self.dead_letters)
+        self.stats.dead_letters += 1
+        line = json.dumps({"kind": kind, "error": str(exc), "data": data}, default=str,
+                          ensure_ascii=False)
+        self.dead_letters.parent.mkdir(parents=True, exist_ok=True)
+        with self.dead_letters.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
     def _run(self) -> None:
         while True:
             item = self._queue.get()
@@ -79,7 +94,7 @@ class PersistQueue:
                 try:
                     self._write(kind, data)
                     break
-                except StoreError as exc:
+                except StoreUnavailable as exc:
                     self.stats.failures += 1
                     self.stats.last_error = str(exc)
                     if self._stop.is_set():
@@ -89,9 +104,9 @@ class PersistQueue:
                                 kind, exc, backoff)
                     time.sleep(backoff)
                     backoff = min(backoff * 2, self._max_backoff)
-                except Exception:
+                except (StoreError, ValueError, TypeError, KeyError) as exc:
                     self.stats.failures += 1
-                    log.exception("%s record rejected by the store and skipped: %r", kind, data)
+                    self._dead_letter(kind, data, exc)
                     break
             with self._idle:
                 self.stats.written += 1

@@ -68,7 +68,8 @@ def load_roster(path: Path) -> Roster:
         except KeyError as exc:
             raise RosterError(f"{path}: agent[{i}] lacks {exc.args[0]!r}") from None
         if not agent_id.isdigit():
-            raise RosterError(f"{path}: agent[{i}].id must be digits (a work number), got {agent_id!r}")
+            raise RosterError(
+                f"{path}: agent[{i}].id must be digits (a work number), got {agent_id!r}")
     ids = [a.agent_id for a in agents]
     if len(set(ids)) != len(ids):
         raise RosterError(f"{path}: duplicate agent ids")

@@ -16,6 +16,7 @@ from typing import Any
 
 import uvicorn
 
+from callflow import records
 from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.api.hub import EventHub
 from callflow.dialplan.inbound import FlowContext, run_inbound
@@ -28,7 +29,6 @@ from callflow.persistence import PersistQueue
 from callflow.prompts import LanguagePack, PromptLibrary
 from callflow.roster import Roster
 from callflow.settings import Settings
-from callflow.store import records
 from callflow.store.db import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,9 @@ class Service:
     async def start(self) -> None:
         store = await asyncio.to_thread(open_store, self.settings.database_url)
         self.store = store
-        self.writer = PersistQueue(lambda kind, data: records.write(store, kind, data))
+        await asyncio.to_thread(records.sync_roster, store, self.roster)
+        self.writer = PersistQueue(lambda kind, data: records.write(store, kind, data),
+                                   self.settings.state_dir / "dead-letter-records.jsonl")
         await asyncio.to_thread(self.prompts.build_all, [a.agent_id for a in self.roster.agents])
         self.runtime = Runtime(self.policy, self.clock, self.roster, Adapters(
             persist=self.writer.put, publish=self.hub.publish, ami_action=self._ami_action))

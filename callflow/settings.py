@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_ROOT = REPO_ROOT / "build" / "asterisk-root"
 
 
 def _env(name: str, default: str) -> str:
@@ -54,7 +55,7 @@ class Ports:
     rtp_end: int = 10999
 
     @classmethod
-    def from_base(cls, base: int) -> "Ports":
+    def from_base(cls, base: int) -> Ports:
         """A whole port set inside [base, base+3000), so test instances never collide."""
         return cls(ami=base + 38, sip=base + 60, agi=base + 573, api=base + 800,
                    rtp_start=base + 2000, rtp_end=base + 2999)
@@ -78,8 +79,12 @@ class Settings:
         """Asterisk's writable tree for this instance (etc, spool, logs, ctl socket)."""
         return self.state_dir / "pbx"
 
-    def with_ports(self, ports: Ports) -> "Settings":
+    def with_ports(self, ports: Ports) -> Settings:
         return replace(self, ports=ports)
+
+
+def _secret(name: str, state_dir: Path) -> str:
+    return os.environ.get(f"CALLFLOW_{name}") or persistent_secret(state_dir, name.lower())
 
 
 def load_settings() -> Settings:
@@ -93,12 +98,12 @@ def load_settings() -> Settings:
     return Settings(
         state_dir=state_dir,
         database_url=_env("DATABASE_URL", f"sqlite:///{state_dir / 'callflow.db'}"),
-        asterisk_root=Path(_env("ASTERISK_ROOT", str(REPO_ROOT / "build" / "asterisk-root"))).resolve(),
+        asterisk_root=Path(_env("ASTERISK_ROOT", str(DEFAULT_ROOT))).resolve(),
         policy_file=Path(policy) if policy else None,
         ports=ports,
         bind_host=_env("BIND_HOST", "127.0.0.1"),
         ami_username=_env("AMI_USERNAME", "callflow"),
-        ami_secret=os.environ.get("CALLFLOW_AMI_SECRET") or persistent_secret(state_dir, "ami_secret"),
-        api_token=os.environ.get("CALLFLOW_API_TOKEN") or persistent_secret(state_dir, "api_token"),
+        ami_secret=_secret("AMI_SECRET", state_dir),
+        api_token=_secret("API_TOKEN", state_dir),
         country=_env("COUNTRY", "cn"),
     )

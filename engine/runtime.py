@@ -103,9 +103,9 @@ class Runtime:
 
     def _execute_one(self, effect: Effect) -> None:
         if isinstance(effect, Persist):
-            self.adapters.persist(effect.kind, effect.data)
+            self.adapters.persist(effect.kind, self._with_wall_times(effect.data))
         elif isinstance(effect, Publish):
-            self.adapters.publish(effect.topic, effect.payload)
+            self.adapters.publish(effect.topic, self._with_wall_times(effect.payload))
         elif isinstance(effect, Alarm):
             alarm = {"kind": effect.kind, "std": effect.std, "detail": effect.detail,
                      "raised_at": time.time()}
@@ -125,6 +125,21 @@ class Runtime:
             task.add_done_callback(_log_task_error)
         else:
             raise CallflowError(f"unknown effect {effect!r}")
+
+    def _wall(self, monotonic: float) -> float:
+        """Epoch seconds of a monotonic instant (the machines keep monotonic time only)."""
+        return self.clock.wall().timestamp() - (self.clock.now() - monotonic)
+
+    def _with_wall_times(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Records and clients need wall time: ``at_monotonic``/``since`` gain epoch twins."""
+        if "at_monotonic" not in data and not isinstance(data.get("since"), float):
+            return data
+        out = dict(data)
+        if "at_monotonic" in out:
+            out["at"] = self._wall(out.pop("at_monotonic"))
+        if isinstance(out.get("since"), float):
+            out["since_epoch"] = round(self._wall(out["since"]), 3)
+        return out
 
     def _start_timer(self, key: str, at: float) -> None:
         old = self._timers.pop(key, None)
@@ -270,6 +285,15 @@ class Runtime:
         self.call_event(calls.OfferEnded(call_id, member.agent_id, status, self._at(frame)))
         self._agent_offer_result(member.agent_id, call_id, status)
 
+    def _on_newstate(self, frame: AmiFrame) -> None:
+        """The agent's leg goes Up: that is the answer (t_ans). DialEnd ANSWER comes only
+        after Dial's announcement to the caller (the greeting) has played."""
+        link = self.agent_links.get(frame.get("Uniqueid"))
+        if link is None or frame.get("ChannelStateDesc") != "Up":
+            return
+        self.call_event(calls.OfferEnded(link.call_id, link.agent_id, "ANSWER", self._at(frame)))
+        self._agent_offer_result(link.agent_id, link.call_id, "ANSWER")
+
     def _on_hangup_request(self, frame: AmiFrame) -> None:
         uid = frame.get("Uniqueid")
         if uid in self.calls:
@@ -285,11 +309,10 @@ class Runtime:
                                                by=self.first_release.get(uid, "caller")))
             return
         link = self.agent_links.pop(uid, None)
-        if link is not None:
-            agent = self.agents.get(link.agent_id)
-            if agent is not None and agent.call_id == link.call_id:
-                if agent.state in (agent_state.AgentState.ON_CALL, agent_state.AgentState.ON_HOLD):
-                    self._agent_event_quiet(link.agent_id, agent_state.CallEnded(link.call_id))
+        agent = self.agents.get(link.agent_id) if link is not None else None
+        if link is not None and agent is not None and agent.call_id == link.call_id \
+                and agent.state in agent_state.IN_CALL:
+            self._agent_event_quiet(link.agent_id, agent_state.CallEnded(link.call_id))
 
     def _on_contact_status(self, frame: AmiFrame) -> None:
         member = self.roster.by_endpoint(frame.get("AOR"))
@@ -304,6 +327,7 @@ class Runtime:
     _ami_handlers: Mapping[str, Callable[[Runtime, AmiFrame], None]] = {
         "DialBegin": _on_dial_begin,
         "DialEnd": _on_dial_end,
+        "Newstate": _on_newstate,
         "HangupRequest": _on_hangup_request,
         "SoftHangupRequest": _on_hangup_request,
         "Hangup": _on_hangup,

@@ -24,10 +24,18 @@ from alembic.config import Config
 from alembic.util import CommandError
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError, StatementError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    DisconnectionError,
+    InterfaceError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.orm import Session
 
-from callflow.errors import StoreError
+from callflow.errors import StoreError, StoreUnavailable
 
 from .models import Base
 from .types import UTCDateTime
@@ -62,6 +70,10 @@ def translate_errors(what: str) -> Iterator[None]:
     """The single point where SQLAlchemy and Alembic exceptions become ``StoreError``."""
     try:
         yield
+    except (OperationalError, InterfaceError, DisconnectionError) as exc:
+        detail = _describe(exc)
+        logger.warning("store: %s failed, database unavailable: %s", what, detail)
+        raise StoreUnavailable(f"{what} failed: {detail}") from exc
     except SQLAlchemyError as exc:
         detail = _describe(exc)
         logger.warning("store: %s failed: %s", what, detail)
@@ -203,10 +215,16 @@ class Store:
             return fn(s, *args, **kwargs)
 
     def upgrade(self, revision: str = "head") -> None:
-        """Bring the schema to ``revision`` (Alembic), once even if engines start together."""
-        with translate_errors(f"migrating the database to {revision}"), self.engine.begin() as conn:
+        """Bring the schema to ``revision`` (Alembic), once even if engines start together.
+
+        PostgreSQL: an advisory lock; SQLite: the write lock (``BEGIN IMMEDIATE``) is
+        taken before Alembic reads the current revision, so a second process waits
+        and then finds nothing to do.
+        """
+        what = f"migrating the database to {revision}"
+        with translate_errors(what), self.engine.begin() as conn:
             if self.dialect == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
+                pass
             command.upgrade(alembic_config(conn), revision)
 
     def downgrade(self, revision: str) -> None:

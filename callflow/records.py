@@ -1,0 +1,92 @@
+"""Persist effects -> repository calls: one function per record kind the core emits.
+
+The core speaks in plain dicts with ISO or epoch times; the store wants typed
+columns. This is the one place that knows both shapes, so a new record kind is one
+new function here and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from callflow.roster import Roster
+from callflow.store import repo
+from callflow.store.db import Store
+
+log = logging.getLogger(__name__)
+
+CALL_COLUMNS = ("direction", "caller_number", "did", "queue", "agent_id", "entered_at",
+                "ring_started_at", "answered_at", "ended_at", "answer_ring", "total_wait_s",
+                "late", "outcome", "hangup_cause", "released_by", "greeting")
+TIME_COLUMNS = frozenset({"entered_at", "ring_started_at", "answered_at", "ended_at"})
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return datetime.fromisoformat(str(value))
+
+
+def write_call(s: Session, data: dict[str, Any]) -> None:
+    fields = {k: (_time(data[k]) if k in TIME_COLUMNS else data[k])
+              for k in CALL_COLUMNS if k in data}
+    if fields.get("released_by") not in (None, "caller", "agent", "system"):
+        fields["released_by"] = None  # unknown (the link was down when it ended)
+    repo.upsert_call(s, data["uniqueid"], **fields)
+    existing = repo.offers_for_call(s, data["uniqueid"])
+    for i, offer in enumerate(data.get("offers", [])):
+        started = _time(offer["started_at"])
+        ended = _time(offer.get("ended_at"))
+        if i >= len(existing):
+            assert started is not None
+            repo.add_offer(s, data["uniqueid"], offer["agent_id"], started,
+                           ended_at=ended, result=offer.get("result") if ended else None)
+        elif existing[i].ended_at is None and ended is not None:
+            repo.finish_offer(s, existing[i].id, ended, offer["result"])
+
+
+def write_agent_state(s: Session, data: dict[str, Any]) -> None:
+    at = _time(data["at"])
+    assert at is not None
+    repo.record_agent_state(s, data["agent_id"], data["state"], at, reason=data.get("reason"),
+                            call_uniqueid=data.get("call_uniqueid"),
+                            acw_extended=bool(data.get("acw_extended")))
+
+
+def write_alarm(s: Session, data: dict[str, Any]) -> None:
+    at = _time(data.get("raised_at") or data.get("at"))
+    assert at is not None
+    repo.raise_alarm(s, data["kind"], at, std=data.get("std", ""), detail=data.get("detail", {}))
+
+
+WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    "call": write_call,
+    "agent_state": write_agent_state,
+    "alarm": write_alarm,
+}
+
+
+def write(store: Store, kind: str, data: dict[str, Any]) -> None:
+    """Write one record; kinds without a table of their own go to the event log."""
+    writer = WRITERS.get(kind)
+    with store.session() as s:
+        if writer is not None:
+            writer(s, data)
+        else:
+            at = _time(data.get("at")) or datetime.now(UTC)
+            payload = {k: v for k, v in data.items() if k != "at"}
+            repo.append_event(s, kind, at, payload, uniqueid=data.get("call_uniqueid"))
+
+
+def sync_roster(store: Store, roster: Roster) -> None:
+    """The agents table follows the roster (records reference agents by work number)."""
+    with store.session() as s:
+        for agent in roster.agents:
+            repo.upsert_agent(s, agent.agent_id, name=agent.name, extension=agent.endpoint)

@@ -1,0 +1,106 @@
+"""The whole product (callflow.service.Service) running against the test Asterisk.
+
+The service runs on its own event loop in a background thread, exactly as in
+``callflow run``; tests stay synchronous (SIPp and the AMI tap block) and reach
+into the loop only through ``call()``. Nothing is mocked: the FastAGI server
+listens where the test Asterisk's dialplan points, the AMI adapter logs in with the
+session's secret, the store is a real database file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, TypeVar
+
+from callflow.engine.policy import Policy
+from callflow.roster import Roster, RosterAgent
+from callflow.service import Service, ServiceOptions
+from callflow.settings import Settings
+from callflow.store.db import Store
+
+T = TypeVar("T")
+
+
+class Product:
+    def __init__(self, settings: Settings, policy: Policy, roster: Roster,
+                 options: ServiceOptions | None = None) -> None:
+        self.settings = settings
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="callflow-service",
+                                       daemon=True)
+        self.thread.start()
+        self.service = Service(settings, policy, roster, options)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self.run(self.service.start(), timeout)
+        assert self.service.ami is not None
+        self.run(self.service.ami.wait_up(10), timeout)
+
+    def run(self, coro: Any, timeout: float = 30.0) -> Any:
+        """Run a coroutine on the service's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
+        """Run ``fn()`` on the loop thread (the runtime is not thread-safe by design)."""
+        done: Future[T] = Future()
+
+        def invoke() -> None:
+            try:
+                done.set_result(fn())
+            except BaseException as exc:  # handed to the test thread
+                done.set_exception(exc)
+
+        self.loop.call_soon_threadsafe(invoke)
+        return done.result(timeout)
+
+    @property
+    def runtime(self) -> Any:
+        return self.service.runtime
+
+    @property
+    def store(self) -> Store:
+        assert self.service.store is not None
+        return self.service.store
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until every record emitted so far is in the database."""
+        assert self.service.writer is not None
+        self.call(lambda: None)  # effects queued by events already on the loop
+        assert self.service.writer.flush(timeout)
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``predicate`` on the loop until true (runtime state is only read there)."""
+        deadline = time.monotonic() + timeout
+        while not self.call(predicate):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        try:
+            self.run(self.service.stop(), 30)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self.thread.join(10)
+            self.loop.close()
+
+
+def make_roster(agent_ids: list[str], port_of: Callable[[str], int]) -> Roster:
+    return Roster(tuple(
+        RosterAgent(agent_id=a, name=f"Agent {a}", endpoint=f"agent{a}",
+                    static_contact=f"sip:agent{a}@127.0.0.1:{port_of(a)}")
+        for a in agent_ids))
+
+
+def make_settings(tmp: Path, pbx: Any, asterisk_root: Path) -> Settings:
+    return Settings(
+        state_dir=tmp, database_url=f"sqlite:///{tmp / 'callflow.db'}",
+        asterisk_root=asterisk_root, policy_file=None, ports=pbx.ports,
+        ami_username=pbx.username, ami_secret=pbx.secret,
+        api_token=secrets.token_urlsafe(16), country="cn")
