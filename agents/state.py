@@ -75,7 +75,6 @@ from callflow.agents.events import (
 )
 from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
 from callflow.engine.policy import RING_NO_ANSWER, UNREACHABLE, Policy, Reason
-
 from callflow.errors import StateError
 
 __all__ = [
@@ -191,7 +190,7 @@ def _reason_def(policy: Policy, state: AgentState, reason: str) -> Reason | None
     return None
 
 
-def _payload(agent: AgentSnapshot, **extra: Any) -> dict[str, Any]:
+def agent_payload(agent: AgentSnapshot, **extra: Any) -> dict[str, Any]:
     return {
         "type": "agent_state", "agent_id": agent.agent_id, "extension": agent.extension,
         "state": agent.state.value, "reason": agent.reason, "since": agent.since,
@@ -203,7 +202,7 @@ def _payload(agent: AgentSnapshot, **extra: Any) -> dict[str, Any]:
 
 
 def _publish(agent: AgentSnapshot, **extra: Any) -> list[Effect]:
-    payload = _payload(agent, **extra)
+    payload = agent_payload(agent, **extra)
     return [Publish(f"agent:{agent.agent_id}", payload), Publish(BOARD_TOPIC, payload)]
 
 

@@ -73,6 +73,7 @@ class Service:
         await asyncio.to_thread(self.prompts.build_all, [a.agent_id for a in self.roster.agents])
         self.runtime = Runtime(self.policy, self.clock, self.roster, Adapters(
             persist=self.writer.put, publish=self.hub.publish, ami_action=self._ami_action))
+        self.hub.snapshot_provider(self.runtime.snapshot)
         ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts)
         routes = {"inbound": lambda session: run_inbound(session, ctx),
                   **self.options.extra_routes}

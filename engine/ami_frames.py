@@ -55,6 +55,7 @@ _BANNER_RE = re.compile(r"^Asterisk *Call *Manager/(?P<version>([0-9]+\.)*[0-9]+
 _ACTION_ID_RE = re.compile(rb"(?:^|\r\n)ActionID: *([^\r\n]*)", re.IGNORECASE)
 _ACTION_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _EXCERPT = 120
+_TERMINATOR = b"\r\n\r\n"
 _KEY_CACHE_LIMIT = 4096
 
 
@@ -169,35 +170,43 @@ class AmiFrameParser:
         buf += data
         if self.banner is None and not self._read_banner():
             return out
-        pos = 0
-        scan = self._scan_from
-        while True:
-            end = buf.find(b"\r\n\r\n", max(pos, scan))
-            if end < 0:
-                break
-            if self._oversize:
-                self._discarded += end - pos
-                self._report_oversize(out)
-            elif end - pos > self.max_frame_bytes:
-                self._start_oversize(buf, pos)
-                self._discarded = end - pos
-                self._report_oversize(out)
-            elif end > pos:
-                self._parse(bytes(buf[pos:end]), received_at, out)
-            pos = end + 4
-            scan = 0
-        if not self._oversize and len(buf) - pos > self.max_frame_bytes:
-            self._start_oversize(buf, pos)
         if self._oversize:
-            keep_from = max(pos, len(buf) - 3)  # a terminator may straddle two chunks
-            self._discarded += keep_from - pos
-            pos = keep_from
-        del buf[:pos]
+            end = buf.find(_TERMINATOR)
+            if end < 0:
+                self._discard_all_but_tail()
+                return out
+            self._discarded += end
+            self._report_oversize(out)
+            del buf[:end + 4]
+            self._scan_from = 0
+        last = buf.rfind(_TERMINATOR, self._scan_from)
+        if last >= 0:
+            region = bytes(buf[:last])
+            del buf[:last + 4]
+            limit = self.max_frame_bytes
+            for raw in region.split(_TERMINATOR):
+                if len(raw) > limit:
+                    self._start_oversize(raw)
+                    self._discarded = len(raw)
+                    self._report_oversize(out)
+                elif raw:
+                    self._parse(raw, received_at, out)
+        if len(buf) > self.max_frame_bytes:
+            self._start_oversize(bytes(buf[:4096]))
+            self._discard_all_but_tail()
         self._scan_from = max(0, len(buf) - 3)
         return out
 
-    def _start_oversize(self, buf: bytearray, pos: int) -> None:
-        head = bytes(buf[pos:pos + 4096])
+    def _discard_all_but_tail(self) -> None:
+        """Drop the oversize frame's bytes, keeping 3: a terminator may straddle two reads."""
+        buf = self._buf
+        drop = len(buf) - 3
+        if drop > 0:
+            self._discarded += drop
+            del buf[:drop]
+        self._scan_from = 0
+
+    def _start_oversize(self, head: bytes) -> None:
         self._oversize = True
         self._discarded = 0
         self._oversize_head = (head[:_EXCERPT], _action_id(head))

@@ -9,7 +9,7 @@ records and calendars (holidays, contact hours).
 from __future__ import annotations
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -30,14 +30,14 @@ class RealClock:
         return time.monotonic()
 
     def wall(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
 
 class FakeClock:
     """A clock that only moves when a test says so."""
 
     def __init__(self, start: datetime | None = None, monotonic: float = 1000.0) -> None:
-        self._wall0 = start or datetime(2026, 1, 5, 9, 0, tzinfo=timezone.utc)
+        self._wall0 = start or datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
         self._mono0 = monotonic
         self._mono = monotonic
 

@@ -19,7 +19,7 @@ class Effect:
 
 @dataclass(frozen=True)
 class StartTimer(Effect):
-    """Fire ``TimerFired(key)`` into the core at monotonic time ``at`` (replaces a timer with the same key)."""
+    """Fire ``TimerFired(key)`` at monotonic time ``at``; replaces a timer with that key."""
 
     key: str
     at: float

@@ -363,6 +363,14 @@ class Runtime:
 
     # --- views ------------------------------------------------------------------------
 
+    def snapshot(self, may_see: Callable[[str], bool]) -> dict[str, Any]:
+        """The state a (re)connecting client starts from, limited to what it may see."""
+        board = may_see("board")
+        agents = [self._with_wall_times(agent_state.agent_payload(a))
+                  for a in self.agents.values() if board or may_see(f"agent:{a.agent_id}")]
+        live = [calls.call_record(c, self.timings) for c in self.live_calls()] if board else []
+        return {"agents": agents, "calls": live}
+
     def live_calls(self) -> list[calls.InboundCall]:
         return [c for c in self.calls.values() if c.phase is not calls.Phase.ENDED]
 
