@@ -205,6 +205,9 @@ class AsteriskProcess:
             stdout=self._console,
             stderr=subprocess.STDOUT,
             cwd=self.workdir,
+            # its own session: a Ctrl-C reaches only our caller, which stops the engine
+            # first and then Asterisk (by PID), instead of Asterisk dying mid-shutdown
+            start_new_session=True,
         )
         log.info("Asterisk pid %s starting (work dir %s)", self._proc.pid, self.workdir)
         try:
