@@ -89,6 +89,23 @@ def test_engine_down_call_reaches_an_agent_through_the_fallback_queue(
     )
 
 
+def test_agent_hold_plays_our_hold_tone_to_the_caller(
+    asterisk: PbxHandle, sipp: SippControl
+) -> None:
+    tap = asterisk.tap
+    sipp.softphone("1004", "uas_answer_hold.xml", ring_ms=0)
+    t0 = tap.mark()
+    caller = sipp.caller("4008001234", "uac_call.xml", talk_ms=6000)
+    hold = tap.wait_event("Hold", 10, t0)
+    assert hold["Channel"].startswith("PJSIP/agent1004-")
+    moh = tap.wait_event("MusicOnHoldStart", 1, hold["t"])
+    assert moh["Channel"].startswith("PJSIP/caller-") and moh["Class"] == "default"
+    unhold = tap.wait_event("Unhold", 5, hold["t"])
+    tap.wait_event("MusicOnHoldStop", 1, moh["t"], Channel=moh["Channel"])
+    assert caller.wait(15) == 0, caller.diagnostics()
+    print(f"hold -> hold tone {moh['t'] - hold['t']:.3f}s, held {unhold['t'] - hold['t']:.2f}s")
+
+
 def test_feature_code_without_engine_plays_an_error_and_hangs_up(
     asterisk: PbxHandle, sipp: SippControl
 ) -> None:
