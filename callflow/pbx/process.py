@@ -450,7 +450,7 @@ def _symlink(link: Path, target: Path) -> None:
     link.symlink_to(target)
 
 
-def _read_message(f: IO[bytes]) -> dict[str, str]:
+def _read_message(f: socket.SocketIO | IO[bytes]) -> dict[str, str]:
     """One AMI message (``Key: Value`` lines up to a blank line); EOFError at end of stream."""
     msg: dict[str, str] = {}
     while True:
