@@ -1,26 +1,34 @@
 """One FastAGI session: pyst2's AGI protocol knowledge over an asyncio stream, hardened.
 
-Why this shape (design.md, "dialplan/"; docs of pyst2 0.5.1 defects in the module notes
-below). pyst2 is synchronous and process-oriented: ``AGI.__init__`` installs a SIGHUP
-handler (``signal.signal`` raises off the main thread) and every command method blocks
-on ``stdin.readline()``. Its *protocol knowledge* is still worth keeping, so this module
-splits the work:
+Why this shape (design.md, "dialplan/"). pyst2 0.5.1 is synchronous and
+process-oriented: ``AGI.__init__`` installs a SIGHUP handler (``signal.signal`` raises
+off the main thread) and every command method blocks on ``stdin.readline()``, so its
+command methods cannot run on an event loop. What is kept from pyst2, and what is not:
 
-- our asyncio reader does the framing: one line at a time, at most ``MAX_LINE_BYTES``,
-  strict UTF-8, a ``520-`` usage block read to its ``520 `` end line and no further,
-  ``100 Trying`` consumed, ``HANGUP`` remembered, ``511`` and EOF turned into a hang-up;
-- pyst2 (a signal-free subclass of ``asterisk.agi.AGI`` reading from an in-memory line
-  source) parses what the reader framed: the environment block (``_get_agi_env``) and
-  every reply (``get_result``: codes 200/510/520, ``result=``, ``(data)``, ``key=value``);
-- ``_pyst2_errors`` is the one place where pyst2's exceptions become ours.
+- kept: its reply grammar, ``asterisk.agi.re_kv`` (``key=value`` with a greedy
+  ``(data)``, so a variable's value may contain parentheses), and its result
+  conventions (a digit is its ASCII code, 0 for none; EXEC ``-2`` = no such
+  application; ``(hangup)`` data = the caller left; GET VARIABLE ``result=1 (value)``
+  versus ``result=0`` for unset);
+- replaced: ``get_result`` and ``_get_agi_env``. Driving them through a signal-free
+  subclass and an in-memory line source worked, but cost 25-30 us per reply and 210 us
+  per environment block (each pretty-prints its result to stderr, even a null one);
+  end to end they held the server to 0.46-0.75 of a bare asyncio server's sessions/s,
+  against 0.8-1.0 without them (bench/bench_fastagi.py, a shared 2-core box). And their
+  control flow is where the defects live:
+  ``get_result`` loops forever on EOF inside a 520 block, swallows the next reply after
+  a one-line ``520``, raises ``ValueError`` on ``HANGUP``/EOF and ``AGIUnknownError``
+  on ``100 Trying``/``511`` (desynchronising the stream), raises on ``result=-1``
+  before returning what it parsed, and ``re_kv`` drops the ``(timeout)`` of an empty
+  ``result=`` (GET DATA, no digit). ``_quote`` escapes nothing: a ``"`` or a newline in
+  a caller-supplied string is command injection. (tests/unit/test_agi_wire.py pins
+  each defect against pyst2's code, so an upgrade that fixes one shows up.)
 
-pyst2 defects handled here (all seen in its source, several on the wire of Asterisk 22):
-``get_result`` loops forever on EOF inside a 520 block and swallows the next reply after
-a one-line ``520``; ``HANGUP``/EOF raise ``ValueError``; ``100 Trying`` and ``511`` raise
-``AGIUnknownError`` and desynchronise the stream; ``result=-1`` raises before the dict is
-returned, so "file not found" and "caller hung up" look alike; ``result= (timeout)``
-(GET DATA, no digit) loses its ``(timeout)``; ``_quote`` escapes nothing, so a ``"`` or
-a newline in a caller-supplied string is command injection.
+Here, ``_read_replies`` frames what Asterisk sends (one line at a time, at most
+``MAX_LINE_BYTES``, strict UTF-8, a ``520-`` block read to its ``520 `` line and no
+further, ``100 Trying`` consumed, ``HANGUP`` remembered, EOF = hang-up), ``parse_reply``
+turns one framed reply into an ``AgiResult`` or one of callflow's exceptions (no pyst2
+exception is ever raised on this path), and ``quote_word`` makes every argument safe.
 
 Facts from the real Asterisk 22.10 that shape the rules below (captured in
 ``tests/fixtures/agi/``):
@@ -49,7 +57,7 @@ import contextlib
 import enum
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
@@ -194,107 +202,56 @@ def exec_data(args: Sequence[str]) -> str:
     return ",".join(args)
 
 
-# --------------------------------------------------------------------------- pyst2 layer
-
-
-class _LinesExhausted(Exception):
-    """pyst2 asked for a line the framed reply does not have."""
-
-
-class _LineSource:
-    """pyst2's ``stdin``: the lines our reader already framed, never a blocking read."""
-
-    def __init__(self) -> None:
-        self._lines: list[str] = []
-
-    def load(self, lines: Sequence[str]) -> None:
-        self._lines = list(reversed(lines))
-
-    def readline(self) -> str:
-        if not self._lines:
-            raise _LinesExhausted
-        return self._lines.pop() + "\n"
-
-
-class _NullSink:
-    """pyst2's ``stdout``/``stderr``: it traces every line and result there; we log ourselves."""
-
-    def write(self, _text: str) -> int:
-        return 0
-
-    def flush(self) -> None:
-        return None
-
-
-class _Pyst2Agi(pyst2.AGI):  # type: ignore[misc]
-    """pyst2's parser without its process-level start-up.
-
-    ``AGI.__init__`` is deliberately not called: it installs a SIGHUP handler
-    (``ValueError`` off the main thread, and a process-wide side effect per call) and
-    reads the environment from ``sys.stdin``.
-    """
-
-    def __init__(self) -> None:
-        self.stdin = _LineSource()
-        self.stdout = _NullSink()
-        self.stderr = _NullSink()
-        self._got_sighup = False
-        self.env: dict[str, str] = {}
-
-    def parse_env(self, lines: Sequence[str]) -> dict[str, str]:
-        self.stdin.load([*lines, ""])
-        self.env = {}
-        self._get_agi_env()
-        return dict(self.env)
-
-    def parse_reply(self, lines: Sequence[str]) -> dict[str, tuple[str, str]]:
-        self.stdin.load(lines)
-        parsed: dict[str, tuple[str, str]] = self.get_result()
-        return parsed
+# --------------------------------------------------------------------------- parsing
 
 
 class _ResultFailed(AgiCommandError):
     """``200 result=-1``: the command failed, or the caller hung up during it."""
 
 
-@contextlib.contextmanager
-def _pyst2_errors(what: str) -> Iterator[None]:
-    """The one translation point from pyst2's exceptions to callflow's."""
-    try:
-        yield
-    except pyst2.AGIResultHangup as exc:
-        raise CallerHungUp(f"{what}: caller hung up during the command") from exc
-    except pyst2.AGIInvalidCommand as exc:
-        raise AgiCommandError(f"{what}: 510 invalid or unknown command") from exc
-    except pyst2.AGIUsageError as exc:
-        raise AgiCommandError(f"{what}: 520 invalid syntax; usage: {exc}".rstrip()) from exc
-    except pyst2.AGIUnknownError as exc:
-        raise AgiCommandError(f"{what}: unexpected reply code {exc.args[0]}") from exc
-    except pyst2.AGIAppError as exc:
-        raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)") from exc
-    except pyst2.AGIException as exc:
-        raise AgiProtocolError(f"{what}: {exc}") from exc
-    except (_LinesExhausted, ValueError) as exc:
-        raise AgiProtocolError(f"{what}: reply could not be parsed") from exc
-
-
 def parse_env_lines(lines: Sequence[str]) -> dict[str, str]:
-    """The environment block (lines without their newline) as a dict, via pyst2."""
+    """The environment block (lines without their newline): ``agi_name: value`` pairs.
+
+    As pyst2 reads it: the key ends at the first colon, both sides are stripped.
+    """
+    env: dict[str, str] = {}
     for line in lines:
         if not _ENV_LINE.match(line):
             raise AgiProtocolError(f"not an AGI environment line: {line[:80]!r}")
-    with _pyst2_errors("AGI environment"):
-        return _Pyst2Agi().parse_env(lines)
+        key, _, value = line.partition(":")
+        env[key.strip()] = value.strip()
+    return env
 
 
-def _result_from(parsed: Mapping[str, tuple[str, str]], first_line: str) -> AgiResult:
-    result, data = parsed.get("result", ("", ""))
-    if not result and not data:
-        empty = _EMPTY_RESULT_DATA.match(first_line)
-        if empty:                      # pyst2's re_kv needs a non-empty value
+def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
+    """One framed reply (a line, or a whole 520 block) as a result or an exception.
+
+    ``200`` gives an AgiResult, except ``result=-1`` (``_ResultFailed``) and ``(hangup)``
+    data (CallerHungUp); ``511`` is CallerHungUp; ``510``, ``520`` and anything else
+    (e.g. ``503 result=-2 Memory allocation failure``) are AgiCommandError.
+    """
+    first = block[0]
+    code, rest = first[:3], first[4:]
+    if code == "200":
+        fields = {key: (value, data) for key, value, data in pyst2.re_kv.findall(rest)}
+        result, data = fields.pop("result", ("", ""))
+        empty = _EMPTY_RESULT_DATA.match(first) if not result else None
+        if empty:                      # re_kv needs a non-empty value: "result= (timeout)"
             data = empty["data"]
-    extra = {k: v for k, (v, _d) in parsed.items() if k != "result"}
-    return AgiResult(code=200, result=result, data=data, extra=extra)
+        if data == "hangup":
+            raise CallerHungUp(f"{what}: caller hung up during the command")
+        if result == "-1":
+            raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)")
+        extra = {key: value for key, (value, _data) in fields.items()}
+        return AgiResult(code=200, result=result, data=data, extra=extra)
+    if code == "511":
+        raise CallerHungUp(f"{what}: channel is dead ({first})")
+    if code == "510":
+        raise AgiCommandError(f"{what}: 510 invalid or unknown command")
+    if code == "520":
+        usage = " / ".join(line.strip() for line in block[1:-1] if line.strip())
+        raise AgiCommandError(f"{what}: {first}" + (f"; usage: {usage}" if usage else ""))
+    raise AgiCommandError(f"{what}: unexpected reply {first[:80]!r}")
 
 
 # --------------------------------------------------------------------------- line I/O
@@ -361,7 +318,6 @@ class AgiSession:
         self.command_timeout = command_timeout
         self._reader = reader
         self._writer = writer
-        self._pyst2 = _Pyst2Agi()
         self._lock = asyncio.Lock()
         self._pending: asyncio.Future[list[str]] | None = None
         self._hangup = asyncio.Event()
@@ -443,13 +399,25 @@ class AgiSession:
 
     async def get_data(self, path: str, timeout_ms: int, max_digits: int, *,
                        timeout: Timeout = SESSION_DEFAULT) -> str:
-        """Play a prompt and collect up to ``max_digits`` DTMF digits ("" if none)."""
+        """Play a prompt and collect up to ``max_digits`` DTMF digits ("" if none).
+
+        The default command timeout is ``command_timeout`` (for the prompt) plus the
+        longest the digits may take (``timeout_ms`` per digit).
+        """
+        if timeout is SESSION_DEFAULT:
+            timeout = self._plus_default(timeout_ms * max(1, max_digits))
         reply = await self.command("GET", "DATA", path, str(int(timeout_ms)),
                                    str(int(max_digits)), timeout=timeout)
         return reply.result
 
     async def wait_for_digit(self, timeout_ms: int, *, timeout: Timeout = SESSION_DEFAULT) -> str:
-        """One DTMF digit within ``timeout_ms`` (-1 = forever), or ""."""
+        """One DTMF digit within ``timeout_ms`` (-1 = forever), or "".
+
+        The default command timeout is ``timeout_ms`` plus ``command_timeout`` (none
+        for -1).
+        """
+        if timeout is SESSION_DEFAULT:
+            timeout = self._plus_default(timeout_ms)
         reply = await self.command("WAIT", "FOR", "DIGIT", str(int(timeout_ms)), timeout=timeout)
         return _digit(reply, "WAIT FOR DIGIT")
 
@@ -506,6 +474,12 @@ class AgiSession:
 
     # -- internals --------------------------------------------------------------------
 
+    def _plus_default(self, wait_ms: int) -> float | None:
+        """A command that may legitimately wait ``wait_ms``: that plus the usual margin."""
+        if wait_ms < 0 or self.command_timeout is None:
+            return None
+        return wait_ms / 1000 + self.command_timeout
+
     def _check_usable(self, words: Sequence[str], what: str) -> None:
         if self._failure is not None:
             raise type(self._failure)(f"{what}: {self._failure}")
@@ -540,15 +514,9 @@ class AgiSession:
             self._hangup.set()
 
     def _interpret(self, block: list[str], what: str) -> AgiResult:
-        first = block[0]
-        if first.startswith("511"):
+        if block[0].startswith("511"):
             self._hangup.set()
-            raise CallerHungUp(f"{what}: channel is dead ({first})")
-        if first.startswith("520 "):   # one-line usage error: pyst2 would wait for a second line
-            raise AgiCommandError(f"{what}: {first}")
-        with _pyst2_errors(what):
-            parsed = self._pyst2.parse_reply(block)
-        return _result_from(parsed, first)
+        return parse_reply(block, what)
 
     async def _read_replies(self) -> None:
         """Frame everything Asterisk sends into replies for the one pending command."""

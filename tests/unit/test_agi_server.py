@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -705,3 +706,48 @@ async def test_replay_unknown_route(serve: Serve) -> None:
     server = await serve({"inbound": Flow(lambda s, seen: s.answer())})
     await replay(server.port, events)
     assert (await settled(server))["unknown_routes"] == 1
+
+
+def test_a_whole_session_runs_off_the_main_thread() -> None:
+    """No signal handling anywhere on the path (pyst2's AGI() raises in a worker thread)."""
+    async def session_in_worker_loop() -> list[Any]:
+        flow = Flow(lambda s, seen: s.answer())
+        server = FastAgiServer("127.0.0.1", 0, {"inbound": flow})
+        await server.start()
+        try:
+            fake = await FakeAsterisk.call(server.port)
+            await fake.expect("ANSWER", "200 result=0")
+            tail = await fake.rest()
+            fake.close()
+            await fake.writer.wait_closed()
+        finally:
+            await server.stop()
+        FakeAsterisk.opened.clear()
+        return [tail, flow.raised, server.stats["completed"]]
+
+    outcome: list[Any] = []
+    worker = threading.Thread(target=lambda: outcome.append(asyncio.run(session_in_worker_loop())))
+    worker.start()
+    worker.join(10)
+    assert outcome == [[b"", [], 1]]
+
+
+async def test_waiting_commands_get_their_wait_on_top_of_the_command_timeout(
+        serve: Serve) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.append(await s.wait_for_digit(300))
+        seen.append(await s.get_data("beep", 150, 2))
+        seen.append(await s.wait_for_digit(-1))
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow}, command_timeout=0.1)
+    fake = await FakeAsterisk.call(server.port)
+    for command, reply in (("WAIT FOR DIGIT 300", "200 result=0"),
+                           ("GET DATA beep 150 2", "200 result=12"),
+                           ("WAIT FOR DIGIT -1", "200 result=35")):
+        await fake.expect(command)
+        await asyncio.sleep(0.25)                       # longer than command_timeout
+        await fake.send(reply)
+    await flow.finished()
+    assert flow.raised == []
+    assert flow.seen == ["", "12", "#"]

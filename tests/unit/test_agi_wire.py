@@ -1,5 +1,6 @@
-"""AGI wire format without sockets: quoting, command lines, the environment block, and
-the pyst2 0.5.1 defects the session works around (each test fails if pyst2 changes)."""
+"""AGI wire format without sockets: quoting, command lines, the environment block, reply
+parsing, and the pyst2 0.5.1 defects that made us replace its parser (each defect test
+fails if pyst2 changes)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,15 @@ import pytest
 
 from callflow.dialplan.agi import (
     MAX_COMMAND_BYTES,
+    AgiResult,
     allowed_on_dead_channel,
     build_command_line,
     exec_data,
     parse_env_lines,
+    parse_reply,
     quote_word,
 )
-from callflow.errors import AgiArgumentError, AgiProtocolError
+from callflow.errors import AgiArgumentError, AgiCommandError, AgiProtocolError, CallerHungUp
 
 
 def parse_args(line: str) -> list[str]:
@@ -122,7 +125,7 @@ ENV = [
 ]
 
 
-def test_env_parsed_by_pyst2_keeps_colons_in_values() -> None:
+def test_env_keeps_colons_in_values() -> None:
     env = parse_env_lines(ENV)
     assert env["agi_network_script"] == "inbound?lang=en"
     assert env["agi_calleridname"] == 'Q"uo\\\\te: with colon'
@@ -135,13 +138,36 @@ def test_env_garbage_is_a_protocol_error(garbage: str) -> None:
         parse_env_lines([*ENV, garbage])
 
 
-def test_env_parsing_works_off_the_main_thread() -> None:
-    """The session's pyst2 subclass never calls signal.signal (pyst2's AGI() does)."""
-    out: list[object] = []
-    worker = threading.Thread(target=lambda: out.append(parse_env_lines(ENV)))
-    worker.start()
-    worker.join(5)
-    assert isinstance(out[0], dict)
+@pytest.mark.parametrize(("line", "result", "data", "extra"), [
+    ("200 result=0", "0", "", {}),
+    ("200 result=0 endpos=11360", "0", "", {"endpos": "11360"}),
+    ('200 result=1 (Q"uo\\te)', "1", 'Q"uo\\te', {}),
+    ("200 result=1 (f(x) = (a b))", "1", "f(x) = (a b)", {}),
+    ("200 result=1 ()", "1", "", {}),
+    ("200 result= (timeout)", "", "timeout", {}),
+    ("200 result=123 (timeout)", "123", "timeout", {}),
+    ("200 result=-2", "-2", "", {}),
+    ("200 result=0 Gosub complete", "0", "", {}),
+    ("200 result=1 (digit) digit=1 endpos=8000", "1", "digit", {"digit": "1", "endpos": "8000"}),
+])
+def test_200_replies(line: str, result: str, data: str, extra: dict[str, str]) -> None:
+    assert parse_reply([line]) == AgiResult(200, result, data, extra)
+
+
+@pytest.mark.parametrize(("block", "error", "text"), [
+    (["200 result=-1 endpos=0"], AgiCommandError, "result=-1"),
+    (["200 result=1 (hangup) endpos=0"], CallerHungUp, "hung up"),
+    (["511 Command Not Permitted on a dead channel or intercept routine"], CallerHungUp, "dead"),
+    (["510 Invalid or unknown command"], AgiCommandError, "510"),
+    (["520-Invalid command syntax.  Proper usage follows:", "Send the file.", "",
+      "520 End of proper usage."], AgiCommandError, "usage: Send the file."),
+    (["520 Invalid command syntax.  Proper usage not available."], AgiCommandError,
+     "not available"),
+    (["503 result=-2 Memory allocation failure"], AgiCommandError, "503"),
+])
+def test_error_replies(block: list[str], error: type[Exception], text: str) -> None:
+    with pytest.raises(error, match=text):
+        parse_reply(block, "X")
 
 
 # ---- pyst2 0.5.1 defects, confirmed against its code -----------------------------------
