@@ -221,6 +221,7 @@ class AsteriskProcess:
     def _refuse_if_taken(self) -> None:
         """Fail early on busy ports: Asterisk would boot anyway, half deaf, and a login
         on a taken AMI port would reach someone else's PBX."""
+        self._refuse_if_left_running()
         link = self._ready_link()
         host = link.bind_host
         with (
@@ -238,6 +239,20 @@ class AsteriskProcess:
                 raise PbxError(
                     f"SIP port {host}:{link.sip_port}/udp is already in use: {exc}"
                 ) from None
+
+    def _refuse_if_left_running(self) -> None:
+        """An earlier run killed hard leaves its Asterisk up: name its PID (never kill it
+        here: only the caller knows whether it is theirs to kill)."""
+        try:
+            pid = int((self.workdir / "var/run/asterisk.pid").read_text().strip())
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, ValueError):
+            return
+        if str(self.etc_dir / "asterisk.conf").encode() in cmdline:
+            raise PbxError(
+                f"an Asterisk from {self.workdir} is still running (pid {pid}), left by an "
+                f"earlier run; stop it with `kill {pid}` and start again"
+            )
 
     def _wait_fully_booted(self, deadline: float) -> None:
         while True:

@@ -179,8 +179,9 @@ def asterisk(asterisk_root: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     process = AsteriskProcess(asterisk_root, tmp_path_factory.mktemp("pbx"), config)
     process.start()
     log.info(
-        "Asterisk %s booted in %.2fs (pid %s)", process.version, process.boot_seconds, process.pid
-    )
+        "Asterisk %s booted in %.2fs (pid %s, console %s)",
+        process.version, process.boot_seconds, process.pid, process.console_log,
+    )  # fmt: skip
     tap = AmiTap("127.0.0.1", ports.ami, config.ami_username, config.ami_secret)
     handle = PbxHandle(process, config, ports, base, tap, passwords)
     try:
