@@ -57,7 +57,7 @@ import contextlib
 import enum
 import logging
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
@@ -321,6 +321,7 @@ class AgiSession:
         self._lock = asyncio.Lock()
         self._pending: asyncio.Future[list[str]] | None = None
         self._hangup = asyncio.Event()
+        self._hangup_callbacks: list[Callable[[], None]] = []
         self._eof = False
         self._failure: AgiError | None = None
         self._closed = False
@@ -352,6 +353,13 @@ class AgiSession:
     def hung_up(self) -> bool:
         """True once Asterisk said the channel is gone (HANGUP, 511, -1+HANGUP, EOF)."""
         return self._hangup.is_set()
+
+    def add_hangup_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (once) when the caller hangs up, or soon if that happened."""
+        if self.hung_up:
+            asyncio.get_running_loop().call_soon(callback)
+        else:
+            self._hangup_callbacks.append(callback)
 
     async def wait_hangup(self, timeout: float | None = None) -> bool:
         """Wait until the caller hangs up; True if that happened within ``timeout``."""
@@ -511,11 +519,11 @@ class AgiSession:
         """After ``result=-1``: is the channel still there? (see ``PROBE_COMMAND``)."""
         block = await self._exchange(PROBE_COMMAND, "CHANNEL STATUS", self.command_timeout)
         if block[0].startswith("511"):
-            self._hangup.set()
+            self._set_hung_up()
 
     def _interpret(self, block: list[str], what: str) -> AgiResult:
         if block[0].startswith("511"):
-            self._hangup.set()
+            self._set_hung_up()
         return parse_reply(block, what)
 
     async def _read_replies(self) -> None:
@@ -528,7 +536,7 @@ class AgiSession:
                     return
                 if line == "HANGUP":
                     log.info("caller hung up: %s", self.describe())
-                    self._hangup.set()
+                    self._set_hung_up()
                     continue
                 if not _REPLY_LINE.match(line):
                     raise AgiProtocolError(f"not an AGI reply: {line[:80]!r}")
@@ -559,9 +567,17 @@ class AgiSession:
             if len(block) > MAX_USAGE_LINES:
                 raise AgiProtocolError(f"520 usage text longer than {MAX_USAGE_LINES} lines")
 
+    def _set_hung_up(self) -> None:
+        if self._hangup.is_set():
+            return
+        self._hangup.set()
+        callbacks, self._hangup_callbacks = self._hangup_callbacks, []
+        for callback in callbacks:
+            callback()
+
     def _mark_eof(self) -> None:
         self._eof = True
-        self._hangup.set()
+        self._set_hung_up()
         if self._pending is not None and not self._pending.done():
             self._pending.set_exception(CallerHungUp("connection to Asterisk closed"))
 

@@ -13,16 +13,19 @@ so a call the engine cannot finish is never dropped, STD-001):
 ===============================  ==================  =================================
 how the session ends             server writes       AGISTATUS in the dialplan
 ===============================  ==================  =================================
-route returns                    (close)             SUCCESS
+route returns, call still up     (close)             SUCCESS
 route raises CallerHungUp        (close)             HANGUP (channel already gone)
+(or returns after the hang-up,
+or is cut ``hangup_grace`` later)
 unknown script                   FAILURE             FAILURE -> fallback
 over ``max_sessions``            FAILURE at once     FAILURE -> fallback
 route raises anything else       FAILURE             FAILURE -> fallback
 command timeout / garbage        FAILURE             FAILURE -> fallback
 server stopped mid-call          FAILURE             FAILURE -> fallback
 ===============================  ==================  =================================
-FAILURE is only written while the channel is alive; Asterisk reads it after the
-command it is running (if any) completes.
+FAILURE is only written while the channel is alive. Asterisk reads it once the command
+it is running returns: WAIT FOR DIGIT and STREAM FILE return at once when the script
+writes, EXEC waits for its application to finish (both verified).
 """
 
 from __future__ import annotations
@@ -51,11 +54,14 @@ class FastAgiServer:
     ``max_sessions`` bounds the calls handled at once (including ones still sending
     their environment); the next one is refused with FAILURE at once, never queued.
     ``command_timeout`` is each session's default per-command timeout.
+    ``hangup_grace``: how long a route may go on after the caller hung up (to read
+    DIALSTATUS, report the outcome) before it is cancelled; Asterisk keeps the dead
+    channel and its thread until the session ends, so no session outlives its call.
     """
 
     def __init__(self, host: str, port: int, routes: Mapping[str, Route], *,
                  max_sessions: int = 500, command_timeout: float = 30.0,
-                 env_timeout: float = 5.0) -> None:
+                 env_timeout: float = 5.0, hangup_grace: float = 10.0) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         self.host = host
@@ -64,11 +70,12 @@ class FastAgiServer:
         self.max_sessions = max_sessions
         self.command_timeout = command_timeout
         self.env_timeout = env_timeout
+        self.hangup_grace = hangup_grace
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts = dict.fromkeys(
             ("connections", "sessions", "rejected", "unknown_routes", "errors",
-             "protocol_errors", "timeouts", "hangups", "completed"), 0)
+             "protocol_errors", "timeouts", "hangups", "lingered", "completed"), 0)
         self._active = 0
         self._max_active = 0
 
@@ -150,6 +157,21 @@ class FastAgiServer:
 
     async def _run_route(self, route: Route, session: AgiSession) -> None:
         fallback = True
+        task = asyncio.current_task()
+        assert task is not None
+        loop = asyncio.get_running_loop()
+        lingering = False
+
+        def end_lingering_route() -> None:
+            nonlocal lingering
+            lingering = True
+            log.warning("FastAGI route %r still running %g s after the caller hung up on "
+                        "%s; ending it", session.script, self.hangup_grace, session.describe())
+            task.cancel()
+
+        timers: list[asyncio.TimerHandle] = []
+        session.add_hangup_callback(
+            lambda: timers.append(loop.call_later(self.hangup_grace, end_lingering_route)))
         try:
             await route(session)
             fallback = False
@@ -168,11 +190,16 @@ class FastAgiServer:
             self._counts["timeouts"] += 1
             log.error("FastAGI %s ended by a command timeout: %s", session.describe(), exc)
         except asyncio.CancelledError:
-            log.warning("FastAGI %s cut short (server stopping)", session.describe())
-            raise
+            if not lingering or task.uncancel() > 0:
+                log.warning("FastAGI %s cut short (server stopping)", session.describe())
+                raise
+            fallback = False
+            self._counts["lingered"] += 1
         except Exception:
             self._counts["errors"] += 1
             log.exception("FastAGI route %r failed on %s; the dialplan falls back",
                           session.script, session.describe())
         finally:
+            for timer in timers:
+                timer.cancel()
             await session.close(fallback=fallback and not session.hung_up)

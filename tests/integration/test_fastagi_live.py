@@ -210,3 +210,15 @@ async def test_stopping_the_server_mid_call_falls_back(asterisk: Any, sipp: Any,
     await server.stop()
     await _expect_fallback(asterisk, sipp, since)
     assert [type(e) for e in route.raised] == [asyncio.CancelledError]
+
+
+async def test_over_capacity_call_falls_back(asterisk: Any, sipp: Any, fastagi: Any) -> None:
+    route = Route(lambda s, seen: s.wait_for_digit(-1, timeout=None))
+    server, _ = await fastagi({"inbound": route}, max_sessions=1)
+    sipp.caller(DID, "uac_call.xml", talk_ms=5000)
+    async with asyncio.timeout(10):
+        await route.entered.wait()
+    since = time.monotonic()
+    sipp.caller(DID, "uac_call.xml", talk_ms=3000)
+    await _expect_fallback(asterisk, sipp, since)
+    assert (server.stats["rejected"], server.stats["sessions"]) == (1, 1)

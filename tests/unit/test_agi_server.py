@@ -751,3 +751,40 @@ async def test_waiting_commands_get_their_wait_on_top_of_the_command_timeout(
     await flow.finished()
     assert flow.raised == []
     assert flow.seen == ["", "12", "#"]
+
+
+async def test_route_lingering_after_the_hangup_is_ended(serve: Serve) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        await s.answer()
+        await asyncio.sleep(30)                       # ignores the hang-up
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow}, hangup_grace=0.1)
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("ANSWER", "200 result=0")
+    await fake.send("HANGUP")
+    assert await fake.rest() == b""                   # closed, no FAILURE: the caller is gone
+    await flow.finished()
+    assert [type(e) for e in flow.raised] == [asyncio.CancelledError]
+    stats = await settled(server)
+    assert (stats["lingered"], stats["errors"]) == (1, 0)
+
+
+async def test_route_ending_in_time_after_the_hangup_is_left_alone(serve: Serve) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        await s.answer()
+        await s.wait_hangup()
+        await asyncio.sleep(0.05)
+        seen.append(await s.get_variable("DIALSTATUS"))
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow}, hangup_grace=1.0)
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("ANSWER", "200 result=0")
+    await fake.send("HANGUP")
+    await fake.expect("GET VARIABLE DIALSTATUS", "200 result=1 (CANCEL)")
+    assert await fake.rest() == b""
+    await flow.finished()
+    assert flow.seen == ["CANCEL"]
+    stats = await settled(server)
+    assert (stats["lingered"], stats["completed"]) == (0, 1)
