@@ -529,8 +529,10 @@ class AgiSession:
     async def _read_replies(self) -> None:
         """Frame everything Asterisk sends into replies for the one pending command."""
         try:
-            while self._failure is None:
+            while True:
                 line = await _read_line(self._reader)
+                if self._failure is not None:     # e.g. the late reply after a timeout
+                    return
                 if line is None:
                     self._mark_eof()
                     return

@@ -512,10 +512,17 @@ async def test_silent_peer_times_out_in_the_environment(serve: Serve) -> None:
 # ---- timeouts, crashes, capacity, stop ----------------------------------------------------
 
 
-async def test_command_timeout_ends_the_session_with_failure(serve: Serve) -> None:
+async def test_command_timeout_ends_the_session_with_failure(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
     async def body(s: AgiSession, seen: list[Any]) -> None:
         seen.append(await s.exec("Wait", "0.3"))             # no timeout by default
-        await s.answer()
+        try:
+            await s.answer()
+        except AgiCommandTimeout:
+            await asyncio.sleep(0.3)                         # the late reply arrives meanwhile
+            with pytest.raises(AgiCommandTimeout):
+                await s.answer()                             # the session stays unusable
+            raise
 
     flow = Flow(body)
     server = await serve({"inbound": flow}, command_timeout=0.1)
@@ -523,12 +530,16 @@ async def test_command_timeout_ends_the_session_with_failure(serve: Serve) -> No
     await fake.expect("EXEC Wait 0.3")
     await asyncio.sleep(0.3)
     await fake.send("200 result=0")
-    await fake.expect("ANSWER")                               # never answered
+    await fake.expect("ANSWER")                               # answered too late
+    await asyncio.sleep(0.15)
+    await fake.send("200 result=0")
     assert await fake.rest() == b"FAILURE\n"
     await flow.finished()
     assert flow.seen == ["0"]
     assert [type(e) for e in flow.raised] == [AgiCommandTimeout]
-    assert (await settled(server))["timeouts"] == 1
+    stats = await settled(server)
+    assert (stats["timeouts"], stats["protocol_errors"]) == (1, 0)
+    assert "protocol error" not in caplog.text
 
 
 async def test_route_crash_is_logged_with_the_channel_and_falls_back(
