@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
+from fastapi import APIRouter
 
 from callflow import records
 from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.api.hub import EventHub
+from callflow.dialplan.agi import AgiSession
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
 from callflow.engine.ami import AmiClient, AmiMessage
@@ -33,13 +36,33 @@ from callflow.store.db import Store, open_store
 
 log = logging.getLogger(__name__)
 
+AgiRoute = Callable[[AgiSession], Awaitable[None]]
+
+
+class Feature(Protocol):
+    """A capability plugged into the service (agent desktop, board, outbound dialer...).
+
+    Each feature keeps its own module and state; the service gives it the runtime and
+    the adapters at start, mounts its HTTP routes and serves its AGI scripts. So a
+    feature is added by one line in ``default_features`` and touches nothing else.
+    """
+
+    name: str
+
+    async def start(self, service: Service) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def routers(self) -> list[APIRouter]: ...
+
+    def agi_routes(self) -> dict[str, AgiRoute]: ...
+
 
 @dataclass
 class ServiceOptions:
     agi_max_sessions: int = 500
     serve_api: bool = True
-    resync_channels: bool = True
-    extra_routes: dict[str, Any] = field(default_factory=dict)
+    features: list[Feature] = field(default_factory=list)
 
 
 class Service:
@@ -74,9 +97,12 @@ class Service:
         self.runtime = Runtime(self.policy, self.clock, self.roster, Adapters(
             persist=self.writer.put, publish=self.hub.publish, ami_action=self._ami_action))
         self.hub.snapshot_provider(self.runtime.snapshot)
+        for feature in self.options.features:
+            await feature.start(self)
         ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts)
-        routes = {"inbound": lambda session: run_inbound(session, ctx),
-                  **self.options.extra_routes}
+        routes: dict[str, AgiRoute] = {"inbound": lambda session: run_inbound(session, ctx)}
+        for feature in self.options.features:
+            routes.update(feature.agi_routes())
         self.agi = FastAgiServer(self.settings.bind_host, self.settings.ports.agi, routes,
                                  max_sessions=self.options.agi_max_sessions)
         await self.agi.start()
@@ -97,6 +123,8 @@ class Service:
             await self.ami.stop()
         if self.agi is not None:
             await self.agi.stop()
+        for feature in reversed(self.options.features):
+            await feature.stop()
         if self.writer is not None:
             await asyncio.to_thread(self.writer.close)
         if self.store is not None:
@@ -105,6 +133,9 @@ class Service:
     async def _start_api(self) -> None:
         app = create_app(ApiDeps(hub=self.hub, health=self.health,
                                  api_token=self.settings.api_token))
+        for feature in self.options.features:
+            for router in feature.routers():
+                app.include_router(router)
         config = server_config(app, self.settings.bind_host, self.settings.ports.api)
         self._api_server = uvicorn.Server(config)
         self._api_task = asyncio.create_task(self._api_server.serve())

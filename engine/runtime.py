@@ -86,6 +86,8 @@ class Runtime:
         self.agent_links: dict[str, ChannelLink] = {}  # agent leg uniqueid -> call/agent
         self.first_release: dict[str, str] = {}  # call_id -> "caller" | "agent"
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._listeners: dict[str, list[Callable[[AmiFrame], None]]] = {}
+        self._timer_owners: dict[str, Callable[[str], None]] = {}
         self.stats = RuntimeStats()
         for member in roster.agents:
             self.agents[member.agent_id] = agent_state.new_agent(member.agent_id, member.endpoint)
@@ -152,9 +154,31 @@ class Runtime:
     def _timer_fired(self, key: str) -> None:
         self._timers.pop(key, None)
         self.stats.timer_fires += 1
-        agent_id = key.split(":", 2)[1] if key.startswith("agent:") else None
-        if agent_id is not None and agent_id in self.agents:
-            self.agent_event(agent_id, agent_state.TimerFired(key))
+        prefix = key.split(":", 1)[0]
+        try:
+            if prefix == "agent":
+                agent_id = key.split(":", 2)[1]
+                if agent_id in self.agents:
+                    self.agent_event(agent_id, agent_state.TimerFired(key))
+            elif prefix in self._timer_owners:
+                self._timer_owners[prefix](key)
+            else:
+                log.error("timer %s fired with no owner", key)
+        except Exception:
+            self.stats.errors += 1
+            log.exception("timer %s could not be handled", key)
+
+    # --- extension points for features ----------------------------------------------
+
+    def on_ami(self, event_name: str, listener: Callable[[AmiFrame], None]) -> None:
+        """Also call ``listener(frame)`` for every ``event_name`` (after the core's handler)."""
+        self._listeners.setdefault(event_name, []).append(listener)
+
+    def own_timers(self, prefix: str, handler: Callable[[str], None]) -> None:
+        """Timers whose key starts with ``prefix:`` fire into ``handler(key)``."""
+        if prefix == "agent" or prefix in self._timer_owners:
+            raise CallflowError(f"timer prefix {prefix!r} is taken")
+        self._timer_owners[prefix] = handler
 
     # --- agents -----------------------------------------------------------------
 
@@ -251,10 +275,14 @@ class Runtime:
             self.stats.seen_events[frame.name] = self.stats.seen_events.get(frame.name, 0) + 1
             self.stats.max_event_lag_s = max(self.stats.max_event_lag_s, now - frame.received_at)
             handler = self._ami_handlers.get(frame.name)
-            if handler is None:
+            listeners = self._listeners.get(frame.name, ())
+            if handler is None and not listeners:
                 continue
             try:
-                handler(self, frame)
+                if handler is not None:
+                    handler(self, frame)
+                for listener in listeners:
+                    listener(frame)
             except Exception:
                 self.stats.errors += 1
                 log.exception("AMI %s event could not be applied: %r", frame.name, frame)
