@@ -67,6 +67,7 @@ class ApiDeps:
     hub: EventHub
     health: HealthFn  # {"ami": {"ok": bool, ...}, "agi": {...}, "store": {...}}
     api_token: str  # generated per deployment (callflow/settings.py); never a default
+    auth: TokenAuth | None = None  # who may connect; default: the deployment token only
 
 
 class ComponentHealth(BaseModel):
@@ -129,7 +130,7 @@ def _version() -> str:
 
 def create_app(deps: ApiDeps) -> FastAPI:
     """Build the app; raises ValueError when the deployment token is missing or weak."""
-    auth = TokenAuth.deployment(deps.api_token)
+    auth = deps.auth or TokenAuth.deployment(deps.api_token)
     install_log_redaction()
     app = FastAPI(
         title="callflow",

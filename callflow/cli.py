@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import json
 import logging
+import secrets
 import signal
 import sys
 import time
@@ -90,6 +91,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         print(f"Asterisk {pbx.version} running (pid {pbx.pid}), SIP on "
               f"{settings.bind_host}:{settings.ports.sip}, console log {pbx.console_log}")
 
+    created = ensure_first_logins(settings, roster)
+    if created:
+        print(f"created logins {', '.join(created)}; passwords in "
+              f"{settings.state_dir / 'secrets'}/login_<name>")
+
     async def main() -> None:
         service = Service(settings, policy, roster)
         await service.start()
@@ -142,6 +148,57 @@ def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
+    """Create a login (or reset its password): supervisors see everything, agents their own."""
+    from callflow.api.accounts import ROLES, hash_password
+    from callflow.store import repo
+    from callflow.store.db import open_store
+
+    if args.role not in ROLES:
+        raise CallflowError(f"role must be one of {', '.join(ROLES)}")
+    if args.role == "agent" and not args.agent:
+        raise CallflowError("an agent login needs --agent WORK_NUMBER")
+    password = args.password or secrets.token_urlsafe(12)
+    store = open_store(settings.database_url)
+    try:
+        with store.session() as s:
+            repo.set_user(s, args.username, args.role, hash_password(password),
+                          agent_id=args.agent)
+    finally:
+        store.close()
+    print(f"login {args.username} ({args.role}) password: {password}")
+    return 0
+
+
+def ensure_first_logins(settings: Settings, roster: Roster) -> list[str]:
+    """First run: a supervisor login and one per roster agent, with generated passwords.
+
+    Passwords are written (mode 0600) to the state dir and shown once; nothing ships
+    a default secret.
+    """
+    from callflow import records
+    from callflow.api.accounts import hash_password
+    from callflow.settings import persistent_secret
+    from callflow.store import repo
+    from callflow.store.db import open_store
+
+    store = open_store(settings.database_url)
+    created = []
+    try:
+        records.sync_roster(store, roster)
+        wanted = [("supervisor", "supervisor", None)] + [
+            (a.agent_id, "agent", a.agent_id) for a in roster.agents]
+        with store.session() as s:
+            for username, role, agent_id in wanted:
+                if repo.get_user(s, username) is None:
+                    password = persistent_secret(settings.state_dir, f"login_{username}")
+                    repo.set_user(s, username, role, hash_password(password), agent_id=agent_id)
+                    created.append(username)
+    finally:
+        store.close()
+    return created
+
+
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     """Bring the database schema to the newest migration."""
     from callflow.store.db import open_store
@@ -190,6 +247,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("out", help="output directory")
     p.add_argument("--conf-dir", default=str(_default_conf_dir()), help="templates")
     p.set_defaults(fn=cmd_conf)
+
+    p = sub.add_parser("user", help="create a login or reset its password",
+                       description=cmd_user.__doc__)
+    p.add_argument("username")
+    p.add_argument("--role", default="supervisor", help="agent, supervisor, qa or admin")
+    p.add_argument("--agent", help="the agent's work number (agent logins)")
+    p.add_argument("--password", help="default: a generated one, printed once")
+    p.set_defaults(fn=cmd_user)
 
     p = sub.add_parser("db", help="migrate the database to the newest schema",
                        description=cmd_db.__doc__)

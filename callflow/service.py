@@ -19,6 +19,7 @@ import uvicorn
 from fastapi import APIRouter
 
 from callflow import records
+from callflow.api.accounts import SessionAuth, SessionSigner, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.api.hub import EventHub
 from callflow.dialplan.agi import AgiSession
@@ -32,6 +33,7 @@ from callflow.persistence import PersistQueue
 from callflow.prompts import LanguagePack, PromptLibrary
 from callflow.roster import Roster
 from callflow.settings import Settings
+from callflow.store import repo
 from callflow.store.db import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -81,6 +83,8 @@ class Service:
         self.ami: AmiClient | None = None
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self.signer = SessionSigner(settings.api_token)
+        self.auth = SessionAuth(settings.api_token, self.signer)
         self.prompts = PromptLibrary(
             LanguagePack.load(policy.greetings.language), settings.state_dir / "prompts",
             {"centre": policy.greetings.centre_name})
@@ -132,7 +136,8 @@ class Service:
 
     async def _start_api(self) -> None:
         app = create_app(ApiDeps(hub=self.hub, health=self.health,
-                                 api_token=self.settings.api_token))
+                                 api_token=self.settings.api_token, auth=self.auth))
+        app.include_router(login_router(self._lookup_user, self.signer))
         for feature in self.options.features:
             for router in feature.routers():
                 app.include_router(router)
@@ -160,6 +165,12 @@ class Service:
         self.runtime.apply_resync(channels.events, contacts.events)
         log.info("AMI resync: %d channels, %d contacts", len(channels.events),
                  len(contacts.events))
+
+    def _lookup_user(self, username: str) -> tuple[str, str, str | None] | None:
+        """(password hash, role, agent id) of an active login; runs in a worker thread."""
+        assert self.store is not None
+        user = self.store.read(repo.get_user, username)
+        return None if user is None else (user.password_hash, user.role, user.agent_id)
 
     async def health(self) -> dict[str, dict[str, Any]]:
         store_ok = self.store is not None and await asyncio.to_thread(self.store.ping)

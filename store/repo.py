@@ -32,6 +32,7 @@ from .models import (
     CallHold,
     CallOffer,
     TaskAttempt,
+    User,
     utcnow,
 )
 
@@ -468,3 +469,19 @@ def audit(s: Session, actor: str, action: str, at: datetime, *, target: str = ""
     s.flush()
     return entry
 
+
+
+# --- users (logins for the API, the board and the agent desktop) ------------------------
+
+
+def get_user(s: Session, username: str) -> User | None:
+    return s.scalar(select(User).where(User.username == username, User.active.is_(True)))
+
+
+def set_user(s: Session, username: str, role: str, password_hash: str, *,
+             agent_id: str | None = None) -> User:
+    """Create the login or replace its role, password and agent (STD-148 roles)."""
+    values = {"username": username, "role": role, "password_hash": password_hash,
+              "agent_id": agent_id, "active": True}
+    user: User = _upsert(s, User, "username", values)
+    return user
