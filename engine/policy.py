@@ -35,6 +35,7 @@ import string
 import sys
 import textwrap
 import tomllib
+import typing
 from collections.abc import Iterator, Sequence
 from datetime import date, time
 from pathlib import Path
@@ -364,6 +365,20 @@ class RoutingPolicy(Section):
     missed_call_callbacks: bool = setting(
         True, std="STD-055",
         description="Each abandoned call with a presented number becomes a callback task")
+    default_queue: str = setting(
+        "main", std="STD-002",
+        description="Queue of calls to a DID that did_queues does not name (logged)")
+    did_queues: dict[str, str] = setting(
+        factory=dict, std="STD-002",
+        description="Queue per dialled number (DID); agents serve the queues the roster lists")
+    named_agent_dids: list[str] = setting(
+        factory=list, std="STD-071",
+        description="DIDs on which the caller is asked for an agent's work number first")
+    dropped_call_causes: list[int] = setting(
+        factory=lambda: [27, 38, 41, 42, 102], std="STD-069",
+        description="Q.850 causes of a caller leg that count as a network drop (27 dest out of "
+                    "order, 38 network out of order, 41 temporary failure, 42 congestion, "
+                    "102 timer expiry)")
 
 
 class OutboundPolicy(Section):
@@ -1128,6 +1143,9 @@ def _scalar_text(value: Any) -> str:
         return "{ " + inner + " }"
     if isinstance(value, list):
         return "[" + ", ".join(_scalar_text(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))} = {_scalar_text(v)}"
+                               for k, v in value.items()) + "}"
     raise TypeError(f"no TOML form for {type(value).__name__}")
 
 
@@ -1167,12 +1185,18 @@ _QUEUE_EXAMPLE = """\
 """
 
 
+def _is_section_map(info: Any) -> bool:
+    """A ``dict[str, <Section>]`` field (queue overrides), emitted as sub-tables."""
+    args = typing.get_args(info.annotation)
+    return len(args) == 2 and isinstance(args[1], type) and issubclass(args[1], BaseModel)
+
+
 def _emit_table(model: BaseModel, path: str, out: list[str]) -> None:
     fields = type(model).model_fields
     deferred = []
     for name, info in fields.items():
         value = getattr(model, name)
-        if _is_section(value) or _is_table_list(value) or isinstance(value, dict):
+        if _is_section(value) or _is_table_list(value) or _is_section_map(info):
             deferred.append(name)
             continue
         out.extend(_comment(info))
