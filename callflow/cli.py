@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import json
 import logging
 import secrets
@@ -68,7 +69,8 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     library = PromptLibrary(LanguagePack.load(policy.greetings.language),
                             settings.state_dir / "prompts",
                             {"centre": policy.greetings.centre_name})
-    built = library.build_all([a.agent_id for a in roster.agents])
+    built = library.build_all(policy, [(a.agent_id, a.name) for a in roster.agents],
+                              datetime.date.today())
     print(f"[setup] {len(built)} prompts ready in {library.out_dir}")
     open_store(settings.database_url).close()
     print(f"[setup] database ready: {_safe_url(settings.database_url)}")

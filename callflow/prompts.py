@@ -17,8 +17,10 @@ import subprocess
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
+from callflow.engine.policy import Policy
 from callflow.errors import CallflowError
 from callflow.settings import REPO_ROOT
 
@@ -93,7 +95,10 @@ class PromptLibrary:
 
     def path(self, name: str, **params: str) -> Path:
         """The prompt's file path *without* extension, as AGI STREAM FILE and Dial's A() want."""
-        text = self.pack.text(name, **{**self.defaults, **params})
+        return self.speak(name, self.pack.text(name, **{**self.defaults, **params}))
+
+    def speak(self, name: str, text: str) -> Path:
+        """Any text as a prompt file (generated once; the name only labels the file)."""
         digest = hashlib.sha1(f"{self.pack.voice}\0{text}".encode()).hexdigest()[:12]
         wav = self.out_dir / f"{name}-{digest}.wav"
         if not wav.exists():
@@ -101,16 +106,31 @@ class PromptLibrary:
             synthesize(text, self.pack.voice, wav)
         return wav.with_suffix("")
 
-    def greeting_for_agent(self, agent_no: str, *, holiday: bool = False) -> Path:
-        if holiday:
-            return self.path("greeting_holiday")
-        return self.path("greeting", agent_no=spell_digits(agent_no))
+    def opening(self, policy: Policy, agent_no: str, agent_name: str,
+                day: date) -> tuple[Path, str]:
+        """The opening the caller hears when the agent answers, and which one it is.
 
-    def build_all(self, agent_numbers: list[str]) -> list[Path]:
-        """Generate every fixed prompt and each agent's greeting (the set-up step)."""
-        built = []
-        for name, template in self.pack.texts.items():
-            if "{agent_no}" not in template:
-                built.append(self.path(name))
-        built.extend(self.greeting_for_agent(n) for n in agent_numbers)
+        STD-017: on a configured holiday the holiday wish replaces the opening;
+        otherwise STD-014's template with the centre and the agent's work number
+        (read digit by digit), or name, as ``greetings.agent_identity`` says (C-4).
+        """
+        greetings = policy.greetings
+        english = self.pack.lang == "en"
+        holiday = greetings.holiday_greeting(day)
+        if holiday is not None:
+            return self.speak("opening_holiday",
+                              holiday.greeting_en if english else holiday.greeting), "holiday"
+        template = greetings.opening_template_en if english else greetings.opening_template
+        identity = {"work_number": spell_digits(agent_no), "name": agent_name, "none": ""}
+        text = template.format(
+            centre=greetings.centre_name_en if english else greetings.centre_name,
+            agent_no=identity[greetings.agent_identity], agent_name=agent_name,
+            department=greetings.department)
+        return self.speak("opening", text), "normal"
+
+    def build_all(self, policy: Policy, agents: list[tuple[str, str]], day: date) -> list[Path]:
+        """Generate every fixed prompt and each agent's opening (the set-up step)."""
+        built = [self.path(name) for name, template in self.pack.texts.items()
+                 if "{" not in template]
+        built.extend(self.opening(policy, no, name, day)[0] for no, name in agents)
         return built

@@ -66,7 +66,21 @@ def write_alarm(s: Session, data: dict[str, Any]) -> None:
     repo.raise_alarm(s, data["kind"], at, std=data.get("std", ""), detail=data.get("detail", {}))
 
 
+def write_task(s: Session, data: dict[str, Any]) -> None:
+    """Callback tasks from the call flow (STD-047 callback, STD-055 missed, STD-069 dropped,
+    STD-072 named agent); one open task per number and kind (STD-090)."""
+    due = _time(data["due_at"])
+    assert due is not None
+    task, created = repo.add_task(s, data["kind"], data["number"], due,
+                                  owner_agent_id=data.get("owner_agent_id"),
+                                  note=data.get("note", ""),
+                                  created_from_uniqueid=data.get("created_from_uniqueid"))
+    if not created:
+        log.info("task for %s (%s) already open as #%d", data["number"], data["kind"], task.id)
+
+
 WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    "task": write_task,
     "call": write_call,
     "agent_state": write_agent_state,
     "alarm": write_alarm,

@@ -27,6 +27,7 @@ class RosterAgent:
     endpoint: str  # PJSIP endpoint / AOR name, e.g. "agent1001"
     password: str | None = None  # softphone REGISTER password (None = static contact)
     static_contact: str | None = None  # sip:agent1001@127.0.0.1:5081 for test softphones
+    queues: tuple[str, ...] = ("main",)  # the queues (skills) this agent serves
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def load_roster(path: Path) -> Roster:
                 endpoint=str(entry.get("endpoint", f"agent{agent_id}")),
                 password=entry.get("password"),
                 static_contact=entry.get("static_contact"),
+                queues=tuple(str(q) for q in entry.get("queues", ["main"])),
             ))
         except KeyError as exc:
             raise RosterError(f"{path}: agent[{i}] lacks {exc.args[0]!r}") from None

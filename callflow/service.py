@@ -13,7 +13,9 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any, Protocol
+from zoneinfo import ZoneInfo
 
 import uvicorn
 from fastapi import APIRouter
@@ -97,13 +99,15 @@ class Service:
         await asyncio.to_thread(records.sync_roster, store, self.roster)
         self.writer = PersistQueue(lambda kind, data: records.write(store, kind, data),
                                    self.settings.state_dir / "dead-letter-records.jsonl")
-        await asyncio.to_thread(self.prompts.build_all, [a.agent_id for a in self.roster.agents])
+        await asyncio.to_thread(self.prompts.build_all, self.policy,
+                                [(a.agent_id, a.name) for a in self.roster.agents], self.today())
         self.runtime = Runtime(self.policy, self.clock, self.roster, Adapters(
             persist=self.writer.put, publish=self.hub.publish, ami_action=self._ami_action))
         self.hub.snapshot_provider(self.runtime.snapshot)
         for feature in self.options.features:
             await feature.start(self)
-        ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts)
+        ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts,
+                          clock=self.clock, today=self.today, history=self.caller_history)
         routes: dict[str, AgiRoute] = {"inbound": lambda session: run_inbound(session, ctx)}
         for feature in self.options.features:
             routes.update(feature.agi_routes())
@@ -165,6 +169,19 @@ class Service:
         self.runtime.apply_resync(channels.events, contacts.events)
         log.info("AMI resync: %d channels, %d contacts", len(channels.events),
                  len(contacts.events))
+
+    def today(self) -> date:
+        """The centre's local date (holiday greetings, STD-017)."""
+        return self.clock.wall().astimezone(ZoneInfo(self.policy.calendar.timezone)).date()
+
+    def caller_history(self, number: str) -> tuple[dict[str, Any], ...]:
+        """The caller's recent contacts (STD-073); runs in a worker thread."""
+        assert self.store is not None
+        since = self.clock.wall() - timedelta(days=self.policy.routing.repeat_caller_lookback_days)
+        rows = self.store.read(repo.calls_from_number, number, since=since, limit=5)
+        return tuple({"uniqueid": c.uniqueid, "entered_at": c.entered_at.isoformat()
+                      if c.entered_at else None, "outcome": c.outcome, "agent_id": c.agent_id}
+                     for c in rows)
 
     def _lookup_user(self, username: str) -> tuple[str, str, str | None] | None:
         """(password hash, role, agent id) of an active login; runs in a worker thread."""

@@ -1,23 +1,38 @@
 """The inbound call flow: what a caller meets from our AGI to the agent's hello.
 
 Short on purpose (design.md): ask the core where the call goes, dial that agent
-with the core's ring limit, report the outcome, ask again. The rules — which
-agent, how many rings (STD-008), which greeting (STD-014, STD-017) — live in the
-core and the Policy; this module only speaks AGI.
+with the core's ring limit, report the outcome, ask again; while nobody is free,
+play what the waiting plan says. The rules — which agent (longest idle, by queue,
+first come first served), how many rings (STD-008), which opening (STD-014,
+STD-017), when to announce and offer a callback (STD-047) — live in the core and
+the Policy; this module only speaks AGI.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
+from typing import Any
 
 from callflow.dialplan.agi import AgiSession
-from callflow.engine.policy import Policy
+from callflow.engine import waiting
+from callflow.engine.calls import Outcome, Phase
+from callflow.engine.clock import Clock
+from callflow.engine.policy import Policy, ring_limit_seconds
 from callflow.engine.runtime import Runtime
 from callflow.errors import CallerHungUp
-from callflow.prompts import PromptLibrary
+from callflow.prompts import PromptLibrary, spell_digits
+from callflow.roster import RosterAgent
 
 log = logging.getLogger(__name__)
+
+PHONE_NUMBER = re.compile(r"\d{3,20}")
+DIGIT_WAIT_MS = 5000
 
 
 @dataclass
@@ -25,6 +40,9 @@ class FlowContext:
     runtime: Runtime
     policy: Policy
     prompts: PromptLibrary
+    clock: Clock
+    today: Callable[[], date]  # the centre's local date (holidays)
+    history: Callable[[str], tuple[dict[str, Any], ...]]  # recent contacts of a number
 
 
 def dial_timeout_arg(seconds: float) -> str:
@@ -32,45 +50,211 @@ def dial_timeout_arg(seconds: float) -> str:
     return f"{seconds:g}"
 
 
-async def run_inbound(session: AgiSession, ctx: FlowContext) -> None:
-    env = session.env
-    call_id = env.get("agi_uniqueid", "")
-    rt = ctx.runtime
-    rt.call_entered(call_id, env.get("agi_channel", ""), env.get("agi_callerid", ""),
-                    env.get("agi_extension", ""))
-    ring_limit_s = ctx.policy.rings_to_seconds(ctx.policy.answering.ring_limit_rings)
-    wait_slice_ms = int(ctx.policy.waiting.announcement_interval_s * 1000)
-    try:
-        await session.answer()
+class CallGone(Exception):
+    """The core saw the call end (AMI Hangup) while the flow was waiting."""
+
+
+class FlowDone(Exception):
+    """The flow ended the call on purpose (a callback was taken)."""
+
+
+class InboundFlow:
+    def __init__(self, session: AgiSession, ctx: FlowContext) -> None:
+        self.session = session
+        self.ctx = ctx
+        self.rt = ctx.runtime
+        env = session.env
+        self.call_id = env.get("agi_uniqueid", "")
+        self.caller = env.get("agi_callerid", "")
+        self.did = env.get("agi_arg_1") or env.get("agi_extension", "")
+        routing = ctx.policy.routing
+        self.queue = routing.did_queues.get(self.did, routing.default_queue)
+        if routing.did_queues and self.did not in routing.did_queues:
+            log.warning("call %s: DID %r is not configured; routed to queue %r",
+                        self.call_id, self.did, self.queue)
+        self.policy = ctx.policy.for_queue(self.queue)
+        self.day = ctx.today()
+        self.music_on = False
+        self.offering: str | None = None  # the agent being dialled
+
+    async def run(self) -> None:
+        history = await asyncio.to_thread(self.ctx.history, self.caller) \
+            if PHONE_NUMBER.fullmatch(self.caller) else ()
+        holiday = self.policy.greetings.holiday_greeting(self.day) is not None
+        self.rt.call_entered(self.call_id, self.session.env.get("agi_channel", ""), self.caller,
+                             self.did, self.queue, greeting="holiday" if holiday else "normal",
+                             history=history)
+        try:
+            await self.session.answer()
+            named = None
+            if self.did in self.policy.routing.named_agent_dids:
+                named = await self._ask_named_agent()
+            await self._route(named)
+        except FlowDone:
+            pass
+        except (CallerHungUp, CallGone):
+            log.info("call %s: caller hung up", self.call_id)
+            await self._report_dial_after_hangup()
+            self.rt.caller_gone(self.call_id)
+        finally:
+            self.rt.stop_waiting(self.call_id)
+
+    # --- routing ---------------------------------------------------------------------
+
+    async def _route(self, named: RosterAgent | None) -> None:
+        plan: waiting.WaitState | None = None
+        woken: asyncio.Event | None = None
         while True:
-            member = rt.choose_agent(call_id)
-            if member is None:
-                # nobody free: ringback in the country's cadence, listen for keys
-                await session.exec("Playtones", "ring")
-                await session.wait_for_digit(wait_slice_ms)
-                await session.exec("StopPlaytones")
+            self._check_alive()
+            member = self.rt.choose_agent(self.call_id, only=named.agent_id if named else None)
+            if member is not None:
+                await self._music(False)
+                status = await self._offer(member)
+                if status == "ANSWER":
+                    return
+                if named is not None:  # the named agent did not take it: ask the caller again
+                    named = await self._named_agent_busy(named)
                 continue
-            greeting = ctx.prompts.greeting_for_agent(member.agent_id)
-            log.info("call %s: offering to agent %s for %ss", call_id, member.agent_id,
-                     ring_limit_s)
-            await session.exec("Dial", f"PJSIP/{member.endpoint}",
-                               dial_timeout_arg(ring_limit_s), f"A(:{greeting})")
-            status = await session.get_variable("DIALSTATUS") or "FAILED"
-            rt.offer_reported(call_id, member.agent_id, status)
-            if status == "ANSWER":
+            if named is not None and plan is None:
+                named = await self._named_agent_busy(named)
+                if named is None:
+                    continue
+            if plan is None or woken is None:
+                plan = waiting.start_waiting(self.ctx.clock.now(), self.ctx.clock.now())
+                woken = self.rt.start_waiting(self.call_id)
+            await self._music(True)
+            step = waiting.next_step(plan, self.policy)
+            if await _wait(woken, step.at - self.ctx.clock.now()):
+                woken.clear()  # an agent freed up (or the call ended): ask again
+                continue
+            await self._music(False)
+            if step.action is waiting.WaitAction.ANNOUNCE:
+                await self._announce_progress()
+            elif await self._offer_callback(owner=None):
                 return
-    except CallerHungUp:
-        log.info("call %s: caller hung up", call_id)
-        status = await _dial_status_after_hangup(session)
-        current = rt.calls.get(call_id)
-        if status and current is not None and current.current_offer is not None:
-            rt.offer_reported(call_id, current.current_offer.agent_id, status)
-        rt.caller_gone(call_id)
+            plan = waiting.heard(plan, step, self.ctx.clock.now())
 
+    async def _offer(self, member: RosterAgent) -> str:
+        """Ring one agent for the ring limit (STD-008); the opening plays when they answer."""
+        opening, _kind = await asyncio.to_thread(
+            self.ctx.prompts.opening, self.policy, member.agent_id, member.name, self.day)
+        ring_limit = ring_limit_seconds(self.policy)
+        hear = "r" if self.policy.waiting.caller_hears_while_ringing == "ringback" \
+            else f"m({self.policy.waiting.moh_class})"
+        log.info("call %s: offering to agent %s for %gs", self.call_id, member.agent_id,
+                 ring_limit)
+        self.offering = member.agent_id
+        await self.session.exec("Dial", f"PJSIP/{member.endpoint}", dial_timeout_arg(ring_limit),
+                                f"A(:{opening}){hear}")
+        status = await self.session.get_variable("DIALSTATUS") or "FAILED"
+        self.offering = None
+        self.rt.offer_reported(self.call_id, member.agent_id, status)
+        return status
 
-async def _dial_status_after_hangup(session: AgiSession) -> str | None:
-    """Asterisk still answers GET VARIABLE on a dead channel; anything else is gone."""
-    try:
-        return await session.get_variable("DIALSTATUS")
-    except Exception:  # the session may already be closed: the AMI events carry the truth
+    # --- waiting ---------------------------------------------------------------------
+
+    async def _music(self, on: bool) -> None:
+        if on != self.music_on:
+            if on:
+                await self.session.command("SET", "MUSIC", "ON", self.policy.waiting.moh_class)
+            else:
+                await self.session.command("SET", "MUSIC", "OFF")
+            self.music_on = on
+
+    async def _play(self, name: str, **params: str) -> None:
+        path = await asyncio.to_thread(self.ctx.prompts.path, name, **params)
+        await self.session.stream_file(str(path))
+
+    async def _ask(self, name: str, max_digits: int, timeout_ms: int = DIGIT_WAIT_MS,
+                   **params: str) -> str:
+        path = await asyncio.to_thread(self.ctx.prompts.path, name, **params)
+        return (await self.session.get_data(str(path), timeout_ms, max_digits)).strip()
+
+    async def _announce_progress(self) -> None:
+        """STD-047: sorry for the wait, and where the caller stands."""
+        await self._play("wait_progress")
+        ahead = self.rt.queue_position(self.call_id) - 1
+        if ahead > 0:
+            await self._play("queue_position", ahead=str(ahead))
+
+    async def _offer_callback(self, owner: RosterAgent | None) -> bool:
+        """STD-042/STD-047: 1 keep waiting, 2 be called back. True when the call is done."""
+        choice = await self._ask("callback_offer", 1)
+        if choice != "2":
+            return False
+        return await self._take_callback("callback", owner)
+
+    async def _take_callback(self, kind: str, owner: RosterAgent | None) -> bool:
+        """Confirm the number by DTMF, store the task, reassure, end the call politely."""
+        number = self.caller if PHONE_NUMBER.fullmatch(self.caller) else ""
+        for _ in range(4):
+            if not number:
+                typed = (await self._ask("callback_enter_number", 20, 10000)).rstrip("#")
+                number = typed if PHONE_NUMBER.fullmatch(typed) else ""
+                continue
+            if await self._ask("callback_confirm", 1, number=spell_digits(number)) == "1":
+                break
+            number = ""  # 2, a wrong key or silence: let the caller key in the number
+        else:
+            return False  # never confirmed: the caller keeps waiting
+        due_min = self.policy.routing.named_agent_callback_due_min if owner else 0
+        self.rt.request_callback(self.call_id, number, kind,
+                                 owner.agent_id if owner else None, time.time() + due_min * 60)
+        await self._play("callback_done")
+        self.rt.end_call(self.call_id, Outcome.CALLBACK)
+        await self.session.hangup()
+        return True
+
+    # --- named agent (STD-071, STD-072) ------------------------------------------------
+
+    async def _ask_named_agent(self) -> RosterAgent | None:
+        for _ in range(2):
+            digits = (await self._ask("named_agent_ask", 8)).rstrip("#")
+            member = self.rt.roster.by_id(digits) if digits.isdigit() else None
+            if member is not None:
+                return member
+            log.info("call %s: no agent with work number %r", self.call_id, digits)
         return None
+
+    async def _named_agent_busy(self, named: RosterAgent) -> RosterAgent | None:
+        """STD-072's script, then: 1 wait for them, 2 anyone, 3 leave a callback for them."""
+        await self._play("named_agent_busy")
+        choice = await self._ask("named_agent_choice", 1)
+        if choice == "3" and await self._take_callback("named_agent", named):
+            raise FlowDone
+        if choice in ("1", "3"):
+            return named
+        return None
+
+    # --- endings --------------------------------------------------------------------------
+
+    def _check_alive(self) -> None:
+        call = self.rt.calls.get(self.call_id)
+        if call is None or call.phase is Phase.ENDED:
+            raise CallGone
+
+    async def _report_dial_after_hangup(self) -> None:
+        """Asterisk still answers GET VARIABLE on a dead channel; the AMI events are the truth."""
+        if self.offering is None:
+            return
+        try:
+            status = await self.session.get_variable("DIALSTATUS")
+        except Exception:  # the session may already be closed
+            return
+        if status:
+            self.rt.offer_reported(self.call_id, self.offering, status)
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> bool:
+    """True if ``event`` was set within ``seconds`` (it may already be set)."""
+    if seconds <= 0:
+        return event.is_set()
+    try:
+        await asyncio.wait_for(event.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def run_inbound(session: AgiSession, ctx: FlowContext) -> None:
+    await InboundFlow(session, ctx).run()

@@ -380,6 +380,7 @@ class AmiClient:
 
     @property
     def up(self) -> bool:
+        """Logged in and resynced; False from the moment a loss is noticed until then."""
         return self._up
 
     @property

@@ -15,7 +15,7 @@ never reads a clock itself.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -57,12 +57,15 @@ DIAL_STATUS_RESULTS = {
 
 
 @dataclass(frozen=True)
-class CallTimings:
-    """The numbers one call's record needs; thresholds come from Policy."""
+class CallRules:
+    """What the call machine needs of the Policy, in seconds and plain values."""
 
     ring_cycle_s: float
     apology_after_s: float  # STD-009: total wait beyond this needs the apology opening
     short_abandon_s: float  # KPI definitions: abandons within this are "short"
+    dropped_call_causes: frozenset[int] = frozenset()  # STD-069: a caller leg lost this way
+    dropped_call_callback: bool = True  # STD-069
+    missed_call_callbacks: bool = True  # STD-055
 
 
 @dataclass(frozen=True)
@@ -94,8 +97,9 @@ class InboundCall:
     outcome: Outcome | None = None
     hangup_cause: int | None = None
     released_by: str | None = None
-    greeting: str = "normal"
-    extra: dict[str, Any] = field(default_factory=dict)
+    greeting: str = "normal"  # normal | holiday (played); apology once the answer is late
+    repeat_caller: bool = False
+    history: tuple[dict[str, Any], ...] = ()  # the caller's recent contacts (STD-073)
 
     @property
     def current_offer(self) -> Offer | None:
@@ -122,6 +126,8 @@ class CallEntered:
     did: str
     queue: str
     at: float
+    greeting: str = "normal"
+    history: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -166,7 +172,7 @@ def ring_count(seconds: float, ring_cycle_s: float) -> int:
     return max(1, math.ceil(round(seconds, 3) / ring_cycle_s))
 
 
-def answer_ring(call: InboundCall, timings: CallTimings) -> int | None:
+def answer_ring(call: InboundCall, timings: CallRules) -> int | None:
     offer = call.answered_offer
     if offer is None or offer.ring_s is None:
         return None
@@ -174,23 +180,29 @@ def answer_ring(call: InboundCall, timings: CallTimings) -> int | None:
 
 
 def total_wait(call: InboundCall) -> float | None:
-    """``t_ans - t_in``: queue plus all ringing (KPI definitions)."""
-    if call.answered_at is None:
-        return None
-    return call.answered_at - call.entered_at
+    """``t_ans - t_in``: queue plus all ringing (KPI definitions).
+
+    For a call that ended unanswered it is how long the caller waited before leaving
+    (``t_end - t_in``), the figure an abandon is reported with.
+    """
+    if call.answered_at is not None:
+        return call.answered_at - call.entered_at
+    if call.ended_at is not None:
+        return call.ended_at - call.entered_at
+    return None
 
 
-def is_late(call: InboundCall, timings: CallTimings) -> bool:
-    """STD-009: the caller's total wait exceeded the apology threshold."""
-    wait = total_wait(call)
-    return wait is not None and wait > timings.apology_after_s
+def is_late(call: InboundCall, timings: CallRules) -> bool:
+    """STD-009: the caller's total wait until the answer exceeded the apology threshold."""
+    return call.answered_at is not None and \
+        call.answered_at - call.entered_at > timings.apology_after_s
 
 
 def _iso(epoch: float | None) -> str | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, UTC).isoformat()
 
 
-def call_record(call: InboundCall, timings: CallTimings) -> dict[str, Any]:
+def call_record(call: InboundCall, timings: CallRules) -> dict[str, Any]:
     """The row the store keeps for a call (and what the board is told)."""
     offer = call.answered_offer
     wait = total_wait(call)
@@ -214,6 +226,7 @@ def call_record(call: InboundCall, timings: CallTimings) -> dict[str, Any]:
         "hangup_cause": call.hangup_cause,
         "released_by": call.released_by,
         "greeting": call.greeting,
+        "repeat_caller": call.repeat_caller,
         "offers": [
             {
                 "agent_id": o.agent_id,
@@ -230,9 +243,23 @@ def call_record(call: InboundCall, timings: CallTimings) -> dict[str, Any]:
 # --- the machine ----------------------------------------------------------------
 
 
-def _effects(call: InboundCall, timings: CallTimings) -> list[Effect]:
+def _effects(call: InboundCall, timings: CallRules, *, to_agent: str | None = None,
+             ) -> list[Effect]:
+    """Persist and tell the board; the agent offered or talking gets its own copy with the
+    caller's history (agents see only their own calls)."""
     record = call_record(call, timings)
-    return [Persist("call", record), Publish("board", {"type": "call", "call": record})]
+    effects: list[Effect] = [Persist("call", record),
+                             Publish("board", {"type": "call", "call": record})]
+    if to_agent is not None:
+        effects.append(Publish(f"agent:{to_agent}", {
+            "type": "call", "call": {**record, "history": list(call.history)}}))
+    return effects
+
+
+def _task(kind: str, call: InboundCall, at: float, owner: str | None, note: str) -> Persist:
+    return Persist("task", {"kind": kind, "number": call.caller, "due_at": at,
+                            "owner_agent_id": owner, "note": note,
+                            "created_from_uniqueid": call.call_id})
 
 
 def _close_offer(call: InboundCall, agent_id: str, result: OfferResult, at: float) -> InboundCall:
@@ -244,14 +271,16 @@ def _close_offer(call: InboundCall, agent_id: str, result: OfferResult, at: floa
     return replace(call, offers=tuple(offers))
 
 
-def start(event: CallEntered, timings: CallTimings) -> tuple[InboundCall, list[Effect]]:
+def start(event: CallEntered, timings: CallRules) -> tuple[InboundCall, list[Effect]]:
     call = InboundCall(call_id=event.call_id, channel=event.channel, caller=event.caller,
-                       did=event.did, queue=event.queue, entered_at=event.at)
+                       did=event.did, queue=event.queue, entered_at=event.at,
+                       greeting=event.greeting, repeat_caller=bool(event.history),
+                       history=event.history)
     return call, _effects(call, timings)
 
 
 def step(call: InboundCall, event: CallEvent,
-         timings: CallTimings) -> tuple[InboundCall, list[Effect]]:
+         timings: CallRules) -> tuple[InboundCall, list[Effect]]:
     """Apply one event; duplicates and late arrivals are ignored (AMI and AGI both report)."""
     if call.phase is Phase.ENDED:
         return call, []
@@ -260,7 +289,7 @@ def step(call: InboundCall, event: CallEvent,
             return call, []
         offer = Offer(agent_id=event.agent_id, channel=event.channel, started_at=event.at)
         call = replace(call, phase=Phase.OFFERING, offers=(*call.offers, offer))
-        return call, _effects(call, timings)
+        return call, _effects(call, timings, to_agent=event.agent_id)
     if isinstance(event, OfferEnded):
         current = call.current_offer
         if current is None or current.agent_id != event.agent_id:
@@ -270,9 +299,11 @@ def step(call: InboundCall, event: CallEvent,
         if result is OfferResult.ANSWERED:
             call = replace(call, phase=Phase.CONNECTED, agent_id=event.agent_id,
                            answered_at=event.at)
+            if is_late(call, timings):  # STD-009: the desktop shows the apology opening
+                call = replace(call, greeting="apology")
         else:
             call = replace(call, phase=Phase.ROUTING)
-        return call, _effects(call, timings)
+        return call, _effects(call, timings, to_agent=event.agent_id)
     if isinstance(event, CallReleased):
         current = call.current_offer
         if current is not None:
@@ -285,7 +316,16 @@ def step(call: InboundCall, event: CallEvent,
             outcome = Outcome.SHORT_ABANDON
         else:
             outcome = Outcome.ABANDONED
+        was_connected = call.phase is Phase.CONNECTED
         call = replace(call, phase=Phase.ENDED, ended_at=event.at, outcome=outcome,
                        hangup_cause=event.cause, released_by=event.by)
-        return call, _effects(call, timings)
+        effects = _effects(call, timings, to_agent=call.agent_id)
+        if was_connected and event.by == "caller" and timings.dropped_call_callback \
+                and event.cause in timings.dropped_call_causes:
+            # STD-069: the line dropped mid-conversation; the same agent calls back
+            effects.append(_task("dropped_call", call, event.at, call.agent_id,
+                                 f"line dropped (cause {event.cause})"))
+        elif outcome is Outcome.ABANDONED and timings.missed_call_callbacks and call.caller:
+            effects.append(_task("callback", call, event.at, None, "missed call (STD-055)"))
+        return call, effects
     return call, []

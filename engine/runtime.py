@@ -80,14 +80,17 @@ class Runtime:
         self.clock = clock
         self.roster = roster
         self.adapters = adapters
-        self.timings = call_timings(policy)
+        self.timings = call_rules(policy)
         self.calls: dict[str, calls.InboundCall] = {}
         self.agents: dict[str, agent_state.AgentSnapshot] = {}
         self.agent_links: dict[str, ChannelLink] = {}  # agent leg uniqueid -> call/agent
         self.first_release: dict[str, str] = {}  # call_id -> "caller" | "agent"
+        self.waiters: dict[str, asyncio.Event] = {}  # calls waiting for an agent, by call_id
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[AmiFrame], None]]] = {}
         self._timer_owners: dict[str, Callable[[str], None]] = {}
+        self._publish_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._snapshot_parts: dict[str, Callable[[Callable[[str], bool]], Any]] = {}
         self.stats = RuntimeStats()
         for member in roster.agents:
             self.agents[member.agent_id] = agent_state.new_agent(member.agent_id, member.endpoint)
@@ -107,12 +110,12 @@ class Runtime:
         if isinstance(effect, Persist):
             self.adapters.persist(effect.kind, self._with_wall_times(effect.data))
         elif isinstance(effect, Publish):
-            self.adapters.publish(effect.topic, self._with_wall_times(effect.payload))
+            self._publish(effect.topic, self._with_wall_times(effect.payload))
         elif isinstance(effect, Alarm):
             alarm = {"kind": effect.kind, "std": effect.std, "detail": effect.detail,
                      "raised_at": time.time()}
             self.adapters.persist("alarm", alarm)
-            self.adapters.publish("alarms", {"type": "alarm", **alarm})
+            self._publish("alarms", {"type": "alarm", **alarm})
         elif isinstance(effect, StartTimer):
             self._start_timer(effect.key, effect.at)
         elif isinstance(effect, CancelTimer):
@@ -180,6 +183,27 @@ class Runtime:
             raise CallflowError(f"timer prefix {prefix!r} is taken")
         self._timer_owners[prefix] = handler
 
+    def on_publish(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
+        """Also call ``listener(topic, payload)`` for everything the core publishes (with wall
+        times), after the hub: the board's live KPIs and queue_log see every message, even
+        those a slow websocket subscriber would have had replaced by a snapshot."""
+        self._publish_listeners.append(listener)
+
+    def extend_snapshot(self, key: str, part: Callable[[Callable[[str], bool]], Any]) -> None:
+        """Add ``state[key] = part(may_see)`` to every snapshot (``part`` filters by may_see)."""
+        if key in ("agents", "calls") or key in self._snapshot_parts:
+            raise CallflowError(f"snapshot key {key!r} is taken")
+        self._snapshot_parts[key] = part
+
+    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
+        self.adapters.publish(topic, payload)
+        for listener in self._publish_listeners:
+            try:
+                listener(topic, payload)
+            except Exception:  # a feature's fault must not cost the core its effects
+                self.stats.errors += 1
+                log.exception("publish listener %r failed on %s", listener, topic)
+
     # --- agents -----------------------------------------------------------------
 
     def agent_event(self, agent_id: str, event: Any) -> agent_state.AgentSnapshot:
@@ -190,6 +214,9 @@ class Runtime:
         new, effects = agent_state.transition(agent, event, self.clock.now(), self.policy)
         self.agents[agent_id] = new
         self.execute(effects)
+        if agent_state.routable(new) and not agent_state.routable(agent):
+            for waiting in self.waiters.values():  # each flow re-asks; the oldest wins
+                waiting.set()
         return new
 
     def _agent_event_quiet(self, agent_id: str, event: Any) -> None:
@@ -199,27 +226,69 @@ class Runtime:
         except StateError as exc:
             log.info("agent %s: %s ignored (%s)", agent_id, type(event).__name__, exc)
 
-    def choose_agent(self, call_id: str) -> RosterAgent | None:
+    def choose_agent(self, call_id: str, only: str | None = None) -> RosterAgent | None:
         """Reserve the agent the call is offered to next (longest idle ready; STD-008 moves on).
 
-        The agent is set ringing at once so that two calls can never be offered the
-        same agent before Asterisk's DialBegin arrives.
+        Only agents serving the call's queue are candidates, and a call does not take an
+        agent while an older call of its queue is waiting (first come, first served).
+        ``only`` asks for one named agent (STD-071), who is not shared that way. The agent
+        is set ringing at once so that two calls can never be offered the same agent
+        before Asterisk's DialBegin arrives.
         """
-        candidate = agent_state.longest_idle(list(self.agents.values()))
+        call = self.calls.get(call_id)
+        if call is None:
+            return None
+        if only is None:
+            if self._older_waiter(call) is not None:
+                return None
+            serving = {a.agent_id for a in self.roster.agents if call.queue in a.queues}
+            pool = [a for a in self.agents.values() if a.agent_id in serving]
+        else:
+            pool = [a for a in self.agents.values() if a.agent_id == only]
+        candidate = agent_state.longest_idle(pool)
         if candidate is None:
             return None
         self.agent_event(candidate.agent_id, agent_state.CallOffered(call_id))
         return self.roster.by_id(candidate.agent_id)
 
+    def _older_waiter(self, call: calls.InboundCall) -> calls.InboundCall | None:
+        for other_id in self.waiters:
+            other = self.calls.get(other_id)
+            if other is not None and other_id != call.call_id and other.queue == call.queue \
+                    and other.entered_at < call.entered_at:
+                return other
+        return None
+
+    def start_waiting(self, call_id: str) -> asyncio.Event:
+        """The flow waits for an agent: set when one becomes free (the flow then re-asks)."""
+        event = self.waiters.setdefault(call_id, asyncio.Event())
+        event.clear()
+        return event
+
+    def stop_waiting(self, call_id: str) -> None:
+        self.waiters.pop(call_id, None)
+        for waiting in self.waiters.values():  # a younger call may now be first in line
+            waiting.set()
+
+    def queue_position(self, call_id: str) -> int:
+        """1 = next in line: waiting calls of the same queue that entered earlier, plus one."""
+        call = self.calls.get(call_id)
+        if call is None:
+            return 0
+        ahead = [c for cid in self.waiters if (c := self.calls.get(cid)) is not None
+                 and cid != call_id and c.queue == call.queue and c.entered_at < call.entered_at]
+        return len(ahead) + 1
+
     # --- calls (AGI flow side) --------------------------------------------------------
 
     def call_entered(self, call_id: str, channel: str, caller: str, did: str,
-                     queue: str = "main", at: float | None = None) -> calls.InboundCall:
+                     queue: str = "main", at: float | None = None, greeting: str = "normal",
+                     history: tuple[dict[str, Any], ...] = ()) -> calls.InboundCall:
         existing = self.calls.get(call_id)
         if existing is not None:
             return existing
         event = calls.CallEntered(call_id, channel, caller, did, queue,
-                                  time.time() if at is None else at)
+                                  time.time() if at is None else at, greeting, history)
         call, effects = calls.start(event, self.timings)
         self.calls[call_id] = call
         self.execute(effects)
@@ -234,12 +303,29 @@ class Runtime:
         self.execute(effects)
         if new.phase is calls.Phase.ENDED and call.phase is not calls.Phase.ENDED:
             self._call_finished(call, new)
+            own = self.waiters.get(event.call_id)
+            if own is not None:
+                own.set()  # the waiting flow wakes, sees the call ended, and stops
+                self.stop_waiting(event.call_id)
         return new
 
     def offer_reported(self, call_id: str, agent_id: str, dial_status: str) -> None:
         """The AGI flow's DIALSTATUS: closes the offer if AMI has not already done so."""
         self.call_event(calls.OfferEnded(call_id, agent_id, dial_status, time.time()))
         self._agent_offer_result(agent_id, call_id, dial_status)
+
+    def end_call(self, call_id: str, outcome: calls.Outcome) -> None:
+        """The flow ends the call on purpose (e.g. the caller chose a callback, STD-047)."""
+        self.call_event(calls.CallReleased(call_id, time.time(), by="system", outcome=outcome))
+
+    def request_callback(self, call_id: str, number: str, kind: str, owner: str | None,
+                         due_at: float) -> None:
+        """A callback task for ``number`` (STD-047 queue callback, STD-072 named agent)."""
+        task = {"kind": kind, "number": number, "due_at": due_at, "owner_agent_id": owner,
+                "note": f"requested during call {call_id}", "created_from_uniqueid": call_id}
+        self.execute([Persist("task", task), Publish("board", {"type": "task", "task": task})])
+        if owner is not None:  # STD-072: the named agent is told at once
+            self.execute([Publish(f"agent:{owner}", {"type": "task", "task": task})])
 
     def caller_gone(self, call_id: str, cause: int = 16) -> None:
         """The AGI flow saw the caller hang up; AMI's Hangup normally got here first."""
@@ -263,6 +349,10 @@ class Runtime:
             self._agent_event_quiet(agent_id, agent_state.OfferTimedOut(call_id))
         else:
             self._agent_event_quiet(agent_id, agent_state.OfferWithdrawn(call_id))
+            if status in ("CHANUNAVAIL", "CONGESTION"):
+                # the softphone cannot be reached: not offered again until PJSIP says so
+                log.warning("agent %s: softphone unavailable (%s)", agent_id, status)
+                self._agent_event_quiet(agent_id, agent_state.SoftphoneUnreachable())
 
     # --- AMI ------------------------------------------------------------------------
 
@@ -397,7 +487,10 @@ class Runtime:
         agents = [self._with_wall_times(agent_state.agent_payload(a))
                   for a in self.agents.values() if board or may_see(f"agent:{a.agent_id}")]
         live = [calls.call_record(c, self.timings) for c in self.live_calls()] if board else []
-        return {"agents": agents, "calls": live}
+        state: dict[str, Any] = {"agents": agents, "calls": live}
+        for key, part in self._snapshot_parts.items():
+            state[key] = part(may_see)
+        return state
 
     def live_calls(self) -> list[calls.InboundCall]:
         return [c for c in self.calls.values() if c.phase is not calls.Phase.ENDED]
@@ -421,11 +514,14 @@ class _ContactView:
         return self._frame.get(key, default)
 
 
-def call_timings(policy: Policy) -> calls.CallTimings:
-    return calls.CallTimings(
+def call_rules(policy: Policy) -> calls.CallRules:
+    return calls.CallRules(
         ring_cycle_s=policy.ring_cycle_s,
         apology_after_s=policy.rings_to_seconds(policy.answering.apology_after_rings),
         short_abandon_s=policy.kpi.short_abandon_s,
+        dropped_call_causes=frozenset(policy.routing.dropped_call_causes),
+        dropped_call_callback=policy.routing.dropped_call_callback,
+        missed_call_callbacks=policy.routing.missed_call_callbacks,
     )
 
 

@@ -92,7 +92,7 @@ def test_call_flows_through_our_agi_to_a_softphone_and_is_recorded(
     dial_cmd = next(e["Command"] for e in tap.events_since(t0, "AGIExecStart")
                     if e["Uniqueid"] == call_id and e["Command"].startswith("EXEC Dial"))
     limit = ring_limit_seconds(product.service.policy)
-    assert f"PJSIP/agent1001,{limit:g},A(:" in dial_cmd and "greeting-" in dial_cmd
+    assert f"PJSIP/agent1001,{limit:g},A(:" in dial_cmd and "opening-" in dial_cmd
 
     product.wait_for(lambda: product.runtime.calls[call_id].phase is Phase.ENDED, 10,
                      "the call to end in the core")

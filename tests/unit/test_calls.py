@@ -1,6 +1,7 @@
 """The inbound call machine: figures the standards are judged on (STD-006, STD-008, STD-009)."""
 
 import pytest
+
 from callflow.engine import calls
 from callflow.engine.calls import (
     CallEntered,
@@ -13,7 +14,7 @@ from callflow.engine.calls import (
 )
 from callflow.engine.effects import Persist, Publish
 
-T = calls.CallTimings(ring_cycle_s=5.0, apology_after_s=15.0, short_abandon_s=5.0)
+T = calls.CallRules(ring_cycle_s=5.0, apology_after_s=15.0, short_abandon_s=5.0)
 T0 = 1_800_000_000.0
 
 
@@ -94,3 +95,36 @@ def test_release_after_answer_is_answered_and_final() -> None:
     assert record["outcome"] == "answered" and record["released_by"] == "caller"
     assert record["ended_at"] is not None
     assert calls.step(call, CallReleased("c1", T0 + 50), T) == (call, [])
+
+
+def test_late_answer_switches_the_opening_to_the_apology_and_tells_only_that_agent() -> None:
+    call = entered()
+    call, _ = calls.step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 10), T)
+    call, effects = calls.step(call, OfferEnded("c1", "1001", "ANSWER", T0 + 18), T)
+    assert call.greeting == "apology"
+    topics = [e.topic for e in effects if isinstance(e, Publish)]
+    assert topics == ["board", "agent:1001"]
+
+
+def test_a_network_drop_mid_talk_creates_a_callback_for_the_same_agent() -> None:
+    """STD-069: caller-side loss with a network cause; a normal goodbye creates none."""
+    rules = calls.CallRules(5.0, 15.0, 5.0, dropped_call_causes=frozenset({38}))
+    dropped, effects = calls.step(answered_after(3), CallReleased("c1", T0 + 60, cause=38), rules)
+    tasks = [e.data for e in effects if isinstance(e, Persist) and e.kind == "task"]
+    assert tasks == [{"kind": "dropped_call", "number": "13800000000", "due_at": T0 + 60,
+                      "owner_agent_id": "1001", "note": "line dropped (cause 38)",
+                      "created_from_uniqueid": "c1"}]
+    assert dropped.outcome is Outcome.ANSWERED
+    _, effects = calls.step(answered_after(3), CallReleased("c1", T0 + 60, cause=16), rules)
+    assert not [e for e in effects if isinstance(e, Persist) and e.kind == "task"]
+
+
+def test_an_abandoned_call_with_a_number_becomes_a_missed_call_task() -> None:
+    """STD-055; a short abandon does not."""
+    _, effects = calls.step(entered(), CallReleased("c1", T0 + 30), T)
+    tasks = [e.data for e in effects if isinstance(e, Persist) and e.kind == "task"]
+    assert [(t["kind"], t["owner_agent_id"]) for t in tasks] == [("callback", None)]
+    call, effects = calls.step(entered(), CallReleased("c1", T0 + 2), T)
+    assert call.outcome is Outcome.SHORT_ABANDON
+    assert not [e for e in effects if isinstance(e, Persist) and e.kind == "task"]
+    assert calls.call_record(call, T)["total_wait_s"] == 2
