@@ -84,6 +84,8 @@ WEEKDAYS: tuple[Weekday, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun"
 Language = Literal["zh", "en"]
 AgentIdentity = Literal["work_number", "name", "none"]
 OPENING_PLACEHOLDERS = frozenset({"centre", "agent_no", "agent_name", "department"})
+# Outbound campaigns are the task kinds (store.models.TASK_KINDS; a unit test keeps them equal).
+CAMPAIGNS = ("callback", "dropped_call", "follow_up", "manual", "named_agent")
 
 
 def _parse_hhmm(value: object) -> object:
@@ -411,6 +413,27 @@ class OutboundPolicy(Section):
     wrapup_required: bool = setting(
         True, std="STD-092",
         description="The outbound wrap-up form must be submitted before the agent is ready")
+    calling_days: Literal["workdays", "all_but_holidays"] = setting(
+        "workdays", std="STD-085",
+        description="Days customers may be called: the calendar's working days, or every day "
+                    "except its holidays (ASSUMPTION)")
+    dial_mode: Literal["agent_first", "preview"] = setting(
+        "agent_first", std="STD-082",
+        description="agent_first: the dialer rings a free agent's softphone, then the "
+                    "customer; preview: due tasks go to the agent's desktop, the agent presses "
+                    "dial")
+    caller_id: str = setting(
+        "", std="STD-083", pattern=r"^[0-9]{0,32}$",
+        description="Number presented to customers (the centre's number); empty = the PBX's "
+                    "own")
+    caller_ids: dict[str, str] = setting(
+        factory=dict, std="STD-083",
+        description="Per campaign (task kind: callback, dropped_call, follow_up, manual, "
+                    "named_agent) number presented instead of caller_id")
+    owner_absent_grace_min: float = setting(
+        15, unit="min", std="STD-069", ge=0,
+        description="A due task whose owner is not logged in goes to the pool this long after "
+                    "it fell due (named-agent tasks stay with their agent and alert the board)")
 
     @field_validator("calling_window_end")
     @classmethod
@@ -418,6 +441,17 @@ class OutboundPolicy(Section):
         start = info.data.get("calling_window_start")
         if start is not None and value <= start:
             raise ValueError("must be after calling_window_start")
+        return value
+
+    @field_validator("caller_ids")
+    @classmethod
+    def _campaigns(cls, value: dict[str, str]) -> dict[str, str]:
+        for campaign, number in value.items():
+            if campaign not in CAMPAIGNS:
+                raise ValueError(f"unknown campaign {campaign!r}; campaigns are the task kinds "
+                                 + ", ".join(CAMPAIGNS))
+            if not number.isdigit() or len(number) > 32:
+                raise ValueError(f"{campaign}: caller ID must be 1-32 digits, got {number!r}")
         return value
 
 
