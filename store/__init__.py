@@ -1,1 +1,9 @@
-"""callflow's database: SQLAlchemy 2 models, Alembic migrations, repository functions."""
+"""callflow's database: SQLAlchemy 2 models, Alembic migrations, repository functions.
+
+Public surface: ``open_store`` and ``Store`` (here), the repository functions in
+``callflow.store.repo`` and the tables and value sets in ``callflow.store.models``.
+"""
+
+from .db import Store, open_store
+
+__all__ = ["Store", "open_store"]

@@ -14,6 +14,7 @@ sees one behaviour:
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -51,6 +52,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 _WRITE_OPTION = "callflow_write"
 #: pg_advisory_xact_lock key for migrations ("callflow" in ASCII, truncated to int64).
 _MIGRATION_LOCK_KEY = 0x63616C6C666C6F77
+#: Alembic's ``context``/``op`` are module-global proxies: one migration per process at a time.
+_ALEMBIC_LOCK = threading.Lock()
 SQLITE_BUSY_TIMEOUT_S = 30.0
 PG_CONNECT_TIMEOUT_S = 5
 POOL_TIMEOUT_S = 10.0
@@ -222,15 +225,15 @@ class Store:
         and then finds nothing to do.
         """
         what = f"migrating the database to {revision}"
-        with translate_errors(what), self.engine.begin() as conn:
+        with translate_errors(what), _ALEMBIC_LOCK, self._writer.begin() as conn:
             if self.dialect == "postgresql":
-                pass
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_MIGRATION_LOCK_KEY})")
             command.upgrade(alembic_config(conn), revision)
 
     def downgrade(self, revision: str) -> None:
         """Take the schema back to ``revision`` (``base`` drops every table)."""
         what = f"downgrading the database to {revision}"
-        with translate_errors(what), self.engine.begin() as conn:
+        with translate_errors(what), _ALEMBIC_LOCK, self._writer.begin() as conn:
             command.downgrade(alembic_config(conn), revision)
 
     def ping(self, timeout_s: float = 2.0) -> bool:

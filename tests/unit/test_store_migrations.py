@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -95,3 +98,22 @@ def test_the_drift_check_sees_drift(db_url: str) -> None:
             assert "modify_type" in kinds
     finally:
         store.close()
+
+
+def test_engines_starting_together_migrate_once(db_url: str) -> None:
+    """Several processes (engine, API, CLI) may open a fresh database at the same moment."""
+    start = threading.Barrier(4)
+
+    def opener(_: int) -> str:
+        start.wait()
+        store = open_store(db_url)
+        try:
+            with store.engine.connect() as conn:
+                query = text("SELECT version_num FROM alembic_version")
+                version: str = conn.execute(query).scalar_one()
+                return version
+        finally:
+            store.close()
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        assert list(pool.map(opener, range(4))) == ["0001"] * 4
