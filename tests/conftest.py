@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import os
+import shlex
 import shutil
 import socket
 import subprocess
@@ -71,6 +72,7 @@ class ThrowawayPostgres:
         self.data = self.root / "data"
         self.port = _pick_port()
         self.as_user: list[str] = []
+        self.watchdog: subprocess.Popen[bytes] | None = None
         if os.geteuid() == 0:
             self.as_user = ["runuser", "-u", "postgres", "--"]
             shutil.chown(self.root, "postgres", "postgres")
@@ -94,11 +96,27 @@ class ThrowawayPostgres:
                    "-c max_connections=100")
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
                   str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        self._start_watchdog()
+
+    def _stop_command(self) -> list[str]:
+        return [*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m",
+                "immediate", "-w", "stop"]
+
+    def _start_watchdog(self) -> None:
+        """Stop this cluster even if pytest dies without running finalizers (SIGKILL, timeout)."""
+        stop = " ".join(shlex.quote(arg) for arg in self._stop_command())
+        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                  f"{stop}; rm -rf {shlex.quote(str(self.root))}")
+        self.watchdog = subprocess.Popen(
+            ["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.terminate()
+            self.watchdog.wait(timeout=10)
         try:
-            self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
-                      "-w", "stop")
+            self._run(*self._stop_command()[len(self.as_user):])
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 
@@ -120,10 +138,10 @@ def postgres_url() -> Iterator[str]:
                     "postgresql (no /usr/lib/postgresql/*/bin/initdb)")
     cluster = ThrowawayPostgres(bindir)
     started = time.monotonic()
-    cluster.start()
-    print(f"\n[postgres] throwaway cluster on port {cluster.port} "
-          f"up in {time.monotonic() - started:.2f}s ({bindir})")
     try:
+        cluster.start()
+        print(f"\n[postgres] throwaway cluster on port {cluster.port} "
+              f"up in {time.monotonic() - started:.2f}s ({bindir})")
         yield cluster.url
     finally:
         cluster.stop()
