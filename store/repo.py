@@ -485,3 +485,77 @@ def set_user(s: Session, username: str, role: str, password_hash: str, *,
               "agent_id": agent_id, "active": True}
     user: User = _upsert(s, User, "username", values)
     return user
+
+
+# --- KPIs, the board and reports (callflow.engine.kpi, callflow.api.board) ---
+
+#: Rows per IN (...) list: well under SQLite's and PostgreSQL's parameter limits.
+_IN_CHUNK = 500
+
+
+def calls_entered_between(s: Session, start: datetime, end: datetime, *,
+                          direction: str = "inbound") -> list[Call]:
+    """Calls that reached routing (t_in) in ``[start, end)``: a KPI period's calls."""
+    query = (select(Call).where(Call.direction == direction, Call.entered_at >= start,
+                                Call.entered_at < end)
+             .order_by(Call.entered_at, Call.id))
+    return list(s.scalars(query))
+
+
+def offers_for_calls(s: Session, call_ids: list[int]) -> list[CallOffer]:
+    """Every offer of these calls (by calls.id), in ringing order."""
+    out: list[CallOffer] = []
+    for i in range(0, len(call_ids), _IN_CHUNK):
+        chunk = call_ids[i:i + _IN_CHUNK]
+        out += s.scalars(select(CallOffer).where(CallOffer.call_id.in_(chunk))
+                         .order_by(CallOffer.started_at, CallOffer.id))
+    return out
+
+
+def holds_for_calls(s: Session, call_ids: list[int]) -> list[CallHold]:
+    """Every hold episode of these calls (by calls.id)."""
+    out: list[CallHold] = []
+    for i in range(0, len(call_ids), _IN_CHUNK):
+        chunk = call_ids[i:i + _IN_CHUNK]
+        out += s.scalars(select(CallHold).where(CallHold.call_id.in_(chunk))
+                         .order_by(CallHold.started_at, CallHold.id))
+    return out
+
+
+def agent_states_between(s: Session, start: datetime, end: datetime) -> list[AgentState]:
+    """State rows of every agent overlapping ``[start, end)``, oldest first."""
+    query = (select(AgentState)
+             .where(AgentState.started_at < end,
+                    (AgentState.ended_at.is_(None)) | (AgentState.ended_at > start))
+             .order_by(AgentState.agent_id, AgentState.started_at, AgentState.id))
+    return list(s.scalars(query))
+
+
+def open_callbacks_by_queue(s: Session) -> dict[str, int]:
+    """Open callback tasks per queue of the call that asked for them ("" = not from a call)."""
+    query = (select(Call.queue)
+             .select_from(CallbackTask)
+             .outerjoin(Call, Call.id == CallbackTask.created_from_call_id)
+             .where(CallbackTask.status.in_(("pending", "dialing")),
+                    CallbackTask.kind == "callback"))
+    counts: dict[str, int] = {}
+    for queue in s.scalars(query):
+        counts[queue or ""] = counts.get(queue or "", 0) + 1
+    return counts
+
+
+def find_alarm(s: Session, kind: str, raised_at: datetime) -> Alarm | None:
+    """The alarm raised as ``kind`` at exactly ``raised_at`` (the board's alarm key)."""
+    return s.scalar(select(Alarm).where(Alarm.kind == kind, Alarm.raised_at == raised_at)
+                    .order_by(Alarm.id).limit(1))
+
+
+def recent_alarms(s: Session, *, since: datetime | None = None, open_only: bool = False,
+                  limit: int = 200) -> list[Alarm]:
+    """Alarms newest first (the board's and the API's list)."""
+    query = select(Alarm).order_by(Alarm.raised_at.desc(), Alarm.id.desc()).limit(limit)
+    if since is not None:
+        query = query.where(Alarm.raised_at >= since)
+    if open_only:
+        query = query.where(Alarm.acknowledged_at.is_(None))
+    return list(s.scalars(query))

@@ -1,0 +1,827 @@
+"""Every KPI of the standards, computed in one place (KPI definitions, STD-139..144).
+
+The board, the REST API and the reports all call these functions, so a figure means
+the same everywhere. They are pure: plain facts in (calls with their offers and
+holds, agent state spans), numbers out; ``load_facts`` at the bottom is the thin
+loader that turns store rows into those facts.
+
+Time points per call (KPI definitions): ``t_in`` (``entered_at``: the call reached
+agent routing), ``t_ring`` (the answering agent's phone started ringing), ``t_ans``,
+``t_end``; hold episodes inside the call; ACW is time in the ``acw`` agent state
+(C-3) linked to the call. A ring count is ``ceil(seconds / ring_cycle_s)``.
+
+Decisions made here, where the definitions leave a choice (ASSUMPTION, documented so
+the reports can say so):
+
+* **Attribution.** A call belongs to the period (day, week, interval) in which it
+  reached routing (``t_in``), with everything that follows from it: its answer, its
+  talk, its holds and the ACW after it, even when those run past midnight. Agent
+  state time (online, busy, ready, occupancy) is clipped to the period instead, since
+  it belongs to no call.
+* **Undecided calls.** A call still waiting (not answered, not ended) counts as
+  offered but in no rate's denominator: its fate is not known yet, and the three
+  rates must add up to 100 % (answer + abandon + callback conversion).
+* **Transfers.** Each answered offer of a call is one agent's segment of it: agent A
+  talks from the first answer to the answer of the agent the call was transferred
+  to, and so on. Per queue the call counts once; per agent each segment counts as a
+  call handled by that agent. The answer ring is the first answering agent's only.
+  A call with ``transfer_count`` > 0 or more than one answered offer is transferred
+  (one-stop rate, STD-050).
+* **Occupancy** uses agent state time: (on_call + on_hold + acw) ÷ (on_call + on_hold
+  + acw + ready + ringing); ringing counts as idle (the agent waits for the caller).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from callflow.engine.policy import Policy
+
+# Outcome classes of an inbound call (from its time points, not only its stored outcome).
+ANSWERED = "answered"
+ABANDONED = "abandoned"
+SHORT_ABANDON = "short_abandon"
+CALLBACK = "callback"
+IVR_HANDLED = "ivr_handled"
+WAITING = "waiting"
+
+HANDLING_STATES = ("on_call", "on_hold", "acw")
+IDLE_STATES = ("ready", "ringing")
+
+_MS = 3  # durations are compared at millisecond precision (Asterisk's timestamps)
+
+
+# --- facts ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OfferFact:
+    """One offer of a call to one agent (call_offers)."""
+
+    agent_id: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    result: str | None = None  # answered | no_answer | caller_gone | failed | busy
+
+
+@dataclass(frozen=True)
+class HoldFact:
+    """One hold episode (call_holds); open while ``ended_at`` is None."""
+
+    started_at: datetime
+    ended_at: datetime | None = None
+    agent_id: str | None = None
+
+
+@dataclass(frozen=True)
+class CallFact:
+    """An inbound call's time points and tags (calls), with its offers and holds."""
+
+    uniqueid: str
+    queue: str
+    entered_at: datetime
+    answered_at: datetime | None = None
+    ended_at: datetime | None = None
+    agent_id: str | None = None
+    outcome: str | None = None
+    ring_started_at: datetime | None = None
+    offers: tuple[OfferFact, ...] = ()
+    holds: tuple[HoldFact, ...] = ()
+    hold_total_s: float = 0.0  # used when the episodes are not itemised
+    transfer_count: int = 0
+    released_by: str | None = None
+    release_compliant: bool | None = None
+    release_procedure: str | None = None
+    disposition: str | None = None
+    caller: str = ""
+
+
+@dataclass(frozen=True)
+class StateSpan:
+    """One row of the agent state log; open while ``ended_at`` is None."""
+
+    agent_id: str
+    state: str
+    started_at: datetime
+    ended_at: datetime | None = None
+    reason: str | None = None
+    call_uniqueid: str | None = None
+
+
+@dataclass(frozen=True)
+class Period:
+    """``[start, end)`` in aware datetimes."""
+
+    start: datetime
+    end: datetime
+
+    def holds(self, at: datetime) -> bool:
+        return self.start <= at < self.end
+
+
+# --- rules ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KpiRules:
+    """The Policy numbers the KPIs are judged by, in seconds and percent."""
+
+    ring_cycle_s: float
+    short_abandon_s: float
+    service_level_s: float
+    service_level_target_pct: float
+    within_rings: int
+    within_rings_target_pct: float
+    average_ring_target: float
+    late_answer_s: float
+    hold_limit_s: float
+    hold_breach_scope: str
+    long_wait_s: float
+    acw_target_s: float
+    talk_target_s: float
+    interval_min: int
+    timezone: str
+
+    @classmethod
+    def from_policy(cls, policy: Policy, queue: str | None = None) -> KpiRules:
+        """The rules of ``queue`` (its service-level target may differ, QueuePolicy)."""
+        p = policy.for_queue(queue) if queue is not None else policy
+        return cls(
+            ring_cycle_s=p.ring_cycle_s,
+            short_abandon_s=p.kpi.short_abandon_s,
+            service_level_s=p.rings_to_seconds(p.kpi.service_level_threshold_rings),
+            service_level_target_pct=p.kpi.service_level_target_pct,
+            within_rings=p.kpi.within_rings_threshold,
+            within_rings_target_pct=p.kpi.within_rings_target_pct,
+            average_ring_target=p.kpi.average_answer_rings_target,
+            late_answer_s=p.rings_to_seconds(p.answering.apology_after_rings),
+            hold_limit_s=p.hold.limit_s,
+            hold_breach_scope=p.hold.breach_scope,
+            long_wait_s=p.hold.max_wait_s,
+            acw_target_s=p.kpi.acw_average_target_s,
+            talk_target_s=p.kpi.talk_average_target_s,
+            interval_min=p.kpi.report_interval_min,
+            timezone=p.calendar.timezone,
+        )
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+def rules_by_queue(policy: Policy) -> Callable[[str], KpiRules]:
+    """A cached ``queue -> KpiRules`` (for_queue re-validates the Policy each call)."""
+    cache: dict[str, KpiRules] = {}
+
+    def rules_for(queue: str) -> KpiRules:
+        if queue not in cache:
+            cache[queue] = KpiRules.from_policy(policy, queue)
+        return cache[queue]
+
+    return rules_for
+
+
+# --- per-call figures ----------------------------------------------------------------------
+
+
+def seconds(a: datetime, b: datetime) -> float:
+    """``b - a`` in seconds, at millisecond precision."""
+    return round((b - a).total_seconds(), _MS)
+
+
+def ring_count(secs: float, ring_cycle_s: float) -> int:
+    """KPI definitions: ``ceil(seconds / ring cycle)``; an instant answer is ring 1."""
+    return max(1, math.ceil(round(secs, _MS) / ring_cycle_s))
+
+
+def classify(call: CallFact, rules: KpiRules) -> str:
+    """Which class of the KPI definitions a call falls in (from its time points)."""
+    if call.outcome == IVR_HANDLED:
+        return IVR_HANDLED
+    if call.answered_at is not None:
+        return ANSWERED
+    if call.outcome == CALLBACK:
+        return CALLBACK
+    if call.ended_at is None:
+        return WAITING
+    if seconds(call.entered_at, call.ended_at) <= rules.short_abandon_s:
+        return SHORT_ABANDON
+    return ABANDONED
+
+
+def total_wait(call: CallFact) -> float | None:
+    """``t_ans - t_in``: queue plus all ringing."""
+    return None if call.answered_at is None else seconds(call.entered_at, call.answered_at)
+
+
+def answer_ring(call: CallFact, rules: KpiRules) -> int | None:
+    """Ring count of ``t_ans - t_ring`` at the (first) answering agent (STD-006)."""
+    if call.answered_at is None:
+        return None
+    ring_start = call.ring_started_at
+    if ring_start is None:
+        first = _answered_offers(call)
+        ring_start = first[0].started_at if first else None
+    if ring_start is None:
+        return None
+    return ring_count(seconds(ring_start, call.answered_at), rules.ring_cycle_s)
+
+
+def _answered_offers(call: CallFact) -> list[OfferFact]:
+    return sorted((o for o in call.offers if o.result == ANSWERED and o.ended_at is not None),
+                  key=lambda o: o.ended_at or o.started_at)
+
+
+def _hold_seconds(hold: HoldFact, as_of: datetime) -> float:
+    return max(0.0, seconds(hold.started_at, hold.ended_at or as_of))
+
+
+def call_hold_s(call: CallFact, as_of: datetime) -> float:
+    if call.holds:
+        return sum(_hold_seconds(h, as_of) for h in call.holds)
+    return call.hold_total_s
+
+
+def is_transferred(call: CallFact) -> bool:
+    return call.transfer_count > 0 or len(_answered_offers(call)) > 1
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One agent's part of an answered call: from their answer to the next agent's, or t_end."""
+
+    agent_id: str
+    start: datetime
+    end: datetime | None
+    hold_s: float
+
+    def talk_s(self) -> float | None:
+        """``end - start`` minus hold (talk time, ASSUMPTION of the definitions)."""
+        if self.end is None:
+            return None
+        return max(0.0, seconds(self.start, self.end) - self.hold_s)
+
+
+def segments(call: CallFact, as_of: datetime) -> list[Segment]:
+    """The answered call split by agent (transfers); empty for unanswered calls."""
+    if call.answered_at is None:
+        return []
+    answered = _answered_offers(call)
+    if not answered:
+        if call.agent_id is None:
+            return []
+        return [Segment(call.agent_id, call.answered_at, call.ended_at,
+                        call_hold_s(call, as_of))]
+    out = []
+    for i, offer in enumerate(answered):
+        start = offer.ended_at
+        assert start is not None
+        end = answered[i + 1].ended_at if i + 1 < len(answered) else call.ended_at
+        if call.holds:
+            held = sum(_hold_seconds(h, as_of) for h in call.holds
+                       if (h.agent_id == offer.agent_id if h.agent_id is not None
+                           else start <= h.started_at and (end is None or h.started_at < end)))
+        else:
+            held = call.hold_total_s if i == len(answered) - 1 else 0.0
+        out.append(Segment(offer.agent_id, start, end, held))
+    return out
+
+
+# --- the figures ----------------------------------------------------------------------------
+
+
+@dataclass
+class Kpis:
+    """Counts and sums of one scope (a queue, an agent, an interval); rates are derived.
+
+    Every field is additive, so scopes merge with ``+=`` and the rates of a merged
+    scope are right by construction.
+    """
+
+    offered: int = 0
+    ivr_handled: int = 0
+    short_abandons: int = 0
+    answered: int = 0
+    abandoned: int = 0
+    callbacks: int = 0
+    waiting: int = 0
+    answer_ring_sum: int = 0
+    ring_measured: int = 0
+    within_rings: int = 0
+    in_service_level: int = 0
+    wait_sum_s: float = 0.0
+    late_answers: int = 0
+    long_waits: int = 0
+    ring_no_answer: int = 0
+    offers: int = 0
+    handled: int = 0
+    talk_s: float = 0.0
+    hold_s: float = 0.0
+    hold_episodes: int = 0
+    hold_breaches: int = 0
+    acw_s: float = 0.0
+    transferred: int = 0
+    resolved: int = 0
+    agent_first_hangups: int = 0
+    state_s: dict[str, float] = field(default_factory=dict)  # "busy:meal", "ready", ...
+
+    def __iadd__(self, other: Kpis) -> Kpis:
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            theirs = getattr(other, f.name)
+            if isinstance(mine, dict):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0.0) + value
+            else:
+                setattr(self, f.name, mine + theirs)
+        return self
+
+    # --- denominators ---
+    @property
+    def decided(self) -> int:
+        """Offered minus short abandons minus calls still waiting (the rates' base)."""
+        return self.answered + self.abandoned + self.callbacks
+
+    # --- rates (None when there is nothing to divide) ---
+    @property
+    def answer_rate(self) -> float | None:
+        return _ratio(self.answered, self.decided)
+
+    @property
+    def abandon_rate(self) -> float | None:
+        return _ratio(self.abandoned, self.decided)
+
+    @property
+    def callback_rate(self) -> float | None:
+        return _ratio(self.callbacks, self.decided)
+
+    @property
+    def service_level(self) -> float | None:
+        return _ratio(self.in_service_level, self.decided)
+
+    @property
+    def average_answer_ring(self) -> float | None:
+        return _ratio(self.answer_ring_sum, self.ring_measured)
+
+    @property
+    def within_rings_rate(self) -> float | None:
+        return _ratio(self.within_rings, self.ring_measured)
+
+    @property
+    def asa_s(self) -> float | None:
+        return _ratio(self.wait_sum_s, self.answered)
+
+    @property
+    def average_talk_s(self) -> float | None:
+        """ACD (STD-101): talk time ÷ calls talked."""
+        return _ratio(self.talk_s, self.handled)
+
+    @property
+    def average_hold_s(self) -> float | None:
+        return _ratio(self.hold_s, self.handled)
+
+    @property
+    def average_acw_s(self) -> float | None:
+        """STD-100: ACW time ÷ calls handled (a call with no ACW counts 0)."""
+        return _ratio(self.acw_s, self.handled)
+
+    @property
+    def aht_s(self) -> float | None:
+        return _ratio(self.talk_s + self.hold_s + self.acw_s, self.handled)
+
+    @property
+    def one_stop_rate(self) -> float | None:
+        return _ratio(self.handled - self.transferred, self.handled)
+
+    @property
+    def resolution_rate(self) -> float | None:
+        return _ratio(self.resolved, self.handled)
+
+    @property
+    def online_s(self) -> float:
+        return sum(v for k, v in self.state_s.items() if k != "logged_out")
+
+    def state_total(self, prefix: str) -> float:
+        return sum(v for k, v in self.state_s.items() if k == prefix
+                   or k.startswith(prefix + ":"))
+
+    @property
+    def occupancy(self) -> float | None:
+        busy = sum(self.state_total(s) for s in HANDLING_STATES)
+        idle = sum(self.state_total(s) for s in IDLE_STATES)
+        return _ratio(busy, busy + idle)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON: the counts, then every derived figure (rates 0..1, seconds)."""
+        out: dict[str, Any] = {f.name: _round(getattr(self, f.name)) for f in fields(self)}
+        out["state_s"] = {k: round(v, 1) for k, v in sorted(self.state_s.items())}
+        for name in DERIVED:
+            out[name] = _round(getattr(self, name))
+        return out
+
+
+DERIVED = ("decided", "answer_rate", "abandon_rate", "callback_rate", "service_level",
+           "average_answer_ring", "within_rings_rate", "asa_s", "average_talk_s",
+           "average_hold_s", "average_acw_s", "aht_s", "one_stop_rate", "resolution_rate",
+           "online_s", "occupancy")
+
+
+def _ratio(num: float, den: float) -> float | None:
+    return None if den <= 0 else num / den
+
+
+def _round(value: Any) -> Any:
+    return round(value, 4) if isinstance(value, float) else value
+
+
+def _acw_by_call(spans: Iterable[StateSpan], as_of: datetime) -> dict[tuple[str, str], float]:
+    """ACW seconds per (agent, call): only time in the acw state counts (C-3)."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    for span in spans:
+        if span.state == "acw" and span.call_uniqueid:
+            end = span.ended_at or as_of
+            out[(span.agent_id, span.call_uniqueid)] += max(0.0, seconds(span.started_at, end))
+    return out
+
+
+def _agent_first(call: CallFact) -> bool:
+    """STD-110: an agent release neither after the 2 s rule nor a special-call ending."""
+    if call.released_by != "agent":
+        return False
+    if call.release_compliant is not None:
+        return not call.release_compliant
+    return call.release_procedure is None
+
+
+def _hold_figures(call: CallFact, rules: KpiRules, as_of: datetime,
+                  agent_id: str | None = None) -> tuple[int, int, int]:
+    """(episodes, breaches, long holds) of the call (or of one agent's holds in it)."""
+    holds = [h for h in call.holds if agent_id is None or h.agent_id in (None, agent_id)]
+    lengths = [_hold_seconds(h, as_of) for h in holds]
+    if rules.hold_breach_scope == "call":
+        breaches = int(sum(lengths) > rules.hold_limit_s) if lengths else 0
+    else:
+        breaches = sum(1 for s in lengths if s > rules.hold_limit_s)
+    long_holds = sum(1 for s in lengths if s >= rules.long_wait_s)
+    return len(lengths), breaches, long_holds
+
+
+def call_kpis(call: CallFact, rules: KpiRules, as_of: datetime,
+              acw: dict[tuple[str, str], float] | None = None) -> Kpis:
+    """The queue-side figures of one call (each call counts once)."""
+    k = Kpis()
+    kind = classify(call, rules)
+    k.offers = len(call.offers)
+    k.ring_no_answer = sum(1 for o in call.offers if o.result == "no_answer")
+    if kind == IVR_HANDLED:
+        k.ivr_handled = 1
+        return k
+    k.offered = 1
+    queue_wait_end = call.answered_at or call.ended_at or as_of
+    if seconds(call.entered_at, queue_wait_end) >= rules.long_wait_s:
+        k.long_waits += 1
+    if kind == SHORT_ABANDON:
+        k.short_abandons = 1
+    elif kind == ABANDONED:
+        k.abandoned = 1
+    elif kind == CALLBACK:
+        k.callbacks = 1
+    elif kind == WAITING:
+        k.waiting = 1
+    else:
+        _answered_figures(k, call, rules)
+        if call.ended_at is not None:
+            k.handled = 1
+            k.hold_s = call_hold_s(call, as_of)
+            whole = seconds(call.answered_at, call.ended_at)  # type: ignore[arg-type]
+            k.talk_s = max(0.0, whole - k.hold_s)
+            if acw is not None:
+                k.acw_s = sum(v for (_, uid), v in acw.items() if uid == call.uniqueid)
+            k.transferred = int(is_transferred(call))
+            k.resolved = int(call.disposition == "resolved")
+            k.agent_first_hangups = int(_agent_first(call))
+        episodes, breaches, long_holds = _hold_figures(call, rules, as_of)
+        k.hold_episodes, k.hold_breaches = episodes, breaches
+        k.long_waits += long_holds
+    return k
+
+
+def _answered_figures(k: Kpis, call: CallFact, rules: KpiRules) -> None:
+    k.answered = 1
+    wait = total_wait(call)
+    assert wait is not None
+    k.wait_sum_s = wait
+    k.in_service_level = int(wait <= rules.service_level_s)
+    k.late_answers = int(wait > rules.late_answer_s)
+    ring = answer_ring(call, rules)
+    if ring is not None:
+        k.ring_measured = 1
+        k.answer_ring_sum = ring
+        k.within_rings = int(ring <= rules.within_rings)
+
+
+def agent_call_kpis(call: CallFact, agent_id: str, rules: KpiRules, as_of: datetime,
+                    acw: dict[tuple[str, str], float]) -> Kpis:
+    """What one call means for one agent: offers, RONA, answer ring if they answered first,
+    and their segments' talk, hold and ACW."""
+    k = Kpis()
+    mine = [o for o in call.offers if o.agent_id == agent_id]
+    k.offers = len(mine)
+    k.ring_no_answer = sum(1 for o in mine if o.result == "no_answer")
+    every = segments(call, as_of)
+    parts = [s for s in every if s.agent_id == agent_id]
+    if not parts:
+        return k
+    if every[0].agent_id == agent_id:
+        _answered_figures(k, call, rules)
+    ended = [s for s in parts if s.end is not None]
+    if ended:
+        k.handled = len(ended)
+        k.talk_s = sum(s.talk_s() or 0.0 for s in ended)
+        k.hold_s = sum(s.hold_s for s in ended)
+        k.acw_s = acw.get((agent_id, call.uniqueid), 0.0)
+        k.transferred = int(is_transferred(call)) * len(ended)
+        k.resolved = int(call.disposition == "resolved") * len(ended)
+        k.agent_first_hangups = int(every[-1].agent_id == agent_id and _agent_first(call))
+    episodes, breaches, _ = _hold_figures(call, rules, as_of, agent_id)
+    k.hold_episodes, k.hold_breaches = episodes, breaches
+    return k
+
+
+def state_time(spans: Iterable[StateSpan], period: Period, as_of: datetime) -> dict[str, float]:
+    """Seconds per state bucket (``busy:<reason>``, ``not_ready:<reason>``, ``acw``...) inside
+    the period; open spans run to ``as_of``."""
+    out: dict[str, float] = defaultdict(float)
+    for span in spans:
+        start = max(span.started_at, period.start)
+        end = min(span.ended_at or as_of, period.end, as_of)
+        if end <= start:
+            continue
+        key = span.state
+        if span.state in ("busy", "not_ready"):
+            key = f"{span.state}:{span.reason or ''}"
+        out[key] += seconds(start, end)
+    return dict(out)
+
+
+# --- scopes ---------------------------------------------------------------------------------
+
+
+def in_period(calls: Iterable[CallFact], period: Period) -> list[CallFact]:
+    """Calls attributed to the period: those that reached routing inside it."""
+    return [c for c in calls if period.holds(c.entered_at)]
+
+
+def queue_kpis(calls: Iterable[CallFact], rules_for: Callable[[str], KpiRules],
+               as_of: datetime, spans: Iterable[StateSpan] = ()) -> dict[str, Kpis]:
+    """Per queue, over the given calls (filter them with ``in_period`` first)."""
+    acw = _acw_by_call(spans, as_of)
+    out: dict[str, Kpis] = {}
+    for call in calls:
+        out.setdefault(call.queue, Kpis())
+        out[call.queue] += call_kpis(call, rules_for(call.queue), as_of, acw)
+    return out
+
+
+def agent_kpis(calls: Iterable[CallFact], spans: Sequence[StateSpan],
+               rules_for: Callable[[str], KpiRules], period: Period,
+               as_of: datetime, agents: Iterable[str] = ()) -> dict[str, Kpis]:
+    """Per agent: their part of the calls, plus their state time clipped to the period."""
+    acw = _acw_by_call(spans, as_of)
+    out: dict[str, Kpis] = {a: Kpis() for a in agents}
+    for call in calls:
+        involved = {o.agent_id for o in call.offers}
+        if call.agent_id:
+            involved.add(call.agent_id)
+        for agent_id in involved:
+            out.setdefault(agent_id, Kpis())
+            out[agent_id] += agent_call_kpis(call, agent_id, rules_for(call.queue), as_of, acw)
+    by_agent: dict[str, list[StateSpan]] = defaultdict(list)
+    for span in spans:
+        by_agent[span.agent_id].append(span)
+    for agent_id, own in by_agent.items():
+        out.setdefault(agent_id, Kpis())
+        times = state_time(own, period, as_of)
+        for key, value in times.items():
+            out[agent_id].state_s[key] = out[agent_id].state_s.get(key, 0.0) + value
+    return out
+
+
+def total(scopes: Iterable[Kpis]) -> Kpis:
+    out = Kpis()
+    for k in scopes:
+        out += k
+    return out
+
+
+# --- intervals and the waiting profile ----------------------------------------------------
+
+
+def interval_starts(period: Period, interval_min: int) -> list[datetime]:
+    step = timedelta(minutes=interval_min)
+    out = []
+    at = period.start
+    while at < period.end:
+        out.append(at)
+        at += step
+    return out
+
+
+def interval_kpis(calls: Iterable[CallFact], rules: KpiRules, period: Period,
+                  as_of: datetime) -> list[tuple[datetime, Kpis]]:
+    """The period cut in ``rules.interval_min`` pieces, each with its calls (by t_in)."""
+    starts = interval_starts(period, rules.interval_min)
+    buckets = [Kpis() for _ in starts]
+    step = rules.interval_min * 60
+    for call in in_period(calls, period):
+        index = int((call.entered_at - period.start).total_seconds() // step)
+        buckets[index] += call_kpis(call, rules, as_of)
+    return list(zip(starts, buckets, strict=True))
+
+
+def waiting_profile(calls: Iterable[CallFact], period: Period, interval_min: int,
+                    as_of: datetime) -> list[int]:
+    """The most calls waiting at once (t_in until answer or end) in each interval.
+
+    A sweep over the waits: +1 when a call reaches routing, -1 when it is answered or
+    ends. A wait that started before the period counts from its start.
+    """
+    starts = interval_starts(period, interval_min)
+    step = interval_min * 60
+    changes: list[tuple[datetime, int]] = []
+    for call in calls:
+        until = call.answered_at or call.ended_at or as_of
+        if until <= period.start or call.entered_at >= period.end or until <= call.entered_at:
+            continue
+        changes.append((max(call.entered_at, period.start), 1))
+        changes.append((until, -1))
+    changes.sort(key=lambda c: (c[0], c[1]))  # leaving before entering at the same instant
+    peaks = [0] * len(starts)
+    current = 0
+    for at, delta in changes:
+        current += delta
+        if delta > 0 and at < period.end:
+            index = int((at - period.start).total_seconds() // step)
+            peaks[index] = max(peaks[index], current)
+    # a wait spanning whole intervals keeps them non-zero
+    current = 0
+    pos = 0
+    for i, start in enumerate(starts):
+        while pos < len(changes) and changes[pos][0] <= start:
+            current += changes[pos][1]
+            pos += 1
+        peaks[i] = max(peaks[i], current)
+    return peaks
+
+
+# --- standards: target, actual, pass/fail ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    """One standard judged over one scope; ``passed`` is None when there is no target or no
+    data (shown as information, never as a pass)."""
+
+    std: str
+    name: str
+    unit: str
+    target: str
+    actual: float | int | None
+    passed: bool | None
+
+
+def _at_most(value: float | None, limit: float) -> bool | None:
+    return None if value is None else round(value, 4) <= limit
+
+
+def _at_least(value: float | None, floor: float) -> bool | None:
+    return None if value is None else round(value, 4) >= floor
+
+
+def checks(k: Kpis, rules: KpiRules, scope: str) -> list[Check]:
+    """The standards a report shows for a queue (``scope="queue"``) or an agent."""
+    out = [
+        Check("STD-144", "calls handled", "calls", "", k.handled, None),
+        Check("KPI", "offered", "calls", "", k.offered, None),
+        Check("STD-006", "average answer ring", "rings", f"<= {rules.average_ring_target:g}",
+              _r(k.average_answer_ring), _at_most(k.average_answer_ring,
+                                                  rules.average_ring_target)),
+        Check("STD-008", f"answered within {rules.within_rings} rings", "%",
+              f">= {rules.within_rings_target_pct:g}", _pct(k.within_rings_rate),
+              _at_least(_pct(k.within_rings_rate), rules.within_rings_target_pct)),
+        Check("STD-008", "ring-no-answer offers", "offers", "", k.ring_no_answer, None),
+        Check("STD-009", "late answers (apology due)", "calls", "", k.late_answers, None),
+        Check("STD-040", "hold breaches", "holds", "0", k.hold_breaches,
+              k.hold_breaches == 0 if k.handled else None),
+        Check("STD-100", "average ACW", "s", f"<= {rules.acw_target_s:g}", _r(k.average_acw_s),
+              _at_most(k.average_acw_s, rules.acw_target_s)),
+        Check("STD-101", "average talk time (ACD)", "s", f"<= {rules.talk_target_s:g}",
+              _r(k.average_talk_s), _at_most(k.average_talk_s, rules.talk_target_s)),
+        Check("STD-110", "agent-first hang-ups", "calls", "0", k.agent_first_hangups,
+              k.agent_first_hangups == 0 if k.handled else None),
+        Check("STD-050", "one-stop rate", "%", "", _pct(k.one_stop_rate), None),
+        Check("KPI", "AHT", "s", "", _r(k.aht_s), None),
+    ]
+    if scope == "queue":
+        out[2:2] = [
+            Check("KPI", "service level", "%", f">= {rules.service_level_target_pct:g}",
+                  _pct(k.service_level), _at_least(_pct(k.service_level),
+                                                   rules.service_level_target_pct)),
+            Check("STD-140", "answer rate", "%", "", _pct(k.answer_rate), None),
+            Check("STD-139", "abandon rate", "%", "", _pct(k.abandon_rate), None),
+            Check("STD-047", "callback conversions", "calls", "", k.callbacks, None),
+            Check("KPI", "short abandons", "calls", "", k.short_abandons, None),
+            Check("KPI", "ASA", "s", "", _r(k.asa_s), None),
+            Check("STD-043", f"waits reaching {rules.long_wait_s:g} s", "waits", "0",
+                  k.long_waits, k.long_waits == 0 if k.offered else None),
+        ]
+    else:
+        out.append(Check("KPI", "occupancy", "%", "", _pct(k.occupancy), None))
+        out.append(Check("STD-103", "online time", "s", "", round(k.online_s, 1), None))
+    return out
+
+
+def _r(value: float | None) -> float | None:
+    return None if value is None else round(value, 2)
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else round(value * 100, 2)
+
+
+# --- calendar ------------------------------------------------------------------------------
+
+
+def day_period(day: date, zone: ZoneInfo) -> Period:
+    """One local day (23 or 25 hours on DST changes), as UTC instants: arithmetic on
+    datetimes sharing a zone is wall-clock arithmetic in Python, which DST would skew."""
+    start = datetime.combine(day, time(0), zone).astimezone(UTC)
+    end = datetime.combine(day + timedelta(days=1), time(0), zone).astimezone(UTC)
+    return Period(start, end)
+
+
+def week_period(monday: date, zone: ZoneInfo) -> Period:
+    start = day_period(monday, zone).start
+    return Period(start, day_period(monday + timedelta(days=6), zone).end)
+
+
+def local_day(at: datetime, zone: ZoneInfo) -> date:
+    return at.astimezone(zone).date()
+
+
+# --- the thin loader -----------------------------------------------------------------------
+
+
+def facts_from_rows(calls: Iterable[Any], offers: Iterable[Any], holds: Iterable[Any]
+                    ) -> list[CallFact]:
+    """Store rows (calls, call_offers, call_holds; attribute access) -> CallFacts."""
+    offers_by: dict[int, list[OfferFact]] = defaultdict(list)
+    for o in offers:
+        offers_by[o.call_id].append(OfferFact(o.agent_id, o.started_at, o.ended_at, o.result))
+    holds_by: dict[int, list[HoldFact]] = defaultdict(list)
+    for h in holds:
+        holds_by[h.call_id].append(HoldFact(h.started_at, h.ended_at, h.agent_id))
+    out = []
+    for c in calls:
+        if c.entered_at is None or c.direction != "inbound":
+            continue
+        out.append(CallFact(
+            uniqueid=c.uniqueid, queue=c.queue or "main", entered_at=c.entered_at,
+            answered_at=c.answered_at, ended_at=c.ended_at, agent_id=c.agent_id,
+            outcome=c.outcome, ring_started_at=c.ring_started_at,
+            offers=tuple(sorted(offers_by.get(c.id, ()), key=lambda o: o.started_at)),
+            holds=tuple(sorted(holds_by.get(c.id, ()), key=lambda h: h.started_at)),
+            hold_total_s=c.hold_total_s or 0.0, transfer_count=c.transfer_count or 0,
+            released_by=c.released_by, release_compliant=c.release_compliant,
+            release_procedure=c.release_procedure, disposition=c.disposition,
+            caller=c.caller_number or ""))
+    return out
+
+
+def spans_from_rows(rows: Iterable[Any]) -> list[StateSpan]:
+    return [StateSpan(r.agent_id, r.state, r.started_at, r.ended_at, r.reason, r.call_uniqueid)
+            for r in rows]
+
+
+#: ACW of a call at the end of a period runs into the next one; load this much more.
+ACW_LOOKAHEAD = timedelta(hours=2)
+
+
+def load_facts(store: Any, period: Period) -> tuple[list[CallFact], list[StateSpan]]:
+    """Calls that reached routing in the period, and the state spans that overlap it (plus
+    the ACW look-ahead). Runs in a worker thread (it queries the store)."""
+    from callflow.store import repo
+
+    with store.session(readonly=True) as s:
+        calls = repo.calls_entered_between(s, period.start, period.end)
+        ids = [c.id for c in calls]
+        offers = repo.offers_for_calls(s, ids)
+        holds = repo.holds_for_calls(s, ids)
+        states = repo.agent_states_between(s, period.start, period.end + ACW_LOOKAHEAD)
+    return facts_from_rows(calls, offers, holds), spans_from_rows(states)
