@@ -246,6 +246,12 @@ def test_pyst2_defect_100_and_511_are_unknown_errors(line: str) -> None:
         _bare_pyst2(line).get_result()
 
 
+def test_pyst2_defect_result_minus_one_raises_before_returning_the_parse() -> None:
+    """A missing file (channel alive) and a hang-up look the same, endpos is lost."""
+    with pytest.raises(pyst2.AGIAppError):
+        _bare_pyst2("200 result=-1 endpos=0").get_result()
+
+
 def test_pyst2_defect_quote_escapes_nothing() -> None:
     injected = _bare_pyst2()._quote('x"\nHANGUP')
     assert injected == '"x"\nHANGUP"'
