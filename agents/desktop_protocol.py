@@ -1,0 +1,218 @@
+"""Agent desktop protocol v1 (docs/agent-protocol.md): frames and rules, with no I/O.
+
+The desktop speaks JSON over one websocket. What it receives is the event stream
+of the v1 events protocol (docs/websocket-protocol.md: ``event``, ``snapshot``,
+``pong``, ``error`` frames, sequence numbers, resume, drop-to-snapshot), limited to
+its own topic ``agent:<id>``, plus a ``hello`` at connect and an ``ack`` or ``error``
+for each request. What it sends are state requests, which become events of the one
+agent state machine (agents/state.py), exactly like a feature code dialled from the
+softphone. Kept apart from the websocket handler (api/desktop.py) so every rule
+about frames is tested without a socket (style.md).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from callflow.agents.events import AgentEvent, AgentState, EndAcw, LogOut, RequestState
+from callflow.api.protocol import (
+    CLOSE_TOO_BIG,
+    MAX_CLIENT_FRAME_BYTES,
+    MAX_PING_ID_LENGTH,
+    ClientFrameError,
+    Ping,
+)
+from callflow.engine.policy import Policy, Reason
+
+PROTOCOL_NAME = "callflow-agent-desktop"
+PROTOCOL_VERSION = 1
+REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "logout")
+MAX_EXTENSION_LENGTH = 32
+MAX_REASON_LENGTH = 64
+RequestId = str | int | None
+
+
+@dataclass(frozen=True)
+class DesktopRequest:
+    """A state request from the desktop; ``id`` is echoed in its ack or error."""
+
+    type: str  # one of REQUEST_TYPES
+    id: RequestId = None
+    reason: str = ""  # busy, not_ready
+    extension: str = ""  # login: the desk the agent sits at (hot-desking)
+
+
+ClientMessage = DesktopRequest | Ping
+
+
+def _dumps(frame: dict[str, Any]) -> str:
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+
+
+def _decode(data: str | bytes) -> dict[str, Any]:
+    """Size, type and JSON checks shared by every client frame (same codes as v1 events)."""
+    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
+    if size > MAX_CLIENT_FRAME_BYTES:
+        raise ClientFrameError("frame_too_large",
+                               f"{size} bytes; the limit is {MAX_CLIENT_FRAME_BYTES}",
+                               close_code=CLOSE_TOO_BIG)
+    if isinstance(data, bytes):
+        raise ClientFrameError("binary_not_supported", "send JSON in text frames")
+    try:
+        frame = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise ClientFrameError("bad_json", f"not valid JSON: {exc.msg} at {exc.pos}") from None
+    except RecursionError:
+        raise ClientFrameError("bad_json", "JSON nested too deeply") from None
+    if not isinstance(frame, dict):
+        raise ClientFrameError("bad_frame", "a frame must be a JSON object")
+    return frame
+
+
+def _request_id(frame: dict[str, Any]) -> RequestId:
+    value = frame.get("id")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ClientFrameError("bad_frame", "id must be a string or an integer")
+    if isinstance(value, str) and len(value) > MAX_PING_ID_LENGTH:
+        raise ClientFrameError("bad_frame", f"id longer than {MAX_PING_ID_LENGTH}")
+    if isinstance(value, int) and not -(2**53) < value < 2**53:
+        raise ClientFrameError("bad_frame", "id outside JavaScript's safe integers")
+    return value
+
+
+def _text_field(frame: dict[str, Any], key: str, limit: int, *, required: bool) -> str:
+    value = frame.get(key)
+    if value is None and not required:
+        return ""
+    if not isinstance(value, str) or not value or len(value) > limit:
+        raise ClientFrameError("bad_frame",
+                               f"{frame.get('type')} needs {key!r}: a string of 1-{limit} chars")
+    return value
+
+
+def parse_desktop_frame(data: str | bytes) -> ClientMessage:
+    """Validate one frame from a desktop; raises ``ClientFrameError`` with the reason.
+
+    Unknown fields are ignored (a newer desktop may send more); a missing busy or
+    not-ready reason is left to the state machine, which refuses it with
+    ``reason_required`` like any other illegal request.
+    """
+    frame = _decode(data)
+    kind = frame.get("type")
+    request_id = _request_id(frame)
+    if kind == "ping":
+        return Ping(request_id)
+    if kind == "login":
+        extension = _text_field(frame, "extension", MAX_EXTENSION_LENGTH, required=True)
+        return DesktopRequest("login", request_id, extension=extension)
+    if kind in ("busy", "not_ready"):
+        reason = _text_field(frame, "reason", MAX_REASON_LENGTH, required=False)
+        return DesktopRequest(kind, request_id, reason=reason)
+    if kind in REQUEST_TYPES:
+        return DesktopRequest(str(kind), request_id)
+    shown = kind if isinstance(kind, str) and len(kind) <= 32 else type(kind).__name__
+    raise ClientFrameError("unknown_type", f"unknown frame type {shown!r}; known: ping, "
+                           + ", ".join(REQUEST_TYPES))
+
+
+def agent_event(request: DesktopRequest, by: str) -> AgentEvent:
+    """The state machine event of a request (login goes through Runtime.log_in instead)."""
+    actor = "supervisor" if by == "supervisor" else "agent"
+    if request.type == "ready":
+        return RequestState(AgentState.READY, by=actor)
+    if request.type == "busy":
+        return RequestState(AgentState.BUSY, request.reason, by=actor)
+    if request.type == "not_ready":
+        return RequestState(AgentState.NOT_READY, request.reason, by=actor)
+    if request.type == "end_acw":
+        return EndAcw(by=actor)
+    if request.type == "logout":
+        return LogOut(by=actor, reason="" if actor == "agent" else "supervisor")
+    raise ValueError(f"{request.type!r} has no single agent event")
+
+
+# --- server frames --------------------------------------------------------------------
+
+
+def _with_id(frame: dict[str, Any], request_id: RequestId) -> dict[str, Any]:
+    if request_id is not None:
+        frame["id"] = request_id
+    return frame
+
+
+def ack_frame(request: DesktopRequest, state: str, reason: str, seq: int) -> str:
+    """The request was applied; ``seq`` is the hub's last seq once its change is published."""
+    return _dumps(_with_id({"v": PROTOCOL_VERSION, "type": "ack", "request": request.type,
+                            "state": state, "reason": reason, "seq": seq}, request.id))
+
+
+def error_frame(error: str, detail: str, request: DesktopRequest | None = None) -> str:
+    """A refused frame or request; for a request, ``error`` is the StateError reason."""
+    frame: dict[str, Any] = {"v": PROTOCOL_VERSION, "type": "error", "error": error,
+                             "detail": detail}
+    if request is not None:
+        frame["request"] = request.type
+        _with_id(frame, request.id)
+    return _dumps(frame)
+
+
+def _reasons(reasons: list[Reason], *, chosen_only: bool) -> list[dict[str, Any]]:
+    return [{"code": r.code, "label_zh": r.label_zh, "label_en": r.label_en,
+             "max_min": r.max_min, "approval_required": r.approval_required}
+            for r in reasons if not (chosen_only and r.system)]
+
+
+def opening_text(policy: Policy, language: str, agent_no: str, agent_name: str) -> str:
+    """The opening the caller hears when this agent answers (STD-014, C-4), as shown."""
+    greetings = policy.greetings
+    english = language == "en"
+    template = greetings.opening_template_en if english else greetings.opening_template
+    identity = {"work_number": agent_no, "name": agent_name, "none": ""}
+    return template.format(
+        centre=greetings.centre_name_en if english else greetings.centre_name,
+        agent_no=identity[greetings.agent_identity], agent_name=agent_name,
+        department=greetings.department)
+
+
+def hello_frame(*, policy: Policy, language: str, agent_id: str, agent_name: str,
+                username: str, role: str, apology_text: str, day: date,
+                last_seq: int) -> str:
+    """Everything a desktop needs before the first state: who, reasons, labels, scripts.
+
+    ``scripts`` says what each greeting kind of a call (``normal``, ``holiday``,
+    ``apology``; the ``greeting`` field of a ``call`` event) means in words: the
+    opening the caller hears with the agent's number (STD-014), today's holiday wish
+    (STD-017), and the late-answer apology the agent says (STD-009).
+    """
+    agents = policy.agents
+    holiday = policy.greetings.holiday_greeting(day)
+    labels = {state.value: getattr(agents.state_labels, state.value).model_dump()
+              for state in AgentState}
+    hold = policy.hold
+    frame = {
+        "v": PROTOCOL_VERSION, "type": "hello", "protocol": PROTOCOL_NAME,
+        "agent_id": agent_id, "agent_name": agent_name, "username": username, "role": role,
+        "language": language, "last_seq": last_seq,
+        "reasons": {"busy": _reasons(agents.busy_reasons, chosen_only=False),
+                    "not_ready": _reasons(agents.not_ready_reasons, chosen_only=True)},
+        "labels": labels,
+        "scripts": {
+            "normal": opening_text(policy, language, agent_id, agent_name),
+            "holiday": None if holiday is None else (
+                holiday.greeting_en if language == "en" and holiday.greeting_en
+                else holiday.greeting),
+            "apology": apology_text,
+        },
+        "timers": {"acw_limit_s": agents.acw_limit_s, "acw_auto_ready": agents.acw_auto_ready,
+                   "hold_reminder_s": hold.reminder_s,
+                   "hold_reminder_repeat_s": hold.reminder_repeat_s,
+                   "hold_limit_s": hold.limit_s},
+        "feature_codes": agents.feature_codes.codes(),
+        "max_frame_bytes": MAX_CLIENT_FRAME_BYTES,
+    }
+    return _dumps(frame)

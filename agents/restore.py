@@ -1,0 +1,138 @@
+"""Agents after an engine restart: back in the state the store last saw, timers re-armed.
+
+Issue 5's "done when": the agent state is restored correctly after an engine
+restart. The store keeps each agent's current state (``agent_current``, written in
+the same transaction as the state log) and every login's desk (``agent_login``
+records in the event log). From those:
+
+* logged-out, ready, busy and not-ready agents come back as they were, with the
+  time the state *began* (so longest-idle routing and the busy/meal limits,
+  STD-104, still count from the real start), and the reason-limit timer re-armed
+  for what is left of it;
+* an agent in after-call work gets the ACW limit re-armed with the remaining time
+  (STD-100); if the limit passed while the engine was down, the timer fires at once
+  and the machine's own rule ends the ACW (auto-ready and the overrun recorded);
+* an agent who was ringing, talking or holding is restored in that state; the AMI
+  resync that follows (``Runtime.apply_resync``) re-links their live channel, or ends
+  the call if Asterisk no longer has it (so nobody stays "on call" forever).
+
+Day totals and the approval flag of a busy reason live only in memory and start
+afresh (KPIs are computed from the state log, which is complete).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from callflow.agents.events import IN_CALL, AgentState
+from callflow.agents.state import (
+    ACW_TIMER,
+    REASON_LIMIT_TIMER,
+    AgentSnapshot,
+    Step,
+    agent_payload,
+    timer_key,
+)
+from callflow.engine.effects import Effect, Publish, StartTimer
+from callflow.engine.policy import Policy, Reason
+from callflow.store import repo
+from callflow.store.models import CallEvent
+
+log = logging.getLogger(__name__)
+
+LOGIN_RECORD = "agent_login"  # Persist kind agents/state.py writes at each login
+ACW_EXTENDED_RECORD = "acw_extended"
+
+
+@dataclass(frozen=True)
+class StoredAgent:
+    """What the store knows of one agent's current state."""
+
+    agent_id: str
+    state: str
+    reason: str | None
+    since: datetime  # aware UTC: when the state began
+    call_id: str | None = None
+    acw_extended: bool = False
+    extension: str | None = None  # the desk of the last login
+    acw_extra_s: float = 0.0  # seconds supervisors added to this ACW
+
+
+def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: datetime,
+             policy: Policy) -> Step:
+    """The snapshot and timer effects of one stored agent (``now``: monotonic seconds)."""
+    try:
+        state = AgentState(stored.state)
+    except ValueError:
+        log.error("agent %s: stored state %r unknown; restored logged out", stored.agent_id,
+                  stored.state)
+        state = AgentState.LOGGED_OUT
+    age = max(0.0, (wall_now - stored.since).total_seconds())
+    since = now - age
+    with_reason = state in (AgentState.BUSY, AgentState.NOT_READY, AgentState.LOGGED_OUT)
+    with_call = state in IN_CALL or state is AgentState.ACW
+    acw = state is AgentState.ACW
+    agent = AgentSnapshot(
+        agent_id=stored.agent_id, extension=stored.extension or home_extension, state=state,
+        reason=(stored.reason or "") if with_reason else "", since=since,
+        call_id=(stored.call_id or "") if with_call else "",
+        acw_deadline=since + policy.agents.acw_limit_s + stored.acw_extra_s if acw else 0.0,
+        acw_extended=stored.acw_extended and acw, seq=1, counted_to=now)
+    effects: list[Effect] = []
+    if acw:
+        effects.append(StartTimer(timer_key(agent, ACW_TIMER), agent.acw_deadline))
+    reason = _reason(policy, agent)
+    if reason is not None and reason.max_min > 0:
+        effects.append(StartTimer(timer_key(agent, REASON_LIMIT_TIMER),
+                                  since + reason.max_min * 60))
+    payload = agent_payload(agent, by="system", cause="restored")
+    effects += [Publish(f"agent:{agent.agent_id}", payload), Publish("board", payload)]
+    return agent, effects
+
+
+def _reason(policy: Policy, agent: AgentSnapshot) -> Reason | None:
+    if agent.state is AgentState.BUSY:
+        return policy.agents.busy_reason(agent.reason)
+    if agent.state is AgentState.NOT_READY:
+        return policy.agents.not_ready_reason(agent.reason)
+    return None
+
+
+def load_stored_agents(s: Session) -> list[StoredAgent]:
+    """Every agent's stored state, desk and ACW extension (one read transaction)."""
+    rows = repo.load_agent_snapshots(s)
+    desks = _last_desks(s, {r.agent_id for r in rows})
+    out = []
+    for row in rows:
+        extra = 0.0
+        if row.state == AgentState.ACW.value and row.acw_extended and row.call_uniqueid:
+            extra = sum(float(e.payload.get("seconds", 0))
+                        for e in repo.read_events(s, uniqueid=row.call_uniqueid)
+                        if e.kind == ACW_EXTENDED_RECORD
+                        and e.payload.get("agent_id") == row.agent_id and e.at >= row.since)
+        out.append(StoredAgent(
+            agent_id=row.agent_id, state=row.state, reason=row.reason, since=row.since,
+            call_id=row.call_uniqueid, acw_extended=row.acw_extended,
+            extension=desks.get(row.agent_id), acw_extra_s=extra))
+    return out
+
+
+def _last_desks(s: Session, agent_ids: Iterable[str]) -> dict[str, str]:
+    """The desk of each agent's latest login, newest records first until all are found."""
+    wanted = set(agent_ids)
+    found: dict[str, str] = {}
+    query = (select(CallEvent.payload).where(CallEvent.kind == LOGIN_RECORD)
+             .order_by(CallEvent.id.desc()).execution_options(yield_per=500))
+    for payload in s.scalars(query):
+        agent_id = payload.get("agent_id")
+        if agent_id in wanted and agent_id not in found and payload.get("extension"):
+            found[agent_id] = str(payload["extension"])
+            if len(found) == len(wanted):
+                break
+    return found
