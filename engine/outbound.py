@@ -1,0 +1,589 @@
+"""Outbound calls and follow-up tasks: every rule of the dialer, pure (STD-081..096, C-11).
+
+No socket, no database, no loop here: wall times come in as arguments (the Clock's
+``wall()`` at the edge), Asterisk's facts come in as plain events, decisions go out
+as values. ``callflow.dialer`` is the thin edge that claims tasks from the store,
+sends the AMI Originate and feeds the events back.
+
+How an attempt runs (agent-first; preview differs only in who starts it):
+
+    Originate Channel=PJSIP/<agent>, ChannelId=<attempt id>, Timeout=agent ring limit
+      -> the agent's softphone rings (agent state ringing: no inbound call is offered)
+      -> the agent answers (on_call; the agent hears the customer's phone ring)
+      -> dialplan [callflow-outbound] Dial(<customer>, <6 rings in seconds>)
+      -> DialEnd ANSWER (bridged) | BUSY | NOANSWER | CONGESTION | CHANUNAVAIL | CANCEL
+      -> Hangup of both legs, each with its Q.850 cause.
+
+Decisions this module makes (and why):
+
+* **Six rings is the customer's ring limit** (STD-081): ``no_answer_rings`` of the
+  Policy times the ring cycle of its country (cn 30 s, us 36 s). In agent-first mode
+  that is Dial()'s timeout on the customer leg; the Originate's own timeout bounds
+  the agent's softphone and is the inbound offer limit (STD-008, 3 rings), because
+  that leg is an offer to an agent like any other.
+* **Outcome from Asterisk's facts, not from OriginateResponse's Reason** (harness
+  notes: a busy callee gives Reason 0): ``DialEnd`` DialStatus first, then the
+  customer leg's Hangup cause (1/3/22/28 invalid number, 17/21 busy, 18/19 no
+  answer, anything else failed). The cause is kept with the attempt.
+* **Only attempts that reached the customer's line count** against max attempts:
+  an Originate that was refused, a link that was down, an agent who did not pick up
+  their own phone are recorded in the history but refunded (the customer was never
+  disturbed); the task stays due.
+* **Retry rule** (STD-081 ASSUMPTION): not reached -> again after
+  ``retry_spacing_min``, moved into the next calling window (STD-085) on a calling
+  day; a follow-up (STD-090) dials one number at most ``attempts_per_number_per_run``
+  times per calling day, the next attempt is the next calling day. Invalid number ->
+  unreachable at once; max attempts used -> unreachable, and reported.
+* **Due times** per kind of task; a contact under several rules gets the earliest
+  due time (C-11). Follow-ups created when an agent closes a call are due the next
+  working day of the business calendar (STD-089), at the opening of the calling
+  window.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
+from enum import StrEnum
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from callflow.engine.policy import Policy, outbound_no_answer_seconds, ring_limit_seconds
+from callflow.errors import PolicyError, StateError
+
+# --- outcomes ---------------------------------------------------------------------------
+
+
+class AttemptOutcome(StrEnum):
+    """How one dial of a task ended (task_attempts.outcome)."""
+
+    ANSWERED = "answered"
+    NO_ANSWER = "no_answer"  # rang the full six rings (STD-081)
+    BUSY = "busy"  # 486 / cause 17, or the customer declined (cause 21)
+    FAILED = "failed"  # congestion, channel unavailable, any other failure
+    INVALID_NUMBER = "invalid_number"  # the network says the number does not exist
+    AGENT_CANCELLED = "agent_cancelled"  # the agent hung up while the customer's phone rang
+    UNKNOWN = "unknown"  # the AMI link was down when the call ended: nobody saw how
+    AGENT_NO_ANSWER = "agent_no_answer"  # the agent's own softphone was not picked up
+    NOT_DIALLED = "not_dialled"  # Originate refused or AMI unavailable: nothing rang
+
+
+#: Outcomes that never reached the customer's line: recorded, not counted (refunded).
+REFUNDED = frozenset({AttemptOutcome.AGENT_NO_ANSWER, AttemptOutcome.NOT_DIALLED})
+#: Q.850 causes saying the number itself is wrong: 1 unallocated, 3 no route to
+#: destination, 22 number changed, 28 invalid number format.
+INVALID_NUMBER_CAUSES = frozenset({1, 3, 22, 28})
+BUSY_CAUSES = frozenset({17, 21})  # user busy, call rejected (603 Decline)
+NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, alerting without answer
+#: A task whose dial could not even start is tried again this much later, so a
+#: persistent AMI refusal cannot spin the dialer.
+NOT_DIALLED_BACKOFF_S = 30.0
+
+
+def classify(*, answered: bool, dial_status: str = "", cause: int | None = None
+             ) -> AttemptOutcome:
+    """The outcome of a dial that reached Asterisk, from DialEnd and the Hangup cause.
+
+    ``dial_status`` wins where it is definite (Dial knows it timed out even though
+    the cancelled leg's cause is 0 or 16); the cause decides the rest, which also
+    covers an Originate straight to a customer (no DialEnd when it never answers).
+    """
+    status = dial_status.upper()
+    if answered or status == "ANSWER":
+        return AttemptOutcome.ANSWERED
+    if status == "BUSY":
+        return AttemptOutcome.BUSY
+    if status == "NOANSWER":
+        return AttemptOutcome.NO_ANSWER
+    if cause in INVALID_NUMBER_CAUSES:
+        return AttemptOutcome.INVALID_NUMBER
+    if cause in BUSY_CAUSES:
+        return AttemptOutcome.BUSY
+    if cause in NO_ANSWER_CAUSES:
+        return AttemptOutcome.NO_ANSWER
+    if status == "CANCEL":
+        return AttemptOutcome.AGENT_CANCELLED
+    return AttemptOutcome.FAILED
+
+
+# --- numbers ------------------------------------------------------------------------------
+
+_SEPARATORS = re.compile(r"[\s\-().]")
+_DIALLABLE = re.compile(r"[0-9]{3,20}")
+
+
+def normalize_number(raw: str) -> str:
+    """The digits the PBX dials, or ``StateError('invalid_number')`` saying what is wrong.
+
+    Spaces, dashes, dots and brackets are dropped (people type numbers that way);
+    anything else must be 3-20 digits: the ``callflow-outbound`` dialplan matches
+    ``_X.``, so a ``+`` or a letter could never be dialled and is refused up front.
+    """
+    if not isinstance(raw, str):
+        raise StateError("invalid_number", f"a number must be a string, got {raw!r}")
+    digits = _SEPARATORS.sub("", raw)
+    if digits.startswith("+"):
+        raise StateError("invalid_number", f"{raw!r}: write the digits the PBX dials "
+                                           "(international prefix instead of '+')")
+    if not _DIALLABLE.fullmatch(digits):
+        raise StateError("invalid_number", f"{raw!r} is not a phone number (3-20 digits)")
+    return digits
+
+
+# --- ring limits ----------------------------------------------------------------------------
+
+
+def customer_ring_seconds(policy: Policy) -> float:
+    """STD-081: the customer's phone rings this long, then we hang up (cn 30 s, us 36 s)."""
+    return outbound_no_answer_seconds(policy)
+
+
+def agent_ring_seconds(policy: Policy) -> float:
+    """STD-008: the agent's own softphone rings this long (agent-first), like any offer."""
+    return ring_limit_seconds(policy)
+
+
+def caller_id_for(kind: str, policy: Policy) -> str:
+    """The number presented to the customer: the campaign's, else the centre's (may be '')."""
+    return policy.outbound.caller_ids.get(kind, policy.outbound.caller_id)
+
+
+# --- calendar (STD-085 calling window, working days) -----------------------------------------
+
+_MAX_DAYS_AHEAD = 370
+
+
+def zone(policy: Policy) -> ZoneInfo:
+    return ZoneInfo(policy.calendar.timezone)
+
+
+def is_calling_day(day: date, policy: Policy) -> bool:
+    """May customers be called on ``day`` (centre-local)? Never on a holiday."""
+    if policy.outbound.calling_days == "workdays":
+        return policy.calendar.is_workday(day)
+    return day not in policy.calendar.holidays
+
+
+def _at(day: date, clock_time: time, tz: ZoneInfo) -> datetime:
+    return datetime.combine(day, clock_time, tzinfo=tz)
+
+
+def next_calling_time(t: datetime, policy: Policy) -> datetime:
+    """The earliest instant >= ``t`` inside the calling window of a calling day (STD-085)."""
+    tz = zone(policy)
+    local = t.astimezone(tz)
+    start, end = policy.outbound.calling_window_start, policy.outbound.calling_window_end
+    for offset in range(_MAX_DAYS_AHEAD):
+        day = local.date() + timedelta(days=offset)
+        if not is_calling_day(day, policy):
+            continue
+        opens, closes = _at(day, start, tz), _at(day, end, tz)
+        if offset == 0 and local >= closes:
+            continue
+        if offset == 0 and local >= opens:
+            return t
+        return opens.astimezone(t.tzinfo)
+    raise PolicyError("no calling day within a year: check calendar.holidays and "
+                      "outbound.calling_days")
+
+
+def in_calling_window(t: datetime, policy: Policy) -> bool:
+    return next_calling_time(t, policy) == t
+
+
+def next_working_day(t: datetime, policy: Policy) -> date:
+    """The first working day of the business calendar after ``t``'s local date."""
+    day = t.astimezone(zone(policy)).date()
+    for _ in range(_MAX_DAYS_AHEAD):
+        day += timedelta(days=1)
+        if policy.calendar.is_workday(day):
+            return day
+    raise PolicyError("no working day within a year: check calendar.workdays and holidays")
+
+
+def next_working_day_due(t: datetime, policy: Policy) -> datetime:
+    """STD-089 'next day' follow-up: the next working day, when both the working hours
+    and the calling window have begun."""
+    tz = zone(policy)
+    opens = max(policy.outbound.calling_window_start, policy.calendar.work_start)
+    due = _at(next_working_day(t, policy), opens, tz).astimezone(t.tzinfo)
+    return next_calling_time(due, policy)
+
+
+def _window_close(t: datetime, policy: Policy) -> datetime:
+    tz = zone(policy)
+    local = t.astimezone(tz)
+    return _at(local.date(), policy.outbound.calling_window_end, tz).astimezone(t.tzinfo)
+
+
+# --- due times per kind of task (C-11) -------------------------------------------------------
+
+TaskKind = Literal["callback", "dropped_call", "follow_up", "manual", "named_agent"]
+TASK_KINDS: tuple[TaskKind, ...] = ("callback", "dropped_call", "follow_up", "manual",
+                                    "named_agent")
+FollowUpReason = Literal["general", "fault"]
+
+
+@dataclass(frozen=True)
+class Due:
+    """When a task is dialled first, and by when it should be done (coverage KPIs)."""
+
+    due_at: datetime
+    deadline_at: datetime | None = None
+
+
+def plan_due(kind: str, now: datetime, policy: Policy, *, requested_at: datetime | None = None,
+             follow_up: FollowUpReason = "general") -> Due:
+    """The due time a new task of ``kind`` gets.
+
+    - callback (STD-047, STD-091): the time the customer chose, else now;
+    - dropped_call (STD-069): now, for the same agent;
+    - named_agent (STD-072): now (the named agent's next call), done within
+      ``routing.named_agent_callback_due_min``;
+    - follow_up: the next working day (STD-089 fault: done that day; STD-086
+      general: done within ``followup_general_days``);
+    - manual: the requested time, else now.
+    Every due time is moved into the calling window (STD-085).
+    """
+    if kind not in TASK_KINDS:
+        raise StateError("invalid_kind", f"{kind!r}; one of {', '.join(TASK_KINDS)}")
+    out = policy.outbound
+    if kind == "follow_up":
+        if requested_at is not None:
+            due = next_calling_time(max(requested_at, now), policy)
+        else:
+            due = next_working_day_due(now, policy)
+        within = now + timedelta(days=out.followup_general_days)
+        if follow_up == "fault" or within < due:  # a long holiday: the first day it can be
+            return Due(due, _window_close(due, policy))
+        return Due(due, within)
+    start = max(requested_at, now) if requested_at is not None else now
+    due = next_calling_time(start, policy)
+    if kind == "named_agent":
+        minutes = policy.routing.named_agent_callback_due_min
+        return Due(due, max(due, now + timedelta(minutes=minutes)))
+    return Due(due)
+
+
+def earliest_due(dues: Iterable[datetime]) -> datetime:
+    """C-11: a contact that several rules ask for is due at the earliest of their times."""
+    found = min(dues, default=None)
+    if found is None:
+        raise ValueError("earliest_due of nothing")
+    return found
+
+
+# --- after an attempt: the retry rule ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What becomes of a task after one attempt.
+
+    ``counted`` False: the attempt is refunded and the task is due again at
+    ``retry_at``. Otherwise ``reached`` -> done; ``retry_at`` -> pending again then;
+    neither -> unreachable (reported).
+    """
+
+    counted: bool
+    reached: bool
+    retry_at: datetime | None
+
+    @property
+    def status(self) -> Literal["done", "pending", "unreachable"]:
+        if self.reached:
+            return "done"
+        return "pending" if self.retry_at is not None else "unreachable"
+
+
+def decide(outcome: AttemptOutcome, *, kind: str, attempts: int, max_attempts: int,
+           attempts_today: int, now: datetime, due_at: datetime, policy: Policy) -> Decision:
+    """The retry rule (STD-081, STD-085, STD-090).
+
+    ``attempts`` counts this attempt (the store counts at claim time);
+    ``attempts_today`` counts the task's counted attempts of this calling day,
+    this one included.
+    """
+    if outcome in REFUNDED:
+        later = now + timedelta(seconds=NOT_DIALLED_BACKOFF_S) if (
+            outcome is AttemptOutcome.NOT_DIALLED) else now
+        return Decision(False, False, next_calling_time(max(due_at, later), policy))
+    if outcome is AttemptOutcome.ANSWERED:
+        return Decision(True, True, None)
+    if outcome is AttemptOutcome.INVALID_NUMBER or attempts >= max_attempts:
+        return Decision(True, False, None)
+    out = policy.outbound
+    retry = next_calling_time(now + timedelta(minutes=out.retry_spacing_min), policy)
+    if kind == "follow_up" and attempts_today >= out.attempts_per_number_per_run:
+        tz = zone(policy)
+        tomorrow = _at(now.astimezone(tz).date() + timedelta(days=1), time(0), tz)
+        retry = max(retry, next_calling_time(tomorrow.astimezone(now.tzinfo), policy))
+    return Decision(True, False, retry)
+
+
+# --- one attempt, from Originate to the last Hangup ---------------------------------------------
+
+
+class Phase(StrEnum):
+    AGENT_RINGING = "agent_ringing"  # Originate sent; the agent's softphone rings
+    AGENT_CONNECTED = "agent_connected"  # the agent answered; the customer is being dialled
+    CONNECTED = "connected"  # the customer answered: bridged with the agent
+    ENDED = "ended"
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One dial of one task; ``attempt_id`` is the agent leg's ChannelId (its Uniqueid)."""
+
+    attempt_id: str
+    task_id: int
+    kind: str
+    number: str
+    agent_id: str
+    started_at: float  # epoch seconds (Asterisk's event timestamps are epoch too)
+    phase: Phase = Phase.AGENT_RINGING
+    agent_answered_at: float | None = None
+    customer_uid: str = ""
+    customer_ring_at: float | None = None
+    customer_answered_at: float | None = None
+    dial_status: str = ""
+    customer_cause: int | None = None
+    agent_cause: int | None = None
+    originate_reason: str = ""
+    released_by: str = ""  # who asked to hang up first: "agent" | "customer"
+    ended_at: float | None = None
+    outcome: AttemptOutcome | None = None
+    detail: str = ""
+
+    @property
+    def customer_dialled(self) -> bool:
+        return bool(self.customer_uid)
+
+    @property
+    def cause(self) -> int | None:
+        """The hang-up cause kept with the attempt: the customer leg's when it was dialled."""
+        return self.customer_cause if self.customer_dialled else self.agent_cause
+
+
+# events, in Asterisk's words (the edge translates AMI frames into these)
+
+
+@dataclass(frozen=True)
+class OriginateRefused:
+    """The Originate action failed before anything rang (AMI error, link down)."""
+
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class OriginateResult:
+    """OriginateResponse: Success once the agent leg is up, Failure if it never was."""
+
+    success: bool
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LegUp:
+    """Newstate Up on one of the attempt's legs."""
+
+    uid: str
+    at: float
+
+
+@dataclass(frozen=True)
+class CustomerDialled:
+    """DialBegin from the agent leg to the customer's channel ``uid``."""
+
+    uid: str
+    at: float
+
+
+@dataclass(frozen=True)
+class DialEnded:
+    status: str
+    at: float
+
+
+@dataclass(frozen=True)
+class HangupRequested:
+    uid: str
+    at: float
+
+
+@dataclass(frozen=True)
+class LegHungUp:
+    uid: str
+    cause: int | None
+    at: float
+
+
+@dataclass(frozen=True)
+class Vanished:
+    """After an AMI reconnect the agent leg is gone and its end was never seen."""
+
+    at: float
+
+
+AttemptEvent = (OriginateRefused | OriginateResult | LegUp | CustomerDialled | DialEnded
+                | HangupRequested | LegHungUp | Vanished)
+
+#: OriginateResponse Reason 3: the originated channel rang without an answer.
+ORIGINATE_NO_ANSWER = "3"
+
+
+def new_attempt(attempt_id: str, task_id: int, kind: str, number: str, agent_id: str,
+                at: float) -> Attempt:
+    return Attempt(attempt_id, task_id, kind, number, agent_id, at)
+
+
+def step(attempt: Attempt, event: AttemptEvent) -> Attempt:
+    """Apply one fact. Facts repeat (AMI and resync) and arrive late: both are no-ops."""
+    if attempt.phase is Phase.ENDED:
+        return attempt
+    agent_uid = attempt.attempt_id
+    if isinstance(event, OriginateRefused):
+        return _end(attempt, event.at, AttemptOutcome.NOT_DIALLED, detail=event.reason)
+    if isinstance(event, OriginateResult):
+        if event.success:
+            return _agent_up(attempt, event.at)
+        if attempt.phase is Phase.AGENT_RINGING:
+            return _end(replace(attempt, originate_reason=event.reason), event.at,
+                        AttemptOutcome.AGENT_NO_ANSWER)
+        return attempt
+    if isinstance(event, LegUp):
+        if event.uid == agent_uid:
+            return _agent_up(attempt, event.at)
+        if event.uid == attempt.customer_uid:
+            return _customer_up(attempt, event.at)
+        return attempt
+    if isinstance(event, CustomerDialled):
+        if attempt.customer_uid:
+            return attempt
+        return replace(_agent_up(attempt, event.at), customer_uid=event.uid,
+                       customer_ring_at=event.at)
+    if isinstance(event, DialEnded):
+        attempt = replace(attempt, dial_status=event.status.upper())
+        return _customer_up(attempt, event.at) if attempt.dial_status == "ANSWER" else attempt
+    if isinstance(event, HangupRequested):
+        if attempt.released_by:
+            return attempt
+        if event.uid == agent_uid:
+            return replace(attempt, released_by="agent")
+        if event.uid == attempt.customer_uid:
+            return replace(attempt, released_by="customer")
+        return attempt
+    if isinstance(event, LegHungUp):
+        if event.uid == attempt.customer_uid:
+            return replace(attempt, customer_cause=event.cause)
+        if event.uid != agent_uid:
+            return attempt
+        attempt = replace(attempt, agent_cause=event.cause)
+        return _end(attempt, event.at, _verdict(attempt))
+    if isinstance(event, Vanished):
+        if not attempt.customer_dialled:
+            outcome = AttemptOutcome.NOT_DIALLED  # the customer's phone never rang
+        elif attempt.outcome is None and not attempt.dial_status:
+            outcome = AttemptOutcome.UNKNOWN
+        else:
+            outcome = _verdict(attempt)
+        return _end(attempt, event.at, outcome, detail="ended while the AMI link was down")
+    raise StateError("unknown_event", type(event).__name__)
+
+
+def _agent_up(attempt: Attempt, at: float) -> Attempt:
+    if attempt.phase is not Phase.AGENT_RINGING:
+        return attempt
+    return replace(attempt, phase=Phase.AGENT_CONNECTED, agent_answered_at=at)
+
+
+def _customer_up(attempt: Attempt, at: float) -> Attempt:
+    if attempt.phase is Phase.CONNECTED:
+        return attempt
+    attempt = _agent_up(attempt, at)
+    return replace(attempt, phase=Phase.CONNECTED, customer_answered_at=at,
+                   outcome=AttemptOutcome.ANSWERED)
+
+
+def _verdict(attempt: Attempt) -> AttemptOutcome:
+    if attempt.outcome is not None:
+        return attempt.outcome
+    if attempt.agent_answered_at is None:
+        return AttemptOutcome.AGENT_NO_ANSWER
+    if not attempt.customer_dialled:
+        return AttemptOutcome.NOT_DIALLED  # the agent hung up before the customer was dialled
+    return classify(answered=False, dial_status=attempt.dial_status,
+                    cause=attempt.customer_cause)
+
+
+def _end(attempt: Attempt, at: float, outcome: AttemptOutcome, detail: str = "") -> Attempt:
+    return replace(attempt, phase=Phase.ENDED, ended_at=at,
+                   outcome=attempt.outcome or outcome, detail=detail or attempt.detail)
+
+
+def agent_rang_out(attempt: Attempt) -> bool:
+    """The agent's softphone rang its whole limit unanswered (STD-008 applies to them too)."""
+    return (attempt.phase is Phase.ENDED and attempt.agent_answered_at is None
+            and (attempt.originate_reason == ORIGINATE_NO_ANSWER or attempt.agent_cause == 19))
+
+
+# --- what the edge sends and records ---------------------------------------------------------
+
+
+def originate_fields(attempt: Attempt, policy: Policy, endpoint: str,
+                     context: str = "callflow-outbound") -> dict[str, str | list[str]]:
+    """The AMI Originate of an agent-first attempt.
+
+    ``ChannelId`` is always set (harness A5: without it a failed async Originate's
+    OriginateResponse says ``Uniqueid: <unknown>`` and cannot be tied to anything).
+    The agent's phone shows the customer's number (STD-082); the dialplan presents
+    the centre's number to the customer (``CALLFLOW_CLI``) and rings the customer
+    for six rings (``CALLFLOW_RING_S``, STD-081).
+    """
+    variables = [f"CALLFLOW_RING_S={customer_ring_seconds(policy):g}",
+                 f"CALLFLOW_TASK={attempt.task_id}"]
+    caller_id = caller_id_for(attempt.kind, policy)
+    if caller_id:
+        variables.append(f"CALLFLOW_CLI={caller_id}")
+    return {
+        "Channel": f"PJSIP/{endpoint}",
+        "Context": context,
+        "Exten": attempt.number,
+        "Priority": "1",
+        "Timeout": str(round(agent_ring_seconds(policy) * 1000)),
+        "CallerID": f'"Task {attempt.task_id}" <{attempt.number}>',
+        "Variable": variables,
+        "Async": "true",
+        "ChannelId": attempt.attempt_id,
+    }
+
+
+_CALL_OUTCOME = {AttemptOutcome.ANSWERED: "answered", AttemptOutcome.NO_ANSWER: "no_answer",
+                 AttemptOutcome.BUSY: "busy"}
+
+
+def call_record(attempt: Attempt) -> dict[str, object] | None:
+    """The ``calls`` row of an attempt that dialled the customer (None: nothing rang there).
+
+    Outbound rows use the agent leg's id as uniqueid; ``caller_number`` is the
+    customer's number; released_by ``caller`` is the customer (the external party),
+    ``system`` our six-ring limit (STD-081).
+    """
+    if not attempt.customer_dialled or attempt.outcome is None:
+        return None
+    released = {"agent": "agent", "customer": "caller"}.get(attempt.released_by)
+    if attempt.outcome is AttemptOutcome.NO_ANSWER:
+        released = "system"
+    record: dict[str, object] = {
+        "uniqueid": attempt.attempt_id, "direction": "outbound",
+        "caller_number": attempt.number, "agent_id": attempt.agent_id,
+        "entered_at": attempt.started_at, "ring_started_at": attempt.customer_ring_at,
+        "answered_at": attempt.customer_answered_at, "ended_at": attempt.ended_at,
+        "outcome": _CALL_OUTCOME.get(attempt.outcome, "failed"),
+        "hangup_cause": attempt.cause, "released_by": released,
+    }
+    return {k: v for k, v in record.items() if v is not None}
