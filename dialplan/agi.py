@@ -11,10 +11,11 @@ command methods cannot run on an event loop. What is kept from pyst2, and what i
   application; ``(hangup)`` data = the caller left; GET VARIABLE ``result=1 (value)``
   versus ``result=0`` for unset);
 - replaced: ``get_result`` and ``_get_agi_env``. Driving them through a signal-free
-  subclass and an in-memory line source worked, but cost 25-30 us per reply and 210 us
-  per environment block (each pretty-prints its result to stderr, even a null one);
-  end to end they held the server to 0.46-0.75 of a bare asyncio server's sessions/s,
-  against 0.8-1.0 without them (bench/bench_fastagi.py, a shared 2-core box). And their
+  subclass and an in-memory line source worked, but cost 12-30 us per reply and
+  165-270 us per environment block against 3-7 us and 14-36 us here (each
+  pretty-prints its result to stderr, even a null one); end to end, in one alternating
+  run, the server did 0.49 of a bare asyncio server's sessions/s with them and 0.84
+  without (bench/bench_fastagi.py, 200 concurrent, shared 2-core box). And their
   control flow is where the defects live:
   ``get_result`` loops forever on EOF inside a 520 block, swallows the next reply after
   a one-line ``520``, raises ``ValueError`` on ``HANGUP``/EOF and ``AGIUnknownError``
