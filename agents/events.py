@@ -48,10 +48,15 @@ IN_CALL = frozenset({AgentState.RINGING, AgentState.ON_CALL, AgentState.ON_HOLD}
 
 @dataclass(frozen=True)
 class LogIn:
-    """Start a session at ``extension`` (empty: the extension the roster gave the agent)."""
+    """Start a session at ``extension`` (empty: the extension the roster gave the agent).
+
+    ``reachable``: what PJSIP last said of that extension's softphone (hot-desking: the
+    agent's flag follows the desk, not the person); None keeps the agent's flag.
+    """
 
     extension: str = ""
     by: Actor = "agent"
+    reachable: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -296,10 +296,14 @@ def _login(agent: AgentSnapshot, event: LogIn, now: float, policy: Policy) -> St
     extension = event.extension or agent.extension
     if not extension:
         raise StateError("no_extension", "log in needs the softphone's extension")
-    agent = replace(agent, extension=extension, counted_to=now)
+    reachable = agent.softphone_reachable if event.reachable is None else event.reachable
+    agent = replace(agent, extension=extension, counted_to=now, softphone_reachable=reachable)
     new, effects = _to_idle(agent, now, policy, by=event.by, cause="login")
     if not new.softphone_reachable:
         effects.append(_unreachable_alarm(new, "STD-099"))
+    # the desk the agent sits at, so an engine restart puts them back there (hot-desking)
+    effects.append(Persist("agent_login", {"agent_id": new.agent_id, "extension": extension,
+                                           "by": event.by, "at_monotonic": now}))
     return new, effects
 
 

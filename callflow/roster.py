@@ -42,10 +42,16 @@ class Roster:
 
     def agent_for_channel(self, channel: str) -> RosterAgent | None:
         """``PJSIP/agent1001-0000002a`` -> the agent whose endpoint is ``agent1001``."""
-        tech, _, rest = channel.partition("/")
-        if tech.upper() != "PJSIP" or not rest:
-            return None
-        return self.by_endpoint(rest.rsplit("-", 1)[0])
+        endpoint = endpoint_of_channel(channel)
+        return None if endpoint is None else self.by_endpoint(endpoint)
+
+
+def endpoint_of_channel(channel: str) -> str | None:
+    """``PJSIP/agent1001-0000002a`` -> ``agent1001``; None for other technologies."""
+    tech, _, rest = channel.partition("/")
+    if tech.upper() != "PJSIP" or not rest:
+        return None
+    return rest.rsplit("-", 1)[0]
 
 
 def load_roster(path: Path) -> Roster:

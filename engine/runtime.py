@@ -16,9 +16,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
+from callflow.agents import desks
 from callflow.agents import state as agent_state
 from callflow.engine import calls
 from callflow.engine.clock import Clock
@@ -33,7 +34,7 @@ from callflow.engine.effects import (
 )
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StateError
-from callflow.roster import Roster, RosterAgent
+from callflow.roster import Roster, RosterAgent, endpoint_of_channel
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,7 @@ class Runtime:
         self.agent_links: dict[str, ChannelLink] = {}  # agent leg uniqueid -> call/agent
         self.first_release: dict[str, str] = {}  # call_id -> "caller" | "agent"
         self.waiters: dict[str, asyncio.Event] = {}  # calls waiting for an agent, by call_id
+        self.endpoint_reachable: dict[str, bool] = {}  # PJSIP's last word on each desk
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[AmiFrame], None]]] = {}
         self._timer_owners: dict[str, Callable[[str], None]] = {}
@@ -144,6 +146,8 @@ class Runtime:
             out["at"] = self._wall(out.pop("at_monotonic"))
         if isinstance(out.get("since"), float):
             out["since_epoch"] = round(self._wall(out["since"]), 3)
+        if isinstance(out.get("acw_deadline"), float):
+            out["acw_deadline_epoch"] = round(self._wall(out["acw_deadline"]), 3)
         return out
 
     def _start_timer(self, key: str, at: float) -> None:
@@ -219,6 +223,45 @@ class Runtime:
                 waiting.set()
         return new
 
+    def log_in(self, agent_id: str, desk: str = "",
+               by: agent_state.Actor = "agent") -> agent_state.AgentSnapshot:
+        """Start ``agent_id``'s session at ``desk`` (hot-desking; empty: where they last sat).
+
+        The desk must exist and be free; the agent takes over what PJSIP last said of
+        that softphone. Raises StateError (unknown_extension, extension_taken, ...).
+        """
+        agent = self.agents.get(agent_id)
+        if agent is None:
+            raise StateError("unknown_agent", f"no agent {agent_id!r} in the roster")
+        extension = desks.resolve_desk(self.roster, desk or agent.extension)
+        desks.check_free(self.agents, agent_id, extension)
+        return self.agent_event(agent_id, agent_state.LogIn(
+            extension, by=by, reachable=self.endpoint_reachable.get(extension)))
+
+    def agent_at(self, endpoint: str) -> str | None:
+        """The agent PJSIP facts about ``endpoint`` belong to (see agents/desks.py)."""
+        return desks.agent_for_endpoint(self.agents, self.roster, endpoint)
+
+    def agent_for_channel(self, channel: str) -> str | None:
+        """``PJSIP/agent1003-0000002a`` -> the agent working at desk agent1003."""
+        endpoint = endpoint_of_channel(channel)
+        return None if endpoint is None else self.agent_at(endpoint)
+
+    def restore_agents(self, restored: Iterable[agent_state.Step]) -> None:
+        """Put agents back as the store last saw them (engine restart), timers re-armed.
+
+        Each item is ``(snapshot, effects)`` from agents/restore.py; agents no longer in
+        the roster are skipped. Agents restored in a call are reconciled with Asterisk
+        at the AMI resync (``apply_resync``).
+        """
+        for agent, effects in restored:
+            if agent.agent_id not in self.agents:
+                log.warning("agent %s is not in the roster any more: not restored",
+                            agent.agent_id)
+                continue
+            self.agents[agent.agent_id] = agent
+            self.execute(effects)
+
     def _agent_event_quiet(self, agent_id: str, event: Any) -> None:
         """Events reported by Asterisk: a rejection is logged, never raised into the reader."""
         try:
@@ -249,7 +292,9 @@ class Runtime:
         if candidate is None:
             return None
         self.agent_event(candidate.agent_id, agent_state.CallOffered(call_id))
-        return self.roster.by_id(candidate.agent_id)
+        member = self.roster.by_id(candidate.agent_id)
+        # hot-desking: the call rings the desk the agent logged in at
+        return None if member is None else replace(member, endpoint=candidate.extension)
 
     def _older_waiter(self, call: calls.InboundCall) -> calls.InboundCall | None:
         for other_id in self.waiters:
@@ -387,21 +432,21 @@ class Runtime:
 
     def _on_dial_begin(self, frame: AmiFrame) -> None:
         call_id = frame.get("Uniqueid")
-        member = self.roster.agent_for_channel(frame.get("DestChannel"))
-        if call_id not in self.calls or member is None:
+        agent_id = self.agent_for_channel(frame.get("DestChannel"))
+        if call_id not in self.calls or agent_id is None:
             return
-        self.agent_links[frame.get("DestUniqueid")] = ChannelLink(call_id, member.agent_id)
-        self.call_event(calls.OfferStarted(call_id, member.agent_id, frame.get("DestChannel"),
+        self.agent_links[frame.get("DestUniqueid")] = ChannelLink(call_id, agent_id)
+        self.call_event(calls.OfferStarted(call_id, agent_id, frame.get("DestChannel"),
                                            self._at(frame)))
 
     def _on_dial_end(self, frame: AmiFrame) -> None:
         call_id = frame.get("Uniqueid")
-        member = self.roster.agent_for_channel(frame.get("DestChannel"))
-        if call_id not in self.calls or member is None:
+        agent_id = self.agent_for_channel(frame.get("DestChannel"))
+        if call_id not in self.calls or agent_id is None:
             return
         status = frame.get("DialStatus")
-        self.call_event(calls.OfferEnded(call_id, member.agent_id, status, self._at(frame)))
-        self._agent_offer_result(member.agent_id, call_id, status)
+        self.call_event(calls.OfferEnded(call_id, agent_id, status, self._at(frame)))
+        self._agent_offer_result(agent_id, call_id, status)
 
     def _on_newstate(self, frame: AmiFrame) -> None:
         """The agent's leg goes Up: that is the answer (t_ans). DialEnd ANSWER comes only
@@ -433,14 +478,19 @@ class Runtime:
             self._agent_event_quiet(link.agent_id, agent_state.CallEnded(link.call_id))
 
     def _on_contact_status(self, frame: AmiFrame) -> None:
-        member = self.roster.by_endpoint(frame.get("AOR"))
-        if member is None:
-            return
+        endpoint = frame.get("AOR")
         status = frame.get("ContactStatus")
         if status in ("Reachable", "NonQualified", "Created"):
-            self._agent_event_quiet(member.agent_id, agent_state.SoftphoneReachable())
+            reachable = True
         elif status in ("Unreachable", "Removed"):
-            self._agent_event_quiet(member.agent_id, agent_state.SoftphoneUnreachable())
+            reachable = False
+        else:
+            return
+        self.endpoint_reachable[endpoint] = reachable
+        agent_id = self.agent_at(endpoint)
+        if agent_id is not None:
+            self._agent_event_quiet(agent_id, agent_state.SoftphoneReachable() if reachable
+                                    else agent_state.SoftphoneUnreachable())
 
     _ami_handlers: Mapping[str, Callable[[Runtime, AmiFrame], None]] = {
         "DialBegin": _on_dial_begin,
@@ -468,16 +518,42 @@ class Runtime:
                 log.warning("call %s ended while the AMI link was down", call_id)
                 self.call_event(calls.CallReleased(call_id, time.time(), cause=16, by="unknown"))
         for uid, chan in live.items():
-            member = self.roster.agent_for_channel(chan.get("Channel"))
+            agent_id = self.agent_for_channel(chan.get("Channel"))
             bridged = chan.get("BridgeId")
-            if member is None or not bridged:
+            if agent_id is None or not bridged:
                 continue
             for other in channels:
                 other_uid = other.get("Uniqueid")
                 if other.get("BridgeId") == bridged and other_uid in self.calls:
-                    self.agent_links[uid] = ChannelLink(other_uid, member.agent_id)
+                    self.agent_links[uid] = ChannelLink(other_uid, agent_id)
+        self._resync_agents_in_calls(live)
+        listed = set()
         for contact in contacts:
-            self._on_contact_status(_ContactView(contact))
+            view = _ContactView(contact)
+            listed.add(view.get("AOR"))
+            self._on_contact_status(view)
+        for member in self.roster.agents:  # a registering softphone with no contact is gone
+            if member.endpoint not in listed:
+                self._on_contact_status(_Unregistered(member.endpoint, time.monotonic()))
+
+    def _resync_agents_in_calls(self, live: Mapping[str, AmiFrame]) -> None:
+        """Agents in a call nobody tracks any more (the engine restarted, or the call ended
+        while the link was down): re-linked to their live leg, else their call is over."""
+        linked = {link.agent_id for link in self.agent_links.values()}
+        for agent in list(self.agents.values()):
+            if agent.state not in agent_state.IN_CALL or agent.agent_id in linked:
+                continue
+            call = self.calls.get(agent.call_id)
+            if call is not None and call.phase is not calls.Phase.ENDED:
+                continue  # reserved by a flow that is dialling it now
+            leg = next((uid for uid, chan in live.items()
+                        if self.agent_for_channel(chan.get("Channel")) == agent.agent_id), None)
+            if leg is not None:
+                self.agent_links[leg] = ChannelLink(agent.call_id, agent.agent_id)
+            else:
+                log.warning("agent %s: call %s ended out of sight", agent.agent_id,
+                            agent.call_id)
+                self._agent_event_quiet(agent.agent_id, agent_state.CallEnded(agent.call_id))
 
     # --- views ------------------------------------------------------------------------
 
@@ -511,7 +587,22 @@ class _ContactView:
     def get(self, key: str, default: str = "") -> str:
         if key == "ContactStatus":
             return self._frame.get("Status", default)
+        if key == "AOR":  # ContactList names the AOR only in ObjectName "agent1003;@<hash>"
+            return self._frame.get("AOR") or self._frame.get("ObjectName").partition(";")[0]
         return self._frame.get(key, default)
+
+
+class _Unregistered:
+    """A roster endpoint PJSIPShowContacts did not list: no contact, so not reachable."""
+
+    name = "ContactStatus"
+
+    def __init__(self, endpoint: str, received_at: float) -> None:
+        self.received_at = received_at
+        self._fields = {"AOR": endpoint, "ContactStatus": "Removed"}
+
+    def get(self, key: str, default: str = "") -> str:
+        return self._fields.get(key, default)
 
 
 def call_rules(policy: Policy) -> calls.CallRules:

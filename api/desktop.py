@@ -1,0 +1,263 @@
+"""The agent desktop's edge: the ``/ws/desktop`` websocket and the page at ``/desktop``.
+
+Protocol v1 is docs/agent-protocol.md (frames: agents/desktop_protocol.py). The
+server enforces who sees what: an agent's session token opens only its own topic
+``agent:<id>`` (asking for another agent is refused at the handshake), so an agent
+never receives another agent's call details. A supervisor (deployment token or a
+supervisor's session) may open any agent's desktop with ``?agent=<id>`` and act
+on it as a supervisor. The stream is the hub's (sequence numbers, resume with
+``since``, bounded buffers with drop-to-snapshot), so a slow desktop never slows
+the engine; a request is applied on the loop at once and answered with ``ack`` or
+an ``error`` carrying the state machine's reason, the state unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter, HTTPException, WebSocket
+from fastapi.responses import FileResponse
+from starlette.websockets import WebSocketDisconnect
+
+from callflow.agents.desktop_protocol import (
+    DesktopRequest,
+    ack_frame,
+    agent_event,
+    error_frame,
+    hello_frame,
+    parse_desktop_frame,
+)
+from callflow.api.auth import Principal
+from callflow.api.hub import Subscription
+from callflow.api.protocol import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
+    ClientFrameError,
+    FrameEncoder,
+    Ping,
+    pong_frame,
+)
+from callflow.errors import StateError
+
+if TYPE_CHECKING:
+    from callflow.agents.desktop import AgentDesktop
+
+log = logging.getLogger(__name__)
+
+WS_DESKTOP_PATH = "/ws/desktop"
+PAGE_PATH = "/desktop"
+STATIC_DIR = Path(__file__).resolve().parent / "static" / "desktop"
+ASSETS = {"desktop.js": "text/javascript", "desktop.css": "text/css"}
+
+
+class _Refused(Exception):
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def _presented_token(websocket: WebSocket) -> str | None:
+    token = websocket.query_params.get("token")
+    if token:
+        return token
+    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def _own_agent(principal: Principal) -> str | None:
+    """An agent principal's work number (its one topic ``agent:<id>``)."""
+    if principal.topics is None:
+        return None
+    own = [t.removeprefix("agent:") for t in principal.topics if t.startswith("agent:")]
+    return own[0] if len(own) == 1 else None
+
+
+def desktop_router(desk: AgentDesktop) -> APIRouter:
+    router = APIRouter(tags=["agent desktop"])
+    encoder = FrameEncoder()
+
+    @router.get(PAGE_PATH, include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
+                            headers={"Cache-Control": "no-cache"})
+
+    @router.get(PAGE_PATH + "/{asset}", include_in_schema=False)
+    async def asset(asset: str) -> FileResponse:
+        media = ASSETS.get(asset)
+        if media is None:
+            raise HTTPException(status_code=404, detail="no such file")
+        return FileResponse(STATIC_DIR / asset, media_type=media,
+                            headers={"Cache-Control": "no-cache"})
+
+    @router.websocket(WS_DESKTOP_PATH)
+    async def desktop(websocket: WebSocket) -> None:
+        await _serve(websocket, desk, encoder)
+
+    return router
+
+
+def _choose_agent(websocket: WebSocket, principal: Principal, desk: AgentDesktop) -> str:
+    asked = websocket.query_params.get("agent") or None
+    own = _own_agent(principal)
+    if principal.role == "agent":
+        if own is None:
+            raise _Refused("this login is not linked to an agent")
+        if asked is not None and asked != own:
+            raise _Refused("forbidden topics for this principal")
+        agent_id = own
+    elif asked is None:
+        raise _Refused("bad agent: a supervisor names the agent with ?agent=")
+    else:
+        agent_id = asked
+    if not principal.may_see(f"agent:{agent_id}"):
+        raise _Refused("forbidden topics for this principal")
+    if desk.service.roster.by_id(agent_id) is None:
+        raise _Refused("bad agent: not in the roster")
+    return agent_id
+
+
+def _since(websocket: WebSocket) -> int | None:
+    raw = websocket.query_params.get("since")
+    if raw is None or raw == "":
+        return None
+    if not raw.isdigit() or len(raw) > 18:
+        raise _Refused("bad since: expected a non-negative integer")
+    return int(raw)
+
+
+async def _serve(websocket: WebSocket, desk: AgentDesktop, encoder: FrameEncoder) -> None:
+    # Accept, then close with a reason: a refused handshake would only show a bare 403.
+    await websocket.accept()
+    client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
+    service = desk.service
+    principal = service.auth.authenticate(_presented_token(websocket))
+    if principal is None:
+        log.warning("desktop from %s refused: bad or missing token", client)
+        await websocket.close(CLOSE_POLICY_VIOLATION, "unauthorized")
+        return
+    try:
+        agent_id = _choose_agent(websocket, principal, desk)
+        since = _since(websocket)
+    except _Refused as refused:
+        log.info("desktop from %s (%s) refused: %s", client, principal.name, refused.reason)
+        await websocket.close(CLOSE_POLICY_VIOLATION, refused.reason)
+        return
+    topic = f"agent:{agent_id}"
+    member = service.roster.by_id(agent_id)
+    hello = hello_frame(
+        policy=service.policy, language=service.prompts.pack.lang, agent_id=agent_id,
+        agent_name=member.name if member else agent_id, username=principal.name,
+        role=principal.role, apology_text=service.prompts.pack.text("greeting_apology"),
+        day=service.today(), last_seq=service.hub.last_seq)
+    connection = _DesktopConnection(websocket, desk, agent_id, principal, encoder)
+    if not await connection.send(hello):
+        return
+    # subscribed after the hello and before any await: nothing published in between is lost
+    subscription = service.hub.subscribe(frozenset({topic}), since=since)
+    log.info("desktop %s open for agent %s as %s (since=%s)", client, agent_id,
+             principal.name, since)
+    try:
+        await connection.run(subscription)
+    finally:
+        subscription.close()
+        log.info("desktop %s for agent %s closed", client, agent_id)
+
+
+class _DesktopConnection:
+    """One desktop: a sender (hub -> client) and a receiver (requests), one writer lock."""
+
+    def __init__(self, websocket: WebSocket, desk: AgentDesktop, agent_id: str,
+                 principal: Principal, encoder: FrameEncoder) -> None:
+        self._ws = websocket
+        self._desk = desk
+        self._agent_id = agent_id
+        self._actor = "agent" if principal.role == "agent" else "supervisor"
+        self._encoder = encoder
+        self._send_lock = asyncio.Lock()
+        self._closing = False
+
+    async def run(self, subscription: Subscription) -> None:
+        sender = asyncio.create_task(self._send_events(subscription))
+        receiver = asyncio.create_task(self._receive())
+        try:
+            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sender, receiver):
+                task.cancel()
+            for task in (sender, receiver):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        failures = [t.exception() for t in done if not t.cancelled() and t.exception()]
+        for failure in failures:
+            log.error("desktop task failed", exc_info=failure)
+        await self._close(CLOSE_INTERNAL_ERROR if failures else CLOSE_NORMAL,
+                          "internal error" if failures else "")
+
+    async def send(self, text: str) -> bool:
+        async with self._send_lock:
+            if self._closing:
+                return False
+            try:
+                await self._ws.send_text(text)
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                self._closing = True
+                return False
+            return True
+
+    async def _close(self, code: int, reason: str) -> None:
+        async with self._send_lock:
+            if self._closing:
+                return
+            self._closing = True
+            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+                await self._ws.close(code, reason)
+
+    async def _send_events(self, subscription: Subscription) -> None:
+        async for message in subscription:
+            if not await self.send(self._encoder.encode(message)):
+                return
+        await self._close(CLOSE_GOING_AWAY, "server shutting down")
+
+    async def _receive(self) -> None:
+        while True:
+            try:
+                message = await self._ws.receive()
+            except (WebSocketDisconnect, RuntimeError):
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            data = message.get("text")
+            if data is None:
+                data = message.get("bytes") or b""
+            try:
+                frame = parse_desktop_frame(data)
+            except ClientFrameError as bad:
+                await self.send(error_frame(bad.error, bad.detail))
+                if bad.close_code is not None:
+                    await self._close(bad.close_code, bad.error)
+                    return
+                continue
+            if isinstance(frame, Ping):
+                await self.send(pong_frame(frame))
+            else:
+                await self.send(self._apply(frame))
+
+    def _apply(self, request: DesktopRequest) -> str:
+        """Apply one request on the loop, now; the reply is an ack or the refusal's reason."""
+        runtime = self._desk.runtime
+        try:
+            if request.type == "login":
+                agent = runtime.log_in(self._agent_id, request.extension, by=self._actor)
+            else:
+                agent = runtime.agent_event(self._agent_id, agent_event(request, self._actor))
+        except StateError as refused:
+            log.info("agent %s: %s refused (%s)", self._agent_id, request.type, refused)
+            return error_frame(refused.reason, refused.detail, request)
+        return ack_frame(request, agent.state.value, agent.reason,
+                         self._desk.service.hub.last_seq)

@@ -1,0 +1,590 @@
+"""The agent desktop on the real Service (no Asterisk): websocket, hot-desking, holds, restore.
+
+The Service runs in the test's loop exactly as ``callflow run`` builds it (store, core,
+FastAGI, API under uvicorn, the AgentDesktop feature); only the AMI link has no
+Asterisk behind it, so the PBX's facts are fed to the runtime as AMI frames, the same
+objects the adapter hands it. Desktops are real websocket clients (the websockets
+library); every frame they receive is checked against docs/agent-protocol.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_protocol_schema import frame_errors
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from callflow.agents.desktop import AgentDesktop
+from callflow.agents.events import (
+    AgentState,
+    CallAnswered,
+    CallEnded,
+    CallOffered,
+    HoldEnded,
+    HoldStarted,
+    RequestState,
+)
+from callflow.agents.restore import StoredAgent, restored
+from callflow.agents.state import timer_key
+from callflow.engine.ami import AmiMessage
+from callflow.engine.clock import FakeClock
+from callflow.engine.effects import Publish, StartTimer
+from callflow.engine.policy import Policy, parse_policy
+from callflow.engine.runtime import Runtime
+from callflow.roster import Roster, RosterAgent
+from callflow.service import Service, ServiceOptions
+from callflow.settings import Ports, Settings
+
+S = AgentState
+TOKEN = "deployment-token-" + secrets.token_hex(8)
+AGENTS = ("1001", "1002", "1003")
+FAST = parse_policy({"agents": {"acw_limit_s": 0.4},
+                     "hold": {"reminder_s": 0.2, "reminder_repeat_s": 0.25, "limit_s": 0.5}})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class Desk:
+    """One desktop connection; every frame it reads must conform to the protocol."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.next_id = 0
+
+    async def recv(self, timeout: float = 2.0) -> dict[str, Any]:
+        frame: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        assert frame_errors(frame) == [], frame
+        return frame
+
+    async def send(self, frame: dict[str, Any] | str) -> None:
+        await self.ws.send(frame if isinstance(frame, str) else json.dumps(frame))
+
+    async def request(self, kind: str, **fields: Any) -> dict[str, Any]:
+        """Send a request; return its ack or error (events before it are skipped)."""
+        self.next_id += 1
+        await self.send({"type": kind, "id": self.next_id, **fields})
+        while True:
+            frame = await self.recv()
+            if frame["type"] in ("ack", "error") and frame.get("id") == self.next_id:
+                return frame
+
+    async def event(self, payload_type: str = "agent_state", timeout: float = 2.0,
+                    **match: Any) -> dict[str, Any]:
+        """The next event whose payload has this type (and fields)."""
+        while True:
+            frame = await self.recv(timeout)
+            payload = frame.get("payload", {})
+            if frame["type"] == "event" and payload.get("type") == payload_type and all(
+                    payload.get(k) == v for k, v in match.items()):
+                return frame
+
+    async def quiet(self, seconds: float) -> list[dict[str, Any]]:
+        """Everything that arrives within ``seconds`` (for 'nothing else happened')."""
+        frames = []
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                frames.append(await self.recv(left))
+            except TimeoutError:
+                break
+        return frames
+
+
+class Running:
+    def __init__(self, service: Service, port: int) -> None:
+        self.service = service
+        self.port = port
+        self.stopped = False
+
+    async def stop(self) -> None:
+        """The engine goes down (as for a restart); the fixture does not stop it again."""
+        self.stopped = True
+        await self.service.stop()
+
+    @property
+    def runtime(self) -> Runtime:
+        assert self.service.runtime is not None
+        return self.service.runtime
+
+    def token(self, agent_id: str) -> str:
+        return self.service.signer.issue(agent_id, "agent", agent_id)
+
+    def url(self, token: str | None, path: str = "/ws/desktop", **query: Any) -> str:
+        params = ([f"token={token}"] if token else []) + [f"{k}={v}" for k, v in query.items()]
+        return f"ws://127.0.0.1:{self.port}{path}?{'&'.join(params)}"
+
+    async def desk(self, agent_id: str = "1001", **query: Any) -> Desk:
+        """A desktop for ``agent_id``, past its hello and first snapshot (or resumed)."""
+        ws = await connect(self.url(self.token(agent_id), **query))
+        desk = Desk(ws)
+        hello = await desk.recv()
+        assert hello["type"] == "hello" and hello["agent_id"] == agent_id
+        if "since" not in query:
+            snapshot = await desk.recv()
+            assert snapshot["type"] == "snapshot" and snapshot["reason"] == "initial"
+        return desk
+
+
+Start = Callable[..., Awaitable[Running]]
+
+
+@pytest.fixture(scope="session")
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One state dir for the run: the generated prompt files are reused by every service."""
+    return tmp_path_factory.mktemp("desktop-state")
+
+
+@pytest.fixture
+async def start(tmp_path: Path, prompts_dir: Path,
+                migrated_sqlite_file: Path) -> AsyncIterator[Start]:
+    services: list[Running] = []
+    database = tmp_path / "callflow.db"
+    shutil.copyfile(migrated_sqlite_file, database)
+
+    async def start_service(policy: Policy = FAST, agents: tuple[str, ...] = AGENTS) -> Running:
+        port = _free_port()
+        settings = Settings(state_dir=prompts_dir, database_url=f"sqlite:///{database}",
+                            asterisk_root=tmp_path, policy_file=None, api_token=TOKEN,
+                            ports=Ports(ami=_free_port(), agi=0, api=port))
+        roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}") for a in agents))
+        service = Service(settings, policy, roster, ServiceOptions(features=[AgentDesktop()]))
+        await service.start()
+        services.append(Running(service, port))
+        return services[-1]
+
+    yield start_service
+    for running in reversed(services):
+        if not running.stopped:
+            await running.stop()
+
+
+def ami(name: str, **fields: str) -> AmiMessage:
+    return AmiMessage(name, {"Event": name, **fields}, time.monotonic())
+
+
+async def expect_close(ws: ClientConnection, timeout: float = 2.0) -> tuple[int, str]:
+    with pytest.raises(ConnectionClosed) as closed:
+        while True:
+            await asyncio.wait_for(ws.recv(), timeout)
+    assert closed.value.rcvd is not None, "closed without a close frame"
+    return closed.value.rcvd.code, closed.value.rcvd.reason
+
+
+# --- logging in at a desk ------------------------------------------------------------------
+
+
+async def test_login_at_a_desk_routes_that_desks_calls_and_facts_to_the_agent(
+        start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    desk = await running.desk("1001")
+    ack = await desk.request("login", extension="1003")
+    assert (ack["type"], ack["state"]) == ("ack", "ready")
+    event = await desk.event(state="ready")
+    assert event["payload"]["extension"] == "agent1003" and event["payload"]["cause"] == "login"
+    assert event["seq"] <= ack["seq"]
+    assert rt.agent_at("agent1003") == "1001"
+    assert rt.agent_for_channel("PJSIP/agent1003-0000002a") == "1001"
+    assert rt.agent_at("agent1001") is None  # its owner sits elsewhere: nobody's now
+    # a call for the agent rings the desk they sit at
+    rt.call_entered("c1", "PJSIP/caller-1", "13900000001", "100")
+    member = rt.choose_agent("c1")
+    assert member is not None and (member.agent_id, member.endpoint) == ("1001", "agent1003")
+    await desk.event(state="ringing", call_id="c1")
+    # DialBegin to that desk is this agent's offer; its answer makes them talk
+    rt.on_ami_batch([ami("DialBegin", Uniqueid="c1", DestChannel="PJSIP/agent1003-00000001",
+                         DestUniqueid="leg1", Timestamp=f"{time.time():.6f}")])
+    offer = await desk.event("call")
+    assert offer["payload"]["call"]["caller_number"] == "13900000001"
+    rt.on_ami_batch([ami("Newstate", Uniqueid="leg1", ChannelStateDesc="Up",
+                         Timestamp=f"{time.time():.6f}")])
+    await desk.event(state="on_call")
+    # a desktop opened now shows the call again (the snapshot's desk part)
+    late = await connect(running.url(running.token("1001")))
+    second = Desk(late)
+    await second.recv()  # hello
+    snapshot = await second.recv()
+    assert snapshot["state"]["desks"]["1001"]["call"]["uniqueid"] == "c1"
+    assert [a["agent_id"] for a in snapshot["state"]["agents"]] == ["1001"]
+    await late.close()
+    await desk.ws.close()
+
+
+async def test_a_taken_or_unknown_desk_is_refused_and_nothing_changes(start: Start) -> None:
+    running = await start()
+    one = await running.desk("1001")
+    assert (await one.request("login", extension="agent1003"))["type"] == "ack"
+    two = await running.desk("1002")
+    for extension, error in (("1003", "extension_taken"), ("9999", "unknown_extension"),
+                             ("agent10", "unknown_extension")):
+        refused = await two.request("login", extension=extension)
+        assert (refused["type"], refused["error"], refused["request"]) == (
+            "error", error, "login")
+    assert running.runtime.agents["1002"].state is S.LOGGED_OUT
+    assert (await two.request("login", extension="1002"))["state"] == "ready"
+    # logged out, the desk is free again
+    assert (await one.request("logout"))["state"] == "logged_out"
+    three = await running.desk("1003")
+    assert (await three.request("login", extension="1003"))["state"] == "ready"
+    for d in (one, two, three):
+        await d.ws.close()
+
+
+async def test_desk_reachability_follows_the_desk_not_the_person(start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    rt.on_ami_batch([ami("ContactStatus", AOR="agent1003", ContactStatus="Unreachable")])
+    assert rt.endpoint_reachable["agent1003"] is False
+    assert rt.agents["1003"].softphone_reachable is False  # its logged-out owner is told
+    desk = await running.desk("1001")
+    ack = await desk.request("login", extension="1003")
+    assert (ack["state"], ack["reason"]) == ("not_ready", "unreachable")  # STD-099
+    assert (await desk.request("ready"))["error"] == "softphone_unreachable"
+    rt.on_ami_batch([ami("ContactStatus", AOR="agent1003", ContactStatus="Reachable")])
+    event = await desk.event(softphone_reachable=True)
+    assert event["payload"]["state"] == "not_ready"  # the agent makes themselves ready
+    assert (await desk.request("ready"))["state"] == "ready"
+    rt.on_ami_batch([ami("ContactStatus", AOR="agent1003", ContactStatus="Removed")])
+    event = await desk.event(state="not_ready")
+    assert event["payload"]["reason"] == "unreachable"
+    assert event["payload"]["cause"] == "softphone_unreachable"
+    assert rt.agents["1003"].state is S.LOGGED_OUT
+    await desk.ws.close()
+
+
+# --- who may see what ----------------------------------------------------------------------
+
+
+async def test_an_agent_cannot_open_another_agents_topic(start: Start) -> None:
+    running = await start()
+    mine = running.token("1001")
+    cases = [
+        (running.url(mine, agent="1002"), "forbidden topics for this principal"),
+        (running.url(mine, "/ws/events", topics="agent:1002"),
+         "forbidden topics for this principal"),
+        (running.url(mine, "/ws/events", topics="board"), "forbidden topics for this principal"),
+        (running.url("s1.forged.token"), "unauthorized"),
+        (running.url(None), "unauthorized"),
+        (running.url(TOKEN), "bad agent: a supervisor names the agent with ?agent="),
+        (running.url(TOKEN, agent="4242"), "bad agent: not in the roster"),
+        (running.url(mine, since="x"), "bad since: expected a non-negative integer"),
+    ]
+    for url, reason in cases:
+        async with connect(url) as ws:
+            assert await expect_close(ws) == (1008, reason), url
+    # the agent's own events stream carries only its own topic
+    rt = running.runtime
+    async with connect(running.url(mine, "/ws/events")) as events:
+        snapshot = json.loads(await events.recv())
+        assert [a["agent_id"] for a in snapshot["state"]["agents"]] == ["1001"]
+        assert snapshot["state"]["calls"] == [] and list(snapshot["state"]["desks"]) == ["1001"]
+        rt.log_in("1002")
+        rt.log_in("1001")
+        frame = json.loads(await asyncio.wait_for(events.recv(), 2))
+        assert frame["topic"] == "agent:1001"
+
+
+async def test_a_supervisor_opens_any_desktop_and_acts_as_supervisor(start: Start) -> None:
+    running = await start()
+    ws = await connect(running.url(TOKEN, agent="1002"))
+    desk = Desk(ws)
+    hello = await desk.recv()
+    assert (hello["agent_id"], hello["role"]) == ("1002", "supervisor")
+    await desk.recv()  # snapshot
+    await desk.request("login", extension="1002")
+    event = await desk.event(state="ready")
+    assert event["payload"]["by"] == "supervisor"
+    assert (await desk.request("logout"))["state"] == "logged_out"
+    await ws.close()
+
+
+# --- requests ------------------------------------------------------------------------------
+
+
+async def test_illegal_requests_get_the_machines_reason_and_change_nothing(start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    desk = await running.desk("1001")
+    assert (await desk.request("ready"))["error"] == "not_logged_in"
+    await desk.request("login", extension="1001")
+    await desk.event(state="ready")
+    before = rt.agents["1001"]
+    refusals = [
+        (("ready",), {}, "no_change"),
+        (("not_ready",), {}, "reason_required"),
+        (("busy",), {"reason": "nap"}, "unknown_reason"),
+        (("not_ready",), {"reason": "ring_no_answer"}, "system_reason"),
+        (("end_acw",), {}, "not_in_acw"),
+        (("login",), {"extension": "1001"}, "already_logged_in"),
+    ]
+    for (kind,), fields, error in refusals:
+        refused = await desk.request(kind, **fields)
+        assert (refused["type"], refused["error"], refused["request"]) == ("error", error, kind)
+    assert rt.agents["1001"] == before  # state unchanged, not even a timer
+    await desk.send({"type": "ping", "id": "after"})
+    assert await desk.recv() == {"v": 1, "type": "pong", "id": "after"}  # no event came
+    assert (await desk.request("busy", reason="meal"))["state"] == "busy"
+    rt.agent_event("1001", RequestState(S.READY))
+    rt.agent_event("1001", CallOffered("c9"))
+    assert (await desk.request("logout"))["error"] == "on_call"
+    await desk.ws.close()
+
+
+async def test_two_desktops_resume_garbage_unknown_and_oversized_frames(start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    errors_before = rt.stats.errors
+    a = await running.desk("1001")
+    b = await running.desk("1001")
+    await a.request("login", extension="1001")
+    seen_a = await a.event(state="ready")
+    seen_b = await b.event(state="ready")
+    assert seen_a == seen_b  # both desktops get the same event, same seq
+    await b.ws.close()
+    last = seen_b["seq"]
+    # changes while b is away
+    await a.request("busy", reason="meal")
+    await a.request("not_ready", reason="training")
+    await a.request("ready")
+    b = await running.desk("1001", since=last)
+    resumed = [await b.event() for _ in range(3)]
+    assert [(f["payload"]["state"], f["payload"]["reason"]) for f in resumed] == [
+        ("busy", "meal"), ("not_ready", "training"), ("ready", "")]
+    assert [f["seq"] for f in resumed] == sorted(f["seq"] for f in resumed)
+    assert resumed[0]["seq"] > last
+    # garbage, unknown types and binary frames: an error frame, the connection kept
+    for bad, code in (("{nope", "bad_json"), ('{"type":"subscribe","topic":"agent:1002"}',
+                                              "unknown_type"),
+                      ('{"type":"dance"}', "unknown_type"), (b"\x00\x01", "binary_not_supported")):
+        await b.send(bad) if isinstance(bad, str) else await b.ws.send(bad)
+        frame = await b.recv()
+        assert (frame["type"], frame["error"]) == ("error", code)
+    await b.send({"type": "ping", "id": 1})
+    assert (await b.recv())["type"] == "pong"
+    # oversized: an error frame, then a clean close 1009
+    await b.send(json.dumps({"type": "ready", "pad": "x" * 70_000}))
+    frame = await b.recv()
+    assert frame["error"] == "frame_too_large"
+    assert await expect_close(b.ws) == (1009, "frame_too_large")
+    # the engine and the other desktop are unaffected
+    assert (await a.request("busy", reason="restroom"))["state"] == "busy"
+    assert rt.stats.errors == errors_before
+    await a.ws.close()
+
+
+async def test_a_slow_desktop_gets_one_snapshot_instead_of_its_backlog(start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    desk = await running.desk("1001")
+    rt.log_in("1001")
+    for i in range(150):  # 300 changes published at once: more than the 256 buffered
+        rt.agent_event("1001", RequestState(S.BUSY, "meal" if i % 2 else "restroom"))
+        rt.agent_event("1001", RequestState(S.READY))
+    frames = []
+    while (frame := await desk.recv())["type"] != "snapshot":
+        frames.append(frame)
+    assert frame["reason"] == "overflow"
+    assert frame["state"]["agents"][0]["state"] == "ready"
+    assert frame["seq"] == running.service.hub.last_seq
+    assert len(frames) < 260
+    await desk.ws.close()
+
+
+# --- timers: ACW and hold reminders ---------------------------------------------------------
+
+
+async def test_acw_ends_by_itself_at_the_limit_and_the_desktop_knows_when(start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    desk = await running.desk("1001")
+    await desk.request("login", extension="1001")
+    rt.agent_event("1001", CallOffered("c1"))
+    rt.agent_event("1001", CallAnswered("c1"))
+    rt.agent_event("1001", CallEnded("c1"))
+    acw = (await desk.event(state="acw"))["payload"]
+    limit = FAST.agents.acw_limit_s
+    assert acw["acw_deadline_epoch"] == pytest.approx(acw["since_epoch"] + limit, abs=0.01)
+    ready = await desk.event(state="ready")
+    assert ready["payload"]["cause"] == "acw_limit"
+    assert time.time() == pytest.approx(acw["acw_deadline_epoch"], abs=0.25)
+    await desk.ws.close()
+
+
+async def test_hold_reminders_and_limit_until_the_hold_ends(start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    desk = await running.desk("1001")
+    await desk.request("login", extension="1001")
+    rt.call_entered("c1", "PJSIP/caller-1", "13900000001", "100")
+    rt.choose_agent("c1")
+    rt.on_ami_batch([ami("DialBegin", Uniqueid="c1", DestChannel="PJSIP/agent1001-00000001",
+                         DestUniqueid="leg1", Timestamp=f"{time.time():.6f}")])
+    rt.on_ami_batch([ami("Newstate", Uniqueid="leg1", ChannelStateDesc="Up",
+                         Timestamp=f"{time.time():.6f}")])
+    await desk.event(state="on_call")
+    rt.on_ami_batch([ami("Hold", Uniqueid="leg1", Channel="PJSIP/agent1001-00000001")])
+    held = (await desk.event(state="on_hold"))["payload"]
+    hold = FAST.hold
+    reminders = [(await desk.event("reminder"))["payload"] for _ in range(3)]
+    assert [(r["kind"], r["count"], r["std"]) for r in reminders] == [
+        ("hold_update_caller", 1, "STD-041"), ("hold_update_caller", 2, "STD-041"),
+        ("hold_limit", 1, "STD-040")]
+    assert reminders[0]["held_s"] == pytest.approx(hold.reminder_s, abs=0.15)
+    assert reminders[1]["held_s"] == pytest.approx(hold.reminder_s + hold.reminder_repeat_s,
+                                                   abs=0.15)
+    assert reminders[2]["held_s"] == pytest.approx(hold.limit_s, abs=0.15)
+    rt.on_ami_batch([ami("Unhold", Uniqueid="leg1", Channel="PJSIP/agent1001-00000001")])
+    back = (await desk.event(state="on_call"))["payload"]
+    assert back["since_epoch"] > held["since_epoch"]
+    later = await desk.quiet(3 * hold.reminder_repeat_s)
+    assert not [f for f in later if f.get("payload", {}).get("type") == "reminder"]
+    # a new hold starts its own count
+    rt.agent_event("1001", HoldStarted("c1"))
+    again = (await desk.event("reminder"))["payload"]
+    assert again["count"] == 1
+    rt.agent_event("1001", HoldEnded("c1"))
+    await desk.ws.close()
+
+
+# --- restore after an engine restart ---------------------------------------------------------
+
+
+async def test_an_engine_restart_restores_agents_desks_and_acw_time(start: Start) -> None:
+    policy = parse_policy({"agents": {"acw_limit_s": 1.5}})
+    first = await start(policy)
+    rt = first.runtime
+    rt.log_in("1001", "1002")  # hot-desked
+    rt.agent_event("1001", RequestState(S.BUSY, "meal"))
+    rt.log_in("1003")
+    rt.agent_event("1003", CallOffered("c1"))
+    rt.agent_event("1003", CallAnswered("c1"))
+    rt.agent_event("1003", CallEnded("c1"))
+    busy_since = rt._wall(rt.agents["1001"].since)
+    acw_deadline = rt._wall(rt.agents["1003"].acw_deadline)
+    await first.stop()
+    await asyncio.sleep(0.3)
+
+    second = await start(policy)
+    rt = second.runtime
+    one, two, three = (rt.agents[a] for a in AGENTS)
+    assert (one.state, one.reason, one.extension) == (S.BUSY, "meal", "agent1002")
+    assert rt._wall(one.since) == pytest.approx(busy_since, abs=0.01)
+    assert rt.agent_at("agent1002") == "1001"
+    assert two.state is S.LOGGED_OUT
+    assert (three.state, three.call_id) == (S.ACW, "c1")
+    assert rt._wall(three.acw_deadline) == pytest.approx(acw_deadline, abs=0.01)
+    desk = await second.desk("1003")
+    ready = await desk.event(state="ready", timeout=3)
+    assert ready["payload"]["cause"] == "acw_limit"
+    assert time.time() == pytest.approx(acw_deadline, abs=0.3)  # the original limit
+    await desk.ws.close()
+
+
+def test_restore_rules_with_a_fake_clock() -> None:
+    clock = FakeClock()
+    policy = Policy.defaults()
+    wall = clock.wall()
+    now = clock.now()
+
+    def back(state: str, ago: float, **kw: Any) -> tuple[Any, list[Any]]:
+        stored = StoredAgent("1001", state, kw.pop("reason", None),
+                             wall - timedelta(seconds=ago), **kw)
+        return restored(stored, "agent1001", now, wall, policy)
+
+    agent, effects = back("acw", 20, call_id="c1")
+    limit = policy.agents.acw_limit_s
+    assert (agent.state, agent.call_id, agent.since) == (S.ACW, "c1", now - 20)
+    assert StartTimer(timer_key(agent, "acw"), now - 20 + limit) in effects  # 40 s left
+    agent, effects = back("acw", limit + 5, call_id="c1", acw_extended=True, acw_extra_s=30)
+    assert agent.acw_deadline == now - limit - 5 + limit + 30 and agent.acw_extended
+    agent, effects = back("acw", limit + 5, call_id="c1")
+    timer = next(e for e in effects if isinstance(e, StartTimer))
+    assert timer.at < now  # past: fires at once, the machine ends the ACW (STD-100)
+    agent, effects = back("busy", 600, reason="meal", extension="agent1003")
+    assert (agent.reason, agent.extension) == ("meal", "agent1003")
+    assert StartTimer(timer_key(agent, "limit"), now - 600 + 30 * 60) in effects  # STD-104
+    agent, effects = back("on_call", 5, call_id="c2")
+    assert (agent.state, agent.call_id) == (S.ON_CALL, "c2")
+    assert not [e for e in effects if isinstance(e, StartTimer)]
+    agent, _ = back("dancing", 5)
+    assert agent.state is S.LOGGED_OUT
+    published = [e for e in back("ready", 1)[1] if isinstance(e, Publish)]
+    assert [p.topic for p in published] == ["agent:1001", "board"]
+    assert published[0].payload["cause"] == "restored"
+
+
+async def test_resync_ends_or_relinks_calls_of_restored_agents(start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    wall = datetime.now(UTC)
+    rt.restore_agents([
+        restored(StoredAgent(a, "on_call", None, wall - timedelta(seconds=30), call_id=f"c{a}"),
+                 f"agent{a}", rt.clock.now(), wall, running.service.policy)
+        for a in ("1001", "1002")])
+    live_leg = ami("CoreShowChannel", Uniqueid="leg2", Channel="PJSIP/agent1002-00000009",
+                   BridgeId="b1")
+    rt.apply_resync([live_leg], [])
+    assert rt.agents["1001"].state is S.ACW  # Asterisk has no channel of it: the call is over
+    assert rt.agents["1002"].state is S.ON_CALL  # still talking, linked to its leg
+    rt.on_ami_batch([ami("Hangup", Uniqueid="leg2", Cause="16")])
+    assert (rt.agents["1002"].state, rt.agents["1002"].call_id) == (S.ACW, "c1002")
+
+
+async def test_resync_reads_contacts_and_treats_unlisted_desks_as_unregistered(
+        start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    listed = AmiMessage("ContactList", {"Event": "ContactList",
+                                        "ObjectName": "agent1001;@77a2ad9cf43435fb",
+                                        "Endpoint": "agent1001", "Status": "Reachable"},
+                        time.monotonic())
+    rt.apply_resync([], [listed])
+    assert rt.endpoint_reachable == {"agent1001": True, "agent1002": False, "agent1003": False}
+    assert rt.agents["1001"].softphone_reachable
+    assert not rt.agents["1002"].softphone_reachable
+
+
+def test_hot_desk_helpers_refuse_what_does_not_exist() -> None:
+    from callflow.agents.desks import resolve_desk
+    from callflow.errors import StateError
+    roster = Roster((RosterAgent("1001", "A", "agent1001"), RosterAgent("7", "B", "desk-7")))
+    assert resolve_desk(roster, " 1001 ") == "agent1001"
+    assert resolve_desk(roster, "desk-7") == "desk-7"
+    assert resolve_desk(roster, "7") == "desk-7"
+    for raw in ("", "100", "agent", "PJSIP/agent1001", "\x00"):
+        with pytest.raises(StateError) as refused:
+            resolve_desk(roster, raw)
+        assert refused.value.reason == "unknown_extension"
+
+
+def test_restored_agents_outside_the_roster_are_skipped() -> None:
+    clock = FakeClock()
+    roster = Roster((RosterAgent("1001", "A", "agent1001"),))
+    published: list[tuple[str, dict[str, Any]]] = []
+    from callflow.engine.runtime import Adapters
+    rt = Runtime(Policy.defaults(), clock, roster,
+                 Adapters(persist=lambda k, d: None, publish=lambda t, p: published.append((t, p))))
+    step = restored(StoredAgent("9999", "ready", None, clock.wall()), "agent9999", clock.now(),
+                    clock.wall(), Policy.defaults())
+    rt.restore_agents([step])
+    assert "9999" not in rt.agents and published == []
+    ok = restored(StoredAgent("1001", "busy", "restroom", clock.wall()), "agent1001",
+                  clock.now(), clock.wall(), Policy.defaults())
+    rt.restore_agents([ok])
+    assert rt.agents["1001"].state is S.BUSY and len(published) == 2
