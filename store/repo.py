@@ -13,10 +13,10 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from callflow.errors import StateError, StoreError
 
@@ -432,6 +432,164 @@ def release_stale_claims(s: Session, claimed_before: datetime) -> int:
         logger.warning("store: released %d stale task claim(s) from before %s",
                        count, claimed_before.isoformat())
     return count
+
+
+# --- the outbound dialer's task queries (callflow.dialer) ----------------------------
+
+#: Columns ``update_task`` may change; the rest follow the task's life (claims, attempts).
+TASK_EDIT_FIELDS = frozenset({"due_at", "owner_agent_id", "note", "max_attempts",
+                              "deadline_at", "number"})
+
+
+def _number_dialing(number: ColumnElement[str] | str) -> ColumnElement[bool]:
+    """EXISTS a task of ``number`` being dialled now (STD-090: never twice at once)."""
+    other = aliased(CallbackTask)
+    return exists().where(other.number == number, other.status == "dialing")
+
+
+def _lock_number(s: Session, number: str) -> None:
+    """PostgreSQL: serialise claimers of one number for this transaction, so the
+    'not already dialling' check of a second engine sees the first one's claim.
+    SQLite needs nothing: a write transaction already holds the database lock."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(func.hashtext(number))))
+
+
+def claim_next_task(s: Session, now: datetime, *, claimed_by: str = "",
+                    owner_agent_id: str | None = None) -> CallbackTask | None:
+    """Claim the most due pending task whose number is not being dialled (STD-090).
+
+    Like ``claim_due_tasks`` (pool tasks for ``owner_agent_id=None``, else that
+    agent's own), one task at a time and never a number that another task is
+    already dialling, even when two engines claim at the same moment.
+    """
+    owner: ColumnElement[bool] = (CallbackTask.owner_agent_id.is_(None) if owner_agent_id is None
+                                  else CallbackTask.owner_agent_id == owner_agent_id)
+    candidates = (select(CallbackTask.id, CallbackTask.number)
+                  .where(CallbackTask.status == "pending", CallbackTask.due_at <= now, owner,
+                         ~_number_dialing(CallbackTask.number))
+                  .order_by(CallbackTask.due_at, CallbackTask.id)
+                  .limit(5)
+                  .with_for_update(skip_locked=True, of=CallbackTask))
+    for task_id, number in s.execute(candidates).all():
+        task = _claim_one(s, task_id, number, now, claimed_by)
+        if task is not None:
+            return task
+    return None
+
+
+def _claim_one(s: Session, task_id: int, number: str, now: datetime,
+               claimed_by: str) -> CallbackTask | None:
+    _lock_number(s, number)
+    claim = (update(CallbackTask)
+             .where(CallbackTask.id == task_id, CallbackTask.status == "pending",
+                    ~_number_dialing(number))
+             .values(status="dialing", attempts=CallbackTask.attempts + 1, claimed_at=now,
+                     claimed_by=claimed_by, updated_at=utcnow())
+             .returning(CallbackTask))
+    task: CallbackTask | None = s.scalars(claim, execution_options={
+        "populate_existing": True, "synchronize_session": False}).one_or_none()
+    if task is not None:
+        logger.debug("store: %s claimed task %d", claimed_by or "engine", task.id)
+    return task
+
+
+def claim_task(s: Session, task_id: int, now: datetime, *, claimed_by: str = "") -> CallbackTask:
+    """Claim one task by id (an agent pressed dial in preview mode, STD-082).
+
+    Raises ``StateError``: ``not_found``, ``task_not_pending`` (done, cancelled,
+    or being dialled) or ``number_dialing`` (another task of the number is).
+    """
+    task: CallbackTask = _get(s, CallbackTask, task_id, "task")
+    if task.status != "pending":
+        raise StateError("task_not_pending", f"task {task_id} is {task.status}")
+    claimed = _claim_one(s, task_id, task.number, now, claimed_by)
+    if claimed is None:
+        raise StateError("number_dialing", f"{task.number} is being dialled by another task")
+    return claimed
+
+
+def release_claim(s: Session, task_id: int, at: datetime, outcome: str, *, due_at: datetime,
+                  hangup_cause: int | None = None, call_uniqueid: str | None = None,
+                  agent_id: str | None = None) -> CallbackTask:
+    """Give a claim back when the dial never reached the customer's line.
+
+    The attempt is kept in the history with its ``outcome`` (refused Originate,
+    AMI down, the agent's own phone not picked up) but not counted: ``attempts`` is
+    refunded and the task is pending again at ``due_at``. Nothing is lost.
+    """
+    task: CallbackTask = _get(s, CallbackTask, task_id, "task")
+    if task.status != "dialing":
+        raise StateError("task_not_dialing", f"task {task_id} is {task.status}")
+    s.add(TaskAttempt(task_id=task_id, at=at, outcome=outcome, hangup_cause=hangup_cause,
+                      call_uniqueid=call_uniqueid, agent_id=agent_id))
+    task.attempts = max(0, task.attempts - 1)
+    task.status = "pending"
+    task.due_at = due_at
+    task.claimed_at = None
+    task.claimed_by = None
+    s.flush()
+    return task
+
+
+def update_task(s: Session, task_id: int, **fields: Any) -> CallbackTask:
+    """Edit a pending task (due time, owner, note, attempts allowed, number).
+
+    A task being dialled or closed is not edited (``task_not_pending``); a number
+    and kind that already have another open task give ``duplicate_task``.
+    """
+    _check_fields("task", fields, TASK_EDIT_FIELDS)
+    task: CallbackTask = _get(s, CallbackTask, task_id, "task")
+    if task.status != "pending":
+        raise StateError("task_not_pending", f"task {task_id} is {task.status}")
+    try:
+        with s.begin_nested():  # the changes inside: a refused flush undoes only them
+            for key, value in fields.items():
+                setattr(task, key, value)
+            s.flush()
+    except IntegrityError as exc:
+        if "unique" in str(exc.orig).lower() or "duplicate" in str(exc.orig).lower():
+            raise StateError("duplicate_task", f"{fields.get('number', task.number)} already has "
+                             f"an open {task.kind} task") from None
+        raise StateError("invalid_task", str(exc.orig)) from None
+    return task
+
+
+def list_tasks(s: Session, *, statuses: tuple[str, ...] | None = None,
+               owner_agent_id: str | None = None, pool_only: bool = False,
+               number: str | None = None, limit: int = 500) -> list[CallbackTask]:
+    """Tasks for the API, soonest due first; ``statuses=None`` means every status."""
+    query = select(CallbackTask).order_by(CallbackTask.due_at, CallbackTask.id).limit(limit)
+    if statuses is not None:
+        query = query.where(CallbackTask.status.in_(statuses))
+    if owner_agent_id is not None:
+        query = query.where(CallbackTask.owner_agent_id == owner_agent_id)
+    if pool_only:
+        query = query.where(CallbackTask.owner_agent_id.is_(None))
+    if number is not None:
+        query = query.where(CallbackTask.number == number)
+    return list(s.scalars(query))
+
+
+def due_task_owners(s: Session, now: datetime) -> tuple[set[str], int]:
+    """Who has own tasks due now, and how many pool tasks are due (one cheap read a tick)."""
+    rows = s.execute(select(CallbackTask.owner_agent_id, func.count())
+                     .where(CallbackTask.status == "pending", CallbackTask.due_at <= now)
+                     .group_by(CallbackTask.owner_agent_id)).all()
+    owners = {owner for owner, _ in rows if owner is not None}
+    pool = sum(count for owner, count in rows if owner is None)
+    return owners, pool
+
+
+def due_tasks_of(s: Session, owner_ids: set[str], due_before: datetime) -> list[CallbackTask]:
+    """Pending tasks of these owners that fell due before ``due_before`` (absent owners)."""
+    if not owner_ids:
+        return []
+    query = (select(CallbackTask)
+             .where(CallbackTask.status == "pending", CallbackTask.due_at < due_before,
+                    CallbackTask.owner_agent_id.in_(sorted(owner_ids)))
+             .order_by(CallbackTask.due_at, CallbackTask.id))
+    return list(s.scalars(query))
 
 
 # --- alarms and audit ----------------------------------------------------------------
