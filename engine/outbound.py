@@ -344,6 +344,7 @@ class Attempt:
     agent_id: str
     started_at: float  # epoch seconds (Asterisk's event timestamps are epoch too)
     phase: Phase = Phase.AGENT_RINGING
+    agent_channel_seen: bool = False  # Newchannel: its Hangup (with the cause) will follow
     agent_answered_at: float | None = None
     customer_uid: str = ""
     customer_ring_at: float | None = None
@@ -375,6 +376,14 @@ class OriginateRefused:
     """The Originate action failed before anything rang (AMI error, link down)."""
 
     reason: str
+    at: float
+
+
+@dataclass(frozen=True)
+class ChannelCreated:
+    """Newchannel of the agent leg: a failed Originate then ends with its Hangup."""
+
+    uid: str
     at: float
 
 
@@ -429,8 +438,8 @@ class Vanished:
     at: float
 
 
-AttemptEvent = (OriginateRefused | OriginateResult | LegUp | CustomerDialled | DialEnded
-                | HangupRequested | LegHungUp | Vanished)
+AttemptEvent = (OriginateRefused | ChannelCreated | OriginateResult | LegUp | CustomerDialled
+                | DialEnded | HangupRequested | LegHungUp | Vanished)
 
 #: OriginateResponse Reason 3: the originated channel rang without an answer.
 ORIGINATE_NO_ANSWER = "3"
@@ -448,13 +457,17 @@ def step(attempt: Attempt, event: AttemptEvent) -> Attempt:
     agent_uid = attempt.attempt_id
     if isinstance(event, OriginateRefused):
         return _end(attempt, event.at, AttemptOutcome.NOT_DIALLED, detail=event.reason)
+    if isinstance(event, ChannelCreated):
+        return replace(attempt, agent_channel_seen=True) if event.uid == agent_uid else attempt
     if isinstance(event, OriginateResult):
         if event.success:
             return _agent_up(attempt, event.at)
-        if attempt.phase is Phase.AGENT_RINGING:
-            return _end(replace(attempt, originate_reason=event.reason), event.at,
-                        AttemptOutcome.AGENT_NO_ANSWER)
-        return attempt
+        if attempt.phase is not Phase.AGENT_RINGING:
+            return attempt
+        attempt = replace(attempt, originate_reason=event.reason)
+        if attempt.agent_channel_seen:
+            return attempt  # its Hangup follows at once and carries the cause
+        return _end(attempt, event.at, AttemptOutcome.AGENT_NO_ANSWER)
     if isinstance(event, LegUp):
         if event.uid == agent_uid:
             return _agent_up(attempt, event.at)

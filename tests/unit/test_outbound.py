@@ -12,6 +12,7 @@ import pytest
 from callflow.engine import outbound
 from callflow.engine.outbound import (
     AttemptOutcome,
+    ChannelCreated,
     CustomerDialled,
     DialEnded,
     HangupRequested,
@@ -317,8 +318,11 @@ def test_busy_customer() -> None:
 
 
 def test_agent_not_picking_up_is_their_ring_no_answer_and_no_customer_attempt() -> None:
-    a = run(OriginateResult(False, "3", 116.0), LegHungUp("cfo-1-1-x", 19, 116.0))
+    a = run(ChannelCreated("cfo-1-1-x", 100.1), OriginateResult(False, "3", 116.0))
+    assert a.phase is Phase.AGENT_RINGING  # waits for the Hangup and its cause
+    a = outbound.step(a, LegHungUp("cfo-1-1-x", 19, 116.0))
     assert a.outcome is AttemptOutcome.AGENT_NO_ANSWER and outbound.agent_rang_out(a)
+    assert a.cause == 19
     assert outbound.call_record(a) is None
     gone = run(OriginateResult(False, "0", 100.2))  # e.g. softphone unregistered
     assert gone.outcome is AttemptOutcome.AGENT_NO_ANSWER and not outbound.agent_rang_out(gone)

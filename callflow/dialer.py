@@ -1,0 +1,741 @@
+"""The outbound dialer: due tasks become agent-first calls, every attempt is recorded.
+
+The rules live in ``callflow.engine.outbound`` (pure); this module is the edge
+that applies them (STD-081..096):
+
+* **Scheduling.** A loop ticks every ``tick_s``. Each tick reads the open tasks once
+  (that one read also feeds the desktops, see below), and, when the AMI link is up
+  and the calling window is open (STD-085), gives each free agent a task: first
+  the agent's own due tasks (dropped-call and named-agent callbacks, STD-069,
+  STD-072), then, when no inbound caller is waiting, a due pool task. Tasks are
+  claimed in the store atomically, one number never twice at once (STD-090, also
+  across engines: ``repo.claim_next_task``).
+* **Agent-first.** The agent's softphone rings first (agent state ``ringing``, so
+  no inbound call is offered to them), then the dialplan rings the customer for
+  six rings (STD-081) presenting the centre's number. Preview mode (STD-082): due
+  tasks are pushed to the agent's desktop and dialled when the agent presses dial
+  (``POST /api/v1/tasks/{id}/dial``, also allowed in agent-first mode).
+* **Facts.** AMI events of the attempt's two legs (by ChannelId) feed the pure
+  attempt machine; the task is finished the moment the outcome is known (at the
+  customer's answer, or at the end of the ringing), so a long conversation never
+  holds a claim. An attempt that never reached the customer (Originate refused,
+  AMI down, the agent's own phone not answered) releases its claim without using
+  up an attempt: tasks are never lost.
+* **Link loss.** After every AMI resync, and when an attempt hears nothing for
+  longer than its ring limits allow, the live channels are listed; an attempt
+  whose channel is gone is closed as seen (``unknown`` if the customer was being
+  rung). Claims of a crashed engine go back to pending after ``stale_claim_s``.
+* **Desktops.** Each tick compares the open tasks with what was last pushed and
+  publishes changes as ``{"type": "task", ...}`` on ``agent:<owner>`` and
+  ``board``, whoever changed them (the API, the inbound flow, another engine).
+* **Owner logged out** (decided here): an agent's due task whose owner is not
+  logged in goes back to the pool ``outbound.owner_absent_grace_min`` after it fell
+  due, with a note and an audit entry; named-agent tasks (STD-072: the customer
+  asked for that person) stay with their agent and raise one board alarm so a
+  supervisor can reassign them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Protocol
+
+from callflow.agents import state as agent_state
+from callflow.engine import calls, outbound
+from callflow.engine.effects import Alarm, Persist, Publish
+from callflow.engine.outbound import Attempt, AttemptEvent, AttemptOutcome, Decision
+from callflow.engine.policy import Policy
+from callflow.errors import AmiActionFailed, AmiError, AmiLinkDown, CallflowError, StateError
+from callflow.store import repo
+from callflow.store.db import Store
+from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask, TaskAttempt
+
+if TYPE_CHECKING:
+    from fastapi import APIRouter
+
+    from callflow.engine.clock import Clock
+    from callflow.engine.runtime import AmiFrame, Runtime
+    from callflow.service import AgiRoute, Service
+
+log = logging.getLogger(__name__)
+
+OUTBOUND_CONTEXT = "callflow-outbound"
+BOARD_TOPIC = "board"
+#: Seconds between scheduler ticks: the longest a free agent waits for a due task.
+TICK_S = 0.5
+#: Slack on top of the ring limits before an attempt with no news is checked.
+NEWS_SLACK_S = 15.0
+#: Claims older than the ring limits plus this are a crashed engine's (released).
+STALE_CLAIM_SLACK_S = 120.0
+STALE_SWEEP_EVERY_S = 60.0
+
+
+class AmiPort(Protocol):
+    """What the dialer needs of the AMI adapter (``engine.ami.AmiClient`` has it)."""
+
+    @property
+    def up(self) -> bool: ...
+
+    async def action(self, name: str, **fields: Any) -> Any: ...
+
+    async def action_list(self, name: str, **fields: Any) -> Any: ...
+
+
+# --- payloads ---------------------------------------------------------------------------
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def task_payload(task: CallbackTask) -> dict[str, Any]:
+    """A task as the API and the desktops show it."""
+    return {
+        "id": task.id, "kind": task.kind, "number": task.number,
+        "owner_agent_id": task.owner_agent_id, "status": task.status,
+        "due_at": _iso(task.due_at), "deadline_at": _iso(task.deadline_at),
+        "attempts": task.attempts, "max_attempts": task.max_attempts,
+        "last_outcome": task.last_outcome, "note": task.note,
+        "created_from_call_id": task.created_from_call_id,
+        "created_at": _iso(task.created_at), "updated_at": _iso(task.updated_at),
+    }
+
+
+def attempt_payload(row: TaskAttempt) -> dict[str, Any]:
+    """One attempt of a task's history; ``counted`` False = refunded (never reached)."""
+    return {
+        "id": row.id, "at": _iso(row.at), "outcome": row.outcome,
+        "counted": row.outcome not in outbound.REFUNDED, "hangup_cause": row.hangup_cause,
+        "call_uniqueid": row.call_uniqueid, "agent_id": row.agent_id,
+    }
+
+
+# --- creating tasks ---------------------------------------------------------------------
+
+
+def create_callback(store: Store, kind: str, number: str, owner_agent_id: str | None = None,
+                    due: datetime | None = None, created_from_call_id: str | None = None, *,
+                    policy: Policy | None = None, now: datetime | None = None, note: str = "",
+                    follow_up: outbound.FollowUpReason = "general",
+                    max_attempts: int | None = None) -> tuple[CallbackTask, bool]:
+    """Create a task to call ``number`` back (blocking: call it from a worker thread).
+
+    For the inbound flow (STD-047 callback request, STD-055 missed call, STD-069
+    dropped call with the agent as owner, STD-072 named agent) and the API.
+    ``due=None`` takes the kind's rule (``engine.outbound.plan_due``); a given
+    ``due`` is moved into the calling window (STD-085). ``created_from_call_id``
+    is the Asterisk uniqueid of the call that asked for it.
+
+    Returns ``(task, created)``. An open task of the same number and kind is the
+    same task (STD-090): it is returned with ``created=False``, its due time moved
+    earlier if this request's is earlier (C-11), nothing else changed. Raises
+    ``StateError``: ``invalid_number``, ``invalid_kind``, ``owner_required``
+    (named-agent tasks need their agent).
+    """
+    policy = policy or Policy.defaults()
+    digits = outbound.normalize_number(number)
+    now = now or datetime.now().astimezone()
+    plan = outbound.plan_due(kind, now, policy, requested_at=due, follow_up=follow_up)
+    if kind == "named_agent" and not owner_agent_id:
+        raise StateError("owner_required", "a named-agent callback needs its agent (STD-072)")
+    with store.session() as s:
+        task, created = repo.add_task(
+            s, kind, digits, plan.due_at, owner_agent_id=owner_agent_id,
+            max_attempts=max_attempts or policy.outbound.max_attempts,
+            deadline_at=plan.deadline_at, note=note,
+            created_from_uniqueid=created_from_call_id)
+        if not created and task.status == "pending" and plan.due_at < task.due_at:
+            task = repo.update_task(s, task.id, due_at=outbound.earliest_due(
+                [plan.due_at, task.due_at]))
+            log.info("task #%d (%s %s): due moved earlier to %s (C-11)", task.id, kind,
+                     digits, task.due_at.isoformat())
+    return task, created
+
+
+# --- the dialer -----------------------------------------------------------------------------
+
+
+@dataclass
+class _Live:
+    """An attempt in flight and the task it was claimed from."""
+
+    attempt: Attempt
+    task: CallbackTask
+    news_at: float  # monotonic time of the last fact (or the Originate)
+    finishing: bool = False
+
+
+class Dialer:
+    """The scheduler and the AMI side of outbound calls; one per engine process."""
+
+    def __init__(self, store: Store, runtime: Runtime, policy: Policy, clock: Clock,
+                 ami: Callable[[], AmiPort | None], *, claimed_by: str | None = None,
+                 context: str = OUTBOUND_CONTEXT) -> None:
+        self.store = store
+        self.runtime = runtime
+        self.policy = policy
+        self.clock = clock
+        self._ami = ami
+        self.claimed_by = claimed_by or f"{socket.gethostname()}:{os.getpid()}"
+        self.context = context
+        self.attempts: dict[str, _Live] = {}  # attempt id (agent leg ChannelId) -> live
+        self._legs: dict[str, str] = {}  # customer leg uniqueid -> attempt id
+        self._claiming: set[str] = set()  # agents a claim is being made for
+        self._reserved: set[str] = set()  # agents with own due tasks (STD-069)
+        self._known: dict[int, _Seen] = {}  # task id -> what the desktops last heard
+        self._previewed: dict[str, int] = {}  # agent -> task id offered (preview mode)
+        self._alarmed_absent: set[int] = set()
+        self._background: set[asyncio.Task[Any]] = set()
+        self._resyncs_seen = runtime.stats.resyncs
+        self._last_stale_sweep = -STALE_SWEEP_EVERY_S
+        self.stats: dict[str, int] = {"ticks": 0, "originates": 0, "refused": 0,
+                                      "finished": 0, "released": 0, "vanished": 0}
+        for name in ("Newchannel", "OriginateResponse", "Newstate", "DialBegin", "DialEnd",
+                     "HangupRequest", "SoftHangupRequest", "Hangup"):
+            runtime.on_ami(name, self._on_frame)
+
+    # --- limits -----------------------------------------------------------------------
+
+    @property
+    def ring_budget_s(self) -> float:
+        """The longest an attempt can ring: the agent's offer plus the customer's six rings."""
+        return (outbound.agent_ring_seconds(self.policy)
+                + outbound.customer_ring_seconds(self.policy))
+
+    @property
+    def stale_claim_s(self) -> float:
+        return self.ring_budget_s + STALE_CLAIM_SLACK_S
+
+    def holds_agent(self, agent_id: str) -> bool:
+        """True while the dialer is about to give ``agent_id`` an outbound call: their own
+        callback is due (STD-069: before any new inbound call) or a claim is under way.
+        Inbound routing should skip such an agent."""
+        return agent_id in self._reserved or agent_id in self._claiming
+
+    # --- the tick -----------------------------------------------------------------------
+
+    async def tick(self) -> None:
+        """One round: feed the desktops, sweep, and dial (or preview) what is due."""
+        self.stats["ticks"] += 1
+        now = self.clock.wall()
+        open_tasks = await asyncio.to_thread(self.store.read, repo.list_open_tasks)
+        await self._push_changes(open_tasks)
+        await self._sweep(open_tasks, now)
+        await self._check_links()
+        ami = self._ami()
+        ready = ami is not None and ami.up and outbound.in_calling_window(now, self.policy)
+        due = [t for t in open_tasks if t.status == "pending" and t.due_at <= now]
+        self._reserved = ({t.owner_agent_id for t in due if t.owner_agent_id}
+                          if ready and self.policy.outbound.dial_mode == "agent_first"
+                          else set())
+        if not ready or not due:
+            return
+        if self.policy.outbound.dial_mode == "preview":
+            await self._offer_previews(due)
+        else:
+            await self._dial_due(due, now)
+
+    def _free_agents(self) -> list[agent_state.AgentSnapshot]:
+        busy = {live.attempt.agent_id for live in self.attempts.values()} | self._claiming
+        free = [a for a in self.runtime.agents.values()
+                if agent_state.routable(a) and a.agent_id not in busy]
+        return sorted(free, key=lambda a: (a.since, a.agent_id))
+
+    def _inbound_waiting(self) -> bool:
+        """A caller is in our hands with no agent ringing: pool tasks wait (inbound first)."""
+        return any(c.phase is calls.Phase.ROUTING for c in self.runtime.live_calls())
+
+    async def _dial_due(self, due: list[CallbackTask], now: datetime) -> None:
+        owners = {t.owner_agent_id for t in due if t.owner_agent_id}
+        pool = any(t.owner_agent_id is None for t in due)
+        for agent in self._free_agents():
+            own = agent.agent_id in owners
+            if not own and (not pool or self._inbound_waiting()):
+                continue
+            task = await self._claim(agent.agent_id, now, own)
+            if task is None:
+                if not own:
+                    pool = False  # nothing claimable left in the pool this tick
+                continue
+            await self._start(task, agent.agent_id)
+
+    async def _claim(self, agent_id: str, now: datetime, own: bool) -> CallbackTask | None:
+        self._claiming.add(agent_id)
+        try:
+            return await asyncio.to_thread(
+                self.store.run, repo.claim_next_task, now, claimed_by=self.claimed_by,
+                owner_agent_id=agent_id if own else None)
+        finally:
+            self._claiming.discard(agent_id)
+
+    # --- one attempt ---------------------------------------------------------------------
+
+    async def dial(self, task_id: int, agent_id: str) -> str:
+        """Dial one task now with ``agent_id`` (preview: the agent pressed dial, STD-082).
+
+        Returns the attempt id. Raises ``StateError``: ``agent_not_ready``,
+        ``not_found``, ``task_not_pending``, ``number_dialing``, ``ami_down``.
+        """
+        ami = self._ami()
+        if ami is None or not ami.up:
+            raise StateError("ami_down", "the PBX link is down; the task stays due")
+        agent = self.runtime.agents.get(agent_id)
+        if agent is None or not agent_state.routable(agent) or agent_id in self._claiming \
+                or any(live.attempt.agent_id == agent_id for live in self.attempts.values()):
+            state = agent.state.value if agent is not None else "unknown"
+            raise StateError("agent_not_ready", f"agent {agent_id} is {state}")
+        self._claiming.add(agent_id)
+        try:
+            task = await asyncio.to_thread(self.store.run, repo.claim_task, task_id,
+                                           self.clock.wall(), claimed_by=self.claimed_by)
+        finally:
+            self._claiming.discard(agent_id)
+        attempt_id = await self._start(task, agent_id)
+        if attempt_id is None:
+            raise StateError("agent_not_ready", f"agent {agent_id} was taken meanwhile")
+        return attempt_id
+
+    async def _start(self, task: CallbackTask, agent_id: str) -> str | None:
+        """Ring the agent, then the customer. None when the agent was taken meanwhile."""
+        member = self.runtime.roster.by_id(agent_id)
+        agent = self.runtime.agents.get(agent_id)
+        attempt_id = f"cfo-{task.id}-{task.attempts}-{secrets.token_hex(3)}"
+        if member is None or agent is None or not agent_state.routable(agent):
+            await self._release(task, AttemptOutcome.NOT_DIALLED, agent_id, attempt_id,
+                                due_at=task.due_at)
+            return None
+        try:
+            self.runtime.agent_event(agent_id, agent_state.CallOffered(attempt_id))
+        except StateError as exc:
+            log.info("task #%d: agent %s cannot take it (%s)", task.id, agent_id, exc)
+            await self._release(task, AttemptOutcome.NOT_DIALLED, agent_id, attempt_id,
+                                due_at=task.due_at)
+            return None
+        attempt = outbound.new_attempt(attempt_id, task.id, task.kind, task.number, agent_id,
+                                       self.clock.wall().timestamp())
+        self.tell(task, also=agent_id)
+        self.attempts[attempt_id] = _Live(attempt, task, self.clock.now())
+        fields = outbound.originate_fields(attempt, self.policy, member.endpoint, self.context)
+        log.info("task #%d: dialling %s for agent %s (attempt %s, %s)", task.id, task.number,
+                 agent_id, attempt_id, fields["Timeout"])
+        ami = self._ami()
+        self.stats["originates"] += 1
+        try:
+            if ami is None:
+                raise AmiLinkDown("no AMI client")
+            await ami.action("Originate", **fields)
+        except (AmiLinkDown, AmiActionFailed) as exc:
+            self.stats["refused"] += 1
+            log.warning("task #%d: Originate refused: %s", task.id, exc)
+            self.apply(attempt_id, outbound.OriginateRefused(str(exc), time.time()))
+        except AmiError as exc:  # a timeout: it may still have been queued; facts will tell
+            log.warning("task #%d: Originate unconfirmed (%s); waiting for its events",
+                        task.id, exc)
+        self._publish_attempt(self.attempts.get(attempt_id))
+        return attempt_id
+
+    def apply(self, attempt_id: str, event: AttemptEvent) -> None:
+        """Feed one fact to an attempt and carry out what follows from it."""
+        live = self.attempts.get(attempt_id)
+        if live is None:
+            return
+        before, after = live.attempt, outbound.step(live.attempt, event)
+        if after == before:
+            return
+        live.attempt = after
+        live.news_at = self.clock.now()
+        if after.customer_uid and after.customer_uid not in self._legs:
+            self._legs[after.customer_uid] = attempt_id
+        agent_id = after.agent_id
+        if before.agent_answered_at is None and after.agent_answered_at is not None:
+            self._agent_quiet(agent_id, agent_state.CallAnswered(attempt_id))
+        if before.outcome is None and after.outcome is not None and not live.finishing:
+            live.finishing = True
+            self._spawn(self._finish(live, after))
+        if after.phase is outbound.Phase.ENDED:
+            self._ended(live, after)
+        elif after.phase is not before.phase:
+            self._publish_attempt(live)
+
+    def _ended(self, live: _Live, attempt: Attempt) -> None:
+        agent_id, attempt_id = attempt.agent_id, attempt.attempt_id
+        agent = self.runtime.agents.get(agent_id)
+        if agent is not None and agent.call_id == attempt_id:
+            if attempt.agent_answered_at is not None:
+                self._agent_quiet(agent_id, agent_state.CallEnded(attempt_id))
+            elif outbound.agent_rang_out(attempt):
+                self._agent_quiet(agent_id, agent_state.OfferTimedOut(attempt_id))
+            else:
+                self._agent_quiet(agent_id, agent_state.OfferWithdrawn(attempt_id))
+        record = outbound.call_record(attempt)
+        if record is not None:
+            self.runtime.execute([Persist("call", record)])
+        self._publish_attempt(live)
+        self.attempts.pop(attempt_id, None)
+        if attempt.customer_uid:
+            self._legs.pop(attempt.customer_uid, None)
+        log.info("attempt %s (task #%d) ended: %s, cause %s", attempt_id, attempt.task_id,
+                 attempt.outcome, attempt.cause)
+
+    def _agent_quiet(self, agent_id: str, event: Any) -> None:
+        try:
+            self.runtime.agent_event(agent_id, event)
+        except StateError as exc:
+            log.info("agent %s: %s ignored (%s)", agent_id, type(event).__name__, exc)
+
+    async def _finish(self, live: _Live, attempt: Attempt) -> None:
+        """Record the attempt and apply the retry rule, in one transaction."""
+        assert attempt.outcome is not None
+        now = self.clock.wall()
+        try:
+            task, decision = await asyncio.to_thread(
+                self.store.run, _record_attempt, attempt, now, self.policy)
+        except CallflowError as exc:
+            # the claim stays 'dialing' and goes back to pending as a stale claim: not lost
+            log.error("task #%d: attempt %s (%s) could not be recorded: %s", attempt.task_id,
+                      attempt.attempt_id, attempt.outcome, exc)
+            return
+        self.stats["finished" if decision.counted else "released"] += 1
+        if task.status == "unreachable":
+            self.runtime.execute([Alarm("task_unreachable", {
+                "task_id": task.id, "kind": task.kind, "number": task.number,
+                "owner_agent_id": task.owner_agent_id, "attempts": task.attempts,
+                "last_outcome": task.last_outcome}, std="STD-081")])
+        self.tell(task, also=attempt.agent_id)
+
+    async def _release(self, task: CallbackTask, outcome: AttemptOutcome, agent_id: str,
+                       attempt_id: str, *, due_at: datetime) -> None:
+        try:
+            released = await asyncio.to_thread(
+                self.store.run, repo.release_claim, task.id, self.clock.wall(), outcome.value,
+                due_at=due_at, call_uniqueid=attempt_id, agent_id=agent_id)
+        except CallflowError as exc:
+            log.error("task #%d: claim could not be released (%s); it becomes stale", task.id,
+                      exc)
+            return
+        self.stats["released"] += 1
+        self.tell(released, also=agent_id)
+
+    # --- AMI facts ---------------------------------------------------------------------
+
+    def _on_frame(self, frame: AmiFrame) -> None:
+        uid = frame.get("Uniqueid")
+        attempt_id = uid if uid in self.attempts else self._legs.get(uid)
+        if attempt_id is None:
+            return
+        at = _stamp(frame)
+        name = frame.name
+        event: AttemptEvent | None = None
+        if name == "Newchannel":
+            event = outbound.ChannelCreated(uid, at)
+        elif name == "OriginateResponse":
+            event = outbound.OriginateResult(frame.get("Response") == "Success",
+                                             frame.get("Reason"), at)
+        elif name == "Newstate" and frame.get("ChannelStateDesc") == "Up":
+            event = outbound.LegUp(uid, at)
+        elif name == "DialBegin" and uid == attempt_id:
+            event = outbound.CustomerDialled(frame.get("DestUniqueid"), at)
+        elif name == "DialEnd" and uid == attempt_id:
+            event = outbound.DialEnded(frame.get("DialStatus"), at)
+        elif name in ("HangupRequest", "SoftHangupRequest"):
+            event = outbound.HangupRequested(uid, at)
+        elif name == "Hangup":
+            event = outbound.LegHungUp(uid, _cause(frame.get("Cause")), at)
+        if event is not None:
+            self.apply(attempt_id, event)
+
+    async def _check_links(self) -> None:
+        """After a resync, or when an attempt is silent too long: is its channel still up?"""
+        resynced = self.runtime.stats.resyncs != self._resyncs_seen
+        limit = self.ring_budget_s + NEWS_SLACK_S
+        silent = [a for a, live in self.attempts.items()
+                  if live.attempt.phase is not outbound.Phase.CONNECTED
+                  and self.clock.now() - live.news_at > limit]
+        if not self.attempts or not (resynced or silent):
+            self._resyncs_seen = self.runtime.stats.resyncs
+            return
+        ami = self._ami()
+        if ami is None or not ami.up:
+            return
+        try:
+            listing = await ami.action_list("CoreShowChannels")
+        except AmiError as exc:
+            log.warning("dialer: cannot list channels to check attempts: %s", exc)
+            return
+        self._resyncs_seen = self.runtime.stats.resyncs
+        live_uids = {item.get("Uniqueid") for item in listing.events}
+        for attempt_id in list(self.attempts):
+            if attempt_id not in live_uids and (resynced or attempt_id in silent):
+                self.stats["vanished"] += 1
+                log.warning("attempt %s: channel gone, its end was not seen", attempt_id)
+                self.apply(attempt_id, outbound.Vanished(time.time()))
+            elif attempt_id in silent:
+                self.attempts[attempt_id].news_at = self.clock.now()
+
+    # --- housekeeping -----------------------------------------------------------------------
+
+    async def _sweep(self, open_tasks: Sequence[CallbackTask], now: datetime) -> None:
+        if self.clock.now() - self._last_stale_sweep >= STALE_SWEEP_EVERY_S:
+            self._last_stale_sweep = self.clock.now()
+            before = now - timedelta(seconds=self.stale_claim_s)
+            await asyncio.to_thread(self.store.run, repo.release_stale_claims, before)
+        grace = timedelta(minutes=self.policy.outbound.owner_absent_grace_min)
+        absent = {t.owner_agent_id for t in open_tasks
+                  if t.status == "pending" and t.owner_agent_id and t.due_at < now - grace
+                  and self._absent(t.owner_agent_id)}
+        if not absent:
+            return
+        moved, kept = await asyncio.to_thread(self.store.run, _pool_absent_owners, absent,
+                                              now - grace, now)
+        for task, owner in moved:
+            log.info("task #%d: owner %s not logged in; back to the pool", task.id, owner)
+            self.tell(task, also=owner)
+        for task in kept:
+            if task.id not in self._alarmed_absent:
+                self._alarmed_absent.add(task.id)
+                self.runtime.execute([Alarm("callback_owner_absent", {
+                    "task_id": task.id, "number": task.number, "kind": task.kind,
+                    "owner_agent_id": task.owner_agent_id, "due_at": _iso(task.due_at)},
+                    std="STD-072")])
+
+    def _absent(self, agent_id: str) -> bool:
+        agent = self.runtime.agents.get(agent_id)
+        return agent is None or agent.state is agent_state.AgentState.LOGGED_OUT
+
+    async def _offer_previews(self, due: list[CallbackTask]) -> None:
+        """Preview (STD-082): each free agent is shown their next due task; a due pool
+        task is given to a free agent who has none of their own."""
+        own: dict[str, CallbackTask] = {}
+        for candidate in due:
+            if candidate.owner_agent_id and candidate.owner_agent_id not in own:
+                own[candidate.owner_agent_id] = candidate
+        pool = [t for t in due if t.owner_agent_id is None]
+        for agent in self._free_agents():
+            task: CallbackTask | None = own.get(agent.agent_id)
+            if task is None and pool and not self._inbound_waiting():
+                try:
+                    task = await asyncio.to_thread(self._assign, pool.pop(0).id,
+                                                   agent.agent_id)
+                except StateError:
+                    continue  # claimed or changed meanwhile
+                self.tell(task)
+            if task is not None and self._previewed.get(agent.agent_id) != task.id:
+                self._previewed[agent.agent_id] = task.id
+                self.runtime.execute([Publish(f"agent:{agent.agent_id}", {
+                    "type": "task", "change": "preview", "task": task_payload(task)})])
+
+    def _assign(self, task_id: int, agent_id: str) -> CallbackTask:
+        with self.store.session() as s:
+            return repo.update_task(s, task_id, owner_agent_id=agent_id)
+
+    # --- desktops --------------------------------------------------------------------------
+
+    async def _push_changes(self, open_tasks: Sequence[CallbackTask]) -> None:
+        """Publish every task that changed since the desktops last heard of it, whoever
+        changed it; a task that left the open list is read once more for its end."""
+        seen = set()
+        for task in open_tasks:
+            seen.add(task.id)
+            self.tell(task)
+        for task_id in [i for i in self._known if i not in seen]:
+            if self._known[task_id].closed:
+                del self._known[task_id]
+                continue
+            found = await asyncio.to_thread(self._read_task, task_id)
+            if found is None:
+                del self._known[task_id]
+            elif found.status not in OPEN_TASK_STATUSES:
+                self.tell(found)
+                self._known.pop(task_id, None)
+
+    def _read_task(self, task_id: int) -> CallbackTask | None:
+        return self.store.read(repo.get_task, task_id)
+
+    def tell(self, task: CallbackTask, also: str | None = None) -> None:
+        """Publish one task on ``board`` and the desktops of its owner, its former owner
+        and ``also`` (the agent dialling it), unless they already have this version."""
+        old = self._known.get(task.id)
+        version = _version(task)
+        if old is not None and (old.version == version or old.updated_at > task.updated_at):
+            return
+        self._known[task.id] = _Seen(task.updated_at, version, task.owner_agent_id,
+                                     task.status not in OPEN_TASK_STATUSES)
+        change = "created" if old is None and task.attempts == 0 and task.status == "pending" \
+            else "updated"
+        payload = {"type": "task", "change": change, "task": task_payload(task)}
+        owners = {task.owner_agent_id, also, old.owner if old is not None else None}
+        topics = [BOARD_TOPIC, *(f"agent:{owner}" for owner in sorted(o for o in owners if o))]
+        self.runtime.execute([Publish(topic, payload) for topic in topics])
+
+    def _publish_attempt(self, live: _Live | None) -> None:
+        if live is None:
+            return
+        a = live.attempt
+        payload = {"type": "task_attempt", "task_id": a.task_id, "attempt_id": a.attempt_id,
+                   "number": a.number, "agent_id": a.agent_id, "phase": a.phase.value,
+                   "outcome": a.outcome.value if a.outcome else None, "cause": a.cause}
+        self.runtime.execute([Publish(f"agent:{a.agent_id}", payload),
+                              Publish(BOARD_TOPIC, payload)])
+
+    # --- background ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def drain(self) -> None:
+        """Wait until every attempt being recorded is in the store."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """What the desktops last heard of a task."""
+
+    updated_at: datetime
+    version: tuple[Any, ...]
+    owner: str | None
+    closed: bool
+
+
+def _version(task: CallbackTask) -> tuple[Any, ...]:
+    return (task.status, task.due_at, task.owner_agent_id, task.attempts, task.note,
+            task.max_attempts, task.number, task.last_outcome)
+
+
+def _stamp(frame: AmiFrame) -> float:
+    try:
+        return float(frame.get("Timestamp"))
+    except ValueError:
+        return time.time()
+
+
+def _cause(raw: str) -> int | None:
+    try:
+        return int(raw)
+    except ValueError:
+        return None
+
+
+def _record_attempt(s: Any, attempt: Attempt, now: datetime, policy: Policy
+                    ) -> tuple[CallbackTask, Decision]:
+    """One transaction: count today's attempts, decide (pure), write the outcome."""
+    assert attempt.outcome is not None
+    task = repo.get_task(s, attempt.task_id)
+    if task is None:
+        raise StateError("not_found", f"task {attempt.task_id}")
+    tz = outbound.zone(policy)
+    day_start = datetime.combine(now.astimezone(tz).date(), datetime.min.time(), tzinfo=tz)
+    today = sum(1 for row in repo.task_attempts(s, task.id)
+                if row.at >= day_start and row.outcome not in outbound.REFUNDED)
+    decision = outbound.decide(attempt.outcome, kind=task.kind, attempts=task.attempts,
+                               max_attempts=task.max_attempts, attempts_today=today + 1,
+                               now=now, due_at=task.due_at, policy=policy)
+    if not decision.counted:
+        assert decision.retry_at is not None
+        task = repo.release_claim(s, task.id, now, attempt.outcome.value,
+                                  due_at=decision.retry_at, hangup_cause=attempt.cause,
+                                  call_uniqueid=attempt.attempt_id, agent_id=attempt.agent_id)
+    else:
+        task = repo.finish_attempt(s, task.id, now, attempt.outcome.value,
+                                   reached=decision.reached, retry_at=decision.retry_at,
+                                   hangup_cause=attempt.cause,
+                                   call_uniqueid=attempt.attempt_id, agent_id=attempt.agent_id)
+    return task, decision
+
+
+def _pool_absent_owners(s: Any, owners: set[str], due_before: datetime, now: datetime
+                        ) -> tuple[list[tuple[CallbackTask, str]], list[CallbackTask]]:
+    """Tasks of absent owners back to the pool; named-agent tasks kept (and returned)."""
+    moved: list[tuple[CallbackTask, str]] = []
+    kept: list[CallbackTask] = []
+    for task in repo.due_tasks_of(s, owners, due_before):
+        owner = task.owner_agent_id or ""
+        if task.kind == "named_agent":
+            kept.append(task)
+            continue
+        note = (task.note + "\n" if task.note else "") + (
+            f"back to the pool at {now.isoformat(timespec='seconds')}: "
+            f"agent {owner} not logged in")
+        moved.append((repo.update_task(s, task.id, owner_agent_id=None, note=note), owner))
+        repo.audit(s, "dialer", "task_to_pool", now, target=f"task:{task.id}",
+                   detail={"owner_agent_id": owner, "reason": "owner_logged_out"})
+    return moved, kept
+
+
+# --- the Feature -------------------------------------------------------------------------------
+
+
+class OutboundFeature:
+    """Plugs the dialer and the task API into the service (``ServiceOptions.features``)."""
+
+    name = "outbound"
+
+    def __init__(self, *, tick_s: float = TICK_S) -> None:
+        self.tick_s = tick_s
+        self.service: Service | None = None
+        self.dialer: Dialer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+
+    async def start(self, service: Service) -> None:
+        assert service.store is not None and service.runtime is not None
+        self.service = service
+        self.dialer = Dialer(service.store, service.runtime, service.policy, service.clock,
+                             lambda: service.ami)
+        self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        log.info("outbound dialer started (%s mode, customer rings %gs, agent rings %gs)",
+                 service.policy.outbound.dial_mode,
+                 outbound.customer_ring_seconds(service.policy),
+                 outbound.agent_ring_seconds(service.policy))
+
+    async def _run(self) -> None:
+        assert self.dialer is not None
+        while True:
+            try:
+                await self.dialer.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # one bad tick must not stop outbound calling for good
+                log.exception("dialer tick failed")
+            await asyncio.sleep(self.tick_s)
+
+    async def stop(self) -> None:
+        if self._loop_task is not None:
+            self._loop_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self.dialer is not None:
+            await self.dialer.drain()
+
+    def routers(self) -> list[APIRouter]:
+        from callflow.api.tasks import tasks_router
+        return [tasks_router(self)]
+
+    def agi_routes(self) -> dict[str, AgiRoute]:
+        return {}
+
+    async def add_task(self, kind: str, number: str, *, owner_agent_id: str | None = None,
+                       due: datetime | None = None, created_from_call_id: str | None = None,
+                       note: str = "", follow_up: outbound.FollowUpReason = "general",
+                       max_attempts: int | None = None) -> tuple[CallbackTask, bool]:
+        """``create_callback`` off the loop, then the desktops are told at once."""
+        assert self.service is not None and self.service.store is not None
+        service, store = self.service, self.service.store
+        task, created = await asyncio.to_thread(
+            create_callback, store, kind, number, owner_agent_id, due,
+            created_from_call_id, policy=service.policy, now=service.clock.wall(), note=note,
+            follow_up=follow_up, max_attempts=max_attempts)
+        if self.dialer is not None:
+            self.dialer.tell(task)
+        return task, created
