@@ -685,35 +685,43 @@ class AmiClient:
             self._deliver(held)
 
     async def _watchdog(self, session: _Session) -> None:
-        """Declare the link dead when nothing at all arrived for ``ping_timeout``."""
+        """Declare the link dead when nothing at all arrived for ``ping_timeout``.
+
+        Any frame proves the link alive (events flow through the same Asterisk
+        session thread that answers pings); a Ping every ``ping_interval`` makes sure
+        an idle link still produces one. The task sleeps until the next ping or the
+        silence deadline, whichever is first, so a dead link is declared
+        ``ping_timeout`` after its last frame, not a polling tick later.
+        """
         conn = session.conn
-        tick = min(self.ping_interval, self.ping_timeout) / 10
-        last_tick = time.monotonic()
-        session.stall_reset = last_tick
-        last_ping = 0.0
         ping_ids = itertools.count(1)
+        now = time.monotonic()
+        session.stall_reset = now
+        next_ping = now
+        planned_wake = now
         while True:
-            await asyncio.sleep(tick)
             now = time.monotonic()
-            if now - last_tick > self.ping_timeout / 2:
+            if now - planned_wake > self.ping_timeout / 2:
                 # the loop itself was stalled: pings were not sent, so silence proves nothing
                 self._stats["loop_stalls"] += 1
                 log.warning("%s: event loop stalled for %.2f s; AMI watchdog re-armed",
-                            self._label, now - last_tick)
+                            self._label, now - planned_wake)
                 session.stall_reset = now
-                last_ping = 0.0
-            last_tick = now
-            if now - last_ping >= self.ping_interval:
-                last_ping = now
+                next_ping = now
+            if now >= next_ping:
+                next_ping = now + self.ping_interval
                 self._stats["pings"] += 1
                 with contextlib.suppress(AmiLinkDown):
                     conn.write(encode_action("Ping", f"{_PING_PREFIX}{next(ping_ids)}", {}))
-            silent = now - max(conn.last_rx, session.stall_reset)
-            if silent > self.ping_timeout:
+            heard = max(conn.last_rx, session.stall_reset)
+            if now - heard >= self.ping_timeout:
                 self._stats["watchdog_trips"] += 1
-                conn.end_reason = f"no frame from Asterisk for {silent:.2f} s (ping unanswered)"
+                conn.end_reason = (f"no frame from Asterisk for {now - heard:.2f} s "
+                                   f"(ping unanswered)")
                 self._mark_lost(session, conn.end_reason)
                 return
+            planned_wake = min(next_ping, heard + self.ping_timeout)
+            await asyncio.sleep(max(planned_wake - now, 0.001))
 
     def _teardown(self, session: _Session | None) -> None:
         """Drop a connection without blocking the loop; fail what waited on it."""

@@ -579,6 +579,17 @@ async def test_watchdog_detects_a_silent_link_within_ping_timeout(
     assert client.stats["watchdog_trips"] == 1 and client.stats["reconnects"] == 1
 
 
+async def test_a_stalled_event_loop_is_not_mistaken_for_a_dead_link(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running  # ping_timeout 0.6 s
+    await asyncio.sleep(0.3)
+    time.sleep(1.0)  # a handler hogs the loop: no Ping goes out, no pong comes back
+    await asyncio.sleep(0.5)
+    assert client.stats["watchdog_trips"] == 0 and client.stats["connects"] == 1
+    assert client.stats["loop_stalls"] == 1
+    assert client.up
+
+
 async def test_stop_is_quick_while_the_reader_is_blocked(server: ReplayAsterisk) -> None:
     client = make_client(server, ping_interval=5.0, ping_timeout=10.0)
     await client.start()
