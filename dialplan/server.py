@@ -117,8 +117,7 @@ class FastAgiServer:
             self._counts["rejected"] += 1
             log.warning("FastAGI: %d sessions active, refusing a call with FAILURE "
                         "(dialplan falls back)", self._active)
-            writer.write(FAILURE_LINE)
-            writer.close()
+            await _refuse(reader, writer)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -203,3 +202,28 @@ class FastAgiServer:
             for timer in timers:
                 timer.cancel()
             await session.close(fallback=fallback and not session.hung_up)
+
+
+REFUSE_DRAIN_SECONDS = 1.0
+REFUSE_DRAIN_BYTES = 64 * 1024
+
+
+async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """FAILURE at once, then read what Asterisk was still sending before closing.
+
+    Closing with its environment block unread would make our kernel answer with a
+    reset, and a reset can overtake the FAILURE line (seen through a relay): the
+    dialplan would then read a plain close, SUCCESS, and drop the caller. Bounded in
+    time and bytes, so a flood of refused connections stays cheap.
+    """
+    try:
+        writer.write(FAILURE_LINE)
+        writer.write_eof()
+        async with asyncio.timeout(REFUSE_DRAIN_SECONDS):
+            drained = 0
+            while drained < REFUSE_DRAIN_BYTES and (chunk := await reader.read(4096)):
+                drained += len(chunk)
+    except (ConnectionError, TimeoutError):
+        pass
+    finally:
+        writer.close()

@@ -71,7 +71,7 @@ class WireRecorder:
 
         async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, side: str) -> None:
             try:
-                while line := await src.readline():
+                while (line := await src.readline()) and not dst.is_closing():
                     self.lines.append((side, line.decode(errors="replace")))
                     dst.write(line)
             finally:

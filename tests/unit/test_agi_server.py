@@ -570,8 +570,9 @@ async def test_over_capacity_calls_are_refused_at_once(serve: Serve) -> None:
     async with asyncio.timeout(STEP_TIMEOUT):
         while server.stats["active"] < 3:
             await asyncio.sleep(0.005)
-    refused = await FakeAsterisk.connect(server.port)          # no env needed to be refused
-    assert await refused.rest() == b"FAILURE\n"
+    refused = await FakeAsterisk.call(server.port)
+    await asyncio.sleep(0.05)                 # a reset (env left unread) would overtake
+    assert await refused.rest() == b"FAILURE\n"          # the FAILURE line here
     assert (server.stats["rejected"], server.stats["active"]) == (1, 3)
     release.set()
     for fake in held:
