@@ -11,8 +11,8 @@ so this adapter's job is that the link fails loudly and heals by itself:
 - **Reader thread without a socket timeout.** asterisk-ami reads with a 3 s socket
   timeout, so an idle link dies silently after 3 s. Here the socket blocks with no
   timeout and *our* watchdog decides: a ``Ping`` every ``ping_interval``; no frame
-  at all for ``ping_timeout`` -> the link is declared down (detection <= ping_timeout
-  + one watchdog tick), the socket is shut down without the blocking
+  at all for ``ping_timeout`` -> the link is declared down (``ping_timeout`` after
+  its last frame), the socket is shut down without the blocking
   ``disconnect()`` (it joins the reader, which sits in ``recv``), and a new client
   connects with backoff.
 - **Nothing can kill the reader silently.** Its loop catches everything and always

@@ -226,7 +226,7 @@ async def test_a_silent_link_is_detected_by_the_watchdog(asterisk: PbxHandle) ->
         resynced_at = await resyncs.wait_count(2, timeout=5)
         print(f"\nsilent link detected in {detected_s:.3f} s, logged in again "
               f"{resynced_at - frozen_at:.3f} s after the freeze")
-        assert detected_s <= 2.2
+        assert detected_s <= 2.1  # ping_timeout after the last frame, which came before
         assert client.stats["watchdog_trips"] == 1
     finally:
         await client.stop()
