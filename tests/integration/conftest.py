@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -184,11 +185,19 @@ def asterisk(asterisk_root: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     )  # fmt: skip
     tap = AmiTap("127.0.0.1", ports.ami, config.ami_username, config.ami_secret)
     handle = PbxHandle(process, config, ports, base, tap, passwords)
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         yield handle
     finally:
+        signal.signal(signal.SIGTERM, previous)
         tap.close()
         process.stop()
+
+
+def _interrupt_on_sigterm(signum: int, _frame: object) -> None:
+    """A SIGTERM (CI timeout, `timeout pytest`) unwinds like Ctrl-C, so teardown still stops
+    Asterisk and every SIPp: Asterisk runs in its own session and would be left behind."""
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 @pytest.fixture(autouse=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from amitap import AmiTap, AmiTapError
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "sipp"
-MEDIA_OFFSET = 30000  # SIPp media port = its SIP port + 30000
+MEDIA_OFFSET = 30000  # SIPp media port = its SIP port + 30000 (- 30000 past 65535)
 DEFAULT_CALLER_ID = "13800000000"
 
 
@@ -101,7 +101,7 @@ class SippControl:
         files = {kind: self.log_dir / f"sipp-{name}.{kind}" for kind in ("log", "err", "out")}
         cmd = [
             "sipp", "-sf", str(SCENARIO_DIR / scenario),
-            "-i", "127.0.0.1", "-p", str(port), "-mp", str(port + MEDIA_OFFSET),
+            "-i", "127.0.0.1", "-p", str(port), "-mp", str(media_port(port)),
             "-trace_logs", "-log_file", str(files["log"]),
             "-trace_err", "-error_file", str(files["err"]),
             *map(str, args),
@@ -210,6 +210,12 @@ class SippControl:
                 if self.contact_status(aor) != "Reachable":
                     break
                 time.sleep(0.1)
+
+
+def media_port(sip_port: int) -> int:
+    """SIPp's RTP port for a SIPp on ``sip_port``: +30000, or -30000 for high port bases."""
+    port = sip_port + MEDIA_OFFSET
+    return port if 1024 <= port <= 65535 else sip_port - MEDIA_OFFSET
 
 
 def _read(path: Path) -> str:
