@@ -194,6 +194,7 @@ class Dialer:
         self._known: dict[int, _Seen] = {}  # task id -> what the desktops last heard
         self._previewed: dict[str, int] = {}  # agent -> task id offered (preview mode)
         self._alarmed_absent: set[int] = set()
+        self._cooldown: dict[str, float] = {}  # agent -> monotonic time their dials resume
         self._background: set[asyncio.Task[Any]] = set()
         self._resyncs_seen = runtime.stats.resyncs
         self._last_stale_sweep = -STALE_SWEEP_EVERY_S
@@ -246,8 +247,10 @@ class Dialer:
 
     def _free_agents(self) -> list[agent_state.AgentSnapshot]:
         busy = {live.attempt.agent_id for live in self.attempts.values()} | self._claiming
+        now = self.clock.now()
         free = [a for a in self.runtime.agents.values()
-                if agent_state.routable(a) and a.agent_id not in busy]
+                if agent_state.routable(a) and a.agent_id not in busy
+                and self._cooldown.get(a.agent_id, now) <= now]
         return sorted(free, key=lambda a: (a.since, a.agent_id))
 
     def _inbound_waiting(self) -> bool:
@@ -376,6 +379,7 @@ class Dialer:
                 self._agent_quiet(agent_id, agent_state.OfferTimedOut(attempt_id))
             else:
                 self._agent_quiet(agent_id, agent_state.OfferWithdrawn(attempt_id))
+                self._cool_down(attempt)
         record = outbound.call_record(attempt)
         if record is not None:
             self.runtime.execute([Persist("call", record)])
@@ -385,6 +389,21 @@ class Dialer:
             self._legs.pop(attempt.customer_uid, None)
         log.info("attempt %s (task #%d) ended: %s, cause %s", attempt_id, attempt.task_id,
                  attempt.outcome, attempt.cause)
+
+    def _cool_down(self, attempt: Attempt) -> None:
+        """The agent's leg failed without ringing out (softphone refused the call, codec
+        mismatch, AMI refusal): no outbound call for them for a while, and the board is
+        told once, so one broken softphone cannot burn through the task list."""
+        agent_id = attempt.agent_id
+        if self._cooldown.get(agent_id, 0.0) > self.clock.now():
+            return
+        self._cooldown[agent_id] = self.clock.now() + outbound.NOT_DIALLED_BACKOFF_S
+        log.warning("agent %s: outbound call failed before it rang (%s, cause %s); no "
+                    "outbound calls for %gs", agent_id, attempt.detail or attempt.originate_reason,
+                    attempt.agent_cause, outbound.NOT_DIALLED_BACKOFF_S)
+        self.runtime.execute([Alarm("outbound_agent_leg_failed", {
+            "agent_id": agent_id, "task_id": attempt.task_id, "cause": attempt.agent_cause,
+            "reason": attempt.detail or attempt.originate_reason}, std="STD-099")])
 
     def _agent_quiet(self, agent_id: str, event: Any) -> None:
         try:

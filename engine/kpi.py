@@ -450,7 +450,7 @@ def _acw_by_call(spans: Iterable[StateSpan], as_of: datetime) -> dict[tuple[str,
     return out
 
 
-def _agent_first(call: CallFact) -> bool:
+def is_agent_first_release(call: CallFact) -> bool:
     """STD-110: an agent release neither after the 2 s rule nor a special-call ending."""
     if call.released_by != "agent":
         return False
@@ -505,7 +505,7 @@ def call_kpis(call: CallFact, rules: KpiRules, as_of: datetime,
                 k.acw_s = sum(v for (_, uid), v in acw.items() if uid == call.uniqueid)
             k.transferred = int(is_transferred(call))
             k.resolved = int(call.disposition == "resolved")
-            k.agent_first_hangups = int(_agent_first(call))
+            k.agent_first_hangups = int(is_agent_first_release(call))
         episodes, breaches, long_holds = _hold_figures(call, rules, as_of)
         k.hold_episodes, k.hold_breaches = episodes, breaches
         k.long_waits += long_holds
@@ -548,7 +548,7 @@ def agent_call_kpis(call: CallFact, agent_id: str, rules: KpiRules, as_of: datet
         k.acw_s = acw.get((agent_id, call.uniqueid), 0.0)
         k.transferred = int(is_transferred(call)) * len(ended)
         k.resolved = int(call.disposition == "resolved") * len(ended)
-        k.agent_first_hangups = int(every[-1].agent_id == agent_id and _agent_first(call))
+        k.agent_first_hangups = int(every[-1].agent_id == agent_id and is_agent_first_release(call))
     episodes, breaches, _ = _hold_figures(call, rules, as_of, agent_id)
     k.hold_episodes, k.hold_breaches = episodes, breaches
     return k

@@ -77,8 +77,9 @@ REFUNDED = frozenset({AttemptOutcome.AGENT_NO_ANSWER, AttemptOutcome.NOT_DIALLED
 INVALID_NUMBER_CAUSES = frozenset({1, 3, 22, 28})
 BUSY_CAUSES = frozenset({17, 21})  # user busy, call rejected (603 Decline)
 NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, alerting without answer
-#: A task whose dial could not even start is tried again this much later, so a
-#: persistent AMI refusal cannot spin the dialer.
+#: A task whose dial never reached the customer is tried again this much later (and
+#: an agent whose softphone refused the call is given none meanwhile), so a
+#: persistent refusal cannot spin the dialer.
 NOT_DIALLED_BACKOFF_S = 30.0
 
 
@@ -307,8 +308,7 @@ def decide(outcome: AttemptOutcome, *, kind: str, attempts: int, max_attempts: i
     this one included.
     """
     if outcome in REFUNDED:
-        later = now + timedelta(seconds=NOT_DIALLED_BACKOFF_S) if (
-            outcome is AttemptOutcome.NOT_DIALLED) else now
+        later = now + timedelta(seconds=NOT_DIALLED_BACKOFF_S)
         return Decision(False, False, next_calling_time(max(due_at, later), policy))
     if outcome is AttemptOutcome.ANSWERED:
         return Decision(True, True, None)

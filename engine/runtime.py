@@ -587,8 +587,10 @@ class _ContactView:
     def get(self, key: str, default: str = "") -> str:
         if key == "ContactStatus":
             return self._frame.get("Status", default)
-        if key == "AOR":  # ContactList names the AOR only in ObjectName "agent1003;@<hash>"
-            return self._frame.get("AOR") or self._frame.get("ObjectName").partition(";")[0]
+        if key == "AOR":  # ContactList names the AOR only in its contact id: "<aor>;@<hash>"
+            # for a registered contact, "<aor>@@<hash>" for a static one (res_pjsip)
+            object_name = self._frame.get("ObjectName")
+            return self._frame.get("AOR") or object_name.split(";@")[0].split("@@")[0]
         return self._frame.get(key, default)
 
 

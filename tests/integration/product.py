@@ -10,10 +10,11 @@ session's secret, the store is a real database file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,3 +105,17 @@ def make_settings(tmp: Path, pbx: Any, asterisk_root: Path) -> Settings:
         asterisk_root=asterisk_root, policy_file=None, ports=pbx.ports,
         ami_username=pbx.username, ami_secret=pbx.secret,
         api_token=secrets.token_urlsafe(16), country="cn")
+
+
+@contextlib.contextmanager
+def running_product(pbx: Any, asterisk_root: Path, tmp: Path, policy: Policy,
+                    agent_ids: list[str], options: ServiceOptions | None = None,
+                    ) -> Iterator[Product]:
+    """The real service against the session's Asterisk, stopped at the end."""
+    product = Product(make_settings(tmp, pbx, asterisk_root), policy,
+                      make_roster(agent_ids, pbx.agent_port), options)
+    try:
+        product.start()
+        yield product
+    finally:
+        product.stop()

@@ -1,0 +1,258 @@
+"""Daily and weekly reports per queue and per agent: each standard with target, actual, result.
+
+The day-shift lead reports each day and each week (STD-141, STD-142), every handled
+call is counted (STD-144), abandon rate, answer rate and talk time are the headline
+figures (STD-139, STD-140). The figures are ``engine/kpi.py``'s, the same the board
+and the API show; this module only lays them out, as CSV for spreadsheets and as a
+printable HTML page (print to PDF from the browser), and writes them on a schedule.
+
+A standard with no target in the standards (abandon rate, ASA...) is shown as
+information; a standard with no data in the period (no calls) is "n/a", never a pass.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from callflow.engine import kpi
+from callflow.engine.kpi import CallFact, KpiRules, Kpis, StateSpan
+from callflow.engine.policy import Policy
+from callflow.errors import CallflowError
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["daily", "weekly"]
+By = Literal["queue", "agent"]
+ALL = "(all)"
+#: Scheduled reports run this long after local midnight, once the day's last calls are in.
+SCHEDULE_DELAY = timedelta(minutes=5)
+CSV_COLUMNS = ("report", "period_start", "period_end", "scope", "entity", "std", "kpi", "unit",
+               "target", "actual", "result")
+
+
+class ReportError(CallflowError):
+    """A report was asked for with a bad kind, date or grouping."""
+
+
+@dataclass(frozen=True)
+class Section:
+    entity: str
+    figures: Kpis
+    checks: tuple[kpi.Check, ...]
+
+
+@dataclass(frozen=True)
+class Report:
+    kind: Kind
+    by: By
+    label: str  # 2024-05-06 or 2024-W19
+    period: kpi.Period
+    zone: str
+    generated_at: datetime
+    sections: tuple[Section, ...]
+
+    @property
+    def title(self) -> str:
+        return f"callflow {self.kind} report by {self.by}, {self.label}"
+
+
+def result_text(check: kpi.Check) -> str:
+    """pass / fail against the target; info (no target); n/a (a target but no data)."""
+    if check.passed is None:
+        return "n/a" if check.target else "info"
+    return "pass" if check.passed else "fail"
+
+
+def period_of(kind: Kind, day: date, zone: ZoneInfo) -> tuple[kpi.Period, str]:
+    """The period a report covers: the day, or the Monday-to-Sunday week holding it."""
+    if kind == "daily":
+        return kpi.day_period(day, zone), day.isoformat()
+    if kind == "weekly":
+        monday = day - timedelta(days=day.weekday())
+        year, week, _ = monday.isocalendar()
+        return kpi.week_period(monday, zone), f"{year}-W{week:02d}"
+    raise ReportError(f"unknown report kind {kind!r}: daily or weekly")
+
+
+def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
+          spans: list[StateSpan], policy: Policy, as_of: datetime,
+          agents: Iterable[str] = ()) -> Report:
+    """The report over facts loaded for its period (``kpi.load_facts``)."""
+    zone = ZoneInfo(policy.calendar.timezone)
+    period, label = period_of(kind, day, zone)
+    rules_for = kpi.rules_by_queue(policy)
+    calls = kpi.in_period(facts, period)
+    as_of = min(as_of, period.end)
+    if by == "queue":
+        scopes = kpi.queue_kpis(calls, rules_for, as_of, spans)
+        overall = KpiRules.from_policy(policy)
+        sections = [Section(q, k, tuple(kpi.checks(k, rules_for(q), "queue")))
+                    for q, k in sorted(scopes.items())]
+        total = kpi.total(scopes.values())
+        sections.append(Section(ALL, total, tuple(kpi.checks(total, overall, "queue"))))
+    elif by == "agent":
+        scopes = kpi.agent_kpis(calls, spans, rules_for, period, as_of, agents)
+        overall = KpiRules.from_policy(policy)
+        sections = [Section(a, k, tuple(kpi.checks(k, overall, "agent")))
+                    for a, k in sorted(scopes.items())]
+    else:
+        raise ReportError(f"unknown grouping {by!r}: queue or agent")
+    return Report(kind, by, label, period, policy.calendar.timezone,
+                  datetime.now(UTC), tuple(sections))
+
+
+def _cell(value: float | int | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+def to_csv(report: Report) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    start, end = report.period.start.isoformat(), report.period.end.isoformat()
+    for section in report.sections:
+        for c in section.checks:
+            writer.writerow((report.kind, start, end, report.by, section.entity, c.std, c.name,
+                             c.unit, c.target, _cell(c.actual), result_text(c)))
+    return out.getvalue()
+
+
+_CSS = """
+body{font:13px/1.4 system-ui,sans-serif;margin:24px;color:#111}
+h1{font-size:18px;margin:0 0 4px}h2{font-size:15px;margin:18px 0 6px;break-after:avoid}
+p.meta{color:#555;margin:0 0 12px}
+table{border-collapse:collapse;width:100%;margin-bottom:8px;break-inside:avoid}
+th,td{border:1px solid #bbb;padding:3px 6px;text-align:left}
+td.num{text-align:right;font-variant-numeric:tabular-nums}
+.pass{background:#e3f4e1}.fail{background:#fbe0e0;font-weight:600}.info,.n\\/a{color:#555}
+@media print{body{margin:10mm}a{color:inherit}}
+"""
+
+
+def to_html(report: Report) -> str:
+    """A self-contained printable page (no scripts, no external assets)."""
+    zone = ZoneInfo(report.zone)
+    start = report.period.start.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    end = report.period.end.astimezone(zone).strftime("%Y-%m-%d %H:%M")
+    esc = html.escape
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+             f"<title>{esc(report.title)}</title><style>{_CSS}</style></head><body>",
+             f"<h1>{esc(report.title)}</h1>",
+             f"<p class='meta'>{esc(start)} to {esc(end)} ({esc(report.zone)}); generated "
+             f"{esc(report.generated_at.astimezone(zone).strftime('%Y-%m-%d %H:%M'))}</p>"]
+    if not report.sections:
+        parts.append("<p>No calls and no agent activity in this period.</p>")
+    for section in report.sections:
+        parts.append(f"<h2>{esc(report.by)} {esc(section.entity)}</h2><table><thead><tr>"
+                     "<th>standard</th><th>KPI</th><th>target</th><th>actual</th>"
+                     "<th>result</th></tr></thead><tbody>")
+        for c in section.checks:
+            result = result_text(c)
+            actual = _cell(c.actual)
+            unit = f" {esc(c.unit)}" if actual and c.unit else ""
+            parts.append(f"<tr class='{result}'><td>{esc(c.std)}</td><td>{esc(c.name)}</td>"
+                         f"<td>{esc(c.target)}</td><td class='num'>{esc(actual)}{unit}</td>"
+                         f"<td>{result}</td></tr>")
+        parts.append("</tbody></table>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def render(report: Report, fmt: str) -> str:
+    if fmt == "csv":
+        return to_csv(report)
+    if fmt == "html":
+        return to_html(report)
+    raise ReportError(f"unknown format {fmt!r}: csv or html")
+
+
+# --- from the store, and on a schedule ------------------------------------------------------
+
+
+def load_and_build(store: Any, policy: Policy, kind: Kind, by: By, day: date,
+                   as_of: datetime, agents: Iterable[str] = ()) -> Report:
+    """Load the period's facts and build the report (runs in a worker thread)."""
+    zone = ZoneInfo(policy.calendar.timezone)
+    period, _ = period_of(kind, day, zone)
+    facts, spans = kpi.load_facts(store, period)
+    return build(kind, by, day, facts, spans, policy, as_of, agents)
+
+
+def file_name(report: Report, fmt: str) -> str:
+    return f"{report.kind}-{report.label}-by-{report.by}.{fmt}"
+
+
+def write_report_files(report: Report, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in ("csv", "html"):
+        path = out_dir / file_name(report, fmt)
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(render(report, fmt), encoding="utf-8")
+        tmp.replace(path)  # a reader never sees half a report
+        written.append(path)
+    return written
+
+
+def due_reports(day_done: date) -> list[tuple[Kind, date]]:
+    """What the schedule writes once ``day_done`` is over: its daily report, and the weekly
+    report when it was a Sunday (the week Monday..Sunday is complete)."""
+    due: list[tuple[Kind, date]] = [("daily", day_done)]
+    if day_done.weekday() == 6:
+        due.append(("weekly", day_done))
+    return due
+
+
+def next_run(after: datetime, zone: ZoneInfo) -> datetime:
+    """The next local midnight plus SCHEDULE_DELAY strictly after ``after`` (aware)."""
+    local = after.astimezone(zone)
+    candidate = datetime.combine(local.date(), time(0), zone) + SCHEDULE_DELAY
+    if candidate <= local:
+        candidate = datetime.combine(local.date() + timedelta(days=1), time(0), zone) \
+            + SCHEDULE_DELAY
+    return candidate.astimezone(UTC)
+
+
+def run_schedule(store: Any, policy: Policy, out_dir: Path, day_done: date,
+                 as_of: datetime, agents: Iterable[str] = ()) -> list[Path]:
+    """Write every report due for ``day_done`` (runs in a worker thread)."""
+    written: list[Path] = []
+    names = list(agents)
+    for kind, day in due_reports(day_done):
+        for by in ("queue", "agent"):
+            report = load_and_build(store, policy, kind, by, day, as_of, names)
+            written += write_report_files(report, out_dir)
+    log.info("reports for %s written: %s", day_done, ", ".join(p.name for p in written))
+    return written
+
+
+def parse_day(raw: str | None, today: date) -> date:
+    if raw is None or raw == "":
+        return today
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise ReportError(f"bad date {raw!r}: use YYYY-MM-DD") from None
+
+
+def summary(report: Report) -> Mapping[str, Any]:
+    """JSON form (the API's default)."""
+    return {
+        "kind": report.kind, "by": report.by, "label": report.label,
+        "period": {"start": report.period.start.isoformat(),
+                   "end": report.period.end.isoformat(), "zone": report.zone},
+        "sections": [{"entity": s.entity, "figures": s.figures.as_dict(),
+                      "checks": [{"std": c.std, "kpi": c.name, "unit": c.unit,
+                                  "target": c.target, "actual": c.actual,
+                                  "result": result_text(c)} for c in s.checks]}
+                     for s in report.sections],
+    }
