@@ -11,6 +11,7 @@ the Policy; this module only speaks AGI.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import time
@@ -90,8 +91,9 @@ class InboundFlow:
             if self.did in self.policy.routing.named_agent_dids:
                 named = await self._ask_named_agent()
             await self._route(named)
+            await self._done()
         except FlowDone:
-            pass
+            await self._done()
         except (CallerHungUp, CallGone):
             log.info("call %s: caller hung up", self.call_id)
             await self._report_dial_after_hangup()
@@ -202,6 +204,7 @@ class InboundFlow:
                                  owner.agent_id if owner else None, time.time() + due_min * 60)
         await self._play("callback_done")
         self.rt.end_call(self.call_id, Outcome.CALLBACK)
+        await self._done()
         await self.session.hangup()
         return True
 
@@ -227,6 +230,11 @@ class InboundFlow:
         return None
 
     # --- endings --------------------------------------------------------------------------
+
+    async def _done(self) -> None:
+        """Tell the dialplan the call was handled: without this it falls back to Queue()."""
+        with contextlib.suppress(CallerHungUp):
+            await self.session.set_variable("CALLFLOW_DONE", "1")
 
     def _check_alive(self) -> None:
         call = self.rt.calls.get(self.call_id)

@@ -233,3 +233,22 @@ def test_on_a_configured_holiday_the_holiday_opening_is_played(
         product.flush()
         call = product.store.read(repo.get_call, call_id)
         assert call is not None and call.greeting == "holiday"
+
+
+def test_engine_gone_mid_flow_the_caller_still_reaches_an_agent(
+        asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
+    """Design "Who routes calls": the FastAGI session dies while the caller waits (no
+    agent logged in with the engine) -> the dialplan's Queue() over all agents takes it."""
+    with running_product(asterisk, asterisk_root, tmp_path, Policy.defaults(),
+                         ["1001"]) as product:
+        sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
+        t0 = asterisk.tap.mark()
+        caller = sipp.caller("100", "uac_call.xml", talk_ms=12000)
+        asterisk.tap.wait_event("AGIExecStart", 5, since=t0, Command="SET MUSIC ON default")
+        assert product.service.agi is not None
+        product.run(product.service.agi.stop())  # the engine goes away mid-flow
+        joined = asterisk.tap.wait_event("QueueCallerJoin", 5, since=t0)
+        connected = asterisk.tap.wait_event("AgentConnect", 10, since=t0)
+        assert connected["Interface"] == "PJSIP/agent1001"
+        assert float(connected["Timestamp"]) - float(joined["Timestamp"]) < 5
+        assert caller.wait(30) == 0, caller.diagnostics()
