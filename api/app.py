@@ -27,6 +27,7 @@ from pydantic import BaseModel, ConfigDict
 from starlette.websockets import WebSocketDisconnect
 
 from callflow.api.auth import Principal, TokenAuth
+from callflow.api.board_privacy import Message, redaction_for
 from callflow.api.hub import EventHub, Subscription, TopicFilter
 from callflow.api.protocol import (
     CLOSE_GOING_AWAY,
@@ -171,10 +172,11 @@ def create_app(deps: ApiDeps) -> FastAPI:
                             headers={"Cache-Control": "no-store"})
 
     encoder = FrameEncoder()
+    masked_encoder = FrameEncoder()  # the frames of principals who see numbers masked (STD-078)
 
     @app.websocket(WS_EVENTS_PATH)
     async def events(websocket: WebSocket) -> None:
-        await _serve_events(websocket, deps.hub, auth, encoder)
+        await _serve_events(websocket, deps.hub, auth, encoder, masked_encoder)
 
     return app
 
@@ -267,7 +269,7 @@ def _stream_request(websocket: WebSocket, principal: Principal) -> tuple[TopicFi
 
 
 async def _serve_events(websocket: WebSocket, hub: EventHub, auth: TokenAuth,
-                        encoder: FrameEncoder) -> None:
+                        encoder: FrameEncoder, masked_encoder: FrameEncoder) -> None:
     # Accept first, then close with a code and reason: a refused handshake would only
     # give the client a bare HTTP 403, and browsers would not see why.
     await websocket.accept()
@@ -284,7 +286,9 @@ async def _serve_events(websocket: WebSocket, hub: EventHub, auth: TokenAuth,
         await websocket.close(CLOSE_POLICY_VIOLATION, refused.reason)
         return
     subscription = hub.subscribe(topic_filter, since=since)
-    connection = _EventsConnection(websocket, subscription, encoder)
+    view = redaction_for(principal)
+    connection = _EventsConnection(websocket, subscription,
+                                   encoder if view is None else masked_encoder, view)
     logger.info("websocket %s subscribed as %s (since=%s)", client, principal.name, since)
     try:
         await connection.run()
@@ -297,7 +301,8 @@ class _EventsConnection:
     """One client: a sender (hub → client) and a receiver (client frames), one writer lock."""
 
     def __init__(self, websocket: WebSocket, subscription: Subscription,
-                 encoder: FrameEncoder) -> None:
+                 encoder: FrameEncoder, view: Callable[[Message], Message] | None = None) -> None:
+        self._view = view
         self._ws = websocket
         self._subscription = subscription
         self._encoder = encoder
@@ -345,6 +350,8 @@ class _EventsConnection:
 
     async def _send_events(self) -> None:
         async for message in self._subscription:
+            if self._view is not None:
+                message = self._view(message)
             if not await self._send(self._encoder.encode(message)):
                 return
         # The hub closed the subscription: the engine is shutting down.

@@ -1,0 +1,334 @@
+"""The board's live day: today's KPIs kept current from what the core publishes.
+
+The board must show today's figures the moment a call ends (STD-145), for a day
+that may hold tens of thousands of calls, on the loop the engine runs on. So the
+day is kept in memory, fed by the core's own publishes (call records, agent
+states), and the figures are computed with ``engine/kpi.py`` (the one definition
+of every KPI) in pieces that add up: ``Kpis`` is additive, so a finished call's
+figures are added once to its queue's total and to its interval, and only the
+calls still in progress are recomputed when the board asks. ACW belongs to a
+call but comes after it: each ACW span is added to its call's queue when it ends.
+
+Nothing here does I/O; ``api/board.py`` loads the day from the store at start and
+publishes what this computes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from callflow.engine import kpi
+from callflow.engine.kpi import CallFact, Kpis, OfferFact, Period, StateSpan
+
+log = logging.getLogger(__name__)
+
+#: How many open alarms the board keeps in memory (older ones stay in the store).
+OPEN_ALARMS_KEPT = 500
+
+
+def _time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, UTC)
+    return datetime.fromisoformat(str(value))
+
+
+def fact_from_record(record: dict[str, Any], holds: tuple[kpi.HoldFact, ...] = ()
+                     ) -> CallFact | None:
+    """A published call record (engine/calls.py ``call_record``) as a KPI fact."""
+    entered = _time(record.get("entered_at"))
+    if entered is None or record.get("direction", "inbound") != "inbound":
+        return None
+    offers = tuple(
+        OfferFact(str(o["agent_id"]), _time(o["started_at"]) or entered,
+                  _time(o.get("ended_at")), o.get("result"))
+        for o in record.get("offers") or [])
+    return CallFact(
+        uniqueid=str(record["uniqueid"]), queue=str(record.get("queue") or "main"),
+        entered_at=entered, answered_at=_time(record.get("answered_at")),
+        ended_at=_time(record.get("ended_at")), agent_id=record.get("agent_id"),
+        outcome=record.get("outcome"), ring_started_at=_time(record.get("ring_started_at")),
+        offers=offers, holds=holds, transfer_count=int(record.get("transfer_count") or 0),
+        released_by=record.get("released_by"),
+        release_compliant=record.get("release_compliant"),
+        release_procedure=record.get("release_procedure"),
+        disposition=record.get("disposition"), caller=str(record.get("caller_number") or ""))
+
+
+@dataclass
+class _Queue:
+    done: Kpis = field(default_factory=Kpis)  # finished calls (plus their ACW)
+    intervals: dict[int, Kpis] = field(default_factory=dict)  # finished calls by interval
+    waiting_peaks: dict[int, int] = field(default_factory=dict)
+    live: set[str] = field(default_factory=set)  # calls not finished yet
+
+
+class LiveDay:
+    """Today's calls and agent states, and the board's figures from them."""
+
+    def __init__(self, rules_for: Callable[[str], kpi.KpiRules], period: Period,
+                 queues: Iterable[str] = ()) -> None:
+        self.rules_for = rules_for
+        self.period = period
+        self.calls: dict[str, CallFact] = {}
+        self.spans: dict[str, list[StateSpan]] = defaultdict(list)
+        self.agent_calls: dict[str, set[str]] = defaultdict(set)
+        self.queues: dict[str, _Queue] = {q: _Queue() for q in queues}
+        self.dirty_queues: set[str] = set()
+        self.dirty_agents: set[str] = set()
+        self.finished: set[str] = set()
+
+    # --- feeding ------------------------------------------------------------------------
+
+    def load(self, calls: Iterable[CallFact], spans: Iterable[StateSpan], as_of: datetime
+             ) -> None:
+        """The day so far from the store (at start); later changes come live."""
+        for span in spans:
+            self.spans[span.agent_id].append(span)
+        for call in calls:
+            self._put(call, as_of)
+        for queue, calls_of in self._by_queue(self.calls.values()).items():
+            rules = self.rules_for(queue)
+            profile = kpi.waiting_profile(calls_of, self.period, rules.interval_min, as_of)
+            self._queue(queue).waiting_peaks = {i: n for i, n in enumerate(profile) if n}
+        for spans_of in self.spans.values():
+            for span in spans_of:
+                if span.state == "acw" and span.ended_at is not None:
+                    self._add_acw(span)
+
+    def on_call(self, record: dict[str, Any], as_of: datetime) -> CallFact | None:
+        """A published call record; returns the fact when it belongs to today."""
+        old = self.calls.get(str(record.get("uniqueid")))
+        fact = fact_from_record(record, old.holds if old is not None else ())
+        if fact is None or not self.period.holds(fact.entered_at):
+            return None
+        self._put(fact, as_of)
+        self._note_waiting(fact.queue, as_of)
+        return fact
+
+    def on_agent(self, payload: dict[str, Any]) -> StateSpan | None:
+        """A published agent state; returns the span it closed (if any)."""
+        agent_id = str(payload.get("agent_id", ""))
+        since = payload.get("since_epoch")
+        state = str(payload.get("state", ""))
+        if not agent_id or not state or not isinstance(since, int | float):
+            return None
+        at = datetime.fromtimestamp(since, UTC)
+        reason = payload.get("reason") or None
+        call_id = payload.get("call_id") or None
+        spans = self.spans[agent_id]
+        last = spans[-1] if spans else None
+        if last is not None and last.ended_at is None and last.state == state \
+                and last.reason == reason and last.call_uniqueid == call_id:
+            return None  # the same state again (softphone flag, approval, extension)
+        closed = None
+        if last is not None and last.ended_at is None:
+            closed = replace(last, ended_at=max(at, last.started_at))
+            spans[-1] = closed
+            if closed.state == "acw":
+                self._add_acw(closed)
+        if state != "logged_out":
+            spans.append(StateSpan(agent_id, state, at, None, reason, call_id))
+        self.dirty_agents.add(agent_id)
+        return closed
+
+    def _put(self, fact: CallFact, as_of: datetime) -> None:
+        uid = fact.uniqueid
+        self.calls[uid] = fact
+        queue = self._queue(fact.queue)
+        for agent_id in {o.agent_id for o in fact.offers} | ({fact.agent_id} - {None}):
+            assert agent_id is not None
+            self.agent_calls[agent_id].add(uid)
+            self.dirty_agents.add(agent_id)
+        self.dirty_queues.add(fact.queue)
+        if uid in self.finished:
+            return
+        if fact.ended_at is None:
+            queue.live.add(uid)
+            return
+        queue.live.discard(uid)
+        self.finished.add(uid)
+        rules = self.rules_for(fact.queue)
+        figures = kpi.call_kpis(fact, rules, as_of)
+        queue.done += figures
+        index = self._interval(fact.entered_at, rules)
+        queue.intervals.setdefault(index, Kpis())
+        queue.intervals[index] += figures
+
+    def _add_acw(self, span: StateSpan) -> None:
+        """ACW after a call is that call's, in its queue's total (KPI definitions)."""
+        call = self.calls.get(span.call_uniqueid or "")
+        if call is None or span.ended_at is None:
+            return
+        self._queue(call.queue).done.acw_s += kpi.seconds(span.started_at, span.ended_at)
+        self.dirty_queues.add(call.queue)
+
+    def _note_waiting(self, queue: str, as_of: datetime) -> None:
+        index = self._interval(as_of, self.rules_for(queue))
+        count = len(self.waiting(queue))
+        peaks = self._queue(queue).waiting_peaks
+        if count > peaks.get(index, 0):
+            peaks[index] = count
+
+    def _queue(self, name: str) -> _Queue:
+        if name not in self.queues:
+            self.queues[name] = _Queue()
+        return self.queues[name]
+
+    def _interval(self, at: datetime, rules: kpi.KpiRules) -> int:
+        return max(0, int((at - self.period.start).total_seconds() // (rules.interval_min * 60)))
+
+    @staticmethod
+    def _by_queue(calls: Iterable[CallFact]) -> dict[str, list[CallFact]]:
+        out: dict[str, list[CallFact]] = defaultdict(list)
+        for call in calls:
+            out[call.queue].append(call)
+        return out
+
+    # --- figures -----------------------------------------------------------------------
+
+    def waiting(self, queue: str) -> list[CallFact]:
+        """Calls of the queue not answered yet (in routing or ringing an agent)."""
+        q = self.queues.get(queue)
+        if q is None:
+            return []
+        calls = [self.calls[uid] for uid in q.live]
+        return [c for c in calls if c.answered_at is None and c.ended_at is None]
+
+    def queue_kpis(self, queue: str, as_of: datetime) -> Kpis:
+        q = self._queue(queue)
+        rules = self.rules_for(queue)
+        out = Kpis()
+        out += q.done
+        for uid in q.live:
+            out += kpi.call_kpis(self.calls[uid], rules, as_of)
+        return out
+
+    def queue_view(self, queue: str, as_of: datetime) -> dict[str, Any]:
+        """What the board shows of a queue: the KPIs and the day's series."""
+        rules = self.rules_for(queue)
+        k = self.queue_kpis(queue, as_of)
+        waiting = self.waiting(queue)
+        longest = max((kpi.seconds(c.entered_at, as_of) for c in waiting), default=0.0)
+        return {
+            "queue": queue, "kpi": k.as_dict(), "waiting": len(waiting),
+            "longest_wait_s": round(longest, 1),
+            "series": self.series(queue, as_of),
+            "targets": {"service_level_pct": rules.service_level_target_pct,
+                        "average_ring": rules.average_ring_target,
+                        "service_level_s": rules.service_level_s,
+                        "interval_min": rules.interval_min},
+        }
+
+    def series(self, queue: str, as_of: datetime) -> list[dict[str, Any]]:
+        """Per interval up to now: offered, answered, service level, most calls waiting."""
+        q = self._queue(queue)
+        rules = self.rules_for(queue)
+        now_index = self._interval(min(as_of, self.period.end), rules)
+        live: dict[int, Kpis] = defaultdict(Kpis)
+        for uid in q.live:
+            call = self.calls[uid]
+            live[self._interval(call.entered_at, rules)] += kpi.call_kpis(call, rules, as_of)
+        out = []
+        step = rules.interval_min * 60
+        for index in range(now_index + 1):
+            k = Kpis()
+            if index in q.intervals:
+                k += q.intervals[index]
+            if index in live:
+                k += live[index]
+            start = self.period.start.timestamp() + index * step
+            out.append({"t": start, "offered": k.offered, "answered": k.answered,
+                        "sl": _round(k.service_level), "ring": _round(k.average_answer_ring),
+                        "waiting": q.waiting_peaks.get(index, 0)})
+        return out
+
+    def agent_kpis(self, agent_id: str, as_of: datetime) -> Kpis:
+        calls = [self.calls[uid] for uid in self.agent_calls.get(agent_id, ())]
+        result = kpi.agent_kpis(calls, self.spans.get(agent_id, []), self.rules_for,
+                                self.period, as_of, agents=[agent_id])
+        return result[agent_id]
+
+    def agent_view(self, agent_id: str, as_of: datetime) -> dict[str, Any]:
+        k = self.agent_kpis(agent_id, as_of)
+        last = max((self.calls[uid] for uid in self.agent_calls.get(agent_id, ())),
+                   key=lambda c: c.entered_at, default=None)
+        return {"agent_id": agent_id, "calls": k.handled, "avg_talk_s": _round(k.average_talk_s),
+                "avg_acw_s": _round(k.average_acw_s), "rona": k.ring_no_answer,
+                "answered": k.answered, "occupancy": _round(k.occupancy),
+                "last_queue": last.queue if last is not None else None}
+
+    def take_dirty(self) -> tuple[set[str], set[str]]:
+        queues, agents = self.dirty_queues, self.dirty_agents
+        self.dirty_queues, self.dirty_agents = set(), set()
+        return queues, agents
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+# --- alarms --------------------------------------------------------------------------------
+
+
+def alarm_key(kind: str, raised_at: datetime) -> str:
+    """The board's name of an alarm, the same from a live publish and from the store row."""
+    return f"{kind}@{raised_at.astimezone(UTC).isoformat()}"
+
+
+@dataclass
+class AlarmEntry:
+    key: str
+    kind: str
+    std: str
+    detail: dict[str, Any]
+    raised_at: datetime
+    id: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {"key": self.key, "id": self.id, "kind": self.kind, "std": self.std,
+                "detail": self.detail, "raised_at": self.raised_at.timestamp()}
+
+
+class AlarmBook:
+    """The open (unacknowledged) alarms, newest last, bounded."""
+
+    def __init__(self, limit: int = OPEN_ALARMS_KEPT) -> None:
+        self._open: OrderedDict[str, AlarmEntry] = OrderedDict()
+        self._limit = limit
+
+    def add(self, entry: AlarmEntry) -> AlarmEntry:
+        self._open[entry.key] = entry
+        self._open.move_to_end(entry.key)
+        while len(self._open) > self._limit:
+            self._open.popitem(last=False)
+        return entry
+
+    def from_publish(self, payload: dict[str, Any]) -> AlarmEntry | None:
+        """The runtime's ``{"type": "alarm", kind, std, detail, raised_at}``."""
+        raised = payload.get("raised_at")
+        kind = payload.get("kind")
+        if not isinstance(raised, int | float) or not isinstance(kind, str):
+            return None
+        at = datetime.fromtimestamp(raised, UTC)  # exactly as callflow.records stores it
+        detail = payload.get("detail") if isinstance(payload.get("detail"), dict) else {}
+        return self.add(AlarmEntry(alarm_key(kind, at), kind, str(payload.get("std") or ""),
+                                   dict(detail or {}), at))
+
+    def get(self, key: str) -> AlarmEntry | None:
+        return self._open.get(key)
+
+    def remove(self, key: str) -> AlarmEntry | None:
+        return self._open.pop(key, None)
+
+    def open(self) -> list[AlarmEntry]:
+        return list(self._open.values())
+
+    def __len__(self) -> int:
+        return len(self._open)
