@@ -65,6 +65,10 @@ class AgiCommandError(AgiError):
     """An AGI command was refused: 510 invalid command or 520 usage error."""
 
 
+class AgiCommandTimeout(AgiError):
+    """An AGI command got no reply within its timeout; the session is closed after it."""
+
+
 class AgiArgumentError(AgiError):
     """An AGI argument would break the protocol (CR/LF inside it): never sent."""
 

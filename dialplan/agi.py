@@ -69,6 +69,7 @@ import asterisk.agi as pyst2
 from callflow.errors import (
     AgiArgumentError,
     AgiCommandError,
+    AgiCommandTimeout,
     AgiError,
     AgiProtocolError,
     CallerHungUp,
@@ -119,13 +120,6 @@ _ENV_LINE = re.compile(r"agi_[A-Za-z0-9_]+:")
 _REPLY_LINE = re.compile(r"[0-9]{3}(?:[ -]|\Z)")
 _APP_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 _EMPTY_RESULT_DATA = re.compile(r"^200 result= \((?P<data>[^)]*)\)")
-
-
-class AgiCommandTimeout(AgiError):
-    """An AGI command got no reply within its timeout; the session is closed after it.
-
-    (Belongs in ``callflow.errors`` next to its siblings; defined here until it moves.)
-    """
 
 
 class _Default(enum.Enum):

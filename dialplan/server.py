@@ -35,13 +35,8 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
-from callflow.dialplan.agi import (
-    FAILURE_LINE,
-    MAX_LINE_BYTES,
-    AgiCommandTimeout,
-    AgiSession,
-)
-from callflow.errors import AgiProtocolError, CallerHungUp
+from callflow.dialplan.agi import FAILURE_LINE, MAX_LINE_BYTES, AgiSession
+from callflow.errors import AgiCommandTimeout, AgiProtocolError, CallerHungUp
 
 log = logging.getLogger(__name__)
 

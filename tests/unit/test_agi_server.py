@@ -19,11 +19,12 @@ from typing import Any, ClassVar
 import pytest
 
 from callflow.dialplan import agi as agi_module
-from callflow.dialplan.agi import AgiCommandTimeout, AgiSession
+from callflow.dialplan.agi import AgiSession
 from callflow.dialplan.server import FastAgiServer
 from callflow.errors import (
     AgiArgumentError,
     AgiCommandError,
+    AgiCommandTimeout,
     AgiProtocolError,
     CallerHungUp,
 )
