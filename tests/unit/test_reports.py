@@ -1,0 +1,140 @@
+"""Daily and weekly reports: each standard with target, actual and pass/fail, as CSV and HTML."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from callflow import reports
+from callflow.engine import kpi
+from callflow.engine.kpi import CallFact, OfferFact, StateSpan
+from callflow.engine.policy import Policy
+
+POLICY = Policy.defaults()
+ZONE = ZoneInfo(POLICY.calendar.timezone)
+RING = POLICY.ring_cycle_s
+DAY = date(2024, 5, 6)  # a Monday
+T0 = datetime(2024, 5, 6, 9, 0, tzinfo=ZONE)
+
+
+def at(s: float) -> datetime:
+    return T0 + timedelta(seconds=s)
+
+
+def answered(uid: str, start: float, ring_s: float, talk_s: float, agent: str,
+             queue: str = "main") -> CallFact:
+    t_ring, t_ans = at(start), at(start + ring_s)
+    return CallFact(uniqueid=uid, queue=queue, entered_at=at(start), answered_at=t_ans,
+                    ended_at=at(start + ring_s + talk_s), agent_id=agent, outcome="answered",
+                    ring_started_at=t_ring, offers=(OfferFact(agent, t_ring, t_ans, "answered"),),
+                    released_by="caller")
+
+
+FACTS = [
+    answered("a", 0, 0.8 * RING, 100, "1001"),  # 1 ring
+    answered("b", 600, 2.8 * RING, 200, "1001"),  # 3 rings
+    answered("c", 1200, 0.5 * RING, 50, "1002", queue="sales"),
+    CallFact(uniqueid="d", queue="main", entered_at=at(1800), ended_at=at(1900),
+             outcome="abandoned", released_by="caller"),
+]
+SPANS = [StateSpan("1001", "acw", at(0.8 * RING + 100), at(0.8 * RING + 190), call_uniqueid="a")]
+
+
+def by_name(section: reports.Section) -> dict[str, kpi.Check]:
+    return {c.name: c for c in section.checks}
+
+
+def test_daily_report_per_queue_judges_each_standard() -> None:
+    report = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400))
+    assert report.label == "2024-05-06"
+    assert [s.entity for s in report.sections] == ["main", "sales", reports.ALL]
+    main = by_name(report.sections[0])
+    assert main["offered"].actual == 3 and main["calls handled"].actual == 2
+    assert main["average answer ring"].actual == 2.0  # (1 + 3) / 2: on target
+    assert reports.result_text(main["average answer ring"]) == "pass"
+    assert main["service level"].actual == 66.67  # 2 of 3 decided calls within 3 rings (15 s)
+    assert reports.result_text(main["service level"]) == "fail"
+    assert main["abandon rate"].target == "" and reports.result_text(main["abandon rate"]) == \
+        "info"
+    assert main["average ACW"].actual == 45.0  # 90 s after call a, 0 after b
+    every = by_name(report.sections[-1])
+    assert every["offered"].actual == 4 and every["calls handled"].actual == 3
+
+
+def test_daily_report_per_agent() -> None:
+    report = reports.build("daily", "agent", DAY, FACTS, SPANS, POLICY, at(86400),
+                           agents=["1001", "1002", "1003"])
+    sections = {s.entity: by_name(s) for s in report.sections}
+    assert sections["1001"]["calls handled"].actual == 2
+    assert sections["1001"]["average talk time (ACD)"].actual == 150.0
+    assert reports.result_text(sections["1001"]["average talk time (ACD)"]) == "pass"
+    # an agent with no calls: every judged standard is n/a, never a pass
+    idle = sections["1003"]
+    assert reports.result_text(idle["average ACW"]) == "n/a"
+    assert reports.result_text(idle["hold breaches"]) == "n/a"
+
+
+def test_csv_has_one_row_per_standard_and_entity() -> None:
+    report = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400))
+    rows = list(csv.DictReader(io.StringIO(reports.to_csv(report))))
+    assert tuple(rows[0].keys()) == reports.CSV_COLUMNS
+    assert len(rows) == sum(len(s.checks) for s in report.sections)
+    sl = next(r for r in rows if r["entity"] == "main" and r["kpi"] == "service level")
+    assert (sl["target"], sl["actual"], sl["result"], sl["unit"]) == (">= 80", "66.67", "fail",
+                                                                      "%")
+
+
+def test_html_is_printable_and_escapes() -> None:
+    evil = [answered("x", 0, 1, 10, "1001", queue="<script>q</script>")]
+    page = reports.to_html(reports.build("daily", "queue", DAY, evil, [], POLICY, at(86400)))
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert "@media print" in page and "<table>" in page and "class='fail'" not in page
+    empty = reports.to_html(reports.build("daily", "agent", DAY, [], [], POLICY, at(86400)))
+    assert "No calls and no agent activity" in empty
+
+
+def test_weekly_covers_monday_to_sunday() -> None:
+    sunday = DAY + timedelta(days=6)
+    late_sunday = CallFact(uniqueid="s", queue="main",
+                           entered_at=datetime(2024, 5, 12, 23, 59, tzinfo=ZONE),
+                           ended_at=datetime(2024, 5, 13, 0, 1, tzinfo=ZONE), outcome="abandoned")
+    report = reports.build("weekly", "queue", sunday, [*FACTS, late_sunday], [], POLICY,
+                           datetime(2024, 5, 13, 1, 0, tzinfo=ZONE))
+    assert report.label == "2024-W19"
+    assert by_name(report.sections[-1])["offered"].actual == 5
+    assert report.period.end - report.period.start == timedelta(days=7)
+
+
+def test_the_schedule() -> None:
+    assert reports.due_reports(DAY) == [("daily", DAY)]
+    sunday = DAY + timedelta(days=6)
+    assert reports.due_reports(sunday) == [("daily", sunday), ("weekly", sunday)]
+    # next run: 00:05 local after the given instant
+    noon = datetime(2024, 5, 6, 12, 0, tzinfo=ZONE)
+    assert reports.next_run(noon, ZONE) == datetime(2024, 5, 7, 0, 5, tzinfo=ZONE)
+    early = datetime(2024, 5, 7, 0, 1, tzinfo=ZONE)
+    assert reports.next_run(early, ZONE) == datetime(2024, 5, 7, 0, 5, tzinfo=ZONE)
+    assert reports.next_run(early, ZONE).tzinfo is UTC
+
+
+def test_report_files_are_written_whole(tmp_path: Path) -> None:
+    report = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400))
+    written = reports.write_report_files(report, tmp_path / "reports")
+    assert [p.name for p in written] == ["daily-2024-05-06-by-queue.csv",
+                                         "daily-2024-05-06-by-queue.html"]
+    assert not list((tmp_path / "reports").glob("*.tmp"))
+    assert written[0].read_text().startswith("report,period_start")
+
+
+def test_bad_requests_are_report_errors() -> None:
+    import pytest
+
+    with pytest.raises(reports.ReportError):
+        reports.parse_day("2024-13-01", DAY)
+    with pytest.raises(reports.ReportError):
+        reports.period_of("monthly", DAY, ZONE)  # type: ignore[arg-type]
+    with pytest.raises(reports.ReportError):
+        reports.render(reports.build("daily", "queue", DAY, [], [], POLICY, at(0)), "pdf")
