@@ -312,6 +312,29 @@ async def test_an_agent_not_picking_up_is_not_a_customer_attempt(rig: Rig) -> No
     assert not any(k == "call" for k, _ in rig.persisted)
 
 
+async def test_a_softphone_refusing_calls_does_not_burn_the_task_list(rig: Rig) -> None:
+    rig.login("1001")
+    first = rig.add("13900000001")
+    second = rig.add("13900000002")
+    await rig.dialer.tick()
+    attempt = rig.attempt_of("1001")
+    rig.feed(frame("Newchannel", Uniqueid=attempt),  # e.g. no common codec: 488, cause 58
+             frame("OriginateResponse", Uniqueid=attempt, Response="Failure", Reason="0"),
+             frame("Hangup", Uniqueid=attempt, Cause="58"))
+    await rig.dialer.drain()
+    assert rig.state("1001") is AgentState.READY
+    await rig.dialer.tick()
+    await rig.dialer.tick()
+    assert len(rig.ami.originates()) == 1  # the agent is rested, the other task kept
+    assert [(a["detail"]["agent_id"], a["detail"]["cause"])
+            for a in rig.alarms("outbound_agent_leg_failed")] == [("1001", 58)]
+    assert rig.task(first.id).attempts == rig.task(second.id).attempts == 0
+    assert rig.history(first.id) == [("agent_no_answer", 58)]
+    rig.clock.advance(NOT_DIALLED_BACKOFF_S)
+    await rig.dialer.tick()
+    assert len(rig.ami.originates()) == 2
+
+
 async def test_a_lost_link_closes_an_attempt_whose_channel_is_gone(rig: Rig) -> None:
     rig.login("1001")
     task = rig.add()

@@ -250,11 +250,11 @@ def test_max_attempts_and_invalid_numbers_are_unreachable() -> None:
 
 def test_refused_dials_are_not_counted_and_stay_due() -> None:
     now = local(2026, 1, 5, 10)
+    later = now + timedelta(seconds=outbound.NOT_DIALLED_BACKOFF_S)
     agent = decide(AttemptOutcome.AGENT_NO_ANSWER, now, attempts=3)
-    assert (agent.counted, agent.status, agent.retry_at) == (False, "pending", now)
+    assert (agent.counted, agent.status, agent.retry_at) == (False, "pending", later)
     refused = decide(AttemptOutcome.NOT_DIALLED, now)
-    assert not refused.counted
-    assert refused.retry_at == now + timedelta(seconds=outbound.NOT_DIALLED_BACKOFF_S)
+    assert (refused.counted, refused.retry_at) == (False, later)
 
 
 def test_a_follow_up_dials_a_number_once_per_calling_day() -> None:  # STD-090
