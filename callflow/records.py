@@ -79,7 +79,42 @@ def write_task(s: Session, data: dict[str, Any]) -> None:
         log.info("task for %s (%s) already open as #%d", data["number"], data["kind"], task.id)
 
 
+def write_hold(s: Session, data: dict[str, Any]) -> None:
+    """A hold episode (engine/hold.py): opened, then finished; the call keeps its totals
+    (STD-040, STD-041). Episodes are matched by their order in the call."""
+    started = _time(data["started_at"])
+    ended = _time(data.get("ended_at"))
+    assert started is not None
+    uniqueid = data["call_uniqueid"]
+    existing = repo.holds_for_call(s, uniqueid)
+    index = int(data["episode"]) - 1
+    if index >= len(existing):
+        hold = repo.add_hold(s, uniqueid, started, agent_id=data.get("agent_id"))
+    else:
+        hold = existing[index]
+    if ended is not None and hold.ended_at is None:
+        repo.finish_hold(s, hold.id, ended)
+    repo.upsert_call(s, uniqueid, hold_count=data["hold_count"],
+                     hold_total_s=data["hold_total_s"])
+
+
+def write_call_release(s: Session, data: dict[str, Any]) -> None:
+    """Who released first and whether that was allowed (STD-110..112, C-6); a special-call
+    ending also sets the outcome (silent, noisy_line, nuisance, wrong_number, ...)."""
+    fields: dict[str, Any] = {k: data[k] for k in ("release_compliant", "release_procedure")
+                              if k in data}
+    if data.get("closing_at") is not None:
+        fields["closing_at"] = _time(data["closing_at"])
+    if data.get("outcome"):
+        fields["outcome"] = data["outcome"]
+    if data.get("released_by") in ("caller", "agent", "system"):
+        fields["released_by"] = data["released_by"]
+    repo.upsert_call(s, data["uniqueid"], **fields)
+
+
 WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    "hold": write_hold,
+    "call_release": write_call_release,
     "task": write_task,
     "call": write_call,
     "agent_state": write_agent_state,

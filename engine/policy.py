@@ -336,6 +336,12 @@ class SpecialCallsPolicy(Section):
     nuisance_final_action: Literal["transfer_attendant", "escalate", "hangup"] = setting(
         "transfer_attendant", std="C-2",
         description="After the last warning: automated attendant, duty supervisor, or release")
+    wrong_number_release_delay_s: float = setting(
+        5, unit="s", std="STD-067",
+        ge=0, description="Release delay after the wrong-number script (ASSUMPTION: as STD-060)")
+    attendant_target: str = setting(
+        "s@callflow-attendant", std="C-2",
+        description="Dialplan exten@context of the automated attendant (自動臺) for transfers")
 
 
 class HangupPolicy(Section):

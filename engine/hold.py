@@ -1,0 +1,337 @@
+"""Hold episodes of one call, as a pure state machine (STD-040, STD-041, STD-043, C-5).
+
+Why a machine of its own: the agent machine only knows "on hold" as a state; the
+standards judge each *hold* — its reminders, its limit, its length — and the call's
+totals. Events carry two times: ``at`` (monotonic, what the timers run on) and
+``wall`` (epoch seconds, what the records keep). Nothing here reads a clock.
+
+Per hold episode:
+
+* at ``reminder_s`` and every ``reminder_repeat_s`` after, the agent is reminded to
+  update the caller (STD-041): a desktop message and a short beep to the agent only;
+* at ``limit_s`` (per episode, or per call when ``breach_scope = "call"``, C-5) the
+  breach: the agent is alerted again, supervisors get an Alarm, the caller hears a
+  reassurance prompt, and the breach goes into the call's event log (STD-040);
+* at ``max_wait_s`` the continue-or-callback choice is forced (STD-043): alarm and desktop;
+* optionally, at ``auto_retrieve_s`` the caller is taken off hold (Policy, off by default).
+
+Every episode is stored as a ``call_holds`` row and the call keeps ``hold_count`` and
+``hold_total_s``. Bad input (a second hold while on hold, an unhold with no hold, a
+hold on an ended call, another agent's hold) raises StateError and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
+from callflow.engine.policy import Policy
+from callflow.errors import StateError
+
+TIMER_PREFIX = "hold"
+REMINDER = "reminder"  # STD-041
+LIMIT = "limit"  # STD-040
+MAX_WAIT = "max_wait"  # STD-043
+RETRIEVE = "retrieve"  # optional auto-retrieve
+
+
+@dataclass(frozen=True)
+class HoldRules:
+    reminder_s: float
+    reminder_repeat_s: float
+    limit_s: float
+    scope: Literal["episode", "call"]
+    max_wait_s: float
+    auto_retrieve_s: float
+
+    @classmethod
+    def from_policy(cls, policy: Policy) -> HoldRules:
+        hold = policy.hold
+        return cls(reminder_s=hold.reminder_s, reminder_repeat_s=hold.reminder_repeat_s,
+                   limit_s=hold.limit_s, scope=hold.breach_scope, max_wait_s=hold.max_wait_s,
+                   auto_retrieve_s=hold.auto_retrieve_s)
+
+
+@dataclass(frozen=True)
+class Episode:
+    started_at: float  # monotonic
+    started_wall: float
+    ended_at: float | None = None
+    ended_wall: float | None = None
+    reminders: int = 0
+    breached: bool = False
+    max_wait: bool = False
+
+    @property
+    def length(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+
+@dataclass(frozen=True)
+class CallHolds:
+    call_id: str
+    agent_id: str
+    episodes: tuple[Episode, ...] = ()
+    ended: bool = False
+    call_breached: bool = False  # scope "call": the call's one breach has been raised
+
+    @property
+    def current(self) -> Episode | None:
+        if self.episodes and self.episodes[-1].ended_at is None:
+            return self.episodes[-1]
+        return None
+
+    @property
+    def count(self) -> int:
+        return len(self.episodes)
+
+    def total_s(self, now: float | None = None) -> float:
+        """All hold of the call; an open episode counts up to ``now`` (if given)."""
+        total = 0.0
+        for ep in self.episodes:
+            end = ep.ended_at if ep.ended_at is not None else now
+            if end is not None:
+                total += end - ep.started_at
+        return total
+
+    @property
+    def breaches(self) -> int:
+        return sum(1 for ep in self.episodes if ep.breached)
+
+
+# --- events -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HoldOn:
+    call_id: str
+    agent_id: str
+    at: float
+    wall: float
+
+
+@dataclass(frozen=True)
+class HoldOff:
+    call_id: str
+    agent_id: str
+    at: float
+    wall: float
+
+
+@dataclass(frozen=True)
+class HoldTimer:
+    """A timer ``hold:<call_id>:<episode>:<kind>:<n>`` fired."""
+
+    key: str
+    at: float
+    wall: float
+
+
+@dataclass(frozen=True)
+class CallOver:
+    """The call ended: an open hold closes now (it cannot outlive the call)."""
+
+    call_id: str
+    at: float
+    wall: float
+
+
+HoldEvent = HoldOn | HoldOff | HoldTimer | CallOver
+
+
+# --- commands for the feature (things only the Asterisk side can do) --------------
+
+
+@dataclass(frozen=True)
+class Beep(Effect):
+    """A short beep or whisper to the agent's channel only, never to the caller (STD-041)."""
+
+    call_id: str
+    agent_id: str
+
+
+@dataclass(frozen=True)
+class Reassure(Effect):
+    """The caller on hold hears the reassurance prompt (STD-040 limit, STD-044 wording)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
+class Retrieve(Effect):
+    """Take the caller off hold (optional auto-retrieve at ``auto_retrieve_s``)."""
+
+    call_id: str
+    agent_id: str
+
+
+# --- the machine --------------------------------------------------------------------
+
+
+def new(call_id: str, agent_id: str) -> CallHolds:
+    return CallHolds(call_id=call_id, agent_id=agent_id)
+
+
+def timer_key(call_id: str, episode: int, kind: str, n: int = 1) -> str:
+    return f"{TIMER_PREFIX}:{call_id}:{episode}:{kind}:{n}"
+
+
+def parse_key(key: str) -> tuple[str, int, str, int]:
+    """``hold:<call_id>:<episode>:<kind>:<n>``; call ids contain dots, never colons."""
+    try:
+        prefix, call_id, episode, kind, n = key.split(":")
+        if prefix != TIMER_PREFIX:
+            raise ValueError(prefix)
+        return call_id, int(episode), kind, int(n)
+    except ValueError:
+        raise StateError("bad_timer", f"not a hold timer key: {key!r}") from None
+
+
+def step(holds: CallHolds, event: HoldEvent,
+         rules: HoldRules) -> tuple[CallHolds, list[Effect]]:
+    """Apply one event; illegal ones raise StateError with the state unchanged."""
+    if isinstance(event, HoldTimer):
+        return _timer(holds, event, rules)
+    if event.call_id != holds.call_id:
+        raise StateError("wrong_call", f"event for {event.call_id}, machine of {holds.call_id}")
+    if isinstance(event, CallOver):
+        if holds.ended:
+            return holds, []
+        effects: list[Effect] = []
+        if holds.current is not None:
+            holds, effects = _end_episode(holds, event.at, event.wall, rules, "call_ended")
+        return replace(holds, ended=True), effects
+    if holds.ended:
+        raise StateError("call_ended", f"call {holds.call_id} has ended: no hold or unhold")
+    if event.agent_id != holds.agent_id:
+        raise StateError("not_your_call",
+                         f"call {holds.call_id} is agent {holds.agent_id}'s, "
+                         f"not {event.agent_id}'s")
+    if isinstance(event, HoldOn):
+        if holds.current is not None:
+            raise StateError("already_on_hold", f"call {holds.call_id} is already on hold")
+        if holds.episodes and event.at < (holds.episodes[-1].ended_at or 0.0):
+            raise StateError("out_of_order", "hold earlier than the end of the previous hold")
+        return _start_episode(holds, event, rules)
+    if holds.current is None:
+        raise StateError("not_on_hold", f"call {holds.call_id} is not on hold")
+    if event.at < holds.current.started_at:
+        raise StateError("out_of_order", "unhold earlier than its hold")
+    return _end_episode(holds, event.at, event.wall, rules, "unhold")
+
+
+def _start_episode(holds: CallHolds, event: HoldOn,
+                   rules: HoldRules) -> tuple[CallHolds, list[Effect]]:
+    episode = Episode(started_at=event.at, started_wall=event.wall)
+    holds = replace(holds, episodes=(*holds.episodes, episode))
+    n = holds.count
+    cid = holds.call_id
+    effects: list[Effect] = [StartTimer(timer_key(cid, n, REMINDER), event.at + rules.reminder_s)]
+    limit_at = _limit_at(holds, rules, event.at)
+    if limit_at is not None:
+        effects.append(StartTimer(timer_key(cid, n, LIMIT), limit_at))
+    effects.append(StartTimer(timer_key(cid, n, MAX_WAIT), event.at + rules.max_wait_s))
+    if rules.auto_retrieve_s > 0:
+        effects.append(StartTimer(timer_key(cid, n, RETRIEVE), event.at + rules.auto_retrieve_s))
+    effects += [_persist(holds, n), _publish(holds, "hold_started", n, event.at)]
+    return holds, effects
+
+
+def _limit_at(holds: CallHolds, rules: HoldRules, at: float) -> float | None:
+    """When this episode breaches: limit_s into it, or (scope "call") when the call's
+    hold total reaches limit_s — once per call."""
+    if rules.limit_s <= 0:
+        return None
+    if rules.scope == "episode":
+        return at + rules.limit_s
+    if holds.call_breached:
+        return None
+    before = holds.total_s()  # the closed episodes only
+    return at + max(0.0, rules.limit_s - before)
+
+
+def _end_episode(holds: CallHolds, at: float, wall: float, rules: HoldRules,
+                 why: str) -> tuple[CallHolds, list[Effect]]:
+    n = holds.count
+    current = holds.current
+    assert current is not None
+    episode = replace(current, ended_at=at, ended_wall=wall)
+    holds = replace(holds, episodes=(*holds.episodes[:-1], episode))
+    cid = holds.call_id
+    effects: list[Effect] = [CancelTimer(timer_key(cid, n, kind))
+                             for kind in (REMINDER, LIMIT, MAX_WAIT, RETRIEVE)]
+    effects += [CancelTimer(timer_key(cid, n, REMINDER, k))
+                for k in range(2, current.reminders + 2)]
+    effects += [_persist(holds, n), _publish(holds, "hold_ended", n, at, why=why)]
+    return holds, effects
+
+
+def _timer(holds: CallHolds, event: HoldTimer,
+           rules: HoldRules) -> tuple[CallHolds, list[Effect]]:
+    call_id, n, kind, count = parse_key(event.key)
+    if call_id != holds.call_id:
+        raise StateError("wrong_call", f"timer {event.key} is not for call {holds.call_id}")
+    current = holds.current
+    if holds.ended or current is None or n != holds.count:
+        return holds, []  # that hold is over: a late timer is harmless
+    held = event.at - current.started_at
+    agent = f"agent:{holds.agent_id}"
+    detail = {"call_id": call_id, "agent_id": holds.agent_id, "episode": n,
+              "held_s": round(held, 3)}
+    if kind == REMINDER:
+        current = replace(current, reminders=current.reminders + 1)
+        effects: list[Effect] = [
+            Publish(agent, {"type": "hold_reminder", "std": "STD-041", "count": count,
+                            **detail}),
+            Beep(call_id, holds.agent_id)]
+        if rules.reminder_repeat_s > 0:
+            effects.append(StartTimer(timer_key(call_id, n, REMINDER, count + 1),
+                                      current.started_at + rules.reminder_s
+                                      + count * rules.reminder_repeat_s))
+        return _replace_current(holds, current), effects
+    if kind == LIMIT:
+        current = replace(current, breached=True)
+        holds = replace(_replace_current(holds, current),
+                        call_breached=holds.call_breached or rules.scope == "call")
+        total = round(holds.total_s(event.at), 3)
+        breach = {**detail, "limit_s": rules.limit_s, "scope": rules.scope, "total_s": total}
+        return holds, [
+            Publish(agent, {"type": "hold_limit", "std": "STD-040", **breach}),
+            Publish("board", {"type": "hold_breach", "std": "STD-040", **breach}),
+            Alarm("hold_limit", breach, std="STD-040"),
+            Persist("hold_breach", {"call_uniqueid": call_id, "at": event.wall, **breach}),
+            Reassure(call_id)]
+    if kind == MAX_WAIT:
+        holds = _replace_current(holds, replace(current, max_wait=True))
+        over = {**detail, "max_wait_s": rules.max_wait_s}
+        return holds, [
+            Publish(agent, {"type": "hold_max_wait", "std": "STD-043", **over}),
+            Alarm("hold_max_wait", over, std="STD-043")]
+    if kind == RETRIEVE:
+        return holds, [Retrieve(call_id, holds.agent_id)]
+    raise StateError("bad_timer", f"unknown hold timer kind {kind!r}")
+
+
+def _replace_current(holds: CallHolds, episode: Episode) -> CallHolds:
+    return replace(holds, episodes=(*holds.episodes[:-1], episode))
+
+
+def _persist(holds: CallHolds, n: int) -> Persist:
+    """One row per episode (opened, then finished) and the call's running totals."""
+    ep = holds.episodes[n - 1]
+    return Persist("hold", {
+        "call_uniqueid": holds.call_id, "agent_id": holds.agent_id, "episode": n,
+        "started_at": ep.started_wall, "ended_at": ep.ended_wall,
+        "hold_s": None if ep.length is None else round(ep.length, 3),
+        "breached": ep.breached, "hold_count": holds.count,
+        "hold_total_s": round(holds.total_s(), 3)})
+
+
+def _publish(holds: CallHolds, kind: str, n: int, at: float, **extra: str) -> Publish:
+    ep = holds.episodes[n - 1]
+    return Publish("board", {
+        "type": kind, "call_id": holds.call_id, "agent_id": holds.agent_id, "episode": n,
+        "hold_s": None if ep.length is None else round(ep.length, 3),
+        "breached": ep.breached, "hold_count": holds.count,
+        "hold_total_s": round(holds.total_s(at), 3), **extra})
