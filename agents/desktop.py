@@ -6,11 +6,17 @@ Plugged into the Service (callflow/service.py ``Feature``), it adds:
   api/desktop.py) and the page at ``/desktop``;
 * feature codes dialled from the softphone (``agi://.../feature``, the dialplan's
   ``agents`` context; dialplan/feature_codes.py);
-* agent holds seen by AMI (``Hold``/``Unhold`` on an agent's leg) and the desktop's
-  hold reminders: "update the caller" at ``hold.reminder_s`` and every
-  ``hold.reminder_repeat_s`` after (STD-041), and the hold limit (STD-040);
+* agent holds seen by AMI (``Hold``/``Unhold`` on an agent's leg) -> on_hold, and,
+  unless the call's hold machine (engine/hold.py) is wired to send them
+  (``hold_reminders=False``), the desktop's hold reminders in that machine's shapes:
+  ``hold_reminder`` at ``hold.reminder_s`` and every ``hold.reminder_repeat_s`` after
+  (STD-041), ``hold_limit`` at ``hold.limit_s`` (STD-040);
 * each agent's current call in every snapshot (``state.desks``), so a desktop that
   reconnects mid-call shows the caller, the history and the greeting again;
+* after every AMI resync, every desk's softphone status from ``PJSIPShowEndpoints``
+  (``DeviceState: Unavailable`` = no reachable contact): PJSIPShowContacts lists only
+  registered contacts, and ContactStatus events come only on a change, so a static
+  or unregistered softphone would otherwise keep whatever was assumed;
 * restore after an engine restart (agents/restore.py) before AGI and AMI start.
 
 Nothing here holds agent state: the runtime's agent machine is the one owner.
@@ -19,7 +25,9 @@ Nothing here holds agent state: the runtime's agent machine is the one owner.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -38,7 +46,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TIMER_PREFIX = "desk"
-HOLD_REMINDER = "hold_update_caller"  # STD-041
+HOLD_REMINDER = "hold_reminder"  # STD-041 (payload type as engine/hold.py sends it)
 HOLD_LIMIT = "hold_limit"  # STD-040
 
 
@@ -47,9 +55,12 @@ class AgentDesktop:
 
     name = "agent_desktop"
 
-    def __init__(self) -> None:
+    def __init__(self, *, hold_reminders: bool = True) -> None:
+        """``hold_reminders=False`` once engine/hold.py's machine sends them (one sender)."""
         self._service: Service | None = None
+        self._hold_reminders = hold_reminders
         self._hold_timers: dict[str, list[str]] = {}  # agent_id -> desk timer keys
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- Feature -------------------------------------------------------------------
 
@@ -59,11 +70,17 @@ class AgentDesktop:
         await self._restore(service)
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
-        runtime.on_publish(self._on_publish)
-        runtime.own_timers(TIMER_PREFIX, self._on_timer)
+        if self._hold_reminders:
+            runtime.on_publish(self._on_publish)
+            runtime.own_timers(TIMER_PREFIX, self._on_timer)
         runtime.extend_snapshot("desks", self.desks)
+        runtime.on_resync(self._after_resync)
 
     async def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if self._service is not None and self._service.runtime is not None:
             self.runtime.execute([CancelTimer(k) for keys in self._hold_timers.values()
                                   for k in keys])
@@ -118,6 +135,31 @@ class AgentDesktop:
         active = [a.agent_id for a, _ in steps if a.state is not AgentState.LOGGED_OUT]
         log.info("restored %d agents from the store (%d logged in)", len(steps), len(active))
 
+    # --- softphones (AMI) ---------------------------------------------------------------
+
+    def _after_resync(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._refresh_softphones())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _refresh_softphones(self) -> None:
+        """Every desk's softphone as Asterisk sees it now (STD-099 needs the truth)."""
+        ami = self.service.ami
+        if ami is None:
+            return
+        asked = time.monotonic()  # ContactStatus events newer than this win
+        try:
+            listing = await ami.action_list("PJSIPShowEndpoints")
+        except CallflowError as exc:
+            log.warning("softphone states not refreshed: %s", exc)
+            return
+        runtime = self.runtime
+        for item in listing.events:
+            endpoint = item.get("ObjectName")
+            if self.service.roster.by_endpoint(endpoint) is not None:
+                runtime.softphone_status(endpoint, item.get("DeviceState") != "Unavailable",
+                                         asked)
+
     # --- holds (AMI) ----------------------------------------------------------------------
 
     def _on_hold(self, frame: AmiFrame) -> None:
@@ -167,10 +209,12 @@ class AgentDesktop:
             return
         hold = self.service.policy.hold
         held = runtime.clock.now() - agent.since
-        effects: list[Effect] = [Publish(f"agent:{agent_id}", {
-            "type": "reminder", "agent_id": agent_id, "kind": kind, "call_id": agent.call_id,
-            "std": "STD-041" if kind == HOLD_REMINDER else "STD-040",
-            "held_s": round(held, 1), "count": int(count)})]
+        detail = {"call_id": agent.call_id, "agent_id": agent_id, "held_s": round(held, 3)}
+        if kind == HOLD_REMINDER:
+            payload = {"type": HOLD_REMINDER, "std": "STD-041", "count": int(count), **detail}
+        else:
+            payload = {"type": HOLD_LIMIT, "std": "STD-040", "limit_s": hold.limit_s, **detail}
+        effects: list[Effect] = [Publish(f"agent:{agent_id}", payload)]
         if kind == HOLD_REMINDER and hold.reminder_repeat_s > 0:
             n = int(count) + 1
             at = agent.since + hold.reminder_s + (n - 1) * hold.reminder_repeat_s

@@ -88,6 +88,8 @@ class Runtime:
         self.first_release: dict[str, str] = {}  # call_id -> "caller" | "agent"
         self.waiters: dict[str, asyncio.Event] = {}  # calls waiting for an agent, by call_id
         self.endpoint_reachable: dict[str, bool] = {}  # PJSIP's last word on each desk
+        self._endpoint_seen: dict[str, float] = {}  # when that word was observed (monotonic)
+        self._resync_listeners: list[Callable[[], None]] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[AmiFrame], None]]] = {}
         self._timer_owners: dict[str, Callable[[str], None]] = {}
@@ -198,6 +200,10 @@ class Runtime:
         if key in ("agents", "calls") or key in self._snapshot_parts:
             raise CallflowError(f"snapshot key {key!r} is taken")
         self._snapshot_parts[key] = part
+
+    def on_resync(self, listener: Callable[[], None]) -> None:
+        """Also call ``listener()`` after every AMI resync (a feature refreshes what it tracks)."""
+        self._resync_listeners.append(listener)
 
     def _publish(self, topic: str, payload: dict[str, Any]) -> None:
         self.adapters.publish(topic, payload)
@@ -478,14 +484,18 @@ class Runtime:
             self._agent_event_quiet(link.agent_id, agent_state.CallEnded(link.call_id))
 
     def _on_contact_status(self, frame: AmiFrame) -> None:
-        endpoint = frame.get("AOR")
         status = frame.get("ContactStatus")
         if status in ("Reachable", "NonQualified", "Created"):
-            reachable = True
+            self.softphone_status(frame.get("AOR"), True, frame.received_at)
         elif status in ("Unreachable", "Removed"):
-            reachable = False
-        else:
+            self.softphone_status(frame.get("AOR"), False, frame.received_at)
+
+    def softphone_status(self, endpoint: str, reachable: bool, observed_at: float) -> None:
+        """PJSIP's word on a desk's softphone, observed at monotonic ``observed_at``; a word
+        older than one already applied (a listing answered after a newer event) is dropped."""
+        if observed_at < self._endpoint_seen.get(endpoint, float("-inf")):
             return
+        self._endpoint_seen[endpoint] = observed_at
         self.endpoint_reachable[endpoint] = reachable
         agent_id = self.agent_at(endpoint)
         if agent_id is not None:
@@ -527,14 +537,14 @@ class Runtime:
                 if other.get("BridgeId") == bridged and other_uid in self.calls:
                     self.agent_links[uid] = ChannelLink(other_uid, agent_id)
         self._resync_agents_in_calls(live)
-        listed = set()
         for contact in contacts:
-            view = _ContactView(contact)
-            listed.add(view.get("AOR"))
-            self._on_contact_status(view)
-        for member in self.roster.agents:  # a registering softphone with no contact is gone
-            if member.endpoint not in listed:
-                self._on_contact_status(_Unregistered(member.endpoint, time.monotonic()))
+            self._on_contact_status(_ContactView(contact))
+        for listener in self._resync_listeners:
+            try:
+                listener()
+            except Exception:
+                self.stats.errors += 1
+                log.exception("resync listener %r failed", listener)
 
     def _resync_agents_in_calls(self, live: Mapping[str, AmiFrame]) -> None:
         """Agents in a call nobody tracks any more (the engine restarted, or the call ended
@@ -587,24 +597,9 @@ class _ContactView:
     def get(self, key: str, default: str = "") -> str:
         if key == "ContactStatus":
             return self._frame.get("Status", default)
-        if key == "AOR":  # ContactList names the AOR only in its contact id: "<aor>;@<hash>"
-            # for a registered contact, "<aor>@@<hash>" for a static one (res_pjsip)
-            object_name = self._frame.get("ObjectName")
-            return self._frame.get("AOR") or object_name.split(";@")[0].split("@@")[0]
+        if key == "AOR":  # ContactList names the AOR only in the contact's id "<aor>;@<hash>"
+            return self._frame.get("AOR") or self._frame.get("ObjectName").split(";@")[0]
         return self._frame.get(key, default)
-
-
-class _Unregistered:
-    """A roster endpoint PJSIPShowContacts did not list: no contact, so not reachable."""
-
-    name = "ContactStatus"
-
-    def __init__(self, endpoint: str, received_at: float) -> None:
-        self.received_at = received_at
-        self._fields = {"AOR": endpoint, "ContactStatus": "Removed"}
-
-    def get(self, key: str, default: str = "") -> str:
-        return self._fields.get(key, default)
 
 
 def call_rules(policy: Policy) -> calls.CallRules:

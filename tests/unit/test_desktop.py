@@ -441,10 +441,14 @@ async def test_hold_reminders_and_limit_until_the_hold_ends(start: Start) -> Non
     rt.on_ami_batch([ami("Hold", Uniqueid="leg1", Channel="PJSIP/agent1001-00000001")])
     held = (await desk.event(state="on_hold"))["payload"]
     hold = FAST.hold
-    reminders = [(await desk.event("reminder"))["payload"] for _ in range(3)]
-    assert [(r["kind"], r["count"], r["std"]) for r in reminders] == [
-        ("hold_update_caller", 1, "STD-041"), ("hold_update_caller", 2, "STD-041"),
-        ("hold_limit", 1, "STD-040")]
+    reminders = []
+    while len(reminders) < 3:
+        frame = await desk.recv()
+        if frame.get("payload", {}).get("type") in ("hold_reminder", "hold_limit"):
+            reminders.append(frame["payload"])
+    assert [(r["type"], r.get("count"), r["std"]) for r in reminders] == [
+        ("hold_reminder", 1, "STD-041"), ("hold_reminder", 2, "STD-041"),
+        ("hold_limit", None, "STD-040")]
     assert reminders[0]["held_s"] == pytest.approx(hold.reminder_s, abs=0.15)
     assert reminders[1]["held_s"] == pytest.approx(hold.reminder_s + hold.reminder_repeat_s,
                                                    abs=0.15)
@@ -453,10 +457,10 @@ async def test_hold_reminders_and_limit_until_the_hold_ends(start: Start) -> Non
     back = (await desk.event(state="on_call"))["payload"]
     assert back["since_epoch"] > held["since_epoch"]
     later = await desk.quiet(3 * hold.reminder_repeat_s)
-    assert not [f for f in later if f.get("payload", {}).get("type") == "reminder"]
+    assert not [f for f in later if f.get("payload", {}).get("type", "").startswith("hold_")]
     # a new hold starts its own count
     rt.agent_event("1001", HoldStarted("c1"))
-    again = (await desk.event("reminder"))["payload"]
+    again = (await desk.event("hold_reminder"))["payload"]
     assert again["count"] == 1
     rt.agent_event("1001", HoldEnded("c1"))
     await desk.ws.close()
@@ -546,18 +550,23 @@ async def test_resync_ends_or_relinks_calls_of_restored_agents(start: Start) -> 
     assert (rt.agents["1002"].state, rt.agents["1002"].call_id) == (S.ACW, "c1002")
 
 
-async def test_resync_reads_contacts_and_treats_unlisted_desks_as_unregistered(
-        start: Start) -> None:
+async def test_resync_reads_contact_list_aors_and_older_words_lose(start: Start) -> None:
     running = await start()
     rt = running.runtime
-    listed = AmiMessage("ContactList", {"Event": "ContactList",
-                                        "ObjectName": "agent1001;@77a2ad9cf43435fb",
-                                        "Endpoint": "agent1001", "Status": "Reachable"},
-                        time.monotonic())
-    rt.apply_resync([], [listed])
-    assert rt.endpoint_reachable == {"agent1001": True, "agent1002": False, "agent1003": False}
+    registered = AmiMessage("ContactList", {"Event": "ContactList",
+                                            "ObjectName": "agent1001;@77a2ad9cf43435fb",
+                                            "Endpoint": "agent1001", "Status": "Reachable"},
+                            time.monotonic())
+    rt.apply_resync([], [registered])
+    assert rt.endpoint_reachable == {"agent1001": True}
     assert rt.agents["1001"].softphone_reachable
-    assert not rt.agents["1002"].softphone_reachable
+    # a listing sent before an event but answered after it does not undo the event
+    asked = time.monotonic()
+    rt.on_ami_batch([ami("ContactStatus", AOR="agent1002", ContactStatus="Unreachable")])
+    rt.softphone_status("agent1002", True, asked)
+    assert rt.endpoint_reachable["agent1002"] is False
+    rt.softphone_status("agent1002", True, time.monotonic())
+    assert rt.agents["1002"].softphone_reachable
 
 
 def test_hot_desk_helpers_refuse_what_does_not_exist() -> None:

@@ -151,12 +151,12 @@ def test_ack_and_error_frames_conform() -> None:
 
 def test_the_schema_checker_rejects_what_the_protocol_forbids() -> None:
     good = {"v": 1, "type": "event", "seq": 3, "topic": "agent:1001",
-            "payload": {"type": "reminder", "agent_id": "1001", "kind": "hold_limit",
-                        "call_id": "c1", "std": "STD-040", "held_s": 30.0, "count": 1}}
+            "payload": {"type": "hold_limit", "agent_id": "1001", "limit_s": 30,
+                        "call_id": "c1", "std": "STD-040", "held_s": 30.0}}
     assert frame_errors(good) == []
     bad_frames = [
         {**good, "v": 2}, {**good, "topic": "board"}, {**good, "extra": 1},
-        {**good, "payload": {**good["payload"], "kind": "nap"}},
+        {**good, "payload": {**good["payload"], "std": "STD-041"}},
         {**good, "payload": {"type": "unknown"}},
         {"v": 1, "type": "ack", "request": "dance", "state": "ready", "reason": "", "seq": 1},
         {"v": 1, "type": "snapshot", "seq": 1, "reason": "initial",
