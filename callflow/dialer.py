@@ -3,13 +3,13 @@
 The rules live in ``callflow.engine.outbound`` (pure); this module is the edge
 that applies them (STD-081..096):
 
-* **Scheduling.** A loop ticks every ``tick_s``. Each tick reads the open tasks once
-  (that one read also feeds the desktops, see below), and, when the AMI link is up
-  and the calling window is open (STD-085), gives each free agent a task: first
-  the agent's own due tasks (dropped-call and named-agent callbacks, STD-069,
-  STD-072), then, when no inbound caller is waiting, a due pool task. Tasks are
-  claimed in the store atomically, one number never twice at once (STD-090, also
-  across engines: ``repo.claim_next_task``).
+* **Scheduling.** A loop ticks every ``tick_s``. When the AMI link is up and the
+  calling window is open (STD-085), one grouped read says who has tasks due, and
+  each free agent gets one: first the agent's own due tasks (dropped-call and
+  named-agent callbacks, STD-069, STD-072), then, when no inbound caller is
+  waiting, a due pool task. Tasks are claimed in the store atomically, one number
+  never twice at once (STD-090, also across engines: ``repo.claim_next_task``).
+  An idle tick costs two indexed reads, whatever the size of the task list.
 * **Agent-first.** The agent's softphone rings first (agent state ``ringing``, so
   no inbound call is offered to them), then the dialplan rings the customer for
   six rings (STD-081) presenting the centre's number. Preview mode (STD-082): due
@@ -25,9 +25,12 @@ that applies them (STD-081..096):
   longer than its ring limits allow, the live channels are listed; an attempt
   whose channel is gone is closed as seen (``unknown`` if the customer was being
   rung). Claims of a crashed engine go back to pending after ``stale_claim_s``.
-* **Desktops.** Each tick compares the open tasks with what was last pushed and
-  publishes changes as ``{"type": "task", ...}`` on ``agent:<owner>`` and
-  ``board``, whoever changed them (the API, the inbound flow, another engine).
+* **Desktops.** Each tick reads the tasks written since the last one and publishes
+  them as ``{"type": "task", "change": "created"|"updated"|"preview", "task": {...}}``
+  on ``board`` and ``agent:<owner>`` (and the former owner's, and the dialling
+  agent's), whoever wrote them (the API, the inbound flow, another engine); each
+  attempt's progress goes out as ``{"type": "task_attempt", ...}``. Clients upsert
+  tasks by id; on (re)connect they list them over REST.
 * **Owner logged out** (decided here): an agent's due task whose owner is not
   logged in goes back to the pool ``outbound.owner_absent_grace_min`` after it fell
   due, with a note and an audit entry; named-agent tasks (STD-072: the customer
@@ -44,9 +47,9 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from callflow.agents import state as agent_state
@@ -77,6 +80,10 @@ NEWS_SLACK_S = 15.0
 #: Claims older than the ring limits plus this are a crashed engine's (released).
 STALE_CLAIM_SLACK_S = 120.0
 STALE_SWEEP_EVERY_S = 60.0
+ABSENT_SWEEP_EVERY_S = 10.0
+#: The desktop feed re-reads this much before its last read (late commits), in batches.
+FEED_OVERLAP_S = 5.0
+FEED_BATCH = 500
 
 
 class AmiPort(Protocol):
@@ -198,6 +205,8 @@ class Dialer:
         self._background: set[asyncio.Task[Any]] = set()
         self._resyncs_seen = runtime.stats.resyncs
         self._last_stale_sweep = -STALE_SWEEP_EVERY_S
+        self._last_absent_sweep = -ABSENT_SWEEP_EVERY_S
+        self._feed_since = datetime.now(UTC)
         self.stats: dict[str, int] = {"ticks": 0, "originates": 0, "refused": 0,
                                       "finished": 0, "released": 0, "vanished": 0}
         for name in ("Newchannel", "OriginateResponse", "Newstate", "DialBegin", "DialEnd",
@@ -225,25 +234,30 @@ class Dialer:
     # --- the tick -----------------------------------------------------------------------
 
     async def tick(self) -> None:
-        """One round: feed the desktops, sweep, and dial (or preview) what is due."""
+        """One round: feed the desktops, sweep, and dial (or preview) what is due.
+
+        Cheap when idle: one grouped read of who has due tasks, one read of the
+        tasks changed since the last round; nothing scans the task list.
+        """
         self.stats["ticks"] += 1
         now = self.clock.wall()
-        open_tasks = await asyncio.to_thread(self.store.read, repo.list_open_tasks)
-        await self._push_changes(open_tasks)
-        await self._sweep(open_tasks, now)
+        await self._push_changes()
+        await self._sweep(now)
         await self._check_links()
         ami = self._ami()
         ready = ami is not None and ami.up and outbound.in_calling_window(now, self.policy)
-        due = [t for t in open_tasks if t.status == "pending" and t.due_at <= now]
-        self._reserved = ({t.owner_agent_id for t in due if t.owner_agent_id}
-                          if ready and self.policy.outbound.dial_mode == "agent_first"
-                          else set())
-        if not ready or not due:
+        if not ready:
+            self._reserved = set()
             return
-        if self.policy.outbound.dial_mode == "preview":
-            await self._offer_previews(due)
+        owners, pool = await asyncio.to_thread(self.store.read, repo.due_task_owners, now)
+        preview = self.policy.outbound.dial_mode == "preview"
+        self._reserved = set() if preview else owners
+        if not owners and not pool:
+            return
+        if preview:
+            await self._offer_previews(owners, pool > 0, now)
         else:
-            await self._dial_due(due, now)
+            await self._dial_due(owners, pool > 0, now)
 
     def _free_agents(self) -> list[agent_state.AgentSnapshot]:
         busy = {live.attempt.agent_id for live in self.attempts.values()} | self._claiming
@@ -257,9 +271,7 @@ class Dialer:
         """A caller is in our hands with no agent ringing: pool tasks wait (inbound first)."""
         return any(c.phase is calls.Phase.ROUTING for c in self.runtime.live_calls())
 
-    async def _dial_due(self, due: list[CallbackTask], now: datetime) -> None:
-        owners = {t.owner_agent_id for t in due if t.owner_agent_id}
-        pool = any(t.owner_agent_id is None for t in due)
+    async def _dial_due(self, owners: set[str], pool: bool, now: datetime) -> None:
         for agent in self._free_agents():
             own = agent.agent_id in owners
             if not own and (not pool or self._inbound_waiting()):
@@ -502,18 +514,21 @@ class Dialer:
 
     # --- housekeeping -----------------------------------------------------------------------
 
-    async def _sweep(self, open_tasks: Sequence[CallbackTask], now: datetime) -> None:
-        if self.clock.now() - self._last_stale_sweep >= STALE_SWEEP_EVERY_S:
-            self._last_stale_sweep = self.clock.now()
+    async def _sweep(self, now: datetime) -> None:
+        """Stale claims of a crashed engine back to pending; tasks of absent owners to
+        the pool (named-agent tasks stay and alarm the board)."""
+        mono = self.clock.now()
+        if mono - self._last_stale_sweep >= STALE_SWEEP_EVERY_S:
+            self._last_stale_sweep = mono
             before = now - timedelta(seconds=self.stale_claim_s)
             await asyncio.to_thread(self.store.run, repo.release_stale_claims, before)
-        grace = timedelta(minutes=self.policy.outbound.owner_absent_grace_min)
-        absent = {t.owner_agent_id for t in open_tasks
-                  if t.status == "pending" and t.owner_agent_id and t.due_at < now - grace
-                  and self._absent(t.owner_agent_id)}
-        if not absent:
+        if mono - self._last_absent_sweep < ABSENT_SWEEP_EVERY_S:
             return
-        moved, kept = await asyncio.to_thread(self.store.run, _pool_absent_owners, absent,
+        self._last_absent_sweep = mono
+        present = {a.agent_id for a in self.runtime.agents.values()
+                   if a.state is not agent_state.AgentState.LOGGED_OUT}
+        grace = timedelta(minutes=self.policy.outbound.owner_absent_grace_min)
+        moved, kept = await asyncio.to_thread(self.store.run, _pool_absent_owners, present,
                                               now - grace, now)
         for task, owner in moved:
             log.info("task #%d: owner %s not logged in; back to the pool", task.id, owner)
@@ -526,24 +541,20 @@ class Dialer:
                     "owner_agent_id": task.owner_agent_id, "due_at": _iso(task.due_at)},
                     std="STD-072")])
 
-    def _absent(self, agent_id: str) -> bool:
-        agent = self.runtime.agents.get(agent_id)
-        return agent is None or agent.state is agent_state.AgentState.LOGGED_OUT
-
-    async def _offer_previews(self, due: list[CallbackTask]) -> None:
+    async def _offer_previews(self, owners: set[str], pool: bool, now: datetime) -> None:
         """Preview (STD-082): each free agent is shown their next due task; a due pool
         task is given to a free agent who has none of their own."""
-        own: dict[str, CallbackTask] = {}
-        for candidate in due:
-            if candidate.owner_agent_id and candidate.owner_agent_id not in own:
-                own[candidate.owner_agent_id] = candidate
-        pool = [t for t in due if t.owner_agent_id is None]
         for agent in self._free_agents():
-            task: CallbackTask | None = own.get(agent.agent_id)
+            mine = await asyncio.to_thread(self._next_due, agent.agent_id, now) if (
+                agent.agent_id in owners) else None
+            task = mine
             if task is None and pool and not self._inbound_waiting():
+                offered = await asyncio.to_thread(self._next_due, None, now)
+                if offered is None:
+                    pool = False
+                    continue
                 try:
-                    task = await asyncio.to_thread(self._assign, pool.pop(0).id,
-                                                   agent.agent_id)
+                    task = await asyncio.to_thread(self._assign, offered.id, agent.agent_id)
                 except StateError:
                     continue  # claimed or changed meanwhile
                 self.tell(task)
@@ -552,32 +563,32 @@ class Dialer:
                 self.runtime.execute([Publish(f"agent:{agent.agent_id}", {
                     "type": "task", "change": "preview", "task": task_payload(task)})])
 
+    def _next_due(self, owner: str | None, now: datetime) -> CallbackTask | None:
+        found = self.store.read(repo.list_tasks, statuses=("pending",), owner_agent_id=owner,
+                                pool_only=owner is None, due_by=now, limit=1)
+        return found[0] if found else None
+
     def _assign(self, task_id: int, agent_id: str) -> CallbackTask:
         with self.store.session() as s:
             return repo.update_task(s, task_id, owner_agent_id=agent_id)
 
     # --- desktops --------------------------------------------------------------------------
 
-    async def _push_changes(self, open_tasks: Sequence[CallbackTask]) -> None:
-        """Publish every task that changed since the desktops last heard of it, whoever
-        changed it; a task that left the open list is read once more for its end."""
-        seen = set()
-        for task in open_tasks:
-            seen.add(task.id)
+    async def _push_changes(self) -> None:
+        """Publish every task written since the last round, whoever wrote it (the API,
+        the inbound flow, another engine). Reads overlap by ``FEED_OVERLAP_S`` so a
+        transaction that committed late is not missed; ``tell`` drops repeats."""
+        started = datetime.now(UTC)  # the store stamps updated_at with bookkeeping time
+        since = self._feed_since - timedelta(seconds=FEED_OVERLAP_S)
+        changed = await asyncio.to_thread(self.store.read, repo.tasks_changed_since, since,
+                                          limit=FEED_BATCH)
+        for task in changed:
             self.tell(task)
-        for task_id in [i for i in self._known if i not in seen]:
-            if self._known[task_id].closed:
-                del self._known[task_id]
-                continue
-            found = await asyncio.to_thread(self._read_task, task_id)
-            if found is None:
-                del self._known[task_id]
-            elif found.status not in OPEN_TASK_STATUSES:
-                self.tell(found)
-                self._known.pop(task_id, None)
-
-    def _read_task(self, task_id: int) -> CallbackTask | None:
-        return self.store.read(repo.get_task, task_id)
+        self._feed_since = changed[-1].updated_at if len(changed) == FEED_BATCH else started
+        horizon = since - timedelta(seconds=FEED_OVERLAP_S)
+        for task_id in [i for i, seen in self._known.items()
+                        if seen.closed and seen.updated_at < horizon]:
+            del self._known[task_id]
 
     def tell(self, task: CallbackTask, also: str | None = None) -> None:
         """Publish one task on ``board`` and the desktops of its owner, its former owner
@@ -588,8 +599,8 @@ class Dialer:
             return
         self._known[task.id] = _Seen(task.updated_at, version, task.owner_agent_id,
                                      task.status not in OPEN_TASK_STATUSES)
-        change = "created" if old is None and task.attempts == 0 and task.status == "pending" \
-            else "updated"
+        fresh = task.updated_at - task.created_at < timedelta(seconds=1)
+        change = "created" if old is None and fresh and task.status == "pending" else "updated"
         payload = {"type": "task", "change": change, "task": task_payload(task)}
         owners = {task.owner_agent_id, also, old.owner if old is not None else None}
         topics = [BOARD_TOPIC, *(f"agent:{owner}" for owner in sorted(o for o in owners if o))]
@@ -674,12 +685,12 @@ def _record_attempt(s: Any, attempt: Attempt, now: datetime, policy: Policy
     return task, decision
 
 
-def _pool_absent_owners(s: Any, owners: set[str], due_before: datetime, now: datetime
+def _pool_absent_owners(s: Any, present: set[str], due_before: datetime, now: datetime
                         ) -> tuple[list[tuple[CallbackTask, str]], list[CallbackTask]]:
     """Tasks of absent owners back to the pool; named-agent tasks kept (and returned)."""
     moved: list[tuple[CallbackTask, str]] = []
     kept: list[CallbackTask] = []
-    for task in repo.due_tasks_of(s, owners, due_before):
+    for task in repo.due_tasks_of_absent(s, present, due_before):
         owner = task.owner_agent_id or ""
         if task.kind == "named_agent":
             kept.append(task)

@@ -73,6 +73,14 @@ class AgiArgumentError(AgiError):
     """An AGI argument would break the protocol (CR/LF inside it): never sent."""
 
 
+class PbxError(CallflowError):
+    """Asterisk could not be built, configured, started or stopped; the message says why."""
+
+
+class PbxConfigError(PbxError):
+    """A configuration value would render a broken or unsafe Asterisk config (names the field)."""
+
+
 class StoreError(CallflowError):
     """The database refused a read or a write."""
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from callflow.pbx.errors import PbxError
+from callflow.errors import PbxError
 from callflow.pbx.render import CONF_DIR, PbxConfig, render
 from callflow.pbx.root import installed_version, is_complete
 

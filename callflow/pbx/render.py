@@ -22,7 +22,7 @@ from pathlib import Path
 
 import jinja2
 
-from callflow.pbx.errors import PbxConfigError
+from callflow.errors import PbxConfigError
 from callflow.settings import REPO_ROOT, Settings, persistent_secret
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
-from callflow.pbx.errors import PbxError
+from callflow.errors import PbxError
 
 log = logging.getLogger(__name__)
 

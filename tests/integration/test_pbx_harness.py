@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 from amitap import AmiTap, AmiTapError
 
-from callflow.pbx.errors import PbxConfigError, PbxError
+from callflow.errors import PbxConfigError, PbxError
 from callflow.pbx.process import AsteriskProcess
 from callflow.pbx.render import CONF_DIR, FALLBACK_QUEUE, AgentEndpoint, PbxConfig, render
 from callflow.pbx.root import debian_mirror, ensure_root, installed_version
