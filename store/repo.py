@@ -717,3 +717,14 @@ def recent_alarms(s: Session, *, since: datetime | None = None, open_only: bool 
     if open_only:
         query = query.where(Alarm.acknowledged_at.is_(None))
     return list(s.scalars(query))
+
+
+def audit_entries(s: Session, *, target: str | None = None, action: str | None = None,
+                  limit: int = 100) -> list[AuditEntry]:
+    """Audit log, newest first (who acknowledged, forced, listened)."""
+    query = select(AuditEntry).order_by(AuditEntry.at.desc(), AuditEntry.id.desc()).limit(limit)
+    if target is not None:
+        query = query.where(AuditEntry.target == target)
+    if action is not None:
+        query = query.where(AuditEntry.action == action)
+    return list(s.scalars(query))

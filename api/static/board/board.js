@@ -51,6 +51,13 @@
   const pct = (r) => (r == null ? "–" : (r * 100).toFixed(1) + "%");
   const num = (v, d) => (v == null ? "–" : Number(v).toFixed(d == null ? 1 : d));
   const now = () => Date.now() / 1000 + st.skew;
+  function timeOfDay(epoch) {
+    try {
+      return new Date(epoch * 1000).toLocaleTimeString("en-GB", {timeZone: st.zone || undefined});
+    } catch (e) {
+      return new Date(epoch * 1000).toLocaleTimeString("en-GB");
+    }
+  }
   const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g,
     (c) => ({"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]));
 
@@ -196,6 +203,7 @@
     const board = state.board || {};
     if (typeof board.now === "number") st.skew = board.now - Date.now() / 1000;
     $("day").textContent = board.day ? board.day + " (" + board.zone + ")" : "";
+    st.zone = board.zone || "";
     $("ami").hidden = board.ami_up !== false;
     st.reasons.busy = board.busy_reasons || [];
     st.reasons.not_ready = board.not_ready_reasons || [];
@@ -622,7 +630,7 @@
     const li = document.createElement("li");
     li.dataset.key = a.key;
     li.dataset.kind = a.kind;
-    const when = new Date(a.raised_at * 1000).toLocaleTimeString();
+    const when = timeOfDay(a.raised_at);
     li.innerHTML = '<span class="what"></span><span class="detail"></span>' +
       (st.who && st.who.may_act ? '<button type="button">ack</button>' : "");
     li.children[0].textContent = (ALARM_LABELS[a.kind] || a.kind) + (a.std ? " (" + a.std + ")" : "") + " · " + when;
@@ -677,14 +685,18 @@
       out += '<text x="' + (x(h * slots / 24) - 6) + '" y="' + (H - 4) + '">' + String(h).padStart(2, "0") + ":00</text>";
     }
     const bw = Math.max(1, (W - L - R) / slots - 1);
-    let line = "";
+    let line = "", dots = "";
     series.forEach((p, i) => {
       if (p.waiting) out += '<rect class="wait" x="' + x(i).toFixed(1) + '" y="' + yw(p.waiting).toFixed(1) + '" width="' + bw.toFixed(1) + '" height="' + (y(0) - yw(p.waiting)).toFixed(1) + '"/>';
-      if (p.sl != null) line += (line ? " L" : "M") + (x(i) + bw / 2).toFixed(1) + " " + y(p.sl * 100).toFixed(1);
+      if (p.sl != null) {
+        const cx = (x(i) + bw / 2).toFixed(1), cy = y(p.sl * 100).toFixed(1);
+        line += (line ? " L" : "M") + cx + " " + cy;
+        dots += '<circle class="sl-dot" cx="' + cx + '" cy="' + cy + '" r="2.5"/>';
+      }
     });
     const target = q && q.v.targets && q.v.targets.service_level_pct;
     if (target != null) out += '<line class="target" x1="' + L + '" y1="' + y(target) + '" x2="' + (W - R) + '" y2="' + y(target) + '"/>';
-    if (line) out += '<path class="sl" d="' + line + '"/>';
+    if (line) out += '<path class="sl" d="' + line + '"/>' + dots;
     svg.innerHTML = out;
   }
 
