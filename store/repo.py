@@ -557,9 +557,12 @@ def update_task(s: Session, task_id: int, **fields: Any) -> CallbackTask:
 
 def list_tasks(s: Session, *, statuses: tuple[str, ...] | None = None,
                owner_agent_id: str | None = None, pool_only: bool = False,
-               number: str | None = None, limit: int = 500) -> list[CallbackTask]:
+               number: str | None = None, due_by: datetime | None = None,
+               limit: int = 500) -> list[CallbackTask]:
     """Tasks for the API, soonest due first; ``statuses=None`` means every status."""
     query = select(CallbackTask).order_by(CallbackTask.due_at, CallbackTask.id).limit(limit)
+    if due_by is not None:
+        query = query.where(CallbackTask.due_at <= due_by)
     if statuses is not None:
         query = query.where(CallbackTask.status.in_(statuses))
     if owner_agent_id is not None:
@@ -581,14 +584,24 @@ def due_task_owners(s: Session, now: datetime) -> tuple[set[str], int]:
     return owners, pool
 
 
-def due_tasks_of(s: Session, owner_ids: set[str], due_before: datetime) -> list[CallbackTask]:
-    """Pending tasks of these owners that fell due before ``due_before`` (absent owners)."""
-    if not owner_ids:
-        return []
+def due_tasks_of_absent(s: Session, present: set[str], due_before: datetime
+                        ) -> list[CallbackTask]:
+    """Pending tasks owned by anyone not in ``present`` (logged-in agents) that fell due
+    before ``due_before``: their owners are away (or gone from the roster)."""
     query = (select(CallbackTask)
              .where(CallbackTask.status == "pending", CallbackTask.due_at < due_before,
-                    CallbackTask.owner_agent_id.in_(sorted(owner_ids)))
+                    CallbackTask.owner_agent_id.is_not(None),
+                    CallbackTask.owner_agent_id.not_in(sorted(present)))
              .order_by(CallbackTask.due_at, CallbackTask.id))
+    return list(s.scalars(query))
+
+
+def tasks_changed_since(s: Session, since: datetime, *, limit: int = 1000
+                        ) -> list[CallbackTask]:
+    """Tasks written after ``since`` (bookkeeping time), oldest change first: the feed
+    that tells desktops about tasks whoever changed them."""
+    query = (select(CallbackTask).where(CallbackTask.updated_at > since)
+             .order_by(CallbackTask.updated_at, CallbackTask.id).limit(limit))
     return list(s.scalars(query))
 
 

@@ -151,5 +151,8 @@ def test_list_tasks_filters(store: Store, agents: list[str]) -> None:
     assert [t.id for t in store.read(repo.list_tasks, owner_agent_id="1001")] == [a.id]
     assert [t.id for t in store.read(repo.list_tasks, pool_only=True)] == [b.id]
     assert [t.id for t in store.read(repo.list_tasks, number="13900000002")] == [b.id]
-    assert [t.id for t in store.read(repo.due_tasks_of, {"1001"}, at(1))] == [a.id]
-    assert store.read(repo.due_tasks_of, set(), at(1)) == []
+    assert [t.id for t in store.read(repo.list_tasks, due_by=at(1))] == [a.id]
+    assert [t.id for t in store.read(repo.due_tasks_of_absent, {"1002"}, at(1))] == [a.id]
+    assert store.read(repo.due_tasks_of_absent, {"1001"}, at(1)) == []
+    changed = store.read(repo.tasks_changed_since, a.updated_at)
+    assert [t.id for t in changed] == [b.id]  # b was cancelled after a was written
