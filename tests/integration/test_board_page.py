@@ -252,7 +252,8 @@ def test_numbers_are_masked_for_qa(product: Product, browser: Browser) -> None:
 
     def on_a_call() -> None:
         rt = product.runtime
-        rt.agent_event(agent, RequestState(AgentState.READY, by="supervisor"))
+        if rt.agents[agent].state is not AgentState.READY:  # the burst test set it not-ready
+            rt.agent_event(agent, RequestState(AgentState.READY, by="supervisor"))
         call = rt.call_entered("mask-1", "PJSIP/trunk-1", "13800001234", "100", "main")
         assert rt.choose_agent("mask-1", only=agent) is not None
         rt.call_event(calls.OfferStarted("mask-1", agent, f"PJSIP/agent{agent}-1",
