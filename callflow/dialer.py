@@ -48,7 +48,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -64,6 +64,7 @@ from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask, TaskAttempt
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
+    from sqlalchemy.orm import Session
 
     from callflow.engine.clock import Clock
     from callflow.engine.runtime import AmiFrame, Runtime
@@ -140,31 +141,43 @@ def create_callback(store: Store, kind: str, number: str, owner_agent_id: str | 
     dropped call with the agent as owner, STD-072 named agent) and the API.
     ``due=None`` takes the kind's rule (``engine.outbound.plan_due``); a given
     ``due`` is moved into the calling window (STD-085). ``created_from_call_id``
-    is the Asterisk uniqueid of the call that asked for it.
+    is the Asterisk uniqueid of the call that asked for it. ``policy`` should be
+    the deployment's (its calling window and attempts); ``now`` its Clock's wall time.
 
     Returns ``(task, created)``. An open task of the same number and kind is the
     same task (STD-090): it is returned with ``created=False``, its due time moved
     earlier if this request's is earlier (C-11), nothing else changed. Raises
     ``StateError``: ``invalid_number``, ``invalid_kind``, ``owner_required``
-    (named-agent tasks need their agent).
+    (named-agent tasks need their agent); ``StoreError`` if the database refuses.
+    The dialer tells the desktops within one tick, whoever created the task.
     """
+    with store.session() as s:
+        return add_callback(s, kind, number, owner_agent_id, due, created_from_call_id,
+                            policy=policy, now=now, note=note, follow_up=follow_up,
+                            max_attempts=max_attempts)
+
+
+def add_callback(s: Session, kind: str, number: str, owner_agent_id: str | None = None,
+                 due: datetime | None = None, created_from_call_id: str | None = None, *,
+                 policy: Policy | None = None, now: datetime | None = None, note: str = "",
+                 follow_up: outbound.FollowUpReason = "general",
+                 max_attempts: int | None = None) -> tuple[CallbackTask, bool]:
+    """``create_callback`` inside the caller's transaction (e.g. a records writer)."""
     policy = policy or Policy.defaults()
     digits = outbound.normalize_number(number)
-    now = now or datetime.now().astimezone()
+    now = now or datetime.now(UTC)
     plan = outbound.plan_due(kind, now, policy, requested_at=due, follow_up=follow_up)
     if kind == "named_agent" and not owner_agent_id:
         raise StateError("owner_required", "a named-agent callback needs its agent (STD-072)")
-    with store.session() as s:
-        task, created = repo.add_task(
-            s, kind, digits, plan.due_at, owner_agent_id=owner_agent_id,
-            max_attempts=max_attempts or policy.outbound.max_attempts,
-            deadline_at=plan.deadline_at, note=note,
-            created_from_uniqueid=created_from_call_id)
-        if not created and task.status == "pending" and plan.due_at < task.due_at:
-            task = repo.update_task(s, task.id, due_at=outbound.earliest_due(
-                [plan.due_at, task.due_at]))
-            log.info("task #%d (%s %s): due moved earlier to %s (C-11)", task.id, kind,
-                     digits, task.due_at.isoformat())
+    task, created = repo.add_task(
+        s, kind, digits, plan.due_at, owner_agent_id=owner_agent_id,
+        max_attempts=max_attempts or policy.outbound.max_attempts,
+        deadline_at=plan.deadline_at, note=note, created_from_uniqueid=created_from_call_id)
+    if not created and task.status == "pending" and plan.due_at < task.due_at:
+        task = repo.update_task(s, task.id, due_at=outbound.earliest_due(
+            [plan.due_at, task.due_at]))
+        log.info("task #%d (%s %s): due moved earlier to %s (C-11)", task.id, kind, digits,
+                 task.due_at.isoformat())
     return task, created
 
 
@@ -324,6 +337,15 @@ class Dialer:
         member = self.runtime.roster.by_id(agent_id)
         agent = self.runtime.agents.get(agent_id)
         attempt_id = f"cfo-{task.id}-{task.attempts}-{secrets.token_hex(3)}"
+        try:
+            outbound.normalize_number(task.number)
+        except StateError as exc:  # written by something that did not check it
+            log.warning("task #%d: %s; not dialled, unreachable", task.id, exc)
+            failed = outbound.new_attempt(attempt_id, task.id, task.kind, task.number,
+                                          agent_id, self.clock.wall().timestamp())
+            self._spawn(self._finish(_Live(failed, task, self.clock.now()), replace(
+                failed, outcome=AttemptOutcome.INVALID_NUMBER, detail=str(exc))))
+            return None
         if member is None or agent is None or not agent_state.routable(agent):
             await self._release(task, AttemptOutcome.NOT_DIALLED, agent_id, attempt_id,
                                 due_at=task.due_at)
@@ -658,7 +680,7 @@ def _cause(raw: str) -> int | None:
         return None
 
 
-def _record_attempt(s: Any, attempt: Attempt, now: datetime, policy: Policy
+def _record_attempt(s: Session, attempt: Attempt, now: datetime, policy: Policy
                     ) -> tuple[CallbackTask, Decision]:
     """One transaction: count today's attempts, decide (pure), write the outcome."""
     assert attempt.outcome is not None
@@ -685,7 +707,7 @@ def _record_attempt(s: Any, attempt: Attempt, now: datetime, policy: Policy
     return task, decision
 
 
-def _pool_absent_owners(s: Any, present: set[str], due_before: datetime, now: datetime
+def _pool_absent_owners(s: Session, present: set[str], due_before: datetime, now: datetime
                         ) -> tuple[list[tuple[CallbackTask, str]], list[CallbackTask]]:
     """Tasks of absent owners back to the pool; named-agent tasks kept (and returned)."""
     moved: list[tuple[CallbackTask, str]] = []

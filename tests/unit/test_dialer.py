@@ -236,6 +236,18 @@ async def test_invalid_number_and_last_attempt_are_unreachable_and_reported(rig:
                                                                                last.id}
 
 
+async def test_a_number_nobody_can_dial_is_unreachable_without_ringing_anyone(rig: Rig
+                                                                               ) -> None:
+    rig.login("1001")
+    task = rig.add("anonymous")  # e.g. a withheld caller ID written by another writer
+    await rig.dialer.tick()
+    await rig.dialer.drain()
+    assert rig.ami.actions == [] and rig.state("1001") is AgentState.READY
+    after = rig.task(task.id)
+    assert (after.status, after.last_outcome) == ("unreachable", "invalid_number")
+    assert [a["detail"]["task_id"] for a in rig.alarms("task_unreachable")] == [task.id]
+
+
 async def test_a_task_due_outside_contact_hours_waits_for_them_to_open(rig: Rig) -> None:
     rig.clock.advance(12 * 3600)  # Monday 22:00 in Shanghai: the window closed at 21:00
     rig.login("1001")
