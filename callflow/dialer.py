@@ -361,7 +361,8 @@ class Dialer:
                                        self.clock.wall().timestamp())
         self.tell(task, also=agent_id)
         self.attempts[attempt_id] = _Live(attempt, task, self.clock.now())
-        fields = outbound.originate_fields(attempt, self.policy, member.endpoint, self.context)
+        desk = agent.extension or member.endpoint  # hot-desking: where the agent logged in
+        fields = outbound.originate_fields(attempt, self.policy, desk, self.context)
         log.info("task #%d: dialling %s for agent %s (attempt %s, %s)", task.id, task.number,
                  agent_id, attempt_id, fields["Timeout"])
         ami = self._ami()

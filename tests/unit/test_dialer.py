@@ -173,6 +173,13 @@ async def test_own_callback_goes_to_its_agent_and_pool_task_to_the_longest_idle(
     assert rig.task(own.id).status == rig.task(pool.id).status == "dialing"
 
 
+async def test_the_agent_is_rung_at_the_desk_they_logged_in_at(rig: Rig) -> None:
+    rig.runtime.agent_event("1001", LogIn(extension="agent1003"))  # hot-desking
+    rig.add()
+    await rig.dialer.tick()
+    assert [f["Channel"] for f in rig.ami.originates()] == ["PJSIP/agent1003"]
+
+
 async def test_answered_on_ring_three_is_done_and_the_agent_talks(rig: Rig) -> None:
     rig.login("1001")
     task = rig.add()
