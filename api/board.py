@@ -249,6 +249,9 @@ class BoardFeature:
         elif kind == "agent_state":
             live.on_agent(payload)
             self._schedule_flush()
+        elif kind == "hold_ended":
+            live.on_hold(payload, self.now())
+            self._schedule_flush()
         elif kind == "task":
             self._callbacks_due = 0.0  # refresh the pending callbacks at the next tick
 

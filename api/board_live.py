@@ -19,7 +19,7 @@ import logging
 from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from callflow.engine import kpi
@@ -137,6 +137,37 @@ class LiveDay:
             spans.append(StateSpan(agent_id, state, at, None, reason, call_id))
         self.dirty_agents.add(agent_id)
         return closed
+
+    def on_hold(self, payload: dict[str, Any], as_of: datetime) -> None:
+        """A finished hold episode (engine/hold.py ``hold_ended``): talk time excludes it and
+        its length is judged (STD-040). Its start is not in the message, so it is placed to
+        end now, which is when the message is published."""
+        call = self.calls.get(str(payload.get("call_id")))
+        hold_s = payload.get("hold_s")
+        if call is None or not isinstance(hold_s, int | float):
+            return
+        if int(payload.get("episode") or 0) <= len(call.holds):
+            return  # known already (loaded from the store, or a repeat)
+        hold = kpi.HoldFact(as_of - timedelta(seconds=hold_s), as_of,
+                            payload.get("agent_id") or None)
+        self._replace(call, replace(call, holds=(*call.holds, hold)), as_of)
+
+    def _replace(self, old: CallFact, new: CallFact, as_of: datetime) -> None:
+        """A counted call's facts changed: its figures are taken out and put in again."""
+        if old.uniqueid in self.finished:
+            rules = self.rules_for(old.queue)
+            before, after = kpi.call_kpis(old, rules, as_of), kpi.call_kpis(new, rules, as_of)
+            queue = self._queue(old.queue)
+            queue.done -= before
+            queue.done += after
+            index = self._interval(old.entered_at, rules)
+            queue.intervals[index] -= before
+            queue.intervals[index] += after
+        self.calls[new.uniqueid] = new
+        self.dirty_queues.add(new.queue)
+        for agent_id in {o.agent_id for o in new.offers} | ({new.agent_id} - {None}):
+            assert agent_id is not None
+            self.dirty_agents.add(agent_id)
 
     def _put(self, fact: CallFact, as_of: datetime) -> None:
         uid = fact.uniqueid

@@ -342,6 +342,18 @@ class Kpis:
                 setattr(self, f.name, mine + theirs)
         return self
 
+    def __isub__(self, other: Kpis) -> Kpis:
+        """Take a call's figures out again (its facts changed after it was counted)."""
+        for f in fields(self):
+            mine = getattr(self, f.name)
+            theirs = getattr(other, f.name)
+            if isinstance(mine, dict):
+                for key, value in theirs.items():
+                    mine[key] = mine.get(key, 0.0) - value
+            else:
+                setattr(self, f.name, mine - theirs)
+        return self
+
     # --- denominators ---
     @property
     def decided(self) -> int:

@@ -145,3 +145,24 @@ def test_day_boundary_intervals() -> None:
     end = DAY.end - timedelta(seconds=1)
     view = live.queue_view("main", end)
     assert len(view["series"]) == 24 * 60 // POLICY.kpi.report_interval_min
+
+
+def test_a_hold_ended_after_the_call_was_counted_is_taken_into_account() -> None:
+    """engine/hold.py publishes ``hold_ended``; talk excludes it, its length is judged."""
+    rules_for = kpi.rules_by_queue(POLICY)
+    live = LiveDay(rules_for, DAY, ["main"])
+    as_of = datetime.fromtimestamp(T0 + 300, UTC)
+    record = scripted()[0][-1]  # answered at T0+4, ended at T0+64
+    live.on_call(record, as_of)
+    before = live.queue_kpis("main", as_of)
+    over = POLICY.hold.limit_s + 5
+    live.on_hold({"type": "hold_ended", "call_id": "a", "agent_id": "1001", "episode": 1,
+                  "hold_s": over}, as_of)
+    live.on_hold({"type": "hold_ended", "call_id": "a", "agent_id": "1001", "episode": 1,
+                  "hold_s": over}, as_of)  # a repeat changes nothing
+    after = live.queue_kpis("main", as_of)
+    assert after.talk_s == before.talk_s - over
+    assert (after.hold_s, after.hold_episodes, after.hold_breaches) == (over, 1, 1)
+    fact = live.calls["a"]
+    assert kpi.queue_kpis([fact], rules_for, as_of)["main"] == after
+    assert sum(p["answered"] for p in live.series("main", as_of)) == 1

@@ -17,7 +17,8 @@
   const ALARM_LABELS = {
     ring_no_answer: "Ring no answer (RONA)", acw_overrun: "ACW over the limit",
     acw_average_high: "Average ACW above target", hold_breach: "Hold over the limit",
-    hold_over_limit: "Hold over the limit", caller_waiting_long: "Caller waiting past the maximum",
+    hold_over_limit: "Hold over the limit", hold_limit: "Hold over the limit",
+    hold_max_wait: "Hold past the maximum wait", caller_waiting_long: "Caller waiting past the maximum",
     service_level_below_target: "Service level below target",
     answer_ring_average_high: "Average answer ring above target",
     agent_hung_up_first: "Agent hung up first", softphone_unreachable: "Softphone unreachable",
