@@ -181,13 +181,14 @@ def opening_text(policy: Policy, language: str, agent_no: str, agent_name: str) 
 
 def hello_frame(*, policy: Policy, language: str, agent_id: str, agent_name: str,
                 username: str, role: str, apology_text: str, day: date,
-                last_seq: int) -> str:
+                last_seq: int, server_time: float) -> str:
     """Everything a desktop needs before the first state: who, reasons, labels, scripts.
 
     ``scripts`` says what each greeting kind of a call (``normal``, ``holiday``,
     ``apology``; the ``greeting`` field of a ``call`` event) means in words: the
     opening the caller hears with the agent's number (STD-014), today's holiday wish
-    (STD-017), and the late-answer apology the agent says (STD-009).
+    (STD-017), and the late-answer apology the agent says (STD-009). ``server_time``
+    (epoch seconds) lets the page tick its timers on the server's clock.
     """
     agents = policy.agents
     holiday = policy.greetings.holiday_greeting(day)
@@ -197,7 +198,7 @@ def hello_frame(*, policy: Policy, language: str, agent_id: str, agent_name: str
     frame = {
         "v": PROTOCOL_VERSION, "type": "hello", "protocol": PROTOCOL_NAME,
         "agent_id": agent_id, "agent_name": agent_name, "username": username, "role": role,
-        "language": language, "last_seq": last_seq,
+        "language": language, "last_seq": last_seq, "server_time": round(server_time, 3),
         "reasons": {"busy": _reasons(agents.busy_reasons, chosen_only=False),
                     "not_ready": _reasons(agents.not_ready_reasons, chosen_only=True)},
         "labels": labels,

@@ -154,7 +154,8 @@ async def _serve(websocket: WebSocket, desk: AgentDesktop, encoder: FrameEncoder
         policy=service.policy, language=service.prompts.pack.lang, agent_id=agent_id,
         agent_name=member.name if member else agent_id, username=principal.name,
         role=principal.role, apology_text=service.prompts.pack.text("greeting_apology"),
-        day=service.today(), last_seq=service.hub.last_seq)
+        day=service.today(), last_seq=service.hub.last_seq,
+        server_time=service.clock.wall().timestamp())
     connection = _DesktopConnection(websocket, desk, agent_id, principal, encoder)
     if not await connection.send(hello):
         return

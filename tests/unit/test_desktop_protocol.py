@@ -33,7 +33,7 @@ def hello(policy: Policy = DEFAULTS, language: str = "zh", day: date = date(2026
         policy=policy, language=language, agent_id="1001", agent_name="Li Lei",
         username="1001", role="agent",
         apology_text=LanguagePack.load(language).text("greeting_apology"), day=day,
-        last_seq=7, **kw))
+        last_seq=7, server_time=1795739635.4221, **kw))
     return frame
 
 
@@ -122,6 +122,7 @@ def test_hello_carries_policy_reasons_labels_and_scripts() -> None:
     assert frame["timers"]["acw_limit_s"] == DEFAULTS.agents.acw_limit_s
     assert frame["timers"]["hold_reminder_s"] == DEFAULTS.hold.reminder_s
     assert frame["feature_codes"]["*21"] == "not_ready"
+    assert frame["server_time"] == 1795739635.422
 
 
 def test_hello_on_a_holiday_and_in_english() -> None:

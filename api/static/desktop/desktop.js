@@ -1,0 +1,342 @@
+/* callflow agent desktop: protocol v1 on /ws/desktop (docs/agent-protocol.md), no polling.
+ *
+ * Log in: work number + password (POST /api/v1/session), then the websocket, then a
+ * "login" request with the extension the agent sits at. The server pushes the agent's
+ * own state, the current call (caller, earlier contacts, which greeting to say) and
+ * reminders; the page sends state requests and shows the server's refusal reasons.
+ * Timers tick here on the server's clock (hello.server_time) from since_epoch and
+ * acw_deadline_epoch. On a dropped connection it resumes with since=<last seq>.
+ */
+(function () {
+  "use strict";
+
+  const TOKEN_KEY = "callflow.desktop.token";
+  const EXT_KEY = "callflow.desktop.extension";
+  const MAX_REMINDERS = 50;
+  const IN_CALL = ["ringing", "on_call", "on_hold"];
+  const SYSTEM_REASONS = {ring_no_answer: {zh: "振铃未接", en: "ring no answer"},
+                          unreachable: {zh: "话机离线", en: "softphone unreachable"}};
+  const $ = (id) => document.getElementById(id);
+
+  const st = {
+    token: sessionStorage.getItem(TOKEN_KEY) || "",
+    extension: sessionStorage.getItem(EXT_KEY) || "",
+    wantLogin: false,
+    hello: null, agent: null, call: null,
+    ws: null, seq: null, retry: 0, skew: 0, nextId: 0, closing: false,
+  };
+
+  // --- formatting -------------------------------------------------------------------
+  const now = () => Date.now() / 1000 + st.skew;
+  function dur(s) {
+    if (s == null || !isFinite(s)) return "–";
+    s = Math.max(0, Math.floor(s));
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), x = s % 60;
+    return (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(x).padStart(2, "0");
+  }
+  const lang = () => (st.hello && st.hello.language) || "en";
+  function stateLabel(state) {
+    const labels = st.hello && st.hello.labels[state];
+    return labels ? labels[lang()] || state : state;
+  }
+  function reasonLabel(state, code) {
+    if (!code) return "";
+    const list = st.hello ? st.hello.reasons[state === "busy" ? "busy" : "not_ready"] || [] : [];
+    const found = list.find((r) => r.code === code);
+    if (found) return lang() === "zh" ? found.label_zh : found.label_en;
+    const sys = SYSTEM_REASONS[code];
+    return sys ? sys[lang()] : code;
+  }
+  function toast(text) {
+    const t = $("toast");
+    t.textContent = text;
+    t.classList.add("show");
+    clearTimeout(toast.timer);
+    toast.timer = setTimeout(() => t.classList.remove("show"), 4000);
+  }
+
+  // --- log-in ---------------------------------------------------------------------------
+  $("login-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const form = ev.target;
+    $("login-error").textContent = "";
+    let reply;
+    try {
+      const res = await fetch("/api/v1/session", {
+        method: "POST", headers: {"Content-Type": "application/json"},
+        body: JSON.stringify({username: form.username.value.trim(),
+                              password: form.password.value}),
+      });
+      reply = await res.json().catch(() => ({}));
+      if (!res.ok) throw new Error(typeof reply.detail === "string" ? reply.detail
+                                                                     : res.statusText);
+    } catch (err) {
+      $("login-error").textContent = err.message;
+      return;
+    }
+    if (reply.role !== "agent" || !reply.agent_id) {
+      $("login-error").textContent = "this login is not an agent's";
+      return;
+    }
+    st.token = reply.token;
+    st.extension = form.extension.value.trim();
+    sessionStorage.setItem(TOKEN_KEY, st.token);
+    sessionStorage.setItem(EXT_KEY, st.extension);
+    form.password.value = "";
+    st.wantLogin = true;
+    st.seq = null;
+    connect();
+  });
+
+  function showLogin(message) {
+    st.token = "";
+    sessionStorage.removeItem(TOKEN_KEY);
+    st.agent = st.call = st.hello = null;
+    st.seq = null;
+    $("desk-view").hidden = true;
+    $("btn-logout").hidden = true;
+    $("login-view").hidden = false;
+    $("login-error").textContent = message || "";
+  }
+
+  // --- the websocket ----------------------------------------------------------------------
+  function connect() {
+    if (st.ws) { st.closing = true; st.ws.close(); }
+    st.closing = false;
+    const q = new URLSearchParams({token: st.token});
+    if (st.seq != null) q.set("since", String(st.seq));
+    const scheme = location.protocol === "https:" ? "wss://" : "ws://";
+    const ws = new WebSocket(scheme + location.host + "/ws/desktop?" + q.toString());
+    st.ws = ws;
+    ws.onopen = () => { st.retry = 0; link(true); };
+    ws.onmessage = (m) => {
+      let frame;
+      try { frame = JSON.parse(m.data); } catch (e) { return; }
+      handle(frame);
+    };
+    ws.onclose = (ev) => {
+      if (st.ws !== ws) return;
+      st.ws = null;
+      link(false);
+      if (ev.code === 1008) { showLogin(ev.reason === "unauthorized" ?
+                                        "session expired: log in again" : ev.reason); return; }
+      if (st.closing || !st.token) return;
+      st.retry = Math.min(st.retry + 1, 6);
+      setTimeout(() => { if (!st.ws && st.token) connect(); }, 250 * 2 ** (st.retry - 1));
+    };
+  }
+  function link(up) {
+    const el = $("link");
+    el.textContent = up ? "online" : "offline";
+    el.className = "pill " + (up ? "up" : "down");
+  }
+  function send(frame) {
+    if (!st.ws || st.ws.readyState !== WebSocket.OPEN) {
+      showError("not connected; retrying");
+      return;
+    }
+    st.nextId += 1;
+    st.ws.send(JSON.stringify(Object.assign({id: st.nextId}, frame)));
+  }
+
+  function handle(f) {
+    switch (f.type) {
+      case "hello": return onHello(f);
+      case "snapshot": return onSnapshot(f);
+      case "event":
+        st.seq = f.seq;
+        return onPayload(f.payload);
+      case "ack":
+        showError("");
+        return undefined;
+      case "error":
+        return showError(f.error + (f.detail ? ": " + f.detail : ""));
+      default:
+        return undefined;
+    }
+  }
+
+  function onHello(h) {
+    st.hello = h;
+    st.skew = h.server_time - Date.now() / 1000;
+    $("who").textContent = h.agent_name + " (" + h.agent_id + ")";
+    fillReasons("busy-reason", h.reasons.busy);
+    fillReasons("not-ready-reason", h.reasons.not_ready);
+    $("login-view").hidden = true;
+    $("desk-view").hidden = false;
+    $("btn-logout").hidden = false;
+  }
+  function fillReasons(id, reasons) {
+    const select = $(id);
+    const keep = select.value;
+    select.textContent = "";
+    for (const r of reasons) {
+      const o = document.createElement("option");
+      o.value = r.code;
+      o.textContent = lang() === "zh" ? r.label_zh : r.label_en;
+      select.appendChild(o);
+    }
+    if (keep) select.value = keep;
+  }
+
+  function onSnapshot(s) {
+    st.seq = s.seq;
+    st.agent = s.state.agents[0] || null;
+    const desk = st.agent && s.state.desks ? s.state.desks[st.agent.agent_id] : null;
+    st.call = desk ? desk.call : null;
+    if (st.wantLogin && st.agent && st.agent.state === "logged_out") {
+      send({type: "login", extension: st.extension});
+    }
+    st.wantLogin = false;
+    render();
+  }
+
+  function onPayload(p) {
+    switch (p.type) {
+      case "agent_state":
+        st.agent = p;
+        if (!IN_CALL.includes(p.state) && p.state !== "acw") st.call = null;
+        return render();
+      case "call":
+        if (st.agent && (p.call.uniqueid === st.agent.call_id || st.agent.state === "ringing")) {
+          st.call = p.call;
+        }
+        return render();
+      case "hold_reminder":
+        return remind("Hold " + dur(p.held_s) + ": update the caller (STD-041)", false);
+      case "hold_limit":
+        return remind("Hold over " + dur(p.limit_s) + ": go back to the caller (STD-040)", true);
+      case "hold_max_wait":
+        return remind("Hold too long: offer a callback (STD-043)", true);
+      case "alert":
+        return remind("Over the time allowed for " + reasonLabel(p.state, p.reason), true);
+      case "task":
+        return remind("Callback task: " + (p.task.number || ""), false);
+      default:
+        return undefined;
+    }
+  }
+
+  function remind(text, urgent) {
+    const list = $("reminders");
+    const li = document.createElement("li");
+    li.textContent = new Date(now() * 1000).toLocaleTimeString() + " " + text;
+    if (urgent) li.className = "limit";
+    list.insertBefore(li, list.firstChild);
+    while (list.children.length > MAX_REMINDERS) list.removeChild(list.lastChild);
+    toast(text);
+  }
+  function showError(text) { $("error").textContent = text; }
+
+  // --- rendering ----------------------------------------------------------------------------
+  function render() {
+    const a = st.agent;
+    if (!a) return;
+    const state = $("state");
+    state.textContent = stateLabel(a.state);
+    state.className = "state " + a.state;
+    state.dataset.state = a.state;
+    $("reason").textContent = reasonLabel(a.state, a.reason);
+    const phone = $("softphone");
+    phone.textContent = a.softphone_reachable ? "softphone ok" : "softphone offline";
+    phone.className = "pill " + (a.softphone_reachable ? "reachable" : "unreachable");
+    const inCall = IN_CALL.includes(a.state);
+    $("btn-ready").textContent = a.state === "logged_out" ? "log in at " + st.extension : "ready";
+    $("btn-ready").disabled = inCall || a.state === "ready";
+    const away = ["ready", "busy", "not_ready", "acw"].includes(a.state);
+    $("btn-busy").disabled = !away;
+    $("btn-not-ready").disabled = !away;
+    $("btn-end-acw").disabled = a.state !== "acw";
+    $("btn-logout").disabled = inCall;
+    renderCall();
+    tick();
+  }
+
+  function renderCall() {
+    const a = st.agent, c = st.call;
+    const show = !!(a && c && (IN_CALL.includes(a.state) || a.state === "acw"));
+    $("call-card").hidden = !show;
+    if (!show) return;
+    $("call-title").textContent = a.state === "ringing" ? "Incoming call" :
+      a.state === "acw" ? "Call ended — after-call work" : "Current call";
+    $("call-caller").textContent = c.caller_number || "(number withheld)";
+    const scripts = st.hello.scripts;
+    const kind = c.greeting || "normal";
+    const g = $("call-greeting");
+    g.dataset.kind = kind;
+    g.className = "script " + kind;
+    if (kind === "apology") {
+      g.textContent = "Say: " + scripts.apology;
+    } else {
+      const opening = kind === "holiday" && scripts.holiday ? scripts.holiday : scripts.normal;
+      g.textContent = "The caller hears: " + opening;
+    }
+    const list = $("call-history");
+    list.textContent = "";
+    const history = c.history || [];
+    if (!history.length) {
+      const li = document.createElement("li");
+      li.textContent = "first contact";
+      list.appendChild(li);
+    }
+    for (const h of history) {
+      const li = document.createElement("li");
+      const when = h.entered_at ? new Date(h.entered_at).toLocaleString() : "?";
+      li.textContent = when + " — " + (h.outcome || "open") +
+        (h.agent_id ? " (agent " + h.agent_id + ")" : "");
+      list.appendChild(li);
+    }
+  }
+
+  function tick() {
+    const a = st.agent;
+    if (!a) return;
+    $("in-state").textContent = dur(now() - a.since_epoch);
+    const timer = $("timer");
+    if (a.state === "acw" && a.acw_deadline_epoch) {
+      const left = a.acw_deadline_epoch - now();
+      timer.hidden = false;
+      timer.textContent = "after-call work ends in " + dur(left);
+      timer.className = "timer" + (left <= 10 ? " due" : "");
+    } else if (a.state === "on_hold") {
+      const held = now() - a.since_epoch;
+      timer.hidden = false;
+      timer.textContent = "on hold " + dur(held);
+      timer.className = "timer" + (st.hello && held >= st.hello.timers.hold_limit_s ? " due" : "");
+    } else {
+      timer.hidden = true;
+    }
+    const c = st.call;
+    if (c && !$("call-card").hidden) {
+      const waited = c.total_wait_s != null ? c.total_wait_s :
+        c.entered_at ? now() - Date.parse(c.entered_at) / 1000 : null;
+      $("call-waited").textContent = dur(waited);
+    }
+  }
+  setInterval(tick, 250);
+
+  // --- buttons ------------------------------------------------------------------------------
+  $("btn-ready").addEventListener("click", () => {
+    if (st.agent && st.agent.state === "logged_out") {
+      send({type: "login", extension: st.extension});
+    } else {
+      send({type: "ready"});
+    }
+  });
+  $("btn-busy").addEventListener("click",
+    () => send({type: "busy", reason: $("busy-reason").value}));
+  $("btn-not-ready").addEventListener("click",
+    () => send({type: "not_ready", reason: $("not-ready-reason").value}));
+  $("btn-end-acw").addEventListener("click", () => send({type: "end_acw"}));
+  $("btn-logout").addEventListener("click", () => {
+    if (st.agent && st.agent.state !== "logged_out") send({type: "logout"});
+    st.closing = true;
+    if (st.ws) st.ws.close(1000);
+    showLogin("");
+  });
+
+  if (st.token) {
+    $("login-view").hidden = true;
+    connect();
+  }
+}());
