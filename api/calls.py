@@ -1,0 +1,81 @@
+"""Desktop actions on a live call: the special-call scripts and the closing (issue 6).
+
+An agent acts only on their own call (STD-110 judges *their* release; a script plays
+on *their* caller); a supervisor may act for the call's agent. Every refusal says why
+(``{"error": reason, "message": ...}``) and changes nothing.
+
+* ``POST /api/v1/calls/{call_id}/special`` ``{"procedure": "silent" | "quiet_line" |
+  "noisy_line" | "wrong_number" | "nuisance"}`` — the system plays the script and
+  releases (STD-056..060, STD-067, STD-112);
+* ``POST /api/v1/calls/{call_id}/nuisance`` — one more scope statement; after the
+  Policy's count the final action runs (STD-064/065, C-2);
+* ``POST /api/v1/calls/{call_id}/closing`` — the goodbye was said: a release after the
+  grace is compliant (STD-111, C-6).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Request
+from pydantic import BaseModel, ConfigDict
+
+from callflow.api.accounts import require
+from callflow.api.auth import Principal
+from callflow.errors import StateError
+
+if TYPE_CHECKING:
+    from callflow.special_calls_feature import SpecialCallsFeature
+
+ROLES = ("agent", "supervisor", "admin")
+_STATUS = {"not_found": 404, "not_your_call": 403, "unknown_procedure": 422,
+           "unknown_action": 422}
+
+
+class SpecialRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    procedure: Literal["silent", "quiet_line", "noisy_line", "wrong_number", "nuisance"]
+
+
+def _agent_of(principal: Principal) -> str | None:
+    """An agent's work number (their only topic is ``agent:<id>``); None for supervisors."""
+    if principal.topics is None:
+        return None
+    return next((t.split(":", 1)[1] for t in sorted(principal.topics)
+                 if t.startswith("agent:")), "")
+
+
+def calls_router(feature: SpecialCallsFeature) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/calls", tags=["calls"])
+
+    def act(request: Request, call_id: str, action: str, procedure: str = "") -> dict[str, Any]:
+        try:
+            service = feature.service
+        except Exception:
+            raise HTTPException(503, {"error": "not_ready",
+                                      "message": "the service is starting"}) from None
+        principal = require(service.auth, request, *ROLES)
+        agent = _agent_of(principal) if principal.role == "agent" else None
+        if agent == "":
+            raise HTTPException(403, {"error": "no_agent", "message": "no agent login"})
+        try:
+            return feature.act(call_id, agent, action, procedure)
+        except StateError as exc:
+            raise HTTPException(_STATUS.get(exc.reason, 409),
+                                {"error": exc.reason, "message": exc.detail or exc.reason},
+                                ) from None
+
+    @router.post("/{call_id}/special", summary="Run a special-call script")
+    async def special(request: Request, call_id: str, body: SpecialRequest) -> dict[str, Any]:
+        return act(request, call_id, "start", body.procedure)
+
+    @router.post("/{call_id}/nuisance", summary="One nuisance scope statement (C-2)")
+    async def nuisance(request: Request, call_id: str) -> dict[str, Any]:
+        return act(request, call_id, "nuisance")
+
+    @router.post("/{call_id}/closing", summary="The closing was said (STD-111)")
+    async def closing(request: Request, call_id: str) -> dict[str, Any]:
+        return act(request, call_id, "closing")
+
+    return router

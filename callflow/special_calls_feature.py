@@ -1,0 +1,354 @@
+"""Hold limits and the special-call scripts on a live Asterisk (issue 6), as a Feature.
+
+The pure machines decide (engine/hold.py, engine/special_calls.py); this module only
+feeds them Asterisk's facts and carries out what only Asterisk can do:
+
+* ``Hold``/``Unhold`` on an agent's leg (the softphone's re-INVITE sendonly/sendrecv)
+  -> hold episodes (STD-040, STD-041, C-5); the desktop's hold button asks the
+  softphone, so it arrives here the same way.
+* ``Hangup`` of a caller's channel -> the hold totals close and the release is judged
+  (who hung up first comes from the runtime's ``first_release``, STD-110..112).
+* ``ChannelTalkingStart`` on the caller's channel (TALK_DETECT, set when the call is
+  bridged) -> caller speech, which cancels the silent-call procedure (STD-056).
+* Prompts to ONE party of a bridged call: AMI Originate of a Local channel whose ;2
+  half runs ChanSpy on the target channel (``w`` whisper: only that channel hears;
+  ``B`` barge: both sides of the bridge) while the ;1 half plays the prompt
+  (asterisk-conf/extensions.conf.j2 ``[callflow-whisper]``). The ;1 channel's Hangup
+  says the prompt is over; its Uniqueid is ours (``ChannelId``), so it is recognised.
+* Releases (AMI Hangup of the caller's channel) and transfers to the automated
+  attendant (AMI Redirect), both tagged with their procedure (STD-112, C-2).
+
+Desktop actions are REST endpoints (api/calls.py): start a procedure, one nuisance
+statement, the closing. An agent may act only on their own call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter
+
+from callflow.engine import calls, hold
+from callflow.engine import special_calls as sc
+from callflow.engine.effects import Effect, Publish
+from callflow.errors import CallflowError, StateError
+
+if TYPE_CHECKING:
+    from callflow.engine.runtime import AmiFrame, Runtime
+    from callflow.service import AgiRoute, Service
+
+log = logging.getLogger(__name__)
+
+REASSURANCE_PROMPT = "wait_progress"  # STD-044 wording, 002:443
+AGENT_BEEP = "beep"  # Asterisk's own sound: a short tone to the agent only (STD-041)
+
+
+class SpecialCallsFeature:
+    """Feeds the hold and special-call machines; plays, releases and transfers."""
+
+    name = "special_calls"
+
+    def __init__(self) -> None:
+        self._service: Service | None = None
+        self.holds: dict[str, hold.CallHolds] = {}
+        self.specials: dict[str, sc.SpecialCall] = {}
+        self.playing: dict[str, tuple[str, str]] = {}  # our Local ;1 uniqueid -> (call, token)
+        self.plays: list[dict[str, Any]] = []  # what was played when (tests, diagnostics)
+        self._ids = itertools.count(1)
+        self._prefix = f"cfsc-{int(time.time())}"
+
+    # --- Feature protocol -----------------------------------------------------------
+
+    async def start(self, service: Service) -> None:
+        self._service = service
+        runtime = self.runtime
+        self.hold_rules = hold.HoldRules.from_policy(service.policy)
+        self.special_rules = sc.SpecialRules.from_policy(service.policy)
+        runtime.on_ami("Hold", self._on_hold)
+        runtime.on_ami("Unhold", self._on_hold)
+        runtime.on_ami("Hangup", self._on_hangup)
+        runtime.on_ami("BridgeEnter", self._on_bridge_enter)
+        runtime.on_ami("ChannelTalkingStart", self._on_talking)
+        runtime.own_timers(hold.TIMER_PREFIX, self._on_hold_timer)
+        runtime.own_timers(sc.TIMER_PREFIX, self._on_special_timer)
+        runtime.extend_snapshot("holds", self._snapshot)
+
+    async def stop(self) -> None:
+        self._service = None
+
+    def routers(self) -> list[APIRouter]:
+        from callflow.api.calls import calls_router
+        return [calls_router(self)]
+
+    def agi_routes(self) -> dict[str, AgiRoute]:
+        return {}
+
+    @property
+    def service(self) -> Service:
+        if self._service is None:
+            raise CallflowError("the special-calls feature is not started")
+        return self._service
+
+    @property
+    def runtime(self) -> Runtime:
+        runtime = self.service.runtime
+        assert runtime is not None
+        return runtime
+
+    # --- desktop actions (api/calls.py) ------------------------------------------------
+
+    def act(self, call_id: str, agent_id: str | None, action: str,
+            procedure: str = "") -> dict[str, Any]:
+        """One desktop action on a live call; ``agent_id`` None = a supervisor, acting for
+        the call's agent. Raises StateError (not_found, not_your_call, ...), nothing changed."""
+        call = self.runtime.calls.get(call_id)
+        if call is None:
+            raise StateError("not_found", f"no call {call_id!r}")
+        if call.phase is not calls.Phase.CONNECTED or call.agent_id is None:
+            raise StateError("not_connected", f"call {call_id} is {call.phase.value}")
+        actor = call.agent_id if agent_id is None else agent_id
+        machine = self._special(call)
+        now, wall = self.runtime.clock.now(), time.time()
+        event: sc.SpecialEvent
+        if action == "closing":
+            event = sc.Closing(call_id, actor, now, wall)
+        elif action == "nuisance":
+            event = sc.Warn(call_id, actor, now, wall)
+        elif action == "start":
+            event = sc.Start(call_id, actor, procedure, now, wall)
+        else:
+            raise StateError("unknown_action", action)
+        self._step_special(machine, event)
+        return special_view(self.specials[call_id])
+
+    # --- AMI facts ----------------------------------------------------------------------
+
+    def _on_hold(self, frame: AmiFrame) -> None:
+        link = self.runtime.agent_links.get(frame.get("Uniqueid"))
+        if link is None:
+            return  # a caller holding the agent, or a leg we do not track
+        call = self.runtime.calls.get(link.call_id)
+        if call is None:
+            return
+        now, wall = self.runtime.clock.now(), _stamp(frame)
+        machine = self.holds.get(call.call_id) or hold.new(call.call_id, link.agent_id)
+        event: hold.HoldEvent = (hold.HoldOn if frame.name == "Hold" else hold.HoldOff)(
+            call.call_id, link.agent_id, now, wall)
+        if call.phase is calls.Phase.ENDED:
+            log.info("call %s: %s after the call ended: ignored", call.call_id, frame.name)
+            return
+        self._step_hold(machine, event)
+
+    def _on_hangup(self, frame: AmiFrame) -> None:
+        uid = frame.get("Uniqueid")
+        played = self.playing.pop(uid, None)
+        if played is not None:
+            call_id, token = played
+            self._note_play(call_id, token, "ended")
+            machine = self.specials.get(call_id)
+            if machine is not None:
+                self._step_special(machine, sc.PromptPlayed(call_id, token,
+                                                            self.runtime.clock.now(), time.time()))
+            return
+        call = self.runtime.calls.get(uid)
+        if call is None or call.phase is not calls.Phase.ENDED:
+            return
+        now, wall = self.runtime.clock.now(), _stamp(frame)
+        holds = self.holds.pop(uid, None)
+        if holds is not None:
+            self._step_hold(holds, hold.CallOver(uid, now, wall), keep=False)
+        machine = self.specials.get(uid)
+        if machine is None and call.answered_at is not None and call.agent_id is not None:
+            machine = self._special(call)
+        if machine is not None:
+            by = call.released_by or "unknown"
+            self._step_special(machine, sc.Released(uid, by, now, wall))
+            self.specials.pop(uid, None)
+
+    def _on_bridge_enter(self, frame: AmiFrame) -> None:
+        """The caller is talking to an agent: listen for their speech (STD-056)."""
+        uid = frame.get("Uniqueid")
+        if uid not in self.runtime.calls or frame.get("BridgeNumChannels") == "1":
+            return
+        self._ami("Setvar", {"Channel": frame.get("Channel"), "Variable": "TALK_DETECT(set)",
+                             "Value": ""})
+
+    def _on_talking(self, frame: AmiFrame) -> None:
+        uid = frame.get("Uniqueid")
+        machine = self.specials.get(uid)
+        if machine is not None:
+            self._step_special(machine, sc.CallerSpeech(uid, self.runtime.clock.now(),
+                                                        _stamp(frame)))
+
+    # --- timers -------------------------------------------------------------------------
+
+    def _on_hold_timer(self, key: str) -> None:
+        call_id = hold.parse_key(key)[0]
+        machine = self.holds.get(call_id)
+        if machine is not None:
+            self._step_hold(machine, hold.HoldTimer(key, self.runtime.clock.now(), time.time()))
+
+    def _on_special_timer(self, key: str) -> None:
+        call_id = key.split(":")[1]
+        machine = self.specials.get(call_id)
+        if machine is not None:
+            self._step_special(machine, sc.SpecialTimer(key, self.runtime.clock.now(),
+                                                        time.time()))
+
+    # --- machines -----------------------------------------------------------------------
+
+    def _special(self, call: calls.InboundCall) -> sc.SpecialCall:
+        machine = self.specials.get(call.call_id)
+        if machine is None:
+            machine = sc.new(call.call_id, call.agent_id or "", call.caller)
+            self.specials[call.call_id] = machine
+        return machine
+
+    def _step_hold(self, machine: hold.CallHolds, event: hold.HoldEvent,
+                   keep: bool = True) -> None:
+        try:
+            new, effects = hold.step(machine, event, self.hold_rules)
+        except StateError as exc:  # Asterisk said it twice, or out of order: nothing changes
+            log.info("call %s: %s rejected (%s)", machine.call_id, type(event).__name__, exc)
+            return
+        if keep:
+            self.holds[machine.call_id] = new
+        self._carry_out(effects)
+
+    def _step_special(self, machine: sc.SpecialCall, event: sc.SpecialEvent) -> None:
+        """Requests from the desktop raise StateError to the API; nothing is changed."""
+        new, effects = sc.step(machine, event, self.special_rules)
+        self.specials[machine.call_id] = new
+        self._carry_out(effects)
+
+    def _carry_out(self, effects: Iterable[Effect]) -> None:
+        core: list[Effect] = []
+        for effect in effects:
+            if isinstance(effect, hold.Beep):
+                self._play_agent(effect.call_id, AGENT_BEEP, "beep")
+            elif isinstance(effect, hold.Reassure):
+                self._play(effect.call_id, REASSURANCE_PROMPT, "", "whisper", token="")
+            elif isinstance(effect, hold.Retrieve):
+                core.append(Publish(f"agent:{effect.agent_id}", {
+                    "type": "hold_retrieve", "call_id": effect.call_id, "std": "STD-043"}))
+            elif isinstance(effect, sc.Play):
+                self._play(effect.call_id, effect.prompt, effect.token, "barge",
+                           token=effect.token)
+            elif isinstance(effect, sc.Release):
+                self._release(effect.call_id)
+            elif isinstance(effect, sc.Transfer):
+                self._transfer(effect.call_id, effect.target)
+            else:
+                core.append(effect)
+        self.runtime.execute(core)
+
+    # --- Asterisk side ------------------------------------------------------------------
+
+    def _caller_channel(self, call_id: str) -> str | None:
+        call = self.runtime.calls.get(call_id)
+        return None if call is None else call.channel
+
+    def _agent_channel(self, call_id: str) -> str | None:
+        call = self.runtime.calls.get(call_id)
+        offer = None if call is None else call.answered_offer
+        return None if offer is None else offer.channel
+
+    def _play_agent(self, call_id: str, sound: str, label: str) -> None:
+        channel = self._agent_channel(call_id)
+        if channel is None:
+            return
+        self._spy(call_id, channel, "whisper", sound, label, token="")
+
+    def _play(self, call_id: str, prompt: str, label: str, mode: str, token: str) -> None:
+        channel = self._caller_channel(call_id)
+        if channel is None:
+            return
+        try:
+            path = str(self.service.prompts.path(prompt))
+        except CallflowError:
+            log.exception("call %s: prompt %s cannot be rendered", call_id, prompt)
+            return
+        self._spy(call_id, channel, mode, path, label or prompt, token)
+
+    def _spy(self, call_id: str, channel: str, mode: str, sound: str, label: str,
+             token: str) -> None:
+        """Originate Local/<mode>@callflow-whisper: ;2 spies on ``channel``, ;1 plays."""
+        uid = f"{self._prefix}-{next(self._ids)}"
+        if token:
+            self.playing[uid] = (call_id, token)
+        self.plays.append({"call_id": call_id, "label": label, "mode": mode,
+                           "channel": channel, "uid": uid, "token": token,
+                           "sent": time.monotonic()})
+        self._ami("Originate", {
+            "Channel": f"Local/{mode}@callflow-whisper/n", "Application": "Playback",
+            "Data": sound, "Async": "true", "ChannelId": uid, "OtherChannelId": f"{uid}-2",
+            "Variable": f"CALLFLOW_SPY={channel}"})
+
+    def _note_play(self, call_id: str, token: str, what: str) -> None:
+        for play in reversed(self.plays):
+            if play["call_id"] == call_id and play["token"] == token:
+                play[what] = time.monotonic()
+                return
+
+    def _release(self, call_id: str) -> None:
+        channel = self._caller_channel(call_id)
+        if channel is not None:
+            self._ami("Hangup", {"Channel": channel, "Cause": "16"})
+
+    def _transfer(self, call_id: str, target: str) -> None:
+        channel = self._caller_channel(call_id)
+        if channel is None:
+            return
+        exten, _, context = target.partition("@")
+        self._ami("Redirect", {"Channel": channel, "Context": context, "Exten": exten,
+                               "Priority": "1"})
+
+    def _ami(self, action: str, fields: dict[str, str]) -> None:
+        send = self.runtime.adapters.ami_action
+        if send is None:
+            log.error("no AMI link: %s not sent", action)
+            return
+        task = asyncio.get_running_loop().create_task(send(action, fields))
+        task.add_done_callback(_log_failure(action))
+
+    # --- views --------------------------------------------------------------------------
+
+    def _snapshot(self, may_see: Callable[[str], bool]) -> dict[str, Any]:
+        now = self.runtime.clock.now()
+        return {cid: hold_view(h, now) for cid, h in self.holds.items()
+                if may_see("board") or may_see(f"agent:{h.agent_id}")}
+
+
+def hold_view(holds: hold.CallHolds, now: float) -> dict[str, Any]:
+    current = holds.current
+    return {"agent_id": holds.agent_id, "on_hold": current is not None,
+            "held_s": None if current is None else round(now - current.started_at, 1),
+            "hold_count": holds.count, "hold_total_s": round(holds.total_s(now), 1),
+            "breaches": holds.breaches}
+
+
+def special_view(machine: sc.SpecialCall) -> dict[str, Any]:
+    return {"call_id": machine.call_id, "agent_id": machine.agent_id,
+            "procedure": machine.procedure, "running": machine.running,
+            "warnings": machine.warnings, "closing": machine.closing_at is not None,
+            "ending": machine.ending}
+
+
+def _stamp(frame: AmiFrame) -> float:
+    raw = frame.get("Timestamp")
+    try:
+        return float(raw) if raw else time.time()
+    except ValueError:
+        return time.time()
+
+
+def _log_failure(action: str) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("AMI %s failed: %s", action, task.exception())
+    return done
