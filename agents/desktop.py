@@ -6,11 +6,12 @@ Plugged into the Service (callflow/service.py ``Feature``), it adds:
   api/desktop.py) and the page at ``/desktop``;
 * feature codes dialled from the softphone (``agi://.../feature``, the dialplan's
   ``agents`` context; dialplan/feature_codes.py);
-* agent holds seen by AMI (``Hold``/``Unhold`` on an agent's leg) -> on_hold, and,
-  unless the call's hold machine (engine/hold.py) is wired to send them
-  (``hold_reminders=False``), the desktop's hold reminders in that machine's shapes:
-  ``hold_reminder`` at ``hold.reminder_s`` and every ``hold.reminder_repeat_s`` after
-  (STD-041), ``hold_limit`` at ``hold.limit_s`` (STD-040);
+* agent holds seen by AMI (``Hold``/``Unhold`` on an agent's leg) -> the agent's
+  on_hold state, and the desktop's hold reminders in the shapes of the call's hold
+  machine (engine/hold.py): ``hold_reminder`` at ``hold.reminder_s`` and every
+  ``hold.reminder_repeat_s`` after (STD-041), ``hold_limit`` at ``hold.limit_s``
+  (STD-040) -- only when no feature running that machine (``special_calls``) is in
+  the service, so the desktop never gets two of each;
 * each agent's current call in every snapshot (``state.desks``), so a desktop that
   reconnects mid-call shows the caller, the history and the greeting again;
 * after every AMI resync, every desk's softphone status from ``PJSIPShowEndpoints``
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 TIMER_PREFIX = "desk"
 HOLD_REMINDER = "hold_reminder"  # STD-041 (payload type as engine/hold.py sends it)
 HOLD_LIMIT = "hold_limit"  # STD-040
+HOLD_MACHINE_FEATURE = "special_calls"  # callflow/special_calls_feature.py runs engine/hold.py
 
 
 class AgentDesktop:
@@ -55,8 +57,8 @@ class AgentDesktop:
 
     name = "agent_desktop"
 
-    def __init__(self, *, hold_reminders: bool = True) -> None:
-        """``hold_reminders=False`` once engine/hold.py's machine sends them (one sender)."""
+    def __init__(self, *, hold_reminders: bool | None = None) -> None:
+        """``hold_reminders``: None = only if the hold machine's feature is not running."""
         self._service: Service | None = None
         self._hold_reminders = hold_reminders
         self._hold_timers: dict[str, list[str]] = {}  # agent_id -> desk timer keys
@@ -70,6 +72,9 @@ class AgentDesktop:
         await self._restore(service)
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
+        if self._hold_reminders is None:
+            self._hold_reminders = not any(getattr(f, "name", "") == HOLD_MACHINE_FEATURE
+                                           for f in service.options.features)
         if self._hold_reminders:
             runtime.on_publish(self._on_publish)
             runtime.own_timers(TIMER_PREFIX, self._on_timer)

@@ -157,13 +157,15 @@ async def start(tmp_path: Path, prompts_dir: Path,
     database = tmp_path / "callflow.db"
     shutil.copyfile(migrated_sqlite_file, database)
 
-    async def start_service(policy: Policy = FAST, agents: tuple[str, ...] = AGENTS) -> Running:
+    async def start_service(policy: Policy = FAST, agents: tuple[str, ...] = AGENTS,
+                            features: list[Any] | None = None) -> Running:
         port = _free_port()
         settings = Settings(state_dir=prompts_dir, database_url=f"sqlite:///{database}",
                             asterisk_root=tmp_path, policy_file=None, api_token=TOKEN,
                             ports=Ports(ami=_free_port(), agi=0, api=port))
         roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}") for a in agents))
-        service = Service(settings, policy, roster, ServiceOptions(features=[AgentDesktop()]))
+        service = Service(settings, policy, roster,
+                          ServiceOptions(features=features or [AgentDesktop()]))
         await service.start()
         services.append(Running(service, port))
         return services[-1]
@@ -463,6 +465,42 @@ async def test_hold_reminders_and_limit_until_the_hold_ends(start: Start) -> Non
     again = (await desk.event("hold_reminder"))["payload"]
     assert again["count"] == 1
     rt.agent_event("1001", HoldEnded("c1"))
+    await desk.ws.close()
+
+
+class HoldMachineFeature:
+    """A feature that runs the call's hold machine (as callflow/special_calls_feature.py
+    does): it sends the hold reminders, so the desktop must not send its own."""
+
+    name = "special_calls"
+
+    async def start(self, service: Service) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    def routers(self) -> list[Any]:
+        return []
+
+    def agi_routes(self) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.parametrize("features", [
+    lambda: [AgentDesktop(hold_reminders=False)],
+    lambda: [HoldMachineFeature(), AgentDesktop()],
+], ids=["switched-off", "hold-machine-present"])
+async def test_no_second_sender_of_hold_reminders(start: Start, features: Any) -> None:
+    running = await start(features=features())
+    rt = running.runtime
+    desk = await running.desk("1001")
+    await desk.request("login", extension="1001")
+    for event in (CallOffered("c1"), CallAnswered("c1"), HoldStarted("c1")):
+        rt.agent_event("1001", event)
+    await desk.event(state="on_hold")
+    frames = await desk.quiet(FAST.hold.limit_s + 0.3)
+    assert not [f for f in frames if f.get("payload", {}).get("type", "").startswith("hold_")]
     await desk.ws.close()
 
 
