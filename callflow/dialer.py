@@ -746,6 +746,7 @@ class OutboundFeature:
         self.service = service
         self.dialer = Dialer(service.store, service.runtime, service.policy, service.clock,
                              lambda: service.ami)
+        service.runtime.hold_agents(self.dialer.holds_agent)  # own callbacks first (STD-069)
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
         log.info("outbound dialer started (%s mode, customer rings %gs, agent rings %gs)",
                  service.policy.outbound.dial_mode,

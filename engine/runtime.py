@@ -95,6 +95,7 @@ class Runtime:
         self._timer_owners: dict[str, Callable[[str], None]] = {}
         self._publish_listeners: list[Callable[[str, dict[str, Any]], None]] = []
         self._snapshot_parts: dict[str, Callable[[Callable[[str], bool]], Any]] = {}
+        self._agent_holds: list[Callable[[str], bool]] = []
         self.stats = RuntimeStats()
         for member in roster.agents:
             self.agents[member.agent_id] = agent_state.new_agent(member.agent_id, member.endpoint)
@@ -195,6 +196,11 @@ class Runtime:
         those a slow websocket subscriber would have had replaced by a snapshot."""
         self._publish_listeners.append(listener)
 
+    def hold_agents(self, predicate: Callable[[str], bool]) -> None:
+        """Routing skips an agent while ``predicate(agent_id)`` is true: a feature is about
+        to give them other work (the dialer: their own due callback, STD-069)."""
+        self._agent_holds.append(predicate)
+
     def extend_snapshot(self, key: str, part: Callable[[Callable[[str], bool]], Any]) -> None:
         """Add ``state[key] = part(may_see)`` to every snapshot (``part`` filters by may_see)."""
         if key in ("agents", "calls") or key in self._snapshot_parts:
@@ -294,6 +300,7 @@ class Runtime:
             pool = [a for a in self.agents.values() if a.agent_id in serving]
         else:
             pool = [a for a in self.agents.values() if a.agent_id == only]
+        pool = [a for a in pool if not any(held(a.agent_id) for held in self._agent_holds)]
         candidate = agent_state.longest_idle(pool)
         if candidate is None:
             return None

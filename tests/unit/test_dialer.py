@@ -414,14 +414,18 @@ async def test_pool_tasks_wait_while_an_inbound_caller_waits(rig: Rig) -> None:
 
 
 async def test_an_agent_with_a_due_callback_is_held_from_inbound(rig: Rig) -> None:
+    rig.runtime.hold_agents(rig.dialer.holds_agent)  # as OutboundFeature.start does
     rig.login("1001")
     rig.runtime.agent_event("1001", RequestState(AgentState.BUSY, "restroom"))
     rig.add(owner="1001", kind="dropped_call")
     await rig.dialer.tick()
     assert rig.dialer.holds_agent("1001") and rig.ami.actions == []
-    rig.runtime.agent_event("1001", RequestState(AgentState.READY))
+    rig.runtime.agent_event("1001", RequestState(AgentState.READY))  # the only free agent
+    rig.runtime.call_entered("1700000000.7", "PJSIP/caller-7", "13800000000", "100")
+    assert rig.runtime.choose_agent("1700000000.7") is None  # STD-069: the callback first
     await rig.dialer.tick()
     assert rig.state("1001") is AgentState.RINGING
+    assert [f["Channel"] for f in rig.ami.originates()] == ["PJSIP/agent1001"]
 
 
 async def test_tasks_of_an_agent_who_logged_out_go_to_the_pool(rig: Rig) -> None:
