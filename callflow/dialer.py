@@ -81,6 +81,7 @@ NEWS_SLACK_S = 15.0
 #: Claims older than the ring limits plus this are a crashed engine's (released).
 STALE_CLAIM_SLACK_S = 120.0
 STALE_SWEEP_EVERY_S = 60.0
+FAILED_TICK_PAUSE_S = 5.0
 ABSENT_SWEEP_EVERY_S = 10.0
 #: The desktop feed re-reads this much before its last read (late commits), in batches.
 FEED_OVERLAP_S = 5.0
@@ -186,10 +187,9 @@ def add_callback(s: Session, kind: str, number: str, owner_agent_id: str | None 
 
 @dataclass
 class _Live:
-    """An attempt in flight and the task it was claimed from."""
+    """An attempt in flight."""
 
     attempt: Attempt
-    task: CallbackTask
     news_at: float  # monotonic time of the last fact (or the Originate)
     finishing: bool = False
 
@@ -343,8 +343,8 @@ class Dialer:
             log.warning("task #%d: %s; not dialled, unreachable", task.id, exc)
             failed = outbound.new_attempt(attempt_id, task.id, task.kind, task.number,
                                           agent_id, self.clock.wall().timestamp())
-            self._spawn(self._finish(_Live(failed, task, self.clock.now()), replace(
-                failed, outcome=AttemptOutcome.INVALID_NUMBER, detail=str(exc))))
+            self._spawn(self._finish(replace(failed, outcome=AttemptOutcome.INVALID_NUMBER,
+                                             detail=str(exc))))
             return None
         if member is None or agent is None or not agent_state.routable(agent):
             await self._release(task, AttemptOutcome.NOT_DIALLED, agent_id, attempt_id,
@@ -360,7 +360,7 @@ class Dialer:
         attempt = outbound.new_attempt(attempt_id, task.id, task.kind, task.number, agent_id,
                                        self.clock.wall().timestamp())
         self.tell(task, also=agent_id)
-        self.attempts[attempt_id] = _Live(attempt, task, self.clock.now())
+        self.attempts[attempt_id] = _Live(attempt, self.clock.now())
         desk = agent.extension or member.endpoint  # hot-desking: where the agent logged in
         fields = outbound.originate_fields(attempt, self.policy, desk, self.context)
         log.info("task #%d: dialling %s for agent %s (attempt %s, %s)", task.id, task.number,
@@ -398,7 +398,7 @@ class Dialer:
             self._agent_quiet(agent_id, agent_state.CallAnswered(attempt_id))
         if before.outcome is None and after.outcome is not None and not live.finishing:
             live.finishing = True
-            self._spawn(self._finish(live, after))
+            self._spawn(self._finish(after))
         if after.phase is outbound.Phase.ENDED:
             self._ended(live, after)
         elif after.phase is not before.phase:
@@ -446,7 +446,7 @@ class Dialer:
         except StateError as exc:
             log.info("agent %s: %s ignored (%s)", agent_id, type(event).__name__, exc)
 
-    async def _finish(self, live: _Live, attempt: Attempt) -> None:
+    async def _finish(self, attempt: Attempt) -> None:
         """Record the attempt and apply the retry rule, in one transaction."""
         assert attempt.outcome is not None
         now = self.clock.wall()
@@ -756,13 +756,15 @@ class OutboundFeature:
     async def _run(self) -> None:
         assert self.dialer is not None
         while True:
+            pause = self.tick_s
             try:
                 await self.dialer.tick()
             except asyncio.CancelledError:
                 raise
             except Exception:  # one bad tick must not stop outbound calling for good
-                log.exception("dialer tick failed")
-            await asyncio.sleep(self.tick_s)
+                log.exception("dialer tick failed; next try in %gs", FAILED_TICK_PAUSE_S)
+                pause = max(pause, FAILED_TICK_PAUSE_S)  # e.g. the database is down
+            await asyncio.sleep(pause)
 
     async def stop(self) -> None:
         if self._loop_task is not None:
