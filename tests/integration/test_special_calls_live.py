@@ -1,0 +1,160 @@
+"""Special-call scripts on the real Asterisk with SIPp (issue 6).
+
+* Silent caller (SIPp sends no RTP at all): the agent starts the silent procedure; the
+  system plays prompt 1, waits 5 s, prompt 2, 5 s, prompt 3, 5 s and releases; the
+  gaps are measured on Asterisk's own event times (±0.5 s) and the call is stored
+  with outcome "silent", released by the system, compliant (STD-056, STD-112).
+* Nuisance: the agent marks the call N times (Policy); each mark plays the scope
+  statement; after the N-th the caller is transferred to the automated attendant,
+  the number is flagged and the call is stored as "nuisance", compliant (STD-064, C-2).
+
+Prompts reach the caller through ChanSpy barge on a Local channel (see
+callflow/special_calls_feature.py); ``ChanSpyStart`` and the Local channel's
+``Hangup`` are the start and end of each prompt as Asterisk played it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from product import Product, running_product
+
+from callflow.agents.state import LogIn
+from callflow.engine.calls import Phase
+from callflow.engine.policy import Policy, parse_policy
+from callflow.service import ServiceOptions
+from callflow.special_calls_feature import SpecialCallsFeature
+from callflow.store import repo
+
+if TYPE_CHECKING:
+    from conftest import PbxHandle
+    from sippctl import SippControl
+
+pytestmark = pytest.mark.integration
+AGENTS = ["1001"]
+TOLERANCE_S = 0.5
+
+
+def start_product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
+                  policy: Policy) -> Iterator[tuple[Product, SpecialCallsFeature]]:
+    asterisk.cli("module load func_talkdetect.so")  # lead: add to modules.conf.j2
+    feature = SpecialCallsFeature()
+    with running_product(asterisk, asterisk_root, tmp_path, policy, AGENTS,
+                         ServiceOptions(features=[feature])) as running:
+        running.call(lambda: running.runtime.agent_event("1001", LogIn()))
+        yield running, feature
+
+
+@pytest.fixture
+def default_product(asterisk: PbxHandle, asterisk_root: Path,
+                    tmp_path: Path) -> Iterator[tuple[Product, SpecialCallsFeature]]:
+    yield from start_product(asterisk, asterisk_root, tmp_path, Policy.defaults())
+
+
+@pytest.fixture
+def nuisance_product(asterisk: PbxHandle, asterisk_root: Path,
+                     tmp_path: Path) -> Iterator[tuple[Product, SpecialCallsFeature]]:
+    policy = parse_policy({"special_calls": {"nuisance_warnings": 2,
+                                             "nuisance_final_action": "transfer_attendant"}})
+    yield from start_product(asterisk, asterisk_root, tmp_path, policy)
+
+
+def connected_call(asterisk: PbxHandle, sipp: SippControl, product: Product,
+                   t0: float) -> str:
+    enter = asterisk.tap.wait_event(
+        lambda e: e["Event"] == "BridgeEnter" and e.get("Channel", "").startswith("PJSIP/caller")
+        and e.get("BridgeNumChannels") == "2", 30, since=t0)
+    call_id: str = enter["Uniqueid"]
+    product.wait_for(lambda: product.runtime.calls[call_id].phase is Phase.CONNECTED, 5,
+                     "the call to be connected")
+    return call_id
+
+
+def prompt_spans(asterisk: PbxHandle, t0: float, call_channel: str) -> list[tuple[float, float]]:
+    """(start, end) of each prompt played into the call, on Asterisk's clock."""
+    spans = []
+    for start in asterisk.tap.events_since(t0, "ChanSpyStart", SpyeeChannel=call_channel):
+        spyer = start["SpyerChannel"]  # Local/barge@callflow-whisper-xxxx;2
+        base = spyer.rsplit(";", 1)[0]
+        end = asterisk.tap.wait_event(
+            lambda e, b=base: e["Event"] == "Hangup" and e.get("Channel") == f"{b};1", 30,
+            since=t0)
+        spans.append((float(start["Timestamp"]), float(end["Timestamp"])))
+    return spans
+
+
+def test_silent_caller_script_with_measured_gaps_ends_silent(
+        asterisk: PbxHandle, sipp: SippControl,
+        default_product: tuple[Product, SpecialCallsFeature]) -> None:
+    product, feature = default_product
+    sc = product.service.policy.special_calls
+    sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
+    t0 = asterisk.tap.mark()
+    caller = sipp.caller("100", "uac_silent_wait_bye.xml", caller_id="13900000021",
+                         timeout_s=120)
+    call_id = connected_call(asterisk, sipp, product, t0)
+    channel = product.call(lambda: product.runtime.calls[call_id].channel)
+    view = product.call(lambda: feature.act(call_id, "1001", "start", "silent"))
+    assert view["procedure"] == "silent" and view["running"]
+    assert caller.wait(90) == 0, caller.diagnostics()
+    hangup = asterisk.tap.wait_event("Hangup", 10, since=t0, Uniqueid=call_id)
+    spans = prompt_spans(asterisk, t0, channel)
+    released = float(hangup["Timestamp"])
+    gaps = [b[0] - a[1] for a, b in itertools.pairwise(spans)]
+    print(f"\nprompts {[(round(s - spans[0][0], 3), round(e - spans[0][0], 3)) for s, e in spans]}"
+          f" gaps {[round(g, 3) for g in gaps]} release +{released - spans[-1][1]:.3f} s")
+    assert len(spans) == sc.silent_prompts
+    assert all(g == pytest.approx(sc.silent_gap_s, abs=TOLERANCE_S) for g in gaps), gaps
+    assert released - spans[-1][1] == pytest.approx(sc.silent_release_delay_s, abs=TOLERANCE_S)
+    played = [p["label"] for p in feature.plays if p["call_id"] == call_id]
+    assert played == ["1:1", "1:2", "1:3"]
+
+    product.wait_for(lambda: product.runtime.calls[call_id].phase is Phase.ENDED, 10,
+                     "the call to end")
+    product.flush()
+    call = product.store.read(repo.get_call, call_id)
+    assert call is not None
+    assert (call.outcome, call.released_by, call.release_compliant, call.release_procedure) == (
+        "silent", "system", True, "silent")
+
+
+def test_nuisance_warned_n_times_then_transferred_to_the_attendant(
+        asterisk: PbxHandle, sipp: SippControl,
+        nuisance_product: tuple[Product, SpecialCallsFeature]) -> None:
+    product, feature = nuisance_product
+    warnings = product.service.policy.special_calls.nuisance_warnings
+    sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
+    t0 = asterisk.tap.mark()
+    caller = sipp.caller("100", "uac_silent_wait_bye.xml", caller_id="13900000022",
+                         timeout_s=120)
+    call_id = connected_call(asterisk, sipp, product, t0)
+    channel = product.call(lambda: product.runtime.calls[call_id].channel)
+    for n in range(1, warnings + 1):
+        view = product.call(lambda: feature.act(call_id, "1001", "nuisance"))
+        assert view["warnings"] == n
+
+        def played(n: int = n) -> bool:
+            mine = [p for p in feature.plays if p["call_id"] == call_id and p["token"]]
+            return len(mine) >= n and "ended" in mine[n - 1]
+
+        product.wait_for(played, 40, f"statement {n} to be played")
+    assert caller.wait(60) == 0, caller.diagnostics()
+    spans = prompt_spans(asterisk, t0, channel)
+    assert len(spans) == warnings
+    attendant = asterisk.tap.wait_event("Newexten", 10, since=t0, Uniqueid=call_id,
+                                        Context="callflow-attendant")
+    assert float(attendant["Timestamp"]) >= spans[-1][1]
+    product.wait_for(lambda: product.runtime.calls[call_id].phase is Phase.ENDED, 10,
+                     "the call to end")
+    product.flush()
+    call = product.store.read(repo.get_call, call_id)
+    assert call is not None
+    assert (call.outcome, call.release_compliant, call.release_procedure) == (
+        "nuisance", True, "nuisance")
+    events: list[Any] = product.store.read(repo.read_events, uniqueid=call_id)
+    flags = [e for e in events if e.kind == "number_flag"]
+    assert len(flags) == 1 and flags[0].payload["number"] == "13900000022"
