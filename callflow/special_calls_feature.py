@@ -53,7 +53,11 @@ class SpecialCallsFeature:
 
     name = "special_calls"
 
-    def __init__(self) -> None:
+    def __init__(self, desktop_hold_reminders: bool = True) -> None:
+        """``desktop_hold_reminders=False`` leaves the desktop's hold reminder and limit
+        messages to agents/desktop.py (AgentDesktop sends its own); the beep, the board,
+        the alarm, the reassurance and the records stay here."""
+        self.desktop_hold_reminders = desktop_hold_reminders
         self._service: Service | None = None
         self.holds: dict[str, hold.CallHolds] = {}
         self.specials: dict[str, sc.SpecialCall] = {}
@@ -243,6 +247,10 @@ class SpecialCallsFeature:
                 self._release(effect.call_id)
             elif isinstance(effect, sc.Transfer):
                 self._transfer(effect.call_id, effect.target)
+            elif isinstance(effect, Publish) and not self.desktop_hold_reminders \
+                    and effect.topic.startswith("agent:") \
+                    and effect.payload.get("type") in ("hold_reminder", "hold_limit"):
+                continue
             else:
                 core.append(effect)
         self.runtime.execute(core)
