@@ -12,8 +12,9 @@ One ``Feature`` (callflow/service.py) with everything a supervisor needs (STD-14
 * **Alarms the core cannot see** are raised here, through the runtime (so they are
   stored and published like the core's own): the AMI link down, a caller waiting past
   the maximum (STD-043), service level below target, an interval's average answer ring
-  above target (STD-006), the agent hanging up first (STD-110). RONA, ACW overrun,
-  softphone unreachable and the rest come from the agent machine.
+  above target (STD-006). RONA, ACW overrun and softphone unreachable come from the
+  agent machine, hold breaches from engine/hold.py, the agent hanging up first (STD-110)
+  from the release judge (engine/special_calls.py): the board shows them all.
 * **Supervisor actions** (force a state, log out, listen / whisper / barge through
   ChanSpy, acknowledge an alarm) are audited in ``audit_log`` with who did what.
 * **Reports** on demand (JSON, CSV, printable HTML) and on a schedule (files in
@@ -115,7 +116,6 @@ class _AlarmMemory:
     long_waits: set[str] = field(default_factory=set)
     low_sl: set[str] = field(default_factory=set)
     ring_intervals: set[tuple[str, int]] = field(default_factory=set)
-    hung_up_first: set[str] = field(default_factory=set)
     ami_down: bool = False
 
 
@@ -137,7 +137,8 @@ class BoardFeature:
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._callbacks_due = 0.0
-        self._next_reports: datetime | None = None
+        #: When the schedule next writes reports (None: no schedule); may be brought forward.
+        self.next_reports_at: datetime | None = None
         self._started_at = 0.0
         self._ami_seen_up = False
 
@@ -174,7 +175,7 @@ class BoardFeature:
         self.callbacks = await asyncio.to_thread(service.store.read, repo.open_callbacks_by_queue)
         self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
         if self.options.schedule_reports:
-            self._next_reports = reports.next_run(now, self.zone)
+            self.next_reports_at = reports.next_run(now, self.zone)
         service.runtime.on_publish(self._observe)
         service.runtime.extend_snapshot("board", self._snapshot_part)
         self._ticker = asyncio.create_task(self._tick_forever(), name="board-tick")
@@ -234,6 +235,9 @@ class BoardFeature:
             return
         kind = payload.get("type")
         if topic == "alarms" and kind == "alarm":
+            if payload.get("kind") == "agent_hung_up_first":
+                live.on_release_violation(payload, self.now())
+                self._schedule_flush()
             entry = self.alarms.from_publish(payload)
             if entry is not None:
                 self.service.hub.publish("alarms", {"type": "alarm_open",
@@ -242,9 +246,7 @@ class BoardFeature:
         if topic != "board":
             return
         if kind == "call" and isinstance(payload.get("call"), dict):
-            fact = live.on_call(payload["call"], self.now())
-            if fact is not None and fact.ended_at is not None:
-                self._check_release(fact)
+            live.on_call(payload["call"], self.now())
             self._schedule_flush()
         elif kind == "agent_state":
             live.on_agent(payload)
@@ -290,14 +292,6 @@ class BoardFeature:
         runtime = self.service.runtime
         assert runtime is not None
         runtime.execute([Alarm(kind, detail, std=std)])
-
-    def _check_release(self, fact: kpi.CallFact) -> None:
-        """STD-110: the agent released first, and neither STD-111 nor STD-112 covers it."""
-        if fact.uniqueid in self._memory.hung_up_first or not kpi.is_agent_first_release(fact):
-            return
-        self._memory.hung_up_first.add(fact.uniqueid)
-        self._raise("agent_hung_up_first", {"agent_id": fact.agent_id, "call_id": fact.uniqueid,
-                                            "queue": fact.queue}, std="STD-110")
 
     def _check_queue(self, view: dict[str, Any]) -> None:
         queue = view["queue"]
@@ -379,9 +373,9 @@ class BoardFeature:
         if loop.time() >= self._callbacks_due:
             self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
             self._spawn(self._refresh_callbacks())
-        if self._next_reports is not None and now >= self._next_reports:
-            day_done = (self._next_reports - reports.SCHEDULE_DELAY).astimezone(self.zone).date()
-            self._next_reports = reports.next_run(now, self.zone)
+        if self.next_reports_at is not None and now >= self.next_reports_at:
+            day_done = (self.next_reports_at - reports.SCHEDULE_DELAY).astimezone(self.zone).date()
+            self.next_reports_at = reports.next_run(now, self.zone)
             self._spawn(self.write_scheduled_reports(day_done - timedelta(days=1)))
 
     def _spawn(self, coro: Any) -> None:

@@ -56,7 +56,10 @@ def fact_from_record(record: dict[str, Any], holds: tuple[kpi.HoldFact, ...] = (
         outcome=record.get("outcome"), ring_started_at=_time(record.get("ring_started_at")),
         offers=offers, holds=holds, transfer_count=int(record.get("transfer_count") or 0),
         released_by=record.get("released_by"),
-        release_compliant=record.get("release_compliant"),
+        # an agent's release is a violation once the release judge (engine/special_calls.py)
+        # says so with its agent_hung_up_first alarm (STD-110/111): until then it is not one
+        release_compliant=record.get("release_compliant",
+                                     True if record.get("released_by") == "agent" else None),
         release_procedure=record.get("release_procedure"),
         disposition=record.get("disposition"), caller=str(record.get("caller_number") or ""))
 
@@ -151,6 +154,13 @@ class LiveDay:
         hold = kpi.HoldFact(as_of - timedelta(seconds=hold_s), as_of,
                             payload.get("agent_id") or None)
         self._replace(call, replace(call, holds=(*call.holds, hold)), as_of)
+
+    def on_release_violation(self, alarm: dict[str, Any], as_of: datetime) -> None:
+        """The ``agent_hung_up_first`` alarm (STD-110): count it against the call."""
+        detail = alarm.get("detail") if isinstance(alarm.get("detail"), dict) else {}
+        call = self.calls.get(str((detail or {}).get("call_id")))
+        if call is not None and call.release_compliant is not False:
+            self._replace(call, replace(call, release_compliant=False), as_of)
 
     def _replace(self, old: CallFact, new: CallFact, as_of: datetime) -> None:
         """A counted call's facts changed: its figures are taken out and put in again."""

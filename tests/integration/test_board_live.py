@@ -43,8 +43,10 @@ ARTIFACTS = REPO_ROOT / "test-artifacts" / "board"
 PASSWORD = "board-live-pw"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
-#: 1 ring (5 s at cn cadence) instead of 3, so the RONA comes quickly; ACW short.
-POLICY = parse_policy({"answering": {"ring_limit_rings": 1}, "agents": {"acw_limit_s": 3}})
+#: 1 ring (5 s at cn cadence) instead of 3, so the RONA comes quickly; ACW short; a caller
+#: waiting 3 s is past the maximum wait (STD-043), so that alarm comes quickly too.
+POLICY = parse_policy({"answering": {"ring_limit_rings": 1}, "agents": {"acw_limit_s": 3},
+                       "hold": {"max_wait_s": 3}})
 CALLER_1, CALLER_2 = "13900000001", "13900000002"
 
 
@@ -157,6 +159,9 @@ def test_board_follows_calls_agents_and_a_rona_live(
     assert shown - entered < 1.0
     page.wait_for_function("document.querySelector('#queues .row[data-queue=main]')"
                            ".children[2].textContent !== '–'")
+    # STD-043: still nobody after the maximum wait: the board is alerted
+    page.wait_for_selector("#alarms li[data-kind=caller_waiting_long]",
+                           timeout=(POLICY.hold.max_wait_s + 3) * 1000)
     shot(page, "live-1-caller-waiting")
 
     # 2. an agent logs in: the row changes within 1 s, the waiting call is offered to them
@@ -259,6 +264,7 @@ def test_board_follows_calls_agents_and_a_rona_live(
                                    for f in files)
     page.wait_for_function("document.querySelector('#queues .row[data-queue=main]')"
                            ".children[5].textContent === '50.0%'", timeout=5000)
+    page.wait_for_selector("#alarms li[data-kind=service_level_below_target]", timeout=5000)
     shot(page, "live-5-end")
     page.close()
     print("\n" + "\n".join(f"{k}: {v * 1000:.0f} ms" for k, v in figures.items()))

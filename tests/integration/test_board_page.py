@@ -13,6 +13,7 @@ same size however many events it receives.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import secrets
@@ -65,8 +66,9 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}",
                                       queues=(QUEUES[i % len(QUEUES)],))
                           for i, a in enumerate(AGENTS)))
+    # nothing answers on AMI here: after a short grace the board must say the link is down
     running = Product(settings, policy, roster, ServiceOptions(features=[BoardFeature(
-        BoardOptions(schedule_reports=False))]))
+        BoardOptions(tick_s=0.5, ami_grace_s=2.0))]))
     running.run(running.service.start(), 120)
     password = hash_password(PASSWORD)
     for user, role, agent in (("sup", "supervisor", None), ("qa", "qa", None),
@@ -304,6 +306,44 @@ def test_malformed_websocket_frames_get_error_frames(product: Product, browser: 
                       "error:binary_not_supported", "pong"]
     assert page.is_visible("#link.up")  # the board's own stream is untouched
     page.close()
+
+
+def feature(product: Product) -> BoardFeature:
+    found = [f for f in product.service.options.features if isinstance(f, BoardFeature)]
+    return found[0]
+
+
+def test_ami_link_down_is_shown_and_alarmed(product: Product, browser: Browser) -> None:
+    page = open_board(browser, product, "sup")
+    wait_board(page)
+    page.wait_for_selector("#ami", state="visible", timeout=10_000)
+    page.wait_for_selector("#alarms li[data-kind=ami_link_down]", timeout=10_000)
+    assert "AMI link down" in page.inner_text("#alarms")
+    assert "callflow_ami_link_up 0.0" in httpx.get(base_url(product) + "/metrics").text
+    shot(page, "ami-down")
+    page.close()
+
+
+def test_reports_are_written_on_schedule(product: Product) -> None:
+    """After local midnight (+5 min) the day's reports are written to the state dir; here
+    the schedule is brought forward instead of waiting for midnight."""
+    board = feature(product)
+    out_dir = product.settings.state_dir / "reports"
+    assert board.next_reports_at is not None and board.next_reports_at > board.now()
+    product.call(lambda: setattr(board, "next_reports_at", board.now()))
+    yesterday = board.now().astimezone(board.zone).date() - datetime.timedelta(days=1)
+    wanted = {f"daily-{yesterday}-by-{by}.{fmt}" for by in ("queue", "agent")
+              for fmt in ("csv", "html")}
+    deadline = time.monotonic() + 30
+    while not wanted <= {p.name for p in out_dir.glob("*")}:
+        assert time.monotonic() < deadline, sorted(p.name for p in out_dir.glob("*"))
+        time.sleep(0.2)
+    agents_csv = (out_dir / f"daily-{yesterday}-by-agent.csv").read_text()
+    assert agents_csv.count(",agent,") >= len(AGENTS)  # every rostered agent has rows
+    assert board.next_reports_at > board.now()  # and the next run is tomorrow
+    listed = httpx.get(base_url(product) + "/api/v1/reports/files",
+                       headers={"Authorization": "Bearer " + token(product, "sup")}).json()
+    assert wanted <= set(listed["files"])
 
 
 def test_a_board_left_open_stays_the_same_size(product: Product, browser: Browser) -> None:

@@ -77,14 +77,21 @@ def test_live_figures_equal_the_batch_definition() -> None:
                     agent_payload("1002", "acw", T0 + 200, "b"),
                     agent_payload("1002", "ready", T0 + 215)):
         live.on_agent(payload)
+    # call b was released by its agent: a violation once the release judge says so
+    assert live.queue_kpis("main", as_of).agent_first_hangups == 0
+    live.on_release_violation({"kind": "agent_hung_up_first", "detail": {"call_id": "b"}},
+                              as_of)
     facts = [fact_from_record(s[-1]) for s in streams]
+    assert facts[1] is not None and facts[1].release_compliant is True
     spans = [s for agent in live.spans.values() for s in agent]
-    batch = kpi.queue_kpis([f for f in facts if f is not None], rules_for, as_of, spans)
+    batch = kpi.queue_kpis(list(live.calls.values()), rules_for, as_of, spans)
     for queue in ("main", "sales"):
         assert live.queue_kpis(queue, as_of) == batch[queue], queue
     main = live.queue_kpis("main", as_of)
     assert (main.offered, main.answered, main.abandoned, main.waiting) == (4, 2, 1, 1)
     assert main.acw_s == 45.0 and main.ring_no_answer == 1 and main.agent_first_hangups == 1
+    recount = kpi.queue_kpis([f for f in facts if f is not None], rules_for, as_of, spans)
+    assert recount["main"].agent_first_hangups == 0 and recount["main"].answered == 2
     view = live.queue_view("main", as_of)
     assert view["waiting"] == 1 and view["longest_wait_s"] == 150.0
     assert view["series"][-1]["waiting"] >= 1
