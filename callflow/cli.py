@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from callflow.engine.policy import Policy
     from callflow.pbx.render import PbxConfig
     from callflow.roster import Roster
+    from callflow.service import Feature
 
 log = logging.getLogger("callflow")
 
@@ -39,6 +40,13 @@ def _roster(settings: Settings) -> Roster:
         print(f"wrote a roster of {len(roster.agents)} agents with generated SIP passwords: {path}")
         return roster
     return load_roster(path)
+
+
+def default_features() -> list[Feature]:
+    """The capabilities a deployment runs beside the inbound flow (one line each)."""
+    from callflow.dialer import OutboundFeature
+
+    return [OutboundFeature()]
 
 
 def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:
@@ -81,7 +89,7 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Start Asterisk (unless --no-pbx), the engine and the API; stop on Ctrl-C."""
     from callflow.pbx.process import AsteriskProcess
-    from callflow.service import Service, describe_urls
+    from callflow.service import Service, ServiceOptions, describe_urls
 
     roster = _roster(settings)
     policy = _policy(settings)
@@ -99,7 +107,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
               f"{settings.state_dir / 'secrets'}/login_<name>")
 
     async def main() -> None:
-        service = Service(settings, policy, roster)
+        service = Service(settings, policy, roster, ServiceOptions(features=default_features()))
         await service.start()
         for name, url in describe_urls(settings).items():
             print(f"{name:>17}: {url}")
