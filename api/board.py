@@ -25,6 +25,26 @@ Roles (STD-148): supervisors, QA and admins see the board; only supervisors and
 admins act on agents and alarms; QA may listen (STD-146) but not whisper or barge;
 agents get 403. Callers' numbers are masked for roles that may not see them (STD-078,
 ``api/board_privacy.py``).
+
+What the board receives (websocket protocol v1, docs/websocket-protocol.md):
+
+* snapshot ``state``: ``agents`` and ``calls`` (the runtime's), and ``board``: ``day``,
+  ``zone``, ``now``, ``queues`` (queue views), ``agent_kpis`` (agent views), ``roster``,
+  ``callbacks`` ({queue: open callback tasks}), ``ami_up``, ``limits``, the busy and
+  not-ready reasons, and ``alarms`` (open, when the client may see ``alarms``);
+* topic ``board``: the core's ``agent_state``, ``call``, ``task``, ``hold_*``; this
+  feature's ``queue_kpis`` {queues: [view]}, ``agent_kpis`` {agents: [view]},
+  ``callbacks`` {pending}, ``ami_link`` {up};
+* topic ``alarms``: the core's ``alarm``; ``alarm_open`` {alarm: {key, id, kind, std,
+  detail, raised_at}} and ``alarm_ack`` {key, id, by, at}.
+
+A queue view is {queue, kpi (``Kpis.as_dict``), waiting, longest_wait_s, series: [{t,
+offered, answered, sl, ring, waiting}] per interval, targets}; an agent view is
+{agent_id, calls, avg_talk_s, avg_acw_s, rona, answered, occupancy, last_queue}.
+REST: ``/board`` (page), ``/api/v1/board/{whoami,state}``,
+``/api/v1/board/agents/{id}/{state,logout,monitor}``, ``/api/v1/alarms`` (+ ``/ack``,
+``/{id}/ack``), ``/api/v1/kpi``, ``/api/v1/reports/{daily,weekly}`` and
+``/api/v1/reports/files``, ``/metrics``.
 """
 
 from __future__ import annotations
