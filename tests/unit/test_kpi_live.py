@@ -90,6 +90,9 @@ def test_live_figures_equal_the_batch_definition() -> None:
     main = live.queue_kpis("main", as_of)
     assert (main.offered, main.answered, main.abandoned, main.waiting) == (4, 2, 1, 1)
     assert main.acw_s == 45.0 and main.ring_no_answer == 1 and main.agent_first_hangups == 1
+    by_agent = kpi.agent_kpis(list(live.calls.values()), spans, rules_for, DAY, as_of)
+    for agent_id in ("1001", "1002"):
+        assert live.agent_kpis(agent_id, as_of) == by_agent[agent_id], agent_id
     recount = kpi.queue_kpis([f for f in facts if f is not None], rules_for, as_of, spans)
     assert recount["main"].agent_first_hangups == 0 and recount["main"].answered == 2
     view = live.queue_view("main", as_of)
