@@ -179,6 +179,7 @@ class _DesktopConnection:
         self._desk = desk
         self._agent_id = agent_id
         self._actor = "agent" if principal.role == "agent" else "supervisor"
+        self._read_only = principal.role == "qa"  # QA follows agents, never steers them
         self._encoder = encoder
         self._send_lock = asyncio.Lock()
         self._closing = False
@@ -252,6 +253,9 @@ class _DesktopConnection:
     def _apply(self, request: DesktopRequest) -> str:
         """Apply one request on the loop, now; the reply is an ack or the refusal's reason."""
         runtime = self._desk.runtime
+        if self._read_only:
+            return error_frame("read_only", "a QA login follows the desktop, it changes nothing",
+                               request)
         try:
             if request.type == "login":
                 agent = runtime.log_in(self._agent_id, request.extension, by=self._actor)

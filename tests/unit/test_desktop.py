@@ -314,6 +314,14 @@ async def test_a_supervisor_opens_any_desktop_and_acts_as_supervisor(start: Star
     assert event["payload"]["by"] == "supervisor"
     assert (await desk.request("logout"))["state"] == "logged_out"
     await ws.close()
+    qa = running.service.signer.issue("qa1", "qa", None)
+    async with connect(running.url(qa, agent="1002")) as ws:
+        watcher = Desk(ws)
+        assert (await watcher.recv())["role"] == "qa"
+        await watcher.recv()  # snapshot
+        refused = await watcher.request("login", extension="1002")
+        assert (refused["type"], refused["error"]) == ("error", "read_only")
+    assert running.runtime.agents["1002"].state is S.LOGGED_OUT
 
 
 # --- requests ------------------------------------------------------------------------------
