@@ -10,8 +10,8 @@ Plugged into the Service (callflow/service.py ``Feature``), it adds:
   on_hold state, and the desktop's hold reminders in the shapes of the call's hold
   machine (engine/hold.py): ``hold_reminder`` at ``hold.reminder_s`` and every
   ``hold.reminder_repeat_s`` after (STD-041), ``hold_limit`` at ``hold.limit_s``
-  (STD-040) -- only when no feature running that machine (``special_calls``) is in
-  the service, so the desktop never gets two of each;
+  (STD-040) -- only when no feature running that machine (``special_calls``) sends
+  them itself (its ``desktop_hold_reminders``), so the desktop gets one of each;
 * each agent's current call in every snapshot (``state.desks``), so a desktop that
   reconnects mid-call shows the caller, the history and the greeting again;
 * after every AMI resync, every desk's softphone status from ``PJSIPShowEndpoints``
@@ -58,7 +58,7 @@ class AgentDesktop:
     name = "agent_desktop"
 
     def __init__(self, *, hold_reminders: bool | None = None) -> None:
-        """``hold_reminders``: None = only if the hold machine's feature is not running."""
+        """``hold_reminders``: None = only if no hold machine's feature sends them."""
         self._service: Service | None = None
         self._hold_reminders = hold_reminders
         self._hold_timers: dict[str, list[str]] = {}  # agent_id -> desk timer keys
@@ -73,8 +73,9 @@ class AgentDesktop:
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
         if self._hold_reminders is None:
-            self._hold_reminders = not any(getattr(f, "name", "") == HOLD_MACHINE_FEATURE
-                                           for f in service.options.features)
+            self._hold_reminders = not any(
+                getattr(f, "name", "") == HOLD_MACHINE_FEATURE
+                and getattr(f, "desktop_hold_reminders", True) for f in service.options.features)
         if self._hold_reminders:
             runtime.on_publish(self._on_publish)
             runtime.own_timers(TIMER_PREFIX, self._on_timer)

@@ -482,6 +482,9 @@ class HoldMachineFeature:
 
     name = "special_calls"
 
+    def __init__(self, desktop_hold_reminders: bool = True) -> None:
+        self.desktop_hold_reminders = desktop_hold_reminders
+
     async def start(self, service: Service) -> None:
         return None
 
@@ -495,11 +498,12 @@ class HoldMachineFeature:
         return {}
 
 
-@pytest.mark.parametrize("features", [
-    lambda: [AgentDesktop(hold_reminders=False)],
-    lambda: [HoldMachineFeature(), AgentDesktop()],
-], ids=["switched-off", "hold-machine-present"])
-async def test_no_second_sender_of_hold_reminders(start: Start, features: Any) -> None:
+@pytest.mark.parametrize(("features", "sent"), [
+    (lambda: [AgentDesktop(hold_reminders=False)], False),
+    (lambda: [HoldMachineFeature(), AgentDesktop()], False),
+    (lambda: [HoldMachineFeature(desktop_hold_reminders=False), AgentDesktop()], True),
+], ids=["switched-off", "hold-machine-sends", "hold-machine-leaves-them-to-the-desktop"])
+async def test_one_sender_of_hold_reminders(start: Start, features: Any, sent: bool) -> None:
     running = await start(features=features())
     rt = running.runtime
     desk = await running.desk("1001")
@@ -508,7 +512,12 @@ async def test_no_second_sender_of_hold_reminders(start: Start, features: Any) -
         rt.agent_event("1001", event)
     await desk.event(state="on_hold")
     frames = await desk.quiet(FAST.hold.limit_s + 0.3)
-    assert not [f for f in frames if f.get("payload", {}).get("type", "").startswith("hold_")]
+    kinds = [f["payload"]["type"] for f in frames if f.get("type") == "event"
+             and f["payload"]["type"].startswith("hold_")]
+    if sent:  # reminders at 0.2 s, then every 0.25 s; the limit at 0.5 s
+        assert kinds[:3] == ["hold_reminder", "hold_reminder", "hold_limit"], kinds
+    else:
+        assert kinds == []
     await desk.ws.close()
 
 
