@@ -44,9 +44,10 @@ def _roster(settings: Settings) -> Roster:
 
 def default_features() -> list[Feature]:
     """The capabilities a deployment runs beside the inbound flow (one line each)."""
+    from callflow.agents.desktop import AgentDesktop
     from callflow.dialer import OutboundFeature
 
-    return [OutboundFeature()]
+    return [AgentDesktop(), OutboundFeature()]
 
 
 def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:
