@@ -763,7 +763,7 @@ class BoardFeature:
         now = self.now()
         try:
             row = await asyncio.to_thread(self._ack_in_store, principal.name, now, alarm_id,
-                                          kind, raised)
+                                          kind, raised, entry is not None)
         except StateError as exc:
             raise HTTPException(404, {"reason": exc.reason, "detail": exc.detail}) from None
         the_key = alarm_key(row["kind"], row["raised_at"])
@@ -775,21 +775,24 @@ class BoardFeature:
         return {**message, "kind": row["kind"], "at": at.isoformat()}
 
     def _ack_in_store(self, by: str, now: datetime, alarm_id: int | None, kind: str | None,
-                      raised: datetime | None) -> dict[str, Any]:
-        """Find the alarm (waiting for the writer if it was just raised), acknowledge it and
-        audit it, in one transaction (a worker thread)."""
+                      raised: datetime | None, raised_here: bool) -> dict[str, Any]:
+        """Find the alarm, acknowledge it and audit it, in one transaction (a worker thread).
+
+        An alarm this process raised may still be in the store writer's queue: only then
+        is the writer waited for (an unknown key must not wait behind a busy writer)."""
         service = self.service
         store = service.store
         assert store is not None
-        if alarm_id is None and service.writer is not None:
-            service.writer.flush(5.0)
+        if alarm_id is None:
+            assert kind is not None and raised is not None
+            found = store.read(repo.find_alarm, kind, raised)
+            if found is None and raised_here and service.writer is not None:
+                service.writer.flush(5.0)
+                found = store.read(repo.find_alarm, kind, raised)
+            if found is None:
+                raise StateError("not_found", f"no alarm {kind} raised at {raised}")
+            alarm_id = found.id
         with store.session() as s:
-            if alarm_id is None:
-                assert kind is not None and raised is not None
-                found = repo.find_alarm(s, kind, raised)
-                if found is None:
-                    raise StateError("not_found", f"no alarm {kind} raised at {raised}")
-                alarm_id = found.id
             alarm = repo.ack_alarm(s, alarm_id, by, now)
             # a second acknowledgement keeps the first one's name and time; both are audited
             repo.audit(s, by, "ack_alarm", now, target=f"alarm:{alarm.id}",

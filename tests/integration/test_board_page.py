@@ -124,6 +124,10 @@ def wait_board(page: Page, agents: int = len(AGENTS)) -> None:
     page.wait_for_selector("#link.up", timeout=10_000)
 
 
+def state_cell(agent: str) -> str:
+    return f"#agents .row[data-agent='{agent}'] > span:nth-child(2)"
+
+
 def shot(page: Page, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=False)
@@ -344,6 +348,65 @@ def test_reports_are_written_on_schedule(product: Product) -> None:
     listed = httpx.get(base_url(product) + "/api/v1/reports/files",
                        headers={"Authorization": "Bearer " + token(product, "sup")}).json()
     assert wanted <= set(listed["files"])
+
+
+def test_supervisor_actions_are_audited_and_bad_input_is_refused(
+        product: Product, browser: Browser) -> None:
+    api = base_url(product)
+    sup = {"Authorization": "Bearer " + token(product, "sup")}
+    qa = {"Authorization": "Bearer " + token(product, "qa")}
+    target = AGENTS[42]
+    page = open_board(browser, product, "sup")
+    wait_board(page)
+    reply = httpx.post(api + f"/api/v1/board/agents/{target}/logout", headers=sup)
+    assert reply.status_code == 200 and reply.json()["state"] == "logged_out"
+    page.wait_for_function(f"document.querySelector(\"{state_cell(target)}\").textContent"
+                           ".startsWith('logged_out')", timeout=5000)
+    logged = product.store.read(repo.audit_entries, target=f"agent:{target}", action="logout")
+    assert [e.actor for e in logged] == ["sup"]
+    refused = {
+        "a second log-out": httpx.post(api + f"/api/v1/board/agents/{target}/logout",
+                                       headers=sup),
+        "QA forcing a state": httpx.post(api + f"/api/v1/board/agents/{target}/state",
+                                         headers=qa, json={"state": "ready"}),
+        "an unknown agent": httpx.post(api + "/api/v1/board/agents/99999/state", headers=sup,
+                                       json={"state": "ready"}),
+        "an unknown reason": httpx.post(api + f"/api/v1/board/agents/{AGENTS[43]}/state",
+                                        headers=sup, json={"state": "busy", "reason": "nap"}),
+        "a state that follows calls": httpx.post(
+            api + f"/api/v1/board/agents/{AGENTS[43]}/state", headers=sup,
+            json={"state": "on_call"}),
+        "listening to an idle agent": httpx.post(
+            api + f"/api/v1/board/agents/{AGENTS[43]}/monitor", headers=sup,
+            json={"mode": "listen", "phone": "sup1"}),
+        "a phone that is not an endpoint": httpx.post(
+            api + f"/api/v1/board/agents/{AGENTS[43]}/monitor", headers=sup,
+            json={"mode": "listen", "phone": "sup1,qB"}),
+        "an unknown alarm": httpx.post(api + "/api/v1/alarms/ack", headers=sup,
+                                       json={"key": "nothing@2024-01-01T00:00:00+00:00"}),
+        "a malformed alarm key": httpx.post(api + "/api/v1/alarms/ack", headers=sup,
+                                            json={"key": "nothing@yesterday"}),
+        "an impossible date": httpx.get(api + "/api/v1/kpi?date_from=2024-02-30", headers=sup),
+        "too long a range": httpx.get(api + "/api/v1/kpi?date_from=2024-01-01"
+                                      "&date_to=2024-03-01", headers=sup),
+        "an unknown report": httpx.get(api + "/api/v1/reports/monthly", headers=sup),
+        "a report file outside the folder": httpx.get(
+            api + "/api/v1/reports/files/..%2Fcallflow.db", headers=sup),
+        "a board asset outside the folder": httpx.get(api + "/board/..%2Fboard.py"),
+    }
+    codes = {what: r.status_code for what, r in refused.items()}
+    assert codes == {
+        "a second log-out": 409, "QA forcing a state": 403, "an unknown agent": 404,
+        "an unknown reason": 409, "a state that follows calls": 422,
+        "listening to an idle agent": 409, "a phone that is not an endpoint": 400,
+        "an unknown alarm": 404, "a malformed alarm key": 400, "an impossible date": 400,
+        "too long a range": 400, "an unknown report": 400,
+        "a report file outside the folder": 404, "a board asset outside the folder": 404}
+    assert refused["an unknown reason"].json()["detail"]["reason"] == "unknown_reason"
+    # the engine is untouched by all of that: the agent can still be set ready
+    assert httpx.post(api + f"/api/v1/board/agents/{target}/state", headers=sup,
+                      json={"state": "ready"}).status_code == 409  # logged out: log in first
+    page.close()
 
 
 def test_a_board_left_open_stays_the_same_size(product: Product, browser: Browser) -> None:
