@@ -175,7 +175,11 @@
     };
     ws.onclose = (ev) => {
       link(false);
-      if (ev.code === 1008) { toast("stream refused: " + ev.reason); return; }
+      if (ev.code === 1008) {  // the session expired or was refused: log in again
+        toast("stream refused: " + ev.reason);
+        if (ev.reason === "unauthorized") logout();
+        return;
+      }
       st.retry = Math.min(st.retry + 1, 5);
       setTimeout(connect, 500 * 2 ** st.retry);
     };
