@@ -181,6 +181,11 @@ class SpecialCallsFeature:
             return
         self._ami("Setvar", {"Channel": frame.get("Channel"), "Variable": "TALK_DETECT(set)",
                              "Value": ""})
+        call = self.runtime.calls.get(uid)
+        if call is not None and call.agent_id is not None \
+                and call.phase is calls.Phase.CONNECTED:
+            self._step_special(self._special(call), sc.Connected(
+                uid, self.runtime.clock.now(), _stamp(frame)))
 
     def _on_talking(self, frame: AmiFrame) -> None:
         uid = frame.get("Uniqueid")

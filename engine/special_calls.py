@@ -56,6 +56,7 @@ class SpecialRules:
     attendant_target: str
     closing_grace_s: float
     strict: bool
+    silent_auto_start: bool = False
 
     @classmethod
     def from_policy(cls, policy: Policy) -> SpecialRules:
@@ -74,7 +75,8 @@ class SpecialRules:
             nuisance_warnings=sc.nuisance_warnings,
             nuisance_final_action=sc.nuisance_final_action,
             attendant_target=sc.attendant_target,
-            closing_grace_s=policy.hangup.closing_grace_s, strict=policy.hangup.strict_mode)
+            closing_grace_s=policy.hangup.closing_grace_s, strict=policy.hangup.strict_mode,
+            silent_auto_start=sc.silent_auto_start)
 
 
 @dataclass(frozen=True)
@@ -93,6 +95,7 @@ class SpecialCall:
     closing_wall: float | None = None
     ending: str | None = None  # the procedure that released or transferred the call
     ended: bool = False
+    spoke: bool = False  # the caller has been heard on this call (TALK_DETECT)
 
     @property
     def running(self) -> bool:
@@ -139,6 +142,15 @@ class CallerSpeech:
 
 
 @dataclass(frozen=True)
+class Connected:
+    """The caller is through to the agent, the opening said (STD-056's automatic start)."""
+
+    call_id: str
+    at: float
+    wall: float
+
+
+@dataclass(frozen=True)
 class Closing:
     """The agent's closing action: the goodbye was said (STD-034, STD-111)."""
 
@@ -165,7 +177,8 @@ class Released:
     wall: float
 
 
-SpecialEvent = Start | Warn | PromptPlayed | CallerSpeech | Closing | SpecialTimer | Released
+SpecialEvent = (Start | Warn | PromptPlayed | CallerSpeech | Connected | Closing | SpecialTimer
+                | Released)
 
 
 # --- commands for the feature -------------------------------------------------------
@@ -234,6 +247,13 @@ def step(call: SpecialCall, event: SpecialEvent,
             "grace_s": rules.closing_grace_s})]
     if isinstance(event, CallerSpeech):
         return _speech(call)
+    if isinstance(event, Connected):
+        if not rules.silent_auto_start or call.spoke or call.procedure is not None:
+            return call, []
+        # ASSUMPTION (STD-056 "optionally started automatically"): a caller silent for one
+        # gap after the opening gets the procedure without the agent asking
+        return call, [StartTimer(timer_key(call.call_id, 0, "auto"),
+                                 event.at + rules.silent_gap_s)]
     return _played(call, event, rules)
 
 
@@ -326,8 +346,10 @@ def _nuisance_final(call: SpecialCall,
 
 def _speech(call: SpecialCall) -> tuple[SpecialCall, list[Effect]]:
     """STD-056: the caller spoke, so the line works: the silent procedure stops."""
+    if not call.spoke:
+        call = replace(call, spoke=True)
     if call.procedure != "silent" or not call.running:
-        return call, []
+        return call, [CancelTimer(timer_key(call.call_id, 0, "auto"))] if call.run == 0 else []
     call = replace(call, done=True, cancelled=True)
     return call, [CancelTimer(timer_key(call.call_id, call.run, what))
                   for what in ("gap", "release")] + [_notice(call, "special_cancelled",
@@ -338,13 +360,19 @@ def _timer(call: SpecialCall, event: SpecialTimer,
            rules: SpecialRules) -> tuple[SpecialCall, list[Effect]]:
     try:
         prefix, call_id, run, what = event.key.split(":")
-        if prefix != TIMER_PREFIX or what not in ("gap", "release"):
+        if prefix != TIMER_PREFIX or what not in ("gap", "release", "auto"):
             raise ValueError(event.key)
         run_no = int(run)
     except ValueError:
         raise StateError("bad_timer", f"not a special-call timer: {event.key!r}") from None
     if call_id != call.call_id:
         raise StateError("wrong_call", f"timer {event.key} is not for call {call.call_id}")
+    if what == "auto":
+        if call.ended or call.spoke or call.procedure is not None or call.ending is not None:
+            return call, []
+        call = replace(call, procedure="silent", run=call.run + 1, step=0, done=False,
+                       cancelled=False)
+        return _play_next(call, rules, [_notice(call, "special_started", by="system")])
     if call.ended or run_no != call.run or not call.running:
         return call, []  # cancelled or superseded
     if what == "gap":
@@ -361,6 +389,8 @@ def _released(call: SpecialCall, event: Released,
     ended = replace(call, ended=True, playing=False, done=True)
     effects: list[Effect] = [CancelTimer(timer_key(call.call_id, call.run, what))
                              for what in ("gap", "release")] if call.running else []
+    if call.run == 0 and rules.silent_auto_start:
+        effects.append(CancelTimer(timer_key(call.call_id, 0, "auto")))
     by = event.by
     outcome = None
     if call.procedure is not None and not call.cancelled and call.procedure != "nuisance":

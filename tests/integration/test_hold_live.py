@@ -35,6 +35,11 @@ AGENTS = ["1001"]
 TOLERANCE_S = 0.5  # brief: Asterisk-timed values on a shared 2-core machine
 
 
+def log_in(product: Product) -> None:
+    """After the softphone is Reachable for good (sippctl.wait_ready), as test_spine does."""
+    product.call(lambda: product.runtime.agent_event("1001", LogIn()))
+
+
 @pytest.fixture
 def feature() -> SpecialCallsFeature:
     return SpecialCallsFeature()
@@ -45,7 +50,6 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
             feature: SpecialCallsFeature) -> Iterator[Product]:
     with running_product(asterisk, asterisk_root, tmp_path, Policy.defaults(), AGENTS,
                          ServiceOptions(features=[feature])) as running:
-        running.call(lambda: running.runtime.agent_event("1001", LogIn()))
         yield running
 
 
@@ -70,6 +74,7 @@ def test_hold_35_s_reminder_at_15_limit_at_30_breach_recorded(
     policy = product.service.policy
     seen = published(product)
     sipp.softphone("1001", "uas_answer_hold35.xml", ring_ms=1000)
+    log_in(product)
     t0 = asterisk.tap.mark()
     caller = sipp.caller("100", "uac_call.xml", talk_ms=60000, caller_id="13900000011")
     hold_ev = asterisk.tap.wait_event("Hold", 30, since=t0)
@@ -124,6 +129,7 @@ def test_hold_35_s_reminder_at_15_limit_at_30_breach_recorded(
 def run_release(asterisk: PbxHandle, sipp: SippControl, product: Product, softphone: str,
                 caller_scenario: str, talk_ms: int) -> tuple[str, Any, list[Any]]:
     sipp.softphone("1001", softphone, ring_ms=500)
+    log_in(product)
     t0 = asterisk.tap.mark()
     caller = sipp.caller("100", caller_scenario, talk_ms=talk_ms, caller_id="13900000012")
     assert caller.wait(60) == 0, caller.diagnostics()

@@ -45,8 +45,12 @@ def start_product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
     feature = SpecialCallsFeature()
     with running_product(asterisk, asterisk_root, tmp_path, policy, AGENTS,
                          ServiceOptions(features=[feature])) as running:
-        running.call(lambda: running.runtime.agent_event("1001", LogIn()))
         yield running, feature
+
+
+def log_in(product: Product) -> None:
+    """After the softphone is Reachable for good (sippctl.wait_ready), as test_spine does."""
+    product.call(lambda: product.runtime.agent_event("1001", LogIn()))
 
 
 @pytest.fixture
@@ -93,6 +97,7 @@ def test_silent_caller_script_with_measured_gaps_ends_silent(
     product, feature = default_product
     sc = product.service.policy.special_calls
     sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
+    log_in(product)
     t0 = asterisk.tap.mark()
     caller = sipp.caller("100", "uac_silent_wait_bye.xml", caller_id="13900000021",
                          timeout_s=120)
@@ -128,6 +133,7 @@ def test_nuisance_warned_n_times_then_transferred_to_the_attendant(
     product, feature = nuisance_product
     warnings = product.service.policy.special_calls.nuisance_warnings
     sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
+    log_in(product)
     t0 = asterisk.tap.mark()
     caller = sipp.caller("100", "uac_silent_wait_bye.xml", caller_id="13900000022",
                          timeout_s=120)
@@ -158,3 +164,50 @@ def test_nuisance_warned_n_times_then_transferred_to_the_attendant(
     events: list[Any] = product.store.read(repo.read_events, uniqueid=call_id)
     flags = [e for e in events if e.kind == "number_flag"]
     assert len(flags) == 1 and flags[0].payload["number"] == "13900000022"
+
+
+@pytest.fixture
+def auto_product(asterisk: PbxHandle, asterisk_root: Path,
+                 tmp_path: Path) -> Iterator[tuple[Product, SpecialCallsFeature]]:
+    policy = parse_policy({"special_calls": {"silent_auto_start": True}})
+    yield from start_product(asterisk, asterisk_root, tmp_path, policy)
+
+
+def test_silent_script_starts_by_itself_and_caller_speech_cancels_it(
+        asterisk: PbxHandle, sipp: SippControl,
+        auto_product: tuple[Product, SpecialCallsFeature]) -> None:
+    """STD-056 (ASSUMPTION: automatic start after one silent gap): the caller says nothing
+    after the opening, so the procedure starts; then the caller speaks (TALK_DETECT's
+    ChannelTalkingStart on their channel) and the procedure stops; the call goes on."""
+    product, feature = auto_product
+    sc = product.service.policy.special_calls
+    sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
+    log_in(product)
+    t0 = asterisk.tap.mark()
+    # silent for 16 s after the answer: past the opening (~7 s) and the first prompt
+    caller = sipp.caller("100", "uac_speak_later_wait_bye.xml", caller_id="13900000023",
+                         talk_ms=16000, timeout_s=120)
+    call_id = connected_call(asterisk, sipp, product, t0)
+    enter = asterisk.tap.wait_event("BridgeEnter", 5, since=t0, Uniqueid=call_id)
+    channel = product.call(lambda: product.runtime.calls[call_id].channel)
+    first_spy = asterisk.tap.wait_event("ChanSpyStart", 15, since=t0, SpyeeChannel=channel)
+    started = float(first_spy["Timestamp"]) - float(enter["Timestamp"])
+    talk = asterisk.tap.wait_event("ChannelTalkingStart", 30, since=t0, Uniqueid=call_id)
+    product.wait_for(lambda: feature.specials[call_id].cancelled, 5, "the script to stop")
+    # nothing more is played or released for a while after the speech
+    asterisk.tap.assert_no_event("Hangup", sc.silent_gap_s + sc.silent_release_delay_s + 1,
+                                 since=t0, Uniqueid=call_id)
+    spans = prompt_spans(asterisk, t0, channel)
+    print(f"\nauto start +{started:.3f} s after the bridge; speech at "
+          f"+{float(talk['Timestamp']) - float(enter['Timestamp']):.3f} s; "
+          f"{len(spans)} prompt(s) played")
+    assert started == pytest.approx(sc.silent_gap_s, abs=TOLERANCE_S + 0.2)
+    assert 1 <= len(spans) < sc.silent_prompts
+    assert all(start < float(talk["Timestamp"]) for start, _ in spans)
+    asterisk.tap.action(Action="Hangup", Channel=channel)  # the call ends normally
+    assert caller.wait(30) == 0, caller.diagnostics()
+    product.wait_for(lambda: product.runtime.calls[call_id].phase is Phase.ENDED, 10,
+                     "the call to end")
+    product.flush()
+    call = product.store.read(repo.get_call, call_id)
+    assert call is not None and call.outcome == "answered" and call.release_procedure is None

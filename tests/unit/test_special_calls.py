@@ -263,3 +263,32 @@ def test_stale_playback_report_is_ignored() -> None:
     before = line.call
     assert line.feed(sc.PromptPlayed("c1", "0:1", 1.0, WALL0)) == []
     assert line.call == before
+
+
+# --- automatic start (STD-056 ASSUMPTION, special_calls.silent_auto_start) -------------
+
+
+def test_auto_start_off_by_default() -> None:
+    line = Line()
+    assert line.feed(sc.Connected("c1", **line.now())) == []
+
+
+def test_auto_start_after_one_silent_gap() -> None:
+    line = Line(replace(RULES, silent_auto_start=True))
+    line.feed(sc.Connected("c1", **line.now()))
+    line.run(100)
+    commands = line.commands()
+    assert commands[0] == (RULES.silent_gap_s, sc.Play("c1", "silent_1", "1:1"))
+    assert commands[-1][1] == sc.Release("c1", "silent")
+
+
+def test_caller_speech_before_the_auto_start_prevents_it() -> None:
+    line = Line(replace(RULES, silent_auto_start=True))
+    line.feed(sc.Connected("c1", **line.now()))
+    line.t = 1.0
+    line.feed(sc.CallerSpeech("c1", **line.now()))
+    line.run(100)
+    assert line.commands() == [] and line.call.spoke
+    # a stale auto timer (already queued by the loop) does nothing either
+    stale = sc.SpecialTimer(sc.timer_key("c1", 0, "auto"), 6.0, WALL0)
+    assert line.feed(stale) == []
