@@ -45,9 +45,10 @@ def _roster(settings: Settings) -> Roster:
 def default_features() -> list[Feature]:
     """The capabilities a deployment runs beside the inbound flow (one line each)."""
     from callflow.agents.desktop import AgentDesktop
+    from callflow.api.board import BoardFeature
     from callflow.dialer import OutboundFeature
 
-    return [AgentDesktop(), OutboundFeature()]
+    return [AgentDesktop(), BoardFeature(), OutboundFeature()]
 
 
 def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:

@@ -211,4 +211,5 @@ def describe_urls(settings: Settings) -> dict[str, str]:
     base = f"http://{settings.bind_host}:{settings.ports.api}"
     return {"api docs": f"{base}/docs", "health": f"{base}/healthz",
             "events websocket": f"ws://{settings.bind_host}:{settings.ports.api}/ws/events",
-            "board": f"{base}/board", "agent desktop": f"{base}/desktop"}
+            "board": f"{base}/board", "agent desktop": f"{base}/desktop",
+            "metrics": f"{base}/metrics"}
