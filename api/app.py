@@ -9,7 +9,6 @@ engine anything.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -24,23 +23,16 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
-from starlette.websockets import WebSocketDisconnect
 
 from callflow.api.auth import Principal, TokenAuth
-from callflow.api.board_privacy import Message, redaction_for
-from callflow.api.hub import EventHub, Subscription, TopicFilter
+from callflow.api.board_privacy import redaction_for
+from callflow.api.hub import EventHub, TopicFilter
 from callflow.api.protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
-    ClientFrameError,
     FrameEncoder,
-    Ping,
-    error_frame,
     parse_client_frame,
-    pong_frame,
 )
+from callflow.api.wsconnection import StreamConnection, presented_token
 
 logger = logging.getLogger(__name__)
 
@@ -237,16 +229,6 @@ class _HandshakeRefused(Exception):
         self.reason = reason
 
 
-def _presented_token(websocket: WebSocket) -> str | None:
-    """``?token=`` for browsers; ``Authorization: Bearer`` for clients that can set headers."""
-    token = websocket.query_params.get("token")
-    if token:
-        return token
-    header = websocket.headers.get("authorization", "")
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
-
-
 def _stream_request(websocket: WebSocket, principal: Principal) -> tuple[TopicFilter, int | None]:
     """Parse ``since`` and ``topics``; the filter never lets through more than the principal."""
     raw_since = websocket.query_params.get("since")
@@ -274,7 +256,7 @@ async def _serve_events(websocket: WebSocket, hub: EventHub, auth: TokenAuth,
     # give the client a bare HTTP 403, and browsers would not see why.
     await websocket.accept()
     client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
-    principal = auth.authenticate(_presented_token(websocket))
+    principal = auth.authenticate(presented_token(websocket))
     if principal is None:
         logger.warning("websocket from %s refused: bad or missing token", client)
         await websocket.close(CLOSE_POLICY_VIOLATION, "unauthorized")
@@ -287,94 +269,17 @@ async def _serve_events(websocket: WebSocket, hub: EventHub, auth: TokenAuth,
         return
     subscription = hub.subscribe(topic_filter, since=since)
     view = redaction_for(principal)
-    connection = _EventsConnection(websocket, subscription,
-                                   encoder if view is None else masked_encoder, view)
+    connection = _EventsConnection(websocket, encoder if view is None else masked_encoder, view)
     logger.info("websocket %s subscribed as %s (since=%s)", client, principal.name, since)
     try:
-        await connection.run()
+        await connection.run(subscription)
     finally:
         subscription.close()
         logger.info("websocket %s closed", client)
 
 
-class _EventsConnection:
-    """One client: a sender (hub → client) and a receiver (client frames), one writer lock."""
+class _EventsConnection(StreamConnection):
+    """A board or other client of ``/ws/events``: it may only ping."""
 
-    def __init__(self, websocket: WebSocket, subscription: Subscription,
-                 encoder: FrameEncoder, view: Callable[[Message], Message] | None = None) -> None:
-        self._view = view
-        self._ws = websocket
-        self._subscription = subscription
-        self._encoder = encoder
-        self._send_lock = asyncio.Lock()
-        self._closing = False
-
-    async def run(self) -> None:
-        sender = asyncio.create_task(self._send_events())
-        receiver = asyncio.create_task(self._receive_frames())
-        try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sender, receiver):
-                task.cancel()
-            for task in (sender, receiver):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        failures = [task.exception() for task in done
-                    if not task.cancelled() and task.exception() is not None]
-        for failure in failures:
-            logger.error("websocket task failed", exc_info=failure)
-        if failures:
-            await self._close(CLOSE_INTERNAL_ERROR, "internal error")
-        else:
-            await self._close(CLOSE_NORMAL, "")
-
-    async def _send(self, text: str) -> bool:
-        async with self._send_lock:
-            if self._closing:
-                return False
-            try:
-                await self._ws.send_text(text)
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                self._closing = True
-                return False
-            return True
-
-    async def _close(self, code: int, reason: str) -> None:
-        async with self._send_lock:
-            if self._closing:
-                return
-            self._closing = True
-            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                await self._ws.close(code, reason)
-
-    async def _send_events(self) -> None:
-        async for message in self._subscription:
-            if self._view is not None:
-                message = self._view(message)
-            if not await self._send(self._encoder.encode(message)):
-                return
-        # The hub closed the subscription: the engine is shutting down.
-        await self._close(CLOSE_GOING_AWAY, "server shutting down")
-
-    async def _receive_frames(self) -> None:
-        while True:
-            try:
-                message = await self._ws.receive()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            try:
-                frame = parse_client_frame(data)
-            except ClientFrameError as bad:
-                await self._send(error_frame(bad.error, bad.detail))
-                if bad.close_code is not None:
-                    await self._close(bad.close_code, bad.error)
-                    return
-                continue
-            if isinstance(frame, Ping):
-                await self._send(pong_frame(frame))
+    def parse(self, data: str | bytes) -> object:
+        return parse_client_frame(data)

@@ -13,15 +13,12 @@ an ``error`` carrying the state machine's reason, the state unchanged.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, HTTPException, WebSocket
 from fastapi.responses import FileResponse
-from starlette.websockets import WebSocketDisconnect
 
 from callflow.agents.desktop_protocol import (
     DesktopRequest,
@@ -32,17 +29,11 @@ from callflow.agents.desktop_protocol import (
     parse_desktop_frame,
 )
 from callflow.api.auth import Principal
-from callflow.api.hub import Subscription
 from callflow.api.protocol import (
-    CLOSE_GOING_AWAY,
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_NORMAL,
     CLOSE_POLICY_VIOLATION,
-    ClientFrameError,
     FrameEncoder,
-    Ping,
-    pong_frame,
 )
+from callflow.api.wsconnection import StreamConnection, presented_token
 from callflow.errors import StateError
 
 if TYPE_CHECKING:
@@ -60,14 +51,6 @@ class _Refused(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-
-
-def _presented_token(websocket: WebSocket) -> str | None:
-    token = websocket.query_params.get("token")
-    if token:
-        return token
-    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 def _own_agent(principal: Principal) -> str | None:
@@ -136,7 +119,7 @@ async def _serve(websocket: WebSocket, desk: AgentDesktop, encoder: FrameEncoder
     await websocket.accept()
     client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
     service = desk.service
-    principal = service.auth.authenticate(_presented_token(websocket))
+    principal = service.auth.authenticate(presented_token(websocket))
     if principal is None:
         log.warning("desktop from %s refused: bad or missing token", client)
         await websocket.close(CLOSE_POLICY_VIOLATION, "unauthorized")
@@ -170,85 +153,23 @@ async def _serve(websocket: WebSocket, desk: AgentDesktop, encoder: FrameEncoder
         log.info("desktop %s for agent %s closed", client, agent_id)
 
 
-class _DesktopConnection:
-    """One desktop: a sender (hub -> client) and a receiver (requests), one writer lock."""
+class _DesktopConnection(StreamConnection):
+    """One desktop: hub events out, the agent's requests in (applied at once, answered)."""
 
     def __init__(self, websocket: WebSocket, desk: AgentDesktop, agent_id: str,
                  principal: Principal, encoder: FrameEncoder) -> None:
-        self._ws = websocket
+        super().__init__(websocket, encoder)
         self._desk = desk
         self._agent_id = agent_id
         self._actor = "agent" if principal.role == "agent" else "supervisor"
         self._read_only = principal.role == "qa"  # QA follows agents, never steers them
-        self._encoder = encoder
-        self._send_lock = asyncio.Lock()
-        self._closing = False
 
-    async def run(self, subscription: Subscription) -> None:
-        sender = asyncio.create_task(self._send_events(subscription))
-        receiver = asyncio.create_task(self._receive())
-        try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (sender, receiver):
-                task.cancel()
-            for task in (sender, receiver):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        failures = [t.exception() for t in done if not t.cancelled() and t.exception()]
-        for failure in failures:
-            log.error("desktop task failed", exc_info=failure)
-        await self._close(CLOSE_INTERNAL_ERROR if failures else CLOSE_NORMAL,
-                          "internal error" if failures else "")
+    def parse(self, data: str | bytes) -> object:
+        return parse_desktop_frame(data)
 
-    async def send(self, text: str) -> bool:
-        async with self._send_lock:
-            if self._closing:
-                return False
-            try:
-                await self._ws.send_text(text)
-            except (WebSocketDisconnect, OSError, RuntimeError):
-                self._closing = True
-                return False
-            return True
-
-    async def _close(self, code: int, reason: str) -> None:
-        async with self._send_lock:
-            if self._closing:
-                return
-            self._closing = True
-            with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
-                await self._ws.close(code, reason)
-
-    async def _send_events(self, subscription: Subscription) -> None:
-        async for message in subscription:
-            if not await self.send(self._encoder.encode(message)):
-                return
-        await self._close(CLOSE_GOING_AWAY, "server shutting down")
-
-    async def _receive(self) -> None:
-        while True:
-            try:
-                message = await self._ws.receive()
-            except (WebSocketDisconnect, RuntimeError):
-                return
-            if message["type"] == "websocket.disconnect":
-                return
-            data = message.get("text")
-            if data is None:
-                data = message.get("bytes") or b""
-            try:
-                frame = parse_desktop_frame(data)
-            except ClientFrameError as bad:
-                await self.send(error_frame(bad.error, bad.detail))
-                if bad.close_code is not None:
-                    await self._close(bad.close_code, bad.error)
-                    return
-                continue
-            if isinstance(frame, Ping):
-                await self.send(pong_frame(frame))
-            else:
-                await self.send(self._apply(frame))
+    def answer(self, request: object) -> str | None:
+        assert isinstance(request, DesktopRequest)
+        return self._apply(request)
 
     def _apply(self, request: DesktopRequest) -> str:
         """Apply one request on the loop, now; the reply is an ack or the refusal's reason."""
