@@ -146,11 +146,14 @@ class InboundFlow:
         log.info("call %s: offering to agent %s for %gs", self.call_id, member.agent_id,
                  ring_limit)
         self.offering = member.agent_id
+        self.rt.offer_dialling(self.call_id, member.agent_id)
         await self.session.exec("Dial", f"PJSIP/{member.endpoint}", dial_timeout_arg(ring_limit),
                                 f"A(:{opening}){hear}")
         status = await self.session.get_variable("DIALSTATUS") or "FAILED"
+        talked = await self.session.get_variable("ANSWEREDTIME") if status == "ANSWER" else None
         self.offering = None
-        self.rt.offer_reported(self.call_id, member.agent_id, status)
+        self.rt.offer_reported(self.call_id, member.agent_id, status,
+                               float(talked) if talked and talked.isdigit() else 0.0)
         return status
 
     # --- waiting ---------------------------------------------------------------------

@@ -75,6 +75,7 @@ class Offer:
     started_at: float
     ended_at: float | None = None
     result: OfferResult | None = None
+    from_pbx: bool = True  # timed by Asterisk (AMI); False: by the flow, until AMI confirms
 
     @property
     def ring_s(self) -> float | None:
@@ -132,12 +133,14 @@ class CallEntered:
 
 @dataclass(frozen=True)
 class OfferStarted:
-    """The agent's phone starts ringing (AMI DialBegin)."""
+    """The agent's phone starts ringing (AMI DialBegin; or the flow, just before its Dial,
+    so an AMI outage loses no offer: ``from_pbx`` False until DialBegin confirms it)."""
 
     call_id: str
     agent_id: str
     channel: str
     at: float
+    from_pbx: bool = True
 
 
 @dataclass(frozen=True)
@@ -285,9 +288,16 @@ def step(call: InboundCall, event: CallEvent,
     if call.phase is Phase.ENDED:
         return call, []
     if isinstance(event, OfferStarted):
-        if call.current_offer is not None and call.current_offer.agent_id == event.agent_id:
-            return call, []
-        offer = Offer(agent_id=event.agent_id, channel=event.channel, started_at=event.at)
+        current = call.current_offer
+        if current is not None and current.agent_id == event.agent_id:
+            if current.from_pbx or not event.from_pbx:
+                return call, []
+            # Asterisk's DialBegin confirms the flow's offer: its time is the exact one
+            confirmed = replace(current, channel=event.channel, started_at=event.at,
+                                from_pbx=True)
+            return replace(call, offers=(*call.offers[:-1], confirmed)), []
+        offer = Offer(agent_id=event.agent_id, channel=event.channel, started_at=event.at,
+                      from_pbx=event.from_pbx)
         call = replace(call, phase=Phase.OFFERING, offers=(*call.offers, offer))
         return call, _effects(call, timings, to_agent=event.agent_id)
     if isinstance(event, OfferEnded):

@@ -367,9 +367,19 @@ class Runtime:
                 self.stop_waiting(event.call_id)
         return new
 
-    def offer_reported(self, call_id: str, agent_id: str, dial_status: str) -> None:
-        """The AGI flow's DIALSTATUS: closes the offer if AMI has not already done so."""
-        self.call_event(calls.OfferEnded(call_id, agent_id, dial_status, time.time()))
+    def offer_dialling(self, call_id: str, agent_id: str) -> None:
+        """The flow is about to Dial ``agent_id``; AMI's DialBegin will give the exact time."""
+        self.call_event(calls.OfferStarted(call_id, agent_id, "", time.time(), from_pbx=False))
+
+    def offer_reported(self, call_id: str, agent_id: str, dial_status: str,
+                       answered_s_ago: float = 0.0) -> None:
+        """The AGI flow's DIALSTATUS: closes the offer if AMI has not already done so.
+
+        Dial returns when the call is over, so for an answered call the flow also says
+        how long ago the answer was (Asterisk's ANSWEREDTIME).
+        """
+        self.call_event(calls.OfferEnded(call_id, agent_id, dial_status,
+                                         time.time() - answered_s_ago))
         self._agent_offer_result(agent_id, call_id, dial_status)
 
     def end_call(self, call_id: str, outcome: calls.Outcome) -> None:

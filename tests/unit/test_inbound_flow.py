@@ -1,0 +1,280 @@
+"""The inbound flow over real FastAGI TCP against a scripted Asterisk: every branch,
+bad input, and the caller hanging up at each step.
+
+The real server, runtime, agent machine and prompt library run; only Asterisk is a
+script (what it would answer). The Policy is shortened so the waits take tenths of a
+second; the waiting plan itself is tested with a fake clock in test_waiting.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+
+from callflow.agents.state import AgentState, LogIn
+from callflow.dialplan.inbound import FlowContext, run_inbound
+from callflow.dialplan.server import FastAgiServer
+from callflow.engine.calls import Outcome, Phase
+from callflow.engine.clock import RealClock
+from callflow.engine.policy import Policy, parse_policy
+from callflow.engine.runtime import Adapters, Runtime
+from callflow.prompts import LanguagePack, PromptLibrary
+from callflow.roster import Roster, RosterAgent
+
+STEP = 5.0
+CALL_ID = "1795737291.7"
+SHORT = {"waiting": {"announcement_interval_s": 0.3, "callback_offer_s": 0.5}}
+
+
+@dataclass
+class Rig:
+    runtime: Runtime
+    port: int
+    records: list[tuple[str, dict[str, Any]]]
+    published: list[tuple[str, dict[str, Any]]]
+
+    def log_in(self, *agent_ids: str) -> None:
+        for agent_id in agent_ids:
+            self.runtime.agent_event(agent_id, LogIn())
+
+
+@pytest.fixture(scope="module")
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("prompts")  # generated once for the module
+
+
+async def start_rig(prompts_dir: Path, policy: Policy) -> AsyncIterator[Rig]:
+    roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}", queues=("main",))
+                          for a in ("1001", "1002")))
+    records: list[tuple[str, dict[str, Any]]] = []
+    published: list[tuple[str, dict[str, Any]]] = []
+    runtime = Runtime(policy, RealClock(), roster, Adapters(
+        persist=lambda k, d: records.append((k, d)),
+        publish=lambda t, p: published.append((t, p))))
+    library = PromptLibrary(LanguagePack.load("zh"), prompts_dir,
+                            {"centre": policy.greetings.centre_name})
+    ctx = FlowContext(runtime=runtime, policy=policy, prompts=library, clock=RealClock(),
+                      today=lambda: date(2026, 3, 3), history=lambda number: ())
+    server = FastAgiServer("127.0.0.1", 0, {"inbound": lambda s: run_inbound(s, ctx)})
+    await server.start()
+    try:
+        yield Rig(runtime, server.port, records, published)
+    finally:
+        await server.stop()
+        for ast in Asterisk.opened:
+            ast.writer.close()
+            with contextlib.suppress(OSError):
+                await ast.writer.wait_closed()
+        Asterisk.opened.clear()
+
+
+@pytest.fixture
+async def rig(prompts_dir: Path) -> AsyncIterator[Rig]:
+    async for r in start_rig(prompts_dir, parse_policy(SHORT)):
+        yield r
+
+
+class Asterisk:
+    """Asterisk's side of the AGI session, as a script."""
+
+    opened: ClassVar[list[Asterisk]] = []  # closed after each test
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.commands: list[str] = []
+        Asterisk.opened.append(self)
+
+    @classmethod
+    async def call(cls, port: int, did: str = "100", caller: str = "13800000000") -> Asterisk:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        env = {"agi_network": "yes", "agi_network_script": "inbound",
+               "agi_channel": "PJSIP/caller-00000007", "agi_uniqueid": CALL_ID,
+               "agi_callerid": caller, "agi_extension": did, "agi_arg_1": did}
+        writer.write(("".join(f"{k}: {v}\n" for k, v in env.items()) + "\n").encode())
+        await writer.drain()
+        return cls(reader, writer)
+
+    async def command(self) -> str:
+        async with asyncio.timeout(STEP):
+            line = (await self.reader.readline()).decode().rstrip("\n")
+        assert line, "the flow closed the session"
+        self.commands.append(line)
+        return line
+
+    async def answer(self, starts: str, *reply: str) -> str:
+        line = await self.command()
+        assert line.startswith(starts), f"expected {starts!r}, the flow sent {line!r}"
+        self.writer.write("".join(r + "\n" for r in (reply or ("200 result=0",))).encode())
+        await self.writer.drain()
+        return line
+
+    async def until(self, starts: str, reply: str = "200 result=0") -> str:
+        """Answer every command (music, announcements) until one starting with ``starts``."""
+        while True:
+            line = await self.command()
+            if line.startswith(starts):
+                self.writer.write((reply + "\n").encode())
+                await self.writer.drain()
+                return line
+            self.writer.write(b"200 result=0\n")
+            await self.writer.drain()
+
+    async def closed(self) -> bytes:
+        async with asyncio.timeout(STEP):
+            return await self.reader.read()
+
+    async def hang_up_during(self, starts: str) -> None:
+        """The caller hangs up while ``starts`` runs: result -1, then Asterisk's HANGUP."""
+        await self.until(starts, "200 result=-1")
+        self.writer.write(b"HANGUP\n")
+        await self.writer.drain()
+        while True:  # a dead channel still answers GET VARIABLE; anything else is refused
+            async with asyncio.timeout(STEP):
+                raw = await self.reader.readline()
+            if not raw:
+                return
+            line = raw.decode().rstrip("\n")
+            self.commands.append(line)
+            reply = "200 result=0" if line.startswith("GET VARIABLE") else \
+                "511 Command Not Permitted on a dead channel or intercept routine"
+            self.writer.write((reply + "\n").encode())
+            await self.writer.drain()
+
+
+async def dial(ast: Asterisk, status: str, talked_s: int = 0) -> str:
+    line = await ast.until("EXEC Dial")
+    await ast.answer("GET VARIABLE DIALSTATUS", f"200 result=1 ({status})")
+    if status == "ANSWER":
+        await ast.answer("GET VARIABLE ANSWEREDTIME", f"200 result=1 ({talked_s})")
+    return line
+
+
+def call(rig: Rig) -> Any:
+    return rig.runtime.calls[CALL_ID]
+
+
+async def test_a_free_agent_is_dialled_with_the_ring_limit_and_the_opening(rig: Rig) -> None:
+    rig.log_in("1001")
+    ast = await Asterisk.call(rig.port)
+    await ast.answer("ANSWER")
+    line = await dial(ast, "ANSWER")
+    assert line.startswith('EXEC Dial "PJSIP/agent1001,15,A(:') and "opening-" in line
+    await ast.answer("SET VARIABLE CALLFLOW_DONE 1", "200 result=1")
+    await ast.closed()
+    # no AMI here: the flow's own reports carry the call
+    assert call(rig).phase is Phase.CONNECTED
+    assert call(rig).offers[0].from_pbx is False
+    assert call(rig).answered_at >= call(rig).offers[0].started_at
+    assert rig.runtime.agents["1001"].state is AgentState.ON_CALL
+
+
+async def test_an_unregistered_endpoint_is_skipped_for_the_next_agent(rig: Rig) -> None:
+    rig.log_in("1001", "1002")
+    ast = await Asterisk.call(rig.port)
+    await ast.answer("ANSWER")
+    first = await dial(ast, "CHANUNAVAIL")
+    second = await dial(ast, "ANSWER")
+    assert "agent1001" in first and "agent1002" in second
+    assert not rig.runtime.agents["1001"].softphone_reachable  # not offered again
+    await ast.answer("SET VARIABLE CALLFLOW_DONE", "200 result=1")
+
+
+async def test_no_answer_in_the_ring_limit_sets_rona_and_moves_on(rig: Rig) -> None:
+    rig.log_in("1001", "1002")
+    ast = await Asterisk.call(rig.port)
+    await ast.answer("ANSWER")
+    await dial(ast, "NOANSWER")
+    await dial(ast, "ANSWER")
+    await ast.answer("SET VARIABLE CALLFLOW_DONE", "200 result=1")
+    agent = rig.runtime.agents["1001"]
+    assert agent.state is AgentState.NOT_READY and agent.reason == "ring_no_answer"
+    assert [o.result.value for o in call(rig).offers] == ["no_answer", "answered"]
+
+
+async def test_waiting_callers_hear_music_and_announcements_until_an_agent_frees_up(
+        rig: Rig) -> None:
+    ast = await Asterisk.call(rig.port)
+    await ast.answer("ANSWER")
+    await ast.answer("SET MUSIC ON default")
+    await ast.answer("SET MUSIC OFF")
+    announce = await ast.answer("STREAM FILE")
+    assert "wait_progress-" in announce
+    await ast.answer("SET MUSIC ON default")
+    rig.log_in("1001")  # an agent frees up: the flow stops the music and dials at once
+    await ast.answer("SET MUSIC OFF")
+    await dial(ast, "ANSWER")
+
+
+async def test_dtmf_garbage_at_the_callback_offer_keeps_the_caller_waiting(rig: Rig) -> None:
+    ast = await Asterisk.call(rig.port, caller="anonymous")
+    await ast.answer("ANSWER")
+    await ast.until("GET DATA", "200 result=9")  # neither 1 nor 2
+    offer = await ast.until("GET DATA", "200 result=2")  # next offer: 2 = call me back
+    assert "callback_offer-" in offer
+    # no usable caller ID: the caller keys a number; garbage, then a real one, confirmed
+    await ast.answer("GET DATA", "200 result=12#")
+    await ast.answer("GET DATA", "200 result=13912345678#")
+    confirm = await ast.answer("GET DATA", "200 result=1")
+    assert "callback_confirm-" in confirm
+    await ast.answer("STREAM FILE")  # "we will contact you"
+    await ast.answer("SET VARIABLE CALLFLOW_DONE 1", "200 result=1")
+    await ast.answer("HANGUP", "200 result=1")
+    tasks = [d for k, d in rig.records if k == "task"]
+    assert [(t["kind"], t["number"]) for t in tasks] == [("callback", "13912345678")]
+    assert call(rig).outcome is Outcome.CALLBACK
+
+
+@pytest.mark.parametrize("step", ["ANSWER", "SET MUSIC ON", "STREAM FILE", "GET DATA"])
+async def test_caller_hanging_up_at_each_waiting_step_ends_the_call_as_abandoned(
+        rig: Rig, step: str) -> None:
+    ast = await Asterisk.call(rig.port)
+    if step != "ANSWER":
+        await ast.answer("ANSWER")
+    await ast.hang_up_during(step)
+    assert call(rig).phase is Phase.ENDED
+    assert call(rig).outcome in (Outcome.ABANDONED, Outcome.SHORT_ABANDON)
+    assert not rig.runtime.waiters
+
+
+async def test_caller_hanging_up_while_an_agent_rings_frees_the_agent(rig: Rig) -> None:
+    rig.log_in("1001")
+    ast = await Asterisk.call(rig.port)
+    await ast.answer("ANSWER")
+    await ast.hang_up_during("EXEC Dial")
+    assert call(rig).phase is Phase.ENDED
+    assert rig.runtime.agents["1001"].state is AgentState.READY
+
+
+async def test_an_unknown_did_is_logged_and_routed_to_the_default_queue(
+        prompts_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
+    policy = parse_policy({**SHORT, "routing": {"did_queues": {"100": "main"},
+                                                "default_queue": "main"}})
+    async for rig in start_rig(prompts_dir, policy):
+        rig.log_in("1001")
+        with caplog.at_level(logging.WARNING, "callflow.dialplan.inbound"):
+            ast = await Asterisk.call(rig.port, did="999")
+            await ast.answer("ANSWER")
+            await dial(ast, "ANSWER")
+        assert "DID '999' is not configured" in caplog.text
+        assert call(rig).queue == "main"
+
+
+async def test_named_agent_line_with_an_unknown_work_number_falls_back_to_anyone(
+        prompts_dir: Path) -> None:
+    policy = parse_policy({**SHORT, "routing": {"named_agent_dids": ["200"]}})
+    async for rig in start_rig(prompts_dir, policy):
+        rig.log_in("1002")
+        ast = await Asterisk.call(rig.port, did="200")
+        await ast.answer("ANSWER")
+        await ast.answer("GET DATA", "200 result=*7x")
+        await ast.answer("GET DATA", "200 result=9999#")
+        line = await dial(ast, "ANSWER")
+        assert "agent1002" in line
