@@ -29,6 +29,7 @@ import itertools
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
@@ -36,7 +37,10 @@ from fastapi import APIRouter
 from callflow.engine import calls, hold
 from callflow.engine import special_calls as sc
 from callflow.engine.effects import Effect, Publish
+from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StateError
+from callflow.store import repo
+from callflow.store.db import Store
 
 if TYPE_CHECKING:
     from callflow.engine.runtime import AmiFrame, Runtime
@@ -335,6 +339,21 @@ class SpecialCallsFeature:
         now = self.runtime.clock.now()
         return {cid: hold_view(h, now) for cid, h in self.holds.items()
                 if may_see("board") or may_see(f"agent:{h.agent_id}")}
+
+
+def nuisance_route(store: Store, policy: Policy, number: str, now: datetime) -> str | None:
+    """The automated attendant (exten@context) for a number whose nuisance calls reached
+    ``special_calls.nuisance_route_after`` within the lookback, else None (C-2: "repeated
+    nuisance numbers can be routed to the attendant directly"). For the inbound flow, off
+    the loop (it reads the store)."""
+    sc_policy = policy.special_calls
+    if sc_policy.nuisance_route_after <= 0 or not number:
+        return None
+    since = now - timedelta(days=sc_policy.nuisance_lookback_days)
+    earlier = store.read(repo.calls_from_number, number, since=since,
+                         limit=max(200, sc_policy.nuisance_route_after))
+    count = sum(1 for c in earlier if c.outcome == "nuisance")
+    return sc_policy.attendant_target if count >= sc_policy.nuisance_route_after else None
 
 
 def hold_view(holds: hold.CallHolds, now: float) -> dict[str, Any]:

@@ -342,6 +342,13 @@ class SpecialCallsPolicy(Section):
     attendant_target: str = setting(
         "s@callflow-attendant", std="C-2",
         description="Dialplan exten@context of the automated attendant (自動臺) for transfers")
+    nuisance_route_after: int = setting(
+        0, unit="count", std="C-2", ge=0,
+        description="A number with this many nuisance calls goes straight to the attendant; "
+                    "0 = off")
+    nuisance_lookback_days: int = setting(
+        90, unit="days", std="C-2", ge=1,
+        description="How far back nuisance calls of a number are counted (ASSUMPTION)")
 
 
 class HangupPolicy(Section):

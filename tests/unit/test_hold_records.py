@@ -47,3 +47,25 @@ def test_release_verdict_and_special_outcome(store: Store) -> None:
         assert call is not None
         assert (call.outcome, call.released_by, call.release_compliant,
                 call.release_procedure) == ("silent", "system", True, "silent")
+
+
+def test_repeated_nuisance_number_goes_to_the_attendant_c_2(store: Store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from callflow.engine.policy import parse_policy
+    from callflow.special_calls_feature import nuisance_route
+
+    now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+    policy = parse_policy({"special_calls": {"nuisance_route_after": 2,
+                                             "nuisance_lookback_days": 30}})
+    number = "13800000099"
+    assert nuisance_route(store, Policy(), number, now) is None  # off by default
+    for i, (days_ago, outcome) in enumerate([(40, "nuisance"), (10, "nuisance"),
+                                             (5, "answered")]):
+        store.run(repo.upsert_call, f"n{i}", direction="inbound", caller_number=number,
+                  entered_at=now - timedelta(days=days_ago), outcome=outcome)
+    assert nuisance_route(store, policy, number, now) is None  # one within 30 days
+    store.run(repo.upsert_call, "n9", direction="inbound", caller_number=number,
+              entered_at=now - timedelta(days=1), outcome="nuisance")
+    assert nuisance_route(store, policy, number, now) == policy.special_calls.attendant_target
+    assert nuisance_route(store, policy, "13800000000", now) is None
