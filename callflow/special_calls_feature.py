@@ -85,6 +85,9 @@ class SpecialCallsFeature:
         runtime.own_timers(hold.TIMER_PREFIX, self._on_hold_timer)
         runtime.own_timers(sc.TIMER_PREFIX, self._on_special_timer)
         runtime.extend_snapshot("holds", self._snapshot)
+        # render every script now (TTS takes ~0.3 s): a call must never wait for espeak
+        names = {*sc.SILENT_PROMPTS, sc.SILENT_SHORT, *sc.SCRIPT.values(), REASSURANCE_PROMPT}
+        await asyncio.to_thread(lambda: [service.prompts.path(n) for n in sorted(names)])
 
     async def stop(self) -> None:
         self._service = None
