@@ -47,8 +47,12 @@ def default_features() -> list[Feature]:
     from callflow.agents.desktop import AgentDesktop
     from callflow.api.board import BoardFeature
     from callflow.dialer import OutboundFeature
+    from callflow.special_calls_feature import SpecialCallsFeature
 
-    return [AgentDesktop(), BoardFeature(), OutboundFeature()]
+    # AgentDesktop sends the hold reminders to the desktop; the special-calls feature
+    # keeps the beep, the caller's reassurance, the board, alarms and records
+    return [AgentDesktop(), BoardFeature(), OutboundFeature(),
+            SpecialCallsFeature(desktop_hold_reminders=False)]
 
 
 def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:

@@ -41,7 +41,7 @@ TOLERANCE_S = 0.5
 
 def start_product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
                   policy: Policy) -> Iterator[tuple[Product, SpecialCallsFeature]]:
-    asterisk.cli("module load func_talkdetect.so")  # lead: add to modules.conf.j2
+    assert "func_talkdetect.so" in asterisk.cli("module show like talkdetect")
     feature = SpecialCallsFeature()
     with running_product(asterisk, asterisk_root, tmp_path, policy, AGENTS,
                          ServiceOptions(features=[feature])) as running:
