@@ -256,8 +256,10 @@ class SpecialCallsFeature:
                 self._play(effect.call_id, effect.prompt, effect.token, "barge",
                            token=effect.token)
             elif isinstance(effect, sc.Release):
+                self._end_live_call(effect.call_id, effect.procedure)
                 self._release(effect.call_id)
             elif isinstance(effect, sc.Transfer):
+                self._end_live_call(effect.call_id, "nuisance")
                 self._transfer(effect.call_id, effect.target)
             elif isinstance(effect, Publish) and not self.desktop_hold_reminders \
                     and effect.topic.startswith("agent:") \
@@ -314,6 +316,14 @@ class SpecialCallsFeature:
             if play["call_id"] == call_id and play["token"] == token:
                 play[what] = time.monotonic()
                 return
+
+    def _end_live_call(self, call_id: str, procedure: str) -> None:
+        """The board's live record shows the procedure's outcome, not a plain answer."""
+        try:
+            outcome = calls.Outcome(procedure)
+        except ValueError:
+            return
+        self.runtime.end_call(call_id, outcome)
 
     def _release(self, call_id: str) -> None:
         channel = self._caller_channel(call_id)

@@ -36,6 +36,12 @@ class Outcome(StrEnum):
     SHORT_ABANDON = "short_abandon"
     CALLBACK = "callback"
     FALLBACK = "fallback"
+    # special-call endings by the system (STD-056..STD-067, STD-112)
+    SILENT = "silent"
+    QUIET_LINE = "quiet_line"
+    NOISY_LINE = "noisy_line"
+    NUISANCE = "nuisance"
+    WRONG_NUMBER = "wrong_number"
 
 
 class OfferResult(StrEnum):
