@@ -152,9 +152,13 @@ async def test_call_reaches_route_and_caller_hangup_raises_once(asterisk: Any, s
         "GET VARIABLE CALLFLOW_NOTE\n"]
 
 
-async def test_route_that_returns_leaves_agistatus_success(asterisk: Any, sipp: Any,
-                                                           fastagi: Any) -> None:
-    route = Route(lambda s, seen: s.answer())
+async def test_route_that_marks_the_call_done_leaves_agistatus_success(
+        asterisk: Any, sipp: Any, fastagi: Any) -> None:
+    async def handled(session: AgiSession, seen: list[Any]) -> None:
+        await session.answer()
+        await session.set_variable("CALLFLOW_DONE", "1")
+
+    route = Route(handled)
     server, _ = await fastagi({"inbound": route})
     since = time.monotonic()
     caller = sipp.caller(DID, "uac_wait_bye.xml", talk_ms=0)
@@ -164,6 +168,18 @@ async def test_route_that_returns_leaves_agistatus_success(asterisk: Any, sipp: 
                      Variable="AGISTATUS", Value="SUCCESS")
     assert await asyncio.to_thread(caller.wait, 10) == 0      # the dialplan hung up
     assert server.stats["completed"] == 1
+
+
+async def test_route_that_returns_without_marking_done_falls_back(
+        asterisk: Any, sipp: Any, fastagi: Any) -> None:
+    """A flow that returned without saying it handled the call (a bug, an engine stopping
+    between commands) must not drop the caller: the dialplan queues them."""
+    route = Route(lambda s, seen: s.answer())
+    await fastagi({"inbound": route})
+    since = time.monotonic()
+    sipp.caller(DID, "uac_wait_bye.xml", talk_ms=0)
+    await wait_event(asterisk, "VarSet", 5, since, Variable="AGISTATUS", Value="SUCCESS")
+    await wait_event(asterisk, "QueueCallerJoin", 5, since)
 
 
 async def _expect_fallback(asterisk: Any, sipp: Any, since: float) -> None:
