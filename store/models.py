@@ -282,6 +282,8 @@ class CallbackTask(Base):
         ),
         Index("ix_callback_tasks_status_due_at", "status", "due_at"),
         Index("ix_callback_tasks_owner_agent_id_status", "owner_agent_id", "status"),
+        # the desktops' task feed reads "changed since the last tick" (callflow/dialer.py)
+        Index("ix_callback_tasks_updated_at", "updated_at"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
