@@ -19,11 +19,11 @@ from typing import Any
 
 from callflow.agents.events import AgentEvent, AgentState, EndAcw, LogOut, RequestState
 from callflow.api.protocol import (
-    CLOSE_TOO_BIG,
     MAX_CLIENT_FRAME_BYTES,
     MAX_PING_ID_LENGTH,
     ClientFrameError,
     Ping,
+    decode_client_json,
 )
 from callflow.engine.policy import Policy, Reason
 
@@ -50,26 +50,6 @@ ClientMessage = DesktopRequest | Ping
 
 def _dumps(frame: dict[str, Any]) -> str:
     return json.dumps(frame, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _decode(data: str | bytes) -> dict[str, Any]:
-    """Size, type and JSON checks shared by every client frame (same codes as v1 events)."""
-    size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
-    if size > MAX_CLIENT_FRAME_BYTES:
-        raise ClientFrameError("frame_too_large",
-                               f"{size} bytes; the limit is {MAX_CLIENT_FRAME_BYTES}",
-                               close_code=CLOSE_TOO_BIG)
-    if isinstance(data, bytes):
-        raise ClientFrameError("binary_not_supported", "send JSON in text frames")
-    try:
-        frame = json.loads(data)
-    except json.JSONDecodeError as exc:
-        raise ClientFrameError("bad_json", f"not valid JSON: {exc.msg} at {exc.pos}") from None
-    except RecursionError:
-        raise ClientFrameError("bad_json", "JSON nested too deeply") from None
-    if not isinstance(frame, dict):
-        raise ClientFrameError("bad_frame", "a frame must be a JSON object")
-    return frame
 
 
 def _request_id(frame: dict[str, Any]) -> RequestId:
@@ -102,7 +82,7 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
     not-ready reason is left to the state machine, which refuses it with
     ``reason_required`` like any other illegal request.
     """
-    frame = _decode(data)
+    frame = decode_client_json(data)
     kind = frame.get("type")
     request_id = _request_id(frame)
     if kind == "ping":

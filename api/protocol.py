@@ -121,8 +121,8 @@ class FrameEncoder:
             return snapshot_frame({**message, "state": {}})
 
 
-def parse_client_frame(data: str | bytes) -> ClientFrame:
-    """Validate one frame from a client; raises ``ClientFrameError`` with the reason."""
+def decode_client_json(data: str | bytes) -> dict[str, Any]:
+    """Size, type and JSON checks every client frame passes (events and desktop alike)."""
     size = len(data) if isinstance(data, bytes) else len(data.encode("utf-8", "surrogatepass"))
     if size > MAX_CLIENT_FRAME_BYTES:
         raise ClientFrameError("frame_too_large",
@@ -139,6 +139,12 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         raise ClientFrameError("bad_json", "JSON nested too deeply") from None
     if not isinstance(frame, dict):
         raise ClientFrameError("bad_frame", "a frame must be a JSON object")
+    return frame
+
+
+def parse_client_frame(data: str | bytes) -> ClientFrame:
+    """Validate one frame from a client; raises ``ClientFrameError`` with the reason."""
+    frame = decode_client_json(data)
     kind = frame.get("type")
     if kind == "ping":
         return _parse_ping(frame)
