@@ -96,8 +96,7 @@ class InboundFlow:
             await self._done()
         except (CallerHungUp, CallGone):
             log.info("call %s: caller hung up", self.call_id)
-            await self._report_dial_after_hangup()
-            self.rt.caller_gone(self.call_id)
+            self.rt.caller_gone(self.call_id, await self._facts_after_hangup())
         finally:
             self.rt.stop_waiting(self.call_id)
 
@@ -244,16 +243,18 @@ class InboundFlow:
         if call is None or call.phase is Phase.ENDED:
             raise CallGone
 
-    async def _report_dial_after_hangup(self) -> None:
-        """Asterisk still answers GET VARIABLE on a dead channel; the AMI events are the truth."""
-        if self.offering is None:
-            return
+    async def _facts_after_hangup(self) -> int:
+        """The dial's outcome and the hang-up cause, read back from the dead channel
+        (Asterisk still answers GET VARIABLE there); a backup for the AMI events."""
         try:
-            status = await self.session.get_variable("DIALSTATUS")
+            if self.offering is not None:
+                status = await self.session.get_variable("DIALSTATUS")
+                if status:
+                    self.rt.offer_reported(self.call_id, self.offering, status)
+            cause = await self.session.get_variable("HANGUPCAUSE")
         except Exception:  # the session may already be closed
-            return
-        if status:
-            self.rt.offer_reported(self.call_id, self.offering, status)
+            return 16
+        return int(cause) if cause and cause.isdigit() else 16
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> bool:

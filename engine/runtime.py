@@ -87,6 +87,7 @@ class Runtime:
         self.agent_links: dict[str, ChannelLink] = {}  # agent leg uniqueid -> call/agent
         self.first_release: dict[str, str] = {}  # call_id -> "caller" | "agent"
         self.waiters: dict[str, asyncio.Event] = {}  # calls waiting for an agent, by call_id
+        self.agi_hangup_grace_s = 2.0  # how long the flow's hang-up report waits for AMI's
         self.endpoint_reachable: dict[str, bool] = {}  # PJSIP's last word on each desk
         self._endpoint_seen: dict[str, float] = {}  # when that word was observed (monotonic)
         self._resync_listeners: list[Callable[[], None]] = []
@@ -396,9 +397,17 @@ class Runtime:
             self.execute([Publish(f"agent:{owner}", {"type": "task", "task": task})])
 
     def caller_gone(self, call_id: str, cause: int = 16) -> None:
-        """The AGI flow saw the caller hang up; AMI's Hangup normally got here first."""
-        self.call_event(calls.CallReleased(call_id, time.time(), cause=cause,
-                                           by=self.first_release.get(call_id, "caller")))
+        """The AGI flow saw the caller hang up. AMI's Hangup comes a little later (Asterisk
+        sends it once the channel is destroyed, after the AGI session ends) with the exact
+        time and cause, so the flow's report waits ``agi_hangup_grace_s`` and counts only
+        if AMI has not ended the call by then (the link was down)."""
+        event = calls.CallReleased(call_id, time.time(), cause=cause,
+                                   by=self.first_release.get(call_id, "caller"))
+        if self.agi_hangup_grace_s <= 0:
+            self.call_event(event)
+        else:
+            asyncio.get_running_loop().call_later(self.agi_hangup_grace_s, self.call_event,
+                                                  event)
 
     def _call_finished(self, before: calls.InboundCall, after: calls.InboundCall) -> None:
         current = before.current_offer

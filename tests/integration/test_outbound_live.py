@@ -316,3 +316,43 @@ def _frames(ws: Any, timeout: float) -> Iterator[dict[str, Any]]:
         if frame["type"] == "event":
             yield frame
     raise AssertionError("no task frame on the desktop's websocket")
+
+
+def test_a_real_inbound_drop_is_called_back_by_the_same_agent_end_to_end(
+        asterisk: PbxHandle, sipp: SippControl, cn: tuple[Product, OutboundFeature]) -> None:
+    """STD-069 end to end: agent 1002 takes an inbound call, the caller's line drops
+    mid-talk (the gateway's BYE says Q.850 cause 38), a dropped-call task for 1002
+    reaches 1002's desktop, and after ACW the dialer rings 1002 first (though 1001 has
+    idled longer), then the caller's number, which answers: the task is done."""
+    product, _feature = cn
+    phones = [softphone(sipp, asterisk, ext, wait=False) for ext in AGENTS]
+    sipp.wait_ready(*phones)
+    customer(sipp, asterisk, "uas_answer.xml", ring_ms=1000)
+    log_in(product, "1002")
+    token = product.service.signer.issue("1002", "agent", "1002")
+    url = f"ws://127.0.0.1:{product.settings.ports.api}/ws/events?token={token}"
+    with connect(url, open_timeout=5) as desktop:
+        assert json.loads(desktop.recv(5))["type"] == "snapshot"
+        t0 = asterisk.tap.mark()
+        caller = sipp.caller("100", "uac_call_dropped.xml", caller_id=CUSTOMER,
+                             talk_ms=9000)
+        assert caller.wait(40) == 0, caller.diagnostics()
+        hangup = asterisk.tap.wait_event(
+            lambda e: e["Event"] == "Hangup" and e["Channel"].startswith("PJSIP/caller-"),
+            5, t0)
+        assert hangup["Cause"] == "38"
+        log_in(product, "1001")  # free and idle while 1002 is in after-call work
+        pushed = next(m for m in _frames(desktop, 10)
+                      if m["payload"].get("type") == "task")
+        task = pushed["payload"]["task"]
+        assert (task["kind"], task["number"], task["owner_agent_id"]) == (
+            "dropped_call", CUSTOMER, "1002")
+        begin = customer_dialled(asterisk, t0, 30)
+        assert begin["Channel"].startswith("PJSIP/agent1002-")  # the same agent, not 1001
+        done = wait_task(product, task["id"], "the callback to connect", 15,
+                         lambda t: t.status == "done")
+        assert done.last_outcome == "answered"
+        asterisk.tap.action(Action="Hangup", Channel=begin["DestChannel"])
+    product.flush()
+    call = product.store.read(repo.get_call, hangup["Uniqueid"])
+    assert call is not None and call.agent_id == "1002" and call.hangup_cause == 38

@@ -59,6 +59,7 @@ async def start_rig(prompts_dir: Path, policy: Policy) -> AsyncIterator[Rig]:
     runtime = Runtime(policy, RealClock(), roster, Adapters(
         persist=lambda k, d: records.append((k, d)),
         publish=lambda t, p: published.append((t, p))))
+    runtime.agi_hangup_grace_s = 0  # no AMI here: the flow's report is the only one
     library = PromptLibrary(LanguagePack.load("zh"), prompts_dir,
                             {"centre": policy.greetings.centre_name})
     ctx = FlowContext(runtime=runtime, policy=policy, prompts=library, clock=RealClock(),
