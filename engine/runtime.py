@@ -88,6 +88,7 @@ class Runtime:
         self.first_release: dict[str, str] = {}  # call_id -> "caller" | "agent"
         self.waiters: dict[str, asyncio.Event] = {}  # calls waiting for an agent, by call_id
         self.agi_hangup_grace_s = 2.0  # how long the flow's hang-up report waits for AMI's
+        self.ended_call_retention_s = 300.0  # ended calls kept in memory, then store only
         self.endpoint_reachable: dict[str, bool] = {}  # PJSIP's last word on each desk
         self._endpoint_seen: dict[str, float] = {}  # when that word was observed (monotonic)
         self._resync_listeners: list[Callable[[], None]] = []
@@ -362,6 +363,7 @@ class Runtime:
         self.execute(effects)
         if new.phase is calls.Phase.ENDED and call.phase is not calls.Phase.ENDED:
             self._call_finished(call, new)
+            self._forget_later(event.call_id)
             own = self.waiters.get(event.call_id)
             if own is not None:
                 own.set()  # the waiting flow wakes, sees the call ended, and stops
@@ -607,8 +609,18 @@ class Runtime:
     def live_calls(self) -> list[calls.InboundCall]:
         return [c for c in self.calls.values() if c.phase is not calls.Phase.ENDED]
 
-    def forget_ended_calls(self) -> None:
-        for call_id in [k for k, c in self.calls.items() if c.phase is calls.Phase.ENDED]:
+    def _forget_later(self, call_id: str) -> None:
+        """An ended call stays in memory a while (late AMI events, features finishing their
+        records), then only the store has it: an engine that runs for months stays small."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without a loop (pure tests): nothing accumulates there
+            return
+        loop.call_later(self.ended_call_retention_s, self._forget, call_id)
+
+    def _forget(self, call_id: str) -> None:
+        call = self.calls.get(call_id)
+        if call is not None and call.phase is calls.Phase.ENDED:
             del self.calls[call_id]
 
 

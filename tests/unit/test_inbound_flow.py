@@ -279,3 +279,13 @@ async def test_named_agent_line_with_an_unknown_work_number_falls_back_to_anyone
         await ast.answer("GET DATA", "200 result=9999#")
         line = await dial(ast, "ANSWER")
         assert "agent1002" in line
+
+
+async def test_ended_calls_leave_memory_after_the_retention(rig: Rig) -> None:
+    """A long-running engine keeps only live calls (and recent ones) in memory."""
+    rig.runtime.ended_call_retention_s = 0.05
+    ast = await Asterisk.call(rig.port)
+    await ast.hang_up_during("ANSWER")
+    assert call(rig).phase is Phase.ENDED
+    await asyncio.sleep(0.2)
+    assert CALL_ID not in rig.runtime.calls
