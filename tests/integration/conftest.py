@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pytest
 from amitap import AmiTap, AmiTapError
+from playwright.sync_api import Browser, sync_playwright
 from sippctl import SippControl
 
 from callflow.pbx.process import AsteriskProcess
@@ -131,6 +132,24 @@ def _port_base() -> int:
         raise pytest.UsageError(
             f"CALLFLOW_TEST_PORT_BASE must be an integer, got {raw!r}"
         ) from None
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Debian's chromium, headless, through Playwright (no browser download needed).
+
+    Module scope: Playwright's sync API must not be alive while another module's
+    asyncio tests run on the same thread."""
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @pytest.fixture(scope="session")

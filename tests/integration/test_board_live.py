@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from product import Product, running_product
 
 from callflow.agents.events import LogIn
@@ -41,23 +41,11 @@ pytestmark = pytest.mark.browser
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "board"
 PASSWORD = "board-live-pw"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 #: 1 ring (5 s at cn cadence) instead of 3, so the RONA comes quickly; ACW short; a caller
 #: waiting 3 s is past the maximum wait (STD-043), so that alarm comes quickly too.
 POLICY = parse_policy({"answering": {"ring_limit_rings": 1}, "agents": {"acw_limit_s": 3},
                        "hold": {"max_wait_s": 3}})
 CALLER_1, CALLER_2 = "13900000001", "13900000002"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 @pytest.fixture

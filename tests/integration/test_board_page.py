@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 from product import Product
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -46,8 +46,6 @@ ARTIFACTS = REPO_ROOT / "test-artifacts" / "board"
 AGENTS = [str(10001 + i) for i in range(2000)]
 QUEUES = ("main", "sales", "vip")
 PASSWORD = "board-test-pw"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def port_base() -> int:
@@ -84,16 +82,6 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def base_url(product: Product) -> str:

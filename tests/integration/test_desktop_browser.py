@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from product import Product, make_roster, make_settings
 
 from callflow.agents.desktop import AgentDesktop
@@ -36,8 +36,6 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.browser
 
 ARTIFACTS = REPO_ROOT / "test-artifacts" / "desktop"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 POLICY = parse_policy({"agents": {"acw_limit_s": 20},
                        "hold": {"reminder_s": 0.5, "reminder_repeat_s": 0, "limit_s": 1.2}})
 CALLER = "13811112222"
@@ -60,16 +58,6 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path) -> Iterato
         yield running
     finally:
         running.stop()
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def shot(page: Page, name: str) -> None:
