@@ -16,9 +16,9 @@ options, by role.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 import pytest
@@ -46,6 +46,7 @@ PASSWORD = "board-live-pw"
 POLICY = parse_policy({"answering": {"ring_limit_rings": 1}, "agents": {"acw_limit_s": 3},
                        "hold": {"max_wait_s": 3}})
 CALLER_1, CALLER_2 = "13900000001", "13900000002"
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -125,6 +126,16 @@ def state_cell(agent: str) -> str:
     return f"#agents .row[data-agent='{agent}'] > span:nth-child(2)"
 
 
+def eventually(read: Callable[[], list[T]], what: str, timeout: float = 5.0) -> list[T]:
+    """The page shows a change as soon as it is published; the audit row is written by
+    the same request in a worker thread and may land a moment later."""
+    deadline = time.monotonic() + timeout
+    while not (rows := read()):
+        assert time.monotonic() < deadline, f"{what} never reached the store"
+        time.sleep(0.05)
+    return rows
+
+
 def test_board_follows_calls_agents_and_a_rona_live(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser) -> None:
     published = Published(product)
@@ -180,7 +191,8 @@ def test_board_follows_calls_agents_and_a_rona_live(
     page.select_option("#agents .row[data-agent='1002'] .actions select", "state:busy:meal")
     page.wait_for_function(f"document.querySelector(\"{state_cell('1002')}\").textContent"
                            ".startsWith('busy · meal')", timeout=5000)
-    forced = product.store.read(repo.audit_entries, target="agent:1002", action="force_state")
+    forced = eventually(lambda: product.store.read(repo.audit_entries, target="agent:1002",
+                                                   action="force_state"), "the force audit")
     assert [(e.actor, e.detail["state"], e.detail["reason"]) for e in forced] == [
         ("sup", "busy", "meal")]
 
@@ -206,10 +218,11 @@ def test_board_follows_calls_agents_and_a_rona_live(
     page.wait_for_selector("#alarms li[data-kind=ring_no_answer]", state="detached",
                            timeout=5000)
     product.flush()
+    acks = eventually(lambda: product.store.read(repo.audit_entries, action="ack_alarm"),
+                      "the acknowledgement's audit")
     alarms = product.store.read(repo.recent_alarms, open_only=False)
     rona = [a for a in alarms if a.kind == "ring_no_answer"]
     assert len(rona) == 1 and rona[0].acknowledged_by == "sup"
-    acks = product.store.read(repo.audit_entries, action="ack_alarm")
     assert [(e.actor, e.target) for e in acks] == [("sup", f"alarm:{rona[0].id}")]
     shot(page, "live-4-alarm-acknowledged")
     assert caller2.wait(60) == 0, caller2.diagnostics()  # nobody took it: abandoned
