@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from callflow.agents.events import AgentEvent, feature_code_event
 from callflow.agents.state import (
     AgentSnapshot,
@@ -37,7 +38,6 @@ from callflow.agents.state import (
 from callflow.engine.clock import FakeClock
 from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
 from callflow.engine.policy import Policy, parse_policy
-
 from callflow.errors import StateError
 
 S = AgentState

@@ -6,6 +6,7 @@ from datetime import date, time
 from pathlib import Path
 
 import pytest
+
 from callflow.engine import policy as policy_module
 from callflow.engine.policy import (
     STOCK_RING_CADENCES_MS,
@@ -21,7 +22,6 @@ from callflow.engine.policy import (
     ring_limit_seconds,
     service_level_seconds,
 )
-
 from callflow.errors import PolicyError
 
 REPO = Path(__file__).resolve().parents[2]
