@@ -6,6 +6,10 @@
  * reminders; the page sends state requests and shows the server's refusal reasons.
  * Timers tick here on the server's clock (hello.server_time) from since_epoch and
  * acw_deadline_epoch. On a dropped connection it resumes with since=<last seq>.
+ *
+ * Call actions (while on_call or on_hold): REST calls on the current call,
+ * POST /api/v1/calls/<call id>/{hold,retrieve,callback,closing,special,nuisance} with the
+ * same session token (Authorization: Bearer); a refusal's reason goes to #error.
  */
 (function () {
   "use strict";
@@ -14,6 +18,10 @@
   const EXT_KEY = "callflow.desktop.extension";
   const MAX_REMINDERS = 50;
   const IN_CALL = ["ringing", "on_call", "on_hold"];
+  const ACTIVE_CALL = ["on_call", "on_hold"];  // states in which the call actions show
+  const SCRIPT_LABELS = {silent: "silent caller", quiet_line: "line too quiet",
+                         noisy_line: "line too noisy", wrong_number: "wrong number",
+                         nuisance: "nuisance call"};
   const SYSTEM_REASONS = {ring_no_answer: {zh: "振铃未接", en: "ring no answer"},
                           unreachable: {zh: "话机离线", en: "softphone unreachable"}};
   const $ = (id) => document.getElementById(id);
@@ -24,6 +32,8 @@
     wantLogin: false,
     hello: null, agent: null, call: null,
     ws: null, seq: null, retry: 0, skew: 0, nextId: 0, closing: false,
+    inFlight: new Set(),  // ids of call-action buttons whose request is under way
+    actionCall: "",  // the call the last action result is about
   };
 
   // --- formatting -------------------------------------------------------------------
@@ -212,6 +222,18 @@
         return remind("Over the time allowed for " + reasonLabel(p.state, p.reason), true);
       case "task":
         return remind("Callback task: " + (p.task.number || ""), false);
+      case "hold_retrieve":
+        return remind("Hold at its hard limit: take the caller back now (STD-043)", true);
+      case "special_started":
+        return remind("Script started: " + (SCRIPT_LABELS[p.procedure] || p.procedure), false);
+      case "special_cancelled":
+        return remind("Script stopped: the caller spoke (STD-056)", false);
+      case "nuisance_warning":
+        return remind("Nuisance warning " + p.warning + " of " + p.of + " played (C-2)", false);
+      case "closing":
+        return remind("Closing recorded (STD-111)", false);
+      case "release_violation":
+        return remind("Released before the caller (STD-110)", true);
       default:
         return undefined;
     }
@@ -249,6 +271,7 @@
     $("btn-end-acw").disabled = a.state !== "acw";
     $("btn-logout").disabled = inCall;
     renderCall();
+    renderCallActions();
     tick();
   }
 
@@ -286,6 +309,78 @@
         (h.agent_id ? " (agent " + h.agent_id + ")" : "");
       list.appendChild(li);
     }
+  }
+
+  // --- call actions (REST on the current call) ----------------------------------------------
+  function currentCallId() {
+    const a = st.agent;
+    return (a && a.call_id) || (st.call && st.call.uniqueid) || "";
+  }
+
+  function renderCallActions() {
+    const a = st.agent;
+    const callId = currentCallId();
+    const show = !!(a && ACTIVE_CALL.includes(a.state) && callId);
+    $("call-actions").hidden = !show;
+    if (callId !== st.actionCall) {  // another call (or none): the last result is stale
+      st.actionCall = callId;
+      $("call-action-result").textContent = "";
+    }
+    if (!show) return;
+    $("btn-hold").hidden = a.state !== "on_call";
+    $("btn-retrieve").hidden = a.state !== "on_hold";
+    for (const id of ["btn-hold", "btn-retrieve", "btn-callback", "btn-closing", "btn-script",
+                      "btn-nuisance-again"]) {
+      $(id).disabled = st.inFlight.has(id);
+    }
+  }
+
+  function errorText(res, reply) {
+    const d = reply && reply.detail;
+    if (d && typeof d === "object" && d.error) {
+      return d.error + (d.message && d.message !== d.error ? ": " + d.message : "");
+    }
+    if (typeof d === "string") return d;
+    return "HTTP " + res.status + (res.statusText ? " " + res.statusText : "");
+  }
+
+  async function callAction(buttonId, action, body, success) {
+    const callId = currentCallId();
+    if (!callId) { showError("no current call"); return; }
+    if (st.inFlight.has(buttonId)) return;
+    st.inFlight.add(buttonId);
+    $(buttonId).disabled = true;
+    $("call-action-result").textContent = "";
+    const init = {method: "POST", headers: {Authorization: "Bearer " + st.token}};
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    try {
+      const res = await fetch("/api/v1/calls/" + encodeURIComponent(callId) + "/" + action,
+                              init);
+      const reply = await res.json().catch(() => ({}));
+      if (!res.ok) {
+        showError(errorText(res, reply));
+        return;
+      }
+      showError("");
+      st.actionCall = callId;
+      $("call-action-result").textContent = success(reply || {});
+    } catch (err) {
+      showError(action + " failed: " + err.message);
+    } finally {
+      st.inFlight.delete(buttonId);
+      $(buttonId).disabled = false;
+      if (st.agent) renderCallActions();
+    }
+  }
+
+  // a time as the API sends it: epoch seconds or an ISO 8601 string
+  const dateOf = (v) => new Date(typeof v === "number" ? v * 1000 : v);
+
+  function warned(view) {
+    return "nuisance warning " + (view.warnings || "?") + " given";
   }
 
   function tick() {
@@ -328,6 +423,27 @@
   $("btn-not-ready").addEventListener("click",
     () => send({type: "not_ready", reason: $("not-ready-reason").value}));
   $("btn-end-acw").addEventListener("click", () => send({type: "end_acw"}));
+  $("btn-hold").addEventListener("click", () =>
+    callAction("btn-hold", "hold", undefined, () => "caller on hold (music)"));
+  $("btn-retrieve").addEventListener("click", () =>
+    callAction("btn-retrieve", "retrieve", undefined, () => "caller taken back from hold"));
+  $("btn-callback").addEventListener("click", () =>
+    callAction("btn-callback", "callback", {note: $("callback-note").value.trim()}, (r) => {
+      $("callback-note").value = "";
+      const t = r.task || {};
+      return "callback task created" + (t.number ? " for " + t.number : "") +
+        (t.due_at ? ", due " + dateOf(t.due_at).toLocaleString() : "");
+    }));
+  $("btn-closing").addEventListener("click", () =>
+    callAction("btn-closing", "closing", undefined,
+               () => "closing recorded: the caller may hang up first (STD-111)"));
+  $("btn-script").addEventListener("click", () => {
+    const procedure = $("script").value;
+    callAction("btn-script", "special", {procedure}, (view) => procedure === "nuisance" ?
+      warned(view) : (SCRIPT_LABELS[procedure] || procedure) + " script started");
+  });
+  $("btn-nuisance-again").addEventListener("click", () =>
+    callAction("btn-nuisance-again", "nuisance", undefined, warned));
   $("btn-logout").addEventListener("click", () => {
     if (st.agent && st.agent.state !== "logged_out") send({type: "logout"});
     st.closing = true;
