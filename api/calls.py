@@ -10,7 +10,12 @@ on *their* caller); a supervisor may act for the call's agent. Every refusal say
 * ``POST /api/v1/calls/{call_id}/nuisance`` — one more scope statement; after the
   Policy's count the final action runs (STD-064/065, C-2);
 * ``POST /api/v1/calls/{call_id}/closing`` — the goodbye was said: a release after the
-  grace is compliant (STD-111, C-6).
+  grace is compliant (STD-111, C-6);
+* ``POST /api/v1/calls/{call_id}/hold`` / ``.../retrieve`` — the system holds the caller
+  (music, neither side hears the other) and takes them back (STD-039..041); a hold the
+  softphone made is taken back on the softphone (``softphone_hold``);
+* ``POST /api/v1/calls/{call_id}/callback`` ``{"note": "..."}`` — "call back instead"
+  (STD-042): a callback task for the caller, owned by the agent.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from callflow.api.accounts import require
 from callflow.api.auth import Principal
@@ -29,13 +34,19 @@ if TYPE_CHECKING:
 
 ROLES = ("agent", "supervisor", "admin")
 _STATUS = {"not_found": 404, "not_your_call": 403, "unknown_procedure": 422,
-           "unknown_action": 422}
+           "unknown_action": 422, "no_number": 422}
 
 
 class SpecialRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     procedure: Literal["silent", "quiet_line", "noisy_line", "wrong_number", "nuisance"]
+
+
+class CallbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    note: str = Field(default="", max_length=500)
 
 
 def _agent_of(principal: Principal) -> str | None:
@@ -49,7 +60,8 @@ def _agent_of(principal: Principal) -> str | None:
 def calls_router(feature: SpecialCallsFeature) -> APIRouter:
     router = APIRouter(prefix="/api/v1/calls", tags=["calls"])
 
-    def act(request: Request, call_id: str, action: str, procedure: str = "") -> dict[str, Any]:
+    def act(request: Request, call_id: str, action: str, procedure: str = "",
+            note: str = "") -> dict[str, Any]:
         try:
             service = feature.service
         except Exception:
@@ -60,7 +72,7 @@ def calls_router(feature: SpecialCallsFeature) -> APIRouter:
         if agent == "":
             raise HTTPException(403, {"error": "no_agent", "message": "no agent login"})
         try:
-            return feature.act(call_id, agent, action, procedure)
+            return feature.act(call_id, agent, action, procedure, note)
         except StateError as exc:
             raise HTTPException(_STATUS.get(exc.reason, 409),
                                 {"error": exc.reason, "message": exc.detail or exc.reason},
@@ -77,5 +89,18 @@ def calls_router(feature: SpecialCallsFeature) -> APIRouter:
     @router.post("/{call_id}/closing", summary="The closing was said (STD-111)")
     async def closing(request: Request, call_id: str) -> dict[str, Any]:
         return act(request, call_id, "closing")
+
+    @router.post("/{call_id}/hold", summary="Put the caller on hold (STD-039..041)")
+    async def hold(request: Request, call_id: str) -> dict[str, Any]:
+        return act(request, call_id, "hold")
+
+    @router.post("/{call_id}/retrieve", summary="Take the caller off hold")
+    async def retrieve(request: Request, call_id: str) -> dict[str, Any]:
+        return act(request, call_id, "retrieve")
+
+    @router.post("/{call_id}/callback", summary="Call back instead (STD-042)")
+    async def callback(request: Request, call_id: str,
+                       body: CallbackRequest | None = None) -> dict[str, Any]:
+        return act(request, call_id, "callback", note=body.note if body else "")
 
     return router

@@ -4,8 +4,17 @@ The pure machines decide (engine/hold.py, engine/special_calls.py); this module 
 feeds them Asterisk's facts and carries out what only Asterisk can do:
 
 * ``Hold``/``Unhold`` on an agent's leg (the softphone's re-INVITE sendonly/sendrecv)
-  -> hold episodes (STD-040, STD-041, C-5); the desktop's hold button asks the
-  softphone, so it arrives here the same way.
+  -> hold episodes (STD-040, STD-041, C-5).
+* The desktop's hold button: the system holds the caller itself, whatever the softphone
+  can do. AMI ``MuteAudio`` (res_mutestream) mutes what each party sends into the
+  bridge, so neither hears the other, and the caller hears music on hold whispered by
+  a Local channel (below) running ``MusicOnHold``. Retrieve undoes both; the Policy's
+  optional auto-retrieve can therefore really take back a hold the system made (a
+  softphone's own hold can only be asked back, on the desktop).
+* At the hold's ``max_wait_s`` the caller hears "1 keep waiting, 2 be called back"
+  (STD-042, STD-043); ``DTMFEnd`` on the caller's channel carries the answer. 2: a
+  callback task owned by the agent, the confirmation, the call ended as a callback
+  conversion.
 * ``Hangup`` of a caller's channel -> the hold totals close and the release is judged
   (who hung up first comes from the runtime's ``first_release``, STD-110..112).
 * ``ChannelTalkingStart`` on the caller's channel (TALK_DETECT, set when the call is
@@ -19,7 +28,8 @@ feeds them Asterisk's facts and carries out what only Asterisk can do:
   attendant (AMI Redirect), both tagged with their procedure (STD-112, C-2).
 
 Desktop actions are REST endpoints (api/calls.py): start a procedure, one nuisance
-statement, the closing. An agent may act only on their own call.
+statement, the closing, hold, retrieve, "call back instead" (STD-042). An agent may
+act only on their own call.
 """
 
 from __future__ import annotations
@@ -34,6 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter
 
+from callflow.agents.events import HoldEnded, HoldStarted
+from callflow.dialplan.inbound import PHONE_NUMBER
 from callflow.engine import calls, hold
 from callflow.engine import special_calls as sc
 from callflow.engine.effects import Effect, Publish
@@ -50,6 +62,10 @@ log = logging.getLogger(__name__)
 
 REASSURANCE_PROMPT = "wait_progress"  # STD-044 wording, 002:443
 AGENT_BEEP = "beep"  # Asterisk's own sound: a short tone to the agent only (STD-041)
+CHOICE_PROMPT = "callback_offer"  # "1 keep waiting, 2 be called back" (STD-042)
+CALLBACK_DONE_PROMPT = "callback_done"  # STD-031 reassurance, 002:447
+CALLBACK_TOKEN = "hold-callback"  # the confirmation's end releases the caller
+MOH_CLASS = "default"  # asterisk-conf/musiconhold.conf.j2
 
 
 class SpecialCallsFeature:
@@ -66,6 +82,7 @@ class SpecialCallsFeature:
         self.holds: dict[str, hold.CallHolds] = {}
         self.specials: dict[str, sc.SpecialCall] = {}
         self.playing: dict[str, tuple[str, str]] = {}  # our Local ;1 uniqueid -> (call, token)
+        self.music: dict[str, str] = {}  # call -> our Local ;1 playing music to its caller
         self.plays: list[dict[str, Any]] = []  # what was played when (tests, diagnostics)
         self._ids = itertools.count(1)
         self._prefix = f"cfsc-{int(time.time())}"
@@ -82,11 +99,13 @@ class SpecialCallsFeature:
         runtime.on_ami("Hangup", self._on_hangup)
         runtime.on_ami("BridgeEnter", self._on_bridge_enter)
         runtime.on_ami("ChannelTalkingStart", self._on_talking)
+        runtime.on_ami("DTMFEnd", self._on_key)
         runtime.own_timers(hold.TIMER_PREFIX, self._on_hold_timer)
         runtime.own_timers(sc.TIMER_PREFIX, self._on_special_timer)
         runtime.extend_snapshot("holds", self._snapshot)
         # render every script now (TTS takes ~0.3 s): a call must never wait for espeak
-        names = {*sc.SILENT_PROMPTS, sc.SILENT_SHORT, *sc.SCRIPT.values(), REASSURANCE_PROMPT}
+        names = {*sc.SILENT_PROMPTS, sc.SILENT_SHORT, *sc.SCRIPT.values(), REASSURANCE_PROMPT,
+                 CHOICE_PROMPT, CALLBACK_DONE_PROMPT}
         await asyncio.to_thread(lambda: [service.prompts.path(n) for n in sorted(names)])
 
     async def stop(self) -> None:
@@ -114,7 +133,7 @@ class SpecialCallsFeature:
     # --- desktop actions (api/calls.py) ------------------------------------------------
 
     def act(self, call_id: str, agent_id: str | None, action: str,
-            procedure: str = "") -> dict[str, Any]:
+            procedure: str = "", note: str = "") -> dict[str, Any]:
         """One desktop action on a live call; ``agent_id`` None = a supervisor, acting for
         the call's agent. Raises StateError (not_found, not_your_call, ...), nothing changed."""
         call = self.runtime.calls.get(call_id)
@@ -123,6 +142,13 @@ class SpecialCallsFeature:
         if call.phase is not calls.Phase.CONNECTED or call.agent_id is None:
             raise StateError("not_connected", f"call {call_id} is {call.phase.value}")
         actor = call.agent_id if agent_id is None else agent_id
+        if action in ("hold", "retrieve", "callback"):
+            if actor != call.agent_id:
+                raise StateError("not_your_call",
+                                 f"call {call_id} is agent {call.agent_id}'s, not {actor}'s")
+            if action == "callback":
+                return {"task": self._callback_instead(call, note)}
+            return self._desk_hold(call, action == "hold")
         machine = self._special(call)
         now, wall = self.runtime.clock.now(), time.time()
         event: sc.SpecialEvent
@@ -153,7 +179,10 @@ class SpecialCallsFeature:
         if call.phase is calls.Phase.ENDED:
             log.info("call %s: %s after the call ended: ignored", call.call_id, frame.name)
             return
+        system_hold = machine.current is not None and machine.current.via == "desktop"
         self._step_hold(machine, event)
+        if system_hold and frame.name == "Unhold":  # the agent took it back on the phone
+            self._unhold_on_asterisk(call.call_id)
 
     def _on_hangup(self, frame: AmiFrame) -> None:
         uid = frame.get("Uniqueid")
@@ -161,6 +190,9 @@ class SpecialCallsFeature:
         if played is not None:
             call_id, token = played
             self._note_play(call_id, token, "ended")
+            if token == CALLBACK_TOKEN:
+                self._release(call_id)
+                return
             machine = self.specials.get(call_id)
             if machine is not None:
                 self._step_special(machine, sc.PromptPlayed(call_id, token,
@@ -169,6 +201,7 @@ class SpecialCallsFeature:
         call = self.runtime.calls.get(uid)
         if call is None or call.phase is not calls.Phase.ENDED:
             return
+        self.music.pop(uid, None)  # ChanSpy's E option ends it with the caller
         now, wall = self.runtime.clock.now(), _stamp(frame)
         holds = self.holds.pop(uid, None)
         if holds is not None:
@@ -193,6 +226,16 @@ class SpecialCallsFeature:
                 and call.phase is calls.Phase.CONNECTED:
             self._step_special(self._special(call), sc.Connected(
                 uid, self.runtime.clock.now(), _stamp(frame)))
+
+    def _on_key(self, frame: AmiFrame) -> None:
+        """A key the caller pressed: the answer to the continue-or-callback offer, if open."""
+        if frame.get("Direction") != "Received":
+            return
+        uid = frame.get("Uniqueid")
+        machine = self.holds.get(uid)
+        if machine is not None:
+            self._step_hold(machine, hold.CallerKey(uid, frame.get("Digit") or "",
+                                                    self.runtime.clock.now(), _stamp(frame)))
 
     def _on_talking(self, frame: AmiFrame) -> None:
         uid = frame.get("Uniqueid")
@@ -249,9 +292,15 @@ class SpecialCallsFeature:
                 self._play_agent(effect.call_id, AGENT_BEEP, "beep")
             elif isinstance(effect, hold.Reassure):
                 self._play(effect.call_id, REASSURANCE_PROMPT, "", "whisper", token="")
-            elif isinstance(effect, hold.Retrieve):
+            elif isinstance(effect, hold.Retrieve) and effect.via == "desktop":
+                asyncio.get_running_loop().call_soon(self._auto_retrieve, effect.call_id)
+            elif isinstance(effect, hold.Retrieve):  # a softphone's hold: ask for it back
                 core.append(Publish(f"agent:{effect.agent_id}", {
                     "type": "hold_retrieve", "call_id": effect.call_id, "std": "STD-043"}))
+            elif isinstance(effect, hold.OfferChoice):
+                self._play(effect.call_id, CHOICE_PROMPT, "hold_choice", "whisper", token="")
+            elif isinstance(effect, hold.CallbackChosen):
+                asyncio.get_running_loop().call_soon(self._callback_chosen, effect.call_id)
             elif isinstance(effect, sc.Play):
                 self._play(effect.call_id, effect.prompt, effect.token, "barge",
                            token=effect.token)
@@ -268,6 +317,103 @@ class SpecialCallsFeature:
             else:
                 core.append(effect)
         self.runtime.execute(core)
+
+    # --- holds the system makes (the desktop's button) --------------------------------
+
+    def _desk_hold(self, call: calls.InboundCall, on: bool) -> dict[str, Any]:
+        """Hold or retrieve for the desktop: both machines agree first (a refusal changes
+        nothing), then Asterisk is told."""
+        agent_id = call.agent_id or ""
+        cid = call.call_id
+        machine = self.holds.get(cid) or hold.new(cid, agent_id)
+        now, wall = self.runtime.clock.now(), time.time()
+        if on:
+            event: hold.HoldEvent = hold.HoldOn(cid, agent_id, now, wall, via="desktop")
+        else:
+            current = machine.current
+            if current is not None and current.via == "softphone":
+                raise StateError("softphone_hold",
+                                 "the softphone holds this call: take it back on the phone")
+            event = hold.HoldOff(cid, agent_id, now, wall)
+        new, effects = hold.step(machine, event, self.hold_rules)  # StateError: refused
+        self.runtime.agent_event(agent_id, HoldStarted(cid) if on else HoldEnded(cid))
+        self.holds[cid] = new
+        self._carry_out(effects)
+        if on:
+            self._hold_on_asterisk(cid)
+        else:
+            self._unhold_on_asterisk(cid)
+        return hold_view(new, now) | {"call_id": cid}
+
+    def _auto_retrieve(self, call_id: str) -> None:
+        """The Policy's hard limit (``auto_retrieve_s``) takes back a hold the system made."""
+        call = self.runtime.calls.get(call_id)
+        if call is None or call.phase is not calls.Phase.CONNECTED:
+            return
+        try:
+            self._desk_hold(call, False)
+        except StateError as exc:
+            log.info("call %s: auto-retrieve not done (%s)", call_id, exc)
+
+    def _hold_on_asterisk(self, call_id: str) -> None:
+        """Neither party hears the other; the caller hears music (whispered to them only)."""
+        caller = self._caller_channel(call_id)
+        if caller is None:
+            return
+        self._mute(call_id, True)
+        uid = f"{self._prefix}-{next(self._ids)}"
+        self.music[call_id] = uid
+        self.plays.append({"call_id": call_id, "label": "music_on_hold", "mode": "whisper",
+                           "channel": caller, "uid": uid, "token": "",
+                           "sent": time.monotonic()})
+        self._ami("Originate", {
+            "Channel": "Local/whisper@callflow-whisper/n", "Application": "MusicOnHold",
+            "Data": MOH_CLASS, "Async": "true", "ChannelId": uid, "OtherChannelId": f"{uid}-2",
+            "Variable": f"CALLFLOW_SPY={caller}"})
+
+    def _unhold_on_asterisk(self, call_id: str) -> None:
+        self._mute(call_id, False)
+        self._stop_music(call_id)
+
+    def _stop_music(self, call_id: str) -> None:
+        uid = self.music.pop(call_id, None)
+        if uid is not None:  # AMI finds a channel by its uniqueid as well as by its name
+            self._ami("Hangup", {"Channel": uid, "Cause": "16"})
+
+    def _mute(self, call_id: str, on: bool) -> None:
+        """``in`` = what the party's phone sends to Asterisk, i.e. what the other hears."""
+        for channel in (self._agent_channel(call_id), self._caller_channel(call_id)):
+            if channel is not None:
+                self._ami("MuteAudio", {"Channel": channel, "Direction": "in",
+                                        "State": "on" if on else "off"})
+
+    # --- callbacks (STD-042, STD-043) ---------------------------------------------------
+
+    def _callback_instead(self, call: calls.InboundCall, note: str) -> dict[str, Any]:
+        """The agent's "call back instead": a task for this caller, owned by this agent;
+        the agent closes the call as usual."""
+        number = call.caller if PHONE_NUMBER.fullmatch(call.caller or "") else ""
+        if not number:
+            raise StateError("no_number", "the caller's number is unknown: take it down")
+        return self.runtime.request_callback(call.call_id, number, "callback", call.agent_id,
+                                             time.time(), note=note.strip())
+
+    def _callback_chosen(self, call_id: str) -> None:
+        """The held caller pressed 2: task, confirmation, polite end (a conversion)."""
+        call = self.runtime.calls.get(call_id)
+        if call is None or call.phase is not calls.Phase.CONNECTED:
+            return
+        try:
+            self._callback_instead(call, "chosen by the caller at the hold's limit (STD-043)")
+        except StateError as exc:
+            self.runtime.execute([Publish(f"agent:{call.agent_id}", {
+                "type": "hold_choice_failed", "call_id": call_id, "reason": exc.reason,
+                "message": exc.detail})])
+            return
+        self._stop_music(call_id)
+        self.runtime.end_call(call_id, calls.Outcome.CALLBACK)
+        self._play(call_id, CALLBACK_DONE_PROMPT, "callback_done", "whisper",
+                   token=CALLBACK_TOKEN)
 
     # --- Asterisk side ------------------------------------------------------------------
 
@@ -372,6 +518,8 @@ def nuisance_route(store: Store, policy: Policy, number: str, now: datetime) -> 
 def hold_view(holds: hold.CallHolds, now: float) -> dict[str, Any]:
     current = holds.current
     return {"agent_id": holds.agent_id, "on_hold": current is not None,
+            "via": None if current is None else current.via,
+            "choice_open": current is not None and current.choice_open,
             "held_s": None if current is None else round(now - current.started_at, 1),
             "hold_count": holds.count, "hold_total_s": round(holds.total_s(now), 1),
             "breaches": holds.breaches}

@@ -12,8 +12,15 @@ Per hold episode:
 * at ``limit_s`` (per episode, or per call when ``breach_scope = "call"``, C-5) the
   breach: the agent is alerted again, supervisors get an Alarm, the caller hears a
   reassurance prompt, and the breach goes into the call's event log (STD-040);
-* at ``max_wait_s`` the continue-or-callback choice is forced (STD-043): alarm and desktop;
+* at ``max_wait_s`` the continue-or-callback choice is forced (STD-043): alarm and
+  desktop, and (``max_wait_offer``) the caller hears "1 keep waiting, 2 be called back";
+  a key pressed within ``choice_window_s`` decides (STD-042): 2 = a callback task and a
+  polite end (a callback conversion), 1 = the hold goes on and the agent is told;
 * optionally, at ``auto_retrieve_s`` the caller is taken off hold (Policy, off by default).
+
+A hold is made either by the agent's softphone (re-INVITE, AMI ``Hold``) or by the system
+at the desktop's request (``via = "desktop"``); only the system's own holds can be taken
+back by the system, so ``Retrieve`` says which kind it is.
 
 Every episode is stored as a ``call_holds`` row and the call keeps ``hold_count`` and
 ``hold_total_s``. Bad input (a second hold while on hold, an unhold with no hold, a
@@ -34,6 +41,9 @@ REMINDER = "reminder"  # STD-041
 LIMIT = "limit"  # STD-040
 MAX_WAIT = "max_wait"  # STD-043
 RETRIEVE = "retrieve"  # optional auto-retrieve
+CHOICE = "choice"  # the continue-or-callback key window closes (STD-042)
+KEEP_WAITING, CALL_ME_BACK = "1", "2"
+Via = Literal["softphone", "desktop"]
 
 
 @dataclass(frozen=True)
@@ -44,13 +54,16 @@ class HoldRules:
     scope: Literal["episode", "call"]
     max_wait_s: float
     auto_retrieve_s: float
+    max_wait_offer: bool = True
+    choice_window_s: float = 15.0
 
     @classmethod
     def from_policy(cls, policy: Policy) -> HoldRules:
         hold = policy.hold
         return cls(reminder_s=hold.reminder_s, reminder_repeat_s=hold.reminder_repeat_s,
                    limit_s=hold.limit_s, scope=hold.breach_scope, max_wait_s=hold.max_wait_s,
-                   auto_retrieve_s=hold.auto_retrieve_s)
+                   auto_retrieve_s=hold.auto_retrieve_s, max_wait_offer=hold.max_wait_offer,
+                   choice_window_s=hold.choice_window_s)
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,9 @@ class Episode:
     reminders: int = 0
     breached: bool = False
     max_wait: bool = False
+    via: Via = "softphone"
+    choice_open: bool = False  # the caller's key counts now (STD-042)
+    choice: str | None = None  # what the caller chose
 
     @property
     def length(self) -> float | None:
@@ -109,6 +125,7 @@ class HoldOn:
     agent_id: str
     at: float
     wall: float
+    via: Via = "softphone"
 
 
 @dataclass(frozen=True)
@@ -137,7 +154,17 @@ class CallOver:
     wall: float
 
 
-HoldEvent = HoldOn | HoldOff | HoldTimer | CallOver
+@dataclass(frozen=True)
+class CallerKey:
+    """The caller pressed a key (AMI ``DTMFEnd`` on the caller's channel)."""
+
+    call_id: str
+    digit: str
+    at: float
+    wall: float
+
+
+HoldEvent = HoldOn | HoldOff | HoldTimer | CallOver | CallerKey
 
 
 # --- commands for the feature (things only the Asterisk side can do) --------------
@@ -161,6 +188,22 @@ class Reassure(Effect):
 @dataclass(frozen=True)
 class Retrieve(Effect):
     """Take the caller off hold (optional auto-retrieve at ``auto_retrieve_s``)."""
+
+    call_id: str
+    agent_id: str
+    via: Via = "softphone"
+
+
+@dataclass(frozen=True)
+class OfferChoice(Effect):
+    """The held caller hears "1 keep waiting, 2 be called back" (STD-042, STD-043)."""
+
+    call_id: str
+
+
+@dataclass(frozen=True)
+class CallbackChosen(Effect):
+    """The held caller chose a callback: a task for their number, then a polite end."""
 
     call_id: str
     agent_id: str
@@ -195,6 +238,8 @@ def step(holds: CallHolds, event: HoldEvent,
         return _timer(holds, event, rules)
     if event.call_id != holds.call_id:
         raise StateError("wrong_call", f"event for {event.call_id}, machine of {holds.call_id}")
+    if isinstance(event, CallerKey):
+        return _caller_key(holds, event)
     if isinstance(event, CallOver):
         if holds.ended:
             return holds, []
@@ -223,7 +268,7 @@ def step(holds: CallHolds, event: HoldEvent,
 
 def _start_episode(holds: CallHolds, event: HoldOn,
                    rules: HoldRules) -> tuple[CallHolds, list[Effect]]:
-    episode = Episode(started_at=event.at, started_wall=event.wall)
+    episode = Episode(started_at=event.at, started_wall=event.wall, via=event.via)
     holds = replace(holds, episodes=(*holds.episodes, episode))
     n = holds.count
     cid = holds.call_id
@@ -234,7 +279,7 @@ def _start_episode(holds: CallHolds, event: HoldOn,
     effects.append(StartTimer(timer_key(cid, n, MAX_WAIT), event.at + rules.max_wait_s))
     if rules.auto_retrieve_s > 0:
         effects.append(StartTimer(timer_key(cid, n, RETRIEVE), event.at + rules.auto_retrieve_s))
-    effects += [_persist(holds, n), _publish(holds, "hold_started", n, event.at)]
+    effects += [_persist(holds, n), _publish(holds, "hold_started", n, event.at, via=event.via)]
     return holds, effects
 
 
@@ -260,7 +305,7 @@ def _end_episode(holds: CallHolds, at: float, wall: float, rules: HoldRules,
     holds = replace(holds, episodes=(*holds.episodes[:-1], episode))
     cid = holds.call_id
     effects: list[Effect] = [CancelTimer(timer_key(cid, n, kind))
-                             for kind in (REMINDER, LIMIT, MAX_WAIT, RETRIEVE)]
+                             for kind in (REMINDER, LIMIT, MAX_WAIT, RETRIEVE, CHOICE)]
     effects += [CancelTimer(timer_key(cid, n, REMINDER, k))
                 for k in range(2, current.reminders + 2)]
     effects += [_persist(holds, n), _publish(holds, "hold_ended", n, at, why=why)]
@@ -303,14 +348,49 @@ def _timer(holds: CallHolds, event: HoldTimer,
             Persist("hold_breach", {"call_uniqueid": call_id, "at": event.wall, **breach}),
             Reassure(call_id)]
     if kind == MAX_WAIT:
-        holds = _replace_current(holds, replace(current, max_wait=True))
-        over = {**detail, "max_wait_s": rules.max_wait_s}
-        return holds, [
-            Publish(agent, {"type": "hold_max_wait", "std": "STD-043", **over}),
-            Alarm("hold_max_wait", over, std="STD-043")]
+        holds = _replace_current(holds, replace(current, max_wait=True,
+                                                choice_open=rules.max_wait_offer))
+        over = {**detail, "max_wait_s": rules.max_wait_s, "offered": rules.max_wait_offer}
+        effects = [Publish(agent, {"type": "hold_max_wait", "std": "STD-043", **over}),
+                   Alarm("hold_max_wait", over, std="STD-043"),
+                   Persist("hold_max_wait", {"call_uniqueid": call_id, "at": event.wall,
+                                             **over})]
+        if rules.max_wait_offer:
+            effects += [OfferChoice(call_id),
+                        StartTimer(timer_key(call_id, n, CHOICE),
+                                   event.at + rules.choice_window_s)]
+        return holds, effects
+    if kind == CHOICE:
+        if not current.choice_open:
+            return holds, []
+        holds = _replace_current(holds, replace(current, choice_open=False))
+        return holds, [Publish(agent, {"type": "hold_choice", "std": "STD-042",
+                                       "choice": None, **detail})]
     if kind == RETRIEVE:
-        return holds, [Retrieve(call_id, holds.agent_id)]
+        return holds, [Retrieve(call_id, holds.agent_id, current.via)]
     raise StateError("bad_timer", f"unknown hold timer kind {kind!r}")
+
+
+def _caller_key(holds: CallHolds, event: CallerKey) -> tuple[CallHolds, list[Effect]]:
+    """A key counts only while the offer is open; any other key press is the caller's
+    business with the agent (it reaches the agent's phone as usual)."""
+    current = holds.current
+    if holds.ended or current is None or not current.choice_open \
+            or event.digit not in (KEEP_WAITING, CALL_ME_BACK):
+        return holds, []
+    n = holds.count
+    holds = _replace_current(holds, replace(current, choice_open=False, choice=event.digit))
+    choice = "callback" if event.digit == CALL_ME_BACK else "keep_waiting"
+    detail = {"call_id": holds.call_id, "agent_id": holds.agent_id, "episode": n,
+              "held_s": round(event.at - current.started_at, 3), "choice": choice}
+    effects: list[Effect] = [
+        CancelTimer(timer_key(holds.call_id, n, CHOICE)),
+        Publish(f"agent:{holds.agent_id}", {"type": "hold_choice", "std": "STD-042", **detail}),
+        Publish("board", {"type": "hold_choice", "std": "STD-042", **detail}),
+        Persist("hold_choice", {"call_uniqueid": holds.call_id, "at": event.wall, **detail})]
+    if event.digit == CALL_ME_BACK:
+        effects.append(CallbackChosen(holds.call_id, holds.agent_id))
+    return holds, effects
 
 
 def _replace_current(holds: CallHolds, episode: Episode) -> CallHolds:

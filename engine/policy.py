@@ -300,7 +300,15 @@ class HoldPolicy(Section):
         description="Hard ceiling of one hold or lookup wait: continue-or-callback is forced")
     auto_retrieve_s: float = setting(
         0, unit="s", std="STD-043", ge=0,
-        description="Optional: take the caller off hold automatically after this; 0 = off")
+        description="Optional: take the caller off hold automatically after this; 0 = off "
+                    "(a hold the system made is retrieved; a softphone's hold is asked back)")
+    max_wait_offer: bool = setting(
+        True, std="STD-042",
+        description="At max_wait_s the held caller hears '1 keep waiting, 2 be called back' "
+                    "and may choose by key")
+    choice_window_s: float = setting(
+        15, unit="s", std="STD-042", gt=0,
+        description="How long after that offer the caller's key counts")
 
 
 class SpecialCallsPolicy(Section):

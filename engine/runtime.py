@@ -390,13 +390,16 @@ class Runtime:
         self.call_event(calls.CallReleased(call_id, time.time(), by="system", outcome=outcome))
 
     def request_callback(self, call_id: str, number: str, kind: str, owner: str | None,
-                         due_at: float) -> None:
-        """A callback task for ``number`` (STD-047 queue callback, STD-072 named agent)."""
+                         due_at: float, note: str = "") -> dict[str, Any]:
+        """A callback task for ``number`` (STD-042 the agent's "call back instead", STD-047
+        queue callback, STD-072 named agent); the task as stored and published."""
         task = {"kind": kind, "number": number, "due_at": due_at, "owner_agent_id": owner,
-                "note": f"requested during call {call_id}", "created_from_uniqueid": call_id}
+                "note": note or f"requested during call {call_id}",
+                "created_from_uniqueid": call_id}
         self.execute([Persist("task", task), Publish("board", {"type": "task", "task": task})])
         if owner is not None:  # STD-072: the named agent is told at once
             self.execute([Publish(f"agent:{owner}", {"type": "task", "task": task})])
+        return task
 
     def caller_gone(self, call_id: str, cause: int = 16) -> None:
         """The AGI flow saw the caller hang up. AMI's Hangup comes a little later (Asterisk

@@ -196,3 +196,76 @@ def test_another_agent_or_call_is_rejected() -> None:
         hold.step(h, hold.HoldTimer("desk:1:2", 0.0, WALL0), RULES)
     assert err.value.reason == "bad_timer"
     assert h == hold.new("c1", "1001")
+
+
+def held_past_max_wait(rules: hold.HoldRules, via: hold.Via = "softphone",
+                       ) -> tuple[hold.CallHolds, dict[str, float], list[tuple[float, Effect]]]:
+    h = hold.new("c1", "1001")
+    h, effects = hold.step(h, hold.HoldOn("c1", "1001", 100.0, WALL0 + 100, via=via), rules)
+    pending = timers(effects)
+    h, fired = run_timers(h, pending, 100.0 + rules.max_wait_s, rules)
+    return h, pending, fired
+
+
+def test_max_wait_offers_the_caller_the_choice_and_key_2_is_a_callback_std_042_043() -> None:
+    rules = replace(RULES, max_wait_s=120.0, choice_window_s=15.0)
+    h, pending, fired = held_past_max_wait(rules)
+    assert [e for _, e in fired if isinstance(e, hold.OfferChoice)] == [hold.OfferChoice("c1")]
+    assert pending[hold.timer_key("c1", 1, hold.CHOICE)] == 235.0
+    assert h.current is not None and h.current.choice_open
+    # a key that is not an answer is the caller's business: nothing happens
+    same, effects = hold.step(h, hold.CallerKey("c1", "5", 225.0, WALL0 + 225), rules)
+    assert (same, effects) == (h, [])
+    h, effects = hold.step(h, hold.CallerKey("c1", "2", 226.0, WALL0 + 226), rules)
+    assert hold.CallbackChosen("c1", "1001") in effects
+    assert CancelTimer(hold.timer_key("c1", 1, hold.CHOICE)) in effects
+    chosen = [e.payload for e in effects if isinstance(e, Publish)]
+    assert {p["choice"] for p in chosen} == {"callback"}
+    assert any(isinstance(e, Persist) and e.kind == "hold_choice" for e in effects)
+    # the window is closed: a second key changes nothing
+    again, effects = hold.step(h, hold.CallerKey("c1", "2", 227.0, WALL0 + 227), rules)
+    assert (again, effects) == (h, [])
+    assert h.current is not None and h.current.choice == "2"
+
+
+def test_key_1_keeps_waiting_silence_closes_the_window_and_no_offer_when_off() -> None:
+    rules = replace(RULES, max_wait_s=120.0, choice_window_s=15.0)
+    h, _, _ = held_past_max_wait(rules)
+    kept, effects = hold.step(h, hold.CallerKey("c1", "1", 221.0, WALL0 + 221), rules)
+    assert kept.current is not None and kept.current.choice == "1"
+    assert not any(isinstance(e, hold.CallbackChosen) for e in effects)
+    assert [e.payload["choice"] for e in effects if isinstance(e, Publish)] == [
+        "keep_waiting", "keep_waiting"]
+    # nobody pressed anything: the window closes, the desktop is told, the hold goes on
+    h, pending, _ = held_past_max_wait(rules)
+    h, fired = run_timers(h, pending, 236.0, rules)
+    assert (235.0, "hold_choice") in kinds(fired)  # beside the 15-s reminders
+    assert h.current is not None and not h.current.choice_open
+    late, effects = hold.step(h, hold.CallerKey("c1", "2", 240.0, WALL0 + 240), rules)
+    assert (late, effects) == (h, [])
+    # the offer switched off: the alarm and the desktop only
+    _, _, fired = held_past_max_wait(replace(rules, max_wait_offer=False))
+    assert not [e for _, e in fired if isinstance(e, hold.OfferChoice)]
+    assert (220.0, "hold_max_wait") in kinds(fired)
+
+
+def test_a_key_before_the_offer_or_after_the_hold_counts_for_nothing() -> None:
+    rules = replace(RULES, max_wait_s=120.0)
+    h, _ = hold.step(hold.new("c1", "1001"), hold.HoldOn("c1", "1001", 100.0, WALL0), rules)
+    assert hold.step(h, hold.CallerKey("c1", "2", 101.0, WALL0), rules) == (h, [])
+    with pytest.raises(StateError):
+        hold.step(h, hold.CallerKey("c2", "2", 101.0, WALL0), rules)
+    h, _ = hold.step(h, hold.HoldOff("c1", "1001", 102.0, WALL0), rules)
+    assert hold.step(h, hold.CallerKey("c1", "2", 103.0, WALL0), rules) == (h, [])
+
+
+def test_auto_retrieve_says_who_made_the_hold() -> None:
+    rules = replace(RULES, auto_retrieve_s=60.0, max_wait_s=120.0)
+    for via in ("softphone", "desktop"):
+        h = hold.new("c1", "1001")
+        h, effects = hold.step(h, hold.HoldOn("c1", "1001", 100.0, WALL0, via=via), rules)
+        started = [e.payload for e in effects if isinstance(e, Publish)]
+        assert started[0]["via"] == via
+        _, fired = run_timers(h, timers(effects), 161.0, rules)
+        assert [e for _, e in fired if isinstance(e, hold.Retrieve)] == [
+            hold.Retrieve("c1", "1001", via)]
