@@ -217,7 +217,14 @@
       case "hold_limit":
         return remind("Hold over " + dur(p.limit_s) + ": go back to the caller (STD-040)", true);
       case "hold_max_wait":
-        return remind("Hold too long: offer a callback (STD-043)", true);
+        return remind(p.offered ? "Hold too long: the caller is asked 1 keep waiting / 2 callback (STD-043)"
+                                : "Hold too long: offer a callback (STD-043)", true);
+      case "hold_choice":
+        return remind(p.choice === "callback" ? "The caller chose a callback: the call ends (STD-042)"
+                      : p.choice === "keep_waiting" ? "The caller keeps waiting (STD-042)"
+                      : "No answer to the callback offer: go back to the caller", p.choice !== "callback");
+      case "hold_choice_failed":
+        return remind("The caller chose a callback but the number is unknown: ask for it", true);
       case "alert":
         return remind("Over the time allowed for " + reasonLabel(p.state, p.reason), true);
       case "task":
