@@ -880,6 +880,60 @@ class QaPolicy(Section):
         return value
 
 
+class ScoringCriteria(Section):
+    """The QA scoring sheet's criteria, each with its most points (STD-116); a review scores
+    every one from 0 to its max. The listener-only rules are criteria too, so one sheet
+    holds the whole review. The split of 100 points is an ASSUMPTION (the seeds name the
+    criteria, not their weights)."""
+
+    service_wording: int = setting(16, unit="points", std="STD-116", ge=0,
+                                   description="Service wording (服务用语)")
+    service_attitude: int = setting(16, unit="points", std="STD-116", ge=0,
+                                    description="Service attitude (服务态度)")
+    tone_intonation: int = setting(12, unit="points", std="STD-116", ge=0,
+                                   description="Tone and intonation (语气语调)")
+    need_summary: int = setting(10, unit="points", std="STD-116", ge=0,
+                                description="Summing up the customer's need")
+    adaptability: int = setting(10, unit="points", std="STD-116", ge=0,
+                                description="Adaptability (应变能力)")
+    standard_phrases: int = setting(4, unit="points", std="STD-116", ge=0,
+                                    description="Standard opening, closing and linking phrases")
+    no_forbidden_phrases: int = setting(4, unit="points", std="STD-036", ge=0,
+                                        description="No forbidden phrases")
+    late_apology: int = setting(4, unit="points", std="STD-009", ge=0,
+                                description="Apology when the answer was late")
+    hold_etiquette: int = setting(4, unit="points", std="STD-039", ge=0,
+                                  description="Asked before the hold, thanked/apologised after "
+                                              "(STD-039, STD-044)")
+    hold_progress: int = setting(4, unit="points", std="STD-041", ge=0,
+                                 description="Progress told to the held caller at 15 s")
+    identity_check: int = setting(4, unit="points", std="STD-077", ge=0,
+                                  description="Caller's identity checked before account matters")
+    anything_else: int = setting(4, unit="points", std="STD-033", ge=0,
+                                 description="Asked 'anything else?' before the closing")
+    special_call_script: int = setting(4, unit="points", std="STD-056", ge=0,
+                                       description="Special-call scripts said as written")
+    speech_rate: int = setting(4, unit="points", std="STD-013", ge=0,
+                               description="Speech rate")
+
+
+class RecordingsPolicy(Section):
+    """Call recordings and QA review (STD-114..119). Whether calls are recorded, the QA
+    sample size and the penalty points live in ``qa`` (record_inbound/record_outbound,
+    min_monitored_per_agent_month, include_flagged, penalties): each number once."""
+
+    retention_days: int = setting(
+        365, unit="days", std="STD-114", ge=1,
+        description="A recording is kept this long, then its file is deleted by the daily "
+                    "purge and its row marked purged (ASSUMPTION)")
+    purge_at: ClockTime = setting(
+        time(3, 30), unit="HH:MM", std="STD-114",
+        description="Local time of the daily retention purge (ASSUMPTION)")
+    criteria: ScoringCriteria = setting(
+        std="STD-116", factory=ScoringCriteria,
+        description="The scoring sheet: most points per criterion")
+
+
 class SupervisionPolicy(Section):
     """Who supervises and how to reach them (STD-005, STD-066, C-10)."""
 
@@ -939,6 +993,7 @@ class Policy(Section):
     calendar: CalendarPolicy = setting(factory=CalendarPolicy, description="")
     tickets: TicketsPolicy = setting(factory=TicketsPolicy, description="")
     qa: QaPolicy = setting(factory=QaPolicy, description="")
+    recordings: RecordingsPolicy = setting(factory=RecordingsPolicy, description="")
     supervision: SupervisionPolicy = setting(factory=SupervisionPolicy, description="")
     queues: dict[str, QueuePolicy] = setting(
         factory=dict, description="Per-queue overrides, [queues.<name>]")
