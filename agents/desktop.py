@@ -18,7 +18,10 @@ Plugged into the Service (callflow/service.py ``Feature``), it adds:
   (``DeviceState: Unavailable`` = no reachable contact): PJSIPShowContacts lists only
   registered contacts, and ContactStatus events come only on a change, so a static
   or unregistered softphone would otherwise keep whatever was assumed;
-* restore after an engine restart (agents/restore.py) before AGI and AMI start.
+* restore after an engine restart (agents/restore.py) before AGI and AMI start,
+  today's accumulators rebuilt from the state log;
+* the centre's midnight (``calendar.timezone``): every agent's day totals close
+  (``DayRollover``, recorded as ``agent_day``) and start again from zero.
 
 Nothing here holds agent state: the runtime's agent machine is the one owner.
 """
@@ -29,12 +32,15 @@ import asyncio
 import contextlib
 import logging
 import time
+from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 
-from callflow.agents.events import AgentState, HoldEnded, HoldStarted
-from callflow.agents.restore import load_stored_agents, restored
+from callflow.agents.events import AgentState, DayRollover, HoldEnded, HoldStarted
+from callflow.agents.restore import load_day_totals, load_stored_agents, restored
 from callflow.engine import calls
 from callflow.engine.effects import CancelTimer, Effect, Publish, StartTimer
 from callflow.errors import CallflowError, StateError
@@ -47,6 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TIMER_PREFIX = "desk"
+DAY_TIMER_PREFIX = "agentday"  # agentday:<the new day's date>
 HOLD_REMINDER = "hold_reminder"  # STD-041 (payload type as engine/hold.py sends it)
 HOLD_LIMIT = "hold_limit"  # STD-040
 HOLD_MACHINE_FEATURE = "special_calls"  # callflow/special_calls_feature.py runs engine/hold.py
@@ -81,6 +88,8 @@ class AgentDesktop:
             runtime.own_timers(TIMER_PREFIX, self._on_timer)
         runtime.extend_snapshot("desks", self.desks)
         runtime.on_resync(self._after_resync)
+        runtime.own_timers(DAY_TIMER_PREFIX, self._on_midnight)
+        self._arm_midnight()
 
     async def stop(self) -> None:
         for task in list(self._tasks):
@@ -131,15 +140,40 @@ class AgentDesktop:
         stored = await asyncio.to_thread(store.read, load_stored_agents)
         runtime = self.runtime
         now, wall = runtime.clock.now(), runtime.clock.wall()
+        day_start = _midnight(wall, service.policy.calendar.timezone)
+        days = await asyncio.to_thread(store.read, load_day_totals, day_start, wall)
         steps = []
         for row in stored:
             member = service.roster.by_id(row.agent_id)
             if member is None:
                 continue
-            steps.append(restored(row, member.endpoint, now, wall, service.policy))
+            steps.append(restored(row, member.endpoint, now, wall, service.policy,
+                                  days.get(row.agent_id)))
         runtime.restore_agents(steps)
         active = [a.agent_id for a, _ in steps if a.state is not AgentState.LOGGED_OUT]
         log.info("restored %d agents from the store (%d logged in)", len(steps), len(active))
+
+    # --- the centre's day -----------------------------------------------------------------
+
+    def _arm_midnight(self) -> None:
+        runtime = self.runtime
+        wall = runtime.clock.wall()
+        next_day = _midnight(wall, self.service.policy.calendar.timezone, days=1)
+        at = runtime.clock.now() + (next_day - wall).total_seconds()
+        zone = ZoneInfo(self.service.policy.calendar.timezone)
+        key = f"{DAY_TIMER_PREFIX}:{next_day.astimezone(zone).date().isoformat()}"
+        runtime.execute([StartTimer(key, at)])
+
+    def _on_midnight(self, key: str) -> None:
+        """Every agent's day closes at once, so today's figures never mix two days."""
+        runtime = self.runtime
+        for agent_id in list(runtime.agents):
+            try:
+                runtime.agent_event(agent_id, DayRollover())
+            except StateError as exc:
+                log.warning("agent %s: day rollover refused (%s)", agent_id, exc)
+        log.info("agents: a new day (%s)", key.split(":", 1)[1])
+        self._arm_midnight()
 
     # --- softphones (AMI) ---------------------------------------------------------------
 
@@ -242,3 +276,10 @@ class AgentDesktop:
             out[agent.agent_id] = {"call": None if call is None else {
                 **calls.call_record(call, runtime.timings), "history": list(call.history)}}
         return out
+
+
+def _midnight(wall: datetime, timezone: str, days: int = 0) -> datetime:
+    """The centre's midnight starting the day of ``wall`` (plus ``days``), in UTC."""
+    zone = ZoneInfo(timezone)
+    local = wall.astimezone(zone).date() + timedelta(days=days)
+    return datetime.combine(local, dtime(0), zone).astimezone(UTC)

@@ -16,18 +16,21 @@ records in the event log). From those:
   resync that follows (``Runtime.apply_resync``) re-links their live channel, or ends
   the call if Asterisk no longer has it (so nobody stays "on call" forever).
 
-Day totals and the approval flag of a busy reason live only in memory and start
-afresh (KPIs are computed from the state log, which is complete).
+Today's accumulators (time per state and reason, calls handled, ring-no-answers,
+ACW overruns: what the STD-100 average and the desktop count on) are rebuilt from
+the state log since the centre's midnight (``load_day_totals``), the current state's
+time included up to now. The approval flag of a busy reason lives only in memory and
+starts afresh.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from callflow.agents.events import IN_CALL, AgentState
@@ -37,17 +40,30 @@ from callflow.agents.state import (
     AgentSnapshot,
     Step,
     agent_payload,
+    bucket,
     timer_key,
 )
 from callflow.engine.effects import Effect, Publish, StartTimer
-from callflow.engine.policy import Policy, Reason
+from callflow.engine.policy import RING_NO_ANSWER, Policy, Reason
 from callflow.store import repo
+from callflow.store.models import AgentState as AgentStateRow
 from callflow.store.models import CallEvent
 
 log = logging.getLogger(__name__)
 
 LOGIN_RECORD = "agent_login"  # Persist kind agents/state.py writes at each login
 ACW_EXTENDED_RECORD = "acw_extended"
+ACW_RECORD = "acw"  # Persist kind of each finished ACW (agents/state.py), ``overrun`` in it
+
+
+@dataclass(frozen=True)
+class DayTotals:
+    """One agent's accumulators for today, as the machine keeps them (AgentSnapshot)."""
+
+    totals: dict[str, float] = field(default_factory=dict)
+    calls_handled: int = 0
+    ring_no_answer_count: int = 0
+    acw_overruns: int = 0
 
 
 @dataclass(frozen=True)
@@ -65,8 +81,9 @@ class StoredAgent:
 
 
 def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: datetime,
-             policy: Policy) -> Step:
-    """The snapshot and timer effects of one stored agent (``now``: monotonic seconds)."""
+             policy: Policy, day: DayTotals | None = None) -> Step:
+    """The snapshot and timer effects of one stored agent (``now``: monotonic seconds),
+    with today's accumulators when ``day`` is given."""
     try:
         state = AgentState(stored.state)
     except ValueError:
@@ -84,6 +101,10 @@ def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: dat
         call_id=(stored.call_id or "") if with_call else "",
         acw_deadline=since + policy.agents.acw_limit_s + stored.acw_extra_s if acw else 0.0,
         acw_extended=stored.acw_extended and acw, seq=1, counted_to=now)
+    if day is not None:
+        agent = replace(agent, totals=dict(day.totals), calls_handled=day.calls_handled,
+                        ring_no_answer_count=day.ring_no_answer_count,
+                        acw_overruns=day.acw_overruns)
     effects: list[Effect] = []
     if acw:
         effects.append(StartTimer(timer_key(agent, ACW_TIMER), agent.acw_deadline))
@@ -121,6 +142,48 @@ def load_stored_agents(s: Session) -> list[StoredAgent]:
             call_id=row.call_uniqueid, acw_extended=row.acw_extended,
             extension=desks.get(row.agent_id), acw_extra_s=extra))
     return out
+
+
+def load_day_totals(s: Session, day_start: datetime,
+                    now: datetime) -> dict[str, DayTotals]:
+    """Each agent's accumulators since ``day_start`` (the centre's midnight) from the
+    state log: a state that began before midnight counts from midnight, the open one up
+    to ``now``; logged-out time is not counted (the machine does not count it either)."""
+    totals: dict[str, dict[str, float]] = {}
+    calls: dict[str, int] = {}
+    rna: dict[str, int] = {}
+    query = (select(AgentStateRow)
+             .where(or_(AgentStateRow.ended_at.is_(None), AgentStateRow.ended_at > day_start))
+             .order_by(AgentStateRow.id).execution_options(yield_per=1000))
+    for row in s.scalars(query):
+        agent_id = row.agent_id
+        try:
+            state = AgentState(row.state)
+        except ValueError:
+            continue
+        if state is AgentState.LOGGED_OUT:
+            continue
+        start = max(row.started_at, day_start)
+        end = row.ended_at if row.ended_at is not None else now
+        if end > start:
+            key = bucket(state, row.reason or "")
+            mine = totals.setdefault(agent_id, {})
+            mine[key] = mine.get(key, 0.0) + (end - start).total_seconds()
+        if row.started_at >= day_start:
+            if state is AgentState.ACW:
+                calls[agent_id] = calls.get(agent_id, 0) + 1
+            elif state is AgentState.NOT_READY and row.reason == RING_NO_ANSWER:
+                rna[agent_id] = rna.get(agent_id, 0) + 1
+    overruns: dict[str, int] = {}
+    events = (select(CallEvent.payload)
+              .where(CallEvent.kind == ACW_RECORD, CallEvent.at >= day_start))
+    for payload in s.scalars(events):
+        if payload.get("overrun") and payload.get("agent_id"):
+            agent_id = str(payload["agent_id"])
+            overruns[agent_id] = overruns.get(agent_id, 0) + 1
+    return {agent_id: DayTotals(totals.get(agent_id, {}), calls.get(agent_id, 0),
+                                rna.get(agent_id, 0), overruns.get(agent_id, 0))
+            for agent_id in {*totals, *calls, *rna, *overruns}}
 
 
 def _last_desks(s: Session, agent_ids: Iterable[str]) -> dict[str, str]:

@@ -16,9 +16,11 @@ import shutil
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from agent_protocol_schema import frame_errors
@@ -45,6 +47,7 @@ from callflow.engine.runtime import Runtime
 from callflow.roster import Roster, RosterAgent
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Ports, Settings
+from callflow.store import repo
 
 S = AgentState
 TOKEN = "deployment-token-" + secrets.token_hex(8)
@@ -652,3 +655,33 @@ def test_restored_agents_outside_the_roster_are_skipped() -> None:
                   clock.now(), clock.wall(), Policy.defaults())
     rt.restore_agents([ok])
     assert rt.agents["1001"].state is S.BUSY and len(published) == 2
+
+
+async def test_the_centres_midnight_closes_every_agents_day(start: Start) -> None:
+    running = await start()
+    rt = running.runtime
+    desktop = next(f for f in running.service.options.features if isinstance(f, AgentDesktop))
+    zone = ZoneInfo(running.service.policy.calendar.timezone)
+    tomorrow = (datetime.now(zone) + timedelta(days=1)).date().isoformat()
+    key = f"agentday:{tomorrow}"
+    handle = rt._timers[key]  # armed for the next local midnight
+    midnight = datetime.combine(date.fromisoformat(tomorrow), dtime(0), zone)
+    left = (midnight - datetime.now(zone)).total_seconds()
+    assert handle.when() - asyncio.get_running_loop().time() == pytest.approx(left, abs=1.0)
+    rt.log_in("1001")
+    for event in (CallOffered("c1"), CallAnswered("c1"), CallEnded("c1")):
+        rt.agent_event("1001", event)
+    assert rt.agents["1001"].calls_handled == 1
+    rt._timers.pop(key).cancel()
+    desktop._on_midnight(key)  # what the timer does when it fires
+    one = rt.agents["1001"]
+    assert (one.state, one.calls_handled, dict(one.totals)) == (S.ACW, 0, {})
+    assert rt.agents["1002"].calls_handled == 0
+    assert key in rt._timers  # re-armed for the next midnight (still tomorrow's, here)
+    assert await asyncio.to_thread(running.service.writer.flush)
+    store = running.service.store
+    assert store is not None
+    events = [e for e in store.read(repo.read_events) if e.kind == "agent_day"]
+    assert {e.payload["agent_id"] for e in events} >= {"1001", "1002"}
+    assert next(e for e in events if e.payload["agent_id"] == "1001"
+                ).payload["calls_handled"] == 1
