@@ -112,7 +112,57 @@ def write_call_release(s: Session, data: dict[str, Any]) -> None:
     repo.upsert_call(s, data["uniqueid"], **fields)
 
 
+#: Call outcomes that come from a special-call script (STD-056..067): QA listens to them.
+SPECIAL_OUTCOMES = frozenset({"silent", "quiet_line", "noisy_line", "nuisance", "harassing",
+                              "wrong_number"})
+
+
+def recording_flags(s: Session, uniqueid: str, *, hold_limit_s: float | None,
+                    hold_scope: str = "episode") -> tuple[list[str], Any]:
+    """Why QA should listen to this call, from what the store already knows of it:
+    late answer (STD-009), a hold beyond the limit (STD-040, C-5 scope), an agent-first
+    release that was not allowed (STD-110), a special-call ending (STD-056..067), a
+    transfer. Runs in the writer thread, after the call's own records (same queue)."""
+    call = repo.get_call(s, uniqueid)
+    if call is None:
+        return [], None
+    flags = []
+    if call.late:
+        flags.append("late_answer")
+    if hold_limit_s is not None and call.hold_count:
+        holds = [h.hold_s or 0.0 for h in repo.holds_for_call(s, uniqueid)]
+        longest = sum(holds) if hold_scope == "call" else max(holds, default=0.0)
+        if longest > hold_limit_s:
+            flags.append("hold_breach")
+    if call.release_compliant is False:
+        flags.append("release_violation")
+    if call.outcome in SPECIAL_OUTCOMES:
+        flags.append("special_call")
+    if call.transfer_count:
+        flags.append("transfer")
+    return flags, call
+
+
+def write_recording(s: Session, data: dict[str, Any]) -> None:
+    """A finished recording (recordings/feature.py): its row, its flags, calls.recording_path
+    (STD-114: retrievable by contact and by caller number)."""
+    uniqueid = data["call_uniqueid"]
+    flags, call = recording_flags(s, uniqueid, hold_limit_s=data.get("hold_limit_s"),
+                                  hold_scope=data.get("hold_scope", "episode"))
+    flags = sorted({*flags, *data.get("flags", ())})
+    agent_id = data.get("agent_id") or (call.agent_id if call is not None else None)
+    number = data.get("number") or (call.caller_number if call is not None else "") or ""
+    started = _time(data["started_at"])
+    assert started is not None
+    repo.add_recording(s, uniqueid, direction=data.get("direction", "inbound"),
+                       agent_id=agent_id, number=number, path=data["path"],
+                       started_at=started, ended_at=_time(data.get("ended_at")),
+                       duration_s=float(data.get("duration_s", 0.0)),
+                       bytes=int(data.get("bytes", 0)), flags=flags)
+
+
 WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    "recording": write_recording,
     "hold": write_hold,
     "call_release": write_call_release,
     "task": write_task,

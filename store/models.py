@@ -67,6 +67,9 @@ TASK_STATUSES = ("pending", "dialing", "done", "unreachable", "cancelled")
 #: A task in one of these is still going to be dialled: at most one per number and kind.
 OPEN_TASK_STATUSES = ("pending", "dialing")
 USER_ROLES = ("agent", "supervisor", "qa", "admin")
+#: Why a recording is in the QA sample beyond the spread picks (recordings/feature.py).
+RECORDING_FLAGS = ("late_answer", "hold_breach", "release_violation", "special_call",
+                   "transfer")
 
 
 def utcnow() -> datetime:
@@ -369,3 +372,59 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Recording(Base):
+    """One call's recording (STD-114): retrievable by contact (call) and caller number.
+
+    ``call_uniqueid`` is the calls row's uniqueid (inbound: the caller's channel,
+    outbound: the agent leg), kept as a plain string so a recording survives even if the
+    call row is written late. ``purged_at`` is set when retention deleted the file; the
+    row stays so reviews and the audit trail keep their subject.
+    """
+
+    __tablename__ = "recordings"
+    __table_args__ = (
+        one_of("direction", DIRECTIONS, "direction"),
+        Index("ix_recordings_call_uniqueid", "call_uniqueid"),
+        Index("ix_recordings_number_started_at", "number", "started_at"),
+        Index("ix_recordings_agent_id_started_at", "agent_id", "started_at"),
+        Index("ix_recordings_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_uniqueid: Mapped[str] = mapped_column(String(64))
+    direction: Mapped[str] = mapped_column(String(8))
+    agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.agent_id"))
+    number: Mapped[str] = mapped_column(String(64), server_default="")
+    path: Mapped[str] = mapped_column(String(512))
+    started_at: Mapped[datetime]
+    ended_at: Mapped[datetime | None]
+    duration_s: Mapped[float] = mapped_column(Float, server_default=text("0"))
+    bytes: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: Why QA should listen (RECORDING_FLAGS values): the sampler adds every flagged one.
+    flags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    qa_selected: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    qa_reason: Mapped[str | None] = mapped_column(String(255))
+    purged_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class QaReview(Base):
+    """One QA review of one recording on the scoring sheet (STD-116, STD-117, STD-119)."""
+
+    __tablename__ = "qa_reviews"
+    __table_args__ = (
+        Index("ix_qa_reviews_recording_id", "recording_id"),
+        Index("ix_qa_reviews_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    recording_id: Mapped[int] = mapped_column(ForeignKey("recordings.id", ondelete="CASCADE"))
+    reviewer: Mapped[str] = mapped_column(String(64))
+    at: Mapped[datetime]
+    scores: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    penalties: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    total: Mapped[int] = mapped_column(Integer)
+    unqualified: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    notes: Mapped[str] = mapped_column(Text, server_default="")

@@ -31,6 +31,8 @@ from .models import (
     CallEvent,
     CallHold,
     CallOffer,
+    QaReview,
+    Recording,
     TaskAttempt,
     User,
     utcnow,
@@ -741,3 +743,125 @@ def audit_entries(s: Session, *, target: str | None = None, action: str | None =
     if action is not None:
         query = query.where(AuditEntry.action == action)
     return list(s.scalars(query))
+
+
+# --- recordings and QA reviews (callflow.recordings, STD-114..119) ---------------------
+
+RECORDING_FIELDS = frozenset(c.key for c in Recording.__table__.columns) - {
+    "id", "created_at"}
+
+
+def add_recording(s: Session, call_uniqueid: str, **fields: Any) -> Recording:
+    """Store a finished recording and point its call at the file (calls.recording_path).
+
+    One row per call: a second report of the same call (a retried write) updates it."""
+    _check_fields("recording", fields, RECORDING_FIELDS)
+    row = s.scalar(select(Recording).where(Recording.call_uniqueid == call_uniqueid)
+                   .order_by(Recording.id).limit(1))
+    if row is None:
+        row = Recording(call_uniqueid=call_uniqueid, **fields)
+        s.add(row)
+    else:
+        for key, value in fields.items():
+            setattr(row, key, value)
+    if "path" in fields:
+        s.execute(update(Call).where(Call.uniqueid == call_uniqueid)
+                  .values(recording_path=fields["path"]))
+    s.flush()
+    return row
+
+
+def get_recording(s: Session, recording_id: int) -> Recording | None:
+    return s.get(Recording, recording_id)
+
+
+def recording_for_call(s: Session, call_uniqueid: str) -> Recording | None:
+    return s.scalar(select(Recording).where(Recording.call_uniqueid == call_uniqueid)
+                    .order_by(Recording.id).limit(1))
+
+
+def list_recordings(s: Session, *, agent_id: str | None = None, number: str | None = None,
+                    since: datetime | None = None, until: datetime | None = None,
+                    qa: str = "all", limit: int = 100) -> list[Recording]:
+    """Newest first; ``qa`` = all | selected (in the QA sample) | reviewed (has a review)."""
+    query = select(Recording)
+    if agent_id is not None:
+        query = query.where(Recording.agent_id == agent_id)
+    if number is not None:
+        query = query.where(Recording.number == number)
+    if since is not None:
+        query = query.where(Recording.started_at >= since)
+    if until is not None:
+        query = query.where(Recording.started_at < until)
+    if qa == "selected":
+        query = query.where(Recording.qa_selected.is_(True))
+    elif qa == "reviewed":
+        query = query.where(exists().where(QaReview.recording_id == Recording.id))
+    elif qa != "all":
+        raise StoreError(f"unknown qa filter {qa!r}")
+    query = query.order_by(Recording.started_at.desc(), Recording.id.desc()).limit(limit)
+    return list(s.scalars(query))
+
+
+def recordings_between(s: Session, start: datetime, end: datetime) -> list[Recording]:
+    """Recordings started in ``[start, end)`` (a QA month), oldest first."""
+    query = (select(Recording).where(Recording.started_at >= start, Recording.started_at < end)
+             .order_by(Recording.started_at, Recording.id))
+    return list(s.scalars(query))
+
+
+def select_for_qa(s: Session, picks: dict[int, str]) -> int:
+    """Mark recordings as in the QA sample with their reason; already selected ones keep
+    their first reason. Returns how many were newly selected."""
+    changed = 0
+    for recording_id, reason in picks.items():
+        result = s.execute(update(Recording).where(Recording.id == recording_id,
+                                                   Recording.qa_selected.is_(False))
+                           .values(qa_selected=True, qa_reason=reason[:255]))
+        changed += result.rowcount or 0  # type: ignore[attr-defined]
+    return changed
+
+
+def recordings_to_purge(s: Session, older_than: datetime, *, limit: int = 500
+                        ) -> list[Recording]:
+    """Retention: recordings started before ``older_than`` whose file is still kept."""
+    query = (select(Recording).where(Recording.started_at < older_than,
+                                     Recording.purged_at.is_(None))
+             .order_by(Recording.started_at, Recording.id).limit(limit))
+    return list(s.scalars(query))
+
+
+def mark_purged(s: Session, recording_id: int, at: datetime) -> None:
+    s.execute(update(Recording).where(Recording.id == recording_id).values(purged_at=at))
+
+
+def add_review(s: Session, recording_id: int, reviewer: str, at: datetime, *,
+               scores: dict[str, int], penalties: list[dict[str, Any]], total: int,
+               unqualified: bool, notes: str = "") -> QaReview:
+    _get(s, Recording, recording_id, "recording")
+    review = QaReview(recording_id=recording_id, reviewer=reviewer, at=at, scores=scores,
+                      penalties=penalties, total=total, unqualified=unqualified, notes=notes)
+    s.add(review)
+    s.flush()
+    return review
+
+
+def reviews_for(s: Session, recording_ids: list[int]) -> dict[int, list[QaReview]]:
+    """Reviews of these recordings, oldest first, by recording id."""
+    out: dict[int, list[QaReview]] = {rid: [] for rid in recording_ids}
+    for i in range(0, len(recording_ids), _IN_CHUNK):
+        chunk = recording_ids[i:i + _IN_CHUNK]
+        query = (select(QaReview).where(QaReview.recording_id.in_(chunk))
+                 .order_by(QaReview.at, QaReview.id))
+        for review in s.scalars(query):
+            out[review.recording_id].append(review)
+    return out
+
+
+def calls_by_uniqueid(s: Session, uniqueids: list[str]) -> dict[str, Call]:
+    out: dict[str, Call] = {}
+    for i in range(0, len(uniqueids), _IN_CHUNK):
+        chunk = uniqueids[i:i + _IN_CHUNK]
+        for call in s.scalars(select(Call).where(Call.uniqueid.in_(chunk))):
+            out[call.uniqueid] = call
+    return out
