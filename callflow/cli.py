@@ -47,12 +47,13 @@ def default_features() -> list[Feature]:
     from callflow.agents.desktop import AgentDesktop
     from callflow.api.board import BoardFeature
     from callflow.dialer import OutboundFeature
+    from callflow.recordings.feature import RecordingsFeature
     from callflow.special_calls_feature import SpecialCallsFeature
 
     # AgentDesktop sends the hold reminders to the desktop; the special-calls feature
     # keeps the beep, the caller's reassurance, the board, alarms and records
     return [AgentDesktop(), BoardFeature(), OutboundFeature(),
-            SpecialCallsFeature(desktop_hold_reminders=False)]
+            SpecialCallsFeature(desktop_hold_reminders=False), RecordingsFeature()]
 
 
 def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:

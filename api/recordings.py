@@ -1,0 +1,257 @@
+"""Recordings over HTTP: list, detail, play, review, sample — every access audited.
+
+Security rule (STD-078): recordings need a supervisor-level role (supervisor, qa,
+admin); agents never. Every access — list, detail, play, review, sample, and every
+refused attempt whose principal is known — is written to ``audit_log`` with the actor,
+the action (``recording.<what>`` or ``recording.denied``), the target
+``recording:<id>`` (``recording:*`` for a list or a sample run) and a detail. The
+audit row is written before the answer is sent, so no access goes unrecorded.
+
+Routes under ``/api/v1/recordings``:
+
+* ``GET ""`` ``?agent_id&number&since&until&qa=all|selected|reviewed&limit<=500``
+* ``GET /scoring-sheet`` — criteria and penalties (STD-116, STD-119)
+* ``GET /{id}`` — the item, its reviews and its access trail
+* ``GET /{id}/audio`` — the WAV; 410 once retention purged it
+* ``POST /{id}/review`` ``{"scores": {code: int}, "penalties": [{"code", "count"}],
+  "notes"}`` — roles qa and supervisor
+* ``POST /sample?month=YYYY-MM`` — the month's QA sample (STD-115)
+
+Errors: ``{"detail": {"error": reason, "message": ...}}``.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi.responses import FileResponse
+
+from callflow.api.accounts import bearer
+from callflow.api.auth import Principal
+from callflow.recordings.sampling import Candidate, SampleRules, select_month
+from callflow.recordings.scoring import ReviewError, Sheet, score_review
+from callflow.store import repo
+from callflow.store.models import QaReview, Recording
+
+if TYPE_CHECKING:
+    from callflow.recordings.feature import RecordingsFeature
+    from callflow.service import Service
+
+VIEW_ROLES = ("supervisor", "qa", "admin")
+REVIEW_ROLES = ("qa", "supervisor")
+MAX_LIMIT = 500
+QA_FILTERS = ("all", "selected", "reviewed")
+
+
+def _error(status: int, reason: str, message: str) -> HTTPException:
+    return HTTPException(status, {"error": reason, "message": message})
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat()
+
+
+def item(rec: Recording, reviewed: bool, outcome: str | None) -> dict[str, Any]:
+    return {"id": rec.id, "call_id": rec.call_uniqueid, "direction": rec.direction,
+            "agent_id": rec.agent_id, "number": rec.number,
+            "started_at": _iso(rec.started_at), "ended_at": _iso(rec.ended_at),
+            "duration_s": rec.duration_s, "bytes": rec.bytes, "flags": list(rec.flags or []),
+            "qa_selected": rec.qa_selected, "qa_reason": rec.qa_reason, "reviewed": reviewed,
+            "outcome": outcome, "purged": rec.purged_at is not None}
+
+
+def review_view(review: QaReview) -> dict[str, Any]:
+    return {"id": review.id, "recording_id": review.recording_id,
+            "reviewer": review.reviewer, "at": _iso(review.at), "scores": review.scores,
+            "penalties": review.penalties, "total": review.total,
+            "unqualified": review.unqualified, "notes": review.notes}
+
+
+def recordings_router(feature: RecordingsFeature) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/recordings", tags=["recordings"])
+
+    def service() -> Service:
+        try:
+            return feature.service
+        except Exception:
+            raise _error(503, "not_ready", "the service is starting") from None
+
+    def store() -> Any:
+        store = service().store
+        if store is None:
+            raise _error(503, "not_ready", "the store is not open")
+        return store
+
+    def now() -> datetime:
+        return service().clock.wall().astimezone(UTC)
+
+    def audit(principal: Principal, action: str, target: str, **detail: Any) -> None:
+        store().run(repo.audit, principal.name, action, now(), target=target, detail=detail)
+
+    def allow(request: Request, wanted: str, target: str, roles: tuple[str, ...]) -> Principal:
+        """The principal, or 401 / 403; a refused known principal is audited."""
+        principal = service().auth.authenticate(bearer(request))
+        if principal is None:
+            raise HTTPException(401, {"error": "unauthenticated", "message": "log in first"},
+                                headers={"WWW-Authenticate": "Bearer"})
+        if principal.role not in roles:
+            audit(principal, "recording.denied", target, wanted=wanted, role=principal.role)
+            raise _error(403, "forbidden",
+                         f"{principal.role} may not {wanted} recordings "
+                         f"(needs {' or '.join(roles)})")
+        return principal
+
+    def zone() -> ZoneInfo:
+        return ZoneInfo(service().policy.calendar.timezone)
+
+    def parse_instant(raw: str | None, name: str, end: bool) -> datetime | None:
+        """An ISO date (the centre's local day; ``until`` includes it) or date-time."""
+        if raw is None or raw == "":
+            return None
+        try:
+            if len(raw) == 10:
+                day = date.fromisoformat(raw)
+                start = datetime.combine(day, time(0), zone())
+                return start + timedelta(days=1) if end else start
+            value = datetime.fromisoformat(raw)
+        except ValueError:
+            raise _error(422, "bad_date", f"{name}: not an ISO date or date-time: {raw!r}") \
+                from None
+        return value if value.tzinfo is not None else value.replace(tzinfo=zone())
+
+    def parse_id(raw: str) -> int:
+        if not raw.isdigit() or len(raw) > 12:
+            raise _error(422, "bad_id", f"a recording id is a positive number, got {raw!r}")
+        return int(raw)
+
+    def load(recording_id: int) -> Recording:
+        rec: Recording | None = store().read(repo.get_recording, recording_id)
+        if rec is None:
+            raise _error(404, "not_found", f"no recording {recording_id}")
+        return rec
+
+    def items(rows: list[Recording]) -> list[dict[str, Any]]:
+        ids = [r.id for r in rows]
+        reviews = store().read(repo.reviews_for, ids) if ids else {}
+        calls = store().read(repo.calls_by_uniqueid, [r.call_uniqueid for r in rows]) \
+            if rows else {}
+        return [item(r, bool(reviews.get(r.id)),
+                     calls[r.call_uniqueid].outcome if r.call_uniqueid in calls else None)
+                for r in rows]
+
+    @router.get("", summary="List recordings (STD-114): by agent, number, period, QA state")
+    def list_recordings(request: Request, agent_id: str | None = None,
+                        number: str | None = None, since: str | None = None,
+                        until: str | None = None, qa: str = "all",
+                        limit: str = "100") -> dict[str, Any]:
+        principal = allow(request, "list", "recording:*", VIEW_ROLES)
+        if qa not in QA_FILTERS:
+            raise _error(422, "bad_qa", f"qa must be one of {', '.join(QA_FILTERS)}")
+        if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+            raise _error(422, "bad_limit", f"limit must be 1..{MAX_LIMIT}")
+        start = parse_instant(since, "since", end=False)
+        end = parse_instant(until, "until", end=True)
+        rows = store().read(repo.list_recordings, agent_id=agent_id or None,
+                            number=number or None, since=start, until=end, qa=qa,
+                            limit=int(limit))
+        audit(principal, "recording.list", "recording:*", count=len(rows),
+              ids=[r.id for r in rows][:100],
+              filters={k: v for k, v in (("agent_id", agent_id), ("number", number),
+                                         ("since", since), ("until", until), ("qa", qa))
+                       if v})
+        return {"recordings": items(rows)}
+
+    @router.get("/scoring-sheet", summary="The QA scoring sheet (STD-116, STD-119)")
+    def scoring_sheet(request: Request) -> dict[str, Any]:
+        allow(request, "see the scoring sheet of", "recording:*", VIEW_ROLES)
+        return Sheet.from_policy(service().policy).as_dict()
+
+    @router.post("/sample", summary="Select the month's QA sample (STD-115)")
+    def sample(request: Request, month: str = "") -> dict[str, Any]:
+        principal = allow(request, "sample", "recording:*", VIEW_ROLES)
+        try:
+            year, mon = (int(part) for part in month.split("-"))
+            first = date(year, mon, 1)
+        except ValueError:
+            raise _error(422, "bad_month", f"month must be YYYY-MM, got {month!r}") from None
+        start = datetime.combine(first, time(0), zone())
+        end = start + timedelta(days=calendar.monthrange(year, mon)[1])
+        end = datetime.combine(end.date(), time(0), zone())  # DST-safe midnight
+        qa = service().policy.qa
+        rows = store().read(repo.recordings_between, start, end)
+        picks = select_month(
+            [Candidate(r.id, r.agent_id, r.started_at, tuple(r.flags or ()), r.qa_selected)
+             for r in rows if r.purged_at is None],
+            start, end, SampleRules(qa.min_monitored_per_agent_month, qa.include_flagged))
+        new = store().run(repo.select_for_qa, {p.id: p.reason for p in picks})
+        audit(principal, "recording.sample", "recording:*", month=month, picked=len(picks),
+              newly_selected=new)
+        return {"month": month, "selected": [{"id": p.id, "agent_id": p.agent_id,
+                                              "reason": p.reason} for p in picks]}
+
+    @router.get("/{recording_id}", summary="One recording, its reviews and who accessed it")
+    def detail(request: Request, recording_id: str) -> dict[str, Any]:
+        rid = parse_id(recording_id)
+        target = f"recording:{rid}"
+        principal = allow(request, "see", target, VIEW_ROLES)
+        rec = load(rid)
+        audit(principal, "recording.detail", target)
+        out = items([rec])[0]
+        out["path"] = rec.path
+        out["reviews"] = [review_view(r) for r in store().read(repo.reviews_for, [rid])[rid]]
+        out["access"] = [{"at": _iso(e.at), "actor": e.actor, "action": e.action,
+                          "detail": e.detail}
+                         for e in store().read(repo.audit_entries, target=target, limit=200)]
+        return out
+
+    @router.get("/{recording_id}/audio", summary="The recording's WAV (audited)",
+                response_class=FileResponse)
+    def audio(request: Request, recording_id: str) -> FileResponse:
+        rid = parse_id(recording_id)
+        target = f"recording:{rid}"
+        principal = allow(request, "play", target, VIEW_ROLES)
+        rec = load(rid)
+        if rec.purged_at is not None:
+            audit(principal, "recording.play", target, refused="purged")
+            raise _error(410, "purged", f"recording {rid} was deleted by retention on "
+                                        f"{rec.purged_at.date().isoformat()}")
+        path = Path(rec.path)
+        if not path.is_file():
+            audit(principal, "recording.play", target, refused="file_missing")
+            raise _error(404, "file_missing", f"the file of recording {rid} is missing")
+        audit(principal, "recording.play", target, bytes=path.stat().st_size)
+        return FileResponse(path, media_type="audio/wav", filename=f"recording-{rid}.wav")
+
+    @router.post("/{recording_id}/review", summary="Score a recording (STD-116, STD-119)")
+    def review(request: Request, recording_id: str,
+               body: dict[str, Any] = Body(...)) -> dict[str, Any]:  # noqa: B008
+        rid = parse_id(recording_id)
+        target = f"recording:{rid}"
+        principal = allow(request, "review", target, REVIEW_ROLES)
+        load(rid)
+        scores, penalties, notes = (body.get("scores"), body.get("penalties", []),
+                                    body.get("notes", ""))
+        if not isinstance(scores, dict) or not isinstance(penalties, list) \
+                or not all(isinstance(p, dict) for p in penalties) \
+                or not isinstance(notes, str) or len(notes) > 10000 \
+                or set(body) - {"scores", "penalties", "notes"}:
+            raise _error(422, "bad_review", 'body: {"scores": {code: points}, '
+                                            '"penalties": [{"code", "count"}], "notes": text}')
+        try:
+            scored = score_review(Sheet.from_policy(service().policy), scores, penalties)
+        except ReviewError as exc:
+            raise _error(422, exc.reason, exc.message) from None
+        stored = store().run(repo.add_review, rid, principal.name, now(),
+                             scores=scored.scores, penalties=scored.penalties_json(),
+                             total=scored.total, unqualified=scored.unqualified, notes=notes)
+        audit(principal, "recording.review", target, review_id=stored.id, total=scored.total,
+              unqualified=scored.unqualified)
+        return review_view(stored) | {"score": scored.score, "deducted": scored.deducted,
+                                      "unqualified_because": list(scored.unqualified_because)}
+
+    return router
