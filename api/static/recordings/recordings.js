@@ -12,6 +12,7 @@
   const TOKEN_KEY = "callflow.recordings.token";
   const WHO_KEY = "callflow.recordings.who";
   const MAX_ROWS = 500;  // the API's most
+  const PREFIX = /^recording\./;  // audit actions are "recording.play" etc.: shown as "play"
   const $ = (id) => document.getElementById(id);
 
   const st = {
@@ -20,6 +21,7 @@
     sheet: null,         // {criteria: [{code, label, max}], penalties: [{code, label, points}]}
     rows: new Map(),     // id -> list item
     selected: null,      // id of the recording in the detail pane
+    item: null,          // that recording as last shown
     audioUrl: null,      // the current blob: URL (revoked when replaced)
     audioAbort: null,    // AbortController of the audio download in flight
     listSeq: 0,          // newer list requests win over older ones
@@ -146,8 +148,8 @@
       st.sheet = await api("GET", "/api/v1/recordings/scoring-sheet");
     } catch (e) {
       if (e.status === 403) {
-        $("forbidden-text").textContent = "This login (" + st.who + ") has no access to " +
-          "the recordings (" + e.message + ").";
+        $("forbidden-text").textContent = "This login, " + st.who + ", has no access to " +
+          "the recordings: " + e.message + ".";
         show("forbidden-view");
         return;
       }
@@ -248,6 +250,7 @@
   // --- the detail pane ------------------------------------------------------------------
   function clearDetail() {
     st.selected = null;
+    st.item = null;
     if (st.audioAbort) st.audioAbort.abort();
     st.audioAbort = null;
     const player = $("player");
@@ -265,7 +268,7 @@
     $("detail").hidden = false;
     $("detail-id").textContent = "#" + id;
     const known = st.rows.get(id);
-    if (known) renderMeta(known);
+    if (known) renderMeta(st.item = Object.assign({}, known));
     $("access").replaceChildren();
     $("reviews").replaceChildren();
     $("review-total").textContent = "";
@@ -282,7 +285,7 @@
       return;
     }
     if (st.selected !== id) return;
-    renderMeta(item);
+    renderMeta(st.item = item);
     renderAccess(item.access || []);
     renderReviews(item.reviews || []);
   }
@@ -331,7 +334,7 @@
       const li = el("li", {"data-action": a.action});
       li.append(el("span", {class: "at"}, when(a.at)), " ",
                 el("span", {class: "actor"}, a.actor), " ",
-                el("span", {class: "action"}, a.action));
+                el("span", {class: "action"}, String(a.action || "").replace(PREFIX, "")));
       return li;
     }));
   }
@@ -411,7 +414,10 @@
       total.textContent = "total " + r.total + (r.unqualified ? " — unqualified" : "");
       total.className = r.unqualified ? "bad" : "ok";
       showError(null);
-      if (st.selected === id) $("reviews").append(reviewItem(r));
+      if (st.selected === id) {
+        $("reviews").append(reviewItem(r));
+        if (st.item) renderMeta(Object.assign(st.item, {reviewed: true}));
+      }
       const row = st.rows.get(id);
       if (row) {
         row.reviewed = true;
