@@ -212,4 +212,4 @@ def describe_urls(settings: Settings) -> dict[str, str]:
     return {"api docs": f"{base}/docs", "health": f"{base}/healthz",
             "events websocket": f"ws://{settings.bind_host}:{settings.ports.api}/ws/events",
             "board": f"{base}/board", "agent desktop": f"{base}/desktop",
-            "metrics": f"{base}/metrics"}
+            "recordings (supervisors, QA)": f"{base}/recordings", "metrics": f"{base}/metrics"}
