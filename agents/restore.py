@@ -19,8 +19,9 @@ records in the event log). From those:
 Today's accumulators (time per state and reason, calls handled, ring-no-answers,
 ACW overruns: what the STD-100 average and the desktop count on) are rebuilt from
 the state log since the centre's midnight (``load_day_totals``), the current state's
-time included up to now. The approval flag of a busy reason lives only in memory and
-starts afresh.
+time included up to now. A busy that still awaited a supervisor's approval (STD-106)
+comes back awaiting it, its absence timer re-armed from the busy's real start (the
+event log holds ``busy_pending`` and ``busy_approved``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
@@ -36,6 +37,9 @@ from sqlalchemy.orm import Session
 from callflow.agents.events import IN_CALL, AgentState
 from callflow.agents.state import (
     ACW_TIMER,
+    APPROVAL_TIMER,
+    BUSY_APPROVED_RECORD,
+    BUSY_PENDING_RECORD,
     REASON_LIMIT_TIMER,
     AgentSnapshot,
     Step,
@@ -78,6 +82,7 @@ class StoredAgent:
     acw_extended: bool = False
     extension: str | None = None  # the desk of the last login
     acw_extra_s: float = 0.0  # seconds supervisors added to this ACW
+    approval_pending: bool = False  # busy awaiting a supervisor's approval (STD-106)
 
 
 def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: datetime,
@@ -100,7 +105,8 @@ def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: dat
         reason=(stored.reason or "") if with_reason else "", since=since,
         call_id=(stored.call_id or "") if with_call else "",
         acw_deadline=since + policy.agents.acw_limit_s + stored.acw_extra_s if acw else 0.0,
-        acw_extended=stored.acw_extended and acw, seq=1, counted_to=now)
+        acw_extended=stored.acw_extended and acw, seq=1, counted_to=now,
+        approval_pending=stored.approval_pending and state is AgentState.BUSY)
     if day is not None:
         agent = replace(agent, totals=dict(day.totals), calls_handled=day.calls_handled,
                         ring_no_answer_count=day.ring_no_answer_count,
@@ -112,6 +118,9 @@ def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: dat
     if reason is not None and reason.max_min > 0:
         effects.append(StartTimer(timer_key(agent, REASON_LIMIT_TIMER),
                                   since + reason.max_min * 60))
+    if agent.approval_pending:  # past due: fires at once and flags the absence
+        effects.append(StartTimer(timer_key(agent, APPROVAL_TIMER),
+                                  since + policy.agents.absence_flag_min * 60))
     payload = agent_payload(agent, by="system", cause="restored")
     effects += [Publish(f"agent:{agent.agent_id}", payload), Publish("board", payload)]
     return agent, effects
@@ -140,8 +149,25 @@ def load_stored_agents(s: Session) -> list[StoredAgent]:
         out.append(StoredAgent(
             agent_id=row.agent_id, state=row.state, reason=row.reason, since=row.since,
             call_id=row.call_uniqueid, acw_extended=row.acw_extended,
-            extension=desks.get(row.agent_id), acw_extra_s=extra))
+            extension=desks.get(row.agent_id), acw_extra_s=extra,
+            approval_pending=row.state == AgentState.BUSY.value
+            and _awaits_approval(s, row.agent_id, row.since)))
     return out
+
+
+def _awaits_approval(s: Session, agent_id: str, since: datetime) -> bool:
+    """Did this busy (begun at ``since``) ask for approval, and is it still without one?
+    Both records carry the wall time of the same step as the state row (a second's
+    slack for the clock conversion)."""
+    query = (select(CallEvent.kind, CallEvent.payload)
+             .where(CallEvent.kind.in_((BUSY_PENDING_RECORD, BUSY_APPROVED_RECORD)),
+                    CallEvent.at >= since - timedelta(seconds=1))
+             .order_by(CallEvent.id))
+    last = None
+    for kind, payload in s.execute(query):
+        if payload.get("agent_id") == agent_id:
+            last = kind
+    return last == BUSY_PENDING_RECORD
 
 
 def load_day_totals(s: Session, day_start: datetime,

@@ -95,6 +95,8 @@ BOARD_TOPIC = "board"
 ACW_TIMER = "acw"
 REASON_LIMIT_TIMER = "limit"
 APPROVAL_TIMER = "approval"
+BUSY_PENDING_RECORD = "busy_pending"  # event-log kinds: a busy awaiting approval (STD-106)
+BUSY_APPROVED_RECORD = "busy_approved"  # ... and its approval
 
 
 @dataclass(frozen=True)
@@ -243,6 +245,9 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
     if new.approval_pending:
         effects.append(StartTimer(timer_key(new, APPROVAL_TIMER),
                                   now + policy.agents.absence_flag_min * 60))
+        # in the event log, so a restart knows this busy still awaits its approval
+        effects.append(Persist(BUSY_PENDING_RECORD, {
+            "agent_id": new.agent_id, "reason": new.reason, "at_monotonic": now}))
     effects += _publish(new, prev_state=agent.state.value, prev_reason=agent.reason, by=by,
                         cause=cause)
     effects.append(Persist("agent_state", {
@@ -380,7 +385,7 @@ def _approve(agent: AgentSnapshot, event: ApproveBusy, now: float, policy: Polic
     new = replace(agent, approval_pending=False)
     effects: list[Effect] = [CancelTimer(timer_key(agent, APPROVAL_TIMER))]
     effects += _publish(new, by=event.by, cause="approved")
-    effects.append(Persist("busy_approved", {
+    effects.append(Persist(BUSY_APPROVED_RECORD, {
         "agent_id": new.agent_id, "reason": new.reason, "at_monotonic": now}))
     return new, effects
 

@@ -30,6 +30,7 @@ from websockets.exceptions import ConnectionClosed
 from callflow.agents.desktop import AgentDesktop
 from callflow.agents.events import (
     AgentState,
+    ApproveBusy,
     CallAnswered,
     CallEnded,
     CallOffered,
@@ -685,3 +686,32 @@ async def test_the_centres_midnight_closes_every_agents_day(start: Start) -> Non
     assert {e.payload["agent_id"] for e in events} >= {"1001", "1002"}
     assert next(e for e in events if e.payload["agent_id"] == "1001"
                 ).payload["calls_handled"] == 1
+
+
+async def test_a_busy_awaiting_approval_still_awaits_it_after_a_restart(start: Start) -> None:
+    """STD-106: the absence timer counts from the busy's real start; an approved busy
+    stays approved."""
+    policy = parse_policy({"agents": {"absence_flag_min": 0.02}})  # 1.2 s
+    first = await start(policy)
+    rt = first.runtime
+    for agent_id in ("1001", "1002"):
+        rt.log_in(agent_id)
+        rt.agent_event(agent_id, RequestState(S.BUSY, "away"))
+    assert rt.agents["1001"].approval_pending and rt.agents["1002"].approval_pending
+    rt.agent_event("1002", ApproveBusy())
+    busy_since = rt._wall(rt.agents["1001"].since)
+    await first.stop()
+
+    second = await start(policy)
+    rt = second.runtime
+    one, two = rt.agents["1001"], rt.agents["1002"]
+    assert (one.state, one.reason, one.approval_pending) == (S.BUSY, "away", True)
+    assert (two.state, two.reason, two.approval_pending) == (S.BUSY, "away", False)
+    seen: list[dict[str, Any]] = []
+    rt.on_publish(lambda topic, payload: seen.append(payload) if topic == "alarms" else None)
+    deadline = time.monotonic() + 3
+    while not seen and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert [(p["kind"], p["detail"]["agent_id"]) for p in seen] == [
+        ("unapproved_absence", "1001")]
+    assert time.time() == pytest.approx(busy_since + 1.2, abs=0.4)
