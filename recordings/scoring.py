@@ -16,11 +16,14 @@ Rules (the seeds' words, decisions marked):
   schedule is a deduction, not a grade).
 * Unqualified (不合格): "not stating activation time, fees or cancellation", or a score of
   zero; the zero score's own 50 points are deducted by the sheet itself (STD-119).
+* The month's totals (STD-117) are per agent over the reviews of the calls made that
+  month, beside how many of the agent's calls were sampled and reviewed against the
+  monitoring minimum (STD-115): ``agent_month_totals``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,3 +215,106 @@ def monthly_totals(reviews: Iterable[tuple[str, int, bool]]) -> list[MonthTotal]
                        round(sum(t for t, _ in rows) / len(rows), 2),
                        sum(1 for _, u in rows if u))
             for agent, rows in sorted(by_agent.items())]
+
+
+@dataclass(frozen=True)
+class MonthRecording:
+    """A recording of the month as the totals need it: whose, and whether QA sampled it."""
+
+    id: int
+    agent_id: str | None
+    qa_selected: bool
+
+
+@dataclass(frozen=True)
+class MonthReview:
+    """A stored review of one of the month's recordings (``penalties`` as stored)."""
+
+    recording_id: int
+    agent_id: str | None
+    total: int
+    unqualified: bool
+    penalties: Sequence[Mapping[str, Any]] = ()
+
+
+@dataclass(frozen=True)
+class PenaltyTally:
+    code: str
+    count: int  # occurrences over the month's reviews
+    deducted: int  # points
+
+
+@dataclass(frozen=True)
+class AgentMonth:
+    """One agent's QA month for appraisal (STD-117) against the monitoring minimum (STD-115).
+
+    ``reviewed`` counts recordings with at least one review (a recording reviewed twice
+    is one monitored call); ``reviews`` counts the reviews themselves."""
+
+    agent_id: str
+    recordings: int
+    selected: int
+    reviewed: int
+    reviews: int
+    total: int
+    average: float | None
+    unqualified: int
+    penalties: tuple[PenaltyTally, ...]
+    minimum: int
+
+    @property
+    def minimum_met(self) -> bool:
+        return self.reviewed >= self.minimum
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"agent_id": self.agent_id, "recordings": self.recordings,
+                "selected": self.selected, "reviewed": self.reviewed,
+                "reviews": self.reviews, "total": self.total, "average": self.average,
+                "unqualified": self.unqualified,
+                "penalties": {p.code: {"count": p.count, "deducted": p.deducted}
+                              for p in self.penalties},
+                "minimum": self.minimum, "minimum_met": self.minimum_met}
+
+
+def _tally(reviews: Iterable[MonthReview]) -> tuple[PenaltyTally, ...]:
+    counts: dict[str, list[int]] = {}
+    for review in reviews:
+        for penalty in review.penalties:
+            code = str(penalty.get("code", ""))
+            count = int(penalty.get("count", 1) or 0)
+            deducted = penalty.get("deducted")
+            points = int(deducted) if deducted is not None \
+                else count * int(penalty.get("points", 0) or 0)
+            into = counts.setdefault(code, [0, 0])
+            into[0] += count
+            into[1] += points
+    return tuple(PenaltyTally(code, n, pts) for code, (n, pts) in sorted(counts.items()))
+
+
+def agent_month_totals(recordings: Iterable[MonthRecording], reviews: Iterable[MonthReview],
+                       minimum: int) -> list[AgentMonth]:
+    """The month's QA totals per agent (STD-117), each against ``minimum`` (STD-115).
+
+    A month is the recordings started in it: a review written on the 2nd of the next
+    month still counts for the month the call was made, as the appraisal is of that
+    month's calls. Every agent with a recording or a review in the month has a row, so
+    an agent nobody listened to shows as not meeting the minimum; recordings without an
+    agent (never sampled) are left out."""
+    recs: dict[str, list[MonthRecording]] = {}
+    for rec in recordings:
+        if rec.agent_id:
+            recs.setdefault(rec.agent_id, []).append(rec)
+    revs: dict[str, list[MonthReview]] = {}
+    for review in reviews:
+        if review.agent_id:
+            revs.setdefault(review.agent_id, []).append(review)
+    out = []
+    for agent in sorted(set(recs) | set(revs)):
+        mine, scored = recs.get(agent, []), revs.get(agent, [])
+        total = sum(r.total for r in scored)
+        out.append(AgentMonth(
+            agent, len(mine), sum(1 for r in mine if r.qa_selected),
+            len({r.recording_id for r in scored}), len(scored), total,
+            round(total / len(scored), 2) if scored else None,
+            sum(1 for r in scored if r.unqualified), _tally(scored), minimum))
+    return out

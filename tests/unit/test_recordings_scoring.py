@@ -8,8 +8,11 @@ import pytest
 
 from callflow.engine.policy import Policy, parse_policy
 from callflow.recordings.scoring import (
+    MonthRecording,
+    MonthReview,
     ReviewError,
     Sheet,
+    agent_month_totals,
     monthly_totals,
     score_review,
 )
@@ -103,3 +106,48 @@ def test_monthly_totals_per_agent() -> None:
     assert [(r.agent_id, r.reviews, r.total, r.mean, r.unqualified) for r in rows] == [
         ("1001", 2, 171, 85.5, 0), ("1002", 1, -10, -10.0, 1)]
     assert monthly_totals([]) == []
+
+
+def test_agent_month_totals_against_the_minimum() -> None:
+    """STD-117 totals per agent; STD-115: monitored = recordings reviewed, not reviews."""
+    recordings = [MonthRecording(1, "1001", True), MonthRecording(2, "1001", True),
+                  MonthRecording(3, "1001", False), MonthRecording(4, "1002", True),
+                  MonthRecording(5, None, False), MonthRecording(6, "1003", False)]
+    zero = score_review(SHEET, {c.code: 0 for c in SHEET.criteria}, [])
+    fast = score_review(SHEET, full(), [{"code": "non_standard_phrase", "count": 2},
+                                        {"code": "speaking_fast", "points": 15}])
+    reviews = [
+        MonthReview(1, "1001", fast.total, fast.unqualified, fast.penalties_json()),
+        MonthReview(1, "1001", 90, False, []),  # a second reviewer, same call
+        MonthReview(3, "1001", zero.total, zero.unqualified, zero.penalties_json()),
+        MonthReview(4, "1002", 100, False),
+        MonthReview(5, None, 70, False),  # no agent: nobody to appraise
+    ]
+    rows = {r.agent_id: r for r in agent_month_totals(recordings, reviews, minimum=2)}
+    assert sorted(rows) == ["1001", "1002", "1003"]
+    one = rows["1001"]
+    assert (one.recordings, one.selected, one.reviewed, one.reviews) == (3, 2, 2, 3)
+    assert (one.total, one.average, one.unqualified) == (65 + 90 - 50, 35.0, 1)
+    assert [(p.code, p.count, p.deducted) for p in one.penalties] == [
+        ("non_standard_phrase", 2, 20), ("speaking_fast", 1, 15), ("zero_score", 1, 50)]
+    assert one.minimum_met
+    shown = one.as_dict()
+    assert shown["penalties"]["zero_score"] == {"count": 1, "deducted": 50}
+    assert (shown["minimum"], shown["minimum_met"], shown["average"]) == (2, True, 35.0)
+    two = rows["1002"]
+    assert (two.reviewed, two.average, two.penalties, two.minimum_met) == (1, 100.0, (), False)
+    nobody = rows["1003"]
+    assert (nobody.reviews, nobody.total, nobody.average, nobody.minimum_met) == (
+        0, 0, None, False)
+    assert agent_month_totals([], [], minimum=5) == []
+
+
+def test_agent_month_totals_read_penalties_stored_without_deducted() -> None:
+    rows = agent_month_totals([MonthRecording(1, "1001", False),
+                               MonthRecording(2, "1001", True)], [
+        MonthReview(1, "1001", 80, False, [{"code": "data_leak", "count": 2, "points": 50}]),
+        MonthReview(2, "1001", 70, True, [{"code": "missing_disclosure"}])], minimum=1)
+    assert [(p.code, p.count, p.deducted) for p in rows[0].penalties] == [
+        ("data_leak", 2, 100), ("missing_disclosure", 1, 0)]
+    assert (rows[0].recordings, rows[0].selected, rows[0].reviewed, rows[0].unqualified) == (
+        2, 1, 2, 1)
