@@ -1,11 +1,12 @@
-"""Recordings over HTTP: list, detail, play, review, sample — every access audited.
+"""Recordings over HTTP: list, detail, play, review, sample, totals, digest — all audited.
 
 Security rule (STD-078): recordings need a supervisor-level role (supervisor, qa,
-admin); agents never. Every access — list, detail, play, review, sample, and every
-refused attempt whose principal is known — is written to ``audit_log`` with the actor,
-the action (``recording.<what>`` or ``recording.denied``), the target
-``recording:<id>`` (``recording:*`` for a list or a sample run) and a detail. The
-audit row is written before the answer is sent, so no access goes unrecorded.
+admin); agents never. Every access — list, detail, play, review, sample, totals, digest,
+and every refused attempt whose principal is known — is written to ``audit_log`` with
+the actor, the action (``recording.<what>`` or ``recording.denied``), the target
+``recording:<id>`` (``recording:*`` for a list, a sample run, totals or a digest) and a
+detail. The audit row is written before the answer is sent, so no access goes
+unrecorded.
 
 Routes under ``/api/v1/recordings``:
 
@@ -16,6 +17,10 @@ Routes under ``/api/v1/recordings``:
 * ``POST /{id}/review`` ``{"scores": {code: int}, "penalties": [{"code", "count"}],
   "notes"}`` — roles qa and supervisor
 * ``POST /sample?month=YYYY-MM`` — the month's QA sample (STD-115)
+* ``GET /qa-totals?month=YYYY-MM`` — the month's totals per agent (STD-117) against the
+  monitoring minimum (STD-115)
+* ``GET /digest?day=YYYY-MM-DD&team&format=json|csv`` — the day's flagged calls and QA
+  findings (STD-121); the day defaults to yesterday in the centre's time zone
 
 Errors: ``{"detail": {"error": reason, "message": ...}}``.
 """
@@ -23,18 +28,28 @@ Errors: ``{"detail": {"error": reason, "message": ...}}``.
 from __future__ import annotations
 
 import calendar
+import re
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Body, HTTPException, Request
-from fastapi.responses import FileResponse
+from fastapi.responses import FileResponse, PlainTextResponse
 
 from callflow.api.accounts import bearer
 from callflow.api.auth import Principal
+from callflow.recordings import digest
+from callflow.recordings.digest import Finding, FlaggedCall, build_digest
 from callflow.recordings.sampling import Candidate, SampleRules, select_month
-from callflow.recordings.scoring import ReviewError, Sheet, score_review
+from callflow.recordings.scoring import (
+    MonthRecording,
+    MonthReview,
+    ReviewError,
+    Sheet,
+    agent_month_totals,
+    score_review,
+)
 from callflow.store import repo
 from callflow.store.models import QaReview, Recording
 
@@ -46,6 +61,8 @@ VIEW_ROLES = ("supervisor", "qa", "admin")
 REVIEW_ROLES = ("qa", "supervisor")
 MAX_LIMIT = 500
 QA_FILTERS = ("all", "selected", "reviewed")
+MONTH = re.compile(r"\d{4}-\d{2}")
+DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
 def _error(status: int, reason: str, message: str) -> HTTPException:
@@ -124,6 +141,21 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
                 from None
         return value if value.tzinfo is not None else value.replace(tzinfo=zone())
 
+    def month_bounds(month: str) -> tuple[datetime, datetime]:
+        """``YYYY-MM`` -> the month's local midnights ``[start, end)`` (DST-safe)."""
+        try:
+            if not MONTH.fullmatch(month):
+                raise ValueError(month)
+            year, mon = int(month[:4]), int(month[5:])
+            first = date(year, mon, 1)
+        except ValueError:
+            raise _error(422, "bad_month", f"month must be YYYY-MM, got {month!r}") from None
+        last = first + timedelta(days=calendar.monthrange(year, mon)[1])
+        return datetime.combine(first, time(0), zone()), datetime.combine(last, time(0), zone())
+
+    def local_today() -> date:
+        return now().astimezone(zone()).date()
+
     def parse_id(raw: str) -> int:
         if not raw.isdigit() or len(raw) > 12:
             raise _error(422, "bad_id", f"a recording id is a positive number, got {raw!r}")
@@ -174,14 +206,7 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
     @router.post("/sample", summary="Select the month's QA sample (STD-115)")
     def sample(request: Request, month: str = "") -> dict[str, Any]:
         principal = allow(request, "sample", "recording:*", VIEW_ROLES)
-        try:
-            year, mon = (int(part) for part in month.split("-"))
-            first = date(year, mon, 1)
-        except ValueError:
-            raise _error(422, "bad_month", f"month must be YYYY-MM, got {month!r}") from None
-        start = datetime.combine(first, time(0), zone())
-        end = start + timedelta(days=calendar.monthrange(year, mon)[1])
-        end = datetime.combine(end.date(), time(0), zone())  # DST-safe midnight
+        start, end = month_bounds(month)
         qa = service().policy.qa
         rows = store().read(repo.recordings_between, start, end)
         picks = select_month(
@@ -193,6 +218,77 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
               newly_selected=new)
         return {"month": month, "selected": [{"id": p.id, "agent_id": p.agent_id,
                                               "reason": p.reason} for p in picks]}
+
+    @router.get("/qa-totals", summary="The month's QA totals per agent (STD-117, STD-115)")
+    def qa_totals(request: Request, month: str = "") -> dict[str, Any]:
+        principal = allow(request, "see the QA totals of", "recording:*", VIEW_ROLES)
+        month = month or local_today().strftime("%Y-%m")
+        start, end = month_bounds(month)
+        recs = store().read(repo.recordings_between, start, end)
+        pairs = store().read(repo.reviews_of_recordings_between, start, end)
+        minimum = service().policy.qa.min_monitored_per_agent_month
+        rows = agent_month_totals(
+            [MonthRecording(r.id, r.agent_id, r.qa_selected) for r in recs],
+            [MonthReview(rev.recording_id, rec.agent_id, rev.total, rev.unqualified,
+                         list(rev.penalties or [])) for rev, rec in pairs],
+            minimum)
+        agents = {a.agent_id: a for a in store().read(repo.list_agents, active_only=False)}
+        audit(principal, "recording.totals", "recording:*", month=month, agents=len(rows),
+              reviews=len(pairs))
+        return {"month": month, "minimum": minimum,
+                "agents": [row.as_dict() | {
+                    "name": agents[row.agent_id].name if row.agent_id in agents else "",
+                    "team": agents[row.agent_id].team if row.agent_id in agents else None}
+                    for row in rows]}
+
+    @router.get("/digest", summary="The previous day's flags and QA findings (STD-121)")
+    def morning_digest(request: Request, day: str | None = None, team: str | None = None,
+                       format: str = "json") -> Any:
+        principal = allow(request, "see the QA digest of", "recording:*", VIEW_ROLES)
+        if format not in ("json", "csv"):
+            raise _error(422, "bad_format", "format must be json or csv")
+        if not day:
+            the_day = local_today() - timedelta(days=1)
+        else:
+            try:
+                if not DAY.fullmatch(day):
+                    raise ValueError(day)
+                the_day = date.fromisoformat(day)
+            except ValueError:
+                raise _error(422, "bad_day", f"day must be YYYY-MM-DD, got {day!r}") from None
+        start = datetime.combine(the_day, time(0), zone())
+        end = datetime.combine(the_day + timedelta(days=1), time(0), zone())
+        recs = store().read(repo.recordings_between, start, end)
+        flagged_recs = [r for r in recs if r.flags]
+        calls = store().read(repo.calls_by_uniqueid, [r.call_uniqueid for r in flagged_recs]) \
+            if flagged_recs else {}
+        pairs = store().read(repo.reviews_written_between, start, end)
+        teams = {a.agent_id: a.team for a in store().read(repo.list_agents, active_only=False)}
+        built = build_digest(
+            the_day,
+            [FlaggedCall(recording_id=r.id, call_id=r.call_uniqueid, direction=r.direction,
+                         agent_id=r.agent_id, number=r.number, started_at=r.started_at,
+                         duration_s=r.duration_s, flags=tuple(r.flags or ()),
+                         outcome=calls[r.call_uniqueid].outcome
+                         if r.call_uniqueid in calls else None,
+                         team=teams.get(r.agent_id or ""), qa_selected=r.qa_selected)
+             for r in flagged_recs],
+            [Finding(review_id=rev.id, recording_id=rev.recording_id, reviewer=rev.reviewer,
+                     at=rev.at, total=rev.total, unqualified=rev.unqualified,
+                     penalties=list(rev.penalties or []), notes=rev.notes,
+                     agent_id=rec.agent_id, team=teams.get(rec.agent_id or ""),
+                     number=rec.number, direction=rec.direction, call_id=rec.call_uniqueid,
+                     call_started_at=rec.started_at)
+             for rev, rec in pairs],
+            team=team or None)
+        audit(principal, "recording.digest", "recording:*", day=the_day.isoformat(),
+              team=team or None, format=format, flagged=len(built.flagged),
+              reviews=len(built.findings), ids=[c.recording_id for c in built.flagged][:100])
+        if format == "csv":
+            return PlainTextResponse(digest.to_csv(built, zone()), media_type="text/csv",
+                                     headers={"Content-Disposition":
+                                              f'attachment; filename="{digest.file_name(built)}"'})
+        return digest.as_dict(built)
 
     @router.get("/{recording_id}", summary="One recording, its reviews and who accessed it")
     def detail(request: Request, recording_id: str) -> dict[str, Any]:

@@ -865,3 +865,23 @@ def calls_by_uniqueid(s: Session, uniqueids: list[str]) -> dict[str, Call]:
         for call in s.scalars(select(Call).where(Call.uniqueid.in_(chunk))):
             out[call.uniqueid] = call
     return out
+
+
+def reviews_of_recordings_between(s: Session, start: datetime, end: datetime
+                                  ) -> list[tuple[QaReview, Recording]]:
+    """Reviews of the recordings started in ``[start, end)`` (a QA month, STD-117),
+    whenever written, with their recording; by recording, then oldest review first."""
+    query = (select(QaReview, Recording).join(Recording, QaReview.recording_id == Recording.id)
+             .where(Recording.started_at >= start, Recording.started_at < end)
+             .order_by(Recording.started_at, Recording.id, QaReview.at, QaReview.id))
+    return [(review, rec) for review, rec in s.execute(query)]
+
+
+def reviews_written_between(s: Session, start: datetime, end: datetime
+                            ) -> list[tuple[QaReview, Recording]]:
+    """Reviews written in ``[start, end)`` (a digest's day, STD-121) with their recording,
+    oldest first."""
+    query = (select(QaReview, Recording).join(Recording, QaReview.recording_id == Recording.id)
+             .where(QaReview.at >= start, QaReview.at < end)
+             .order_by(QaReview.at, QaReview.id))
+    return [(review, rec) for review, rec in s.execute(query)]
