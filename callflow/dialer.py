@@ -82,6 +82,10 @@ NEWS_SLACK_S = 15.0
 STALE_CLAIM_SLACK_S = 120.0
 STALE_SWEEP_EVERY_S = 60.0
 FAILED_TICK_PAUSE_S = 5.0
+#: Asterisk may publish the agent leg's Hangup before the customer leg's (each is sent
+#: when its channel is destroyed, in no fixed order): the agent's is held this long for
+#: the customer's, whose cause the attempt keeps (e.g. 17 busy).
+CUSTOMER_CAUSE_GRACE_S = 1.0
 ABSENT_SWEEP_EVERY_S = 10.0
 #: The desktop feed re-reads this much before its last read (late commits), in batches.
 FEED_OVERLAP_S = 5.0
@@ -209,6 +213,8 @@ class Dialer:
         self.context = context
         self.attempts: dict[str, _Live] = {}  # attempt id (agent leg ChannelId) -> live
         self._legs: dict[str, str] = {}  # customer leg uniqueid -> attempt id
+        self._customer_gone: set[str] = set()  # attempts whose customer leg hung up
+        self._held_back: dict[str, tuple[AttemptEvent, asyncio.TimerHandle]] = {}
         self._claiming: set[str] = set()  # agents a claim is being made for
         self._reserved: set[str] = set()  # agents with own due tasks (STD-069)
         self._known: dict[int, _Seen] = {}  # task id -> what the desktops last heard
@@ -420,6 +426,10 @@ class Dialer:
             self.runtime.execute([Persist("call", record)])
         self._publish_attempt(live)
         self.attempts.pop(attempt_id, None)
+        self._customer_gone.discard(attempt_id)
+        held = self._held_back.pop(attempt_id, None)
+        if held is not None:
+            held[1].cancel()
         if attempt.customer_uid:
             self._legs.pop(attempt.customer_uid, None)
         log.info("attempt %s (task #%d) ended: %s, cause %s", attempt_id, attempt.task_id,
@@ -504,8 +514,31 @@ class Dialer:
             event = outbound.HangupRequested(uid, at)
         elif name == "Hangup":
             event = outbound.LegHungUp(uid, _cause(frame.get("Cause")), at)
+            if uid != attempt_id:
+                self._customer_gone.add(attempt_id)
+            elif self._hold_back(attempt_id, event):
+                return
         if event is not None:
             self.apply(attempt_id, event)
+            if name == "Hangup" and uid != attempt_id:
+                self._release_held(attempt_id)  # the agent's hang-up may follow now
+
+    def _hold_back(self, attempt_id: str, event: AttemptEvent) -> bool:
+        """Hold the agent leg's Hangup while the dialled customer's is still to come."""
+        live = self.attempts.get(attempt_id)
+        if live is None or not live.attempt.customer_dialled \
+                or attempt_id in self._customer_gone or attempt_id in self._held_back:
+            return False
+        handle = asyncio.get_running_loop().call_later(
+            CUSTOMER_CAUSE_GRACE_S, self._release_held, attempt_id)
+        self._held_back[attempt_id] = (event, handle)
+        return True
+
+    def _release_held(self, attempt_id: str) -> None:
+        held = self._held_back.pop(attempt_id, None)
+        if held is not None:
+            held[1].cancel()
+            self.apply(attempt_id, held[0])
 
     async def _check_links(self) -> None:
         """After a resync, or when an attempt is silent too long: is its channel still up?"""

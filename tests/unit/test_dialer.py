@@ -8,6 +8,7 @@ decisions; tests/integration/test_outbound_live.py runs the same code on Asteris
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import time
 from collections.abc import Iterator
@@ -224,6 +225,39 @@ async def test_not_reached_is_retried_after_the_spacing(rig: Rig, status: str, c
     assert rig.state("1001") is AgentState.ACW
     call = next(d for k, d in rig.persisted if k == "call")
     assert call["hangup_cause"] == int(cause)
+
+
+async def test_the_customers_cause_is_kept_when_the_agents_hangup_comes_first(
+        rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Asterisk sends each leg's Hangup when its channel is destroyed, in no fixed order
+    (seen in CI: the agent's first, the busy customer's 17 lost)."""
+    monkeypatch.setattr("callflow.dialer.CUSTOMER_CAUSE_GRACE_S", 0.3)
+    rig.login("1001")
+    task = rig.add()
+    await rig.dialer.tick()
+    attempt = rig.attempt_of("1001")
+    rig.agent_answers(attempt)
+    rig.feed(frame("DialEnd", Uniqueid=attempt, DialStatus="BUSY"),
+             frame("Hangup", Uniqueid=attempt, Cause="17"))
+    assert attempt in rig.dialer.attempts  # held for the customer's Hangup
+    rig.feed(frame("Hangup", Uniqueid=f"{attempt}-cust", Cause="17"))
+    assert attempt not in rig.dialer.attempts
+    await rig.dialer.drain()
+    assert rig.history(task.id) == [("busy", 17)]
+
+    # the customer's Hangup never comes (a lost event): the attempt ends after the grace
+    rig.login("1002")
+    other = rig.add(number="13900000002")
+    await rig.dialer.tick()
+    second = rig.attempt_of("1002")
+    rig.agent_answers(second)
+    rig.feed(frame("DialEnd", Uniqueid=second, DialStatus="BUSY"),
+             frame("Hangup", Uniqueid=second, Cause="17"))
+    assert second in rig.dialer.attempts
+    await asyncio.sleep(0.45)
+    assert second not in rig.dialer.attempts
+    await rig.dialer.drain()
+    assert rig.history(other.id) == [("busy", None)]
 
 
 async def test_invalid_number_and_last_attempt_are_unreachable_and_reported(rig: Rig) -> None:
