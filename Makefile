@@ -1,6 +1,6 @@
 # callflow: two commands on a fresh Debian 12 (as root: missing packages are installed).
 #   make run    set up what is missing, then run Asterisk + engine + API (Ctrl-C stops)
-#   make test   set up what is missing (+ chromium, postgresql), then the whole pytest suite
+#   make test   set up what is missing (+ chromium, postgresql), then ruff and the whole pytest suite
 # Every recipe is a thin call into callflow/pbx/bootstrap.py, the callflow CLI or pytest.
 
 PYTHON ?= python3
@@ -20,6 +20,7 @@ run: packages-run venv
 	$(VENV)/bin/callflow run
 
 test: packages-test venv asterisk-root
+	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
