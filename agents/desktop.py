@@ -44,10 +44,11 @@ from callflow.agents.restore import load_day_totals, load_stored_agents, restore
 from callflow.engine import calls
 from callflow.engine.effects import CancelTimer, Effect, Publish, StartTimer
 from callflow.errors import CallflowError, StateError
+from callflow.feature_base import FeatureBase
 
 if TYPE_CHECKING:
     from callflow.dialplan.agi import AgiSession
-    from callflow.engine.runtime import AmiFrame, Runtime
+    from callflow.engine.runtime import AmiFrame
     from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ HOLD_LIMIT = "hold_limit"  # STD-040
 HOLD_MACHINE_FEATURE = "special_calls"  # callflow/special_calls_feature.py runs engine/hold.py
 
 
-class AgentDesktop:
+class AgentDesktop(FeatureBase):
     """``ServiceOptions(features=[AgentDesktop()])``; ``callflow run`` lists it by default."""
 
     name = "agent_desktop"
@@ -115,20 +116,6 @@ class AgentDesktop:
 
         return {"feature": feature}
 
-    # --- access ----------------------------------------------------------------------
-
-    @property
-    def service(self) -> Service:
-        if self._service is None:
-            raise CallflowError("the agent desktop is not started")
-        return self._service
-
-    @property
-    def runtime(self) -> Runtime:
-        runtime = self.service.runtime
-        if runtime is None:
-            raise CallflowError("the service has no runtime yet")
-        return runtime
 
     # --- restore ------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ from callflow.engine import kpi
 from callflow.engine.calls import Phase
 from callflow.engine.effects import Alarm
 from callflow.errors import CallflowError, StateError
+from callflow.feature_base import FeatureBase
 from callflow.metrics import MetricsSnapshot, metrics_router
 from callflow.queue_log import QueueLog, QueueLogFile
 from callflow.store import repo
@@ -139,7 +140,7 @@ class _AlarmMemory:
     ami_down: bool = False
 
 
-class BoardFeature:
+class BoardFeature(FeatureBase):
     name = "board"
 
     def __init__(self, options: BoardOptions | None = None) -> None:
@@ -164,11 +165,6 @@ class BoardFeature:
 
     # --- life cycle ----------------------------------------------------------------------
 
-    @property
-    def service(self) -> Service:
-        if self._service is None:
-            raise CallflowError("the board feature is not started")
-        return self._service
 
     @property
     def zone(self) -> ZoneInfo:

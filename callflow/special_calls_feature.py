@@ -51,11 +51,12 @@ from callflow.engine import special_calls as sc
 from callflow.engine.effects import Effect, Publish
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StateError
+from callflow.feature_base import FeatureBase
 from callflow.store import repo
 from callflow.store.db import Store
 
 if TYPE_CHECKING:
-    from callflow.engine.runtime import AmiFrame, Runtime
+    from callflow.engine.runtime import AmiFrame
     from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ CALLBACK_TOKEN = "hold-callback"  # the confirmation's end releases the caller
 MOH_CLASS = "default"  # asterisk-conf/musiconhold.conf.j2
 
 
-class SpecialCallsFeature:
+class SpecialCallsFeature(FeatureBase):
     """Feeds the hold and special-call machines; plays, releases and transfers."""
 
     name = "special_calls"
@@ -117,18 +118,6 @@ class SpecialCallsFeature:
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         return {}
-
-    @property
-    def service(self) -> Service:
-        if self._service is None:
-            raise CallflowError("the special-calls feature is not started")
-        return self._service
-
-    @property
-    def runtime(self) -> Runtime:
-        runtime = self.service.runtime
-        assert runtime is not None
-        return runtime
 
     # --- desktop actions (api/calls.py) ------------------------------------------------
 

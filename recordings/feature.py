@@ -41,12 +41,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter
 
 from callflow.engine.effects import Persist
-from callflow.errors import CallflowError
+from callflow.feature_base import FeatureBase
 from callflow.store import repo
 
 if TYPE_CHECKING:
     from callflow.dialer import Dialer
-    from callflow.engine.runtime import AmiFrame, Runtime
+    from callflow.engine.runtime import AmiFrame
     from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def settle(path: Path, *, interval_s: float = 0.2, stable_reads: int = 3,
     return last
 
 
-class RecordingsFeature:
+class RecordingsFeature(FeatureBase):
     """Starts MixMonitor on bridged calls, stores each recording, purges old ones."""
 
     name = "recordings"
@@ -146,28 +146,11 @@ class RecordingsFeature:
 
     def routers(self) -> list[APIRouter]:
         from callflow.api.recordings import recordings_router
-
-        routers = [recordings_router(self)]
-        try:  # the page (another module); the API works without it
-            from callflow.api.recordings_page import recordings_page_router
-        except ImportError:
-            return routers
-        return [*routers, recordings_page_router()]
+        from callflow.api.recordings_page import recordings_page_router
+        return [recordings_router(self), recordings_page_router()]
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         return {}
-
-    @property
-    def service(self) -> Service:
-        if self._service is None:
-            raise CallflowError("the recordings feature is not started")
-        return self._service
-
-    @property
-    def runtime(self) -> Runtime:
-        runtime = self.service.runtime
-        assert runtime is not None
-        return runtime
 
     @property
     def directory(self) -> Path:
