@@ -1,2 +1,2 @@
-"""Agents: the state machine (``state``), its events, the desktop protocol and feature,
-desks (hot-desking) and restore after a restart."""
+"""Agents: the pure agent state machine (``state``), its events, desks (hot-desking) and
+the rebuilding of agents after a restart (``restore``). No transport, no store."""

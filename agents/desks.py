@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping
 from callflow.agents.events import AgentState
 from callflow.agents.state import AgentSnapshot
 from callflow.errors import StateError
-from callflow.roster import Roster
+from callflow.pbx.roster import Roster
 
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
 

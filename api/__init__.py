@@ -1,11 +1,13 @@
-"""callflow.api: the FastAPI edge (design.md) and the event hub it streams from.
+"""callflow.api: the HTTP shell (FastAPI): the app, /healthz, offline docs, the events
+websocket endpoint, logins and roles.
 
-- ``callflow.api.hub`` — ``EventHub``: pure asyncio, no web framework, used by the engine
-  runtime for ``Publish`` effects.
 - ``callflow.api.app`` — ``create_app(ApiDeps)``, ``server_config``: /healthz, offline
   OpenAPI docs at /docs, the events websocket at /ws/events.
-- ``callflow.api.protocol`` — the websocket wire format v1 (docs/websocket-protocol.md).
-- ``callflow.api.auth`` — tokens to principals and the topics they may see.
+- ``callflow.api.auth`` / ``callflow.api.accounts`` — tokens and sessions to principals,
+  the topics they may see, logins.
+- ``callflow.api.privacy`` — what a role may see of callers' numbers.
+- ``callflow.api.wsconnection`` — one websocket client served from a stream subscription.
 
-Nothing is imported here, so importing the hub never pulls in FastAPI.
+The stream itself (hub, wire protocol) is ``callflow.stream``, which imports no web
+framework; features mount their own routers (``<feature>/routes.py``).
 """

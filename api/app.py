@@ -25,14 +25,14 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
 
 from callflow.api.auth import Principal, TokenAuth
-from callflow.api.board_privacy import redaction_for
-from callflow.api.hub import EventHub, TopicFilter
-from callflow.api.protocol import (
+from callflow.api.privacy import redaction_for
+from callflow.api.wsconnection import StreamConnection, presented_token
+from callflow.stream.hub import EventHub, TopicFilter
+from callflow.stream.protocol import (
     CLOSE_POLICY_VIOLATION,
     FrameEncoder,
     parse_client_frame,
 )
-from callflow.api.wsconnection import StreamConnection, presented_token
 
 logger = logging.getLogger(__name__)
 

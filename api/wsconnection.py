@@ -18,8 +18,8 @@ from typing import Any
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from callflow.api.hub import Subscription
-from callflow.api.protocol import (
+from callflow.stream.hub import Subscription
+from callflow.stream.protocol import (
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,

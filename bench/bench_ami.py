@@ -1,4 +1,4 @@
-"""AMI ingest: the adapter (engine/ami.py) vs a bare asyncio parser vs raw asterisk-ami.
+"""AMI ingest: the adapter (ami/client.py) vs a bare asyncio parser vs raw asterisk-ami.
 
 The stream is the captured call of tests/fixtures/ami/call_playback.txt (27 real
 Asterisk 22 events: Newchannel, VarSet, TestEvent, OriginateResponse, Hangup...)
@@ -33,7 +33,7 @@ from pathlib import Path
 
 from asterisk.ami import AMIClient
 
-from callflow.engine.ami import AmiClient, AmiMessage
+from callflow.ami.client import AmiClient, AmiMessage
 
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ami"
 CAPTURE = FIXTURES / "call_playback.txt"
@@ -235,7 +235,7 @@ def main() -> None:
         ours, our_runs, our_cpu = median_of(args.runs, adapter, args.events)
         print(f"bare asyncio parser      {bare:>10,.0f} events/s  {bare_cpu:5.1f} us CPU/event"
               f"   runs {_fmt(bare_runs)}")
-        print(f"adapter (engine/ami.py)  {ours:>10,.0f} events/s  {our_cpu:5.1f} us CPU/event"
+        print(f"adapter (ami/client.py)  {ours:>10,.0f} events/s  {our_cpu:5.1f} us CPU/event"
               f"   runs {_fmt(our_runs)}")
         last = adapter_stats[-1]
         print(f"  adapter/bare: {ours / bare:.2f} by rate, {bare_cpu / our_cpu:.2f} by CPU; "

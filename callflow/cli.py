@@ -25,14 +25,14 @@ from callflow.settings import Settings, load_settings
 if TYPE_CHECKING:
     from callflow.engine.policy import Policy
     from callflow.pbx.render import PbxConfig
-    from callflow.roster import Roster
+    from callflow.pbx.roster import Roster
     from callflow.service import Feature
 
 log = logging.getLogger("callflow")
 
 
 def _roster(settings: Settings) -> Roster:
-    from callflow.roster import load_roster, write_default_roster
+    from callflow.pbx.roster import load_roster, write_default_roster
 
     path = settings.state_dir / "agents.toml"
     if not path.exists():
@@ -44,11 +44,11 @@ def _roster(settings: Settings) -> Roster:
 
 def default_features() -> list[Feature]:
     """The capabilities a deployment runs beside the inbound flow (one line each)."""
-    from callflow.agents.desktop import AgentDesktop
-    from callflow.api.board import BoardFeature
-    from callflow.dialer import OutboundFeature
+    from callflow.board.feature import BoardFeature
+    from callflow.desktop.feature import AgentDesktop
+    from callflow.outbound.feature import OutboundFeature
     from callflow.recordings.feature import RecordingsFeature
-    from callflow.special_calls_feature import SpecialCallsFeature
+    from callflow.special_calls.feature import SpecialCallsFeature
 
     # AgentDesktop sends the hold reminders to the desktop; the special-calls feature
     # keeps the beep, the caller's reassurance, the board, alarms and records
@@ -72,8 +72,8 @@ def _policy(settings: Settings) -> Policy:
 
 def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
     """Build what `run` needs: the Asterisk root, the roster, the prompts, the database."""
+    from callflow.pbx.prompts import LanguagePack, PromptLibrary
     from callflow.pbx.root import ensure_root
-    from callflow.prompts import LanguagePack, PromptLibrary
     from callflow.store.db import open_store
 
     t0 = time.monotonic()
@@ -193,10 +193,9 @@ def ensure_first_logins(settings: Settings, roster: Roster) -> list[str]:
     Passwords are written (mode 0600) to the state dir and shown once; nothing ships
     a default secret.
     """
-    from callflow import records
     from callflow.api.accounts import hash_password
     from callflow.settings import persistent_secret
-    from callflow.store import repo
+    from callflow.store import records, repo
     from callflow.store.db import open_store
 
     store = open_store(settings.database_url)

@@ -20,23 +20,22 @@ from zoneinfo import ZoneInfo
 import uvicorn
 from fastapi import APIRouter
 
-from callflow import records
+from callflow.ami.client import AmiClient, AmiMessage
 from callflow.api.accounts import SessionAuth, SessionSigner, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
-from callflow.api.hub import EventHub
 from callflow.dialplan.agi import AgiSession
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
-from callflow.engine.ami import AmiClient, AmiMessage
 from callflow.engine.clock import Clock, RealClock
 from callflow.engine.policy import Policy
-from callflow.engine.runtime import Adapters, Runtime
-from callflow.persistence import PersistQueue
-from callflow.prompts import LanguagePack, PromptLibrary
-from callflow.roster import Roster
+from callflow.pbx.prompts import LanguagePack, PromptLibrary
+from callflow.pbx.roster import Roster
+from callflow.runtime.core import Adapters, Runtime
 from callflow.settings import Settings
-from callflow.store import repo
+from callflow.store import records, repo
 from callflow.store.db import Store, open_store
+from callflow.store.writer import PersistQueue
+from callflow.stream.hub import EventHub
 
 log = logging.getLogger(__name__)
 

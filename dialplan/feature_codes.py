@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from callflow.agents.events import AgentState, feature_code_event
 from callflow.dialplan.agi import AgiSession
 from callflow.engine.policy import Policy
-from callflow.engine.runtime import Runtime
 from callflow.errors import StateError
-from callflow.prompts import PromptLibrary
-from callflow.roster import endpoint_of_channel
+from callflow.pbx.prompts import PromptLibrary
+from callflow.pbx.roster import endpoint_of_channel
+from callflow.runtime.core import Runtime
 
 log = logging.getLogger(__name__)
 

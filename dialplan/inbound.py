@@ -25,10 +25,10 @@ from callflow.engine import waiting
 from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
 from callflow.engine.policy import Policy, ring_limit_seconds
-from callflow.engine.runtime import Runtime
 from callflow.errors import CallerHungUp
-from callflow.prompts import PromptLibrary, spell_digits
-from callflow.roster import RosterAgent
+from callflow.pbx.prompts import PromptLibrary, spell_digits
+from callflow.pbx.roster import RosterAgent
+from callflow.runtime.core import Runtime
 
 log = logging.getLogger(__name__)
 

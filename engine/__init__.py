@@ -1,2 +1,2 @@
 """The pure core: clock, Policy, the call / waiting / hold / special-call / outbound
-machines, KPIs, effects and the runtime that carries effects out; plus the AMI adapter."""
+machines, KPIs and effects. Events and the clock in, effects out; no I/O."""

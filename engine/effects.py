@@ -1,7 +1,7 @@
 """Effects: what the pure core asks the edges to do, as plain data.
 
 State machines return ``(new_state, [Effect, ...])`` and never touch a socket, the
-database or the loop. The runtime (``callflow.engine.runtime``) executes each effect
+database or the loop. The runtime (``callflow.runtime.core``) executes each effect
 through an adapter. Keeping them plain frozen dataclasses makes every rule testable
 by comparing lists, and lets a replay of the event log reproduce any state.
 """

@@ -2,7 +2,7 @@
 
 No socket, no database, no loop here: wall times come in as arguments (the Clock's
 ``wall()`` at the edge), Asterisk's facts come in as plain events, decisions go out
-as values. ``callflow.dialer`` is the thin edge that claims tasks from the store,
+as values. ``callflow.outbound.feature`` is the thin edge that claims tasks from the store,
 sends the AMI Originate and feeds the events back.
 
 How an attempt runs (agent-first; preview differs only in who starts it):

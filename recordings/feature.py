@@ -15,14 +15,14 @@
   the file's size is polled off the loop until it stops changing, then the WAV header
   gives the duration (the file size when the header is not final). The row goes
   through the store writer (``Persist("recording")``), after the call's own records,
-  so ``callflow/records.py`` can flag it from what the store knows: late answer
+  so ``store/records.py`` can flag it from what the store knows: late answer
   (STD-009), hold beyond the Policy's limit (STD-040), a forbidden agent-first release
   (STD-110), a special-call ending (STD-056..067), a transfer.
 * **Retention.** Once a day at ``recordings.purge_at`` (local time), and once at
   start, recordings older than ``recordings.retention_days`` lose their file and get
   ``purged_at``; the row, its reviews and the audit trail stay.
 
-The API (``api/recordings.py``) lists, plays, reviews and samples them, audited.
+The API (``recordings/routes.py``) lists, plays, reviews and samples them, audited.
 """
 
 from __future__ import annotations
@@ -41,12 +41,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter
 
 from callflow.engine.effects import Persist
-from callflow.feature_base import FeatureBase
+from callflow.feature import FeatureBase
 from callflow.store import repo
 
 if TYPE_CHECKING:
-    from callflow.dialer import Dialer
-    from callflow.engine.runtime import AmiFrame
+    from callflow.outbound.feature import Dialer
+    from callflow.runtime.core import AmiFrame
     from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
@@ -145,8 +145,8 @@ class RecordingsFeature(FeatureBase):
         self._service = None
 
     def routers(self) -> list[APIRouter]:
-        from callflow.api.recordings import recordings_router
-        from callflow.api.recordings_page import recordings_page_router
+        from callflow.recordings.page import recordings_page_router
+        from callflow.recordings.routes import recordings_router
         return [recordings_router(self), recordings_page_router()]
 
     def agi_routes(self) -> dict[str, AgiRoute]:

@@ -285,7 +285,7 @@ class CallbackTask(Base):
         ),
         Index("ix_callback_tasks_status_due_at", "status", "due_at"),
         Index("ix_callback_tasks_owner_agent_id_status", "owner_agent_id", "status"),
-        # the desktops' task feed reads "changed since the last tick" (callflow/dialer.py)
+        # the desktops' task feed reads "changed since the last tick" (outbound/feature.py)
         Index("ix_callback_tasks_updated_at", "updated_at"),
     )
 

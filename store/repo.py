@@ -436,7 +436,7 @@ def release_stale_claims(s: Session, claimed_before: datetime) -> int:
     return count
 
 
-# --- the outbound dialer's task queries (callflow.dialer) ----------------------------
+# --- the outbound dialer's task queries (callflow.outbound.feature) ----------------------------
 
 #: Columns ``update_task`` may change; the rest follow the task's life (claims, attempts).
 TASK_EDIT_FIELDS = frozenset({"due_at", "owner_agent_id", "note", "max_attempts",
@@ -660,7 +660,7 @@ def set_user(s: Session, username: str, role: str, password_hash: str, *,
     return user
 
 
-# --- KPIs, the board and reports (callflow.engine.kpi, callflow.api.board) ---
+# --- KPIs, the board and reports (callflow.engine.kpi, callflow.board.feature) ---
 
 #: Rows per IN (...) list: well under SQLite's and PostgreSQL's parameter limits.
 _IN_CHUNK = 500

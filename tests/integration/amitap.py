@@ -1,6 +1,6 @@
 """A minimal threaded AMI client for test assertions (test tooling, not product code).
 
-Deliberately independent of the product's AMI adapter (``engine/ami.py``): a test
+Deliberately independent of the product's AMI adapter (``ami/client.py``): a test
 that checks the adapter must not trust the adapter to see what Asterisk sent. Every
 message is kept with a ``t`` stamp (``time.monotonic()``) so tests can measure
 intervals between events and ask for "the first X after this moment".

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from callflow.engine.policy import Policy
-from callflow.roster import Roster, RosterAgent
+from callflow.pbx.roster import Roster, RosterAgent
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Settings
 from callflow.store.db import Store

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from callflow.engine.ami import AmiClient, AmiListResult, AmiMessage
+from callflow.ami.client import AmiClient, AmiListResult, AmiMessage
 from callflow.errors import AmiActionFailed
 
 if TYPE_CHECKING:

@@ -27,7 +27,7 @@ from product import Product, running_product
 
 from callflow.agents.events import LogIn
 from callflow.api.accounts import hash_password
-from callflow.api.board import CHANSPY_OPTIONS, BoardFeature, BoardOptions
+from callflow.board.feature import CHANSPY_OPTIONS, BoardFeature, BoardOptions
 from callflow.engine.policy import parse_policy, ring_limit_seconds
 from callflow.service import ServiceOptions
 from callflow.settings import REPO_ROOT

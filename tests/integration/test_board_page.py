@@ -31,11 +31,11 @@ from websockets.sync.client import connect
 
 from callflow.agents.events import AgentState, CallAnswered, LogIn, RequestState
 from callflow.api.accounts import hash_password
-from callflow.api.board import BoardFeature, BoardOptions
+from callflow.board.feature import BoardFeature, BoardOptions
 from callflow.engine import calls
 from callflow.engine.policy import Policy
-from callflow.engine.runtime import call_rules
-from callflow.roster import Roster, RosterAgent
+from callflow.pbx.roster import Roster, RosterAgent
+from callflow.runtime.core import call_rules
 from callflow.service import ServiceOptions
 from callflow.settings import REPO_ROOT, Ports, Settings
 from callflow.store import repo

@@ -29,7 +29,7 @@ from callflow.agents.state import AgentState, LogIn
 from callflow.engine.calls import Phase
 from callflow.engine.policy import parse_policy
 from callflow.service import ServiceOptions
-from callflow.special_calls_feature import SpecialCallsFeature
+from callflow.special_calls.feature import SpecialCallsFeature
 from callflow.store import repo
 
 if TYPE_CHECKING:

@@ -1,7 +1,7 @@
 """The desktop's call actions in headless Chromium, on a real Asterisk with SIPp (issue 6).
 
 While the agent is on a call, the page shows a "call actions" panel that calls the REST
-endpoints of api/calls.py on the current call with the page's session token:
+endpoints of special_calls/routes.py on the current call with the page's session token:
 
 * "I said goodbye" (``closing``, STD-111): confirmed on the page, recorded by the
   special-calls machine;
@@ -27,13 +27,13 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from product import Product, make_roster, make_settings
 
-from callflow.agents.desktop import AgentDesktop
 from callflow.api.accounts import hash_password
+from callflow.desktop.feature import AgentDesktop
 from callflow.engine.calls import Phase
 from callflow.engine.policy import parse_policy
 from callflow.service import ServiceOptions
 from callflow.settings import REPO_ROOT
-from callflow.special_calls_feature import SpecialCallsFeature
+from callflow.special_calls.feature import SpecialCallsFeature
 from callflow.store import repo
 
 if TYPE_CHECKING:

@@ -31,9 +31,9 @@ from sippctl import MEDIA_OFFSET
 from websockets.sync.client import connect
 
 from callflow.agents.state import AgentState, LogIn
-from callflow.dialer import OutboundFeature
 from callflow.engine import outbound
 from callflow.engine.policy import Policy
+from callflow.outbound.feature import OutboundFeature
 from callflow.service import ServiceOptions
 from callflow.store import repo
 from callflow.store.models import CallbackTask

@@ -42,7 +42,7 @@ from test_outbound_live import (
     wait_task,
 )
 
-from callflow.dialer import OutboundFeature
+from callflow.outbound.feature import OutboundFeature
 from callflow.recordings.feature import RecordingsFeature
 from callflow.service import ServiceOptions
 from callflow.store import repo

@@ -9,7 +9,7 @@
   the number is flagged and the call is stored as "nuisance", compliant (STD-064, C-2).
 
 Prompts reach the caller through ChanSpy barge on a Local channel (see
-callflow/special_calls_feature.py); ``ChanSpyStart`` and the Local channel's
+special_calls/feature.py); ``ChanSpyStart`` and the Local channel's
 ``Hangup`` are the start and end of each prompt as Asterisk played it.
 """
 
@@ -27,7 +27,7 @@ from callflow.agents.state import LogIn
 from callflow.engine.calls import Phase
 from callflow.engine.policy import Policy, parse_policy
 from callflow.service import ServiceOptions
-from callflow.special_calls_feature import SpecialCallsFeature
+from callflow.special_calls.feature import SpecialCallsFeature
 from callflow.store import repo
 
 if TYPE_CHECKING:

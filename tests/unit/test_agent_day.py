@@ -1,5 +1,5 @@
 """Today's agent accumulators: rebuilt from the state log after a restart, and closed
-at the centre's midnight (agents/restore.py, agents/desktop.py)."""
+at the centre's midnight (agents/restore.py, desktop/feature.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from callflow.agents.desktop import _midnight
 from callflow.agents.restore import StoredAgent, load_day_totals, restored
 from callflow.agents.state import AgentState, time_in
+from callflow.desktop.feature import _midnight
 from callflow.engine.clock import FakeClock
 from callflow.engine.policy import Policy
 from callflow.store import repo

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from callflow.engine.ami import AmiClient, AmiMessage, _AmiConnection
+from callflow.ami.client import AmiClient, AmiMessage, _AmiConnection
 from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, AmiProtocolError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
@@ -450,7 +450,7 @@ async def test_malformed_frames_are_logged_counted_skipped_and_the_link_stays_up
     client.subscribe(recorder)
     await client.start()
     await client.wait_up(3)
-    caplog.set_level(logging.WARNING, logger="callflow.engine.ami")
+    caplog.set_level(logging.WARNING, logger="callflow.ami.client")
     server.push(b"\x00\x01\xfe\xffgarbage\r\n\r\n"                      # no head: skipped
                 b"Event: Hangup\r\nUniqueid: 1\r\nno colon here\r\n\r\n"  # repaired
                 b"Event: Newchannel\r\nCallerIDName: Jos\xe9\r\n\r\n"     # invalid UTF-8

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from callflow.engine.ami_frames import AmiFrameParser, AmiMessage, Parsed, encode_action
+from callflow.ami.frames import AmiFrameParser, AmiMessage, Parsed, encode_action
 from callflow.errors import AmiProtocolError
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"

@@ -1,7 +1,7 @@
-"""asterisk-ami 0.1.7's defects, pinned: why engine/ami.py wraps or replaces each part.
+"""asterisk-ami 0.1.7's defects, pinned: why ami/client.py wraps or replaces each part.
 
 Every test here shows a defect of the library as it is (on real sockets or on
-frames captured from Asterisk 22), next to the line of engine/ami.py or
+frames captured from Asterisk 22), next to the line of ami/client.py or
 ami_frames.py that makes it impossible to hit. If asterisk-ami is upgraded, these
 tests say which defects went away, so the wrappers can be revisited.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from asterisk.ami import AMIClient, Event, FutureResponse, Response, SimpleAction
 
-from callflow.engine.ami import _AmiConnection
-from callflow.engine.ami_frames import AmiFrameParser
+from callflow.ami.client import _AmiConnection
+from callflow.ami.frames import AmiFrameParser
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
@@ -95,7 +95,7 @@ def test_the_pinned_version() -> None:
 def test_an_idle_link_dies_after_the_socket_timeout(serve) -> None:
     """Default timeout=3: recv() times out inside the reader, which ends the connection.
 
-    engine/ami.py: the socket blocks with no timeout; the Ping watchdog judges the link.
+    ami/client.py: the socket blocks with no timeout; the Ping watchdog judges the link.
     """
     assert inspect.signature(AMIClient.__init__).parameters["timeout"].default == 3
     server = serve(lambda conn: conn.sendall(BANNER))  # then silence, socket open
@@ -111,7 +111,7 @@ def test_an_idle_link_dies_after_the_socket_timeout(serve) -> None:
 
 
 def test_a_listener_exception_kills_the_reader_and_later_events_are_lost(serve) -> None:
-    """engine/ami.py: listener callbacks are guarded; batches go through a wrapped sink."""
+    """ami/client.py: listener callbacks are guarded; batches go through a wrapped sink."""
     first, second = captured_frames("call_playback.txt")[1:3]
     server = serve(lambda conn: (conn.sendall(BANNER + first.encode() + b"\r\n\r\n"),
                                  time.sleep(0.2),
@@ -138,7 +138,7 @@ def test_eof_before_the_banner_kills_the_reader_without_on_disconnect(
         serve, monkeypatch: pytest.MonkeyPatch) -> None:
     """A closed port (Asterisk restarting) ends the thread with a bare StopIteration.
 
-    engine/ami.py: ``listen`` is replaced; the reader always ends with on_disconnect.
+    ami/client.py: ``listen`` is replaced; the reader always ends with on_disconnect.
     """
     crashes: list[type[BaseException]] = []
     monkeypatch.setattr(threading, "excepthook", lambda args: crashes.append(args.exc_type))
@@ -156,7 +156,7 @@ def test_eof_before_the_banner_kills_the_reader_without_on_disconnect(
 def test_disconnect_blocks_its_caller_until_the_socket_timeout(serve) -> None:
     """close() does not wake a recv() on Linux; disconnect() then joins the reader.
 
-    engine/ami.py: ``_AmiConnection.disconnect`` shuts the socket down and never joins.
+    ami/client.py: ``_AmiConnection.disconnect`` shuts the socket down and never joins.
     """
     server = serve(lambda conn: conn.sendall(BANNER))
     client = AMIClient(port=server.port, timeout=0.6)
@@ -180,7 +180,7 @@ def test_our_connection_disconnect_is_immediate(serve) -> None:
 
 
 def test_send_uses_socket_send_which_may_write_part_of_a_frame() -> None:
-    """engine/ami.py: one writer thread per connection, ``sendall`` under one lock."""
+    """ami/client.py: one writer thread per connection, ``sendall`` under one lock."""
     source = inspect.getsource(AMIClient.send)
     assert "self._socket.send(" in source and "sendall" not in source
     assert "sendall" in inspect.getsource(_AmiConnection._write_loop)
@@ -200,7 +200,7 @@ def test_a_response_callback_exception_becomes_a_name_error() -> None:
 def test_futures_of_unanswered_actions_are_never_forgotten(serve) -> None:
     """A timed-out action stays in ``_futures`` forever (and reading it blocks).
 
-    engine/ami.py: asyncio futures with their own timeout, removed in ``finally``.
+    ami/client.py: asyncio futures with their own timeout, removed in ``finally``.
     """
     server = serve(lambda conn: conn.sendall(BANNER))
     client = AMIClient(port=server.port, timeout=0.2)

@@ -25,7 +25,7 @@ from websockets.exceptions import ConnectionClosed
 
 from callflow.api import app as app_module
 from callflow.api.app import ApiDeps, create_app, server_config
-from callflow.api.hub import EventHub
+from callflow.stream.hub import EventHub
 
 TOKEN = "test-token-0123456789abcdef"
 DOC = Path(__file__).resolve().parents[2] / "docs" / "websocket-protocol.md"

@@ -1,4 +1,4 @@
-"""Wire format v1 and token auth, without a socket (api/protocol.py, api/auth.py)."""
+"""Wire format v1 and token auth, without a socket (stream/protocol.py, api/auth.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from callflow.api.auth import SUPERVISOR, Principal, TokenAuth
-from callflow.api.protocol import (
+from callflow.stream.protocol import (
     MAX_CLIENT_FRAME_BYTES,
     ClientFrameError,
     FrameEncoder,

@@ -27,7 +27,6 @@ from agent_protocol_schema import frame_errors
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from callflow.agents.desktop import AgentDesktop
 from callflow.agents.events import (
     AgentState,
     ApproveBusy,
@@ -40,12 +39,13 @@ from callflow.agents.events import (
 )
 from callflow.agents.restore import StoredAgent, restored
 from callflow.agents.state import timer_key
-from callflow.engine.ami import AmiMessage
+from callflow.ami.client import AmiMessage
+from callflow.desktop.feature import AgentDesktop
 from callflow.engine.clock import FakeClock
 from callflow.engine.effects import Publish, StartTimer
 from callflow.engine.policy import Policy, parse_policy
-from callflow.engine.runtime import Runtime
-from callflow.roster import Roster, RosterAgent
+from callflow.pbx.roster import Roster, RosterAgent
+from callflow.runtime.core import Runtime
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Ports, Settings
 from callflow.store import repo
@@ -481,7 +481,7 @@ async def test_hold_reminders_and_limit_until_the_hold_ends(start: Start) -> Non
 
 
 class HoldMachineFeature:
-    """A feature that runs the call's hold machine (as callflow/special_calls_feature.py
+    """A feature that runs the call's hold machine (as special_calls/feature.py
     does): it sends the hold reminders, so the desktop must not send its own."""
 
     name = "special_calls"
@@ -645,7 +645,7 @@ def test_restored_agents_outside_the_roster_are_skipped() -> None:
     clock = FakeClock()
     roster = Roster((RosterAgent("1001", "A", "agent1001"),))
     published: list[tuple[str, dict[str, Any]]] = []
-    from callflow.engine.runtime import Adapters
+    from callflow.runtime.core import Adapters
     rt = Runtime(Policy.defaults(), clock, roster,
                  Adapters(persist=lambda k, d: None, publish=lambda t, p: published.append((t, p))))
     step = restored(StoredAgent("9999", "ready", None, clock.wall()), "agent9999", clock.now(),

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from agent_protocol_schema import CLIENT_FRAME, DOC, errors, frame_errors
 
-from callflow.agents.desktop_protocol import (
+from callflow.agents.events import AgentState, EndAcw, LogOut, RequestState
+from callflow.desktop.protocol import (
     DesktopRequest,
     ack_frame,
     agent_event,
@@ -19,10 +20,9 @@ from callflow.agents.desktop_protocol import (
     opening_text,
     parse_desktop_frame,
 )
-from callflow.agents.events import AgentState, EndAcw, LogOut, RequestState
-from callflow.api.protocol import MAX_CLIENT_FRAME_BYTES, ClientFrameError, Ping
 from callflow.engine.policy import Policy, parse_policy
-from callflow.prompts import LanguagePack
+from callflow.pbx.prompts import LanguagePack
+from callflow.stream.protocol import MAX_CLIENT_FRAME_BYTES, ClientFrameError, Ping
 
 DEFAULTS = Policy.defaults()
 

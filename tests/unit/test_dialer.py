@@ -20,17 +20,16 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
-from callflow import records
 from callflow.agents.state import AgentState, LogIn, LogOut, RequestState
-from callflow.dialer import Dialer, create_callback
-from callflow.engine.ami_frames import AmiListResult, AmiMessage
+from callflow.ami.frames import AmiListResult, AmiMessage
 from callflow.engine.clock import FakeClock
 from callflow.engine.outbound import NOT_DIALLED_BACKOFF_S
 from callflow.engine.policy import Policy
-from callflow.engine.runtime import Adapters, Runtime
 from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, StateError
-from callflow.roster import Roster, RosterAgent
-from callflow.store import repo
+from callflow.outbound.feature import Dialer, create_callback
+from callflow.pbx.roster import Roster, RosterAgent
+from callflow.runtime.core import Adapters, Runtime
+from callflow.store import records, repo
 from callflow.store.db import Store, open_store
 from callflow.store.models import AuditEntry, CallbackTask
 
@@ -231,7 +230,7 @@ async def test_the_customers_cause_is_kept_when_the_agents_hangup_comes_first(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Asterisk sends each leg's Hangup when its channel is destroyed, in no fixed order
     (seen in CI: the agent's first, the busy customer's 17 lost)."""
-    monkeypatch.setattr("callflow.dialer.CUSTOMER_CAUSE_GRACE_S", 0.3)
+    monkeypatch.setattr("callflow.outbound.feature.CUSTOMER_CAUSE_GRACE_S", 0.3)
     rig.login("1001")
     task = rig.add()
     await rig.dialer.tick()

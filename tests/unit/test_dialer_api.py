@@ -17,9 +17,9 @@ from test_dialer import MONDAY_10, SHANGHAI, FakeAmi, Rig, frame
 
 from callflow.agents.state import LogIn
 from callflow.api.accounts import SessionAuth, SessionSigner
-from callflow.api.tasks import tasks_router
-from callflow.dialer import OutboundFeature
 from callflow.engine.policy import Policy
+from callflow.outbound.feature import OutboundFeature
+from callflow.outbound.routes import tasks_router
 from callflow.store import repo
 from callflow.store.db import Store, open_store
 

@@ -24,9 +24,9 @@ from callflow.dialplan.feature_codes import (
 from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy, parse_policy
-from callflow.engine.runtime import Adapters, Runtime
-from callflow.prompts import LanguagePack, PromptLibrary
-from callflow.roster import Roster, RosterAgent
+from callflow.pbx.prompts import LanguagePack, PromptLibrary
+from callflow.pbx.roster import Roster, RosterAgent
+from callflow.runtime.core import Adapters, Runtime
 
 S = AgentState
 STEP_TIMEOUT = 10.0  # the first use of a prompt generates it

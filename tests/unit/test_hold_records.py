@@ -3,11 +3,10 @@ and the release verdict reaches the call row (STD-040, STD-110..112)."""
 
 from __future__ import annotations
 
-from callflow import records
 from callflow.engine import hold
 from callflow.engine.effects import Persist
 from callflow.engine.policy import Policy
-from callflow.store import repo
+from callflow.store import records, repo
 from callflow.store.db import Store
 
 RULES = hold.HoldRules.from_policy(Policy())
@@ -53,7 +52,7 @@ def test_repeated_nuisance_number_goes_to_the_attendant_c_2(store: Store) -> Non
     from datetime import UTC, datetime, timedelta
 
     from callflow.engine.policy import parse_policy
-    from callflow.special_calls_feature import nuisance_route
+    from callflow.special_calls.feature import nuisance_route
 
     now = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     policy = parse_policy({"special_calls": {"nuisance_route_after": 2,

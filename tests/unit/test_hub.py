@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from callflow.api.hub import EventHub, Subscription, TopicFilter
+from callflow.stream.hub import EventHub, Subscription, TopicFilter
 
 
 async def take(sub: Subscription, n: int) -> list[dict[str, Any]]:
@@ -218,7 +218,7 @@ async def test_a_failing_topic_filter_costs_only_its_own_subscription(
 
     bad = hub.subscribe(broken, since=0)
     good = hub.subscribe({"board"}, since=0)
-    with caplog.at_level(logging.ERROR, logger="callflow.api.hub"):
+    with caplog.at_level(logging.ERROR, logger="callflow.stream.hub"):
         assert hub.publish("board", {"ok": True}) == 1
     assert bad.closed
     assert "topic filter failed" in caplog.text
@@ -233,7 +233,7 @@ async def test_a_failing_snapshot_provider_sends_an_empty_state(
         raise RuntimeError("store down")
 
     hub.snapshot_provider(provider)
-    with caplog.at_level(logging.ERROR, logger="callflow.api.hub"):
+    with caplog.at_level(logging.ERROR, logger="callflow.stream.hub"):
         first = await anext(hub.subscribe({"board"}))
     assert first == {"type": "snapshot", "seq": 0, "reason": "initial", "state": {}}
     assert "snapshot provider failed" in caplog.text
@@ -247,7 +247,7 @@ def test_sizes_must_be_positive(kwargs: dict[str, int]) -> None:
 
 def test_the_hub_imports_no_web_framework() -> None:
     """The engine uses the hub without FastAPI/Starlette (design.md: a pure core's edge)."""
-    code = ("import sys, callflow.api.hub; "
+    code = ("import sys, callflow.stream.hub; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "{'fastapi', 'starlette', 'uvicorn', 'websockets', 'pydantic'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

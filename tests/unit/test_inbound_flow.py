@@ -25,9 +25,9 @@ from callflow.dialplan.server import FastAgiServer
 from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy, parse_policy
-from callflow.engine.runtime import Adapters, Runtime
-from callflow.prompts import LanguagePack, PromptLibrary
-from callflow.roster import Roster, RosterAgent
+from callflow.pbx.prompts import LanguagePack, PromptLibrary
+from callflow.pbx.roster import Roster, RosterAgent
+from callflow.runtime.core import Adapters, Runtime
 
 STEP = 5.0
 CALL_ID = "1795737291.7"

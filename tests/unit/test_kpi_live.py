@@ -6,13 +6,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from callflow import records
 from callflow.api.auth import Principal
-from callflow.api.board_live import AlarmBook, LiveDay, alarm_key, fact_from_record
-from callflow.api.board_privacy import mask_number, masked, redaction_for
+from callflow.api.privacy import mask_number, masked, redaction_for
+from callflow.board.live import AlarmBook, LiveDay, alarm_key, fact_from_record
 from callflow.engine import calls, kpi
 from callflow.engine.policy import Policy
-from callflow.engine.runtime import call_rules
+from callflow.runtime.core import call_rules
+from callflow.store import records
 
 POLICY = Policy.defaults()
 ZONE = ZoneInfo(POLICY.calendar.timezone)

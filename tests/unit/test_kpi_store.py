@@ -9,11 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from callflow import records
 from callflow.engine import calls, kpi
 from callflow.engine.policy import Policy
-from callflow.engine.runtime import call_rules
-from callflow.store import repo
+from callflow.runtime.core import call_rules
+from callflow.store import records, repo
 from callflow.store.db import Store
 
 POLICY = Policy.defaults()

@@ -24,7 +24,7 @@ def covered(path: str, globs: list[str]) -> bool:
 
 
 def test_every_page_asset_and_migration_is_package_data() -> None:
-    for package in ("callflow.api", "callflow.store"):
+    for package in SETUPTOOLS["package-data"]:
         globs = SETUPTOOLS["package-data"][package]
         missing = [p for p in data_files(package) if not covered(p, globs)]
         assert not missing, f"{package}: not in package-data: {missing}"

@@ -21,12 +21,12 @@ from callflow.agents.state import (
     OfferTimedOut,
     RequestState,
 )
+from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.engine import calls
 from callflow.engine.clock import FakeClock
 from callflow.engine.policy import Policy
-from callflow.engine.runtime import Adapters, Runtime
-from callflow.queue_log import QueueLog, QueueLogFile
-from callflow.roster import Roster, RosterAgent
+from callflow.pbx.roster import Roster, RosterAgent
+from callflow.runtime.core import Adapters, Runtime
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 E = int(START.timestamp())

@@ -6,9 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from callflow import records
 from callflow.errors import StateError, StoreError
-from callflow.store import repo
+from callflow.store import records, repo
 from callflow.store.db import Store
 
 T0 = datetime(2026, 3, 5, 9, 0, tzinfo=UTC)

@@ -8,7 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from callflow import reports
+from callflow.board import reports
 from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, OfferFact, StateSpan
 from callflow.engine.policy import Policy

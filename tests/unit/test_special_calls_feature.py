@@ -20,13 +20,13 @@ import httpx
 import pytest
 
 from callflow.agents.events import LogIn
-from callflow.engine.ami import AmiMessage
+from callflow.ami.client import AmiMessage
 from callflow.engine.policy import Policy, parse_policy
-from callflow.engine.runtime import Runtime
-from callflow.roster import Roster, RosterAgent
+from callflow.pbx.roster import Roster, RosterAgent
+from callflow.runtime.core import Runtime
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Ports, Settings
-from callflow.special_calls_feature import SpecialCallsFeature
+from callflow.special_calls.feature import SpecialCallsFeature
 from callflow.store import repo
 
 TOKEN = "deployment-token-" + secrets.token_hex(8)

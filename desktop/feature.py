@@ -3,7 +3,7 @@
 Plugged into the Service (callflow/service.py ``Feature``), it adds:
 
 * the agent desktop: the websocket protocol (docs/agent-protocol.md, served by
-  api/desktop.py) and the page at ``/desktop``;
+  desktop/routes.py) and the page at ``/desktop``;
 * feature codes dialled from the softphone (``agi://.../feature``, the dialplan's
   ``agents`` context; dialplan/feature_codes.py);
 * agent holds seen by AMI (``Hold``/``Unhold`` on an agent's leg) -> the agent's
@@ -44,11 +44,11 @@ from callflow.agents.restore import load_day_totals, load_stored_agents, restore
 from callflow.engine import calls
 from callflow.engine.effects import CancelTimer, Effect, Publish, StartTimer
 from callflow.errors import CallflowError, StateError
-from callflow.feature_base import FeatureBase
+from callflow.feature import FeatureBase
 
 if TYPE_CHECKING:
     from callflow.dialplan.agi import AgiSession
-    from callflow.engine.runtime import AmiFrame
+    from callflow.runtime.core import AmiFrame
     from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ TIMER_PREFIX = "desk"
 DAY_TIMER_PREFIX = "agentday"  # agentday:<the new day's date>
 HOLD_REMINDER = "hold_reminder"  # STD-041 (payload type as engine/hold.py sends it)
 HOLD_LIMIT = "hold_limit"  # STD-040
-HOLD_MACHINE_FEATURE = "special_calls"  # callflow/special_calls_feature.py runs engine/hold.py
+HOLD_MACHINE_FEATURE = "special_calls"  # special_calls/feature.py runs engine/hold.py
 
 
 class AgentDesktop(FeatureBase):
@@ -103,7 +103,7 @@ class AgentDesktop(FeatureBase):
         self._hold_timers.clear()
 
     def routers(self) -> list[APIRouter]:
-        from callflow.api.desktop import desktop_router
+        from callflow.desktop.routes import desktop_router
         return [desktop_router(self)]
 
     def agi_routes(self) -> dict[str, AgiRoute]:

@@ -24,7 +24,7 @@ One ``Feature`` (callflow/service.py) with everything a supervisor needs (STD-14
 Roles (STD-148): supervisors, QA and admins see the board; only supervisors and
 admins act on agents and alarms; QA may listen (STD-146) but not whisper or barge;
 agents get 403. Callers' numbers are masked for roles that may not see them (STD-078,
-``api/board_privacy.py``).
+``api/privacy.py``).
 
 What the board receives (websocket protocol v1, docs/websocket-protocol.md):
 
@@ -64,20 +64,20 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from callflow import reports
 from callflow.agents.events import AgentState, LogOut, RequestState
 from callflow.api.accounts import require
 from callflow.api.auth import Principal
-from callflow.api.board_live import AlarmBook, AlarmEntry, LiveDay, alarm_key
-from callflow.api.board_privacy import masked, may_see_numbers
+from callflow.api.privacy import masked, may_see_numbers
+from callflow.board import reports
+from callflow.board.live import AlarmBook, AlarmEntry, LiveDay, alarm_key
+from callflow.board.metrics import MetricsSnapshot, metrics_router
+from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.dialplan.agi import AgiSession
 from callflow.engine import kpi
 from callflow.engine.calls import Phase
 from callflow.engine.effects import Alarm
 from callflow.errors import CallflowError, StateError
-from callflow.feature_base import FeatureBase
-from callflow.metrics import MetricsSnapshot, metrics_router
-from callflow.queue_log import QueueLog, QueueLogFile
+from callflow.feature import FeatureBase
 from callflow.store import repo
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ log = logging.getLogger(__name__)
 VIEW_ROLES = ("supervisor", "qa", "admin")
 ACT_ROLES = ("supervisor", "admin")
 LISTEN_ROLES = VIEW_ROLES  # STD-146: supervisors and QA listen; whisper and barge: supervisors
-STATIC_DIR = Path(__file__).resolve().parent / "static" / "board"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSET_NAME = re.compile(r"[a-z0-9_\-]+\.(js|css|svg|png|ico)")
 PHONE = re.compile(r"(PJSIP/)?[A-Za-z0-9_.\-]{1,64}")
 #: ChanSpy options per mode: q quiet (no beep or channel name), E end when the spied-on
@@ -478,7 +478,7 @@ class BoardFeature(FeatureBase):
         }
 
     def metrics(self) -> MetricsSnapshot:
-        """Gathered on the loop at scrape time (callflow/metrics.py)."""
+        """Gathered on the loop at scrape time (board/metrics.py)."""
         service = self.service
         runtime = service.runtime
         snap = MetricsSnapshot()

@@ -17,7 +17,7 @@ Why a hub of its own, and why this shape:
   has fallen out of it (or is unknown to this process, e.g. after a restart).
 
 All methods must be called from the event loop's thread (``publish`` is not thread-safe;
-adapters on other threads hand events to the loop first, as engine/ami.py does).
+adapters on other threads hand events to the loop first, as ami/client.py does).
 """
 
 from __future__ import annotations

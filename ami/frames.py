@@ -1,6 +1,6 @@
 """The AMI wire format with no I/O in it: bytes in, messages out; actions to bytes.
 
-``engine/ami.py`` owns sockets and threads; this module only knows the protocol, so
+``ami/client.py`` owns sockets and threads; this module only knows the protocol, so
 unit tests drive it with captured bytes in microseconds (the websockets habit in
 style.md). It replaces the framing and parsing of asterisk-ami 0.1.7, whose
 defects a contact centre cannot live with (each is pinned by

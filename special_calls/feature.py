@@ -27,7 +27,7 @@ feeds them Asterisk's facts and carries out what only Asterisk can do:
 * Releases (AMI Hangup of the caller's channel) and transfers to the automated
   attendant (AMI Redirect), both tagged with their procedure (STD-112, C-2).
 
-Desktop actions are REST endpoints (api/calls.py): start a procedure, one nuisance
+Desktop actions are REST endpoints (special_calls/routes.py): start a procedure, one nuisance
 statement, the closing, hold, retrieve, "call back instead" (STD-042). An agent may
 act only on their own call.
 """
@@ -51,12 +51,12 @@ from callflow.engine import special_calls as sc
 from callflow.engine.effects import Effect, Publish
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StateError
-from callflow.feature_base import FeatureBase
+from callflow.feature import FeatureBase
 from callflow.store import repo
 from callflow.store.db import Store
 
 if TYPE_CHECKING:
-    from callflow.engine.runtime import AmiFrame
+    from callflow.runtime.core import AmiFrame
     from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class SpecialCallsFeature(FeatureBase):
 
     def __init__(self, desktop_hold_reminders: bool = True) -> None:
         """``desktop_hold_reminders=False`` leaves the desktop's hold reminder and limit
-        messages to agents/desktop.py (AgentDesktop sends its own); the beep, the board,
+        messages to desktop/feature.py (AgentDesktop sends its own); the beep, the board,
         the alarm, the reassurance and the records stay here."""
         self.desktop_hold_reminders = desktop_hold_reminders
         self._service: Service | None = None
@@ -113,13 +113,13 @@ class SpecialCallsFeature(FeatureBase):
         self._service = None
 
     def routers(self) -> list[APIRouter]:
-        from callflow.api.calls import calls_router
+        from callflow.special_calls.routes import calls_router
         return [calls_router(self)]
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         return {}
 
-    # --- desktop actions (api/calls.py) ------------------------------------------------
+    # --- desktop actions (special_calls/routes.py) ------------------------------------------------
 
     def act(self, call_id: str, agent_id: str | None, action: str,
             procedure: str = "", note: str = "") -> dict[str, Any]:

@@ -19,14 +19,14 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from callflow.api.accounts import require
 from callflow.api.auth import Principal
-from callflow.dialer import attempt_payload, create_callback, task_payload
 from callflow.engine import outbound
 from callflow.errors import StateError, StoreError
+from callflow.outbound.feature import attempt_payload, create_callback, task_payload
 from callflow.store import repo
 from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask
 
 if TYPE_CHECKING:
-    from callflow.dialer import OutboundFeature
+    from callflow.outbound.feature import OutboundFeature
 
 ACTING_ROLES = ("agent", "supervisor", "admin")
 READING_ROLES = ("agent", "supervisor", "admin", "qa")

@@ -1,8 +1,8 @@
 """The recordings page for supervisors and QA: ``/recordings`` and its assets.
 
-A plain page (no framework, no build, no external assets) in ``api/static/recordings``:
+A plain page (no framework, no build, no external assets) in ``recordings/static``:
 login through ``POST /api/v1/session``, then the recordings REST API
-(``api/recordings.py``) with the bearer token; the audio is fetched with the token
+(``recordings/routes.py``) with the bearer token; the audio is fetched with the token
 into a blob URL, so no token ever appears in a URL. The recordings feature
 (``callflow.recordings.feature``) mounts this router beside its API.
 """
@@ -16,7 +16,7 @@ from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
 PAGE_PATH = "/recordings"
-STATIC_DIR = Path(__file__).resolve().parent / "static" / "recordings"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSET_NAME = re.compile(r"[a-z0-9_\-]+\.(js|css|svg|png|ico)")
 NO_CACHE = {"Cache-Control": "no-cache"}
 

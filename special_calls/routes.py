@@ -30,7 +30,7 @@ from callflow.api.auth import Principal
 from callflow.errors import StateError
 
 if TYPE_CHECKING:
-    from callflow.special_calls_feature import SpecialCallsFeature
+    from callflow.special_calls.feature import SpecialCallsFeature
 
 ROLES = ("agent", "supervisor", "admin")
 _STATUS = {"not_found": 404, "not_your_call": 403, "unknown_procedure": 422,

@@ -6,7 +6,7 @@ of the v1 events protocol (docs/websocket-protocol.md: ``event``, ``snapshot``,
 its own topic ``agent:<id>``, plus a ``hello`` at connect and an ``ack`` or ``error``
 for each request. What it sends are state requests, which become events of the one
 agent state machine (agents/state.py), exactly like a feature code dialled from the
-softphone. Kept apart from the websocket handler (api/desktop.py) so every rule
+softphone. Kept apart from the websocket handler (desktop/routes.py) so every rule
 about frames is tested without a socket (style.md).
 """
 
@@ -18,14 +18,14 @@ from datetime import date
 from typing import Any
 
 from callflow.agents.events import AgentEvent, AgentState, EndAcw, LogOut, RequestState
-from callflow.api.protocol import (
+from callflow.engine.policy import Policy, Reason
+from callflow.stream.protocol import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_PING_ID_LENGTH,
     ClientFrameError,
     Ping,
     decode_client_json,
 )
-from callflow.engine.policy import Policy, Reason
 
 PROTOCOL_NAME = "callflow-agent-desktop"
 PROTOCOL_VERSION = 1

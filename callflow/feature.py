@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from callflow.errors import CallflowError
 
 if TYPE_CHECKING:
-    from callflow.engine.runtime import Runtime
+    from callflow.runtime.core import Runtime
     from callflow.service import Service
 
 

@@ -9,7 +9,7 @@ figures are added once to its queue's total and to its interval, and only the
 calls still in progress are recomputed when the board asks. ACW belongs to a
 call but comes after it: each ACW span is added to its call's queue when it ends.
 
-Nothing here does I/O; ``api/board.py`` loads the day from the store at start and
+Nothing here does I/O; ``board/feature.py`` loads the day from the store at start and
 publishes what this computes.
 """
 
@@ -385,7 +385,7 @@ class AlarmBook:
         kind = payload.get("kind")
         if not isinstance(raised, int | float) or not isinstance(kind, str):
             return None
-        at = datetime.fromtimestamp(raised, UTC)  # exactly as callflow.records stores it
+        at = datetime.fromtimestamp(raised, UTC)  # exactly as callflow.store.records stores it
         detail = payload.get("detail") if isinstance(payload.get("detail"), dict) else {}
         return self.add(AlarmEntry(alarm_key(kind, at), kind, str(payload.get("std") or ""),
                                    dict(detail or {}), at))

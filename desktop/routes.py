@@ -1,6 +1,6 @@
 """The agent desktop's edge: the ``/ws/desktop`` websocket and the page at ``/desktop``.
 
-Protocol v1 is docs/agent-protocol.md (frames: agents/desktop_protocol.py). The
+Protocol v1 is docs/agent-protocol.md (frames: desktop/protocol.py). The
 server enforces who sees what: an agent's session token opens only its own topic
 ``agent:<id>`` (asking for another agent is refused at the handshake), so an agent
 never receives another agent's call details. A supervisor (deployment token or a
@@ -20,7 +20,9 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, HTTPException, WebSocket
 from fastapi.responses import FileResponse
 
-from callflow.agents.desktop_protocol import (
+from callflow.api.auth import Principal
+from callflow.api.wsconnection import StreamConnection, presented_token
+from callflow.desktop.protocol import (
     DesktopRequest,
     ack_frame,
     agent_event,
@@ -28,22 +30,20 @@ from callflow.agents.desktop_protocol import (
     hello_frame,
     parse_desktop_frame,
 )
-from callflow.api.auth import Principal
-from callflow.api.protocol import (
+from callflow.errors import StateError
+from callflow.stream.protocol import (
     CLOSE_POLICY_VIOLATION,
     FrameEncoder,
 )
-from callflow.api.wsconnection import StreamConnection, presented_token
-from callflow.errors import StateError
 
 if TYPE_CHECKING:
-    from callflow.agents.desktop import AgentDesktop
+    from callflow.desktop.feature import AgentDesktop
 
 log = logging.getLogger(__name__)
 
 WS_DESKTOP_PATH = "/ws/desktop"
 PAGE_PATH = "/desktop"
-STATIC_DIR = Path(__file__).resolve().parent / "static" / "desktop"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS = {"desktop.js": "text/javascript", "desktop.css": "text/css"}
 
 

@@ -67,7 +67,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from callflow.engine.clock import Clock
-    from callflow.engine.runtime import AmiFrame, Runtime
+    from callflow.runtime.core import AmiFrame, Runtime
     from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
@@ -808,7 +808,7 @@ class OutboundFeature:
             await self.dialer.drain()
 
     def routers(self) -> list[APIRouter]:
-        from callflow.api.tasks import tasks_router
+        from callflow.outbound.routes import tasks_router
         return [tasks_router(self)]
 
     def agi_routes(self) -> dict[str, AgiRoute]:

@@ -34,7 +34,7 @@ from callflow.engine.effects import (
 )
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StateError
-from callflow.roster import Roster, RosterAgent, endpoint_of_channel
+from callflow.pbx.roster import Roster, RosterAgent, endpoint_of_channel
 
 log = logging.getLogger(__name__)
 

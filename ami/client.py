@@ -25,7 +25,7 @@ so this adapter's job is that the link fails loudly and heals by itself:
   queue to one writer thread per connection, which uses ``sendall`` under one lock,
   so the event loop never blocks on a full socket either.
 - **Events reach the loop in batches.** The reader parses each ``recv`` chunk
-  (``engine/ami_frames.py``) and queues the messages; one
+  (``ami/frames.py``) and queues the messages; one
   ``call_soon_threadsafe`` is scheduled only when no hand-off is pending, so a busy
   link costs one loop wake-up per batch, not per event (the per-event hand-off
   halved throughput in the measurements of libraries.md).
@@ -63,7 +63,7 @@ from typing import Any
 
 from asterisk.ami import AMIClient  # type: ignore[import-untyped]
 
-from callflow.engine.ami_frames import (
+from callflow.ami.frames import (
     DEFAULT_MAX_FRAME_BYTES,
     AmiFrameParser,
     AmiListResult,

@@ -1,0 +1,2 @@
+"""callflow.desktop: the agent desktop feature (websocket protocol, page, softphone holds,
+restore)."""
