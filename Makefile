@@ -13,7 +13,15 @@ ASTERISK_ROOT ?= $(CURDIR)/build/asterisk-root
 export ASTERISK_ROOT
 export CALLFLOW_ASTERISK_ROOT ?= $(ASTERISK_ROOT)
 
-.PHONY: run test lint packages-run packages-test venv asterisk-root
+# the package as installed (the folders are mapped into callflow.*): what mypy and
+# import-linter read, so every module is checked under its real name
+INSTALLED := build/installed
+# mypy names files as installed (callflow/engine/x.py); shown as in the checkout (engine/x.py)
+SOURCE_PATHS := sed -E 's\#^callflow/(engine|agents|runtime|ami|stream|dialplan|api|store|board|desktop|outbound|special_calls|recordings)/\#\1/\#'
+SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c
+
+.PHONY: run test lint check installed packages-run packages-test venv asterisk-root
 
 run: packages-run venv
 	$(VENV)/bin/callflow setup
@@ -21,10 +29,22 @@ run: packages-run venv
 
 test: packages-test venv asterisk-root
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check .
+
+# the architecture: the import contracts in pyproject.toml and mypy --strict, over the package as installed
+check: installed
+	cd $(INSTALLED) && $(CURDIR)/$(VENV)/bin/lint-imports --no-logo --no-cache $(CURDIR)/pyproject.toml
+	cd $(INSTALLED) && $(CURDIR)/$(VENV)/bin/mypy --config-file $(CURDIR)/pyproject.toml \
+		--cache-dir $(CURDIR)/build/mypy-cache -p callflow | $(SOURCE_PATHS)
+
+installed: venv
+	rm -rf $(INSTALLED)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation \
+		--no-compile --target $(INSTALLED) .
 
 packages-run:
 	$(BOOTSTRAP) packages run
