@@ -11,23 +11,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import uvicorn
-from fastapi import APIRouter
 
-from callflow.ami.client import AmiClient, AmiMessage
+from callflow.ami.client import AmiClient
+from callflow.ami.pbx import AmiPbx
 from callflow.api.accounts import SessionAuth, SessionSigner, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
-from callflow.dialplan.agi import AgiSession
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock
+from callflow.engine.effects import ListChannels, ListContacts
 from callflow.engine.policy import Policy
+from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
 from callflow.pbx.roster import Roster
 from callflow.runtime.core import Adapters, Runtime
@@ -38,28 +38,6 @@ from callflow.store.writer import PersistQueue
 from callflow.stream.hub import EventHub
 
 log = logging.getLogger(__name__)
-
-AgiRoute = Callable[[AgiSession], Awaitable[None]]
-
-
-class Feature(Protocol):
-    """A capability plugged into the service (agent desktop, board, outbound dialer...).
-
-    Each feature keeps its own module and state; the service gives it the runtime and
-    the adapters at start, mounts its HTTP routes and serves its AGI scripts. So a
-    feature is added by one line in ``default_features`` and touches nothing else.
-    """
-
-    name: str
-
-    async def start(self, service: Service) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def routers(self) -> list[APIRouter]: ...
-
-    def agi_routes(self) -> dict[str, AgiRoute]: ...
-
 
 @dataclass
 class ServiceOptions:
@@ -100,11 +78,17 @@ class Service:
                                    self.settings.state_dir / "dead-letter-records.jsonl")
         await asyncio.to_thread(self.prompts.build_all, self.policy,
                                 [(a.agent_id, a.name) for a in self.roster.agents], self.today())
+        self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
+                             self.settings.ami_username, self.settings.ami_secret)
         self.runtime = Runtime(self.policy, self.clock, self.roster, Adapters(
-            persist=self.writer.put, publish=self.hub.publish, ami_action=self._ami_action))
+            persist=self.writer.put, publish=self.hub.publish, pbx=AmiPbx(self.ami)))
         self.hub.snapshot_provider(self.runtime.snapshot)
+        services = FeatureServices(
+            settings=self.settings, policy=self.policy, roster=self.roster, clock=self.clock,
+            store=store, writer=self.writer, runtime=self.runtime, hub=self.hub,
+            prompts=self.prompts, auth=self.auth, today=self.today)
         for feature in self.options.features:
-            await feature.start(self)
+            await feature.start(services)
         ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts,
                           clock=self.clock, today=self.today, history=self.caller_history)
         routes: dict[str, AgiRoute] = {"inbound": lambda session: run_inbound(session, ctx)}
@@ -113,8 +97,6 @@ class Service:
         self.agi = FastAgiServer(self.settings.bind_host, self.settings.ports.agi, routes,
                                  max_sessions=self.options.agi_max_sessions)
         await self.agi.start()
-        self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
-                             self.settings.ami_username, self.settings.ami_secret)
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)
         await self.ami.start()
@@ -156,18 +138,13 @@ class Service:
 
     # --- edges --------------------------------------------------------------------------
 
-    async def _ami_action(self, action: str, fields: dict[str, str]) -> AmiMessage:
-        assert self.ami is not None
-        return await self.ami.action(action, **fields)
-
     async def _resync(self) -> None:
         """After every AMI (re)login: learn what happened while we could not see."""
-        assert self.ami is not None and self.runtime is not None
-        channels = await self.ami.action_list("CoreShowChannels")
-        contacts = await self.ami.action_list("PJSIPShowContacts")
-        self.runtime.apply_resync(channels.events, contacts.events)
-        log.info("AMI resync: %d channels, %d contacts", len(channels.events),
-                 len(contacts.events))
+        assert self.runtime is not None
+        channels = await self.runtime.query(ListChannels())
+        contacts = await self.runtime.query(ListContacts())
+        self.runtime.apply_resync(channels, contacts)
+        log.info("AMI resync: %d channels, %d contacts", len(channels), len(contacts))
 
     def today(self) -> date:
         """The centre's local date (holiday greetings, STD-017)."""

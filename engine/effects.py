@@ -4,6 +4,12 @@ State machines return ``(new_state, [Effect, ...])`` and never touch a socket, t
 database or the loop. The runtime (``callflow.runtime.core``) executes each effect
 through an adapter. Keeping them plain frozen dataclasses makes every rule testable
 by comparing lists, and lets a replay of the event log reproduce any state.
+
+Everything callflow asks of Asterisk is a ``PbxAction`` (Originate, Hangup, Redirect,
+MuteAudio, MixMonitor...) or a ``PbxQuery`` (the channel, endpoint and contact
+listings): typed here, turned into AMI wire fields only by the AMI adapter
+(``callflow.ami.actions``), carried out by the runtime. Nothing above the runtime
+holds the AMI client.
 """
 
 from __future__ import annotations
@@ -55,9 +61,97 @@ class Alarm(Effect):
     std: str = ""
 
 
-@dataclass(frozen=True)
-class AmiAction(Effect):
-    """Send an AMI action (Originate, Redirect, Hangup, QueuePause, ...)."""
+# --- what callflow asks of Asterisk ----------------------------------------------------
 
-    action: str
-    fields: dict[str, str] = field(default_factory=dict)
+
+@dataclass(frozen=True)
+class PbxAction(Effect):
+    """An instruction for Asterisk. Executed as an effect it is fire-and-forget (a refusal
+    is logged); ``Runtime.request`` awaits Asterisk's reply where the caller needs it."""
+
+
+@dataclass(frozen=True)
+class Originate(PbxAction):
+    """A new channel to ``channel``, connected to an application (``application`` +
+    ``data``) or to a dialplan extension (``context`` + ``exten`` + ``priority``).
+
+    ``channel_id`` names the new channel's uniqueid (without it a failed asynchronous
+    Originate cannot be tied to anything); ``other_channel_id`` the ;2 half of a Local
+    channel."""
+
+    channel: str
+    application: str = ""
+    data: str = ""
+    context: str = ""
+    exten: str = ""
+    priority: int = 1
+    caller_id: str = ""
+    timeout_ms: int | None = None
+    variables: tuple[tuple[str, str], ...] = ()
+    channel_id: str = ""
+    other_channel_id: str = ""
+
+
+@dataclass(frozen=True)
+class Hangup(PbxAction):
+    """Hang ``channel`` up (a name, or a uniqueid: AMI finds a channel by either)."""
+
+    channel: str
+    cause: int = 16
+
+
+@dataclass(frozen=True)
+class Redirect(PbxAction):
+    """Send ``channel`` to ``exten@context`` (priority ``priority``)."""
+
+    channel: str
+    context: str
+    exten: str
+    priority: int = 1
+
+
+@dataclass(frozen=True)
+class SetVariable(PbxAction):
+    """Set a channel variable or function, e.g. ``TALK_DETECT(set)``."""
+
+    channel: str
+    variable: str
+    value: str = ""
+
+
+@dataclass(frozen=True)
+class MuteAudio(PbxAction):
+    """Mute (or unmute) what ``channel`` sends (``in``) or receives (``out``)."""
+
+    channel: str
+    muted: bool
+    direction: str = "in"
+
+
+@dataclass(frozen=True)
+class StartRecording(PbxAction):
+    """MixMonitor ``channel`` into ``file`` (``b``: only while bridged)."""
+
+    channel: str
+    file: str
+    options: str = "b"
+
+
+@dataclass(frozen=True)
+class PbxQuery:
+    """A listing asked of Asterisk (``Runtime.query``): what it says is up now."""
+
+
+@dataclass(frozen=True)
+class ListChannels(PbxQuery):
+    """Every live channel (CoreShowChannels)."""
+
+
+@dataclass(frozen=True)
+class ListEndpoints(PbxQuery):
+    """Every PJSIP endpoint with its device state (PJSIPShowEndpoints)."""
+
+
+@dataclass(frozen=True)
+class ListContacts(PbxQuery):
+    """Every registered or static PJSIP contact with its status (PJSIPShowContacts)."""

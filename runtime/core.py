@@ -15,25 +15,26 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from callflow.agents import desks
+from callflow.agents import desks, routing
 from callflow.agents import state as agent_state
 from callflow.engine import calls
 from callflow.engine.clock import Clock
 from callflow.engine.effects import (
     Alarm,
-    AmiAction,
     CancelTimer,
     Effect,
+    PbxAction,
+    PbxQuery,
     Persist,
     Publish,
     StartTimer,
 )
 from callflow.engine.policy import Policy
-from callflow.errors import CallflowError, StateError
+from callflow.errors import AmiLinkDown, CallflowError, StateError
 from callflow.pbx.roster import Roster, RosterAgent, endpoint_of_channel
 
 log = logging.getLogger(__name__)
@@ -48,13 +49,31 @@ class AmiFrame(Protocol):
     def get(self, key: str, default: str = "") -> str: ...
 
 
+class PbxPort(Protocol):
+    """How the runtime reaches Asterisk (``callflow.ami.pbx.AmiPbx`` over AMI).
+
+    ``send`` and ``query`` raise ``AmiError`` subclasses (``AmiLinkDown``...) from
+    ``callflow.errors``; replies and listed items are ``AmiFrame``s."""
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def stats(self) -> Mapping[str, float]: ...
+
+    async def send(self, action: PbxAction) -> AmiFrame: ...
+
+    async def query(self, query: PbxQuery) -> Sequence[AmiFrame]: ...
+
+
 @dataclass
 class Adapters:
-    """The edges effects go out through. Each must return at once (queue, don't block)."""
+    """The edges effects go out through. ``persist`` and ``publish`` must return at once
+    (queue, don't block); ``pbx`` is None only where no Asterisk is wired (pure tests)."""
 
     persist: Callable[[str, dict[str, Any]], None]
     publish: Callable[[str, dict[str, Any]], None]
-    ami_action: Callable[[str, dict[str, str]], Awaitable[Any]] | None = None
+    pbx: PbxPort | None = None
 
 
 @dataclass
@@ -129,12 +148,9 @@ class Runtime:
             handle = self._timers.pop(effect.key, None)
             if handle is not None:
                 handle.cancel()
-        elif isinstance(effect, AmiAction):
-            if self.adapters.ami_action is None:
-                raise CallflowError(f"no AMI link to send {effect.action}")
-            task = asyncio.get_running_loop().create_task(
-                self.adapters.ami_action(effect.action, dict(effect.fields)))
-            task.add_done_callback(_log_task_error)
+        elif isinstance(effect, PbxAction):
+            task = asyncio.get_running_loop().create_task(self.request(effect))
+            task.add_done_callback(_log_pbx_failure(effect))
         else:
             raise CallflowError(f"unknown effect {effect!r}")
 
@@ -179,6 +195,30 @@ class Runtime:
         except Exception:
             self.stats.errors += 1
             log.exception("timer %s could not be handled", key)
+
+    # --- Asterisk -------------------------------------------------------------------------
+
+    async def request(self, action: PbxAction) -> AmiFrame:
+        """Carry out ``action`` and return Asterisk's reply (for callers that must know it
+        was accepted, e.g. the dialer's Originate). Raises ``AmiError``s."""
+        if self.adapters.pbx is None:
+            raise AmiLinkDown(f"no Asterisk wired to carry out {action}")
+        return await self.adapters.pbx.send(action)
+
+    async def query(self, query: PbxQuery) -> Sequence[AmiFrame]:
+        """What Asterisk lists now (channels, endpoints, contacts). Raises ``AmiError``s."""
+        if self.adapters.pbx is None:
+            raise AmiLinkDown(f"no Asterisk wired to answer {query}")
+        return await self.adapters.pbx.query(query)
+
+    @property
+    def pbx_up(self) -> bool:
+        """The link to Asterisk is up (logged in and resynced)."""
+        return self.adapters.pbx is not None and self.adapters.pbx.up
+
+    @property
+    def pbx_stats(self) -> Mapping[str, float]:
+        return self.adapters.pbx.stats if self.adapters.pbx is not None else {}
 
     # --- extension points for features ----------------------------------------------
 
@@ -284,40 +324,28 @@ class Runtime:
             log.info("agent %s: %s ignored (%s)", agent_id, type(event).__name__, exc)
 
     def choose_agent(self, call_id: str, only: str | None = None) -> RosterAgent | None:
-        """Reserve the agent the call is offered to next (longest idle ready; STD-008 moves on).
+        """Reserve the agent the call is offered to next (the rules: ``agents/routing.py``).
 
-        Only agents serving the call's queue are candidates, and a call does not take an
-        agent while an older call of its queue is waiting (first come, first served).
-        ``only`` asks for one named agent (STD-071), who is not shared that way. The agent
-        is set ringing at once so that two calls can never be offered the same agent
-        before Asterisk's DialBegin arrives.
+        ``only`` asks for one named agent (STD-071). The agent is set ringing at once so
+        that two calls can never be offered the same agent before Asterisk's DialBegin
+        arrives. Returns the roster entry with the desk the agent logged in at
+        (hot-desking: the call rings that desk).
         """
         call = self.calls.get(call_id)
         if call is None:
             return None
-        if only is None:
-            if self._older_waiter(call) is not None:
-                return None
-            serving = {a.agent_id for a in self.roster.agents if call.queue in a.queues}
-            pool = [a for a in self.agents.values() if a.agent_id in serving]
-        else:
-            pool = [a for a in self.agents.values() if a.agent_id == only]
-        pool = [a for a in pool if not any(held(a.agent_id) for held in self._agent_holds)]
-        candidate = agent_state.longest_idle(pool)
+        candidate = routing.next_agent(
+            call, waiting=self._waiting_calls(), agents=self.agents.values(),
+            roster=self.roster, named=only,
+            held=lambda agent_id: any(held(agent_id) for held in self._agent_holds))
         if candidate is None:
             return None
         self.agent_event(candidate.agent_id, agent_state.CallOffered(call_id))
         member = self.roster.by_id(candidate.agent_id)
-        # hot-desking: the call rings the desk the agent logged in at
         return None if member is None else replace(member, endpoint=candidate.extension)
 
-    def _older_waiter(self, call: calls.InboundCall) -> calls.InboundCall | None:
-        for other_id in self.waiters:
-            other = self.calls.get(other_id)
-            if other is not None and other_id != call.call_id and other.queue == call.queue \
-                    and other.entered_at < call.entered_at:
-                return other
-        return None
+    def _waiting_calls(self) -> list[calls.InboundCall]:
+        return [c for cid in self.waiters if (c := self.calls.get(cid)) is not None]
 
     def start_waiting(self, call_id: str) -> asyncio.Event:
         """The flow waits for an agent: set when one becomes free (the flow then re-asks)."""
@@ -331,13 +359,9 @@ class Runtime:
             waiting.set()
 
     def queue_position(self, call_id: str) -> int:
-        """1 = next in line: waiting calls of the same queue that entered earlier, plus one."""
+        """1 = next in line among the calls of its queue waiting for an agent (0: unknown)."""
         call = self.calls.get(call_id)
-        if call is None:
-            return 0
-        ahead = [c for cid in self.waiters if (c := self.calls.get(cid)) is not None
-                 and cid != call_id and c.queue == call.queue and c.entered_at < call.entered_at]
-        return len(ahead) + 1
+        return 0 if call is None else routing.queue_position(call, self._waiting_calls())
 
     # --- calls (AGI flow side) --------------------------------------------------------
 
@@ -661,6 +685,8 @@ def _int(raw: str, default: int) -> int:
         return default
 
 
-def _log_task_error(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("AMI action failed: %s", task.exception())
+def _log_pbx_failure(action: PbxAction) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s not done by Asterisk: %s", action, task.exception())
+    return done

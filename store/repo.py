@@ -436,7 +436,7 @@ def release_stale_claims(s: Session, claimed_before: datetime) -> int:
     return count
 
 
-# --- the outbound dialer's task queries (callflow.outbound.feature) ----------------------------
+# --- the outbound dialer's task queries (callflow.outbound.dialer) ------------------------------
 
 #: Columns ``update_task`` may change; the rest follow the task's life (claims, attempts).
 TASK_EDIT_FIELDS = frozenset({"due_at", "owner_agent_id", "note", "max_attempts",

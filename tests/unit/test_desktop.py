@@ -480,33 +480,22 @@ async def test_hold_reminders_and_limit_until_the_hold_ends(start: Start) -> Non
     await desk.ws.close()
 
 
-class HoldMachineFeature:
-    """A feature that runs the call's hold machine (as special_calls/feature.py
-    does): it sends the hold reminders, so the desktop must not send its own."""
+def test_the_default_features_send_the_hold_reminders_once() -> None:
+    """The special-calls feature runs the hold machine; exactly one of it and the desktop
+    tells the desktop of hold reminders (the wiring in default_features decides)."""
+    from callflow.cli import default_features
+    from callflow.special_calls.feature import SpecialCallsFeature
 
-    name = "special_calls"
-
-    def __init__(self, desktop_hold_reminders: bool = True) -> None:
-        self.desktop_hold_reminders = desktop_hold_reminders
-
-    async def start(self, service: Service) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    def routers(self) -> list[Any]:
-        return []
-
-    def agi_routes(self) -> dict[str, Any]:
-        return {}
+    features = default_features()
+    desktop = next(f for f in features if isinstance(f, AgentDesktop))
+    special = next(f for f in features if isinstance(f, SpecialCallsFeature))
+    assert desktop.hold_reminders != special.desktop_hold_reminders
 
 
 @pytest.mark.parametrize(("features", "sent"), [
     (lambda: [AgentDesktop(hold_reminders=False)], False),
-    (lambda: [HoldMachineFeature(), AgentDesktop()], False),
-    (lambda: [HoldMachineFeature(desktop_hold_reminders=False), AgentDesktop()], True),
-], ids=["switched-off", "hold-machine-sends", "hold-machine-leaves-them-to-the-desktop"])
+    (lambda: [AgentDesktop()], True),
+], ids=["switched-off", "on-by-default"])
 async def test_one_sender_of_hold_reminders(start: Start, features: Any, sent: bool) -> None:
     running = await start(features=features())
     rt = running.runtime
