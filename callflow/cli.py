@@ -23,9 +23,9 @@ from callflow.errors import CallflowError
 from callflow.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from callflow.agents.roster import Roster
     from callflow.engine.policy import Policy
     from callflow.pbx.render import PbxConfig
-    from callflow.pbx.roster import Roster
     from callflow.service import Feature
 
 log = logging.getLogger("callflow")

@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import uvicorn
 from fastapi import APIRouter
 
+from callflow.agents.roster import Roster
 from callflow.ami.client import AmiClient, AmiMessage
 from callflow.api.accounts import SessionAuth, SessionSigner, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
@@ -29,7 +30,6 @@ from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock
 from callflow.engine.policy import Policy
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.roster import Roster
 from callflow.runtime.core import Adapters, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
