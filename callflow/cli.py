@@ -138,7 +138,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     """Show the Policy in force (every number, unit and the standard it enforces)."""
-    from callflow.engine.policy import load_policy, policy_table
+    from callflow.engine.policy import load_policy
+    from callflow.policy_docs import policy_table
 
     policy = load_policy(Path(args.file) if args.file else settings.policy_file)
     rows = policy_table(policy)
