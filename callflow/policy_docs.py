@@ -131,7 +131,7 @@ def _is_table_list(value: object) -> bool:
 _EXAMPLE_HEADER = """\
 # callflow Policy: every number of the service standards, with its default.
 #
-# GENERATED from callflow.engine.policy (python -m callflow.engine.policy example);
+# GENERATED from callflow.engine.policy (python -m callflow.policy_docs example);
 # a unit test fails if this file and the model differ. Copy it, keep the keys you
 # change, delete the rest: every key is optional and defaults to the value shown.
 # Each comment gives the unit and the standard (STD-nnn, conflict C-n) it enforces.
@@ -214,7 +214,7 @@ def render_markdown(policy: Policy | None = None) -> str:
     lines = [
         "# Policy reference",
         "",
-        "Generated from `callflow.engine.policy` (`python -m callflow.engine.policy markdown`);",
+        "Generated from `callflow.engine.policy` (`python -m callflow.policy_docs markdown`);",
         "a unit test fails when this file and the code differ. Every value is the shipped",
         "default; a deployment overrides any of them in its TOML policy file (see",
         "`callflow/policy.example.toml`). Ring values convert to seconds by the ring cadence",
