@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+from callflow.agents.roster import Roster
 from callflow.agents.state import AgentSnapshot, longest_idle
 from callflow.engine.calls import InboundCall
-from callflow.pbx.roster import Roster
 
 
 def older_waiting(call: InboundCall, waiting: Iterable[InboundCall]) -> InboundCall | None:

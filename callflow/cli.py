@@ -23,10 +23,10 @@ from callflow.errors import CallflowError
 from callflow.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from callflow.agents.roster import Roster
     from callflow.engine.policy import Policy
     from callflow.feature import Feature
     from callflow.pbx.render import PbxConfig
-    from callflow.pbx.roster import Roster
 
 log = logging.getLogger("callflow")
 
@@ -143,7 +143,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     """Show the Policy in force (every number, unit and the standard it enforces)."""
-    from callflow.engine.policy import load_policy, policy_table
+    from callflow.engine.policy import load_policy
+    from callflow.policy_docs import policy_table
 
     policy = load_policy(Path(args.file) if args.file else settings.policy_file)
     rows = policy_table(policy)

@@ -25,12 +25,12 @@ from callflow.errors import CallflowError
 if TYPE_CHECKING:
     from fastapi import APIRouter
 
+    from callflow.agents.roster import Roster
     from callflow.api.accounts import SessionAuth
     from callflow.dialplan.agi import AgiSession
     from callflow.engine.clock import Clock
     from callflow.engine.policy import Policy
     from callflow.pbx.prompts import PromptLibrary
-    from callflow.pbx.roster import Roster
     from callflow.runtime.core import Runtime
     from callflow.settings import Settings
     from callflow.store.db import Store

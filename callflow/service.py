@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 import uvicorn
 
+from callflow.agents.roster import Roster
 from callflow.ami.client import AmiClient
 from callflow.ami.pbx import AmiPbx
 from callflow.api.accounts import SessionAuth, SessionSigner, login_router
@@ -29,7 +30,6 @@ from callflow.engine.effects import ListChannels, ListContacts
 from callflow.engine.policy import Policy
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.roster import Roster
 from callflow.runtime.core import Adapters, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo

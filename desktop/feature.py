@@ -41,11 +41,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter
 
 from callflow.agents.events import AgentState, DayRollover, HoldEnded, HoldStarted
-from callflow.agents.restore import load_day_totals, load_stored_agents, restored
+from callflow.agents.restore import restored
 from callflow.engine import calls
 from callflow.engine.effects import CancelTimer, Effect, ListEndpoints, Publish, StartTimer
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
+from callflow.store.agent_log import load_day_totals, load_stored_agents
 
 if TYPE_CHECKING:
     from callflow.dialplan.agi import AgiSession

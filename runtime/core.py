@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from callflow.agents import desks, routing
 from callflow.agents import state as agent_state
+from callflow.agents.roster import Roster, RosterAgent, endpoint_of_channel
 from callflow.engine import calls
 from callflow.engine.clock import Clock
 from callflow.engine.effects import (
@@ -35,7 +36,6 @@ from callflow.engine.effects import (
 )
 from callflow.engine.policy import Policy
 from callflow.errors import AmiLinkDown, CallflowError, StateError
-from callflow.pbx.roster import Roster, RosterAgent, endpoint_of_channel
 
 log = logging.getLogger(__name__)
 

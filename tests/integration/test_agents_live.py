@@ -25,11 +25,11 @@ from product import Product, make_roster, make_settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import AgentState, RequestState
 from callflow.desktop.feature import AgentDesktop
 from callflow.engine.calls import Phase
 from callflow.engine.policy import Policy, parse_policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.service import ServiceOptions
 from callflow.settings import Settings
 from callflow.store import repo

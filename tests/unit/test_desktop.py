@@ -38,13 +38,13 @@ from callflow.agents.events import (
     RequestState,
 )
 from callflow.agents.restore import StoredAgent, restored
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import timer_key
 from callflow.ami.client import AmiMessage
 from callflow.desktop.feature import AgentDesktop
 from callflow.engine.clock import FakeClock
 from callflow.engine.effects import Publish, StartTimer
 from callflow.engine.policy import Policy, parse_policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import Runtime
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Ports, Settings

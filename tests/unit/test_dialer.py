@@ -20,6 +20,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import AgentState, LogIn, LogOut, RequestState
 from callflow.ami.actions import encode
 from callflow.ami.frames import AmiMessage
@@ -29,7 +30,6 @@ from callflow.engine.outbound import NOT_DIALLED_BACKOFF_S
 from callflow.engine.policy import Policy
 from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, StateError
 from callflow.outbound.dialer import Dialer, create_callback
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import Adapters, Runtime
 from callflow.store import records, repo
 from callflow.store.db import Store, open_store

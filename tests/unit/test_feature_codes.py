@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from callflow.agents.events import AgentState, CallAnswered, CallEnded, CallOffered
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.dialplan.agi import AgiSession
 from callflow.dialplan.feature_codes import (
     FeatureCodeContext,
@@ -25,7 +26,6 @@ from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy, parse_policy
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import Adapters, Runtime
 
 S = AgentState

@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import AgentState, LogIn
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
@@ -26,7 +27,6 @@ from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy, parse_policy
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import Adapters, Runtime
 
 STEP = 5.0

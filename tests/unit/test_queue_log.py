@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from callflow.agents.events import AgentState
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import (
     CallAnswered,
     CallEnded,
@@ -25,7 +26,6 @@ from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.engine import calls
 from callflow.engine.clock import FakeClock
 from callflow.engine.policy import Policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import Adapters, Runtime
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)

@@ -20,11 +20,11 @@ import httpx
 import pytest
 
 from callflow.agents.events import LogIn
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.ami.actions import Fields, encode
 from callflow.ami.client import AmiMessage
 from callflow.engine.effects import PbxAction, PbxQuery
 from callflow.engine.policy import Policy, parse_policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import Runtime
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Ports, Settings
