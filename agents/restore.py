@@ -34,6 +34,7 @@ import logging
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from callflow.agents.changes import AgentChanged
 from callflow.agents.events import IN_CALL, AgentState
 from callflow.agents.state import (
     ACW_TIMER,
@@ -41,10 +42,9 @@ from callflow.agents.state import (
     REASON_LIMIT_TIMER,
     AgentSnapshot,
     Step,
-    agent_payload,
     timer_key,
 )
-from callflow.engine.effects import Effect, Publish, StartTimer
+from callflow.engine.effects import Effect, StartTimer
 from callflow.engine.policy import Policy, Reason
 
 log = logging.getLogger(__name__)
@@ -111,8 +111,7 @@ def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: dat
     if agent.approval_pending:  # past due: fires at once and flags the absence
         effects.append(StartTimer(timer_key(agent, APPROVAL_TIMER),
                                   since + policy.agents.absence_flag_min * 60))
-    payload = agent_payload(agent, by="system", cause="restored")
-    effects += [Publish(f"agent:{agent.agent_id}", payload), Publish("board", payload)]
+    effects.append(AgentChanged(agent, by="system", cause="restored"))
     return agent, effects
 
 

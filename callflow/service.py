@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
@@ -25,16 +26,18 @@ from callflow.api.accounts import SessionAuth, SessionSigner, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
-from callflow.engine.clock import Clock, RealClock
-from callflow.engine.effects import ListChannels, ListContacts
+from callflow.engine.clock import Clock, RealClock, epoch_of
+from callflow.engine.effects import DomainEvent, ListChannels, ListContacts
 from callflow.engine.policy import Policy
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.runtime.core import Adapters, Runtime
+from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
 from callflow.store.db import Store, open_store
+from callflow.store.rows import rows
 from callflow.store.writer import PersistQueue
+from callflow.stream.frames import frames
 from callflow.stream.hub import EventHub
 
 log = logging.getLogger(__name__)
@@ -80,8 +83,9 @@ class Service:
                                 [(a.agent_id, a.name) for a in self.roster.agents], self.today())
         self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
                              self.settings.ami_username, self.settings.ami_secret)
-        self.runtime = Runtime(self.policy, self.clock, self.roster, Adapters(
-            persist=self.writer.put, publish=self.hub.publish, pbx=AmiPbx(self.ami)))
+        self.runtime = Runtime(self.policy, self.clock, self.roster, edge_adapters(
+            self.clock, persist=self.writer.put, publish=self.hub.publish,
+            pbx=AmiPbx(self.ami)))
         self.hub.snapshot_provider(self.runtime.snapshot)
         services = FeatureServices(
             settings=self.settings, policy=self.policy, roster=self.roster, clock=self.clock,
@@ -177,6 +181,27 @@ class Service:
                       "pending_writes": writer.pending if writer else 0,
                       "write_failures": writer.failures if writer else 0},
         }
+
+
+def edge_adapters(clock: Clock, *, persist: Callable[[str, dict[str, Any]], None],
+                  publish: Callable[[str, dict[str, Any]], None],
+                  pbx: PbxPort | None = None) -> Adapters:
+    """The runtime's adapters over a store writer (``persist``) and the live stream
+    (``publish``): the core's typed events become rows and wire frames here, with wall
+    time from ``clock``. Tests build their runtimes with this too, so what they capture
+    is what the store and the clients get."""
+    def wall(monotonic: float) -> float:
+        return epoch_of(clock, monotonic)
+
+    def record(event: DomainEvent) -> None:
+        for kind, data in rows(event, wall):
+            persist(kind, data)
+
+    def show(event: DomainEvent) -> None:
+        for topic, payload in frames(event, wall):
+            publish(topic, payload)
+
+    return Adapters(record=record, show=show, persist=persist, publish=publish, pbx=pbx)
 
 
 def _scalars(stats: dict[str, Any]) -> dict[str, Any]:

@@ -40,10 +40,18 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 
+from callflow.agents.changes import AgentChanged
 from callflow.agents.events import AgentState, DayRollover, HoldEnded, HoldStarted
 from callflow.agents.restore import restored
 from callflow.engine import calls
-from callflow.engine.effects import CancelTimer, Effect, ListEndpoints, Publish, StartTimer
+from callflow.engine.effects import (
+    CancelTimer,
+    DomainEvent,
+    Effect,
+    ListEndpoints,
+    Notice,
+    StartTimer,
+)
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
 from callflow.store.agent_log import load_day_totals, load_stored_agents
@@ -83,7 +91,7 @@ class AgentDesktop(FeatureBase):
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
         if self.hold_reminders:
-            runtime.on_publish(self._on_publish)
+            runtime.on_event(self._on_event)
             runtime.own_timers(TIMER_PREFIX, self._on_timer)
         runtime.extend_snapshot("desks", self.desks)
         runtime.on_resync(self._after_resync)
@@ -196,11 +204,11 @@ class AgentDesktop(FeatureBase):
 
     # --- hold reminders ----------------------------------------------------------------
 
-    def _on_publish(self, topic: str, payload: dict[str, Any]) -> None:
-        if payload.get("type") != "agent_state" or not topic.startswith("agent:"):
+    def _on_event(self, event: DomainEvent) -> None:
+        if not isinstance(event, AgentChanged):
             return
-        agent_id = str(payload.get("agent_id"))
-        on_hold = payload.get("state") == AgentState.ON_HOLD.value
+        agent_id = event.agent.agent_id
+        on_hold = event.agent.state is AgentState.ON_HOLD
         if on_hold and agent_id not in self._hold_timers:
             self._arm_hold(agent_id)
         elif not on_hold and agent_id in self._hold_timers:
@@ -231,10 +239,12 @@ class AgentDesktop(FeatureBase):
         held = runtime.clock.now() - agent.since
         detail = {"call_id": agent.call_id, "agent_id": agent_id, "held_s": round(held, 3)}
         if kind == HOLD_REMINDER:
-            payload = {"type": HOLD_REMINDER, "std": "STD-041", "count": int(count), **detail}
+            notice = Notice(HOLD_REMINDER, agent_id, {"count": int(count), **detail},
+                            std="STD-041")
         else:
-            payload = {"type": HOLD_LIMIT, "std": "STD-040", "limit_s": hold.limit_s, **detail}
-        effects: list[Effect] = [Publish(f"agent:{agent_id}", payload)]
+            notice = Notice(HOLD_LIMIT, agent_id, {"limit_s": hold.limit_s, **detail},
+                            std="STD-040")
+        effects: list[Effect] = [notice]
         if kind == HOLD_REMINDER and hold.reminder_repeat_s > 0:
             n = int(count) + 1
             at = agent.since + hold.reminder_s + (n - 1) * hold.reminder_repeat_s

@@ -14,6 +14,7 @@ holds the AMI client.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +38,42 @@ class CancelTimer(Effect):
 
 
 @dataclass(frozen=True)
+class DomainEvent(Effect):
+    """Something that happened, as the core says it (a call changed, an agent entered a
+    state, a hold ran past its limit...). Typed, with the machine's own values; the
+    store keeps it (``callflow.store.rows``), the live stream shows it
+    (``callflow.stream.frames``), and features that follow the core (the board,
+    queue_log) read it as it is: nobody parses a wire payload back."""
+
+
+@dataclass(frozen=True)
+class Notice(DomainEvent):
+    """A message about a live call for the agent's desktop (``agent_id``) and, with
+    ``to_board``, the board: hold reminders and limits, script progress, a closing said.
+    ``kind`` is its wire type (docs/agent-protocol.md); ``std`` the standard, if any."""
+
+    kind: str
+    agent_id: str | None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    std: str | None = None
+    to_board: bool = False
+
+
+@dataclass(frozen=True)
+class Logged(DomainEvent):
+    """A fact kept in the call's event log for QA and reports (a hold past its limit, the
+    held caller's choice, a number flagged): no table of its own. ``at`` is epoch."""
+
+    kind: str
+    call_id: str
+    at: float
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Publish(Effect):
-    """Push to websocket subscribers of ``topic`` (e.g. ``agent:1001``, ``board``)."""
+    """A feature's own message to websocket subscribers of ``topic``, as is (the core
+    never uses it: what the core says is a ``DomainEvent``)."""
 
     topic: str
     payload: dict[str, Any]
@@ -46,19 +81,23 @@ class Publish(Effect):
 
 @dataclass(frozen=True)
 class Persist(Effect):
-    """Write a record to the store; ``kind`` names the table/repository method."""
+    """A feature's own record for the store; ``kind`` names the table/repository method
+    (the core never uses it: the store writes the core's ``DomainEvent``s)."""
 
     kind: str
     data: dict[str, Any]
 
 
 @dataclass(frozen=True)
-class Alarm(Effect):
-    """A broken standard or a fault supervisors must see (STD-147)."""
+class Alarm(DomainEvent):
+    """A broken standard or a fault supervisors must see (STD-147). ``raised_at`` (epoch)
+    is stamped by the runtime when it carries the alarm out: the machines read no clock,
+    and the store and the board must see the same instant (it keys the alarm)."""
 
     kind: str
     detail: dict[str, Any] = field(default_factory=dict)
     std: str = ""
+    raised_at: float = 0.0
 
 
 # --- what callflow asks of Asterisk ----------------------------------------------------

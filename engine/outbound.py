@@ -43,14 +43,14 @@ Decisions this module makes (and why):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from callflow.engine.effects import Originate
+from callflow.engine.effects import DomainEvent, Originate
 from callflow.engine.policy import Policy, outbound_no_answer_seconds, ring_limit_seconds
 from callflow.errors import PolicyError, StateError
 
@@ -568,6 +568,36 @@ def originate(attempt: Attempt, policy: Policy, endpoint: str,
         timeout_ms=round(agent_ring_seconds(policy) * 1000),
         caller_id=f'"Task {attempt.task_id}" <{attempt.number}>',
         variables=tuple(variables), channel_id=attempt.attempt_id)
+
+
+# --- what the dialer says happened ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskChanged(DomainEvent):
+    """A task was created, changed or offered for preview: the board and the desktops of
+    ``agents`` hear of it (``board`` False: a preview for one agent only, STD-082).
+    ``task`` is the task as the API shows it."""
+
+    task: Mapping[str, Any]
+    change: Literal["created", "updated", "preview"]
+    agents: tuple[str, ...] = ()
+    board: bool = True
+
+
+@dataclass(frozen=True)
+class AttemptChanged(DomainEvent):
+    """An outbound attempt moved on (ringing the agent, the customer, connected, ended):
+    the dialling agent's desktop and the board follow it."""
+
+    attempt: Attempt
+
+
+@dataclass(frozen=True)
+class OutboundCallEnded(DomainEvent):
+    """An attempt that dialled the customer ended: its ``calls`` row (``call_record``)."""
+
+    record: Mapping[str, Any]
 
 
 _CALL_OUTCOME = {AttemptOutcome.ANSWERED: "answered", AttemptOutcome.NO_ANSWER: "no_answer",

@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 
 from callflow.agents import state as agent_state
 from callflow.engine import calls, outbound
-from callflow.engine.effects import Alarm, ListChannels, Persist, Publish
+from callflow.engine.effects import Alarm, ListChannels
 from callflow.engine.outbound import Attempt, AttemptEvent, AttemptOutcome, Decision
 from callflow.engine.policy import Policy
 from callflow.errors import AmiActionFailed, AmiError, AmiLinkDown, CallflowError, StateError
@@ -71,7 +71,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOUND_CONTEXT = "callflow-outbound"
-BOARD_TOPIC = "board"
 #: Seconds between scheduler ticks: the longest a free agent waits for a due task.
 TICK_S = 0.5
 #: Slack on top of the ring limits before an attempt with no news is checked.
@@ -420,7 +419,7 @@ class Dialer:
                 self._cool_down(attempt)
         record = outbound.call_record(attempt)
         if record is not None:
-            self.runtime.execute([Persist("call", record)])
+            self.runtime.execute([outbound.OutboundCallEnded(record)])
         self._publish_attempt(live)
         self.attempts.pop(attempt_id, None)
         self._customer_gone.discard(attempt_id)
@@ -612,8 +611,8 @@ class Dialer:
                 self.tell(task)
             if task is not None and self._previewed.get(agent.agent_id) != task.id:
                 self._previewed[agent.agent_id] = task.id
-                self.runtime.execute([Publish(f"agent:{agent.agent_id}", {
-                    "type": "task", "change": "preview", "task": task_payload(task)})])
+                self.runtime.execute([outbound.TaskChanged(
+                    task_payload(task), "preview", (agent.agent_id,), board=False)])
 
     def _next_due(self, owner: str | None, now: datetime) -> CallbackTask | None:
         found = self.store.read(repo.list_tasks, statuses=("pending",), owner_agent_id=owner,
@@ -653,20 +652,13 @@ class Dialer:
                                      task.status not in OPEN_TASK_STATUSES)
         fresh = task.updated_at - task.created_at < timedelta(seconds=1)
         change = "created" if old is None and fresh and task.status == "pending" else "updated"
-        payload = {"type": "task", "change": change, "task": task_payload(task)}
         owners = {task.owner_agent_id, also, old.owner if old is not None else None}
-        topics = [BOARD_TOPIC, *(f"agent:{owner}" for owner in sorted(o for o in owners if o))]
-        self.runtime.execute([Publish(topic, payload) for topic in topics])
+        self.runtime.execute([outbound.TaskChanged(
+            task_payload(task), change, tuple(sorted(o for o in owners if o)))])
 
     def _publish_attempt(self, live: _Live | None) -> None:
-        if live is None:
-            return
-        a = live.attempt
-        payload = {"type": "task_attempt", "task_id": a.task_id, "attempt_id": a.attempt_id,
-                   "number": a.number, "agent_id": a.agent_id, "phase": a.phase.value,
-                   "outcome": a.outcome.value if a.outcome else None, "cause": a.cause}
-        self.runtime.execute([Publish(f"agent:{a.agent_id}", payload),
-                              Publish(BOARD_TOPIC, payload)])
+        if live is not None:
+            self.runtime.execute([outbound.AttemptChanged(live.attempt)])
 
     # --- background ----------------------------------------------------------------------------
 

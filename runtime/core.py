@@ -23,10 +23,11 @@ from callflow.agents import desks, routing
 from callflow.agents import state as agent_state
 from callflow.agents.roster import Roster, RosterAgent, endpoint_of_channel
 from callflow.engine import calls
-from callflow.engine.clock import Clock
+from callflow.engine.clock import Clock, epoch_of
 from callflow.engine.effects import (
     Alarm,
     CancelTimer,
+    DomainEvent,
     Effect,
     PbxAction,
     PbxQuery,
@@ -68,9 +69,16 @@ class PbxPort(Protocol):
 
 @dataclass
 class Adapters:
-    """The edges effects go out through. ``persist`` and ``publish`` must return at once
-    (queue, don't block); ``pbx`` is None only where no Asterisk is wired (pure tests)."""
+    """The edges effects go out through; each must return at once (queue, don't block).
 
+    ``record`` and ``show`` take the core's typed events to the store and the live stream
+    (each turns them into its own shape: ``callflow.store.rows``, ``callflow.stream.frames``;
+    ``callflow.service.edge_adapters`` wires both). ``persist`` and ``publish`` carry a
+    feature's own records and messages as they are. ``pbx`` is None only where no
+    Asterisk is wired (pure tests)."""
+
+    record: Callable[[DomainEvent], None]
+    show: Callable[[DomainEvent], None]
     persist: Callable[[str, dict[str, Any]], None]
     publish: Callable[[str, dict[str, Any]], None]
     pbx: PbxPort | None = None
@@ -114,7 +122,7 @@ class Runtime:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[AmiFrame], None]]] = {}
         self._timer_owners: dict[str, Callable[[str], None]] = {}
-        self._publish_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._event_listeners: list[Callable[[DomainEvent], None]] = []
         self._snapshot_parts: dict[str, Callable[[Callable[[str], bool]], Any]] = {}
         self._agent_holds: list[Callable[[str], bool]] = []
         self.stats = RuntimeStats()
@@ -133,15 +141,12 @@ class Runtime:
                 log.exception("effect %r failed", effect)
 
     def _execute_one(self, effect: Effect) -> None:
-        if isinstance(effect, Persist):
-            self.adapters.persist(effect.kind, self._with_wall_times(effect.data))
+        if isinstance(effect, DomainEvent):
+            self._emit(effect)
+        elif isinstance(effect, Persist):
+            self.adapters.persist(effect.kind, effect.data)
         elif isinstance(effect, Publish):
-            self._publish(effect.topic, self._with_wall_times(effect.payload))
-        elif isinstance(effect, Alarm):
-            alarm = {"kind": effect.kind, "std": effect.std, "detail": effect.detail,
-                     "raised_at": time.time()}
-            self.adapters.persist("alarm", alarm)
-            self._publish("alarms", {"type": "alarm", **alarm})
+            self.adapters.publish(effect.topic, effect.payload)
         elif isinstance(effect, StartTimer):
             self._start_timer(effect.key, effect.at)
         elif isinstance(effect, CancelTimer):
@@ -154,22 +159,23 @@ class Runtime:
         else:
             raise CallflowError(f"unknown effect {effect!r}")
 
-    def _wall(self, monotonic: float) -> float:
-        """Epoch seconds of a monotonic instant (the machines keep monotonic time only)."""
-        return self.clock.wall().timestamp() - (self.clock.now() - monotonic)
+    def _emit(self, event: DomainEvent) -> None:
+        """To the store, to the live stream, then to the features that follow the core."""
+        if isinstance(event, Alarm) and not event.raised_at:
+            event = replace(event, raised_at=time.time())
+        self.adapters.record(event)
+        self.adapters.show(event)
+        for listener in self._event_listeners:
+            try:
+                listener(event)
+            except Exception:  # a feature's fault must not cost the core its effects
+                self.stats.errors += 1
+                log.exception("event listener %r failed on %s", listener,
+                              type(event).__name__)
 
-    def _with_wall_times(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Records and clients need wall time: ``at_monotonic``/``since`` gain epoch twins."""
-        if "at_monotonic" not in data and not isinstance(data.get("since"), float):
-            return data
-        out = dict(data)
-        if "at_monotonic" in out:
-            out["at"] = self._wall(out.pop("at_monotonic"))
-        if isinstance(out.get("since"), float):
-            out["since_epoch"] = round(self._wall(out["since"]), 3)
-        if isinstance(out.get("acw_deadline"), float):
-            out["acw_deadline_epoch"] = round(self._wall(out["acw_deadline"]), 3)
-        return out
+    def epoch_of(self, monotonic: float) -> float:
+        """Epoch seconds of a monotonic instant (the machines keep monotonic time only)."""
+        return epoch_of(self.clock, monotonic)
 
     def _start_timer(self, key: str, at: float) -> None:
         old = self._timers.pop(key, None)
@@ -232,11 +238,12 @@ class Runtime:
             raise CallflowError(f"timer prefix {prefix!r} is taken")
         self._timer_owners[prefix] = handler
 
-    def on_publish(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
-        """Also call ``listener(topic, payload)`` for everything the core publishes (with wall
-        times), after the hub: the board's live KPIs and queue_log see every message, even
-        those a slow websocket subscriber would have had replaced by a snapshot."""
-        self._publish_listeners.append(listener)
+    def on_event(self, listener: Callable[[DomainEvent], None]) -> None:
+        """Also call ``listener(event)`` for every domain event the core emits, after the
+        store and the live stream: the board's live figures and queue_log follow every
+        fact, even those a slow websocket subscriber would have had replaced by a
+        snapshot."""
+        self._event_listeners.append(listener)
 
     def hold_agents(self, predicate: Callable[[str], bool]) -> None:
         """Routing skips an agent while ``predicate(agent_id)`` is true: a feature is about
@@ -252,15 +259,6 @@ class Runtime:
     def on_resync(self, listener: Callable[[], None]) -> None:
         """Also call ``listener()`` after every AMI resync (a feature refreshes what it tracks)."""
         self._resync_listeners.append(listener)
-
-    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
-        self.adapters.publish(topic, payload)
-        for listener in self._publish_listeners:
-            try:
-                listener(topic, payload)
-            except Exception:  # a feature's fault must not cost the core its effects
-                self.stats.errors += 1
-                log.exception("publish listener %r failed on %s", listener, topic)
 
     # --- agents -----------------------------------------------------------------
 
@@ -417,13 +415,11 @@ class Runtime:
                          due_at: float, note: str = "") -> dict[str, Any]:
         """A callback task for ``number`` (STD-042 the agent's "call back instead", STD-047
         queue callback, STD-072 named agent); the task as stored and published."""
-        task = {"kind": kind, "number": number, "due_at": due_at, "owner_agent_id": owner,
-                "note": note or f"requested during call {call_id}",
-                "created_from_uniqueid": call_id}
-        self.execute([Persist("task", task), Publish("board", {"type": "task", "task": task})])
-        if owner is not None:  # STD-072: the named agent is told at once
-            self.execute([Publish(f"agent:{owner}", {"type": "task", "task": task})])
-        return task
+        request = calls.TaskRequested(kind, number, due_at, owner,
+                                      note or f"requested during call {call_id}", call_id,
+                                      announce=True)
+        self.execute([request])
+        return request.as_task()
 
     def caller_gone(self, call_id: str, cause: int = 16) -> None:
         """The AGI flow saw the caller hang up. AMI's Hangup comes a little later (Asterisk
@@ -625,7 +621,7 @@ class Runtime:
     def snapshot(self, may_see: Callable[[str], bool]) -> dict[str, Any]:
         """The state a (re)connecting client starts from, limited to what it may see."""
         board = may_see("board")
-        agents = [self._with_wall_times(agent_state.agent_payload(a))
+        agents = [agent_state.agent_view(a, self.epoch_of)
                   for a in self.agents.values() if board or may_see(f"agent:{a.agent_id}")]
         live = [calls.call_record(c, self.timings) for c in self.live_calls()] if board else []
         state: dict[str, Any] = {"agents": agents, "calls": live}

@@ -52,8 +52,8 @@ from callflow.engine.effects import (
     Effect,
     Hangup,
     MuteAudio,
+    Notice,
     Originate,
-    Publish,
     Redirect,
     SetVariable,
 )
@@ -291,8 +291,8 @@ class SpecialCallsFeature(FeatureBase):
             elif isinstance(effect, hold.Retrieve) and effect.via == "desktop":
                 asyncio.get_running_loop().call_soon(self._auto_retrieve, effect.call_id)
             elif isinstance(effect, hold.Retrieve):  # a softphone's hold: ask for it back
-                core.append(Publish(f"agent:{effect.agent_id}", {
-                    "type": "hold_retrieve", "call_id": effect.call_id, "std": "STD-043"}))
+                core.append(Notice("hold_retrieve", effect.agent_id,
+                                   {"call_id": effect.call_id}, std="STD-043"))
             elif isinstance(effect, hold.OfferChoice):
                 self._play(effect.call_id, CHOICE_PROMPT, "hold_choice", "whisper", token="")
             elif isinstance(effect, hold.CallbackChosen):
@@ -306,9 +306,8 @@ class SpecialCallsFeature(FeatureBase):
             elif isinstance(effect, sc.Transfer):
                 self._end_live_call(effect.call_id, "nuisance")
                 self._transfer(effect.call_id, effect.target)
-            elif isinstance(effect, Publish) and not self.desktop_hold_reminders \
-                    and effect.topic.startswith("agent:") \
-                    and effect.payload.get("type") in ("hold_reminder", "hold_limit"):
+            elif isinstance(effect, Notice) and not self.desktop_hold_reminders \
+                    and effect.kind in ("hold_reminder", "hold_limit"):
                 continue
             else:
                 core.append(effect)
@@ -401,9 +400,8 @@ class SpecialCallsFeature(FeatureBase):
         try:
             self._callback_instead(call, "chosen by the caller at the hold's limit (STD-043)")
         except StateError as exc:
-            self.runtime.execute([Publish(f"agent:{call.agent_id}", {
-                "type": "hold_choice_failed", "call_id": call_id, "reason": exc.reason,
-                "message": exc.detail})])
+            self.runtime.execute([Notice("hold_choice_failed", call.agent_id, {
+                "call_id": call_id, "reason": exc.reason, "message": exc.detail})])
             return
         self._stop_music(call_id)
         self.runtime.end_call(call_id, calls.Outcome.CALLBACK)

@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session
 
 from callflow.agents.events import AgentState
 from callflow.agents.restore import DayTotals, StoredAgent
-from callflow.agents.state import BUSY_APPROVED_RECORD, BUSY_PENDING_RECORD, bucket
+from callflow.agents.state import bucket
 from callflow.engine.policy import RING_NO_ANSWER
 from callflow.store import repo
 from callflow.store.models import AgentState as AgentStateRow
 from callflow.store.models import CallEvent
+from callflow.store.rows import BUSY_APPROVED_RECORD, BUSY_PENDING_RECORD
 
 LOGIN_RECORD = "agent_login"  # Persist kind agents/state.py writes at each login
 ACW_EXTENDED_RECORD = "acw_extended"

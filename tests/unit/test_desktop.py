@@ -46,7 +46,7 @@ from callflow.engine.clock import FakeClock
 from callflow.engine.effects import Publish, StartTimer
 from callflow.engine.policy import Policy, parse_policy
 from callflow.runtime.core import Runtime
-from callflow.service import Service, ServiceOptions
+from callflow.service import Service, ServiceOptions, edge_adapters
 from callflow.settings import Ports, Settings
 from callflow.store import repo
 
@@ -634,9 +634,8 @@ def test_restored_agents_outside_the_roster_are_skipped() -> None:
     clock = FakeClock()
     roster = Roster((RosterAgent("1001", "A", "agent1001"),))
     published: list[tuple[str, dict[str, Any]]] = []
-    from callflow.runtime.core import Adapters
-    rt = Runtime(Policy.defaults(), clock, roster,
-                 Adapters(persist=lambda k, d: None, publish=lambda t, p: published.append((t, p))))
+    rt = Runtime(Policy.defaults(), clock, roster, edge_adapters(
+        clock, persist=lambda k, d: None, publish=lambda t, p: published.append((t, p))))
     step = restored(StoredAgent("9999", "ready", None, clock.wall()), "agent9999", clock.now(),
                     clock.wall(), Policy.defaults())
     rt.restore_agents([step])

@@ -30,7 +30,8 @@ from callflow.engine.outbound import NOT_DIALLED_BACKOFF_S
 from callflow.engine.policy import Policy
 from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, StateError
 from callflow.outbound.dialer import Dialer, create_callback
-from callflow.runtime.core import Adapters, Runtime
+from callflow.runtime.core import Runtime
+from callflow.service import edge_adapters
 from callflow.store import records, repo
 from callflow.store.db import Store, open_store
 from callflow.store.models import AuditEntry, CallbackTask
@@ -81,7 +82,7 @@ class Rig:
         self.published: list[tuple[str, dict[str, Any]]] = []
         self.ami = FakePbx()
         self.persisted: list[tuple[str, dict[str, Any]]] = []
-        self.runtime = Runtime(policy, self.clock, self.roster, Adapters(
+        self.runtime = Runtime(policy, self.clock, self.roster, edge_adapters(self.clock,
             persist=lambda kind, data: self.persisted.append((kind, data)),
             publish=lambda topic, payload: self.published.append((topic, payload)),
             pbx=self.ami))

@@ -26,7 +26,8 @@ from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.engine import calls
 from callflow.engine.clock import FakeClock
 from callflow.engine.policy import Policy
-from callflow.runtime.core import Adapters, Runtime
+from callflow.runtime.core import Runtime
+from callflow.service import edge_adapters
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 E = int(START.timestamp())
@@ -40,7 +41,7 @@ class Script:
     def __init__(self) -> None:
         self.clock = FakeClock(START)
         self.published: list[tuple[str, dict[str, Any]]] = []
-        self.runtime = Runtime(Policy.defaults(), self.clock, ROSTER, Adapters(
+        self.runtime = Runtime(Policy.defaults(), self.clock, ROSTER, edge_adapters(self.clock,
             persist=lambda kind, data: None,
             publish=lambda topic, payload: self.published.append((topic, payload))))
         self.log = QueueLog(lambda a: ROSTER.by_id(a).queues)  # type: ignore[union-attr]
