@@ -79,6 +79,7 @@ from callflow.engine.effects import Alarm
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
 from callflow.store import repo
+from callflow.store.kpi_facts import load_facts
 
 if TYPE_CHECKING:
     from callflow.service import Service
@@ -230,7 +231,7 @@ class BoardFeature(FeatureBase):
         """Today so far from the store, and the views of every queue and agent (a thread)."""
         service = self.service
         period = kpi.day_period(kpi.local_day(now, self.zone), self.zone)
-        facts, spans = kpi.load_facts(service.store, period)
+        facts, spans = load_facts(service.store, period)
         live = LiveDay(kpi.rules_by_queue(service.policy), period, self._queue_names())
         live.load(facts, spans, now)
         live.take_dirty()
@@ -829,7 +830,7 @@ class BoardFeature(FeatureBase):
         zone = self.zone
         period = kpi.Period(kpi.day_period(first, zone).start, kpi.day_period(last, zone).end)
         service = self.service
-        facts, spans = await asyncio.to_thread(kpi.load_facts, service.store, period)
+        facts, spans = await asyncio.to_thread(load_facts, service.store, period)
         now = self.now()
         as_of = min(now, period.end)
         calls = kpi.in_period(facts, period)
