@@ -12,9 +12,10 @@ One ``Feature`` (callflow/service.py) with everything a supervisor needs (STD-14
 * **Alarms the core cannot see** are raised here, through the runtime (so they are
   stored and published like the core's own): the AMI link down, a caller waiting past
   the maximum (STD-043), service level below target, an interval's average answer ring
-  above target (STD-006). RONA, ACW overrun and softphone unreachable come from the
-  agent machine, hold breaches from engine/hold.py, the agent hanging up first (STD-110)
-  from the release judge (engine/special_calls.py): the board shows them all.
+  above target (STD-006); the rules are pure, in ``engine/supervision.py``. RONA, ACW
+  overrun and softphone unreachable come from the agent machine, hold breaches from
+  engine/hold.py, the agent hanging up first (STD-110) from the release judge
+  (engine/special_calls.py): the board shows them all.
 * **Supervisor actions** (force a state, log out, listen / whisper / barge through
   ChanSpy, acknowledge an alarm) are audited in ``audit_log`` with who did what.
 * **Reports** on demand (JSON, CSV, printable HTML) and on a schedule (files in
@@ -54,7 +55,7 @@ import contextlib
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -73,9 +74,7 @@ from callflow.board.live import AlarmBook, AlarmEntry, LiveDay, alarm_key
 from callflow.board.metrics import MetricsSnapshot, metrics_router
 from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.dialplan.agi import AgiSession
-from callflow.engine import kpi
-from callflow.engine.calls import Phase
-from callflow.engine.effects import Alarm
+from callflow.engine import kpi, supervision
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
 from callflow.store import repo
@@ -131,16 +130,6 @@ class BoardOptions:
     ami_grace_s: float = 15.0  # after start, before a link that never came up is an alarm
 
 
-@dataclass
-class _AlarmMemory:
-    """Which once-only alarms were raised, so each condition alarms once."""
-
-    long_waits: set[str] = field(default_factory=set)
-    low_sl: set[str] = field(default_factory=set)
-    ring_intervals: set[tuple[str, int]] = field(default_factory=set)
-    ami_down: bool = False
-
-
 class BoardFeature(FeatureBase):
     name = "board"
 
@@ -154,7 +143,7 @@ class BoardFeature(FeatureBase):
         self.queue_views: dict[str, dict[str, Any]] = {}
         self.agent_views: dict[str, dict[str, Any]] = {}
         self.callbacks: dict[str, int] = {}
-        self._memory = _AlarmMemory()
+        self._memory = supervision.SupervisionMemory()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
@@ -162,7 +151,6 @@ class BoardFeature(FeatureBase):
         #: When the schedule next writes reports (None: no schedule); may be brought forward.
         self.next_reports_at: datetime | None = None
         self._started_at = 0.0
-        self._ami_seen_up = False
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -305,69 +293,36 @@ class BoardFeature(FeatureBase):
 
     # --- alarms raised here -------------------------------------------------------------------
 
-    def _raise(self, kind: str, detail: dict[str, Any], std: str = "") -> None:
+    def _raise(self, verdict: supervision.Verdict) -> None:
+        """Keep the rules' new memory and raise their alarms through the runtime (so they
+        are stored and published like the core's own)."""
+        self._memory = verdict.memory
         runtime = self.service.runtime
         assert runtime is not None
-        runtime.execute([Alarm(kind, detail, std=std)])
+        for alarm in verdict.alarms:
+            runtime.execute([alarm])
 
     def _check_queue(self, view: dict[str, Any]) -> None:
-        queue = view["queue"]
-        k = view["kpi"]
-        target = view["targets"]["service_level_pct"]
-        sl = k.get("service_level")
-        if sl is not None and sl * 100 < target:
-            if queue not in self._memory.low_sl:
-                self._memory.low_sl.add(queue)
-                self._raise("service_level_below_target", {
-                    "queue": queue, "service_level_pct": round(sl * 100, 1),
-                    "target_pct": target, "decided": k.get("decided")}, std="KPI")
-        elif sl is not None:
-            self._memory.low_sl.discard(queue)
-        ring_target = view["targets"]["average_ring"]
-        for index, point in enumerate(view["series"]):
-            ring = point.get("ring")
-            if ring is not None and ring > ring_target \
-                    and (queue, index) not in self._memory.ring_intervals:
-                self._memory.ring_intervals.add((queue, index))
-                self._raise("answer_ring_average_high", {
-                    "queue": queue, "interval_start": point["t"], "average_ring": round(ring, 2),
-                    "target": ring_target}, std="STD-006")
+        self._raise(supervision.check_queue(_queue_figures(view), self._memory))
 
     def _check_long_waits(self, now_epoch: float) -> None:
         """STD-043: a caller waiting for an agent past the maximum wait."""
         runtime = self.service.runtime
         assert runtime is not None
-        limit = self.service.policy.hold.max_wait_s
-        live_ids = set()
-        for call in runtime.live_calls():
-            live_ids.add(call.call_id)
-            if call.phase in (Phase.ROUTING, Phase.OFFERING) and call.answered_at is None \
-                    and now_epoch - call.entered_at >= limit \
-                    and call.call_id not in self._memory.long_waits:
-                self._memory.long_waits.add(call.call_id)
-                self._raise("caller_waiting_long", {
-                    "call_id": call.call_id, "queue": call.queue,
-                    "waited_s": round(now_epoch - call.entered_at, 1), "limit_s": limit},
-                    std="STD-043")
-        self._memory.long_waits &= live_ids
+        self._raise(supervision.check_long_waits(
+            runtime.live_calls(), now_epoch, self.service.policy.hold.max_wait_s,
+            self._memory))
 
     def _check_ami(self, loop_time: float) -> None:
-        ami = self.service.ami
-        up = bool(ami is not None and ami.up)
-        if up:
-            self._ami_seen_up = True
-            if self._memory.ami_down:
-                self._memory.ami_down = False
-                self.service.hub.publish("board", {"type": "ami_link", "up": True})
-            return
-        never_up_too_long = not self._ami_seen_up and \
-            loop_time - self._started_at > self.options.ami_grace_s
-        if (self._ami_seen_up or never_up_too_long) and not self._memory.ami_down:
-            self._memory.ami_down = True
-            self.service.hub.publish("board", {"type": "ami_link", "up": False})
-            self._raise("ami_link_down", {"host": self.service.settings.bind_host,
-                                          "port": self.service.settings.ports.ami},
-                        std="STD-147")
+        service = self.service
+        ami = service.ami
+        verdict = supervision.check_ami_link(
+            bool(ami is not None and ami.up), loop_time - self._started_at,
+            self.options.ami_grace_s, service.settings.bind_host, service.settings.ports.ami,
+            self._memory)
+        if verdict.ami_link is not None:
+            service.hub.publish("board", {"type": "ami_link", "up": verdict.ami_link})
+        self._raise(verdict)
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -413,8 +368,7 @@ class BoardFeature(FeatureBase):
                                                           None, last.reason,
                                                           last.call_uniqueid))
         self.live = live
-        self._memory.ring_intervals.clear()
-        self._memory.low_sl.clear()
+        self._memory = supervision.new_day(self._memory)
         self.queue_views = {q: live.queue_view(q, now) for q in sorted(live.queues)}
         self.agent_views = {a.agent_id: live.agent_view(a.agent_id, now)
                             for a in self.service.roster.agents}
@@ -857,6 +811,18 @@ class BoardFeature(FeatureBase):
             body["intervals"] = [{"start": start.isoformat(), "kpi": k.as_dict()}
                                  for start, k in kpi.interval_kpis(calls, rules, period, as_of)]
         return body
+
+
+def _queue_figures(view: dict[str, Any]) -> supervision.QueueFigures:
+    """What the queue alarm rules read of a queue view (``LiveDay.queue_view``)."""
+    k = view["kpi"]
+    targets = view["targets"]
+    return supervision.QueueFigures(
+        view["queue"], service_level=k.get("service_level"), decided=k.get("decided"),
+        service_level_target_pct=targets["service_level_pct"],
+        average_ring_target=targets["average_ring"],
+        intervals=tuple(supervision.IntervalRing(point["t"], point.get("ring"))
+                        for point in view["series"]))
 
 
 def _parse_instant(raw: str) -> datetime:
