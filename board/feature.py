@@ -56,7 +56,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
@@ -73,6 +73,7 @@ from callflow.board import reports
 from callflow.board.live import AlarmBook, AlarmEntry, LiveDay, alarm_key
 from callflow.board.metrics import MetricsSnapshot, metrics_router
 from callflow.board.queue_log import QueueLog, QueueLogFile
+from callflow.board.reporting import Reporting
 from callflow.dialplan.agi import AgiSession
 from callflow.engine import kpi, supervision
 from callflow.errors import CallflowError, StateError
@@ -94,7 +95,6 @@ PHONE = re.compile(r"(PJSIP/)?[A-Za-z0-9_.\-]{1,64}")
 #: ChanSpy options per mode: q quiet (no beep or channel name), E end when the spied-on
 #: channel hangs up, w whisper to the agent only, B barge: talk to both sides.
 CHANSPY_OPTIONS = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
-MAX_KPI_DAYS = 31
 
 
 class StateRequest(BaseModel):
@@ -148,12 +148,25 @@ class BoardFeature(FeatureBase):
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._callbacks_due = 0.0
-        #: When the schedule next writes reports (None: no schedule); may be brought forward.
-        self.next_reports_at: datetime | None = None
+        self._reporting: Reporting | None = None
         self._started_at = 0.0
 
     # --- life cycle ----------------------------------------------------------------------
 
+    @property
+    def reporting(self) -> Reporting:
+        if self._reporting is None:
+            raise CallflowError("the board feature is not started")
+        return self._reporting
+
+    @property
+    def next_reports_at(self) -> datetime | None:
+        """When the schedule next writes reports (None: no schedule); may be brought forward."""
+        return self.reporting.next_run_at
+
+    @next_reports_at.setter
+    def next_reports_at(self, at: datetime | None) -> None:
+        self.reporting.next_run_at = at
 
     @property
     def zone(self) -> ZoneInfo:
@@ -179,8 +192,8 @@ class BoardFeature(FeatureBase):
                                        dict(row.detail or {}), row.raised_at, row.id))
         self.callbacks = await asyncio.to_thread(service.store.read, repo.open_callbacks_by_queue)
         self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
-        if self.options.schedule_reports:
-            self.next_reports_at = reports.next_run(now, self.zone)
+        self._reporting = Reporting(service, self.options.report_dir,
+                                    self.options.schedule_reports)
         service.runtime.on_publish(self._observe)
         service.runtime.extend_snapshot("board", self._snapshot_part)
         self._ticker = asyncio.create_task(self._tick_forever(), name="board-tick")
@@ -345,10 +358,9 @@ class BoardFeature(FeatureBase):
         if loop.time() >= self._callbacks_due:
             self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
             self._spawn(self._refresh_callbacks())
-        if self.next_reports_at is not None and now >= self.next_reports_at:
-            day_done = (self.next_reports_at - reports.SCHEDULE_DELAY).astimezone(self.zone).date()
-            self.next_reports_at = reports.next_run(now, self.zone)
-            self._spawn(self.write_scheduled_reports(day_done - timedelta(days=1)))
+        day_done = self.reporting.due(now)
+        if day_done is not None:
+            self._spawn(self.reporting.write_scheduled(day_done))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -385,17 +397,6 @@ class BoardFeature(FeatureBase):
         if counts != self.callbacks:
             self.callbacks = counts
             self.service.hub.publish("board", {"type": "callbacks", "pending": counts})
-
-    async def write_scheduled_reports(self, day_done: date) -> list[Path]:
-        service = self.service
-        out_dir = self.options.report_dir or service.settings.state_dir / "reports"
-        agents = [a.agent_id for a in service.roster.agents]
-        try:
-            return await asyncio.to_thread(reports.run_schedule, service.store, service.policy,
-                                           out_dir, day_done, self.now(), agents)
-        except Exception:
-            log.exception("board: scheduled reports for %s failed", day_done)
-            return []
 
     # --- views ---------------------------------------------------------------------------------
 
@@ -504,6 +505,12 @@ class BoardFeature(FeatureBase):
 
     # --- HTTP: data and actions ---------------------------------------------------------------
 
+    def _day(self, raw: str | None) -> date:
+        try:
+            return self.reporting.day(raw)
+        except reports.ReportError as exc:
+            raise HTTPException(400, str(exc)) from None
+
     def _viewer(self, request: Request, roles: tuple[str, ...] = VIEW_ROLES) -> Principal:
         return require(self.service.auth, request, *roles)
 
@@ -588,32 +595,28 @@ class BoardFeature(FeatureBase):
             """KPIs of whole local days ``date_from``..``date_to`` (default today), per queue,
             per agent and in total; ``intervals`` adds the per-interval series (one day)."""
             self._viewer(request)
-            return await self._kpi_query(date_from, date_to, queue, agent, intervals)
+            try:
+                return await self.reporting.kpis(date_from, date_to, queue, agent, intervals)
+            except reports.ReportError as exc:
+                raise HTTPException(400, str(exc)) from None
 
         @router.get("/reports/files")
         async def report_files(request: Request) -> dict[str, Any]:
             self._viewer(request)
-            out_dir = self._report_dir()
-            names = sorted(p.name for p in out_dir.glob("*.*")) if out_dir.is_dir() else []
-            return {"files": [n for n in names if not n.endswith(".tmp")]}
+            return {"files": self.reporting.file_names()}
 
         @router.post("/reports/files")
         async def write_reports(body: ReportFilesRequest, request: Request) -> dict[str, Any]:
             """Write a day's (or week's) report files now, as the schedule would."""
             self._viewer(request, ACT_ROLES)
-            day = self._day(body.date)
-            written: list[Path] = []
-            for by in ("queue", "agent"):
-                report = await self._report(body.kind, by, day)
-                written += await asyncio.to_thread(reports.write_report_files, report,
-                                                   self._report_dir())
+            written = await self.reporting.write_files(body.kind, self._day(body.date))
             return {"files": [p.name for p in written]}
 
         @router.get("/reports/files/{name}")
         async def report_file(name: str, request: Request) -> FileResponse:
             self._viewer(request)
-            path = self._report_dir() / name
-            if "/" in name or name.startswith(".") or not path.is_file():
+            path = self.reporting.file(name)
+            if path is None:
                 raise HTTPException(404, "no such report file")
             return FileResponse(path)
 
@@ -626,7 +629,7 @@ class BoardFeature(FeatureBase):
                     or format not in ("json", "csv", "html"):
                 raise HTTPException(400, "kind daily|weekly, by queue|agent, "
                                          "format json|csv|html")
-            built = await self._report(kind, by, self._day(date))  # type: ignore[arg-type]
+            built = await self.reporting.report(kind, by, self._day(date))  # type: ignore[arg-type]
             if format == "json":
                 return JSONResponse(reports.summary(built))
             text = reports.render(built, format)
@@ -753,64 +756,6 @@ class BoardFeature(FeatureBase):
             return {"id": alarm.id, "kind": alarm.kind, "raised_at": alarm.raised_at,
                     "acknowledged_at": alarm.acknowledged_at,
                     "acknowledged_by": alarm.acknowledged_by}
-
-    # --- KPIs and reports over the store ---------------------------------------------------------
-
-    def _today(self) -> date:
-        return kpi.local_day(self.now(), self.zone)
-
-    def _day(self, raw: str | None) -> date:
-        try:
-            return reports.parse_day(raw, self._today())
-        except reports.ReportError as exc:
-            raise HTTPException(400, str(exc)) from None
-
-    def _report_dir(self) -> Path:
-        return self.options.report_dir or self.service.settings.state_dir / "reports"
-
-    async def _report(self, kind: reports.Kind, by: reports.By, day: date) -> reports.Report:
-        service = self.service
-        agents = [a.agent_id for a in service.roster.agents]
-        return await asyncio.to_thread(reports.load_and_build, service.store, service.policy,
-                                       kind, by, day, self.now(), agents)
-
-    async def _kpi_query(self, date_from: str | None, date_to: str | None, queue: str | None,
-                         agent: str | None, intervals: bool) -> dict[str, Any]:
-        first = self._day(date_from)
-        last = self._day(date_to) if date_to else first
-        if last < first or (last - first).days >= MAX_KPI_DAYS:
-            raise HTTPException(400, f"date_to must be on or after date_from, at most "
-                                     f"{MAX_KPI_DAYS} days")
-        zone = self.zone
-        period = kpi.Period(kpi.day_period(first, zone).start, kpi.day_period(last, zone).end)
-        service = self.service
-        facts, spans = await asyncio.to_thread(load_facts, service.store, period)
-        now = self.now()
-        as_of = min(now, period.end)
-        calls = kpi.in_period(facts, period)
-        if queue is not None:
-            calls = [c for c in calls if c.queue == queue]
-        rules_for = kpi.rules_by_queue(service.policy)
-        per_queue = kpi.queue_kpis(calls, rules_for, as_of, spans)
-        roster = [a.agent_id for a in service.roster.agents]
-        per_agent = kpi.agent_kpis(calls, spans, rules_for, period, as_of,
-                                   [agent] if agent else roster)
-        if agent is not None:
-            per_agent = {agent: per_agent.get(agent, kpi.Kpis())}
-        body: dict[str, Any] = {
-            "period": {"start": period.start.isoformat(), "end": period.end.isoformat(),
-                       "zone": str(zone), "as_of": as_of.isoformat()},
-            "total": kpi.total(per_queue.values()).as_dict(),
-            "queues": {q: k.as_dict() for q, k in sorted(per_queue.items())},
-            "agents": {a: k.as_dict() for a, k in sorted(per_agent.items())},
-        }
-        if intervals:
-            if first != last:
-                raise HTTPException(400, "intervals are given for one day at a time")
-            rules = rules_for(queue or "main")
-            body["intervals"] = [{"start": start.isoformat(), "kpi": k.as_dict()}
-                                 for start, k in kpi.interval_kpis(calls, rules, period, as_of)]
-        return body
 
 
 def _queue_figures(view: dict[str, Any]) -> supervision.QueueFigures:
