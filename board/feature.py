@@ -65,11 +65,12 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from callflow.agents.events import AgentState, LogOut, RequestState
+from callflow.agents.events import AgentState
 from callflow.api.accounts import require
 from callflow.api.auth import Principal
 from callflow.api.privacy import masked, may_see_numbers
 from callflow.board import reports
+from callflow.board.actions import SupervisorActions
 from callflow.board.live import AlarmBook, AlarmEntry, LiveDay, alarm_key
 from callflow.board.metrics import MetricsSnapshot, metrics_router
 from callflow.board.queue_log import QueueLog, QueueLogFile
@@ -92,9 +93,8 @@ LISTEN_ROLES = VIEW_ROLES  # STD-146: supervisors and QA listen; whisper and bar
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSET_NAME = re.compile(r"[a-z0-9_\-]+\.(js|css|svg|png|ico)")
 PHONE = re.compile(r"(PJSIP/)?[A-Za-z0-9_.\-]{1,64}")
-#: ChanSpy options per mode: q quiet (no beep or channel name), E end when the spied-on
-#: channel hangs up, w whisper to the agent only, B barge: talk to both sides.
-CHANSPY_OPTIONS = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
+#: The HTTP status of a refusal (StateError) by its reason; any other reason is a conflict.
+REFUSAL_STATUS = {"unknown_agent": 404, "not_found": 404, "originate_failed": 502}
 
 
 class StateRequest(BaseModel):
@@ -149,6 +149,7 @@ class BoardFeature(FeatureBase):
         self._background: set[asyncio.Task[Any]] = set()
         self._callbacks_due = 0.0
         self._reporting: Reporting | None = None
+        self._actions: SupervisorActions | None = None
         self._started_at = 0.0
 
     # --- life cycle ----------------------------------------------------------------------
@@ -158,6 +159,12 @@ class BoardFeature(FeatureBase):
         if self._reporting is None:
             raise CallflowError("the board feature is not started")
         return self._reporting
+
+    @property
+    def actions(self) -> SupervisorActions:
+        if self._actions is None:
+            raise CallflowError("the board feature is not started")
+        return self._actions
 
     @property
     def next_reports_at(self) -> datetime | None:
@@ -192,6 +199,7 @@ class BoardFeature(FeatureBase):
                                        dict(row.detail or {}), row.raised_at, row.id))
         self.callbacks = await asyncio.to_thread(service.store.read, repo.open_callbacks_by_queue)
         self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
+        self._actions = SupervisorActions(service)
         self._reporting = Reporting(service, self.options.report_dir,
                                     self.options.schedule_reports)
         service.runtime.on_publish(self._observe)
@@ -539,17 +547,20 @@ class BoardFeature(FeatureBase):
                               request: Request) -> dict[str, Any]:
             """Force an agent's state as a supervisor (STD-097, STD-099); audited."""
             principal = self._viewer(request, ACT_ROLES)
-            event = RequestState(AgentState(body.state), body.reason, by="supervisor")
-            return await self._agent_request(principal, agent_id, event, "force_state",
-                                             {"state": body.state, "reason": body.reason})
+            try:
+                return await self.actions.force_state(principal.name, agent_id, body.state,
+                                                      body.reason)
+            except StateError as exc:
+                raise _refused(exc) from None
 
         @router.post("/board/agents/{agent_id}/logout")
         async def logout(agent_id: str, request: Request) -> dict[str, Any]:
             """Log an agent out (end of shift forgotten, STD-103); audited."""
             principal = self._viewer(request, ACT_ROLES)
-            return await self._agent_request(principal, agent_id,
-                                             LogOut(by="supervisor", reason="supervisor"),
-                                             "logout", {})
+            try:
+                return await self.actions.log_out(principal.name, agent_id)
+            except StateError as exc:
+                raise _refused(exc) from None
 
         @router.post("/board/agents/{agent_id}/monitor")
         async def monitor(agent_id: str, body: MonitorRequest,
@@ -557,7 +568,13 @@ class BoardFeature(FeatureBase):
             """Listen, whisper or barge on the agent's call (STD-146); audited."""
             roles = LISTEN_ROLES if body.mode == "listen" else ACT_ROLES
             principal = self._viewer(request, roles)
-            return await self._monitor(principal, agent_id, body)
+            if not PHONE.fullmatch(body.phone):
+                raise HTTPException(400, "phone: a PJSIP endpoint name (letters, digits, . _ -)")
+            try:
+                return await self.actions.monitor(principal.name, agent_id, body.mode,
+                                                  body.phone)
+            except StateError as exc:
+                raise _refused(exc) from None
 
         @router.get("/alarms")
         async def alarms(request: Request, open: bool = True, limit: int = 200,
@@ -642,64 +659,6 @@ class BoardFeature(FeatureBase):
 
     # --- actions -----------------------------------------------------------------------------
 
-    async def _audit(self, principal: Principal, action: str, target: str,
-                     detail: dict[str, Any]) -> None:
-        store = self.service.store
-        assert store is not None
-        at = self.now()
-        await asyncio.to_thread(store.run, repo.audit, principal.name, action, at,
-                                target=target, detail=detail)
-
-    async def _agent_request(self, principal: Principal, agent_id: str, event: Any,
-                             action: str, detail: dict[str, Any]) -> dict[str, Any]:
-        runtime = self.service.runtime
-        assert runtime is not None
-        try:
-            agent = runtime.agent_event(agent_id, event)
-        except StateError as exc:
-            status = 404 if exc.reason == "unknown_agent" else 409
-            raise HTTPException(status, {"reason": exc.reason, "detail": exc.detail}) from None
-        await self._audit(principal, action, f"agent:{agent_id}", detail)
-        return {"agent_id": agent_id, "state": agent.state.value, "reason": agent.reason}
-
-    async def _monitor(self, principal: Principal, agent_id: str,
-                       body: MonitorRequest) -> dict[str, Any]:
-        service = self.service
-        runtime = service.runtime
-        assert runtime is not None
-        if not PHONE.fullmatch(body.phone):
-            raise HTTPException(400, "phone: a PJSIP endpoint name (letters, digits, . _ -)")
-        agent = runtime.agents.get(agent_id)
-        member = service.roster.by_id(agent_id)
-        if agent is None or member is None:
-            raise HTTPException(404, {"reason": "unknown_agent", "detail": agent_id})
-        if agent.state not in (AgentState.ON_CALL, AgentState.ON_HOLD) or not agent.call_id:
-            raise HTTPException(409, {"reason": "not_on_call",
-                                      "detail": f"agent {agent_id} is {agent.state.value}"})
-        call = runtime.calls.get(agent.call_id)
-        offer = call.answered_offer if call is not None else None
-        # the agent's leg by name when known, else every channel of their endpoint
-        target = offer.channel if offer is not None and offer.channel \
-            else f"PJSIP/{member.endpoint}-"
-        phone = body.phone if body.phone.startswith("PJSIP/") else f"PJSIP/{body.phone}"
-        options = CHANSPY_OPTIONS[body.mode]
-        fields = {"Channel": phone, "Application": "ChanSpy", "Data": f"{target},{options}",
-                  "CallerID": f'"{body.mode} {agent_id}" <{agent_id}>', "Async": "true",
-                  "Timeout": "30000"}
-        detail = {"mode": body.mode, "phone": phone, "channel": target, "options": options,
-                  "call_id": agent.call_id}
-        ami = service.ami
-        try:
-            if ami is None:
-                raise CallflowError("AMI is not connected")
-            reply = await ami.action("Originate", **fields)
-        except CallflowError as exc:
-            await self._audit(principal, f"monitor_{body.mode}_failed", f"agent:{agent_id}",
-                              {**detail, "error": str(exc)})
-            raise HTTPException(502, {"reason": "originate_failed", "detail": str(exc)}) from None
-        await self._audit(principal, f"monitor_{body.mode}", f"agent:{agent_id}", detail)
-        return {**detail, "response": reply.get("Message", "")}
-
     async def _ack(self, principal: Principal, *, key: str | None = None,
                    alarm_id: int | None = None) -> dict[str, Any]:
         entry = self.alarms.get(key) if key is not None else None
@@ -768,6 +727,11 @@ def _queue_figures(view: dict[str, Any]) -> supervision.QueueFigures:
         average_ring_target=targets["average_ring"],
         intervals=tuple(supervision.IntervalRing(point["t"], point.get("ring"))
                         for point in view["series"]))
+
+
+def _refused(exc: StateError) -> HTTPException:
+    return HTTPException(REFUSAL_STATUS.get(exc.reason, 409),
+                         {"reason": exc.reason, "detail": exc.detail})
 
 
 def _parse_instant(raw: str) -> datetime:
