@@ -71,12 +71,13 @@ from callflow.api.auth import Principal
 from callflow.api.privacy import masked, may_see_numbers
 from callflow.board import reports
 from callflow.board.actions import SupervisorActions
-from callflow.board.live import AlarmBook, AlarmEntry, LiveDay, alarm_key
+from callflow.board.alarms import AlarmKeyError, BoardAlarms
+from callflow.board.live import LiveDay
 from callflow.board.metrics import MetricsSnapshot, metrics_router
 from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.board.reporting import Reporting
 from callflow.dialplan.agi import AgiSession
-from callflow.engine import kpi, supervision
+from callflow.engine import kpi
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
 from callflow.store import repo
@@ -137,20 +138,18 @@ class BoardFeature(FeatureBase):
         self.options = options or BoardOptions()
         self._service: Service | None = None
         self.live: LiveDay | None = None
-        self.alarms = AlarmBook()
+        self._alarms: BoardAlarms | None = None
         self.queue_log: QueueLog | None = None
         self.queue_log_file: QueueLogFile | None = None
         self.queue_views: dict[str, dict[str, Any]] = {}
         self.agent_views: dict[str, dict[str, Any]] = {}
         self.callbacks: dict[str, int] = {}
-        self._memory = supervision.SupervisionMemory()
         self._flush_handle: asyncio.TimerHandle | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
         self._callbacks_due = 0.0
         self._reporting: Reporting | None = None
         self._actions: SupervisorActions | None = None
-        self._started_at = 0.0
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -159,6 +158,12 @@ class BoardFeature(FeatureBase):
         if self._reporting is None:
             raise CallflowError("the board feature is not started")
         return self._reporting
+
+    @property
+    def alarms(self) -> BoardAlarms:
+        if self._alarms is None:
+            raise CallflowError("the board feature is not started")
+        return self._alarms
 
     @property
     def actions(self) -> SupervisorActions:
@@ -186,17 +191,16 @@ class BoardFeature(FeatureBase):
         self._service = service
         assert service.runtime is not None and service.store is not None
         loop = asyncio.get_running_loop()
-        self._started_at = loop.time()
+        alarms = self._alarms = BoardAlarms(service, self.options.ami_grace_s,
+                                            started_at=loop.time())
         state_dir = service.settings.state_dir
         roster = {a.agent_id: a for a in service.roster.agents}
         self.queue_log = QueueLog(
             lambda agent_id: roster[agent_id].queues if agent_id in roster else ("main",))
         self.queue_log_file = QueueLogFile(self.options.queue_log_path or state_dir / "queue_log")
         now = self.now()
-        self.live, open_alarms = await asyncio.to_thread(self._load_day, now)
-        for row in open_alarms:
-            self.alarms.add(AlarmEntry(alarm_key(row.kind, row.raised_at), row.kind, row.std,
-                                       dict(row.detail or {}), row.raised_at, row.id))
+        self.live = await asyncio.to_thread(self._load_day, now)
+        await alarms.load_open()
         self.callbacks = await asyncio.to_thread(service.store.read, repo.open_callbacks_by_queue)
         self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
         self._actions = SupervisorActions(service)
@@ -206,7 +210,7 @@ class BoardFeature(FeatureBase):
         service.runtime.extend_snapshot("board", self._snapshot_part)
         self._ticker = asyncio.create_task(self._tick_forever(), name="board-tick")
         log.info("board: %d calls and %d open alarms today so far", len(self.live.calls),
-                 len(self.alarms))
+                 len(alarms.book))
 
     async def stop(self) -> None:
         if self._ticker is not None:
@@ -236,7 +240,7 @@ class BoardFeature(FeatureBase):
             names.update(self.live.queues)
         return sorted(names)
 
-    def _load_day(self, now: datetime) -> tuple[LiveDay, list[Any]]:
+    def _load_day(self, now: datetime) -> LiveDay:
         """Today so far from the store, and the views of every queue and agent (a thread)."""
         service = self.service
         period = kpi.day_period(kpi.local_day(now, self.zone), self.zone)
@@ -247,8 +251,7 @@ class BoardFeature(FeatureBase):
         self.queue_views = {q: live.queue_view(q, now) for q in sorted(live.queues)}
         self.agent_views = {a.agent_id: live.agent_view(a.agent_id, now)
                             for a in service.roster.agents}
-        open_alarms = service.store.read(repo.open_alarms)
-        return live, open_alarms
+        return live
 
     # --- what the core publishes ------------------------------------------------------------
 
@@ -264,10 +267,7 @@ class BoardFeature(FeatureBase):
             if payload.get("kind") == "agent_hung_up_first":
                 live.on_release_violation(payload, self.now())
                 self._schedule_flush()
-            entry = self.alarms.from_publish(payload)
-            if entry is not None:
-                self.service.hub.publish("alarms", {"type": "alarm_open",
-                                                    "alarm": entry.payload()})
+            self.alarms.observe(topic, payload)
             return
         if topic != "board":
             return
@@ -302,8 +302,7 @@ class BoardFeature(FeatureBase):
                 for view in views:
                     self.queue_views[view["queue"]] = view
                 self.service.hub.publish("board", {"type": "queue_kpis", "queues": views})
-                for view in views:
-                    self._check_queue(view)
+                self.alarms.check_queues(views)
             if agents:
                 agent_views = [live.agent_view(a, now) for a in sorted(agents)]
                 for view in agent_views:
@@ -311,39 +310,6 @@ class BoardFeature(FeatureBase):
                 self.service.hub.publish("board", {"type": "agent_kpis", "agents": agent_views})
         except Exception:
             log.exception("board: KPI update failed")
-
-    # --- alarms raised here -------------------------------------------------------------------
-
-    def _raise(self, verdict: supervision.Verdict) -> None:
-        """Keep the rules' new memory and raise their alarms through the runtime (so they
-        are stored and published like the core's own)."""
-        self._memory = verdict.memory
-        runtime = self.service.runtime
-        assert runtime is not None
-        for alarm in verdict.alarms:
-            runtime.execute([alarm])
-
-    def _check_queue(self, view: dict[str, Any]) -> None:
-        self._raise(supervision.check_queue(_queue_figures(view), self._memory))
-
-    def _check_long_waits(self, now_epoch: float) -> None:
-        """STD-043: a caller waiting for an agent past the maximum wait."""
-        runtime = self.service.runtime
-        assert runtime is not None
-        self._raise(supervision.check_long_waits(
-            runtime.live_calls(), now_epoch, self.service.policy.hold.max_wait_s,
-            self._memory))
-
-    def _check_ami(self, loop_time: float) -> None:
-        service = self.service
-        ami = service.ami
-        verdict = supervision.check_ami_link(
-            bool(ami is not None and ami.up), loop_time - self._started_at,
-            self.options.ami_grace_s, service.settings.bind_host, service.settings.ports.ami,
-            self._memory)
-        if verdict.ami_link is not None:
-            service.hub.publish("board", {"type": "ami_link", "up": verdict.ami_link})
-        self._raise(verdict)
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -358,8 +324,8 @@ class BoardFeature(FeatureBase):
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         now = self.now()
-        self._check_ami(loop.time())
-        self._check_long_waits(now.timestamp())
+        self.alarms.check_ami_link(loop.time())
+        self.alarms.check_long_waits(now.timestamp())
         live = self.live
         if live is not None and now >= live.period.end:
             self._new_day(now)
@@ -388,7 +354,7 @@ class BoardFeature(FeatureBase):
                                                           None, last.reason,
                                                           last.call_uniqueid))
         self.live = live
-        self._memory = supervision.new_day(self._memory)
+        self.alarms.new_day()
         self.queue_views = {q: live.queue_view(q, now) for q in sorted(live.queues)}
         self.agent_views = {a.agent_id: live.agent_view(a.agent_id, now)
                             for a in self.service.roster.agents}
@@ -414,7 +380,7 @@ class BoardFeature(FeatureBase):
         if may_see("board"):
             out.update(self.board_state())
         if may_see("alarms"):
-            out["alarms"] = [e.payload() for e in self.alarms.open()]
+            out["alarms"] = [e.payload() for e in self.alarms.book.open()]
         return out
 
     def board_state(self) -> dict[str, Any]:
@@ -481,7 +447,7 @@ class BoardFeature(FeatureBase):
             snap.ami_last_lag_s = float(stats.get("last_lag", 0.0))
             snap.ami_max_lag_s = float(stats.get("max_lag", 0.0))
             snap.ami_reconnects = float(stats.get("reconnects", 0.0))
-        snap.alarms_open = len(self.alarms)
+        snap.alarms_open = len(self.alarms.book)
         writer = service.writer
         if writer is not None:
             snap.pending_writes = writer.stats.pending
@@ -584,26 +550,27 @@ class BoardFeature(FeatureBase):
             if not 1 <= limit <= 1000:
                 raise HTTPException(400, "limit must be 1..1000")
             since_at = _parse_instant(since) if since else None
-            store = self.service.store
-            rows = await asyncio.to_thread(store.read, repo.recent_alarms, since=since_at,
-                                           open_only=open, limit=limit)
-            items = [{"id": r.id, "key": alarm_key(r.kind, r.raised_at), "kind": r.kind,
-                      "std": r.std, "detail": r.detail, "raised_at": r.raised_at.isoformat(),
-                      "acknowledged_at": r.acknowledged_at.isoformat()
-                      if r.acknowledged_at else None, "acknowledged_by": r.acknowledged_by}
-                     for r in rows]
+            items = await self.alarms.recent(since_at, open, limit)
             return {"alarms": items if may_see_numbers(principal) else masked(items)}
 
         @router.post("/alarms/ack")
         async def ack_by_key(body: AckRequest, request: Request) -> dict[str, Any]:
             """Acknowledge an alarm by the key the board shows (audited)."""
             principal = self._viewer(request, ACT_ROLES)
-            return await self._ack(principal, key=body.key)
+            try:
+                return await self.alarms.acknowledge(principal.name, key=body.key)
+            except AlarmKeyError as exc:
+                raise HTTPException(400, str(exc)) from None
+            except StateError as exc:
+                raise _refused(exc) from None
 
         @router.post("/alarms/{alarm_id}/ack")
         async def ack_by_id(alarm_id: int, request: Request) -> dict[str, Any]:
             principal = self._viewer(request, ACT_ROLES)
-            return await self._ack(principal, alarm_id=alarm_id)
+            try:
+                return await self.alarms.acknowledge(principal.name, alarm_id=alarm_id)
+            except StateError as exc:
+                raise _refused(exc) from None
 
         @router.get("/kpi")
         async def kpis(request: Request, date_from: str | None = None,
@@ -656,77 +623,6 @@ class BoardFeature(FeatureBase):
                 "Content-Disposition": f'attachment; filename="{reports.file_name(built, "csv")}"'})
 
         return router
-
-    # --- actions -----------------------------------------------------------------------------
-
-    async def _ack(self, principal: Principal, *, key: str | None = None,
-                   alarm_id: int | None = None) -> dict[str, Any]:
-        entry = self.alarms.get(key) if key is not None else None
-        kind = raised = None
-        if key is not None:
-            kind, _, iso = key.partition("@")
-            try:
-                raised = datetime.fromisoformat(iso)
-            except ValueError:
-                raise HTTPException(400, "bad alarm key: kind@ISO-time") from None
-            if raised.tzinfo is None:
-                raise HTTPException(400, "bad alarm key: the time needs its zone")
-            if entry is not None and entry.id is not None:
-                alarm_id = entry.id
-        now = self.now()
-        try:
-            row = await asyncio.to_thread(self._ack_in_store, principal.name, now, alarm_id,
-                                          kind, raised, entry is not None)
-        except StateError as exc:
-            raise HTTPException(404, {"reason": exc.reason, "detail": exc.detail}) from None
-        the_key = alarm_key(row["kind"], row["raised_at"])
-        self.alarms.remove(the_key)
-        at = row["acknowledged_at"]
-        message = {"type": "alarm_ack", "key": the_key, "id": row["id"],
-                   "by": row["acknowledged_by"], "at": at.timestamp()}
-        self.service.hub.publish("alarms", message)
-        return {**message, "kind": row["kind"], "at": at.isoformat()}
-
-    def _ack_in_store(self, by: str, now: datetime, alarm_id: int | None, kind: str | None,
-                      raised: datetime | None, raised_here: bool) -> dict[str, Any]:
-        """Find the alarm, acknowledge it and audit it, in one transaction (a worker thread).
-
-        An alarm this process raised may still be in the store writer's queue: only then
-        is the writer waited for (an unknown key must not wait behind a busy writer)."""
-        service = self.service
-        store = service.store
-        assert store is not None
-        if alarm_id is None:
-            assert kind is not None and raised is not None
-            found = store.read(repo.find_alarm, kind, raised)
-            if found is None and raised_here and service.writer is not None:
-                service.writer.flush(5.0)
-                found = store.read(repo.find_alarm, kind, raised)
-            if found is None:
-                raise StateError("not_found", f"no alarm {kind} raised at {raised}")
-            alarm_id = found.id
-        with store.session() as s:
-            alarm = repo.ack_alarm(s, alarm_id, by, now)
-            # a second acknowledgement keeps the first one's name and time; both are audited
-            repo.audit(s, by, "ack_alarm", now, target=f"alarm:{alarm.id}",
-                       detail={"kind": alarm.kind, "std": alarm.std,
-                               "already_acknowledged": alarm.acknowledged_at != now})
-            assert alarm.acknowledged_at is not None
-            return {"id": alarm.id, "kind": alarm.kind, "raised_at": alarm.raised_at,
-                    "acknowledged_at": alarm.acknowledged_at,
-                    "acknowledged_by": alarm.acknowledged_by}
-
-
-def _queue_figures(view: dict[str, Any]) -> supervision.QueueFigures:
-    """What the queue alarm rules read of a queue view (``LiveDay.queue_view``)."""
-    k = view["kpi"]
-    targets = view["targets"]
-    return supervision.QueueFigures(
-        view["queue"], service_level=k.get("service_level"), decided=k.get("decided"),
-        service_level_target_pct=targets["service_level_pct"],
-        average_ring_target=targets["average_ring"],
-        intervals=tuple(supervision.IntervalRing(point["t"], point.get("ring"))
-                        for point in view["series"]))
 
 
 def _refused(exc: StateError) -> HTTPException:
