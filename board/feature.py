@@ -65,23 +65,19 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 
-from callflow.agents.events import AgentState
 from callflow.api.accounts import require
 from callflow.api.auth import Principal
 from callflow.api.privacy import masked, may_see_numbers
-from callflow.board import reports
+from callflow.board import metrics, reports
 from callflow.board.actions import SupervisorActions
 from callflow.board.alarms import AlarmKeyError, BoardAlarms
-from callflow.board.live import LiveDay
-from callflow.board.metrics import MetricsSnapshot, metrics_router
+from callflow.board.live_view import LiveView
+from callflow.board.metrics import metrics_router
 from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.board.reporting import Reporting
 from callflow.dialplan.agi import AgiSession
-from callflow.engine import kpi
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
-from callflow.store import repo
-from callflow.store.kpi_facts import load_facts
 
 if TYPE_CHECKING:
     from callflow.service import Service
@@ -137,17 +133,12 @@ class BoardFeature(FeatureBase):
     def __init__(self, options: BoardOptions | None = None) -> None:
         self.options = options or BoardOptions()
         self._service: Service | None = None
-        self.live: LiveDay | None = None
+        self._live_view: LiveView | None = None
         self._alarms: BoardAlarms | None = None
         self.queue_log: QueueLog | None = None
         self.queue_log_file: QueueLogFile | None = None
-        self.queue_views: dict[str, dict[str, Any]] = {}
-        self.agent_views: dict[str, dict[str, Any]] = {}
-        self.callbacks: dict[str, int] = {}
-        self._flush_handle: asyncio.TimerHandle | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._callbacks_due = 0.0
         self._reporting: Reporting | None = None
         self._actions: SupervisorActions | None = None
 
@@ -158,6 +149,12 @@ class BoardFeature(FeatureBase):
         if self._reporting is None:
             raise CallflowError("the board feature is not started")
         return self._reporting
+
+    @property
+    def live_view(self) -> LiveView:
+        if self._live_view is None:
+            raise CallflowError("the board feature is not started")
+        return self._live_view
 
     @property
     def alarms(self) -> BoardAlarms:
@@ -198,18 +195,20 @@ class BoardFeature(FeatureBase):
         self.queue_log = QueueLog(
             lambda agent_id: roster[agent_id].queues if agent_id in roster else ("main",))
         self.queue_log_file = QueueLogFile(self.options.queue_log_path or state_dir / "queue_log")
-        now = self.now()
-        self.live = await asyncio.to_thread(self._load_day, now)
+        live_view = self._live_view = LiveView(
+            service, alarms.book, flush_delay_s=self.options.flush_delay_s,
+            callbacks_refresh_s=self.options.callbacks_refresh_s,
+            on_queue_views=alarms.check_queues)
+        await live_view.load()
         await alarms.load_open()
-        self.callbacks = await asyncio.to_thread(service.store.read, repo.open_callbacks_by_queue)
-        self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
         self._actions = SupervisorActions(service)
         self._reporting = Reporting(service, self.options.report_dir,
                                     self.options.schedule_reports)
         service.runtime.on_publish(self._observe)
-        service.runtime.extend_snapshot("board", self._snapshot_part)
+        service.runtime.extend_snapshot("board", live_view.snapshot_part)
         self._ticker = asyncio.create_task(self._tick_forever(), name="board-tick")
-        log.info("board: %d calls and %d open alarms today so far", len(self.live.calls),
+        assert live_view.day is not None
+        log.info("board: %d calls and %d open alarms today so far", len(live_view.day.calls),
                  len(alarms.book))
 
     async def stop(self) -> None:
@@ -217,8 +216,8 @@ class BoardFeature(FeatureBase):
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+        if self._live_view is not None:
+            self._live_view.stop()
         for task in list(self._background):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
@@ -226,32 +225,11 @@ class BoardFeature(FeatureBase):
             self.queue_log_file.close()
 
     def routers(self) -> list[APIRouter]:
-        return [self._board_router(), self._api_router(), metrics_router(self.metrics)]
+        return [self._board_router(), self._api_router(), metrics_router(
+            lambda: metrics.gather(self.service, self.live_view, len(self.alarms.book)))]
 
     def agi_routes(self) -> dict[str, Callable[[AgiSession], Any]]:
         return {}
-
-    def _queue_names(self) -> list[str]:
-        service = self.service
-        names = {"main", *service.policy.queues}
-        for agent in service.roster.agents:
-            names.update(agent.queues)
-        if self.live is not None:
-            names.update(self.live.queues)
-        return sorted(names)
-
-    def _load_day(self, now: datetime) -> LiveDay:
-        """Today so far from the store, and the views of every queue and agent (a thread)."""
-        service = self.service
-        period = kpi.day_period(kpi.local_day(now, self.zone), self.zone)
-        facts, spans = load_facts(service.store, period)
-        live = LiveDay(kpi.rules_by_queue(service.policy), period, self._queue_names())
-        live.load(facts, spans, now)
-        live.take_dirty()
-        self.queue_views = {q: live.queue_view(q, now) for q in sorted(live.queues)}
-        self.agent_views = {a.agent_id: live.agent_view(a.agent_id, now)
-                            for a in service.roster.agents}
-        return live
 
     # --- what the core publishes ------------------------------------------------------------
 
@@ -259,57 +237,8 @@ class BoardFeature(FeatureBase):
         """Every publish of the core (Runtime.on_publish), on the loop, in order."""
         if self.queue_log is not None and self.queue_log_file is not None:
             self.queue_log_file.write(self.queue_log.observe(topic, payload))
-        live = self.live
-        if live is None:
-            return
-        kind = payload.get("type")
-        if topic == "alarms" and kind == "alarm":
-            if payload.get("kind") == "agent_hung_up_first":
-                live.on_release_violation(payload, self.now())
-                self._schedule_flush()
-            self.alarms.observe(topic, payload)
-            return
-        if topic != "board":
-            return
-        if kind == "call" and isinstance(payload.get("call"), dict):
-            live.on_call(payload["call"], self.now())
-            self._schedule_flush()
-        elif kind == "agent_state":
-            live.on_agent(payload)
-            self._schedule_flush()
-        elif kind == "hold_ended":
-            live.on_hold(payload, self.now())
-            self._schedule_flush()
-        elif kind == "task":
-            self._callbacks_due = 0.0  # refresh the pending callbacks at the next tick
-
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(self.options.flush_delay_s, self._flush)
-
-    def _flush(self) -> None:
-        """Recompute what changed and push it: one message for queues, one for agents."""
-        self._flush_handle = None
-        live = self.live
-        if live is None:
-            return
-        try:
-            queues, agents = live.take_dirty()
-            now = self.now()
-            if queues:
-                views = [live.queue_view(q, now) for q in sorted(queues)]
-                for view in views:
-                    self.queue_views[view["queue"]] = view
-                self.service.hub.publish("board", {"type": "queue_kpis", "queues": views})
-                self.alarms.check_queues(views)
-            if agents:
-                agent_views = [live.agent_view(a, now) for a in sorted(agents)]
-                for view in agent_views:
-                    self.agent_views[view["agent_id"]] = view
-                self.service.hub.publish("board", {"type": "agent_kpis", "agents": agent_views})
-        except Exception:
-            log.exception("board: KPI update failed")
+        self.live_view.observe(topic, payload)
+        self.alarms.observe(topic, payload)
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -326,12 +255,10 @@ class BoardFeature(FeatureBase):
         now = self.now()
         self.alarms.check_ami_link(loop.time())
         self.alarms.check_long_waits(now.timestamp())
-        live = self.live
-        if live is not None and now >= live.period.end:
-            self._new_day(now)
-        if loop.time() >= self._callbacks_due:
-            self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
-            self._spawn(self._refresh_callbacks())
+        if self.live_view.roll_over(now):
+            self.alarms.new_day()
+        if self.live_view.callbacks_due(loop.time()):
+            self._spawn(self.live_view.refresh_callbacks())
         day_done = self.reporting.due(now)
         if day_done is not None:
             self._spawn(self.reporting.write_scheduled(day_done))
@@ -340,122 +267,6 @@ class BoardFeature(FeatureBase):
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    def _new_day(self, now: datetime) -> None:
-        """Midnight (centre time): today's figures start from zero; states carry over."""
-        old = self.live
-        assert old is not None
-        period = kpi.day_period(kpi.local_day(now, self.zone), self.zone)
-        live = LiveDay(old.rules_for, period, self._queue_names())
-        for agent_id, spans in old.spans.items():
-            if spans and spans[-1].ended_at is None:
-                last = spans[-1]
-                live.spans[agent_id].append(kpi.StateSpan(agent_id, last.state, period.start,
-                                                          None, last.reason,
-                                                          last.call_uniqueid))
-        self.live = live
-        self.alarms.new_day()
-        self.queue_views = {q: live.queue_view(q, now) for q in sorted(live.queues)}
-        self.agent_views = {a.agent_id: live.agent_view(a.agent_id, now)
-                            for a in self.service.roster.agents}
-        hub = self.service.hub
-        hub.publish("board", {"type": "queue_kpis", "queues": list(self.queue_views.values()),
-                              "day": period.start.astimezone(self.zone).date().isoformat()})
-        hub.publish("board", {"type": "agent_kpis", "agents": list(self.agent_views.values())})
-        log.info("board: a new day, %s", period.start.astimezone(self.zone).date())
-
-    async def _refresh_callbacks(self) -> None:
-        store = self.service.store
-        assert store is not None
-        counts = await asyncio.to_thread(store.read, repo.open_callbacks_by_queue)
-        if counts != self.callbacks:
-            self.callbacks = counts
-            self.service.hub.publish("board", {"type": "callbacks", "pending": counts})
-
-    # --- views ---------------------------------------------------------------------------------
-
-    def _snapshot_part(self, may_see: Callable[[str], bool]) -> dict[str, Any]:
-        """``state.board`` of every snapshot (Runtime.extend_snapshot), from cached views."""
-        out: dict[str, Any] = {}
-        if may_see("board"):
-            out.update(self.board_state())
-        if may_see("alarms"):
-            out["alarms"] = [e.payload() for e in self.alarms.book.open()]
-        return out
-
-    def board_state(self) -> dict[str, Any]:
-        service = self.service
-        policy = service.policy
-        live = self.live
-        day = live.period.start.astimezone(self.zone).date().isoformat() if live else None
-        return {
-            "day": day, "zone": policy.calendar.timezone, "now": self.now().timestamp(),
-            "queues": [self.queue_views[q] for q in sorted(self.queue_views)],
-            "agent_kpis": list(self.agent_views.values()),
-            "roster": [{"agent_id": a.agent_id, "name": a.name, "queues": list(a.queues)}
-                       for a in service.roster.agents],
-            "callbacks": self.callbacks,
-            "ami_up": bool(service.ami is not None and service.ami.up),
-            "limits": {"max_wait_s": policy.hold.max_wait_s, "hold_limit_s": policy.hold.limit_s,
-                       "acw_limit_s": policy.agents.acw_limit_s,
-                       "ring_limit_s": policy.rings_to_seconds(
-                           policy.answering.ring_limit_rings),
-                       "interval_min": policy.kpi.report_interval_min},
-            "busy_reasons": [{"code": r.code, "en": r.label_en, "zh": r.label_zh}
-                             for r in policy.agents.busy_reasons],
-            "not_ready_reasons": [{"code": r.code, "en": r.label_en, "zh": r.label_zh}
-                                  for r in policy.agents.not_ready_reasons if not r.system],
-        }
-
-    def metrics(self) -> MetricsSnapshot:
-        """Gathered on the loop at scrape time (board/metrics.py)."""
-        service = self.service
-        runtime = service.runtime
-        snap = MetricsSnapshot()
-        now = self.now().timestamp()
-        queues = self._queue_names()
-        for q in queues:
-            snap.waiting[q] = 0
-            snap.connected[q] = 0
-            snap.longest_wait_s[q] = 0.0
-        if runtime is not None:
-            for call in runtime.live_calls():
-                q = call.queue
-                if call.answered_at is None:
-                    snap.waiting[q] = snap.waiting.get(q, 0) + 1
-                    snap.longest_wait_s[q] = max(snap.longest_wait_s.get(q, 0.0),
-                                                 round(now - call.entered_at, 3))
-                else:
-                    snap.connected[q] = snap.connected.get(q, 0) + 1
-            for state in AgentState:
-                snap.agents_by_state[state.value] = 0
-            for agent in runtime.agents.values():
-                snap.agents_by_state[agent.state.value] += 1
-            snap.runtime_errors = runtime.stats.errors
-        rules_for = kpi.rules_by_queue(service.policy)
-        for q, view in self.queue_views.items():
-            k = view["kpi"]
-            snap.service_level[q] = k.get("service_level")
-            snap.service_level_target[q] = rules_for(q).service_level_target_pct / 100
-            snap.asa_s[q] = k.get("asa_s")
-            for name in ("offered", "answered", "abandoned", "short_abandons", "callbacks"):
-                snap.calls_today[(q, name)] = int(k.get(name) or 0)
-        ami = service.ami
-        if ami is not None:
-            stats = ami.stats
-            snap.ami_up = ami.up
-            snap.ami_last_lag_s = float(stats.get("last_lag", 0.0))
-            snap.ami_max_lag_s = float(stats.get("max_lag", 0.0))
-            snap.ami_reconnects = float(stats.get("reconnects", 0.0))
-        snap.alarms_open = len(self.alarms.book)
-        writer = service.writer
-        if writer is not None:
-            snap.pending_writes = writer.stats.pending
-            snap.write_failures = writer.stats.failures
-        hub = service.hub.stats()
-        snap.ws_subscribers = hub["subscribers"]
-        snap.published = hub["published"]
-        return snap
 
     # --- HTTP: the page ---------------------------------------------------------------------
 

@@ -9,8 +9,8 @@ figures are added once to its queue's total and to its interval, and only the
 calls still in progress are recomputed when the board asks. ACW belongs to a
 call but comes after it: each ACW span is added to its call's queue when it ends.
 
-Nothing here does I/O; ``board/feature.py`` loads the day from the store at start and
-publishes what this computes.
+Nothing here does I/O; ``board/live_view.py`` loads the day from the store at start,
+feeds it what the core publishes and pushes what this computes.
 """
 
 from __future__ import annotations
