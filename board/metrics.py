@@ -4,10 +4,8 @@ Gauges are read at scrape time from what the engine already holds (the runtime's
 live calls and agents, the board's day figures, the AMI link), so scraping costs
 one pass over them and nothing is counted twice. Labels are queues and states,
 never agents or numbers: cardinality stays small with 2,000 agents, and a metrics
-store never holds customer data (STD-078).
-
-The endpoint is unauthenticated like ``/healthz`` (Prometheus scrapes it without a
-login); it carries aggregates only.
+store never holds customer data (STD-078). ``routes.py`` serves it, unauthenticated
+like ``/healthz``: aggregates only.
 """
 
 from __future__ import annotations
@@ -17,9 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -180,15 +176,3 @@ def render(gather: Callable[[], MetricsSnapshot]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(gather))
     return generate_latest(registry)
-
-
-def metrics_router(gather: Callable[[], MetricsSnapshot]) -> APIRouter:
-    router = APIRouter(tags=["operations"])
-
-    @router.get("/metrics", include_in_schema=True, response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus text format; gathered on the loop (the runtime lives there)."""
-        return Response(render(gather), media_type=CONTENT_TYPE_LATEST,
-                        headers={"Cache-Control": "no-store"})
-
-    return router
