@@ -63,6 +63,8 @@ def parse_alarm_key(key: str) -> tuple[str, datetime]:
 
 @dataclass
 class AlarmEntry:
+    """One open alarm as the board shows it (``id``: the store row's, once known)."""
+
     key: str
     kind: str
     std: str
