@@ -9,14 +9,14 @@ figures are added once to its queue's total and to its interval, and only the
 calls still in progress are recomputed when the board asks. ACW belongs to a
 call but comes after it: each ACW span is added to its call's queue when it ends.
 
-Nothing here does I/O; ``board/feature.py`` loads the day from the store at start and
-publishes what this computes.
+Nothing here does I/O; ``board/live_view.py`` loads the day from the store at start,
+feeds it what the core publishes and pushes what this computes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -26,10 +26,6 @@ from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, Kpis, OfferFact, Period, StateSpan
 
 log = logging.getLogger(__name__)
-
-#: How many open alarms the board keeps in memory (older ones stay in the store).
-OPEN_ALARMS_KEPT = 500
-
 
 def _time(value: Any) -> datetime | None:
     if value is None:
@@ -341,63 +337,3 @@ class LiveDay:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-# --- alarms --------------------------------------------------------------------------------
-
-
-def alarm_key(kind: str, raised_at: datetime) -> str:
-    """The board's name of an alarm, the same from a live publish and from the store row."""
-    return f"{kind}@{raised_at.astimezone(UTC).isoformat()}"
-
-
-@dataclass
-class AlarmEntry:
-    key: str
-    kind: str
-    std: str
-    detail: dict[str, Any]
-    raised_at: datetime
-    id: int | None = None
-
-    def payload(self) -> dict[str, Any]:
-        return {"key": self.key, "id": self.id, "kind": self.kind, "std": self.std,
-                "detail": self.detail, "raised_at": self.raised_at.timestamp()}
-
-
-class AlarmBook:
-    """The open (unacknowledged) alarms, newest last, bounded."""
-
-    def __init__(self, limit: int = OPEN_ALARMS_KEPT) -> None:
-        self._open: OrderedDict[str, AlarmEntry] = OrderedDict()
-        self._limit = limit
-
-    def add(self, entry: AlarmEntry) -> AlarmEntry:
-        self._open[entry.key] = entry
-        self._open.move_to_end(entry.key)
-        while len(self._open) > self._limit:
-            self._open.popitem(last=False)
-        return entry
-
-    def from_publish(self, payload: dict[str, Any]) -> AlarmEntry | None:
-        """The runtime's ``{"type": "alarm", kind, std, detail, raised_at}``."""
-        raised = payload.get("raised_at")
-        kind = payload.get("kind")
-        if not isinstance(raised, int | float) or not isinstance(kind, str):
-            return None
-        at = datetime.fromtimestamp(raised, UTC)  # exactly as callflow.store.records stores it
-        detail = payload.get("detail") if isinstance(payload.get("detail"), dict) else {}
-        return self.add(AlarmEntry(alarm_key(kind, at), kind, str(payload.get("std") or ""),
-                                   dict(detail or {}), at))
-
-    def get(self, key: str) -> AlarmEntry | None:
-        return self._open.get(key)
-
-    def remove(self, key: str) -> AlarmEntry | None:
-        return self._open.pop(key, None)
-
-    def open(self) -> list[AlarmEntry]:
-        return list(self._open.values())
-
-    def __len__(self) -> int:
-        return len(self._open)

@@ -8,7 +8,8 @@ from zoneinfo import ZoneInfo
 
 from callflow.api.auth import Principal
 from callflow.api.privacy import mask_number, masked, redaction_for
-from callflow.board.live import AlarmBook, LiveDay, alarm_key, fact_from_record
+from callflow.board.alarms import AlarmBook, alarm_key
+from callflow.board.live import LiveDay, fact_from_record
 from callflow.engine import calls, kpi
 from callflow.engine.policy import Policy
 from callflow.runtime.core import call_rules
