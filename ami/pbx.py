@@ -33,7 +33,7 @@ class AmiPbx:
 
     async def send(self, action: PbxAction) -> AmiMessage:
         name, fields = encode(action)
-        return await self.client.action(name, **fields)
+        return await self.client.send(name, fields)
 
     async def query(self, query: PbxQuery) -> list[AmiMessage]:
         result = await self.client.action_list(query_name(query))

@@ -18,11 +18,12 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from callflow.agents.events import AgentState, LogOut, RequestState
+from callflow.engine.effects import Originate
 from callflow.errors import CallflowError, StateError
 from callflow.store import repo
 
 if TYPE_CHECKING:
-    from callflow.service import Service
+    from callflow.feature import FeatureServices
 
 #: ChanSpy options per mode: q quiet (no beep or channel name), E end when the spied-on
 #: channel hangs up, w whisper to the agent only, B barge: talk to both sides.
@@ -32,7 +33,7 @@ CHANSPY_OPTIONS = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
 class SupervisorActions:
     """Force a state, log out, listen / whisper / barge: applied, then audited."""
 
-    def __init__(self, service: Service) -> None:
+    def __init__(self, service: FeatureServices) -> None:
         self._service = service
 
     async def force_state(self, by: str, agent_id: str, state: str,
@@ -66,18 +67,12 @@ class SupervisorActions:
             else f"PJSIP/{member.endpoint}-"
         phone = phone if phone.startswith("PJSIP/") else f"PJSIP/{phone}"
         options = CHANSPY_OPTIONS[mode]
-        # Any: these go to ami.action as keywords, where mypy would match a str to _timeout
-        fields: dict[str, Any] = {
-            "Channel": phone, "Application": "ChanSpy", "Data": f"{target},{options}",
-            "CallerID": f'"{mode} {agent_id}" <{agent_id}>', "Async": "true",
-            "Timeout": "30000"}
+        spy = Originate(phone, application="ChanSpy", data=f"{target},{options}",
+                        caller_id=f'"{mode} {agent_id}" <{agent_id}>', timeout_ms=30000)
         detail = {"mode": mode, "phone": phone, "channel": target, "options": options,
                   "call_id": agent.call_id}
-        ami = service.ami
         try:
-            if ami is None:
-                raise CallflowError("AMI is not connected")
-            reply = await ami.action("Originate", **fields)
+            reply = await runtime.request(spy)
         except CallflowError as exc:
             await self._audit(by, f"monitor_{mode}_failed", f"agent:{agent_id}",
                               {**detail, "error": str(exc)})

@@ -30,11 +30,12 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from callflow.engine import supervision
+from callflow.engine.effects import Alarm, DomainEvent
 from callflow.errors import CallflowError, StateError
 from callflow.store import repo
 
 if TYPE_CHECKING:
-    from callflow.service import Service
+    from callflow.feature import FeatureServices
 
 #: How many open alarms the board keeps in memory (older ones stay in the store).
 OPEN_ALARMS_KEPT = 500
@@ -91,16 +92,11 @@ class AlarmBook:
             self._open.popitem(last=False)
         return entry
 
-    def from_publish(self, payload: dict[str, Any]) -> AlarmEntry | None:
-        """The runtime's ``{"type": "alarm", kind, std, detail, raised_at}``."""
-        raised = payload.get("raised_at")
-        kind = payload.get("kind")
-        if not isinstance(raised, int | float) or not isinstance(kind, str):
-            return None
-        at = datetime.fromtimestamp(raised, UTC)  # exactly as callflow.store.records stores it
-        detail = payload.get("detail") if isinstance(payload.get("detail"), dict) else {}
-        return self.add(AlarmEntry(alarm_key(kind, at), kind, str(payload.get("std") or ""),
-                                   dict(detail or {}), at))
+    def from_alarm(self, alarm: Alarm) -> AlarmEntry:
+        """An alarm the runtime carried out (its ``raised_at`` stamped)."""
+        at = datetime.fromtimestamp(alarm.raised_at, UTC)  # as callflow.store.records stores it
+        return self.add(AlarmEntry(alarm_key(alarm.kind, at), alarm.kind, alarm.std,
+                                   dict(alarm.detail), at))
 
     def get(self, key: str) -> AlarmEntry | None:
         return self._open.get(key)
@@ -118,7 +114,7 @@ class AlarmBook:
 class BoardAlarms:
     """The open alarm book; the supervision rules fed and their alarms raised; acks."""
 
-    def __init__(self, service: Service, ami_grace_s: float, started_at: float) -> None:
+    def __init__(self, service: FeatureServices, ami_grace_s: float, started_at: float) -> None:
         """``started_at``: the loop's time at the start (the AMI link's grace runs from it)."""
         self._service = service
         self._ami_grace_s = ami_grace_s
@@ -134,12 +130,10 @@ class BoardAlarms:
             self.book.add(AlarmEntry(alarm_key(row.kind, row.raised_at), row.kind, row.std,
                                      dict(row.detail or {}), row.raised_at, row.id))
 
-    def observe(self, topic: str, payload: dict[str, Any]) -> None:
-        """An ``alarm`` the runtime published: into the book, and ``alarm_open`` out."""
-        if topic != "alarms" or payload.get("type") != "alarm":
-            return
-        entry = self.book.from_publish(payload)
-        if entry is not None:
+    def observe(self, event: DomainEvent) -> None:
+        """An alarm the runtime raised: into the book, and ``alarm_open`` out."""
+        if isinstance(event, Alarm):
+            entry = self.book.from_alarm(event)
             self._service.hub.publish("alarms", {"type": "alarm_open",
                                                  "alarm": entry.payload()})
 
@@ -161,9 +155,8 @@ class BoardAlarms:
     def check_ami_link(self, loop_time: float) -> None:
         """The AMI link down (once per outage); the board is told the link's changes."""
         service = self._service
-        ami = service.ami
         verdict = supervision.check_ami_link(
-            bool(ami is not None and ami.up), loop_time - self._started_at,
+            service.runtime.pbx_up, loop_time - self._started_at,
             self._ami_grace_s, service.settings.bind_host, service.settings.ports.ami,
             self.memory)
         if verdict.ami_link is not None:

@@ -40,11 +40,12 @@ from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.board.reporting import Reporting
 from callflow.board.routes import board_routers
 from callflow.dialplan.agi import AgiSession
+from callflow.engine.effects import DomainEvent
 from callflow.errors import CallflowError
 from callflow.feature import FeatureBase
 
 if TYPE_CHECKING:
-    from callflow.service import Service
+    from callflow.feature import FeatureServices
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class BoardFeature(FeatureBase):
 
     def __init__(self, options: BoardOptions | None = None) -> None:
         self.options = options or BoardOptions()
-        self._service: Service | None = None
+        self._service: FeatureServices | None = None
         self._live_view: LiveView | None = None
         self._alarms: BoardAlarms | None = None
         self._actions: SupervisorActions | None = None
@@ -117,7 +118,7 @@ class BoardFeature(FeatureBase):
 
     # --- life cycle ----------------------------------------------------------------------
 
-    async def start(self, service: Service) -> None:
+    async def start(self, service: FeatureServices) -> None:
         self._service = service
         assert service.runtime is not None and service.store is not None
         options = self.options
@@ -136,7 +137,7 @@ class BoardFeature(FeatureBase):
         await alarms.load_open()
         self._actions = SupervisorActions(service)
         self._reporting = Reporting(service, options.report_dir, options.schedule_reports)
-        service.runtime.on_publish(self._observe)
+        service.runtime.on_event(self._observe)
         service.runtime.extend_snapshot("board", live_view.snapshot_part)
         self._ticker = asyncio.create_task(self._tick_forever(), name="board-tick")
         assert live_view.day is not None
@@ -162,12 +163,12 @@ class BoardFeature(FeatureBase):
     def agi_routes(self) -> dict[str, Callable[[AgiSession], Any]]:
         return {}
 
-    def _observe(self, topic: str, payload: dict[str, Any]) -> None:
-        """Every publish of the core (Runtime.on_publish), on the loop, in order."""
+    def _observe(self, event: DomainEvent) -> None:
+        """Every fact of the core (Runtime.on_event), on the loop, in order."""
         if self.queue_log is not None and self.queue_log_file is not None:
-            self.queue_log_file.write(self.queue_log.observe(topic, payload))
-        self.live_view.observe(topic, payload)
-        self.alarms.observe(topic, payload)
+            self.queue_log_file.write(self.queue_log.observe(event, self.runtime.epoch_of))
+        self.live_view.observe(event)
+        self.alarms.observe(event)
 
     # --- housekeeping ----------------------------------------------------------------------
 

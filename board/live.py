@@ -19,7 +19,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from callflow.engine import kpi
@@ -115,16 +115,9 @@ class LiveDay:
         self._note_waiting(fact.queue, as_of)
         return fact
 
-    def on_agent(self, payload: dict[str, Any]) -> StateSpan | None:
-        """A published agent state; returns the span it closed (if any)."""
-        agent_id = str(payload.get("agent_id", ""))
-        since = payload.get("since_epoch")
-        state = str(payload.get("state", ""))
-        if not agent_id or not state or not isinstance(since, int | float):
-            return None
-        at = datetime.fromtimestamp(since, UTC)
-        reason = payload.get("reason") or None
-        call_id = payload.get("call_id") or None
+    def on_agent(self, agent_id: str, state: str, at: datetime, reason: str | None,
+                 call_id: str | None) -> StateSpan | None:
+        """An agent's state since ``at``; returns the span it closed (if any)."""
         spans = self.spans[agent_id]
         last = spans[-1] if spans else None
         if last is not None and last.ended_at is None and last.state == state \
@@ -140,24 +133,19 @@ class LiveDay:
         self.dirty_agents.add(agent_id)
         return closed
 
-    def on_hold(self, payload: dict[str, Any], as_of: datetime) -> None:
-        """A finished hold episode (engine/hold.py ``hold_ended``): talk time excludes it and
-        its length is judged (STD-040). Its start is not in the message, so it is placed to
-        end now, which is when the message is published."""
-        call = self.calls.get(str(payload.get("call_id")))
-        hold_s = payload.get("hold_s")
-        if call is None or not isinstance(hold_s, int | float):
-            return
-        if int(payload.get("episode") or 0) <= len(call.holds):
-            return  # known already (loaded from the store, or a repeat)
-        hold = kpi.HoldFact(as_of - timedelta(seconds=hold_s), as_of,
-                            payload.get("agent_id") or None)
+    def on_hold(self, call_id: str, episode: int, started_at: datetime, ended_at: datetime,
+                agent_id: str | None, as_of: datetime) -> None:
+        """A finished hold episode (engine/hold.py): talk time excludes it and its length
+        is judged (STD-040)."""
+        call = self.calls.get(call_id)
+        if call is None or episode <= len(call.holds):
+            return  # not today's, or known already (loaded from the store, or a repeat)
+        hold = kpi.HoldFact(started_at, ended_at, agent_id)
         self._replace(call, replace(call, holds=(*call.holds, hold)), as_of)
 
-    def on_release_violation(self, alarm: dict[str, Any], as_of: datetime) -> None:
+    def on_release_violation(self, call_id: str, as_of: datetime) -> None:
         """The ``agent_hung_up_first`` alarm (STD-110): count it against the call."""
-        detail = alarm.get("detail") if isinstance(alarm.get("detail"), dict) else {}
-        call = self.calls.get(str((detail or {}).get("call_id")))
+        call = self.calls.get(call_id)
         if call is not None and call.release_compliant is not False:
             self._replace(call, replace(call, release_compliant=False), as_of)
 

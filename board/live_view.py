@@ -31,18 +31,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
+from callflow.agents.changes import AgentChanged
 from callflow.board.alarms import AlarmBook
 from callflow.board.live import LiveDay
 from callflow.engine import kpi
+from callflow.engine.calls import CallChanged, TaskRequested, call_record
+from callflow.engine.effects import Alarm, DomainEvent
+from callflow.engine.hold import HoldChanged
+from callflow.engine.outbound import TaskChanged
 from callflow.store import repo
 from callflow.store.kpi_facts import load_facts
 
 if TYPE_CHECKING:
-    from callflow.service import Service
+    from callflow.feature import FeatureServices
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +57,7 @@ View = dict[str, Any]
 class LiveView:
     """Today's LiveDay fed from the core's publishes; its views cached and pushed."""
 
-    def __init__(self, service: Service, alarms: AlarmBook, *, flush_delay_s: float,
+    def __init__(self, service: FeatureServices, alarms: AlarmBook, *, flush_delay_s: float,
                  callbacks_refresh_s: float,
                  on_queue_views: Callable[[list[View]], None]) -> None:
         """``alarms``: the open alarms the snapshot shows; ``on_queue_views``: called with
@@ -107,30 +112,40 @@ class LiveView:
 
     # --- what the core publishes ------------------------------------------------------------
 
-    def observe(self, topic: str, payload: dict[str, Any]) -> None:
-        """A publish of the core: call records, agent states, holds, release violations."""
+    def observe(self, event: DomainEvent) -> None:
+        """A fact of the core: call records, agent states, holds, release violations, tasks.
+
+        Calls are counted from their record (``call_record``), the same shape the batch
+        KPIs read from the store, so the live figures and the reports agree."""
         day = self.day
         if day is None:
             return
-        kind = payload.get("type")
-        if topic == "alarms" and kind == "alarm":
-            if payload.get("kind") == "agent_hung_up_first":
-                day.on_release_violation(payload, self._now())
+        if isinstance(event, Alarm):
+            if event.kind == "agent_hung_up_first":
+                day.on_release_violation(str(event.detail.get("call_id")), self._now())
                 self._schedule_flush()
-            return
-        if topic != "board":
-            return
-        if kind == "call" and isinstance(payload.get("call"), dict):
-            day.on_call(payload["call"], self._now())
+        elif isinstance(event, CallChanged):
+            day.on_call(call_record(event.call, event.rules), self._now())
             self._schedule_flush()
-        elif kind == "agent_state":
-            day.on_agent(payload)
+        elif isinstance(event, AgentChanged):
+            agent = event.agent
+            day.on_agent(agent.agent_id, agent.state.value, self._at(agent.since),
+                         agent.reason or None, agent.call_id or None)
             self._schedule_flush()
-        elif kind == "hold_ended":
-            day.on_hold(payload, self._now())
-            self._schedule_flush()
-        elif kind == "task":
+        elif isinstance(event, HoldChanged) and event.kind == "hold_ended":
+            episode = event.holds.episodes[event.episode - 1]
+            ended = episode.ended_wall
+            if ended is not None:
+                day.on_hold(event.holds.call_id, event.episode,
+                            datetime.fromtimestamp(episode.started_wall, UTC),
+                            datetime.fromtimestamp(ended, UTC), event.holds.agent_id,
+                            self._now())
+                self._schedule_flush()
+        elif isinstance(event, TaskRequested | TaskChanged):
             self._callbacks_due = 0.0  # refresh the pending callbacks at the next tick
+
+    def _at(self, monotonic: float) -> datetime:
+        return datetime.fromtimestamp(self._service.runtime.epoch_of(monotonic), UTC)
 
     def _schedule_flush(self) -> None:
         if self._flush_handle is None:
@@ -233,7 +248,7 @@ class LiveView:
             "roster": [{"agent_id": a.agent_id, "name": a.name, "queues": list(a.queues)}
                        for a in service.roster.agents],
             "callbacks": self.callbacks,
-            "ami_up": bool(service.ami is not None and service.ami.up),
+            "ami_up": service.runtime.pbx_up,
             "limits": {"max_wait_s": policy.hold.max_wait_s, "hold_limit_s": policy.hold.limit_s,
                        "acw_limit_s": policy.agents.acw_limit_s,
                        "ring_limit_s": policy.rings_to_seconds(

@@ -24,7 +24,7 @@ from callflow.engine import kpi
 
 if TYPE_CHECKING:
     from callflow.board.live_view import LiveView
-    from callflow.service import Service
+    from callflow.feature import FeatureServices
 
 
 @dataclass
@@ -51,7 +51,7 @@ class MetricsSnapshot:
     runtime_errors: int = 0
 
 
-def gather(service: Service, live: LiveView, alarms_open: int) -> MetricsSnapshot:
+def gather(service: FeatureServices, live: LiveView, alarms_open: int) -> MetricsSnapshot:
     """One scrape's figures, on the loop: the runtime's live calls and agents, the live
     view's queue views, the AMI link, the store writer and the event hub."""
     runtime = service.runtime
@@ -83,10 +83,10 @@ def gather(service: Service, live: LiveView, alarms_open: int) -> MetricsSnapsho
         snap.asa_s[q] = k.get("asa_s")
         for name in ("offered", "answered", "abandoned", "short_abandons", "callbacks"):
             snap.calls_today[(q, name)] = int(k.get(name) or 0)
-    ami = service.ami
-    if ami is not None:
-        stats = ami.stats
-        snap.ami_up = ami.up
+    runtime = service.runtime
+    stats = runtime.pbx_stats
+    snap.ami_up = runtime.pbx_up
+    if stats:
         snap.ami_last_lag_s = float(stats.get("last_lag", 0.0))
         snap.ami_max_lag_s = float(stats.get("max_lag", 0.0))
         snap.ami_reconnects = float(stats.get("reconnects", 0.0))

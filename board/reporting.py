@@ -26,7 +26,7 @@ from callflow.store.db import Store
 from callflow.store.kpi_facts import load_facts
 
 if TYPE_CHECKING:
-    from callflow.service import Service
+    from callflow.feature import FeatureServices
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ MAX_KPI_DAYS = 31
 class Reporting:
     """KPI queries and reports for the routes; the report schedule for the board's tick."""
 
-    def __init__(self, service: Service, report_dir: Path | None, schedule: bool) -> None:
+    def __init__(self, service: FeatureServices, report_dir: Path | None, schedule: bool) -> None:
         self._service = service
         self.zone = ZoneInfo(service.policy.calendar.timezone)
         self.report_dir = report_dir or service.settings.state_dir / "reports"

@@ -184,7 +184,7 @@ class Service:
 
 
 def edge_adapters(clock: Clock, *, persist: Callable[[str, dict[str, Any]], None],
-                  publish: Callable[[str, dict[str, Any]], None],
+                  publish: Callable[[str, dict[str, Any]], object],
                   pbx: PbxPort | None = None) -> Adapters:
     """The runtime's adapters over a store writer (``persist``) and the live stream
     (``publish``): the core's typed events become rows and wire frames here, with wall

@@ -50,7 +50,7 @@ import socket
 import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from callflow.agents import state as agent_state
 from callflow.engine import calls, outbound
@@ -651,7 +651,8 @@ class Dialer:
         self._known[task.id] = _Seen(task.updated_at, version, task.owner_agent_id,
                                      task.status not in OPEN_TASK_STATUSES)
         fresh = task.updated_at - task.created_at < timedelta(seconds=1)
-        change = "created" if old is None and fresh and task.status == "pending" else "updated"
+        created = old is None and fresh and task.status == "pending"
+        change: Literal["created", "updated"] = "created" if created else "updated"
         owners = {task.owner_agent_id, also, old.owner if old is not None else None}
         self.runtime.execute([outbound.TaskChanged(
             task_payload(task), change, tuple(sorted(o for o in owners if o)))])

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from callflow.agents import desks, routing
+from callflow.agents import events as agent_events
 from callflow.agents import state as agent_state
 from callflow.agents.roster import Roster, RosterAgent, endpoint_of_channel
 from callflow.engine import calls
@@ -42,10 +43,13 @@ log = logging.getLogger(__name__)
 
 
 class AmiFrame(Protocol):
-    """What the runtime needs of an AMI message (engine.ami.AmiMessage satisfies it)."""
+    """What the runtime needs of an AMI message (``callflow.ami.frames.AmiMessage`` has it)."""
 
-    name: str
-    received_at: float
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def received_at(self) -> float: ...
 
     def get(self, key: str, default: str = "") -> str: ...
 
@@ -80,7 +84,7 @@ class Adapters:
     record: Callable[[DomainEvent], None]
     show: Callable[[DomainEvent], None]
     persist: Callable[[str, dict[str, Any]], None]
-    publish: Callable[[str, dict[str, Any]], None]
+    publish: Callable[[str, dict[str, Any]], object]
     pbx: PbxPort | None = None
 
 
@@ -276,7 +280,7 @@ class Runtime:
         return new
 
     def log_in(self, agent_id: str, desk: str = "",
-               by: agent_state.Actor = "agent") -> agent_state.AgentSnapshot:
+               by: agent_events.Actor = "agent") -> agent_state.AgentSnapshot:
         """Start ``agent_id``'s session at ``desk`` (hot-desking; empty: where they last sat).
 
         The desk must exist and be free; the agent takes over what PJSIP last said of
@@ -531,7 +535,7 @@ class Runtime:
         link = self.agent_links.pop(uid, None)
         agent = self.agents.get(link.agent_id) if link is not None else None
         if link is not None and agent is not None and agent.call_id == link.call_id \
-                and agent.state in agent_state.IN_CALL:
+                and agent.state in agent_events.IN_CALL:
             self._agent_event_quiet(link.agent_id, agent_state.CallEnded(link.call_id))
 
     def _on_contact_status(self, frame: AmiFrame) -> None:
@@ -602,7 +606,7 @@ class Runtime:
         while the link was down): re-linked to their live leg, else their call is over."""
         linked = {link.agent_id for link in self.agent_links.values()}
         for agent in list(self.agents.values()):
-            if agent.state not in agent_state.IN_CALL or agent.agent_id in linked:
+            if agent.state not in agent_events.IN_CALL or agent.agent_id in linked:
                 continue
             call = self.calls.get(agent.call_id)
             if call is not None and call.phase is not calls.Phase.ENDED:

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, ScalarSelect, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from callflow.errors import StateError, StoreError
 
@@ -443,7 +443,8 @@ TASK_EDIT_FIELDS = frozenset({"due_at", "owner_agent_id", "note", "max_attempts"
                               "deadline_at", "number"})
 
 
-def _number_dialing(number: ColumnElement[str] | str) -> ColumnElement[bool]:
+def _number_dialing(number: ColumnElement[str] | InstrumentedAttribute[str] | str,
+                    ) -> ColumnElement[bool]:
     """EXISTS a task of ``number`` being dialled now (STD-090: never twice at once)."""
     other = aliased(CallbackTask)
     return exists().where(other.number == number, other.status == "dialing")

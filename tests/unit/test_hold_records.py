@@ -1,5 +1,5 @@
-"""The hold machine's records (through the store's rows) reach call_holds and the call's totals (records.py),
-and the release verdict reaches the call row (STD-040, STD-110..112)."""
+"""The hold machine's records (through the store's rows) reach call_holds and the
+call's totals, and the release verdict reaches the call row (STD-040, STD-110..112)."""
 
 from __future__ import annotations
 

@@ -35,8 +35,8 @@ def drive(store: Store, events: list[calls.CallEvent]) -> None:
         call, more = calls.step(call, event, call_rules(POLICY))
         effects += more
     for effect in effects:
-        if hasattr(effect, "kind") and effect.kind == "call":
-            records.write(store, "call", effect.data)
+        if isinstance(effect, calls.CallChanged):
+            records.write(store, "call", calls.call_record(effect.call, effect.rules))
 
 
 def state(store: Store, agent: str, name: str, offset_s: float, call_id: str = "",

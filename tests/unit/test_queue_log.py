@@ -46,7 +46,8 @@ class Script:
             publish=lambda topic, payload: self.published.append((topic, payload))))
         self.log = QueueLog(lambda a: ROSTER.by_id(a).queues)  # type: ignore[union-attr]
         self.lines: list[str] = []
-        self.runtime.on_publish(lambda t, p: self.lines.extend(self.log.observe(t, p)))
+        self.runtime.on_event(
+            lambda e: self.lines.extend(self.log.observe(e, self.runtime.epoch_of)))
 
     def at(self, seconds: float) -> float:
         self.clock.advance(E + seconds - self.clock.wall().timestamp())
