@@ -17,9 +17,9 @@ import re
 from collections.abc import Iterable, Mapping
 
 from callflow.agents.events import AgentState
+from callflow.agents.roster import Roster
 from callflow.agents.state import AgentSnapshot
 from callflow.errors import StateError
-from callflow.pbx.roster import Roster
 
 _TRAILING_DIGITS = re.compile(r"(\d+)$")
 

@@ -22,42 +22,32 @@ the state log since the centre's midnight (``load_day_totals``), the current sta
 time included up to now. A busy that still awaited a supervisor's approval (STD-106)
 comes back awaiting it, its absence timer re-armed from the busy's real start (the
 event log holds ``busy_pending`` and ``busy_approved``).
+
+This module is the pure part: plain data in (``StoredAgent``, ``DayTotals``), the
+snapshot and its effects out (``restored``). Reading them from the store
+(``load_stored_agents``, ``load_day_totals``) is store/agent_log.py's.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from sqlalchemy import or_, select
-from sqlalchemy.orm import Session
-
+from callflow.agents.changes import AgentChanged
 from callflow.agents.events import IN_CALL, AgentState
 from callflow.agents.state import (
     ACW_TIMER,
     APPROVAL_TIMER,
-    BUSY_APPROVED_RECORD,
-    BUSY_PENDING_RECORD,
     REASON_LIMIT_TIMER,
     AgentSnapshot,
     Step,
-    agent_payload,
-    bucket,
     timer_key,
 )
-from callflow.engine.effects import Effect, Publish, StartTimer
-from callflow.engine.policy import RING_NO_ANSWER, Policy, Reason
-from callflow.store import repo
-from callflow.store.models import AgentState as AgentStateRow
-from callflow.store.models import CallEvent
+from callflow.engine.effects import Effect, StartTimer
+from callflow.engine.policy import Policy, Reason
 
 log = logging.getLogger(__name__)
-
-LOGIN_RECORD = "agent_login"  # Persist kind agents/state.py writes at each login
-ACW_EXTENDED_RECORD = "acw_extended"
-ACW_RECORD = "acw"  # Persist kind of each finished ACW (agents/state.py), ``overrun`` in it
 
 
 @dataclass(frozen=True)
@@ -121,8 +111,7 @@ def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: dat
     if agent.approval_pending:  # past due: fires at once and flags the absence
         effects.append(StartTimer(timer_key(agent, APPROVAL_TIMER),
                                   since + policy.agents.absence_flag_min * 60))
-    payload = agent_payload(agent, by="system", cause="restored")
-    effects += [Publish(f"agent:{agent.agent_id}", payload), Publish("board", payload)]
+    effects.append(AgentChanged(agent, by="system", cause="restored"))
     return agent, effects
 
 
@@ -132,96 +121,3 @@ def _reason(policy: Policy, agent: AgentSnapshot) -> Reason | None:
     if agent.state is AgentState.NOT_READY:
         return policy.agents.not_ready_reason(agent.reason)
     return None
-
-
-def load_stored_agents(s: Session) -> list[StoredAgent]:
-    """Every agent's stored state, desk and ACW extension (one read transaction)."""
-    rows = repo.load_agent_snapshots(s)
-    desks = _last_desks(s, {r.agent_id for r in rows})
-    out = []
-    for row in rows:
-        extra = 0.0
-        if row.state == AgentState.ACW.value and row.acw_extended and row.call_uniqueid:
-            extra = sum(float(e.payload.get("seconds", 0))
-                        for e in repo.read_events(s, uniqueid=row.call_uniqueid)
-                        if e.kind == ACW_EXTENDED_RECORD
-                        and e.payload.get("agent_id") == row.agent_id and e.at >= row.since)
-        out.append(StoredAgent(
-            agent_id=row.agent_id, state=row.state, reason=row.reason, since=row.since,
-            call_id=row.call_uniqueid, acw_extended=row.acw_extended,
-            extension=desks.get(row.agent_id), acw_extra_s=extra,
-            approval_pending=row.state == AgentState.BUSY.value
-            and _awaits_approval(s, row.agent_id, row.since)))
-    return out
-
-
-def _awaits_approval(s: Session, agent_id: str, since: datetime) -> bool:
-    """Did this busy (begun at ``since``) ask for approval, and is it still without one?
-    Both records carry the wall time of the same step as the state row (a second's
-    slack for the clock conversion)."""
-    query = (select(CallEvent.kind, CallEvent.payload)
-             .where(CallEvent.kind.in_((BUSY_PENDING_RECORD, BUSY_APPROVED_RECORD)),
-                    CallEvent.at >= since - timedelta(seconds=1))
-             .order_by(CallEvent.id))
-    last = None
-    for kind, payload in s.execute(query):
-        if payload.get("agent_id") == agent_id:
-            last = kind
-    return last == BUSY_PENDING_RECORD
-
-
-def load_day_totals(s: Session, day_start: datetime,
-                    now: datetime) -> dict[str, DayTotals]:
-    """Each agent's accumulators since ``day_start`` (the centre's midnight) from the
-    state log: a state that began before midnight counts from midnight, the open one up
-    to ``now``; logged-out time is not counted (the machine does not count it either)."""
-    totals: dict[str, dict[str, float]] = {}
-    calls: dict[str, int] = {}
-    rna: dict[str, int] = {}
-    query = (select(AgentStateRow)
-             .where(or_(AgentStateRow.ended_at.is_(None), AgentStateRow.ended_at > day_start))
-             .order_by(AgentStateRow.id).execution_options(yield_per=1000))
-    for row in s.scalars(query):
-        agent_id = row.agent_id
-        try:
-            state = AgentState(row.state)
-        except ValueError:
-            continue
-        if state is AgentState.LOGGED_OUT:
-            continue
-        start = max(row.started_at, day_start)
-        end = row.ended_at if row.ended_at is not None else now
-        if end > start:
-            key = bucket(state, row.reason or "")
-            mine = totals.setdefault(agent_id, {})
-            mine[key] = mine.get(key, 0.0) + (end - start).total_seconds()
-        if row.started_at >= day_start:
-            if state is AgentState.ACW:
-                calls[agent_id] = calls.get(agent_id, 0) + 1
-            elif state is AgentState.NOT_READY and row.reason == RING_NO_ANSWER:
-                rna[agent_id] = rna.get(agent_id, 0) + 1
-    overruns: dict[str, int] = {}
-    events = (select(CallEvent.payload)
-              .where(CallEvent.kind == ACW_RECORD, CallEvent.at >= day_start))
-    for payload in s.scalars(events):
-        if payload.get("overrun") and payload.get("agent_id"):
-            agent_id = str(payload["agent_id"])
-            overruns[agent_id] = overruns.get(agent_id, 0) + 1
-    return {agent_id: DayTotals(totals.get(agent_id, {}), calls.get(agent_id, 0),
-                                rna.get(agent_id, 0), overruns.get(agent_id, 0))
-            for agent_id in {*totals, *calls, *rna, *overruns}}
-
-
-def _last_desks(s: Session, agent_ids: Iterable[str]) -> dict[str, str]:
-    """The desk of each agent's latest login, newest records first until all are found."""
-    wanted = set(agent_ids)
-    found: dict[str, str] = {}
-    query = (select(CallEvent.payload).where(CallEvent.kind == LOGIN_RECORD)
-             .order_by(CallEvent.id.desc()).execution_options(yield_per=500))
-    for payload in s.scalars(query):
-        agent_id = payload.get("agent_id")
-        if agent_id in wanted and agent_id not in found and payload.get("extension"):
-            found[agent_id] = str(payload["extension"])
-            if len(found) == len(wanted):
-                break
-    return found

@@ -34,8 +34,9 @@ Decisions this module makes (and why):
   kept from leaving) with ``approval_pending``; a timer flags the absence after
   ``agents.absence_flag_min`` unless a supervisor approved it. Any reason with
   ``max_min`` (meal: 30 min, STD-104) alerts agent and board when exceeded.
-* **Timestamps:** payloads carry monotonic ``since``/``at_monotonic``; the runtime,
-  which owns the Clock, adds wall time when it publishes or persists.
+* **What happened** is said in typed domain events (``agents/changes.py``): the
+  store, the live stream and the board turn them into rows, frames and figures.
+  Times in them are monotonic; the edges, which own the Clock, add wall time.
 * **Accumulators:** seconds per bucket since the last ``DayRollover``; a bucket is the
   state name (``ready``, ``ringing``, ``on_call`` = talk, ``on_hold``, ``acw``) or
   ``busy:<reason>`` / ``not_ready:<reason>``. Logged-out time is not counted, so the
@@ -49,6 +50,17 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from callflow.agents.changes import (
+    AcwExtended,
+    AcwFinished,
+    AgentAlert,
+    AgentChanged,
+    AgentDayClosed,
+    AgentLoggedIn,
+    BusyApproved,
+    BusyAwaitingApproval,
+    RequestRejected,
+)
 from callflow.agents.events import (
     IN_CALL,
     Actor,
@@ -73,7 +85,7 @@ from callflow.agents.events import (
     TimerFired,
     feature_code_event,
 )
-from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
+from callflow.engine.effects import Alarm, CancelTimer, Effect, StartTimer
 from callflow.engine.policy import RING_NO_ANSWER, UNREACHABLE, Policy, Reason
 from callflow.errors import StateError
 
@@ -81,7 +93,8 @@ __all__ = [
     "AgentEvent", "AgentSnapshot", "AgentState", "ApproveBusy", "CallAnswered", "CallEnded",
     "CallOffered", "DayRollover", "EndAcw", "ExtendAcw", "HoldEnded", "HoldStarted", "LogIn",
     "LogOut", "OfferTimedOut", "OfferWithdrawn", "RequestState", "SoftphoneReachable",
-    "SoftphoneUnreachable", "TimerFired", "bucket", "feature_code_event", "longest_idle",
+    "SoftphoneUnreachable", "TimerFired", "agent_view", "bucket", "feature_code_event",
+    "longest_idle",
     "new_agent", "rejected", "routable", "time_in", "timer_key", "transition",
 ]
 
@@ -89,14 +102,10 @@ log = logging.getLogger(__name__)
 
 Step = tuple["AgentSnapshot", list[Effect]]
 
-BOARD_TOPIC = "board"
-
 # Timer kinds; a key is "agent:<id>:<kind>:<seq>" so a timer of an earlier state is stale.
 ACW_TIMER = "acw"
 REASON_LIMIT_TIMER = "limit"
 APPROVAL_TIMER = "approval"
-BUSY_PENDING_RECORD = "busy_pending"  # event-log kinds: a busy awaiting approval (STD-106)
-BUSY_APPROVED_RECORD = "busy_approved"  # ... and its approval
 
 
 @dataclass(frozen=True)
@@ -160,9 +169,7 @@ def timer_key(agent: AgentSnapshot, kind: str) -> str:
 
 def rejected(agent: AgentSnapshot, event: AgentEvent, error: StateError) -> list[Effect]:
     """Effects telling the agent's desktop a request was refused, and why."""
-    return [Publish(f"agent:{agent.agent_id}", {
-        "type": "rejected", "agent_id": agent.agent_id, "event": type(event).__name__,
-        "reason": error.reason, "detail": error.detail, "state": agent.state.value})]
+    return [RequestRejected(agent, type(event).__name__, error.reason, error.detail)]
 
 
 def transition(agent: AgentSnapshot, event: AgentEvent, now: float, policy: Policy) -> Step:
@@ -192,20 +199,21 @@ def _reason_def(policy: Policy, state: AgentState, reason: str) -> Reason | None
     return None
 
 
-def agent_payload(agent: AgentSnapshot, **extra: Any) -> dict[str, Any]:
+def agent_view(agent: AgentSnapshot, epoch_of: Callable[[float], float],
+               **extra: Any) -> dict[str, Any]:
+    """The agent as desktops and the board see it: monotonic times with epoch twins
+    (``since_epoch``, ``acw_deadline_epoch``; ``epoch_of`` converts)."""
+    in_acw = agent.state is AgentState.ACW
     return {
         "type": "agent_state", "agent_id": agent.agent_id, "extension": agent.extension,
         "state": agent.state.value, "reason": agent.reason, "since": agent.since,
         "call_id": agent.call_id, "softphone_reachable": agent.softphone_reachable,
         "approval_pending": agent.approval_pending, "acw_extended": agent.acw_extended,
-        "acw_deadline": agent.acw_deadline if agent.state is AgentState.ACW else None,
+        "acw_deadline": agent.acw_deadline if in_acw else None,
         "ring_no_answer_count": agent.ring_no_answer_count, **extra,
+        "since_epoch": round(epoch_of(agent.since), 3),
+        **({"acw_deadline_epoch": round(epoch_of(agent.acw_deadline), 3)} if in_acw else {}),
     }
-
-
-def _publish(agent: AgentSnapshot, **extra: Any) -> list[Effect]:
-    payload = agent_payload(agent, **extra)
-    return [Publish(f"agent:{agent.agent_id}", payload), Publish(BOARD_TOPIC, payload)]
 
 
 def _timers_of(agent: AgentSnapshot, policy: Policy) -> list[str]:
@@ -246,14 +254,9 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
         effects.append(StartTimer(timer_key(new, APPROVAL_TIMER),
                                   now + policy.agents.absence_flag_min * 60))
         # in the event log, so a restart knows this busy still awaits its approval
-        effects.append(Persist(BUSY_PENDING_RECORD, {
-            "agent_id": new.agent_id, "reason": new.reason, "at_monotonic": now}))
-    effects += _publish(new, prev_state=agent.state.value, prev_reason=agent.reason, by=by,
-                        cause=cause)
-    effects.append(Persist("agent_state", {
-        "agent_id": new.agent_id, "state": new.state.value, "reason": new.reason or None,
-        "call_uniqueid": new.call_id or None, "acw_extended": new.acw_extended,
-        "at_monotonic": now, "by": by, "cause": cause or None}))
+        effects.append(BusyAwaitingApproval(new.agent_id, new.reason, now))
+    effects.append(AgentChanged(new, by=by, cause=cause, prev_state=agent.state,
+                                prev_reason=agent.reason))
     return new, effects
 
 
@@ -261,10 +264,8 @@ def _acw_finished(agent: AgentSnapshot, now: float, policy: Policy, *, ended_by:
     """Record one ACW's length and alert when the running average crosses the target."""
     seconds = max(0.0, now - agent.since)
     overrun = now >= agent.acw_deadline
-    effects: list[Effect] = [Persist("acw", {
-        "agent_id": agent.agent_id, "call_uniqueid": agent.call_id or None, "seconds": seconds,
-        "ended_by": ended_by, "overrun": overrun, "extended": agent.acw_extended,
-        "at_monotonic": now})]
+    effects: list[Effect] = [AcwFinished(agent.agent_id, agent.call_id, seconds, ended_by,
+                                         overrun, agent.acw_extended, now)]
     total = time_in(agent, AgentState.ACW, now=now)
     calls = max(agent.calls_handled, 1)
     average = total / calls
@@ -307,8 +308,7 @@ def _login(agent: AgentSnapshot, event: LogIn, now: float, policy: Policy) -> St
     if not new.softphone_reachable:
         effects.append(_unreachable_alarm(new, "STD-099"))
     # the desk the agent sits at, so an engine restart puts them back there (hot-desking)
-    effects.append(Persist("agent_login", {"agent_id": new.agent_id, "extension": extension,
-                                           "by": event.by, "at_monotonic": now}))
+    effects.append(AgentLoggedIn(new.agent_id, extension, event.by, now))
     return new, effects
 
 
@@ -369,11 +369,9 @@ def _extend_acw(agent: AgentSnapshot, event: ExtendAcw, now: float, policy: Poli
     deadline = max(agent.acw_deadline, now) + event.seconds
     new = replace(agent, acw_deadline=deadline, acw_extended=True)
     effects: list[Effect] = [StartTimer(timer_key(new, ACW_TIMER), new.acw_deadline)]
-    effects += _publish(new, by=event.by, cause="acw_extended")
-    effects.append(Persist("acw_extended", {
-        "agent_id": new.agent_id, "call_uniqueid": new.call_id or None,
-        "seconds": event.seconds, "deadline_monotonic": new.acw_deadline,
-        "at_monotonic": now}))
+    effects.append(AgentChanged(new, by=event.by, cause="acw_extended"))
+    effects.append(AcwExtended(new.agent_id, new.call_id, event.seconds, new.acw_deadline,
+                               now))
     return new, effects
 
 
@@ -384,9 +382,8 @@ def _approve(agent: AgentSnapshot, event: ApproveBusy, now: float, policy: Polic
         raise StateError("nothing_to_approve", f"agent {agent.agent_id} awaits no approval")
     new = replace(agent, approval_pending=False)
     effects: list[Effect] = [CancelTimer(timer_key(agent, APPROVAL_TIMER))]
-    effects += _publish(new, by=event.by, cause="approved")
-    effects.append(Persist(BUSY_APPROVED_RECORD, {
-        "agent_id": new.agent_id, "reason": new.reason, "at_monotonic": now}))
+    effects.append(AgentChanged(new, by=event.by, cause="approved"))
+    effects.append(BusyApproved(new.agent_id, new.reason, now))
     return new, effects
 
 
@@ -453,9 +450,8 @@ def _ended(agent: AgentSnapshot, event: CallEnded, now: float, policy: Policy) -
     limit = policy.agents.acw_limit_s
     if limit <= 0:  # ACW switched off: straight back to work, a 0 s ACW on the record
         new, effects = _to_idle(agent, now, policy, by="system", cause="call_ended")
-        effects.append(Persist("acw", {
-            "agent_id": agent.agent_id, "call_uniqueid": agent.call_id or None, "seconds": 0.0,
-            "ended_by": "no_acw", "overrun": False, "extended": False, "at_monotonic": now}))
+        effects.append(AcwFinished(agent.agent_id, agent.call_id, 0.0, "no_acw", False, False,
+                                   now))
         return new, effects
     return _enter(agent, AgentState.ACW, now, policy, by="system", cause="call_ended",
                   acw_deadline=now + limit, acw_extended=False)
@@ -482,8 +478,7 @@ def _timer(agent: AgentSnapshot, event: TimerFired, now: float, policy: Policy) 
         if reason is not None and reason.max_min > 0:
             detail = {"agent_id": agent.agent_id, "state": agent.state.value,
                       "reason": agent.reason, "limit_min": reason.max_min}
-            alert = Publish(f"agent:{agent.agent_id}", {"type": "alert", "kind":
-                                                        "reason_overrun", **detail})
+            alert = AgentAlert(agent.agent_id, "reason_overrun", detail)
             std = "STD-104" if agent.reason == "meal" else "STD-105"
             return agent, [alert, Alarm("reason_overrun", detail, std=std)]
     if event.key == timer_key(agent, APPROVAL_TIMER) and agent.approval_pending:
@@ -500,7 +495,7 @@ def _acw_limit(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
         new, effects = _to_idle(agent, now, policy, by="system", cause="acw_limit")
     else:
         new = replace(agent, acw_overruns=agent.acw_overruns + 1)
-        effects = _publish(new, by="system", cause="acw_limit")
+        effects = [AgentChanged(new, by="system", cause="acw_limit")]
     effects.append(Alarm("acw_overrun", {
         "agent_id": agent.agent_id, "call_id": agent.call_id,
         "seconds": round(now - agent.since, 1), "extended": agent.acw_extended},
@@ -521,22 +516,21 @@ def _softphone(agent: AgentSnapshot, event: SoftphoneReachable | SoftphoneUnreac
         return agent, []
     flagged = replace(agent, softphone_reachable=reachable)
     if reachable or agent.state is AgentState.LOGGED_OUT:
-        return flagged, _publish(flagged, by="system", cause="softphone")
+        return flagged, [AgentChanged(flagged, by="system", cause="softphone")]
     if agent.state in (AgentState.READY, AgentState.RINGING):
         new, effects = _enter(flagged, AgentState.NOT_READY, now, policy, by="system",
                               reason=UNREACHABLE, cause="softphone_unreachable")
         return new, [*effects, _unreachable_alarm(agent, "STD-099")]
     std = "STD-045" if agent.state in IN_CALL else "STD-099"
-    return flagged, [*_publish(flagged, by="system", cause="softphone"),
+    return flagged, [AgentChanged(flagged, by="system", cause="softphone"),
                      _unreachable_alarm(agent, std)]
 
 
 def _rollover(agent: AgentSnapshot, event: DayRollover, now: float, policy: Policy) -> Step:
     totals = _accumulated(agent, now)
-    effects: list[Effect] = [Persist("agent_day", {
-        "agent_id": agent.agent_id, "totals": totals, "calls_handled": agent.calls_handled,
-        "ring_no_answer_count": agent.ring_no_answer_count,
-        "acw_overruns": agent.acw_overruns, "at_monotonic": now})]
+    effects: list[Effect] = [AgentDayClosed(agent.agent_id, totals, agent.calls_handled,
+                                            agent.ring_no_answer_count, agent.acw_overruns,
+                                            now)]
     new = replace(agent, totals={}, counted_to=now, calls_handled=0, ring_no_answer_count=0,
                   acw_overruns=0)
     return new, effects

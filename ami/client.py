@@ -57,7 +57,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -362,6 +362,15 @@ class AmiClient:
         """
         result = await self._request(self._session_or_raise(name), name, fields,
                                      timeout=_timeout, is_list=False)
+        assert isinstance(result, AmiMessage)
+        return result
+
+    async def send(self, name: str, fields: Mapping[str, str | list[str]], *,
+                   timeout: float | None = None) -> AmiMessage:
+        """``action`` with the fields as a mapping (no header name can collide with a
+        keyword of ours)."""
+        result = await self._request(self._session_or_raise(name), name, dict(fields),
+                                     timeout=timeout, is_list=False)
         assert isinstance(result, AmiMessage)
         return result
 

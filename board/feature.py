@@ -1,50 +1,22 @@
-"""The supervisor board: live queues, agents and alarms, KPIs, reports, queue_log, /metrics.
+"""The supervisor board (STD-145..148): one ``Feature`` wiring the board's parts.
 
-One ``Feature`` (callflow/service.py) with everything a supervisor needs (STD-145..148):
+Everything a supervisor needs, each concern a module of this package:
 
-* **Live, pushed, no polling.** The board page follows ``/ws/events`` (topics
-  ``board`` and ``alarms``). Agent states and call records reach it straight from the
-  core; this feature adds what the core does not compute: today's KPIs per queue and
-  per agent (``engine/kpi.py`` over ``LiveDay``), sent as one ``queue_kpis`` and one
-  ``agent_kpis`` message a fraction of a second after a change (coalesced, so a burst
-  of events costs one computation), and alarms with the key they are acknowledged by.
-  A (re)connecting board gets everything in the snapshot (``state.board``).
-* **Alarms the core cannot see** are raised here, through the runtime (so they are
-  stored and published like the core's own): the AMI link down, a caller waiting past
-  the maximum (STD-043), service level below target, an interval's average answer ring
-  above target (STD-006). RONA, ACW overrun and softphone unreachable come from the
-  agent machine, hold breaches from engine/hold.py, the agent hanging up first (STD-110)
-  from the release judge (engine/special_calls.py): the board shows them all.
-* **Supervisor actions** (force a state, log out, listen / whisper / barge through
-  ChanSpy, acknowledge an alarm) are audited in ``audit_log`` with who did what.
-* **Reports** on demand (JSON, CSV, printable HTML) and on a schedule (files in
-  ``<state dir>/reports`` after each local midnight), ``queue_log`` written live
-  (``<state dir>/queue_log``), ``/metrics`` for Prometheus.
+* ``live_view.py``: today's KPIs per queue and per agent, pushed live and in every
+  snapshot (over ``live.py``'s ``LiveDay``);
+* ``alarms.py``: the open alarm book, the alarms only the board can see (their rules
+  pure, in ``engine/supervision.py``), acknowledgements, audited;
+* ``actions.py``: supervisor actions on agents (force a state, log out, listen /
+  whisper / barge), audited;
+* ``reporting.py``: KPI queries and reports on demand and on a schedule (their layout:
+  ``reports.py``);
+* ``queue_log.py``: app_queue's ``queue_log``, written live (``<state dir>/queue_log``);
+  ``metrics.py``: ``/metrics`` for Prometheus;
+* ``routes.py``: every HTTP route (the page, the API, ``/metrics``) and who may use it.
 
-Roles (STD-148): supervisors, QA and admins see the board; only supervisors and
-admins act on agents and alarms; QA may listen (STD-146) but not whisper or barge;
-agents get 403. Callers' numbers are masked for roles that may not see them (STD-078,
-``api/privacy.py``).
-
-What the board receives (websocket protocol v1, docs/websocket-protocol.md):
-
-* snapshot ``state``: ``agents`` and ``calls`` (the runtime's), and ``board``: ``day``,
-  ``zone``, ``now``, ``queues`` (queue views), ``agent_kpis`` (agent views), ``roster``,
-  ``callbacks`` ({queue: open callback tasks}), ``ami_up``, ``limits``, the busy and
-  not-ready reasons, and ``alarms`` (open, when the client may see ``alarms``);
-* topic ``board``: the core's ``agent_state``, ``call``, ``task``, ``hold_*``; this
-  feature's ``queue_kpis`` {queues: [view]}, ``agent_kpis`` {agents: [view]},
-  ``callbacks`` {pending}, ``ami_link`` {up};
-* topic ``alarms``: the core's ``alarm``; ``alarm_open`` {alarm: {key, id, kind, std,
-  detail, raised_at}} and ``alarm_ack`` {key, id, by, at}.
-
-A queue view is {queue, kpi (``Kpis.as_dict``), waiting, longest_wait_s, series: [{t,
-offered, answered, sl, ring, waiting}] per interval, targets}; an agent view is
-{agent_id, calls, avg_talk_s, avg_acw_s, rona, answered, occupancy, last_queue}.
-REST: ``/board`` (page), ``/api/v1/board/{whoami,state}``,
-``/api/v1/board/agents/{id}/{state,logout,monitor}``, ``/api/v1/alarms`` (+ ``/ack``,
-``/{id}/ack``), ``/api/v1/kpi``, ``/api/v1/reports/{daily,weekly}`` and
-``/api/v1/reports/files``, ``/metrics``.
+This module only wires them: it builds the parts at start, hands every publish of the
+core to the parts that follow it, and runs the housekeeping tick (the AMI link, long
+waits, midnight, pending callbacks, the report schedule) that calls into them.
 """
 
 from __future__ import annotations
@@ -52,69 +24,32 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, PlainTextResponse
-from pydantic import BaseModel, Field
+from fastapi import APIRouter
 
-from callflow.agents.events import AgentState, LogOut, RequestState
-from callflow.api.accounts import require
-from callflow.api.auth import Principal
-from callflow.api.privacy import masked, may_see_numbers
-from callflow.board import reports
-from callflow.board.live import AlarmBook, AlarmEntry, LiveDay, alarm_key
-from callflow.board.metrics import MetricsSnapshot, metrics_router
+from callflow.board.actions import SupervisorActions
+from callflow.board.alarms import BoardAlarms
+from callflow.board.live_view import LiveView
 from callflow.board.queue_log import QueueLog, QueueLogFile
+from callflow.board.reporting import Reporting
+from callflow.board.routes import board_routers
 from callflow.dialplan.agi import AgiSession
-from callflow.engine import kpi
-from callflow.engine.calls import Phase
-from callflow.engine.effects import Alarm
-from callflow.errors import CallflowError, StateError
+from callflow.engine.effects import DomainEvent
+from callflow.errors import CallflowError
 from callflow.feature import FeatureBase
-from callflow.store import repo
 
 if TYPE_CHECKING:
-    from callflow.service import Service
+    from callflow.feature import FeatureServices
 
 log = logging.getLogger(__name__)
 
-VIEW_ROLES = ("supervisor", "qa", "admin")
-ACT_ROLES = ("supervisor", "admin")
-LISTEN_ROLES = VIEW_ROLES  # STD-146: supervisors and QA listen; whisper and barge: supervisors
-STATIC_DIR = Path(__file__).resolve().parent / "static"
-ASSET_NAME = re.compile(r"[a-z0-9_\-]+\.(js|css|svg|png|ico)")
-PHONE = re.compile(r"(PJSIP/)?[A-Za-z0-9_.\-]{1,64}")
-#: ChanSpy options per mode: q quiet (no beep or channel name), E end when the spied-on
-#: channel hangs up, w whisper to the agent only, B barge: talk to both sides.
-CHANSPY_OPTIONS = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
-MAX_KPI_DAYS = 31
-
-
-class StateRequest(BaseModel):
-    state: Literal["ready", "busy", "not_ready"]
-    reason: str = Field(default="", max_length=64)
-
-
-class MonitorRequest(BaseModel):
-    mode: Literal["listen", "whisper", "barge"]
-    phone: str = Field(min_length=1, max_length=70,
-                       description="the supervisor's PJSIP endpoint, e.g. sup1 or PJSIP/sup1")
-
-
-class AckRequest(BaseModel):
-    key: str = Field(min_length=3, max_length=120)
-
-
-class ReportFilesRequest(BaseModel):
-    kind: Literal["daily", "weekly"] = "daily"
-    date: str | None = None
+Part = TypeVar("Part")
 
 
 @dataclass
@@ -130,41 +65,49 @@ class BoardOptions:
     ami_grace_s: float = 15.0  # after start, before a link that never came up is an alarm
 
 
-@dataclass
-class _AlarmMemory:
-    """Which once-only alarms were raised, so each condition alarms once."""
-
-    long_waits: set[str] = field(default_factory=set)
-    low_sl: set[str] = field(default_factory=set)
-    ring_intervals: set[tuple[str, int]] = field(default_factory=set)
-    ami_down: bool = False
-
-
 class BoardFeature(FeatureBase):
+    """The board's parts, built at start; the core's publishes and the tick handed to them."""
+
     name = "board"
 
     def __init__(self, options: BoardOptions | None = None) -> None:
         self.options = options or BoardOptions()
-        self._service: Service | None = None
-        self.live: LiveDay | None = None
-        self.alarms = AlarmBook()
+        self._service: FeatureServices | None = None
+        self._live_view: LiveView | None = None
+        self._alarms: BoardAlarms | None = None
+        self._actions: SupervisorActions | None = None
+        self._reporting: Reporting | None = None
         self.queue_log: QueueLog | None = None
         self.queue_log_file: QueueLogFile | None = None
-        self.queue_views: dict[str, dict[str, Any]] = {}
-        self.agent_views: dict[str, dict[str, Any]] = {}
-        self.callbacks: dict[str, int] = {}
-        self._memory = _AlarmMemory()
-        self._flush_handle: asyncio.TimerHandle | None = None
         self._ticker: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._callbacks_due = 0.0
-        #: When the schedule next writes reports (None: no schedule); may be brought forward.
-        self.next_reports_at: datetime | None = None
-        self._started_at = 0.0
-        self._ami_seen_up = False
 
-    # --- life cycle ----------------------------------------------------------------------
+    # --- the parts (the routes reach them here; before start they refuse, like .service) -----
 
+    @property
+    def live_view(self) -> LiveView:
+        return _started(self._live_view)
+
+    @property
+    def alarms(self) -> BoardAlarms:
+        return _started(self._alarms)
+
+    @property
+    def actions(self) -> SupervisorActions:
+        return _started(self._actions)
+
+    @property
+    def reporting(self) -> Reporting:
+        return _started(self._reporting)
+
+    @property
+    def next_reports_at(self) -> datetime | None:
+        """When the schedule next writes reports (None: no schedule); may be brought forward."""
+        return self.reporting.next_run_at
+
+    @next_reports_at.setter
+    def next_reports_at(self, at: datetime | None) -> None:
+        self.reporting.next_run_at = at
 
     @property
     def zone(self) -> ZoneInfo:
@@ -173,38 +116,41 @@ class BoardFeature(FeatureBase):
     def now(self) -> datetime:
         return self.service.clock.wall()
 
-    async def start(self, service: Service) -> None:
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def start(self, service: FeatureServices) -> None:
         self._service = service
         assert service.runtime is not None and service.store is not None
+        options = self.options
         loop = asyncio.get_running_loop()
-        self._started_at = loop.time()
+        alarms = self._alarms = BoardAlarms(service, options.ami_grace_s,
+                                            started_at=loop.time())
         state_dir = service.settings.state_dir
         roster = {a.agent_id: a for a in service.roster.agents}
         self.queue_log = QueueLog(
             lambda agent_id: roster[agent_id].queues if agent_id in roster else ("main",))
-        self.queue_log_file = QueueLogFile(self.options.queue_log_path or state_dir / "queue_log")
-        now = self.now()
-        self.live, open_alarms = await asyncio.to_thread(self._load_day, now)
-        for row in open_alarms:
-            self.alarms.add(AlarmEntry(alarm_key(row.kind, row.raised_at), row.kind, row.std,
-                                       dict(row.detail or {}), row.raised_at, row.id))
-        self.callbacks = await asyncio.to_thread(service.store.read, repo.open_callbacks_by_queue)
-        self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
-        if self.options.schedule_reports:
-            self.next_reports_at = reports.next_run(now, self.zone)
-        service.runtime.on_publish(self._observe)
-        service.runtime.extend_snapshot("board", self._snapshot_part)
+        self.queue_log_file = QueueLogFile(options.queue_log_path or state_dir / "queue_log")
+        live_view = self._live_view = LiveView(
+            service, alarms.book, flush_delay_s=options.flush_delay_s,
+            callbacks_refresh_s=options.callbacks_refresh_s, on_queue_views=alarms.check_queues)
+        await live_view.load()
+        await alarms.load_open()
+        self._actions = SupervisorActions(service)
+        self._reporting = Reporting(service, options.report_dir, options.schedule_reports)
+        service.runtime.on_event(self._observe)
+        service.runtime.extend_snapshot("board", live_view.snapshot_part)
         self._ticker = asyncio.create_task(self._tick_forever(), name="board-tick")
-        log.info("board: %d calls and %d open alarms today so far", len(self.live.calls),
-                 len(self.alarms))
+        assert live_view.day is not None
+        log.info("board: %d calls and %d open alarms today so far", len(live_view.day.calls),
+                 len(alarms.book))
 
     async def stop(self) -> None:
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
-        if self._flush_handle is not None:
-            self._flush_handle.cancel()
+        if self._live_view is not None:
+            self._live_view.stop()
         for task in list(self._background):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
@@ -212,161 +158,17 @@ class BoardFeature(FeatureBase):
             self.queue_log_file.close()
 
     def routers(self) -> list[APIRouter]:
-        return [self._board_router(), self._api_router(), metrics_router(self.metrics)]
+        return board_routers(self)
 
     def agi_routes(self) -> dict[str, Callable[[AgiSession], Any]]:
         return {}
 
-    def _queue_names(self) -> list[str]:
-        service = self.service
-        names = {"main", *service.policy.queues}
-        for agent in service.roster.agents:
-            names.update(agent.queues)
-        if self.live is not None:
-            names.update(self.live.queues)
-        return sorted(names)
-
-    def _load_day(self, now: datetime) -> tuple[LiveDay, list[Any]]:
-        """Today so far from the store, and the views of every queue and agent (a thread)."""
-        service = self.service
-        period = kpi.day_period(kpi.local_day(now, self.zone), self.zone)
-        facts, spans = kpi.load_facts(service.store, period)
-        live = LiveDay(kpi.rules_by_queue(service.policy), period, self._queue_names())
-        live.load(facts, spans, now)
-        live.take_dirty()
-        self.queue_views = {q: live.queue_view(q, now) for q in sorted(live.queues)}
-        self.agent_views = {a.agent_id: live.agent_view(a.agent_id, now)
-                            for a in service.roster.agents}
-        open_alarms = service.store.read(repo.open_alarms)
-        return live, open_alarms
-
-    # --- what the core publishes ------------------------------------------------------------
-
-    def _observe(self, topic: str, payload: dict[str, Any]) -> None:
-        """Every publish of the core (Runtime.on_publish), on the loop, in order."""
+    def _observe(self, event: DomainEvent) -> None:
+        """Every fact of the core (Runtime.on_event), on the loop, in order."""
         if self.queue_log is not None and self.queue_log_file is not None:
-            self.queue_log_file.write(self.queue_log.observe(topic, payload))
-        live = self.live
-        if live is None:
-            return
-        kind = payload.get("type")
-        if topic == "alarms" and kind == "alarm":
-            if payload.get("kind") == "agent_hung_up_first":
-                live.on_release_violation(payload, self.now())
-                self._schedule_flush()
-            entry = self.alarms.from_publish(payload)
-            if entry is not None:
-                self.service.hub.publish("alarms", {"type": "alarm_open",
-                                                    "alarm": entry.payload()})
-            return
-        if topic != "board":
-            return
-        if kind == "call" and isinstance(payload.get("call"), dict):
-            live.on_call(payload["call"], self.now())
-            self._schedule_flush()
-        elif kind == "agent_state":
-            live.on_agent(payload)
-            self._schedule_flush()
-        elif kind == "hold_ended":
-            live.on_hold(payload, self.now())
-            self._schedule_flush()
-        elif kind == "task":
-            self._callbacks_due = 0.0  # refresh the pending callbacks at the next tick
-
-    def _schedule_flush(self) -> None:
-        if self._flush_handle is None:
-            loop = asyncio.get_running_loop()
-            self._flush_handle = loop.call_later(self.options.flush_delay_s, self._flush)
-
-    def _flush(self) -> None:
-        """Recompute what changed and push it: one message for queues, one for agents."""
-        self._flush_handle = None
-        live = self.live
-        if live is None:
-            return
-        try:
-            queues, agents = live.take_dirty()
-            now = self.now()
-            if queues:
-                views = [live.queue_view(q, now) for q in sorted(queues)]
-                for view in views:
-                    self.queue_views[view["queue"]] = view
-                self.service.hub.publish("board", {"type": "queue_kpis", "queues": views})
-                for view in views:
-                    self._check_queue(view)
-            if agents:
-                agent_views = [live.agent_view(a, now) for a in sorted(agents)]
-                for view in agent_views:
-                    self.agent_views[view["agent_id"]] = view
-                self.service.hub.publish("board", {"type": "agent_kpis", "agents": agent_views})
-        except Exception:
-            log.exception("board: KPI update failed")
-
-    # --- alarms raised here -------------------------------------------------------------------
-
-    def _raise(self, kind: str, detail: dict[str, Any], std: str = "") -> None:
-        runtime = self.service.runtime
-        assert runtime is not None
-        runtime.execute([Alarm(kind, detail, std=std)])
-
-    def _check_queue(self, view: dict[str, Any]) -> None:
-        queue = view["queue"]
-        k = view["kpi"]
-        target = view["targets"]["service_level_pct"]
-        sl = k.get("service_level")
-        if sl is not None and sl * 100 < target:
-            if queue not in self._memory.low_sl:
-                self._memory.low_sl.add(queue)
-                self._raise("service_level_below_target", {
-                    "queue": queue, "service_level_pct": round(sl * 100, 1),
-                    "target_pct": target, "decided": k.get("decided")}, std="KPI")
-        elif sl is not None:
-            self._memory.low_sl.discard(queue)
-        ring_target = view["targets"]["average_ring"]
-        for index, point in enumerate(view["series"]):
-            ring = point.get("ring")
-            if ring is not None and ring > ring_target \
-                    and (queue, index) not in self._memory.ring_intervals:
-                self._memory.ring_intervals.add((queue, index))
-                self._raise("answer_ring_average_high", {
-                    "queue": queue, "interval_start": point["t"], "average_ring": round(ring, 2),
-                    "target": ring_target}, std="STD-006")
-
-    def _check_long_waits(self, now_epoch: float) -> None:
-        """STD-043: a caller waiting for an agent past the maximum wait."""
-        runtime = self.service.runtime
-        assert runtime is not None
-        limit = self.service.policy.hold.max_wait_s
-        live_ids = set()
-        for call in runtime.live_calls():
-            live_ids.add(call.call_id)
-            if call.phase in (Phase.ROUTING, Phase.OFFERING) and call.answered_at is None \
-                    and now_epoch - call.entered_at >= limit \
-                    and call.call_id not in self._memory.long_waits:
-                self._memory.long_waits.add(call.call_id)
-                self._raise("caller_waiting_long", {
-                    "call_id": call.call_id, "queue": call.queue,
-                    "waited_s": round(now_epoch - call.entered_at, 1), "limit_s": limit},
-                    std="STD-043")
-        self._memory.long_waits &= live_ids
-
-    def _check_ami(self, loop_time: float) -> None:
-        ami = self.service.ami
-        up = bool(ami is not None and ami.up)
-        if up:
-            self._ami_seen_up = True
-            if self._memory.ami_down:
-                self._memory.ami_down = False
-                self.service.hub.publish("board", {"type": "ami_link", "up": True})
-            return
-        never_up_too_long = not self._ami_seen_up and \
-            loop_time - self._started_at > self.options.ami_grace_s
-        if (self._ami_seen_up or never_up_too_long) and not self._memory.ami_down:
-            self._memory.ami_down = True
-            self.service.hub.publish("board", {"type": "ami_link", "up": False})
-            self._raise("ami_link_down", {"host": self.service.settings.bind_host,
-                                          "port": self.service.settings.ports.ami},
-                        std="STD-147")
+            self.queue_log_file.write(self.queue_log.observe(event, self.runtime.epoch_of))
+        self.live_view.observe(event)
+        self.alarms.observe(event)
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -381,486 +183,24 @@ class BoardFeature(FeatureBase):
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         now = self.now()
-        self._check_ami(loop.time())
-        self._check_long_waits(now.timestamp())
-        live = self.live
-        if live is not None and now >= live.period.end:
-            self._new_day(now)
-        if loop.time() >= self._callbacks_due:
-            self._callbacks_due = loop.time() + self.options.callbacks_refresh_s
-            self._spawn(self._refresh_callbacks())
-        if self.next_reports_at is not None and now >= self.next_reports_at:
-            day_done = (self.next_reports_at - reports.SCHEDULE_DELAY).astimezone(self.zone).date()
-            self.next_reports_at = reports.next_run(now, self.zone)
-            self._spawn(self.write_scheduled_reports(day_done - timedelta(days=1)))
+        self.alarms.check_ami_link(loop.time())
+        self.alarms.check_long_waits(now.timestamp())
+        if self.live_view.roll_over(now):
+            self.alarms.new_day()
+        if self.live_view.callbacks_due(loop.time()):
+            self._spawn(self.live_view.refresh_callbacks())
+        day_done = self.reporting.due(now)
+        if day_done is not None:
+            self._spawn(self.reporting.write_scheduled(day_done))
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """A background task of the tick; stop waits for it."""
         task = asyncio.create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _new_day(self, now: datetime) -> None:
-        """Midnight (centre time): today's figures start from zero; states carry over."""
-        old = self.live
-        assert old is not None
-        period = kpi.day_period(kpi.local_day(now, self.zone), self.zone)
-        live = LiveDay(old.rules_for, period, self._queue_names())
-        for agent_id, spans in old.spans.items():
-            if spans and spans[-1].ended_at is None:
-                last = spans[-1]
-                live.spans[agent_id].append(kpi.StateSpan(agent_id, last.state, period.start,
-                                                          None, last.reason,
-                                                          last.call_uniqueid))
-        self.live = live
-        self._memory.ring_intervals.clear()
-        self._memory.low_sl.clear()
-        self.queue_views = {q: live.queue_view(q, now) for q in sorted(live.queues)}
-        self.agent_views = {a.agent_id: live.agent_view(a.agent_id, now)
-                            for a in self.service.roster.agents}
-        hub = self.service.hub
-        hub.publish("board", {"type": "queue_kpis", "queues": list(self.queue_views.values()),
-                              "day": period.start.astimezone(self.zone).date().isoformat()})
-        hub.publish("board", {"type": "agent_kpis", "agents": list(self.agent_views.values())})
-        log.info("board: a new day, %s", period.start.astimezone(self.zone).date())
 
-    async def _refresh_callbacks(self) -> None:
-        store = self.service.store
-        assert store is not None
-        counts = await asyncio.to_thread(store.read, repo.open_callbacks_by_queue)
-        if counts != self.callbacks:
-            self.callbacks = counts
-            self.service.hub.publish("board", {"type": "callbacks", "pending": counts})
-
-    async def write_scheduled_reports(self, day_done: date) -> list[Path]:
-        service = self.service
-        out_dir = self.options.report_dir or service.settings.state_dir / "reports"
-        agents = [a.agent_id for a in service.roster.agents]
-        try:
-            return await asyncio.to_thread(reports.run_schedule, service.store, service.policy,
-                                           out_dir, day_done, self.now(), agents)
-        except Exception:
-            log.exception("board: scheduled reports for %s failed", day_done)
-            return []
-
-    # --- views ---------------------------------------------------------------------------------
-
-    def _snapshot_part(self, may_see: Callable[[str], bool]) -> dict[str, Any]:
-        """``state.board`` of every snapshot (Runtime.extend_snapshot), from cached views."""
-        out: dict[str, Any] = {}
-        if may_see("board"):
-            out.update(self.board_state())
-        if may_see("alarms"):
-            out["alarms"] = [e.payload() for e in self.alarms.open()]
-        return out
-
-    def board_state(self) -> dict[str, Any]:
-        service = self.service
-        policy = service.policy
-        live = self.live
-        day = live.period.start.astimezone(self.zone).date().isoformat() if live else None
-        return {
-            "day": day, "zone": policy.calendar.timezone, "now": self.now().timestamp(),
-            "queues": [self.queue_views[q] for q in sorted(self.queue_views)],
-            "agent_kpis": list(self.agent_views.values()),
-            "roster": [{"agent_id": a.agent_id, "name": a.name, "queues": list(a.queues)}
-                       for a in service.roster.agents],
-            "callbacks": self.callbacks,
-            "ami_up": bool(service.ami is not None and service.ami.up),
-            "limits": {"max_wait_s": policy.hold.max_wait_s, "hold_limit_s": policy.hold.limit_s,
-                       "acw_limit_s": policy.agents.acw_limit_s,
-                       "ring_limit_s": policy.rings_to_seconds(
-                           policy.answering.ring_limit_rings),
-                       "interval_min": policy.kpi.report_interval_min},
-            "busy_reasons": [{"code": r.code, "en": r.label_en, "zh": r.label_zh}
-                             for r in policy.agents.busy_reasons],
-            "not_ready_reasons": [{"code": r.code, "en": r.label_en, "zh": r.label_zh}
-                                  for r in policy.agents.not_ready_reasons if not r.system],
-        }
-
-    def metrics(self) -> MetricsSnapshot:
-        """Gathered on the loop at scrape time (board/metrics.py)."""
-        service = self.service
-        runtime = service.runtime
-        snap = MetricsSnapshot()
-        now = self.now().timestamp()
-        queues = self._queue_names()
-        for q in queues:
-            snap.waiting[q] = 0
-            snap.connected[q] = 0
-            snap.longest_wait_s[q] = 0.0
-        if runtime is not None:
-            for call in runtime.live_calls():
-                q = call.queue
-                if call.answered_at is None:
-                    snap.waiting[q] = snap.waiting.get(q, 0) + 1
-                    snap.longest_wait_s[q] = max(snap.longest_wait_s.get(q, 0.0),
-                                                 round(now - call.entered_at, 3))
-                else:
-                    snap.connected[q] = snap.connected.get(q, 0) + 1
-            for state in AgentState:
-                snap.agents_by_state[state.value] = 0
-            for agent in runtime.agents.values():
-                snap.agents_by_state[agent.state.value] += 1
-            snap.runtime_errors = runtime.stats.errors
-        rules_for = kpi.rules_by_queue(service.policy)
-        for q, view in self.queue_views.items():
-            k = view["kpi"]
-            snap.service_level[q] = k.get("service_level")
-            snap.service_level_target[q] = rules_for(q).service_level_target_pct / 100
-            snap.asa_s[q] = k.get("asa_s")
-            for name in ("offered", "answered", "abandoned", "short_abandons", "callbacks"):
-                snap.calls_today[(q, name)] = int(k.get(name) or 0)
-        ami = service.ami
-        if ami is not None:
-            stats = ami.stats
-            snap.ami_up = ami.up
-            snap.ami_last_lag_s = float(stats.get("last_lag", 0.0))
-            snap.ami_max_lag_s = float(stats.get("max_lag", 0.0))
-            snap.ami_reconnects = float(stats.get("reconnects", 0.0))
-        snap.alarms_open = len(self.alarms)
-        writer = service.writer
-        if writer is not None:
-            snap.pending_writes = writer.stats.pending
-            snap.write_failures = writer.stats.failures
-        hub = service.hub.stats()
-        snap.ws_subscribers = hub["subscribers"]
-        snap.published = hub["published"]
-        return snap
-
-    # --- HTTP: the page ---------------------------------------------------------------------
-
-    def _board_router(self) -> APIRouter:
-        router = APIRouter(include_in_schema=False)
-
-        @router.get("/board")
-        async def page() -> FileResponse:
-            """The board page; it shows its own login form until a session exists."""
-            return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                                headers={"Cache-Control": "no-cache"})
-
-        @router.get("/board/{name}")
-        async def asset(name: str) -> FileResponse:
-            path = STATIC_DIR / name
-            if not ASSET_NAME.fullmatch(name) or not path.is_file():
-                raise HTTPException(404, "no such board asset")
-            return FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-        return router
-
-    # --- HTTP: data and actions ---------------------------------------------------------------
-
-    def _viewer(self, request: Request, roles: tuple[str, ...] = VIEW_ROLES) -> Principal:
-        return require(self.service.auth, request, *roles)
-
-    def _api_router(self) -> APIRouter:
-        router = APIRouter(prefix="/api/v1", tags=["board"])
-
-        @router.get("/board/whoami")
-        async def whoami(request: Request) -> dict[str, Any]:
-            """Who the board is logged in as (401 without a session, 403 for agents)."""
-            principal = self._viewer(request)
-            return {"name": principal.name, "role": principal.role,
-                    "may_act": principal.role in ACT_ROLES,
-                    "sees_numbers": may_see_numbers(principal)}
-
-        @router.get("/board/state")
-        async def state(request: Request) -> dict[str, Any]:
-            """The board's figures as the websocket snapshot carries them."""
-            principal = self._viewer(request)
-            runtime = self.service.runtime
-            assert runtime is not None
-            body = runtime.snapshot(principal.may_see)
-            return body if may_see_numbers(principal) else masked(body)
-
-        @router.post("/board/agents/{agent_id}/state")
-        async def force_state(agent_id: str, body: StateRequest,
-                              request: Request) -> dict[str, Any]:
-            """Force an agent's state as a supervisor (STD-097, STD-099); audited."""
-            principal = self._viewer(request, ACT_ROLES)
-            event = RequestState(AgentState(body.state), body.reason, by="supervisor")
-            return await self._agent_request(principal, agent_id, event, "force_state",
-                                             {"state": body.state, "reason": body.reason})
-
-        @router.post("/board/agents/{agent_id}/logout")
-        async def logout(agent_id: str, request: Request) -> dict[str, Any]:
-            """Log an agent out (end of shift forgotten, STD-103); audited."""
-            principal = self._viewer(request, ACT_ROLES)
-            return await self._agent_request(principal, agent_id,
-                                             LogOut(by="supervisor", reason="supervisor"),
-                                             "logout", {})
-
-        @router.post("/board/agents/{agent_id}/monitor")
-        async def monitor(agent_id: str, body: MonitorRequest,
-                          request: Request) -> dict[str, Any]:
-            """Listen, whisper or barge on the agent's call (STD-146); audited."""
-            roles = LISTEN_ROLES if body.mode == "listen" else ACT_ROLES
-            principal = self._viewer(request, roles)
-            return await self._monitor(principal, agent_id, body)
-
-        @router.get("/alarms")
-        async def alarms(request: Request, open: bool = True, limit: int = 200,
-                         since: str | None = None) -> dict[str, Any]:
-            """Alarms newest first from the store (open only by default)."""
-            principal = self._viewer(request)
-            if not 1 <= limit <= 1000:
-                raise HTTPException(400, "limit must be 1..1000")
-            since_at = _parse_instant(since) if since else None
-            store = self.service.store
-            rows = await asyncio.to_thread(store.read, repo.recent_alarms, since=since_at,
-                                           open_only=open, limit=limit)
-            items = [{"id": r.id, "key": alarm_key(r.kind, r.raised_at), "kind": r.kind,
-                      "std": r.std, "detail": r.detail, "raised_at": r.raised_at.isoformat(),
-                      "acknowledged_at": r.acknowledged_at.isoformat()
-                      if r.acknowledged_at else None, "acknowledged_by": r.acknowledged_by}
-                     for r in rows]
-            return {"alarms": items if may_see_numbers(principal) else masked(items)}
-
-        @router.post("/alarms/ack")
-        async def ack_by_key(body: AckRequest, request: Request) -> dict[str, Any]:
-            """Acknowledge an alarm by the key the board shows (audited)."""
-            principal = self._viewer(request, ACT_ROLES)
-            return await self._ack(principal, key=body.key)
-
-        @router.post("/alarms/{alarm_id}/ack")
-        async def ack_by_id(alarm_id: int, request: Request) -> dict[str, Any]:
-            principal = self._viewer(request, ACT_ROLES)
-            return await self._ack(principal, alarm_id=alarm_id)
-
-        @router.get("/kpi")
-        async def kpis(request: Request, date_from: str | None = None,
-                       date_to: str | None = None, queue: str | None = None,
-                       agent: str | None = None, intervals: bool = False) -> dict[str, Any]:
-            """KPIs of whole local days ``date_from``..``date_to`` (default today), per queue,
-            per agent and in total; ``intervals`` adds the per-interval series (one day)."""
-            self._viewer(request)
-            return await self._kpi_query(date_from, date_to, queue, agent, intervals)
-
-        @router.get("/reports/files")
-        async def report_files(request: Request) -> dict[str, Any]:
-            self._viewer(request)
-            out_dir = self._report_dir()
-            names = sorted(p.name for p in out_dir.glob("*.*")) if out_dir.is_dir() else []
-            return {"files": [n for n in names if not n.endswith(".tmp")]}
-
-        @router.post("/reports/files")
-        async def write_reports(body: ReportFilesRequest, request: Request) -> dict[str, Any]:
-            """Write a day's (or week's) report files now, as the schedule would."""
-            self._viewer(request, ACT_ROLES)
-            day = self._day(body.date)
-            written: list[Path] = []
-            for by in ("queue", "agent"):
-                report = await self._report(body.kind, by, day)
-                written += await asyncio.to_thread(reports.write_report_files, report,
-                                                   self._report_dir())
-            return {"files": [p.name for p in written]}
-
-        @router.get("/reports/files/{name}")
-        async def report_file(name: str, request: Request) -> FileResponse:
-            self._viewer(request)
-            path = self._report_dir() / name
-            if "/" in name or name.startswith(".") or not path.is_file():
-                raise HTTPException(404, "no such report file")
-            return FileResponse(path)
-
-        @router.get("/reports/{kind}")
-        async def report(kind: str, request: Request, date: str | None = None,
-                         by: str = "queue", format: str = "json") -> Any:
-            """A daily or weekly report per queue or agent: json, csv or printable html."""
-            self._viewer(request)
-            if kind not in ("daily", "weekly") or by not in ("queue", "agent") \
-                    or format not in ("json", "csv", "html"):
-                raise HTTPException(400, "kind daily|weekly, by queue|agent, "
-                                         "format json|csv|html")
-            built = await self._report(kind, by, self._day(date))  # type: ignore[arg-type]
-            if format == "json":
-                return JSONResponse(reports.summary(built))
-            text = reports.render(built, format)
-            if format == "html":
-                return HTMLResponse(text)
-            return PlainTextResponse(text, media_type="text/csv", headers={
-                "Content-Disposition": f'attachment; filename="{reports.file_name(built, "csv")}"'})
-
-        return router
-
-    # --- actions -----------------------------------------------------------------------------
-
-    async def _audit(self, principal: Principal, action: str, target: str,
-                     detail: dict[str, Any]) -> None:
-        store = self.service.store
-        assert store is not None
-        at = self.now()
-        await asyncio.to_thread(store.run, repo.audit, principal.name, action, at,
-                                target=target, detail=detail)
-
-    async def _agent_request(self, principal: Principal, agent_id: str, event: Any,
-                             action: str, detail: dict[str, Any]) -> dict[str, Any]:
-        runtime = self.service.runtime
-        assert runtime is not None
-        try:
-            agent = runtime.agent_event(agent_id, event)
-        except StateError as exc:
-            status = 404 if exc.reason == "unknown_agent" else 409
-            raise HTTPException(status, {"reason": exc.reason, "detail": exc.detail}) from None
-        await self._audit(principal, action, f"agent:{agent_id}", detail)
-        return {"agent_id": agent_id, "state": agent.state.value, "reason": agent.reason}
-
-    async def _monitor(self, principal: Principal, agent_id: str,
-                       body: MonitorRequest) -> dict[str, Any]:
-        service = self.service
-        runtime = service.runtime
-        assert runtime is not None
-        if not PHONE.fullmatch(body.phone):
-            raise HTTPException(400, "phone: a PJSIP endpoint name (letters, digits, . _ -)")
-        agent = runtime.agents.get(agent_id)
-        member = service.roster.by_id(agent_id)
-        if agent is None or member is None:
-            raise HTTPException(404, {"reason": "unknown_agent", "detail": agent_id})
-        if agent.state not in (AgentState.ON_CALL, AgentState.ON_HOLD) or not agent.call_id:
-            raise HTTPException(409, {"reason": "not_on_call",
-                                      "detail": f"agent {agent_id} is {agent.state.value}"})
-        call = runtime.calls.get(agent.call_id)
-        offer = call.answered_offer if call is not None else None
-        # the agent's leg by name when known, else every channel of their endpoint
-        target = offer.channel if offer is not None and offer.channel \
-            else f"PJSIP/{member.endpoint}-"
-        phone = body.phone if body.phone.startswith("PJSIP/") else f"PJSIP/{body.phone}"
-        options = CHANSPY_OPTIONS[body.mode]
-        fields = {"Channel": phone, "Application": "ChanSpy", "Data": f"{target},{options}",
-                  "CallerID": f'"{body.mode} {agent_id}" <{agent_id}>', "Async": "true",
-                  "Timeout": "30000"}
-        detail = {"mode": body.mode, "phone": phone, "channel": target, "options": options,
-                  "call_id": agent.call_id}
-        ami = service.ami
-        try:
-            if ami is None:
-                raise CallflowError("AMI is not connected")
-            reply = await ami.action("Originate", **fields)
-        except CallflowError as exc:
-            await self._audit(principal, f"monitor_{body.mode}_failed", f"agent:{agent_id}",
-                              {**detail, "error": str(exc)})
-            raise HTTPException(502, {"reason": "originate_failed", "detail": str(exc)}) from None
-        await self._audit(principal, f"monitor_{body.mode}", f"agent:{agent_id}", detail)
-        return {**detail, "response": reply.get("Message", "")}
-
-    async def _ack(self, principal: Principal, *, key: str | None = None,
-                   alarm_id: int | None = None) -> dict[str, Any]:
-        entry = self.alarms.get(key) if key is not None else None
-        kind = raised = None
-        if key is not None:
-            kind, _, iso = key.partition("@")
-            try:
-                raised = datetime.fromisoformat(iso)
-            except ValueError:
-                raise HTTPException(400, "bad alarm key: kind@ISO-time") from None
-            if raised.tzinfo is None:
-                raise HTTPException(400, "bad alarm key: the time needs its zone")
-            if entry is not None and entry.id is not None:
-                alarm_id = entry.id
-        now = self.now()
-        try:
-            row = await asyncio.to_thread(self._ack_in_store, principal.name, now, alarm_id,
-                                          kind, raised, entry is not None)
-        except StateError as exc:
-            raise HTTPException(404, {"reason": exc.reason, "detail": exc.detail}) from None
-        the_key = alarm_key(row["kind"], row["raised_at"])
-        self.alarms.remove(the_key)
-        at = row["acknowledged_at"]
-        message = {"type": "alarm_ack", "key": the_key, "id": row["id"],
-                   "by": row["acknowledged_by"], "at": at.timestamp()}
-        self.service.hub.publish("alarms", message)
-        return {**message, "kind": row["kind"], "at": at.isoformat()}
-
-    def _ack_in_store(self, by: str, now: datetime, alarm_id: int | None, kind: str | None,
-                      raised: datetime | None, raised_here: bool) -> dict[str, Any]:
-        """Find the alarm, acknowledge it and audit it, in one transaction (a worker thread).
-
-        An alarm this process raised may still be in the store writer's queue: only then
-        is the writer waited for (an unknown key must not wait behind a busy writer)."""
-        service = self.service
-        store = service.store
-        assert store is not None
-        if alarm_id is None:
-            assert kind is not None and raised is not None
-            found = store.read(repo.find_alarm, kind, raised)
-            if found is None and raised_here and service.writer is not None:
-                service.writer.flush(5.0)
-                found = store.read(repo.find_alarm, kind, raised)
-            if found is None:
-                raise StateError("not_found", f"no alarm {kind} raised at {raised}")
-            alarm_id = found.id
-        with store.session() as s:
-            alarm = repo.ack_alarm(s, alarm_id, by, now)
-            # a second acknowledgement keeps the first one's name and time; both are audited
-            repo.audit(s, by, "ack_alarm", now, target=f"alarm:{alarm.id}",
-                       detail={"kind": alarm.kind, "std": alarm.std,
-                               "already_acknowledged": alarm.acknowledged_at != now})
-            assert alarm.acknowledged_at is not None
-            return {"id": alarm.id, "kind": alarm.kind, "raised_at": alarm.raised_at,
-                    "acknowledged_at": alarm.acknowledged_at,
-                    "acknowledged_by": alarm.acknowledged_by}
-
-    # --- KPIs and reports over the store ---------------------------------------------------------
-
-    def _today(self) -> date:
-        return kpi.local_day(self.now(), self.zone)
-
-    def _day(self, raw: str | None) -> date:
-        try:
-            return reports.parse_day(raw, self._today())
-        except reports.ReportError as exc:
-            raise HTTPException(400, str(exc)) from None
-
-    def _report_dir(self) -> Path:
-        return self.options.report_dir or self.service.settings.state_dir / "reports"
-
-    async def _report(self, kind: reports.Kind, by: reports.By, day: date) -> reports.Report:
-        service = self.service
-        agents = [a.agent_id for a in service.roster.agents]
-        return await asyncio.to_thread(reports.load_and_build, service.store, service.policy,
-                                       kind, by, day, self.now(), agents)
-
-    async def _kpi_query(self, date_from: str | None, date_to: str | None, queue: str | None,
-                         agent: str | None, intervals: bool) -> dict[str, Any]:
-        first = self._day(date_from)
-        last = self._day(date_to) if date_to else first
-        if last < first or (last - first).days >= MAX_KPI_DAYS:
-            raise HTTPException(400, f"date_to must be on or after date_from, at most "
-                                     f"{MAX_KPI_DAYS} days")
-        zone = self.zone
-        period = kpi.Period(kpi.day_period(first, zone).start, kpi.day_period(last, zone).end)
-        service = self.service
-        facts, spans = await asyncio.to_thread(kpi.load_facts, service.store, period)
-        now = self.now()
-        as_of = min(now, period.end)
-        calls = kpi.in_period(facts, period)
-        if queue is not None:
-            calls = [c for c in calls if c.queue == queue]
-        rules_for = kpi.rules_by_queue(service.policy)
-        per_queue = kpi.queue_kpis(calls, rules_for, as_of, spans)
-        roster = [a.agent_id for a in service.roster.agents]
-        per_agent = kpi.agent_kpis(calls, spans, rules_for, period, as_of,
-                                   [agent] if agent else roster)
-        if agent is not None:
-            per_agent = {agent: per_agent.get(agent, kpi.Kpis())}
-        body: dict[str, Any] = {
-            "period": {"start": period.start.isoformat(), "end": period.end.isoformat(),
-                       "zone": str(zone), "as_of": as_of.isoformat()},
-            "total": kpi.total(per_queue.values()).as_dict(),
-            "queues": {q: k.as_dict() for q, k in sorted(per_queue.items())},
-            "agents": {a: k.as_dict() for a, k in sorted(per_agent.items())},
-        }
-        if intervals:
-            if first != last:
-                raise HTTPException(400, "intervals are given for one day at a time")
-            rules = rules_for(queue or "main")
-            body["intervals"] = [{"start": start.isoformat(), "kpi": k.as_dict()}
-                                 for start, k in kpi.interval_kpis(calls, rules, period, as_of)]
-        return body
-
-
-def _parse_instant(raw: str) -> datetime:
-    try:
-        at = datetime.fromisoformat(raw)
-    except ValueError:
-        raise HTTPException(400, "since: an ISO 8601 time with its zone") from None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+def _started(part: Part | None) -> Part:
+    if part is None:
+        raise CallflowError("the board feature is not started")
+    return part

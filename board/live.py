@@ -9,27 +9,23 @@ figures are added once to its queue's total and to its interval, and only the
 calls still in progress are recomputed when the board asks. ACW belongs to a
 call but comes after it: each ACW span is added to its call's queue when it ends.
 
-Nothing here does I/O; ``board/feature.py`` loads the day from the store at start and
-publishes what this computes.
+Nothing here does I/O; ``board/live_view.py`` loads the day from the store at start,
+feeds it what the core publishes and pushes what this computes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, Kpis, OfferFact, Period, StateSpan
 
 log = logging.getLogger(__name__)
-
-#: How many open alarms the board keeps in memory (older ones stay in the store).
-OPEN_ALARMS_KEPT = 500
-
 
 def _time(value: Any) -> datetime | None:
     if value is None:
@@ -119,16 +115,9 @@ class LiveDay:
         self._note_waiting(fact.queue, as_of)
         return fact
 
-    def on_agent(self, payload: dict[str, Any]) -> StateSpan | None:
-        """A published agent state; returns the span it closed (if any)."""
-        agent_id = str(payload.get("agent_id", ""))
-        since = payload.get("since_epoch")
-        state = str(payload.get("state", ""))
-        if not agent_id or not state or not isinstance(since, int | float):
-            return None
-        at = datetime.fromtimestamp(since, UTC)
-        reason = payload.get("reason") or None
-        call_id = payload.get("call_id") or None
+    def on_agent(self, agent_id: str, state: str, at: datetime, reason: str | None,
+                 call_id: str | None) -> StateSpan | None:
+        """An agent's state since ``at``; returns the span it closed (if any)."""
         spans = self.spans[agent_id]
         last = spans[-1] if spans else None
         if last is not None and last.ended_at is None and last.state == state \
@@ -144,24 +133,19 @@ class LiveDay:
         self.dirty_agents.add(agent_id)
         return closed
 
-    def on_hold(self, payload: dict[str, Any], as_of: datetime) -> None:
-        """A finished hold episode (engine/hold.py ``hold_ended``): talk time excludes it and
-        its length is judged (STD-040). Its start is not in the message, so it is placed to
-        end now, which is when the message is published."""
-        call = self.calls.get(str(payload.get("call_id")))
-        hold_s = payload.get("hold_s")
-        if call is None or not isinstance(hold_s, int | float):
-            return
-        if int(payload.get("episode") or 0) <= len(call.holds):
-            return  # known already (loaded from the store, or a repeat)
-        hold = kpi.HoldFact(as_of - timedelta(seconds=hold_s), as_of,
-                            payload.get("agent_id") or None)
+    def on_hold(self, call_id: str, episode: int, started_at: datetime, ended_at: datetime,
+                agent_id: str | None, as_of: datetime) -> None:
+        """A finished hold episode (engine/hold.py): talk time excludes it and its length
+        is judged (STD-040)."""
+        call = self.calls.get(call_id)
+        if call is None or episode <= len(call.holds):
+            return  # not today's, or known already (loaded from the store, or a repeat)
+        hold = kpi.HoldFact(started_at, ended_at, agent_id)
         self._replace(call, replace(call, holds=(*call.holds, hold)), as_of)
 
-    def on_release_violation(self, alarm: dict[str, Any], as_of: datetime) -> None:
+    def on_release_violation(self, call_id: str, as_of: datetime) -> None:
         """The ``agent_hung_up_first`` alarm (STD-110): count it against the call."""
-        detail = alarm.get("detail") if isinstance(alarm.get("detail"), dict) else {}
-        call = self.calls.get(str((detail or {}).get("call_id")))
+        call = self.calls.get(call_id)
         if call is not None and call.release_compliant is not False:
             self._replace(call, replace(call, release_compliant=False), as_of)
 
@@ -341,63 +325,3 @@ class LiveDay:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-# --- alarms --------------------------------------------------------------------------------
-
-
-def alarm_key(kind: str, raised_at: datetime) -> str:
-    """The board's name of an alarm, the same from a live publish and from the store row."""
-    return f"{kind}@{raised_at.astimezone(UTC).isoformat()}"
-
-
-@dataclass
-class AlarmEntry:
-    key: str
-    kind: str
-    std: str
-    detail: dict[str, Any]
-    raised_at: datetime
-    id: int | None = None
-
-    def payload(self) -> dict[str, Any]:
-        return {"key": self.key, "id": self.id, "kind": self.kind, "std": self.std,
-                "detail": self.detail, "raised_at": self.raised_at.timestamp()}
-
-
-class AlarmBook:
-    """The open (unacknowledged) alarms, newest last, bounded."""
-
-    def __init__(self, limit: int = OPEN_ALARMS_KEPT) -> None:
-        self._open: OrderedDict[str, AlarmEntry] = OrderedDict()
-        self._limit = limit
-
-    def add(self, entry: AlarmEntry) -> AlarmEntry:
-        self._open[entry.key] = entry
-        self._open.move_to_end(entry.key)
-        while len(self._open) > self._limit:
-            self._open.popitem(last=False)
-        return entry
-
-    def from_publish(self, payload: dict[str, Any]) -> AlarmEntry | None:
-        """The runtime's ``{"type": "alarm", kind, std, detail, raised_at}``."""
-        raised = payload.get("raised_at")
-        kind = payload.get("kind")
-        if not isinstance(raised, int | float) or not isinstance(kind, str):
-            return None
-        at = datetime.fromtimestamp(raised, UTC)  # exactly as callflow.store.records stores it
-        detail = payload.get("detail") if isinstance(payload.get("detail"), dict) else {}
-        return self.add(AlarmEntry(alarm_key(kind, at), kind, str(payload.get("std") or ""),
-                                   dict(detail or {}), at))
-
-    def get(self, key: str) -> AlarmEntry | None:
-        return self._open.get(key)
-
-    def remove(self, key: str) -> AlarmEntry | None:
-        return self._open.pop(key, None)
-
-    def open(self) -> list[AlarmEntry]:
-        return list(self._open.values())
-
-    def __len__(self) -> int:
-        return len(self._open)

@@ -4,10 +4,8 @@ Gauges are read at scrape time from what the engine already holds (the runtime's
 live calls and agents, the board's day figures, the AMI link), so scraping costs
 one pass over them and nothing is counted twice. Labels are queues and states,
 never agents or numbers: cardinality stays small with 2,000 agents, and a metrics
-store never holds customer data (STD-078).
-
-The endpoint is unauthenticated like ``/healthz`` (Prometheus scrapes it without a
-login); it carries aggregates only.
+store never holds customer data (STD-078). ``routes.py`` serves it, unauthenticated
+like ``/healthz``: aggregates only.
 """
 
 from __future__ import annotations
@@ -15,12 +13,18 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from fastapi import APIRouter
-from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from callflow.agents.events import AgentState
+from callflow.engine import kpi
+
+if TYPE_CHECKING:
+    from callflow.board.live_view import LiveView
+    from callflow.feature import FeatureServices
 
 
 @dataclass
@@ -45,6 +49,56 @@ class MetricsSnapshot:
     ws_subscribers: int = 0
     published: int = 0
     runtime_errors: int = 0
+
+
+def gather(service: FeatureServices, live: LiveView, alarms_open: int) -> MetricsSnapshot:
+    """One scrape's figures, on the loop: the runtime's live calls and agents, the live
+    view's queue views, the AMI link, the store writer and the event hub."""
+    runtime = service.runtime
+    snap = MetricsSnapshot()
+    now = service.clock.wall().timestamp()
+    for q in live.queue_names():
+        snap.waiting[q] = 0
+        snap.connected[q] = 0
+        snap.longest_wait_s[q] = 0.0
+    if runtime is not None:
+        for call in runtime.live_calls():
+            q = call.queue
+            if call.answered_at is None:
+                snap.waiting[q] = snap.waiting.get(q, 0) + 1
+                snap.longest_wait_s[q] = max(snap.longest_wait_s.get(q, 0.0),
+                                             round(now - call.entered_at, 3))
+            else:
+                snap.connected[q] = snap.connected.get(q, 0) + 1
+        for state in AgentState:
+            snap.agents_by_state[state.value] = 0
+        for agent in runtime.agents.values():
+            snap.agents_by_state[agent.state.value] += 1
+        snap.runtime_errors = runtime.stats.errors
+    rules_for = kpi.rules_by_queue(service.policy)
+    for q, view in live.queue_views.items():
+        k = view["kpi"]
+        snap.service_level[q] = k.get("service_level")
+        snap.service_level_target[q] = rules_for(q).service_level_target_pct / 100
+        snap.asa_s[q] = k.get("asa_s")
+        for name in ("offered", "answered", "abandoned", "short_abandons", "callbacks"):
+            snap.calls_today[(q, name)] = int(k.get(name) or 0)
+    runtime = service.runtime
+    stats = runtime.pbx_stats
+    snap.ami_up = runtime.pbx_up
+    if stats:
+        snap.ami_last_lag_s = float(stats.get("last_lag", 0.0))
+        snap.ami_max_lag_s = float(stats.get("max_lag", 0.0))
+        snap.ami_reconnects = float(stats.get("reconnects", 0.0))
+    snap.alarms_open = alarms_open
+    writer = service.writer
+    if writer is not None:
+        snap.pending_writes = writer.stats.pending
+        snap.write_failures = writer.stats.failures
+    hub = service.hub.stats()
+    snap.ws_subscribers = hub["subscribers"]
+    snap.published = hub["published"]
+    return snap
 
 
 def _gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> GaugeMetricFamily:
@@ -122,15 +176,3 @@ def render(gather: Callable[[], MetricsSnapshot]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector(gather))
     return generate_latest(registry)
-
-
-def metrics_router(gather: Callable[[], MetricsSnapshot]) -> APIRouter:
-    router = APIRouter(tags=["operations"])
-
-    @router.get("/metrics", include_in_schema=True, response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus text format; gathered on the loop (the runtime lives there)."""
-        return Response(render(gather), media_type=CONTENT_TYPE_LATEST,
-                        headers={"Cache-Control": "no-store"})
-
-    return router

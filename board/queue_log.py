@@ -49,6 +49,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from callflow.agents.changes import AgentChanged
+from callflow.engine.calls import CallChanged, call_record
+from callflow.engine.effects import DomainEvent
+
 log = logging.getLogger(__name__)
 
 PAUSED_STATES = frozenset({"busy", "not_ready"})
@@ -98,15 +102,17 @@ class QueueLog:
         self._agents: dict[str, tuple[str, str]] = {}  # agent -> (state, reason)
         self._closed: OrderedDict[str, None] = OrderedDict()
 
-    def observe(self, topic: str, payload: dict[str, Any]) -> list[str]:
-        """A published message (``Runtime.on_publish``); lines for the board's records."""
-        if topic != "board":
-            return []
-        kind = payload.get("type")
-        if kind == "call" and isinstance(payload.get("call"), dict):
-            return self.on_call(payload["call"])
-        if kind == "agent_state":
-            return self.on_agent(payload)
+    def observe(self, event: DomainEvent, epoch_of: Callable[[float], float]) -> list[str]:
+        """A fact of the core (``Runtime.on_event``); the queue_log lines it makes. Calls
+        are logged from their record (``call_record``), as the store keeps them."""
+        if isinstance(event, CallChanged):
+            return self.on_call(call_record(event.call, event.rules))
+        if isinstance(event, AgentChanged):
+            agent = event.agent
+            prev = None if event.prev_state is None else (event.prev_state.value,
+                                                          event.prev_reason)
+            return self.on_agent(agent.agent_id, agent.state.value, agent.reason,
+                                 epoch_of(agent.since), prev)
         return []
 
     # --- calls ---------------------------------------------------------------------
@@ -208,17 +214,13 @@ class QueueLog:
 
     # --- agents --------------------------------------------------------------------
 
-    def on_agent(self, payload: dict[str, Any]) -> list[str]:
-        agent_id = str(payload.get("agent_id", ""))
-        state = str(payload.get("state", ""))
-        reason = str(payload.get("reason") or "")
-        at = payload.get("since_epoch")
-        if not agent_id or not state or not isinstance(at, int | float):
-            return []
+    def on_agent(self, agent_id: str, state: str, reason: str, at: float,
+                 prev: tuple[str, str] | None = None) -> list[str]:
+        """An agent in ``state`` since ``at`` (epoch); ``prev`` the state and reason left,
+        when the agent entered a new state (else the last one seen here)."""
         known = self._agents.get(agent_id)
-        prev_state = payload.get("prev_state") or (known[0] if known else None)
-        prev_reason = payload.get("prev_reason") if "prev_state" in payload else (
-            known[1] if known else "")
+        prev_state, prev_reason = prev if prev is not None else (
+            known if known is not None else (None, ""))
         self._agents[agent_id] = (state, reason)
         if prev_state is None or (prev_state == state and (prev_reason or "") == reason):
             return []

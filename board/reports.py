@@ -27,6 +27,8 @@ from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, KpiRules, Kpis, StateSpan
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError
+from callflow.store.db import Store
+from callflow.store.kpi_facts import load_facts
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +88,7 @@ def period_of(kind: Kind, day: date, zone: ZoneInfo) -> tuple[kpi.Period, str]:
 def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
           spans: list[StateSpan], policy: Policy, as_of: datetime,
           agents: Iterable[str] = ()) -> Report:
-    """The report over facts loaded for its period (``kpi.load_facts``)."""
+    """The report over facts loaded for its period (``store/kpi_facts.load_facts``)."""
     zone = ZoneInfo(policy.calendar.timezone)
     period, label = period_of(kind, day, zone)
     rules_for = kpi.rules_by_queue(policy)
@@ -178,12 +180,12 @@ def render(report: Report, fmt: str) -> str:
 # --- from the store, and on a schedule ------------------------------------------------------
 
 
-def load_and_build(store: Any, policy: Policy, kind: Kind, by: By, day: date,
+def load_and_build(store: Store, policy: Policy, kind: Kind, by: By, day: date,
                    as_of: datetime, agents: Iterable[str] = ()) -> Report:
     """Load the period's facts and build the report (runs in a worker thread)."""
     zone = ZoneInfo(policy.calendar.timezone)
     period, _ = period_of(kind, day, zone)
-    facts, spans = kpi.load_facts(store, period)
+    facts, spans = load_facts(store, period)
     return build(kind, by, day, facts, spans, policy, as_of, agents)
 
 
@@ -222,7 +224,7 @@ def next_run(after: datetime, zone: ZoneInfo) -> datetime:
     return candidate.astimezone(UTC)
 
 
-def run_schedule(store: Any, policy: Policy, out_dir: Path, day_done: date,
+def run_schedule(store: Store, policy: Policy, out_dir: Path, day_done: date,
                  as_of: datetime, agents: Iterable[str] = ()) -> list[Path]:
     """Write every report due for ``day_done`` (runs in a worker thread)."""
     written: list[Path] = []

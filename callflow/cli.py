@@ -23,10 +23,10 @@ from callflow.errors import CallflowError
 from callflow.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from callflow.agents.roster import Roster
     from callflow.engine.policy import Policy
+    from callflow.feature import Feature
     from callflow.pbx.render import PbxConfig
-    from callflow.pbx.roster import Roster
-    from callflow.service import Feature
 
 log = logging.getLogger("callflow")
 
@@ -43,17 +43,22 @@ def _roster(settings: Settings) -> Roster:
 
 
 def default_features() -> list[Feature]:
-    """The capabilities a deployment runs beside the inbound flow (one line each)."""
+    """The capabilities a deployment runs beside the inbound flow (one line each).
+
+    Features that need each other get each other here, as constructor arguments."""
     from callflow.board.feature import BoardFeature
     from callflow.desktop.feature import AgentDesktop
     from callflow.outbound.feature import OutboundFeature
     from callflow.recordings.feature import RecordingsFeature
     from callflow.special_calls.feature import SpecialCallsFeature
 
-    # AgentDesktop sends the hold reminders to the desktop; the special-calls feature
-    # keeps the beep, the caller's reassurance, the board, alarms and records
-    return [AgentDesktop(), BoardFeature(), OutboundFeature(),
-            SpecialCallsFeature(desktop_hold_reminders=False), RecordingsFeature()]
+    # the special-calls feature keeps the hold beep, the caller's reassurance, the board,
+    # alarms and records; the desktop feature sends the hold reminders to the desktop
+    special_calls = SpecialCallsFeature(desktop_hold_reminders=False)
+    desktop = AgentDesktop(hold_reminders=not special_calls.desktop_hold_reminders)
+    outbound = OutboundFeature()
+    return [desktop, BoardFeature(), outbound, special_calls,
+            RecordingsFeature(outbound=outbound)]
 
 
 def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:
@@ -138,7 +143,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     """Show the Policy in force (every number, unit and the standard it enforces)."""
-    from callflow.engine.policy import load_policy, policy_table
+    from callflow.engine.policy import load_policy
+    from callflow.policy_docs import policy_table
 
     policy = load_policy(Path(args.file) if args.file else settings.policy_file)
     rows = policy_table(policy)

@@ -11,55 +11,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Protocol
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import uvicorn
-from fastapi import APIRouter
 
-from callflow.ami.client import AmiClient, AmiMessage
+from callflow.agents.roster import Roster
+from callflow.ami.client import AmiClient
+from callflow.ami.pbx import AmiPbx
 from callflow.api.accounts import SessionAuth, SessionSigner, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
-from callflow.dialplan.agi import AgiSession
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
-from callflow.engine.clock import Clock, RealClock
+from callflow.engine.clock import Clock, RealClock, epoch_of
+from callflow.engine.effects import DomainEvent, ListChannels, ListContacts
 from callflow.engine.policy import Policy
+from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.roster import Roster
-from callflow.runtime.core import Adapters, Runtime
+from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
 from callflow.store.db import Store, open_store
+from callflow.store.rows import rows
 from callflow.store.writer import PersistQueue
+from callflow.stream.frames import frames
 from callflow.stream.hub import EventHub
 
 log = logging.getLogger(__name__)
-
-AgiRoute = Callable[[AgiSession], Awaitable[None]]
-
-
-class Feature(Protocol):
-    """A capability plugged into the service (agent desktop, board, outbound dialer...).
-
-    Each feature keeps its own module and state; the service gives it the runtime and
-    the adapters at start, mounts its HTTP routes and serves its AGI scripts. So a
-    feature is added by one line in ``default_features`` and touches nothing else.
-    """
-
-    name: str
-
-    async def start(self, service: Service) -> None: ...
-
-    async def stop(self) -> None: ...
-
-    def routers(self) -> list[APIRouter]: ...
-
-    def agi_routes(self) -> dict[str, AgiRoute]: ...
-
 
 @dataclass
 class ServiceOptions:
@@ -100,11 +81,18 @@ class Service:
                                    self.settings.state_dir / "dead-letter-records.jsonl")
         await asyncio.to_thread(self.prompts.build_all, self.policy,
                                 [(a.agent_id, a.name) for a in self.roster.agents], self.today())
-        self.runtime = Runtime(self.policy, self.clock, self.roster, Adapters(
-            persist=self.writer.put, publish=self.hub.publish, ami_action=self._ami_action))
+        self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
+                             self.settings.ami_username, self.settings.ami_secret)
+        self.runtime = Runtime(self.policy, self.clock, self.roster, edge_adapters(
+            self.clock, persist=self.writer.put, publish=self.hub.publish,
+            pbx=AmiPbx(self.ami)))
         self.hub.snapshot_provider(self.runtime.snapshot)
+        services = FeatureServices(
+            settings=self.settings, policy=self.policy, roster=self.roster, clock=self.clock,
+            store=store, writer=self.writer, runtime=self.runtime, hub=self.hub,
+            prompts=self.prompts, auth=self.auth, today=self.today)
         for feature in self.options.features:
-            await feature.start(self)
+            await feature.start(services)
         ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts,
                           clock=self.clock, today=self.today, history=self.caller_history)
         routes: dict[str, AgiRoute] = {"inbound": lambda session: run_inbound(session, ctx)}
@@ -113,8 +101,6 @@ class Service:
         self.agi = FastAgiServer(self.settings.bind_host, self.settings.ports.agi, routes,
                                  max_sessions=self.options.agi_max_sessions)
         await self.agi.start()
-        self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
-                             self.settings.ami_username, self.settings.ami_secret)
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)
         await self.ami.start()
@@ -156,18 +142,13 @@ class Service:
 
     # --- edges --------------------------------------------------------------------------
 
-    async def _ami_action(self, action: str, fields: dict[str, str]) -> AmiMessage:
-        assert self.ami is not None
-        return await self.ami.action(action, **fields)
-
     async def _resync(self) -> None:
         """After every AMI (re)login: learn what happened while we could not see."""
-        assert self.ami is not None and self.runtime is not None
-        channels = await self.ami.action_list("CoreShowChannels")
-        contacts = await self.ami.action_list("PJSIPShowContacts")
-        self.runtime.apply_resync(channels.events, contacts.events)
-        log.info("AMI resync: %d channels, %d contacts", len(channels.events),
-                 len(contacts.events))
+        assert self.runtime is not None
+        channels = await self.runtime.query(ListChannels())
+        contacts = await self.runtime.query(ListContacts())
+        self.runtime.apply_resync(channels, contacts)
+        log.info("AMI resync: %d channels, %d contacts", len(channels), len(contacts))
 
     def today(self) -> date:
         """The centre's local date (holiday greetings, STD-017)."""
@@ -200,6 +181,27 @@ class Service:
                       "pending_writes": writer.pending if writer else 0,
                       "write_failures": writer.failures if writer else 0},
         }
+
+
+def edge_adapters(clock: Clock, *, persist: Callable[[str, dict[str, Any]], None],
+                  publish: Callable[[str, dict[str, Any]], object],
+                  pbx: PbxPort | None = None) -> Adapters:
+    """The runtime's adapters over a store writer (``persist``) and the live stream
+    (``publish``): the core's typed events become rows and wire frames here, with wall
+    time from ``clock``. Tests build their runtimes with this too, so what they capture
+    is what the store and the clients get."""
+    def wall(monotonic: float) -> float:
+        return epoch_of(clock, monotonic)
+
+    def record(event: DomainEvent) -> None:
+        for kind, data in rows(event, wall):
+            persist(kind, data)
+
+    def show(event: DomainEvent) -> None:
+        for topic, payload in frames(event, wall):
+            publish(topic, payload)
+
+    return Adapters(record=record, show=show, persist=persist, publish=publish, pbx=pbx)
 
 
 def _scalars(stats: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """The agent side of callflow as one Feature: desktop, softphone feature codes, restore.
 
-Plugged into the Service (callflow/service.py ``Feature``), it adds:
+A Feature (callflow/feature.py), it adds:
 
 * the agent desktop: the websocket protocol (docs/agent-protocol.md, served by
   desktop/routes.py) and the page at ``/desktop``;
@@ -10,8 +10,9 @@ Plugged into the Service (callflow/service.py ``Feature``), it adds:
   on_hold state, and the desktop's hold reminders in the shapes of the call's hold
   machine (engine/hold.py): ``hold_reminder`` at ``hold.reminder_s`` and every
   ``hold.reminder_repeat_s`` after (STD-041), ``hold_limit`` at ``hold.limit_s``
-  (STD-040) -- only when no feature running that machine (``special_calls``) sends
-  them itself (its ``desktop_hold_reminders``), so the desktop gets one of each;
+  (STD-040) -- unless ``hold_reminders=False`` because the special-calls feature,
+  which runs that machine, sends them itself (``default_features`` decides, so the
+  desktop gets one of each);
 * each agent's current call in every snapshot (``state.desks``), so a desktop that
   reconnects mid-call shows the caller, the history and the greeting again;
 * after every AMI resync, every desk's softphone status from ``PJSIPShowEndpoints``
@@ -39,17 +40,26 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 
+from callflow.agents.changes import AgentChanged
 from callflow.agents.events import AgentState, DayRollover, HoldEnded, HoldStarted
-from callflow.agents.restore import load_day_totals, load_stored_agents, restored
+from callflow.agents.restore import restored
 from callflow.engine import calls
-from callflow.engine.effects import CancelTimer, Effect, Publish, StartTimer
+from callflow.engine.effects import (
+    CancelTimer,
+    DomainEvent,
+    Effect,
+    ListEndpoints,
+    Notice,
+    StartTimer,
+)
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
+from callflow.store.agent_log import load_day_totals, load_stored_agents
 
 if TYPE_CHECKING:
     from callflow.dialplan.agi import AgiSession
+    from callflow.feature import AgiRoute, FeatureServices
     from callflow.runtime.core import AmiFrame
-    from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +67,6 @@ TIMER_PREFIX = "desk"
 DAY_TIMER_PREFIX = "agentday"  # agentday:<the new day's date>
 HOLD_REMINDER = "hold_reminder"  # STD-041 (payload type as engine/hold.py sends it)
 HOLD_LIMIT = "hold_limit"  # STD-040
-HOLD_MACHINE_FEATURE = "special_calls"  # special_calls/feature.py runs engine/hold.py
 
 
 class AgentDesktop(FeatureBase):
@@ -65,27 +74,24 @@ class AgentDesktop(FeatureBase):
 
     name = "agent_desktop"
 
-    def __init__(self, *, hold_reminders: bool | None = None) -> None:
-        """``hold_reminders``: None = only if no hold machine's feature sends them."""
-        self._service: Service | None = None
-        self._hold_reminders = hold_reminders
+    def __init__(self, *, hold_reminders: bool = True) -> None:
+        """``hold_reminders``: False when another feature sends the desktop the hold
+        reminders (the special-calls feature with ``desktop_hold_reminders``)."""
+        self._service: FeatureServices | None = None
+        self.hold_reminders = hold_reminders
         self._hold_timers: dict[str, list[str]] = {}  # agent_id -> desk timer keys
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- Feature -------------------------------------------------------------------
 
-    async def start(self, service: Service) -> None:
-        self._service = service
+    async def start(self, services: FeatureServices) -> None:
+        self._service = services
         runtime = self.runtime
-        await self._restore(service)
+        await self._restore(services)
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
-        if self._hold_reminders is None:
-            self._hold_reminders = not any(
-                getattr(f, "name", "") == HOLD_MACHINE_FEATURE
-                and getattr(f, "desktop_hold_reminders", True) for f in service.options.features)
-        if self._hold_reminders:
-            runtime.on_publish(self._on_publish)
+        if self.hold_reminders:
+            runtime.on_event(self._on_event)
             runtime.own_timers(TIMER_PREFIX, self._on_timer)
         runtime.extend_snapshot("desks", self.desks)
         runtime.on_resync(self._after_resync)
@@ -97,7 +103,7 @@ class AgentDesktop(FeatureBase):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        if self._service is not None and self._service.runtime is not None:
+        if self._service is not None:
             self.runtime.execute([CancelTimer(k) for keys in self._hold_timers.values()
                                   for k in keys])
         self._hold_timers.clear()
@@ -119,11 +125,9 @@ class AgentDesktop(FeatureBase):
 
     # --- restore ------------------------------------------------------------------------
 
-    async def _restore(self, service: Service) -> None:
+    async def _restore(self, service: FeatureServices) -> None:
         """Agents as the store last saw them (issue 5: restored after an engine restart)."""
         store = service.store
-        if store is None:
-            return
         stored = await asyncio.to_thread(store.read, load_stored_agents)
         runtime = self.runtime
         now, wall = runtime.clock.now(), runtime.clock.wall()
@@ -171,17 +175,14 @@ class AgentDesktop(FeatureBase):
 
     async def _refresh_softphones(self) -> None:
         """Every desk's softphone as Asterisk sees it now (STD-099 needs the truth)."""
-        ami = self.service.ami
-        if ami is None:
-            return
+        runtime = self.runtime
         asked = time.monotonic()  # ContactStatus events newer than this win
         try:
-            listing = await ami.action_list("PJSIPShowEndpoints")
+            listing = await runtime.query(ListEndpoints())
         except CallflowError as exc:
             log.warning("softphone states not refreshed: %s", exc)
             return
-        runtime = self.runtime
-        for item in listing.events:
+        for item in listing:
             endpoint = item.get("ObjectName")
             if self.service.roster.by_endpoint(endpoint) is not None:
                 runtime.softphone_status(endpoint, item.get("DeviceState") != "Unavailable",
@@ -203,11 +204,11 @@ class AgentDesktop(FeatureBase):
 
     # --- hold reminders ----------------------------------------------------------------
 
-    def _on_publish(self, topic: str, payload: dict[str, Any]) -> None:
-        if payload.get("type") != "agent_state" or not topic.startswith("agent:"):
+    def _on_event(self, event: DomainEvent) -> None:
+        if not isinstance(event, AgentChanged):
             return
-        agent_id = str(payload.get("agent_id"))
-        on_hold = payload.get("state") == AgentState.ON_HOLD.value
+        agent_id = event.agent.agent_id
+        on_hold = event.agent.state is AgentState.ON_HOLD
         if on_hold and agent_id not in self._hold_timers:
             self._arm_hold(agent_id)
         elif not on_hold and agent_id in self._hold_timers:
@@ -238,10 +239,12 @@ class AgentDesktop(FeatureBase):
         held = runtime.clock.now() - agent.since
         detail = {"call_id": agent.call_id, "agent_id": agent_id, "held_s": round(held, 3)}
         if kind == HOLD_REMINDER:
-            payload = {"type": HOLD_REMINDER, "std": "STD-041", "count": int(count), **detail}
+            notice = Notice(HOLD_REMINDER, agent_id, {"count": int(count), **detail},
+                            std="STD-041")
         else:
-            payload = {"type": HOLD_LIMIT, "std": "STD-040", "limit_s": hold.limit_s, **detail}
-        effects: list[Effect] = [Publish(f"agent:{agent_id}", payload)]
+            notice = Notice(HOLD_LIMIT, agent_id, {"limit_s": hold.limit_s, **detail},
+                            std="STD-040")
+        effects: list[Effect] = [notice]
         if kind == HOLD_REMINDER and hold.reminder_repeat_s > 0:
             n = int(count) + 1
             at = agent.since + hold.reminder_s + (n - 1) * hold.reminder_repeat_s

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from callflow.agents.events import AgentEvent, AgentState, EndAcw, LogOut, RequestState
+from callflow.agents.events import Actor, AgentEvent, AgentState, EndAcw, LogOut, RequestState
 from callflow.engine.policy import Policy, Reason
 from callflow.stream.protocol import (
     MAX_CLIENT_FRAME_BYTES,
@@ -102,7 +102,7 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
 
 def agent_event(request: DesktopRequest, by: str) -> AgentEvent:
     """The state machine event of a request (login goes through Runtime.log_in instead)."""
-    actor = "supervisor" if by == "supervisor" else "agent"
+    actor: Actor = "supervisor" if by == "supervisor" else "agent"
     if request.type == "ready":
         return RequestState(AgentState.READY, by=actor)
     if request.type == "busy":

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, HTTPException, WebSocket
 from fastapi.responses import FileResponse
 
+from callflow.agents.events import Actor
 from callflow.api.auth import Principal
 from callflow.api.wsconnection import StreamConnection, presented_token
 from callflow.desktop.protocol import (
@@ -161,7 +162,7 @@ class _DesktopConnection(StreamConnection):
         super().__init__(websocket, encoder)
         self._desk = desk
         self._agent_id = agent_id
-        self._actor = "agent" if principal.role == "agent" else "supervisor"
+        self._actor: Actor = "agent" if principal.role == "agent" else "supervisor"
         self._read_only = principal.role == "qa"  # QA follows agents, never steers them
 
     def parse(self, data: str | bytes) -> object:

@@ -64,7 +64,7 @@ from types import MappingProxyType
 from typing import Final
 from urllib.parse import parse_qsl
 
-import asterisk.agi as pyst2
+import asterisk.agi as pyst2  # type: ignore[import-untyped]
 
 from callflow.errors import (
     AgiArgumentError,

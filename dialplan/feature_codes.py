@@ -18,11 +18,11 @@ import logging
 from dataclasses import dataclass
 
 from callflow.agents.events import AgentState, feature_code_event
+from callflow.agents.roster import endpoint_of_channel
 from callflow.dialplan.agi import AgiSession
 from callflow.engine.policy import Policy
 from callflow.errors import StateError
 from callflow.pbx.prompts import PromptLibrary
-from callflow.pbx.roster import endpoint_of_channel
 from callflow.runtime.core import Runtime
 
 log = logging.getLogger(__name__)

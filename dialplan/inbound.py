@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from callflow.agents.roster import RosterAgent
 from callflow.dialplan.agi import AgiSession
 from callflow.engine import waiting
 from callflow.engine.calls import Outcome, Phase
@@ -27,7 +28,6 @@ from callflow.engine.clock import Clock
 from callflow.engine.policy import Policy, ring_limit_seconds
 from callflow.errors import CallerHungUp
 from callflow.pbx.prompts import PromptLibrary, spell_digits
-from callflow.pbx.roster import RosterAgent
 from callflow.runtime.core import Runtime
 
 log = logging.getLogger(__name__)

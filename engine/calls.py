@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
 
-from callflow.engine.effects import Effect, Persist, Publish
+from callflow.engine.effects import DomainEvent, Effect
 
 
 class Phase(StrEnum):
@@ -173,6 +173,41 @@ class CallReleased:
 CallEvent = CallEntered | OfferStarted | OfferEnded | CallReleased
 
 
+# --- what the machine says happened --------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CallChanged(DomainEvent):
+    """The call's record changed (entered, offered, answered, ended): the store keeps it,
+    the board shows it, and the agent offered or talking (``to_agent``) sees it with the
+    caller's history (agents see only their own calls)."""
+
+    call: InboundCall
+    rules: CallRules
+    to_agent: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskRequested(DomainEvent):
+    """A callback task to create: a missed call (STD-055), a dropped line (STD-069), the
+    caller's or the agent's choice (STD-042, STD-047, STD-072). ``announce``: the board
+    and the owner's desktop are told at once (else they hear of it from the task feed)."""
+
+    kind: str
+    number: str
+    due_at: float  # epoch seconds
+    owner_agent_id: str | None
+    note: str
+    from_call: str
+    announce: bool = False
+
+    def as_task(self) -> dict[str, Any]:
+        """The task as the store takes it and desktops are told of it."""
+        return {"kind": self.kind, "number": self.number, "due_at": self.due_at,
+                "owner_agent_id": self.owner_agent_id, "note": self.note,
+                "created_from_uniqueid": self.from_call}
+
+
 # --- figures ------------------------------------------------------------------
 
 
@@ -254,21 +289,12 @@ def call_record(call: InboundCall, timings: CallRules) -> dict[str, Any]:
 
 def _effects(call: InboundCall, timings: CallRules, *, to_agent: str | None = None,
              ) -> list[Effect]:
-    """Persist and tell the board; the agent offered or talking gets its own copy with the
-    caller's history (agents see only their own calls)."""
-    record = call_record(call, timings)
-    effects: list[Effect] = [Persist("call", record),
-                             Publish("board", {"type": "call", "call": record})]
-    if to_agent is not None:
-        effects.append(Publish(f"agent:{to_agent}", {
-            "type": "call", "call": {**record, "history": list(call.history)}}))
-    return effects
+    return [CallChanged(call, timings, to_agent)]
 
 
-def _task(kind: str, call: InboundCall, at: float, owner: str | None, note: str) -> Persist:
-    return Persist("task", {"kind": kind, "number": call.caller, "due_at": at,
-                            "owner_agent_id": owner, "note": note,
-                            "created_from_uniqueid": call.call_id})
+def _task(kind: str, call: InboundCall, at: float, owner: str | None,
+          note: str) -> TaskRequested:
+    return TaskRequested(kind, call.caller, at, owner, note, call.call_id)
 
 
 def _close_offer(call: InboundCall, agent_id: str, result: OfferResult, at: float) -> InboundCall:

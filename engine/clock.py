@@ -23,6 +23,12 @@ class Clock(Protocol):
         ...
 
 
+def epoch_of(clock: Clock, monotonic: float) -> float:
+    """Epoch seconds of a monotonic instant: the machines keep monotonic time only;
+    records and clients need wall time."""
+    return clock.wall().timestamp() - (clock.now() - monotonic)
+
+
 class RealClock:
     """Production clock: the OS monotonic clock plus UTC wall time."""
 

@@ -29,10 +29,19 @@ hold on an ended call, another agent's hold) raises StateError and changes nothi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Literal
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
-from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
+from callflow.engine.effects import (
+    Alarm,
+    CancelTimer,
+    DomainEvent,
+    Effect,
+    Logged,
+    Notice,
+    StartTimer,
+)
 from callflow.engine.policy import Policy
 from callflow.errors import StateError
 
@@ -279,7 +288,7 @@ def _start_episode(holds: CallHolds, event: HoldOn,
     effects.append(StartTimer(timer_key(cid, n, MAX_WAIT), event.at + rules.max_wait_s))
     if rules.auto_retrieve_s > 0:
         effects.append(StartTimer(timer_key(cid, n, RETRIEVE), event.at + rules.auto_retrieve_s))
-    effects += [_persist(holds, n), _publish(holds, "hold_started", n, event.at, via=event.via)]
+    effects.append(HoldChanged(holds, n, event.at, "hold_started", {"via": event.via}))
     return holds, effects
 
 
@@ -308,7 +317,7 @@ def _end_episode(holds: CallHolds, at: float, wall: float, rules: HoldRules,
                              for kind in (REMINDER, LIMIT, MAX_WAIT, RETRIEVE, CHOICE)]
     effects += [CancelTimer(timer_key(cid, n, REMINDER, k))
                 for k in range(2, current.reminders + 2)]
-    effects += [_persist(holds, n), _publish(holds, "hold_ended", n, at, why=why)]
+    effects.append(HoldChanged(holds, n, at, "hold_ended", {"why": why}))
     return holds, effects
 
 
@@ -321,14 +330,13 @@ def _timer(holds: CallHolds, event: HoldTimer,
     if holds.ended or current is None or n != holds.count:
         return holds, []  # that hold is over: a late timer is harmless
     held = event.at - current.started_at
-    agent = f"agent:{holds.agent_id}"
+    agent = holds.agent_id
     detail = {"call_id": call_id, "agent_id": holds.agent_id, "episode": n,
               "held_s": round(held, 3)}
     if kind == REMINDER:
         current = replace(current, reminders=current.reminders + 1)
         effects: list[Effect] = [
-            Publish(agent, {"type": "hold_reminder", "std": "STD-041", "count": count,
-                            **detail}),
+            Notice("hold_reminder", agent, {"count": count, **detail}, std="STD-041"),
             Beep(call_id, holds.agent_id)]
         if rules.reminder_repeat_s > 0:
             effects.append(StartTimer(timer_key(call_id, n, REMINDER, count + 1),
@@ -342,19 +350,18 @@ def _timer(holds: CallHolds, event: HoldTimer,
         total = round(holds.total_s(event.at), 3)
         breach = {**detail, "limit_s": rules.limit_s, "scope": rules.scope, "total_s": total}
         return holds, [
-            Publish(agent, {"type": "hold_limit", "std": "STD-040", **breach}),
-            Publish("board", {"type": "hold_breach", "std": "STD-040", **breach}),
+            Notice("hold_limit", agent, breach, std="STD-040"),
+            Notice("hold_breach", None, breach, std="STD-040", to_board=True),
             Alarm("hold_limit", breach, std="STD-040"),
-            Persist("hold_breach", {"call_uniqueid": call_id, "at": event.wall, **breach}),
+            Logged("hold_breach", call_id, event.wall, breach),
             Reassure(call_id)]
     if kind == MAX_WAIT:
         holds = _replace_current(holds, replace(current, max_wait=True,
                                                 choice_open=rules.max_wait_offer))
         over = {**detail, "max_wait_s": rules.max_wait_s, "offered": rules.max_wait_offer}
-        effects = [Publish(agent, {"type": "hold_max_wait", "std": "STD-043", **over}),
+        effects = [Notice("hold_max_wait", agent, over, std="STD-043"),
                    Alarm("hold_max_wait", over, std="STD-043"),
-                   Persist("hold_max_wait", {"call_uniqueid": call_id, "at": event.wall,
-                                             **over})]
+                   Logged("hold_max_wait", call_id, event.wall, over)]
         if rules.max_wait_offer:
             effects += [OfferChoice(call_id),
                         StartTimer(timer_key(call_id, n, CHOICE),
@@ -364,8 +371,8 @@ def _timer(holds: CallHolds, event: HoldTimer,
         if not current.choice_open:
             return holds, []
         holds = _replace_current(holds, replace(current, choice_open=False))
-        return holds, [Publish(agent, {"type": "hold_choice", "std": "STD-042",
-                                       "choice": None, **detail})]
+        return holds, [Notice("hold_choice", agent, {"choice": None, **detail},
+                              std="STD-042")]
     if kind == RETRIEVE:
         return holds, [Retrieve(call_id, holds.agent_id, current.via)]
     raise StateError("bad_timer", f"unknown hold timer kind {kind!r}")
@@ -385,9 +392,8 @@ def _caller_key(holds: CallHolds, event: CallerKey) -> tuple[CallHolds, list[Eff
               "held_s": round(event.at - current.started_at, 3), "choice": choice}
     effects: list[Effect] = [
         CancelTimer(timer_key(holds.call_id, n, CHOICE)),
-        Publish(f"agent:{holds.agent_id}", {"type": "hold_choice", "std": "STD-042", **detail}),
-        Publish("board", {"type": "hold_choice", "std": "STD-042", **detail}),
-        Persist("hold_choice", {"call_uniqueid": holds.call_id, "at": event.wall, **detail})]
+        Notice("hold_choice", holds.agent_id, detail, std="STD-042", to_board=True),
+        Logged("hold_choice", holds.call_id, event.wall, detail)]
     if event.digit == CALL_ME_BACK:
         effects.append(CallbackChosen(holds.call_id, holds.agent_id))
     return holds, effects
@@ -397,21 +403,35 @@ def _replace_current(holds: CallHolds, episode: Episode) -> CallHolds:
     return replace(holds, episodes=(*holds.episodes[:-1], episode))
 
 
-def _persist(holds: CallHolds, n: int) -> Persist:
+@dataclass(frozen=True)
+class HoldChanged(DomainEvent):
+    """A hold episode began or ended (``kind``: ``hold_started`` / ``hold_ended``): the
+    store keeps the episode and the call's running totals, the board shows it and
+    counts it (STD-040, STD-041). ``at`` is the machine's time of the change."""
+
+    holds: CallHolds
+    episode: int  # 1-based
+    at: float
+    kind: str
+    extra: Mapping[str, str] = field(default_factory=dict)  # via | why
+
+
+def hold_record(event: HoldChanged) -> dict[str, Any]:
     """One row per episode (opened, then finished) and the call's running totals."""
-    ep = holds.episodes[n - 1]
-    return Persist("hold", {
-        "call_uniqueid": holds.call_id, "agent_id": holds.agent_id, "episode": n,
+    holds, ep = event.holds, event.holds.episodes[event.episode - 1]
+    return {
+        "call_uniqueid": holds.call_id, "agent_id": holds.agent_id, "episode": event.episode,
         "started_at": ep.started_wall, "ended_at": ep.ended_wall,
         "hold_s": None if ep.length is None else round(ep.length, 3),
         "breached": ep.breached, "hold_count": holds.count,
-        "hold_total_s": round(holds.total_s(), 3)})
+        "hold_total_s": round(holds.total_s(), 3)}
 
 
-def _publish(holds: CallHolds, kind: str, n: int, at: float, **extra: str) -> Publish:
-    ep = holds.episodes[n - 1]
-    return Publish("board", {
-        "type": kind, "call_id": holds.call_id, "agent_id": holds.agent_id, "episode": n,
-        "hold_s": None if ep.length is None else round(ep.length, 3),
+def hold_episode_view(event: HoldChanged) -> dict[str, Any]:
+    """The episode as the board is told of it."""
+    holds, ep = event.holds, event.holds.episodes[event.episode - 1]
+    return {
+        "type": event.kind, "call_id": holds.call_id, "agent_id": holds.agent_id,
+        "episode": event.episode, "hold_s": None if ep.length is None else round(ep.length, 3),
         "breached": ep.breached, "hold_count": holds.count,
-        "hold_total_s": round(holds.total_s(at), 3), **extra})
+        "hold_total_s": round(holds.total_s(event.at), 3), **event.extra}

@@ -2,8 +2,8 @@
 
 The board, the REST API and the reports all call these functions, so a figure means
 the same everywhere. They are pure: plain facts in (calls with their offers and
-holds, agent state spans), numbers out; ``load_facts`` at the bottom is the thin
-loader that turns store rows into those facts.
+holds, agent state spans), numbers out. The facts are handed in: ``store/kpi_facts.py``
+reads them from the database, ``board/live.py`` builds them from what the core publishes.
 
 Time points per call (KPI definitions): ``t_in`` (``entered_at``: the call reached
 agent routing), ``t_ring`` (the answering agent's phone started ringing), ``t_ans``,
@@ -785,55 +785,3 @@ def week_period(monday: date, zone: ZoneInfo) -> Period:
 
 def local_day(at: datetime, zone: ZoneInfo) -> date:
     return at.astimezone(zone).date()
-
-
-# --- the thin loader -----------------------------------------------------------------------
-
-
-def facts_from_rows(calls: Iterable[Any], offers: Iterable[Any], holds: Iterable[Any]
-                    ) -> list[CallFact]:
-    """Store rows (calls, call_offers, call_holds; attribute access) -> CallFacts."""
-    offers_by: dict[int, list[OfferFact]] = defaultdict(list)
-    for o in offers:
-        offers_by[o.call_id].append(OfferFact(o.agent_id, o.started_at, o.ended_at, o.result))
-    holds_by: dict[int, list[HoldFact]] = defaultdict(list)
-    for h in holds:
-        holds_by[h.call_id].append(HoldFact(h.started_at, h.ended_at, h.agent_id))
-    out = []
-    for c in calls:
-        if c.entered_at is None or c.direction != "inbound":
-            continue
-        out.append(CallFact(
-            uniqueid=c.uniqueid, queue=c.queue or "main", entered_at=c.entered_at,
-            answered_at=c.answered_at, ended_at=c.ended_at, agent_id=c.agent_id,
-            outcome=c.outcome, ring_started_at=c.ring_started_at,
-            offers=tuple(sorted(offers_by.get(c.id, ()), key=lambda o: o.started_at)),
-            holds=tuple(sorted(holds_by.get(c.id, ()), key=lambda h: h.started_at)),
-            hold_total_s=c.hold_total_s or 0.0, transfer_count=c.transfer_count or 0,
-            released_by=c.released_by, release_compliant=c.release_compliant,
-            release_procedure=c.release_procedure, disposition=c.disposition,
-            caller=c.caller_number or ""))
-    return out
-
-
-def spans_from_rows(rows: Iterable[Any]) -> list[StateSpan]:
-    return [StateSpan(r.agent_id, r.state, r.started_at, r.ended_at, r.reason, r.call_uniqueid)
-            for r in rows]
-
-
-#: ACW of a call at the end of a period runs into the next one; load this much more.
-ACW_LOOKAHEAD = timedelta(hours=2)
-
-
-def load_facts(store: Any, period: Period) -> tuple[list[CallFact], list[StateSpan]]:
-    """Calls that reached routing in the period, and the state spans that overlap it (plus
-    the ACW look-ahead). Runs in a worker thread (it queries the store)."""
-    from callflow.store import repo
-
-    with store.session(readonly=True) as s:
-        calls = repo.calls_entered_between(s, period.start, period.end)
-        ids = [c.id for c in calls]
-        offers = repo.offers_for_calls(s, ids)
-        holds = repo.holds_for_calls(s, ids)
-        states = repo.agent_states_between(s, period.start, period.end + ACW_LOOKAHEAD)
-    return facts_from_rows(calls, offers, holds), spans_from_rows(states)

@@ -2,7 +2,7 @@
 
 No socket, no database, no loop here: wall times come in as arguments (the Clock's
 ``wall()`` at the edge), Asterisk's facts come in as plain events, decisions go out
-as values. ``callflow.outbound.feature`` is the thin edge that claims tasks from the store,
+as values. ``callflow.outbound.dialer`` is the thin edge that claims tasks from the store,
 sends the AMI Originate and feeds the events back.
 
 How an attempt runs (agent-first; preview differs only in who starts it):
@@ -43,13 +43,14 @@ Decisions this module makes (and why):
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from callflow.engine.effects import DomainEvent, Originate
 from callflow.engine.policy import Policy, outbound_no_answer_seconds, ring_limit_seconds
 from callflow.errors import PolicyError, StateError
 
@@ -547,32 +548,56 @@ def agent_rang_out(attempt: Attempt) -> bool:
 # --- what the edge sends and records ---------------------------------------------------------
 
 
-def originate_fields(attempt: Attempt, policy: Policy, endpoint: str,
-                     context: str = "callflow-outbound") -> dict[str, str | list[str]]:
-    """The AMI Originate of an agent-first attempt.
+def originate(attempt: Attempt, policy: Policy, endpoint: str,
+              context: str = "callflow-outbound") -> Originate:
+    """The Originate of an agent-first attempt.
 
-    ``ChannelId`` is always set (harness A5: without it a failed async Originate's
+    ``channel_id`` is always set (harness A5: without it a failed async Originate's
     OriginateResponse says ``Uniqueid: <unknown>`` and cannot be tied to anything).
     The agent's phone shows the customer's number (STD-082); the dialplan presents
     the centre's number to the customer (``CALLFLOW_CLI``) and rings the customer
     for six rings (``CALLFLOW_RING_S``, STD-081).
     """
-    variables = [f"CALLFLOW_RING_S={customer_ring_seconds(policy):g}",
-                 f"CALLFLOW_TASK={attempt.task_id}"]
+    variables = [("CALLFLOW_RING_S", f"{customer_ring_seconds(policy):g}"),
+                 ("CALLFLOW_TASK", str(attempt.task_id))]
     caller_id = caller_id_for(attempt.kind, policy)
     if caller_id:
-        variables.append(f"CALLFLOW_CLI={caller_id}")
-    return {
-        "Channel": f"PJSIP/{endpoint}",
-        "Context": context,
-        "Exten": attempt.number,
-        "Priority": "1",
-        "Timeout": str(round(agent_ring_seconds(policy) * 1000)),
-        "CallerID": f'"Task {attempt.task_id}" <{attempt.number}>',
-        "Variable": variables,
-        "Async": "true",
-        "ChannelId": attempt.attempt_id,
-    }
+        variables.append(("CALLFLOW_CLI", caller_id))
+    return Originate(
+        f"PJSIP/{endpoint}", context=context, exten=attempt.number, priority=1,
+        timeout_ms=round(agent_ring_seconds(policy) * 1000),
+        caller_id=f'"Task {attempt.task_id}" <{attempt.number}>',
+        variables=tuple(variables), channel_id=attempt.attempt_id)
+
+
+# --- what the dialer says happened ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskChanged(DomainEvent):
+    """A task was created, changed or offered for preview: the board and the desktops of
+    ``agents`` hear of it (``board`` False: a preview for one agent only, STD-082).
+    ``task`` is the task as the API shows it."""
+
+    task: Mapping[str, Any]
+    change: Literal["created", "updated", "preview"]
+    agents: tuple[str, ...] = ()
+    board: bool = True
+
+
+@dataclass(frozen=True)
+class AttemptChanged(DomainEvent):
+    """An outbound attempt moved on (ringing the agent, the customer, connected, ended):
+    the dialling agent's desktop and the board follow it."""
+
+    attempt: Attempt
+
+
+@dataclass(frozen=True)
+class OutboundCallEnded(DomainEvent):
+    """An attempt that dialled the customer ended: its ``calls`` row (``call_record``)."""
+
+    record: Mapping[str, Any]
 
 
 _CALL_OUTCOME = {AttemptOutcome.ANSWERED: "answered", AttemptOutcome.NO_ANSWER: "no_answer",

@@ -27,9 +27,17 @@ Bad input raises StateError with the state unchanged.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import Any, Literal
 
-from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
+from callflow.engine.effects import (
+    Alarm,
+    CancelTimer,
+    DomainEvent,
+    Effect,
+    Logged,
+    Notice,
+    StartTimer,
+)
 from callflow.engine.policy import Policy
 from callflow.errors import StateError
 
@@ -242,9 +250,8 @@ def step(call: SpecialCall, event: SpecialEvent,
         return _warn(call, event, rules)
     if isinstance(event, Closing):
         call = replace(call, closing_at=event.at, closing_wall=event.wall)
-        return call, [Publish(f"agent:{call.agent_id}", {
-            "type": "closing", "call_id": call.call_id, "std": "STD-111",
-            "grace_s": rules.closing_grace_s})]
+        return call, [Notice("closing", call.agent_id, {
+            "call_id": call.call_id, "grace_s": rules.closing_grace_s}, std="STD-111")]
     if isinstance(event, CallerSpeech):
         return _speech(call)
     if isinstance(event, Connected):
@@ -283,9 +290,8 @@ def _warn(call: SpecialCall, event: Warn,
     if call.procedure != "nuisance":
         call = replace(call, procedure="nuisance", run=call.run + 1, step=0, done=False,
                        cancelled=False)
-        effects.append(Persist("number_flag", {  # STD-064: the number is flagged
-            "call_uniqueid": call.call_id, "number": call.caller, "flag": "nuisance",
-            "agent_id": call.agent_id, "at": event.wall}))
+        effects.append(Logged("number_flag", call.call_id, event.wall, {  # STD-064: flagged
+            "number": call.caller, "flag": "nuisance", "agent_id": call.agent_id}))
     call = replace(call, warnings=call.warnings + 1)
     effects.append(_notice(call, "nuisance_warning", warning=call.warnings,
                            of=rules.nuisance_warnings))
@@ -334,7 +340,7 @@ def _nuisance_final(call: SpecialCall,
     action = rules.nuisance_final_action
     detail = {"call_id": call.call_id, "agent_id": call.agent_id, "number": call.caller,
               "warnings": call.warnings, "action": action}
-    board = Publish("board", {"type": "nuisance", "std": "STD-065", **detail})
+    board = Notice("nuisance", None, detail, std="STD-065", to_board=True)
     if action == "escalate":  # the duty supervisor takes it (C-10); the call goes on
         return replace(call, done=True), [
             board, Alarm("nuisance_escalated", detail, std="STD-065")]
@@ -414,23 +420,40 @@ def _released(call: SpecialCall, event: Released,
         verdict = not why
     else:
         verdict = None  # the link was down: nobody knows who released first
-    record = {"uniqueid": call.call_id, "release_compliant": verdict,
-              "release_procedure": call.ending, "released_by": by,
-              "closing_at": call.closing_wall}
-    if outcome is not None:
-        record["outcome"] = outcome
-    effects.append(Persist("call_release", record))
+    effects.append(ReleaseJudged(call.call_id, verdict, call.ending, by, call.closing_wall,
+                                 outcome))
     if verdict is False:
         detail = {"call_id": call.call_id, "agent_id": call.agent_id, "why": why,
                   "closing_s": None if call.closing_at is None
                   else round(event.at - call.closing_at, 3)}
         effects += [Alarm("agent_hung_up_first", detail, std="STD-110"),
-                    Publish(f"agent:{call.agent_id}", {"type": "release_violation",
-                                                       "std": "STD-110", **detail})]
+                    Notice("release_violation", call.agent_id, detail, std="STD-110")]
     return ended, effects
 
 
-def _notice(call: SpecialCall, kind: str, **extra: object) -> Publish:
-    return Publish(f"agent:{call.agent_id}", {
-        "type": kind, "call_id": call.call_id, "procedure": call.procedure,
-        "std": STD.get(str(call.procedure), ""), **extra})
+def _notice(call: SpecialCall, kind: str, **extra: object) -> Notice:
+    return Notice(kind, call.agent_id, {"call_id": call.call_id, "procedure": call.procedure,
+                                        **extra}, std=STD.get(str(call.procedure), ""))
+
+
+@dataclass(frozen=True)
+class ReleaseJudged(DomainEvent):
+    """Who released first and whether that was allowed (STD-110..112, C-6); a special-call
+    ending also gives the call its outcome (silent, noisy_line, nuisance...). ``compliant``
+    is None when nobody knows who released first (the AMI link was down)."""
+
+    call_id: str
+    compliant: bool | None
+    procedure: str | None  # the script that ended the call, if one did
+    released_by: str
+    closing_at: float | None  # epoch of the closing, if said
+    outcome: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "uniqueid": self.call_id, "release_compliant": self.compliant,
+            "release_procedure": self.procedure, "released_by": self.released_by,
+            "closing_at": self.closing_at}
+        if self.outcome is not None:
+            record["outcome"] = self.outcome
+        return record

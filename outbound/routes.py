@@ -21,7 +21,7 @@ from callflow.api.accounts import require
 from callflow.api.auth import Principal
 from callflow.engine import outbound
 from callflow.errors import StateError, StoreError
-from callflow.outbound.feature import attempt_payload, create_callback, task_payload
+from callflow.outbound.dialer import attempt_payload, create_callback, task_payload
 from callflow.store import repo
 from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask
 

@@ -35,24 +35,42 @@ import wave
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 
-from callflow.engine.effects import Persist
+from callflow.engine.effects import Persist, StartRecording
 from callflow.feature import FeatureBase
 from callflow.store import repo
 
 if TYPE_CHECKING:
-    from callflow.outbound.feature import Dialer
+    from callflow.feature import AgiRoute, FeatureServices
     from callflow.runtime.core import AmiFrame
-    from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
 
 WAV_HEADER_BYTES = 44  # format_wav's canonical header (8 kHz 16-bit mono)
 BYTES_PER_SECOND = 8000 * 2
+
+
+class OutboundLeg(Protocol):
+    """A live outbound attempt seen from one of its legs."""
+
+    @property
+    def attempt_id(self) -> str: ...  # also the agent leg's uniqueid
+
+    @property
+    def agent_id(self) -> str: ...
+
+    @property
+    def number(self) -> str: ...
+
+
+class OutboundAttempts(Protocol):
+    """What recording outbound calls needs of the dialer (the outbound feature has it)."""
+
+    def attempt_for_leg(self, uid: str) -> OutboundLeg | None: ...
 
 
 @dataclass
@@ -115,11 +133,14 @@ class RecordingsFeature(FeatureBase):
 
     name = "recordings"
 
-    def __init__(self, *, purge: bool = True, settle_interval_s: float = 0.2) -> None:
-        """``purge=False`` leaves retention off (tests that keep their files)."""
+    def __init__(self, *, outbound: OutboundAttempts | None = None, purge: bool = True,
+                 settle_interval_s: float = 0.2) -> None:
+        """``outbound``: the dialer's attempts, to record outbound calls (STD-114; None:
+        inbound only). ``purge=False`` leaves retention off (tests that keep their files)."""
+        self.outbound = outbound
         self.purge_enabled = purge
         self.settle_interval_s = settle_interval_s
-        self._service: Service | None = None
+        self._service: FeatureServices | None = None
         self.active: dict[str, Active] = {}  # recorded leg's uniqueid -> recording
         self.recorded: set[str] = set()  # call ids already recorded (one file per call)
         self.finished: list[dict[str, Any]] = []  # what was stored (tests, diagnostics)
@@ -127,7 +148,7 @@ class RecordingsFeature(FeatureBase):
 
     # --- Feature protocol -----------------------------------------------------------
 
-    async def start(self, service: Service) -> None:
+    async def start(self, service: FeatureServices) -> None:
         self._service = service
         runtime = self.runtime
         runtime.on_ami("BridgeEnter", self._on_bridge_enter)
@@ -158,13 +179,6 @@ class RecordingsFeature(FeatureBase):
 
     # --- AMI facts ----------------------------------------------------------------------
 
-    def _dialer(self) -> Dialer | None:
-        for feature in self.service.options.features:
-            if getattr(feature, "name", "") == "outbound":
-                dialer: Dialer | None = getattr(feature, "dialer", None)
-                return dialer
-        return None
-
     def _on_bridge_enter(self, frame: AmiFrame) -> None:
         if _int(frame.get("BridgeNumChannels")) < 2:
             return
@@ -188,14 +202,12 @@ class RecordingsFeature(FeatureBase):
                       self._path(call.call_id), call.agent_id, call.caller, _stamp(frame))
 
     def _outbound(self, uid: str, frame: AmiFrame) -> Active | None:
-        dialer = self._dialer()
-        if dialer is None or not self.service.policy.qa.record_outbound:
+        if self.outbound is None or not self.service.policy.qa.record_outbound:
             return None
-        attempt_id = uid if uid in dialer.attempts else dialer._legs.get(uid)
-        live = dialer.attempts.get(attempt_id or "")
-        if attempt_id is None or live is None:
+        attempt = self.outbound.attempt_for_leg(uid)
+        if attempt is None:
             return None
-        attempt = live.attempt
+        attempt_id = attempt.attempt_id
         # the agent leg by its uniqueid: AMI finds a channel by uniqueid as by name
         return Active(attempt_id, attempt_id, "outbound", attempt_id, self._path(attempt_id),
                       attempt.agent_id, attempt.number, _stamp(frame))
@@ -207,14 +219,8 @@ class RecordingsFeature(FeatureBase):
         return self.directory / f"{day:%Y}" / f"{day:%m}" / f"{day:%d}" / f"{safe}.wav"
 
     async def _mixmonitor(self, rec: Active) -> None:
-        send = self.runtime.adapters.ami_action
-        if send is None:
-            log.error("no AMI link: %s not recorded", rec.call_id)
-            self.active.pop(rec.key, None)
-            return
         try:
-            await send("MixMonitor", {"Channel": rec.channel, "File": str(rec.path),
-                                      "Options": "b"})
+            await self.runtime.request(StartRecording(rec.channel, str(rec.path), "b"))
         except Exception as exc:  # the call goes on unrecorded; say so loudly
             log.error("MixMonitor on %s refused: %s", rec.channel, exc)
             self.active.pop(rec.key, None)
@@ -254,7 +260,6 @@ class RecordingsFeature(FeatureBase):
     def purge(self, now: datetime | None = None) -> int:
         """Delete the files older than the retention and mark their rows (worker thread)."""
         store = self.service.store
-        assert store is not None
         now = now or self.service.clock.wall()
         cutoff = now - timedelta(days=self.service.policy.recordings.retention_days)
         purged = 0

@@ -51,11 +51,12 @@ from callflow.recordings.scoring import (
     score_review,
 )
 from callflow.store import repo
+from callflow.store.db import Store
 from callflow.store.models import QaReview, Recording
 
 if TYPE_CHECKING:
+    from callflow.feature import FeatureServices
     from callflow.recordings.feature import RecordingsFeature
-    from callflow.service import Service
 
 VIEW_ROLES = ("supervisor", "qa", "admin")
 REVIEW_ROLES = ("qa", "supervisor")
@@ -92,17 +93,14 @@ def review_view(review: QaReview) -> dict[str, Any]:
 def recordings_router(feature: RecordingsFeature) -> APIRouter:
     router = APIRouter(prefix="/api/v1/recordings", tags=["recordings"])
 
-    def service() -> Service:
+    def service() -> FeatureServices:
         try:
             return feature.service
         except Exception:
             raise _error(503, "not_ready", "the service is starting") from None
 
-    def store() -> Any:
-        store = service().store
-        if store is None:
-            raise _error(503, "not_ready", "the store is not open")
-        return store
+    def store() -> Store:
+        return service().store
 
     def now() -> datetime:
         return service().clock.wall().astimezone(UTC)

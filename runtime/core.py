@@ -15,46 +15,77 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
-from callflow.agents import desks
+from callflow.agents import desks, routing
+from callflow.agents import events as agent_events
 from callflow.agents import state as agent_state
+from callflow.agents.roster import Roster, RosterAgent, endpoint_of_channel
 from callflow.engine import calls
-from callflow.engine.clock import Clock
+from callflow.engine.clock import Clock, epoch_of
 from callflow.engine.effects import (
     Alarm,
-    AmiAction,
     CancelTimer,
+    DomainEvent,
     Effect,
+    PbxAction,
+    PbxQuery,
     Persist,
     Publish,
     StartTimer,
 )
 from callflow.engine.policy import Policy
-from callflow.errors import CallflowError, StateError
-from callflow.pbx.roster import Roster, RosterAgent, endpoint_of_channel
+from callflow.errors import AmiLinkDown, CallflowError, StateError
 
 log = logging.getLogger(__name__)
 
 
 class AmiFrame(Protocol):
-    """What the runtime needs of an AMI message (engine.ami.AmiMessage satisfies it)."""
+    """What the runtime needs of an AMI message (``callflow.ami.frames.AmiMessage`` has it)."""
 
-    name: str
-    received_at: float
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def received_at(self) -> float: ...
 
     def get(self, key: str, default: str = "") -> str: ...
 
 
+class PbxPort(Protocol):
+    """How the runtime reaches Asterisk (``callflow.ami.pbx.AmiPbx`` over AMI).
+
+    ``send`` and ``query`` raise ``AmiError`` subclasses (``AmiLinkDown``...) from
+    ``callflow.errors``; replies and listed items are ``AmiFrame``s."""
+
+    @property
+    def up(self) -> bool: ...
+
+    @property
+    def stats(self) -> Mapping[str, float]: ...
+
+    async def send(self, action: PbxAction) -> AmiFrame: ...
+
+    async def query(self, query: PbxQuery) -> Sequence[AmiFrame]: ...
+
+
 @dataclass
 class Adapters:
-    """The edges effects go out through. Each must return at once (queue, don't block)."""
+    """The edges effects go out through; each must return at once (queue, don't block).
 
+    ``record`` and ``show`` take the core's typed events to the store and the live stream
+    (each turns them into its own shape: ``callflow.store.rows``, ``callflow.stream.frames``;
+    ``callflow.service.edge_adapters`` wires both). ``persist`` and ``publish`` carry a
+    feature's own records and messages as they are. ``pbx`` is None only where no
+    Asterisk is wired (pure tests)."""
+
+    record: Callable[[DomainEvent], None]
+    show: Callable[[DomainEvent], None]
     persist: Callable[[str, dict[str, Any]], None]
-    publish: Callable[[str, dict[str, Any]], None]
-    ami_action: Callable[[str, dict[str, str]], Awaitable[Any]] | None = None
+    publish: Callable[[str, dict[str, Any]], object]
+    pbx: PbxPort | None = None
 
 
 @dataclass
@@ -95,7 +126,7 @@ class Runtime:
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[AmiFrame], None]]] = {}
         self._timer_owners: dict[str, Callable[[str], None]] = {}
-        self._publish_listeners: list[Callable[[str, dict[str, Any]], None]] = []
+        self._event_listeners: list[Callable[[DomainEvent], None]] = []
         self._snapshot_parts: dict[str, Callable[[Callable[[str], bool]], Any]] = {}
         self._agent_holds: list[Callable[[str], bool]] = []
         self.stats = RuntimeStats()
@@ -114,46 +145,41 @@ class Runtime:
                 log.exception("effect %r failed", effect)
 
     def _execute_one(self, effect: Effect) -> None:
-        if isinstance(effect, Persist):
-            self.adapters.persist(effect.kind, self._with_wall_times(effect.data))
+        if isinstance(effect, DomainEvent):
+            self._emit(effect)
+        elif isinstance(effect, Persist):
+            self.adapters.persist(effect.kind, effect.data)
         elif isinstance(effect, Publish):
-            self._publish(effect.topic, self._with_wall_times(effect.payload))
-        elif isinstance(effect, Alarm):
-            alarm = {"kind": effect.kind, "std": effect.std, "detail": effect.detail,
-                     "raised_at": time.time()}
-            self.adapters.persist("alarm", alarm)
-            self._publish("alarms", {"type": "alarm", **alarm})
+            self.adapters.publish(effect.topic, effect.payload)
         elif isinstance(effect, StartTimer):
             self._start_timer(effect.key, effect.at)
         elif isinstance(effect, CancelTimer):
             handle = self._timers.pop(effect.key, None)
             if handle is not None:
                 handle.cancel()
-        elif isinstance(effect, AmiAction):
-            if self.adapters.ami_action is None:
-                raise CallflowError(f"no AMI link to send {effect.action}")
-            task = asyncio.get_running_loop().create_task(
-                self.adapters.ami_action(effect.action, dict(effect.fields)))
-            task.add_done_callback(_log_task_error)
+        elif isinstance(effect, PbxAction):
+            task = asyncio.get_running_loop().create_task(self.request(effect))
+            task.add_done_callback(_log_pbx_failure(effect))
         else:
             raise CallflowError(f"unknown effect {effect!r}")
 
-    def _wall(self, monotonic: float) -> float:
-        """Epoch seconds of a monotonic instant (the machines keep monotonic time only)."""
-        return self.clock.wall().timestamp() - (self.clock.now() - monotonic)
+    def _emit(self, event: DomainEvent) -> None:
+        """To the store, to the live stream, then to the features that follow the core."""
+        if isinstance(event, Alarm) and not event.raised_at:
+            event = replace(event, raised_at=time.time())
+        self.adapters.record(event)
+        self.adapters.show(event)
+        for listener in self._event_listeners:
+            try:
+                listener(event)
+            except Exception:  # a feature's fault must not cost the core its effects
+                self.stats.errors += 1
+                log.exception("event listener %r failed on %s", listener,
+                              type(event).__name__)
 
-    def _with_wall_times(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Records and clients need wall time: ``at_monotonic``/``since`` gain epoch twins."""
-        if "at_monotonic" not in data and not isinstance(data.get("since"), float):
-            return data
-        out = dict(data)
-        if "at_monotonic" in out:
-            out["at"] = self._wall(out.pop("at_monotonic"))
-        if isinstance(out.get("since"), float):
-            out["since_epoch"] = round(self._wall(out["since"]), 3)
-        if isinstance(out.get("acw_deadline"), float):
-            out["acw_deadline_epoch"] = round(self._wall(out["acw_deadline"]), 3)
-        return out
+    def epoch_of(self, monotonic: float) -> float:
+        """Epoch seconds of a monotonic instant (the machines keep monotonic time only)."""
+        return epoch_of(self.clock, monotonic)
 
     def _start_timer(self, key: str, at: float) -> None:
         old = self._timers.pop(key, None)
@@ -180,6 +206,30 @@ class Runtime:
             self.stats.errors += 1
             log.exception("timer %s could not be handled", key)
 
+    # --- Asterisk -------------------------------------------------------------------------
+
+    async def request(self, action: PbxAction) -> AmiFrame:
+        """Carry out ``action`` and return Asterisk's reply (for callers that must know it
+        was accepted, e.g. the dialer's Originate). Raises ``AmiError``s."""
+        if self.adapters.pbx is None:
+            raise AmiLinkDown(f"no Asterisk wired to carry out {action}")
+        return await self.adapters.pbx.send(action)
+
+    async def query(self, query: PbxQuery) -> Sequence[AmiFrame]:
+        """What Asterisk lists now (channels, endpoints, contacts). Raises ``AmiError``s."""
+        if self.adapters.pbx is None:
+            raise AmiLinkDown(f"no Asterisk wired to answer {query}")
+        return await self.adapters.pbx.query(query)
+
+    @property
+    def pbx_up(self) -> bool:
+        """The link to Asterisk is up (logged in and resynced)."""
+        return self.adapters.pbx is not None and self.adapters.pbx.up
+
+    @property
+    def pbx_stats(self) -> Mapping[str, float]:
+        return self.adapters.pbx.stats if self.adapters.pbx is not None else {}
+
     # --- extension points for features ----------------------------------------------
 
     def on_ami(self, event_name: str, listener: Callable[[AmiFrame], None]) -> None:
@@ -192,11 +242,12 @@ class Runtime:
             raise CallflowError(f"timer prefix {prefix!r} is taken")
         self._timer_owners[prefix] = handler
 
-    def on_publish(self, listener: Callable[[str, dict[str, Any]], None]) -> None:
-        """Also call ``listener(topic, payload)`` for everything the core publishes (with wall
-        times), after the hub: the board's live KPIs and queue_log see every message, even
-        those a slow websocket subscriber would have had replaced by a snapshot."""
-        self._publish_listeners.append(listener)
+    def on_event(self, listener: Callable[[DomainEvent], None]) -> None:
+        """Also call ``listener(event)`` for every domain event the core emits, after the
+        store and the live stream: the board's live figures and queue_log follow every
+        fact, even those a slow websocket subscriber would have had replaced by a
+        snapshot."""
+        self._event_listeners.append(listener)
 
     def hold_agents(self, predicate: Callable[[str], bool]) -> None:
         """Routing skips an agent while ``predicate(agent_id)`` is true: a feature is about
@@ -212,15 +263,6 @@ class Runtime:
     def on_resync(self, listener: Callable[[], None]) -> None:
         """Also call ``listener()`` after every AMI resync (a feature refreshes what it tracks)."""
         self._resync_listeners.append(listener)
-
-    def _publish(self, topic: str, payload: dict[str, Any]) -> None:
-        self.adapters.publish(topic, payload)
-        for listener in self._publish_listeners:
-            try:
-                listener(topic, payload)
-            except Exception:  # a feature's fault must not cost the core its effects
-                self.stats.errors += 1
-                log.exception("publish listener %r failed on %s", listener, topic)
 
     # --- agents -----------------------------------------------------------------
 
@@ -238,7 +280,7 @@ class Runtime:
         return new
 
     def log_in(self, agent_id: str, desk: str = "",
-               by: agent_state.Actor = "agent") -> agent_state.AgentSnapshot:
+               by: agent_events.Actor = "agent") -> agent_state.AgentSnapshot:
         """Start ``agent_id``'s session at ``desk`` (hot-desking; empty: where they last sat).
 
         The desk must exist and be free; the agent takes over what PJSIP last said of
@@ -284,40 +326,28 @@ class Runtime:
             log.info("agent %s: %s ignored (%s)", agent_id, type(event).__name__, exc)
 
     def choose_agent(self, call_id: str, only: str | None = None) -> RosterAgent | None:
-        """Reserve the agent the call is offered to next (longest idle ready; STD-008 moves on).
+        """Reserve the agent the call is offered to next (the rules: ``agents/routing.py``).
 
-        Only agents serving the call's queue are candidates, and a call does not take an
-        agent while an older call of its queue is waiting (first come, first served).
-        ``only`` asks for one named agent (STD-071), who is not shared that way. The agent
-        is set ringing at once so that two calls can never be offered the same agent
-        before Asterisk's DialBegin arrives.
+        ``only`` asks for one named agent (STD-071). The agent is set ringing at once so
+        that two calls can never be offered the same agent before Asterisk's DialBegin
+        arrives. Returns the roster entry with the desk the agent logged in at
+        (hot-desking: the call rings that desk).
         """
         call = self.calls.get(call_id)
         if call is None:
             return None
-        if only is None:
-            if self._older_waiter(call) is not None:
-                return None
-            serving = {a.agent_id for a in self.roster.agents if call.queue in a.queues}
-            pool = [a for a in self.agents.values() if a.agent_id in serving]
-        else:
-            pool = [a for a in self.agents.values() if a.agent_id == only]
-        pool = [a for a in pool if not any(held(a.agent_id) for held in self._agent_holds)]
-        candidate = agent_state.longest_idle(pool)
+        candidate = routing.next_agent(
+            call, waiting=self._waiting_calls(), agents=self.agents.values(),
+            roster=self.roster, named=only,
+            held=lambda agent_id: any(held(agent_id) for held in self._agent_holds))
         if candidate is None:
             return None
         self.agent_event(candidate.agent_id, agent_state.CallOffered(call_id))
         member = self.roster.by_id(candidate.agent_id)
-        # hot-desking: the call rings the desk the agent logged in at
         return None if member is None else replace(member, endpoint=candidate.extension)
 
-    def _older_waiter(self, call: calls.InboundCall) -> calls.InboundCall | None:
-        for other_id in self.waiters:
-            other = self.calls.get(other_id)
-            if other is not None and other_id != call.call_id and other.queue == call.queue \
-                    and other.entered_at < call.entered_at:
-                return other
-        return None
+    def _waiting_calls(self) -> list[calls.InboundCall]:
+        return [c for cid in self.waiters if (c := self.calls.get(cid)) is not None]
 
     def start_waiting(self, call_id: str) -> asyncio.Event:
         """The flow waits for an agent: set when one becomes free (the flow then re-asks)."""
@@ -331,13 +361,9 @@ class Runtime:
             waiting.set()
 
     def queue_position(self, call_id: str) -> int:
-        """1 = next in line: waiting calls of the same queue that entered earlier, plus one."""
+        """1 = next in line among the calls of its queue waiting for an agent (0: unknown)."""
         call = self.calls.get(call_id)
-        if call is None:
-            return 0
-        ahead = [c for cid in self.waiters if (c := self.calls.get(cid)) is not None
-                 and cid != call_id and c.queue == call.queue and c.entered_at < call.entered_at]
-        return len(ahead) + 1
+        return 0 if call is None else routing.queue_position(call, self._waiting_calls())
 
     # --- calls (AGI flow side) --------------------------------------------------------
 
@@ -393,13 +419,11 @@ class Runtime:
                          due_at: float, note: str = "") -> dict[str, Any]:
         """A callback task for ``number`` (STD-042 the agent's "call back instead", STD-047
         queue callback, STD-072 named agent); the task as stored and published."""
-        task = {"kind": kind, "number": number, "due_at": due_at, "owner_agent_id": owner,
-                "note": note or f"requested during call {call_id}",
-                "created_from_uniqueid": call_id}
-        self.execute([Persist("task", task), Publish("board", {"type": "task", "task": task})])
-        if owner is not None:  # STD-072: the named agent is told at once
-            self.execute([Publish(f"agent:{owner}", {"type": "task", "task": task})])
-        return task
+        request = calls.TaskRequested(kind, number, due_at, owner,
+                                      note or f"requested during call {call_id}", call_id,
+                                      announce=True)
+        self.execute([request])
+        return request.as_task()
 
     def caller_gone(self, call_id: str, cause: int = 16) -> None:
         """The AGI flow saw the caller hang up. AMI's Hangup comes a little later (Asterisk
@@ -511,7 +535,7 @@ class Runtime:
         link = self.agent_links.pop(uid, None)
         agent = self.agents.get(link.agent_id) if link is not None else None
         if link is not None and agent is not None and agent.call_id == link.call_id \
-                and agent.state in agent_state.IN_CALL:
+                and agent.state in agent_events.IN_CALL:
             self._agent_event_quiet(link.agent_id, agent_state.CallEnded(link.call_id))
 
     def _on_contact_status(self, frame: AmiFrame) -> None:
@@ -582,7 +606,7 @@ class Runtime:
         while the link was down): re-linked to their live leg, else their call is over."""
         linked = {link.agent_id for link in self.agent_links.values()}
         for agent in list(self.agents.values()):
-            if agent.state not in agent_state.IN_CALL or agent.agent_id in linked:
+            if agent.state not in agent_events.IN_CALL or agent.agent_id in linked:
                 continue
             call = self.calls.get(agent.call_id)
             if call is not None and call.phase is not calls.Phase.ENDED:
@@ -601,7 +625,7 @@ class Runtime:
     def snapshot(self, may_see: Callable[[str], bool]) -> dict[str, Any]:
         """The state a (re)connecting client starts from, limited to what it may see."""
         board = may_see("board")
-        agents = [self._with_wall_times(agent_state.agent_payload(a))
+        agents = [agent_state.agent_view(a, self.epoch_of)
                   for a in self.agents.values() if board or may_see(f"agent:{a.agent_id}")]
         live = [calls.call_record(c, self.timings) for c in self.live_calls()] if board else []
         state: dict[str, Any] = {"agents": agents, "calls": live}
@@ -661,6 +685,8 @@ def _int(raw: str, default: int) -> int:
         return default
 
 
-def _log_task_error(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("AMI action failed: %s", task.exception())
+def _log_pbx_failure(action: PbxAction) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("%s not done by Asterisk: %s", action, task.exception())
+    return done

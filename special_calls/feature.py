@@ -48,7 +48,15 @@ from callflow.agents.events import HoldEnded, HoldStarted
 from callflow.dialplan.inbound import PHONE_NUMBER
 from callflow.engine import calls, hold
 from callflow.engine import special_calls as sc
-from callflow.engine.effects import Effect, Publish
+from callflow.engine.effects import (
+    Effect,
+    Hangup,
+    MuteAudio,
+    Notice,
+    Originate,
+    Redirect,
+    SetVariable,
+)
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
@@ -56,8 +64,8 @@ from callflow.store import repo
 from callflow.store.db import Store
 
 if TYPE_CHECKING:
+    from callflow.feature import AgiRoute, FeatureServices
     from callflow.runtime.core import AmiFrame
-    from callflow.service import AgiRoute, Service
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +87,7 @@ class SpecialCallsFeature(FeatureBase):
         messages to desktop/feature.py (AgentDesktop sends its own); the beep, the board,
         the alarm, the reassurance and the records stay here."""
         self.desktop_hold_reminders = desktop_hold_reminders
-        self._service: Service | None = None
+        self._service: FeatureServices | None = None
         self.holds: dict[str, hold.CallHolds] = {}
         self.specials: dict[str, sc.SpecialCall] = {}
         self.playing: dict[str, tuple[str, str]] = {}  # our Local ;1 uniqueid -> (call, token)
@@ -90,7 +98,7 @@ class SpecialCallsFeature(FeatureBase):
 
     # --- Feature protocol -----------------------------------------------------------
 
-    async def start(self, service: Service) -> None:
+    async def start(self, service: FeatureServices) -> None:
         self._service = service
         runtime = self.runtime
         self.hold_rules = hold.HoldRules.from_policy(service.policy)
@@ -208,8 +216,7 @@ class SpecialCallsFeature(FeatureBase):
         uid = frame.get("Uniqueid")
         if uid not in self.runtime.calls or frame.get("BridgeNumChannels") == "1":
             return
-        self._ami("Setvar", {"Channel": frame.get("Channel"), "Variable": "TALK_DETECT(set)",
-                             "Value": ""})
+        self.runtime.execute([SetVariable(frame.get("Channel"), "TALK_DETECT(set)")])
         call = self.runtime.calls.get(uid)
         if call is not None and call.agent_id is not None \
                 and call.phase is calls.Phase.CONNECTED:
@@ -284,8 +291,8 @@ class SpecialCallsFeature(FeatureBase):
             elif isinstance(effect, hold.Retrieve) and effect.via == "desktop":
                 asyncio.get_running_loop().call_soon(self._auto_retrieve, effect.call_id)
             elif isinstance(effect, hold.Retrieve):  # a softphone's hold: ask for it back
-                core.append(Publish(f"agent:{effect.agent_id}", {
-                    "type": "hold_retrieve", "call_id": effect.call_id, "std": "STD-043"}))
+                core.append(Notice("hold_retrieve", effect.agent_id,
+                                   {"call_id": effect.call_id}, std="STD-043"))
             elif isinstance(effect, hold.OfferChoice):
                 self._play(effect.call_id, CHOICE_PROMPT, "hold_choice", "whisper", token="")
             elif isinstance(effect, hold.CallbackChosen):
@@ -299,9 +306,8 @@ class SpecialCallsFeature(FeatureBase):
             elif isinstance(effect, sc.Transfer):
                 self._end_live_call(effect.call_id, "nuisance")
                 self._transfer(effect.call_id, effect.target)
-            elif isinstance(effect, Publish) and not self.desktop_hold_reminders \
-                    and effect.topic.startswith("agent:") \
-                    and effect.payload.get("type") in ("hold_reminder", "hold_limit"):
+            elif isinstance(effect, Notice) and not self.desktop_hold_reminders \
+                    and effect.kind in ("hold_reminder", "hold_limit"):
                 continue
             else:
                 core.append(effect)
@@ -355,10 +361,10 @@ class SpecialCallsFeature(FeatureBase):
         self.plays.append({"call_id": call_id, "label": "music_on_hold", "mode": "whisper",
                            "channel": caller, "uid": uid, "token": "",
                            "sent": time.monotonic()})
-        self._ami("Originate", {
-            "Channel": "Local/whisper@callflow-whisper/n", "Application": "MusicOnHold",
-            "Data": MOH_CLASS, "Async": "true", "ChannelId": uid, "OtherChannelId": f"{uid}-2",
-            "Variable": f"CALLFLOW_SPY={caller}"})
+        self.runtime.execute([Originate(
+            "Local/whisper@callflow-whisper/n", application="MusicOnHold", data=MOH_CLASS,
+            channel_id=uid, other_channel_id=f"{uid}-2",
+            variables=(("CALLFLOW_SPY", caller),))])
 
     def _unhold_on_asterisk(self, call_id: str) -> None:
         self._mute(call_id, False)
@@ -367,14 +373,13 @@ class SpecialCallsFeature(FeatureBase):
     def _stop_music(self, call_id: str) -> None:
         uid = self.music.pop(call_id, None)
         if uid is not None:  # AMI finds a channel by its uniqueid as well as by its name
-            self._ami("Hangup", {"Channel": uid, "Cause": "16"})
+            self.runtime.execute([Hangup(uid)])
 
     def _mute(self, call_id: str, on: bool) -> None:
         """``in`` = what the party's phone sends to Asterisk, i.e. what the other hears."""
         for channel in (self._agent_channel(call_id), self._caller_channel(call_id)):
             if channel is not None:
-                self._ami("MuteAudio", {"Channel": channel, "Direction": "in",
-                                        "State": "on" if on else "off"})
+                self.runtime.execute([MuteAudio(channel, muted=on, direction="in")])
 
     # --- callbacks (STD-042, STD-043) ---------------------------------------------------
 
@@ -395,9 +400,8 @@ class SpecialCallsFeature(FeatureBase):
         try:
             self._callback_instead(call, "chosen by the caller at the hold's limit (STD-043)")
         except StateError as exc:
-            self.runtime.execute([Publish(f"agent:{call.agent_id}", {
-                "type": "hold_choice_failed", "call_id": call_id, "reason": exc.reason,
-                "message": exc.detail})])
+            self.runtime.execute([Notice("hold_choice_failed", call.agent_id, {
+                "call_id": call_id, "reason": exc.reason, "message": exc.detail})])
             return
         self._stop_music(call_id)
         self.runtime.end_call(call_id, calls.Outcome.CALLBACK)
@@ -441,10 +445,10 @@ class SpecialCallsFeature(FeatureBase):
         self.plays.append({"call_id": call_id, "label": label, "mode": mode,
                            "channel": channel, "uid": uid, "token": token,
                            "sent": time.monotonic()})
-        self._ami("Originate", {
-            "Channel": f"Local/{mode}@callflow-whisper/n", "Application": "Playback",
-            "Data": sound, "Async": "true", "ChannelId": uid, "OtherChannelId": f"{uid}-2",
-            "Variable": f"CALLFLOW_SPY={channel}"})
+        self.runtime.execute([Originate(
+            f"Local/{mode}@callflow-whisper/n", application="Playback", data=sound,
+            channel_id=uid, other_channel_id=f"{uid}-2",
+            variables=(("CALLFLOW_SPY", channel),))])
 
     def _note_play(self, call_id: str, token: str, what: str) -> None:
         for play in reversed(self.plays):
@@ -463,23 +467,14 @@ class SpecialCallsFeature(FeatureBase):
     def _release(self, call_id: str) -> None:
         channel = self._caller_channel(call_id)
         if channel is not None:
-            self._ami("Hangup", {"Channel": channel, "Cause": "16"})
+            self.runtime.execute([Hangup(channel)])
 
     def _transfer(self, call_id: str, target: str) -> None:
         channel = self._caller_channel(call_id)
         if channel is None:
             return
         exten, _, context = target.partition("@")
-        self._ami("Redirect", {"Channel": channel, "Context": context, "Exten": exten,
-                               "Priority": "1"})
-
-    def _ami(self, action: str, fields: dict[str, str]) -> None:
-        send = self.runtime.adapters.ami_action
-        if send is None:
-            log.error("no AMI link: %s not sent", action)
-            return
-        task = asyncio.get_running_loop().create_task(send(action, fields))
-        task.add_done_callback(_log_failure(action))
+        self.runtime.execute([Redirect(channel, context=context, exten=exten)])
 
     # --- views --------------------------------------------------------------------------
 
@@ -527,10 +522,3 @@ def _stamp(frame: AmiFrame) -> float:
         return float(raw) if raw else time.time()
     except ValueError:
         return time.time()
-
-
-def _log_failure(action: str) -> Callable[[asyncio.Task[Any]], None]:
-    def done(task: asyncio.Task[Any]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            log.error("AMI %s failed: %s", action, task.exception())
-    return done

@@ -14,7 +14,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from callflow.pbx.roster import Roster
+from callflow.agents.roster import Roster
 from callflow.store import repo
 from callflow.store.db import Store
 

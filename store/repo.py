@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, ScalarSelect, exists, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
 from callflow.errors import StateError, StoreError
 
@@ -436,14 +436,15 @@ def release_stale_claims(s: Session, claimed_before: datetime) -> int:
     return count
 
 
-# --- the outbound dialer's task queries (callflow.outbound.feature) ----------------------------
+# --- the outbound dialer's task queries (callflow.outbound.dialer) ------------------------------
 
 #: Columns ``update_task`` may change; the rest follow the task's life (claims, attempts).
 TASK_EDIT_FIELDS = frozenset({"due_at", "owner_agent_id", "note", "max_attempts",
                               "deadline_at", "number"})
 
 
-def _number_dialing(number: ColumnElement[str] | str) -> ColumnElement[bool]:
+def _number_dialing(number: ColumnElement[str] | InstrumentedAttribute[str] | str,
+                    ) -> ColumnElement[bool]:
     """EXISTS a task of ``number`` being dialled now (STD-090: never twice at once)."""
     other = aliased(CallbackTask)
     return exists().where(other.number == number, other.status == "dialing")

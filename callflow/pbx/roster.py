@@ -1,4 +1,4 @@
-"""Who the agents are and which SIP endpoint each one's softphone is.
+"""The roster file: agents.toml read into the model (agents/roster.py), or written on first run.
 
 The roster is deployment data (not a service standard): a TOML file of agents with
 their work number (工号, announced in the greeting, STD-014), name and PJSIP
@@ -10,48 +10,14 @@ from __future__ import annotations
 
 import secrets
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.errors import CallflowError
 
 
 class RosterError(CallflowError):
     """The roster file is unreadable or an entry is invalid (the message names it)."""
-
-
-@dataclass(frozen=True)
-class RosterAgent:
-    agent_id: str  # work number
-    name: str
-    endpoint: str  # PJSIP endpoint / AOR name, e.g. "agent1001"
-    password: str | None = None  # softphone REGISTER password (None = static contact)
-    static_contact: str | None = None  # sip:agent1001@127.0.0.1:5081 for test softphones
-    queues: tuple[str, ...] = ("main",)  # the queues (skills) this agent serves
-
-
-@dataclass(frozen=True)
-class Roster:
-    agents: tuple[RosterAgent, ...]
-
-    def by_id(self, agent_id: str) -> RosterAgent | None:
-        return next((a for a in self.agents if a.agent_id == agent_id), None)
-
-    def by_endpoint(self, endpoint: str) -> RosterAgent | None:
-        return next((a for a in self.agents if a.endpoint == endpoint), None)
-
-    def agent_for_channel(self, channel: str) -> RosterAgent | None:
-        """``PJSIP/agent1001-0000002a`` -> the agent whose endpoint is ``agent1001``."""
-        endpoint = endpoint_of_channel(channel)
-        return None if endpoint is None else self.by_endpoint(endpoint)
-
-
-def endpoint_of_channel(channel: str) -> str | None:
-    """``PJSIP/agent1001-0000002a`` -> ``agent1001``; None for other technologies."""
-    tech, _, rest = channel.partition("/")
-    if tech.upper() != "PJSIP" or not rest:
-        return None
-    return rest.rsplit("-", 1)[0]
 
 
 def load_roster(path: Path) -> Roster:

@@ -19,8 +19,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.engine.policy import Policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Settings
 from callflow.store.db import Store

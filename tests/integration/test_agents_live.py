@@ -25,11 +25,11 @@ from product import Product, make_roster, make_settings
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import AgentState, RequestState
 from callflow.desktop.feature import AgentDesktop
 from callflow.engine.calls import Phase
 from callflow.engine.policy import Policy, parse_policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.service import ServiceOptions
 from callflow.settings import Settings
 from callflow.store import repo
@@ -452,7 +452,7 @@ def test_engine_restart_mid_call_restores_the_agent_and_follows_the_call_to_its_
         call_id, leg = begin["Uniqueid"], begin["DestUniqueid"]
         first.wait_for(lambda: first.runtime.agents["1001"].state is AgentState.ON_CALL, 15,
                        "agent 1001 on the call")
-        busy_since = first.call(lambda: first.runtime._wall(first.runtime.agents["1002"].since))
+        busy_since = first.call(lambda: first.runtime.epoch_of(first.runtime.agents["1002"].since))
         running.remove(first)
         first.stop()  # the engine goes down; Asterisk keeps the call up
 
@@ -463,7 +463,7 @@ def test_engine_restart_mid_call_restores_the_agent_and_follows_the_call_to_its_
         assert restored.softphone_reachable  # nothing said otherwise (static contact)
         meal = agent(second, "1002")
         assert (meal.state, meal.reason) == (AgentState.BUSY, "meal")
-        assert second.call(lambda: second.runtime._wall(meal.since)) == pytest.approx(
+        assert second.call(lambda: second.runtime.epoch_of(meal.since)) == pytest.approx(
             busy_since, abs=0.01)
         desk = LiveDesk(second, "1001")
         snapshot = desk.wait(lambda f: f["type"] == "snapshot", 5, "snapshot")[1]

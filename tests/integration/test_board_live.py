@@ -27,7 +27,8 @@ from product import Product, running_product
 
 from callflow.agents.events import LogIn
 from callflow.api.accounts import hash_password
-from callflow.board.feature import CHANSPY_OPTIONS, BoardFeature, BoardOptions
+from callflow.board.actions import CHANSPY_OPTIONS
+from callflow.board.feature import BoardFeature, BoardOptions
 from callflow.engine.policy import parse_policy, ring_limit_seconds
 from callflow.service import ServiceOptions
 from callflow.settings import REPO_ROOT

@@ -30,11 +30,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from callflow.agents.events import AgentState, CallAnswered, LogIn, RequestState
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.api.accounts import hash_password
 from callflow.board.feature import BoardFeature, BoardOptions
 from callflow.engine import calls
 from callflow.engine.policy import Policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import call_rules
 from callflow.service import ServiceOptions
 from callflow.settings import REPO_ROOT, Ports, Settings

@@ -54,7 +54,7 @@ def running(asterisk: PbxHandle, asterisk_root: Path,
     feature = SpecialCallsFeature()
     product = Product(make_settings(tmp_path, asterisk, asterisk_root), POLICY,
                       make_roster(["1001"], asterisk.agent_port),
-                      ServiceOptions(features=[AgentDesktop(), feature]))
+                      ServiceOptions(features=[AgentDesktop(hold_reminders=False), feature]))
     product.start()
     product.store.run(repo.set_user, "1001", "agent", hash_password(PASSWORD), agent_id="1001")
     try:

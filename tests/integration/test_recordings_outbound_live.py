@@ -58,14 +58,19 @@ SPEECH_RMS = 300  # g711a.pcap's speech mixes to an RMS in the thousands; silenc
 
 
 @pytest.fixture
-def recording() -> RecordingsFeature:
-    return RecordingsFeature(purge=False)
+def dialer() -> OutboundFeature:
+    return OutboundFeature(tick_s=0.2)
 
 
 @pytest.fixture
-def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
+def recording(dialer: OutboundFeature) -> RecordingsFeature:
+    return RecordingsFeature(outbound=dialer, purge=False)
+
+
+@pytest.fixture
+def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path, dialer: OutboundFeature,
             recording: RecordingsFeature) -> Iterator[Product]:
-    options = ServiceOptions(features=[OutboundFeature(tick_s=0.2), recording])
+    options = ServiceOptions(features=[dialer, recording])
     product = Product(make_settings(tmp_path, asterisk, asterisk_root), live_policy(),
                       make_roster(AGENTS, asterisk.agent_port), options)
     try:

@@ -1,5 +1,6 @@
-"""Today's agent accumulators: rebuilt from the state log after a restart, and closed
-at the centre's midnight (agents/restore.py, desktop/feature.py)."""
+"""Today's agent accumulators: read back from the state log after a restart
+(store/agent_log.py), restored into the machine (agents/restore.py), and closed at the
+centre's midnight (desktop/feature.py)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from callflow.agents.restore import StoredAgent, load_day_totals, restored
+from callflow.agents.restore import StoredAgent, restored
 from callflow.agents.state import AgentState, time_in
 from callflow.desktop.feature import _midnight
 from callflow.engine.clock import FakeClock
 from callflow.engine.policy import Policy
 from callflow.store import repo
+from callflow.store.agent_log import load_day_totals
 from callflow.store.db import Store
 
 MIDNIGHT = datetime(2026, 11, 26, 16, 0, tzinfo=UTC)  # 00:00 Asia/Shanghai on the 27th

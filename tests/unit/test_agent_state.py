@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from edges import as_edges
 
 from callflow.agents.events import AgentEvent, feature_code_event
 from callflow.agents.state import (
@@ -56,6 +57,7 @@ class Desk:
 
     def send(self, event: AgentEvent) -> list[Effect]:
         self.agent, effects = transition(self.agent, event, self.clock.now(), self.policy)
+        effects = as_edges(effects)
         for effect in effects:
             if isinstance(effect, StartTimer):
                 self.timers[effect.key] = effect.at
@@ -140,8 +142,8 @@ def test_login_makes_ready_and_publishes() -> None:
     assert payload["since"] == 1000.0 and payload["by"] == "agent"
     record = desk.persisted("agent_state")[-1]
     assert record == {"agent_id": "1001", "state": "ready", "reason": None,
-                      "call_uniqueid": None, "acw_extended": False, "at_monotonic": 1000.0,
-                      "by": "agent", "cause": "login"}
+                      "call_uniqueid": None, "acw_extended": False, "by": "agent",
+                      "cause": "login", "at": 1000.0}
 
 
 def test_login_on_another_extension() -> None:
@@ -311,8 +313,9 @@ def test_rejection_effects_tell_the_desktop() -> None:
     event = RequestState(S.BUSY, "nap")
     with pytest.raises(StateError) as info:
         transition(agent, event, 1.0, DEFAULTS)
-    [effect] = rejected(agent, event, info.value)
-    assert isinstance(effect, Publish) and effect.topic == "agent:1001"
+    [effect] = [e for e in as_edges(rejected(agent, event, info.value))
+                if isinstance(e, Publish)]
+    assert effect.topic == "agent:1001"
     assert effect.payload["reason"] == "unknown_reason"
     assert effect.payload["event"] == "RequestState"
     assert effect.payload["state"] == "ready"

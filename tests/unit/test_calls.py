@@ -1,6 +1,7 @@
 """The inbound call machine: figures the standards are judged on (STD-006, STD-008, STD-009)."""
 
 import pytest
+from edges import as_edges
 
 from callflow.engine import calls
 from callflow.engine.calls import (
@@ -12,23 +13,36 @@ from callflow.engine.calls import (
     Outcome,
     Phase,
 )
-from callflow.engine.effects import Persist, Publish
+from callflow.engine.effects import Effect, Persist, Publish
 
 T = calls.CallRules(ring_cycle_s=5.0, apology_after_s=15.0, short_abandon_s=5.0)
 T0 = 1_800_000_000.0
 
 
+def start(event: calls.CallEntered, rules: calls.CallRules
+          ) -> tuple[calls.InboundCall, list[Effect]]:
+    call, effects = calls.start(event, rules)
+    return call, as_edges(effects)
+
+
+def step(call: calls.InboundCall, event: calls.CallEvent, rules: calls.CallRules
+         ) -> tuple[calls.InboundCall, list[Effect]]:
+    """The machine's step, its effects followed by the rows and frames made of them."""
+    call, effects = calls.step(call, event, rules)
+    return call, as_edges(effects)
+
+
 def entered(at: float = T0) -> calls.InboundCall:
     event = CallEntered("c1", "PJSIP/caller-1", "13800000000", "100", "main", at)
-    call, effects = calls.start(event, T)
-    assert [type(e) for e in effects] == [Persist, Publish]
+    call, effects = start(event, T)
+    assert [type(e) for e in effects] == [calls.CallChanged, Persist, Publish]
     return call
 
 
 def answered_after(ring_s: float, wait_s: float = 0.0) -> calls.InboundCall:
     call = entered()
-    call, _ = calls.step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + wait_s), T)
-    call, _ = calls.step(call, OfferEnded("c1", "1001", "ANSWER", T0 + wait_s + ring_s), T)
+    call, _ = step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + wait_s), T)
+    call, _ = step(call, OfferEnded("c1", "1001", "ANSWER", T0 + wait_s + ring_s), T)
     return call
 
 
@@ -51,12 +65,12 @@ def test_late_answer_needs_the_apology() -> None:
 def test_no_answer_moves_back_to_routing_and_next_offer_counts_alone() -> None:
     """STD-008: only the answering agent's ringing counts for the answer ring."""
     call = entered()
-    call, _ = calls.step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 1), T)
-    call, _ = calls.step(call, OfferEnded("c1", "1001", "NOANSWER", T0 + 16), T)
+    call, _ = step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 1), T)
+    call, _ = step(call, OfferEnded("c1", "1001", "NOANSWER", T0 + 16), T)
     assert call.phase is Phase.ROUTING
     assert call.offers[0].result is OfferResult.NO_ANSWER
-    call, _ = calls.step(call, OfferStarted("c1", "1002", "PJSIP/agent1002-2", T0 + 17), T)
-    call, _ = calls.step(call, OfferEnded("c1", "1002", "ANSWER", T0 + 24), T)
+    call, _ = step(call, OfferStarted("c1", "1002", "PJSIP/agent1002-2", T0 + 17), T)
+    call, _ = step(call, OfferEnded("c1", "1002", "ANSWER", T0 + 24), T)
     assert calls.answer_ring(call, T) == 2
     assert calls.total_wait(call) == pytest.approx(24)
     assert calls.is_late(call, T)
@@ -67,7 +81,7 @@ def test_no_answer_moves_back_to_routing_and_next_offer_counts_alone() -> None:
 
 def test_duplicate_reports_from_ami_and_agi_are_ignored() -> None:
     call = answered_after(7)
-    again, effects = calls.step(call, OfferEnded("c1", "1001", "ANSWER", T0 + 9), T)
+    again, effects = step(call, OfferEnded("c1", "1001", "ANSWER", T0 + 9), T)
     assert again == call and effects == []
 
 
@@ -76,31 +90,31 @@ def test_duplicate_reports_from_ami_and_agi_are_ignored() -> None:
     [(3, Outcome.SHORT_ABANDON), (5, Outcome.SHORT_ABANDON), (6, Outcome.ABANDONED)],
 )
 def test_abandon_before_answer_is_short_under_the_threshold(after: float, outcome: Outcome) -> None:
-    call, _ = calls.step(entered(), CallReleased("c1", T0 + after), T)
+    call, _ = step(entered(), CallReleased("c1", T0 + after), T)
     assert call.outcome is outcome and call.phase is Phase.ENDED
 
 
 def test_caller_gone_while_ringing_closes_the_offer() -> None:
     call = entered()
-    call, _ = calls.step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 1), T)
-    call, _ = calls.step(call, CallReleased("c1", T0 + 9), T)
+    call, _ = step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 1), T)
+    call, _ = step(call, CallReleased("c1", T0 + 9), T)
     assert call.offers[0].result is OfferResult.CALLER_GONE
     assert call.outcome is Outcome.ABANDONED
 
 
 def test_release_after_answer_is_answered_and_final() -> None:
     call = answered_after(3)
-    call, _ = calls.step(call, CallReleased("c1", T0 + 40, cause=16, by="caller"), T)
+    call, _ = step(call, CallReleased("c1", T0 + 40, cause=16, by="caller"), T)
     record = calls.call_record(call, T)
     assert record["outcome"] == "answered" and record["released_by"] == "caller"
     assert record["ended_at"] is not None
-    assert calls.step(call, CallReleased("c1", T0 + 50), T) == (call, [])
+    assert step(call, CallReleased("c1", T0 + 50), T) == (call, [])
 
 
 def test_late_answer_switches_the_opening_to_the_apology_and_tells_only_that_agent() -> None:
     call = entered()
-    call, _ = calls.step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 10), T)
-    call, effects = calls.step(call, OfferEnded("c1", "1001", "ANSWER", T0 + 18), T)
+    call, _ = step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 10), T)
+    call, effects = step(call, OfferEnded("c1", "1001", "ANSWER", T0 + 18), T)
     assert call.greeting == "apology"
     topics = [e.topic for e in effects if isinstance(e, Publish)]
     assert topics == ["board", "agent:1001"]
@@ -109,22 +123,22 @@ def test_late_answer_switches_the_opening_to_the_apology_and_tells_only_that_age
 def test_a_network_drop_mid_talk_creates_a_callback_for_the_same_agent() -> None:
     """STD-069: caller-side loss with a network cause; a normal goodbye creates none."""
     rules = calls.CallRules(5.0, 15.0, 5.0, dropped_call_causes=frozenset({38}))
-    dropped, effects = calls.step(answered_after(3), CallReleased("c1", T0 + 60, cause=38), rules)
+    dropped, effects = step(answered_after(3), CallReleased("c1", T0 + 60, cause=38), rules)
     tasks = [e.data for e in effects if isinstance(e, Persist) and e.kind == "task"]
     assert tasks == [{"kind": "dropped_call", "number": "13800000000", "due_at": T0 + 60,
                       "owner_agent_id": "1001", "note": "line dropped (cause 38)",
                       "created_from_uniqueid": "c1"}]
     assert dropped.outcome is Outcome.ANSWERED
-    _, effects = calls.step(answered_after(3), CallReleased("c1", T0 + 60, cause=16), rules)
+    _, effects = step(answered_after(3), CallReleased("c1", T0 + 60, cause=16), rules)
     assert not [e for e in effects if isinstance(e, Persist) and e.kind == "task"]
 
 
 def test_an_abandoned_call_with_a_number_becomes_a_missed_call_task() -> None:
     """STD-055; a short abandon does not."""
-    _, effects = calls.step(entered(), CallReleased("c1", T0 + 30), T)
+    _, effects = step(entered(), CallReleased("c1", T0 + 30), T)
     tasks = [e.data for e in effects if isinstance(e, Persist) and e.kind == "task"]
     assert [(t["kind"], t["owner_agent_id"]) for t in tasks] == [("callback", None)]
-    call, effects = calls.step(entered(), CallReleased("c1", T0 + 2), T)
+    call, effects = step(entered(), CallReleased("c1", T0 + 2), T)
     assert call.outcome is Outcome.SHORT_ABANDON
     assert not [e for e in effects if isinstance(e, Persist) and e.kind == "task"]
     assert calls.call_record(call, T)["total_wait_s"] == 2

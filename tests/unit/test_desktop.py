@@ -24,6 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from agent_protocol_schema import frame_errors
+from edges import as_edges
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -38,15 +39,15 @@ from callflow.agents.events import (
     RequestState,
 )
 from callflow.agents.restore import StoredAgent, restored
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import timer_key
 from callflow.ami.client import AmiMessage
 from callflow.desktop.feature import AgentDesktop
 from callflow.engine.clock import FakeClock
-from callflow.engine.effects import Publish, StartTimer
+from callflow.engine.effects import Alarm, Publish, StartTimer
 from callflow.engine.policy import Policy, parse_policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import Runtime
-from callflow.service import Service, ServiceOptions
+from callflow.service import Service, ServiceOptions, edge_adapters
 from callflow.settings import Ports, Settings
 from callflow.store import repo
 
@@ -480,33 +481,22 @@ async def test_hold_reminders_and_limit_until_the_hold_ends(start: Start) -> Non
     await desk.ws.close()
 
 
-class HoldMachineFeature:
-    """A feature that runs the call's hold machine (as special_calls/feature.py
-    does): it sends the hold reminders, so the desktop must not send its own."""
+def test_the_default_features_send_the_hold_reminders_once() -> None:
+    """The special-calls feature runs the hold machine; exactly one of it and the desktop
+    tells the desktop of hold reminders (the wiring in default_features decides)."""
+    from callflow.cli import default_features
+    from callflow.special_calls.feature import SpecialCallsFeature
 
-    name = "special_calls"
-
-    def __init__(self, desktop_hold_reminders: bool = True) -> None:
-        self.desktop_hold_reminders = desktop_hold_reminders
-
-    async def start(self, service: Service) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    def routers(self) -> list[Any]:
-        return []
-
-    def agi_routes(self) -> dict[str, Any]:
-        return {}
+    features = default_features()
+    desktop = next(f for f in features if isinstance(f, AgentDesktop))
+    special = next(f for f in features if isinstance(f, SpecialCallsFeature))
+    assert desktop.hold_reminders != special.desktop_hold_reminders
 
 
 @pytest.mark.parametrize(("features", "sent"), [
     (lambda: [AgentDesktop(hold_reminders=False)], False),
-    (lambda: [HoldMachineFeature(), AgentDesktop()], False),
-    (lambda: [HoldMachineFeature(desktop_hold_reminders=False), AgentDesktop()], True),
-], ids=["switched-off", "hold-machine-sends", "hold-machine-leaves-them-to-the-desktop"])
+    (lambda: [AgentDesktop()], True),
+], ids=["switched-off", "on-by-default"])
 async def test_one_sender_of_hold_reminders(start: Start, features: Any, sent: bool) -> None:
     running = await start(features=features())
     rt = running.runtime
@@ -538,8 +528,8 @@ async def test_an_engine_restart_restores_agents_desks_and_acw_time(start: Start
     rt.agent_event("1003", CallOffered("c1"))
     rt.agent_event("1003", CallAnswered("c1"))
     rt.agent_event("1003", CallEnded("c1"))
-    busy_since = rt._wall(rt.agents["1001"].since)
-    acw_deadline = rt._wall(rt.agents["1003"].acw_deadline)
+    busy_since = rt.epoch_of(rt.agents["1001"].since)
+    acw_deadline = rt.epoch_of(rt.agents["1003"].acw_deadline)
     await first.stop()
     await asyncio.sleep(0.3)
 
@@ -547,11 +537,11 @@ async def test_an_engine_restart_restores_agents_desks_and_acw_time(start: Start
     rt = second.runtime
     one, two, three = (rt.agents[a] for a in AGENTS)
     assert (one.state, one.reason, one.extension) == (S.BUSY, "meal", "agent1002")
-    assert rt._wall(one.since) == pytest.approx(busy_since, abs=0.01)
+    assert rt.epoch_of(one.since) == pytest.approx(busy_since, abs=0.01)
     assert rt.agent_at("agent1002") == "1001"
     assert two.state is S.LOGGED_OUT
     assert (three.state, three.call_id) == (S.ACW, "c1")
-    assert rt._wall(three.acw_deadline) == pytest.approx(acw_deadline, abs=0.01)
+    assert rt.epoch_of(three.acw_deadline) == pytest.approx(acw_deadline, abs=0.01)
     desk = await second.desk("1003")
     ready = await desk.event(state="ready", timeout=3)
     assert ready["payload"]["cause"] == "acw_limit"
@@ -587,7 +577,7 @@ def test_restore_rules_with_a_fake_clock() -> None:
     assert not [e for e in effects if isinstance(e, StartTimer)]
     agent, _ = back("dancing", 5)
     assert agent.state is S.LOGGED_OUT
-    published = [e for e in back("ready", 1)[1] if isinstance(e, Publish)]
+    published = [e for e in as_edges(back("ready", 1)[1]) if isinstance(e, Publish)]
     assert [p.topic for p in published] == ["agent:1001", "board"]
     assert published[0].payload["cause"] == "restored"
 
@@ -645,9 +635,8 @@ def test_restored_agents_outside_the_roster_are_skipped() -> None:
     clock = FakeClock()
     roster = Roster((RosterAgent("1001", "A", "agent1001"),))
     published: list[tuple[str, dict[str, Any]]] = []
-    from callflow.runtime.core import Adapters
-    rt = Runtime(Policy.defaults(), clock, roster,
-                 Adapters(persist=lambda k, d: None, publish=lambda t, p: published.append((t, p))))
+    rt = Runtime(Policy.defaults(), clock, roster, edge_adapters(
+        clock, persist=lambda k, d: None, publish=lambda t, p: published.append((t, p))))
     step = restored(StoredAgent("9999", "ready", None, clock.wall()), "agent9999", clock.now(),
                     clock.wall(), Policy.defaults())
     rt.restore_agents([step])
@@ -699,7 +688,7 @@ async def test_a_busy_awaiting_approval_still_awaits_it_after_a_restart(start: S
         rt.agent_event(agent_id, RequestState(S.BUSY, "away"))
     assert rt.agents["1001"].approval_pending and rt.agents["1002"].approval_pending
     rt.agent_event("1002", ApproveBusy())
-    busy_since = rt._wall(rt.agents["1001"].since)
+    busy_since = rt.epoch_of(rt.agents["1001"].since)
     await first.stop()
 
     second = await start(policy)
@@ -707,11 +696,10 @@ async def test_a_busy_awaiting_approval_still_awaits_it_after_a_restart(start: S
     one, two = rt.agents["1001"], rt.agents["1002"]
     assert (one.state, one.reason, one.approval_pending) == (S.BUSY, "away", True)
     assert (two.state, two.reason, two.approval_pending) == (S.BUSY, "away", False)
-    seen: list[dict[str, Any]] = []
-    rt.on_publish(lambda topic, payload: seen.append(payload) if topic == "alarms" else None)
+    seen: list[Alarm] = []
+    rt.on_event(lambda event: seen.append(event) if isinstance(event, Alarm) else None)
     deadline = time.monotonic() + 3
     while not seen and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
-    assert [(p["kind"], p["detail"]["agent_id"]) for p in seen] == [
-        ("unapproved_absence", "1001")]
+    assert [(a.kind, a.detail["agent_id"]) for a in seen] == [("unapproved_absence", "1001")]
     assert time.time() == pytest.approx(busy_since + 1.2, abs=0.4)

@@ -20,15 +20,18 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import select
 
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import AgentState, LogIn, LogOut, RequestState
-from callflow.ami.frames import AmiListResult, AmiMessage
+from callflow.ami.actions import encode
+from callflow.ami.frames import AmiMessage
 from callflow.engine.clock import FakeClock
+from callflow.engine.effects import ListChannels, PbxAction, PbxQuery
 from callflow.engine.outbound import NOT_DIALLED_BACKOFF_S
 from callflow.engine.policy import Policy
 from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, StateError
-from callflow.outbound.feature import Dialer, create_callback
-from callflow.pbx.roster import Roster, RosterAgent
-from callflow.runtime.core import Adapters, Runtime
+from callflow.outbound.dialer import Dialer, create_callback
+from callflow.runtime.core import Runtime
+from callflow.service import edge_adapters
 from callflow.store import records, repo
 from callflow.store.db import Store, open_store
 from callflow.store.models import AuditEntry, CallbackTask
@@ -39,24 +42,26 @@ AGENTS = ("1001", "1002")
 NUMBER = "13900000001"
 
 
-class FakeAmi:
-    """Records actions; can be down, refuse, or time out; lists the channels it is given."""
+class FakePbx:
+    """The runtime's PBX port, recording what is sent (as AMI wire fields, through the
+    real encoder); it can be down, refuse, or time out; it lists the channels it is given."""
 
     def __init__(self) -> None:
         self.up = True
+        self.stats: dict[str, float] = {}
         self.actions: list[tuple[str, dict[str, Any]]] = []
         self.fail: Exception | None = None
         self.channels: list[str] = []
 
-    async def action(self, name: str, **fields: Any) -> AmiMessage:
-        self.actions.append((name, fields))
+    async def send(self, action: PbxAction) -> AmiMessage:
+        self.actions.append(encode(action))
         if self.fail is not None:
             raise self.fail
         return AmiMessage("Success", {"Response": "Success"}, time.monotonic(), "response")
 
-    async def action_list(self, name: str, **fields: Any) -> AmiListResult:
-        events = [frame("CoreShowChannel", Uniqueid=uid) for uid in self.channels]
-        return AmiListResult(frame("Success"), events, None)
+    async def query(self, query: PbxQuery) -> list[AmiMessage]:
+        assert isinstance(query, ListChannels)
+        return [frame("CoreShowChannel", Uniqueid=uid) for uid in self.channels]
 
     def originates(self) -> list[dict[str, Any]]:
         return [fields for name, fields in self.actions if name == "Originate"]
@@ -75,13 +80,13 @@ class Rig:
         self.roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}") for a in AGENTS))
         records.sync_roster(store, self.roster)
         self.published: list[tuple[str, dict[str, Any]]] = []
+        self.ami = FakePbx()
         self.persisted: list[tuple[str, dict[str, Any]]] = []
-        self.runtime = Runtime(policy, self.clock, self.roster, Adapters(
+        self.runtime = Runtime(policy, self.clock, self.roster, edge_adapters(self.clock,
             persist=lambda kind, data: self.persisted.append((kind, data)),
-            publish=lambda topic, payload: self.published.append((topic, payload))))
-        self.ami = FakeAmi()
-        self.dialer = Dialer(store, self.runtime, policy, self.clock, lambda: self.ami,
-                             claimed_by="test")
+            publish=lambda topic, payload: self.published.append((topic, payload)),
+            pbx=self.ami))
+        self.dialer = Dialer(store, self.runtime, policy, self.clock, claimed_by="test")
 
     def login(self, *agent_ids: str) -> None:
         for agent_id in agent_ids:
@@ -230,7 +235,7 @@ async def test_the_customers_cause_is_kept_when_the_agents_hangup_comes_first(
         rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
     """Asterisk sends each leg's Hangup when its channel is destroyed, in no fixed order
     (seen in CI: the agent's first, the busy customer's 17 lost)."""
-    monkeypatch.setattr("callflow.outbound.feature.CUSTOMER_CAUSE_GRACE_S", 0.3)
+    monkeypatch.setattr("callflow.outbound.dialer.CUSTOMER_CAUSE_GRACE_S", 0.3)
     rig.login("1001")
     task = rig.add()
     await rig.dialer.tick()

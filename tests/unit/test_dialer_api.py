@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
-from test_dialer import MONDAY_10, SHANGHAI, FakeAmi, Rig, frame
+from test_dialer import MONDAY_10, SHANGHAI, FakePbx, Rig, frame
 
 from callflow.agents.state import LogIn
 from callflow.api.accounts import SessionAuth, SessionSigner
@@ -36,7 +36,7 @@ class Parts:
     clock: Any
     roster: Any
     auth: SessionAuth
-    ami: FakeAmi
+    ami: FakePbx
 
 
 @dataclass

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from callflow.agents.events import AgentState, CallAnswered, CallEnded, CallOffered
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.dialplan.agi import AgiSession
 from callflow.dialplan.feature_codes import (
     FeatureCodeContext,
@@ -25,8 +26,8 @@ from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy, parse_policy
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.roster import Roster, RosterAgent
-from callflow.runtime.core import Adapters, Runtime
+from callflow.runtime.core import Runtime
+from callflow.service import edge_adapters
 
 S = AgentState
 STEP_TIMEOUT = 10.0  # the first use of a prompt generates it
@@ -42,7 +43,7 @@ def context(prompt_dir: Path, policy: Policy | None = None) -> FeatureCodeContex
     roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}")
                           for a in ("1001", "1002", "1003")))
     published: list[tuple[str, dict[str, Any]]] = []
-    runtime = Runtime(policy, RealClock(), roster, Adapters(
+    runtime = Runtime(policy, RealClock(), roster, edge_adapters(RealClock(),
         persist=lambda kind, data: None, publish=lambda t, p: published.append((t, p))))
     prompts = PromptLibrary(LanguagePack.load("zh"), prompt_dir, {"centre": "callflow"})
     return FeatureCodeContext(runtime, policy, prompts)

@@ -6,6 +6,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from edges import as_edges
 
 from callflow.engine import hold
 from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
@@ -27,6 +28,13 @@ class Clock:
         return {"at": self.t, "wall": WALL0 + self.t}
 
 
+
+def step(holds: hold.CallHolds, event: hold.HoldEvent, rules: hold.HoldRules
+         ) -> tuple[hold.CallHolds, list[Effect]]:
+    """The machine's step, its effects followed by the rows and frames made of them."""
+    holds, effects = hold.step(holds, event, rules)
+    return holds, as_edges(effects)
+
 def timers(effects: list[Effect]) -> dict[str, float]:
     return {e.key: e.at for e in effects if isinstance(e, StartTimer)}
 
@@ -40,7 +48,7 @@ def run_timers(holds: hold.CallHolds, pending: dict[str, float], until: float,
         if at > until:
             break
         del pending[key]
-        holds, effects = hold.step(holds, hold.HoldTimer(key, at, WALL0 + at), rules)
+        holds, effects = step(holds, hold.HoldTimer(key, at, WALL0 + at), rules)
         for e in effects:
             out.append((at, e))
             if isinstance(e, StartTimer):
@@ -61,7 +69,7 @@ def kinds(fired: list[tuple[float, Effect]]) -> list[tuple[float, str]]:
 def test_reminders_every_15_s_and_breach_at_30_s_std_040_041() -> None:
     clock = Clock()
     h = hold.new("c1", "1001")
-    h, effects = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
+    h, effects = step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
     pending = timers(effects)
     assert pending[hold.timer_key("c1", 1, hold.REMINDER)] == 100 + POLICY.hold.reminder_s
     assert pending[hold.timer_key("c1", 1, hold.LIMIT)] == 100 + POLICY.hold.limit_s
@@ -75,7 +83,7 @@ def test_reminders_every_15_s_and_breach_at_30_s_std_040_041() -> None:
     breach = [e for _, e in fired if isinstance(e, Persist) and e.kind == "hold_breach"]
     assert breach and breach[0].data["held_s"] == POLICY.hold.limit_s
     clock.t = 135.0
-    h, effects = hold.step(h, hold.HoldOff("c1", "1001", **clock.at()), RULES)
+    h, effects = step(h, hold.HoldOff("c1", "1001", **clock.at()), RULES)
     row = next(e for e in effects if isinstance(e, Persist) and e.kind == "hold")
     assert row.data["hold_s"] == 35.0 and row.data["breached"] is True
     assert row.data["hold_count"] == 1 and row.data["hold_total_s"] == 35.0
@@ -86,11 +94,11 @@ def test_reminders_every_15_s_and_breach_at_30_s_std_040_041() -> None:
 def test_short_hold_no_breach_and_late_timer_is_harmless() -> None:
     clock = Clock()
     h = hold.new("c1", "1001")
-    h, effects = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
+    h, effects = step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
     clock.t += 10
-    h, _ = hold.step(h, hold.HoldOff("c1", "1001", **clock.at()), RULES)
+    h, _ = step(h, hold.HoldOff("c1", "1001", **clock.at()), RULES)
     late = hold.HoldTimer(hold.timer_key("c1", 1, hold.LIMIT), 130.0, WALL0 + 130)
-    h2, effects = hold.step(h, late, RULES)
+    h2, effects = step(h, late, RULES)
     assert effects == [] and h2 == h
     assert h.count == 1 and h.total_s() == 10.0 and h.breaches == 0
 
@@ -99,29 +107,29 @@ def test_call_scope_breaches_once_on_the_total_c_5() -> None:
     rules = replace(RULES, scope="call")
     clock = Clock()
     h = hold.new("c1", "1001")
-    h, _ = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), rules)
+    h, _ = step(h, hold.HoldOn("c1", "1001", **clock.at()), rules)
     clock.t += 20
-    h, _ = hold.step(h, hold.HoldOff("c1", "1001", **clock.at()), rules)
+    h, _ = step(h, hold.HoldOff("c1", "1001", **clock.at()), rules)
     clock.t += 5
-    h, effects = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), rules)
+    h, effects = step(h, hold.HoldOn("c1", "1001", **clock.at()), rules)
     pending = timers(effects)
     assert pending[hold.timer_key("c1", 2, hold.LIMIT)] == clock.t + 10  # 30 - 20 already
     h, fired = run_timers(h, pending, clock.t + 12, rules)
     assert (clock.t + 10, "hold_limit") in kinds(fired)
     clock.t += 12
-    h, _ = hold.step(h, hold.HoldOff("c1", "1001", **clock.at()), rules)
+    h, _ = step(h, hold.HoldOff("c1", "1001", **clock.at()), rules)
     clock.t += 1
-    h, effects = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), rules)
+    h, effects = step(h, hold.HoldOn("c1", "1001", **clock.at()), rules)
     assert hold.timer_key("c1", 3, hold.LIMIT) not in timers(effects)  # once per call
 
 
 def test_episode_scope_each_hold_has_its_own_limit() -> None:
     clock = Clock()
     h = hold.new("c1", "1001")
-    h, _ = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
+    h, _ = step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
     clock.t += 20
-    h, _ = hold.step(h, hold.HoldOff("c1", "1001", **clock.at()), RULES)
-    h, effects = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
+    h, _ = step(h, hold.HoldOff("c1", "1001", **clock.at()), RULES)
+    h, effects = step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
     assert timers(effects)[hold.timer_key("c1", 2, hold.LIMIT)] == clock.t + 30
 
 
@@ -129,7 +137,7 @@ def test_max_wait_and_auto_retrieve_std_043() -> None:
     rules = replace(RULES, auto_retrieve_s=60.0, max_wait_s=50.0)
     clock = Clock()
     h = hold.new("c1", "1001")
-    h, effects = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), rules)
+    h, effects = step(h, hold.HoldOn("c1", "1001", **clock.at()), rules)
     h, fired = run_timers(h, timers(effects), clock.t + 61, rules)
     assert (150.0, "hold_max_wait") in kinds(fired)
     assert [(a.kind, a.std) for _, a in fired if isinstance(a, Alarm)] == [
@@ -141,7 +149,7 @@ def test_max_wait_and_auto_retrieve_std_043() -> None:
 def test_auto_retrieve_off_by_default_and_limit_zero_disables_breach() -> None:
     assert POLICY.hold.auto_retrieve_s == 0
     rules = replace(RULES, limit_s=0)
-    _, effects = hold.step(hold.new("c1", "1001"),
+    _, effects = step(hold.new("c1", "1001"),
                            hold.HoldOn("c1", "1001", 0.0, WALL0), rules)
     keys = set(timers(effects))
     assert hold.timer_key("c1", 1, hold.LIMIT) not in keys
@@ -151,15 +159,15 @@ def test_auto_retrieve_off_by_default_and_limit_zero_disables_breach() -> None:
 def test_call_end_closes_an_open_hold_and_later_events_are_rejected() -> None:
     clock = Clock()
     h = hold.new("c1", "1001")
-    h, _ = hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
+    h, _ = step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
     clock.t += 7
-    h, effects = hold.step(h, hold.CallOver("c1", **clock.at()), RULES)
+    h, effects = step(h, hold.CallOver("c1", **clock.at()), RULES)
     row = next(e for e in effects if isinstance(e, Persist))
     assert row.data["hold_s"] == 7.0 and h.ended
-    again, none = hold.step(h, hold.CallOver("c1", **clock.at()), RULES)
+    again, none = step(h, hold.CallOver("c1", **clock.at()), RULES)
     assert again == h and none == []
     with pytest.raises(StateError) as err:
-        hold.step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
+        step(h, hold.HoldOn("c1", "1001", **clock.at()), RULES)
     assert err.value.reason == "call_ended"
 
 
@@ -176,24 +184,24 @@ def test_bad_sequences_are_rejected_state_unchanged(events: list[tuple[str, floa
     *good, bad = events
     for kind, at in good:
         cls: Any = hold.HoldOn if kind == "on" else hold.HoldOff
-        h, _ = hold.step(h, cls("c1", "1001", at, WALL0 + at), RULES)
+        h, _ = step(h, cls("c1", "1001", at, WALL0 + at), RULES)
     kind, at = bad
     cls = hold.HoldOn if kind == "on" else hold.HoldOff
     with pytest.raises(StateError) as err:
-        hold.step(h, cls("c1", "1001", at, WALL0 + at), RULES)
+        step(h, cls("c1", "1001", at, WALL0 + at), RULES)
     assert err.value.reason == reason
 
 
 def test_another_agent_or_call_is_rejected() -> None:
     h = hold.new("c1", "1001")
     with pytest.raises(StateError) as err:
-        hold.step(h, hold.HoldOn("c1", "1002", 0.0, WALL0), RULES)
+        step(h, hold.HoldOn("c1", "1002", 0.0, WALL0), RULES)
     assert err.value.reason == "not_your_call"
     with pytest.raises(StateError) as err:
-        hold.step(h, hold.HoldOn("c2", "1001", 0.0, WALL0), RULES)
+        step(h, hold.HoldOn("c2", "1001", 0.0, WALL0), RULES)
     assert err.value.reason == "wrong_call"
     with pytest.raises(StateError) as err:
-        hold.step(h, hold.HoldTimer("desk:1:2", 0.0, WALL0), RULES)
+        step(h, hold.HoldTimer("desk:1:2", 0.0, WALL0), RULES)
     assert err.value.reason == "bad_timer"
     assert h == hold.new("c1", "1001")
 
@@ -201,7 +209,7 @@ def test_another_agent_or_call_is_rejected() -> None:
 def held_past_max_wait(rules: hold.HoldRules, via: hold.Via = "softphone",
                        ) -> tuple[hold.CallHolds, dict[str, float], list[tuple[float, Effect]]]:
     h = hold.new("c1", "1001")
-    h, effects = hold.step(h, hold.HoldOn("c1", "1001", 100.0, WALL0 + 100, via=via), rules)
+    h, effects = step(h, hold.HoldOn("c1", "1001", 100.0, WALL0 + 100, via=via), rules)
     pending = timers(effects)
     h, fired = run_timers(h, pending, 100.0 + rules.max_wait_s, rules)
     return h, pending, fired
@@ -214,16 +222,16 @@ def test_max_wait_offers_the_caller_the_choice_and_key_2_is_a_callback_std_042_0
     assert pending[hold.timer_key("c1", 1, hold.CHOICE)] == 235.0
     assert h.current is not None and h.current.choice_open
     # a key that is not an answer is the caller's business: nothing happens
-    same, effects = hold.step(h, hold.CallerKey("c1", "5", 225.0, WALL0 + 225), rules)
+    same, effects = step(h, hold.CallerKey("c1", "5", 225.0, WALL0 + 225), rules)
     assert (same, effects) == (h, [])
-    h, effects = hold.step(h, hold.CallerKey("c1", "2", 226.0, WALL0 + 226), rules)
+    h, effects = step(h, hold.CallerKey("c1", "2", 226.0, WALL0 + 226), rules)
     assert hold.CallbackChosen("c1", "1001") in effects
     assert CancelTimer(hold.timer_key("c1", 1, hold.CHOICE)) in effects
     chosen = [e.payload for e in effects if isinstance(e, Publish)]
     assert {p["choice"] for p in chosen} == {"callback"}
     assert any(isinstance(e, Persist) and e.kind == "hold_choice" for e in effects)
     # the window is closed: a second key changes nothing
-    again, effects = hold.step(h, hold.CallerKey("c1", "2", 227.0, WALL0 + 227), rules)
+    again, effects = step(h, hold.CallerKey("c1", "2", 227.0, WALL0 + 227), rules)
     assert (again, effects) == (h, [])
     assert h.current is not None and h.current.choice == "2"
 
@@ -231,7 +239,7 @@ def test_max_wait_offers_the_caller_the_choice_and_key_2_is_a_callback_std_042_0
 def test_key_1_keeps_waiting_silence_closes_the_window_and_no_offer_when_off() -> None:
     rules = replace(RULES, max_wait_s=120.0, choice_window_s=15.0)
     h, _, _ = held_past_max_wait(rules)
-    kept, effects = hold.step(h, hold.CallerKey("c1", "1", 221.0, WALL0 + 221), rules)
+    kept, effects = step(h, hold.CallerKey("c1", "1", 221.0, WALL0 + 221), rules)
     assert kept.current is not None and kept.current.choice == "1"
     assert not any(isinstance(e, hold.CallbackChosen) for e in effects)
     assert [e.payload["choice"] for e in effects if isinstance(e, Publish)] == [
@@ -241,7 +249,7 @@ def test_key_1_keeps_waiting_silence_closes_the_window_and_no_offer_when_off() -
     h, fired = run_timers(h, pending, 236.0, rules)
     assert (235.0, "hold_choice") in kinds(fired)  # beside the 15-s reminders
     assert h.current is not None and not h.current.choice_open
-    late, effects = hold.step(h, hold.CallerKey("c1", "2", 240.0, WALL0 + 240), rules)
+    late, effects = step(h, hold.CallerKey("c1", "2", 240.0, WALL0 + 240), rules)
     assert (late, effects) == (h, [])
     # the offer switched off: the alarm and the desktop only
     _, _, fired = held_past_max_wait(replace(rules, max_wait_offer=False))
@@ -251,19 +259,19 @@ def test_key_1_keeps_waiting_silence_closes_the_window_and_no_offer_when_off() -
 
 def test_a_key_before_the_offer_or_after_the_hold_counts_for_nothing() -> None:
     rules = replace(RULES, max_wait_s=120.0)
-    h, _ = hold.step(hold.new("c1", "1001"), hold.HoldOn("c1", "1001", 100.0, WALL0), rules)
-    assert hold.step(h, hold.CallerKey("c1", "2", 101.0, WALL0), rules) == (h, [])
+    h, _ = step(hold.new("c1", "1001"), hold.HoldOn("c1", "1001", 100.0, WALL0), rules)
+    assert step(h, hold.CallerKey("c1", "2", 101.0, WALL0), rules) == (h, [])
     with pytest.raises(StateError):
-        hold.step(h, hold.CallerKey("c2", "2", 101.0, WALL0), rules)
-    h, _ = hold.step(h, hold.HoldOff("c1", "1001", 102.0, WALL0), rules)
-    assert hold.step(h, hold.CallerKey("c1", "2", 103.0, WALL0), rules) == (h, [])
+        step(h, hold.CallerKey("c2", "2", 101.0, WALL0), rules)
+    h, _ = step(h, hold.HoldOff("c1", "1001", 102.0, WALL0), rules)
+    assert step(h, hold.CallerKey("c1", "2", 103.0, WALL0), rules) == (h, [])
 
 
 def test_auto_retrieve_says_who_made_the_hold() -> None:
     rules = replace(RULES, auto_retrieve_s=60.0, max_wait_s=120.0)
     for via in ("softphone", "desktop"):
         h = hold.new("c1", "1001")
-        h, effects = hold.step(h, hold.HoldOn("c1", "1001", 100.0, WALL0, via=via), rules)
+        h, effects = step(h, hold.HoldOn("c1", "1001", 100.0, WALL0, via=via), rules)
         started = [e.payload for e in effects if isinstance(e, Publish)]
         assert started[0]["via"] == via
         _, fired = run_timers(h, timers(effects), 161.0, rules)

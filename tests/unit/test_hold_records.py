@@ -1,7 +1,9 @@
-"""The hold machine's Persist records reach call_holds and the call's totals (records.py),
-and the release verdict reaches the call row (STD-040, STD-110..112)."""
+"""The hold machine's records (through the store's rows) reach call_holds and the
+call's totals, and the release verdict reaches the call row (STD-040, STD-110..112)."""
 
 from __future__ import annotations
+
+from edges import as_edges
 
 from callflow.engine import hold
 from callflow.engine.effects import Persist
@@ -14,7 +16,7 @@ WALL0 = 1_800_000_000.0
 
 
 def persist(store: Store, effects: list) -> None:  # type: ignore[type-arg]
-    for e in effects:
+    for e in as_edges(effects):
         if isinstance(e, Persist):
             records.write(store, e.kind, e.data)
 

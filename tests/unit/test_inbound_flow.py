@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 
 import pytest
 
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import AgentState, LogIn
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
@@ -26,8 +27,8 @@ from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy, parse_policy
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.roster import Roster, RosterAgent
-from callflow.runtime.core import Adapters, Runtime
+from callflow.runtime.core import Runtime
+from callflow.service import edge_adapters
 
 STEP = 5.0
 CALL_ID = "1795737291.7"
@@ -56,7 +57,7 @@ async def start_rig(prompts_dir: Path, policy: Policy) -> AsyncIterator[Rig]:
                           for a in ("1001", "1002")))
     records: list[tuple[str, dict[str, Any]]] = []
     published: list[tuple[str, dict[str, Any]]] = []
-    runtime = Runtime(policy, RealClock(), roster, Adapters(
+    runtime = Runtime(policy, RealClock(), roster, edge_adapters(RealClock(),
         persist=lambda k, d: records.append((k, d)),
         publish=lambda t, p: published.append((t, p))))
     runtime.agi_hangup_grace_s = 0  # no AMI here: the flow's report is the only one

@@ -8,8 +8,10 @@ from zoneinfo import ZoneInfo
 
 from callflow.api.auth import Principal
 from callflow.api.privacy import mask_number, masked, redaction_for
-from callflow.board.live import AlarmBook, LiveDay, alarm_key, fact_from_record
+from callflow.board.alarms import AlarmBook, alarm_key
+from callflow.board.live import LiveDay, fact_from_record
 from callflow.engine import calls, kpi
+from callflow.engine.effects import Alarm
 from callflow.engine.policy import Policy
 from callflow.runtime.core import call_rules
 from callflow.store import records
@@ -30,8 +32,8 @@ def run_call(events: list[calls.CallEvent]) -> list[dict[str, Any]]:
     out = [calls.call_record(call, RULES)]
     for event in events[1:]:
         call, effects = calls.step(call, event, RULES)
-        out += [e.payload["call"] for e in effects
-                if getattr(e, "topic", None) == "board"]
+        out += [calls.call_record(e.call, e.rules) for e in effects
+                if isinstance(e, calls.CallChanged)]
     return out
 
 
@@ -56,10 +58,11 @@ def scripted() -> list[list[dict[str, Any]]]:
     ]
 
 
-def agent_payload(agent: str, state: str, at: float, call_id: str = "",
-                  reason: str = "") -> dict[str, Any]:
-    return {"type": "agent_state", "agent_id": agent, "state": state, "reason": reason,
-            "call_id": call_id, "since": at - T0 + 5000.0, "since_epoch": at}
+def agent_state(live: LiveDay, agent: str, state: str, at: float, call_id: str = "",
+                reason: str = "") -> kpi.StateSpan | None:
+    """The agent in ``state`` since epoch ``at``, as the board hears it from the core."""
+    return live.on_agent(agent, state, datetime.fromtimestamp(at, UTC), reason or None,
+                         call_id or None)
 
 
 def test_live_figures_equal_the_batch_definition() -> None:
@@ -72,15 +75,13 @@ def test_live_figures_equal_the_batch_definition() -> None:
         for stream in streams:
             if step < len(stream):
                 live.on_call(stream[step], as_of)
-    for payload in (agent_payload("1001", "acw", T0 + 64, "a"),
-                    agent_payload("1001", "ready", T0 + 94),
-                    agent_payload("1002", "acw", T0 + 200, "b"),
-                    agent_payload("1002", "ready", T0 + 215)):
-        live.on_agent(payload)
+    agent_state(live, "1001", "acw", T0 + 64, "a")
+    agent_state(live, "1001", "ready", T0 + 94)
+    agent_state(live, "1002", "acw", T0 + 200, "b")
+    agent_state(live, "1002", "ready", T0 + 215)
     # call b was released by its agent: a violation once the release judge says so
     assert live.queue_kpis("main", as_of).agent_first_hangups == 0
-    live.on_release_violation({"kind": "agent_hung_up_first", "detail": {"call_id": "b"}},
-                              as_of)
+    live.on_release_violation("b", as_of)
     facts = [fact_from_record(s[-1]) for s in streams]
     assert facts[1] is not None and facts[1].release_compliant is True
     spans = [s for agent in live.spans.values() for s in agent]
@@ -113,25 +114,22 @@ def test_other_days_and_repeats_are_ignored() -> None:
     live.on_call(record, as_of)
     live.on_call(record, as_of)  # the same finished record twice counts once
     assert live.queue_kpis("main", as_of).answered == 1
-    payload = agent_payload("1001", "ready", T0)
-    live.on_agent(payload)
-    assert live.on_agent({**payload, "softphone_reachable": False}) is None
+    agent_state(live, "1001", "ready", T0)
+    assert agent_state(live, "1001", "ready", T0) is None  # e.g. the softphone flag changed
     assert len(live.spans["1001"]) == 1
 
 
 def test_alarm_keys_match_between_the_publish_and_the_store_row() -> None:
     book = AlarmBook(limit=3)
     raised = T0 + 0.123456789
-    entry = book.from_publish({"type": "alarm", "kind": "ring_no_answer", "std": "STD-008",
-                               "detail": {"agent_id": "1001"}, "raised_at": raised})
-    assert entry is not None
+    entry = book.from_alarm(Alarm("ring_no_answer", {"agent_id": "1001"}, std="STD-008",
+                                  raised_at=raised))
     stored = records._time(raised)  # what the store writer keeps
     assert stored is not None
     assert entry.key == alarm_key("ring_no_answer", stored)
     for i in range(5):
-        book.from_publish({"type": "alarm", "kind": f"k{i}", "raised_at": T0 + i})
+        book.from_alarm(Alarm(f"k{i}", raised_at=T0 + i))
     assert len(book) == 3 and book.get(entry.key) is None  # oldest dropped from memory
-    assert book.from_publish({"type": "alarm", "kind": 5}) is None
 
 
 def test_numbers_are_masked_for_roles_that_may_not_see_them() -> None:
@@ -158,7 +156,7 @@ def test_day_boundary_intervals() -> None:
 
 
 def test_a_hold_ended_after_the_call_was_counted_is_taken_into_account() -> None:
-    """engine/hold.py publishes ``hold_ended``; talk excludes it, its length is judged."""
+    """engine/hold.py says a hold ended; talk excludes it, its length is judged."""
     rules_for = kpi.rules_by_queue(POLICY)
     live = LiveDay(rules_for, DAY, ["main"])
     as_of = datetime.fromtimestamp(T0 + 300, UTC)
@@ -166,10 +164,9 @@ def test_a_hold_ended_after_the_call_was_counted_is_taken_into_account() -> None
     live.on_call(record, as_of)
     before = live.queue_kpis("main", as_of)
     over = POLICY.hold.limit_s + 5
-    live.on_hold({"type": "hold_ended", "call_id": "a", "agent_id": "1001", "episode": 1,
-                  "hold_s": over}, as_of)
-    live.on_hold({"type": "hold_ended", "call_id": "a", "agent_id": "1001", "episode": 1,
-                  "hold_s": over}, as_of)  # a repeat changes nothing
+    held = (datetime.fromtimestamp(T0 + 10, UTC), datetime.fromtimestamp(T0 + 10 + over, UTC))
+    live.on_hold("a", 1, *held, "1001", as_of)
+    live.on_hold("a", 1, *held, "1001", as_of)  # a repeat changes nothing
     after = live.queue_kpis("main", as_of)
     assert after.talk_s == before.talk_s - over
     assert (after.hold_s, after.hold_episodes, after.hold_breaches) == (over, 1, 1)

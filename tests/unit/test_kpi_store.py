@@ -14,6 +14,7 @@ from callflow.engine.policy import Policy
 from callflow.runtime.core import call_rules
 from callflow.store import records, repo
 from callflow.store.db import Store
+from callflow.store.kpi_facts import load_facts
 
 POLICY = Policy.defaults()
 RULES = kpi.KpiRules.from_policy(POLICY)
@@ -34,8 +35,8 @@ def drive(store: Store, events: list[calls.CallEvent]) -> None:
         call, more = calls.step(call, event, call_rules(POLICY))
         effects += more
     for effect in effects:
-        if hasattr(effect, "kind") and effect.kind == "call":
-            records.write(store, "call", effect.data)
+        if isinstance(effect, calls.CallChanged):
+            records.write(store, "call", calls.call_record(effect.call, effect.rules))
 
 
 def state(store: Store, agent: str, name: str, offset_s: float, call_id: str = "",
@@ -78,7 +79,7 @@ def day(store: Store) -> kpi.Period:
 
 
 def test_loaded_facts_give_the_hand_worked_figures(store: Store, day: kpi.Period) -> None:
-    facts, spans = kpi.load_facts(store, day)
+    facts, spans = load_facts(store, day)
     assert sorted(f.uniqueid for f in facts) == ["a", "r", "s"]  # "m" entered yesterday
     as_of = day.end
     q = kpi.queue_kpis(facts, lambda name: RULES, as_of, spans)["main"]
@@ -93,7 +94,7 @@ def test_loaded_facts_give_the_hand_worked_figures(store: Store, day: kpi.Period
 
 def test_yesterday_holds_the_call_that_crossed_midnight(store: Store, day: kpi.Period) -> None:
     yesterday = kpi.day_period((MIDNIGHT - timedelta(days=1)).date(), ZONE)
-    facts, _ = kpi.load_facts(store, yesterday)
+    facts, _ = load_facts(store, yesterday)
     assert [f.uniqueid for f in facts] == ["m"]
     k = kpi.queue_kpis(facts, lambda name: RULES, day.end)["main"]
     assert (k.answered, k.wait_sum_s, k.talk_s) == (1, 12.0, 60.0)

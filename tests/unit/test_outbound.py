@@ -5,10 +5,12 @@ attempt from Originate to the last Hangup (STD-081..090)."""
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
+from callflow.ami.actions import encode
 from callflow.engine import outbound
 from callflow.engine.outbound import (
     AttemptOutcome,
@@ -57,10 +59,15 @@ def test_custom_cadence_and_fewer_rings_convert_too() -> None:
     assert outbound.customer_ring_seconds(p) == 6.0
 
 
+def originate_fields(attempt: outbound.Attempt, p: Policy, desk: str) -> dict[str, Any]:
+    """The attempt's Originate as Asterisk receives it (the AMI adapter's encoding)."""
+    return encode(outbound.originate(attempt, p, desk))[1]
+
+
 def test_originate_is_agent_first_with_channel_id_and_the_rings_in_the_dialplan() -> None:
     p = policy(caller_id="4000", caller_ids={"follow_up": "4001"})
     attempt = outbound.new_attempt("cfo-7-1-abc", 7, "callback", "13900000001", "1001", 0.0)
-    fields = outbound.originate_fields(attempt, p, "agent1001")
+    fields = originate_fields(attempt, p, "agent1001")
     assert fields["Channel"] == "PJSIP/agent1001"
     assert fields["ChannelId"] == "cfo-7-1-abc"  # harness A5: always set
     assert (fields["Context"], fields["Exten"], fields["Priority"]) == (
@@ -71,8 +78,8 @@ def test_originate_is_agent_first_with_channel_id_and_the_rings_in_the_dialplan(
     assert fields["Variable"] == ["CALLFLOW_RING_S=30", "CALLFLOW_TASK=7", "CALLFLOW_CLI=4000"]
     assert "13900000001" in str(fields["CallerID"])  # the agent sees whom they call
     follow = outbound.new_attempt("cfo-8-1-abc", 8, "follow_up", "13900000002", "1001", 0.0)
-    assert "CALLFLOW_CLI=4001" in outbound.originate_fields(follow, p, "agent1001")["Variable"]
-    plain = outbound.originate_fields(attempt, P, "agent1001")["Variable"]
+    assert "CALLFLOW_CLI=4001" in originate_fields(follow, p, "agent1001")["Variable"]
+    plain = originate_fields(attempt, P, "agent1001")["Variable"]
     assert not any(v.startswith("CALLFLOW_CLI") for v in plain)  # empty: the PBX's own
 
 

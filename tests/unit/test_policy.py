@@ -1,4 +1,5 @@
-"""Policy: the standards' numbers, ring conversion, strict loading, generated files."""
+"""Policy: the standards' numbers, ring conversion, strict loading (engine/policy.py), and the
+files generated from it (callflow/policy_docs.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from callflow.engine import policy as policy_module
+from callflow import policy_docs
 from callflow.engine.policy import (
     STOCK_RING_CADENCES_MS,
     Policy,
@@ -16,13 +17,11 @@ from callflow.engine.policy import (
     min_answer_delay_seconds,
     outbound_no_answer_seconds,
     parse_policy,
-    policy_table,
-    render_example_toml,
-    render_markdown,
     ring_limit_seconds,
     service_level_seconds,
 )
 from callflow.errors import PolicyError
+from callflow.policy_docs import policy_table, render_example_toml, render_markdown
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "callflow" / "policy.example.toml"
@@ -386,7 +385,7 @@ def test_holiday_greeting(defaults: Policy) -> None:
 
 def test_example_file_is_generated_from_the_model() -> None:
     assert EXAMPLE.read_text(encoding="utf-8") == render_example_toml(), (
-        "regenerate: python -m callflow.engine.policy example > callflow/policy.example.toml")
+        "regenerate: python -m callflow.policy_docs example > callflow/policy.example.toml")
 
 
 def test_example_file_round_trips() -> None:
@@ -402,13 +401,13 @@ def test_example_file_lists_every_key() -> None:
 
 def test_docs_are_generated_from_the_model() -> None:
     assert DOCS.read_text(encoding="utf-8") == render_markdown(), (
-        "regenerate: python -m callflow.engine.policy markdown > docs/policy.md")
+        "regenerate: python -m callflow.policy_docs markdown > docs/policy.md")
 
 
 def test_cli_show(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    assert policy_module.main(["show"]) == 0
+    assert policy_docs.main(["show"]) == 0
     out = capsys.readouterr().out
     assert "hold.limit_s = 30 s  [STD-040]" in out
     bad = write(tmp_path, "[hold]\nlimit_s = -1\n")
-    assert policy_module.main(["show", "--policy", str(bad)]) == 2
+    assert policy_docs.main(["show", "--policy", str(bad)]) == 2
     assert "hold.limit_s: must be >= 0" in capsys.readouterr().err

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from callflow.agents.events import AgentState
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import (
     CallAnswered,
     CallEnded,
@@ -25,8 +26,8 @@ from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.engine import calls
 from callflow.engine.clock import FakeClock
 from callflow.engine.policy import Policy
-from callflow.pbx.roster import Roster, RosterAgent
-from callflow.runtime.core import Adapters, Runtime
+from callflow.runtime.core import Runtime
+from callflow.service import edge_adapters
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 E = int(START.timestamp())
@@ -40,12 +41,13 @@ class Script:
     def __init__(self) -> None:
         self.clock = FakeClock(START)
         self.published: list[tuple[str, dict[str, Any]]] = []
-        self.runtime = Runtime(Policy.defaults(), self.clock, ROSTER, Adapters(
+        self.runtime = Runtime(Policy.defaults(), self.clock, ROSTER, edge_adapters(self.clock,
             persist=lambda kind, data: None,
             publish=lambda topic, payload: self.published.append((topic, payload))))
         self.log = QueueLog(lambda a: ROSTER.by_id(a).queues)  # type: ignore[union-attr]
         self.lines: list[str] = []
-        self.runtime.on_publish(lambda t, p: self.lines.extend(self.log.observe(t, p)))
+        self.runtime.on_event(
+            lambda e: self.lines.extend(self.log.observe(e, self.runtime.epoch_of)))
 
     def at(self, seconds: float) -> float:
         self.clock.advance(E + seconds - self.clock.wall().timestamp())

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from edges import as_edges
 
 from callflow.engine import special_calls as sc
 from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
@@ -30,6 +31,7 @@ class Line:
 
     def feed(self, event: object) -> list[Effect]:
         self.call, effects = sc.step(self.call, event, self.rules)  # type: ignore[arg-type]
+        effects = as_edges(effects)
         for e in effects:
             self.log.append((self.t, e))
             if isinstance(e, sc.Play):

@@ -20,9 +20,11 @@ import httpx
 import pytest
 
 from callflow.agents.events import LogIn
+from callflow.agents.roster import Roster, RosterAgent
+from callflow.ami.actions import Fields, encode
 from callflow.ami.client import AmiMessage
+from callflow.engine.effects import PbxAction, PbxQuery
 from callflow.engine.policy import Policy, parse_policy
-from callflow.pbx.roster import Roster, RosterAgent
 from callflow.runtime.core import Runtime
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Ports, Settings
@@ -49,17 +51,29 @@ def ami(name: str, **fields: str) -> AmiMessage:
                       time.monotonic())
 
 
+class RecordingPbx:
+    """The runtime's PBX port, keeping what is sent as AMI wire fields (the real encoder)."""
+
+    def __init__(self, sent: list[tuple[str, Fields]]) -> None:
+        self.sent = sent
+        self.up = True
+        self.stats: dict[str, float] = {}
+
+    async def send(self, action: PbxAction) -> AmiMessage:
+        self.sent.append(encode(action))
+        return ami("Success")
+
+    async def query(self, query: PbxQuery) -> list[AmiMessage]:
+        return []
+
+
 class Running:
     def __init__(self, service: Service, feature: SpecialCallsFeature, port: int) -> None:
         self.service = service
         self.feature = feature
         self.port = port
-        self.sent: list[tuple[str, dict[str, str]]] = []
-
-        async def record(action: str, fields: dict[str, str]) -> None:
-            self.sent.append((action, fields))
-
-        self.runtime.adapters.ami_action = record
+        self.sent: list[tuple[str, Fields]] = []
+        self.runtime.adapters.pbx = RecordingPbx(self.sent)
 
     @property
     def runtime(self) -> Runtime:
@@ -131,7 +145,7 @@ async def test_rest_actions_only_on_your_own_call(running: Running) -> None:
     originates = [f for a, f in running.sent if a == "Originate"]
     assert len(originates) == 1
     assert originates[0]["Channel"] == "Local/barge@callflow-whisper/n"
-    assert originates[0]["Variable"] == f"CALLFLOW_SPY={CALLER}"
+    assert originates[0]["Variable"] == [f"CALLFLOW_SPY={CALLER}"]
     assert originates[0]["Application"] == "Playback" and "silent_1-" in originates[0]["Data"]
     async with running.client(None, role="supervisor") as sup:  # acts for the call's agent
         r = await sup.post("/api/v1/calls/c1/closing")
@@ -158,7 +172,7 @@ async def test_duplicated_and_out_of_order_hold_frames_corrupt_nothing(
     rt.on_ami_batch([ami("Unhold", Uniqueid="leg1", Channel=LEG)])  # duplicate: ignored
     holds = running.feature.holds["c1"]
     assert holds.count == 1 and holds.breaches == 1
-    spied = [f["Variable"] for a, f in running.sent if a == "Originate"]
+    spied = [v for a, f in running.sent if a == "Originate" for v in f["Variable"]]
     assert f"CALLFLOW_SPY={LEG}" in spied  # the beep, to the agent's leg
     assert f"CALLFLOW_SPY={CALLER}" in spied  # the reassurance, to the caller
     rt.on_ami_batch([ami("HangupRequest", Uniqueid="leg1"), ami("Hangup", Uniqueid="leg1"),

@@ -1,0 +1,49 @@
+"""Which agent a waiting call is offered to next: the routing rules, pure.
+
+callflow routes, not app_queue (design.md, "Who routes calls"). The rules:
+
+* only agents who serve the call's queue (their skills in the roster) are candidates;
+* first come, first served: a call takes no agent while an older call of the same
+  queue is still waiting for one;
+* among the candidates, the routable agent ready the longest (``state.longest_idle``);
+  a named-agent call (STD-071) asks for that one agent and is not held back by
+  older calls, since nobody else may take it;
+* an agent a feature is about to give other work (the dialer: their own due
+  callback, STD-069) is skipped while it says so.
+
+The runtime owns the live calls and agents and hands them in; nothing here keeps state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from callflow.agents.roster import Roster
+from callflow.agents.state import AgentSnapshot, longest_idle
+from callflow.engine.calls import InboundCall
+
+
+def older_waiting(call: InboundCall, waiting: Iterable[InboundCall]) -> InboundCall | None:
+    """A call of the same queue that entered earlier and still waits for an agent."""
+    return next((other for other in waiting if other.call_id != call.call_id
+                 and other.queue == call.queue and other.entered_at < call.entered_at), None)
+
+
+def queue_position(call: InboundCall, waiting: Iterable[InboundCall]) -> int:
+    """1 = next in line: waiting calls of the same queue that entered earlier, plus one."""
+    return 1 + sum(1 for other in waiting if other.call_id != call.call_id
+                   and other.queue == call.queue and other.entered_at < call.entered_at)
+
+
+def next_agent(call: InboundCall, *, waiting: Iterable[InboundCall],
+               agents: Iterable[AgentSnapshot], roster: Roster, named: str | None = None,
+               held: Callable[[str], bool] = lambda agent_id: False) -> AgentSnapshot | None:
+    """The agent ``call`` is offered to now, or None (nobody free, or not its turn)."""
+    if named is None:
+        if older_waiting(call, waiting) is not None:
+            return None
+        serving = {a.agent_id for a in roster.agents if call.queue in a.queues}
+        pool = [a for a in agents if a.agent_id in serving]
+    else:
+        pool = [a for a in agents if a.agent_id == named]
+    return longest_idle(a for a in pool if not held(a.agent_id))

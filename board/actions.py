@@ -1,0 +1,97 @@
+"""Supervisor actions on agents, each audited in ``audit_log`` with who did what.
+
+A supervisor forces an agent's state (STD-097, STD-099), logs out an agent who forgot
+to at the end of a shift (STD-103), or listens to, whispers to or barges into the
+agent's call (STD-146). Listening is ChanSpy on the agent's leg, originated to the
+supervisor's own phone; whisper and barge are ChanSpy options. A monitor Asterisk
+refuses is audited too (``monitor_<mode>_failed``): the trail shows the attempt.
+
+Who may do what (STD-146, STD-148) is checked by the routes before they call here.
+A refusal is a ``StateError`` with a machine-readable reason (``unknown_agent``,
+``not_on_call``, ``originate_failed``, or the agent machine's own), which the routes
+turn into an HTTP answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from callflow.agents.events import AgentState, LogOut, RequestState
+from callflow.engine.effects import Originate
+from callflow.errors import CallflowError, StateError
+from callflow.store import repo
+
+if TYPE_CHECKING:
+    from callflow.feature import FeatureServices
+
+#: ChanSpy options per mode: q quiet (no beep or channel name), E end when the spied-on
+#: channel hangs up, w whisper to the agent only, B barge: talk to both sides.
+CHANSPY_OPTIONS = {"listen": "qE", "whisper": "qEw", "barge": "qEB"}
+
+
+class SupervisorActions:
+    """Force a state, log out, listen / whisper / barge: applied, then audited."""
+
+    def __init__(self, service: FeatureServices) -> None:
+        self._service = service
+
+    async def force_state(self, by: str, agent_id: str, state: str,
+                          reason: str) -> dict[str, Any]:
+        """An agent's state as the supervisor ``by`` sets it (ready, busy, not_ready)."""
+        event = RequestState(AgentState(state), reason, by="supervisor")
+        return await self._agent_event(by, agent_id, event, "force_state",
+                                       {"state": state, "reason": reason})
+
+    async def log_out(self, by: str, agent_id: str) -> dict[str, Any]:
+        return await self._agent_event(by, agent_id,
+                                       LogOut(by="supervisor", reason="supervisor"), "logout", {})
+
+    async def monitor(self, by: str, agent_id: str, mode: str, phone: str) -> dict[str, Any]:
+        """Ring the supervisor's ``phone`` (a PJSIP endpoint) into ChanSpy on the agent's call.
+
+        ``mode``: listen, whisper or barge (``CHANSPY_OPTIONS``)."""
+        service = self._service
+        runtime = service.runtime
+        assert runtime is not None
+        agent = runtime.agents.get(agent_id)
+        member = service.roster.by_id(agent_id)
+        if agent is None or member is None:
+            raise StateError("unknown_agent", agent_id)
+        if agent.state not in (AgentState.ON_CALL, AgentState.ON_HOLD) or not agent.call_id:
+            raise StateError("not_on_call", f"agent {agent_id} is {agent.state.value}")
+        call = runtime.calls.get(agent.call_id)
+        offer = call.answered_offer if call is not None else None
+        # the agent's leg by name when known, else every channel of their endpoint
+        target = offer.channel if offer is not None and offer.channel \
+            else f"PJSIP/{member.endpoint}-"
+        phone = phone if phone.startswith("PJSIP/") else f"PJSIP/{phone}"
+        options = CHANSPY_OPTIONS[mode]
+        spy = Originate(phone, application="ChanSpy", data=f"{target},{options}",
+                        caller_id=f'"{mode} {agent_id}" <{agent_id}>', timeout_ms=30000)
+        detail = {"mode": mode, "phone": phone, "channel": target, "options": options,
+                  "call_id": agent.call_id}
+        try:
+            reply = await runtime.request(spy)
+        except CallflowError as exc:
+            await self._audit(by, f"monitor_{mode}_failed", f"agent:{agent_id}",
+                              {**detail, "error": str(exc)})
+            raise StateError("originate_failed", str(exc)) from None
+        await self._audit(by, f"monitor_{mode}", f"agent:{agent_id}", detail)
+        return {**detail, "response": reply.get("Message", "")}
+
+    async def _agent_event(self, by: str, agent_id: str, event: RequestState | LogOut,
+                           action: str, detail: dict[str, Any]) -> dict[str, Any]:
+        """The event through the agent machine (a refusal raises and is not audited)."""
+        runtime = self._service.runtime
+        assert runtime is not None
+        agent = runtime.agent_event(agent_id, event)
+        await self._audit(by, action, f"agent:{agent_id}", detail)
+        return {"agent_id": agent_id, "state": agent.state.value, "reason": agent.reason}
+
+    async def _audit(self, by: str, action: str, target: str, detail: dict[str, Any]) -> None:
+        store = self._service.store
+        assert store is not None
+        at = self._service.clock.wall()
+        await asyncio.to_thread(store.run, repo.audit, by, action, at,
+                                target=target, detail=detail)

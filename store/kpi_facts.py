@@ -1,0 +1,65 @@
+"""The KPI facts of a period, read from the store: rows in, ``engine/kpi.py``'s facts out.
+
+``engine/kpi.py`` computes every KPI from plain facts (calls with their offers and
+holds, agent state spans) and must not read the database itself (the pure core does
+no I/O). This is the thin loader that does: the board, the KPI API and the reports
+call it in a worker thread and hand what it returns to the KPI functions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import timedelta
+
+from callflow.engine.kpi import CallFact, HoldFact, OfferFact, Period, StateSpan
+from callflow.store import repo
+from callflow.store.db import Store
+from callflow.store.models import AgentState, Call, CallHold, CallOffer
+
+#: ACW of a call at the end of a period runs into the next one; load this much more.
+ACW_LOOKAHEAD = timedelta(hours=2)
+
+
+def load_facts(store: Store, period: Period) -> tuple[list[CallFact], list[StateSpan]]:
+    """Calls that reached routing in the period, and the state spans that overlap it (plus
+    the ACW look-ahead). Runs in a worker thread (it queries the store)."""
+    with store.session(readonly=True) as s:
+        calls = repo.calls_entered_between(s, period.start, period.end)
+        ids = [c.id for c in calls]
+        offers = repo.offers_for_calls(s, ids)
+        holds = repo.holds_for_calls(s, ids)
+        states = repo.agent_states_between(s, period.start, period.end + ACW_LOOKAHEAD)
+    return facts_from_rows(calls, offers, holds), spans_from_rows(states)
+
+
+def facts_from_rows(calls: Iterable[Call], offers: Iterable[CallOffer],
+                    holds: Iterable[CallHold]) -> list[CallFact]:
+    """Store rows (calls, call_offers, call_holds) -> CallFacts."""
+    offers_by: dict[int, list[OfferFact]] = defaultdict(list)
+    for o in offers:
+        offers_by[o.call_id].append(OfferFact(o.agent_id, o.started_at, o.ended_at, o.result))
+    holds_by: dict[int, list[HoldFact]] = defaultdict(list)
+    for h in holds:
+        holds_by[h.call_id].append(HoldFact(h.started_at, h.ended_at, h.agent_id))
+    out = []
+    for c in calls:
+        if c.entered_at is None or c.direction != "inbound":
+            continue
+        out.append(CallFact(
+            uniqueid=c.uniqueid, queue=c.queue or "main", entered_at=c.entered_at,
+            answered_at=c.answered_at, ended_at=c.ended_at, agent_id=c.agent_id,
+            outcome=c.outcome, ring_started_at=c.ring_started_at,
+            offers=tuple(sorted(offers_by.get(c.id, ()), key=lambda o: o.started_at)),
+            holds=tuple(sorted(holds_by.get(c.id, ()), key=lambda h: h.started_at)),
+            hold_total_s=c.hold_total_s or 0.0, transfer_count=c.transfer_count or 0,
+            released_by=c.released_by, release_compliant=c.release_compliant,
+            release_procedure=c.release_procedure, disposition=c.disposition,
+            caller=c.caller_number or ""))
+    return out
+
+
+def spans_from_rows(rows: Iterable[AgentState]) -> list[StateSpan]:
+    """Store rows (agent_states) -> StateSpans."""
+    return [StateSpan(r.agent_id, r.state, r.started_at, r.ended_at, r.reason, r.call_uniqueid)
+            for r in rows]
