@@ -4,7 +4,7 @@
 unit tests drive it with captured bytes in microseconds (the websockets habit in
 style.md). It replaces the framing and parsing of asterisk-ami 0.1.7, whose
 defects a contact centre cannot live with (each is pinned by
-``tests/unit/test_ami_library.py``):
+``tests/unit/ami/test_ami_library.py``):
 
 - its receive buffer is unbounded (``data += recv``) and split from the start for
   every frame, so a frame that never ends grows memory forever and a backlog costs

@@ -41,6 +41,7 @@ from pydantic import BaseModel, Field
 
 from callflow.api.accounts import require
 from callflow.api.auth import Principal
+from callflow.api.pages import page_router
 from callflow.api.privacy import masked, may_see_numbers
 from callflow.board import reports
 from callflow.board.alarms import AlarmKeyError
@@ -54,7 +55,6 @@ VIEW_ROLES = ("supervisor", "qa", "admin")
 ACT_ROLES = ("supervisor", "admin")
 LISTEN_ROLES = VIEW_ROLES  # STD-146: supervisors and QA listen; whisper and barge: supervisors
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-ASSET_NAME = re.compile(r"[a-z0-9_\-]+\.(js|css|svg|png|ico)")
 PHONE = re.compile(r"(PJSIP/)?[A-Za-z0-9_.\-]{1,64}")
 #: The HTTP status of a refusal (StateError) by its reason; any other reason is a conflict.
 REFUSAL_STATUS = {"unknown_agent": 404, "not_found": 404, "originate_failed": 502}
@@ -83,26 +83,8 @@ class ReportFilesRequest(BaseModel):
 def board_routers(board: BoardFeature) -> list[APIRouter]:
     """The page, the API and /metrics; the parts are reached at request time (the feature
     builds them when it starts)."""
-    return [_page_router(), _api_router(board), _metrics_router(board)]
-
-
-def _page_router() -> APIRouter:
-    router = APIRouter(include_in_schema=False)
-
-    @router.get("/board")
-    async def page() -> FileResponse:
-        """The board page; it shows its own login form until a session exists."""
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                            headers={"Cache-Control": "no-cache"})
-
-    @router.get("/board/{name}")
-    async def asset(name: str) -> FileResponse:
-        path = STATIC_DIR / name
-        if not ASSET_NAME.fullmatch(name) or not path.is_file():
-            raise HTTPException(404, "no such board asset")
-        return FileResponse(path, headers={"Cache-Control": "no-cache"})
-
-    return router
+    return [page_router("/board", STATIC_DIR, "board"), _api_router(board),
+            _metrics_router(board)]
 
 
 def _api_router(board: BoardFeature) -> APIRouter:

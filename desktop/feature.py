@@ -109,8 +109,9 @@ class AgentDesktop(FeatureBase):
         self._hold_timers.clear()
 
     def routers(self) -> list[APIRouter]:
-        from callflow.desktop.routes import desktop_router
-        return [desktop_router(self)]
+        from callflow.api.pages import page_router
+        from callflow.desktop.routes import PAGE_PATH, STATIC_DIR, desktop_router
+        return [page_router(PAGE_PATH, STATIC_DIR, "desktop"), desktop_router(self)]
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         from callflow.dialplan.feature_codes import FeatureCodeContext, run_feature_code

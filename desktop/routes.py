@@ -17,8 +17,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fastapi import APIRouter, HTTPException, WebSocket
-from fastapi.responses import FileResponse
+from fastapi import APIRouter, WebSocket
 
 from callflow.agents.events import Actor
 from callflow.api.auth import Principal
@@ -43,9 +42,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 WS_DESKTOP_PATH = "/ws/desktop"
-PAGE_PATH = "/desktop"
+PAGE_PATH = "/desktop"  # the page (static/, served by callflow.api.pages)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-ASSETS = {"desktop.js": "text/javascript", "desktop.css": "text/css"}
 
 
 class _Refused(Exception):
@@ -65,19 +63,6 @@ def _own_agent(principal: Principal) -> str | None:
 def desktop_router(desk: AgentDesktop) -> APIRouter:
     router = APIRouter(tags=["agent desktop"])
     encoder = FrameEncoder()
-
-    @router.get(PAGE_PATH, include_in_schema=False)
-    async def page() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", media_type="text/html",
-                            headers={"Cache-Control": "no-cache"})
-
-    @router.get(PAGE_PATH + "/{asset}", include_in_schema=False)
-    async def asset(asset: str) -> FileResponse:
-        media = ASSETS.get(asset)
-        if media is None:
-            raise HTTPException(status_code=404, detail="no such file")
-        return FileResponse(STATIC_DIR / asset, media_type=media,
-                            headers={"Cache-Control": "no-cache"})
 
     @router.websocket(WS_DESKTOP_PATH)
     async def desktop(websocket: WebSocket) -> None:

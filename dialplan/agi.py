@@ -22,7 +22,7 @@ command methods cannot run on an event loop. What is kept from pyst2, and what i
   on ``100 Trying``/``511`` (desynchronising the stream), raises on ``result=-1``
   before returning what it parsed, and ``re_kv`` drops the ``(timeout)`` of an empty
   ``result=`` (GET DATA, no digit). ``_quote`` escapes nothing: a ``"`` or a newline in
-  a caller-supplied string is command injection. (tests/unit/test_agi_wire.py pins
+  a caller-supplied string is command injection. (tests/unit/dialplan/test_agi_wire.py pins
   each defect against pyst2's code, so an upgrade that fixes one shows up.)
 
 Here, ``_read_replies`` frames what Asterisk sends (one line at a time, at most

@@ -166,9 +166,9 @@ class RecordingsFeature(FeatureBase):
         self._service = None
 
     def routers(self) -> list[APIRouter]:
-        from callflow.recordings.page import recordings_page_router
-        from callflow.recordings.routes import recordings_router
-        return [recordings_router(self), recordings_page_router()]
+        from callflow.api.pages import page_router
+        from callflow.recordings.routes import PAGE_PATH, STATIC_DIR, recordings_router
+        return [recordings_router(self), page_router(PAGE_PATH, STATIC_DIR, "recordings")]
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         return {}

@@ -58,6 +58,11 @@ if TYPE_CHECKING:
     from callflow.feature import FeatureServices
     from callflow.recordings.feature import RecordingsFeature
 
+#: The page (a plain page in ``static/``, served by ``callflow.api.pages``): log-in through
+#: ``POST /api/v1/session``, then this API with the bearer token; the audio is fetched with
+#: the token into a blob URL, so no token ever appears in a URL.
+PAGE_PATH = "/recordings"
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 VIEW_ROLES = ("supervisor", "qa", "admin")
 REVIEW_ROLES = ("qa", "supervisor")
 MAX_LIMIT = 500

@@ -22,7 +22,7 @@ from asterisk.ami import AMIClient, Event, FutureResponse, Response, SimpleActio
 from callflow.ami.client import _AmiConnection
 from callflow.ami.frames import AmiFrameParser
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ami"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
 

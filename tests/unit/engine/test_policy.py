@@ -23,7 +23,7 @@ from callflow.engine.policy import (
 from callflow.errors import PolicyError
 from callflow.policy_docs import policy_table, render_example_toml, render_markdown
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 EXAMPLE = REPO / "callflow" / "policy.example.toml"
 DOCS = REPO / "docs" / "policy.md"
 

@@ -29,7 +29,7 @@ from callflow.errors import (
     CallerHungUp,
 )
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "agi"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "agi"
 STEP_TIMEOUT = 3.0
 
 

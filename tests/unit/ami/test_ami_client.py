@@ -24,7 +24,7 @@ import pytest
 from callflow.ami.client import AmiClient, AmiMessage, _AmiConnection
 from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, AmiProtocolError
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ami"
 SECRET = "s3cret-for-tests"
 
 

@@ -28,7 +28,7 @@ from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.stream.hub import EventHub
 
 TOKEN = "test-token-0123456789abcdef"
-DOC = Path(__file__).resolve().parents[2] / "docs" / "websocket-protocol.md"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "websocket-protocol.md"
 
 
 def _schemas() -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pytest
 from callflow.ami.frames import AmiFrameParser, AmiMessage, Parsed, encode_action
 from callflow.errors import AmiProtocolError
 
-FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "ami"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ami"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 
 
