@@ -36,6 +36,7 @@ class TcpProxy:
         self._frozen: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._accepted: list[asyncio.StreamWriter] = []
 
     async def start(self) -> TcpProxy:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -55,20 +56,27 @@ class TcpProxy:
             self._frozen.update((client, upstream))
 
     async def close(self) -> None:
+        """Every connection aborted, also one accepted a moment ago (a client reconnecting
+        while the test ends): Python 3.11's ``Server.wait_closed`` waits for them all."""
         if self._server is not None:
             self._server.close()
         self.links = self._every_link
         self.cut()
+        for client in self._accepted:
+            client.transport.abort()
+        for task in list(self._tasks):
+            task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
         if self._server is not None:
-            await self._server.wait_closed()
+            await asyncio.wait_for(self._server.wait_closed(), 5)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._accepted.append(writer)
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
         self.links.append((writer, up_writer))
         self._every_link.append((writer, up_writer))
