@@ -2,7 +2,8 @@
 
 The Asterisk is the product's own (``callflow.pbx``: the same templates and renderer
 as ``make run``), started from the root in ``ASTERISK_ROOT`` (built on first use) on
-the port set ``Ports.from_base(CALLFLOW_TEST_PORT_BASE)``, with a fresh AMI secret
+the port set ``Ports.from_base(port_base())`` (``portblock.py``: one block per xdist
+worker), with a fresh AMI secret
 and fresh softphone passwords per session. Agents 1001-1004 have static contacts
 (SIPp UAS on base+101..104), agent 1005 REGISTERs with digest auth, the outbound
 ``customer`` is a SIPp UAS on base+120. The FastAGI target is 127.0.0.1:base+573,
@@ -26,6 +27,7 @@ from pathlib import Path
 import pytest
 from amitap import AmiTap, AmiTapError
 from playwright.sync_api import Browser, sync_playwright
+from portblock import port_base
 from sippctl import SippControl
 
 from callflow.pbx.process import AsteriskProcess
@@ -124,16 +126,6 @@ class PbxHandle:
             self.tap.action(Action="QueuePause", Interface=f"PJSIP/agent{ext}", Paused="false")
 
 
-def _port_base() -> int:
-    raw = os.environ.get("CALLFLOW_TEST_PORT_BASE", "20000")
-    try:
-        return int(raw)
-    except ValueError:
-        raise pytest.UsageError(
-            f"CALLFLOW_TEST_PORT_BASE must be an integer, got {raw!r}"
-        ) from None
-
-
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
@@ -163,7 +155,7 @@ def asterisk_root() -> Path:
 @pytest.fixture(scope="session")
 def asterisk(asterisk_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[PbxHandle]:
     """The session's Asterisk (see the module docstring for its agents and ports)."""
-    base = _port_base()
+    base = port_base()
     ports = Ports.from_base(base)
     passwords = {ext: secrets.token_urlsafe(12) for ext in REGISTERING_AGENTS}
     agents = [

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page
+from portblock import port_base
 from product import Product
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
@@ -46,10 +47,6 @@ ARTIFACTS = REPO_ROOT / "test-artifacts" / "board"
 AGENTS = [str(10001 + i) for i in range(2000)]
 QUEUES = ("main", "sales", "vip")
 PASSWORD = "board-test-pw"
-
-
-def port_base() -> int:
-    return int(os.environ.get("CALLFLOW_TEST_PORT_BASE", "20000"))
 
 
 @pytest.fixture(scope="module")
