@@ -7,7 +7,8 @@ Two kinds of input arrive, and the machine treats them differently:
   ``EndAcw``, ``ExtendAcw``, ``ApproveBusy``. An illegal request is rejected with a
   reason and changes nothing.
 * facts, reported by the PBX or the call machines: ``CallOffered``, ``CallAnswered``,
-  ``OfferTimedOut``, ``OfferWithdrawn``, ``CallEnded``, ``HoldStarted``, ``HoldEnded``,
+  ``OfferTimedOut``, ``OfferRejected``, ``OfferWithdrawn``, ``CallJoined``,
+  ``CallEnded``, ``HoldStarted``, ``HoldEnded``, ``PhoneInUse``,
   ``SoftphoneReachable``/``SoftphoneUnreachable``, and the core's own ``TimerFired``
   and ``DayRollover``. A fact repeated (AMI and the AGI flow both report it) is a
   no-op; a fact about another call is stale and rejected like a request.
@@ -124,6 +125,17 @@ class OfferTimedOut:
 
 
 @dataclass(frozen=True)
+class OfferRejected:
+    """The agent's phone refused the offer before the ring limit: 486 Busy Here, 603
+    Decline, or a 302 forward elsewhere (``why``: busy | declined | forwarded). Not a
+    ring-no-answer (STD-008 counts only the ring limit running out), but the agent is
+    not taking calls: the router moves on and, per Policy, sets them not-ready."""
+
+    call_id: str
+    why: str
+
+
+@dataclass(frozen=True)
 class OfferWithdrawn:
     """The offer ended without an answer for another cause (caller hung up, dial failed)."""
 
@@ -131,8 +143,30 @@ class OfferWithdrawn:
 
 
 @dataclass(frozen=True)
+class CallJoined:
+    """The agent is talking on ``call_id`` without the router having offered it to them:
+    a transfer or a forward made on the phone, a call from the fallback queue, a
+    personal call. ``tracked``: a call the engine records (an inbound call that moved to
+    this agent) -> handled like any call, ACW after it; untracked (a call the engine
+    does not route) -> the agent is back where they were when it ends."""
+
+    call_id: str
+    tracked: bool = True
+
+
+@dataclass(frozen=True)
 class CallEnded:
     call_id: str
+
+
+@dataclass(frozen=True)
+class PhoneInUse:
+    """Asterisk says the agent's desk has a live channel (``busy``) or none any more.
+
+    The router never offers a call to a desk in use, whatever the agent's state says
+    (issue 13: Asterisk is the truth for occupancy)."""
+
+    busy: bool
 
 
 @dataclass(frozen=True)
@@ -168,9 +202,9 @@ class DayRollover:
 
 
 AgentEvent = (LogIn | LogOut | RequestState | EndAcw | ExtendAcw | ApproveBusy | CallOffered
-              | CallAnswered | OfferTimedOut | OfferWithdrawn | CallEnded | HoldStarted
-              | HoldEnded | TimerFired | SoftphoneReachable | SoftphoneUnreachable
-              | DayRollover)
+              | CallAnswered | OfferTimedOut | OfferRejected | OfferWithdrawn | CallJoined
+              | CallEnded | HoldStarted | HoldEnded | PhoneInUse | TimerFired
+              | SoftphoneReachable | SoftphoneUnreachable | DayRollover)
 
 
 def feature_code_event(code: str, policy: Policy) -> AgentEvent | None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from callflow.engine.channels import endpoint_of
+
 
 @dataclass(frozen=True)
 class RosterAgent:
@@ -33,13 +35,5 @@ class Roster:
 
     def agent_for_channel(self, channel: str) -> RosterAgent | None:
         """``PJSIP/agent1001-0000002a`` -> the agent whose endpoint is ``agent1001``."""
-        endpoint = endpoint_of_channel(channel)
-        return None if endpoint is None else self.by_endpoint(endpoint)
-
-
-def endpoint_of_channel(channel: str) -> str | None:
-    """``PJSIP/agent1001-0000002a`` -> ``agent1001``; None for other technologies."""
-    tech, _, rest = channel.partition("/")
-    if tech.upper() != "PJSIP" or not rest:
-        return None
-    return rest.rsplit("-", 1)[0]
+        endpoint = endpoint_of(channel)
+        return self.by_endpoint(endpoint) if endpoint else None

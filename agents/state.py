@@ -69,6 +69,7 @@ from callflow.agents.events import (
     ApproveBusy,
     CallAnswered,
     CallEnded,
+    CallJoined,
     CallOffered,
     DayRollover,
     EndAcw,
@@ -77,8 +78,10 @@ from callflow.agents.events import (
     HoldStarted,
     LogIn,
     LogOut,
+    OfferRejected,
     OfferTimedOut,
     OfferWithdrawn,
+    PhoneInUse,
     RequestState,
     SoftphoneReachable,
     SoftphoneUnreachable,
@@ -86,16 +89,17 @@ from callflow.agents.events import (
     feature_code_event,
 )
 from callflow.engine.effects import Alarm, CancelTimer, Effect, StartTimer
-from callflow.engine.policy import RING_NO_ANSWER, UNREACHABLE, Policy, Reason
+from callflow.engine.policy import REJECTED, RING_NO_ANSWER, UNREACHABLE, Policy, Reason
 from callflow.errors import StateError
 
 __all__ = [
-    "AgentEvent", "AgentSnapshot", "AgentState", "ApproveBusy", "CallAnswered", "CallEnded",
-    "CallOffered", "DayRollover", "EndAcw", "ExtendAcw", "HoldEnded", "HoldStarted", "LogIn",
-    "LogOut", "OfferTimedOut", "OfferWithdrawn", "RequestState", "SoftphoneReachable",
+    "IN_CALL", "AgentEvent", "AgentSnapshot", "AgentState", "ApproveBusy", "CallAnswered",
+    "CallEnded", "CallJoined", "CallOffered", "DayRollover", "EndAcw", "ExtendAcw",
+    "HoldEnded", "HoldStarted", "LogIn", "LogOut", "OfferRejected", "OfferTimedOut",
+    "OfferWithdrawn", "PhoneInUse", "RequestState", "SoftphoneReachable",
     "SoftphoneUnreachable", "TimerFired", "agent_view", "bucket", "feature_code_event",
-    "longest_idle",
-    "new_agent", "rejected", "routable", "time_in", "timer_key", "transition",
+    "longest_idle", "new_agent", "rejected", "routable", "time_in", "timer_key",
+    "transition",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,6 +132,10 @@ class AgentSnapshot:
     calls_handled: int = 0  # calls ended today (ACW average divides by this)
     ring_no_answer_count: int = 0  # STD-008, today
     acw_overruns: int = 0  # ACWs ended by the limit, today
+    phone_in_use: bool = False  # Asterisk has a live channel on the desk (issue 13)
+    call_tracked: bool = True  # on_call: a call the engine records (False: a personal call)
+    resume_state: AgentState | None = None  # after an untracked call: back to this state
+    resume_reason: str = ""
 
 
 def new_agent(agent_id: str, extension: str = "") -> AgentSnapshot:
@@ -153,8 +161,10 @@ def time_in(agent: AgentSnapshot, state: AgentState, reason: str | None = None,
 
 
 def routable(agent: AgentSnapshot) -> bool:
-    """May routing offer this agent a call now? Ready and a reachable softphone."""
-    return agent.state is AgentState.READY and agent.softphone_reachable
+    """May routing offer this agent a call now? Ready, a reachable softphone, and no live
+    channel on the desk (Asterisk is the truth for occupancy, whatever the state says)."""
+    return agent.state is AgentState.READY and agent.softphone_reachable \
+        and not agent.phone_in_use
 
 
 def longest_idle(agents: Iterable[AgentSnapshot]) -> AgentSnapshot | None:
@@ -210,7 +220,8 @@ def agent_view(agent: AgentSnapshot, epoch_of: Callable[[float], float],
         "call_id": agent.call_id, "softphone_reachable": agent.softphone_reachable,
         "approval_pending": agent.approval_pending, "acw_extended": agent.acw_extended,
         "acw_deadline": agent.acw_deadline if in_acw else None,
-        "ring_no_answer_count": agent.ring_no_answer_count, **extra,
+        "ring_no_answer_count": agent.ring_no_answer_count,
+        "phone_in_use": agent.phone_in_use, **extra,
         "since_epoch": round(epoch_of(agent.since), 3),
         **({"acw_deadline_epoch": round(epoch_of(agent.acw_deadline), 3)} if in_acw else {}),
     }
@@ -239,6 +250,10 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
         effects += acw_effects
     changes.setdefault("call_id", agent.call_id if state in IN_CALL | {AgentState.ACW} else "")
     changes.setdefault("approval_pending", False)
+    if state not in (AgentState.ON_CALL, AgentState.ON_HOLD):
+        changes.setdefault("call_tracked", True)
+        changes.setdefault("resume_state", None)
+        changes.setdefault("resume_reason", "")
     if state is not AgentState.ACW:
         changes.setdefault("acw_extended", False)
         changes.setdefault("acw_deadline", 0.0)
@@ -430,6 +445,52 @@ def _timed_out(agent: AgentSnapshot, event: OfferTimedOut, now: float, policy: P
     return new, effects
 
 
+def _rejected(agent: AgentSnapshot, event: OfferRejected, now: float, policy: Policy) -> Step:
+    """The phone refused the offer (486, 603, a forward): the call goes to the next agent;
+    the agent, who is not taking calls, goes not-ready per Policy. Not counted as a
+    ring-no-answer: the ring limit did not run out."""
+    if agent.state is not AgentState.RINGING or agent.call_id != event.call_id:
+        raise _stale(agent, event)
+    if policy.answering.rejection_sets_not_ready:
+        new, effects = _enter(agent, AgentState.NOT_READY, now, policy, by="system",
+                              reason=REJECTED, cause=f"rejected_{event.why}")
+    else:
+        new, effects = _to_idle(agent, now, policy, by="system", cause=f"rejected_{event.why}")
+    effects.append(Alarm("offer_rejected", {
+        "agent_id": agent.agent_id, "call_id": event.call_id, "why": event.why}, std="STD-008"))
+    return new, effects
+
+
+def _joined(agent: AgentSnapshot, event: CallJoined, now: float, policy: Policy) -> Step:
+    """The agent talks on a call the router did not give them (a transfer or forward made
+    on the phone, the fallback queue, a personal call): they are on that call."""
+    if agent.state in (AgentState.ON_CALL, AgentState.ON_HOLD):
+        if agent.call_id == event.call_id:
+            return agent, []
+        if not agent.call_tracked and event.tracked:
+            # the call the agent was on became one of ours (an attended transfer's
+            # consultation turned into the transferred caller): same conversation
+            new = replace(agent, call_id=event.call_id, call_tracked=True)
+            return new, [AgentChanged(new, by="system", cause="joined")]
+        raise StateError("two_calls", f"agent {agent.agent_id} is on {agent.call_id}; "
+                                      f"{event.call_id} too")
+    if agent.state is AgentState.LOGGED_OUT:
+        raise StateError("not_logged_in", f"agent {agent.agent_id} talks while logged out")
+    resume: dict[str, Any] = {}
+    if not event.tracked and agent.state in (AgentState.READY, AgentState.NOT_READY,
+                                             AgentState.BUSY):
+        resume = {"resume_state": agent.state, "resume_reason": agent.reason}
+    return _enter(agent, AgentState.ON_CALL, now, policy, by="system", cause="joined",
+                  call_id=event.call_id, call_tracked=event.tracked, **resume)
+
+
+def _phone(agent: AgentSnapshot, event: PhoneInUse, now: float, policy: Policy) -> Step:
+    if agent.phone_in_use == event.busy:
+        return agent, []
+    new = replace(agent, phone_in_use=event.busy)
+    return new, [AgentChanged(new, by="system", cause="phone")]
+
+
 def _withdrawn(agent: AgentSnapshot, event: OfferWithdrawn | CallEnded, now: float,
                policy: Policy) -> Step:
     if agent.state is not AgentState.RINGING or agent.call_id != event.call_id:
@@ -446,6 +507,14 @@ def _ended(agent: AgentSnapshot, event: CallEnded, now: float, policy: Policy) -
         return _withdrawn(agent, event, now, policy)
     if agent.state not in (AgentState.ON_CALL, AgentState.ON_HOLD):
         raise _stale(agent, event)
+    if not agent.call_tracked:  # a personal call: back to where the agent was, no ACW
+        if agent.resume_state is None:
+            return _to_idle(agent, now, policy, by="system", cause="call_ended")
+        state, reason = agent.resume_state, agent.resume_reason
+        if state is AgentState.READY and not agent.softphone_reachable:
+            state, reason = _idle_state(agent)
+        return _enter(agent, state, now, policy, by="system", reason=reason,
+                      cause="call_ended")
     agent = replace(agent, calls_handled=agent.calls_handled + 1)
     limit = policy.agents.acw_limit_s
     if limit <= 0:  # ACW switched off: straight back to work, a 0 s ACW on the record
@@ -541,5 +610,6 @@ _HANDLERS: dict[type, Callable[[AgentSnapshot, Any, float, Policy], Step]] = {
     ExtendAcw: _extend_acw, ApproveBusy: _approve, CallOffered: _offered,
     CallAnswered: _answered, OfferTimedOut: _timed_out, OfferWithdrawn: _withdrawn,
     CallEnded: _ended, HoldStarted: _hold, HoldEnded: _hold, TimerFired: _timer,
+    OfferRejected: _rejected, CallJoined: _joined, PhoneInUse: _phone,
     SoftphoneReachable: _softphone, SoftphoneUnreachable: _softphone, DayRollover: _rollover,
 }

@@ -10,6 +10,7 @@ AMI (whose resync needs the core), then the API.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock, epoch_of
 from callflow.engine.effects import DomainEvent, ListChannels, ListContacts
 from callflow.engine.policy import Policy
+from callflow.errors import CallflowError
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
 from callflow.runtime.core import Adapters, PbxPort, Runtime
@@ -65,6 +67,7 @@ class Service:
         self.ami: AmiClient | None = None
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._reconciler: asyncio.Task[None] | None = None
         self.signer = SessionSigner(settings.api_token)
         self.auth = SessionAuth(settings.api_token, self.signer)
         self.prompts = PromptLibrary(
@@ -104,10 +107,15 @@ class Service:
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)
         await self.ami.start()
+        self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconcile")
         if self.options.serve_api:
             await self._start_api()
 
     async def stop(self) -> None:
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
         if self._api_server is not None:
             self._api_server.should_exit = True
             if self._api_task is not None:
@@ -149,6 +157,19 @@ class Service:
         contacts = await self.runtime.query(ListContacts())
         self.runtime.apply_resync(channels, contacts)
         log.info("AMI resync: %d channels, %d contacts", len(channels), len(contacts))
+
+    async def _reconcile_forever(self) -> None:
+        """Every ``supervision.reconcile_interval_s``: the engine against Asterisk's listing
+        (runtime/reconcile.py); a failed round is logged and retried next time."""
+        assert self.runtime is not None
+        while True:
+            await asyncio.sleep(self.policy.supervision.reconcile_interval_s)
+            try:
+                await self.runtime.reconcile_now()
+            except CallflowError as exc:
+                log.warning("reconciliation skipped: %s", exc)
+            except Exception:
+                log.exception("reconciliation failed")
 
     def today(self) -> date:
         """The centre's local date (holiday greetings, STD-017)."""

@@ -59,7 +59,7 @@ from callflow.store.agent_log import load_day_totals, load_stored_agents
 if TYPE_CHECKING:
     from callflow.dialplan.agi import AgiSession
     from callflow.feature import AgiRoute, FeatureServices
-    from callflow.runtime.core import AmiFrame
+    from callflow.runtime.asterisk import AmiFrame
 
 log = logging.getLogger(__name__)
 

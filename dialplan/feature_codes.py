@@ -18,8 +18,8 @@ import logging
 from dataclasses import dataclass
 
 from callflow.agents.events import AgentState, feature_code_event
-from callflow.agents.roster import endpoint_of_channel
 from callflow.dialplan.agi import AgiSession
+from callflow.engine.channels import endpoint_of
 from callflow.engine.policy import Policy
 from callflow.errors import StateError
 from callflow.pbx.prompts import PromptLibrary
@@ -62,7 +62,7 @@ def apply_feature_code(ctx: FeatureCodeContext, code: str, endpoint: str) -> str
 async def run_feature_code(session: AgiSession, ctx: FeatureCodeContext) -> None:
     code = session.argv[0] if session.argv else session.env.get("agi_extension", "")
     endpoint = session.argv[1] if len(session.argv) > 1 and session.argv[1] else (
-        endpoint_of_channel(session.channel) or "")
+        endpoint_of(session.channel))
     prompt = apply_feature_code(ctx, code, endpoint)
     path = await asyncio.to_thread(ctx.prompts.path, prompt)
     await session.answer()

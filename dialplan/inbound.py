@@ -2,10 +2,20 @@
 
 Short on purpose (design.md): ask the core where the call goes, dial that agent
 with the core's ring limit, report the outcome, ask again; while nobody is free,
-play what the waiting plan says. The rules — which agent (longest idle, by queue,
-first come first served), how many rings (STD-008), which opening (STD-014,
-STD-017), when to announce and offer a callback (STD-047) — live in the core and
-the Policy; this module only speaks AGI.
+play what the waiting plan says.
+
+How the conversation ends decides what the flow does next, and Asterisk says which
+(runtime/asterisk.py reads it off AMI): Dial runs with ``g``, so when the agent hangs
+up first Dial returns 0 on the caller's live channel and the flow releases the caller
+itself (after the standard goodbye, per Policy) — never the dialplan's fallback
+queue, never a second offer. A blind transfer made on the phone kicks the caller out
+of the flow (``HANGUP`` on a live channel): the flow lets go at once and records
+nothing. Only a caller who really hung up is the caller's ending; the core learns it
+from AMI at the caller's BYE, whatever step the flow is in.
+
+The rules — which agent (longest idle, by queue, first come first served), how many
+rings (STD-008), which opening (STD-014, STD-017), when to announce and offer a
+callback (STD-047) — live in the core and the Policy; this module only speaks AGI.
 """
 
 from __future__ import annotations
@@ -59,6 +69,16 @@ class FlowDone(Exception):
     """The flow ended the call on purpose (a callback was taken)."""
 
 
+class FlowLetGo(Exception):
+    """The caller left our flow alive (a blind transfer made on the phone): stop, say
+    nothing to Asterisk, record nothing."""
+
+
+#: How long the flow waits, after Dial returned, for AMI to say how the conversation ended
+#: (the events arrive within milliseconds; this bounds a slow or absent link).
+SETTLE_S = 1.0
+
+
 class InboundFlow:
     def __init__(self, session: AgiSession, ctx: FlowContext) -> None:
         self.session = session
@@ -77,6 +97,7 @@ class InboundFlow:
         self.day = ctx.today()
         self.music_on = False
         self.offering: str | None = None  # the agent being dialled
+        self.done = False  # CALLFLOW_DONE was set
 
     async def run(self) -> None:
         history = await asyncio.to_thread(self.ctx.history, self.caller) \
@@ -94,6 +115,8 @@ class InboundFlow:
             await self._done()
         except FlowDone:
             await self._done()
+        except FlowLetGo:
+            pass
         except (CallerHungUp, CallGone):
             log.info("call %s: caller hung up", self.call_id)
             self.rt.caller_gone(self.call_id, await self._facts_after_hangup())
@@ -112,6 +135,7 @@ class InboundFlow:
                 await self._music(False)
                 status = await self._offer(member)
                 if status == "ANSWER":
+                    await self._conversation_over()
                     return
                 if named is not None:  # the named agent did not take it: ask the caller again
                     named = await self._named_agent_busy(named)
@@ -146,14 +170,42 @@ class InboundFlow:
                  ring_limit)
         self.offering = member.agent_id
         self.rt.offer_dialling(self.call_id, member.agent_id)
+        # g: when the agent hangs up, Dial returns 0 and the caller stays with the flow
         await self.session.exec("Dial", f"PJSIP/{member.endpoint}", dial_timeout_arg(ring_limit),
-                                f"A(:{opening}){hear}")
+                                f"A(:{opening}){hear}g")
         status = await self.session.get_variable("DIALSTATUS") or "FAILED"
         talked = await self.session.get_variable("ANSWEREDTIME") if status == "ANSWER" else None
         self.offering = None
         self.rt.offer_reported(self.call_id, member.agent_id, status,
                                float(talked) if talked and talked.isdigit() else 0.0)
         return status
+
+    async def _conversation_over(self) -> None:
+        """Dial returned on an answered call: the agent hung up first (STD-110: released
+        by the agent; the caller is released within a second, after the goodbye if the
+        Policy says so), or a blind transfer took the caller away (nothing to do)."""
+        call = await self._settled()
+        if call is not None and call.phase is Phase.TRANSFERRING:
+            log.info("call %s: transferred on the phone; the flow lets go", self.call_id)
+            raise FlowLetGo
+        if call is not None and call.phase is not Phase.ENDED:
+            self.rt.agent_released(self.call_id)  # the AMI link is down: the flow's word
+        if self.policy.answering.agent_release_closing:
+            with contextlib.suppress(CallerHungUp):
+                await self._play("goodbye")
+        await self._done()
+        with contextlib.suppress(CallerHungUp):
+            await self.session.hangup()
+
+    async def _settled(self) -> Any:
+        """The call once AMI has said how the conversation ended (or ``SETTLE_S`` passed)."""
+        deadline = self.ctx.clock.now() + SETTLE_S
+        while True:
+            call = self.rt.calls.get(self.call_id)
+            if call is None or call.phase in (Phase.ENDED, Phase.TRANSFERRING) \
+                    or not self.rt.pbx_up or self.ctx.clock.now() >= deadline:
+                return call
+            await asyncio.sleep(0.01)
 
     # --- waiting ---------------------------------------------------------------------
 
@@ -235,6 +287,9 @@ class InboundFlow:
 
     async def _done(self) -> None:
         """Tell the dialplan the call was handled: without this it falls back to Queue()."""
+        if self.done:
+            return
+        self.done = True
         with contextlib.suppress(CallerHungUp):
             await self.session.set_variable("CALLFLOW_DONE", "1")
 

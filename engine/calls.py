@@ -27,6 +27,7 @@ class Phase(StrEnum):
     ROUTING = "routing"  # in our hands, no agent ringing
     OFFERING = "offering"  # an agent's phone rings
     CONNECTED = "connected"  # talking to an agent
+    TRANSFERRING = "transferring"  # an agent transferred the caller on the phone (REFER)
     ENDED = "ended"
 
 
@@ -42,24 +43,48 @@ class Outcome(StrEnum):
     NOISY_LINE = "noisy_line"
     NUISANCE = "nuisance"
     WRONG_NUMBER = "wrong_number"
+    PBX_FAILURE = "pbx_failure"  # Asterisk stopped or restarted: nobody's doing
 
 
 class OfferResult(StrEnum):
     ANSWERED = "answered"
-    NO_ANSWER = "no_answer"  # ring limit reached (RONA, STD-008)
-    BUSY = "busy"
-    FAILED = "failed"  # congestion, unavailable endpoint
-    CALLER_GONE = "caller_gone"  # caller hung up while it rang
+    NO_ANSWER = "no_answer"  # the ring limit ran out (RONA, STD-008): nothing else is
+    BUSY = "busy"  # the phone said 486 Busy Here
+    DECLINED = "declined"  # 603 Decline
+    UNAVAILABLE = "unavailable"  # 480, or no contact to ring (CHANUNAVAIL, CONGESTION)
+    FORWARDED = "forwarded"  # the phone sent the call elsewhere (302); Asterisk followed
+    CALLER_GONE = "caller_gone"  # the caller hung up while it rang
+    PBX_FAILURE = "pbx_failure"  # Asterisk stopped while it rang
+    FAILED = "failed"  # anything else Dial can say (INVALIDARGS, DONTCALL, TORTURE...)
 
 
-DIAL_STATUS_RESULTS = {
-    "ANSWER": OfferResult.ANSWERED,
-    "NOANSWER": OfferResult.NO_ANSWER,
-    "BUSY": OfferResult.BUSY,
-    "CONGESTION": OfferResult.FAILED,
-    "CHANUNAVAIL": OfferResult.FAILED,
-    "CANCEL": OfferResult.CALLER_GONE,
-}
+#: Q.850 causes a phone's final response gives the agent leg (Asterisk 22 measured).
+USER_BUSY, NO_ANSWER_CAUSE, CALL_REJECTED = 17, 19, 21
+_REJECTIONS = {USER_BUSY: OfferResult.BUSY, CALL_REJECTED: OfferResult.DECLINED,
+               NO_ANSWER_CAUSE: OfferResult.UNAVAILABLE}
+_DIAL_STATUS = {"ANSWER": OfferResult.ANSWERED, "BUSY": OfferResult.BUSY,
+                "CANCEL": OfferResult.CALLER_GONE, "CONGESTION": OfferResult.UNAVAILABLE,
+                "CHANUNAVAIL": OfferResult.UNAVAILABLE, "NOANSWER": OfferResult.NO_ANSWER}
+
+
+def offer_result(dial_status: str, leg_cause: int | None = None,
+                 forward: str = "") -> OfferResult:
+    """How an offer ended, from Asterisk's facts about it.
+
+    ``leg_cause`` is the Q.850 cause of the agent leg's far-end ``HangupRequest`` (the
+    phone's own answer), None when the phone sent none: a ring limit that ran out has
+    no such request (Dial hangs the leg up itself), a 480 has cause 19 with the same
+    ``NOANSWER`` status, a 603 cause 21 (Dial says ``NOANSWER`` on AMI and
+    ``CHANUNAVAIL`` to the flow). ``forward``: the ``Forward`` of a ``DialEnd``.
+    """
+    status = dial_status.upper()
+    if forward and status == "CANCEL":
+        return OfferResult.FORWARDED
+    if status in ("ANSWER", "CANCEL"):
+        return _DIAL_STATUS[status]
+    if leg_cause in _REJECTIONS:
+        return _REJECTIONS[leg_cause]
+    return _DIAL_STATUS.get(status, OfferResult.FAILED)
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,7 @@ class Offer:
     ended_at: float | None = None
     result: OfferResult | None = None
     from_pbx: bool = True  # timed by Asterisk (AMI); False: by the flow, until AMI confirms
+    left_at: float | None = None  # answered: when this agent's part ended (hang-up, transfer)
 
     @property
     def ring_s(self) -> float | None:
@@ -103,7 +129,9 @@ class InboundCall:
     ended_at: float | None = None
     outcome: Outcome | None = None
     hangup_cause: int | None = None
-    released_by: str | None = None
+    released_by: str | None = None  # caller | agent | system | pbx | None (unknown)
+    transfer_count: int = 0  # transfers made on the phone (blind or attended REFER)
+    incomplete: str = ""  # the record lacks Asterisk's facts for its end: why
     greeting: str = "normal"  # normal | holiday (played); apology once the answer is late
     repeat_caller: bool = False
     history: tuple[dict[str, Any], ...] = ()  # the caller's recent contacts (STD-073)
@@ -116,9 +144,18 @@ class InboundCall:
 
     @property
     def answered_offer(self) -> Offer | None:
+        """The first answer (t_ans, the answer ring of STD-006)."""
         for offer in self.offers:
             if offer.result is OfferResult.ANSWERED:
                 return offer
+        return None
+
+    @property
+    def talking_offer(self) -> Offer | None:
+        """The answered offer whose agent has the caller now (the last one, not left)."""
+        for offer in reversed(self.offers):
+            if offer.result is OfferResult.ANSWERED:
+                return offer if offer.left_at is None else None
         return None
 
 
@@ -151,26 +188,56 @@ class OfferStarted:
 
 @dataclass(frozen=True)
 class OfferEnded:
-    """The offer is over (AMI DialEnd, or the AGI flow's DIALSTATUS if AMI missed it)."""
+    """The offer is over: answered (the agent leg went up), or not (AMI DialEnd with the
+    agent leg's cause, or the AGI flow's DIALSTATUS if AMI missed it)."""
 
     call_id: str
     agent_id: str
     dial_status: str
     at: float
+    leg_cause: int | None = None  # the phone's own hang-up cause (see ``offer_result``)
+    forward: str = ""  # DialEnd's Forward: the phone sent a 302
+    pbx_failure: bool = False  # Asterisk is shutting down
+
+
+@dataclass(frozen=True)
+class TransferStarted:
+    """The agent talking to the caller made a blind transfer on the phone (REFER): the
+    caller is on the way to ``target``; that agent's part ends now."""
+
+    call_id: str
+    agent_id: str
+    target: str
+    at: float
+
+
+@dataclass(frozen=True)
+class Transferred:
+    """An attended transfer made on the phone completed: ``agent_id`` (the consulted
+    agent, already talking) now has the caller; the transferring agent's part ends."""
+
+    call_id: str
+    agent_id: str
+    channel: str
+    at: float
 
 
 @dataclass(frozen=True)
 class CallReleased:
-    """The caller's channel hung up (AMI Hangup); ``by`` is who released first."""
+    """The call is over. ``by``: who released first (``caller``, ``agent``, ``system``,
+    ``pbx`` when Asterisk stopped, ``unknown`` when no fact says); ``at`` Asterisk's
+    stamp of that first hang-up request."""
 
     call_id: str
     at: float
     cause: int = 16
     by: str = "caller"
     outcome: Outcome | None = None  # set when the flow ended it on purpose (callback, fallback)
+    incomplete: str = ""  # why the end's facts are missing (``at`` is then when we learnt)
 
 
-CallEvent = CallEntered | OfferStarted | OfferEnded | CallReleased
+CallEvent = (CallEntered | OfferStarted | OfferEnded | TransferStarted | Transferred
+             | CallReleased)
 
 
 # --- what the machine says happened --------------------------------------------------
@@ -269,6 +336,9 @@ def call_record(call: InboundCall, timings: CallRules) -> dict[str, Any]:
         "outcome": call.outcome.value if call.outcome else None,
         "hangup_cause": call.hangup_cause,
         "released_by": call.released_by,
+        "ending": ending(call, timings),
+        "transfer_count": call.transfer_count,
+        "incomplete_reason": call.incomplete or None,
         "greeting": call.greeting,
         "repeat_caller": call.repeat_caller,
         "offers": [
@@ -278,10 +348,35 @@ def call_record(call: InboundCall, timings: CallRules) -> dict[str, Any]:
                 "ended_at": _iso(o.ended_at),
                 "result": o.result.value if o.result else None,
                 "ring_s": None if o.ring_s is None else round(o.ring_s, 3),
+                "left_at": _iso(o.left_at),
             }
             for o in call.offers
         ],
     }
+
+
+#: How a call ended, for people (the record's ``ending``), beside the KPI ``outcome``.
+RELEASED_ENDINGS = {"caller": "caller_released", "agent": "agent_released",
+                    "system": "system_released"}
+
+
+def ending(call: InboundCall, timings: CallRules) -> str | None:
+    """caller_released | agent_released | system_released (answered calls), abandoned |
+    short_abandon (not answered), network_drop (a Q.850 cause the Policy calls a drop),
+    pbx_failure (Asterisk stopped), callback / fallback / a special-call ending (the
+    system's), unknown (no fact says who); None while the call goes on."""
+    if call.phase is not Phase.ENDED or call.outcome is None:
+        return None
+    if call.outcome is Outcome.PBX_FAILURE:
+        return Outcome.PBX_FAILURE.value
+    if call.outcome not in (Outcome.ANSWERED, Outcome.ABANDONED, Outcome.SHORT_ABANDON):
+        return call.outcome.value
+    if call.released_by in ("caller", "agent") \
+            and call.hangup_cause in timings.dropped_call_causes:
+        return "network_drop"
+    if call.outcome is not Outcome.ANSWERED:
+        return call.outcome.value
+    return RELEASED_ENDINGS.get(call.released_by or "", "unknown")
 
 
 # --- the machine ----------------------------------------------------------------
@@ -320,54 +415,112 @@ def step(call: InboundCall, event: CallEvent,
     if call.phase is Phase.ENDED:
         return call, []
     if isinstance(event, OfferStarted):
-        current = call.current_offer
-        if current is not None and current.agent_id == event.agent_id:
-            if current.from_pbx or not event.from_pbx:
-                return call, []
-            # Asterisk's DialBegin confirms the flow's offer: its time is the exact one
-            confirmed = replace(current, channel=event.channel, started_at=event.at,
-                                from_pbx=True)
-            return replace(call, offers=(*call.offers[:-1], confirmed)), []
-        offer = Offer(agent_id=event.agent_id, channel=event.channel, started_at=event.at,
-                      from_pbx=event.from_pbx)
-        call = replace(call, phase=Phase.OFFERING, offers=(*call.offers, offer))
-        return call, _effects(call, timings, to_agent=event.agent_id)
+        return _offer_started(call, event, timings)
     if isinstance(event, OfferEnded):
-        current = call.current_offer
-        if current is None or current.agent_id != event.agent_id:
+        return _offer_ended(call, event, timings)
+    if isinstance(event, TransferStarted):
+        talking = call.talking_offer
+        if call.phase is not Phase.CONNECTED or talking is None \
+                or talking.agent_id != event.agent_id:
             return call, []
-        result = DIAL_STATUS_RESULTS.get(event.dial_status.upper(), OfferResult.FAILED)
-        call = _close_offer(call, event.agent_id, result, event.at)
-        if result is OfferResult.ANSWERED:
-            call = replace(call, phase=Phase.CONNECTED, agent_id=event.agent_id,
-                           answered_at=event.at)
-            if is_late(call, timings):  # STD-009: the desktop shows the apology opening
-                call = replace(call, greeting="apology")
-        else:
-            call = replace(call, phase=Phase.ROUTING)
+        call = replace(_leave(call, event.at), phase=Phase.TRANSFERRING,
+                       transfer_count=call.transfer_count + 1)
+        return call, _effects(call, timings, to_agent=event.agent_id)
+    if isinstance(event, Transferred):
+        talking = call.talking_offer
+        if talking is None or talking.agent_id == event.agent_id:
+            return call, []
+        joined = Offer(agent_id=event.agent_id, channel=event.channel, started_at=event.at,
+                       ended_at=event.at, result=OfferResult.ANSWERED)
+        left = _leave(call, event.at)
+        call = replace(left, offers=(*left.offers, joined), phase=Phase.CONNECTED,
+                       agent_id=event.agent_id, transfer_count=call.transfer_count + 1)
         return call, _effects(call, timings, to_agent=event.agent_id)
     if isinstance(event, CallReleased):
-        current = call.current_offer
-        if current is not None:
-            call = _close_offer(call, current.agent_id, OfferResult.CALLER_GONE, event.at)
-        if event.outcome is not None:
-            outcome = event.outcome
-        elif call.answered_at is not None:
-            outcome = Outcome.ANSWERED
-        elif event.at - call.entered_at <= timings.short_abandon_s:
-            outcome = Outcome.SHORT_ABANDON
-        else:
-            outcome = Outcome.ABANDONED
-        was_connected = call.phase is Phase.CONNECTED
-        call = replace(call, phase=Phase.ENDED, ended_at=event.at, outcome=outcome,
-                       hangup_cause=event.cause, released_by=event.by)
-        effects = _effects(call, timings, to_agent=call.agent_id)
-        if was_connected and event.by == "caller" and timings.dropped_call_callback \
-                and event.cause in timings.dropped_call_causes:
-            # STD-069: the line dropped mid-conversation; the same agent calls back
-            effects.append(_task("dropped_call", call, event.at, call.agent_id,
-                                 f"line dropped (cause {event.cause})"))
-        elif outcome is Outcome.ABANDONED and timings.missed_call_callbacks and call.caller:
-            effects.append(_task("callback", call, event.at, None, "missed call (STD-055)"))
-        return call, effects
+        return _released(call, event, timings)
     return call, []
+
+
+def _offer_started(call: InboundCall, event: OfferStarted,
+                   timings: CallRules) -> tuple[InboundCall, list[Effect]]:
+    current = call.current_offer
+    if current is not None and current.agent_id == event.agent_id:
+        if current.from_pbx or not event.from_pbx:
+            return call, []
+        # Asterisk's DialBegin confirms the flow's offer: its time is the exact one
+        confirmed = replace(current, channel=event.channel, started_at=event.at,
+                            from_pbx=True)
+        return replace(call, offers=(*call.offers[:-1], confirmed)), []
+    talking = call.talking_offer
+    if talking is not None and talking.agent_id == event.agent_id:
+        return call, []  # the agent who has the caller (a late or repeated report)
+    offer = Offer(agent_id=event.agent_id, channel=event.channel, started_at=event.at,
+                  from_pbx=event.from_pbx)
+    phase = Phase.CONNECTED if talking is not None else Phase.OFFERING
+    call = replace(call, phase=phase, offers=(*call.offers, offer))
+    return call, _effects(call, timings, to_agent=event.agent_id)
+
+
+def _offer_ended(call: InboundCall, event: OfferEnded,
+                 timings: CallRules) -> tuple[InboundCall, list[Effect]]:
+    current = call.current_offer
+    if current is None or current.agent_id != event.agent_id:
+        return call, []
+    result = OfferResult.PBX_FAILURE if event.pbx_failure and event.dial_status != "ANSWER" \
+        else offer_result(event.dial_status, event.leg_cause, event.forward)
+    call = _close_offer(call, event.agent_id, result, event.at)
+    if result is OfferResult.ANSWERED:
+        answered_at = event.at if call.answered_at is None else call.answered_at
+        call = replace(call, phase=Phase.CONNECTED, agent_id=event.agent_id,
+                       answered_at=answered_at)
+        if is_late(call, timings):  # STD-009: the desktop shows the apology opening
+            call = replace(call, greeting="apology")
+    elif call.talking_offer is not None:
+        call = replace(call, phase=Phase.CONNECTED)
+    elif call.answered_at is not None:  # a transfer's target did not take it
+        call = replace(call, phase=Phase.TRANSFERRING)
+    else:
+        call = replace(call, phase=Phase.ROUTING)
+    return call, _effects(call, timings, to_agent=event.agent_id)
+
+
+def _leave(call: InboundCall, at: float) -> InboundCall:
+    """The agent who has the caller now leaves the call at ``at`` (their part ends)."""
+    offers = list(call.offers)
+    for i in range(len(offers) - 1, -1, -1):
+        if offers[i].result is OfferResult.ANSWERED:
+            if offers[i].left_at is None:
+                offers[i] = replace(offers[i], left_at=at)
+            break
+    return replace(call, offers=tuple(offers))
+
+
+def _released(call: InboundCall, event: CallReleased,
+              timings: CallRules) -> tuple[InboundCall, list[Effect]]:
+    current = call.current_offer
+    if current is not None:
+        gone = OfferResult.PBX_FAILURE if event.by == "pbx" else OfferResult.CALLER_GONE
+        call = _close_offer(call, current.agent_id, gone, event.at)
+    if event.outcome is not None:
+        outcome = event.outcome
+    elif event.by == "pbx":
+        outcome = Outcome.PBX_FAILURE
+    elif call.answered_at is not None:
+        outcome = Outcome.ANSWERED
+    elif event.at - call.entered_at <= timings.short_abandon_s:
+        outcome = Outcome.SHORT_ABANDON
+    else:
+        outcome = Outcome.ABANDONED
+    was_connected = call.phase is Phase.CONNECTED
+    call = replace(_leave(call, event.at), phase=Phase.ENDED, ended_at=event.at,
+                   outcome=outcome, hangup_cause=event.cause, released_by=event.by,
+                   incomplete=event.incomplete)
+    effects = _effects(call, timings, to_agent=call.agent_id)
+    if was_connected and event.by in ("caller", "agent") and timings.dropped_call_callback \
+            and event.cause in timings.dropped_call_causes:
+        # STD-069: the line dropped mid-conversation; the same agent calls back
+        effects.append(_task("dropped_call", call, event.at, call.agent_id,
+                             f"line dropped (cause {event.cause})"))
+    elif outcome is Outcome.ABANDONED and timings.missed_call_callbacks and call.caller:
+        effects.append(_task("callback", call, event.at, None, "missed call (STD-055)"))
+    return call, effects

@@ -50,6 +50,9 @@ SHORT_ABANDON = "short_abandon"
 CALLBACK = "callback"
 IVR_HANDLED = "ivr_handled"
 WAITING = "waiting"
+#: Lost before an answer because Asterisk stopped: offered, but neither answered nor an
+#: abandon (the caller did not leave; nobody is to blame), so outside the rates' base.
+PBX_FAILURE = "pbx_failure"
 
 HANDLING_STATES = ("on_call", "on_hold", "acw")
 IDLE_STATES = ("ready", "ringing")
@@ -208,6 +211,8 @@ def classify(call: CallFact, rules: KpiRules) -> str:
         return ANSWERED
     if call.outcome == CALLBACK:
         return CALLBACK
+    if call.outcome == PBX_FAILURE:
+        return PBX_FAILURE
     if call.ended_at is None:
         return WAITING
     if seconds(call.entered_at, call.ended_at) <= rules.short_abandon_s:
@@ -311,6 +316,7 @@ class Kpis:
     abandoned: int = 0
     callbacks: int = 0
     waiting: int = 0
+    pbx_failures: int = 0  # lost unanswered when Asterisk stopped (not in ``decided``)
     answer_ring_sum: int = 0
     ring_measured: int = 0
     within_rings: int = 0
@@ -506,6 +512,8 @@ def call_kpis(call: CallFact, rules: KpiRules, as_of: datetime,
         k.callbacks = 1
     elif kind == WAITING:
         k.waiting = 1
+    elif kind == PBX_FAILURE:
+        k.pbx_failures = 1
     else:
         _answered_figures(k, call, rules)
         if call.ended_at is not None:

@@ -158,6 +158,15 @@ class AnsweringPolicy(Section):
     rona_sets_not_ready: bool = setting(
         True, std="STD-008",
         description="An agent whose offer timed out becomes not-ready (ring_no_answer, STD-099)")
+    rejection_sets_not_ready: bool = setting(
+        True, std="STD-008",
+        description="An agent whose phone refused an offer (486 Busy, 603 Decline, a 302 "
+                    "forward) becomes not-ready (rejected); else back to ready. Never counted "
+                    "as a ring-no-answer")
+    agent_release_closing: bool = setting(
+        True, std="STD-110",
+        description="When the agent hangs up first, the caller hears the standard closing "
+                    "before the line is released (off: released at once)")
     apology_after_rings: int = setting(
         3, unit="rings", std="STD-009", ge=0,
         description="A call whose total wait (queue plus all ringing) exceeds this gets the "
@@ -494,6 +503,7 @@ def _reason(code: str, zh: str, en: str, *, max_min: float = 0, approval: bool =
 
 RING_NO_ANSWER = "ring_no_answer"
 UNREACHABLE = "unreachable"
+REJECTED = "rejected"  # the phone refused an offer (486, 603, a forward)
 MEAL_MAX_MIN = 30  # STD-104: 「每人用餐时间不超过半小时」
 
 
@@ -514,6 +524,7 @@ def _default_not_ready_reasons() -> list[Reason]:
     return [
         _reason(RING_NO_ANSWER, "振铃未接", "Ring no answer", system=True),
         _reason(UNREACHABLE, "话机离线", "Softphone unreachable", system=True),
+        _reason(REJECTED, "拒接", "Refused a call", system=True),
         _reason("break", "小休", "Break"),
         _reason("meal", "用餐", "Meal", max_min=MEAL_MAX_MIN),
         _reason("training", "培训", "Training"),
@@ -612,7 +623,8 @@ class AgentsPolicy(Section):
         if info.field_name == "busy_reasons" and any(r.system for r in value):
             raise ValueError("busy reasons are chosen by people; system = true is not allowed")
         if info.field_name == "not_ready_reasons":
-            missing = {RING_NO_ANSWER, UNREACHABLE} - {r.code for r in value if r.system}
+            missing = {RING_NO_ANSWER, UNREACHABLE, REJECTED} - {r.code for r in value
+                                                                 if r.system}
             if missing:
                 raise ValueError("the engine needs system reasons "
                                  + ", ".join(sorted(missing)))
@@ -937,6 +949,11 @@ class SupervisionPolicy(Section):
         "", std="STD-005", description="Published supervision/complaint number routed to "
                                        "complaint handling")
     service_email: str = setting("", std="STD-005", description="Published service e-mail")
+    reconcile_interval_s: float = setting(
+        5.0, unit="s", std="STD-147", gt=0,
+        description="How often the engine compares its calls and agents with Asterisk's "
+                    "channel listing and corrects drift (a state_corrected alarm each); also "
+                    "at every AMI resync")
 
 
 class QueuePolicy(Section):

@@ -66,7 +66,8 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from callflow.engine.clock import Clock
-    from callflow.runtime.core import AmiFrame, Runtime
+    from callflow.runtime.asterisk import AmiFrame
+    from callflow.runtime.core import Runtime
 
 log = logging.getLogger(__name__)
 

@@ -46,7 +46,7 @@ from callflow.store import repo
 
 if TYPE_CHECKING:
     from callflow.feature import AgiRoute, FeatureServices
-    from callflow.runtime.core import AmiFrame
+    from callflow.runtime.asterisk import AmiFrame
 
 log = logging.getLogger(__name__)
 

@@ -22,14 +22,16 @@ from typing import Any, Protocol
 from callflow.agents import desks, routing
 from callflow.agents import events as agent_events
 from callflow.agents import state as agent_state
-from callflow.agents.roster import Roster, RosterAgent, endpoint_of_channel
+from callflow.agents.roster import Roster, RosterAgent
 from callflow.engine import calls
+from callflow.engine.channels import endpoint_of
 from callflow.engine.clock import Clock, epoch_of
 from callflow.engine.effects import (
     Alarm,
     CancelTimer,
     DomainEvent,
     Effect,
+    ListChannels,
     PbxAction,
     PbxQuery,
     Persist,
@@ -38,20 +40,14 @@ from callflow.engine.effects import (
 )
 from callflow.engine.policy import Policy
 from callflow.errors import AmiLinkDown, CallflowError, StateError
+from callflow.runtime.asterisk import AmiFrame, AsteriskFacts, ChannelLink
+from callflow.runtime.reconcile import reconcile
 
 log = logging.getLogger(__name__)
 
-
-class AmiFrame(Protocol):
-    """What the runtime needs of an AMI message (``callflow.ami.frames.AmiMessage`` has it)."""
-
-    @property
-    def name(self) -> str: ...
-
-    @property
-    def received_at(self) -> float: ...
-
-    def get(self, key: str, default: str = "") -> str: ...
+#: Offers the phone refused, and what the agent machine is told of each.
+REJECTIONS = {calls.OfferResult.BUSY: "busy", calls.OfferResult.DECLINED: "declined",
+              calls.OfferResult.FORWARDED: "forwarded"}
 
 
 class PbxPort(Protocol):
@@ -86,12 +82,6 @@ class Adapters:
     persist: Callable[[str, dict[str, Any]], None]
     publish: Callable[[str, dict[str, Any]], object]
     pbx: PbxPort | None = None
-
-
-@dataclass
-class ChannelLink:
-    call_id: str
-    agent_id: str
 
 
 @dataclass
@@ -132,6 +122,7 @@ class Runtime:
         self.stats = RuntimeStats()
         for member in roster.agents:
             self.agents[member.agent_id] = agent_state.new_agent(member.agent_id, member.endpoint)
+        self.asterisk = AsteriskFacts(self)
 
     # --- effects ---------------------------------------------------------------
 
@@ -300,8 +291,8 @@ class Runtime:
 
     def agent_for_channel(self, channel: str) -> str | None:
         """``PJSIP/agent1003-0000002a`` -> the agent working at desk agent1003."""
-        endpoint = endpoint_of_channel(channel)
-        return None if endpoint is None else self.agent_at(endpoint)
+        endpoint = endpoint_of(channel)
+        return self.agent_at(endpoint) if endpoint else None
 
     def restore_agents(self, restored: Iterable[agent_state.Step]) -> None:
         """Put agents back as the store last saw them (engine restart), timers re-armed.
@@ -318,8 +309,9 @@ class Runtime:
             self.agents[agent.agent_id] = agent
             self.execute(effects)
 
-    def _agent_event_quiet(self, agent_id: str, event: Any) -> None:
-        """Events reported by Asterisk: a rejection is logged, never raised into the reader."""
+    def agent_fact(self, agent_id: str, event: Any) -> None:
+        """A fact Asterisk reported about an agent: a rejection is logged (and a second
+        call on one agent alarmed), never raised into the AMI reader."""
         try:
             self.agent_event(agent_id, event)
         except StateError as exc:
@@ -409,7 +401,14 @@ class Runtime:
         """
         self.call_event(calls.OfferEnded(call_id, agent_id, dial_status,
                                          time.time() - answered_s_ago))
-        self._agent_offer_result(agent_id, call_id, dial_status)
+        self.offer_outcome(agent_id, call_id, calls.offer_result(dial_status))
+
+    def agent_released(self, call_id: str) -> None:
+        """The flow's word that the agent hung up first (Dial returned on the caller's live
+        channel) for when AMI did not say it: the time is the flow's."""
+        self.call_event(calls.CallReleased(call_id, time.time(), by="agent",
+                                           incomplete="the AMI link did not report the "
+                                                      "agent's hang-up"))
 
     def end_call(self, call_id: str, outcome: calls.Outcome) -> None:
         """The flow ends the call on purpose (e.g. the caller chose a callback, STD-047)."""
@@ -426,10 +425,13 @@ class Runtime:
         return request.as_task()
 
     def caller_gone(self, call_id: str, cause: int = 16) -> None:
-        """The AGI flow saw the caller hang up. AMI's Hangup comes a little later (Asterisk
-        sends it once the channel is destroyed, after the AGI session ends) with the exact
-        time and cause, so the flow's report waits ``agi_hangup_grace_s`` and counts only
-        if AMI has not ended the call by then (the link was down)."""
+        """The AGI flow saw its channel hang up. While the AMI link is up, AMI is the
+        truth: the caller's ``HangupRequest`` already ended the call, or the channel is
+        still up (a blind transfer kicked it out of our flow) and the call goes on. Only
+        with the link down does the flow's report end the call, after
+        ``agi_hangup_grace_s`` (AMI's facts, late, would still win)."""
+        if self.pbx_up and self.asterisk.caller_alive(call_id):
+            return
         event = calls.CallReleased(call_id, time.time(), cause=cause,
                                    by=self.first_release.get(call_id, "caller"))
         if self.agi_hangup_grace_s <= 0:
@@ -441,24 +443,34 @@ class Runtime:
     def _call_finished(self, before: calls.InboundCall, after: calls.InboundCall) -> None:
         current = before.current_offer
         if current is not None:
-            self._agent_offer_result(current.agent_id, before.call_id, "CANCEL")
+            result = calls.OfferResult.PBX_FAILURE if after.released_by == "pbx" \
+                else calls.OfferResult.CALLER_GONE
+            self.offer_outcome(current.agent_id, before.call_id, result)
         self.first_release.pop(after.call_id, None)
 
-    def _agent_offer_result(self, agent_id: str, call_id: str, dial_status: str) -> None:
+    def offer_outcome(self, agent_id: str, call_id: str, result: calls.OfferResult) -> None:
+        """What an offer's end means for the agent it rang (STD-008: only a ring limit that
+        ran out is a ring-no-answer; a phone that refused is a rejection)."""
         agent = self.agents.get(agent_id)
-        if agent is None or agent.call_id != call_id:
+        if agent is None:
             return
-        status = dial_status.upper()
-        if status == "ANSWER":
-            self._agent_event_quiet(agent_id, agent_state.CallAnswered(call_id))
-        elif status == "NOANSWER":
-            self._agent_event_quiet(agent_id, agent_state.OfferTimedOut(call_id))
+        if result is calls.OfferResult.ANSWERED:  # the router's offer, or one made on a phone
+            routed = agent.state is agent_events.AgentState.RINGING and agent.call_id == call_id
+            self.agent_fact(agent_id, agent_state.CallAnswered(call_id) if routed
+                            else agent_state.CallJoined(call_id))
+            return
+        if agent.call_id != call_id:
+            return  # the agent's phone rang for a transfer or forward the router did not make
+        if result is calls.OfferResult.NO_ANSWER:
+            self.agent_fact(agent_id, agent_state.OfferTimedOut(call_id))
+        elif result in REJECTIONS:
+            self.agent_fact(agent_id, agent_state.OfferRejected(call_id, REJECTIONS[result]))
         else:
-            self._agent_event_quiet(agent_id, agent_state.OfferWithdrawn(call_id))
-            if status in ("CHANUNAVAIL", "CONGESTION"):
+            self.agent_fact(agent_id, agent_state.OfferWithdrawn(call_id))
+            if result is calls.OfferResult.UNAVAILABLE:
                 # the softphone cannot be reached: not offered again until PJSIP says so
-                log.warning("agent %s: softphone unavailable (%s)", agent_id, status)
-                self._agent_event_quiet(agent_id, agent_state.SoftphoneUnreachable())
+                log.warning("agent %s: softphone unavailable", agent_id)
+                self.agent_fact(agent_id, agent_state.SoftphoneUnreachable())
 
     # --- AMI ------------------------------------------------------------------------
 
@@ -470,73 +482,20 @@ class Runtime:
             self.stats.ami_events += 1
             self.stats.seen_events[frame.name] = self.stats.seen_events.get(frame.name, 0) + 1
             self.stats.max_event_lag_s = max(self.stats.max_event_lag_s, now - frame.received_at)
-            handler = self._ami_handlers.get(frame.name)
+            core = self.asterisk.handles(frame.name) or frame.name == "ContactStatus"
             listeners = self._listeners.get(frame.name, ())
-            if handler is None and not listeners:
+            if not core and not listeners:
                 continue
             try:
-                if handler is not None:
-                    handler(self, frame)
+                if frame.name == "ContactStatus":
+                    self._on_contact_status(frame)
+                else:
+                    self.asterisk.on_frame(frame)
                 for listener in listeners:
                     listener(frame)
             except Exception:
                 self.stats.errors += 1
                 log.exception("AMI %s event could not be applied: %r", frame.name, frame)
-
-    def _at(self, frame: AmiFrame) -> float:
-        """Asterisk's own event time (manager.conf timestampevents=yes), else our receipt."""
-        stamp = frame.get("Timestamp")
-        try:
-            return float(stamp) if stamp else time.time()
-        except ValueError:
-            return time.time()
-
-    def _on_dial_begin(self, frame: AmiFrame) -> None:
-        call_id = frame.get("Uniqueid")
-        agent_id = self.agent_for_channel(frame.get("DestChannel"))
-        if call_id not in self.calls or agent_id is None:
-            return
-        self.agent_links[frame.get("DestUniqueid")] = ChannelLink(call_id, agent_id)
-        self.call_event(calls.OfferStarted(call_id, agent_id, frame.get("DestChannel"),
-                                           self._at(frame)))
-
-    def _on_dial_end(self, frame: AmiFrame) -> None:
-        call_id = frame.get("Uniqueid")
-        agent_id = self.agent_for_channel(frame.get("DestChannel"))
-        if call_id not in self.calls or agent_id is None:
-            return
-        status = frame.get("DialStatus")
-        self.call_event(calls.OfferEnded(call_id, agent_id, status, self._at(frame)))
-        self._agent_offer_result(agent_id, call_id, status)
-
-    def _on_newstate(self, frame: AmiFrame) -> None:
-        """The agent's leg goes Up: that is the answer (t_ans). DialEnd ANSWER comes only
-        after Dial's announcement to the caller (the greeting) has played."""
-        link = self.agent_links.get(frame.get("Uniqueid"))
-        if link is None or frame.get("ChannelStateDesc") != "Up":
-            return
-        self.call_event(calls.OfferEnded(link.call_id, link.agent_id, "ANSWER", self._at(frame)))
-        self._agent_offer_result(link.agent_id, link.call_id, "ANSWER")
-
-    def _on_hangup_request(self, frame: AmiFrame) -> None:
-        uid = frame.get("Uniqueid")
-        if uid in self.calls:
-            self.first_release.setdefault(uid, "caller")
-        elif uid in self.agent_links:
-            self.first_release.setdefault(self.agent_links[uid].call_id, "agent")
-
-    def _on_hangup(self, frame: AmiFrame) -> None:
-        uid = frame.get("Uniqueid")
-        cause = _int(frame.get("Cause"), 16)
-        if uid in self.calls:
-            self.call_event(calls.CallReleased(uid, self._at(frame), cause=cause,
-                                               by=self.first_release.get(uid, "caller")))
-            return
-        link = self.agent_links.pop(uid, None)
-        agent = self.agents.get(link.agent_id) if link is not None else None
-        if link is not None and agent is not None and agent.call_id == link.call_id \
-                and agent.state in agent_events.IN_CALL:
-            self._agent_event_quiet(link.agent_id, agent_state.CallEnded(link.call_id))
 
     def _on_contact_status(self, frame: AmiFrame) -> None:
         status = frame.get("ContactStatus")
@@ -554,44 +513,17 @@ class Runtime:
         self.endpoint_reachable[endpoint] = reachable
         agent_id = self.agent_at(endpoint)
         if agent_id is not None:
-            self._agent_event_quiet(agent_id, agent_state.SoftphoneReachable() if reachable
+            self.agent_fact(agent_id, agent_state.SoftphoneReachable() if reachable
                                     else agent_state.SoftphoneUnreachable())
-
-    _ami_handlers: Mapping[str, Callable[[Runtime, AmiFrame], None]] = {
-        "DialBegin": _on_dial_begin,
-        "DialEnd": _on_dial_end,
-        "Newstate": _on_newstate,
-        "HangupRequest": _on_hangup_request,
-        "SoftHangupRequest": _on_hangup_request,
-        "Hangup": _on_hangup,
-        "ContactStatus": _on_contact_status,
-    }
 
     # --- resync after an AMI (re)connect ----------------------------------------------
 
     def apply_resync(self, channels: Sequence[AmiFrame], contacts: Sequence[AmiFrame]) -> None:
-        """Reconcile with what Asterisk says is up now (CoreShowChannels, contacts).
-
-        A call we track whose channel is gone ended while the link was down: it is
-        closed now (time unknown, so the resync time is used and the record says so).
-        Agent legs bridged to our calls are re-linked, so their hang-up is seen later.
-        """
+        """After an AMI (re)login: Asterisk's listings are the whole truth (events were held
+        while they were taken). Channels, calls and agents are put right
+        (runtime/reconcile.py), then every desk's softphone status."""
         self.stats.resyncs += 1
-        live = {c.get("Uniqueid"): c for c in channels}
-        for call_id, call in list(self.calls.items()):
-            if call.phase is not calls.Phase.ENDED and call_id not in live:
-                log.warning("call %s ended while the AMI link was down", call_id)
-                self.call_event(calls.CallReleased(call_id, time.time(), cause=16, by="unknown"))
-        for uid, chan in live.items():
-            agent_id = self.agent_for_channel(chan.get("Channel"))
-            bridged = chan.get("BridgeId")
-            if agent_id is None or not bridged:
-                continue
-            for other in channels:
-                other_uid = other.get("Uniqueid")
-                if other.get("BridgeId") == bridged and other_uid in self.calls:
-                    self.agent_links[uid] = ChannelLink(other_uid, agent_id)
-        self._resync_agents_in_calls(live)
+        reconcile(self, channels, requested_at=time.monotonic(), full=True)
         for contact in contacts:
             self._on_contact_status(_ContactView(contact))
         for listener in self._resync_listeners:
@@ -601,24 +533,14 @@ class Runtime:
                 self.stats.errors += 1
                 log.exception("resync listener %r failed", listener)
 
-    def _resync_agents_in_calls(self, live: Mapping[str, AmiFrame]) -> None:
-        """Agents in a call nobody tracks any more (the engine restarted, or the call ended
-        while the link was down): re-linked to their live leg, else their call is over."""
-        linked = {link.agent_id for link in self.agent_links.values()}
-        for agent in list(self.agents.values()):
-            if agent.state not in agent_events.IN_CALL or agent.agent_id in linked:
-                continue
-            call = self.calls.get(agent.call_id)
-            if call is not None and call.phase is not calls.Phase.ENDED:
-                continue  # reserved by a flow that is dialling it now
-            leg = next((uid for uid, chan in live.items()
-                        if self.agent_for_channel(chan.get("Channel")) == agent.agent_id), None)
-            if leg is not None:
-                self.agent_links[leg] = ChannelLink(agent.call_id, agent.agent_id)
-            else:
-                log.warning("agent %s: call %s ended out of sight", agent.agent_id,
-                            agent.call_id)
-                self._agent_event_quiet(agent.agent_id, agent_state.CallEnded(agent.call_id))
+    async def reconcile_now(self) -> int:
+        """Compare with Asterisk's channel listing now and correct (a periodic check while
+        the link is up); the number of corrections."""
+        if not self.pbx_up:
+            return 0
+        asked = time.monotonic()
+        items = await self.query(ListChannels())
+        return len(reconcile(self, items, requested_at=asked, full=False).items)
 
     # --- views ------------------------------------------------------------------------
 
@@ -676,13 +598,6 @@ def call_rules(policy: Policy) -> calls.CallRules:
         dropped_call_callback=policy.routing.dropped_call_callback,
         missed_call_callbacks=policy.routing.missed_call_callbacks,
     )
-
-
-def _int(raw: str, default: int) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        return default
 
 
 def _log_pbx_failure(action: PbxAction) -> Callable[[asyncio.Task[Any]], None]:

@@ -15,8 +15,9 @@ feeds them Asterisk's facts and carries out what only Asterisk can do:
   (STD-042, STD-043); ``DTMFEnd`` on the caller's channel carries the answer. 2: a
   callback task owned by the agent, the confirmation, the call ended as a callback
   conversion.
-* ``Hangup`` of a caller's channel -> the hold totals close and the release is judged
-  (who hung up first comes from the runtime's ``first_release``, STD-110..112).
+* the call's end (its first party's hang-up, the core's ``CallChanged``) -> the hold
+  totals close and the release is judged (who hung up first is the call's
+  ``released_by``, STD-110..112).
 * ``ChannelTalkingStart`` on the caller's channel (TALK_DETECT, set when the call is
   bridged) -> caller speech, which cancels the silent-call procedure (STD-056).
 * Prompts to ONE party of a bridged call: AMI Originate of a Local channel whose ;2
@@ -49,6 +50,7 @@ from callflow.dialplan.inbound import PHONE_NUMBER
 from callflow.engine import calls, hold
 from callflow.engine import special_calls as sc
 from callflow.engine.effects import (
+    DomainEvent,
     Effect,
     Hangup,
     MuteAudio,
@@ -65,7 +67,7 @@ from callflow.store.db import Store
 
 if TYPE_CHECKING:
     from callflow.feature import AgiRoute, FeatureServices
-    from callflow.runtime.core import AmiFrame
+    from callflow.runtime.asterisk import AmiFrame
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +108,7 @@ class SpecialCallsFeature(FeatureBase):
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
         runtime.on_ami("Hangup", self._on_hangup)
+        runtime.on_event(self._on_event)
         runtime.on_ami("BridgeEnter", self._on_bridge_enter)
         runtime.on_ami("ChannelTalkingStart", self._on_talking)
         runtime.on_ami("DTMFEnd", self._on_key)
@@ -195,11 +198,19 @@ class SpecialCallsFeature(FeatureBase):
                 self._step_special(machine, sc.PromptPlayed(call_id, token,
                                                             self.runtime.clock.now(), time.time()))
             return
-        call = self.runtime.calls.get(uid)
-        if call is None or call.phase is not calls.Phase.ENDED:
+        if uid in self.runtime.calls:
+            self.music.pop(uid, None)  # ChanSpy's E option ends it with the caller
+
+    def _on_event(self, event: DomainEvent) -> None:
+        """A call is over: its holds close and its release is judged at once, at the first
+        party's hang-up (STD-110: an agent who hangs up first is told then, not when the
+        caller's line is finally released)."""
+        if not isinstance(event, calls.CallChanged) or event.call.phase is not calls.Phase.ENDED:
             return
-        self.music.pop(uid, None)  # ChanSpy's E option ends it with the caller
-        now, wall = self.runtime.clock.now(), _stamp(frame)
+        call = event.call
+        uid = call.call_id
+        now = self.runtime.clock.now()
+        wall = call.ended_at if call.ended_at is not None else time.time()
         holds = self.holds.pop(uid, None)
         if holds is not None:
             self._step_hold(holds, hold.CallOver(uid, now, wall), keep=False)

@@ -50,16 +50,19 @@ DIRECTIONS = ("inbound", "outbound")
 #: for the KPI rates; ``ivr_handled`` finished in the IVR and is not offered; the
 #: special-call endings (STD-056..STD-067) are tagged so QA and reports can find them.
 CALL_OUTCOMES = (
-    "answered", "abandoned", "short_abandon", "callback", "ivr_handled",
-    "no_answer", "busy", "failed",
+    "answered", "abandoned", "short_abandon", "callback", "ivr_handled", "fallback",
+    "no_answer", "busy", "failed", "pbx_failure",
     "silent", "quiet_line", "noisy_line", "nuisance", "harassing", "wrong_number",
 )
-#: Who released first (STD-110); ``system`` is the engine (timeouts, STD-081, STD-112).
-RELEASED_BY = ("caller", "agent", "system")
+#: Who released first (STD-110); ``system`` is the engine (timeouts, STD-081, STD-112),
+#: ``pbx`` Asterisk stopping (never blamed on a person).
+RELEASED_BY = ("caller", "agent", "system", "pbx")
 #: The opening the agent was told to use: the late-answer apology is STD-009.
 GREETINGS = ("normal", "holiday", "apology")
-#: How one offer of a call to one agent ended (STD-008 counts ``no_answer``).
-OFFER_RESULTS = ("answered", "no_answer", "caller_gone", "failed")
+#: How one offer of a call to one agent ended (STD-008 counts ``no_answer`` only): every
+#: result engine/calls.py can give, so no record Asterisk can cause is refused.
+OFFER_RESULTS = ("answered", "no_answer", "busy", "declined", "unavailable", "forwarded",
+                 "caller_gone", "pbx_failure", "failed")
 #: Why a number must be called: STD-042/STD-047 callback, STD-069 dropped call,
 #: STD-086/STD-089 follow-up, STD-072 named agent, or a supervisor's manual task.
 TASK_KINDS = ("callback", "dropped_call", "follow_up", "manual", "named_agent")
@@ -158,6 +161,11 @@ class Call(Base):
     hold_total_s: Mapped[float] = mapped_column(Float, server_default=text("0"))
     #: One-stop rate (一站式服务) counts calls handled without a transfer.
     transfer_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: How it ended, for people (engine/calls.py ``ending``): caller_released,
+    #: agent_released, network_drop, pbx_failure...
+    ending: Mapped[str | None] = mapped_column(String(24))
+    #: Why Asterisk's facts for the end are missing (the time is when the engine learnt).
+    incomplete_reason: Mapped[str | None] = mapped_column(String(200))
     #: Problem-resolution rate counts the disposition "resolved on the call".
     disposition: Mapped[str | None] = mapped_column(String(32))
     recording_path: Mapped[str | None] = mapped_column(String(512))
@@ -182,6 +190,8 @@ class CallOffer(Base):
     ended_at: Mapped[datetime | None]
     result: Mapped[str | None] = mapped_column(String(16))
     ring_s: Mapped[float | None] = mapped_column(Float)
+    #: An answered offer: when that agent's part of the call ended (hang-up, transfer).
+    left_at: Mapped[datetime | None]
 
 
 class CallHold(Base):

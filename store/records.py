@@ -17,12 +17,14 @@ from sqlalchemy.orm import Session
 from callflow.agents.roster import Roster
 from callflow.store import repo
 from callflow.store.db import Store
+from callflow.store.models import RELEASED_BY
 
 log = logging.getLogger(__name__)
 
 CALL_COLUMNS = ("direction", "caller_number", "did", "queue", "agent_id", "entered_at",
                 "ring_started_at", "answered_at", "ended_at", "answer_ring", "total_wait_s",
-                "late", "outcome", "hangup_cause", "released_by", "greeting")
+                "late", "outcome", "hangup_cause", "released_by", "greeting", "ending",
+                "transfer_count", "incomplete_reason")
 TIME_COLUMNS = frozenset({"entered_at", "ring_started_at", "answered_at", "ended_at"})
 
 
@@ -37,19 +39,24 @@ def _time(value: Any) -> datetime | None:
 def write_call(s: Session, data: dict[str, Any]) -> None:
     fields = {k: (_time(data[k]) if k in TIME_COLUMNS else data[k])
               for k in CALL_COLUMNS if k in data}
-    if fields.get("released_by") not in (None, "caller", "agent", "system"):
+    if fields.get("released_by") not in (None, *RELEASED_BY):
         fields["released_by"] = None  # unknown (the link was down when it ended)
     repo.upsert_call(s, data["uniqueid"], **fields)
     existing = repo.offers_for_call(s, data["uniqueid"])
     for i, offer in enumerate(data.get("offers", [])):
         started = _time(offer["started_at"])
         ended = _time(offer.get("ended_at"))
+        left = _time(offer.get("left_at"))
         if i >= len(existing):
             assert started is not None
-            repo.add_offer(s, data["uniqueid"], offer["agent_id"], started,
-                           ended_at=ended, result=offer.get("result") if ended else None)
-        elif existing[i].ended_at is None and ended is not None:
-            repo.finish_offer(s, existing[i].id, ended, offer["result"])
+            row = repo.add_offer(s, data["uniqueid"], offer["agent_id"], started,
+                                 ended_at=ended, result=offer.get("result") if ended else None)
+        else:
+            row = existing[i]
+            if row.ended_at is None and ended is not None:
+                repo.finish_offer(s, row.id, ended, offer["result"])
+        if left is not None:
+            repo.leave_offer(s, row, left)
 
 
 def write_agent_state(s: Session, data: dict[str, Any]) -> None:

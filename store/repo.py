@@ -166,6 +166,13 @@ def finish_offer(s: Session, offer_id: int, ended_at: datetime, result: str) -> 
     return offer
 
 
+def leave_offer(s: Session, offer: CallOffer, left_at: datetime) -> None:
+    """An answered offer's agent left the call (hang-up, transfer): their part ends."""
+    if offer.left_at is None:
+        offer.left_at = left_at
+        s.flush()
+
+
 def _finish(offer: CallOffer, ended_at: datetime | None, result: str | None) -> None:
     if ended_at is None or result is None:
         raise StoreError("a finished offer needs both ended_at and result")

@@ -14,6 +14,7 @@ from callflow.agents.state import (
     ApproveBusy,
     CallAnswered,
     CallEnded,
+    CallJoined,
     CallOffered,
     DayRollover,
     EndAcw,
@@ -22,8 +23,10 @@ from callflow.agents.state import (
     HoldStarted,
     LogIn,
     LogOut,
+    OfferRejected,
     OfferTimedOut,
     OfferWithdrawn,
+    PhoneInUse,
     RequestState,
     SoftphoneReachable,
     SoftphoneUnreachable,
@@ -452,6 +455,77 @@ def test_ring_no_answer_without_not_ready() -> None:
     desk = Desk(parse_policy({"answering": {"rona_sets_not_ready": False}})).ringing()
     desk.send(OfferTimedOut("c1"))
     assert desk.agent.state is S.READY and desk.agent.ring_no_answer_count == 1
+
+
+# --- what Asterisk says of the desk (issue 13) ------------------------------------------------
+
+
+@pytest.mark.parametrize("why", ["busy", "declined", "forwarded"])
+def test_a_phone_that_refuses_an_offer_is_a_rejection_not_a_ring_no_answer(why: str) -> None:
+    desk = Desk().ringing()
+    desk.send(OfferRejected("c1", why))
+    assert (desk.agent.state, desk.agent.reason) == (S.NOT_READY, "rejected")
+    assert desk.agent.ring_no_answer_count == 0 and desk.alarms("ring_no_answer") == []
+    [alarm] = desk.alarms("offer_rejected")
+    assert alarm.std == "STD-008" and alarm.detail["why"] == why
+    assert desk.persisted("agent_state")[-1]["cause"] == f"rejected_{why}"
+
+
+def test_a_rejection_leaves_the_agent_ready_when_the_policy_says_so() -> None:
+    desk = Desk(parse_policy({"answering": {"rejection_sets_not_ready": False}})).ringing()
+    desk.send(OfferRejected("c1", "busy"))
+    assert desk.agent.state is S.READY
+
+
+def test_a_desk_in_use_is_never_routable_whatever_the_state() -> None:
+    desk = Desk().ready()
+    assert routable(desk.agent)
+    desk.send(PhoneInUse(busy=True))
+    assert desk.agent.state is S.READY and not routable(desk.agent)
+    assert longest_idle([desk.agent]) is None
+    assert desk.send(PhoneInUse(busy=True)) == []  # the same word again: nothing
+    desk.send(PhoneInUse(busy=False))
+    assert routable(desk.agent)
+
+
+def test_a_call_transferred_or_forwarded_to_the_agent_is_theirs_with_acw_after() -> None:
+    desk = Desk().ready()
+    desk.send(CallJoined("c9"))
+    assert (desk.agent.state, desk.agent.call_id, desk.agent.call_tracked) == (
+        S.ON_CALL, "c9", True)
+    desk.send(CallEnded("c9"))
+    assert desk.agent.state is S.ACW and desk.agent.calls_handled == 1
+
+
+@pytest.mark.parametrize(("setup", "state", "reason"), [
+    ("ready", S.READY, ""), ("not_ready", S.NOT_READY, "break"), ("busy", S.BUSY, "meal")])
+def test_a_personal_call_puts_the_agent_back_where_they_were(setup: str, state: AgentState,
+                                                            reason: str) -> None:
+    desk = Desk().ready()
+    if setup != "ready":
+        desk.send(RequestState(state, reason))
+    desk.send(CallJoined("pbx:77", tracked=False))
+    assert (desk.agent.state, desk.agent.call_id) == (S.ON_CALL, "pbx:77")
+    desk.send(CallEnded("pbx:77"))
+    assert (desk.agent.state, desk.agent.reason) == (state, reason)
+    assert desk.agent.calls_handled == 0  # not a call of the centre's
+
+
+def test_a_second_call_on_one_agent_is_refused() -> None:
+    desk = Desk().talking()
+    with pytest.raises(StateError) as refused:
+        transition(desk.agent, CallJoined("c2"), desk.clock.now(), DEFAULTS)
+    assert refused.value.reason == "two_calls"
+
+
+def test_a_consultation_that_becomes_the_transferred_call_keeps_the_conversation() -> None:
+    desk = Desk().ready()
+    desk.send(CallJoined("pbx:consult", tracked=False))
+    since = desk.agent.since
+    desk.send(CallJoined("c1"))
+    assert (desk.agent.state, desk.agent.call_id, desk.agent.call_tracked) == (
+        S.ON_CALL, "c1", True)
+    assert desk.agent.since == since
 
 
 # --- softphone reachability ---------------------------------------------------------------------

@@ -163,19 +163,28 @@ def call(rig: Rig) -> Any:
     return rig.runtime.calls[CALL_ID]
 
 
+async def agent_hangs_up(ast: Asterisk) -> None:
+    """Dial (with ``g``) returned on an answered call: the agent hung up first. The flow
+    says goodbye, marks the call done and releases the caller."""
+    await ast.answer("STREAM FILE", "200 result=0 endpos=8000")
+    await ast.answer("SET VARIABLE CALLFLOW_DONE 1", "200 result=1")
+    await ast.answer("HANGUP", "200 result=1")
+
+
 async def test_a_free_agent_is_dialled_with_the_ring_limit_and_the_opening(rig: Rig) -> None:
     rig.log_in("1001")
     ast = await Asterisk.call(rig.port)
     await ast.answer("ANSWER")
     line = await dial(ast, "ANSWER")
     assert line.startswith('EXEC Dial "PJSIP/agent1001,15,A(:') and "opening-" in line
-    await ast.answer("SET VARIABLE CALLFLOW_DONE 1", "200 result=1")
+    assert line.endswith('g"')  # Dial returns to the flow when the agent hangs up
+    await agent_hangs_up(ast)
     await ast.closed()
-    # no AMI here: the flow's own reports carry the call
-    assert call(rig).phase is Phase.CONNECTED
+    # no AMI here: the flow's own reports carry the call, flagged as such
+    assert call(rig).phase is Phase.ENDED and call(rig).released_by == "agent"
+    assert "AMI" in call(rig).incomplete
     assert call(rig).offers[0].from_pbx is False
     assert call(rig).answered_at >= call(rig).offers[0].started_at
-    assert rig.runtime.agents["1001"].state is AgentState.ON_CALL
 
 
 async def test_an_unregistered_endpoint_is_skipped_for_the_next_agent(rig: Rig) -> None:
@@ -186,7 +195,7 @@ async def test_an_unregistered_endpoint_is_skipped_for_the_next_agent(rig: Rig) 
     second = await dial(ast, "ANSWER")
     assert "agent1001" in first and "agent1002" in second
     assert not rig.runtime.agents["1001"].softphone_reachable  # not offered again
-    await ast.answer("SET VARIABLE CALLFLOW_DONE", "200 result=1")
+    await agent_hangs_up(ast)
 
 
 async def test_no_answer_in_the_ring_limit_sets_rona_and_moves_on(rig: Rig) -> None:
@@ -195,7 +204,7 @@ async def test_no_answer_in_the_ring_limit_sets_rona_and_moves_on(rig: Rig) -> N
     await ast.answer("ANSWER")
     await dial(ast, "NOANSWER")
     await dial(ast, "ANSWER")
-    await ast.answer("SET VARIABLE CALLFLOW_DONE", "200 result=1")
+    await agent_hangs_up(ast)
     agent = rig.runtime.agents["1001"]
     assert agent.state is AgentState.NOT_READY and agent.reason == "ring_no_answer"
     assert [o.result.value for o in call(rig).offers] == ["no_answer", "answered"]

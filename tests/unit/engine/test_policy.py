@@ -304,8 +304,8 @@ def test_invalid_toml_names_path(tmp_path: Path) -> None:
 def test_reason_rules(tmp_path: Path) -> None:
     reasons = ('[[agents.not_ready_reasons]]\ncode = "break"\nlabel_zh = "小休"\n'
                'label_en = "Break"\n')
-    assert "agents.not_ready_reasons: the engine needs system reasons ring_no_answer, " \
-           "unreachable" in load_error(tmp_path, reasons)
+    assert "agents.not_ready_reasons: the engine needs system reasons rejected, " \
+           "ring_no_answer, unreachable" in load_error(tmp_path, reasons)
     dup = ('[[agents.busy_reasons]]\ncode = "meal"\nlabel_zh = "a"\nlabel_en = "a"\n'
            '[[agents.busy_reasons]]\ncode = "meal"\nlabel_zh = "b"\nlabel_en = "b"\n')
     assert "agents.busy_reasons: duplicate reason codes: meal" in load_error(tmp_path, dup)
