@@ -32,6 +32,12 @@ so this adapter's job is that the link fails loudly and heals by itself:
 - **EventList actions are aggregated** by ActionID: the ``Response`` (``EventList:
   start``), every event carrying that ActionID, up to the ``...Complete`` event.
   Those list events go to the caller of ``action_list``, not to subscribers.
+- **Malformed input is counted and logged once per kind**: every ``FrameProblem``
+  of the parser adds to ``malformed`` and to its kind's counter (``bad_separators``
+  for glued frames split apart, ``malformed_lines``, ``decode_errors``,
+  ``malformed_frames`` for lost ones); the first of each kind is logged (WARNING if
+  repaired, ERROR if lost), later ones at DEBUG, so a peer that breaks every frame
+  cannot flood the log while the counters still show every case.
 
 Resync (decided here): the ``on_connected`` hooks run after every successful login,
 the first one included, **before** any event of that connection is delivered.
@@ -90,6 +96,14 @@ ConnectedHook = Callable[[], Awaitable[None]]
 _RECV_BYTES = 64 * 1024  # libraries.md: 64 KiB reads beat asterisk-ami's 1 KiB default
 _PING_PREFIX = "cf-ping-"
 _EMPTY_LIST_RE = re.compile(r"^No [A-Za-z]+( [A-Za-z]+)? found$")
+_PROBLEM_COUNTERS: dict[str, str] = {
+    "separator": "bad_separators",
+    "bad_lines": "malformed_lines",
+    "decode": "decode_errors",
+    "no_head": "malformed_frames",
+    "oversize": "malformed_frames",
+}
+"""The stats counter of each FrameProblem kind (``malformed`` counts them all)."""
 _instance_ids = itertools.count(1)
 
 
@@ -304,7 +318,8 @@ class AmiClient:
             "batches", "handoffs", "last_lag", "max_lag", "pings", "pongs", "actions",
             "action_timeouts", "action_errors", "unmatched_responses", "list_events",
             "malformed", "malformed_frames", "malformed_lines", "decode_errors",
-            "handler_errors", "resync_failures", "loop_stalls"), 0)
+            "bad_separators", "handler_errors", "resync_failures", "loop_stalls"), 0)
+        self._logged_kinds: set[str] = set()
 
     # -- public interface -------------------------------------------------------------
 
@@ -527,22 +542,36 @@ class AmiClient:
                               handler, len(batch))
 
     def _report(self, problem: FrameProblem) -> None:
+        """Count a parser problem, log it (once per kind), fail the action it cost."""
         stats = self._stats
         stats["malformed"] += 1
-        if problem.reason.startswith("invalid UTF-8"):
-            stats["decode_errors"] += 1
-        elif problem.skipped:
-            stats["malformed_frames"] += 1
-        else:
-            stats["malformed_lines"] += 1
+        counter = _PROBLEM_COUNTERS[problem.kind]
+        stats[counter] += 1
         if problem.skipped:
-            log.error("AMI: malformed frame from Asterisk: %s", problem.describe())
+            self._log_once(f"frame:{problem.kind}", logging.ERROR,
+                           "AMI: malformed frame from Asterisk: %s (counted in stats[%r])",
+                           problem.describe(), counter)
             pending = self._pending.get(problem.action_id)
             if pending is not None and not pending.future.done():
                 pending.future.set_exception(AmiProtocolError(
                     f"AMI {pending.name}: its response was malformed: {problem.reason}"))
         else:
-            log.warning("AMI: repaired frame from Asterisk: %s", problem.describe())
+            self._log_once(f"frame:{problem.kind}", logging.WARNING,
+                           "AMI: repaired frame from Asterisk: %s (counted in stats[%r])",
+                           problem.describe(), counter)
+
+    def _log_once(self, kind: str, level: int, message: str, *args: object) -> None:
+        """Log the first anomaly of ``kind`` at ``level``, the later ones at DEBUG.
+
+        Every one is counted in ``stats`` by the caller; this only keeps a peer that
+        repeats the same fault from flooding the log.
+        """
+        if kind in self._logged_kinds:
+            level = logging.DEBUG
+        else:
+            self._logged_kinds.add(kind)
+            message += " [first of its kind: the next ones are logged at DEBUG level]"
+        log.log(level, message, *args)
 
     # -- connection supervision -----------------------------------------------------------
 

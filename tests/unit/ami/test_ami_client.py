@@ -470,6 +470,57 @@ async def test_malformed_frames_are_logged_counted_skipped_and_the_link_stays_up
     await client.stop()
 
 
+ENDING = (FIXTURES / "endings" / "caller_bye_talking.txt").read_bytes()
+
+
+def ending_events() -> list[bytes]:
+    """A real call's frames (Asterisk 22), without terminators or stray empty lines."""
+    return [f.strip(b"\r\n") for f in ENDING.split(b"\r\n\r\n") if f.strip(b"\r\n")]
+
+
+async def test_glued_frames_are_split_counted_and_logged_once(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every other empty line of a real call broken: every event still arrives."""
+    client, recorder = running
+    await recorder.wait_names(["FullyBooted", "SuccessfulAuth"])
+    caplog.set_level(logging.DEBUG, logger="callflow.ami.client")
+    events = ending_events()
+    separators = [b"\r\n\n", b"\r\n\r", b"\r\n"]
+    broken = 0
+    stream = b""
+    for i, frame in enumerate(events):
+        if i % 2 == 0 and i + 1 < len(events):
+            stream += frame + separators[broken % len(separators)]
+            broken += 1
+        else:
+            stream += frame + b"\r\n\r\n"
+    server.push(stream)
+    expected = [f.split(b"\r\n", 1)[0][len(b"Event: "):].decode() for f in events]
+    await recorder.wait_names(expected)
+    assert recorder.names == ["FullyBooted", "SuccessfulAuth", *expected]
+    stats = client.stats
+    assert stats["bad_separators"] == broken == stats["malformed"]
+    assert stats["malformed_frames"] == stats["malformed_lines"] == 0
+    repaired = [r for r in caplog.records if "repaired frame" in r.getMessage()]
+    assert len(repaired) == broken
+    assert [r.levelno for r in repaired] == [logging.WARNING] + [logging.DEBUG] * (broken - 1)
+    assert "first of its kind" in repaired[0].getMessage()
+    assert "bad_separators" in repaired[0].getMessage()
+
+
+async def test_a_response_glued_to_an_event_still_answers_its_action(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+    event = ending_events()[0]
+    server.replies["ping"] = event + b"\r\n" + fixture("ping.txt")     # no empty line
+    started = time.monotonic()
+    pong = await client.action("Ping")
+    assert pong.get("Ping") == "Pong" and time.monotonic() - started < 0.5
+    await recorder.wait_names([event.split(b"\r\n", 1)[0][len(b"Event: "):].decode()])
+    assert client.stats["bad_separators"] == 1
+
+
 async def test_a_malformed_reply_fails_its_action_at_once(
         server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
     client, _ = running
