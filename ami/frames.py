@@ -136,12 +136,16 @@ class AmiMessage:
 class AmiListResult:
     """An EventList action's answer: the Response, its events, the ``...Complete`` event.
 
-    ``complete`` is None when Asterisk answered without a list (``EventList`` absent).
+    ``complete`` is None when no ``...Complete`` event ended the list: Asterisk said
+    it is empty (``No Contacts found``: ``warning`` is ""), or it answered without
+    ``EventList: start`` and never sent one (``warning`` says the list may be
+    incomplete; ami/client.py decides when it ends).
     """
 
     response: AmiMessage
     events: list[AmiMessage]
     complete: AmiMessage | None
+    warning: str = ""
 
 
 @dataclass(frozen=True)

@@ -416,6 +416,81 @@ async def test_empty_lists(server: ReplayAsterisk, running: tuple[AmiClient, Rec
     assert none.response.get("Message") == "No Contacts found"
 
 
+def without(data: bytes, *lines: bytes) -> bytes:
+    """A capture with the given header lines removed (as older Asterisk versions send it)."""
+    for line in lines:
+        data = data.replace(line + b"\r\n", b"")
+    return data
+
+
+async def test_a_list_without_eventlist_start_is_collected_to_its_complete_event(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    client, recorder = running
+    await recorder.wait_names(["FullyBooted", "SuccessfulAuth"])
+    server.replies["coreshowchannels"] = without(fixture("coreshowchannels.txt"),
+                                                 b"EventList: start")
+    server.replies["queuestatus"] = without(fixture("queuestatus.txt"), b"EventList: start",
+                                            b"EventList: Complete")
+    started = time.monotonic()
+    channels = await client.action_list("CoreShowChannels")
+    queue = await client.action_list("QueueStatus")
+    assert time.monotonic() - started < 0.4           # ended by Complete, not by the quiet
+    assert [e.get("Channel") for e in channels.events] == [
+        "Local/200@test-00000001;1", "Local/200@test-00000001;2"]
+    assert channels.complete is not None and channels.warning == ""
+    assert [e.name for e in queue.events] == ["QueueParams", "QueueMember", "QueueMember"]
+    assert queue.complete is not None and queue.complete.name == "QueueStatusComplete"
+    assert recorder.names == ["FullyBooted", "SuccessfulAuth"]
+    stats = client.stats
+    assert (stats["lists_unannounced"], stats["lists_without_complete"]) == (2, 0)
+    assert "CoreShowChannels: Asterisk answered without 'EventList: start'" in caplog.text
+
+
+async def test_a_list_without_eventlist_or_complete_ends_after_a_quiet_period(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    client, recorder = running  # list_quiet 0.5 s, action timeout 2 s
+    reply = frames(without(fixture("pjsipshowcontacts.txt"), b"EventList: start"))
+    server.replies["pjsipshowcontacts"] = b"".join(reply[:-1])        # no ContactListComplete
+    started = time.monotonic()
+    contacts = await client.action_list("PJSIPShowContacts")
+    assert 0.45 <= time.monotonic() - started < 1.5
+    assert [e.get("Uri") for e in contacts.events] == ["sip:agent1003@127.0.0.1:23083"]
+    assert contacts.complete is None
+    assert "no 'EventList: start'" in contacts.warning and "1 event(s)" in contacts.warning
+    assert client.stats["lists_without_complete"] == 1
+    assert "may be incomplete" in caplog.text
+    server.replies["pjsipshowcontacts"] = reply[0]                    # the Response alone
+    nothing = await client.action_list("PJSIPShowContacts")
+    assert nothing.events == [] and "0 event(s)" in nothing.warning   # empty, but said so
+    assert client.stats["lists_without_complete"] == 2
+    assert recorder.names == ["FullyBooted", "SuccessfulAuth"]
+
+
+async def test_an_unannounced_list_is_returned_at_the_action_timeout_if_that_comes_first(
+        server: ReplayAsterisk) -> None:
+    client = make_client(server, list_quiet=5.0)
+    await client.start()
+    await client.wait_up(3)
+    reply = frames(without(fixture("coreshowchannels.txt"), b"EventList: start"))
+    server.replies["coreshowchannels"] = b"".join(reply[:-1])
+    started = time.monotonic()
+    channels = await client.action_list("CoreShowChannels", _timeout=0.3)
+    assert 0.29 <= time.monotonic() - started < 1.0
+    assert len(channels.events) == 2 and "0.3 s action timeout" in channels.warning
+    assert client.stats["action_timeouts"] == 0
+    await client.stop()
+
+
+async def test_an_announced_list_without_its_complete_event_times_out_loudly(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    server.replies["coreshowchannels"] = b"".join(frames(fixture("coreshowchannels.txt"))[:-1])
+    with pytest.raises(AmiActionTimeout, match=r"2 list event\(s\) came, no \.\.\.Complete"):
+        await client.action_list("CoreShowChannels", _timeout=0.3)
+
+
 async def test_other_events_interleaved_with_a_list_go_to_subscribers(
         server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
     client, recorder = running
