@@ -31,6 +31,15 @@ further, ``100 Trying`` consumed, ``HANGUP`` remembered, EOF = hang-up), ``parse
 turns one framed reply into an ``AgiResult`` or one of callflow's exceptions (no pyst2
 exception is ever raised on this path), and ``quote_word`` makes every argument safe.
 
+The reader keeps reading for the whole session, after a failure too, so a
+``HANGUP`` line or EOF is recorded the moment it arrives whether a command is
+pending or not: Asterisk writes ``HANGUP`` from its idle loop, between commands
+(after the pending command's reply, or just before the reply to a command written
+as the caller left). ``hung_up``, ``wait_hangup()`` and the hang-up callbacks change
+at that moment; the command in flight still gets its own reply, so the route sees
+one ``CallerHungUp``, from that reply (``511``, ``result=-1``) or from the next
+command that needs a live channel.
+
 Facts from the real Asterisk 22.10 that shape the rules below (captured in
 ``tests/fixtures/agi/``):
 
@@ -299,6 +308,13 @@ class AgiSession:
     surfaces as one ``CallerHungUp``. After the hang-up, the commands Asterisk still
     serves on a dead channel (``DEAD_CHANNEL_COMMANDS``, e.g. GET VARIABLE DIALSTATUS)
     are sent; any other raises ``CallerHungUp`` without touching the wire.
+
+    The moment Asterisk says the caller is gone (the ``HANGUP`` line as it is read,
+    even between commands; ``511``; EOF), ``hung_up`` turns True, ``wait_hangup()``
+    returns and the ``add_hangup_callback`` callbacks run: a flow waiting on
+    something else (an agent, a timer) can race it against ``wait_hangup()`` to
+    stop at once. ``hung_up`` stays a plain bool (``if session.hung_up`` is how the
+    server decides whether FAILURE may still be written).
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
@@ -522,34 +538,41 @@ class AgiSession:
         return parse_reply(block, what)
 
     async def _read_replies(self) -> None:
-        """Frame everything Asterisk sends into replies for the one pending command."""
-        try:
-            while True:
+        """Read everything Asterisk sends, for the whole session (module docstring).
+
+        Replies go to the one pending command. After a failure nothing is framed any
+        more (the late reply after a timeout, garbage), but ``HANGUP`` and EOF are
+        still recorded at once.
+        """
+        while True:
+            try:
                 line = await _read_line(self._reader)
-                if self._failure is not None:     # e.g. the late reply after a timeout
-                    return
                 if line is None:
                     self._mark_eof()
                     return
                 if line == "HANGUP":
                     log.info("caller hung up: %s", self.describe())
                     self._set_hung_up()
-                    continue
-                if not _REPLY_LINE.match(line):
-                    raise AgiProtocolError(f"not an AGI reply: {line[:80]!r}")
-                if self._pending is None or self._pending.done():
-                    raise AgiProtocolError(f"reply with no command pending: {line[:80]!r}")
-                if line.startswith("100"):
-                    log.debug("%s: %s", self.describe(), line)
-                    continue
-                block = [line]
-                if line.startswith("520-") and not await self._read_usage(block):
+                elif self._failure is None and not await self._take_reply(line):
                     return
-                self._pending.set_result(block)
-        except AgiProtocolError as exc:
-            log.error("AGI protocol error on %s: %s", self.describe(), exc)
-            self.protocol_error = exc
-            self._fail(exc)
+            except AgiProtocolError as exc:
+                if self._failure is None:       # after a failure, garbage is just skipped
+                    self._protocol_failure(exc)
+
+    async def _take_reply(self, line: str) -> bool:
+        """Frame one reply for the pending command; False if the connection closed."""
+        if not _REPLY_LINE.match(line):
+            raise AgiProtocolError(f"not an AGI reply: {line[:80]!r}")
+        if self._pending is None or self._pending.done():
+            raise AgiProtocolError(f"reply with no command pending: {line[:80]!r}")
+        if line.startswith("100"):
+            log.debug("%s: %s", self.describe(), line)
+            return True
+        block = [line]
+        if line.startswith("520-") and not await self._read_usage(block):
+            return False
+        self._pending.set_result(block)
+        return True
 
     async def _read_usage(self, block: list[str]) -> bool:
         """Read a 520 usage block to its end line; False if the connection closed first."""
@@ -563,6 +586,13 @@ class AgiSession:
                 return True
             if len(block) > MAX_USAGE_LINES:
                 raise AgiProtocolError(f"520 usage text longer than {MAX_USAGE_LINES} lines")
+
+    def _protocol_failure(self, error: AgiProtocolError) -> None:
+        """Asterisk broke the protocol: log it once, fail the session (``_fail``)."""
+        if self.protocol_error is None:
+            log.error("AGI protocol error on %s: %s", self.describe(), error)
+            self.protocol_error = error
+        self._fail(error)
 
     def _set_hung_up(self) -> None:
         if self._hangup.is_set():

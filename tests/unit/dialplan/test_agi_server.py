@@ -721,6 +721,105 @@ async def test_replay_unknown_route(serve: Serve) -> None:
     assert (await settled(server))["unknown_routes"] == 1
 
 
+# ---- protocol edges (issue 13): clear errors at once, hang-ups noticed at once ---------------
+
+
+async def test_hangup_between_commands_is_recorded_the_moment_it_is_read(
+        serve: Serve) -> None:
+    """Asterisk writes HANGUP from its idle loop: no command pending, nothing to answer."""
+    answered = asyncio.Event()
+    called: list[float] = []
+
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        s.add_hangup_callback(lambda: called.append(loop.time()))
+        await s.answer()
+        answered.set()
+        seen.append(await s.wait_hangup(STEP_TIMEOUT))
+        seen.append(loop.time())
+        seen.append(s.hung_up)
+        await s.stream_file("hello-world")                   # refused without the wire
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("ANSWER", "200 result=0")
+    await answered.wait()
+    sent = asyncio.get_running_loop().time()
+    await fake.send("HANGUP")
+    assert await fake.rest() == b""                          # no command, no FAILURE
+    await flow.finished()
+    woke, seen_at, flag = flow.seen
+    assert woke and flag
+    assert len(called) == 1 and called[0] - sent < 0.1 and seen_at - sent < 0.1
+    assert [type(e) for e in flow.raised] == [CallerHungUp]
+    assert (await settled(server))["hangups"] == 1
+
+
+async def test_hangup_while_a_command_is_pending_is_recorded_before_its_reply(
+        serve: Serve) -> None:
+    """As fixture inbound_hangup: HANGUP, then 511 to the command written as the caller left."""
+    noticed = asyncio.Event()
+
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        playing = asyncio.create_task(s.stream_file("hello-world"))
+        seen.append(await s.wait_hangup(STEP_TIMEOUT))
+        seen.append(playing.done())
+        noticed.set()
+        await playing
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect('STREAM FILE hello-world ""', "HANGUP")
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await noticed.wait()                                 # the flag came before the reply
+    await fake.send("511 Command Not Permitted on a dead channel or intercept routine")
+    assert await fake.rest() == b""
+    await flow.finished()
+    assert flow.seen == [True, False]
+    assert [type(e) for e in flow.raised] == [CallerHungUp]  # one, from the 511
+    assert (await settled(server))["hangups"] == 1
+
+
+async def test_hangup_while_a_dead_channel_command_is_pending(serve: Serve) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.append(await s.get_variable("DIALSTATUS"))
+        seen.append(s.hung_up)
+        await s.wait_for_digit(1000)                         # refused without the wire
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GET VARIABLE DIALSTATUS", "HANGUP", "200 result=1 (NOANSWER)")
+    assert await fake.rest() == b""
+    await flow.finished()
+    assert flow.seen == ["NOANSWER", True]
+    assert [type(e) for e in flow.raised] == [CallerHungUp]
+
+
+async def test_hangup_after_a_command_timeout_is_still_recorded(serve: Serve) -> None:
+    """The reader outlives a failure: the caller leaving is still seen, FAILURE not written."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        try:
+            await s.answer()
+        except AgiCommandTimeout:
+            seen.append(await s.wait_hangup(STEP_TIMEOUT))
+            raise
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow}, command_timeout=0.1)
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("ANSWER")
+    await asyncio.sleep(0.2)
+    await fake.send("200 result=0", "HANGUP")                # the late reply, then the caller goes
+    assert await fake.rest() == b""
+    await flow.finished()
+    assert flow.seen == [True]
+    assert [type(e) for e in flow.raised] == [AgiCommandTimeout]
+    assert (await settled(server))["timeouts"] == 1
+
+
 def test_a_whole_session_runs_off_the_main_thread() -> None:
     """No signal handling anywhere on the path (pyst2's AGI() raises in a worker thread)."""
     async def session_in_worker_loop() -> list[Any]:
