@@ -31,6 +31,16 @@ further, ``100 Trying`` consumed, ``HANGUP`` remembered, EOF = hang-up), ``parse
 turns one framed reply into an ``AgiResult`` or one of callflow's exceptions (no pyst2
 exception is ever raised on this path), and ``quote_word`` makes every argument safe.
 
+Replies that would otherwise stall a command or pass for a success (issue 13), each
+a clear error at once:
+
+- A ``200`` without ``result=`` right after the code, or whose data part opens a
+  parenthesis that the line never closes (``200 result=1 (value``: a value holding
+  a newline is cut like this), is an ``AgiProtocolError`` naming the raw line; pyst2's
+  ``re_kv`` would return an empty result for the first and lose the data of the
+  second. As for any protocol error the session is then unusable (the stream may be
+  out of step) and the server answers FAILURE, so the dialplan falls back.
+
 The reader keeps reading for the whole session, after a failure too, so a
 ``HANGUP`` line or EOF is recorded the moment it arrives whether a command is
 pending or not: Asterisk writes ``HANGUP`` from its idle loop, between commands
@@ -129,6 +139,7 @@ _ENV_LINE = re.compile(r"agi_[A-Za-z0-9_]+:")
 _REPLY_LINE = re.compile(r"[0-9]{3}(?:[ -]|\Z)")
 _APP_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 _EMPTY_RESULT_DATA = re.compile(r"^200 result= \((?P<data>[^)]*)\)")
+_EXCERPT = 120
 
 
 class _Default(enum.Enum):
@@ -237,6 +248,7 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
     first = block[0]
     code, rest = first[:3], first[4:]
     if code == "200":
+        _check_200(first, rest, what)
         fields = {key: (value, data) for key, value, data in pyst2.re_kv.findall(rest)}
         result, data = fields.pop("result", ("", ""))
         empty = _EMPTY_RESULT_DATA.match(first) if not result else None
@@ -256,6 +268,17 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
         usage = " / ".join(line.strip() for line in block[1:-1] if line.strip())
         raise AgiCommandError(f"{what}: {first}" + (f"; usage: {usage}" if usage else ""))
     raise AgiCommandError(f"{what}: unexpected reply {first[:80]!r}")
+
+
+def _check_200(line: str, rest: str, what: str) -> None:
+    """AgiProtocolError for a ``200`` that ``re_kv`` would misread (module docstring)."""
+    if not rest.startswith("result="):
+        raise AgiProtocolError(f"{what}: malformed 200 reply, no result=: "
+                               f"{line[:_EXCERPT]!r}")
+    opened = rest.find("(")
+    if opened >= 0 and rest.rfind(")") < opened:
+        raise AgiProtocolError(f"{what}: malformed 200 reply, unclosed parenthesis: "
+                               f"{line[:_EXCERPT]!r}")
 
 
 # --------------------------------------------------------------------------- line I/O
@@ -405,6 +428,9 @@ class AgiSession:
                     await self._probe_channel()
                 if self.hung_up:
                     raise CallerHungUp(f"{what}: caller hung up during the command") from None
+                raise
+            except AgiProtocolError as exc:     # a malformed reply: the stream is suspect
+                self._protocol_failure(exc)
                 raise
 
     async def answer(self) -> None:

@@ -724,6 +724,49 @@ async def test_replay_unknown_route(serve: Serve) -> None:
 # ---- protocol edges (issue 13): clear errors at once, hang-ups noticed at once ---------------
 
 
+@pytest.mark.parametrize(("reply", "why"), [
+    ("200", "no result="),
+    ("200 endpos=0", "no result="),
+    ("200 result=1 (NOANSWER", "unclosed parenthesis"),
+])
+async def test_a_malformed_200_fails_the_command_at_once(
+        serve: Serve, reply: str, why: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        started = asyncio.get_running_loop().time()
+        try:
+            await s.get_variable("DIALSTATUS")
+        finally:
+            seen.append(asyncio.get_running_loop().time() - started)
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})                  # command timeout 30 s
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GET VARIABLE DIALSTATUS", reply)
+    assert await fake.rest() == b"FAILURE\n"                # the dialplan falls back
+    await flow.finished()
+    assert flow.seen[0] < 1.0
+    assert [type(e) for e in flow.raised] == [AgiProtocolError]
+    assert str(flow.raised[0]) == f"GET VARIABLE DIALSTATUS: malformed 200 reply, {why}: {reply!r}"
+    assert (await settled(server))["protocol_errors"] == 1
+    assert caplog.text.count("AGI protocol error on PJSIP/caller-00000007") == 1
+
+
+async def test_a_value_holding_a_newline_is_one_clear_error(serve: Serve) -> None:
+    """Asterisk sends the value raw: its reply comes as two lines, the first unclosed."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        await s.get_variable("NOTE")
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GET VARIABLE NOTE", "200 result=1 (line one", "line two)")
+    assert await fake.rest() == b"FAILURE\n"
+    await flow.finished()
+    assert [type(e) for e in flow.raised] == [AgiProtocolError]
+    assert "'200 result=1 (line one'" in str(flow.raised[0])
+    assert (await settled(server))["protocol_errors"] == 1
+
+
 async def test_hangup_between_commands_is_recorded_the_moment_it_is_read(
         serve: Serve) -> None:
     """Asterisk writes HANGUP from its idle loop: no command pending, nothing to answer."""

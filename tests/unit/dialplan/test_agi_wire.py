@@ -170,6 +170,30 @@ def test_error_replies(block: list[str], error: type[Exception], text: str) -> N
         parse_reply(block, "X")
 
 
+@pytest.mark.parametrize(("line", "why"), [
+    ("200", "no result="),
+    ("200 ", "no result="),
+    ("200 endpos=11360", "no result="),
+    ("200 Gosub complete", "no result="),
+    ("200 res=1 (x)", "no result="),
+    ("200 result=1 (value", "unclosed parenthesis"),
+    ("200 result=1 (first line of a value holding a newline", "unclosed parenthesis"),
+    ("200 result=1 (timeout endpos=8000", "unclosed parenthesis"),
+    ("200 result= (timeout", "unclosed parenthesis"),
+])
+def test_malformed_200_is_a_protocol_error_naming_the_line(line: str, why: str) -> None:
+    """pyst2's re_kv would make the first ones an empty result and lose the data of the rest."""
+    with pytest.raises(AgiProtocolError) as info:
+        parse_reply([line], "GET VARIABLE X")
+    assert str(info.value) == f"GET VARIABLE X: malformed 200 reply, {why}: {line!r}"
+
+
+def test_a_malformed_200_is_named_but_not_pasted_whole() -> None:
+    with pytest.raises(AgiProtocolError) as info:
+        parse_reply(["200 result=1 (" + "x" * 8000], "GET VARIABLE X")
+    assert len(str(info.value)) < 200
+
+
 # ---- pyst2 0.5.1 defects, confirmed against its code -----------------------------------
 
 
