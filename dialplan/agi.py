@@ -34,6 +34,10 @@ exception is ever raised on this path), and ``quote_word`` makes every argument 
 Replies that would otherwise stall a command or pass for a success (issue 13), each
 a clear error at once:
 
+- ``520 End of proper usage.`` glued to the end of the last usage line (the usage
+  text written with no newline after it, as reported of older res_agi versions)
+  ends the block like a line of its own; waiting for a separate end line would
+  read the next command's reply as usage text, or stall to the command timeout.
 - A ``200`` without ``result=`` right after the code, or whose data part opens a
   parenthesis that the line never closes (``200 result=1 (value``: a value holding
   a newline is cut like this), is an ``AgiProtocolError`` naming the raw line; pyst2's
@@ -139,6 +143,7 @@ _ENV_LINE = re.compile(r"agi_[A-Za-z0-9_]+:")
 _REPLY_LINE = re.compile(r"[0-9]{3}(?:[ -]|\Z)")
 _APP_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 _EMPTY_RESULT_DATA = re.compile(r"^200 result= \((?P<data>[^)]*)\)")
+_USAGE_END = re.compile(r"520 End of proper usage\.?\s*\Z")
 _EXCERPT = 120
 
 
@@ -279,6 +284,21 @@ def _check_200(line: str, rest: str, what: str) -> None:
     if opened >= 0 and rest.rfind(")") < opened:
         raise AgiProtocolError(f"{what}: malformed 200 reply, unclosed parenthesis: "
                                f"{line[:_EXCERPT]!r}")
+
+
+def split_usage_end(line: str) -> list[str] | None:
+    """The lines a usage block's end line stands for, or None if ``line`` does not end it.
+
+    ``["520 End of proper usage."]`` for the proper end line; the usage text and the
+    end line when Asterisk glued them (``...at the other end.520 End of proper
+    usage.``).
+    """
+    if line.startswith("520 "):
+        return [line]
+    match = _USAGE_END.search(line)
+    if match is None:
+        return None
+    return [line[:match.start()], match.group().rstrip()]
 
 
 # --------------------------------------------------------------------------- line I/O
@@ -607,9 +627,11 @@ class AgiSession:
             if line is None:
                 self._mark_eof()
                 return False
-            block.append(line)
-            if line.startswith("520 "):
+            end = split_usage_end(line)
+            if end is not None:
+                block.extend(end)
                 return True
+            block.append(line)
             if len(block) > MAX_USAGE_LINES:
                 raise AgiProtocolError(f"520 usage text longer than {MAX_USAGE_LINES} lines")
 

@@ -724,6 +724,37 @@ async def test_replay_unknown_route(serve: Serve) -> None:
 # ---- protocol edges (issue 13): clear errors at once, hang-ups noticed at once ---------------
 
 
+async def test_replay_command_errors_with_the_usage_end_glued_to_the_last_usage_line(
+        serve: Serve) -> None:
+    """The real 520 block of STREAM FILE with its end line glued on: no stall, no desync."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        for words in (("FOO", "BAR"), ("STREAM", "FILE")):
+            with pytest.raises(AgiCommandError) as info:
+                await s.command(*words)
+            seen.append(str(info.value))
+        with pytest.raises(AgiCommandError, match="no such application"):
+            await s.exec("NoSuchApp")
+        seen.append(await s.exec("Wait", "0.1"))
+        seen.append(await s.get_data("beep", 100, 2))
+
+    _, events = load_fixture("command_errors")
+    end = events.index({"asterisk": "520 End of proper usage.\n"})
+    last_usage = events[end - 1]["asterisk"]
+    assert last_usage == "    <value>FAILED</value>\n"
+    glued = [*events[:end - 1], {"asterisk": last_usage[:-1] + "520 End of proper usage.\n"},
+             *events[end + 1:]]
+    flow = Flow(body)
+    server = await serve({"errors": flow}, command_timeout=1.0)
+    await replay(server.port, glued)
+    await flow.finished()
+    assert flow.raised == []
+    _invalid, usage, wait, digits = flow.seen
+    assert usage.startswith("STREAM FILE: 520-Invalid command syntax.  Proper usage follows:")
+    assert usage.endswith("<value>FAILED</value>")            # the glued end line is not usage
+    assert (wait, digits) == ("0", "")
+    assert (await settled(server))["completed"] == 1
+
+
 @pytest.mark.parametrize(("reply", "why"), [
     ("200", "no result="),
     ("200 endpos=0", "no result="),

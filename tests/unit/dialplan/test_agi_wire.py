@@ -18,6 +18,7 @@ from callflow.dialplan.agi import (
     parse_env_lines,
     parse_reply,
     quote_word,
+    split_usage_end,
 )
 from callflow.errors import AgiArgumentError, AgiCommandError, AgiProtocolError, CallerHungUp
 
@@ -192,6 +193,23 @@ def test_a_malformed_200_is_named_but_not_pasted_whole() -> None:
     with pytest.raises(AgiProtocolError) as info:
         parse_reply(["200 result=1 (" + "x" * 8000], "GET VARIABLE X")
     assert len(str(info.value)) < 200
+
+
+# the last usage line and end line of STREAM FILE's 520 block (tests/fixtures/agi/command_errors)
+LAST_USAGE = "    <value>FAILED</value>"
+
+
+@pytest.mark.parametrize(("line", "split"), [
+    ("520 End of proper usage.", ["520 End of proper usage."]),
+    (LAST_USAGE + "520 End of proper usage.", [LAST_USAGE, "520 End of proper usage."]),
+    ("the other end.520 End of proper usage", ["the other end.", "520 End of proper usage"]),
+    ("Returns 0. 520 End of proper usage.  ", ["Returns 0. ", "520 End of proper usage."]),
+    (LAST_USAGE, None),
+    ("mentions 520 End of proper usage. mid-line", None),
+    ("", None),
+])
+def test_the_end_of_a_usage_block_glued_or_not(line: str, split: list[str] | None) -> None:
+    assert split_usage_end(line) == split
 
 
 # ---- pyst2 0.5.1 defects, confirmed against its code -----------------------------------
