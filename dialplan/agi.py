@@ -38,6 +38,12 @@ a clear error at once:
   text written with no newline after it, as reported of older res_agi versions)
   ends the block like a line of its own; waiting for a separate end line would
   read the next command's reply as usage text, or stall to the command timeout.
+- ``100 result=0 Trying...`` (only GOSUB sends it, before running the subroutine)
+  leaves the final reply due within ``trying_timeout`` (5 s by default; the
+  command's own timeout if shorter). A bare ``100`` and then nothing is an
+  ``AgiCommandTimeout`` naming that line, not a wait for the 30 s command timeout,
+  or forever under ``timeout=None``. A flow that runs a longer GOSUB raises
+  ``trying_timeout`` (``None`` = no bound).
 - A ``200`` without ``result=`` right after the code, or whose data part opens a
   parenthesis that the line never closes (``200 result=1 (value``: a value holding
   a newline is cut like this), is an ``AgiProtocolError`` naming the raw line; pyst2's
@@ -145,6 +151,9 @@ _APP_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 _EMPTY_RESULT_DATA = re.compile(r"^200 result= \((?P<data>[^)]*)\)")
 _USAGE_END = re.compile(r"520 End of proper usage\.?\s*\Z")
 _EXCERPT = 120
+
+DEFAULT_TRYING_TIMEOUT: Final = 5.0
+"""Seconds a command may take to its final reply after a ``100 Trying`` line."""
 
 
 class _Default(enum.Enum):
@@ -361,7 +370,8 @@ class AgiSession:
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 env: Mapping[str, str], *, command_timeout: float | None = 30.0) -> None:
+                 env: Mapping[str, str], *, command_timeout: float | None = 30.0,
+                 trying_timeout: float | None = DEFAULT_TRYING_TIMEOUT) -> None:
         self.env: Mapping[str, str] = MappingProxyType(dict(env))
         request = self.env.get("agi_network_script", "")
         path, _, query = request.partition("?")
@@ -370,10 +380,14 @@ class AgiSession:
             dict(parse_qsl(query, keep_blank_values=True)))
         self.argv: tuple[str, ...] = tuple(_positional_args(self.env))
         self.command_timeout = command_timeout
+        self.trying_timeout = trying_timeout
         self._reader = reader
         self._writer = writer
         self._lock = asyncio.Lock()
         self._pending: asyncio.Future[list[str]] | None = None
+        self._deadline: asyncio.Timeout | None = None    # the pending command's timeout
+        self._trying = ""                # the pending command's "100 Trying" line, if any
+        self._trying_cut = False         # ...and whether it shortened the deadline
         self._hangup = asyncio.Event()
         self._hangup_callbacks: list[Callable[[], None]] = []
         self._eof = False
@@ -385,10 +399,12 @@ class AgiSession:
 
     @classmethod
     async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                     env_timeout: float = 5.0, command_timeout: float | None = 30.0) -> AgiSession:
+                     env_timeout: float = 5.0, command_timeout: float | None = 30.0,
+                     trying_timeout: float | None = DEFAULT_TRYING_TIMEOUT) -> AgiSession:
         """Read the environment block and start the session (AgiProtocolError on garbage)."""
         env = await read_env(reader, timeout=env_timeout)
-        return cls(reader, writer, env, command_timeout=command_timeout)
+        return cls(reader, writer, env, command_timeout=command_timeout,
+                   trying_timeout=trying_timeout)
 
     # -- identity ---------------------------------------------------------------------
 
@@ -557,20 +573,43 @@ class AgiSession:
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[list[str]] = loop.create_future()
         self._pending = pending
+        self._trying, self._trying_cut = "", False
         try:
-            self._writer.write(line)
-            await self._writer.drain()
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(limit) as deadline:
+                self._deadline = deadline       # armed before the write: a 100 may come fast
+                self._writer.write(line)
+                await self._writer.drain()
                 return await pending
         except ConnectionError as exc:
             self._mark_eof()
             raise CallerHungUp(f"{what}: connection to Asterisk lost") from exc
         except TimeoutError:
-            error = AgiCommandTimeout(f"{what}: no reply within {limit:g} s")
+            error = AgiCommandTimeout(self._timeout_message(what, limit))
             self._fail(error)
             raise error from None
         finally:
             self._pending = None
+            self._deadline = None
+
+    def _timeout_message(self, what: str, limit: float | None) -> str:
+        if not self._trying:
+            return f"{what}: no reply within {limit:g} s"
+        waited = self.trying_timeout if self._trying_cut else limit
+        return (f"{what}: {self._trying[:_EXCERPT]!r}, then no final reply within "
+                f"{waited:g} s")
+
+    def _on_trying(self, line: str) -> None:
+        """``100 Trying``: the final reply is now due within ``trying_timeout``."""
+        log.debug("%s: %s", self.describe(), line)
+        self._trying = line
+        deadline = self._deadline
+        if deadline is None or self.trying_timeout is None:
+            return
+        due = asyncio.get_running_loop().time() + self.trying_timeout
+        when = deadline.when()
+        if when is None or due < when:
+            deadline.reschedule(due)
+            self._trying_cut = True
 
     async def _probe_channel(self) -> None:
         """After ``result=-1``: is the channel still there? (see ``PROBE_COMMAND``)."""
@@ -612,7 +651,7 @@ class AgiSession:
         if self._pending is None or self._pending.done():
             raise AgiProtocolError(f"reply with no command pending: {line[:80]!r}")
         if line.startswith("100"):
-            log.debug("%s: %s", self.describe(), line)
+            self._on_trying(line)
             return True
         block = [line]
         if line.startswith("520-") and not await self._read_usage(block):

@@ -755,6 +755,44 @@ async def test_replay_command_errors_with_the_usage_end_glued_to_the_last_usage_
     assert (await settled(server))["completed"] == 1
 
 
+@pytest.mark.parametrize("timeout", [agi_module.SESSION_DEFAULT, None])
+async def test_a_bare_100_trying_is_a_clear_timeout_not_a_stall(
+        serve: Serve, timeout: agi_module.Timeout) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.append(s.trying_timeout)
+        s.trying_timeout = 0.2
+        started = asyncio.get_running_loop().time()
+        try:
+            await s.command("GOSUB", "sub", "s", "1", timeout=timeout)
+        finally:
+            seen.append(asyncio.get_running_loop().time() - started)
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})                  # command timeout 30 s
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GOSUB sub s 1", "100 result=0 Trying...")
+    assert await fake.rest() == b"FAILURE\n"
+    await flow.finished()
+    default, waited = flow.seen
+    assert default == agi_module.DEFAULT_TRYING_TIMEOUT == 5.0
+    assert 0.2 <= waited < 1.0
+    assert [type(e) for e in flow.raised] == [AgiCommandTimeout]
+    assert str(flow.raised[0]) == ("GOSUB sub s: '100 result=0 Trying...', then no final reply "
+                                   "within 0.2 s")
+    assert (await settled(server))["timeouts"] == 1
+
+
+async def test_100_trying_never_extends_a_shorter_command_timeout(serve: Serve) -> None:
+    flow = Flow(lambda s, seen: s.command("GOSUB", "sub", "s", "1"))
+    server = await serve({"inbound": flow}, command_timeout=0.2)
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GOSUB sub s 1", "100 result=0 Trying...")
+    assert await fake.rest() == b"FAILURE\n"
+    await flow.finished()
+    assert str(flow.raised[0]) == ("GOSUB sub s: '100 result=0 Trying...', then no final reply "
+                                   "within 0.2 s")
+
+
 @pytest.mark.parametrize(("reply", "why"), [
     ("200", "no result="),
     ("200 endpos=0", "no result="),
