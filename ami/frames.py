@@ -38,8 +38,9 @@ Frames and their problems (decided here, documented for the lead):
 - Two messages in one frame (issue 13): when the empty line between two frames is
   broken (``\r\n`` + a bare ``\n``, a lone ``\r`` line, or missing), the second
   frame's ``Event:``/``Response:`` line lands inside the first. Left alone, the second
-  message vanished into the first without a trace (a swallowed ``Hangup`` is a
-  phantom call; a swallowed ``Response`` fails its action after its timeout). So a
+  message vanished into the first, its head line at best reported as a dropped line
+  (a swallowed ``Hangup`` is a phantom call; a swallowed ``Response`` fails its
+  action after its timeout). So a
   frame is cut before every ``Event:``/``Response:`` line (at a line start, after any
   CR or LF) that follows the frame's own ``Event:``/``Response:``, and each cut is
   reported (kind ``separator``, delivered). The one exception is Asterisk's own
@@ -51,7 +52,7 @@ Frames and their problems (decided here, documented for the lead):
   outside ``OriginateResponse``, or a dropped line, which is what ``\n`` or ``\r``
   glued to a key looks like). Not caught: a frame whose last line *and* empty line
   both end in a bare LF (``1\n\nEvent: B``) keeps the next frame inside that value,
-  as before; Asterisk 22 was never seen to send it.
+  as before (finding it would mean scanning every value of every frame).
 """
 
 from __future__ import annotations
