@@ -32,6 +32,24 @@ so this adapter's job is that the link fails loudly and heals by itself:
 - **EventList actions are aggregated** by ActionID: the ``Response`` (``EventList:
   start``), every event carrying that ActionID, up to the ``...Complete`` event.
   Those list events go to the caller of ``action_list``, not to subscribers.
+  A list ends at an event with ``EventList: Complete`` or whose name ends in
+  ``Complete`` (``QueueStatusComplete``...), so it still ends where a version leaves
+  the header out. A list action whose ``Response`` has no ``EventList: start``
+  (older versions, some actions) used to resolve at once, empty, while its events
+  were still coming: now its events are collected the same way, and if no
+  ``...Complete`` event comes the list ends after ``list_quiet`` seconds without one
+  of its events (or at the action timeout) and is returned with what came, its
+  ``warning`` saying so; both cases are counted (``lists_unannounced``,
+  ``lists_without_complete``) and logged once per action. A list that did announce
+  itself and then sends no ``...Complete`` still raises ``AmiActionTimeout`` (with
+  the number of events received): Asterisk promised an end, so a snapshot without
+  it is not trusted as whole.
+- **Malformed input is counted and logged once per kind**: every ``FrameProblem``
+  of the parser adds to ``malformed`` and to its kind's counter (``bad_separators``
+  for glued frames split apart, ``malformed_lines``, ``decode_errors``,
+  ``malformed_frames`` for lost ones); the first of each kind is logged (WARNING if
+  repaired, ERROR if lost), later ones at DEBUG, so a peer that breaks every frame
+  cannot flood the log while the counters still show every case.
 
 Resync (decided here): the ``on_connected`` hooks run after every successful login,
 the first one included, **before** any event of that connection is delivered.
@@ -90,6 +108,14 @@ ConnectedHook = Callable[[], Awaitable[None]]
 _RECV_BYTES = 64 * 1024  # libraries.md: 64 KiB reads beat asterisk-ami's 1 KiB default
 _PING_PREFIX = "cf-ping-"
 _EMPTY_LIST_RE = re.compile(r"^No [A-Za-z]+( [A-Za-z]+)? found$")
+_PROBLEM_COUNTERS: dict[str, str] = {
+    "separator": "bad_separators",
+    "bad_lines": "malformed_lines",
+    "decode": "decode_errors",
+    "no_head": "malformed_frames",
+    "oversize": "malformed_frames",
+}
+"""The stats counter of each FrameProblem kind (``malformed`` counts them all)."""
 _instance_ids = itertools.count(1)
 
 
@@ -248,6 +274,8 @@ class _Pending:
     is_list: bool
     response: AmiMessage | None = None
     events: list[AmiMessage] = field(default_factory=list)
+    unannounced: bool = False                  # a list whose Response lacked EventList
+    quiet: asyncio.TimerHandle | None = None   # ends an unannounced list after silence
 
 
 @dataclass
@@ -268,10 +296,13 @@ class AmiClient:
                  ping_timeout: float = 2.0, connect_timeout: float = 3.0,
                  reconnect_backoff: tuple[float, float] = (0.2, 5.0),
                  events: str = "on", resync_timeout: float = 30.0,
-                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+                 max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+                 list_quiet: float = 0.5) -> None:
         if ping_interval >= ping_timeout:
             raise ValueError("ping_interval must be shorter than ping_timeout, or a healthy "
                              "idle link would be declared dead between two pings")
+        if list_quiet <= 0:
+            raise ValueError("list_quiet must be positive")
         self.host, self.port, self.username = host, port, username
         self._secret = secret
         self.action_timeout = action_timeout
@@ -282,6 +313,7 @@ class AmiClient:
         self.events_mask = events
         self.resync_timeout = resync_timeout
         self.max_frame_bytes = max_frame_bytes
+        self.list_quiet = list_quiet
         self._label = f"ami{next(_instance_ids)}"
         self._ids = itertools.count(1)
         self._handlers: list[BatchHandler] = []
@@ -303,8 +335,10 @@ class AmiClient:
             "connects", "reconnects", "disconnects", "watchdog_trips", "frames", "events",
             "batches", "handoffs", "last_lag", "max_lag", "pings", "pongs", "actions",
             "action_timeouts", "action_errors", "unmatched_responses", "list_events",
+            "lists_unannounced", "lists_without_complete",
             "malformed", "malformed_frames", "malformed_lines", "decode_errors",
-            "handler_errors", "resync_failures", "loop_stalls"), 0)
+            "bad_separators", "handler_errors", "resync_failures", "loop_stalls"), 0)
+        self._logged_kinds: set[str] = set()
 
     # -- public interface -------------------------------------------------------------
 
@@ -380,7 +414,10 @@ class AmiClient:
 
         The timeout covers the whole list, up to its ``...Complete`` event. Asterisk's
         PJSIP listings answer an empty list with ``Response: Error`` / ``Message: No
-        Contacts found``: that is returned as an empty list, not raised.
+        Contacts found``: that is returned as an empty list, not raised. A Response
+        without ``EventList: start`` is collected all the same (module docstring);
+        if no ``...Complete`` event ended it, ``complete`` is None and ``warning``
+        says why the list may be short.
         """
         result = await self._request(self._session_or_raise(name), name, fields,
                                      timeout=_timeout, is_list=True)
@@ -418,11 +455,17 @@ class AmiClient:
             session.conn.write(data)
             return await asyncio.wait_for(pending.future, limit)
         except TimeoutError:
+            if pending.unannounced and pending.response is not None:
+                return self._cut_short_list(pending, f"the {limit:g} s action timeout")
             self._stats["action_timeouts"] += 1
+            got = (f" ({len(pending.events)} list event(s) came, no ...Complete event)"
+                   if pending.response is not None else "")
             raise AmiActionTimeout(f"AMI {name} (ActionID {action_id}) got no complete "
-                                   f"response within {limit:g} s") from None
+                                   f"response within {limit:g} s{got}") from None
         finally:
             self._pending.pop(action_id, None)
+            if pending.quiet is not None:
+                pending.quiet.cancel()
             if not pending.future.done():
                 pending.future.cancel()
 
@@ -432,29 +475,71 @@ class AmiClient:
         if pending is None or pending.future.done():
             return False
         if message.is_response:
-            if pending.is_list and _EMPTY_LIST_RE.match(message.get("Message")):
-                pending.future.set_result(AmiListResult(message, [], None))
-            elif message.name.lower() == "error":
-                self._stats["action_errors"] += 1
-                pending.future.set_exception(AmiActionFailed(
-                    f"AMI {pending.name} failed: {message.get('Message') or 'Response: Error'}"))
-            elif pending.is_list and message.get("EventList").lower() == "start":
-                pending.response = message
-            elif pending.is_list:
-                pending.future.set_result(AmiListResult(message, [], None))
-            else:
-                pending.future.set_result(message)
+            self._answer(pending, message)
             return True
         if not pending.is_list:
             return False  # e.g. OriginateResponse of an Originate: a real event
-        if message.get("EventList").lower() == "complete":
-            response = pending.response or AmiMessage("Success", {}, message.received_at,
-                                                      "response")
-            pending.future.set_result(AmiListResult(response, pending.events, message))
+        if message.get("EventList").lower() == "complete" or message.name.endswith("Complete"):
+            self._end_list(pending, message)
         else:
             pending.events.append(message)
             self._stats["list_events"] += 1
+            if pending.quiet is not None:
+                self._arm_quiet(pending)
         return True
+
+    def _answer(self, pending: _Pending, message: AmiMessage) -> None:
+        """An action's Response: its result, its error, or the head of its list."""
+        if pending.is_list and _EMPTY_LIST_RE.match(message.get("Message")):
+            pending.future.set_result(AmiListResult(message, [], None))
+        elif message.name.lower() == "error":
+            self._stats["action_errors"] += 1
+            pending.future.set_exception(AmiActionFailed(
+                f"AMI {pending.name} failed: {message.get('Message') or 'Response: Error'}"))
+        elif not pending.is_list:
+            pending.future.set_result(message)
+        else:
+            pending.response = message
+            if message.get("EventList").lower() != "start":
+                pending.unannounced = True
+                self._stats["lists_unannounced"] += 1
+                self._arm_quiet(pending)
+
+    def _arm_quiet(self, pending: _Pending) -> None:
+        """(Re)start the silence that ends an unannounced list (module docstring)."""
+        if pending.quiet is not None:
+            pending.quiet.cancel()
+        loop = asyncio.get_running_loop()
+        pending.quiet = loop.call_later(self.list_quiet, self._quiet_list, pending)
+
+    def _quiet_list(self, pending: _Pending) -> None:
+        pending.quiet = None
+        if not pending.future.done():
+            pending.future.set_result(self._cut_short_list(
+                pending, f"{self.list_quiet:g} s without one of its events"))
+
+    def _end_list(self, pending: _Pending, complete: AmiMessage) -> None:
+        """The ``...Complete`` event: the list is whole, announced or not."""
+        response = pending.response or AmiMessage("Success", {}, complete.received_at,
+                                                  "response")
+        if pending.unannounced:
+            self._log_once(f"list-unannounced:{pending.name}", logging.WARNING,
+                           "AMI %s: Asterisk answered without 'EventList: start'; its %d "
+                           "event(s) were collected up to %s (counted in "
+                           "stats['lists_unannounced'])", pending.name, len(pending.events),
+                           complete.name)
+        pending.future.set_result(AmiListResult(response, pending.events, complete))
+
+    def _cut_short_list(self, pending: _Pending, ended_by: str) -> AmiListResult:
+        """An unannounced list that no ``...Complete`` event ended: what came, and why."""
+        assert pending.response is not None
+        self._stats["lists_without_complete"] += 1
+        warning = (f"AMI {pending.name}: the Response had no 'EventList: start' and no "
+                   f"...Complete event came; the list ended after {ended_by} with "
+                   f"{len(pending.events)} event(s), it may be incomplete")
+        self._log_once(f"list-without-complete:{pending.name}", logging.WARNING,
+                       "%s (counted in stats['lists_without_complete'])", warning)
+        return AmiListResult(pending.response, pending.events, None, warning)
 
     def _fail_pending(self, conn: _AmiConnection, reason: str) -> None:
         for pending in list(self._pending.values()):
@@ -527,22 +612,36 @@ class AmiClient:
                               handler, len(batch))
 
     def _report(self, problem: FrameProblem) -> None:
+        """Count a parser problem, log it (once per kind), fail the action it cost."""
         stats = self._stats
         stats["malformed"] += 1
-        if problem.reason.startswith("invalid UTF-8"):
-            stats["decode_errors"] += 1
-        elif problem.skipped:
-            stats["malformed_frames"] += 1
-        else:
-            stats["malformed_lines"] += 1
+        counter = _PROBLEM_COUNTERS[problem.kind]
+        stats[counter] += 1
         if problem.skipped:
-            log.error("AMI: malformed frame from Asterisk: %s", problem.describe())
+            self._log_once(f"frame:{problem.kind}", logging.ERROR,
+                           "AMI: malformed frame from Asterisk: %s (counted in stats[%r])",
+                           problem.describe(), counter)
             pending = self._pending.get(problem.action_id)
             if pending is not None and not pending.future.done():
                 pending.future.set_exception(AmiProtocolError(
                     f"AMI {pending.name}: its response was malformed: {problem.reason}"))
         else:
-            log.warning("AMI: repaired frame from Asterisk: %s", problem.describe())
+            self._log_once(f"frame:{problem.kind}", logging.WARNING,
+                           "AMI: repaired frame from Asterisk: %s (counted in stats[%r])",
+                           problem.describe(), counter)
+
+    def _log_once(self, kind: str, level: int, message: str, *args: object) -> None:
+        """Log the first anomaly of ``kind`` at ``level``, the later ones at DEBUG.
+
+        Every one is counted in ``stats`` by the caller; this only keeps a peer that
+        repeats the same fault from flooding the log.
+        """
+        if kind in self._logged_kinds:
+            level = logging.DEBUG
+        else:
+            self._logged_kinds.add(kind)
+            message += " [first of its kind: the next ones are logged at DEBUG level]"
+        log.log(level, message, *args)
 
     # -- connection supervision -----------------------------------------------------------
 

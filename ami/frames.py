@@ -35,13 +35,33 @@ Frames and their problems (decided here, documented for the lead):
   with U+FFFD replacements, delivered and reported.
 - A frame longer than ``max_frame_bytes`` is discarded up to its terminator and
   reported; the link stays up.
+- Two messages in one frame (issue 13): when the empty line between two frames is
+  broken (``\r\n`` + a bare ``\n``, a lone ``\r`` line, or missing), the second
+  frame's ``Event:``/``Response:`` line lands inside the first. Left alone, the second
+  message vanished into the first, its head line at best reported as a dropped line
+  (a swallowed ``Hangup`` is a phantom call; a swallowed ``Response`` fails its
+  action after its timeout). So a
+  frame is cut before every ``Event:``/``Response:`` line (at a line start, after any
+  CR or LF) that follows the frame's own ``Event:``/``Response:``, and each cut is
+  reported (kind ``separator``, delivered). The one exception is Asterisk's own
+  ``OriginateResponse`` event, which carries one ``Response:`` by design. CR/LF
+  bytes before a frame's first line that are not whole empty lines (a stray ``\n``
+  after ``\r\n\r\n``) are dropped and reported the same way.
+  The check costs nothing on a well-formed frame: the cut is looked for only when
+  the frame's fields already show it (a repeated ``Event``/``Response``, both keys
+  outside ``OriginateResponse``, or a dropped line, which is what ``\n`` or ``\r``
+  glued to a key looks like). Not caught: a frame whose last line *and* empty line
+  both end in a bare LF (``1\n\nEvent: B``) keeps the next frame inside that value,
+  as before (finding it would mean scanning every value of every frame).
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from callflow.errors import AmiProtocolError
 
@@ -53,10 +73,21 @@ DEFAULT_MAX_FRAME_BYTES = 4 * 1024 * 1024
 
 _BANNER_RE = re.compile(r"^Asterisk *Call *Manager/(?P<version>([0-9]+\.)*[0-9]+)", re.IGNORECASE)
 _ACTION_ID_RE = re.compile(rb"(?:^|\r\n)ActionID: *([^\r\n]*)", re.IGNORECASE)
+_HEAD_RE = re.compile(rb"(?<![^\r\n])(Event|Response):[ \t]*([^\r\n]*)")
+"""An ``Event:``/``Response:`` line start: at the frame's start or after any CR or LF."""
 _ACTION_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _EXCERPT = 120
 _TERMINATOR = b"\r\n\r\n"
 _KEY_CACHE_LIMIT = 4096
+_EVENT_WITH_RESPONSE = "OriginateResponse"
+"""The one Asterisk event that carries a ``Response:`` key of its own."""
+
+ProblemKind = Literal["separator", "bad_lines", "decode", "no_head", "oversize"]
+"""What a FrameProblem is about (the adapter counts and logs per kind):
+``separator`` a broken empty line (messages split apart, nothing lost), ``bad_lines``
+lines dropped from a delivered frame, ``decode`` invalid UTF-8 replaced, ``no_head``
+a frame with neither Event nor Response (lost), ``oversize`` a frame over the limit
+(lost)."""
 
 
 @dataclass(frozen=True)
@@ -106,12 +137,16 @@ class AmiMessage:
 class AmiListResult:
     """An EventList action's answer: the Response, its events, the ``...Complete`` event.
 
-    ``complete`` is None when Asterisk answered without a list (``EventList`` absent).
+    ``complete`` is None when no ``...Complete`` event ended the list: Asterisk said
+    it is empty (``No Contacts found``: ``warning`` is ""), or it answered without
+    ``EventList: start`` and never sent one (``warning`` says the list may be
+    incomplete; ami/client.py decides when it ends).
     """
 
     response: AmiMessage
     events: list[AmiMessage]
     complete: AmiMessage | None
+    warning: str = ""
 
 
 @dataclass(frozen=True)
@@ -123,6 +158,7 @@ class FrameProblem:
     response belonged to at once, instead of letting it time out.
     """
 
+    kind: ProblemKind
     reason: str
     excerpt: bytes
     size: int
@@ -214,7 +250,7 @@ class AmiFrameParser:
     def _report_oversize(self, out: Parsed) -> None:
         excerpt, action_id = self._oversize_head
         out.problems.append(FrameProblem(
-            f"frame longer than {self.max_frame_bytes} bytes discarded", excerpt,
+            "oversize", f"frame longer than {self.max_frame_bytes} bytes discarded", excerpt,
             self._discarded, True, action_id))
         self._oversize = False
         self._discarded = 0
@@ -237,7 +273,8 @@ class AmiFrameParser:
         self._scan_from = 0
         return True
 
-    def _parse(self, raw: bytes, received_at: float, out: Parsed) -> None:
+    def _parse(self, raw: bytes, received_at: float, out: Parsed, whole: bool = True) -> None:
+        """One frame into ``out``; ``whole`` is False for a piece cut out of a glued frame."""
         decode_problem = ""
         try:
             text = raw.decode("utf-8")
@@ -261,26 +298,60 @@ class AmiFrameParser:
                 old.append(value)
             else:
                 fields[key] = [old, value]
-        if "Event" in fields:
-            kind, name = "event", fields["Event"]
-        elif "Response" in fields:
-            kind, name = "response", fields["Response"]
+        event, response = fields.get("Event"), fields.get("Response")
+        if (whole and (bad_lines or isinstance(event, list) or response is not None)
+                and _looks_glued(event, response, bool(bad_lines))
+                and self._split(raw, received_at, out)):
+            return
+        if event is not None:
+            kind, name = "event", event
+        elif response is not None:
+            kind, name = "response", response
         else:
             out.problems.append(FrameProblem(
-                "frame has neither an Event nor a Response line", raw[:_EXCERPT], len(raw), True,
-                _action_id(raw)))
+                "no_head", "frame has neither an Event nor a Response line", raw[:_EXCERPT],
+                len(raw), True, _action_id(raw)))
             return
         if isinstance(name, list):
             name = name[0]
         if decode_problem:
-            out.problems.append(FrameProblem(decode_problem, raw[:_EXCERPT], len(raw), False,
-                                             _first(fields.get("ActionID"))))
+            out.problems.append(FrameProblem("decode", decode_problem, raw[:_EXCERPT], len(raw),
+                                             False, _first(fields.get("ActionID"))))
         if bad_lines:
             out.problems.append(FrameProblem(
+                "bad_lines",
                 f"{len(bad_lines)} line(s) without a valid 'Key: value' dropped from {kind} "
                 f"{name!r}: {bad_lines[0][:_EXCERPT]!r}", raw[:_EXCERPT], len(raw), False,
                 _first(fields.get("ActionID"))))
         out.messages.append(_new_message(name, fields, received_at, kind))
+
+    def _split(self, raw: bytes, received_at: float, out: Parsed) -> bool:
+        """Parse ``raw`` as the messages glued into it; False if it holds just one.
+
+        Each broken separator is reported (kind ``separator``, nothing lost), then
+        each piece is parsed on its own, so its other problems are reported too.
+        """
+        start, cuts = _glue_points(raw)
+        lead = raw[:start]
+        if not cuts and not _stray(lead):
+            return False
+        if _stray(lead):
+            where = f"before {_line_at(raw, start)!r}" if start < len(raw) else "between frames"
+            out.problems.append(FrameProblem(
+                "separator", f"stray {lead[:_EXCERPT]!r} {where} (not an empty line): dropped",
+                raw[:_EXCERPT], len(raw), False))
+        bounds = [start, *cuts, len(raw)]
+        for begin, end in itertools.pairwise(bounds):
+            body = raw[begin:end].rstrip(b"\r\n")
+            if end < len(raw):
+                out.problems.append(FrameProblem(
+                    "separator", f"no empty line before {_line_at(raw, end)!r} (separator "
+                    f"{raw[begin + len(body):end]!r}): split into two messages",
+                    raw[max(begin, end - _EXCERPT // 2):end + _EXCERPT // 2], len(raw), False,
+                    _action_id(body)))
+            if body:
+                self._parse(body, received_at, out, whole=False)
+        return True
 
     def _valid_key(self, key: str) -> bool:
         """Keys are printable and blank-free (``ChanVariable(Local/1@x-0;1)`` is fine)."""
@@ -302,6 +373,59 @@ def _new_message(name: str, fields: dict[str, str | list[str]], received_at: flo
     message = object.__new__(AmiMessage)
     message.__dict__.update(name=name, fields=fields, received_at=received_at, kind=kind)
     return message
+
+
+def _looks_glued(event: str | list[str] | None, response: str | list[str] | None,
+                 dropped_lines: bool) -> bool:
+    """Whether a frame's fields show a second message inside it (module docstring).
+
+    Called only past a cheap test in ``_parse``, so a plain event costs nothing here.
+    """
+    if dropped_lines or isinstance(event, list) or isinstance(response, list):
+        return True
+    return response is not None and event is not None and event != _EVENT_WITH_RESPONSE
+
+
+def _glue_points(raw: bytes) -> tuple[int, list[int]]:
+    """Where the frame's first message starts, and where each glued-on message starts.
+
+    A message starts at an ``Event:``/``Response:`` line that follows the current
+    message's own (a ``Response:`` inside an ``OriginateResponse`` event belongs to
+    it). The first message starts at byte 0, or at its first such line when only
+    CR/LF bytes come before it.
+    """
+    start = 0
+    cuts: list[int] = []
+    head: bytes | None = None      # b"Event" / b"Response" of the current message
+    may_add_response = False
+    for match in _HEAD_RE.finditer(raw):
+        key, at = match.group(1), match.start()
+        if head is None:
+            if not raw[:at].strip(b"\r\n"):
+                start = at
+        elif key == b"Response" and may_add_response:
+            may_add_response = False
+            continue
+        else:
+            cuts.append(at)
+        head = key
+        may_add_response = key == b"Event" and match.group(2).strip() == b"OriginateResponse"
+    if head is None and not raw.strip(b"\r\n"):
+        start = len(raw)           # nothing but CR/LF: junk between two frames
+    return start, cuts
+
+
+def _line_at(raw: bytes, at: int) -> bytes:
+    """The line starting at ``at`` (up to the next CR or LF), cut for a log message."""
+    end = at
+    while end < len(raw) and end - at < _EXCERPT and raw[end] not in b"\r\n":
+        end += 1
+    return raw[at:end]
+
+
+def _stray(lead: bytes) -> bool:
+    """CR/LF bytes before a frame that are not whole empty lines (``\r\n`` is harmless)."""
+    return bool(lead.replace(b"\r\n", b""))
 
 
 def _first(value: str | list[str] | None) -> str:

@@ -31,6 +31,35 @@ further, ``100 Trying`` consumed, ``HANGUP`` remembered, EOF = hang-up), ``parse
 turns one framed reply into an ``AgiResult`` or one of callflow's exceptions (no pyst2
 exception is ever raised on this path), and ``quote_word`` makes every argument safe.
 
+Replies that would otherwise stall a command or pass for a success (issue 13), each
+a clear error at once:
+
+- ``520 End of proper usage.`` glued to the end of the last usage line (the usage
+  text written with no newline after it, as reported of older res_agi versions)
+  ends the block like a line of its own; waiting for a separate end line would
+  read the next command's reply as usage text, or stall to the command timeout.
+- ``100 result=0 Trying...`` (only GOSUB sends it, before running the subroutine)
+  leaves the final reply due within ``trying_timeout`` (5 s by default; the
+  command's own timeout if shorter). A bare ``100`` and then nothing is an
+  ``AgiCommandTimeout`` naming that line, not a wait for the 30 s command timeout,
+  or forever under ``timeout=None``. A flow that runs a longer GOSUB raises
+  ``trying_timeout`` (``None`` = no bound).
+- A ``200`` without ``result=`` right after the code, or whose data part opens a
+  parenthesis that the line never closes (``200 result=1 (value``: a value holding
+  a newline is cut like this), is an ``AgiProtocolError`` naming the raw line; pyst2's
+  ``re_kv`` would return an empty result for the first and lose the data of the
+  second. As for any protocol error the session is then unusable (the stream may be
+  out of step) and the server answers FAILURE, so the dialplan falls back.
+
+The reader keeps reading for the whole session, after a failure too, so a
+``HANGUP`` line or EOF is recorded the moment it arrives whether a command is
+pending or not: Asterisk writes ``HANGUP`` from its idle loop, between commands
+(after the pending command's reply, or just before the reply to a command written
+as the caller left). ``hung_up``, ``wait_hangup()`` and the hang-up callbacks change
+at that moment; the command in flight still gets its own reply, so the route sees
+one ``CallerHungUp``, from that reply (``511``, ``result=-1``) or from the next
+command that needs a live channel.
+
 Facts from the real Asterisk 22.10 that shape the rules below (captured in
 ``tests/fixtures/agi/``):
 
@@ -120,6 +149,11 @@ _ENV_LINE = re.compile(r"agi_[A-Za-z0-9_]+:")
 _REPLY_LINE = re.compile(r"[0-9]{3}(?:[ -]|\Z)")
 _APP_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 _EMPTY_RESULT_DATA = re.compile(r"^200 result= \((?P<data>[^)]*)\)")
+_USAGE_END = re.compile(r"520 End of proper usage\.?\s*\Z")
+_EXCERPT = 120
+
+DEFAULT_TRYING_TIMEOUT: Final = 5.0
+"""Seconds a command may take to its final reply after a ``100 Trying`` line."""
 
 
 class _Default(enum.Enum):
@@ -228,6 +262,7 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
     first = block[0]
     code, rest = first[:3], first[4:]
     if code == "200":
+        _check_200(first, rest, what)
         fields = {key: (value, data) for key, value, data in pyst2.re_kv.findall(rest)}
         result, data = fields.pop("result", ("", ""))
         empty = _EMPTY_RESULT_DATA.match(first) if not result else None
@@ -247,6 +282,32 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
         usage = " / ".join(line.strip() for line in block[1:-1] if line.strip())
         raise AgiCommandError(f"{what}: {first}" + (f"; usage: {usage}" if usage else ""))
     raise AgiCommandError(f"{what}: unexpected reply {first[:80]!r}")
+
+
+def _check_200(line: str, rest: str, what: str) -> None:
+    """AgiProtocolError for a ``200`` that ``re_kv`` would misread (module docstring)."""
+    if not rest.startswith("result="):
+        raise AgiProtocolError(f"{what}: malformed 200 reply, no result=: "
+                               f"{line[:_EXCERPT]!r}")
+    opened = rest.find("(")
+    if opened >= 0 and rest.rfind(")") < opened:
+        raise AgiProtocolError(f"{what}: malformed 200 reply, unclosed parenthesis: "
+                               f"{line[:_EXCERPT]!r}")
+
+
+def split_usage_end(line: str) -> list[str] | None:
+    """The lines a usage block's end line stands for, or None if ``line`` does not end it.
+
+    ``["520 End of proper usage."]`` for the proper end line; the usage text and the
+    end line when Asterisk glued them (``...at the other end.520 End of proper
+    usage.``).
+    """
+    if line.startswith("520 "):
+        return [line]
+    match = _USAGE_END.search(line)
+    if match is None:
+        return None
+    return [line[:match.start()], match.group().rstrip()]
 
 
 # --------------------------------------------------------------------------- line I/O
@@ -299,10 +360,18 @@ class AgiSession:
     surfaces as one ``CallerHungUp``. After the hang-up, the commands Asterisk still
     serves on a dead channel (``DEAD_CHANNEL_COMMANDS``, e.g. GET VARIABLE DIALSTATUS)
     are sent; any other raises ``CallerHungUp`` without touching the wire.
+
+    The moment Asterisk says the caller is gone (the ``HANGUP`` line as it is read,
+    even between commands; ``511``; EOF), ``hung_up`` turns True, ``wait_hangup()``
+    returns and the ``add_hangup_callback`` callbacks run: a flow waiting on
+    something else (an agent, a timer) can race it against ``wait_hangup()`` to
+    stop at once. ``hung_up`` stays a plain bool (``if session.hung_up`` is how the
+    server decides whether FAILURE may still be written).
     """
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 env: Mapping[str, str], *, command_timeout: float | None = 30.0) -> None:
+                 env: Mapping[str, str], *, command_timeout: float | None = 30.0,
+                 trying_timeout: float | None = DEFAULT_TRYING_TIMEOUT) -> None:
         self.env: Mapping[str, str] = MappingProxyType(dict(env))
         request = self.env.get("agi_network_script", "")
         path, _, query = request.partition("?")
@@ -311,10 +380,14 @@ class AgiSession:
             dict(parse_qsl(query, keep_blank_values=True)))
         self.argv: tuple[str, ...] = tuple(_positional_args(self.env))
         self.command_timeout = command_timeout
+        self.trying_timeout = trying_timeout
         self._reader = reader
         self._writer = writer
         self._lock = asyncio.Lock()
         self._pending: asyncio.Future[list[str]] | None = None
+        self._deadline: asyncio.Timeout | None = None    # the pending command's timeout
+        self._trying = ""                # the pending command's "100 Trying" line, if any
+        self._trying_cut = False         # ...and whether it shortened the deadline
         self._hangup = asyncio.Event()
         self._hangup_callbacks: list[Callable[[], None]] = []
         self._eof = False
@@ -326,10 +399,12 @@ class AgiSession:
 
     @classmethod
     async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                     env_timeout: float = 5.0, command_timeout: float | None = 30.0) -> AgiSession:
+                     env_timeout: float = 5.0, command_timeout: float | None = 30.0,
+                     trying_timeout: float | None = DEFAULT_TRYING_TIMEOUT) -> AgiSession:
         """Read the environment block and start the session (AgiProtocolError on garbage)."""
         env = await read_env(reader, timeout=env_timeout)
-        return cls(reader, writer, env, command_timeout=command_timeout)
+        return cls(reader, writer, env, command_timeout=command_timeout,
+                   trying_timeout=trying_timeout)
 
     # -- identity ---------------------------------------------------------------------
 
@@ -389,6 +464,9 @@ class AgiSession:
                     await self._probe_channel()
                 if self.hung_up:
                     raise CallerHungUp(f"{what}: caller hung up during the command") from None
+                raise
+            except AgiProtocolError as exc:     # a malformed reply: the stream is suspect
+                self._protocol_failure(exc)
                 raise
 
     async def answer(self) -> None:
@@ -495,20 +573,43 @@ class AgiSession:
         loop = asyncio.get_running_loop()
         pending: asyncio.Future[list[str]] = loop.create_future()
         self._pending = pending
+        self._trying, self._trying_cut = "", False
         try:
-            self._writer.write(line)
-            await self._writer.drain()
-            async with asyncio.timeout(limit):
+            async with asyncio.timeout(limit) as deadline:
+                self._deadline = deadline       # armed before the write: a 100 may come fast
+                self._writer.write(line)
+                await self._writer.drain()
                 return await pending
         except ConnectionError as exc:
             self._mark_eof()
             raise CallerHungUp(f"{what}: connection to Asterisk lost") from exc
         except TimeoutError:
-            error = AgiCommandTimeout(f"{what}: no reply within {limit:g} s")
+            error = AgiCommandTimeout(self._timeout_message(what, limit))
             self._fail(error)
             raise error from None
         finally:
             self._pending = None
+            self._deadline = None
+
+    def _timeout_message(self, what: str, limit: float | None) -> str:
+        if not self._trying:
+            return f"{what}: no reply within {limit:g} s"
+        waited = self.trying_timeout if self._trying_cut else limit
+        return (f"{what}: {self._trying[:_EXCERPT]!r}, then no final reply within "
+                f"{waited:g} s")
+
+    def _on_trying(self, line: str) -> None:
+        """``100 Trying``: the final reply is now due within ``trying_timeout``."""
+        log.debug("%s: %s", self.describe(), line)
+        self._trying = line
+        deadline = self._deadline
+        if deadline is None or self.trying_timeout is None:
+            return
+        due = asyncio.get_running_loop().time() + self.trying_timeout
+        when = deadline.when()
+        if when is None or due < when:
+            deadline.reschedule(due)
+            self._trying_cut = True
 
     async def _probe_channel(self) -> None:
         """After ``result=-1``: is the channel still there? (see ``PROBE_COMMAND``)."""
@@ -522,34 +623,41 @@ class AgiSession:
         return parse_reply(block, what)
 
     async def _read_replies(self) -> None:
-        """Frame everything Asterisk sends into replies for the one pending command."""
-        try:
-            while True:
+        """Read everything Asterisk sends, for the whole session (module docstring).
+
+        Replies go to the one pending command. After a failure nothing is framed any
+        more (the late reply after a timeout, garbage), but ``HANGUP`` and EOF are
+        still recorded at once.
+        """
+        while True:
+            try:
                 line = await _read_line(self._reader)
-                if self._failure is not None:     # e.g. the late reply after a timeout
-                    return
                 if line is None:
                     self._mark_eof()
                     return
                 if line == "HANGUP":
                     log.info("caller hung up: %s", self.describe())
                     self._set_hung_up()
-                    continue
-                if not _REPLY_LINE.match(line):
-                    raise AgiProtocolError(f"not an AGI reply: {line[:80]!r}")
-                if self._pending is None or self._pending.done():
-                    raise AgiProtocolError(f"reply with no command pending: {line[:80]!r}")
-                if line.startswith("100"):
-                    log.debug("%s: %s", self.describe(), line)
-                    continue
-                block = [line]
-                if line.startswith("520-") and not await self._read_usage(block):
+                elif self._failure is None and not await self._take_reply(line):
                     return
-                self._pending.set_result(block)
-        except AgiProtocolError as exc:
-            log.error("AGI protocol error on %s: %s", self.describe(), exc)
-            self.protocol_error = exc
-            self._fail(exc)
+            except AgiProtocolError as exc:
+                if self._failure is None:       # after a failure, garbage is just skipped
+                    self._protocol_failure(exc)
+
+    async def _take_reply(self, line: str) -> bool:
+        """Frame one reply for the pending command; False if the connection closed."""
+        if not _REPLY_LINE.match(line):
+            raise AgiProtocolError(f"not an AGI reply: {line[:80]!r}")
+        if self._pending is None or self._pending.done():
+            raise AgiProtocolError(f"reply with no command pending: {line[:80]!r}")
+        if line.startswith("100"):
+            self._on_trying(line)
+            return True
+        block = [line]
+        if line.startswith("520-") and not await self._read_usage(block):
+            return False
+        self._pending.set_result(block)
+        return True
 
     async def _read_usage(self, block: list[str]) -> bool:
         """Read a 520 usage block to its end line; False if the connection closed first."""
@@ -558,11 +666,20 @@ class AgiSession:
             if line is None:
                 self._mark_eof()
                 return False
-            block.append(line)
-            if line.startswith("520 "):
+            end = split_usage_end(line)
+            if end is not None:
+                block.extend(end)
                 return True
+            block.append(line)
             if len(block) > MAX_USAGE_LINES:
                 raise AgiProtocolError(f"520 usage text longer than {MAX_USAGE_LINES} lines")
+
+    def _protocol_failure(self, error: AgiProtocolError) -> None:
+        """Asterisk broke the protocol: log it once, fail the session (``_fail``)."""
+        if self.protocol_error is None:
+            log.error("AGI protocol error on %s: %s", self.describe(), error)
+            self.protocol_error = error
+        self._fail(error)
 
     def _set_hung_up(self) -> None:
         if self._hangup.is_set():

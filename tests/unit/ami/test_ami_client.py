@@ -416,6 +416,81 @@ async def test_empty_lists(server: ReplayAsterisk, running: tuple[AmiClient, Rec
     assert none.response.get("Message") == "No Contacts found"
 
 
+def without(data: bytes, *lines: bytes) -> bytes:
+    """A capture with the given header lines removed (as older Asterisk versions send it)."""
+    for line in lines:
+        data = data.replace(line + b"\r\n", b"")
+    return data
+
+
+async def test_a_list_without_eventlist_start_is_collected_to_its_complete_event(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    client, recorder = running
+    await recorder.wait_names(["FullyBooted", "SuccessfulAuth"])
+    server.replies["coreshowchannels"] = without(fixture("coreshowchannels.txt"),
+                                                 b"EventList: start")
+    server.replies["queuestatus"] = without(fixture("queuestatus.txt"), b"EventList: start",
+                                            b"EventList: Complete")
+    started = time.monotonic()
+    channels = await client.action_list("CoreShowChannels")
+    queue = await client.action_list("QueueStatus")
+    assert time.monotonic() - started < 0.4           # ended by Complete, not by the quiet
+    assert [e.get("Channel") for e in channels.events] == [
+        "Local/200@test-00000001;1", "Local/200@test-00000001;2"]
+    assert channels.complete is not None and channels.warning == ""
+    assert [e.name for e in queue.events] == ["QueueParams", "QueueMember", "QueueMember"]
+    assert queue.complete is not None and queue.complete.name == "QueueStatusComplete"
+    assert recorder.names == ["FullyBooted", "SuccessfulAuth"]
+    stats = client.stats
+    assert (stats["lists_unannounced"], stats["lists_without_complete"]) == (2, 0)
+    assert "CoreShowChannels: Asterisk answered without 'EventList: start'" in caplog.text
+
+
+async def test_a_list_without_eventlist_or_complete_ends_after_a_quiet_period(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    client, recorder = running  # list_quiet 0.5 s, action timeout 2 s
+    reply = frames(without(fixture("pjsipshowcontacts.txt"), b"EventList: start"))
+    server.replies["pjsipshowcontacts"] = b"".join(reply[:-1])        # no ContactListComplete
+    started = time.monotonic()
+    contacts = await client.action_list("PJSIPShowContacts")
+    assert 0.45 <= time.monotonic() - started < 1.5
+    assert [e.get("Uri") for e in contacts.events] == ["sip:agent1003@127.0.0.1:23083"]
+    assert contacts.complete is None
+    assert "no 'EventList: start'" in contacts.warning and "1 event(s)" in contacts.warning
+    assert client.stats["lists_without_complete"] == 1
+    assert "may be incomplete" in caplog.text
+    server.replies["pjsipshowcontacts"] = reply[0]                    # the Response alone
+    nothing = await client.action_list("PJSIPShowContacts")
+    assert nothing.events == [] and "0 event(s)" in nothing.warning   # empty, but said so
+    assert client.stats["lists_without_complete"] == 2
+    assert recorder.names == ["FullyBooted", "SuccessfulAuth"]
+
+
+async def test_an_unannounced_list_is_returned_at_the_action_timeout_if_that_comes_first(
+        server: ReplayAsterisk) -> None:
+    client = make_client(server, list_quiet=5.0)
+    await client.start()
+    await client.wait_up(3)
+    reply = frames(without(fixture("coreshowchannels.txt"), b"EventList: start"))
+    server.replies["coreshowchannels"] = b"".join(reply[:-1])
+    started = time.monotonic()
+    channels = await client.action_list("CoreShowChannels", _timeout=0.3)
+    assert 0.29 <= time.monotonic() - started < 1.0
+    assert len(channels.events) == 2 and "0.3 s action timeout" in channels.warning
+    assert client.stats["action_timeouts"] == 0
+    await client.stop()
+
+
+async def test_an_announced_list_without_its_complete_event_times_out_loudly(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, _ = running
+    server.replies["coreshowchannels"] = b"".join(frames(fixture("coreshowchannels.txt"))[:-1])
+    with pytest.raises(AmiActionTimeout, match=r"2 list event\(s\) came, no \.\.\.Complete"):
+        await client.action_list("CoreShowChannels", _timeout=0.3)
+
+
 async def test_other_events_interleaved_with_a_list_go_to_subscribers(
         server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
     client, recorder = running
@@ -468,6 +543,57 @@ async def test_malformed_frames_are_logged_counted_skipped_and_the_link_stays_up
     assert client.up and (await client.action("Ping")).get("Ping") == "Pong"
     assert client.stats["connects"] == 1
     await client.stop()
+
+
+ENDING = (FIXTURES / "endings" / "caller_bye_talking.txt").read_bytes()
+
+
+def ending_events() -> list[bytes]:
+    """A real call's frames (Asterisk 22), without terminators or stray empty lines."""
+    return [f.strip(b"\r\n") for f in ENDING.split(b"\r\n\r\n") if f.strip(b"\r\n")]
+
+
+async def test_glued_frames_are_split_counted_and_logged_once(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Every other empty line of a real call broken: every event still arrives."""
+    client, recorder = running
+    await recorder.wait_names(["FullyBooted", "SuccessfulAuth"])
+    caplog.set_level(logging.DEBUG, logger="callflow.ami.client")
+    events = ending_events()
+    separators = [b"\r\n\n", b"\r\n\r", b"\r\n"]
+    broken = 0
+    stream = b""
+    for i, frame in enumerate(events):
+        if i % 2 == 0 and i + 1 < len(events):
+            stream += frame + separators[broken % len(separators)]
+            broken += 1
+        else:
+            stream += frame + b"\r\n\r\n"
+    server.push(stream)
+    expected = [f.split(b"\r\n", 1)[0][len(b"Event: "):].decode() for f in events]
+    await recorder.wait_names(expected)
+    assert recorder.names == ["FullyBooted", "SuccessfulAuth", *expected]
+    stats = client.stats
+    assert stats["bad_separators"] == broken == stats["malformed"]
+    assert stats["malformed_frames"] == stats["malformed_lines"] == 0
+    repaired = [r for r in caplog.records if "repaired frame" in r.getMessage()]
+    assert len(repaired) == broken
+    assert [r.levelno for r in repaired] == [logging.WARNING] + [logging.DEBUG] * (broken - 1)
+    assert "first of its kind" in repaired[0].getMessage()
+    assert "bad_separators" in repaired[0].getMessage()
+
+
+async def test_a_response_glued_to_an_event_still_answers_its_action(
+        server: ReplayAsterisk, running: tuple[AmiClient, Recorder]) -> None:
+    client, recorder = running
+    event = ending_events()[0]
+    server.replies["ping"] = event + b"\r\n" + fixture("ping.txt")     # no empty line
+    started = time.monotonic()
+    pong = await client.action("Ping")
+    assert pong.get("Ping") == "Pong" and time.monotonic() - started < 0.5
+    await recorder.wait_names([event.split(b"\r\n", 1)[0][len(b"Event: "):].decode()])
+    assert client.stats["bad_separators"] == 1
 
 
 async def test_a_malformed_reply_fails_its_action_at_once(

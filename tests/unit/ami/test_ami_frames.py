@@ -224,3 +224,114 @@ def test_encode_action_refuses_what_would_break_the_frame(fields: dict, message:
 def test_encode_action_refuses_a_bad_action_name() -> None:
     with pytest.raises(AmiProtocolError, match="CR/LF"):
         encode_action("Ping\r\nAction: Hangup", "a-1", {})
+
+
+# ---- two messages in one frame (issue 13, "Protocol edges") -----------------------------
+#
+# The broken inputs are real Asterisk 22 streams (tests/fixtures/ami/endings) with one or
+# every empty line between two frames replaced by what a broken peer or relay sends.
+
+ENDINGS = sorted(p.name for p in (FIXTURES / "endings").glob("*.txt"))
+
+BROKEN_SEPARATORS = {
+    "crlf + bare lf": b"\r\n\n",        # the empty line is a bare LF
+    "crlf + bare cr": b"\r\n\r",        # the empty line is a bare CR, no LF
+    "crlf + cr line": b"\r\n\r\r\n",    # the empty line holds a CR
+    "missing": b"\r\n",                 # no empty line at all
+    "lf + crlf": b"\n\r\n",             # the last line ends in LF, the empty line is CRLF
+}
+
+
+def ending_frames(name: str) -> list[bytes]:
+    """The frames of a capture, without their terminators or the empty lines around them.
+
+    (A TestEvent ends with one empty line too many: its next frame starts with CRLF.)
+    """
+    frames = fixture(f"endings/{name}").split(b"\r\n\r\n")
+    return [f.strip(b"\r\n") for f in frames if f.strip(b"\r\n")]
+
+
+def joined(frames: list[bytes], separators: dict[int, bytes]) -> bytes:
+    """The frames with a proper terminator after each, except ``separators[i]`` after i."""
+    return b"".join(f + separators.get(i, b"\r\n\r\n") for i, f in enumerate(frames))
+
+
+def fields_of(out: Parsed) -> list[dict[str, object]]:
+    return [dict(m.fields) for m in out.messages]
+
+
+@pytest.mark.parametrize("name", ENDINGS)
+def test_every_ending_capture_parses_cleanly(name: str) -> None:
+    """No false split on real streams: TestEvent's extra CRLF, OriginateResponse, UserEvent."""
+    _, out = parse(fixture(f"endings/{name}"))
+    assert out.problems == []
+    assert len(out.messages) == len(ending_frames(name))
+
+
+@pytest.mark.parametrize("separator", BROKEN_SEPARATORS.values(), ids=BROKEN_SEPARATORS.keys())
+@pytest.mark.parametrize("chunk", [0, 1, 7, 300])
+def test_a_frame_glued_to_the_next_is_split_and_reported(separator: bytes, chunk: int) -> None:
+    frames = ending_frames("caller_bye_talking.txt")
+    hangup = next(i for i, f in enumerate(frames) if f.startswith(b"Event: Hangup\r\n"))
+    clean = parse(joined(frames, {}))[1]
+    _, out = parse(joined(frames, {hangup - 1: separator}), chunk=chunk)
+    assert fields_of(out) == fields_of(clean)          # the Hangup is not swallowed
+    assert len(out.problems) == 1
+    problem = out.problems[0]
+    assert (problem.kind, problem.skipped) == ("separator", False)
+    assert "b'Event: Hangup'" in problem.reason and repr(separator) in problem.reason
+
+
+def test_every_separator_of_a_call_broken_loses_nothing() -> None:
+    frames = ending_frames("refer_attended.txt")
+    kinds = list(BROKEN_SEPARATORS.values())
+    broken = {i: kinds[i % len(kinds)] for i in range(len(frames) - 1)}
+    clean = parse(joined(frames, {}))[1]
+    _, out = parse(joined(frames, broken))
+    assert fields_of(out) == fields_of(clean)
+    assert [p.kind for p in out.problems] == ["separator"] * len(broken)
+    assert not any(p.skipped for p in out.problems)
+
+
+@pytest.mark.parametrize("separator", BROKEN_SEPARATORS.values(), ids=BROKEN_SEPARATORS.keys())
+def test_a_response_glued_to_an_event_and_back(separator: bytes) -> None:
+    """A second Response: or Event: key starts a message, whichever came first."""
+    reply = [f for f in fixture("coreshowchannels.txt").split(b"\r\n\r\n") if f]
+    event = ending_frames("caller_bye_talking.txt")[0]
+    frames = [event, reply[0], reply[1]]
+    _, out = parse(joined(frames, {0: separator, 1: separator}))
+    assert [(m.kind, m.name) for m in out.messages] == [
+        ("event", "TestEvent"), ("response", "Success"), ("event", "CoreShowChannel")]
+    assert out.messages[1].action_id == "csc-1" and out.messages[1].get("EventList") == "start"
+    assert [p.kind for p in out.problems] == ["separator", "separator"]
+
+
+def test_originate_response_keeps_its_response_key_but_not_a_second_one() -> None:
+    orig = next(f for f in fixture("call_playback.txt").split(b"\r\n\r\n")
+                if f.startswith(b"Event: OriginateResponse"))
+    _, out = parse(orig + b"\r\n\r\n")
+    assert names(out.messages) == ["OriginateResponse"] and out.problems == []
+    _, out = parse(joined([orig, orig, b"Response: Success\r\nActionID: x-1"],
+                          {0: b"\r\n", 1: b"\r\n"}))
+    assert [(m.kind, m.name) for m in out.messages] == [
+        ("event", "OriginateResponse"), ("event", "OriginateResponse"), ("response", "Success")]
+    assert out.messages[0].get("Response") == "Success" and len(out.problems) == 2
+
+
+@pytest.mark.parametrize("junk", [b"\n", b"\r", b"\r\n\n", b"\n\r"])
+def test_stray_cr_or_lf_between_frames_is_dropped_and_reported(junk: bytes) -> None:
+    frames = ending_frames("caller_bye_waiting.txt")[:3]
+    data = frames[0] + b"\r\n\r\n" + junk + frames[1] + b"\r\n\r\n" + junk + b"\r\n\r\n" \
+        + frames[2] + b"\r\n\r\n"
+    _, out = parse(data)
+    assert fields_of(out) == fields_of(parse(joined(frames, {}))[1])
+    assert [p.kind for p in out.problems] == ["separator", "separator"]
+    assert not any(p.skipped for p in out.problems)
+    assert "between frames" in out.problems[1].reason
+
+
+def test_a_glued_piece_keeps_its_own_problems() -> None:
+    _, out = parse(b"Event: A\r\nX: 1\r\nEvent: B\r\nno colon\r\nCallerIDName: Jos\xe9\r\n\r\n")
+    assert [(m.name, m.get("X"), m.get("CallerIDName")) for m in out.messages] == [
+        ("A", "1", ""), ("B", "", "Jos\ufffd")]
+    assert [p.kind for p in out.problems] == ["separator", "decode", "bad_lines"]

@@ -721,6 +721,217 @@ async def test_replay_unknown_route(serve: Serve) -> None:
     assert (await settled(server))["unknown_routes"] == 1
 
 
+# ---- protocol edges (issue 13): clear errors at once, hang-ups noticed at once ---------------
+
+
+async def test_replay_command_errors_with_the_usage_end_glued_to_the_last_usage_line(
+        serve: Serve) -> None:
+    """The real 520 block of STREAM FILE with its end line glued on: no stall, no desync."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        for words in (("FOO", "BAR"), ("STREAM", "FILE")):
+            with pytest.raises(AgiCommandError) as info:
+                await s.command(*words)
+            seen.append(str(info.value))
+        with pytest.raises(AgiCommandError, match="no such application"):
+            await s.exec("NoSuchApp")
+        seen.append(await s.exec("Wait", "0.1"))
+        seen.append(await s.get_data("beep", 100, 2))
+
+    _, events = load_fixture("command_errors")
+    end = events.index({"asterisk": "520 End of proper usage.\n"})
+    last_usage = events[end - 1]["asterisk"]
+    assert last_usage == "    <value>FAILED</value>\n"
+    glued = [*events[:end - 1], {"asterisk": last_usage[:-1] + "520 End of proper usage.\n"},
+             *events[end + 1:]]
+    flow = Flow(body)
+    server = await serve({"errors": flow}, command_timeout=1.0)
+    await replay(server.port, glued)
+    await flow.finished()
+    assert flow.raised == []
+    _invalid, usage, wait, digits = flow.seen
+    assert usage.startswith("STREAM FILE: 520-Invalid command syntax.  Proper usage follows:")
+    assert usage.endswith("<value>FAILED</value>")            # the glued end line is not usage
+    assert (wait, digits) == ("0", "")
+    assert (await settled(server))["completed"] == 1
+
+
+@pytest.mark.parametrize("timeout", [agi_module.SESSION_DEFAULT, None])
+async def test_a_bare_100_trying_is_a_clear_timeout_not_a_stall(
+        serve: Serve, timeout: agi_module.Timeout) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.append(s.trying_timeout)
+        s.trying_timeout = 0.2
+        started = asyncio.get_running_loop().time()
+        try:
+            await s.command("GOSUB", "sub", "s", "1", timeout=timeout)
+        finally:
+            seen.append(asyncio.get_running_loop().time() - started)
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})                  # command timeout 30 s
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GOSUB sub s 1", "100 result=0 Trying...")
+    assert await fake.rest() == b"FAILURE\n"
+    await flow.finished()
+    default, waited = flow.seen
+    assert default == agi_module.DEFAULT_TRYING_TIMEOUT == 5.0
+    assert 0.2 <= waited < 1.0
+    assert [type(e) for e in flow.raised] == [AgiCommandTimeout]
+    assert str(flow.raised[0]) == ("GOSUB sub s: '100 result=0 Trying...', then no final reply "
+                                   "within 0.2 s")
+    assert (await settled(server))["timeouts"] == 1
+
+
+async def test_100_trying_never_extends_a_shorter_command_timeout(serve: Serve) -> None:
+    flow = Flow(lambda s, seen: s.command("GOSUB", "sub", "s", "1"))
+    server = await serve({"inbound": flow}, command_timeout=0.2)
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GOSUB sub s 1", "100 result=0 Trying...")
+    assert await fake.rest() == b"FAILURE\n"
+    await flow.finished()
+    assert str(flow.raised[0]) == ("GOSUB sub s: '100 result=0 Trying...', then no final reply "
+                                   "within 0.2 s")
+
+
+@pytest.mark.parametrize(("reply", "why"), [
+    ("200", "no result="),
+    ("200 endpos=0", "no result="),
+    ("200 result=1 (NOANSWER", "unclosed parenthesis"),
+])
+async def test_a_malformed_200_fails_the_command_at_once(
+        serve: Serve, reply: str, why: str, caplog: pytest.LogCaptureFixture) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        started = asyncio.get_running_loop().time()
+        try:
+            await s.get_variable("DIALSTATUS")
+        finally:
+            seen.append(asyncio.get_running_loop().time() - started)
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})                  # command timeout 30 s
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GET VARIABLE DIALSTATUS", reply)
+    assert await fake.rest() == b"FAILURE\n"                # the dialplan falls back
+    await flow.finished()
+    assert flow.seen[0] < 1.0
+    assert [type(e) for e in flow.raised] == [AgiProtocolError]
+    assert str(flow.raised[0]) == f"GET VARIABLE DIALSTATUS: malformed 200 reply, {why}: {reply!r}"
+    assert (await settled(server))["protocol_errors"] == 1
+    assert caplog.text.count("AGI protocol error on PJSIP/caller-00000007") == 1
+
+
+async def test_a_value_holding_a_newline_is_one_clear_error(serve: Serve) -> None:
+    """Asterisk sends the value raw: its reply comes as two lines, the first unclosed."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        await s.get_variable("NOTE")
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GET VARIABLE NOTE", "200 result=1 (line one", "line two)")
+    assert await fake.rest() == b"FAILURE\n"
+    await flow.finished()
+    assert [type(e) for e in flow.raised] == [AgiProtocolError]
+    assert "'200 result=1 (line one'" in str(flow.raised[0])
+    assert (await settled(server))["protocol_errors"] == 1
+
+
+async def test_hangup_between_commands_is_recorded_the_moment_it_is_read(
+        serve: Serve) -> None:
+    """Asterisk writes HANGUP from its idle loop: no command pending, nothing to answer."""
+    answered = asyncio.Event()
+    called: list[float] = []
+
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        s.add_hangup_callback(lambda: called.append(loop.time()))
+        await s.answer()
+        answered.set()
+        seen.append(await s.wait_hangup(STEP_TIMEOUT))
+        seen.append(loop.time())
+        seen.append(s.hung_up)
+        await s.stream_file("hello-world")                   # refused without the wire
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("ANSWER", "200 result=0")
+    await answered.wait()
+    sent = asyncio.get_running_loop().time()
+    await fake.send("HANGUP")
+    assert await fake.rest() == b""                          # no command, no FAILURE
+    await flow.finished()
+    woke, seen_at, flag = flow.seen
+    assert woke and flag
+    assert len(called) == 1 and called[0] - sent < 0.1 and seen_at - sent < 0.1
+    assert [type(e) for e in flow.raised] == [CallerHungUp]
+    assert (await settled(server))["hangups"] == 1
+
+
+async def test_hangup_while_a_command_is_pending_is_recorded_before_its_reply(
+        serve: Serve) -> None:
+    """As fixture inbound_hangup: HANGUP, then 511 to the command written as the caller left."""
+    noticed = asyncio.Event()
+
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        playing = asyncio.create_task(s.stream_file("hello-world"))
+        seen.append(await s.wait_hangup(STEP_TIMEOUT))
+        seen.append(playing.done())
+        noticed.set()
+        await playing
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect('STREAM FILE hello-world ""', "HANGUP")
+    async with asyncio.timeout(STEP_TIMEOUT):
+        await noticed.wait()                                 # the flag came before the reply
+    await fake.send("511 Command Not Permitted on a dead channel or intercept routine")
+    assert await fake.rest() == b""
+    await flow.finished()
+    assert flow.seen == [True, False]
+    assert [type(e) for e in flow.raised] == [CallerHungUp]  # one, from the 511
+    assert (await settled(server))["hangups"] == 1
+
+
+async def test_hangup_while_a_dead_channel_command_is_pending(serve: Serve) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.append(await s.get_variable("DIALSTATUS"))
+        seen.append(s.hung_up)
+        await s.wait_for_digit(1000)                         # refused without the wire
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GET VARIABLE DIALSTATUS", "HANGUP", "200 result=1 (NOANSWER)")
+    assert await fake.rest() == b""
+    await flow.finished()
+    assert flow.seen == ["NOANSWER", True]
+    assert [type(e) for e in flow.raised] == [CallerHungUp]
+
+
+async def test_hangup_after_a_command_timeout_is_still_recorded(serve: Serve) -> None:
+    """The reader outlives a failure: the caller leaving is still seen, FAILURE not written."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        try:
+            await s.answer()
+        except AgiCommandTimeout:
+            seen.append(await s.wait_hangup(STEP_TIMEOUT))
+            raise
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow}, command_timeout=0.1)
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("ANSWER")
+    await asyncio.sleep(0.2)
+    await fake.send("200 result=0", "HANGUP")                # the late reply, then the caller goes
+    assert await fake.rest() == b""
+    await flow.finished()
+    assert flow.seen == [True]
+    assert [type(e) for e in flow.raised] == [AgiCommandTimeout]
+    assert (await settled(server))["timeouts"] == 1
+
+
 def test_a_whole_session_runs_off_the_main_thread() -> None:
     """No signal handling anywhere on the path (pyst2's AGI() raises in a worker thread)."""
     async def session_in_worker_loop() -> list[Any]:

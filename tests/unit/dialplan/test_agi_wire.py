@@ -18,6 +18,7 @@ from callflow.dialplan.agi import (
     parse_env_lines,
     parse_reply,
     quote_word,
+    split_usage_end,
 )
 from callflow.errors import AgiArgumentError, AgiCommandError, AgiProtocolError, CallerHungUp
 
@@ -168,6 +169,47 @@ def test_200_replies(line: str, result: str, data: str, extra: dict[str, str]) -
 def test_error_replies(block: list[str], error: type[Exception], text: str) -> None:
     with pytest.raises(error, match=text):
         parse_reply(block, "X")
+
+
+@pytest.mark.parametrize(("line", "why"), [
+    ("200", "no result="),
+    ("200 ", "no result="),
+    ("200 endpos=11360", "no result="),
+    ("200 Gosub complete", "no result="),
+    ("200 res=1 (x)", "no result="),
+    ("200 result=1 (value", "unclosed parenthesis"),
+    ("200 result=1 (first line of a value holding a newline", "unclosed parenthesis"),
+    ("200 result=1 (timeout endpos=8000", "unclosed parenthesis"),
+    ("200 result= (timeout", "unclosed parenthesis"),
+])
+def test_malformed_200_is_a_protocol_error_naming_the_line(line: str, why: str) -> None:
+    """pyst2's re_kv would make the first ones an empty result and lose the data of the rest."""
+    with pytest.raises(AgiProtocolError) as info:
+        parse_reply([line], "GET VARIABLE X")
+    assert str(info.value) == f"GET VARIABLE X: malformed 200 reply, {why}: {line!r}"
+
+
+def test_a_malformed_200_is_named_but_not_pasted_whole() -> None:
+    with pytest.raises(AgiProtocolError) as info:
+        parse_reply(["200 result=1 (" + "x" * 8000], "GET VARIABLE X")
+    assert len(str(info.value)) < 200
+
+
+# the last usage line and end line of STREAM FILE's 520 block (tests/fixtures/agi/command_errors)
+LAST_USAGE = "    <value>FAILED</value>"
+
+
+@pytest.mark.parametrize(("line", "split"), [
+    ("520 End of proper usage.", ["520 End of proper usage."]),
+    (LAST_USAGE + "520 End of proper usage.", [LAST_USAGE, "520 End of proper usage."]),
+    ("the other end.520 End of proper usage", ["the other end.", "520 End of proper usage"]),
+    ("Returns 0. 520 End of proper usage.  ", ["Returns 0. ", "520 End of proper usage."]),
+    (LAST_USAGE, None),
+    ("mentions 520 End of proper usage. mid-line", None),
+    ("", None),
+])
+def test_the_end_of_a_usage_block_glued_or_not(line: str, split: list[str] | None) -> None:
+    assert split_usage_end(line) == split
 
 
 # ---- pyst2 0.5.1 defects, confirmed against its code -----------------------------------
