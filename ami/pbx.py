@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from callflow.ami.actions import encode, query_name
 from callflow.ami.client import AmiClient, AmiMessage
 from callflow.engine.effects import PbxAction, PbxQuery
+from callflow.errors import AmiProtocolError
 
 
 class AmiPbx:
@@ -36,5 +37,9 @@ class AmiPbx:
         return await self.client.send(name, fields)
 
     async def query(self, query: PbxQuery) -> list[AmiMessage]:
+        """The listing's items; ``AmiProtocolError`` when Asterisk did not say it was
+        whole (a reconciliation must never act on half a picture)."""
         result = await self.client.action_list(query_name(query))
+        if result.warning:
+            raise AmiProtocolError(f"{query_name(query)}: {result.warning}")
         return list(result.events)
