@@ -20,10 +20,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from callflow.agents.roster import Roster, RosterAgent
+from callflow.engine.effects import DomainEvent
 from callflow.engine.policy import Policy
 from callflow.service import Service, ServiceOptions
 from callflow.settings import Settings
 from callflow.store.db import Store
+from callflow.stream.frames import frames
 
 T = TypeVar("T")
 
@@ -63,6 +65,20 @@ class Product:
     @property
     def runtime(self) -> Any:
         return self.service.runtime
+
+    def tap_published(self) -> list[tuple[float, str, dict[str, Any]]]:
+        """Every message the live stream gets from now on, as ``(wall time, topic,
+        payload)``: the core's facts as the stream shapes them (callflow.stream.frames),
+        noted the moment the core emits them."""
+        seen: list[tuple[float, str, dict[str, Any]]] = []
+
+        def note(event: DomainEvent) -> None:
+            at = time.time()
+            seen.extend((at, topic, payload)
+                        for topic, payload in frames(event, self.runtime.epoch_of))
+
+        self.call(lambda: self.runtime.on_event(note))
+        return seen
 
     @property
     def store(self) -> Store:

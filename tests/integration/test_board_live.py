@@ -62,12 +62,10 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path) -> Iterato
 
 
 class Published:
-    """When the engine published what (a Runtime.on_publish listener), in wall time."""
+    """When the engine published what (``Product.tap_published``), in wall time."""
 
     def __init__(self, product: Product) -> None:
-        self.items: list[tuple[float, str, dict[str, Any]]] = []
-        product.call(lambda: product.runtime.on_publish(
-            lambda topic, payload: self.items.append((time.time(), topic, payload))))
+        self.items = product.tap_published()
 
     def first(self, what: str, predicate: Any, product: Product, timeout: float = 10) -> float:
         deadline = time.monotonic() + timeout

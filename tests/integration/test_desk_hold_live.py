@@ -66,10 +66,7 @@ def post(product: Product, path: str, body: dict[str, Any] | None = None,
 
 
 def published(product: Product) -> list[tuple[float, str, dict[str, Any]]]:
-    seen: list[tuple[float, str, dict[str, Any]]] = []
-    product.call(lambda: product.runtime.on_publish(
-        lambda topic, payload: seen.append((time.time(), topic, payload))))
-    return seen
+    return product.tap_published()
 
 
 def of_type(seen: list[tuple[float, str, dict[str, Any]]], topic: str,

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,10 +53,7 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
 
 
 def published(product: Product) -> list[tuple[float, str, dict[str, Any]]]:
-    seen: list[tuple[float, str, dict[str, Any]]] = []
-    product.call(lambda: product.runtime.on_publish(
-        lambda topic, payload: seen.append((time.time(), topic, payload))))
-    return seen
+    return product.tap_published()
 
 
 def first(seen: list[tuple[float, str, dict[str, Any]]], topic: str,

@@ -1,7 +1,7 @@
 """queue_log lines for a scripted set of calls, from the core's own publishes.
 
 The real Runtime runs the calls and agents (FakeClock; Asterisk's event times given
-explicitly); the QueueLog hears what the runtime publishes (``Runtime.on_publish``),
+explicitly); the QueueLog hears the core's facts (``Runtime.on_event``),
 exactly as the board feature wires it. The expected lines are app_queue's format.
 """
 
