@@ -20,8 +20,8 @@ Decisions this module makes (and why):
   the call (the dial's timeout is the ring limit); this machine only hears the result.
 * **ACW (STD-098, STD-100):** entered automatically when a call ends, with a timer at
   ``agents.acw_limit_s``. The agent ends it (ready, busy, not-ready, *24); otherwise at
-  the limit the agent becomes ready by itself and an ACW overrun is recorded
-  (``acw_auto_ready``; when off, the overrun is recorded and the agent stays). A
+  the limit the agent becomes ready by itself, on time (``acw_auto_ready``); when that
+  is off, the ACW runs past its limit: an overrun, alarmed once, and the agent stays. A
   supervisor may extend the ACW of the current call. ACW time is only time in this
   state (C-3), and each ACW's length is persisted; when an agent's running average
   crosses ``kpi.acw_average_target_s`` the board is alerted (STD-100).
@@ -131,7 +131,7 @@ class AgentSnapshot:
     totals: Mapping[str, float] = field(default_factory=dict)  # seconds per bucket today
     calls_handled: int = 0  # calls ended today (ACW average divides by this)
     ring_no_answer_count: int = 0  # STD-008, today
-    acw_overruns: int = 0  # ACWs ended by the limit, today
+    acw_overruns: int = 0  # ACWs that ran past their limit, today
     phone_in_use: bool = False  # Asterisk has a live channel on the desk (issue 13)
     call_tracked: bool = True  # on_call: a call the engine records (False: a personal call)
     resume_state: AgentState | None = None  # after an untracked call: back to this state
@@ -278,7 +278,9 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
 def _acw_finished(agent: AgentSnapshot, now: float, policy: Policy, *, ended_by: str) -> Step:
     """Record one ACW's length and alert when the running average crosses the target."""
     seconds = max(0.0, now - agent.since)
-    overrun = now >= agent.acw_deadline
+    # an overrun is after-call work that really ran past its limit (possible only when
+    # the limit does not end it: acw_auto_ready off); auto-ready at the limit is on time
+    overrun = ended_by != "acw_limit" and now > agent.acw_deadline
     effects: list[Effect] = [AcwFinished(agent.agent_id, agent.call_id, seconds, ended_by,
                                          overrun, agent.acw_extended, now)]
     total = time_in(agent, AgentState.ACW, now=now)
@@ -290,8 +292,6 @@ def _acw_finished(agent: AgentSnapshot, now: float, policy: Policy, *, ended_by:
         effects.append(Alarm("acw_average_high", {
             "agent_id": agent.agent_id, "average_s": round(average, 1), "calls": calls,
             "target_s": target}, std="STD-100"))
-    if ended_by == "acw_limit":
-        agent = replace(agent, acw_overruns=agent.acw_overruns + 1)
     return agent, effects
 
 
@@ -559,17 +559,16 @@ def _timer(agent: AgentSnapshot, event: TimerFired, now: float, policy: Policy) 
 
 
 def _acw_limit(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
-    """STD-100: the ACW limit is reached; ready by itself, or recorded and left alone."""
+    """STD-100: the ACW limit is reached: the agent is ready by itself (on time, not an
+    overrun), or, with auto-ready off, the ACW now runs past its limit: counted and
+    alarmed once, and the agent is left alone."""
     if policy.agents.acw_auto_ready:
-        new, effects = _to_idle(agent, now, policy, by="system", cause="acw_limit")
-    else:
-        new = replace(agent, acw_overruns=agent.acw_overruns + 1)
-        effects = [AgentChanged(new, by="system", cause="acw_limit")]
-    effects.append(Alarm("acw_overrun", {
+        return _to_idle(agent, now, policy, by="system", cause="acw_limit")
+    new = replace(agent, acw_overruns=agent.acw_overruns + 1)
+    return new, [AgentChanged(new, by="system", cause="acw_limit"), Alarm("acw_overrun", {
         "agent_id": agent.agent_id, "call_id": agent.call_id,
         "seconds": round(now - agent.since, 1), "extended": agent.acw_extended},
-        std="STD-100"))
-    return new, effects
+        std="STD-100")]
 
 
 def _unreachable_alarm(agent: AgentSnapshot, std: str) -> Alarm:

@@ -108,6 +108,7 @@ class Offer:
     result: OfferResult | None = None
     from_pbx: bool = True  # timed by Asterisk (AMI); False: by the flow, until AMI confirms
     left_at: float | None = None  # answered: when this agent's part ended (hang-up, transfer)
+    joined: bool = False  # the agent got the caller by an attended transfer, without ringing
 
     @property
     def ring_s(self) -> float | None:
@@ -257,8 +258,9 @@ class CallChanged(DomainEvent):
 @dataclass(frozen=True)
 class TaskRequested(DomainEvent):
     """A callback task to create: a missed call (STD-055), a dropped line (STD-069), the
-    caller's or the agent's choice (STD-042, STD-047, STD-072). ``announce``: the board
-    and the owner's desktop are told at once (else they hear of it from the task feed)."""
+    caller's or the agent's choice (STD-042, STD-047, STD-072). The store keeps it; the
+    board and the desktops hear of it from the dialer's task feed, once, with its id
+    (outbound/dialer.py ``tell``), like every task whoever wrote it."""
 
     kind: str
     number: str
@@ -266,7 +268,6 @@ class TaskRequested(DomainEvent):
     owner_agent_id: str | None
     note: str
     from_call: str
-    announce: bool = False
 
     def as_task(self) -> dict[str, Any]:
         """The task as the store takes it and desktops are told of it."""
@@ -349,6 +350,7 @@ def call_record(call: InboundCall, timings: CallRules) -> dict[str, Any]:
                 "result": o.result.value if o.result else None,
                 "ring_s": None if o.ring_s is None else round(o.ring_s, 3),
                 "left_at": _iso(o.left_at),
+                "joined": o.joined,
             }
             for o in call.offers
         ],
@@ -431,7 +433,7 @@ def step(call: InboundCall, event: CallEvent,
         if talking is None or talking.agent_id == event.agent_id:
             return call, []
         joined = Offer(agent_id=event.agent_id, channel=event.channel, started_at=event.at,
-                       ended_at=event.at, result=OfferResult.ANSWERED)
+                       ended_at=event.at, result=OfferResult.ANSWERED, joined=True)
         left = _leave(call, event.at)
         call = replace(left, offers=(*left.offers, joined), phase=Phase.CONNECTED,
                        agent_id=event.agent_id, transfer_count=call.transfer_count + 1)

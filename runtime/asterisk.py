@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 from callflow.agents import state as agent_state
-from callflow.agents.events import IN_CALL
+from callflow.agents.events import IN_CALL, AgentState
 from callflow.engine import calls
 from callflow.engine import channels as ch
 from callflow.engine.calls import OfferResult, Phase
@@ -164,11 +164,19 @@ class AsteriskFacts:
         agent_id = self._agent_of(name)
         if agent_id is None:
             return
-        self.desk_changed(agent_id)
         link = self._link(uid, linkedid, name)
         if link is not None:  # a leg Asterisk rings for one of our calls: an offer
             self.rt.call_event(calls.OfferStarted(link.call_id, link.agent_id, name,
                                                   stamp(frame)))
+            self._ringing(link)
+        self.desk_changed(agent_id)
+
+    def _ringing(self, link: ChannelLink) -> None:
+        """An agent's phone rings for one of our calls the router did not offer them (a
+        forward's or a transfer's target): they are ringing for it, like any offer."""
+        agent = self.rt.agents.get(link.agent_id)
+        if agent is not None and agent.state is AgentState.READY and agent.call_id == "":
+            self.rt.agent_fact(link.agent_id, agent_state.CallOffered(link.call_id))
 
     def _renamed(self, frame: AmiFrame) -> None:
         self._apply(ch.ChannelRenamed(frame.get("Uniqueid"), frame.get("Newname")))
@@ -271,8 +279,10 @@ class AsteriskFacts:
             else frame.get("DestLinkedid")
         if self._live_call(call_id) is None:
             return
-        self.rt.agent_links[dest_uid] = ChannelLink(call_id, agent_id)
+        link = ChannelLink(call_id, agent_id)
+        self.rt.agent_links[dest_uid] = link
         self.rt.call_event(calls.OfferStarted(call_id, agent_id, dest, stamp(frame)))
+        self._ringing(link)
 
     def _dial_end(self, frame: AmiFrame) -> None:
         dest_uid, status = frame.get("DestUniqueid"), frame.get("DialStatus")
@@ -284,7 +294,10 @@ class AsteriskFacts:
                 return
             link = ChannelLink(call_id, agent_id)
         if status.upper() == "ANSWER":  # the leg's Newstate Up said so, unless it was missed
-            self._answered(link, frame.get("DestChannel"), stamp(frame))
+            call = self._live_call(link.call_id)
+            current = call.current_offer if call is not None else None
+            if current is not None and current.agent_id == link.agent_id:
+                self._answered(link, frame.get("DestChannel"), stamp(frame))
             return
         leg = self.view.channels.get(dest_uid)
         asked = leg.far_end_hangup if leg is not None else None

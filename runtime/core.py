@@ -41,6 +41,7 @@ from callflow.engine.effects import (
 from callflow.engine.policy import Policy
 from callflow.errors import AmiLinkDown, CallflowError, StateError
 from callflow.runtime.asterisk import AmiFrame, AsteriskFacts, ChannelLink
+from callflow.runtime.invariants import InvariantChecker
 from callflow.runtime.reconcile import reconcile
 
 log = logging.getLogger(__name__)
@@ -123,6 +124,7 @@ class Runtime:
         for member in roster.agents:
             self.agents[member.agent_id] = agent_state.new_agent(member.agent_id, member.endpoint)
         self.asterisk = AsteriskFacts(self)
+        self.invariants = InvariantChecker()  # Asterisk's word vs the record, live
 
     # --- effects ---------------------------------------------------------------
 
@@ -160,6 +162,7 @@ class Runtime:
             event = replace(event, raised_at=time.time())
         self.adapters.record(event)
         self.adapters.show(event)
+        self._watch(self.invariants.on_event, event)
         for listener in self._event_listeners:
             try:
                 listener(event)
@@ -167,6 +170,18 @@ class Runtime:
                 self.stats.errors += 1
                 log.exception("event listener %r failed on %s", listener,
                               type(event).__name__)
+
+    def _watch(self, check: Callable[[Any], None], fact: Any) -> None:
+        """Run one invariant check; a new breach is an alarm (the reconciler then corrects
+        the drift behind it)."""
+        seen = len(self.invariants.breaches)
+        check(fact)
+        for breach in self.invariants.breaches[seen:]:
+            log.error("invariant %d broken: %s %s", breach.invariant, breach.what,
+                      dict(breach.detail))
+            self.execute([Alarm("invariant_breach", {"invariant": breach.invariant,
+                                                     "what": breach.what, **breach.detail},
+                                std="STD-147")])
 
     def epoch_of(self, monotonic: float) -> float:
         """Epoch seconds of a monotonic instant (the machines keep monotonic time only)."""
@@ -399,6 +414,10 @@ class Runtime:
         Dial returns when the call is over, so for an answered call the flow also says
         how long ago the answer was (Asterisk's ANSWEREDTIME).
         """
+        call = self.calls.get(call_id)
+        offer = call.current_offer if call is not None else None
+        if offer is None or offer.agent_id != agent_id:
+            return  # AMI closed the offer already, with Asterisk's times
         self.call_event(calls.OfferEnded(call_id, agent_id, dial_status,
                                          time.time() - answered_s_ago))
         self.offer_outcome(agent_id, call_id, calls.offer_result(dial_status))
@@ -419,8 +438,7 @@ class Runtime:
         """A callback task for ``number`` (STD-042 the agent's "call back instead", STD-047
         queue callback, STD-072 named agent); the task as stored and published."""
         request = calls.TaskRequested(kind, number, due_at, owner,
-                                      note or f"requested during call {call_id}", call_id,
-                                      announce=True)
+                                      note or f"requested during call {call_id}", call_id)
         self.execute([request])
         return request.as_task()
 
@@ -482,6 +500,7 @@ class Runtime:
             self.stats.ami_events += 1
             self.stats.seen_events[frame.name] = self.stats.seen_events.get(frame.name, 0) + 1
             self.stats.max_event_lag_s = max(self.stats.max_event_lag_s, now - frame.received_at)
+            self._watch(self.invariants.on_frame, frame)
             core = self.asterisk.handles(frame.name) or frame.name == "ContactStatus"
             listeners = self._listeners.get(frame.name, ())
             if not core and not listeners:

@@ -60,17 +60,6 @@ def _call(event: CallChanged, epoch_of: EpochOf) -> Frames:
 
 
 @frames.register
-def _task(event: TaskRequested, epoch_of: EpochOf) -> Frames:
-    if not event.announce:
-        return []
-    message = {"type": "task", "task": event.as_task()}
-    out: Frames = [(BOARD, message)]
-    if event.owner_agent_id is not None:  # STD-072: the named agent is told at once
-        out.append((agent_topic(event.owner_agent_id), message))
-    return out
-
-
-@frames.register
 def _alarm(event: Alarm, epoch_of: EpochOf) -> Frames:
     return [(ALARMS, {"type": "alarm", "kind": event.kind, "std": event.std,
                       "detail": event.detail, "raised_at": event.raised_at})]
@@ -140,5 +129,5 @@ def _none(event: DomainEvent, epoch_of: EpochOf) -> Frames:
 
 
 for _quiet in (AgentLoggedIn, BusyAwaitingApproval, BusyApproved, AcwFinished, AcwExtended,
-               AgentDayClosed, Logged, ReleaseJudged, OutboundCallEnded):
+               AgentDayClosed, Logged, ReleaseJudged, OutboundCallEnded, TaskRequested):
     frames.register(_quiet, _none)

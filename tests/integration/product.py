@@ -99,13 +99,21 @@ class Product:
                 raise AssertionError(f"timed out after {timeout}s waiting for {what}")
             time.sleep(0.05)
 
-    def stop(self) -> None:
+    def stop(self, *, check_invariants: bool = True) -> None:
+        """Stop the service. Every live test is held to the call record's invariants
+        (runtime/invariants.py): a breach fails it here. A test that stops the engine
+        mid-call on purpose says ``check_invariants=False`` for that engine."""
+        breaches: list[Any] = []
         try:
+            if check_invariants and self.service.runtime is not None:
+                runtime = self.service.runtime
+                breaches = self.call(runtime.invariants.finish)
             self.run(self.service.stop(), 30)
         finally:
             self.loop.call_soon_threadsafe(self.loop.stop)
             self.thread.join(10)
             self.loop.close()
+        assert not breaches, f"the call record's invariants were broken: {breaches}"
 
 
 def make_roster(agent_ids: list[str], port_of: Callable[[str], int]) -> Roster:

@@ -20,6 +20,8 @@ from callflow.agents.state import AgentState, LogIn
 from callflow.engine import waiting
 from callflow.engine.calls import Phase
 from callflow.engine.policy import Policy, parse_policy, ring_limit_seconds
+from callflow.outbound.feature import OutboundFeature
+from callflow.service import ServiceOptions
 from callflow.store import repo
 
 if TYPE_CHECKING:
@@ -187,7 +189,10 @@ def test_named_agent_busy_leaves_a_callback_for_that_agent(
     """STD-071/STD-072: the caller keys in agent 1001's work number; 1001 is not free ->
     the busy script, choice 3 -> number confirmed -> a callback task owned by 1001."""
     policy = parse_policy({"routing": {"named_agent_dids": ["200"]}})
-    with running_product(asterisk, asterisk_root, tmp_path, policy, ["1001", "1002"]) as product:
+    # the dialer's task feed tells the desktop, once, with the task's id (issue 13)
+    options = ServiceOptions(features=[OutboundFeature(tick_s=0.2)])
+    with running_product(asterisk, asterisk_root, tmp_path, policy, ["1001", "1002"],
+                         options) as product:
         ask = prompt_seconds(product, "named_agent_ask")
         busy = prompt_seconds(product, "named_agent_busy")
         choice = prompt_seconds(product, "named_agent_choice")
@@ -204,6 +209,7 @@ def test_named_agent_busy_leaves_a_callback_for_that_agent(
         task = desktop.wait(lambda f: f.get("payload", {}).get("type") == "task", 10,
                             "the callback task on agent 1001's desktop")
         assert task["payload"]["task"]["kind"] == "named_agent"
+        assert task["payload"]["change"] == "created" and task["payload"]["task"]["id"]
         product.flush()
         tasks = product.store.read(repo.list_open_tasks)
         assert [(t.kind, t.number, t.owner_agent_id) for t in tasks] == [

@@ -85,7 +85,7 @@ def test_call_flows_through_our_agi_to_a_softphone_and_is_recorded(
     dial_end = tap.wait_event("DialEnd", 5, since=t0, Uniqueid=call_id)
     answer = tap.wait_event("Newstate", 5, since=t0, Uniqueid=begin["DestUniqueid"],
                             ChannelStateDesc="Up")
-    hangup = tap.wait_event("Hangup", 5, since=t0, Uniqueid=call_id)
+    bye = tap.wait_event("HangupRequest", 5, since=t0, Uniqueid=call_id)  # the caller's BYE
     assert begin["DestChannel"].startswith("PJSIP/agent1001-")
     assert dial_end["DialStatus"] == "ANSWER"
     # the Dial our flow sent carries the Policy's ring limit (STD-008) and the greeting
@@ -106,7 +106,7 @@ def test_call_flows_through_our_agi_to_a_softphone_and_is_recorded(
     assert close_to(call.ring_started_at, stamp(begin))
     assert close_to(call.answered_at, stamp(answer))  # the agent picked up
     assert stamp(dial_end) > stamp(answer)  # DialEnd waits for the greeting to end
-    assert close_to(call.ended_at, stamp(hangup))
+    assert close_to(call.ended_at, stamp(bye))  # t_end: the caller's BYE, not the teardown
     assert call.answer_ring == 2  # 7 s of ringing at 5 s a ring
     offers = product.store.read(repo.offers_for_call, call_id)
     assert [(o.agent_id, o.result) for o in offers] == [("1001", "answered")]
@@ -211,8 +211,8 @@ def test_ami_link_cut_mid_call_reconnects_and_the_call_is_still_known(
         product.flush()
         call = product.store.read(repo.get_call, call_id)
         assert call is not None and call.outcome == "answered" and call.ended_at is not None
-        hangup = asterisk.tap.wait_event("Hangup", 5, since=t0, Uniqueid=call_id)
-        assert close_to(call.ended_at, stamp(hangup))
+        bye = asterisk.tap.wait_event("HangupRequest", 5, since=t0, Uniqueid=call_id)
+        assert close_to(call.ended_at, stamp(bye))
         print(f"AMI link back and resynced {back_after:.2f}s after the cut")
     finally:
         product.stop()

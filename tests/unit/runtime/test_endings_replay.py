@@ -97,6 +97,8 @@ async def replay(case: str, *, reserve: str | None = "1001",
                 assert runtime.choose_agent(result.call_id, only=reserve) is not None
             entered = True
         runtime.on_ami_batch([frame])
+    # the record's invariants, judged against Asterisk's own frames
+    assert runtime.invariants.finish() == []
     return result
 
 
