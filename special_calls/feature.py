@@ -7,10 +7,13 @@ feeds them Asterisk's facts and carries out what only Asterisk can do:
   -> hold episodes (STD-040, STD-041, C-5).
 * The desktop's hold button: the system holds the caller itself, whatever the softphone
   can do. AMI ``MuteAudio`` (res_mutestream) mutes what each party sends into the
-  bridge, so neither hears the other, and the caller hears music on hold whispered by
-  a Local channel (below) running ``MusicOnHold``. Retrieve undoes both; the Policy's
-  optional auto-retrieve can therefore really take back a hold the system made (a
-  softphone's own hold can only be asked back, on the desktop).
+  bridge, so neither hears the other, and music on hold is whispered to the caller by
+  a Local channel (below) running ``MusicOnHold``. Retrieve undoes both (unmute first,
+  so the music's spy can let go at once, below); the Policy's optional auto-retrieve
+  can therefore really take back a hold the system made (a softphone's own hold can
+  only be asked back, on the desktop). On Asterisk 22.10.1 the mute leaves nothing for
+  a whisper to ride on: the caller hears neither the music nor a prompt whispered
+  during the hold (measured: no RTP sent to the caller; issue 13).
 * At the hold's ``max_wait_s`` the caller hears "1 keep waiting, 2 be called back"
   (STD-042, STD-043); ``DTMFEnd`` on the caller's channel carries the answer. 2: a
   callback task owned by the agent, the confirmation, the call ended as a callback
@@ -25,6 +28,18 @@ feeds them Asterisk's facts and carries out what only Asterisk can do:
   ``B`` barge: both sides of the bridge) while the ;1 half plays the prompt
   (asterisk-conf/extensions.conf.j2 ``[callflow-whisper]``). The ;1 channel's Hangup
   says the prompt is over; its Uniqueid is ours (``ChannelId``), so it is recognised.
+  ChanSpy mixes the prompt into the frames the target is sent, so only a target that is
+  being sent audio hears it.
+* The ;2 half ends by itself: the ;1 half's Hangup queues a hangup to it. But ChanSpy,
+  leaving, detaches its audiohooks from the target, and Asterisk (22.10.1,
+  ``ast_audiohook_detach``) waits until a voice frame has passed through the target. A
+  target with no media either way keeps the ;2 half until it hangs up or media flows
+  again: a phone that sends no RTP (SIPp in the tests, silence suppression) or the
+  parties of a desktop hold, whose frames MuteAudio nulls. With phones that send audio
+  all the time it is gone ~30-60 ms after the prompt (issue 13, measured:
+  tests/integration/spies.py). Hanging the ;2 half up (``OtherChannelId``) would not
+  help: its thread is inside that wait, and Asterisk answers the AMI Hangup but keeps
+  the channel; so the feature sends none.
 * Releases (AMI Hangup of the caller's channel) and transfers to the automated
   attendant (AMI Redirect), both tagged with their procedure (STD-112, C-2).
 

@@ -11,17 +11,30 @@
 Prompts reach the caller through ChanSpy barge on a Local channel (see
 special_calls/feature.py); ``ChanSpyStart`` and the Local channel's
 ``Hangup`` are the start and end of each prompt as Asterisk played it.
+
+* Issue 13: a statement's spy channel (the ;2 half) must be gone within 1 s of the
+  statement's end. It is when a phone sends speech; it is not when no phone sends any RTP
+  (xfail, strict: Asterisk 22.10.1's ChanSpy waits for media to let go, ``spies.py``).
 """
 
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 from product import Product, running_product
+from spies import (
+    NO_MEDIA,
+    SPEECH_PCAP_S,
+    SPY_GONE_S,
+    speaking_caller,
+    spy_left_after,
+    whisper_channels,
+)
 
 from callflow.agents.state import LogIn
 from callflow.engine.calls import Phase
@@ -211,3 +224,47 @@ def test_silent_script_starts_by_itself_and_caller_speech_cancels_it(
     product.flush()
     call = product.store.read(repo.get_call, call_id)
     assert call is not None and call.outcome == "answered" and call.release_procedure is None
+
+
+SPEECH_PLAYS = 5  # 35.4 s of speech: the bridge ~7 s after the answer, then the 17 s statement
+
+
+@pytest.mark.parametrize("speaking", [
+    pytest.param(True, id="caller-sends-speech"),
+    pytest.param(False, id="no-rtp", marks=pytest.mark.xfail(strict=True, reason=NO_MEDIA)),
+])
+def test_statement_spy_leaves_with_the_statement(
+        asterisk: PbxHandle, sipp: SippControl, tmp_path: Path,
+        default_product: tuple[Product, SpecialCallsFeature], speaking: bool) -> None:
+    """Issue 13: one nuisance statement (barged: meant for both parties); within 1 s of its
+    end (the ;1 half's Hangup) its ;2 half, the ChanSpy on the caller, is gone and Asterisk
+    lists no channel of ours."""
+    product, feature = default_product
+    sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
+    log_in(product)
+    t0 = asterisk.tap.mark()
+    scenario = (str(speaking_caller(tmp_path / "speaking.xml", SPEECH_PLAYS)) if speaking
+                else "uac_silent_wait_bye.xml")
+    caller = sipp.caller("100", scenario, caller_id="13900000024", timeout_s=90)
+    call_id = connected_call(asterisk, sipp, product, t0)
+    answered = asterisk.tap.wait_event("Newstate", 5, since=t0, Uniqueid=call_id,
+                                       ChannelStateDesc="Up")
+    channel = product.call(lambda: product.runtime.calls[call_id].channel)
+    product.call(lambda: feature.act(call_id, "1001", "nuisance"))
+
+    def ended() -> bool:
+        return any("ended" in p for p in feature.plays if p["call_id"] == call_id)
+
+    product.wait_for(ended, 40, "the statement to end")
+    play = next(p for p in feature.plays if p["call_id"] == call_id)
+    left = spy_left_after(asterisk, t0, play["uid"])
+    leftover = whisper_channels(asterisk)
+    print(f"\nstatement {play['uid']}: spy gone "
+          f"{'not within' if left is None else f'{left:.3f} s after'} the statement's end "
+          f"({SPY_GONE_S} s allowed); still up: {leftover}")
+    assert left is not None and left <= SPY_GONE_S, leftover
+    assert leftover == []
+    # hang up once the caller's scenario waits for the BYE (its last sample is playing)
+    time.sleep(max(0.0, answered["t"] + (SPEECH_PLAYS - 1) * SPEECH_PCAP_S - time.monotonic()))
+    asterisk.tap.action(Action="Hangup", Channel=channel)
+    assert caller.wait(30) == 0, caller.diagnostics()
