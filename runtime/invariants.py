@@ -82,6 +82,8 @@ class InvariantChecker:
         self._ended: dict[str, int] = {}  # call id -> how many ended records
         self._offered: set[str] = set()
         self._agents: dict[str, AgentChanged] = {}
+        self._by_desk: dict[str, str] = {}  # endpoint -> agent id (the agent's last desk)
+        self._desks: dict[str, set[str]] = {}  # endpoint -> live channel uids
         self._idle_breach: dict[str, _Idle] = {}
         self._shutdown_at: float | None = None
         self._clock = 0.0  # the latest Asterisk stamp seen
@@ -95,9 +97,14 @@ class InvariantChecker:
         if stamp is not None:
             self._clock = max(self._clock, stamp)
         name, uid = frame.name, frame.get("Uniqueid")
+        desk = ""
         if name == "Newchannel":
-            self._legs[uid] = _Leg(uid, frame.get("Channel"), frame.get("Linkedid") or uid,
-                                   stamp or self._clock)
+            leg = _Leg(uid, frame.get("Channel"), frame.get("Linkedid") or uid,
+                       stamp or self._clock)
+            self._legs[uid] = leg
+            desk = endpoint_of(leg.name)
+            if desk:
+                self._desks.setdefault(desk, set()).add(uid)
         elif name == "Newstate" and frame.get("ChannelStateDesc") == "Up":
             leg = self._legs.get(uid)
             if leg is not None and leg.up_at is None:
@@ -110,14 +117,19 @@ class InvariantChecker:
             self._shutdown_at = self._shutdown_at or stamp
         elif name == "BridgeEnter":
             self._bridges.setdefault(frame.get("BridgeUniqueid"), set()).add(uid)
-            self._mark_bridged(frame.get("BridgeUniqueid"))
+            for bridged in self._mark_bridged(frame.get("BridgeUniqueid")):
+                self._check_desk(endpoint_of(bridged.name))
         elif name == "BridgeLeave":
             self._bridges.get(frame.get("BridgeUniqueid"), set()).discard(uid)
         elif name == "Hangup":
             leg = self._legs.pop(uid, None)
             if leg is not None:
                 self._gone[uid] = leg
-        self._check_idle_agents()
+                desk = endpoint_of(leg.name)
+                self._desks.get(desk, set()).discard(uid)
+        if desk:
+            self._check_desk(desk)
+        self._check_pending()
         if self._clock - self._pruned_at > MEMORY_S / 5:
             self._prune(self._clock - MEMORY_S)
 
@@ -132,12 +144,16 @@ class InvariantChecker:
             self._offered.discard(call_id)
             self._tracked.discard(call_id)
 
-    def _mark_bridged(self, bridge: str) -> None:
+    def _mark_bridged(self, bridge: str) -> list[_Leg]:
         members = self._bridges.get(bridge, set())
+        marked = []
         if len(members) > 1:
             for uid in members:
-                if uid in self._legs:
-                    self._legs[uid].bridged = True
+                leg = self._legs.get(uid)
+                if leg is not None and not leg.bridged:
+                    leg.bridged = True
+                    marked.append(leg)
+        return marked
 
     # --- the engine's word ---------------------------------------------------------------
 
@@ -146,7 +162,7 @@ class InvariantChecker:
             self._on_call(event.call)
         elif isinstance(event, AgentChanged):
             self._on_agent(event)
-        self._check_idle_agents()
+            self._check_agent(event.agent.agent_id)
 
     def _on_call(self, call: InboundCall) -> None:
         self._tracked.add(call.call_id)
@@ -167,6 +183,8 @@ class InvariantChecker:
         agent = event.agent
         before = self._agents.get(agent.agent_id)
         self._agents[agent.agent_id] = event
+        if agent.extension:
+            self._by_desk[agent.extension] = agent.agent_id
         if event.cause == "offered":  # (the offered call's own leg may already ring)
             busy = [leg.uid for leg in self._on_desk(agent.extension)
                     if leg.linkedid != agent.call_id]
@@ -184,23 +202,36 @@ class InvariantChecker:
     # --- checks --------------------------------------------------------------------------
 
     def _on_desk(self, endpoint: str) -> list[_Leg]:
-        return [leg for leg in self._legs.values() if endpoint_of(leg.name) == endpoint]
+        return [self._legs[uid] for uid in sorted(self._desks.get(endpoint, ()))
+                if uid in self._legs]
 
     def _call_channel(self, leg: _Leg) -> bool:
         return leg.bridged or leg.linkedid in self._tracked
 
-    def _check_idle_agents(self) -> None:
-        for agent_id, event in self._agents.items():
-            agent = event.agent
-            talking = [leg for leg in self._on_desk(agent.extension) if self._call_channel(leg)]
-            if agent.state not in IDLE_STATES or not talking:
-                self._idle_breach.pop(agent_id, None)
-                continue
-            idle = self._idle_breach.setdefault(agent_id, _Idle(self._clock, talking[0].uid))
-            if self._clock - idle.since > GRACE_S:
-                self._breach(3, "an idle agent has a call channel", agent_id=agent_id,
-                             state=agent.state.value, channel=idle.uid)
-                idle.since = float("inf")  # once per episode
+    def _check_desk(self, endpoint: str) -> None:
+        agent_id = self._by_desk.get(endpoint)
+        if agent_id is not None:
+            self._check_agent(agent_id)
+
+    def _check_pending(self) -> None:
+        """Agents found idle with a call channel: a breach once it outlasts the grace."""
+        for agent_id in list(self._idle_breach):
+            self._check_agent(agent_id)
+
+    def _check_agent(self, agent_id: str) -> None:
+        event = self._agents.get(agent_id)
+        if event is None:
+            return
+        agent = event.agent
+        talking = [leg for leg in self._on_desk(agent.extension) if self._call_channel(leg)]
+        if agent.state not in IDLE_STATES or not talking:
+            self._idle_breach.pop(agent_id, None)
+            return
+        idle = self._idle_breach.setdefault(agent_id, _Idle(self._clock, talking[0].uid))
+        if self._clock - idle.since > GRACE_S:
+            self._breach(3, "an idle agent has a call channel", agent_id=agent_id,
+                         state=agent.state.value, channel=idle.uid)
+            idle.since = float("inf")  # once per episode
 
     def _leg_by_name(self, name: str) -> _Leg | None:
         for leg in (*self._legs.values(), *self._gone.values()):

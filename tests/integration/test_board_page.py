@@ -78,7 +78,9 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     try:
         yield running
     finally:
-        running.stop()
+        # the board's own page and figures, fed calls made up by the tests with no
+        # Asterisk behind them (they never end): nothing here to hold to Asterisk's word
+        running.stop(check_invariants=False)
 
 
 def base_url(product: Product) -> str:
