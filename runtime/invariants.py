@@ -98,21 +98,20 @@ class InvariantChecker:
             self._clock = max(self._clock, stamp)
         name, uid = frame.name, frame.get("Uniqueid")
         desk = ""
+        live = self._legs.get(uid)
         if name == "Newchannel":
-            leg = _Leg(uid, frame.get("Channel"), frame.get("Linkedid") or uid,
-                       stamp or self._clock)
-            self._legs[uid] = leg
-            desk = endpoint_of(leg.name)
+            born = _Leg(uid, frame.get("Channel"), frame.get("Linkedid") or uid,
+                        stamp or self._clock)
+            self._legs[uid] = born
+            desk = endpoint_of(born.name)
             if desk:
                 self._desks.setdefault(desk, set()).add(uid)
         elif name == "Newstate" and frame.get("ChannelStateDesc") == "Up":
-            leg = self._legs.get(uid)
-            if leg is not None and leg.up_at is None:
-                leg.up_at = stamp
+            if live is not None and live.up_at is None:
+                live.up_at = stamp
         elif name == "HangupRequest":
-            leg = self._legs.get(uid)
-            if leg is not None and leg.far_end_hangup is None:
-                leg.far_end_hangup = stamp
+            if live is not None and live.far_end_hangup is None:
+                live.far_end_hangup = stamp
         elif name == "SoftHangupRequest" and frame.get("Cause") == str(SOFT_SHUTDOWN):
             self._shutdown_at = self._shutdown_at or stamp
         elif name == "BridgeEnter":
@@ -121,12 +120,11 @@ class InvariantChecker:
                 self._check_desk(endpoint_of(bridged.name))
         elif name == "BridgeLeave":
             self._bridges.get(frame.get("BridgeUniqueid"), set()).discard(uid)
-        elif name == "Hangup":
-            leg = self._legs.pop(uid, None)
-            if leg is not None:
-                self._gone[uid] = leg
-                desk = endpoint_of(leg.name)
-                self._desks.get(desk, set()).discard(uid)
+        elif name == "Hangup" and live is not None:
+            del self._legs[uid]
+            self._gone[uid] = live
+            desk = endpoint_of(live.name)
+            self._desks.get(desk, set()).discard(uid)
         if desk:
             self._check_desk(desk)
         self._check_pending()
