@@ -13,6 +13,11 @@ class CallflowError(Exception):
     """Base of every error callflow raises on purpose."""
 
 
+class SettingsError(CallflowError):
+    """A ``CALLFLOW_*`` setting is missing, malformed or out of range (the message names
+    the variable and what it must be)."""
+
+
 class PolicyError(CallflowError):
     """The Policy file is unreadable or a value is invalid; the message names the key."""
 

@@ -14,7 +14,10 @@ import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from callflow.errors import SettingsError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
+PORT_BLOCK = 3000  # the ports one instance takes from CALLFLOW_PORT_BASE
 DEFAULT_ROOT = REPO_ROOT / "build" / "asterisk-root"
 
 
@@ -23,11 +26,18 @@ def _env(name: str, default: str) -> str:
 
 
 def _env_int(name: str, default: int) -> int:
-    raw = _env(name, str(default))
+    raw = _env(name, str(default)).strip()
     try:
         return int(raw)
     except ValueError:
-        raise ValueError(f"CALLFLOW_{name} must be an integer, got {raw!r}") from None
+        raise SettingsError(f"CALLFLOW_{name} must be an integer, got {raw!r}") from None
+
+
+def _env_port(name: str, default: int) -> int:
+    port = _env_int(name, default)
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"CALLFLOW_{name} must be a port number 1..65535, got {port}")
+    return port
 
 
 def persistent_secret(state_dir: Path, name: str) -> str:
@@ -57,6 +67,9 @@ class Ports:
     @classmethod
     def from_base(cls, base: int) -> Ports:
         """A whole port set inside [base, base+3000), so test instances never collide."""
+        if not 1 <= base <= 65535 - PORT_BLOCK + 1:
+            raise SettingsError(f"CALLFLOW_PORT_BASE must be 1..{65535 - PORT_BLOCK + 1} "
+                                f"(it uses {PORT_BLOCK} ports from there), got {base}")
         return cls(ami=base + 38, sip=base + 60, agi=base + 573, api=base + 800,
                    rtp_start=base + 2000, rtp_end=base + 2999)
 
@@ -88,12 +101,21 @@ def _secret(name: str, state_dir: Path) -> str:
 
 
 def load_settings() -> Settings:
+    """The deployment from the environment, checked: a bad value is one SettingsError
+    line naming its variable, before anything is started."""
     state_dir = Path(_env("STATE_DIR", str(REPO_ROOT / ".run"))).resolve()
-    state_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SettingsError(f"cannot create the state directory {state_dir} "
+                            f"(CALLFLOW_STATE_DIR): {exc.strerror or exc}") from None
     base = os.environ.get("CALLFLOW_PORT_BASE")
-    ports = Ports.from_base(int(base)) if base else Ports(
-        ami=_env_int("AMI_PORT", 5038), sip=_env_int("SIP_PORT", 5060),
-        agi=_env_int("AGI_PORT", 4573), api=_env_int("API_PORT", 8080))
+    ports = Ports.from_base(_env_int("PORT_BASE", 0)) if base else Ports(
+        ami=_env_port("AMI_PORT", 5038), sip=_env_port("SIP_PORT", 5060),
+        agi=_env_port("AGI_PORT", 4573), api=_env_port("API_PORT", 8080))
+    used = [p for p in (ports.ami, ports.sip, ports.agi, ports.api)]
+    if len(set(used)) != len(used):
+        raise SettingsError(f"the AMI, SIP, AGI and API ports must differ, got {used}")
     policy = _env("POLICY_FILE", "")
     return Settings(
         state_dir=state_dir,

@@ -4,9 +4,13 @@ The sid binary runs through the sid root's own dynamic loader (the host's glibc 
 older), with ``asterisk.conf`` pointing every writable directory into a work dir:
 configs, spool, logs, the control socket. Nothing inside the root is written, so
 several instances (tests, ``make run``) share one root. ``core restart now`` cannot
-work in this mode (Asterisk re-execs itself without the loader): restart = stop + start.
+work in this mode (Asterisk re-execs itself without the loader and exits): restart =
+stop + start, and the engine's supervisor (callflow/pbx/supervisor.py) starts again an
+Asterisk that exited, whatever the reason.
 
-The process is tracked by PID only (``ps`` shows it as ``ld-linux-x86-64``).
+The process is tracked by PID only (``ps`` shows it as ``ld-linux-x86-64``). An
+Asterisk of this work dir left running by an engine that died is *adopted*
+(``adopt_or_start``): its calls go on, the new engine takes them over.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class AsteriskProcess:
         self.conf_dir = Path(conf_dir)
         self._link: _Link | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._adopted: int | None = None  # the PID of an Asterisk we did not start
         self._console: IO[bytes] | None = None
         self.boot_seconds: float | None = None
 
@@ -100,11 +105,17 @@ class AsteriskProcess:
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._proc.pid if self._proc is not None else self._adopted
 
     @property
     def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
+        if self._proc is not None:
+            return self._proc.poll() is None
+        return self._adopted is not None and self._ours(self._adopted)
+
+    @property
+    def adopted(self) -> bool:
+        return self._adopted is not None
 
     @property
     def version(self) -> str:
@@ -218,6 +229,40 @@ class AsteriskProcess:
         self.boot_seconds = time.monotonic() - t0
         log.info("Asterisk pid %s fully booted in %.2fs", self._proc.pid, self.boot_seconds)
 
+    def adopt_or_start(self, timeout: float = 15.0) -> bool:
+        """Take over the Asterisk of this work dir that is still running (an engine that
+        died left it: its calls go on), else start one. True when adopted."""
+        pid = self._left_running()
+        if pid is None:
+            self.start(timeout)
+            return False
+        self.prepare()
+        self._adopted = pid
+        self._proc = None
+        try:
+            self._wait_fully_booted(time.monotonic() + timeout)
+        except BaseException:
+            self._adopted = None
+            raise
+        log.info("adopted the running Asterisk pid %s (work dir %s)", pid, self.workdir)
+        return True
+
+    def _left_running(self) -> int | None:
+        try:
+            pid = int((self.workdir / "var/run/asterisk.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if self._ours(pid) else None
+
+    def _ours(self, pid: int) -> bool:
+        """``pid`` is alive and is an Asterisk of this work dir (not a reused PID)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return False
+        return state != "Z" and str(self.etc_dir / "asterisk.conf").encode() in cmdline
+
     def _refuse_if_taken(self) -> None:
         """Fail early on busy ports: Asterisk would boot anyway, half deaf, and a login
         on a taken AMI port would reach someone else's PBX."""
@@ -241,17 +286,14 @@ class AsteriskProcess:
                 ) from None
 
     def _refuse_if_left_running(self) -> None:
-        """An earlier run killed hard leaves its Asterisk up: name its PID (never kill it
-        here: only the caller knows whether it is theirs to kill)."""
-        try:
-            pid = int((self.workdir / "var/run/asterisk.pid").read_text().strip())
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except (OSError, ValueError):
-            return
-        if str(self.etc_dir / "asterisk.conf").encode() in cmdline:
+        """``start`` never starts a second Asterisk over one left running by an earlier run
+        (``adopt_or_start`` takes it over instead); never kill it here: only the caller
+        knows whether it is theirs to kill."""
+        pid = self._left_running()
+        if pid is not None:
             raise PbxError(
                 f"an Asterisk from {self.workdir} is still running (pid {pid}), left by an "
-                f"earlier run; stop it with `kill {pid}` and start again"
+                f"earlier run; `callflow run` adopts it, or stop it with `kill {pid}`"
             )
 
     def _wait_fully_booted(self, deadline: float) -> None:
@@ -313,6 +355,8 @@ class AsteriskProcess:
         return self._link
 
     def _check_alive(self) -> None:
+        if self._adopted is not None and not self._ours(self._adopted):
+            raise PbxError(f"the adopted Asterisk pid {self._adopted} exited")
         if self._proc is not None and self._proc.poll() is not None:
             rc = self._proc.returncode
             raise PbxError(
@@ -342,6 +386,9 @@ class AsteriskProcess:
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM by PID (Asterisk ends cleanly, ~1.5 s); SIGKILL if it outlives ``timeout``."""
+        if self._adopted is not None:
+            self._stop_adopted(timeout)
+            return None
         proc = self._proc
         if proc is None:
             return None
@@ -358,6 +405,21 @@ class AsteriskProcess:
                 self._kill()
         self._close_console()
         return proc.returncode
+
+    def _stop_adopted(self, timeout: float) -> None:
+        pid, self._adopted = self._adopted, None
+        if pid is None or not self._ours(pid):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while self._ours(pid) and time.monotonic() < deadline:
+            time.sleep(_POLL_S)
+        if self._ours(pid):
+            log.warning("adopted Asterisk pid %s ignored SIGTERM for %ss; killing it", pid,
+                        timeout)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
 
     def restart(self, timeout: float = 15.0) -> None:
         self.stop()
