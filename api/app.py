@@ -73,6 +73,7 @@ class ComponentHealth(BaseModel):
 
 class HealthReport(BaseModel):
     status: Literal["ok", "degraded"]
+    down: list[str] = []  # the components that are not ok: what to look at first
     components: dict[str, ComponentHealth]
 
 
@@ -186,9 +187,8 @@ async def _health_report(health: HealthFn, secrets: list[str]) -> HealthReport:
     if not isinstance(raw, dict):
         raw = {"health": {"ok": False, "detail": "health check returned no components"}}
     components = {str(name): _scrub_component(value, secrets) for name, value in raw.items()}
-    status: Literal["ok", "degraded"] = (
-        "ok" if all(c.ok for c in components.values()) else "degraded")
-    return HealthReport(status=status, components=components)
+    down = [name for name, c in components.items() if not c.ok]
+    return HealthReport(status="degraded" if down else "ok", down=down, components=components)
 
 
 def _scrub_text(text: str, secrets: list[str]) -> str:

@@ -130,6 +130,13 @@ class BoardAlarms:
             self.book.add(AlarmEntry(alarm_key(row.kind, row.raised_at), row.kind, row.std,
                                      dict(row.detail or {}), row.raised_at, row.id))
 
+    def admits(self, alarm: Alarm) -> bool:
+        """A standing condition already open (even from before a restart) is not raised
+        again (engine/supervision.py ``condition_of``)."""
+        condition = supervision.condition_of(alarm.kind, alarm.detail)
+        return condition is None or not any(
+            supervision.condition_of(e.kind, e.detail) == condition for e in self.book.open())
+
     def observe(self, event: DomainEvent) -> None:
         """An alarm the runtime raised: into the book, and ``alarm_open`` out."""
         if isinstance(event, Alarm):

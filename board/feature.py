@@ -138,6 +138,7 @@ class BoardFeature(FeatureBase):
         self._actions = SupervisorActions(service)
         self._reporting = Reporting(service, options.report_dir, options.schedule_reports)
         service.runtime.on_event(self._observe)
+        service.runtime.gate_alarms(alarms.admits)
         service.runtime.extend_snapshot("board", live_view.snapshot_part)
         self._ticker = asyncio.create_task(self._tick_forever(), name="board-tick")
         assert live_view.day is not None

@@ -14,18 +14,20 @@ import json
 import logging
 import secrets
 import signal
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from callflow.errors import CallflowError
+from callflow.errors import CallflowError, StoreError
 from callflow.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from callflow.agents.roster import Roster
     from callflow.engine.policy import Policy
     from callflow.feature import Feature
+    from callflow.pbx.process import AsteriskProcess
     from callflow.pbx.render import PbxConfig
 
 log = logging.getLogger("callflow")
@@ -99,28 +101,45 @@ def cmd_setup(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """Start Asterisk (unless --no-pbx), the engine and the API; stop on Ctrl-C."""
-    from callflow.pbx.process import AsteriskProcess
+    """Start Asterisk (or take over the one an earlier run left with its calls), the engine
+    and the API; Ctrl-C stops the engine, and Asterisk too unless it still carries calls.
+
+    Start order (issue 14): settings, roster and Policy are read and checked, the store is
+    opened and migrated, the engine's own ports are checked free, and only then is
+    Asterisk touched: a start that fails leaves no process of ours behind."""
     from callflow.service import Service, ServiceOptions, describe_urls
 
     roster = _roster(settings)
     policy = _policy(settings)
-    pbx = None
-    if not args.no_pbx:
-        pbx = AsteriskProcess(settings.asterisk_root, settings.pbx_dir,
-                              _pbx_config(settings, roster), Path(args.conf_dir))
-        pbx.start()
-        print(f"Asterisk {pbx.version} running (pid {pbx.pid}), SIP on "
-              f"{settings.bind_host}:{settings.ports.sip}, console log {pbx.console_log}")
-
-    created = ensure_first_logins(settings, roster)
+    try:
+        created = ensure_first_logins(settings, roster)  # opens and migrates the store
+    except StoreError as exc:
+        raise CallflowError(f"the database {_safe_url(settings.database_url)} "
+                            f"(CALLFLOW_DATABASE_URL) cannot be used: {exc}") from None
     if created:
         print(f"created logins {', '.join(created)}; passwords in "
               f"{settings.state_dir / 'secrets'}/login_<name>")
+    _refuse_taken_ports(settings)
+    pbx = None
+    started_pbx = False
+    if not args.no_pbx:
+        pbx = _pbx_process(settings, roster, Path(args.conf_dir))
+        adopted = pbx.adopt_or_start()
+        started_pbx = not adopted
+        if adopted:
+            print(f"took over the running Asterisk (pid {pbx.pid}) and its calls")
+        else:
+            print(f"Asterisk {pbx.version} running (pid {pbx.pid}), SIP on "
+                  f"{settings.bind_host}:{settings.ports.sip}, console log {pbx.console_log}")
 
     async def main() -> None:
-        service = Service(settings, policy, roster, ServiceOptions(features=default_features()))
-        await service.start()
+        service = Service(settings, policy, roster,
+                          ServiceOptions(features=default_features(), pbx=pbx))
+        try:
+            await service.start()
+        except BaseException:
+            await service.stop()
+            raise
         for name, url in describe_urls(settings).items():
             print(f"{name:>17}: {url}")
         print(f"{'API token':>17}: {settings.state_dir / 'secrets' / 'api_token'}")
@@ -130,14 +149,100 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        print("stopping…")
+        print("stopping the engine…")
         await service.stop()
 
+    ok = False
     try:
         asyncio.run(main())
+        ok = True
     finally:
         if pbx is not None:
-            pbx.stop()
+            _leave_or_stop_pbx(pbx, started_pbx=started_pbx, clean_exit=ok,
+                               stop_anyway=args.stop_pbx)
+    return 0
+
+
+def _pbx_process(settings: Settings, roster: Roster, conf_dir: Path) -> AsteriskProcess:
+    from callflow.pbx.process import AsteriskProcess
+
+    return AsteriskProcess(settings.asterisk_root, settings.pbx_dir,
+                           _pbx_config(settings, roster), conf_dir)
+
+
+def _refuse_taken_ports(settings: Settings) -> None:
+    """The engine's own listeners (API, FastAGI) must be free before Asterisk is touched:
+    found taken later, the start would fail with Asterisk already up."""
+    from callflow.errors import SettingsError
+
+    for what, variable, port in (("API", "CALLFLOW_API_PORT", settings.ports.api),
+                                 ("FastAGI", "CALLFLOW_AGI_PORT", settings.ports.agi)):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((settings.bind_host, port))
+            except OSError as exc:
+                raise SettingsError(
+                    f"the {what} port {settings.bind_host}:{port} is in use ({exc.strerror}): "
+                    f"stop what holds it (`ss -ltnp 'sport = :{port}'`, perhaps an engine "
+                    f"still running) or set {variable} / CALLFLOW_PORT_BASE") from None
+
+
+def _leave_or_stop_pbx(pbx: AsteriskProcess, *, started_pbx: bool, clean_exit: bool,
+                       stop_anyway: bool) -> None:
+    """After the engine stopped: an Asterisk with live calls keeps them (its dialplan's
+    fallback serves new callers; the next ``callflow run`` takes it over) unless told
+    otherwise; an idle one stops. A failed start stops only an Asterisk it started."""
+    from callflow.errors import PbxError
+
+    if not pbx.running:
+        return
+    if not clean_exit and not started_pbx:
+        print(f"the running Asterisk (pid {pbx.pid}) is left as it was", file=sys.stderr)
+        return
+    try:
+        live = 0 if stop_anyway or not clean_exit else pbx.live_channels()
+    except PbxError as exc:
+        log.warning("could not count Asterisk's live channels (%s): stopping it", exc)
+        live = 0
+    if live:
+        print(f"Asterisk (pid {pbx.pid}) keeps its {live} live channel(s) up; new callers "
+              f"reach the fallback queue. `callflow run` takes them over again; "
+              f"`callflow pbx stop` ends them.")
+        return
+    print(f"stopping Asterisk (pid {pbx.pid})…")
+    pbx.stop()
+
+
+def cmd_pbx(args: argparse.Namespace, settings: Settings) -> int:
+    """The deployment's Asterisk on its own: its state, a start, or a stop (which ends the
+    calls it carries, so it refuses while there are any unless --force)."""
+    roster = _roster(settings)
+    pbx = _pbx_process(settings, roster, Path(args.conf_dir))
+    running = pbx.find_running()
+    if args.action == "status":
+        if not running:
+            print("Asterisk is not running")
+            return 3
+        print(f"Asterisk running, pid {pbx.pid}, {pbx.live_channels()} live channel(s); "
+              f"console log {pbx.console_log}")
+        return 0
+    if args.action == "start":
+        if running:
+            print(f"Asterisk already running (pid {pbx.pid})")
+            return 0
+        pbx.start()
+        print(f"Asterisk {pbx.version} running (pid {pbx.pid})")
+        return 0
+    if not running:
+        print("Asterisk is not running")
+        return 0
+    live = pbx.live_channels()
+    if live and not args.force:
+        raise CallflowError(f"Asterisk (pid {pbx.pid}) carries {live} live channel(s); "
+                            f"stopping it ends those calls: add --force to do it anyway")
+    pbx.stop()
+    print(f"Asterisk stopped ({live} live channel(s) ended)")
     return 0
 
 
@@ -253,10 +358,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run Asterisk, the engine and the API until Ctrl-C",
                        description=cmd_run.__doc__)
     p.add_argument("--no-pbx", action="store_true",
-                   help="do not start Asterisk: connect to one already running")
+                   help="do not start or supervise Asterisk: connect to one run elsewhere")
+    p.add_argument("--stop-pbx", action="store_true",
+                   help="on Ctrl-C stop Asterisk even if it still carries calls")
     p.add_argument("--conf-dir", default=str(_default_conf_dir()),
                    help="Asterisk configuration templates (default: asterisk-conf/)")
     p.set_defaults(fn=cmd_run)
+
+    p = sub.add_parser("pbx", help="the deployment's Asterisk: status, start or stop",
+                       description=cmd_pbx.__doc__)
+    p.add_argument("action", choices=("status", "start", "stop"))
+    p.add_argument("--force", action="store_true", help="stop even with live calls")
+    p.add_argument("--conf-dir", default=str(_default_conf_dir()), help="templates")
+    p.set_defaults(fn=cmd_pbx)
 
     p = sub.add_parser("policy", help="print the service-standard Policy in force",
                        description=cmd_policy.__doc__)

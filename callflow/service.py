@@ -28,11 +28,13 @@ from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock, epoch_of
-from callflow.engine.effects import DomainEvent, ListChannels, ListContacts
+from callflow.engine.effects import Alarm, DomainEvent, ListChannels, ListContacts
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError
 from callflow.feature import AgiRoute, Feature, FeatureServices
+from callflow.pbx.process import AsteriskProcess
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
+from callflow.pbx.supervisor import PbxSupervisor, SupervisionRules
 from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
@@ -49,6 +51,8 @@ class ServiceOptions:
     agi_max_sessions: int = 500
     serve_api: bool = True
     features: list[Feature] = field(default_factory=list)
+    # the Asterisk this engine runs (``callflow run``): supervised, started again if it dies
+    pbx: AsteriskProcess | None = None
 
 
 class Service:
@@ -68,6 +72,9 @@ class Service:
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self.supervisor: PbxSupervisor | None = None
+        self._supervising: asyncio.Task[None] | None = None
+        self._pbx_started = ""  # Asterisk's own start time, as AMI last reported it
         self.signer = SessionSigner(settings.api_token)
         self.auth = SessionAuth(settings.api_token, self.signer)
         self.prompts = PromptLibrary(
@@ -108,14 +115,17 @@ class Service:
         self.ami.on_connected(self._resync)
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconcile")
+        if self.options.pbx is not None:
+            self._supervise(self.options.pbx)
         if self.options.serve_api:
             await self._start_api()
 
     async def stop(self) -> None:
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reconciler
+        for task in (self._supervising, self._reconciler):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         if self._api_server is not None:
             self._api_server.should_exit = True
             if self._api_task is not None:
@@ -150,9 +160,56 @@ class Service:
 
     # --- edges --------------------------------------------------------------------------
 
+    def _supervise(self, pbx: AsteriskProcess) -> None:
+        rules = self.policy.supervision
+        self.supervisor = PbxSupervisor(
+            pbx, on_down=self._pbx_down, on_up=self._pbx_up, on_gave_up=self._pbx_gave_up,
+            rules=SupervisionRules(check_s=rules.pbx_check_interval_s,
+                                   backoff_max_s=rules.pbx_restart_backoff_max_s,
+                                   max_restarts=rules.pbx_max_restarts,
+                                   window_s=rules.pbx_restart_window_s))
+        self._supervising = asyncio.create_task(self.supervisor.run(), name="pbx-supervisor")
+
+    def _pbx_alarm(self, kind: str, **detail: Any) -> None:
+        assert self.runtime is not None
+        self.runtime.execute([Alarm(kind, detail, std="STD-147")])
+
+    def _pbx_down(self, reason: str) -> None:
+        assert self.runtime is not None
+        lost = self.runtime.pbx_lost(reason)
+        self._pbx_alarm("pbx_down", reason=reason, corrections=lost)
+
+    def _pbx_up(self, down_s: float) -> None:
+        assert self.supervisor is not None
+        self._pbx_alarm("pbx_restarted", down_s=round(down_s, 2), pid=self.supervisor.process.pid,
+                        restarts=self.supervisor.restarts)
+
+    def _pbx_gave_up(self, why: str) -> None:
+        self._pbx_alarm("pbx_gave_up", reason=why)
+
+    async def _check_pbx_restart(self) -> None:
+        """An Asterisk that restarted while AMI was away (not ours to supervise, or faster
+        than the supervisor's check) took its calls with it: they are lost to a PBX
+        failure, not ended by anyone. Asterisk's own start time tells."""
+        assert self.ami is not None and self.runtime is not None
+        try:
+            status = await self.ami.send("CoreStatus", {})
+        except CallflowError as exc:
+            log.warning("CoreStatus failed: %s", exc)
+            return
+        started = f"{status.get('CoreStartupDate', '')} {status.get('CoreStartupTime', '')}"
+        before, self._pbx_started = self._pbx_started, started
+        if before and started != before:
+            reason = f"Asterisk restarted (started {before.strip()}, now {started.strip()})"
+            log.error("%s", reason)
+            if self.runtime.live_calls():
+                self._pbx_alarm("pbx_down", reason=reason,
+                                corrections=self.runtime.pbx_lost(reason))
+
     async def _resync(self) -> None:
         """After every AMI (re)login: learn what happened while we could not see."""
         assert self.runtime is not None
+        await self._check_pbx_restart()
         channels = await self.runtime.query(ListChannels())
         contacts = await self.runtime.query(ListContacts())
         self.runtime.apply_resync(channels, contacts)
@@ -196,12 +253,23 @@ class Service:
         agi_stats = self.agi.stats if self.agi is not None else {}
         writer = self.writer.stats if self.writer is not None else None
         return {
+            **self._pbx_health(),
             "ami": {"ok": bool(self.ami and self.ami.up), **_scalars(ami_stats)},
             "agi": {"ok": self.agi is not None, **_scalars(agi_stats)},
             "store": {"ok": bool(store_ok),
                       "pending_writes": writer.pending if writer else 0,
                       "write_failures": writer.failures if writer else 0},
         }
+
+
+    def _pbx_health(self) -> dict[str, dict[str, Any]]:
+        """The Asterisk this engine runs (none with ``--no-pbx``: AMI's health tells)."""
+        sup = self.supervisor
+        if sup is None:
+            return {}
+        return {"pbx": {"ok": sup.state == "up", "state": sup.state, "pid": sup.process.pid or 0,
+                        "restarts": sup.restarts, "adopted": sup.process.adopted,
+                        **({"detail": sup.last_error} if sup.last_error else {})}}
 
 
 def edge_adapters(clock: Clock, *, persist: Callable[[str, dict[str, Any]], None],

@@ -954,6 +954,27 @@ class SupervisionPolicy(Section):
         description="How often the engine compares its calls and agents with Asterisk's "
                     "channel listing and corrects drift (a state_corrected alarm each); also "
                     "at every AMI resync")
+    pbx_check_interval_s: float = setting(
+        0.5, unit="s", std="STD-147", gt=0, le=2,
+        description="How often the engine checks that the Asterisk it runs is alive; a dead "
+                    "or restarted Asterisk is seen within this, alarmed (pbx_down) and started "
+                    "again")
+    pbx_restart_backoff_max_s: float = setting(
+        8.0, unit="s", std="STD-147", gt=0,
+        description="Longest pause between two failed attempts to start Asterisk again (the "
+                    "pause doubles from pbx_check_interval_s up to this)")
+    pbx_max_restarts: int = setting(
+        5, unit="count", std="STD-147", ge=0,
+        description="Restarts of Asterisk allowed within pbx_restart_window_s; past it the "
+                    "engine stops trying and raises pbx_gave_up (a PBX that keeps dying needs "
+                    "a person)")
+    pbx_restart_window_s: float = setting(
+        300.0, unit="s", std="STD-147", gt=0, description="The window of pbx_max_restarts")
+    softphone_grace_s: float = setting(
+        15.0, unit="s", std="STD-099", ge=0,
+        description="After a (re)connection to Asterisk, how long a desk's softphone may stay "
+                    "unqualified or unreachable before it counts as unreachable (Asterisk "
+                    "qualifies contacts again after it starts: no false alarm at every start)")
 
 
 class QueuePolicy(Section):

@@ -32,6 +32,20 @@ from callflow.engine.effects import Alarm
 #: A call still waits for an agent in these phases (not yet talking, not ended).
 WAITING_PHASES = (Phase.ROUTING, Phase.OFFERING)
 
+#: Alarms about a standing condition (a part down, a desk unreachable), not an incident:
+#: while one is open (unacknowledged) the same condition is not raised again, so a
+#: condition that outlives restarts is one alarm, not one per start (issue 14).
+CONDITION_ALARMS = frozenset({"softphone_unreachable", "pbx_down", "pbx_gave_up",
+                              "ami_link_down", "store_unavailable", "store_journal_full"})
+
+
+def condition_of(kind: str, detail: dict[str, object]) -> tuple[str, str] | None:
+    """The condition a standing alarm is about (kind and the desk or part), else None."""
+    if kind not in CONDITION_ALARMS:
+        return None
+    subject = detail.get("agent_id") or detail.get("extension") or ""
+    return kind, str(subject)
+
 
 @dataclass(frozen=True)
 class SupervisionMemory:

@@ -42,7 +42,7 @@ from callflow.engine.policy import Policy
 from callflow.errors import AmiLinkDown, CallflowError, StateError
 from callflow.runtime.asterisk import AmiFrame, AsteriskFacts, ChannelLink
 from callflow.runtime.invariants import InvariantChecker
-from callflow.runtime.reconcile import reconcile
+from callflow.runtime.reconcile import pbx_gone, reconcile
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class RuntimeStats:
     timer_fires: int = 0
     errors: int = 0
     resyncs: int = 0
+    alarms_repeated: int = 0  # standing conditions not raised again while open
     seen_events: dict[str, int] = field(default_factory=dict)
 
 
@@ -113,6 +114,9 @@ class Runtime:
         self.ended_call_retention_s = 300.0  # ended calls kept in memory, then store only
         self.endpoint_reachable: dict[str, bool] = {}  # PJSIP's last word on each desk
         self._endpoint_seen: dict[str, float] = {}  # when that word was observed (monotonic)
+        self._contacts: dict[str, dict[str, bool]] = {}  # AOR -> contact URI -> reachable
+        self._confirmed: set[str] = set()  # desks seen reachable since the last resync
+        self._softphone_grace_until = 0.0  # monotonic: "unreachable" waits till then
         self._resync_listeners: list[Callable[[], None]] = []
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[AmiFrame], None]]] = {}
@@ -120,6 +124,7 @@ class Runtime:
         self._event_listeners: list[Callable[[DomainEvent], None]] = []
         self._snapshot_parts: dict[str, Callable[[Callable[[str], bool]], Any]] = {}
         self._agent_holds: list[Callable[[str], bool]] = []
+        self._alarm_gates: list[Callable[[Alarm], bool]] = []
         self.stats = RuntimeStats()
         for member in roster.agents:
             self.agents[member.agent_id] = agent_state.new_agent(member.agent_id, member.endpoint)
@@ -158,8 +163,14 @@ class Runtime:
 
     def _emit(self, event: DomainEvent) -> None:
         """To the store, to the live stream, then to the features that follow the core."""
-        if isinstance(event, Alarm) and not event.raised_at:
-            event = replace(event, raised_at=time.time())
+        if isinstance(event, Alarm):
+            if not all(admit(event) for admit in self._alarm_gates):
+                self.stats.alarms_repeated += 1
+                log.info("alarm %s %s repeats an open one: not raised again", event.kind,
+                         event.detail)
+                return
+            if not event.raised_at:
+                event = replace(event, raised_at=time.time())
         self.adapters.record(event)
         self.adapters.show(event)
         self._watch(self.invariants.on_event, event)
@@ -265,6 +276,11 @@ class Runtime:
         if key in ("agents", "calls") or key in self._snapshot_parts:
             raise CallflowError(f"snapshot key {key!r} is taken")
         self._snapshot_parts[key] = part
+
+    def gate_alarms(self, admit: Callable[[Alarm], bool]) -> None:
+        """``admit(alarm)`` False: the alarm repeats one still open (the board keeps the
+        open ones) and is not raised again."""
+        self._alarm_gates.append(admit)
 
     def on_resync(self, listener: Callable[[], None]) -> None:
         """Also call ``listener()`` after every AMI resync (a feature refreshes what it tracks)."""
@@ -517,21 +533,55 @@ class Runtime:
                 log.exception("AMI %s event could not be applied: %r", frame.name, frame)
 
     def _on_contact_status(self, frame: AmiFrame) -> None:
-        status = frame.get("ContactStatus")
-        if status in ("Reachable", "NonQualified", "Created"):
-            self.softphone_status(frame.get("AOR"), True, frame.received_at)
-        elif status in ("Unreachable", "Removed"):
-            self.softphone_status(frame.get("AOR"), False, frame.received_at)
+        """A desk is reachable while any of its contacts is: with ``remove_existing`` a
+        phone that registers again replaces its old contact, whose ``Removed`` must not
+        make a registered phone unreachable. ``Unknown`` (not qualified yet) says nothing."""
+        aor, status = frame.get("AOR"), frame.get("ContactStatus")
+        uri = frame.get("URI") or frame.get("Uri") or "?"
+        contacts = self._contacts.setdefault(aor, {})
+        if status == "Removed":
+            contacts.pop(uri, None)
+        elif status in ("Reachable", "NonQualified", "Created", "Updated"):
+            contacts[uri] = True
+        elif status == "Unreachable":
+            contacts[uri] = False
+        else:
+            return
+        self.softphone_status(aor, any(contacts.values()), frame.received_at)
 
     def softphone_status(self, endpoint: str, reachable: bool, observed_at: float) -> None:
         """PJSIP's word on a desk's softphone, observed at monotonic ``observed_at``; a word
-        older than one already applied (a listing answered after a newer event) is dropped."""
+        older than one already applied (a listing answered after a newer event) is dropped.
+
+        After a (re)connection, a desk not yet seen reachable gets
+        ``supervision.softphone_grace_s`` before "unreachable" counts: Asterisk qualifies
+        its contacts again after it starts, and a healthy phone must not be alarmed and
+        set not-ready at every start (issue 14)."""
         if observed_at < self._endpoint_seen.get(endpoint, float("-inf")):
             return
         self._endpoint_seen[endpoint] = observed_at
         self.endpoint_reachable[endpoint] = reachable
+        if reachable:
+            self._confirmed.add(endpoint)
+        elif endpoint not in self._confirmed and self._defer_judgement(endpoint):
+            return
+        self._judge_softphone(endpoint)
+
+    def _defer_judgement(self, endpoint: str) -> bool:
+        left = self._softphone_grace_until - time.monotonic()
+        if left <= 0:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without a loop (pure tests): judged at once
+            return False
+        loop.call_later(left, self._judge_softphone, endpoint)
+        return True
+
+    def _judge_softphone(self, endpoint: str) -> None:
         agent_id = self.agent_at(endpoint)
-        if agent_id is not None:
+        reachable = self.endpoint_reachable.get(endpoint)
+        if agent_id is not None and reachable is not None:
             self.agent_fact(agent_id, agent_state.SoftphoneReachable() if reachable
                                     else agent_state.SoftphoneUnreachable())
 
@@ -543,6 +593,9 @@ class Runtime:
         (runtime/reconcile.py), then every desk's softphone status."""
         self.stats.resyncs += 1
         reconcile(self, channels, requested_at=time.monotonic(), full=True)
+        self._contacts.clear()
+        self._confirmed.clear()
+        self._softphone_grace_until = time.monotonic() + self.policy.supervision.softphone_grace_s
         for contact in contacts:
             self._on_contact_status(_ContactView(contact))
         for listener in self._resync_listeners:
@@ -551,6 +604,14 @@ class Runtime:
             except Exception:
                 self.stats.errors += 1
                 log.exception("resync listener %r failed", listener)
+
+    def pbx_lost(self, reason: str) -> int:
+        """Asterisk died or restarted: its calls are lost to a PBX failure and its agents
+        freed (runtime/reconcile.py ``pbx_gone``); each correction is a ``state_corrected``
+        alarm. The number of corrections."""
+        fixes = pbx_gone(self, reason, time.time())
+        self.execute([Alarm("state_corrected", fix, std="STD-147") for fix in fixes.items])
+        return len(fixes.items)
 
     async def reconcile_now(self) -> int:
         """Compare with Asterisk's channel listing now and correct (a periodic check while

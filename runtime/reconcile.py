@@ -165,3 +165,30 @@ def _free_or_seat_agents(rt: Runtime, fixes: Corrections) -> None:
                   call_id=call_id)
         rt.agent_fact(agent.agent_id, agent_state.CallJoined(call_id,
                                                              tracked=link is not None))
+
+
+def pbx_gone(rt: Runtime, reason: str, at: float) -> Corrections:
+    """Asterisk died or restarted (the supervisor saw its process go, or AMI came back to
+    a new Asterisk): every channel it had is gone with it. Each live call ends at ``at``
+    as a ``pbx_failure`` (nobody hung up: no agent is blamed, no RONA, no abandon), its
+    end flagged incomplete with ``reason`` (Asterisk sent no event; ``at`` is when we
+    saw it gone), and every agent on a call or ringing is freed."""
+    fixes = Corrections()
+    facts = rt.asterisk
+    gone = sorted(facts.view.channels)
+    facts.replace_view(ch.PbxView(shutting_down=True))
+    if gone:
+        fixes.add("channels_gone", uniqueids=gone)
+    rt.agent_links.clear()
+    for call in rt.live_calls():
+        fixes.add("call_lost_with_pbx", call_id=call.call_id, phase=call.phase.value)
+        rt.call_event(calls.CallReleased(call.call_id, at, cause=0, by="pbx",
+                                         incomplete=reason))
+    for agent in list(rt.agents.values()):
+        if agent.state in IN_CALL and agent.call_id:
+            fixes.add("agent_freed", agent_id=agent.agent_id, state=agent.state.value,
+                      call_id=agent.call_id)
+            rt.agent_fact(agent.agent_id, agent_state.CallEnded(agent.call_id))
+    for fix in fixes.items:
+        log.warning("Asterisk gone (%s): %s", reason, fix)
+    return fixes

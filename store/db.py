@@ -62,7 +62,8 @@ POOL_TIMEOUT_S = 10.0
 def _describe(exc: SQLAlchemyError) -> str:
     """The driver's own message when there is one (it names the constraint), else SQLAlchemy's."""
     if isinstance(exc, DBAPIError) and exc.orig is not None:
-        return f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+        # one line: drivers add hints on lines of their own ("Is the server running…")
+        return f"{type(exc.orig).__name__}: {' '.join(str(exc.orig).split())}"
     if isinstance(exc, StatementError) and exc.orig is not None:
         return f"{type(exc.orig).__name__}: {exc.orig}"
     return f"{type(exc).__name__}: {exc}"
@@ -136,7 +137,12 @@ def normalize_url(url: str) -> URL:
 
 def _sqlite_engine(url: URL) -> Engine:
     assert url.database is not None
-    Path(url.database).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(url.database).expanduser().resolve().parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreError(f"cannot create the SQLite database's folder {folder} "
+                         f"({exc.strerror})") from None
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
     @event.listens_for(engine, "connect")

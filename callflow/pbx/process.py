@@ -20,6 +20,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import secrets
 import signal
 import socket
@@ -378,11 +379,34 @@ class AsteriskProcess:
             )
         except subprocess.TimeoutExpired as exc:
             raise PbxError(f"asterisk -rx {command!r} took longer than {timeout}s") from exc
+        except OSError as exc:
+            raise PbxError(f"cannot run Asterisk's CLI from {self.root} ({exc.strerror}): "
+                           f"check CALLFLOW_ASTERISK_ROOT") from None
         if done.returncode != 0:
             raise PbxError(
                 f"asterisk -rx {command!r} failed ({done.returncode}): {done.stderr or done.stdout}"
             )
         return done.stdout
+
+    def live_channels(self) -> int:
+        """How many channels Asterisk has up now (``core show channels count``): whether
+        stopping it would cut calls."""
+        out = self.cli("core show channels count")
+        found = re.search(r"^(\d+) active channels?$", out, re.MULTILINE)
+        if found:
+            return int(found.group(1))
+        raise PbxError(f"unexpected `core show channels count` output: {out[:200]!r}")
+
+    def find_running(self) -> bool:
+        """Adopt the Asterisk of this work dir if one runs (``callflow pbx status|stop``);
+        never starts one."""
+        if self.running:
+            return True
+        pid = self._left_running()
+        if pid is None:
+            return False
+        self._adopted = pid
+        return True
 
     def stop(self, timeout: float = 10.0) -> int | None:
         """SIGTERM by PID (Asterisk ends cleanly, ~1.5 s); SIGKILL if it outlives ``timeout``."""

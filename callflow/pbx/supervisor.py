@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from callflow.errors import PbxError
@@ -28,10 +28,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SupervisionRules:
+    """The Policy's ``supervision.pbx_*`` numbers."""
+
     check_s: float = 0.5
-    backoff_s: Sequence[float] = (0.5, 1.0, 2.0, 4.0, 8.0)
+    backoff_max_s: float = 8.0
     max_restarts: int = 5
     window_s: float = 300.0
+
+    def pauses(self) -> list[float]:
+        """The pauses after failed starts: doubling from ``check_s`` up to the maximum."""
+        out, pause = [], self.check_s
+        while pause < self.backoff_max_s:
+            out.append(pause)
+            pause *= 2
+        return [*out, self.backoff_max_s]
 
 
 class PbxSupervisor:
@@ -61,7 +71,7 @@ class PbxSupervisor:
             await self._restart(down_at)
 
     async def _restart(self, down_at: float) -> None:
-        for attempt, pause in enumerate(self.rules.backoff_s, 1):
+        for attempt, pause in enumerate(self.rules.pauses(), 1):
             now = time.monotonic()
             while self._recent and now - self._recent[0] > self.rules.window_s:
                 self._recent.popleft()

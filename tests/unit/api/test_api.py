@@ -172,7 +172,7 @@ async def test_healthz_is_200_when_every_component_is_ok(api: RunningApi) -> Non
         response = await http.get("/healthz")
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
-    assert response.json() == {"status": "ok", "components": {
+    assert response.json() == {"status": "ok", "down": [], "components": {
         "ami": {"ok": True}, "agi": {"ok": True}, "store": {"ok": True}}}
 
 
@@ -184,7 +184,7 @@ async def test_healthz_is_503_degraded_when_a_component_is_not_ok(api: RunningAp
         response = await http.get("/healthz")
     assert response.status_code == 503
     body = response.json()
-    assert body["status"] == "degraded"
+    assert body["status"] == "degraded" and body["down"] == ["ami"]  # names the part down
     assert body["components"]["ami"]["ok"] is False
     assert body["components"]["store"] == {"ok": True}
 
@@ -200,7 +200,7 @@ async def test_healthz_is_503_when_the_check_itself_fails(
     async with httpx.AsyncClient(base_url=api.base_url) as http:
         response = await http.get("/healthz")
     assert response.status_code == 503
-    assert response.json() == {"status": "degraded",
+    assert response.json() == {"status": "degraded", "down": ["health"],
                                "components": {"health": {"ok": False, "detail": detail}}}
     assert TOKEN not in response.text
 
