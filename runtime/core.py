@@ -293,13 +293,40 @@ class Runtime:
         agent = self.agents.get(agent_id)
         if agent is None:
             raise StateError("unknown_agent", f"no agent {agent_id!r} in the roster")
-        new, effects = agent_state.transition(agent, event, self.clock.now(), self.policy)
+        try:
+            new, effects = agent_state.transition(agent, event, self.clock.now(), self.policy)
+        except StateError:
+            if not self._free_if_phantom(agent):
+                raise
+            agent = self.agents[agent_id]
+            new, effects = agent_state.transition(agent, event, self.clock.now(), self.policy)
         self.agents[agent_id] = new
         self.execute(effects)
         if agent_state.routable(new) and not agent_state.routable(agent):
             for waiting in self.waiters.values():  # each flow re-asks; the oldest wins
                 waiting.set()
         return new
+
+    def _free_if_phantom(self, agent: agent_state.AgentSnapshot) -> bool:
+        """A request refused because the agent is on a call Asterisk shows no channel of
+        (its end was lost, issue 14): the engine is wrong, not the request. The agent is
+        freed (a ``state_corrected`` alarm), and the request is tried again."""
+        if agent.state not in agent_events.IN_CALL or not self.pbx_up or not agent.extension:
+            return False
+        if self.asterisk.view.on_endpoint(agent.extension):
+            return False
+        call = self.calls.get(agent.call_id)
+        if agent.state is agent_events.AgentState.RINGING and call is not None \
+                and call.phase is not calls.Phase.ENDED:
+            return False  # reserved by a flow about to dial the desk
+        log.warning("agent %s is %s on %s but Asterisk shows no channel on %s: freed",
+                    agent.agent_id, agent.state.value, agent.call_id, agent.extension)
+        self.agent_fact(agent.agent_id, agent_state.CallEnded(agent.call_id))
+        self.execute([Alarm("state_corrected", {
+            "what": "agent_freed", "agent_id": agent.agent_id, "state": agent.state.value,
+            "call_id": agent.call_id, "on": "a request Asterisk's channels allow"},
+            std="STD-147")])
+        return self.agents[agent.agent_id].state not in agent_events.IN_CALL
 
     def log_in(self, agent_id: str, desk: str = "",
                by: agent_events.Actor = "agent") -> agent_state.AgentSnapshot:
