@@ -328,6 +328,8 @@ class AmiClient:
         self._pending: dict[str, _Pending] = {}
         self._holding = False
         self._held: list[AmiMessage] = []
+        self._booted = asyncio.Event()  # this connection's Asterisk said FullyBooted
+        self.boot_timeout = resync_timeout
         self._inbox: list[tuple[_AmiConnection, Parsed]] = []
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
@@ -588,6 +590,8 @@ class AmiClient:
                         log.debug("AMI response for no pending action: %r", message.fields)
                 elif not (action_id and pending and self._resolve(action_id, message)):
                     events.append(message)
+                    if message.name == "FullyBooted":
+                        self._booted.set()
         if not events:
             return
         if self._holding:
@@ -658,7 +662,9 @@ class AmiClient:
                 watchdog = asyncio.create_task(self._watchdog(session),
                                                name=f"{self._label}-watchdog")
                 self._holding = True  # this connection's events wait for its resync
+                self._booted.clear()
                 await self._login(session)
+                await self._wait_booted(session)
                 await self._resync(session)
                 if not session.lost.done():
                     up_since = time.monotonic()
@@ -768,6 +774,18 @@ class AmiClient:
             self._stats["reconnects"] += 1
         log.info("%s: AMI logged in to %s:%s (AMI %s)", self._label, self.host, self.port,
                  session.conn._ami_version)
+
+    async def _wait_booted(self, session: _Session) -> None:
+        """An Asterisk still starting accepts AMI logins before its modules have registered
+        their actions (PJSIPShowContacts is unknown for a moment): the resync waits for
+        FullyBooted, which Asterisk sends a new session at once when it is up already."""
+        try:
+            await asyncio.wait_for(self._booted.wait(), self.boot_timeout)
+        except TimeoutError:
+            log.warning("%s: no FullyBooted within %.0f s of the login; resyncing anyway",
+                        self._label, self.boot_timeout)
+        if session.lost.done():
+            raise AmiLinkDown(f"AMI link lost while Asterisk booted: {session.lost.result()}")
 
     async def _resync(self, session: _Session) -> None:
         try:

@@ -201,10 +201,10 @@ class Service:
         before, self._pbx_started = self._pbx_started, started
         if before and started != before:
             reason = f"Asterisk restarted (started {before.strip()}, now {started.strip()})"
-            log.error("%s", reason)
-            if self.runtime.live_calls():
-                self._pbx_alarm("pbx_down", reason=reason,
-                                corrections=self.runtime.pbx_lost(reason))
+            lost = self.runtime.pbx_lost(reason)  # nothing left to do if the supervisor saw it
+            log.log(logging.ERROR if lost else logging.INFO, "%s", reason)
+            if lost:
+                self._pbx_alarm("pbx_down", reason=reason, corrections=lost)
 
     async def _resync(self) -> None:
         """After every AMI (re)login: learn what happened while we could not see."""

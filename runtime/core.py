@@ -389,12 +389,19 @@ class Runtime:
         candidate = routing.next_agent(
             call, waiting=self._waiting_calls(), agents=self.agents.values(),
             roster=self.roster, named=only,
-            held=lambda agent_id: any(held(agent_id) for held in self._agent_holds))
+            held=lambda agent_id: any(held(agent_id) for held in self._agent_holds)
+            or self._unreachable_in_grace(agent_id))
         if candidate is None:
             return None
         self.agent_event(candidate.agent_id, agent_state.CallOffered(call_id))
         member = self.roster.by_id(candidate.agent_id)
         return None if member is None else replace(member, endpoint=candidate.extension)
+
+    def _unreachable_in_grace(self, agent_id: str) -> bool:
+        """PJSIP says the desk is unreachable but, in the grace after a resync, that is not
+        judged yet (no alarm, no state change): it is not offered calls meanwhile."""
+        agent = self.agents.get(agent_id)
+        return agent is not None and self.endpoint_reachable.get(agent.extension) is False
 
     def _waiting_calls(self) -> list[calls.InboundCall]:
         return [c for cid in self.waiters if (c := self.calls.get(cid)) is not None]

@@ -131,6 +131,26 @@ class InvariantChecker:
         if self._clock - self._pruned_at > MEMORY_S / 5:
             self._prune(self._clock - MEMORY_S)
 
+    def asterisk_listed(self, uids: set[str], *, restarted: bool = False) -> None:
+        """Asterisk's whole listing after a resync (or nothing at all: it died): channels
+        it no longer has ended while we could not see, and stop counting against desks.
+        ``restarted``: a new Asterisk numbers its channels from 1 again, so the names and
+        stamps of the old one's must not be matched with the new one's."""
+        if restarted:
+            self._shutdown_at = None
+            self._legs.clear()
+            self._gone.clear()
+            self._desks.clear()
+            self._bridges.clear()
+            return
+        for uid in [u for u in self._legs if u not in uids]:
+            leg = self._legs.pop(uid)
+            self._gone[uid] = leg
+            self._desks.get(endpoint_of(leg.name), set()).discard(uid)
+        for members in self._bridges.values():
+            members &= uids
+        self._bridges = {b: m for b, m in self._bridges.items() if m}
+
     def _prune(self, before: float) -> None:
         """A long-running engine keeps only the recent past."""
         self._pruned_at = self._clock

@@ -73,6 +73,7 @@ def reconcile(rt: Runtime, items: Sequence[AmiFrame], *, requested_at: float,
     if full:
         before = facts.view
         facts.replace_view(ch.rebuilt(fresh, before))
+        rt.invariants.asterisk_listed({item.uid for item in fresh})
         dropped = sorted(set(before.channels) - set(facts.view.channels))
         if dropped:
             fixes.add("channels_gone", uniqueids=dropped)
@@ -177,6 +178,7 @@ def pbx_gone(rt: Runtime, reason: str, at: float) -> Corrections:
     facts = rt.asterisk
     gone = sorted(facts.view.channels)
     facts.replace_view(ch.PbxView(shutting_down=True))
+    rt.invariants.asterisk_listed(set(), restarted=True)
     if gone:
         fixes.add("channels_gone", uniqueids=gone)
     rt.agent_links.clear()

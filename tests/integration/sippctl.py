@@ -21,7 +21,7 @@ from pathlib import Path
 from amitap import AmiTap, AmiTapError
 
 SCENARIO_DIR = Path(__file__).resolve().parent.parent / "sipp"
-MEDIA_OFFSET = 30000  # SIPp media port = its SIP port + 30000 (- 30000 past 65535)
+MEDIA_SPACING = 4  # SIPp echoes RTP on its media port and on media port + 2 (video)
 DEFAULT_CALLER_ID = "13800000000"
 
 
@@ -89,19 +89,26 @@ class SippControl:
         self.target = f"127.0.0.1:{sip_port}"
         self.log_dir = log_dir
         self.agent_port = agent_port
+        self.port_base = port_base
         self.customer_port = port_base + 120
         self._caller_ports = itertools.cycle(range(port_base + 70, port_base + 90))
         self._register_ports = itertools.cycle(range(port_base + 90, port_base + 100))
         self.runs: list[SippRun] = []
 
+    def media_port(self, sip_port: int) -> int:
+        """SIPp's RTP port: inside the worker's own port block, in its unused
+        [base+1000, base+2000), ``MEDIA_SPACING`` apart so that no SIPp's video port (its
+        media port + 2) is another's audio port, whatever the port base."""
+        return self.port_base + 1000 + MEDIA_SPACING * (sip_port - self.port_base)
+
     def start(self, name: str, scenario: str, port: int, *args: object) -> SippRun:
-        """Any SIPp process: ``sipp -sf tests/sipp/<scenario> -p <port> -mp <port+30000> ...``."""
+        """Any SIPp process: ``sipp -sf tests/sipp/<scenario> -p <port> -mp <media> ...``."""
         n = sum(1 for r in self.runs if r.name.split("#")[0] == name)
         name = f"{name}#{n}" if n else name
         files = {kind: self.log_dir / f"sipp-{name}.{kind}" for kind in ("log", "err", "out")}
         cmd = [
             "sipp", "-sf", str(SCENARIO_DIR / scenario),
-            "-i", "127.0.0.1", "-p", str(port), "-mp", str(media_port(port)),
+            "-i", "127.0.0.1", "-p", str(port), "-mp", str(self.media_port(port)),
             "-trace_logs", "-log_file", str(files["log"]),
             "-trace_err", "-error_file", str(files["err"]),
             *map(str, args),
@@ -210,12 +217,6 @@ class SippControl:
                 if self.contact_status(aor) != "Reachable":
                     break
                 time.sleep(0.1)
-
-
-def media_port(sip_port: int) -> int:
-    """SIPp's RTP port for a SIPp on ``sip_port``: +30000, or -30000 for high port bases."""
-    port = sip_port + MEDIA_OFFSET
-    return port if 1024 <= port <= 65535 else sip_port - MEDIA_OFFSET
 
 
 def _read(path: Path) -> str:

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 from product import Product, make_roster, make_settings
-from sippctl import MEDIA_OFFSET
 from websockets.sync.client import connect
 
 from callflow.agents.state import AgentState, LogIn
@@ -77,20 +76,10 @@ def cn(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path
         running[0].stop()
 
 
-def _media_args(asterisk: PbxHandle, port: int) -> list[object]:
-    """sippctl puts SIPp's media port at SIP port + 30000: past 65535 for port bases above
-    35535 (Asterisk then refuses the answer's SDP, 488/cause 58). Such a base gets the
-    media of each SIPp inside its own unused block [base+1000, base+2000) instead."""
-    if port + MEDIA_OFFSET <= 65535:
-        return []
-    return ["-mp", asterisk.port_base + 1000 + 4 * (port - asterisk.port_base)]
-
-
 def softphone(sipp: SippControl, asterisk: PbxHandle, ext: str, ring_ms: int = 300,
               wait: bool = True) -> SippRun:
     port = asterisk.agent_port(ext)
-    run = sipp.start(f"agent{ext}", "uas_answer.xml", port, "-aa", "-d", ring_ms,
-                     *_media_args(asterisk, port))
+    run = sipp.start(f"agent{ext}", "uas_answer.xml", port, "-aa", "-d", ring_ms)
     run.aor = f"agent{ext}"
     if wait:
         sipp.wait_ready(run)
@@ -99,8 +88,7 @@ def softphone(sipp: SippControl, asterisk: PbxHandle, ext: str, ring_ms: int = 3
 
 def customer(sipp: SippControl, asterisk: PbxHandle, scenario: str,
              ring_ms: int = 0) -> SippRun:
-    return sipp.start("customer", scenario, sipp.customer_port, "-aa", "-d", ring_ms,
-                      *_media_args(asterisk, sipp.customer_port))
+    return sipp.start("customer", scenario, sipp.customer_port, "-aa", "-d", ring_ms)
 
 
 def customer_dialled(asterisk: PbxHandle, since: float, timeout: float) -> dict[str, str]:
