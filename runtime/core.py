@@ -99,6 +99,17 @@ class RuntimeStats:
 
 
 class Runtime:
+    """The one owner of live calls and agents; features and flows go through it.
+
+    Three kinds of callers: the AGI flows (``call_entered``, ``choose_agent``,
+    ``offer_reported``…: what our dialplan did), Asterisk's facts (``on_ami_batch``,
+    ``apply_resync``, ``reconcile_now``, ``pbx_lost``: what really happened, which wins),
+    and people through the API (``agent_event``, ``log_in``: requests the agent machine
+    may refuse). Features extend it without reaching inside: ``on_event`` (every domain
+    event, in order), ``on_ami``, ``own_timers``, ``hold_agents``, ``gate_alarms``,
+    ``extend_snapshot``, ``on_resync``, and ``request``/``query`` to ask Asterisk.
+    """
+
     def __init__(self, policy: Policy, clock: Clock, roster: Roster, adapters: Adapters) -> None:
         self.policy = policy
         self.clock = clock
