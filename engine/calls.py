@@ -237,8 +237,22 @@ class CallReleased:
     incomplete: str = ""  # why the end's facts are missing (``at`` is then when we learnt)
 
 
+@dataclass(frozen=True)
+class AnswerConfirmed:
+    """Asterisk's records time an answer the flow reported while the AMI link was down
+    (Dial's ANSWEREDTIME is whole seconds, and a caller who hangs up first leaves the flow
+    only the hang-up's time): the offer rang from ``rang_at`` and was answered at
+    ``answered_at`` (engine/cel.py, from CEL)."""
+
+    call_id: str
+    agent_id: str
+    channel: str
+    rang_at: float
+    answered_at: float
+
+
 CallEvent = (CallEntered | OfferStarted | OfferEnded | TransferStarted | Transferred
-             | CallReleased)
+             | CallReleased | AnswerConfirmed)
 
 
 # --- what the machine says happened --------------------------------------------------
@@ -440,7 +454,46 @@ def step(call: InboundCall, event: CallEvent,
         return call, _effects(call, timings, to_agent=event.agent_id)
     if isinstance(event, CallReleased):
         return _released(call, event, timings)
+    if isinstance(event, AnswerConfirmed):
+        return _answer_confirmed(call, event, timings)
     return call, []
+
+
+def _answer_confirmed(call: InboundCall, event: AnswerConfirmed,
+                      timings: CallRules) -> tuple[InboundCall, list[Effect]]:
+    """A flow-timed answer (``from_pbx`` False) takes Asterisk's times; one already timed
+    by Asterisk is left as it is."""
+    offers = list(call.offers)
+    for i in range(len(offers) - 1, -1, -1):
+        offer = offers[i]
+        if offer.agent_id == event.agent_id and offer.result is OfferResult.ANSWERED:
+            if offer.from_pbx:
+                return call, []
+            first = call.answered_offer is offer
+            offers[i] = replace(offer, channel=event.channel, started_at=event.rang_at,
+                                ended_at=event.answered_at, from_pbx=True)
+            call = replace(call, offers=tuple(offers))
+            if first:
+                greeting = "normal" if call.greeting == "apology" else call.greeting
+                call = replace(call, answered_at=event.answered_at, greeting=greeting)
+                if is_late(call, timings):
+                    call = replace(call, greeting="apology")
+            return call, _effects(call, timings, to_agent=event.agent_id)
+    return call, []
+
+
+def resumed(call: InboundCall) -> InboundCall:
+    """A call read back from the store (an engine restart): its phase from its offers
+    (the store keeps times and results, not the phase)."""
+    if call.ended_at is not None:
+        return replace(call, phase=Phase.ENDED)
+    if call.talking_offer is not None:
+        return replace(call, phase=Phase.CONNECTED)
+    if call.current_offer is not None:
+        return replace(call, phase=Phase.OFFERING)
+    if call.answered_at is not None:
+        return replace(call, phase=Phase.TRANSFERRING)
+    return replace(call, phase=Phase.ROUTING)
 
 
 def _offer_started(call: InboundCall, event: OfferStarted,
