@@ -33,6 +33,7 @@ from callflow.engine.policy import Policy
 from callflow.errors import CallflowError
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
+from callflow.recovery import CallRecovery
 from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
@@ -106,6 +107,9 @@ class Service:
         await self.agi.start()
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)
+        # issue 14: then calls that ended out of sight, from Asterisk's records (CEL)
+        self.ami.on_connected(CallRecovery(self.runtime, store, self.writer, self.settings,
+                                           self.policy).after_resync)
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconcile")
         if self.options.serve_api:

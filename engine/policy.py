@@ -954,6 +954,12 @@ class SupervisionPolicy(Section):
         description="How often the engine compares its calls and agents with Asterisk's "
                     "channel listing and corrects drift (a state_corrected alarm each); also "
                     "at every AMI resync")
+    records_lookback_h: float = setting(
+        24.0, unit="h", std="STD-147", gt=0,
+        description="At engine start and every AMI resync, calls in Asterisk's own records "
+                    "(CEL) since the engine last looked, but at most this far back, that the "
+                    "store does not have (the fallback queue served them while the engine "
+                    "was away) are entered")
 
 
 class QueuePolicy(Section):

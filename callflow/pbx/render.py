@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = REPO_ROOT / "asterisk-conf"
 FALLBACK_QUEUE = "callflow-fallback"
+#: Where callers arrive (extensions.conf.j2 [inbound], pjsip.conf.j2's caller endpoints):
+#: a call whose first channel started here is an inbound call of ours.
+INBOUND_CONTEXT = "inbound"
 _HOLDS_SECRETS = frozenset({"manager.conf", "pjsip.conf"})
 
 _EXT = re.compile(r"[0-9]{2,8}")
