@@ -108,8 +108,9 @@ class Service:
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)
         # issue 14: then calls that ended out of sight, from Asterisk's records (CEL)
-        self.ami.on_connected(CallRecovery(self.runtime, store, self.writer, self.settings,
-                                           self.policy).after_resync)
+        self.recovery = CallRecovery(self.runtime, store, self.writer, self.settings,
+                                     self.policy)
+        self.ami.on_connected(self.recovery.after_resync)
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconcile")
         if self.options.serve_api:

@@ -106,7 +106,7 @@ class Offer:
     started_at: float
     ended_at: float | None = None
     result: OfferResult | None = None
-    from_pbx: bool = True  # timed by Asterisk (AMI); False: by the flow, until AMI confirms
+    from_pbx: bool = True  # timed by Asterisk (AMI); False: by the flow, until Asterisk confirms
     left_at: float | None = None  # answered: when this agent's part ended (hang-up, transfer)
     joined: bool = False  # the agent got the caller by an attended transfer, without ringing
 
@@ -199,6 +199,7 @@ class OfferEnded:
     leg_cause: int | None = None  # the phone's own hang-up cause (see ``offer_result``)
     forward: str = ""  # DialEnd's Forward: the phone sent a 302
     pbx_failure: bool = False  # Asterisk is shutting down
+    from_pbx: bool = True  # False: the flow's DIALSTATUS, timed by the flow (link down)
 
 
 @dataclass(frozen=True)
@@ -408,11 +409,15 @@ def _task(kind: str, call: InboundCall, at: float, owner: str | None,
     return TaskRequested(kind, call.caller, at, owner, note, call.call_id)
 
 
-def _close_offer(call: InboundCall, agent_id: str, result: OfferResult, at: float) -> InboundCall:
+def _close_offer(call: InboundCall, agent_id: str, result: OfferResult, at: float,
+                 from_pbx: bool = True) -> InboundCall:
+    """``from_pbx`` False: the end is the flow's word, so the offer's times are not all
+    Asterisk's (its answer can be confirmed later, ``AnswerConfirmed``)."""
     offers = list(call.offers)
     for i in range(len(offers) - 1, -1, -1):
         if offers[i].agent_id == agent_id and offers[i].ended_at is None:
-            offers[i] = replace(offers[i], ended_at=at, result=result)
+            offers[i] = replace(offers[i], ended_at=at, result=result,
+                                from_pbx=offers[i].from_pbx and from_pbx)
             break
     return replace(call, offers=tuple(offers))
 
@@ -523,7 +528,7 @@ def _offer_ended(call: InboundCall, event: OfferEnded,
         return call, []
     result = OfferResult.PBX_FAILURE if event.pbx_failure and event.dial_status != "ANSWER" \
         else offer_result(event.dial_status, event.leg_cause, event.forward)
-    call = _close_offer(call, event.agent_id, result, event.at)
+    call = _close_offer(call, event.agent_id, result, event.at, event.from_pbx)
     if result is OfferResult.ANSWERED:
         answered_at = event.at if call.answered_at is None else call.answered_at
         call = replace(call, phase=Phase.CONNECTED, agent_id=event.agent_id,

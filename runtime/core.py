@@ -426,7 +426,7 @@ class Runtime:
         if offer is None or offer.agent_id != agent_id:
             return  # AMI closed the offer already, with Asterisk's times
         self.call_event(calls.OfferEnded(call_id, agent_id, dial_status,
-                                         time.time() - answered_s_ago))
+                                         time.time() - answered_s_ago, from_pbx=False))
         self.offer_outcome(agent_id, call_id, calls.offer_result(dial_status))
 
     def agent_released(self, call_id: str) -> None:
@@ -578,6 +578,7 @@ class Runtime:
         while they were taken). Channels, calls and agents are put right
         (runtime/reconcile.py), then every desk's softphone status."""
         self.stats.resyncs += 1
+        self.invariants.resynced({c.get("Uniqueid") for c in channels})
         reconcile(self, channels, requested_at=time.monotonic(), full=True)
         for contact in contacts:
             self._on_contact_status(_ContactView(contact))

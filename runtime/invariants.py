@@ -131,6 +131,17 @@ class InvariantChecker:
         if self._clock - self._pruned_at > MEMORY_S / 5:
             self._prune(self._clock - MEMORY_S)
 
+    def resynced(self, listed: set[str]) -> None:
+        """Asterisk's whole channel listing at a resync (the AMI link was down): a channel
+        it no longer lists ended while the checker could not hear its ``Hangup``."""
+        for uid in [uid for uid in self._legs if uid not in listed]:
+            leg = self._legs.pop(uid)
+            self._gone[uid] = leg
+            desk = endpoint_of(leg.name)
+            self._desks.get(desk, set()).discard(uid)
+            if desk:
+                self._check_desk(desk)
+
     def _prune(self, before: float) -> None:
         """A long-running engine keeps only the recent past."""
         self._pruned_at = self._clock

@@ -62,6 +62,8 @@ class EngineProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self._log.close()
 
     def log_tail(self, lines: int = 40) -> str:
