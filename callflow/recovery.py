@@ -39,6 +39,7 @@ import asyncio
 import logging
 import time
 import wave
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -73,6 +74,8 @@ CHECKPOINT = "records_checkpoint"
 ROWS_LAG_S = 0.5
 #: How long the store writer may take to write what the engine already emitted.
 FLUSH_TIMEOUT_S = 10.0
+#: The last runs' reports kept for diagnostics (one per AMI login).
+REPORTS_KEPT = 20
 
 NO_ROWS = "no end seen, and Asterisk's records (CEL) hold no row of this call"
 NO_END = ("no end seen, and Asterisk's records (CEL) stop before this call's hang-up "
@@ -117,7 +120,7 @@ class CallRecovery:
         self.reader = CelReader(pbx.cel_path)
         self.monitor_dir = pbx.spool_dir / "monitor"
         self.pending: dict[str, _Recording] = {}  # adopted fallback calls' recordings
-        self.runs: list[RecoveryReport] = []
+        self.runs: deque[RecoveryReport] = deque(maxlen=REPORTS_KEPT)
         self._tasks: set[asyncio.Task[None]] = set()
         runtime.ends_from_records = True  # a lost call waits for these records
         runtime.on_event(self._on_event)

@@ -12,11 +12,11 @@ What the rows mean, measured on Asterisk 22.10 (``tests/fixtures/cel/``):
   context (its ``exten`` is the DID, ``cid_num`` the caller's number).
 * **An agent leg** is any other PJSIP channel of the linkedid (our Dial, the fallback
   queue's, a forward's): it rang from its ``CHAN_START``, was answered at its
-  ``ANSWER`` (the same instant as AMI's ``Newstate Up``, within 2 ms).
+  ``ANSWER`` (the same instant as AMI's ``Newstate Up``: 0-2 ms apart, measured).
 * **The end** is the first ``HANGUP`` of the caller's channel or of the agent leg
   that had the caller (the conversation ends with the first of them: measured within
-  3 ms of AMI's first ``HangupRequest``). **Who asked** is in ``HANGUP``'s
-  ``hangupsource``: a channel that names itself hung up from its phone (a BYE); the
+  10 ms of AMI's first ``HangupRequest``). **Who asked** is in the ``HANGUP``
+  row's ``hangupsource``: a channel that names itself hung up from its phone (a BYE); the
   dialplan (``dialplan/builtin``) or nobody ("") means Asterisk ended it on someone
   else's word, so the party whose ``HANGUP`` names itself first is the one who
   released. Without such a word the releaser is unknown, never guessed.

@@ -156,10 +156,12 @@ class CelReader:
 
     def since(self, epoch: float) -> list[CelEvent]:
         """Every row of every call that had a row at or after ``epoch``: whole calls,
-        so a call that began before ``epoch`` and ended after it is complete."""
-        rows = self._query("WHERE linkedid IN (SELECT DISTINCT linkedid FROM "
-                           f"{TABLE} WHERE CAST(eventtime AS REAL) >= ?)", [epoch])
-        return rows
+        so a call that began before ``epoch`` and ended after it is complete.
+
+        ``eventtime`` is text as Asterisk binds it, ``%.6f`` of a ten-digit epoch, so the
+        text order is the time order and the index serves the comparison."""
+        return self._query("WHERE linkedid IN (SELECT DISTINCT linkedid FROM "
+                           f"{TABLE} WHERE eventtime >= ?)", [f"{epoch:.6f}"])
 
     def _query(self, where: str, params: Sequence[object]) -> list[CelEvent]:
         names = ", ".join(c for c, _ in COLUMNS)

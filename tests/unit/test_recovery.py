@@ -4,6 +4,7 @@ written into a records file the way Asterisk writes it."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import sqlite3
@@ -18,7 +19,7 @@ import pytest
 
 from callflow.agents.roster import Roster, RosterAgent
 from callflow.engine import channels as ch
-from callflow.engine.calls import Phase
+from callflow.engine.calls import CallReleased, Phase
 from callflow.engine.cel import CelEvent
 from callflow.engine.clock import RealClock
 from callflow.engine.effects import DomainEvent
@@ -263,3 +264,31 @@ async def test_with_the_link_down_the_flows_word_on_an_end_waits_for_the_records
     rig.runtime.caller_gone("9.1")  # the link is down (no PBX wired here)
     rig.runtime.agent_released("9.1")
     assert rig.runtime.calls["9.1"].phase is not Phase.ENDED
+
+
+async def test_a_fallback_call_still_going_on_is_adopted_and_recorded_when_it_ends(
+        rig: Rig) -> None:
+    rows = fixture_rows("fallback_answered")
+    call_id = rows[0].linkedid
+    write_rows(rig.pbx.cel_path, [r for r in rows if r.event not in (
+        "HANGUP", "CHAN_END", "LINKEDID_END", "BRIDGE_EXIT")])
+    write_wav(rig.pbx.spool_dir / "monitor" / f"callflow-fallback-{call_id}.wav", 2.0)
+    rig.checkpoint(rows[0].at - 60)
+    rig.live(call_id)
+    report = await rig.run()
+    assert report.entered == [call_id] and report.adopted == [call_id]
+    assert rig.runtime.calls[call_id].phase is Phase.CONNECTED
+    assert rig.store.read(repo.recording_for_call, call_id) is None  # not over yet
+    hangup = next(r for r in rows if r.event == "HANGUP" and r.uniqueid == call_id)
+    rig.runtime.call_event(CallReleased(call_id, hangup.at, by="caller"))  # AMI's word
+    for _ in range(100):
+        await asyncio.sleep(0.05)
+        if rig.recovery.runs[-1].recordings:
+            break
+    assert rig.writer.flush(10)
+    recording = rig.store.read(repo.recording_for_call, call_id)
+    assert recording is not None and recording.agent_id == "1002"
+    assert recording.ended_at is not None
+    assert recording.ended_at.timestamp() == pytest.approx(hangup.at, abs=0.001)
+    call = rig.store.read(repo.get_call, call_id)
+    assert call is not None and call.fallback_served and call.outcome == "answered"
