@@ -154,7 +154,8 @@ class CallRecovery:
             self._resume(row, offers, facts.get(row.uniqueid), report)
         for linkedid in unknown:
             self._enter(facts[linkedid], report)
-        self.rt.execute([Persist(CHECKPOINT, {"at": now, "until": now})])
+        if not report.records_error:  # else the next run reads this window again
+            self.rt.execute([Persist(CHECKPOINT, {"at": now, "until": now})])
         if report.changed or report.records_error:
             log.warning("records recovery: closed %s, incomplete %s, adopted %s, entered %s, "
                         "recordings %s%s", report.closed, report.incomplete, report.adopted,

@@ -195,6 +195,8 @@ async def test_unreadable_records_close_open_calls_incomplete_saying_why(rig: Ri
     call = rig.store.read(repo.get_call, call_id)
     assert call is not None and call.incomplete_reason is not None
     assert "CEL records file" in call.incomplete_reason
+    # the window was not read: the next run reads it again
+    assert rig.store.read(repo.latest_event, CHECKPOINT) is None
 
 
 def write_wav(path: Path, seconds: float) -> None:
