@@ -35,6 +35,7 @@ from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.process import AsteriskProcess
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
 from callflow.pbx.supervisor import PbxSupervisor, SupervisionRules
+from callflow.recovery import CallRecovery
 from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
@@ -113,6 +114,10 @@ class Service:
         await self.agi.start()
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)
+        # issue 14: then calls that ended out of sight, from Asterisk's records (CEL)
+        self.recovery = CallRecovery(self.runtime, store, self.writer, self.settings,
+                                     self.policy)
+        self.ami.on_connected(self.recovery.after_resync)
         await self.ami.start()
         self._reconciler = asyncio.create_task(self._reconcile_forever(), name="reconcile")
         if self.options.pbx is not None:

@@ -86,11 +86,14 @@ class Settings:
     ami_secret: str = ""
     api_token: str = ""
     country: str = "cn"
+    #: Asterisk's work dir when it is not ``state_dir/pbx`` (tests run one Asterisk per
+    #: session beside many engines' state dirs)
+    pbx_workdir: Path | None = None
 
     @property
     def pbx_dir(self) -> Path:
         """Asterisk's writable tree for this instance (etc, spool, logs, ctl socket)."""
-        return self.state_dir / "pbx"
+        return self.pbx_workdir if self.pbx_workdir is not None else self.state_dir / "pbx"
 
     def with_ports(self, ports: Ports) -> Settings:
         return replace(self, ports=ports)

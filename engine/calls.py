@@ -106,7 +106,7 @@ class Offer:
     started_at: float
     ended_at: float | None = None
     result: OfferResult | None = None
-    from_pbx: bool = True  # timed by Asterisk (AMI); False: by the flow, until AMI confirms
+    from_pbx: bool = True  # timed by Asterisk (AMI); False: by the flow, until Asterisk confirms
     left_at: float | None = None  # answered: when this agent's part ended (hang-up, transfer)
     joined: bool = False  # the agent got the caller by an attended transfer, without ringing
 
@@ -199,6 +199,7 @@ class OfferEnded:
     leg_cause: int | None = None  # the phone's own hang-up cause (see ``offer_result``)
     forward: str = ""  # DialEnd's Forward: the phone sent a 302
     pbx_failure: bool = False  # Asterisk is shutting down
+    from_pbx: bool = True  # False: the flow's DIALSTATUS, timed by the flow (link down)
 
 
 @dataclass(frozen=True)
@@ -237,8 +238,22 @@ class CallReleased:
     incomplete: str = ""  # why the end's facts are missing (``at`` is then when we learnt)
 
 
+@dataclass(frozen=True)
+class AnswerConfirmed:
+    """Asterisk's records time an answer the flow reported while the AMI link was down
+    (Dial's ANSWEREDTIME is whole seconds, and a caller who hangs up first leaves the flow
+    only the hang-up's time): the offer rang from ``rang_at`` and was answered at
+    ``answered_at`` (engine/cel.py, from CEL)."""
+
+    call_id: str
+    agent_id: str
+    channel: str
+    rang_at: float
+    answered_at: float
+
+
 CallEvent = (CallEntered | OfferStarted | OfferEnded | TransferStarted | Transferred
-             | CallReleased)
+             | CallReleased | AnswerConfirmed)
 
 
 # --- what the machine says happened --------------------------------------------------
@@ -394,11 +409,15 @@ def _task(kind: str, call: InboundCall, at: float, owner: str | None,
     return TaskRequested(kind, call.caller, at, owner, note, call.call_id)
 
 
-def _close_offer(call: InboundCall, agent_id: str, result: OfferResult, at: float) -> InboundCall:
+def _close_offer(call: InboundCall, agent_id: str, result: OfferResult, at: float,
+                 from_pbx: bool = True) -> InboundCall:
+    """``from_pbx`` False: the end is the flow's word, so the offer's times are not all
+    Asterisk's (its answer can be confirmed later, ``AnswerConfirmed``)."""
     offers = list(call.offers)
     for i in range(len(offers) - 1, -1, -1):
         if offers[i].agent_id == agent_id and offers[i].ended_at is None:
-            offers[i] = replace(offers[i], ended_at=at, result=result)
+            offers[i] = replace(offers[i], ended_at=at, result=result,
+                                from_pbx=offers[i].from_pbx and from_pbx)
             break
     return replace(call, offers=tuple(offers))
 
@@ -440,7 +459,46 @@ def step(call: InboundCall, event: CallEvent,
         return call, _effects(call, timings, to_agent=event.agent_id)
     if isinstance(event, CallReleased):
         return _released(call, event, timings)
+    if isinstance(event, AnswerConfirmed):
+        return _answer_confirmed(call, event, timings)
     return call, []
+
+
+def _answer_confirmed(call: InboundCall, event: AnswerConfirmed,
+                      timings: CallRules) -> tuple[InboundCall, list[Effect]]:
+    """A flow-timed answer (``from_pbx`` False) takes Asterisk's times; one already timed
+    by Asterisk is left as it is."""
+    offers = list(call.offers)
+    for i in range(len(offers) - 1, -1, -1):
+        offer = offers[i]
+        if offer.agent_id == event.agent_id and offer.result is OfferResult.ANSWERED:
+            if offer.from_pbx:
+                return call, []
+            first = call.answered_offer is offer
+            offers[i] = replace(offer, channel=event.channel, started_at=event.rang_at,
+                                ended_at=event.answered_at, from_pbx=True)
+            call = replace(call, offers=tuple(offers))
+            if first:
+                greeting = "normal" if call.greeting == "apology" else call.greeting
+                call = replace(call, answered_at=event.answered_at, greeting=greeting)
+                if is_late(call, timings):
+                    call = replace(call, greeting="apology")
+            return call, _effects(call, timings, to_agent=event.agent_id)
+    return call, []
+
+
+def resumed(call: InboundCall) -> InboundCall:
+    """A call read back from the store (an engine restart): its phase from its offers
+    (the store keeps times and results, not the phase)."""
+    if call.ended_at is not None:
+        return replace(call, phase=Phase.ENDED)
+    if call.talking_offer is not None:
+        return replace(call, phase=Phase.CONNECTED)
+    if call.current_offer is not None:
+        return replace(call, phase=Phase.OFFERING)
+    if call.answered_at is not None:
+        return replace(call, phase=Phase.TRANSFERRING)
+    return replace(call, phase=Phase.ROUTING)
 
 
 def _offer_started(call: InboundCall, event: OfferStarted,
@@ -470,7 +528,7 @@ def _offer_ended(call: InboundCall, event: OfferEnded,
         return call, []
     result = OfferResult.PBX_FAILURE if event.pbx_failure and event.dial_status != "ANSWER" \
         else offer_result(event.dial_status, event.leg_cause, event.forward)
-    call = _close_offer(call, event.agent_id, result, event.at)
+    call = _close_offer(call, event.agent_id, result, event.at, event.from_pbx)
     if result is OfferResult.ANSWERED:
         answered_at = event.at if call.answered_at is None else call.answered_at
         call = replace(call, phase=Phase.CONNECTED, agent_id=event.agent_id,

@@ -975,6 +975,12 @@ class SupervisionPolicy(Section):
         description="After a (re)connection to Asterisk, how long a desk's softphone may stay "
                     "unqualified or unreachable before it counts as unreachable (Asterisk "
                     "qualifies contacts again after it starts: no false alarm at every start)")
+    records_lookback_h: float = setting(
+        24.0, unit="h", std="STD-147", gt=0,
+        description="At engine start and every AMI resync, calls in Asterisk's own records "
+                    "(CEL) since the engine last looked, but at most this far back, that the "
+                    "store does not have (the fallback queue served them while the engine "
+                    "was away) are entered")
 
 
 class QueuePolicy(Section):

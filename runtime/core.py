@@ -124,6 +124,13 @@ class Runtime:
         self.agi_hangup_grace_s = 2.0  # how long the flow's hang-up report waits for AMI's
         self.ended_call_retention_s = 300.0  # ended calls kept in memory, then store only
         self.endpoint_reachable: dict[str, bool] = {}  # PJSIP's last word on each desk
+        # Asterisk's own records (CEL) close the calls whose end the engine did not see
+        # (callflow/recovery.py sets this when it is wired): a call lost while the AMI
+        # link was down waits in ``lost_calls`` for them instead of being closed with
+        # the correction's time, and the flow's word on an end while the link is down
+        # is left to them too
+        self.ends_from_records = False
+        self.lost_calls: set[str] = set()
         self._endpoint_seen: dict[str, float] = {}  # when that word was observed (monotonic)
         self._contacts: dict[str, dict[str, bool]] = {}  # AOR -> contact URI -> reachable
         self._confirmed: set[str] = set()  # desks seen reachable since the last resync
@@ -480,12 +487,15 @@ class Runtime:
         if offer is None or offer.agent_id != agent_id:
             return  # AMI closed the offer already, with Asterisk's times
         self.call_event(calls.OfferEnded(call_id, agent_id, dial_status,
-                                         time.time() - answered_s_ago))
+                                         time.time() - answered_s_ago, from_pbx=False))
         self.offer_outcome(agent_id, call_id, calls.offer_result(dial_status))
 
     def agent_released(self, call_id: str) -> None:
         """The flow's word that the agent hung up first (Dial returned on the caller's live
-        channel) for when AMI did not say it: the time is the flow's."""
+        channel) for when AMI did not say it: the time is the flow's. With the link down
+        and Asterisk's records wired, those records say it at the resync instead."""
+        if self.ends_from_records and not self.pbx_up:
+            return
         self.call_event(calls.CallReleased(call_id, time.time(), by="agent",
                                            incomplete="the AMI link did not report the "
                                                       "agent's hang-up"))
@@ -511,6 +521,8 @@ class Runtime:
         ``agi_hangup_grace_s`` (AMI's facts, late, would still win)."""
         if self.pbx_up and self.asterisk.caller_alive(call_id):
             return
+        if self.ends_from_records and not self.pbx_up:
+            return  # the resync finds the caller gone; Asterisk's records close the call
         event = calls.CallReleased(call_id, time.time(), cause=cause,
                                    by=self.first_release.get(call_id, "caller"))
         if self.agi_hangup_grace_s <= 0:
@@ -518,6 +530,30 @@ class Runtime:
         else:
             asyncio.get_running_loop().call_later(self.agi_hangup_grace_s, self.call_event,
                                                   event)
+
+    def adopt_call(self, call: calls.InboundCall) -> calls.InboundCall:
+        """Track a call the engine did not start tracking itself: one the store kept open
+        across an engine restart whose caller Asterisk still has, or one the fallback
+        queue took while the engine was away (callflow/recovery.py). Its agent legs are
+        linked again, so AMI's events carry it to its end like any other call."""
+        existing = self.calls.get(call.call_id)
+        if existing is not None:
+            return existing
+        self.calls[call.call_id] = call
+        for channel in self.asterisk.view.channels.values():
+            agent_id = self.agent_for_channel(channel.name)
+            if agent_id is not None and channel.linkedid == call.call_id \
+                    and channel.uid != call.call_id:
+                self.agent_links.setdefault(channel.uid, ChannelLink(call.call_id, agent_id))
+        self.execute([calls.CallChanged(call, self.timings, call.agent_id)])
+        return call
+
+    def take_lost_calls(self) -> list[calls.InboundCall]:
+        """The calls a resync found without their caller, left for Asterisk's records."""
+        lost = [c for cid in sorted(self.lost_calls) if (c := self.calls.get(cid)) is not None
+                and c.phase is not calls.Phase.ENDED]
+        self.lost_calls.clear()
+        return lost
 
     def _call_finished(self, before: calls.InboundCall, after: calls.InboundCall) -> None:
         current = before.current_offer

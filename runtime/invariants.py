@@ -146,7 +146,10 @@ class InvariantChecker:
         for uid in [u for u in self._legs if u not in uids]:
             leg = self._legs.pop(uid)
             self._gone[uid] = leg
-            self._desks.get(endpoint_of(leg.name), set()).discard(uid)
+            desk = endpoint_of(leg.name)
+            self._desks.get(desk, set()).discard(uid)
+            if desk:
+                self._check_desk(desk)
         for members in self._bridges.values():
             members &= uids
         self._bridges = {b: m for b, m in self._bridges.items() if m}

@@ -10,7 +10,9 @@ right where they disagree:
   is dropped; a listed channel the picture lacks is added;
 * a call we track whose caller channel is gone is closed, flagged incomplete with
   the reason (its end time is unknown: the correction's time is used, never a guess
-  presented as a fact);
+  presented as a fact); at a resync with Asterisk's own records wired (CEL,
+  ``callflow/recovery.py``) it is left to them instead, to be closed with Asterisk's
+  times;
 * an agent on a call with no channel on the desk is freed; an agent talking on the
   phone whom the engine thinks idle is put on that call;
 * every correction is an alarm, ``state_corrected``, that says what was wrong.
@@ -80,7 +82,7 @@ def reconcile(rt: Runtime, items: Sequence[AmiFrame], *, requested_at: float,
     else:
         _patch_view(rt, fresh, requested_at, fixes)
     _relink_agent_legs(rt)
-    _close_lost_calls(rt, fixes)
+    _close_lost_calls(rt, fixes, defer=full and rt.ends_from_records)
     _free_or_seat_agents(rt, fixes)
     for fix in fixes.items:
         log.warning("reconciliation: %s", fix)
@@ -129,12 +131,19 @@ def _relink_agent_legs(rt: Runtime) -> None:
             rt.agent_links[channel.uid] = ChannelLink(agent.call_id, agent_id)
 
 
-def _close_lost_calls(rt: Runtime, fixes: Corrections) -> None:
+def _close_lost_calls(rt: Runtime, fixes: Corrections, *, defer: bool) -> None:
+    """``defer``: the link was down (a resync) and Asterisk's records are wired: the call
+    waits in ``rt.lost_calls`` for them (callflow/recovery.py closes it with Asterisk's
+    times right after this resync) instead of being closed with this moment's."""
     view = rt.asterisk.view
     for call in rt.live_calls():
-        if call.call_id in view.channels:
+        if call.call_id in view.channels or (defer and call.call_id in rt.lost_calls):
             continue
         fixes.add("call_ended_out_of_sight", call_id=call.call_id, phase=call.phase.value)
+        if defer:
+            rt.lost_calls.add(call.call_id)
+            continue
+        rt.lost_calls.discard(call.call_id)
         by = "pbx" if view.shutting_down else "unknown"
         rt.call_event(calls.CallReleased(call.call_id, time.time(), by=by,
                                          incomplete=ENDED_OUT_OF_SIGHT))

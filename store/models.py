@@ -166,6 +166,9 @@ class Call(Base):
     ending: Mapped[str | None] = mapped_column(String(24))
     #: Why Asterisk's facts for the end are missing (the time is when the engine learnt).
     incomplete_reason: Mapped[str | None] = mapped_column(String(200))
+    #: The dialplan's fallback queue routed it (the engine was away; entered from
+    #: Asterisk's own records, callflow/recovery.py).
+    fallback_served: Mapped[bool] = mapped_column(Boolean, server_default=false())
     #: Problem-resolution rate counts the disposition "resolved on the call".
     disposition: Mapped[str | None] = mapped_column(String(32))
     recording_path: Mapped[str | None] = mapped_column(String(512))

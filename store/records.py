@@ -168,7 +168,17 @@ def write_recording(s: Session, data: dict[str, Any]) -> None:
                        bytes=int(data.get("bytes", 0)), flags=flags)
 
 
+#: The record kind that marks a call as served by the dialplan's fallback queue.
+FALLBACK_SERVED_RECORD = "call_fallback_served"
+
+
+def write_fallback_served(s: Session, data: dict[str, Any]) -> None:
+    """The fallback queue routed this call while the engine was away (issue 14)."""
+    repo.upsert_call(s, data["uniqueid"], fallback_served=True)
+
+
 WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    FALLBACK_SERVED_RECORD: write_fallback_served,
     "recording": write_recording,
     "hold": write_hold,
     "call_release": write_call_release,

@@ -140,6 +140,14 @@ def get_call(s: Session, uniqueid: str) -> Call | None:
     return s.scalar(select(Call).where(Call.uniqueid == uniqueid))
 
 
+def open_calls(s: Session, *, direction: str = "inbound") -> list[Call]:
+    """Calls with no end yet, oldest first: after an engine restart or an AMI outage,
+    each is checked against Asterisk (callflow/recovery.py)."""
+    query = (select(Call).where(Call.ended_at.is_(None), Call.direction == direction)
+             .order_by(Call.entered_at, Call.id))
+    return list(s.scalars(query))
+
+
 def calls_from_number(s: Session, number: str, *, since: datetime, limit: int = 20) -> list[Call]:
     """Earlier contacts of a caller, newest first (STD-073 repeat callers, STD-114)."""
     query = (select(Call).where(Call.caller_number == number, Call.entered_at >= since)
@@ -232,6 +240,12 @@ def read_events(s: Session, *, uniqueid: str | None = None, after_id: int = 0,
     if uniqueid is not None:
         query = query.where(CallEvent.uniqueid == uniqueid)
     return list(s.scalars(query))
+
+
+def latest_event(s: Session, kind: str) -> CallEvent | None:
+    """The last event of ``kind`` appended to the log (a checkpoint, for instance)."""
+    return s.scalar(select(CallEvent).where(CallEvent.kind == kind)
+                    .order_by(CallEvent.id.desc()).limit(1))
 
 
 # --- agent states ------------------------------------------------------------------

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from callflow.errors import PbxError
+from callflow.pbx.cel import database_path, prepare_database
 from callflow.pbx.render import CONF_DIR, PbxConfig, render
 from callflow.pbx.root import installed_version, is_complete
 
@@ -87,6 +88,11 @@ class AsteriskProcess:
     @property
     def log_dir(self) -> Path:
         return self.workdir / "var/log"
+
+    @property
+    def cel_path(self) -> Path:
+        """Asterisk's own call records (CEL), read by the engine (callflow/pbx/cel.py)."""
+        return database_path(self.log_dir)
 
     @property
     def console_log(self) -> Path:
@@ -207,6 +213,7 @@ class AsteriskProcess:
             raise PbxError(f"Asterisk is already running (pid {self.pid})")
         self.prepare()
         self._refuse_if_taken()
+        prepare_database(self.cel_path)  # before Asterisk opens it: WAL, our indexes
         self._console = self.console_log.open("ab")
         self._console.write(f"---- callflow: starting Asterisk at {time.ctime()} ----\n".encode())
         self._console.flush()

@@ -23,12 +23,16 @@ from pathlib import Path
 import jinja2
 
 from callflow.errors import PbxConfigError
+from callflow.pbx import cel
 from callflow.settings import REPO_ROOT, Settings, persistent_secret
 
 log = logging.getLogger(__name__)
 
 CONF_DIR = REPO_ROOT / "asterisk-conf"
 FALLBACK_QUEUE = "callflow-fallback"
+#: Where callers arrive (extensions.conf.j2 [inbound], pjsip.conf.j2's caller endpoints):
+#: a call whose first channel started here is an inbound call of ours.
+INBOUND_CONTEXT = "inbound"
 _HOLDS_SECRETS = frozenset({"manager.conf", "pjsip.conf"})
 
 _EXT = re.compile(r"[0-9]{2,8}")
@@ -216,7 +220,7 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
     templates = sorted(conf_dir.glob("*.conf.j2"))
     if not templates:
         raise PbxConfigError(f"no *.conf.j2 templates in {conf_dir}")
-    context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE}
+    context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE, "cel": cel.template_context()}
     for template in templates:
         target = out_etc_dir / template.name.removesuffix(".j2")
         try:

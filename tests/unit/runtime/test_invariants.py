@@ -113,3 +113,20 @@ def test_an_idle_agent_talking_past_the_grace_breaks_invariant_3() -> None:
     checker.on_frame(frame("RTCPSent", T0 + 2.0, Uniqueid="p1"))
     [breach] = checker.finish()
     assert (breach.invariant, breach.detail["agent_id"]) == (3, "1001")
+
+
+def test_a_channel_that_ended_while_the_link_was_down_is_gone_at_the_resync() -> None:
+    """Issue 14: its Hangup was never heard; the resync's listing says it is gone, so an
+    agent put in ACW by the resync is not held to a channel that no longer exists."""
+    checker = InvariantChecker()
+    for f in (frame("Newchannel", T0, Uniqueid="p1", Channel="PJSIP/agent1001-9",
+                    Linkedid="c1"),
+              frame("Newchannel", T0, Uniqueid="c1", Channel="PJSIP/caller-1", Linkedid="c1"),
+              frame("BridgeEnter", T0 + 0.5, Uniqueid="p1", BridgeUniqueid="b"),
+              frame("BridgeEnter", T0 + 0.5, Uniqueid="c1", BridgeUniqueid="b")):
+        checker.on_frame(f)
+    checker.asterisk_listed(set())  # the link was down; Asterisk lists nothing any more
+    acw = replace(new_agent("1001", "agent1001"), state=AgentState.ACW)
+    checker.on_event(AgentChanged(acw, by="system", cause="call_ended"))
+    checker.on_frame(frame("RTCPSent", T0 + 30.0, Uniqueid="x"))
+    assert checker.finish() == []
