@@ -155,16 +155,20 @@ def _free_or_seat_agents(rt: Runtime, fixes: Corrections) -> None:
         if agent.state is AgentState.LOGGED_OUT or not agent.extension:
             continue
         on_desk = view.on_endpoint(agent.extension)
-        if agent.state in IN_CALL and not on_desk:
+        # the engine's call for the agent is gone from the desk (even if another call is
+        # there: the fallback queue gave the agent a caller while the engine was away)
+        call_gone = agent.state in IN_CALL and not any(
+            agent.call_id in (_leg_call(rt, c), UNTRACKED + c.linkedid) for c in on_desk)
+        if call_gone:
             call = rt.calls.get(agent.call_id)
             dialling = agent.state is AgentState.RINGING and call is not None \
-                and call.phase is not calls.Phase.ENDED
+                and call.phase is not calls.Phase.ENDED and not on_desk
             if dialling:
                 continue  # reserved by a flow that is about to dial it
             fixes.add("agent_freed", agent_id=agent.agent_id, state=agent.state.value,
                       call_id=agent.call_id)
             rt.agent_fact(agent.agent_id, agent_state.CallEnded(agent.call_id))
-            continue
+            agent = rt.agents[agent.agent_id]
         talking = [c for c in on_desk if c.bridge and view.peers(c.uid)]
         if agent.state in IN_CALL or not talking:
             continue
@@ -175,6 +179,13 @@ def _free_or_seat_agents(rt: Runtime, fixes: Corrections) -> None:
                   call_id=call_id)
         rt.agent_fact(agent.agent_id, agent_state.CallJoined(call_id,
                                                              tracked=link is not None))
+
+
+def _leg_call(rt: Runtime, channel: ch.Channel) -> str:
+    """The call a desk's channel belongs to: the tracked call it is a leg of, else the
+    call Asterisk linked it to."""
+    link = rt.agent_links.get(channel.uid)
+    return link.call_id if link is not None else channel.linkedid
 
 
 def pbx_gone(rt: Runtime, reason: str, at: float) -> Corrections:

@@ -27,7 +27,7 @@ class EngineProcess:
     """``python engine_proc.py``: ready once it printed ``READY``; ``kill()`` is SIGKILL."""
 
     def __init__(self, settings: Any, agent_ids: list[str], log_in: list[str],
-                 log_file: Path) -> None:
+                 log_file: Path, *, all_features: bool = False) -> None:
         config = {
             "state_dir": str(settings.state_dir), "database_url": settings.database_url,
             "asterisk_root": str(settings.asterisk_root), "ami": settings.ports.ami,
@@ -38,6 +38,7 @@ class EngineProcess:
             "pbx_workdir": str(settings.pbx_dir),
             "agents": {a: str(settings_contact(settings, a)) for a in agent_ids},
             "log_in": log_in,
+            "all_features": all_features,
         }
         self.log_file = log_file
         self._log = log_file.open("wb")
@@ -56,6 +57,15 @@ class EngineProcess:
             if not line and self.proc.poll() is not None:
                 break
         raise AssertionError(f"the engine process did not start:\n{self.log_tail()}")
+
+    def interrupt(self, timeout: float = 30.0) -> int:
+        """Ctrl-C: the engine stops cleanly as ``callflow run`` does; its exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        code = self.proc.wait(timeout)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self._log.close()
+        return code
 
     def kill(self) -> None:
         """A crash: SIGKILL, nothing of the engine runs after it."""
@@ -81,6 +91,7 @@ def settings_contact(settings: Any, agent_id: str) -> str:
 async def _serve(config: dict[str, Any]) -> None:
     from callflow.agents.roster import Roster, RosterAgent
     from callflow.agents.state import LogIn
+    from callflow.cli import default_features
     from callflow.desktop.feature import AgentDesktop
     from callflow.engine.policy import Policy
     from callflow.service import Service, ServiceOptions
@@ -97,15 +108,21 @@ async def _serve(config: dict[str, Any]) -> None:
     roster = Roster(tuple(RosterAgent(agent_id=a, name=f"Agent {a}", endpoint=f"agent{a}",
                                       static_contact=contact)
                           for a, contact in config["agents"].items()))
+    features = default_features() if config.get("all_features") else [AgentDesktop()]
     service = Service(settings, Policy.defaults(), roster,
-                      ServiceOptions(serve_api=False, features=[AgentDesktop()]))
+                      ServiceOptions(serve_api=False, features=features))
     await service.start()
     assert service.ami is not None and service.runtime is not None
     await service.ami.wait_up(10)
     for agent_id in config["log_in"]:
         service.runtime.agent_event(agent_id, LogIn())
     print(READY, flush=True)
-    await asyncio.Event().wait()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # as `callflow run`: a clean stop
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await service.stop()
 
 
 if __name__ == "__main__":
