@@ -29,6 +29,21 @@ log = logging.getLogger(__name__)
 
 CONF_DIR = REPO_ROOT / "asterisk-conf"
 FALLBACK_QUEUE = "callflow-fallback"
+AGENTS_CONTEXT = "agents"
+"""The dialplan context of the agents' softphones: feature codes count only from there."""
+INBOUND_FLOW_CONTEXT = "callflow-inbound"
+"""The dialplan context whose ``AGI()`` runs the inbound flow, once ``[inbound]`` has
+checked the DID and cleaned the caller's number and name."""
+DID_DIGITS = range(2, 33)
+"""How many digits a DID may have; any other request URI is answered 404 (issue 15)."""
+NUMBER_CHARS = "0-9+"
+"""``FILTER()``'s allowed characters for a caller's number: what a number may hold."""
+NAME_CHARS = r"-a-zA-Z0-9\x20.'_\x80-\xff"
+"""``FILTER()``'s allowed characters for a caller's name: letters, digits, space and
+``-.'_``, and UTF-8's non-ASCII bytes (a Chinese name stays; invalid UTF-8 is refused
+by the FastAGI environment parser). No control character, quote, backslash, comma,
+parenthesis, ``$``, ``{``, ``}`` or ``;``: nothing that means something to AGI, AMI,
+the dialplan or a config file."""
 _HOLDS_SECRETS = frozenset({"manager.conf", "pjsip.conf"})
 
 _EXT = re.compile(r"[0-9]{2,8}")
@@ -216,7 +231,9 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
     templates = sorted(conf_dir.glob("*.conf.j2"))
     if not templates:
         raise PbxConfigError(f"no *.conf.j2 templates in {conf_dir}")
-    context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE}
+    context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE, "agents_context": AGENTS_CONTEXT,
+               "inbound_flow_context": INBOUND_FLOW_CONTEXT, "did_digits": DID_DIGITS,
+               "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS}
     for template in templates:
         target = out_etc_dir / template.name.removesuffix(".j2")
         try:
