@@ -33,6 +33,7 @@ from callflow.engine.policy import Policy
 from callflow.errors import CallflowError
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
+from callflow.pbx.render import INBOUND_FLOW_CONTEXT
 from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
@@ -102,7 +103,8 @@ class Service:
         for feature in self.options.features:
             routes.update(feature.agi_routes())
         self.agi = FastAgiServer(self.settings.bind_host, self.settings.ports.agi, routes,
-                                 max_sessions=self.options.agi_max_sessions)
+                                 max_sessions=self.options.agi_max_sessions,
+                                 refused_routes={INBOUND_FLOW_CONTEXT: "inbound"})
         await self.agi.start()
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agi_peer import answer_env_check
 
 from callflow.agents.events import AgentState, CallAnswered, CallEnded, CallOffered
 from callflow.agents.roster import Roster, RosterAgent
@@ -129,6 +130,7 @@ async def asterisk_dials(port: int, code: str, endpoint: str) -> list[str]:
            "agi_arg_2": endpoint}
     writer.write("".join(f"{k}: {v}\n" for k, v in env.items()).encode() + b"\n")
     await writer.drain()
+    await answer_env_check(reader, writer)
     commands = []
     try:
         while True:
