@@ -1114,3 +1114,49 @@ async def test_route_ending_in_time_after_the_hangup_is_left_alone(serve: Serve)
     assert flow.seen == ["CANCEL"]
     stats = await settled(server)
     assert (stats["lingered"], stats["completed"]) == (0, 1)
+
+
+# ---- environments Asterisk 22 wrote for hostile callers (issue 15) -----------------------------
+
+
+def hostile_envs() -> list[dict[str, Any]]:
+    """tests/fixtures/agi/hostile_env.jsonl: per case and dialplan, what Asterisk wrote."""
+    header, cases = load_fixture("hostile_env")
+    assert header["asterisk"].startswith("22.")
+    return [case for case in cases if case["asterisk"] is not None]
+
+
+REFUSED_BEFORE = {"number_adds_lines", "number_adds_ami_keys", "number_ends_block",
+                  "number_unknown_key", "number_event_line", "number_forged_contactstatus",
+                  "number_forged_hangup", "request_uri_adds_lines", "request_uri_ends_block"}
+
+
+@pytest.mark.parametrize("case", hostile_envs(), ids=lambda c: f"{c['dialplan']}-{c['case']}")
+async def test_the_captured_environments_of_hostile_callers(serve: Serve,
+                                                            case: dict[str, Any]) -> None:
+    """Before the dialplan's gate, every environment a caller's value wrote lines into is
+    refused, and the call still gets the inbound route with Asterisk's word only; the
+    others (NUL cuts the number, 2 KB is cut to 79 bytes, a name keeps its escapes) and
+    every environment after the gate are accepted as Asterisk wrote them."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.extend([s.refused, dict(s.env)])
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow}, refused_routes={"callflow-inbound": "inbound"})
+    fake = await FakeAsterisk.connect(server.port)
+    await fake.send_raw(case["asterisk"].encode("utf-8", "surrogateescape"))
+    await fake.send(check_reply(await fake.read_line()).rstrip("\n"))
+    refused = case["dialplan"] == "before" and case["case"] in REFUSED_BEFORE
+    if refused:
+        for name, value in IDENTITY.items():
+            await fake.expect(f"GET VARIABLE {name}", f"200 result=1 ({value})")
+    assert await fake.rest() == b""
+    await flow.finished()
+    reason, env = flow.seen
+    assert (reason is not None) == refused
+    if refused:
+        assert set(env) == {"agi_uniqueid", "agi_channel", "agi_context"}
+    else:
+        assert env["agi_network_script"] == "inbound" and env["agi_arg_1"] == "8000"
+    if case["dialplan"] == "after":
+        assert env["agi_callerid"].isdigit()
