@@ -6,7 +6,10 @@ configs, spool, logs, the control socket. Nothing inside the root is written, so
 several instances (tests, ``make run``) share one root. ``core restart now`` cannot
 work in this mode (Asterisk re-execs itself without the loader): restart = stop + start.
 
-The process is tracked by PID only (``ps`` shows it as ``ld-linux-x86-64``).
+The process is tracked by PID only (``ps`` shows it as ``ld-linux-x86-64``). It runs
+with umask 077: Asterisk creates files with mode 0666 and directories 0777 less the
+umask and never sets one itself, so its recordings (MixMonitor), logs, astdb and
+control socket are its owner's alone (0600, directories 0700; issue 15).
 """
 
 from __future__ import annotations
@@ -28,12 +31,15 @@ from typing import IO
 from callflow.errors import PbxError
 from callflow.pbx.render import CONF_DIR, PbxConfig, render
 from callflow.pbx.root import installed_version, is_complete
+from callflow.settings import private_dir
 
 log = logging.getLogger(__name__)
 
 LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
 LOADER = "lib64/ld-linux-x86-64.so.2"
 WRITABLE = ("etc", "var/lib", "var/spool/monitor", "var/log", "var/cache", "var/run", "data")
+UMASK = 0o077
+"""Asterisk's umask: what it writes (recordings, logs, astdb) only its owner may read."""
 _POLL_S = 0.05
 
 
@@ -118,7 +124,7 @@ class AsteriskProcess:
         if not is_complete(self.root):
             raise PbxError(f"{self.root} is not a built Asterisk root (see callflow.pbx.root)")
         for sub in WRITABLE:
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(self.workdir / sub)
         self._link_data_dir()
         if self.cfg is not None:
             render(self.conf_dir, self.etc_dir, self.cfg, self.stock_etc_dir)
@@ -208,6 +214,7 @@ class AsteriskProcess:
             # its own session: a Ctrl-C reaches only our caller, which stops the engine
             # first and then Asterisk (by PID), instead of Asterisk dying mid-shutdown
             start_new_session=True,
+            umask=UMASK,
         )
         log.info("Asterisk pid %s starting (work dir %s)", self._proc.pid, self.workdir)
         try:
