@@ -33,7 +33,7 @@ from callflow.engine.policy import Policy
 from callflow.errors import CallflowError
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.render import INBOUND_FLOW_CONTEXT
+from callflow.pbx.render import AMI_HOST, INBOUND_FLOW_CONTEXT
 from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
@@ -85,7 +85,7 @@ class Service:
                                    self.settings.state_dir / "dead-letter-records.jsonl")
         await asyncio.to_thread(self.prompts.build_all, self.policy,
                                 [(a.agent_id, a.name) for a in self.roster.agents], self.today())
-        self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
+        self.ami = AmiClient(AMI_HOST, self.settings.ports.ami,
                              self.settings.ami_username, self.settings.ami_secret)
         self.runtime = Runtime(self.policy, self.clock, self.roster, edge_adapters(
             self.clock, persist=self.writer.put, publish=self.hub.publish,

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import IO
 
 from callflow.errors import PbxError
-from callflow.pbx.render import CONF_DIR, PbxConfig, render
+from callflow.pbx.render import AMI_HOST, CONF_DIR, PbxConfig, render
 from callflow.pbx.root import installed_version, is_complete
 from callflow.settings import private_dir
 
@@ -230,21 +230,20 @@ class AsteriskProcess:
         on a taken AMI port would reach someone else's PBX."""
         self._refuse_if_left_running()
         link = self._ready_link()
-        host = link.bind_host
         with (
             contextlib.suppress(OSError),
-            socket.create_connection((host, link.ami_port), timeout=0.5),
+            socket.create_connection((link.ami_host, link.ami_port), timeout=0.5),
         ):
             raise PbxError(
-                f"AMI port {host}:{link.ami_port} is already in use (another Asterisk?); "
-                "stop it or choose other ports"
+                f"AMI port {link.ami_host}:{link.ami_port} is already in use (another "
+                "Asterisk?); stop it or choose other ports"
             )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             try:
-                udp.bind((host, link.sip_port))
+                udp.bind((link.bind_host, link.sip_port))
             except OSError as exc:
                 raise PbxError(
-                    f"SIP port {host}:{link.sip_port}/udp is already in use: {exc}"
+                    f"SIP port {link.bind_host}:{link.sip_port}/udp is already in use: {exc}"
                 ) from None
 
     def _refuse_if_left_running(self) -> None:
@@ -270,7 +269,7 @@ class AsteriskProcess:
                 )
             try:
                 sock = socket.create_connection(
-                    (self._ready_link().bind_host, self._ready_link().ami_port),
+                    (self._ready_link().ami_host, self._ready_link().ami_port),
                     timeout=max(0.1, deadline - time.monotonic()),
                 )
             except OSError:
@@ -400,7 +399,8 @@ class AsteriskProcess:
 class _Link:
     """Where and how the harness itself reaches this Asterisk (its readiness check)."""
 
-    bind_host: str
+    bind_host: str  # SIP's
+    ami_host: str
     ami_port: int
     sip_port: int
     ami_username: str
@@ -408,7 +408,8 @@ class _Link:
 
     @classmethod
     def from_cfg(cls, cfg: PbxConfig) -> _Link:
-        return cls(cfg.bind_host, cfg.ami_port, cfg.sip_port, cfg.ami_username, cfg.ami_secret)
+        return cls(cfg.bind_host, AMI_HOST, cfg.ami_port, cfg.sip_port, cfg.ami_username,
+                   cfg.ami_secret)
 
     @classmethod
     def from_etc(cls, etc_dir: Path) -> _Link:
@@ -424,7 +425,8 @@ class _Link:
         sip_host, _, sip_port = binds[0].rpartition(":")
         try:
             return cls(
-                bind_host=general.get("bindaddr", sip_host or "127.0.0.1"),
+                bind_host=sip_host or "127.0.0.1",
+                ami_host=general.get("bindaddr", AMI_HOST),
                 ami_port=int(general.get("port", "5038")),
                 sip_port=int(sip_port or "5060"),
                 ami_username=users[0][0],
