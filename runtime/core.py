@@ -504,12 +504,13 @@ class Runtime:
             self.stats.max_event_lag_s = max(self.stats.max_event_lag_s, now - frame.received_at)
             core = self.asterisk.handles(frame.name) or frame.name == "ContactStatus"
             listeners = self._listeners.get(frame.name, ())
-            if not core and not listeners:
-                continue
             if frame.suspect:  # runtime/doubted.py: applied nowhere, not even checked
-                self.execute(self.doubted.note(frame))
+                if core or listeners:
+                    self.execute(self.doubted.note(frame))
                 continue
             self._watch(self.invariants.on_frame, frame)
+            if not core and not listeners:
+                continue
             try:
                 if frame.name == "ContactStatus":
                     self._on_contact_status(frame)
