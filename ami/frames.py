@@ -53,6 +53,30 @@ Frames and their problems (decided here, documented for the lead):
   glued to a key looks like). Not caught: a frame whose last line *and* empty line
   both end in a bare LF (``1\n\nEvent: B``) keeps the next frame inside that value,
   as before (finding it would mean scanning every value of every frame).
+
+Frames a caller may have written (issue 15). Asterisk writes a caller's number
+(``CallerIDNum``, from the SIP From user, where pjsip decodes ``%0d%0a`` into CR LF;
+up to 79 bytes) verbatim into every event of that channel until the dialplan cleans
+it, so one value can add ``Key: value`` lines to a real event, cut it short with an
+empty line and write a whole event of its own, or start one with an ``Event:`` line
+(which the cut above then splits off). Measured: ``tests/fixtures/ami/hostile/``. A
+message is delivered with ``suspect`` saying why it is not believed, and the runtime
+applies none of it:
+
+- a piece cut out of a frame (above): one side is what the caller wrote;
+- a key written twice, besides those Asterisk repeats (``ChanVariable``, a command's
+  ``Output``, TestEvent's ``State``): an added line (AmiMessage.get reads the first);
+- a channel the engine reads (no prefix, ``Dest``, ``Transferee``, ``Transferer``,
+  ``TransferTarget``), or the bridge, named without every key Asterisk always writes
+  with it (the 14 of ``ast_manager_build_channel_state_string_prefix``, the 7 of a
+  bridge); the events the engine reads that name no channel (``ContactStatus``, the
+  ``ContactList`` and ``EndpointList`` items, ``OriginateResponse``) without theirs;
+  an event without ``Privilege`` that answers no action. A cut-short real event lacks
+  its tail; a forged one cannot fit what it needs into 79 bytes (a ``Hangup`` naming
+  a channel needs ~300).
+
+The shape is checked with set operations on the keys (``suspect_shape``): 1-3 us a
+message on the shared 2-core box, against 13-25 us for the rest of its parsing.
 """
 
 from __future__ import annotations
@@ -82,6 +106,49 @@ _KEY_CACHE_LIMIT = 4096
 _EVENT_WITH_RESPONSE = "OriginateResponse"
 """The one Asterisk event that carries a ``Response:`` key of its own."""
 
+CHANNEL_KEYS = ("Channel", "ChannelState", "ChannelStateDesc", "CallerIDNum", "CallerIDName",
+                "ConnectedLineNum", "ConnectedLineName", "Language", "AccountCode", "Context",
+                "Exten", "Priority", "Uniqueid", "Linkedid")
+"""What Asterisk 22 writes of every channel an event names, each key with the same prefix."""
+BRIDGE_KEYS = ("BridgeUniqueid", "BridgeType", "BridgeTechnology", "BridgeCreator",
+               "BridgeName", "BridgeNumChannels", "BridgeVideoSourceMode")
+"""What Asterisk 22 writes of every bridge an event names."""
+READ_CHANNEL_PREFIXES = ("", "Dest", "Transferee", "Transferer", "TransferTarget")
+"""The channels of an event the engine reads (``Uniqueid``, ``DestChannel``...)."""
+_CHANNEL_NAMING = ("Channel", "Uniqueid", "Linkedid")
+OWN_KEYS: Mapping[str, frozenset[str]] = {
+    "ContactStatus": frozenset({"Privilege", "URI", "ContactStatus", "AOR", "EndpointName"}),
+    "ContactList": frozenset({"ObjectType", "ObjectName", "Uri", "Status", "Endpoint",
+                              "ViaAddr", "CallId", "UserAgent"}),
+    "EndpointList": frozenset({"ObjectType", "ObjectName", "Transport", "Aor", "Auths",
+                               "OutboundAuths", "DeviceState", "ActiveChannels"}),
+    _EVENT_WITH_RESPONSE: frozenset({"Privilege", "Response", "Channel", "Reason",
+                                     "Uniqueid", "CallerIDNum", "CallerIDName"}),
+}
+"""Keys Asterisk 22 always writes in the events the engine reads that name no whole
+channel (an ``OriginateResponse`` names its channel by ``Channel`` and ``Uniqueid``
+only)."""
+_REPEATED_BY_ASTERISK = ("ChanVariable", "Output", "State")
+
+
+_Shape = tuple[str, frozenset[str], tuple[str, ...]]
+
+
+def _read_blocks() -> dict[str, _Shape]:
+    """The channels and the bridge the engine reads, by each key that names one: (how a
+    message names it, every key Asterisk writes of it, as a set and in its order)."""
+    shapes: dict[str, _Shape] = {}
+    for prefix in READ_CHANNEL_PREFIXES:
+        block = tuple(prefix + key for key in CHANNEL_KEYS)
+        for key in _CHANNEL_NAMING:
+            shapes[prefix + key] = (f"channel {prefix or 'the'}", frozenset(block), block)
+    shapes["BridgeUniqueid"] = ("a bridge", frozenset(BRIDGE_KEYS), BRIDGE_KEYS)
+    return shapes
+
+
+_READ_BLOCKS = _read_blocks()
+_NAMING_KEYS = frozenset(_READ_BLOCKS)
+
 ProblemKind = Literal["separator", "bad_lines", "decode", "no_head", "oversize"]
 """What a FrameProblem is about (the adapter counts and logs per kind):
 ``separator`` a broken empty line (messages split apart, nothing lost), ``bad_lines``
@@ -103,6 +170,8 @@ class AmiMessage:
     fields: Mapping[str, str | list[str]] = field(hash=False)
     received_at: float
     kind: str = "event"
+    suspect: str = ""
+    """Why the message is not shaped as Asterisk writes it ("" if it is; module docstring)."""
 
     def get(self, key: str, default: str = "") -> str:
         """The (first) value of ``key``; the core mostly wants exactly one."""
@@ -274,7 +343,8 @@ class AmiFrameParser:
         return True
 
     def _parse(self, raw: bytes, received_at: float, out: Parsed, whole: bool = True) -> None:
-        """One frame into ``out``; ``whole`` is False for a piece cut out of a glued frame."""
+        """One frame into ``out``; ``whole`` is False for a piece cut out of a glued frame
+        (such a piece is ``suspect``: module docstring)."""
         decode_problem = ""
         try:
             text = raw.decode("utf-8")
@@ -283,6 +353,7 @@ class AmiFrameParser:
             decode_problem = f"invalid UTF-8 at byte {exc.start}, decoded with U+FFFD"
         fields: dict[str, str | list[str]] = {}
         bad_lines: list[str] = []
+        repeated = ""
         good_keys = self._good_keys
         for line in text.split("\r\n"):
             key, colon, value = line.partition(":")
@@ -294,10 +365,13 @@ class AmiFrameParser:
             old = fields.get(key)
             if old is None:
                 fields[key] = value
-            elif isinstance(old, list):
-                old.append(value)
             else:
-                fields[key] = [old, value]
+                if not repeated and not _repeated_by_asterisk(key):
+                    repeated = key
+                if isinstance(old, list):
+                    old.append(value)
+                else:
+                    fields[key] = [old, value]
         event, response = fields.get("Event"), fields.get("Response")
         if (whole and (bad_lines or isinstance(event, list) or response is not None)
                 and _looks_glued(event, response, bool(bad_lines))
@@ -323,7 +397,13 @@ class AmiFrameParser:
                 f"{len(bad_lines)} line(s) without a valid 'Key: value' dropped from {kind} "
                 f"{name!r}: {bad_lines[0][:_EXCERPT]!r}", raw[:_EXCERPT], len(raw), False,
                 _first(fields.get("ActionID"))))
-        out.messages.append(_new_message(name, fields, received_at, kind))
+        if not whole:
+            suspect = "cut out of a frame at an Event or Response line inside it"
+        elif repeated:
+            suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
+        else:
+            suspect = suspect_shape(name, fields)
+        out.messages.append(_new_message(name, fields, received_at, kind, suspect))
 
     def _split(self, raw: bytes, received_at: float, out: Parsed) -> bool:
         """Parse ``raw`` as the messages glued into it; False if it holds just one.
@@ -363,16 +443,46 @@ class AmiFrameParser:
 
 
 def _new_message(name: str, fields: dict[str, str | list[str]], received_at: float,
-                 kind: str) -> AmiMessage:
+                 kind: str, suspect: str) -> AmiMessage:
     """Build an AmiMessage without the frozen dataclass's per-field ``object.__setattr__``.
 
     The reader makes one per event (~2 us each via ``__init__``, about a tenth of the
     whole per-event budget measured by bench/bench_ami.py); the result is the same
-    object ``AmiMessage(name, fields, received_at, kind)`` would be.
+    object ``AmiMessage(name, fields, received_at, kind, suspect)`` would be.
     """
     message = object.__new__(AmiMessage)
-    message.__dict__.update(name=name, fields=fields, received_at=received_at, kind=kind)
+    message.__dict__.update(name=name, fields=fields, received_at=received_at, kind=kind,
+                            suspect=suspect)
     return message
+
+
+def suspect_shape(name: str, fields: Mapping[str, str | list[str]]) -> str:
+    """Why a message's keys are not those Asterisk 22 writes, "" if they are (module
+    docstring); set operations on the keys, done in C."""
+    keys = fields.keys()
+    if "Privilege" not in keys and "ActionID" not in keys and "Event" in keys:
+        return "an event with no Privilege that answers no action"
+    own = OWN_KEYS.get(name)
+    if own is not None:
+        if not keys >= own:
+            return f"{name} without {', '.join(sorted(own - keys))}"
+        if name == _EVENT_WITH_RESPONSE:
+            return ""
+    for naming in _NAMING_KEYS.intersection(keys):
+        label, block, order = _READ_BLOCKS[naming]
+        if not keys >= block:
+            return f"names {label} without {', '.join(k for k in order if k not in keys)}"
+    return ""
+
+
+def _repeated_by_asterisk(key: str) -> bool:
+    return key.endswith(_REPEATED_BY_ASTERISK) or key.startswith("ChanVariable(")
+
+
+def _excerpt(value: str | list[str]) -> str:
+    """The last value of a key, for a log line: cut, control characters escaped."""
+    text = value[-1] if isinstance(value, list) else value
+    return repr(text[:_EXCERPT])
 
 
 def _looks_glued(event: str | list[str] | None, response: str | list[str] | None,

@@ -38,8 +38,14 @@ class AmiPbx:
 
     async def query(self, query: PbxQuery) -> list[AmiMessage]:
         """The listing's items; ``AmiProtocolError`` when Asterisk did not say it was
-        whole (a reconciliation must never act on half a picture)."""
+        whole, or an item is not shaped as Asterisk writes it (``AmiMessage.suspect``:
+        a caller's number may have cut it short): a reconciliation must never act on
+        half a picture."""
         result = await self.client.action_list(query_name(query))
         if result.warning:
             raise AmiProtocolError(f"{query_name(query)}: {result.warning}")
+        doubted = next((item for item in result.events if item.suspect), None)
+        if doubted is not None:
+            raise AmiProtocolError(f"{query_name(query)}: a {doubted.name!r} item is not "
+                                   f"believed ({doubted.suspect})")
         return list(result.events)

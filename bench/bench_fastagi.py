@@ -33,6 +33,9 @@ REPLIES = {
     "SET VARIABLE": "200 result=1\n",
     "WAIT FOR DIGIT": "200 result=49\n",
 }
+ENV_CHECK = "GET FULL VARIABLE "
+"""callflow's server sends this once after the environment (dialplan/agi.py
+``read_after_env``), answered at once; the bare server has no such check."""
 
 
 def captured_env() -> bytes:
@@ -101,6 +104,9 @@ async def one_session(port: int, env: bytes, delay: float) -> float:
     writer.write(env)
     commands = 0
     while line := (await reader.readline()).decode():
+        if line.startswith(ENV_CHECK):      # callflow's check after the environment
+            writer.write(f"200 result=1 ({line.removeprefix(ENV_CHECK).strip()})\n".encode())
+            continue
         reply = next(v for k, v in REPLIES.items() if line.startswith(k))
         if delay:
             await asyncio.sleep(delay)

@@ -66,6 +66,12 @@ class AgiProtocolError(AgiError):
     """Asterisk sent something the AGI protocol does not allow (or garbage)."""
 
 
+class AgiEnvironmentRefused(AgiProtocolError):
+    """The environment block is not one Asterisk writes (a repeated or unknown key, a
+    line that is no ``agi_`` line, bytes after its blank line): a value that carried a
+    newline, so nothing in it is believed (issue 15)."""
+
+
 class AgiCommandError(AgiError):
     """An AGI command was refused: 510 invalid command or 520 usage error."""
 

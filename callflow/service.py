@@ -34,6 +34,7 @@ from callflow.errors import CallflowError
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.process import AsteriskProcess
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
+from callflow.pbx.render import AMI_HOST, INBOUND_FLOW_CONTEXT
 from callflow.pbx.supervisor import PbxSupervisor, SupervisionRules
 from callflow.recovery import CallRecovery
 from callflow.runtime.core import Adapters, PbxPort, Runtime
@@ -92,7 +93,7 @@ class Service:
                                    self.settings.state_dir / "dead-letter-records.jsonl")
         await asyncio.to_thread(self.prompts.build_all, self.policy,
                                 [(a.agent_id, a.name) for a in self.roster.agents], self.today())
-        self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
+        self.ami = AmiClient(AMI_HOST, self.settings.ports.ami,
                              self.settings.ami_username, self.settings.ami_secret)
         self.runtime = Runtime(self.policy, self.clock, self.roster, edge_adapters(
             self.clock, persist=self.writer.put, publish=self.hub.publish,
@@ -110,7 +111,8 @@ class Service:
         for feature in self.options.features:
             routes.update(feature.agi_routes())
         self.agi = FastAgiServer(self.settings.bind_host, self.settings.ports.agi, routes,
-                                 max_sessions=self.options.agi_max_sessions)
+                                 max_sessions=self.options.agi_max_sessions,
+                                 refused_routes={INBOUND_FLOW_CONTEXT: "inbound"})
         await self.agi.start()
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)

@@ -5,6 +5,10 @@ These are deployment facts, not service standards (those live in
 variable with an embedded default, so ``make run`` works on a fresh machine with
 no configuration at all. Secrets are never defaulted: the AMI secret and the API
 token are generated on first run and kept in the state directory (mode 0600).
+
+The state directory holds the database, secrets, the roster's SIP passwords and the
+recordings: it is its owner's alone (0700, tightened if an older run left it open), and
+so is every directory callflow makes in it (``private_dir``; issue 15).
 """
 
 from __future__ import annotations
@@ -40,14 +44,29 @@ def _env_port(name: str, default: int) -> int:
     return port
 
 
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` as a directory only its owner may enter: created 0700 with any missing
+    parents (``mkdir``'s mode is cut by the umask and skips parents, so each is set), and
+    tightened to 0700 if it was there already."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    path.mkdir(parents=True, exist_ok=True)
+    for created in (*missing, path):
+        created.chmod(PRIVATE_DIR_MODE)
+    return path
+
+
 def persistent_secret(state_dir: Path, name: str) -> str:
-    """Read a generated secret from the state dir, creating it on first use."""
+    """Read a generated secret from the state dir, creating it on first use (0600)."""
     path = state_dir / "secrets" / name
     if path.exists():
         return path.read_text().strip()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_dir(path.parent)
     value = secrets.token_urlsafe(24)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
     return value
@@ -108,7 +127,7 @@ def load_settings() -> Settings:
     line naming its variable, before anything is started."""
     state_dir = Path(_env("STATE_DIR", str(REPO_ROOT / ".run"))).resolve()
     try:
-        state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(state_dir)
     except OSError as exc:
         raise SettingsError(f"cannot create the state directory {state_dir} "
                             f"(CALLFLOW_STATE_DIR): {exc.strerror or exc}") from None

@@ -60,6 +60,20 @@ at that moment; the command in flight still gets its own reply, so the route see
 one ``CallerHungUp``, from that reply (``511``, ``result=-1``) or from the next
 command that needs a live channel.
 
+The environment block is the caller's to shape (issue 15): Asterisk writes the
+caller's number, the DNID and the extension verbatim, and pjsip decodes ``%0d%0a`` in a
+SIP URI into CR LF, so one value can add ``agi_`` lines (pyst2 lets the last one win:
+``agi_network_script: feature`` ran an agent's feature code) or end the block early.
+The dialplan cleans those values before ``AGI()`` runs; here, an environment Asterisk
+would never write is refused (``check_env``): a repeated or unknown key, a line that is
+no ``agi_`` line, bytes that are not UTF-8, or bytes after the blank line. Those last
+are found by sending ``GET FULL VARIABLE`` of a random word right after the block
+(``read_after_env``): Asterisk writes the whole block before it reads a command, so
+whatever arrives before the word's echo followed the blank line. A refused session is
+still a session, in step, whose ``env`` holds only what Asterisk answers for the
+channel's ``UNIQUEID``, ``CHANNEL`` and ``CONTEXT``; the server routes it by that
+context (dialplan/server.py). Log lines escape control characters (``printable``).
+
 Facts from the real Asterisk 22.10 that shape the rules below (captured in
 ``tests/fixtures/agi/``):
 
@@ -87,6 +101,7 @@ import contextlib
 import enum
 import logging
 import re
+import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -99,6 +114,7 @@ from callflow.errors import (
     AgiArgumentError,
     AgiCommandError,
     AgiCommandTimeout,
+    AgiEnvironmentRefused,
     AgiError,
     AgiProtocolError,
     CallerHungUp,
@@ -126,6 +142,21 @@ channel's hang-up before it reads the next command, so a dead channel answers ``
 FAILURE_LINE: Final = b"FAILURE\n"
 """What a script writes to make ``AGI()`` report ``AGISTATUS=FAILURE`` (res_agi.c)."""
 
+ENV_KEYS: Final = frozenset({
+    "agi_network", "agi_network_script", "agi_request", "agi_channel", "agi_language",
+    "agi_type", "agi_uniqueid", "agi_version", "agi_callerid", "agi_calleridname",
+    "agi_callingpres", "agi_callingani2", "agi_callington", "agi_callingtns", "agi_dnid",
+    "agi_rdnis", "agi_context", "agi_extension", "agi_priority", "agi_enhanced",
+    "agi_accountcode", "agi_threadid",
+})
+"""Every key Asterisk 22 writes into a FastAGI environment, each once (res_agi.c
+``launch_netscript`` and ``setup_env``), besides ``agi_arg_<n>``."""
+
+IDENTITY: Final = (("agi_uniqueid", "UNIQUEID"), ("agi_channel", "CHANNEL"),
+                   ("agi_context", "CONTEXT"))
+"""The environment keys a refused environment is given, each as Asterisk answers GET
+VARIABLE for that channel variable (set by Asterisk, never by a caller)."""
+
 DEAD_CHANNEL_COMMANDS: Final = frozenset({
     ("ASYNCAGI", "BREAK"),
     ("DATABASE", "DEL"),
@@ -146,6 +177,7 @@ DEAD_CHANNEL_COMMANDS: Final = frozenset({
 _BARE_WORD = re.compile(r"[A-Za-z0-9_.:/@+*#=-]+\Z")
 _FORBIDDEN_IN_WORD = re.compile(r"[\r\n\x00]")
 _ENV_LINE = re.compile(r"agi_[A-Za-z0-9_]+:")
+_ARG_KEY = re.compile(r"agi_arg_[1-9][0-9]*\Z")
 _REPLY_LINE = re.compile(r"[0-9]{3}(?:[ -]|\Z)")
 _APP_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 _EMPTY_RESULT_DATA = re.compile(r"^200 result= \((?P<data>[^)]*)\)")
@@ -238,17 +270,38 @@ class _ResultFailed(AgiCommandError):
     """``200 result=-1``: the command failed, or the caller hung up during it."""
 
 
+def printable(text: str) -> str:
+    """``text`` for one log line: each character ``str.isprintable`` rejects (CR, LF,
+    NUL, U+2028...) written as its escape, so a caller's string cannot start a line of
+    its own or hide in one."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def parse_env_lines(lines: Sequence[str]) -> dict[str, str]:
     """The environment block (lines without their newline): ``agi_name: value`` pairs.
 
-    As pyst2 reads it: the key ends at the first colon, both sides are stripped.
+    As pyst2 reads it: the key ends at the first colon, both sides are stripped. What
+    Asterisk itself never writes is refused (``AgiEnvironmentRefused``), because it is
+    what a caller's value holding a newline looks like (Asterisk writes the caller's
+    number verbatim, issue 15): a line that is no ``agi_`` line, a key Asterisk does not
+    write, a key written twice (pyst2 lets the last one win: the caller's).
     """
     env: dict[str, str] = {}
     for line in lines:
         if not _ENV_LINE.match(line):
-            raise AgiProtocolError(f"not an AGI environment line: {line[:80]!r}")
+            raise AgiEnvironmentRefused(
+                f"not an AGI environment line: {printable(line[:_EXCERPT])}")
         key, _, value = line.partition(":")
-        env[key.strip()] = value.strip()
+        key = key.strip()
+        if key in env:
+            raise AgiEnvironmentRefused(
+                f"{key} written twice, then as {printable(value.strip()[:_EXCERPT])}")
+        if key not in ENV_KEYS and not _ARG_KEY.match(key):
+            raise AgiEnvironmentRefused(f"{printable(key[:_EXCERPT])} is not a key "
+                                        "Asterisk writes")
+        env[key] = value.strip()
     return env
 
 
@@ -330,13 +383,32 @@ async def _read_line(reader: asyncio.StreamReader) -> str | None:
     return text.rstrip("\r\n")
 
 
-async def read_env(reader: asyncio.StreamReader, *, timeout: float) -> dict[str, str]:
-    """The environment block Asterisk sends first, bounded in lines and time."""
+async def _read_env_line(reader: asyncio.StreamReader) -> str | None:
+    """One line of the environment (or of what follows it), like ``_read_line``, except
+    that bytes that are not UTF-8 are kept as lone surrogates (``surrogateescape``): the
+    environment is then refused, but read to its end, so the stream stays in step."""
+    try:
+        raw = await reader.readline()
+    except ValueError as exc:
+        raise AgiProtocolError(f"line longer than {MAX_LINE_BYTES} bytes") from exc
+    except ConnectionError:
+        return None
+    if not raw.endswith(b"\n"):
+        return None
+    return raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
+
+
+async def read_env(reader: asyncio.StreamReader, *, timeout: float) -> list[str]:
+    """The environment block Asterisk sends first, bounded in lines and time, unparsed.
+
+    Bytes that are not UTF-8 come as lone surrogates (see ``check_env``); a block that
+    never ends is an ``AgiProtocolError``.
+    """
     lines: list[str] = []
     try:
         async with asyncio.timeout(timeout):
             while True:
-                line = await _read_line(reader)
+                line = await _read_env_line(reader)
                 if line is None:
                     raise AgiProtocolError("connection closed inside the AGI environment")
                 if line == "":
@@ -346,7 +418,61 @@ async def read_env(reader: asyncio.StreamReader, *, timeout: float) -> dict[str,
                 lines.append(line)
     except TimeoutError:
         raise AgiProtocolError(f"no complete AGI environment within {timeout:g} s") from None
-    return parse_env_lines(lines)
+    return lines
+
+
+async def read_after_env(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
+                         timeout: float) -> tuple[list[str], bool]:
+    """What Asterisk wrote after the environment's blank line, and whether ``HANGUP``
+    was among it.
+
+    Asterisk writes the whole environment before it reads a command, and then nothing
+    but ``HANGUP`` until it has one. So a ``GET FULL VARIABLE`` of a random word is sent
+    and everything up to its echo is what followed the blank line: a caller's value
+    with an empty line in it ends the block early, and the rest of the block comes
+    here (issue 15). Only Asterisk's reply can hold the word, so a forged reply in
+    those bytes cannot pass for it, and the stream is in step afterwards either way.
+    """
+    word = secrets.token_hex(8)
+    echo = f"200 result=1 ({word})"
+    after: list[str] = []
+    hung_up = False
+    writer.write(build_command_line(("GET", "FULL", "VARIABLE", word)))
+    try:
+        async with asyncio.timeout(timeout):
+            await writer.drain()
+            while (line := await _read_env_line(reader)) != echo:
+                if line is None:
+                    raise AgiProtocolError("connection closed after the AGI environment")
+                if line == "HANGUP":
+                    hung_up = True
+                elif len(after) < MAX_ENV_LINES:
+                    after.append(line)
+                else:
+                    raise AgiProtocolError(f"more than {MAX_ENV_LINES} lines after the "
+                                           "AGI environment")
+    except TimeoutError:
+        raise AgiProtocolError(f"no reply to GET FULL VARIABLE within {timeout:g} s after "
+                               "the AGI environment") from None
+    except ConnectionError:
+        raise AgiProtocolError("connection lost after the AGI environment") from None
+    return after, hung_up
+
+
+def check_env(lines: Sequence[str], after: Sequence[str]) -> dict[str, str]:
+    """The environment, or ``AgiEnvironmentRefused`` (``parse_env_lines``; and bytes
+    after its blank line, or bytes that are not UTF-8: what Asterisk never writes)."""
+    if after:
+        raise AgiEnvironmentRefused(f"{len(after)} line(s) after the environment's blank "
+                                    f"line, the first {printable(after[0][:_EXCERPT])}")
+    env = parse_env_lines(lines)
+    for key, value in env.items():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise AgiEnvironmentRefused(
+                f"{key} is not UTF-8: {printable(value[:_EXCERPT])}") from None
+    return env
 
 
 # --------------------------------------------------------------------------- session
@@ -394,6 +520,7 @@ class AgiSession:
         self._failure: AgiError | None = None
         self._closed = False
         self.protocol_error: AgiProtocolError | None = None
+        self.refused: str | None = None
         self._reader_task = asyncio.get_running_loop().create_task(
             self._read_replies(), name=f"agi-reader {self.describe()}")
 
@@ -401,10 +528,38 @@ class AgiSession:
     async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
                      env_timeout: float = 5.0, command_timeout: float | None = 30.0,
                      trying_timeout: float | None = DEFAULT_TRYING_TIMEOUT) -> AgiSession:
-        """Read the environment block and start the session (AgiProtocolError on garbage)."""
-        env = await read_env(reader, timeout=env_timeout)
-        return cls(reader, writer, env, command_timeout=command_timeout,
-                   trying_timeout=trying_timeout)
+        """Read and check the environment block, then start the session.
+
+        ``AgiProtocolError`` when no session can be had (a block that never ends, EOF, a
+        timeout). A refused environment (``check_env``) still gives a session, in step
+        with Asterisk, whose ``refused`` says why and whose ``env`` holds only what
+        Asterisk answers about the channel (``IDENTITY``): no script, no caller, no
+        argument. The server decides what such a call gets.
+        """
+        lines = await read_env(reader, timeout=env_timeout)
+        after, hung_up = await read_after_env(reader, writer, timeout=env_timeout)
+        try:
+            env, refused = check_env(lines, after), None
+        except AgiEnvironmentRefused as exc:
+            env, refused = {}, exc
+        session = cls(reader, writer, env, command_timeout=command_timeout,
+                      trying_timeout=trying_timeout)
+        if hung_up:
+            session._set_hung_up()
+        if refused is not None:
+            await session._believe_only_asterisk(refused)
+        return session
+
+    async def _believe_only_asterisk(self, refused: AgiEnvironmentRefused) -> None:
+        """After a refused environment: the channel's identity as Asterisk answers it."""
+        self.refused = str(refused)
+        try:
+            self.env = MappingProxyType(
+                {key: await self.get_variable(name) or "" for key, name in IDENTITY})
+        except AgiError:
+            await self.close(fallback=True)
+            raise AgiProtocolError(f"environment refused ({refused}), and the channel's "
+                                   "identity could not be read") from None
 
     # -- identity ---------------------------------------------------------------------
 
@@ -416,8 +571,14 @@ class AgiSession:
     def uniqueid(self) -> str:
         return self.env.get("agi_uniqueid", "?")
 
+    @property
+    def context(self) -> str:
+        """The dialplan context the channel runs in ("" if not known)."""
+        return self.env.get("agi_context", "")
+
     def describe(self) -> str:
-        return f"{self.channel} ({self.uniqueid}) script={self.script!r}"
+        """Channel, uniqueid and script for a log line (control characters escaped)."""
+        return printable(f"{self.channel} ({self.uniqueid}) script={self.script!r}")
 
     @property
     def hung_up(self) -> bool:

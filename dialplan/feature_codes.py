@@ -1,14 +1,20 @@
 """Feature codes dialled from an agent's softphone: ``*21`` not-ready, ``*22`` ready, ...
 
 The dialplan's ``agents`` context sends ``_*2X`` here as
-``AGI(agi://.../feature,${EXTEN},${CHANNEL(endpoint)})``. The code means what the
-Policy says (``agents.feature_codes``; agents/events.py ``feature_code_event``), the
-agent is whoever is logged in at the dialling softphone (hot-desking: the desk,
-not the roster's home endpoint), and the request goes to the same state machine
+``AGI(agi://.../feature,${EXTEN})``. The code means what the Policy says
+(``agents.feature_codes``; agents/events.py ``feature_code_event``), the agent is
+whoever is logged in at the dialling softphone (hot-desking: the desk, not the
+roster's home endpoint), and the request goes to the same state machine
 the desktop uses, so both are held to the same rules. The agent hears a short
 prompt: what their state is now, or that the request was refused (the desktop
 shows why). The state changes before the prompt plays, so the desktop and the
 board see it at once.
+
+Who dialled is Asterisk's word, asked on the channel (``CHANNEL(endpoint)``, the
+endpoint PJSIP identified and challenged for the agent's password, and ``CONTEXT``),
+never an AGI argument or environment line: an external caller once set an agent
+not-ready by writing ``agi_network_script: feature`` into its own caller number
+(issue 15). A code from a channel outside the agents' context changes nothing.
 """
 
 from __future__ import annotations
@@ -19,10 +25,10 @@ from dataclasses import dataclass
 
 from callflow.agents.events import AgentState, feature_code_event
 from callflow.dialplan.agi import AgiSession
-from callflow.engine.channels import endpoint_of
 from callflow.engine.policy import Policy
 from callflow.errors import StateError
 from callflow.pbx.prompts import PromptLibrary
+from callflow.pbx.render import AGENTS_CONTEXT
 from callflow.runtime.core import Runtime
 
 log = logging.getLogger(__name__)
@@ -61,9 +67,14 @@ def apply_feature_code(ctx: FeatureCodeContext, code: str, endpoint: str) -> str
 
 async def run_feature_code(session: AgiSession, ctx: FeatureCodeContext) -> None:
     code = session.argv[0] if session.argv else session.env.get("agi_extension", "")
-    endpoint = session.argv[1] if len(session.argv) > 1 and session.argv[1] else (
-        endpoint_of(session.channel))
-    prompt = apply_feature_code(ctx, code, endpoint)
+    endpoint = await session.get_variable("CHANNEL(endpoint)") or ""
+    context = await session.get_variable("CONTEXT") or ""
+    if context == AGENTS_CONTEXT:
+        prompt = apply_feature_code(ctx, code, endpoint)
+    else:
+        log.warning("feature code %r from %s refused: the channel is in context %r, not "
+                    "the agents' %r", code, session.describe(), context, AGENTS_CONTEXT)
+        prompt = REFUSED_PROMPT
     path = await asyncio.to_thread(ctx.prompts.path, prompt)
     await session.answer()
     await session.stream_file(str(path))

@@ -35,6 +35,7 @@ from callflow.dialplan.agi import AgiSession
 from callflow.engine import waiting
 from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
+from callflow.engine.effects import Alarm
 from callflow.engine.policy import Policy, ring_limit_seconds
 from callflow.errors import CallerHungUp
 from callflow.pbx.prompts import PromptLibrary, spell_digits
@@ -324,4 +325,16 @@ async def _wait(event: asyncio.Event, seconds: float) -> bool:
 
 
 async def run_inbound(session: AgiSession, ctx: FlowContext) -> None:
+    if session.refused is not None:
+        alarm_refused_environment(ctx.runtime, session)
     await InboundFlow(session, ctx).run()
+
+
+def alarm_refused_environment(runtime: Runtime, session: AgiSession) -> None:
+    """A refused environment (dialplan/agi.py ``check_env``: a caller's value carried a
+    newline, issue 15) reaches the flow with only Asterisk's word for the channel: the
+    call is routed as an unknown caller on no DID (no named agent, the default queue),
+    and supervisors see why."""
+    runtime.execute([Alarm("agi_environment_refused", {
+        "call_id": session.uniqueid, "channel": session.channel,
+        "reason": session.refused or ""}, std="STD-147")])

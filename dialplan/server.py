@@ -21,8 +21,16 @@ unknown script                   FAILURE             FAILURE -> fallback
 over ``max_sessions``            FAILURE at once     FAILURE -> fallback
 route raises anything else       FAILURE             FAILURE -> fallback
 command timeout / garbage        FAILURE             FAILURE -> fallback
+environment refused, its context FAILURE             FAILURE -> fallback
+has no ``refused_routes`` entry
 server stopped mid-call          FAILURE             FAILURE -> fallback
 ===============================  ==================  =================================
+A refused environment (``agi.check_env``: a caller's value carried a newline into it,
+issue 15) is never routed by what it says: its channel's context, as Asterisk answers
+it, picks a route in ``refused_routes`` (the service maps the inbound context to the
+inbound flow: the caller still reaches an agent, as an unknown caller on no DID), or
+the dialplan's own fallback runs.
+
 FAILURE is only written while the channel is alive. Asterisk reads it once the command
 it is running returns: WAIT FOR DIGIT and STREAM FILE return at once when the script
 writes, EXEC waits for its application to finish (both verified).
@@ -35,7 +43,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
-from callflow.dialplan.agi import FAILURE_LINE, MAX_LINE_BYTES, AgiSession
+from callflow.dialplan.agi import FAILURE_LINE, MAX_LINE_BYTES, AgiSession, printable
 from callflow.errors import AgiCommandTimeout, AgiProtocolError, CallerHungUp
 
 log = logging.getLogger(__name__)
@@ -52,16 +60,20 @@ class FastAgiServer:
     ``hangup_grace``: how long a route may go on after the caller hung up (to read
     DIALSTATUS, report the outcome) before it is cancelled; Asterisk keeps the dead
     channel and its thread until the session ends, so no session outlives its call.
+    ``refused_routes``: the route (by name) that takes a refused environment, by the
+    channel's dialplan context (module docstring).
     """
 
     def __init__(self, host: str, port: int, routes: Mapping[str, Route], *,
                  max_sessions: int = 500, command_timeout: float = 30.0,
-                 env_timeout: float = 5.0, hangup_grace: float = 10.0) -> None:
+                 env_timeout: float = 5.0, hangup_grace: float = 10.0,
+                 refused_routes: Mapping[str, str] | None = None) -> None:
         if max_sessions < 1:
             raise ValueError("max_sessions must be at least 1")
         self.host = host
         self._requested_port = port
         self.routes: Mapping[str, Route] = MappingProxyType(dict(routes))
+        self.refused_routes: Mapping[str, str] = MappingProxyType(dict(refused_routes or {}))
         self.max_sessions = max_sessions
         self.command_timeout = command_timeout
         self.env_timeout = env_timeout
@@ -70,7 +82,8 @@ class FastAgiServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts = dict.fromkeys(
             ("connections", "sessions", "rejected", "unknown_routes", "errors",
-             "protocol_errors", "timeouts", "hangups", "lingered", "completed"), 0)
+             "protocol_errors", "refused_envs", "timeouts", "hangups", "lingered",
+             "completed"), 0)
         self._active = 0
         self._max_active = 0
 
@@ -135,10 +148,14 @@ class FastAgiServer:
         except AgiProtocolError as exc:
             self._counts["protocol_errors"] += 1
             log.error("FastAGI from %s: %s; answering FAILURE and closing", peer, exc)
-            writer.write(FAILURE_LINE)
-            writer.close()
+            if not writer.is_closing():
+                writer.write(FAILURE_LINE)
+                writer.close()
             return
-        route = self.routes.get(session.script)
+        route = self._route_for(session)
+        if route is None and session.refused is not None:
+            await session.close(fallback=True)
+            return
         if route is None:
             self._counts["unknown_routes"] += 1
             log.error("FastAGI: no route for script %r (channel %s, uniqueid %s); "
@@ -148,6 +165,19 @@ class FastAgiServer:
             return
         self._counts["sessions"] += 1
         await self._run_route(route, session)
+
+    def _route_for(self, session: AgiSession) -> Route | None:
+        """The script's route; for a refused environment, its context's refused route."""
+        if session.refused is None:
+            return self.routes.get(session.script)
+        self._counts["refused_envs"] += 1
+        name = self.refused_routes.get(session.context)
+        route = self.routes.get(name) if name is not None else None
+        log.warning("FastAGI: environment refused on %s in context %s: %s; %s",
+                    session.describe(), printable(session.context), session.refused,
+                    f"route {name!r} takes it" if route is not None
+                    else "answering FAILURE so the dialplan falls back")
+        return route
 
     async def _run_route(self, route: Route, session: AgiSession) -> None:
         fallback = True

@@ -42,6 +42,7 @@ from fastapi import APIRouter
 
 from callflow.engine.effects import Persist, StartRecording
 from callflow.feature import FeatureBase
+from callflow.settings import private_dir
 from callflow.store import repo
 
 if TYPE_CHECKING:
@@ -187,7 +188,7 @@ class RecordingsFeature(FeatureBase):
         if found is None or found.call_id in self.recorded:
             return
         self.recorded.add(found.call_id)
-        found.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(found.path.parent)  # Asterisk's umask makes the file 0600
         self.active[found.key] = found
         log.info("recording %s (%s) to %s", found.call_id, found.direction, found.path)
         self._spawn(self._mixmonitor(found))

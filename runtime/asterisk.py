@@ -64,6 +64,11 @@ class AmiFrame(Protocol):
     @property
     def received_at(self) -> float: ...
 
+    @property
+    def suspect(self) -> str:
+        """Why the frame is not shaped as Asterisk writes it ("" if it is): not applied."""
+        ...
+
     def get(self, key: str, default: str = "") -> str: ...
 
 

@@ -41,6 +41,7 @@ from callflow.engine.effects import (
 from callflow.engine.policy import Policy
 from callflow.errors import AmiLinkDown, CallflowError, StateError
 from callflow.runtime.asterisk import AmiFrame, AsteriskFacts, ChannelLink
+from callflow.runtime.doubted import DoubtedFrames
 from callflow.runtime.invariants import InvariantChecker
 from callflow.runtime.reconcile import pbx_gone, reconcile
 
@@ -148,6 +149,7 @@ class Runtime:
             self.agents[member.agent_id] = agent_state.new_agent(member.agent_id, member.endpoint)
         self.asterisk = AsteriskFacts(self)
         self.invariants = InvariantChecker()  # Asterisk's word vs the record, live
+        self.doubted = DoubtedFrames()  # AMI frames a caller may have written (issue 15)
 
     # --- effects ---------------------------------------------------------------
 
@@ -597,9 +599,13 @@ class Runtime:
             self.stats.ami_events += 1
             self.stats.seen_events[frame.name] = self.stats.seen_events.get(frame.name, 0) + 1
             self.stats.max_event_lag_s = max(self.stats.max_event_lag_s, now - frame.received_at)
-            self._watch(self.invariants.on_frame, frame)
             core = self.asterisk.handles(frame.name) or frame.name == "ContactStatus"
             listeners = self._listeners.get(frame.name, ())
+            if frame.suspect:  # runtime/doubted.py: applied nowhere, not even checked
+                if core or listeners:
+                    self.execute(self.doubted.note(frame))
+                continue
+            self._watch(self.invariants.on_frame, frame)
             if not core and not listeners:
                 continue
             try:
@@ -741,6 +747,7 @@ class _ContactView:
         self._frame = frame
         self.name = "ContactStatus"
         self.received_at = frame.received_at
+        self.suspect = frame.suspect
 
     def get(self, key: str, default: str = "") -> str:
         if key == "ContactStatus":

@@ -6,7 +6,9 @@ sees one behaviour:
 
 - SQLite: foreign keys on, WAL journal, a busy timeout, and write transactions
   opened with ``BEGIN IMMEDIATE`` so a read-then-write (an upsert, a task claim)
-  can never deadlock against another writer or act on a stale snapshot.
+  can never deadlock against another writer or act on a stale snapshot. The file
+  (password hashes, caller numbers) is its owner's alone, 0600, created so before
+  SQLite opens it; SQLite gives its ``-wal`` and ``-shm`` files the same mode.
 - PostgreSQL: ``postgresql://`` means psycopg 3; connections are pre-pinged;
   migrations hold an advisory lock so engines starting together migrate once.
 """
@@ -14,6 +16,7 @@ sees one behaviour:
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -37,6 +40,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session
 
 from callflow.errors import StoreError, StoreUnavailable
+from callflow.settings import PRIVATE_FILE_MODE
 
 from .models import Base
 from .types import UTCDateTime
@@ -137,11 +141,10 @@ def normalize_url(url: str) -> URL:
 
 def _sqlite_engine(url: URL) -> Engine:
     assert url.database is not None
-    folder = Path(url.database).expanduser().resolve().parent
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        _private_file(Path(url.database).expanduser().resolve())
     except OSError as exc:
-        raise StoreError(f"cannot create the SQLite database's folder {folder} "
+        raise StoreError(f"cannot create the SQLite database {url.database} "
                          f"({exc.strerror})") from None
     engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_S})
 
@@ -162,6 +165,16 @@ def _sqlite_engine(url: URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
     return engine
+
+
+def _private_file(path: Path) -> None:
+    """The database file, and its ``-wal``/``-shm`` if a run left them, as 0600 (an
+    earlier run may have made them readable by every local user)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE))
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists():
+            part.chmod(PRIVATE_FILE_MODE)
 
 
 def _postgres_engine(url: URL) -> Engine:

@@ -10,7 +10,10 @@ Asterisk that exited, whatever the reason.
 
 The process is tracked by PID only (``ps`` shows it as ``ld-linux-x86-64``). An
 Asterisk of this work dir left running by an engine that died is *adopted*
-(``adopt_or_start``): its calls go on, the new engine takes them over.
+(``adopt_or_start``): its calls go on, the new engine takes them over. It runs
+with umask 077: Asterisk creates files with mode 0666 and directories 0777 less the
+umask and never sets one itself, so its recordings (MixMonitor), logs, astdb and
+control socket are its owner's alone (0600, directories 0700; issue 15).
 """
 
 from __future__ import annotations
@@ -32,14 +35,17 @@ from typing import IO
 
 from callflow.errors import PbxError
 from callflow.pbx.cel import database_path, prepare_database
-from callflow.pbx.render import CONF_DIR, PbxConfig, render
+from callflow.pbx.render import AMI_HOST, CONF_DIR, PbxConfig, render
 from callflow.pbx.root import installed_version, is_complete
+from callflow.settings import private_dir
 
 log = logging.getLogger(__name__)
 
 LIB_DIRS = ("usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu")
 LOADER = "lib64/ld-linux-x86-64.so.2"
 WRITABLE = ("etc", "var/lib", "var/spool/monitor", "var/log", "var/cache", "var/run", "data")
+UMASK = 0o077
+"""Asterisk's umask: what it writes (recordings, logs, astdb) only its owner may read."""
 _POLL_S = 0.05
 
 
@@ -136,7 +142,7 @@ class AsteriskProcess:
         if not is_complete(self.root):
             raise PbxError(f"{self.root} is not a built Asterisk root (see callflow.pbx.root)")
         for sub in WRITABLE:
-            (self.workdir / sub).mkdir(parents=True, exist_ok=True)
+            private_dir(self.workdir / sub)
         self._link_data_dir()
         if self.cfg is not None:
             render(self.conf_dir, self.etc_dir, self.cfg, self.stock_etc_dir)
@@ -227,6 +233,7 @@ class AsteriskProcess:
             # its own session: a Ctrl-C reaches only our caller, which stops the engine
             # first and then Asterisk (by PID), instead of Asterisk dying mid-shutdown
             start_new_session=True,
+            umask=UMASK,
         )
         log.info("Asterisk pid %s starting (work dir %s)", self._proc.pid, self.workdir)
         try:
@@ -276,21 +283,20 @@ class AsteriskProcess:
         on a taken AMI port would reach someone else's PBX."""
         self._refuse_if_left_running()
         link = self._ready_link()
-        host = link.bind_host
         with (
             contextlib.suppress(OSError),
-            socket.create_connection((host, link.ami_port), timeout=0.5),
+            socket.create_connection((link.ami_host, link.ami_port), timeout=0.5),
         ):
             raise PbxError(
-                f"AMI port {host}:{link.ami_port} is already in use (another Asterisk?); "
-                "stop it or choose other ports"
+                f"AMI port {link.ami_host}:{link.ami_port} is already in use (another "
+                "Asterisk?); stop it or choose other ports"
             )
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             try:
-                udp.bind((host, link.sip_port))
+                udp.bind((link.bind_host, link.sip_port))
             except OSError as exc:
                 raise PbxError(
-                    f"SIP port {host}:{link.sip_port}/udp is already in use: {exc}"
+                    f"SIP port {link.bind_host}:{link.sip_port}/udp is already in use: {exc}"
                 ) from None
 
     def _refuse_if_left_running(self) -> None:
@@ -313,7 +319,7 @@ class AsteriskProcess:
                 )
             try:
                 sock = socket.create_connection(
-                    (self._ready_link().bind_host, self._ready_link().ami_port),
+                    (self._ready_link().ami_host, self._ready_link().ami_port),
                     timeout=max(0.1, deadline - time.monotonic()),
                 )
             except OSError:
@@ -486,7 +492,8 @@ class AsteriskProcess:
 class _Link:
     """Where and how the harness itself reaches this Asterisk (its readiness check)."""
 
-    bind_host: str
+    bind_host: str  # SIP's
+    ami_host: str
     ami_port: int
     sip_port: int
     ami_username: str
@@ -494,7 +501,8 @@ class _Link:
 
     @classmethod
     def from_cfg(cls, cfg: PbxConfig) -> _Link:
-        return cls(cfg.bind_host, cfg.ami_port, cfg.sip_port, cfg.ami_username, cfg.ami_secret)
+        return cls(cfg.bind_host, AMI_HOST, cfg.ami_port, cfg.sip_port, cfg.ami_username,
+                   cfg.ami_secret)
 
     @classmethod
     def from_etc(cls, etc_dir: Path) -> _Link:
@@ -510,7 +518,8 @@ class _Link:
         sip_host, _, sip_port = binds[0].rpartition(":")
         try:
             return cls(
-                bind_host=general.get("bindaddr", sip_host or "127.0.0.1"),
+                bind_host=sip_host or "127.0.0.1",
+                ami_host=general.get("bindaddr", AMI_HOST),
                 ami_port=int(general.get("port", "5038")),
                 sip_port=int(sip_port or "5060"),
                 ami_username=users[0][0],

@@ -33,6 +33,27 @@ FALLBACK_QUEUE = "callflow-fallback"
 #: Where callers arrive (extensions.conf.j2 [inbound], pjsip.conf.j2's caller endpoints):
 #: a call whose first channel started here is an inbound call of ours.
 INBOUND_CONTEXT = "inbound"
+AGENTS_CONTEXT = "agents"
+"""The dialplan context of the agents' softphones: feature codes count only from there."""
+AMI_HOST = "127.0.0.1"
+"""AMI listens on loopback only, whatever address SIP uses (issue 15, least privilege)."""
+AMI_READ = "call,system,dtmf"
+AMI_WRITE = "call,system,originate"
+"""The AMI classes the engine reads and writes (manager.conf.j2 says which of its events
+and actions need each); nothing else."""
+INBOUND_FLOW_CONTEXT = "callflow-inbound"
+"""The dialplan context whose ``AGI()`` runs the inbound flow, once ``[inbound]`` has
+checked the DID and cleaned the caller's number and name."""
+DID_DIGITS = range(2, 33)
+"""How many digits a DID may have; any other request URI is answered 404 (issue 15)."""
+NUMBER_CHARS = "0-9+"
+"""``FILTER()``'s allowed characters for a caller's number: what a number may hold."""
+NAME_CHARS = r"-a-zA-Z0-9\x20.'_\x80-\xff"
+"""``FILTER()``'s allowed characters for a caller's name: letters, digits, space and
+``-.'_``, and UTF-8's non-ASCII bytes (a Chinese name stays; invalid UTF-8 is refused
+by the FastAGI environment parser). No control character, quote, backslash, comma,
+parenthesis, ``$``, ``{``, ``}`` or ``;``: nothing that means something to AGI, AMI,
+the dialplan or a config file."""
 _HOLDS_SECRETS = frozenset({"manager.conf", "pjsip.conf"})
 
 _EXT = re.compile(r"[0-9]{2,8}")
@@ -67,6 +88,14 @@ class AgentEndpoint:
 
 
 @dataclass(frozen=True)
+class AmiLogin:
+    """An AMI user and its secret."""
+
+    username: str
+    secret: str
+
+
+@dataclass(frozen=True)
 class PbxConfig:
     """Every value the Asterisk configuration depends on; nothing else is read at render time."""
 
@@ -86,6 +115,9 @@ class PbxConfig:
     caller_match: str = "127.0.0.1"
     # ring time per agent in the fallback queue and for agent-to-agent calls (STD-008: 3 rings)
     agent_ring_seconds: int = 15
+    # a second AMI user with every class, for a test harness that watches everything
+    # (tests/integration/amitap.py); `make run` never sets it
+    observer: AmiLogin | None = None
 
     @classmethod
     def from_settings(
@@ -119,13 +151,11 @@ class PbxConfig:
                 raise PbxConfigError(f"{name} must be a port number 1-65535, got {value}")
         if self.rtp_start >= self.rtp_end:
             raise PbxConfigError(f"rtp_start {self.rtp_start} must be below rtp_end {self.rtp_end}")
-        if not _USERNAME.fullmatch(self.ami_username):
-            raise PbxConfigError(f"ami_username {self.ami_username!r}: letters, digits, _ or -")
-        if not _TOKEN.fullmatch(self.ami_secret or ""):
-            raise PbxConfigError(
-                "ami_secret must be 8-128 characters of [A-Za-z0-9_.~+/=-] (it is generated; "
-                "never left empty)"
-            )
+        for login in (AmiLogin(self.ami_username, self.ami_secret), self.observer):
+            if login is not None:
+                _check_login(login)
+        if self.observer is not None and self.observer.username == self.ami_username:
+            raise PbxConfigError("the observer's AMI username must differ from the engine's")
         for name in ("bind_host", "agi_host", "caller_match"):
             try:
                 ipaddress.IPv4Address(getattr(self, name))
@@ -165,6 +195,16 @@ class PbxConfig:
                 raise PbxConfigError(f"agent {agent.ext}: qualify_timeout must be 0.1-60 s")
         if self.customer_contact is not None and not _SIP_URI.fullmatch(self.customer_contact):
             raise PbxConfigError(f"bad customer_contact {self.customer_contact!r}")
+
+
+def _check_login(login: AmiLogin) -> None:
+    if not _USERNAME.fullmatch(login.username):
+        raise PbxConfigError(f"ami_username {login.username!r}: letters, digits, _ or -")
+    if not _TOKEN.fullmatch(login.secret or ""):
+        raise PbxConfigError(
+            "ami_secret must be 8-128 characters of [A-Za-z0-9_.~+/=-] (it is generated; "
+            "never left empty)"
+        )
 
 
 def softphone_agents(
@@ -220,7 +260,11 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
     templates = sorted(conf_dir.glob("*.conf.j2"))
     if not templates:
         raise PbxConfigError(f"no *.conf.j2 templates in {conf_dir}")
-    context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE, "cel": cel.template_context()}
+    context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE, "cel": cel.template_context(),
+               "agents_context": AGENTS_CONTEXT,
+               "inbound_flow_context": INBOUND_FLOW_CONTEXT, "did_digits": DID_DIGITS,
+               "ami_host": AMI_HOST, "ami_read": AMI_READ, "ami_write": AMI_WRITE,
+               "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS}
     for template in templates:
         target = out_etc_dir / template.name.removesuffix(".j2")
         try:

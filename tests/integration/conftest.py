@@ -3,11 +3,13 @@
 The Asterisk is the product's own (``callflow.pbx``: the same templates and renderer
 as ``make run``), started from the root in ``ASTERISK_ROOT`` (built on first use) on
 the port set ``Ports.from_base(port_base())`` (``portblock.py``: one block per xdist
-worker), with a fresh AMI secret
-and fresh softphone passwords per session. Agents 1001-1004 have static contacts
-(SIPp UAS on base+101..104), agent 1005 REGISTERs with digest auth, the outbound
-``customer`` is a SIPp UAS on base+120. The FastAGI target is 127.0.0.1:base+573,
-where nothing listens unless a test starts the product's server there.
+worker), with fresh AMI secrets and fresh softphone passwords per session. The engine's
+AMI login (``PbxHandle.username``/``secret``) has only the classes the product uses; the
+tests' tap logs in as a second user, ``observer``, that reads and writes everything.
+Agents 1001-1004 have static contacts (SIPp UAS on base+101..104), agent 1005 REGISTERs
+with digest auth, the outbound ``customer`` is a SIPp UAS on base+120. The FastAGI
+target is 127.0.0.1:base+573, where nothing listens unless a test starts the product's
+server there.
 
 Every test that uses the ``asterisk`` fixture (directly or through ``sipp``) is
 marked ``integration`` here, wherever it lives.
@@ -31,7 +33,7 @@ from portblock import port_base
 from sippctl import SippControl
 
 from callflow.pbx.process import AsteriskProcess
-from callflow.pbx.render import AgentEndpoint, PbxConfig
+from callflow.pbx.render import AgentEndpoint, AmiLogin, PbxConfig
 from callflow.pbx.root import ensure_root
 from callflow.settings import REPO_ROOT, Ports
 
@@ -187,6 +189,7 @@ def asterisk(asterisk_root: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         country="cn",
         agents=agents,
         customer_contact=f"sip:customer@127.0.0.1:{base + 120}",
+        observer=AmiLogin("observer", secrets.token_urlsafe(18)),
     )
     process = AsteriskProcess(asterisk_root, tmp_path_factory.mktemp("pbx"), config)
     process.start()
@@ -194,7 +197,8 @@ def asterisk(asterisk_root: Path, tmp_path_factory: pytest.TempPathFactory) -> I
         "Asterisk %s booted in %.2fs (pid %s, console %s)",
         process.version, process.boot_seconds, process.pid, process.console_log,
     )  # fmt: skip
-    tap = AmiTap("127.0.0.1", ports.ami, config.ami_username, config.ami_secret)
+    assert config.observer is not None
+    tap = AmiTap("127.0.0.1", ports.ami, config.observer.username, config.observer.secret)
     handle = PbxHandle(process, config, ports, base, tap, passwords)
     previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:

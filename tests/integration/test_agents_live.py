@@ -252,8 +252,11 @@ def test_softphone_call_acw_and_feature_code_reach_the_desktop_in_order_within_2
         codes.not_ready_reason, "feature_code")
     rows.append(("not_ready (*21)", "Newexten AGI(feature)", arrived - stamp(agi)))
     assert dialled.wait(30) == 0, dialled.diagnostics()
-    played = [e["Command"] for e in tap.events_since(t_code, "AGIExecStart")
-              if e["Uniqueid"] == agi["Uniqueid"]]
+    asked = [e["Command"] for e in tap.events_since(t_code, "AGIExecStart")
+             if e["Uniqueid"] == agi["Uniqueid"]]
+    # who dialled is Asterisk's word (issue 15), then the prompt
+    assert asked[1:3] == ['GET VARIABLE "CHANNEL(endpoint)"', "GET VARIABLE CONTEXT"]
+    played = asked[3:]
     assert played[0] == "ANSWER" and "feature_not_ready-" in played[1]
 
     # every change in order, each once, seq increasing; every frame as documented

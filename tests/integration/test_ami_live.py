@@ -171,7 +171,8 @@ async def test_adapter_logs_in_sees_events_and_lists(asterisk: PbxHandle) -> Non
             await client.action("Hangup", Channel="PJSIP/nobody-00000000")
 
         await start_long_call(client, seen, "ami-live-1")
-        await seen.wait("QueueCallerJoin", timeout=5)
+        await seen.wait("MusicOnHoldStart", timeout=5)  # waiting in the queue (QueueCallerJoin
+        # is of the agent class, which the engine's login does not read)
         channels = await client.action_list("CoreShowChannels")
         assert {"ami-live-1", "ami-live-1;2"} <= {e.get("Uniqueid") for e in channels.events}
         await client.action("Hangup", Channel="/^Local\\/5550100@inbound-.*$/")

@@ -18,7 +18,15 @@ from amitap import AmiTap, AmiTapError
 
 from callflow.errors import PbxConfigError, PbxError
 from callflow.pbx.process import AsteriskProcess
-from callflow.pbx.render import CONF_DIR, FALLBACK_QUEUE, AgentEndpoint, PbxConfig, render
+from callflow.pbx.render import (
+    AMI_HOST,
+    CONF_DIR,
+    FALLBACK_QUEUE,
+    INBOUND_FLOW_CONTEXT,
+    AgentEndpoint,
+    PbxConfig,
+    render,
+)
 from callflow.pbx.root import debian_mirror, ensure_root, installed_version
 
 if TYPE_CHECKING:  # conftest modules are not importable by name at run time
@@ -35,9 +43,13 @@ def _nothing_listens(port: int) -> bool:
 
 
 def test_rendered_config_boots_with_our_dialplan(asterisk: PbxHandle) -> None:
+    gate = asterisk.cli("dialplan show inbound")
+    assert "'_XX' =>" in gate and f"'_{'X' * 32}' =>" in gate and "_X." not in gate
+    assert f"Goto({INBOUND_FLOW_CONTEXT},${{EXTEN}},1)" in gate
+    flow = asterisk.cli(f"dialplan show {INBOUND_FLOW_CONTEXT}")
     agi = f"AGI(agi://127.0.0.1:{asterisk.ports.agi}/inbound,${{EXTEN}})"
-    assert agi in asterisk.cli("dialplan show inbound")
-    assert f"Queue({FALLBACK_QUEUE})" in asterisk.cli("dialplan show inbound")
+    assert agi in flow
+    assert f"Queue({FALLBACK_QUEUE})" in flow
     agents = asterisk.cli("dialplan show agents")
     assert "_*2X" in agents and "Playback(feature-not-avail-line)" in agents
     endpoints = asterisk.cli("pjsip show endpoints")
@@ -55,7 +67,7 @@ def test_ami_refuses_a_wrong_secret(asterisk: PbxHandle) -> None:
         AmiTap("127.0.0.1", asterisk.ports.ami, asterisk.username, "wrong-" + asterisk.secret)
     manager = asterisk.process.etc_dir / "manager.conf"
     assert stat.S_IMODE(manager.stat().st_mode) == 0o600
-    assert f"bindaddr = {asterisk.config.bind_host}" in manager.read_text()
+    assert f"bindaddr = {AMI_HOST}" in manager.read_text()
 
 
 def test_engine_down_call_reaches_an_agent_through_the_fallback_queue(

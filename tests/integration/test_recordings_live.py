@@ -14,6 +14,7 @@ selects it.
 from __future__ import annotations
 
 import json
+import stat
 import time
 import urllib.error
 import urllib.request
@@ -101,6 +102,11 @@ def test_a_call_is_recorded_stored_played_audited_reviewed_and_sampled(
     path = Path(row.path)
     assert path.is_file() and path.name == f"{call_id}.wav"
     assert path.parent.parent.parent.parent == product.settings.state_dir / "recordings"
+    # its owner's alone (issue 15): Asterisk writes it with umask 077, the engine makes
+    # the folders 0700
+    folders = [path.parent, path.parent.parent, path.parent.parent.parent,
+               product.settings.state_dir / "recordings"]
+    assert [stat.S_IMODE(p.stat().st_mode) for p in (path, *folders)] == [0o600] + [0o700] * 4
     with wave.open(str(path), "rb") as wav:
         rate, channels, width, frames = (wav.getframerate(), wav.getnchannels(),
                                          wav.getsampwidth(), wav.getnframes())

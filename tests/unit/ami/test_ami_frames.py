@@ -66,9 +66,10 @@ def test_framing_does_not_depend_on_how_tcp_splits_the_stream(chunk: int) -> Non
 
 
 def test_parsed_messages_are_ordinary_frozen_messages() -> None:
-    _, out = parse(b"Event: X\r\nA: 1\r\n\r\n")
+    _, out = parse(b"Event: X\r\nPrivilege: call,all\r\nA: 1\r\n\r\n")
     message = out.messages[0]
-    built = AmiMessage("X", {"Event": "X", "A": "1"}, message.received_at, "event")
+    built = AmiMessage("X", {"Event": "X", "Privilege": "call,all", "A": "1"},
+                       message.received_at, "event")
     assert message == built and hash(message) == hash(built)
     with pytest.raises(AttributeError):
         message.name = "Y"  # type: ignore[misc]
@@ -335,3 +336,70 @@ def test_a_glued_piece_keeps_its_own_problems() -> None:
     assert [(m.name, m.get("X"), m.get("CallerIDName")) for m in out.messages] == [
         ("A", "1", ""), ("B", "", "Jos\ufffd")]
     assert [p.kind for p in out.problems] == ["separator", "decode", "bad_lines"]
+
+
+# ---- frames a caller may have written (issue 15) -----------------------------------------
+#
+# tests/fixtures/ami/hostile: real Asterisk 22 streams of callers whose From user held
+# %0d%0a (see its README). Every frame Asterisk wrote as it should is believed; every frame
+# the caller's number touched is ``suspect``, whatever shape it took.
+
+ENGINE_READS = {"Newchannel", "Newstate", "Rename", "DialBegin", "DialEnd", "HangupRequest",
+                "SoftHangupRequest", "Hangup", "BridgeEnter", "BridgeLeave", "BlindTransfer",
+                "AttendedTransfer", "ContactStatus", "Hold", "Unhold", "ChannelTalkingStart",
+                "DTMFEnd", "MixMonitorStop", "OriginateResponse", "CoreShowChannel",
+                "ContactList", "EndpointList"}
+HOSTILE = sorted(p.name for p in (FIXTURES / "hostile").glob("*.txt"))
+FORGED = ("1796000000.1", "agent1001")
+
+
+@pytest.mark.parametrize("name", [*(f"endings/{n}" for n in ENDINGS),
+                                  "coreshowchannels.txt", "pjsipshowcontacts.txt",
+                                  "originate_failure.txt", "call_playback.txt"])
+def test_every_frame_asterisk_writes_that_the_engine_reads_is_believed(name: str) -> None:
+    _, out = parse(fixture(name))
+    assert [(m.name, m.suspect) for m in out.messages
+            if m.name in ENGINE_READS and m.suspect] == []
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_frames_a_callers_number_wrote_into_are_suspect(name: str) -> None:
+    """Believed: only frames sent once the dialplan cleaned the number (and, where the
+    number only added keys no reader reads, the frames it added them to). Everything the
+    caller's forged lines reached, whole frames included, is suspect."""
+    _, out = parse(fixture(f"hostile/{name}"))
+    cleaned = next(m.get("CallerIDNum") for m in out.messages if m.name == "NewCallerid")
+    read = [m for m in out.messages if m.name in ENGINE_READS]
+    believed = [m for m in read if not m.suspect]
+    raw_but_harmless = {"13800000000"} if name == "number_adds_lines.txt" else set()
+    assert believed and {m.get("CallerIDNum") for m in believed} <= {cleaned, *raw_but_harmless}
+    if not raw_but_harmless:
+        forged = [m for m in read if any(word in repr(m.fields) for word in FORGED)]
+        assert forged and all(m.suspect for m in forged)
+
+
+def test_a_forged_frame_cannot_fit_a_channel_into_79_bytes() -> None:
+    """What a forged Hangup needs to be believed: the 14 keys of its channel."""
+    forged = (b"Event: Hangup\r\nPrivilege: call,all\r\nUniqueid: 1796000000.1\r\n"
+              b"Channel: PJSIP/agent1001-00000001\r\nLinkedid: 1796000000.1\r\n\r\n")
+    _, out = parse(forged)
+    assert "without ChannelState" in out.messages[0].suspect
+    whole = parse(fixture("endings/caller_bye_talking.txt"))[1].messages
+    hangup = next(m for m in whole if m.name == "Hangup")
+    assert sum(len(key) + 4 for key in hangup.fields) > 2 * 79   # "Key: " + CRLF, no values
+
+
+@pytest.mark.parametrize(("frame", "why"), [
+    (b"Event: X\r\nPrivilege: call,all\r\nChanVariable: a=1\r\nChanVariable: b=2\r\n", ""),
+    (b"Event: X\r\nPrivilege: call,all\r\nAOR: a\r\nAOR: b\r\n", "AOR written twice"),
+    (b"Event: ContactStatus\r\nAOR: agent1001\r\nContactStatus: Removed\r\n", "no Privilege"),
+    (b"Event: ContactStatus\r\nPrivilege: system,all\r\nAOR: agent1001\r\n"
+     b"ContactStatus: Removed\r\n", "ContactStatus without EndpointName, URI"),
+    (b"Event: DialEnd\r\nPrivilege: call,all\r\nDestUniqueid: 1.2\r\nDialStatus: BUSY\r\n",
+     "names channel Dest without DestChannel"),
+    (b"Event: BridgeLeave\r\nPrivilege: call,all\r\nBridgeUniqueid: b\r\n",
+     "names a bridge without BridgeType"),
+])
+def test_the_shapes_asterisk_never_writes(frame: bytes, why: str) -> None:
+    message = parse(frame + b"\r\n")[1].messages[0]
+    assert (why in message.suspect) if why else message.suspect == ""

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from agi_peer import answer_env_check, check_reply
 
 from callflow.dialplan import agi as agi_module
 from callflow.dialplan.agi import AgiSession
@@ -64,9 +65,14 @@ class FakeAsterisk:
         return cls(reader, writer)
 
     @classmethod
-    async def call(cls, port: int, script: str = "inbound", **env: str) -> FakeAsterisk:
+    async def call(cls, port: int, script: str = "inbound", *, check: bool = True,
+                   **env: str) -> FakeAsterisk:
+        """Connect and send an environment; with ``check``, answer the server's check
+        that nothing followed it (``agi_peer``)."""
         fake = await cls.connect(port)
         await fake.send(*env_lines(script, **env), "")
+        if check:
+            await answer_env_check(fake.reader, fake.writer)
         return fake
 
     async def send(self, *lines: str) -> None:
@@ -484,8 +490,6 @@ async def test_unsolicited_reply_is_a_protocol_error(serve: Serve) -> None:
 
 
 @pytest.mark.parametrize("env", [
-    b"agi_network: yes\n\xff\xff\n\n",                                    # not UTF-8
-    b"agi_network: yes\nGET / HTTP/1.1\n\n",                              # not AGI
     b"agi_network: yes\nagi_x: " + b"y" * agi_module.MAX_LINE_BYTES + b"\n\n",   # huge line
     b"".join(b"agi_x%d: 1\n" % i for i in range(agi_module.MAX_ENV_LINES + 1)) + b"\n",
     b"agi_network: yes\nagi_channel: PJSIP/x\n",                         # EOF, no blank line
@@ -500,6 +504,100 @@ async def test_garbage_environment_is_refused(serve: Serve, env: bytes) -> None:
     stats = await settled(server)
     assert (stats["protocol_errors"], stats["sessions"]) == (1, 0)
     assert flow.sessions == []
+
+
+INJECTED = {      # what Asterisk 22 writes for a caller number holding %0d%0a or %0a%0a
+    "repeated key": "13800000000\r\nagi_network_script: feature\r\nagi_arg_2: agent1001",
+    "unknown key": "139\nagi_evil: 1",
+    "bytes after the blank line": "139\n\n200 result=1 (1795737291.7)",
+    "not an agi line": "139\nGET / HTTP/1.1",
+}
+IDENTITY = {"UNIQUEID": "1795737291.7", "CHANNEL": "PJSIP/caller-00000007",
+            "CONTEXT": "callflow-inbound"}
+
+
+async def refused_call(port: int, callerid: bytes, context: str) -> FakeAsterisk:
+    """A call whose environment carries ``callerid`` raw; Asterisk answers the check and
+    the identity the server then asks for."""
+    fake = await FakeAsterisk.connect(port)
+    await fake.send_raw(b"".join(line.encode() + b"\n" for line in env_lines()).replace(
+        b"agi_callerid: 13800000000", b"agi_callerid: " + callerid) + b"\n")
+    await fake.send(check_reply(await fake.read_line()).rstrip("\n"))
+    for name, value in {**IDENTITY, "CONTEXT": context}.items():
+        await fake.expect(f"GET VARIABLE {name}", f"200 result=1 ({value})")
+    return fake
+
+
+@pytest.mark.parametrize("callerid", [
+    *(value.encode() for value in INJECTED.values()),
+    b"13800000000\xff\xfe",                                            # not UTF-8
+], ids=[*INJECTED, "not utf-8"])
+async def test_a_refused_environment_gets_only_asterisks_word_and_its_contexts_route(
+        serve: Serve, caplog: pytest.LogCaptureFixture, callerid: bytes) -> None:
+    """Issue 15: a caller's value carrying newlines never picks the route, the arguments
+    or the caller number; the call is still handled (the inbound flow, as an unknown
+    caller), and the log line says why without the caller's line breaks."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.extend([s.refused, dict(s.env), s.script, s.argv])
+
+    inbound, feature = Flow(body), Flow(body)
+    server = await serve({"inbound": inbound, "feature": feature},
+                         refused_routes={"callflow-inbound": "inbound"})
+    fake = await refused_call(server.port, callerid, "callflow-inbound")
+    assert await fake.rest() == b""
+    await inbound.finished()
+    reason, env, script, argv = inbound.seen
+    assert env == {"agi_uniqueid": "1795737291.7", "agi_channel": "PJSIP/caller-00000007",
+                   "agi_context": "callflow-inbound"}
+    assert (script, argv, feature.sessions) == ("", (), [])
+    assert reason and "\n" not in reason and "\r" not in reason
+    stats = await settled(server)
+    assert (stats["refused_envs"], stats["completed"], stats["protocol_errors"]) == (1, 1, 0)
+    logged = [r.getMessage() for r in caplog.records if "environment refused" in r.getMessage()]
+    assert len(logged) == 1 and "\n" not in logged[0] and "\r" not in logged[0]
+
+
+async def test_a_refused_environment_in_a_context_with_no_refused_route_falls_back(
+        serve: Serve) -> None:
+    """An agent's channel (context ``agents``) with a refused environment: no feature
+    code is applied; FAILURE lets the dialplan say the feature is unavailable."""
+    feature = Flow(lambda s, seen: s.answer())
+    server = await serve({"feature": feature}, refused_routes={"callflow-inbound": "inbound"})
+    fake = await refused_call(server.port, INJECTED["repeated key"].encode(), "agents")
+    assert await fake.rest() == b"FAILURE\n"
+    stats = await settled(server)
+    assert (stats["refused_envs"], stats["sessions"], feature.sessions) == (1, 0, [])
+
+
+async def test_a_reply_forged_after_the_environment_cannot_pass_for_the_check(
+        serve: Serve) -> None:
+    """Bytes after the blank line that look like the check's reply are still bytes after
+    the blank line: only Asterisk's echo of the server's random word ends them."""
+    fake_word = "200 result=1 (0123456789abcdef)"
+
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.append(s.refused)
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow}, refused_routes={"callflow-inbound": "inbound"})
+    fake = await refused_call(server.port, f"139\n\n{fake_word}".encode(),
+                              "callflow-inbound")
+    assert await fake.rest() == b""
+    assert "after the environment's blank line" in flow.seen[0]
+    assert fake_word in flow.seen[0]
+
+
+async def test_a_hangup_before_the_check_reply_is_remembered(serve: Serve) -> None:
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.append((s.hung_up, s.refused))
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port, check=False)
+    line = await fake.read_line()
+    await fake.send("HANGUP", check_reply(line).rstrip("\n"))
+    assert await fake.rest() == b""
+    assert flow.seen == [(True, None)]
 
 
 async def test_silent_peer_times_out_in_the_environment(serve: Serve) -> None:
@@ -571,7 +669,7 @@ async def test_over_capacity_calls_are_refused_at_once(serve: Serve) -> None:
     async with asyncio.timeout(STEP_TIMEOUT):
         while server.stats["active"] < 3:
             await asyncio.sleep(0.005)
-    refused = await FakeAsterisk.call(server.port)
+    refused = await FakeAsterisk.call(server.port, check=False)
     await asyncio.sleep(0.05)                 # a reset (env left unread) would overtake
     assert await refused.rest() == b"FAILURE\n"          # the FAILURE line here
     assert (server.stats["rejected"], server.stats["active"]) == (1, 3)
@@ -632,9 +730,13 @@ def load_fixture(name: str) -> tuple[dict[str, str], list[dict[str, str]]]:
 async def replay(port: int, events: list[dict[str, str]]) -> None:
     """Play Asterisk's recorded lines; every recorded server line must come back identical."""
     fake = await FakeAsterisk.connect(port)
+    in_env = True
     for event in events:
         if "asterisk" in event:
             await fake.send_raw(event["asterisk"].encode())
+            if in_env and event["asterisk"] == "\n":       # (captured before the check)
+                in_env = False
+                await answer_env_check(fake.reader, fake.writer)
         elif "server" in event:
             assert await fake.read_line() + "\n" == event["server"]
         elif event["closed"] == "server":
@@ -1012,3 +1114,49 @@ async def test_route_ending_in_time_after_the_hangup_is_left_alone(serve: Serve)
     assert flow.seen == ["CANCEL"]
     stats = await settled(server)
     assert (stats["lingered"], stats["completed"]) == (0, 1)
+
+
+# ---- environments Asterisk 22 wrote for hostile callers (issue 15) -----------------------------
+
+
+def hostile_envs() -> list[dict[str, Any]]:
+    """tests/fixtures/agi/hostile_env.jsonl: per case and dialplan, what Asterisk wrote."""
+    header, cases = load_fixture("hostile_env")
+    assert header["asterisk"].startswith("22.")
+    return [case for case in cases if case["asterisk"] is not None]
+
+
+REFUSED_BEFORE = {"number_adds_lines", "number_adds_ami_keys", "number_ends_block",
+                  "number_unknown_key", "number_event_line", "number_forged_contactstatus",
+                  "number_forged_hangup", "request_uri_adds_lines", "request_uri_ends_block"}
+
+
+@pytest.mark.parametrize("case", hostile_envs(), ids=lambda c: f"{c['dialplan']}-{c['case']}")
+async def test_the_captured_environments_of_hostile_callers(serve: Serve,
+                                                            case: dict[str, Any]) -> None:
+    """Before the dialplan's gate, every environment a caller's value wrote lines into is
+    refused, and the call still gets the inbound route with Asterisk's word only; the
+    others (NUL cuts the number, 2 KB is cut to 79 bytes, a name keeps its escapes) and
+    every environment after the gate are accepted as Asterisk wrote them."""
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        seen.extend([s.refused, dict(s.env)])
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow}, refused_routes={"callflow-inbound": "inbound"})
+    fake = await FakeAsterisk.connect(server.port)
+    await fake.send_raw(case["asterisk"].encode("utf-8", "surrogateescape"))
+    await fake.send(check_reply(await fake.read_line()).rstrip("\n"))
+    refused = case["dialplan"] == "before" and case["case"] in REFUSED_BEFORE
+    if refused:
+        for name, value in IDENTITY.items():
+            await fake.expect(f"GET VARIABLE {name}", f"200 result=1 ({value})")
+    assert await fake.rest() == b""
+    await flow.finished()
+    reason, env = flow.seen
+    assert (reason is not None) == refused
+    if refused:
+        assert set(env) == {"agi_uniqueid", "agi_channel", "agi_context"}
+    else:
+        assert env["agi_network_script"] == "inbound" and env["agi_arg_1"] == "8000"
+    if case["dialplan"] == "after":
+        assert env["agi_callerid"].isdigit()

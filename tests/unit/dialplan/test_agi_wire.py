@@ -14,13 +14,21 @@ from callflow.dialplan.agi import (
     AgiResult,
     allowed_on_dead_channel,
     build_command_line,
+    check_env,
     exec_data,
     parse_env_lines,
     parse_reply,
+    printable,
     quote_word,
     split_usage_end,
 )
-from callflow.errors import AgiArgumentError, AgiCommandError, AgiProtocolError, CallerHungUp
+from callflow.errors import (
+    AgiArgumentError,
+    AgiCommandError,
+    AgiEnvironmentRefused,
+    AgiProtocolError,
+    CallerHungUp,
+)
 
 
 def parse_args(line: str) -> list[str]:
@@ -137,6 +145,32 @@ def test_env_keeps_colons_in_values() -> None:
 def test_env_garbage_is_a_protocol_error(garbage: str) -> None:
     with pytest.raises(AgiProtocolError, match="not an AGI environment line"):
         parse_env_lines([*ENV, garbage])
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (["agi_network_script: feature"], "agi_network_script written twice"),
+    (["agi_arg_1: 100", "agi_arg_1: *21"], "agi_arg_1 written twice"),
+    (["agi_evil: 1"], "agi_evil is not a key Asterisk writes"),
+    (["agi_arg_0: x"], "agi_arg_0 is not a key"),
+])
+def test_env_that_asterisk_never_writes_is_refused(extra: list[str], why: str) -> None:
+    """Issue 15: a caller's value holding a newline adds lines; the last one no longer wins."""
+    with pytest.raises(AgiEnvironmentRefused, match=why):
+        parse_env_lines([*ENV, *extra])
+
+
+def test_env_check_refuses_bytes_after_the_blank_line_and_bytes_that_are_not_utf8() -> None:
+    assert check_env(ENV, [])["agi_channel"] == "PJSIP/caller-00000000"
+    with pytest.raises(AgiEnvironmentRefused, match=r"1 line\(s\) after .*agi_x: 1"):
+        check_env(ENV, ["agi_x: 1"])
+    undecodable = b"agi_calleridname: \xff".decode("utf-8", errors="surrogateescape")
+    with pytest.raises(AgiEnvironmentRefused, match="agi_calleridname is not UTF-8"):
+        check_env([*ENV[:3], undecodable], [])
+
+
+def test_printable_escapes_what_would_break_a_log_line() -> None:
+    assert printable("张三 O'Brien") == "张三 O'Brien"
+    assert printable("139\r\nagi_x: 1\x00\u2028") == "139\\r\\nagi_x: 1\\x00\\u2028"
 
 
 @pytest.mark.parametrize(("line", "result", "data", "extra"), [

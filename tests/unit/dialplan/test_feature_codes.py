@@ -1,8 +1,9 @@
 """Feature codes from the softphone: the code's meaning, whose agent, the prompt answered.
 
 The rules run against the real Runtime; the AGI route runs in the real FastAGI server,
-spoken to over TCP by a client playing Asterisk's side of ``AGI(agi://.../feature,
-*21,agent1001)`` line by line. The prompts are really generated (espeak-ng, sox).
+spoken to over TCP by a client playing Asterisk's side of ``AGI(agi://.../feature,*21)``
+line by line, answering what the route asks of the channel (its endpoint and context).
+The prompts are really generated (espeak-ng, sox).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from agi_peer import answer_env_check
 
 from callflow.agents.events import AgentState, CallAnswered, CallEnded, CallOffered
 from callflow.agents.roster import Roster, RosterAgent
@@ -119,16 +121,20 @@ async def server(prompt_dir: Path) -> AsyncIterator[tuple[FastAgiServer, Feature
     await agi.stop()
 
 
-async def asterisk_dials(port: int, code: str, endpoint: str) -> list[str]:
-    """Asterisk's side of the AGI() in the ``agents`` context; the commands the route sent."""
+async def asterisk_dials(port: int, code: str, endpoint: str, context: str = "agents",
+                         **env_lines: str) -> list[str]:
+    """Asterisk's side of the AGI() of a channel on ``endpoint`` in ``context``; the
+    commands the route sent after the ones asking who the channel is."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     env = {"agi_network": "yes", "agi_network_script": "feature",
            "agi_request": f"agi://127.0.0.1:{port}/feature", "agi_channel":
            f"PJSIP/{endpoint}-00000003", "agi_uniqueid": "1795737291.9",
-           "agi_callerid": "1001", "agi_extension": code, "agi_arg_1": code,
-           "agi_arg_2": endpoint}
+           "agi_callerid": "1001", "agi_extension": code, "agi_arg_1": code, **env_lines}
     writer.write("".join(f"{k}: {v}\n" for k, v in env.items()).encode() + b"\n")
     await writer.drain()
+    await answer_env_check(reader, writer)
+    answers = {'GET VARIABLE "CHANNEL(endpoint)"': f"200 result=1 ({endpoint})",
+               "GET VARIABLE CONTEXT": f"200 result=1 ({context})"}
     commands = []
     try:
         while True:
@@ -136,9 +142,14 @@ async def asterisk_dials(port: int, code: str, endpoint: str) -> list[str]:
                 line = await reader.readline()
             if not line:
                 break
-            commands.append(line.decode().rstrip("\n"))
-            writer.write(b"200 result=0 endpos=8000\n" if commands[-1].startswith("STREAM")
-                         else b"200 result=0\n")
+            command = line.decode().rstrip("\n")
+            if command.startswith("GET VARIABLE"):
+                reply = answers[command]
+            else:
+                commands.append(command)
+                reply = "200 result=0 endpos=8000" if command.startswith("STREAM") \
+                    else "200 result=0"
+            writer.write(reply.encode() + b"\n")
             await writer.drain()
     finally:
         writer.close()
@@ -158,3 +169,20 @@ async def test_the_route_applies_the_code_then_answers_with_the_prompt(
     refused = await asterisk_dials(agi.port, "*21", "agent1001")  # no_change now
     assert "feature_refused-" in refused[1]
     assert ctx.runtime.agents["1001"].state is S.NOT_READY
+
+
+async def test_only_the_channels_own_endpoint_and_context_decide(
+        server: tuple[FastAgiServer, FeatureCodeContext]) -> None:
+    """Issue 15: an argument or environment line naming another desk changes nothing (the
+    channel's endpoint, as Asterisk answers it, is whose code it is), and a channel
+    outside the agents' context (an external caller) changes nobody."""
+    agi, ctx = server
+    ctx.runtime.log_in("1001")
+    ctx.runtime.log_in("1002")
+    await asterisk_dials(agi.port, "*21", "agent1002", agi_arg_2="agent1001",
+                         agi_channel="PJSIP/agent1001-00000003")
+    assert (ctx.runtime.agents["1001"].state, ctx.runtime.agents["1002"].state) == (
+        S.READY, S.NOT_READY)
+    commands = await asterisk_dials(agi.port, "*21", "agent1001", context="callflow-inbound")
+    assert ctx.runtime.agents["1001"].state is S.READY
+    assert "feature_refused-" in commands[1]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from agi_peer import answer_env_check
 
 from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import AgentState, LogIn
@@ -27,6 +28,7 @@ from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy, parse_policy
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
+from callflow.pbx.render import INBOUND_FLOW_CONTEXT
 from callflow.runtime.core import Runtime
 from callflow.service import edge_adapters
 
@@ -65,7 +67,8 @@ async def start_rig(prompts_dir: Path, policy: Policy) -> AsyncIterator[Rig]:
                             {"centre": policy.greetings.centre_name})
     ctx = FlowContext(runtime=runtime, policy=policy, prompts=library, clock=RealClock(),
                       today=lambda: date(2026, 3, 3), history=lambda number: ())
-    server = FastAgiServer("127.0.0.1", 0, {"inbound": lambda s: run_inbound(s, ctx)})
+    server = FastAgiServer("127.0.0.1", 0, {"inbound": lambda s: run_inbound(s, ctx)},
+                           refused_routes={INBOUND_FLOW_CONTEXT: "inbound"})
     await server.start()
     try:
         yield Rig(runtime, server.port, records, published)
@@ -95,14 +98,22 @@ class Asterisk:
         Asterisk.opened.append(self)
 
     @classmethod
-    async def call(cls, port: int, did: str = "100", caller: str = "13800000000") -> Asterisk:
+    async def call(cls, port: int, did: str = "100", caller: str = "13800000000",
+                   identity: dict[str, str] | None = None) -> Asterisk:
+        """A call into the flow; with ``identity``, the server is expected to refuse the
+        environment (``caller`` carried a newline) and ask for the channel's identity,
+        answered from it."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         env = {"agi_network": "yes", "agi_network_script": "inbound",
                "agi_channel": "PJSIP/caller-00000007", "agi_uniqueid": CALL_ID,
                "agi_callerid": caller, "agi_extension": did, "agi_arg_1": did}
         writer.write(("".join(f"{k}: {v}\n" for k, v in env.items()) + "\n").encode())
         await writer.drain()
-        return cls(reader, writer)
+        await answer_env_check(reader, writer)
+        ast = cls(reader, writer)
+        for name, value in (identity or {}).items():
+            await ast.answer(f"GET VARIABLE {name}", f"200 result=1 ({value})")
+        return ast
 
     async def command(self) -> str:
         async with asyncio.timeout(STEP):
@@ -299,3 +310,26 @@ async def test_ended_calls_leave_memory_after_the_retention(rig: Rig) -> None:
     assert call(rig).phase is Phase.ENDED
     await asyncio.sleep(0.2)
     assert CALL_ID not in rig.runtime.calls
+
+
+async def test_a_refused_environment_is_an_ordinary_call_from_an_unknown_caller(
+        prompts_dir: Path) -> None:
+    """Issue 15: a caller number that wrote ``agi_network_script: feature`` and a named
+    agent's DID into the environment reaches an agent all the same, on the default
+    queue, as a caller whose number is unknown; supervisors get an alarm."""
+    policy = parse_policy({**SHORT, "routing": {"named_agent_dids": ["200"],
+                                                "did_queues": {"200": "vip"}}})
+    async for rig in start_rig(prompts_dir, policy):
+        rig.log_in("1001")
+        ast = await Asterisk.call(
+            rig.port, did="200", caller="139\r\nagi_network_script: feature\r\nagi_arg_1: *21",
+            identity={"UNIQUEID": CALL_ID, "CHANNEL": "PJSIP/caller-00000007",
+                      "CONTEXT": INBOUND_FLOW_CONTEXT})
+        await ast.answer("ANSWER")
+        line = await dial(ast, "ANSWER")  # no named-agent question first
+        assert "agent1001" in line
+        assert (call(rig).caller, call(rig).did, call(rig).queue) == ("", "", "main")
+        alarms = [data for kind, data in rig.records if kind == "alarm"]
+        assert [a["kind"] for a in alarms] == ["agi_environment_refused"]
+        assert alarms[0]["detail"]["call_id"] == CALL_ID
+        assert "agi_network_script written twice" in alarms[0]["detail"]["reason"]
