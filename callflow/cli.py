@@ -173,7 +173,8 @@ def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     """Create a login (or reset its password): supervisors see everything, agents their own."""
-    from callflow.api.accounts import ROLES, hash_password
+    from callflow.api.accounts import ROLES
+    from callflow.api.passwords import hash_password
     from callflow.store import repo
     from callflow.store.db import open_store
 
@@ -199,7 +200,7 @@ def ensure_first_logins(settings: Settings, roster: Roster) -> list[str]:
     Passwords are written (mode 0600) to the state dir and shown once; nothing ships
     a default secret.
     """
-    from callflow.api.accounts import hash_password
+    from callflow.api.passwords import hash_password
     from callflow.settings import persistent_secret
     from callflow.store import records, repo
     from callflow.store.db import open_store
