@@ -41,6 +41,7 @@ def _schemas() -> list[dict[str, Any]]:
 
 
 SERVER_FRAME_SCHEMA = next(s for s in _schemas() if s["$id"].endswith("server-frame"))
+CLIENT_FRAME_SCHEMA = next(s for s in _schemas() if s["$id"].endswith("client-frame"))
 
 
 def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
@@ -70,6 +71,13 @@ def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[s
             if key in value:
                 errors += schema_errors(value[key], sub, f"{path}.{key}")
     return errors
+
+
+def test_the_client_frames_are_the_documented_ones() -> None:
+    assert schema_errors({"type": "ping", "id": 3}, CLIENT_FRAME_SCHEMA) == []
+    assert schema_errors({"type": "auth", "token": "s2.x"}, CLIENT_FRAME_SCHEMA) == []
+    assert schema_errors({"type": "auth"}, CLIENT_FRAME_SCHEMA)
+    assert schema_errors({"type": "subscribe"}, CLIENT_FRAME_SCHEMA)
 
 
 def test_the_schema_checker_rejects_what_the_protocol_forbids() -> None:
@@ -103,7 +111,9 @@ async def events(api: RunningApi, query: str = "", *, token: str | None = TOKEN,
     """A client of /ws/events that authenticates as browsers do: a first ``auth`` frame."""
     async with connect(api.url(query), **options) as ws:
         if token is not None:
-            await ws.send(json.dumps({"type": "auth", "token": token}))
+            frame = {"type": "auth", "token": token}
+            assert schema_errors(frame, CLIENT_FRAME_SCHEMA) == []
+            await ws.send(json.dumps(frame))
         yield ws
 
 
