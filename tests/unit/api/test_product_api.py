@@ -80,6 +80,7 @@ def test_credentials_in_a_url_are_refused_even_right_ones(product_api: ProductAp
     ("GET", "/api/v1/reports/files/" + "r" * 124 + ".csv", 404),  # long, yet a name
     ("GET", "/api/v1/reports/files/a%00b.csv", 404),
     ("GET", "/api/v1/reports/files/..%2Fcallflow.db", 404),
+    ("GET", "/board/" + "a" * 300 + ".js", 404),  # a page asset: not in the OpenAPI
 ])
 def test_what_the_fuzzer_found_is_answered_in_words(product_api: ProductApi, method: str,
                                                     path: str, status: int) -> None:
