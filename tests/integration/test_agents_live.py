@@ -109,6 +109,10 @@ class LiveDesk(LiveStream):
         super().__init__(f"ws://127.0.0.1:{product.settings.ports.api}/ws/desktop"
                          f"?{params}", token)
         self.next_id = 0
+        # live once the server has read the auth frame and subscribed: the hello, and
+        # without since= the snapshot (sent from the subscription)
+        self.wait(lambda f: f["type"] == "snapshot" if "since" not in query
+                  else f["type"] == "hello", 5, "the desktop to be live")
 
     def request(self, kind: str, timeout: float = 5, **fields: Any) -> Frame:
         self.next_id += 1

@@ -23,6 +23,8 @@ class EventStream:
         self._ws.send(json.dumps({"type": "auth", "token": token}))
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        # live once the server has read the auth frame and subscribed: its snapshot
+        self.wait(lambda f: f.get("type") == "snapshot", 5, "the stream's snapshot")
 
     def _read(self) -> None:
         try:
