@@ -7,7 +7,9 @@ changes their password, or an admin ends it, not hours later.
 
 Guessing is throttled per username and per client address (``callflow.api.throttle``,
 numbers in the Policy's ``security`` section); every failed login and every lockout is
-written to ``audit_log`` with the address it came from. A username that does not
+written to ``audit_log`` with the address it came from. A try refused while throttled
+is neither checked nor audited (a flood of them would flood the log): the failures and
+the lockout behind the refusal are. A username that does not
 exist costs the same time as one that does (``passwords.dummy_hash``), is throttled
 the same way and gets the same answer, so neither timing nor refusals tell which
 names exist.

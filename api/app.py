@@ -104,7 +104,8 @@ class HealthReport(BaseModel):
 
 
 class RedactTokenFilter(logging.Filter):
-    """Scrubs ``token=...`` from log lines: uvicorn logs websocket paths with the query."""
+    """Scrubs ``token=...`` from log lines: uvicorn logs paths with their query, and a client
+    that still puts its token there is refused but logged before it is (api/credentials.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

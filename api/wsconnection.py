@@ -71,7 +71,7 @@ class SessionCheck:
 @dataclass(frozen=True)
 class Credentials:
     principal: Principal
-    check: SessionCheck | None  # None: a token that never ends (the deployment's)
+    check: SessionCheck | None  # None: the auth's tokens never end (deployment token only)
 
 
 async def handshake_credentials(websocket: WebSocket, auth: TokenAuth) -> Credentials:
