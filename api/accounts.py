@@ -1,182 +1,260 @@
-"""Logins for people: agents, supervisors, QA. Passwords hashed, sessions signed.
+"""Logins for people: agents, supervisors, QA and admins; passwords in, sessions out.
 
-Roles follow STD-148 (supervisor, shift lead, agent, QA): an agent's session sees
-only its own topic ``agent:<id>`` (agents see only their own calls); supervisors
-and QA see everything. Session tokens are signed with the deployment's API token
-(HMAC-SHA256) and carry their expiry, so any API node sharing that secret can
-check them without a session table; a password change does not revoke tokens
-already issued before their expiry (kept short, default 12 h, a shift).
+Roles follow STD-148 (supervisor, shift lead, agent, QA): an agent's session sees only
+its own topic ``agent:<id>``; supervisors, QA and admins see everything. A session is
+a row on the server (``callflow.api.sessions``), so it ends when its owner logs out,
+changes their password, or an admin ends it, not hours later.
+
+Guessing is throttled per username and per client address (``callflow.api.throttle``,
+numbers in the Policy's ``security`` section); every failed login and every lockout is
+written to ``audit_log`` with the address it came from. A try refused while throttled
+is neither checked nor audited (a flood of them would flood the log): the failures and
+the lockout behind the refusal are. A username that does not
+exist costs the same time as one that does (``passwords.dummy_hash``), is throttled
+the same way and gets the same answer, so neither timing nor refusals tell which
+names exist.
+
+Routes (``login_router``):
+
+* ``POST /api/v1/session`` ``{"username", "password"}`` — log in: a session token;
+* ``DELETE /api/v1/session`` — log out: this session ends;
+* ``POST /api/v1/session/password`` ``{"current_password", "new_password"}`` — every
+  session of the login ends, and a new one is answered;
+* ``DELETE /api/v1/users/{username}/sessions`` — an admin ends every session of a login.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import json
-import secrets
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+import logging
+import math
+from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, Field
 
 from callflow.api.auth import Principal, TokenAuth
+from callflow.api.credentials import bearer_token, require
+from callflow.api.errors import api_error
+from callflow.api.passwords import PasswordError, check_password, dummy_hash, hash_password
+from callflow.api.sessions import TOKEN_PREFIX, SessionBook
+from callflow.api.throttle import LoginThrottle, Refusal
+from callflow.engine.clock import Clock
+from callflow.engine.policy import SecurityPolicy
 from callflow.errors import CallflowError
+from callflow.store import repo
+from callflow.store.db import Store
 
-SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
-TOKEN_PREFIX = "s1."
+log = logging.getLogger(__name__)
+
 ROLES = ("agent", "supervisor", "qa", "admin")
-SEE_ALL_ROLES = frozenset({"supervisor", "qa", "admin"})
-
-
-class AccountError(CallflowError):
-    """A login is malformed or refused."""
-
-
-def hash_password(password: str) -> str:
-    if len(password) < 8:
-        raise AccountError("a password needs at least 8 characters")
-    salt = secrets.token_bytes(16)
-    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P)
-    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${salt.hex()}${digest.hex()}"
-
-
-def check_password(password: str, stored: str) -> bool:
-    try:
-        scheme, n, r, p, salt, digest = stored.split("$")
-        if scheme != "scrypt":
-            return False
-        got = hashlib.scrypt(password.encode(), salt=bytes.fromhex(salt), n=int(n), r=int(r),
-                             p=int(p))
-    except (ValueError, TypeError):
-        return False
-    return hmac.compare_digest(got.hex(), digest)
-
-
-def principal_for(username: str, role: str, agent_id: str | None) -> Principal:
-    if role in SEE_ALL_ROLES:
-        return Principal(name=username, role=role)
-    topics = frozenset({f"agent:{agent_id}"}) if agent_id else frozenset()
-    return Principal(name=username, role=role, topics=topics)
-
-
-@dataclass(frozen=True)
-class SessionClaims:
-    username: str
-    role: str
-    agent_id: str | None
-    expires: float
-
-
-def _b64(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).decode().rstrip("=")
-
-
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class SessionSigner:
-    def __init__(self, secret: str, ttl_s: float = 12 * 3600) -> None:
-        self._key = hashlib.sha256(b"callflow-session\0" + secret.encode()).digest()
-        self.ttl_s = ttl_s
-
-    def issue(self, username: str, role: str, agent_id: str | None,
-              now: float | None = None) -> str:
-        claims = {"u": username, "r": role, "a": agent_id,
-                  "e": round((now or time.time()) + self.ttl_s)}
-        body = _b64(json.dumps(claims, separators=(",", ":")).encode())
-        sig = _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
-        return f"{TOKEN_PREFIX}{body}.{sig}"
-
-    def verify(self, token: str, now: float | None = None) -> SessionClaims | None:
-        if not token.startswith(TOKEN_PREFIX):
-            return None
-        try:
-            body, sig = token[len(TOKEN_PREFIX):].split(".")
-            want = _b64(hmac.new(self._key, body.encode(), hashlib.sha256).digest())
-            if not hmac.compare_digest(want, sig):
-                return None
-            claims = json.loads(_unb64(body))
-            result = SessionClaims(str(claims["u"]), str(claims["r"]), claims.get("a"),
-                                   float(claims["e"]))
-        except (ValueError, KeyError, TypeError):
-            return None
-        if result.expires < (now or time.time()) or result.role not in ROLES:
-            return None
-        return result
+USERNAME = Field(min_length=1, max_length=64)
+PASSWORD = Field(min_length=1, max_length=256)
 
 
 class SessionAuth(TokenAuth):
-    """The deployment token (a supervisor) or a signed session token of a person."""
+    """The deployment token (a supervisor) or a person's session; reads the store, so it
+    is called from a worker thread."""
 
-    def __init__(self, api_token: str, signer: SessionSigner) -> None:
+    def __init__(self, api_token: str, sessions: SessionBook, recheck_s: float) -> None:
         super().__init__({api_token: Principal(name="deployment", role="supervisor")})
-        self.signer = signer
+        self.sessions = sessions
+        self.recheck_s = recheck_s
 
     def authenticate(self, presented: str | None) -> Principal | None:
         if presented and presented.startswith(TOKEN_PREFIX):
-            claims = self.signer.verify(presented)
-            if claims is None:
-                return None
-            return principal_for(claims.username, claims.role, claims.agent_id)
+            return self.sessions.principal(presented)
         return super().authenticate(presented)
+
+
+class LoginRefused(CallflowError):
+    """A login or password change refused: the HTTP status, code and words to answer."""
+
+    def __init__(self, status: int, error: str, message: str,
+                 retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+        self.retry_after_s = retry_after_s
+
+
+class LoginReply(BaseModel):
+    token: str = Field(description="send as Authorization: Bearer TOKEN; never in a URL")
+    username: str
+    role: str
+    agent_id: str | None
+    expires_in_s: int = Field(description="the session ends after this long unused; every "
+                                          "use renews it, up to security.session_max_h")
+
+
+class Logins:
+    """Logging in and out, password changes and revocation, with throttling and audit.
+
+    Every method reads or writes the store and hashes passwords: call it from a worker
+    thread (the routes below are plain ``def`` for that)."""
+
+    def __init__(self, store: Store, rules: SecurityPolicy, clock: Clock,
+                 api_token: str) -> None:
+        self.sessions = SessionBook(store, rules, clock.wall)
+        self.auth = SessionAuth(api_token, self.sessions, rules.session_check_s)
+        self.throttle = LoginThrottle(rules)
+        self._store = store
+        self._clock = clock
+
+    def log_in(self, username: str, password: str, address: str) -> LoginReply:
+        self._refuse_if_throttled(username, address)
+        user = self._store.read(repo.get_user, username)
+        # a made-up name is checked against a dummy hash: the same cost as a real one
+        right = check_password(password, user.password_hash if user else dummy_hash())
+        if user is None or not right:
+            self._failed(username, address, "unknown_user" if user is None else "wrong_password")
+            raise LoginRefused(401, "wrong_credentials", "wrong username or password")
+        self.throttle.succeeded(username)
+        issued = self.sessions.issue(user.id, address)
+        self._audit(username, "session.started", f"login:{username}", address=address)
+        return LoginReply(token=issued.token, username=username, role=user.role,
+                          agent_id=user.agent_id, expires_in_s=issued.expires_in_s)
+
+    def log_out(self, principal: Principal, token: str) -> bool:
+        ended = self.sessions.end(token, "logout")
+        self._audit(principal.name, "session.ended", f"login:{principal.name}", why="logout")
+        return ended
+
+    def change_password(self, principal: Principal, current: str, new: str,
+                        address: str) -> LoginReply:
+        """Check the current password (throttled like a login), store the new one, end
+        every session of the login and answer a fresh one for this client."""
+        username = principal.name
+        self._refuse_if_throttled(username, address)
+        user = self._store.read(repo.get_user, username)
+        if user is None or not check_password(current, user.password_hash):
+            self._failed(username, address, "wrong_password")
+            raise LoginRefused(403, "wrong_password", "the current password is wrong")
+        try:
+            new_hash = hash_password(new)
+        except PasswordError as exc:
+            raise LoginRefused(422, "weak_password", str(exc)) from None
+        at = self._clock.wall()
+        with self._store.session() as s:
+            repo.set_password(s, username, new_hash)
+            ended = repo.revoke_user_sessions(s, username, at, "password_changed")
+            repo.audit(s, username, "login.password_changed", at, target=f"login:{username}",
+                       detail={"address": address, "sessions_ended": ended})
+        self.throttle.succeeded(username)
+        issued = self.sessions.issue(user.id, address)
+        return LoginReply(token=issued.token, username=username, role=user.role,
+                          agent_id=user.agent_id, expires_in_s=issued.expires_in_s)
+
+    def revoke(self, admin: Principal, username: str) -> int:
+        """An admin ends every session of a login; how many were live."""
+        if self._store.read(repo.get_user, username) is None:
+            raise LoginRefused(404, "not_found", f"no login {username!r}")
+        ended = self.sessions.end_all(username, "revoked")
+        self._audit(admin.name, "session.revoked", f"login:{username}", sessions_ended=ended)
+        return ended
+
+    def _refuse_if_throttled(self, username: str, address: str) -> None:
+        refusal: Refusal | None = self.throttle.check(username, address, self._clock.now())
+        if refusal is None:
+            return
+        wait = math.ceil(refusal.retry_after_s)
+        what = "locked after too many failed logins" if refusal.why == "locked" \
+            else "too many failed logins"
+        raise LoginRefused(429, refusal.why, f"{what}: try again in {wait} s", wait)
+
+    def _failed(self, username: str, address: str, why: str) -> None:
+        lockouts = self.throttle.failed(username, address, self._clock.now())
+        at = self._clock.wall()
+        with self._store.session() as s:
+            repo.audit(s, username, "login.failed", at, target=f"login:{username}",
+                       detail={"address": address, "why": why})
+            for lockout in lockouts:
+                log.warning("login lockout of %s after %d failures", lockout.key,
+                            lockout.failures)
+                repo.audit(s, username, "login.locked", at, target=lockout.key,
+                           detail={"address": address, "failures": lockout.failures,
+                                   "locked_s": round(lockout.until_s - self._clock.now())})
+
+    def _audit(self, actor: str, action: str, target: str, **detail: Any) -> None:
+        self._store.run(repo.audit, actor, action, self._clock.wall(), target=target,
+                        detail=detail)
 
 
 # --- HTTP --------------------------------------------------------------------------
 
 
 class LoginRequest(BaseModel):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=256)
+    username: str = USERNAME
+    password: str = PASSWORD
 
 
-class LoginReply(BaseModel):
-    token: str
+class PasswordChange(BaseModel):
+    current_password: str = PASSWORD
+    new_password: str = PASSWORD
+
+
+class LogoutReply(BaseModel):
+    ended: bool = Field(description="false when the session had already ended")
+
+
+class RevokeReply(BaseModel):
     username: str
-    role: str
-    agent_id: str | None
-    expires_in_s: int
+    sessions_ended: int
 
 
-UserLookup = Callable[[str], "tuple[str, str, str | None] | None"]  # -> (hash, role, agent_id)
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
 
 
-def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return request.query_params.get("token")
+def _refused(exc: LoginRefused) -> Exception:
+    headers = None if exc.retry_after_s is None else {"Retry-After": str(exc.retry_after_s)}
+    extra = {} if exc.retry_after_s is None else {"retry_after_s": exc.retry_after_s}
+    return api_error(exc.status, exc.error, exc.message, headers=headers, **extra)
 
 
-def require(auth: TokenAuth, request: Request, *roles: str) -> Principal:
-    """The request's principal, or 401 (no/bad credentials) / 403 (role not allowed)."""
-    principal = auth.authenticate(bearer(request))
-    if principal is None:
-        raise HTTPException(status_code=401, detail="log in first",
-                            headers={"WWW-Authenticate": "Bearer"})
-    if roles and principal.role not in roles:
-        raise HTTPException(status_code=403, detail=f"{principal.role} may not do this")
-    return principal
+def _session_token(request: Request) -> str:
+    token = bearer_token(request.headers)
+    if token is None or not token.startswith(TOKEN_PREFIX):
+        raise api_error(400, "not_a_session", "the deployment token is not a session")
+    return token
 
 
-def login_router(lookup: Callable[[str], tuple[str, str, str | None] | None],
-                 signer: SessionSigner) -> APIRouter:
+def login_router(logins: Logins) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["accounts"])
 
-    @router.post("/session", response_model=LoginReply)
-    def login(body: LoginRequest) -> LoginReply:  # sync: scrypt and the lookup run off-loop
-        """Exchange a username and password for a session token (Bearer)."""
-        found = lookup(body.username)
-        # hash even when the user is unknown, so timing does not tell which names exist
-        stored = found[0] if found else hash_password(secrets.token_hex(8))
-        if not check_password(body.password, stored) or found is None:
-            raise HTTPException(status_code=401, detail="wrong username or password")
-        _, role, agent_id = found
-        return LoginReply(token=signer.issue(body.username, role, agent_id),
-                          username=body.username, role=role, agent_id=agent_id,
-                          expires_in_s=int(signer.ttl_s))
+    @router.post("/session", response_model=LoginReply, openapi_extra={"security": []})
+    def log_in(body: LoginRequest, request: Request) -> LoginReply:
+        """Exchange a username and password for a session token (Bearer). Refused with
+        429 and ``Retry-After`` while the username or the address is throttled."""
+        try:
+            return logins.log_in(body.username, body.password, _address(request))
+        except LoginRefused as exc:
+            raise _refused(exc) from None
+
+    @router.delete("/session", response_model=LogoutReply)
+    def log_out(request: Request) -> LogoutReply:
+        """End this session now (its websockets close within ``security.session_check_s``)."""
+        principal = require(request)
+        return LogoutReply(ended=logins.log_out(principal, _session_token(request)))
+
+    @router.post("/session/password", response_model=LoginReply)
+    def change_password(body: PasswordChange, request: Request) -> LoginReply:
+        """Change one's own password: every session of the login ends, a new one is
+        answered."""
+        principal = require(request)
+        _session_token(request)
+        try:
+            return logins.change_password(principal, body.current_password,
+                                          body.new_password, _address(request))
+        except LoginRefused as exc:
+            raise _refused(exc) from None
+
+    @router.delete("/users/{username}/sessions", response_model=RevokeReply)
+    def revoke(request: Request,
+               username: str = Path(min_length=1, max_length=64)) -> RevokeReply:
+        """An admin ends every session of a login (audited)."""
+        admin = require(request, "admin")
+        try:
+            return RevokeReply(username=username, sessions_ended=logins.revoke(admin, username))
+        except LoginRefused as exc:
+            raise _refused(exc) from None
 
     return router

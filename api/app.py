@@ -4,11 +4,20 @@ A thin edge (design.md): it authenticates, translates between the wire and the h
 holds no state of its own beyond open connections. Engine state reaches clients only
 through ``EventHub``; a misbehaving client can cost itself its connection, never the
 engine anything.
+
+Every response, of every page and of the API, carries the same security headers
+(``SecurityHeaders``): a Content-Security-Policy that allows only the server's own
+files (the pages are plain JS and CSS files, no inline script or style), no framing
+(``frame-ancestors 'none'`` and ``X-Frame-Options``), ``nosniff`` and no Referer. The
+offline docs page is the one exception: Swagger UI starts from an inline script, which
+its own policy allows by hash, nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -23,16 +32,21 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callflow.api.auth import Principal, TokenAuth
+from callflow.api.credentials import authenticate_requests
+from callflow.api.errors import document_errors, install_error_handlers
 from callflow.api.privacy import redaction_for
-from callflow.api.wsconnection import StreamConnection, presented_token
-from callflow.stream.hub import EventHub, TopicFilter
-from callflow.stream.protocol import (
-    CLOSE_POLICY_VIOLATION,
-    FrameEncoder,
-    parse_client_frame,
+from callflow.api.wsconnection import (
+    HandshakeRefused,
+    StreamConnection,
+    handshake_credentials,
+    refuse,
 )
+from callflow.stream.hub import EventHub, TopicFilter
+from callflow.stream.protocol import FrameEncoder, parse_client_frame
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +65,19 @@ WS_SERVER_MAX_FRAME_BYTES = 1024 * 1024
 _SECRET_KEY = re.compile(r"pass|secret|token|key|credential|dsn|auth", re.IGNORECASE)
 _URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.\-]*://)[^/@\s]*@", re.IGNORECASE)
 _TOKEN_IN_QUERY = re.compile(r"(token=)[^&\s\"']*")
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+#: The pages' policy: their own scripts, styles, images and connections only; recordings
+#: play from blob: URLs (the audio is fetched with the bearer token); no framing.
+PAGE_CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "media-src 'self' blob:; connect-src 'self'; base-uri 'none'; "
+            "form-action 'self'; frame-ancestors 'none'")
+SECURITY_HEADERS = {
+    "content-security-policy": PAGE_CSP,
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
 
 
 @dataclass
@@ -78,7 +105,8 @@ class HealthReport(BaseModel):
 
 
 class RedactTokenFilter(logging.Filter):
-    """Scrubs ``token=...`` from log lines: uvicorn logs websocket paths with the query."""
+    """Scrubs ``token=...`` from log lines: uvicorn logs paths with their query, and a client
+    that still puts its token there is refused but logged before it is (api/credentials.py)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -86,6 +114,37 @@ class RedactTokenFilter(logging.Filter):
             record.msg = _TOKEN_IN_QUERY.sub(r"\1***", message)
             record.args = None
         return True
+
+
+class SecurityHeaders:
+    """ASGI middleware: ``SECURITY_HEADERS`` on every HTTP response that does not set its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = MutableHeaders(scope=message)
+                for name, value in SECURITY_HEADERS.items():
+                    if name not in headers:
+                        headers[name] = value
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+def docs_csp(page: str) -> str:
+    """The docs page's policy: the page policy plus its inline script, allowed by hash (it
+    embeds the OpenAPI URL, so the hash is taken of the page as served)."""
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in _INLINE_SCRIPT.findall(page))
+    return PAGE_CSP.replace("script-src 'self'", f"script-src 'self' {hashes}")
 
 
 def install_log_redaction() -> None:
@@ -138,13 +197,17 @@ def create_app(deps: ApiDeps) -> FastAPI:
     )
     app.mount(DOCS_ASSETS_PATH, StaticFiles(directory=_docs_assets_dir()), name="docs-assets")
     app.state.deps = deps
+    install_error_handlers(app)
+    document_errors(app)
+    authenticate_requests(app, auth)
+    app.add_middleware(SecurityHeaders)
 
     @app.get("/docs", include_in_schema=False)
     async def docs(request: Request) -> HTMLResponse:
         # root_path: the same page works behind a reverse proxy that mounts us on a prefix.
         root = request.scope.get("root_path", "")
         assets = f"{root}{DOCS_ASSETS_PATH}"
-        return get_swagger_ui_html(
+        page = get_swagger_ui_html(
             openapi_url=f"{root}{app.openapi_url or '/openapi.json'}",
             title="callflow API",
             swagger_js_url=f"{assets}/swagger-ui-bundle.js",
@@ -153,10 +216,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
             # No online validator badge: the docs must not reach out anywhere.
             swagger_ui_parameters={"validatorUrl": None},
         )
+        page.headers["content-security-policy"] = docs_csp(bytes(page.body).decode())
+        return page
 
     @app.get("/healthz", operation_id="healthz", response_model=HealthReport,
              responses={503: {"model": HealthReport, "description": "degraded"}},
-             tags=["operations"])
+             tags=["operations"], openapi_extra={"security": []})
     async def healthz() -> JSONResponse:
         """Unauthenticated for load balancers: 200 when every component is ok, else 503."""
         report = await _health_report(deps.health, secrets=[deps.api_token])
@@ -223,30 +288,24 @@ def _scrub_component(raw: object, secrets: list[str]) -> ComponentHealth:
     )
 
 
-class _HandshakeRefused(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
 def _stream_request(websocket: WebSocket, principal: Principal) -> tuple[TopicFilter, int | None]:
     """Parse ``since`` and ``topics``; the filter never lets through more than the principal."""
     raw_since = websocket.query_params.get("since")
     since: int | None = None
     if raw_since is not None and raw_since != "":
         if not raw_since.isdigit() or len(raw_since) > 18:
-            raise _HandshakeRefused("bad since: expected a non-negative integer")
+            raise HandshakeRefused("bad since: expected a non-negative integer")
         since = int(raw_since)
     raw_topics = websocket.query_params.get("topics")
     if raw_topics is None or raw_topics == "":
         return principal.may_see, since
     requested = raw_topics.split(",")
     if len(requested) > MAX_TOPICS:
-        raise _HandshakeRefused(f"bad topics: more than {MAX_TOPICS}")
+        raise HandshakeRefused(f"bad topics: more than {MAX_TOPICS}")
     if not all(TOPIC_PATTERN.fullmatch(topic) for topic in requested):
-        raise _HandshakeRefused("bad topics: names are 1-128 of A-Z a-z 0-9 _ . : -")
+        raise HandshakeRefused("bad topics: names are 1-128 of A-Z a-z 0-9 _ . : -")
     if not all(principal.may_see(topic) for topic in requested):
-        raise _HandshakeRefused("forbidden topics for this principal")
+        raise HandshakeRefused("forbidden topics for this principal")
     return frozenset(requested).__contains__, since
 
 
@@ -256,20 +315,18 @@ async def _serve_events(websocket: WebSocket, hub: EventHub, auth: TokenAuth,
     # give the client a bare HTTP 403, and browsers would not see why.
     await websocket.accept()
     client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
-    principal = auth.authenticate(presented_token(websocket))
-    if principal is None:
-        logger.warning("websocket from %s refused: bad or missing token", client)
-        await websocket.close(CLOSE_POLICY_VIOLATION, "unauthorized")
-        return
     try:
-        topic_filter, since = _stream_request(websocket, principal)
-    except _HandshakeRefused as refused:
+        credentials = await handshake_credentials(websocket, auth)
+        topic_filter, since = _stream_request(websocket, credentials.principal)
+    except HandshakeRefused as refused:
         logger.info("websocket from %s refused: %s", client, refused.reason)
-        await websocket.close(CLOSE_POLICY_VIOLATION, refused.reason)
+        await refuse(websocket, refused.reason)
         return
+    principal = credentials.principal
     subscription = hub.subscribe(topic_filter, since=since)
     view = redaction_for(principal)
-    connection = _EventsConnection(websocket, encoder if view is None else masked_encoder, view)
+    connection = _EventsConnection(websocket, encoder if view is None else masked_encoder,
+                                   credentials.check, view)
     logger.info("websocket %s subscribed as %s (since=%s)", client, principal.name, since)
     try:
         await connection.run(subscription)

@@ -2,9 +2,10 @@
 
 A token maps to a ``Principal``; every stream is filtered by the principal's allowed
 topics *before* the client's own topic choice, so a client can narrow what it gets but
-never widen it. Today the one deployment token (callflow/settings.py generates it) is a
-supervisor allowed every topic; per-agent tokens, whose principal sees only
-``agent:<ext>``, slot into the same ``TokenAuth`` mapping later.
+never widen it. The deployment token (callflow/settings.py generates it) is a
+supervisor allowed every topic; a person's session (``callflow.api.sessions``) is a
+principal of their role, and an agent's sees only ``agent:<work number>`` (STD-148:
+agents see only their own calls).
 """
 
 from __future__ import annotations
@@ -32,10 +33,26 @@ class Principal:
 
 
 SUPERVISOR = Principal(name="deployment", role="supervisor")
+#: Roles that see every topic; an agent sees only their own.
+SEE_ALL_ROLES = frozenset({"supervisor", "qa", "admin"})
+
+
+def principal_for(username: str, role: str, agent_id: str | None) -> Principal:
+    """A person's principal: their role, and for an agent only their own topic."""
+    if role in SEE_ALL_ROLES:
+        return Principal(name=username, role=role)
+    topics = frozenset({f"agent:{agent_id}"}) if agent_id else frozenset()
+    return Principal(name=username, role=role, topics=topics)
 
 
 class TokenAuth:
-    """Token → principal, compared in constant time against every known token."""
+    """Token → principal, compared in constant time against every known token.
+
+    ``recheck_s``: how often a long-lived connection must present its token again
+    (None: these tokens never end; sessions do, see ``callflow.api.accounts``).
+    """
+
+    recheck_s: float | None = None
 
     def __init__(self, principals: Mapping[str, Principal]) -> None:
         for token in principals:

@@ -16,7 +16,9 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException
 from fastapi.responses import FileResponse
 
-ASSET_NAME = re.compile(r"[a-z0-9_\-]+\.(js|css|svg|png|ico)")
+#: An asset's name; bounded, so an over-long one is refused before the file system is asked
+#: (the OS answers a name over 255 bytes with an error, not "no such file").
+ASSET_NAME = re.compile(r"[a-z0-9_\-]{1,64}\.(js|css|svg|png|ico)")
 NO_CACHE = {"Cache-Control": "no-cache"}
 
 

@@ -5,6 +5,13 @@ loop: hub messages go out as encoded frames while client frames are parsed and
 answered; a bad frame gets an error frame (or a clean close for oversized ones),
 never an exception into the engine. Subclasses say how frames are parsed and what
 a parsed request does.
+
+Both also authenticate the same way (``handshake_credentials``): the token comes in
+an ``Authorization: Bearer`` header or, from browsers, in a first ``auth`` frame;
+never in the URL, which is refused. A session's connection presents its token again
+every ``security.session_check_s`` and is closed (1008 ``session ended``) once the
+session was revoked or ran out, so logging out or an admin's revoke reaches open
+desktops too.
 """
 
 from __future__ import annotations
@@ -13,20 +20,26 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import WebSocket
 from starlette.websockets import WebSocketDisconnect
 
+from callflow.api.auth import Principal, TokenAuth
+from callflow.api.credentials import bearer_token, has_token_in_query
 from callflow.stream.hub import Subscription
 from callflow.stream.protocol import (
+    AUTH_TIMEOUT_S,
     CLOSE_GOING_AWAY,
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    CLOSE_POLICY_VIOLATION,
     ClientFrameError,
     FrameEncoder,
     Ping,
     error_frame,
+    parse_auth_frame,
     pong_frame,
 )
 
@@ -35,22 +48,70 @@ log = logging.getLogger(__name__)
 Message = dict[str, Any]
 
 
-def presented_token(websocket: WebSocket) -> str | None:
-    """``?token=`` for browsers; ``Authorization: Bearer`` for clients that can set headers."""
-    token = websocket.query_params.get("token")
-    if token:
-        return token
-    scheme, _, value = websocket.headers.get("authorization", "").partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+class HandshakeRefused(Exception):
+    """The connection is closed right after the handshake with this reason (1008)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class SessionCheck:
+    """How an open connection re-presents its token (a session can end meanwhile)."""
+
+    auth: TokenAuth
+    token: str
+    every_s: float
+
+    async def still_valid(self) -> bool:
+        return await asyncio.to_thread(self.auth.authenticate, self.token) is not None
+
+
+@dataclass(frozen=True)
+class Credentials:
+    principal: Principal
+    check: SessionCheck | None  # None: the auth's tokens never end (deployment token only)
+
+
+async def handshake_credentials(websocket: WebSocket, auth: TokenAuth) -> Credentials:
+    """Who is connecting, from the bearer header or the first frame; call after ``accept``.
+
+    Raises ``HandshakeRefused``: ``unauthorized`` for no, a late or a wrong token."""
+    if has_token_in_query(websocket.query_params):
+        raise HandshakeRefused("token in URL refused: send an auth frame")
+    token = bearer_token(websocket.headers)
+    if token is None:
+        try:
+            message = await asyncio.wait_for(websocket.receive(), AUTH_TIMEOUT_S)
+        except (TimeoutError, WebSocketDisconnect, RuntimeError):
+            raise HandshakeRefused("unauthorized") from None
+        data = message.get("text") if message.get("text") is not None else message.get("bytes")
+        try:
+            token = parse_auth_frame(data or b"")
+        except ClientFrameError:
+            raise HandshakeRefused("unauthorized") from None
+    principal = await asyncio.to_thread(auth.authenticate, token)
+    if principal is None:
+        raise HandshakeRefused("unauthorized")
+    check = None if auth.recheck_s is None else SessionCheck(auth, token, auth.recheck_s)
+    return Credentials(principal, check)
+
+
+async def refuse(websocket: WebSocket, reason: str) -> None:
+    """Close an accepted connection with 1008 and the reason (the client may be gone)."""
+    with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
+        await websocket.close(CLOSE_POLICY_VIOLATION, reason)
 
 
 class StreamConnection:
     """Streams a hub subscription to one websocket and answers the client's frames."""
 
-    def __init__(self, websocket: WebSocket, encoder: FrameEncoder,
+    def __init__(self, websocket: WebSocket, encoder: FrameEncoder, check: SessionCheck | None,
                  view: Callable[[Message], Message] | None = None) -> None:
         self._ws = websocket
         self._encoder = encoder
+        self._check = check
         self._view = view
         self._send_lock = asyncio.Lock()
         self._closing = False
@@ -64,14 +125,16 @@ class StreamConnection:
         return None
 
     async def run(self, subscription: Subscription) -> None:
-        sender = asyncio.create_task(self._send_events(subscription))
-        receiver = asyncio.create_task(self._receive())
+        tasks = {asyncio.create_task(self._send_events(subscription)),
+                 asyncio.create_task(self._receive())}
+        if self._check is not None:
+            tasks.add(asyncio.create_task(self._watch_session(self._check)))
         try:
-            done, _ = await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (sender, receiver):
+            for task in tasks:
                 task.cancel()
-            for task in (sender, receiver):
+            for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         failures = [t.exception() for t in done if not t.cancelled() and t.exception()]
@@ -107,6 +170,13 @@ class StreamConnection:
                 return
         # The hub closed the subscription: the engine is shutting down.
         await self.close(CLOSE_GOING_AWAY, "server shutting down")
+
+    async def _watch_session(self, check: SessionCheck) -> None:
+        while True:
+            await asyncio.sleep(check.every_s)
+            if not await check.still_valid():
+                break
+        await self.close(CLOSE_POLICY_VIOLATION, "session ended")
 
     async def _receive(self) -> None:
         while True:

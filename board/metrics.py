@@ -4,8 +4,8 @@ Gauges are read at scrape time from what the engine already holds (the runtime's
 live calls and agents, the board's day figures, the AMI link), so scraping costs
 one pass over them and nothing is counted twice. Labels are queues and states,
 never agents or numbers: cardinality stays small with 2,000 agents, and a metrics
-store never holds customer data (STD-078). ``routes.py`` serves it, unauthenticated
-like ``/healthz``: aggregates only.
+store never holds customer data (STD-078). ``routes.py`` serves it to a supervisor's or
+admin's session or the deployment token (Prometheus: README.md).
 """
 
 from __future__ import annotations

@@ -84,10 +84,10 @@ class Reporting:
 
     def file(self, name: str) -> Path | None:
         """A report file by its name; None for anything else (no path outside the folder)."""
-        path = self.report_dir / name
-        if "/" in name or name.startswith(".") or not path.is_file():
+        if not reports.FILE_NAME.fullmatch(name):
             return None
-        return path
+        path = self.report_dir / name
+        return path if path.is_file() else None
 
     async def kpis(self, date_from: str | None, date_to: str | None, queue: str | None,
                    agent: str | None, intervals: bool) -> dict[str, Any]:

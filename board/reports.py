@@ -16,6 +16,7 @@ import csv
 import html
 import io
 import logging
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -187,6 +188,13 @@ def load_and_build(store: Store, policy: Policy, kind: Kind, by: By, day: date,
     period, _ = period_of(kind, day, zone)
     facts, spans = load_facts(store, period)
     return build(kind, by, day, facts, spans, policy, as_of, agents)
+
+
+#: What a report file's name may be (``file_name`` makes them): anything else is refused
+#: before the file system is asked, so a name can neither leave the folder nor be too long
+#: for it (the OS refuses a name over 255 bytes with an error, not "no such file").
+MAX_FILE_NAME = 128
+FILE_NAME = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_.\-]{{0,{MAX_FILE_NAME - 1}}}")
 
 
 def file_name(report: Report, fmt: str) -> str:

@@ -14,11 +14,13 @@ Routes:
 * ``/api/v1/alarms`` (+ ``/ack`` by key, ``/{id}/ack``) (``alarms.py``);
 * ``/api/v1/kpi``, ``/api/v1/reports/{daily,weekly}``, ``/api/v1/reports/files``
   (+ ``/{name}``) (``reporting.py``);
-* ``/metrics`` for Prometheus (``metrics.py``): unauthenticated like ``/healthz``
-  (Prometheus scrapes it without a login); it carries aggregates only.
+* ``/metrics`` for Prometheus (``metrics.py``): aggregates only, yet not open to
+  anyone who can reach the port: a supervisor's or admin's session, or the deployment
+  token (Prometheus reads it from a file: ``bearer_token_file``, README.md).
 
 The parts refuse with ``StateError`` (its reason picks the status: ``REFUSAL_STATUS``),
 ``AlarmKeyError`` and ``ReportError`` (400); the request's own syntax is checked here.
+Every refusal is the API's one error body (``callflow.api.errors``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.responses import (
     FileResponse,
     HTMLResponse,
@@ -39,8 +42,9 @@ from fastapi.responses import (
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, Field
 
-from callflow.api.accounts import require
 from callflow.api.auth import Principal
+from callflow.api.credentials import require
+from callflow.api.errors import api_error
 from callflow.api.pages import page_router
 from callflow.api.privacy import masked, may_see_numbers
 from callflow.board import reports
@@ -58,6 +62,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 PHONE = re.compile(r"(PJSIP/)?[A-Za-z0-9_.\-]{1,64}")
 #: The HTTP status of a refusal (StateError) by its reason; any other reason is a conflict.
 REFUSAL_STATUS = {"unknown_agent": 404, "not_found": 404, "originate_failed": 502}
+#: Ids are 64-bit in the database: a larger one is refused (422), never looked up.
+MAX_ID = 2**63 - 1
 
 
 class StateRequest(BaseModel):
@@ -91,13 +97,13 @@ def _api_router(board: BoardFeature) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["board"])
 
     def viewer(request: Request, roles: tuple[str, ...] = VIEW_ROLES) -> Principal:
-        return require(board.service.auth, request, *roles)
+        return require(request, *roles)
 
     def day(raw: str | None) -> date:
         try:
             return board.reporting.day(raw)
         except reports.ReportError as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise api_error(400, "bad_date", str(exc)) from None
 
     @router.get("/board/whoami")
     async def whoami(request: Request) -> dict[str, Any]:
@@ -143,7 +149,8 @@ def _api_router(board: BoardFeature) -> APIRouter:
         roles = LISTEN_ROLES if body.mode == "listen" else ACT_ROLES
         principal = viewer(request, roles)
         if not PHONE.fullmatch(body.phone):
-            raise HTTPException(400, "phone: a PJSIP endpoint name (letters, digits, . _ -)")
+            raise api_error(400, "bad_phone",
+                            "phone: a PJSIP endpoint name (letters, digits, . _ -)")
         try:
             return await board.actions.monitor(principal.name, agent_id, body.mode,
                                                body.phone)
@@ -156,7 +163,7 @@ def _api_router(board: BoardFeature) -> APIRouter:
         """Alarms newest first from the store (open only by default)."""
         principal = viewer(request)
         if not 1 <= limit <= 1000:
-            raise HTTPException(400, "limit must be 1..1000")
+            raise api_error(400, "bad_limit", "limit must be 1..1000")
         since_at = _parse_instant(since) if since else None
         items = await board.alarms.recent(since_at, open, limit)
         return {"alarms": items if may_see_numbers(principal) else masked(items)}
@@ -168,12 +175,13 @@ def _api_router(board: BoardFeature) -> APIRouter:
         try:
             return await board.alarms.acknowledge(principal.name, key=body.key)
         except AlarmKeyError as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise api_error(400, "bad_alarm_key", str(exc)) from None
         except StateError as exc:
             raise _refused(exc) from None
 
     @router.post("/alarms/{alarm_id}/ack")
-    async def ack_by_id(alarm_id: int, request: Request) -> dict[str, Any]:
+    async def ack_by_id(request: Request,
+                        alarm_id: int = PathParam(ge=1, le=MAX_ID)) -> dict[str, Any]:
         principal = viewer(request, ACT_ROLES)
         try:
             return await board.alarms.acknowledge(principal.name, alarm_id=alarm_id)
@@ -190,7 +198,7 @@ def _api_router(board: BoardFeature) -> APIRouter:
         try:
             return await board.reporting.kpis(date_from, date_to, queue, agent, intervals)
         except reports.ReportError as exc:
-            raise HTTPException(400, str(exc)) from None
+            raise api_error(400, "bad_period", str(exc)) from None
 
     @router.get("/reports/files")
     async def report_files(request: Request) -> dict[str, Any]:
@@ -205,11 +213,12 @@ def _api_router(board: BoardFeature) -> APIRouter:
         return {"files": [p.name for p in written]}
 
     @router.get("/reports/files/{name}")
-    async def report_file(name: str, request: Request) -> FileResponse:
+    async def report_file(request: Request, name: str = PathParam(
+            max_length=reports.MAX_FILE_NAME)) -> FileResponse:
         viewer(request)
         path = board.reporting.file(name)
         if path is None:
-            raise HTTPException(404, "no such report file")
+            raise api_error(404, "not_found", "no such report file")
         return FileResponse(path)
 
     @router.get("/reports/{kind}")
@@ -219,8 +228,8 @@ def _api_router(board: BoardFeature) -> APIRouter:
         viewer(request)
         if kind not in ("daily", "weekly") or by not in ("queue", "agent") \
                 or format not in ("json", "csv", "html"):
-            raise HTTPException(400, "kind daily|weekly, by queue|agent, "
-                                     "format json|csv|html")
+            raise api_error(400, "bad_report", "kind daily|weekly, by queue|agent, "
+                                               "format json|csv|html")
         built = await board.reporting.report(kind, by, day(date))  # type: ignore[arg-type]
         if format == "json":
             return JSONResponse(reports.summary(built))
@@ -239,9 +248,13 @@ def _metrics_router(board: BoardFeature) -> APIRouter:
     def scrape() -> MetricsSnapshot:
         return gather(board.service, board.live_view, len(board.alarms.book))
 
-    @router.get("/metrics", include_in_schema=True, response_class=Response)
-    async def metrics() -> Response:
-        """Prometheus text format; gathered on the loop (the runtime lives there)."""
+    @router.get("/metrics", include_in_schema=True, response_class=Response,
+                responses={200: {"content": {CONTENT_TYPE_LATEST: {}},
+                                 "description": "Prometheus text format"}})
+    async def metrics(request: Request) -> Response:
+        """Prometheus text format (a supervisor's or admin's session, or the deployment
+        token); gathered on the loop (the runtime lives there)."""
+        require(request, *ACT_ROLES)
         return Response(render(scrape), media_type=CONTENT_TYPE_LATEST,
                         headers={"Cache-Control": "no-store"})
 
@@ -249,13 +262,12 @@ def _metrics_router(board: BoardFeature) -> APIRouter:
 
 
 def _refused(exc: StateError) -> HTTPException:
-    return HTTPException(REFUSAL_STATUS.get(exc.reason, 409),
-                         {"reason": exc.reason, "detail": exc.detail})
+    return api_error(REFUSAL_STATUS.get(exc.reason, 409), exc.reason, exc.detail or exc.reason)
 
 
 def _parse_instant(raw: str) -> datetime:
     try:
         at = datetime.fromisoformat(raw)
     except ValueError:
-        raise HTTPException(400, "since: an ISO 8601 time with its zone") from None
+        raise api_error(400, "bad_since", "since: an ISO 8601 time with its zone") from None
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)

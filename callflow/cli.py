@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import datetime
 import json
 import logging
+import re
 import secrets
 import signal
 import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,8 +32,12 @@ if TYPE_CHECKING:
     from callflow.feature import Feature
     from callflow.pbx.process import AsteriskProcess
     from callflow.pbx.render import PbxConfig
+    from callflow.store.db import Store
 
 log = logging.getLogger("callflow")
+
+#: A login name: what fits the users table, printable, no spaces.
+USERNAME = re.compile(r"[^\s\x00-\x1f\x7f]{1,64}")
 
 
 def _roster(settings: Settings) -> Roster:
@@ -277,24 +284,40 @@ def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
-    """Create a login (or reset its password): supervisors see everything, agents their own."""
-    from callflow.api.accounts import ROLES, hash_password
-    from callflow.store import repo
-    from callflow.store.db import open_store
+    """Create a login (or reset its password): supervisors see everything, agents their own.
 
+    A reset ends every session of the login at once (the old password's holder is out)."""
+    from callflow.api.accounts import ROLES
+    from callflow.api.passwords import hash_password
+    from callflow.store import records, repo
+
+    username = args.username
+    if not USERNAME.fullmatch(username):
+        raise CallflowError(f"username {username!r}: 1-64 characters, no spaces or control "
+                            "characters")
     if args.role not in ROLES:
-        raise CallflowError(f"role must be one of {', '.join(ROLES)}")
+        raise CallflowError(f"role {args.role!r}: use one of {', '.join(ROLES)}")
     if args.role == "agent" and not args.agent:
         raise CallflowError("an agent login needs --agent WORK_NUMBER")
+    if args.role != "agent" and args.agent:
+        raise CallflowError(f"--agent is for agent logins only, not {args.role}")
+    roster = _roster(settings)
+    if args.agent and roster.by_id(args.agent) is None:
+        known = ", ".join(a.agent_id for a in roster.agents[:10]) or "none"
+        raise CallflowError(f"agent {args.agent} is not in the roster "
+                            f"{settings.state_dir / 'agents.toml'} (work numbers: {known}"
+                            f"{', ...' if len(roster.agents) > 10 else ''}); add them there first")
     password = args.password or secrets.token_urlsafe(12)
-    store = open_store(settings.database_url)
-    try:
+    password_hash = hash_password(password)
+    with _database(settings) as store:
+        records.sync_roster(store, roster)  # the login points at the agents table
         with store.session() as s:
-            repo.set_user(s, args.username, args.role, hash_password(password),
-                          agent_id=args.agent)
-    finally:
-        store.close()
-    print(f"login {args.username} ({args.role}) password: {password}")
+            repo.set_user(s, username, args.role, password_hash, agent_id=args.agent)
+            ended = repo.revoke_user_sessions(s, username, datetime.datetime.now(datetime.UTC),
+                                              "password_reset")
+    print(f"login {username} ({args.role}) password: {password}")
+    if ended:
+        print(f"ended {ended} session(s) of {username}")
     return 0
 
 
@@ -304,7 +327,7 @@ def ensure_first_logins(settings: Settings, roster: Roster) -> list[str]:
     Passwords are written (mode 0600) to the state dir and shown once; nothing ships
     a default secret.
     """
-    from callflow.api.accounts import hash_password
+    from callflow.api.passwords import hash_password
     from callflow.settings import persistent_secret
     from callflow.store import records, repo
     from callflow.store.db import open_store
@@ -328,11 +351,29 @@ def ensure_first_logins(settings: Settings, roster: Roster) -> list[str]:
 
 def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     """Bring the database schema to the newest migration."""
+    with _database(settings):
+        print(f"database at head: {_safe_url(settings.database_url)}")
+    return 0
+
+
+@contextlib.contextmanager
+def _database(settings: Settings) -> Iterator[Store]:
+    """The deployment's database, migrated; a failure is one line naming the database
+    (the URL without its password) and what the driver said."""
+    from callflow.errors import StoreError
     from callflow.store.db import open_store
 
-    open_store(settings.database_url).close()
-    print(f"database at head: {_safe_url(settings.database_url)}")
-    return 0
+    where = _safe_url(settings.database_url)
+    try:
+        store = open_store(settings.database_url)
+    except StoreError as exc:
+        raise CallflowError(f"database {where}: {' '.join(str(exc).split())}") from None
+    try:
+        yield store
+    except StoreError as exc:
+        raise CallflowError(f"database {where}: {' '.join(str(exc).split())}") from None
+    finally:
+        store.close()
 
 
 def _safe_url(url: str) -> str:
@@ -408,10 +449,16 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:  # alembic announces each of its plugins at INFO: noise here
+        logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
     try:
         return int(args.fn(args, load_settings()))
     except CallflowError as exc:
         print(f"callflow: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path the command needs: missing, not writable...
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"callflow: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
 
 

@@ -19,11 +19,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import uvicorn
+from fastapi import FastAPI
 
 from callflow.agents.roster import Roster
 from callflow.ami.client import AmiClient
 from callflow.ami.pbx import AmiPbx
-from callflow.api.accounts import SessionAuth, SessionSigner, login_router
+from callflow.api.accounts import Logins, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
@@ -77,8 +78,7 @@ class Service:
         self.supervisor: PbxSupervisor | None = None
         self._supervising: asyncio.Task[None] | None = None
         self._pbx_started = ""  # Asterisk's own start time, as AMI last reported it
-        self.signer = SessionSigner(settings.api_token)
-        self.auth = SessionAuth(settings.api_token, self.signer)
+        self.logins: Logins | None = None  # sessions need the store: made in start()
         self.prompts = PromptLibrary(
             LanguagePack.load(policy.greetings.language), settings.state_dir / "prompts",
             {"centre": policy.greetings.centre_name})
@@ -88,6 +88,8 @@ class Service:
     async def start(self) -> None:
         store = await asyncio.to_thread(open_store, self.settings.database_url)
         self.store = store
+        logins = Logins(store, self.policy.security, self.clock, self.settings.api_token)
+        self.logins = logins
         await asyncio.to_thread(records.sync_roster, store, self.roster)
         self.writer = PersistQueue(lambda kind, data: records.write(store, kind, data),
                                    self.settings.state_dir / "dead-letter-records.jsonl")
@@ -102,7 +104,7 @@ class Service:
         services = FeatureServices(
             settings=self.settings, policy=self.policy, roster=self.roster, clock=self.clock,
             store=store, writer=self.writer, runtime=self.runtime, hub=self.hub,
-            prompts=self.prompts, auth=self.auth, today=self.today)
+            prompts=self.prompts, auth=logins.auth, today=self.today)
         for feature in self.options.features:
             await feature.start(services)
         ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts,
@@ -148,14 +150,21 @@ class Service:
         if self.store is not None:
             self.store.close()
 
-    async def _start_api(self) -> None:
+    def build_app(self) -> FastAPI:
+        """The API of the started service: the app, the logins and every feature's routes
+        (served by ``_start_api``; the tests call it in-process)."""
+        assert self.logins is not None, "start() first"
         app = create_app(ApiDeps(hub=self.hub, health=self.health,
-                                 api_token=self.settings.api_token, auth=self.auth))
-        app.include_router(login_router(self._lookup_user, self.signer))
+                                 api_token=self.settings.api_token, auth=self.logins.auth))
+        app.include_router(login_router(self.logins))
         for feature in self.options.features:
             for router in feature.routers():
                 app.include_router(router)
-        config = server_config(app, self.settings.bind_host, self.settings.ports.api)
+        return app
+
+    async def _start_api(self) -> None:
+        config = server_config(self.build_app(), self.settings.bind_host,
+                               self.settings.ports.api)
         self._api_server = uvicorn.Server(config)
         self._api_task = asyncio.create_task(self._api_server.serve())
         for _ in range(200):
@@ -247,12 +256,6 @@ class Service:
         return tuple({"uniqueid": c.uniqueid, "entered_at": c.entered_at.isoformat()
                       if c.entered_at else None, "outcome": c.outcome, "agent_id": c.agent_id}
                      for c in rows)
-
-    def _lookup_user(self, username: str) -> tuple[str, str, str | None] | None:
-        """(password hash, role, agent id) of an active login; runs in a worker thread."""
-        assert self.store is not None
-        user = self.store.read(repo.get_user, username)
-        return None if user is None else (user.password_hash, user.role, user.agent_id)
 
     async def health(self) -> dict[str, dict[str, Any]]:
         store_ok = self.store is not None and await asyncio.to_thread(self.store.ping)

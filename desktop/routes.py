@@ -1,6 +1,7 @@
 """The agent desktop's edge: the ``/ws/desktop`` websocket and the page at ``/desktop``.
 
-Protocol v1 is docs/agent-protocol.md (frames: desktop/protocol.py). The
+Protocol v1 is docs/agent-protocol.md (frames: desktop/protocol.py). The token comes
+in the first frame (or a bearer header), never in the URL (api/wsconnection.py). The
 server enforces who sees what: an agent's session token opens only its own topic
 ``agent:<id>`` (asking for another agent is refused at the handshake), so an agent
 never receives another agent's call details. A supervisor (deployment token or a
@@ -21,7 +22,13 @@ from fastapi import APIRouter, WebSocket
 
 from callflow.agents.events import Actor
 from callflow.api.auth import Principal
-from callflow.api.wsconnection import StreamConnection, presented_token
+from callflow.api.wsconnection import (
+    HandshakeRefused,
+    SessionCheck,
+    StreamConnection,
+    handshake_credentials,
+    refuse,
+)
 from callflow.desktop.protocol import (
     DesktopRequest,
     ack_frame,
@@ -31,10 +38,7 @@ from callflow.desktop.protocol import (
     parse_desktop_frame,
 )
 from callflow.errors import StateError
-from callflow.stream.protocol import (
-    CLOSE_POLICY_VIOLATION,
-    FrameEncoder,
-)
+from callflow.stream.protocol import FrameEncoder
 
 if TYPE_CHECKING:
     from callflow.desktop.feature import AgentDesktop
@@ -44,12 +48,6 @@ log = logging.getLogger(__name__)
 WS_DESKTOP_PATH = "/ws/desktop"
 PAGE_PATH = "/desktop"  # the page (static/, served by callflow.api.pages)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-
-
-class _Refused(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
 
 
 def _own_agent(principal: Principal) -> str | None:
@@ -76,18 +74,18 @@ def _choose_agent(websocket: WebSocket, principal: Principal, desk: AgentDesktop
     own = _own_agent(principal)
     if principal.role == "agent":
         if own is None:
-            raise _Refused("this login is not linked to an agent")
+            raise HandshakeRefused("this login is not linked to an agent")
         if asked is not None and asked != own:
-            raise _Refused("forbidden topics for this principal")
+            raise HandshakeRefused("forbidden topics for this principal")
         agent_id = own
     elif asked is None:
-        raise _Refused("bad agent: a supervisor names the agent with ?agent=")
+        raise HandshakeRefused("bad agent: a supervisor names the agent with ?agent=")
     else:
         agent_id = asked
     if not principal.may_see(f"agent:{agent_id}"):
-        raise _Refused("forbidden topics for this principal")
+        raise HandshakeRefused("forbidden topics for this principal")
     if desk.service.roster.by_id(agent_id) is None:
-        raise _Refused("bad agent: not in the roster")
+        raise HandshakeRefused("bad agent: not in the roster")
     return agent_id
 
 
@@ -96,7 +94,7 @@ def _since(websocket: WebSocket) -> int | None:
     if raw is None or raw == "":
         return None
     if not raw.isdigit() or len(raw) > 18:
-        raise _Refused("bad since: expected a non-negative integer")
+        raise HandshakeRefused("bad since: expected a non-negative integer")
     return int(raw)
 
 
@@ -105,18 +103,15 @@ async def _serve(websocket: WebSocket, desk: AgentDesktop, encoder: FrameEncoder
     await websocket.accept()
     client = f"{websocket.client.host}:{websocket.client.port}" if websocket.client else "?"
     service = desk.service
-    principal = service.auth.authenticate(presented_token(websocket))
-    if principal is None:
-        log.warning("desktop from %s refused: bad or missing token", client)
-        await websocket.close(CLOSE_POLICY_VIOLATION, "unauthorized")
-        return
     try:
-        agent_id = _choose_agent(websocket, principal, desk)
+        credentials = await handshake_credentials(websocket, service.auth)
+        agent_id = _choose_agent(websocket, credentials.principal, desk)
         since = _since(websocket)
-    except _Refused as refused:
-        log.info("desktop from %s (%s) refused: %s", client, principal.name, refused.reason)
-        await websocket.close(CLOSE_POLICY_VIOLATION, refused.reason)
+    except HandshakeRefused as refused:
+        log.info("desktop from %s refused: %s", client, refused.reason)
+        await refuse(websocket, refused.reason)
         return
+    principal = credentials.principal
     topic = f"agent:{agent_id}"
     member = service.roster.by_id(agent_id)
     hello = hello_frame(
@@ -125,7 +120,8 @@ async def _serve(websocket: WebSocket, desk: AgentDesktop, encoder: FrameEncoder
         role=principal.role, apology_text=service.prompts.pack.text("greeting_apology"),
         day=service.today(), last_seq=service.hub.last_seq,
         server_time=service.clock.wall().timestamp())
-    connection = _DesktopConnection(websocket, desk, agent_id, principal, encoder)
+    connection = _DesktopConnection(websocket, desk, agent_id, principal, encoder,
+                                    credentials.check)
     if not await connection.send(hello):
         return
     # subscribed after the hello and before any await: nothing published in between is lost
@@ -143,8 +139,9 @@ class _DesktopConnection(StreamConnection):
     """One desktop: hub events out, the agent's requests in (applied at once, answered)."""
 
     def __init__(self, websocket: WebSocket, desk: AgentDesktop, agent_id: str,
-                 principal: Principal, encoder: FrameEncoder) -> None:
-        super().__init__(websocket, encoder)
+                 principal: Principal, encoder: FrameEncoder, check: SessionCheck | None
+                 ) -> None:
+        super().__init__(websocket, encoder, check)
         self._desk = desk
         self._agent_id = agent_id
         self._actor: Actor = "agent" if principal.role == "agent" else "supervisor"

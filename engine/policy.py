@@ -983,6 +983,67 @@ class SupervisionPolicy(Section):
                     "was away) are entered")
 
 
+class SecurityPolicy(Section):
+    """Logins and sessions: who may keep trying, for how long a login lasts (STD-078).
+
+    The standards require that customer data follows the roles (STD-078) but set no
+    numbers for guessing passwords or session lengths; every value here is an
+    ASSUMPTION sized for a contact centre: a mistyped password costs nothing, a guesser
+    gets a few tries an hour, and an agent's desktop stays logged in for a shift."""
+
+    user_free_failures: int = setting(
+        3, unit="count", std="STD-078", ge=0,
+        description="Wrong passwords for one username answered at once; after that each "
+                    "try waits the backoff (ASSUMPTION)")
+    address_free_failures: int = setting(
+        10, unit="count", std="STD-078", ge=0,
+        description="Wrong passwords from one client address answered at once (a whole "
+                    "office may share one address) (ASSUMPTION)")
+    backoff_s: float = setting(
+        1.0, unit="s", std="STD-078", gt=0,
+        description="Wait after the first failure past the free ones; it doubles with each "
+                    "further failure (ASSUMPTION)")
+    backoff_max_s: float = setting(
+        60.0, unit="s", std="STD-078", gt=0,
+        description="The longest backoff wait (ASSUMPTION)")
+    user_lockout_failures: int = setting(
+        10, unit="count", std="STD-078", ge=1,
+        description="Failures in a row that lock a username for lockout_min, known or not "
+                    "(ASSUMPTION)")
+    address_lockout_failures: int = setting(
+        30, unit="count", std="STD-078", ge=1,
+        description="Failures in a row that lock a client address for lockout_min "
+                    "(ASSUMPTION)")
+    lockout_min: float = setting(
+        15, unit="min", std="STD-078", gt=0,
+        description="How long a locked username or address is refused without a password "
+                    "check (ASSUMPTION)")
+    failure_window_min: float = setting(
+        15, unit="min", std="STD-078", gt=0,
+        description="A username or address with no failure for this long starts afresh "
+                    "(ASSUMPTION)")
+    session_idle_min: float = setting(
+        30, unit="min", std="STD-078", gt=0,
+        description="A session unused this long ends; every use renews it (an open "
+                    "websocket is a use) (ASSUMPTION)")
+    session_max_h: float = setting(
+        12, unit="h", std="STD-078", gt=0,
+        description="A session ends this long after its login whatever its use: one shift "
+                    "(ASSUMPTION)")
+    session_check_s: float = setting(
+        15, unit="s", std="STD-078", gt=0,
+        description="An open websocket re-checks its session this often and closes once it "
+                    "was revoked or expired (ASSUMPTION)")
+
+    @field_validator("backoff_max_s")
+    @classmethod
+    def _backoff_bound(cls, value: float, info: ValidationInfo) -> float:
+        first = info.data.get("backoff_s")
+        if first is not None and value < first:
+            raise ValueError("must be at least backoff_s")
+        return value
+
+
 class QueuePolicy(Section):
     """Per-queue overrides: only where a rule allows them (C-4 openings, service level)."""
 
@@ -1033,6 +1094,7 @@ class Policy(Section):
     qa: QaPolicy = setting(factory=QaPolicy, description="")
     recordings: RecordingsPolicy = setting(factory=RecordingsPolicy, description="")
     supervision: SupervisionPolicy = setting(factory=SupervisionPolicy, description="")
+    security: SecurityPolicy = setting(factory=SecurityPolicy, description="")
     queues: dict[str, QueuePolicy] = setting(
         factory=dict, description="Per-queue overrides, [queues.<name>]")
 

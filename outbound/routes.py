@@ -14,11 +14,12 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from callflow.api.accounts import require
 from callflow.api.auth import Principal
+from callflow.api.credentials import require
+from callflow.api.errors import api_error
 from callflow.engine import outbound
 from callflow.errors import StateError, StoreError
 from callflow.outbound.dialer import attempt_payload, create_callback, task_payload
@@ -34,6 +35,8 @@ READING_ROLES = ("agent", "supervisor", "admin", "qa")
 _STATUS = {"not_found": 404, "invalid_number": 422, "invalid_kind": 422, "invalid_task": 422,
            "owner_required": 422, "unknown_agent": 422, "forbidden": 403}
 StatusFilter = Literal["open", "all", "pending", "dialing", "done", "unreachable", "cancelled"]
+#: Task ids are 64-bit in the database: a larger one is refused (422), never looked up.
+TaskId = Path(ge=1, le=2**63 - 1)
 
 
 class TaskCreate(BaseModel):
@@ -70,13 +73,8 @@ class DialRequest(BaseModel):
     agent_id: str | None = Field(None, description="Supervisors: whose softphone dials")
 
 
-def _fail(status: int, error: str, message: str, **extra: Any) -> HTTPException:
-    return HTTPException(status_code=status, detail={"error": error, "message": message,
-                                                     **extra})
-
-
 def _state_error(exc: StateError) -> HTTPException:
-    return _fail(_STATUS.get(exc.reason, 409), exc.reason, exc.detail or exc.reason)
+    return api_error(_STATUS.get(exc.reason, 409), exc.reason, exc.detail or exc.reason)
 
 
 def _agent_of(principal: Principal) -> str | None:
@@ -92,7 +90,7 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
 
     def service() -> Any:
         if feature.service is None or feature.service.store is None:
-            raise _fail(503, "not_ready", "the service is starting")
+            raise api_error(503, "not_ready", "the service is starting")
         return feature.service
 
     async def store_call(fn: Any, *args: Any, write: bool = False, **kwargs: Any) -> Any:
@@ -103,22 +101,22 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
         except StateError as exc:
             raise _state_error(exc) from None
         except StoreError as exc:
-            raise _fail(503, "store_error", str(exc)) from None
+            raise api_error(503, "store_error", str(exc)) from None
 
     async def own_task(request: Request, task_id: int, *roles: str
                        ) -> tuple[Principal, CallbackTask]:
-        principal = require(service().auth, request, *roles)
+        principal = require(request, *roles)
         task = await store_call(repo.get_task, task_id)
         if task is None:
-            raise _fail(404, "not_found", f"no task {task_id}")
+            raise api_error(404, "not_found", f"no task {task_id}")
         agent = _agent_of(principal)
         if agent is not None and task.owner_agent_id != agent:
-            raise _fail(403, "forbidden", f"task {task_id} is not yours")
+            raise api_error(403, "forbidden", f"task {task_id} is not yours")
         return principal, task
 
     def check_agent(agent_id: str) -> None:
         if service().roster.by_id(agent_id) is None:
-            raise _fail(422, "unknown_agent", f"no agent {agent_id!r} in the roster")
+            raise api_error(422, "unknown_agent", f"no agent {agent_id!r} in the roster")
 
     def told(task: CallbackTask, previous_owner: str | None = None) -> None:
         if feature.dialer is not None:
@@ -130,7 +128,7 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
                          number: str | None = None,
                          limit: int = Query(200, ge=1, le=1000)) -> dict[str, Any]:
         """Soonest due first. Agents get their own tasks whatever ``owner`` says."""
-        principal = require(service().auth, request, *READING_ROLES)
+        principal = require(request, *READING_ROLES)
         agent = _agent_of(principal)
         statuses = (OPEN_TASK_STATUSES if status == "open" else None if status == "all"
                     else (status,))
@@ -146,7 +144,7 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
         """A manual task, a follow-up (due the next working day unless ``due_at``), or a
         callback. One open task per number and kind: a second one is refused with 409
         and the existing task."""
-        principal = require(service().auth, request, *ACTING_ROLES)
+        principal = require(request, *ACTING_ROLES)
         agent = _agent_of(principal)
         owner = agent if agent is not None else body.owner_agent_id
         if owner is not None:
@@ -157,7 +155,7 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
             existing = await store_call(repo.list_open_tasks, number=digits)
             duplicate = next((t for t in existing if t.kind == body.kind), None)
             if duplicate is not None:
-                raise _fail(409, "duplicate_task",
+                raise api_error(409, "duplicate_task",
                             f"{digits} already has an open {body.kind} task #{duplicate.id}",
                             task=task_payload(duplicate))
             task, created = await asyncio.to_thread(
@@ -167,39 +165,39 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
         except StateError as exc:
             raise _state_error(exc) from None
         except StoreError as exc:
-            raise _fail(503, "store_error", str(exc)) from None
+            raise api_error(503, "store_error", str(exc)) from None
         if not created:  # created by someone else between the check and the insert
-            raise _fail(409, "duplicate_task", f"{digits} already has an open {body.kind} "
+            raise api_error(409, "duplicate_task", f"{digits} already has an open {body.kind} "
                         f"task #{task.id}", task=task_payload(task))
         told(task)
         return {"task": task_payload(task)}
 
     @router.get("/{task_id}", summary="One task with its attempt history")
-    async def get_one(request: Request, task_id: int) -> dict[str, Any]:
+    async def get_one(request: Request, task_id: int = TaskId) -> dict[str, Any]:
         _, task = await own_task(request, task_id, *READING_ROLES)
         attempts = await store_call(repo.task_attempts, task_id)
         return {"task": task_payload(task), "attempts": [attempt_payload(a) for a in attempts]}
 
     @router.get("/{task_id}/attempts", summary="Attempt history of a task")
-    async def attempts(request: Request, task_id: int) -> dict[str, Any]:
+    async def attempts(request: Request, task_id: int = TaskId) -> dict[str, Any]:
         await own_task(request, task_id, *READING_ROLES)
         rows = await store_call(repo.task_attempts, task_id)
         return {"attempts": [attempt_payload(a) for a in rows]}
 
     @router.patch("/{task_id}", summary="Edit a pending task")
-    async def edit(request: Request, task_id: int, body: TaskEdit) -> dict[str, Any]:
+    async def edit(request: Request, body: TaskEdit, task_id: int = TaskId) -> dict[str, Any]:
         """Due time (moved into the calling window), owner (supervisors; "" = the pool),
         note, attempts allowed, number. A task being dialled cannot be edited (409)."""
         principal, task = await own_task(request, task_id, *ACTING_ROLES)
         fields: dict[str, Any] = body.model_dump(exclude_unset=True)
         if "owner_agent_id" in fields:
             if _agent_of(principal) is not None:
-                raise _fail(403, "forbidden", "only a supervisor reassigns a task")
+                raise api_error(403, "forbidden", "only a supervisor reassigns a task")
             fields["owner_agent_id"] = fields["owner_agent_id"] or None
             if fields["owner_agent_id"] is not None:
                 check_agent(fields["owner_agent_id"])
             elif task.kind == "named_agent":
-                raise _fail(422, "owner_required",
+                raise api_error(422, "owner_required",
                             "a named-agent callback needs its agent (STD-072)")
         try:
             if fields.get("number") is not None:
@@ -212,39 +210,39 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
         fields = {k: v for k, v in fields.items()
                   if v is not None or k == "owner_agent_id"}
         if not fields:
-            raise _fail(422, "nothing_to_change", "give at least one field to change")
+            raise api_error(422, "nothing_to_change", "give at least one field to change")
         updated = await store_call(repo.update_task, task_id, write=True, **fields)
         told(updated, previous_owner=task.owner_agent_id)
         return {"task": task_payload(updated)}
 
     @router.post("/{task_id}/cancel", summary="Cancel an open task")
-    async def cancel(request: Request, task_id: int) -> dict[str, Any]:
+    async def cancel(request: Request, task_id: int = TaskId) -> dict[str, Any]:
         _, task = await own_task(request, task_id, *ACTING_ROLES)
         if task.status == "dialing":
-            raise _fail(409, "task_dialing", f"task {task_id} is being dialled; cancel it "
+            raise api_error(409, "task_dialing", f"task {task_id} is being dialled; cancel it "
                         "after this attempt")
         cancelled = await store_call(repo.cancel_task, task_id, write=True)
         told(cancelled)
         return {"task": task_payload(cancelled)}
 
     @router.post("/{task_id}/dial", status_code=202, summary="Dial a task now (preview)")
-    async def dial(request: Request, task_id: int, body: DialRequest | None = None
-                   ) -> dict[str, Any]:
+    async def dial(request: Request, body: DialRequest | None = None,
+                   task_id: int = TaskId) -> dict[str, Any]:
         """The agent's softphone rings first, then the customer (STD-082 preview). Agents
         dial their own tasks with their own phone; supervisors name the agent."""
         principal, task = await own_task(request, task_id, *ACTING_ROLES)
         agent = _agent_of(principal) or (body.agent_id if body is not None else None)
         if not agent:
-            raise _fail(422, "agent_required", "name the agent whose softphone dials")
+            raise api_error(422, "agent_required", "name the agent whose softphone dials")
         check_agent(agent)
         if feature.dialer is None:
-            raise _fail(503, "not_ready", "the dialer is not running")
+            raise api_error(503, "not_ready", "the dialer is not running")
         try:
             attempt_id = await feature.dialer.dial(task.id, agent)
         except StateError as exc:
             raise _state_error(exc) from None
         except StoreError as exc:
-            raise _fail(503, "store_error", str(exc)) from None
+            raise api_error(503, "store_error", str(exc)) from None
         return {"attempt_id": attempt_id, "task_id": task.id, "agent_id": agent}
 
     return router

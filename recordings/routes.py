@@ -34,11 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from fastapi import APIRouter, Body, HTTPException, Request
+from fastapi import APIRouter, Body, Request
 from fastapi.responses import FileResponse, PlainTextResponse
 
-from callflow.api.accounts import bearer
 from callflow.api.auth import Principal
+from callflow.api.credentials import require
+from callflow.api.errors import api_error
 from callflow.recordings import digest
 from callflow.recordings.digest import Finding, FlaggedCall, build_digest
 from callflow.recordings.sampling import Candidate, SampleRules, select_month
@@ -71,10 +72,6 @@ MONTH = re.compile(r"\d{4}-\d{2}")
 DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
-def _error(status: int, reason: str, message: str) -> HTTPException:
-    return HTTPException(status, {"error": reason, "message": message})
-
-
 def _iso(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).isoformat()
 
@@ -102,7 +99,7 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
         try:
             return feature.service
         except Exception:
-            raise _error(503, "not_ready", "the service is starting") from None
+            raise api_error(503, "not_ready", "the service is starting") from None
 
     def store() -> Store:
         return service().store
@@ -115,13 +112,10 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
 
     def allow(request: Request, wanted: str, target: str, roles: tuple[str, ...]) -> Principal:
         """The principal, or 401 / 403; a refused known principal is audited."""
-        principal = service().auth.authenticate(bearer(request))
-        if principal is None:
-            raise HTTPException(401, {"error": "unauthenticated", "message": "log in first"},
-                                headers={"WWW-Authenticate": "Bearer"})
+        principal = require(request)
         if principal.role not in roles:
             audit(principal, "recording.denied", target, wanted=wanted, role=principal.role)
-            raise _error(403, "forbidden",
+            raise api_error(403, "forbidden",
                          f"{principal.role} may not {wanted} recordings "
                          f"(needs {' or '.join(roles)})")
         return principal
@@ -140,7 +134,7 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
                 return start + timedelta(days=1) if end else start
             value = datetime.fromisoformat(raw)
         except ValueError:
-            raise _error(422, "bad_date", f"{name}: not an ISO date or date-time: {raw!r}") \
+            raise api_error(422, "bad_date", f"{name}: not an ISO date or date-time: {raw!r}") \
                 from None
         return value if value.tzinfo is not None else value.replace(tzinfo=zone())
 
@@ -152,7 +146,7 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
             year, mon = int(month[:4]), int(month[5:])
             first = date(year, mon, 1)
         except ValueError:
-            raise _error(422, "bad_month", f"month must be YYYY-MM, got {month!r}") from None
+            raise api_error(422, "bad_month", f"month must be YYYY-MM, got {month!r}") from None
         last = first + timedelta(days=calendar.monthrange(year, mon)[1])
         return datetime.combine(first, time(0), zone()), datetime.combine(last, time(0), zone())
 
@@ -161,13 +155,13 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
 
     def parse_id(raw: str) -> int:
         if not raw.isdigit() or len(raw) > 12:
-            raise _error(422, "bad_id", f"a recording id is a positive number, got {raw!r}")
+            raise api_error(422, "bad_id", f"a recording id is a positive number, got {raw!r}")
         return int(raw)
 
     def load(recording_id: int) -> Recording:
         rec: Recording | None = store().read(repo.get_recording, recording_id)
         if rec is None:
-            raise _error(404, "not_found", f"no recording {recording_id}")
+            raise api_error(404, "not_found", f"no recording {recording_id}")
         return rec
 
     def items(rows: list[Recording]) -> list[dict[str, Any]]:
@@ -186,9 +180,9 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
                         limit: str = "100") -> dict[str, Any]:
         principal = allow(request, "list", "recording:*", VIEW_ROLES)
         if qa not in QA_FILTERS:
-            raise _error(422, "bad_qa", f"qa must be one of {', '.join(QA_FILTERS)}")
+            raise api_error(422, "bad_qa", f"qa must be one of {', '.join(QA_FILTERS)}")
         if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
-            raise _error(422, "bad_limit", f"limit must be 1..{MAX_LIMIT}")
+            raise api_error(422, "bad_limit", f"limit must be 1..{MAX_LIMIT}")
         start = parse_instant(since, "since", end=False)
         end = parse_instant(until, "until", end=True)
         rows = store().read(repo.list_recordings, agent_id=agent_id or None,
@@ -249,7 +243,7 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
                        format: str = "json") -> Any:
         principal = allow(request, "see the QA digest of", "recording:*", VIEW_ROLES)
         if format not in ("json", "csv"):
-            raise _error(422, "bad_format", "format must be json or csv")
+            raise api_error(422, "bad_format", "format must be json or csv")
         if not day:
             the_day = local_today() - timedelta(days=1)
         else:
@@ -258,7 +252,7 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
                     raise ValueError(day)
                 the_day = date.fromisoformat(day)
             except ValueError:
-                raise _error(422, "bad_day", f"day must be YYYY-MM-DD, got {day!r}") from None
+                raise api_error(422, "bad_day", f"day must be YYYY-MM-DD, got {day!r}") from None
         start = datetime.combine(the_day, time(0), zone())
         end = datetime.combine(the_day + timedelta(days=1), time(0), zone())
         recs = store().read(repo.recordings_between, start, end)
@@ -317,12 +311,12 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
         rec = load(rid)
         if rec.purged_at is not None:
             audit(principal, "recording.play", target, refused="purged")
-            raise _error(410, "purged", f"recording {rid} was deleted by retention on "
+            raise api_error(410, "purged", f"recording {rid} was deleted by retention on "
                                         f"{rec.purged_at.date().isoformat()}")
         path = Path(rec.path)
         if not path.is_file():
             audit(principal, "recording.play", target, refused="file_missing")
-            raise _error(404, "file_missing", f"the file of recording {rid} is missing")
+            raise api_error(404, "file_missing", f"the file of recording {rid} is missing")
         audit(principal, "recording.play", target, bytes=path.stat().st_size)
         return FileResponse(path, media_type="audio/wav", filename=f"recording-{rid}.wav")
 
@@ -339,12 +333,12 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
                 or not all(isinstance(p, dict) for p in penalties) \
                 or not isinstance(notes, str) or len(notes) > 10000 \
                 or set(body) - {"scores", "penalties", "notes"}:
-            raise _error(422, "bad_review", 'body: {"scores": {code: points}, '
+            raise api_error(422, "bad_review", 'body: {"scores": {code: points}, '
                                             '"penalties": [{"code", "count"}], "notes": text}')
         try:
             scored = score_review(Sheet.from_policy(service().policy), scores, penalties)
         except ReviewError as exc:
-            raise _error(422, exc.reason, exc.message) from None
+            raise api_error(422, exc.reason, exc.message) from None
         stored = store().run(repo.add_review, rid, principal.name, now(),
                              scores=scored.scores, penalties=scored.penalties_json(),
                              total=scored.total, unqualified=scored.unqualified, notes=notes)

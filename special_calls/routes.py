@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from callflow.api.accounts import require
 from callflow.api.auth import Principal
+from callflow.api.credentials import require
+from callflow.api.errors import api_error
 from callflow.errors import StateError
 
 if TYPE_CHECKING:
@@ -63,20 +64,18 @@ def calls_router(feature: SpecialCallsFeature) -> APIRouter:
     def act(request: Request, call_id: str, action: str, procedure: str = "",
             note: str = "") -> dict[str, Any]:
         try:
-            service = feature.service
+            _ = feature.service  # refused while the feature is not started
         except Exception:
-            raise HTTPException(503, {"error": "not_ready",
-                                      "message": "the service is starting"}) from None
-        principal = require(service.auth, request, *ROLES)
+            raise api_error(503, "not_ready", "the service is starting") from None
+        principal = require(request, *ROLES)
         agent = _agent_of(principal) if principal.role == "agent" else None
         if agent == "":
-            raise HTTPException(403, {"error": "no_agent", "message": "no agent login"})
+            raise api_error(403, "no_agent", "no agent login")
         try:
             return feature.act(call_id, agent, action, procedure, note)
         except StateError as exc:
-            raise HTTPException(_STATUS.get(exc.reason, 409),
-                                {"error": exc.reason, "message": exc.detail or exc.reason},
-                                ) from None
+            raise api_error(_STATUS.get(exc.reason, 409), exc.reason,
+                            exc.detail or exc.reason) from None
 
     @router.post("/{call_id}/special", summary="Run a special-call script")
     async def special(request: Request, call_id: str, body: SpecialRequest) -> dict[str, Any]:

@@ -387,6 +387,29 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class LoginSession(Base):
+    """A person's session: revocable on the server, ending when idle or at its hard limit.
+
+    Only the SHA-256 of the token is stored (a token is 256 random bits, so a fast hash
+    is enough): reading the table does not let anyone log in. The role and agent come
+    from the user row at every use, so a changed role or a deactivated login takes
+    effect at once.
+    """
+
+    __tablename__ = "sessions"
+    __table_args__ = (Index("ix_sessions_user_id", "user_id"),)
+
+    id: Mapped[int] = mapped_column(big_id(), primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(64), server_default="")
+    created_at: Mapped[datetime]
+    expires_at: Mapped[datetime]  # idle end, moved on by every use
+    ends_at: Mapped[datetime]  # hard end (Policy security.session_max_h)
+    revoked_at: Mapped[datetime | None]
+    revoked_reason: Mapped[str | None] = mapped_column(String(32))
+
+
 class Recording(Base):
     """One call's recording (STD-114): retrievable by contact (call) and caller number.
 

@@ -31,6 +31,7 @@ from .models import (
     CallEvent,
     CallHold,
     CallOffer,
+    LoginSession,
     QaReview,
     Recording,
     TaskAttempt,
@@ -680,6 +681,58 @@ def set_user(s: Session, username: str, role: str, password_hash: str, *,
               "agent_id": agent_id, "active": True}
     user: User = _upsert(s, User, "username", values)
     return user
+
+
+def set_password(s: Session, username: str, password_hash: str) -> bool:
+    """Replace an active login's password hash; False when there is no such login."""
+    done = s.execute(update(User).where(User.username == username, User.active.is_(True))
+                     .values(password_hash=password_hash))
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+# --- sessions (api/sessions.py): revocable, idle and hard ends ---------------------------
+
+
+def add_session(s: Session, user_id: int, token_hash: str, *, at: datetime,
+                expires_at: datetime, ends_at: datetime, address: str = "") -> LoginSession:
+    row = LoginSession(user_id=user_id, token_hash=token_hash, address=address[:64],
+                       created_at=at, expires_at=expires_at, ends_at=ends_at)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def live_session(s: Session, token_hash: str, at: datetime
+                 ) -> tuple[LoginSession, User] | None:
+    """The session with this token hash and its active user, unless revoked or ended."""
+    row = s.execute(select(LoginSession, User).join(User, User.id == LoginSession.user_id)
+                    .where(LoginSession.token_hash == token_hash,
+                           LoginSession.revoked_at.is_(None), LoginSession.expires_at > at,
+                           LoginSession.ends_at > at, User.active.is_(True))).one_or_none()
+    return None if row is None else (row[0], row[1])
+
+
+def renew_session(s: Session, session_id: int, expires_at: datetime) -> None:
+    s.execute(update(LoginSession).where(LoginSession.id == session_id)
+              .values(expires_at=expires_at))
+
+
+def revoke_session(s: Session, token_hash: str, at: datetime, reason: str) -> bool:
+    """End one session now; False when it was already ended or never existed."""
+    done = s.execute(update(LoginSession).where(LoginSession.token_hash == token_hash,
+                                                LoginSession.revoked_at.is_(None))
+                     .values(revoked_at=at, revoked_reason=reason))
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+def revoke_user_sessions(s: Session, username: str, at: datetime, reason: str) -> int:
+    """End every live session of a login (password change, admin revoke); how many."""
+    user_id = select(User.id).where(User.username == username).scalar_subquery()
+    done = s.execute(update(LoginSession).where(LoginSession.user_id == user_id,
+                                                LoginSession.revoked_at.is_(None),
+                                                LoginSession.ends_at > at)
+                     .values(revoked_at=at, revoked_reason=reason))
+    return int(done.rowcount)  # type: ignore[attr-defined]
 
 
 # --- KPIs, the board and reports (callflow.engine.kpi, callflow.board.feature) ---

@@ -19,6 +19,11 @@ logger = logging.getLogger(__name__)
 PROTOCOL_VERSION = 1
 MAX_CLIENT_FRAME_BYTES = 64 * 1024
 MAX_PING_ID_LENGTH = 64
+#: A browser cannot set headers on a websocket and a URL is no place for a token, so a
+#: client without ``Authorization: Bearer`` sends ``{"type": "auth", "token": ...}``
+#: first, within this many seconds.
+AUTH_TIMEOUT_S = 10.0
+MAX_TOKEN_LENGTH = 512
 
 # Close codes (RFC 6455 section 7.4.1).
 CLOSE_NORMAL = 1000
@@ -150,6 +155,17 @@ def parse_client_frame(data: str | bytes) -> ClientFrame:
         return _parse_ping(frame)
     shown = kind if isinstance(kind, str) and len(kind) <= 32 else type(kind).__name__
     raise ClientFrameError("unknown_type", f"unknown frame type {shown!r}; known: ping")
+
+
+def parse_auth_frame(data: str | bytes) -> str:
+    """The token of the first frame, ``{"type": "auth", "token": "..."}``."""
+    frame = decode_client_json(data)
+    if frame.get("type") != "auth":
+        raise ClientFrameError("unknown_type", 'the first frame must be {"type": "auth", ...}')
+    token = frame.get("token")
+    if not isinstance(token, str) or not 0 < len(token) <= MAX_TOKEN_LENGTH:
+        raise ClientFrameError("bad_frame", f"token: a string of 1-{MAX_TOKEN_LENGTH}")
+    return token
 
 
 def _parse_ping(frame: dict[str, Any]) -> Ping:

@@ -1,5 +1,8 @@
 /* callflow supervisor board: follows /ws/events (topics board, alarms), no polling.
  *
+ * The session token stays in sessionStorage and goes in an Authorization header (REST)
+ * or the websocket's first frame ({"type": "auth"}), never in a URL.
+ *
  * The server sends a snapshot on connect, then events. This page keeps:
  *   agents (fixed roster, bounded), live calls (ended ones dropped), queue views,
  *   open alarms (bounded) — nothing that grows with time, so a board left open for days
@@ -80,8 +83,8 @@
     let data = null;
     try { data = await res.json(); } catch (e) { data = null; }
     if (!res.ok) {
-      const d = data && data.detail;
-      const why = typeof d === "string" ? d : d && (d.detail || d.reason) || res.statusText;
+      const d = data && data.detail;  // {"error": code, "message": words}
+      const why = d && (d.message || d.error) || res.statusText;
       const err = new Error(why);
       err.status = res.status;
       throw err;
@@ -153,6 +156,10 @@
   }
 
   function logout() {
+    if (st.token) {  // end the session on the server too; the page forgets it either way
+      fetch("/api/v1/session", {method: "DELETE",
+                                headers: {"Authorization": "Bearer " + st.token}}).catch(() => {});
+    }
     sessionStorage.removeItem(TOKEN_KEY);
     st.token = "";
     if (st.ws) { st.ws.onclose = null; st.ws.close(); st.ws = null; }
@@ -162,12 +169,15 @@
   // --- the event stream ---------------------------------------------------------------------
   function connect() {
     const proto = location.protocol === "https:" ? "wss:" : "ws:";
-    let url = proto + "//" + location.host + "/ws/events?topics=board,alarms&token=" +
-      encodeURIComponent(st.token);
+    let url = proto + "//" + location.host + "/ws/events?topics=board,alarms";
     if (st.seq != null) url += "&since=" + st.seq;
     const ws = new WebSocket(url);
     st.ws = ws;
-    ws.onopen = () => { st.retry = 0; link(true); };
+    ws.onopen = () => {
+      ws.send(JSON.stringify({type: "auth", token: st.token}));
+      st.retry = 0;
+      link(true);
+    };
     ws.onmessage = (m) => {
       let f;
       try { f = JSON.parse(m.data); } catch (e) { return; }
@@ -175,9 +185,9 @@
     };
     ws.onclose = (ev) => {
       link(false);
-      if (ev.code === 1008) {  // the session expired or was refused: log in again
+      if (ev.code === 1008) {  // the session expired, was ended or was refused: log in again
         toast("stream refused: " + ev.reason);
-        if (ev.reason === "unauthorized") logout();
+        if (ev.reason === "unauthorized" || ev.reason === "session ended") logout();
         return;
       }
       st.retry = Math.min(st.retry + 1, 5);

@@ -1,7 +1,8 @@
 /* callflow agent desktop: protocol v1 on /ws/desktop (docs/agent-protocol.md), no polling.
  *
- * Log in: work number + password (POST /api/v1/session), then the websocket, then a
- * "login" request with the extension the agent sits at. The server pushes the agent's
+ * Log in: work number + password (POST /api/v1/session), then the websocket (the token
+ * goes in its first frame, {"type": "auth"}, never in the URL), then a "login" request
+ * with the extension the agent sits at. The server pushes the agent's
  * own state, the current call (caller, earlier contacts, which greeting to say) and
  * reminders; the page sends state requests and shows the server's refusal reasons.
  * Timers tick here on the server's clock (hello.server_time) from since_epoch and
@@ -78,8 +79,7 @@
                               password: form.password.value}),
       });
       reply = await res.json().catch(() => ({}));
-      if (!res.ok) throw new Error(typeof reply.detail === "string" ? reply.detail
-                                                                     : res.statusText);
+      if (!res.ok) throw new Error(reply.detail && reply.detail.message || res.statusText);
     } catch (err) {
       $("login-error").textContent = err.message;
       return;
@@ -113,12 +113,16 @@
   function connect() {
     if (st.ws) { st.closing = true; st.ws.close(); }
     st.closing = false;
-    const q = new URLSearchParams({token: st.token});
+    const q = new URLSearchParams();
     if (st.seq != null) q.set("since", String(st.seq));
     const scheme = location.protocol === "https:" ? "wss://" : "ws://";
     const ws = new WebSocket(scheme + location.host + "/ws/desktop?" + q.toString());
     st.ws = ws;
-    ws.onopen = () => { st.retry = 0; link(true); };
+    ws.onopen = () => {
+      ws.send(JSON.stringify({type: "auth", token: st.token}));
+      st.retry = 0;
+      link(true);
+    };
     ws.onmessage = (m) => {
       let frame;
       try { frame = JSON.parse(m.data); } catch (e) { return; }
@@ -128,8 +132,11 @@
       if (st.ws !== ws) return;
       st.ws = null;
       link(false);
-      if (ev.code === 1008) { showLogin(ev.reason === "unauthorized" ?
-                                        "session expired: log in again" : ev.reason); return; }
+      if (ev.code === 1008) {
+        showLogin(ev.reason === "unauthorized" || ev.reason === "session ended" ?
+                  "session ended: log in again" : ev.reason);
+        return;
+      }
       if (st.closing || !st.token) return;
       st.retry = Math.min(st.retry + 1, 6);
       setTimeout(() => { if (!st.ws && st.token) connect(); }, 250 * 2 ** (st.retry - 1));
@@ -455,6 +462,9 @@
     if (st.agent && st.agent.state !== "logged_out") send({type: "logout"});
     st.closing = true;
     if (st.ws) st.ws.close(1000);
+    // the session ends on the server too (after the logout frame went out)
+    fetch("/api/v1/session", {method: "DELETE", headers: {Authorization: "Bearer " + st.token}})
+      .catch(() => {});
     showLogin("");
   });
 

@@ -55,15 +55,9 @@
 
   // --- HTTP -----------------------------------------------------------------------------
   function reason(data, res) {
-    const d = data && data.detail;
-    if (typeof d === "string") return d;
-    if (Array.isArray(d)) {  // FastAPI's validation errors
-      return d.map((x) => (x.loc ? x.loc.slice(1).join(".") + ": " : "") + x.msg).join("; ");
-    }
-    if (d && typeof d === "object") {
-      const msg = d.message || d.detail || "";
-      const code = d.error || d.reason || "";
-      return msg && code ? msg + " (" + code + ")" : msg || code || res.statusText;
+    const d = data && data.detail;  // every error: {"error": code, "message": words}
+    if (d && typeof d === "object" && (d.message || d.error)) {
+      return d.message && d.error ? d.message + " (" + d.error + ")" : d.message || d.error;
     }
     return res.statusText || "HTTP " + res.status;
   }
@@ -433,8 +427,14 @@
 
   // --- start ----------------------------------------------------------------------------
   $("login-form").addEventListener("submit", onLogin);
-  $("logout").addEventListener("click", () => showLogin(""));
-  $("forbidden-logout").addEventListener("click", () => showLogin(""));
+  function logOut() {
+    if (st.token) {  // the session ends on the server too
+      request("DELETE", "/api/v1/session").catch(() => {});
+    }
+    showLogin("");
+  }
+  $("logout").addEventListener("click", logOut);
+  $("forbidden-logout").addEventListener("click", logOut);
   $("filters").addEventListener("submit", (ev) => { ev.preventDefault(); loadList(); });
   $("filters").elements.qa.addEventListener("change", loadList);
   $("btn-sample").addEventListener("click", onSample);

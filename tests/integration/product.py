@@ -19,6 +19,8 @@ from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
+from logins import session_token
+
 from callflow.agents.roster import Roster, RosterAgent
 from callflow.engine.effects import DomainEvent
 from callflow.engine.policy import Policy
@@ -84,6 +86,11 @@ class Product:
     def store(self) -> Store:
         assert self.service.store is not None
         return self.service.store
+
+    def session(self, username: str, role: str = "agent", agent_id: str | None = None) -> str:
+        """A live session token of this login (made if missing, tests/logins.py)."""
+        assert self.service.logins is not None
+        return session_token(self.store, self.service.logins, username, role, agent_id)
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every record emitted so far is in the database."""

@@ -49,13 +49,14 @@ Frame = dict[str, Any]
 class LiveStream:
     """A websocket client in its own thread, each frame stamped with its arrival time."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, token: str) -> None:
         self.url = url
         self.frames: list[tuple[float, Frame]] = []
         self.closed: tuple[int, str] | None = None
         self._cond = threading.Condition()
         self._connection = connect(self.url, open_timeout=5, max_size=None)
         self._ws: ClientConnection = self._connection.__enter__()
+        self._ws.send(json.dumps({"type": "auth", "token": token}))  # as the pages do
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
@@ -103,11 +104,15 @@ class LiveDesk(LiveStream):
 
     def __init__(self, product: Product, agent_id: str, token: str | None = None,
                  **query: Any) -> None:
-        token = token or product.service.signer.issue(agent_id, "agent", agent_id)
-        params = "".join(f"&{k}={v}" for k, v in query.items())
+        token = token or product.session(agent_id, "agent", agent_id)
+        params = "&".join(f"{k}={v}" for k, v in query.items())
         super().__init__(f"ws://127.0.0.1:{product.settings.ports.api}/ws/desktop"
-                         f"?token={token}{params}")
+                         f"?{params}", token)
         self.next_id = 0
+        # live once the server has read the auth frame and subscribed: the hello, and
+        # without since= the snapshot (sent from the subscription)
+        self.wait(lambda f: f["type"] == "snapshot" if "since" not in query
+                  else f["type"] == "hello", 5, "the desktop to be live")
 
     def request(self, kind: str, timeout: float = 5, **fields: Any) -> Frame:
         self.next_id += 1
@@ -137,7 +142,7 @@ class LiveDesk(LiveStream):
 def board_stream(product: Product) -> LiveStream:
     """A supervisor's /ws/events stream of the board and alarms."""
     return LiveStream(f"ws://127.0.0.1:{product.settings.ports.api}/ws/events"
-                      f"?token={product.settings.api_token}&topics=board,alarms")
+                      "?topics=board,alarms", product.settings.api_token)
 
 
 @pytest.fixture
@@ -377,11 +382,11 @@ def test_desktops_misbehave_during_a_live_call_and_nothing_else_notices(
     assert main.request("login", extension="1001")["state"] == "ready"
     _, first, _ = other.state_event("ready", 5)
     # an agent session cannot open another agent's stream, on either websocket
-    token = product.service.signer.issue("1001", "agent", "1001")
+    token = product.session("1001", "agent", "1001")
     for path in ("/ws/desktop?agent=1002", "/ws/events?topics=agent:1002"):
-        sep = "&" if "?" in path else "?"
-        with connect(f"ws://127.0.0.1:{product.settings.ports.api}{path}{sep}token={token}",
+        with connect(f"ws://127.0.0.1:{product.settings.ports.api}{path}",
                      open_timeout=5) as refused:
+            refused.send(json.dumps({"type": "auth", "token": token}))
             with pytest.raises(ConnectionClosed) as closed:
                 while True:
                     refused.recv(5)

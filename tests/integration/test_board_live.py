@@ -26,7 +26,7 @@ from playwright.sync_api import Browser, Page
 from product import Product, running_product
 
 from callflow.agents.events import LogIn
-from callflow.api.accounts import hash_password
+from callflow.api.passwords import hash_password
 from callflow.board.actions import CHANSPY_OPTIONS
 from callflow.board.feature import BoardFeature, BoardOptions
 from callflow.engine.policy import parse_policy, ring_limit_seconds
@@ -88,7 +88,8 @@ def login(browser: Browser, product: Product, user: str) -> Page:
     page.fill("#login-form input[name=username]", user)
     page.fill("#login-form input[name=password]", PASSWORD)
     page.click("#login-form button[type=submit]")
-    page.wait_for_function("window.board && window.board.stats().agents === 2", timeout=15_000)
+    page.wait_for_function("() => window.board && window.board.stats().agents === 2",
+                           timeout=15_000)
     page.wait_for_selector("#link.up", timeout=10_000)
     return page
 
@@ -111,7 +112,7 @@ def watch(page: Page, name: str, selector: str, condition: str) -> None:
 
 
 def seen(page: Page, name: str, timeout_s: float) -> float:
-    page.wait_for_function(f"window.__seen && window.__seen['{name}'] !== null",
+    page.wait_for_function(f"() => window.__seen && window.__seen['{name}'] !== null",
                            timeout=timeout_s * 1000)
     return float(page.evaluate(f"window.__seen['{name}']")) / 1000
 
@@ -155,7 +156,7 @@ def test_board_follows_calls_agents_and_a_rona_live(
     figures["waiting: publish -> page"] = shown - entered
     figures["waiting: Asterisk Newchannel -> page"] = shown - newchannel
     assert shown - entered < 1.0
-    page.wait_for_function("document.querySelector('#queues .row[data-queue=main]')"
+    page.wait_for_function("() => document.querySelector('#queues .row[data-queue=main]')"
                            ".children[2].textContent !== '–'")
     # STD-043: still nobody after the maximum wait: the board is alerted
     page.wait_for_selector("#alarms li[data-kind=caller_waiting_long]",
@@ -175,20 +176,20 @@ def test_board_follows_calls_agents_and_a_rona_live(
                                product, timeout=15)
     figures["on call: publish -> page"] = seen(page, "on_call", 5) - answered
     assert figures["on call: publish -> page"] < 1.0
-    page.wait_for_function("document.querySelector('#waiting-main').textContent === '0'")
+    page.wait_for_function("() => document.querySelector('#waiting-main').textContent === '0'")
     assert CALLER_1 in page.inner_text("#agents .row[data-agent='1002']")
     shot(page, "live-2-agent-on-call")
     assert caller1.wait(60) == 0, caller1.diagnostics()
     page.wait_for_function(
-        "document.querySelector(\"#agents .row[data-agent='1002']\").children[4]"
+        "() => document.querySelector(\"#agents .row[data-agent='1002']\").children[4]"
         ".textContent === '1'", timeout=10_000)  # calls today, from the live KPIs
 
     # 3. the supervisor sets 1002 busy from the page (audited)
-    page.wait_for_function(f"document.querySelector(\"{state_cell('1002')}\").textContent"
+    page.wait_for_function(f"() => document.querySelector(\"{state_cell('1002')}\").textContent"
                            ".startsWith('ready')", timeout=10_000)  # after the 3 s ACW
     page.click("#agents .row[data-agent='1002'] .actions button.act")
     page.select_option("#agents .row[data-agent='1002'] .actions select", "state:busy:meal")
-    page.wait_for_function(f"document.querySelector(\"{state_cell('1002')}\").textContent"
+    page.wait_for_function(f"() => document.querySelector(\"{state_cell('1002')}\").textContent"
                            ".startsWith('busy · meal')", timeout=5000)
     forced = eventually(lambda: product.store.read(repo.audit_entries, target="agent:1002",
                                                    action="force_state"), "the force audit")
@@ -210,7 +211,7 @@ def test_board_follows_calls_agents_and_a_rona_live(
                                and p.get("kind") == "ring_no_answer", product)
     page.wait_for_selector("#alarms li[data-kind=ring_no_answer]", timeout=5000)
     figures["RONA alarm: publish -> page"] = time.time() - alarm_at  # upper bound
-    page.wait_for_function(f"document.querySelector(\"{state_cell('1001')}\").textContent"
+    page.wait_for_function(f"() => document.querySelector(\"{state_cell('1001')}\").textContent"
                            ".startsWith('not_ready · ring_no_answer')")
     shot(page, "live-3-rona-alarm")
     page.click("#alarms li[data-kind=ring_no_answer] button")
@@ -245,7 +246,7 @@ def test_board_follows_calls_agents_and_a_rona_live(
     rna = next(f for f in lines if f[1] == call2 and f[4] == "RINGNOANSWER")
     assert rna[3] == "Agent/1001" and int(rna[5]) == pytest.approx(limit * 1000, abs=500)
     assert [f[4] for f in lines if f[1] == call2][-1] == "ABANDON"
-    metrics = httpx.get(url(product) + "/metrics").text
+    metrics = httpx.get(url(product) + "/metrics", headers=auth).text  # a supervisor's
     assert "callflow_ami_link_up 1.0" in metrics
     assert 'callflow_agents{state="busy"} 1.0' in metrics
     assert 'callflow_agents{state="not_ready"} 1.0' in metrics
@@ -262,7 +263,7 @@ def test_board_follows_calls_agents_and_a_rona_live(
                        json={"kind": "daily"}).json()["files"]
     assert len(files) == 4 and all((product.settings.state_dir / "reports" / f).is_file()
                                    for f in files)
-    page.wait_for_function("document.querySelector('#queues .row[data-queue=main]')"
+    page.wait_for_function("() => document.querySelector('#queues .row[data-queue=main]')"
                            ".children[5].textContent === '50.0%'", timeout=5000)
     page.wait_for_selector("#alarms li[data-kind=service_level_below_target]", timeout=5000)
     shot(page, "live-5-end")

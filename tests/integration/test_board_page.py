@@ -32,7 +32,7 @@ from websockets.sync.client import connect
 
 from callflow.agents.events import AgentState, CallAnswered, LogIn, RequestState
 from callflow.agents.roster import Roster, RosterAgent
-from callflow.api.accounts import hash_password
+from callflow.api.passwords import hash_password
 from callflow.board.feature import BoardFeature, BoardOptions
 from callflow.engine import calls
 from callflow.engine.policy import Policy
@@ -106,7 +106,7 @@ def open_board(browser: Browser, product: Product, user: str | None) -> Page:
 
 
 def wait_board(page: Page, agents: int = len(AGENTS)) -> None:
-    page.wait_for_function(f"window.board && window.board.stats().agents === {agents}",
+    page.wait_for_function(f"() => window.board && window.board.stats().agents === {agents}",
                            timeout=30_000)
     page.wait_for_selector("#link.up", timeout=10_000)
 
@@ -136,8 +136,9 @@ def test_unauthenticated_gets_the_login_form_and_agents_are_refused(
     assert httpx.post(api + "/api/v1/alarms/ack", headers=agent,
                       json={"key": "x@2024-01-01T00:00:00+00:00"}).status_code == 403
     ws_url = f"ws://127.0.0.1:{product.settings.ports.api}/ws/events"
-    url = f"{ws_url}?topics=board,alarms&token={token(product, 'agent1')}"
-    with connect(url) as ws, pytest.raises(ConnectionClosed) as closed:
+    with connect(f"{ws_url}?topics=board,alarms") as ws, \
+            pytest.raises(ConnectionClosed) as closed:
+        ws.send(json.dumps({"type": "auth", "token": token(product, "agent1")}))
         ws.recv(5)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
     # an agent logging in through the page is told the board is not theirs
@@ -188,7 +189,7 @@ def test_two_thousand_agents_render_and_update_fast(product: Product, browser: B
     }""", target)
     sent = product.call(lambda: (time.time(), product.runtime.agent_event(
         target, RequestState(AgentState.BUSY, "meal", by="supervisor")))[0])
-    page.wait_for_function("window.__changed !== null", timeout=5000)
+    page.wait_for_function("() => window.__changed !== null", timeout=5000)
     one_ms = page.evaluate("window.__changed") - sent * 1000
     # all 2,000 agents change at once (a burst the engine publishes in one go)
     page.evaluate("""() => {
@@ -212,7 +213,7 @@ def test_two_thousand_agents_render_and_update_fast(product: Product, browser: B
         return t0
 
     burst_sent = product.call(burst, 60)
-    page.wait_for_function("window.__burstDone !== null", timeout=30_000)
+    page.wait_for_function("() => window.__burstDone !== null", timeout=30_000)
     burst_ms = page.evaluate("window.__burstDone") - burst_sent * 1000
     shot(page, "2000-agents")
     print(f"\n2,000 agents: first view after log-in {first_paint * 1000:.0f} ms; "
@@ -225,11 +226,11 @@ def test_two_thousand_agents_render_and_update_fast(product: Product, browser: B
     assert burst_ms < 5000
     # filter, group and sort stay usable at this size
     page.fill("#filter", AGENTS[1234])
-    page.wait_for_function("document.querySelectorAll('#agents .row[data-agent]:not([hidden])')"
-                           ".length === 1")
+    page.wait_for_function("() => document.querySelectorAll("
+                           "'#agents .row[data-agent]:not([hidden])').length === 1")
     page.fill("#filter", "")
     page.select_option("#group", "queue")
-    page.wait_for_function("document.querySelectorAll('#agents .group').length === 3")
+    page.wait_for_function("() => document.querySelectorAll('#agents .group').length === 3")
     groups = page.eval_on_selector_all("#agents .group", "els => els.map(e => e.textContent)")
     assert groups == [f"queue: {q}" for q in sorted(QUEUES)]
     page.select_option("#group", "")
@@ -259,10 +260,12 @@ def test_numbers_are_masked_for_qa(product: Product, browser: Browser) -> None:
     cell = f"#agents .row[data-agent='{agent}'] > span:nth-child(4)"
     sup = open_board(browser, product, "sup")
     wait_board(sup)
-    sup.wait_for_function(f"document.querySelector(\"{cell}\").textContent.includes('13800001234')")
+    sup.wait_for_function(
+        f"() => document.querySelector(\"{cell}\").textContent.includes('13800001234')")
     qa = open_board(browser, product, "qa")
     wait_board(qa)
-    qa.wait_for_function(f"document.querySelector(\"{cell}\").textContent.includes('138****1234')")
+    qa.wait_for_function(
+        f"() => document.querySelector(\"{cell}\").textContent.includes('138****1234')")
     assert "13800001234" not in qa.content()
     state = httpx.get(base_url(product) + "/api/v1/board/state",
                       headers={"Authorization": "Bearer " + token(product, "qa")}).json()
@@ -278,7 +281,8 @@ def test_malformed_websocket_frames_get_error_frames(product: Product, browser: 
     page = open_board(browser, product, "sup")
     wait_board(page)
     frames = page.evaluate("""async (token) => {
-        const ws = new WebSocket(`ws://${location.host}/ws/events?topics=board&token=${token}`);
+        const ws = new WebSocket(`ws://${location.host}/ws/events?topics=board`);
+        ws.onopen = () => ws.send(JSON.stringify({type: 'auth', token}));
         const got = [];
         await new Promise((ok) => { ws.onmessage = (m) => { got.push(JSON.parse(m.data));
             if (got.length === 1) ok(); }; });
@@ -310,7 +314,10 @@ def test_ami_link_down_is_shown_and_alarmed(product: Product, browser: Browser) 
     page.wait_for_selector("#ami", state="visible", timeout=10_000)
     page.wait_for_selector("#alarms li[data-kind=ami_link_down]", timeout=10_000)
     assert "AMI link down" in page.inner_text("#alarms")
-    assert "callflow_ami_link_up 0.0" in httpx.get(base_url(product) + "/metrics").text
+    assert httpx.get(base_url(product) + "/metrics").status_code == 401
+    assert "callflow_ami_link_up 0.0" in httpx.get(
+        base_url(product) + "/metrics",
+        headers={"Authorization": "Bearer " + product.settings.api_token}).text
     shot(page, "ami-down")
     page.close()
 
@@ -347,7 +354,7 @@ def test_supervisor_actions_are_audited_and_bad_input_is_refused(
     wait_board(page)
     reply = httpx.post(api + f"/api/v1/board/agents/{target}/logout", headers=sup)
     assert reply.status_code == 200 and reply.json()["state"] == "logged_out"
-    page.wait_for_function(f"document.querySelector(\"{state_cell(target)}\").textContent"
+    page.wait_for_function(f"() => document.querySelector(\"{state_cell(target)}\").textContent"
                            ".startsWith('logged_out')", timeout=5000)
     logged = product.store.read(repo.audit_entries, target=f"agent:{target}", action="logout")
     assert [e.actor for e in logged] == ["sup"]
@@ -389,7 +396,8 @@ def test_supervisor_actions_are_audited_and_bad_input_is_refused(
         "an unknown alarm": 404, "a malformed alarm key": 400, "an impossible date": 400,
         "too long a range": 400, "an unknown report": 400,
         "a report file outside the folder": 404, "a board asset outside the folder": 404}
-    assert refused["an unknown reason"].json()["detail"]["reason"] == "unknown_reason"
+    assert refused["an unknown reason"].json()["detail"]["error"] == "unknown_reason"
+    assert all(set(r.json()["detail"]) >= {"error", "message"} for r in refused.values())
     # the engine is untouched by all of that: the agent can still be set ready
     assert httpx.post(api + f"/api/v1/board/agents/{target}/state", headers=sup,
                       json={"state": "ready"}).status_code == 409  # logged out: log in first
@@ -435,7 +443,7 @@ def test_a_board_left_open_stays_the_same_size(product: Product, browser: Browse
             product.call(lambda s=start: burst(s))
             time.sleep(0.02)  # let the socket drain: a board that falls behind gets a snapshot
         last = hub.last_seq
-        page.wait_for_function(f"window.board.stats().seq >= {last}", timeout=60_000)
+        page.wait_for_function(f"() => window.board.stats().seq >= {last}", timeout=60_000)
 
     push(0, 2000)
     base_heap, base_nodes = heap()

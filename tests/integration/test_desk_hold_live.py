@@ -68,7 +68,7 @@ def start(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
 
 def post(product: Product, path: str, body: dict[str, Any] | None = None,
          agent: str = "1001") -> tuple[int, dict[str, Any]]:
-    token = product.service.signer.issue(agent, "agent", agent)
+    token = product.session(agent, "agent", agent)
     request = urllib.request.Request(
         f"http://127.0.0.1:{product.settings.ports.api}/api/v1/calls/{path}",
         data=json.dumps(body or {}).encode(), method="POST",

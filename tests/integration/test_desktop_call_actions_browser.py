@@ -27,7 +27,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 from product import Product, make_roster, make_settings
 
-from callflow.api.accounts import hash_password
+from callflow.api.passwords import hash_password
 from callflow.desktop.feature import AgentDesktop
 from callflow.engine.calls import Phase
 from callflow.engine.policy import parse_policy

@@ -276,9 +276,10 @@ def test_a_dropped_call_callback_reaches_its_agent_first_and_connects(
     sipp.wait_ready(*phones)
     customer(sipp, asterisk, "uas_answer.xml", ring_ms=1000)
     log_in(product, "1001", "1002")  # 1001 has been idle longer
-    token = product.service.signer.issue("1002", "agent", "1002")
-    url = f"ws://127.0.0.1:{product.settings.ports.api}/ws/events?token={token}"
+    token = product.session("1002", "agent", "1002")
+    url = f"ws://127.0.0.1:{product.settings.ports.api}/ws/events"
     with connect(url, open_timeout=5) as desktop:
+        desktop.send(json.dumps({"type": "auth", "token": token}))
         assert json.loads(desktop.recv(5))["type"] == "snapshot"
         t0 = asterisk.tap.mark()
         # what the inbound flow does when the caller's line drops mid-talk (STD-069)
@@ -317,9 +318,10 @@ def test_a_real_inbound_drop_is_called_back_by_the_same_agent_end_to_end(
     sipp.wait_ready(*phones)
     customer(sipp, asterisk, "uas_answer.xml", ring_ms=1000)
     log_in(product, "1002")
-    token = product.service.signer.issue("1002", "agent", "1002")
-    url = f"ws://127.0.0.1:{product.settings.ports.api}/ws/events?token={token}"
+    token = product.session("1002", "agent", "1002")
+    url = f"ws://127.0.0.1:{product.settings.ports.api}/ws/events"
     with connect(url, open_timeout=5) as desktop:
+        desktop.send(json.dumps({"type": "auth", "token": token}))
         assert json.loads(desktop.recv(5))["type"] == "snapshot"
         t0 = asterisk.tap.mark()
         caller = sipp.caller("100", "uac_call_dropped.xml", caller_id=CUSTOMER,

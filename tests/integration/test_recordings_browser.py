@@ -28,7 +28,7 @@ from playwright.sync_api import Browser, Page, expect
 from product import Product, running_product
 
 from callflow.agents.state import LogIn
-from callflow.api.accounts import hash_password
+from callflow.api.passwords import hash_password
 from callflow.engine.policy import Policy
 from callflow.recordings.feature import RecordingsFeature
 from callflow.service import ServiceOptions

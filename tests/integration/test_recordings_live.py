@@ -61,7 +61,7 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
 def http(product: Product, method: str, path: str, role: str,
          body: dict[str, Any] | None = None) -> tuple[int, bytes, str]:
     agent = "1001" if role == "agent" else None
-    token = product.service.signer.issue(f"{role}-user", role, agent)
+    token = product.session(f"{role}-user", role, agent)
     request = urllib.request.Request(
         f"http://127.0.0.1:{product.settings.ports.api}/api/v1/recordings{path}",
         data=None if body is None else json.dumps(body).encode(), method=method,

@@ -1,5 +1,6 @@
 """A websocket client in a thread, like a supervisor's browser: collects every frame
-of /ws/events with the monotonic time it arrived."""
+of /ws/events with the monotonic time it arrived. It authenticates as the board page
+does: the token in a first ``auth`` frame, never in the URL."""
 
 from __future__ import annotations
 
@@ -16,11 +17,14 @@ class EventStream:
     def __init__(self, port: int, token: str, topics: str = "board,alarms") -> None:
         self.frames: list[dict[str, Any]] = []
         self._cond = threading.Condition()
-        self._connection = connect(
-            f"ws://127.0.0.1:{port}/ws/events?token={token}&topics={topics}", open_timeout=5)
+        self._connection = connect(f"ws://127.0.0.1:{port}/ws/events?topics={topics}",
+                                   open_timeout=5)
         self._ws = self._connection.__enter__()
+        self._ws.send(json.dumps({"type": "auth", "token": token}))
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
+        # live once the server has read the auth frame and subscribed: its snapshot
+        self.wait(lambda f: f.get("type") == "snapshot", 5, "the stream's snapshot")
 
     def _read(self) -> None:
         try:

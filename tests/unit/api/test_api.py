@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 import re
@@ -24,7 +26,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from callflow.api import app as app_module
+from callflow.api import wsconnection
 from callflow.api.app import ApiDeps, create_app, server_config
+from callflow.api.auth import SUPERVISOR, TokenAuth
 from callflow.stream.hub import EventHub
 
 TOKEN = "test-token-0123456789abcdef"
@@ -37,6 +41,7 @@ def _schemas() -> list[dict[str, Any]]:
 
 
 SERVER_FRAME_SCHEMA = next(s for s in _schemas() if s["$id"].endswith("server-frame"))
+CLIENT_FRAME_SCHEMA = next(s for s in _schemas() if s["$id"].endswith("client-frame"))
 
 
 def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[str]:
@@ -68,6 +73,13 @@ def schema_errors(value: Any, schema: dict[str, Any], path: str = "$") -> list[s
     return errors
 
 
+def test_the_client_frames_are_the_documented_ones() -> None:
+    assert schema_errors({"type": "ping", "id": 3}, CLIENT_FRAME_SCHEMA) == []
+    assert schema_errors({"type": "auth", "token": "s2.x"}, CLIENT_FRAME_SCHEMA) == []
+    assert schema_errors({"type": "auth"}, CLIENT_FRAME_SCHEMA)
+    assert schema_errors({"type": "subscribe"}, CLIENT_FRAME_SCHEMA)
+
+
 def test_the_schema_checker_rejects_what_the_protocol_forbids() -> None:
     good = {"v": 1, "type": "event", "seq": 1, "topic": "board", "payload": {}}
     assert schema_errors(good, SERVER_FRAME_SCHEMA) == []
@@ -89,11 +101,20 @@ class RunningApi:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def url(self, query: str = "", *, token: str | None = TOKEN) -> str:
-        parts = [f"token={token}"] if token is not None else []
-        if query:
-            parts.append(query)
-        return f"ws://127.0.0.1:{self.port}/ws/events" + (f"?{'&'.join(parts)}" if parts else "")
+    def url(self, query: str = "") -> str:
+        return f"ws://127.0.0.1:{self.port}/ws/events" + (f"?{query}" if query else "")
+
+
+@contextlib.asynccontextmanager
+async def events(api: RunningApi, query: str = "", *, token: str | None = TOKEN,
+                 **options: Any) -> AsyncIterator[ClientConnection]:
+    """A client of /ws/events that authenticates as browsers do: a first ``auth`` frame."""
+    async with connect(api.url(query), **options) as ws:
+        if token is not None:
+            frame = {"type": "auth", "token": token}
+            assert schema_errors(frame, CLIENT_FRAME_SCHEMA) == []
+            await ws.send(json.dumps(frame))
+        yield ws
 
 
 StartApi = Callable[..., Awaitable[RunningApi]]
@@ -105,7 +126,8 @@ async def start_api() -> AsyncIterator[StartApi]:
     running: list[tuple[uvicorn.Server, asyncio.Task[None]]] = []
 
     async def start(*, client_buffer: int = 256, history: int = 1024,
-                    send_buffer: int | None = None, **server_options: Any) -> RunningApi:
+                    send_buffer: int | None = None, auth: TokenAuth | None = None,
+                    **server_options: Any) -> RunningApi:
         hub = EventHub(client_buffer=client_buffer, history=history)
         hub.snapshot_provider(lambda allowed: {"board": "current"} if allowed("board") else {})
         api = RunningApi(0, hub, health={"ami": {"ok": True}, "agi": {"ok": True},
@@ -119,7 +141,7 @@ async def start_api() -> AsyncIterator[StartApi]:
                 await asyncio.sleep(60)
             return {k: v for k, v in api.health.items() if k != "__behaviour__"}
 
-        app = create_app(ApiDeps(hub=hub, health=health, api_token=TOKEN))
+        app = create_app(ApiDeps(hub=hub, health=health, api_token=TOKEN, auth=auth))
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if send_buffer is not None:  # inherited by accepted sockets: backpressure comes fast
@@ -227,6 +249,45 @@ async def test_healthz_leaks_no_secret(api: RunningApi) -> None:
                      "latency_ms": 3.5}
 
 
+# --- security headers and the error body ---------------------------------------------------
+
+
+async def test_every_response_carries_the_security_headers(api: RunningApi) -> None:
+    async with httpx.AsyncClient(base_url=api.base_url) as http:
+        responses = [await http.get(path) for path in (
+            "/healthz", "/openapi.json", "/docs", "/docs/assets/swagger-ui.css", "/nowhere",
+            f"/healthz?token={TOKEN}")]
+        responses.append(await http.post("/healthz"))
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 404, 400, 405]
+    for response in responses:
+        assert response.headers["x-frame-options"] == "DENY", response.url
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert response.headers["referrer-policy"] == "no-referrer"
+        csp = response.headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+        assert "'unsafe-inline'" not in csp.split("style-src")[0]  # never for scripts
+    assert responses[0].headers["content-security-policy"] == app_module.PAGE_CSP
+
+
+async def test_the_docs_page_allows_its_one_inline_script_by_hash(api: RunningApi) -> None:
+    async with httpx.AsyncClient(base_url=api.base_url) as http:
+        page = await http.get("/docs")
+    scripts = re.findall(r"<script>(.*?)</script>", page.text, flags=re.DOTALL)
+    assert len(scripts) == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    script_src = page.headers["content-security-policy"].split("script-src ")[1].split(";")[0]
+    assert script_src == f"'self' 'sha256-{digest}'"
+
+
+async def test_errors_have_one_body_and_tokens_in_urls_are_refused(api: RunningApi) -> None:
+    async with httpx.AsyncClient(base_url=api.base_url) as http:
+        missing = await http.get("/nowhere")
+        in_url = await http.get(f"/healthz?token={TOKEN}")
+    assert missing.json() == {"detail": {"error": "not_found", "message": "Not Found"}}
+    assert in_url.json()["detail"]["error"] == "token_in_url"
+    assert TOKEN not in in_url.text
+
+
 # --- OpenAPI docs, offline ------------------------------------------------------------------
 
 
@@ -264,20 +325,72 @@ async def test_behind_a_proxy_prefix_the_docs_point_under_it(start_api: StartApi
 # --- websocket: authentication and the handshake --------------------------------------------
 
 
-@pytest.mark.parametrize("token", [None, "", "wrong-token-0123456789abcdef", TOKEN[:-1],
-                                   TOKEN + "x"])
+@pytest.mark.parametrize("token", ["", "wrong-token-0123456789abcdef", TOKEN[:-1],
+                                   TOKEN + "x", "x" * 513])
 async def test_websocket_without_the_right_token_is_closed_1008(api: RunningApi,
-                                                                token: str | None) -> None:
-    async with connect(api.url(token=token)) as ws:
+                                                                token: str) -> None:
+    async with events(api, token=token) as ws:
         assert await expect_close(ws) == (1008, "unauthorized")
     assert api.hub.stats()["subscribers"] == 0
 
 
+@pytest.mark.parametrize("first", ['{"type": "ping"}', "not json", b"binary",
+                                   '{"type": "auth", "token": 7}'])
+async def test_a_first_frame_that_is_not_auth_is_closed_1008(api: RunningApi,
+                                                             first: str | bytes) -> None:
+    async with events(api, token=None) as ws:
+        await ws.send(first)
+        assert await expect_close(ws) == (1008, "unauthorized")
+
+
+async def test_no_auth_frame_in_time_is_closed_1008(api: RunningApi,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(wsconnection, "AUTH_TIMEOUT_S", 0.2)
+    async with events(api, token=None) as ws:
+        assert await expect_close(ws) == (1008, "unauthorized")
+
+
+@pytest.mark.parametrize("query", [f"token={TOKEN}", f"since=0&TOKEN={TOKEN}",
+                                   "access_token=whatever"])
+async def test_a_token_in_the_url_is_refused_even_a_right_one(api: RunningApi,
+                                                              query: str) -> None:
+    async with events(api, query, token=None) as ws:
+        assert await expect_close(ws) == (1008, "token in URL refused: send an auth frame")
+    assert api.hub.stats()["subscribers"] == 0
+
+
 async def test_websocket_accepts_a_bearer_header(api: RunningApi) -> None:
-    async with connect(api.url("since=0", token=None),
-                       additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
+    async with events(api, "since=0", token=None,
+                      additional_headers={"Authorization": f"Bearer {TOKEN}"}) as ws:
         api.hub.publish("board", {"n": 1})
         assert (await recv_frame(ws))["seq"] == 1
+
+
+class Revocable(TokenAuth):
+    """The deployment token, until the test revokes it; re-checked every 0.1 s."""
+
+    recheck_s = 0.1
+
+    def __init__(self) -> None:
+        super().__init__({TOKEN: SUPERVISOR})
+        self.revoked = False
+
+    def authenticate(self, presented: str | None) -> Any:
+        return None if self.revoked else super().authenticate(presented)
+
+
+async def test_a_revoked_session_closes_its_open_stream(start_api: StartApi) -> None:
+    auth = Revocable()
+    api = await start_api(auth=auth)
+    async with events(api, "since=0") as ws:
+        api.hub.publish("board", {"n": 1})
+        await recv_frame(ws)
+        await asyncio.sleep(0.3)  # re-checked meanwhile, still valid: still streaming
+        api.hub.publish("board", {"n": 2})
+        assert (await recv_frame(ws))["seq"] == 2
+        auth.revoked = True
+        assert await expect_close(ws, timeout=1.0) == (1008, "session ended")
+    assert api.hub.stats()["subscribers"] == 0
 
 
 @pytest.mark.parametrize(("query", "reason"), [
@@ -289,28 +402,31 @@ async def test_websocket_accepts_a_bearer_header(api: RunningApi) -> None:
 ])
 async def test_websocket_bad_parameters_are_closed_1008_with_the_reason(
         api: RunningApi, query: str, reason: str) -> None:
-    async with connect(api.url(query)) as ws:
+    async with events(api, query) as ws:
         assert await expect_close(ws) == (1008, reason)
 
 
 async def test_the_token_never_reaches_the_logs(api: RunningApi,
                                                 caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.INFO):
-        async with connect(api.url("since=0")) as ws:
+        async with events(api, "since=0") as ws:
             api.hub.publish("board", {})
             await recv_frame(ws)
-        async with connect(api.url(token="wrong-token-0123456789abcdef")) as ws:
+        async with events(api, token="wrong-token-0123456789abcdef") as ws:
             await expect_close(ws)
+        async with events(api, "token=wrong-token-in-url", token=None) as ws:
+            await expect_close(ws)  # refused; a client that still does it is not logged either
     assert "token=***" in caplog.text  # uvicorn did log the path, redacted
     assert TOKEN not in caplog.text
     assert "wrong-token" not in caplog.text
+    assert "in-url" not in caplog.text
 
 
 # --- websocket: streaming and resume --------------------------------------------------------
 
 
 async def test_events_stream_in_seq_order_filtered_by_topics(api: RunningApi) -> None:
-    async with connect(api.url("since=0&topics=board,agent:1001")) as ws:
+    async with events(api, "since=0&topics=board,agent:1001") as ws:
         topics = ["board", "agent:1001", "agent:1002", "queue"] * 25
         for i, topic in enumerate(topics):
             api.hub.publish(topic, {"i": i, "text": "對不起,讓您久等了"})
@@ -323,7 +439,7 @@ async def test_events_stream_in_seq_order_filtered_by_topics(api: RunningApi) ->
 
 async def test_without_since_the_stream_starts_with_a_snapshot(api: RunningApi) -> None:
     api.hub.publish("board", {"old": True})
-    async with connect(api.url("topics=board")) as ws:
+    async with events(api, "topics=board") as ws:
         assert await recv_frame(ws) == {"v": 1, "type": "snapshot", "seq": 1,
                                         "reason": "initial", "state": {"board": "current"}}
         api.hub.publish("board", {"new": True})
@@ -331,14 +447,14 @@ async def test_without_since_the_stream_starts_with_a_snapshot(api: RunningApi) 
 
 
 async def test_reconnect_with_since_resumes_without_gap_or_duplicate(api: RunningApi) -> None:
-    async with connect(api.url("since=0")) as ws:
+    async with events(api, "since=0") as ws:
         for i in range(5):
             api.hub.publish("board", {"i": i})
         last = [await recv_frame(ws) for _ in range(3)][-1]["seq"]
     assert last == 3
     for i in range(5, 8):
         api.hub.publish("board", {"i": i})
-    async with connect(api.url(f"since={last}")) as ws:
+    async with events(api, f"since={last}") as ws:
         resumed = [await recv_frame(ws) for _ in range(5)]
         api.hub.publish("board", {"i": 8})
         resumed.append(await recv_frame(ws))
@@ -349,7 +465,7 @@ async def test_since_older_than_history_gets_a_snapshot(start_api: StartApi) -> 
     api = await start_api(history=4)
     for i in range(10):
         api.hub.publish("board", {"i": i})
-    async with connect(api.url("since=2")) as ws:
+    async with events(api, "since=2") as ws:
         assert await recv_frame(ws) == {"v": 1, "type": "snapshot", "seq": 10,
                                         "reason": "resume_too_old",
                                         "state": {"board": "current"}}
@@ -359,7 +475,7 @@ async def test_since_older_than_history_gets_a_snapshot(start_api: StartApi) -> 
 
 async def test_an_unencodable_event_becomes_an_error_frame_and_the_stream_goes_on(
         api: RunningApi) -> None:
-    async with connect(api.url("since=0")) as ws:
+    async with events(api, "since=0") as ws:
         api.hub.publish("board", {"bad": {1, 2}})
         api.hub.publish("board", {"nan": float("nan")})
         api.hub.publish("board", {"good": True})
@@ -373,7 +489,7 @@ async def test_an_unencodable_event_becomes_an_error_frame_and_the_stream_goes_o
 
 
 async def test_ping_gets_a_pong_echoing_its_id(api: RunningApi) -> None:
-    async with connect(api.url("since=0")) as ws:
+    async with events(api, "since=0") as ws:
         await ws.send(json.dumps({"type": "ping"}))
         assert await recv_frame(ws) == {"v": 1, "type": "pong"}
         await ws.send(json.dumps({"type": "ping", "id": "abc"}))
@@ -397,7 +513,7 @@ async def test_ping_gets_a_pong_echoing_its_id(api: RunningApi) -> None:
 ])
 async def test_garbage_gets_an_error_frame_and_the_connection_is_kept(
         api: RunningApi, frame: str | bytes, error: str) -> None:
-    async with connect(api.url("since=0")) as ws:
+    async with events(api, "since=0") as ws:
         await ws.send(frame)
         reply = await recv_frame(ws)
         assert (reply["type"], reply["error"]) == ("error", error)
@@ -410,13 +526,13 @@ async def test_garbage_gets_an_error_frame_and_the_connection_is_kept(
 
 
 async def test_a_frame_over_64_kib_gets_an_error_then_close_1009(api: RunningApi) -> None:
-    async with connect(api.url("since=0")) as bystander:
-        async with connect(api.url("since=0")) as ws:
+    async with events(api, "since=0") as bystander:
+        async with events(api, "since=0") as ws:
             await ws.send(json.dumps({"type": "ping", "id": "x" * (64 * 1024)}))
             reply = await recv_frame(ws)
             assert reply["error"] == "frame_too_large"
             assert await expect_close(ws) == (1009, "frame_too_large")
-        async with connect(api.url("since=0")) as ws:
+        async with events(api, "since=0") as ws:
             # Far past the server's own limit: the protocol layer cuts it off, still 1009.
             await ws.send("x" * (2 * 1024 * 1024))
             assert (await expect_close(ws))[0] == 1009
@@ -425,7 +541,7 @@ async def test_a_frame_over_64_kib_gets_an_error_then_close_1009(api: RunningApi
 
 
 async def test_a_frame_of_exactly_64_kib_is_accepted(api: RunningApi) -> None:
-    async with connect(api.url("since=0")) as ws:
+    async with events(api, "since=0") as ws:
         frame = json.dumps({"type": "ping", "id": 1, "pad": ""})
         frame = frame[:-2] + "x" * (64 * 1024 - len(frame)) + '"}'
         assert len(frame.encode()) == 64 * 1024
@@ -437,7 +553,7 @@ async def test_a_frame_of_exactly_64_kib_is_accepted(api: RunningApi) -> None:
 
 
 async def test_closing_the_hub_closes_clients_with_1001(api: RunningApi) -> None:
-    async with connect(api.url("since=0")) as ws:
+    async with events(api, "since=0") as ws:
         api.hub.publish("board", {})
         await recv_frame(ws)
         api.hub.close()
@@ -448,7 +564,7 @@ async def test_server_shutdown_closes_clients_with_1012_and_frees_their_subscrip
         start_api: StartApi) -> None:
     api = await start_api()
     assert api.server is not None and api.serving is not None
-    async with connect(api.url("since=0")) as ws:
+    async with events(api, "since=0") as ws:
         api.hub.publish("board", {})
         await recv_frame(ws)
         assert api.hub.stats()["subscribers"] == 1
@@ -468,20 +584,20 @@ async def test_a_slow_client_drops_to_a_snapshot_and_costs_the_others_nothing(
     raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     raw.connect(("127.0.0.1", api.port))
     raw.setblocking(False)
-    events = 600
+    count = 600
     payload = {"blob": secrets.token_hex(2048)}  # incompressible, should deflate be on
-    async with connect(api.url("since=0"), sock=raw, max_queue=1) as slow, \
-            connect(api.url("since=0")) as fast:
+    async with events(api, "since=0", sock=raw, max_queue=1) as slow, \
+            events(api, "since=0") as fast:
 
         fast_seqs: list[int] = []
         publish_seconds: list[float] = []
-        for _ in range(events):
+        for _ in range(count):
             start = time.perf_counter()
             api.hub.publish("board", payload)
             publish_seconds.append(time.perf_counter() - start)
             # A healthy client keeps pace: it reads each event as it comes.
             fast_seqs.append((await recv_frame(fast))["seq"])
-        assert fast_seqs == list(range(1, events + 1))
+        assert fast_seqs == list(range(1, count + 1))
         assert api.hub.stats()["dropped_to_snapshot"] >= 1
         # Typically ~10 us; the median ignores the odd preemption on a loaded machine.
         assert statistics.median(publish_seconds) < 0.001
@@ -525,11 +641,15 @@ async def test_swagger_ui_renders_the_openapi_document_offline(api: RunningApi) 
                                            args=["--no-sandbox"])
         try:
             page = await browser.new_page()
+            refused: list[str] = []  # what the Content-Security-Policy blocked, if anything
+            page.on("console", lambda m: refused.append(m.text)
+                    if "Content Security Policy" in m.text else None)
             await page.route("**/*", local_only)
             await page.goto(f"{api.base_url}/docs")
             await page.wait_for_selector("#operations-operations-healthz", timeout=10_000)
             assert "callflow" in await page.inner_text(".info .title")
             assert await page.locator(".errors-wrapper").count() == 0
+            assert refused == []
         finally:
             await browser.close()
     assert outside == []

@@ -22,9 +22,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from agent_protocol_schema import frame_errors
 from edges import as_edges
+from logins import session_token
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -55,7 +57,8 @@ S = AgentState
 TOKEN = "deployment-token-" + secrets.token_hex(8)
 AGENTS = ("1001", "1002", "1003")
 FAST = parse_policy({"agents": {"acw_limit_s": 0.4},
-                     "hold": {"reminder_s": 0.2, "reminder_repeat_s": 0.25, "limit_s": 0.5}})
+                     "hold": {"reminder_s": 0.2, "reminder_repeat_s": 0.25, "limit_s": 0.5},
+                     "security": {"session_check_s": 0.2}})
 
 
 def _free_port() -> int:
@@ -127,17 +130,27 @@ class Running:
         assert self.service.runtime is not None
         return self.service.runtime
 
-    def token(self, agent_id: str) -> str:
-        return self.service.signer.issue(agent_id, "agent", agent_id)
+    def token(self, agent_id: str, role: str = "agent") -> str:
+        assert self.service.store is not None and self.service.logins is not None
+        return session_token(self.service.store, self.service.logins, agent_id, role,
+                             agent_id if role == "agent" else None)
 
-    def url(self, token: str | None, path: str = "/ws/desktop", **query: Any) -> str:
-        params = ([f"token={token}"] if token else []) + [f"{k}={v}" for k, v in query.items()]
-        return f"ws://127.0.0.1:{self.port}{path}?{'&'.join(params)}"
+    def url(self, path: str = "/ws/desktop", **query: Any) -> str:
+        params = "&".join(f"{k}={v}" for k, v in query.items())
+        return f"ws://127.0.0.1:{self.port}{path}" + (f"?{params}" if params else "")
 
-    async def desk(self, agent_id: str = "1001", **query: Any) -> Desk:
+    async def open(self, token: str | None, path: str = "/ws/desktop",
+                   **query: Any) -> ClientConnection:
+        """A connection that authenticates as the page does: a first ``auth`` frame."""
+        ws = await connect(self.url(path, **query))
+        if token is not None:
+            await ws.send(json.dumps({"type": "auth", "token": token}))
+        return ws
+
+    async def desk(self, agent_id: str = "1001", token: str | None = None,
+                   **query: Any) -> Desk:
         """A desktop for ``agent_id``, past its hello and first snapshot (or resumed)."""
-        ws = await connect(self.url(self.token(agent_id), **query))
-        desk = Desk(ws)
+        desk = Desk(await self.open(token or self.token(agent_id), **query))
         hello = await desk.recv()
         assert hello["type"] == "hello" and hello["agent_id"] == agent_id
         if "since" not in query:
@@ -223,7 +236,7 @@ async def test_login_at_a_desk_routes_that_desks_calls_and_facts_to_the_agent(
                          Timestamp=f"{time.time():.6f}")])
     await desk.event(state="on_call")
     # a desktop opened now shows the call again (the snapshot's desk part)
-    late = await connect(running.url(running.token("1001")))
+    late = await running.open(running.token("1001"))
     second = Desk(late)
     await second.recv()  # hello
     snapshot = await second.recv()
@@ -281,23 +294,23 @@ async def test_desk_reachability_follows_the_desk_not_the_person(start: Start) -
 async def test_an_agent_cannot_open_another_agents_topic(start: Start) -> None:
     running = await start()
     mine = running.token("1001")
-    cases = [
-        (running.url(mine, agent="1002"), "forbidden topics for this principal"),
-        (running.url(mine, "/ws/events", topics="agent:1002"),
-         "forbidden topics for this principal"),
-        (running.url(mine, "/ws/events", topics="board"), "forbidden topics for this principal"),
-        (running.url("s1.forged.token"), "unauthorized"),
-        (running.url(None), "unauthorized"),
-        (running.url(TOKEN), "bad agent: a supervisor names the agent with ?agent="),
-        (running.url(TOKEN, agent="4242"), "bad agent: not in the roster"),
-        (running.url(mine, since="x"), "bad since: expected a non-negative integer"),
+    cases: list[tuple[str, str, dict[str, str], str]] = [
+        (mine, "/ws/desktop", {"agent": "1002"}, "forbidden topics for this principal"),
+        (mine, "/ws/events", {"topics": "agent:1002"}, "forbidden topics for this principal"),
+        (mine, "/ws/events", {"topics": "board"}, "forbidden topics for this principal"),
+        ("s1.forged.token", "/ws/desktop", {}, "unauthorized"),
+        ("s2.forged-token", "/ws/desktop", {}, "unauthorized"),
+        ("", "/ws/desktop", {}, "unauthorized"),
+        (TOKEN, "/ws/desktop", {}, "bad agent: a supervisor names the agent with ?agent="),
+        (TOKEN, "/ws/desktop", {"agent": "4242"}, "bad agent: not in the roster"),
+        (mine, "/ws/desktop", {"since": "x"}, "bad since: expected a non-negative integer"),
     ]
-    for url, reason in cases:
-        async with connect(url) as ws:
-            assert await expect_close(ws) == (1008, reason), url
+    for token, path, query, reason in cases:
+        ws = await running.open(token, path, **query)
+        assert await expect_close(ws) == (1008, reason), (path, query)
     # the agent's own events stream carries only its own topic
     rt = running.runtime
-    async with connect(running.url(mine, "/ws/events")) as events:
+    async with await running.open(mine, "/ws/events") as events:
         snapshot = json.loads(await events.recv())
         assert [a["agent_id"] for a in snapshot["state"]["agents"]] == ["1001"]
         assert snapshot["state"]["calls"] == [] and list(snapshot["state"]["desks"]) == ["1001"]
@@ -307,9 +320,29 @@ async def test_an_agent_cannot_open_another_agents_topic(start: Start) -> None:
         assert frame["topic"] == "agent:1001"
 
 
+async def test_logging_out_or_an_admins_revoke_closes_the_open_desktop(start: Start) -> None:
+    running = await start()  # FAST: sessions are re-checked every 0.2 s
+    token = running.token("1001")
+    mine, other = await running.desk("1001", token), await running.desk("1002")
+    admin = {"Authorization": "Bearer " + running.token("root", "admin")}
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{running.port}") as http:
+        out = await http.delete("/api/v1/session", headers={"Authorization": f"Bearer {token}"})
+        assert out.json() == {"ended": True}
+        assert await expect_close(mine.ws) == (1008, "session ended")
+        revoked = await http.delete("/api/v1/users/1002/sessions", headers=admin)
+        assert revoked.json() == {"username": "1002", "sessions_ended": 1}
+        assert await expect_close(other.ws) == (1008, "session ended")
+        # the supervisor's desktop on the deployment token is not a session: it stays
+        watcher = Desk(await running.open(TOKEN, agent="1001"))
+        await watcher.recv()  # hello
+        await asyncio.sleep(0.5)
+        await watcher.request("login", extension="1001")
+        await watcher.ws.close()
+
+
 async def test_a_supervisor_opens_any_desktop_and_acts_as_supervisor(start: Start) -> None:
     running = await start()
-    ws = await connect(running.url(TOKEN, agent="1002"))
+    ws = await running.open(TOKEN, agent="1002")
     desk = Desk(ws)
     hello = await desk.recv()
     assert (hello["agent_id"], hello["role"]) == ("1002", "supervisor")
@@ -319,8 +352,8 @@ async def test_a_supervisor_opens_any_desktop_and_acts_as_supervisor(start: Star
     assert event["payload"]["by"] == "supervisor"
     assert (await desk.request("logout"))["state"] == "logged_out"
     await ws.close()
-    qa = running.service.signer.issue("qa1", "qa", None)
-    async with connect(running.url(qa, agent="1002")) as ws:
+    qa = running.token("qa1", "qa")
+    async with await running.open(qa, agent="1002") as ws:
         watcher = Desk(ws)
         assert (await watcher.recv())["role"] == "qa"
         await watcher.recv()  # snapshot

@@ -13,10 +13,14 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from logins import session_token
 from test_dialer import MONDAY_10, SHANGHAI, FakePbx, Rig, frame
 
 from callflow.agents.state import LogIn
-from callflow.api.accounts import SessionAuth, SessionSigner
+from callflow.api.accounts import Logins, SessionAuth
+from callflow.api.credentials import authenticate_requests
+from callflow.api.errors import install_error_handlers
+from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy
 from callflow.outbound.feature import OutboundFeature
 from callflow.outbound.routes import tasks_router
@@ -43,13 +47,15 @@ class Parts:
 class Api:
     http: httpx.AsyncClient
     rig: Rig
-    signer: SessionSigner
+    logins: Logins
 
     def as_agent(self, agent_id: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.signer.issue(agent_id, 'agent', agent_id)}"}
+        token = session_token(self.rig.store, self.logins, agent_id, "agent", agent_id)
+        return {"Authorization": f"Bearer {token}"}
 
     def as_qa(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.signer.issue('qa1', 'qa', None)}"}
+        token = session_token(self.rig.store, self.logins, "qa1", "qa")
+        return {"Authorization": f"Bearer {token}"}
 
     @property
     def boss(self) -> dict[str, str]:
@@ -62,17 +68,19 @@ async def api(migrated_sqlite_file: Path, tmp_path: Path) -> AsyncIterator[Api]:
     shutil.copyfile(migrated_sqlite_file, target)
     store = open_store(f"sqlite:///{target}")
     rig = Rig(store, Policy.defaults())
-    signer = SessionSigner(TOKEN)
+    logins = Logins(store, rig.policy.security, RealClock(), TOKEN)  # the rig moves its clock
     feature = OutboundFeature()
     feature.service = Parts(store, rig.runtime, rig.policy, rig.clock,  # type: ignore[assignment]
-                            rig.roster, SessionAuth(TOKEN, signer), rig.ami)
+                            rig.roster, logins.auth, rig.ami)
     feature.dialer = rig.dialer
     app = FastAPI()
+    install_error_handlers(app)
+    authenticate_requests(app, logins.auth)
     app.include_router(tasks_router(feature))
     transport = httpx.ASGITransport(app=app)
     try:
         async with httpx.AsyncClient(transport=transport, base_url="http://tasks") as http:
-            yield Api(http, rig, signer)
+            yield Api(http, rig, logins)
     finally:
         store.close()
 

@@ -13,9 +13,12 @@ from types import SimpleNamespace
 import httpx
 import pytest
 from fastapi import FastAPI
+from logins import session_token
 
-from callflow.api.accounts import SessionAuth, SessionSigner
-from callflow.engine.clock import FakeClock
+from callflow.api.accounts import Logins
+from callflow.api.credentials import authenticate_requests
+from callflow.api.errors import install_error_handlers
+from callflow.engine.clock import FakeClock, RealClock
 from callflow.engine.policy import Policy
 from callflow.recordings.feature import RecordingsFeature, settle, wav_info
 from callflow.store import repo
@@ -57,14 +60,16 @@ def write_wav(path: Path, seconds: float) -> None:
 @pytest.fixture
 def env(store: Store, tmp_path: Path) -> Iterator[SimpleNamespace]:
     store.run(repo.upsert_agent, "1001", name="Li")
-    signer = SessionSigner(TOKEN)
-    service = SimpleNamespace(store=store, auth=SessionAuth(TOKEN, signer),
+    logins = Logins(store, Policy.defaults().security, RealClock(), TOKEN)
+    service = SimpleNamespace(store=store, auth=logins.auth,
                               policy=Policy.defaults(), clock=FakeClock(NOW),
                               settings=SimpleNamespace(state_dir=tmp_path),
                               options=SimpleNamespace(features=[]))
     feature = RecordingsFeature()
     feature._service = service  # type: ignore[assignment]
     app = FastAPI()
+    install_error_handlers(app)
+    authenticate_requests(app, logins.auth)
     for router in feature.routers():
         app.include_router(router)
     path = tmp_path / "recordings" / "a.wav"
@@ -74,7 +79,8 @@ def env(store: Store, tmp_path: Path) -> Iterator[SimpleNamespace]:
     rec = store.run(repo.add_recording, "c1", direction="inbound", agent_id="1001",
                     number="139", path=str(path), started_at=NOW - timedelta(days=2),
                     duration_s=2.5, bytes=path.stat().st_size, flags=["late_answer"])
-    tokens = {role: signer.issue(f"{role}1", role, "1001" if role == "agent" else None)
+    tokens = {role: session_token(store, logins, f"{role}1", role,
+                                  "1001" if role == "agent" else None)
               for role in ("agent", "supervisor", "qa", "admin")}
     yield SimpleNamespace(client=Client(app), store=store, feature=feature, rid=rec.id,
                               path=path, tokens=tokens)

@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 import pytest
 from fastapi import FastAPI
+from logins import session_token
 
-from callflow.api.accounts import SessionAuth, SessionSigner
-from callflow.engine.clock import FakeClock
+from callflow.api.accounts import Logins
+from callflow.api.credentials import authenticate_requests
+from callflow.api.errors import install_error_handlers
+from callflow.engine.clock import FakeClock, RealClock
 from callflow.engine.policy import parse_policy
 from callflow.recordings.feature import RecordingsFeature
 from callflow.recordings.scoring import Sheet
@@ -62,15 +65,17 @@ class Client:
 def env(store: Store, tmp_path: Path) -> Iterator[SimpleNamespace]:
     store.run(repo.upsert_agent, "1001", name="Li", team="A")
     store.run(repo.upsert_agent, "1002", name="Wang", team="B")
-    signer = SessionSigner(TOKEN)
     policy = parse_policy({"qa": {"min_monitored_per_agent_month": 2}})
     clock = FakeClock(MORNING_19)
-    service = SimpleNamespace(store=store, auth=SessionAuth(TOKEN, signer), policy=policy,
+    logins = Logins(store, policy.security, RealClock(), TOKEN)  # the tests move `clock`
+    service = SimpleNamespace(store=store, auth=logins.auth, policy=policy,
                               clock=clock, settings=SimpleNamespace(state_dir=tmp_path),
                               options=SimpleNamespace(features=[]))
     feature = RecordingsFeature()
     feature._service = service  # type: ignore[assignment]
     app = FastAPI()
+    install_error_handlers(app)
+    authenticate_requests(app, logins.auth)
     for router in feature.routers():
         app.include_router(router)
     ids = {}
@@ -80,7 +85,8 @@ def env(store: Store, tmp_path: Path) -> Iterator[SimpleNamespace]:
         ids[key] = store.run(repo.add_recording, key, direction=direction, agent_id=agent,
                              number=f"13{key}", path=str(tmp_path / f"{key}.wav"),
                              started_at=started, duration_s=30.0, flags=flags).id
-    tokens = {role: signer.issue(f"{role}1", role, "1001" if role == "agent" else None)
+    tokens = {role: session_token(store, logins, f"{role}1", role,
+                                  "1001" if role == "agent" else None)
               for role in ("agent", "supervisor", "qa", "admin")}
     yield SimpleNamespace(client=Client(app), store=store, clock=clock, ids=ids,
                           tokens=tokens, sheet=Sheet.from_policy(policy))

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from logins import session_token
 
 from callflow.agents.events import LogIn
 from callflow.agents.roster import Roster, RosterAgent
@@ -83,7 +84,9 @@ class Running:
     def client(self, agent_id: str | None, role: str = "agent") -> httpx.AsyncClient:
         headers = {}
         if agent_id is not None or role != "agent":
-            token = self.service.signer.issue(agent_id or role, role, agent_id)
+            assert self.service.store is not None and self.service.logins is not None
+            token = session_token(self.service.store, self.service.logins, agent_id or role,
+                                  role, agent_id)
             headers["Authorization"] = f"Bearer {token}"
         return httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.port}", headers=headers)
 

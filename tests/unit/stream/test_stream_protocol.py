@@ -13,6 +13,7 @@ from callflow.stream.protocol import (
     ClientFrameError,
     FrameEncoder,
     Ping,
+    parse_auth_frame,
     parse_client_frame,
     pong_frame,
 )
@@ -88,6 +89,27 @@ def test_bad_frames_are_named_and_keep_the_connection(frame: str | bytes, error:
     assert refused.value.error == error
     assert refused.value.close_code is None
     assert len(refused.value.detail) < 200  # never echoes a huge input back
+
+
+def test_the_first_frame_carries_the_token() -> None:
+    assert parse_auth_frame('{"type": "auth", "token": "s2.abc"}') == "s2.abc"
+
+
+@pytest.mark.parametrize(("frame", "error"), [
+    ('{"type": "ping"}', "unknown_type"),
+    ('{"token": "s2.abc"}', "unknown_type"),
+    ('{"type": "auth"}', "bad_frame"),
+    ('{"type": "auth", "token": ""}', "bad_frame"),
+    ('{"type": "auth", "token": 7}', "bad_frame"),
+    ('{"type": "auth", "token": "' + "x" * 513 + '"}', "bad_frame"),
+    ("not json", "bad_json"),
+    (b'{"type": "auth", "token": "s2.abc"}', "binary_not_supported"),
+])
+def test_a_first_frame_that_is_not_an_auth_frame_is_refused(frame: str | bytes,
+                                                            error: str) -> None:
+    with pytest.raises(ClientFrameError) as refused:
+        parse_auth_frame(frame)
+    assert refused.value.error == error
 
 
 def test_the_deployment_token_is_a_supervisor_seeing_every_topic() -> None:
