@@ -13,8 +13,9 @@ records of all that are CEL rows (``callflow/pbx/cel.py``), and after every AMI 
   died) are closed with Asterisk's times and the real outcome: the offers and answers
   the record missed, the release, who asked for it (``engine/cel.py``). A call whose
   caller Asterisk still has is **adopted**: tracked again, AMI's events carry it to its
-  end. A call the records say nothing of is closed as incomplete with the reason
-  (``incomplete_reason``): no call is left open;
+  end. A call whose rows stop short of its end went with Asterisk (a ``pbx_failure``);
+  one the records say nothing of is closed by nobody known; both are flagged
+  incomplete with the reason (``incomplete_reason``): no call is left open;
 * **a call of the inbound context the store does not have** (the fallback served it
   while the engine was away) is entered as the engine would have entered it, flagged
   ``fallback_served``, and its fallback recording (MixMonitor's file in Asterisk's
@@ -215,7 +216,8 @@ class CallRecovery:
     def _close(self, call: InboundCall, facts: CallFacts | None,
                report: RecoveryReport) -> None:
         """A call whose caller Asterisk no longer has: closed as its rows say, else as
-        incomplete (now, by nobody known) with the reason."""
+        incomplete (now) with the reason: a PBX failure when the rows stop short of its
+        end, by nobody known when there are none."""
         if facts is not None:
             self._apply(call, facts, closing=True)
             self._fallback(call.call_id, facts)
@@ -225,7 +227,10 @@ class CallRecovery:
             return
         reason = report.records_error and f"no end seen, and {report.records_error}"
         reason = reason or (NO_END if facts is not None else NO_ROWS)
-        self.rt.call_event(calls.CallReleased(call.call_id, time.time(), by="unknown",
+        # rows that stop short of the hang-up: Asterisk went before it could write them
+        # (the call was lost with it, like runtime/reconcile.py's ``pbx_gone``)
+        by = "pbx" if reason == NO_END else "unknown"
+        self.rt.call_event(calls.CallReleased(call.call_id, time.time(), by=by,
                                               incomplete=reason[:200]))
         report.incomplete.append(call.call_id)
 

@@ -160,8 +160,8 @@ class CelReader:
 
         ``eventtime`` is text as Asterisk binds it, ``%.6f`` of a ten-digit epoch, so the
         text order is the time order and the index serves the comparison."""
-        return self._query("WHERE linkedid IN (SELECT DISTINCT linkedid FROM "
-                           f"{TABLE} WHERE eventtime >= ?)", [f"{epoch:.6f}"])
+        return self._query(f"WHERE linkedid IN (SELECT linkedid FROM {TABLE} "
+                           "WHERE eventtime >= ?)", [f"{epoch:.6f}"])
 
     def _query(self, where: str, params: Sequence[object]) -> list[CelEvent]:
         names = ", ".join(c for c, _ in COLUMNS)
@@ -194,8 +194,9 @@ def _text(value: object) -> str:
     (a caller ID can carry them) are dropped."""
     if value is None:
         return ""
-    text = value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-    return "".join(ch for ch in text[:MAX_TEXT] if ch.isprintable())
+    text = (value.decode(errors="replace") if isinstance(value, bytes) else str(value))
+    text = text[:MAX_TEXT]
+    return text if text.isprintable() else "".join(ch for ch in text if ch.isprintable())
 
 
 def _event(row: Sequence[object]) -> CelEvent | None:

@@ -26,7 +26,7 @@ from callflow.engine.effects import DomainEvent
 from callflow.engine.policy import Policy
 from callflow.pbx.cel import COLUMNS, TABLE, prepare_database
 from callflow.pbx.process import AsteriskProcess
-from callflow.recovery import CHECKPOINT, NO_ROWS, CallRecovery
+from callflow.recovery import CHECKPOINT, NO_END, NO_ROWS, CallRecovery
 from callflow.runtime.core import Runtime
 from callflow.runtime.reconcile import ENDED_OUT_OF_SIGHT
 from callflow.service import edge_adapters
@@ -184,6 +184,20 @@ async def test_a_call_with_no_rows_is_closed_incomplete_with_the_reason(rig: Rig
     assert call is not None and call.ended_at is not None
     assert call.incomplete_reason == NO_ROWS and call.released_by is None
     assert call.ending == "unknown"
+
+
+async def test_rows_that_stop_short_of_the_end_are_a_pbx_failure(rig: Rig) -> None:
+    """Asterisk went (killed, restarted) before it wrote the call's hang-up."""
+    rows = fixture_rows("engine_killed_caller_hangs_up")
+    write_rows(rig.pbx.cel_path, [r for r in rows if r.event not in (
+        "HANGUP", "CHAN_END", "LINKEDID_END", "BRIDGE_EXIT")])
+    call_id = store_open_call(rig, rows, answered=True)
+    report = await rig.run()
+    assert report.incomplete == [call_id]
+    call = rig.store.read(repo.get_call, call_id)
+    assert call is not None and call.incomplete_reason == NO_END
+    assert (call.outcome, call.released_by, call.ending) == ("pbx_failure", "pbx",
+                                                             "pbx_failure")
 
 
 async def test_unreadable_records_close_open_calls_incomplete_saying_why(rig: Rig) -> None:
