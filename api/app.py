@@ -72,7 +72,11 @@ class ComponentHealth(BaseModel):
 
 
 class HealthReport(BaseModel):
+    """``down`` names the components that are not ok (absent when all are), so the status
+    line alone says which part is down (e.g. ``store`` during a store outage)."""
+
     status: Literal["ok", "degraded"]
+    down: list[str] | None = None
     components: dict[str, ComponentHealth]
 
 
@@ -186,9 +190,9 @@ async def _health_report(health: HealthFn, secrets: list[str]) -> HealthReport:
     if not isinstance(raw, dict):
         raw = {"health": {"ok": False, "detail": "health check returned no components"}}
     components = {str(name): _scrub_component(value, secrets) for name, value in raw.items()}
-    status: Literal["ok", "degraded"] = (
-        "ok" if all(c.ok for c in components.values()) else "degraded")
-    return HealthReport(status=status, components=components)
+    down = [name for name, c in components.items() if not c.ok]
+    status: Literal["ok", "degraded"] = "degraded" if down else "ok"
+    return HealthReport(status=status, down=down or None, components=components)
 
 
 def _scrub_text(text: str, secrets: list[str]) -> str:

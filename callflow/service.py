@@ -36,8 +36,11 @@ from callflow.pbx.prompts import LanguagePack, PromptLibrary
 from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
+from callflow.store.applied import StoreSink
 from callflow.store.db import Store, open_store
+from callflow.store.journal import Journal
 from callflow.store.rows import rows
+from callflow.store.watch import StoreWatcher
 from callflow.store.writer import PersistQueue
 from callflow.stream.frames import frames
 from callflow.stream.hub import EventHub
@@ -68,6 +71,8 @@ class Service:
         self._api_server: uvicorn.Server | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._reconciler: asyncio.Task[None] | None = None
+        self.store_watch: StoreWatcher | None = None
+        self._store_watch_task: asyncio.Task[None] | None = None
         self.signer = SessionSigner(settings.api_token)
         self.auth = SessionAuth(settings.api_token, self.signer)
         self.prompts = PromptLibrary(
@@ -80,8 +85,7 @@ class Service:
         store = await asyncio.to_thread(open_store, self.settings.database_url)
         self.store = store
         await asyncio.to_thread(records.sync_roster, store, self.roster)
-        self.writer = PersistQueue(lambda kind, data: records.write(store, kind, data),
-                                   self.settings.state_dir / "dead-letter-records.jsonl")
+        self.writer = await self._start_journal(store)
         await asyncio.to_thread(self.prompts.build_all, self.policy,
                                 [(a.agent_id, a.name) for a in self.roster.agents], self.today())
         self.ami = AmiClient(self.settings.bind_host, self.settings.ports.ami,
@@ -90,6 +94,7 @@ class Service:
             self.clock, persist=self.writer.put, publish=self.hub.publish,
             pbx=AmiPbx(self.ami)))
         self.hub.snapshot_provider(self.runtime.snapshot)
+        self._start_store_watch(self.runtime)
         services = FeatureServices(
             settings=self.settings, policy=self.policy, roster=self.roster, clock=self.clock,
             store=store, writer=self.writer, runtime=self.runtime, hub=self.hub,
@@ -112,6 +117,10 @@ class Service:
             await self._start_api()
 
     async def stop(self) -> None:
+        if self._store_watch_task is not None:
+            self._store_watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._store_watch_task
         if self._reconciler is not None:
             self._reconciler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -130,6 +139,36 @@ class Service:
             await asyncio.to_thread(self.writer.close)
         if self.store is not None:
             self.store.close()
+
+    # --- the store journal and its watch (issue 14) ----------------------------------------
+
+    async def _start_journal(self, store: Store) -> PersistQueue:
+        """The writer over the journal; what a previous run left in the journal goes to the
+        database first, and the start waits for it (up to ``store.replay_wait_s``): the
+        features read the store as they start."""
+        rules = self.policy.store
+        journal = Journal(self.settings.state_dir / "store-journal",
+                          segment_bytes=rules.journal_segment_bytes)
+        writer = await asyncio.to_thread(
+            PersistQueue, StoreSink(store, journal.journal_id), journal,
+            self.settings.state_dir / "dead-letter-records.jsonl", rules)
+        if writer.stats.replayed:
+            if await asyncio.to_thread(writer.flush, rules.replay_wait_s):
+                log.warning("journal replayed: %d records written to the store",
+                            writer.stats.replayed)
+            else:
+                log.error("journal replay unfinished after %.0f s (%s): %d records still "
+                          "waiting, written before anything new", rules.replay_wait_s,
+                          writer.stats.last_error or "slow store", writer.stats.pending)
+        return writer
+
+    def _start_store_watch(self, runtime: Runtime) -> None:
+        """Store outages alarmed through the runtime (the board sees them live)."""
+        assert self.writer is not None and self.store is not None
+        sink = StoreSink(self.store, self.writer.journal.journal_id)
+        self.store_watch = StoreWatcher(self.writer, sink.probe, self.policy.store,
+                                        lambda alarm: runtime.execute([alarm]))
+        self._store_watch_task = asyncio.create_task(self.store_watch.run(), name="store-watch")
 
     async def _start_api(self) -> None:
         app = create_app(ApiDeps(hub=self.hub, health=self.health,
@@ -191,16 +230,13 @@ class Service:
         return None if user is None else (user.password_hash, user.role, user.agent_id)
 
     async def health(self) -> dict[str, dict[str, Any]]:
-        store_ok = self.store is not None and await asyncio.to_thread(self.store.ping)
         ami_stats = self.ami.stats if self.ami is not None else {}
         agi_stats = self.agi.stats if self.agi is not None else {}
-        writer = self.writer.stats if self.writer is not None else None
         return {
             "ami": {"ok": bool(self.ami and self.ami.up), **_scalars(ami_stats)},
             "agi": {"ok": self.agi is not None, **_scalars(agi_stats)},
-            "store": {"ok": bool(store_ok),
-                      "pending_writes": writer.pending if writer else 0,
-                      "write_failures": writer.failures if writer else 0},
+            "store": (self.store_watch.component() if self.store_watch is not None
+                      else {"ok": False, "detail": "not started"}),
         }
 
 

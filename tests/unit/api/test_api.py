@@ -185,6 +185,7 @@ async def test_healthz_is_503_degraded_when_a_component_is_not_ok(api: RunningAp
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "degraded"
+    assert body["down"] == ["ami"]
     assert body["components"]["ami"]["ok"] is False
     assert body["components"]["store"] == {"ok": True}
 
@@ -200,7 +201,7 @@ async def test_healthz_is_503_when_the_check_itself_fails(
     async with httpx.AsyncClient(base_url=api.base_url) as http:
         response = await http.get("/healthz")
     assert response.status_code == 503
-    assert response.json() == {"status": "degraded",
+    assert response.json() == {"status": "degraded", "down": ["health"],
                                "components": {"health": {"ok": False, "detail": detail}}}
     assert TOKEN not in response.text
 
