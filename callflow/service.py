@@ -30,7 +30,7 @@ from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock, epoch_of
 from callflow.engine.effects import DomainEvent, ListChannels, ListContacts
 from callflow.engine.policy import Policy
-from callflow.errors import CallflowError
+from callflow.errors import CallflowError, StoreError
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
 from callflow.runtime.core import Adapters, PbxPort, Runtime
@@ -215,10 +215,16 @@ class Service:
         return self.clock.wall().astimezone(ZoneInfo(self.policy.calendar.timezone)).date()
 
     def caller_history(self, number: str) -> tuple[dict[str, Any], ...]:
-        """The caller's recent contacts (STD-073); runs in a worker thread."""
+        """The caller's recent contacts (STD-073); runs in a worker thread. With the store
+        down the call goes on without them (measured on PostgreSQL: the failed read ended
+        our flow and the call fell back to the dialplan's plain queue)."""
         assert self.store is not None
         since = self.clock.wall() - timedelta(days=self.policy.routing.repeat_caller_lookback_days)
-        rows = self.store.read(repo.calls_from_number, number, since=since, limit=5)
+        try:
+            rows = self.store.read(repo.calls_from_number, number, since=since, limit=5)
+        except StoreError as exc:
+            log.warning("caller history unknown, the store is unavailable: %s", exc)
+            return ()
         return tuple({"uniqueid": c.uniqueid, "entered_at": c.entered_at.isoformat()
                       if c.entered_at else None, "outcome": c.outcome, "agent_id": c.agent_id}
                      for c in rows)

@@ -8,7 +8,8 @@ that failed as unavailable, or one still waiting after ``store.stall_s``) and at
 own small write probe, and hands what it saw to ``observe``:
 
 * the first look that sees the store failing raises ``store_unavailable`` (the error,
-  since when, how many records wait): once per outage, not once per retry;
+  since when: the start of the first write or probe that failed, how many records
+  wait): once per outage, not once per retry;
 * the first look after that which sees it working raises ``store_recovered`` with the
   outage's length, so a supervisor sees both ends of it;
 * records held in memory only because the journal reached its bound raise
@@ -42,6 +43,7 @@ class StoreSeen:
     memory_only: int = 0  # of them, held in memory only (the journal was full)
     journal_max_bytes: int = 0
     journal_error: str = ""  # why the journal took no more ("" when it was full)
+    began: float | None = None  # monotonic: when the failure seen began (a write's start)
 
 
 @dataclass(frozen=True)
@@ -65,10 +67,12 @@ def observe(health: StoreHealth, seen: StoreSeen) -> tuple[StoreHealth, tuple[Al
     alarms: list[Alarm] = []
     if not seen.ok:
         if health.down_since is None:
-            health = replace(health, down_since=seen.at, down_since_wall=seen.wall,
+            began = min(seen.at, seen.began) if seen.began is not None else seen.at
+            since_wall = seen.wall - (seen.at - began)
+            health = replace(health, down_since=began, down_since_wall=since_wall,
                              first_error=seen.error)
             alarms.append(Alarm("store_unavailable", {
-                "error": seen.error, "since": seen.wall, "pending": seen.pending}, std=STD))
+                "error": seen.error, "since": since_wall, "pending": seen.pending}, std=STD))
         health = replace(health, last_error=seen.error)
     elif health.down_since is not None:
         outage = round(seen.at - health.down_since, 3)

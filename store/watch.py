@@ -53,6 +53,7 @@ class StoreWatcher:
         self.last_seen: StoreSeen | None = None
         self._probing: asyncio.Task[None] | None = None
         self._probe_done_at: float | None = None  # monotonic: when the last probe finished
+        self._probe_began: float | None = None  # ... and when it started
         self._probe_error = ""
         self.probes = 0
 
@@ -74,15 +75,17 @@ class StoreWatcher:
         raise what the rule says."""
         now = self._monotonic()
         writer = self.writer.health()
-        error = self._writer_trouble(writer, now)
+        error, began = self._writer_trouble(writer, now)
         probe_failed = bool(self._probe_error) and (
             writer.last_ok is None or (self._probe_done_at or 0.0) > writer.last_ok)
         ok = not error and not probe_failed
+        if probe_failed and self._probe_began is not None:
+            began = min(began or now, self._probe_began)
         if not ok:
             error = self._probe_error or error  # the database's own words, when it said any
         self._maybe_probe(writer, now, ok)
         seen = StoreSeen(now, self._wall(), ok, error, writer.pending, writer.memory_only,
-                         self.rules.journal_max_bytes, writer.journal_error)
+                         self.rules.journal_max_bytes, writer.journal_error, began)
         was_down = self.health.down
         self.health, alarms = observe(self.health, seen)
         if self.health.down and not was_down:
@@ -96,14 +99,15 @@ class StoreWatcher:
         self.last_seen = seen
         return seen
 
-    def _writer_trouble(self, writer: WriterHealth, now: float) -> str:
-        """What is wrong with the writer now ("" if nothing)."""
+    def _writer_trouble(self, writer: WriterHealth, now: float) -> tuple[str, float | None]:
+        """What is wrong with the writer now ("" if nothing), and since when."""
         if writer.unavailable:
-            return writer.last_error or "a write failed: the database is unavailable"
+            return (writer.last_error or "a write failed: the database is unavailable",
+                    writer.failing_since)
         if writer.writing_since is not None and now - writer.writing_since > self.rules.stall_s:
             return (f"a write has waited {now - writer.writing_since:.1f} s for the database "
-                    "(locked or not answering)")
-        return ""
+                    "(locked or not answering)", writer.writing_since)
+        return "", None
 
     def _maybe_probe(self, writer: WriterHealth, now: float, ok: bool) -> None:
         """Probe while the writer is idle (is a write possible?) or the store is down (is it
@@ -122,6 +126,7 @@ class StoreWatcher:
                                                               name="store-probe")
 
     async def _run_probe(self) -> None:
+        began = self._monotonic()
         try:
             await asyncio.to_thread(self._probe, self.rules.probe_timeout_s)
         except StoreError as exc:
@@ -135,6 +140,7 @@ class StoreWatcher:
                 self.writer.retry_now()
         finally:
             self.probes += 1
+            self._probe_began = began
             self._probe_done_at = self._monotonic()
             self._probing = None
 

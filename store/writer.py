@@ -71,6 +71,7 @@ class Sink(Protocol):
 
 @dataclass
 class WriterStats:
+    put: int = 0  # records handed to the writer by this process
     written: int = 0  # records done (in the database, found there already, or dead-lettered)
     failures: int = 0  # attempts the database could not take, and dead letters
     dead_letters: int = 0
@@ -93,6 +94,7 @@ class WriterHealth:
     memory_only: int  # of them, held in memory only (the journal was full)
     writing_since: float | None  # the write in progress began then
     unavailable: bool  # the last attempt failed: the database could not take it
+    failing_since: float | None  # the first failed attempt of this run of failures began
     last_error: str
     last_ok: float | None  # the last write that went in
     journal_error: str  # why records are held in memory ("" when the journal is full)
@@ -128,6 +130,7 @@ class PersistQueue:
         self._halted = False
         self._wake = threading.Event()
         self._writing_since: float | None = None
+        self._failing_since: float | None = None
         self._unavailable = False
         self._last_ok: float | None = None
         self._journal_error = ""
@@ -174,6 +177,7 @@ class PersistQueue:
             record = self.journal.new_record(kind, data)
             self._pending.append(record)
             self.stats.pending += 1
+            self.stats.put += 1
             if self._held or not self._journal(record):
                 self._hold(record)
             self._cond.notify_all()
@@ -217,6 +221,7 @@ class PersistQueue:
                 pending=len(self._pending), journal_records=len(self._pending) - len(self._held),
                 journal_bytes=self._journal_bytes, memory_only=len(self._held),
                 writing_since=self._writing_since, unavailable=self._unavailable,
+                failing_since=self._failing_since,
                 last_error=self.stats.last_error, last_ok=self._last_ok,
                 journal_error=self._journal_error if self._held else "")
 
@@ -341,6 +346,8 @@ class PersistQueue:
                 return False
             except StoreUnavailable as exc:
                 with self._lock:
+                    if self._failing_since is None:
+                        self._failing_since = self._writing_since
                     self._writing_since = None
                     self._unavailable = True
                     self.stats.failures += 1
@@ -357,7 +364,7 @@ class PersistQueue:
                 self._dead_letter(record, exc)
                 return not self._halted
             with self._lock:
-                self._writing_since = None
+                self._writing_since = self._failing_since = None
                 self._unavailable = False
                 self._last_ok = self._monotonic()
                 if not applied:

@@ -59,3 +59,12 @@ def test_records_held_in_memory_only_are_alarmed_once_per_episode() -> None:
     assert alarms == [] and not health.journal_full
     health, alarms = look(health, 5.0, True, memory_only=2)
     assert [kind for kind, _ in alarms] == ["store_journal_full"]
+
+
+def test_the_outage_is_dated_from_the_write_that_began_it_not_from_when_it_was_seen() -> None:
+    """A locked write is seen failing only once it has waited ``store.stall_s``."""
+    health, alarms = observe(StoreHealth(), StoreSeen(12.5, WALL0 + 12.5, False, "locked",
+                                                      began=10.0))
+    assert alarms[0].detail["since"] == WALL0 + 10.0
+    health, alarms = observe(health, StoreSeen(40.0, WALL0 + 40.0, True))
+    assert alarms[0].detail["outage_s"] == 30.0

@@ -24,8 +24,8 @@ from callflow.store.writer import PersistQueue, WriterHealth, WriterStats
 
 RULES = StorePolicy()
 IDLE = WriterHealth(pending=0, journal_records=0, journal_bytes=0, memory_only=0,
-                    writing_since=None, unavailable=False, last_error="", last_ok=None,
-                    journal_error="")
+                    writing_since=None, unavailable=False, failing_since=None, last_error="",
+                    last_ok=None, journal_error="")
 
 
 class FakeClock:
@@ -119,6 +119,7 @@ async def test_a_write_waiting_past_the_stall_limit_counts_as_a_failure() -> Non
     w.look()
     assert kinds(alarms) == ["store_unavailable"]
     assert "waited" in alarms[0].detail["error"]
+    assert alarms[0].detail["since"] == pytest.approx(1_800_000_000.0 + 100.0)  # the write's start
 
 
 async def test_an_idle_store_is_probed_and_a_failed_probe_alarms_with_its_words() -> None:
