@@ -312,8 +312,9 @@ class Journal:
         if sync:
             self.sync()
         with self._fds:
-            os.close(self._fd)
-            self._fd = -1
+            for fd in (*self._rolled, self._fd):
+                os.close(fd)
+            self._rolled, self._fd = [], -1
         if not keep_current:
             self.path_of(self.current).unlink(missing_ok=True)
             _fsync_dir(self.directory)
