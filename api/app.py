@@ -99,6 +99,9 @@ class ComponentHealth(BaseModel):
 
 
 class HealthReport(BaseModel):
+    """``down`` names the components that are not ok (absent when all are), so the status
+    line alone says which part is down (e.g. ``store`` during a store outage)."""
+
     status: Literal["ok", "degraded"]
     down: list[str] = []  # the components that are not ok: what to look at first
     components: dict[str, ComponentHealth]

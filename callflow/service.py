@@ -31,7 +31,7 @@ from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock, epoch_of
 from callflow.engine.effects import Alarm, DomainEvent, ListChannels, ListContacts
 from callflow.engine.policy import Policy
-from callflow.errors import CallflowError
+from callflow.errors import CallflowError, StoreError
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.process import AsteriskProcess
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
@@ -41,8 +41,11 @@ from callflow.recovery import CallRecovery
 from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.settings import Settings
 from callflow.store import records, repo
+from callflow.store.applied import StoreSink
 from callflow.store.db import Store, open_store
+from callflow.store.journal import Journal
 from callflow.store.rows import rows
+from callflow.store.watch import StoreWatcher
 from callflow.store.writer import PersistQueue
 from callflow.stream.frames import frames
 from callflow.stream.hub import EventHub
@@ -79,6 +82,8 @@ class Service:
         self._supervising: asyncio.Task[None] | None = None
         self._pbx_started = ""  # Asterisk's own start time, as AMI last reported it
         self.logins: Logins | None = None  # sessions need the store: made in start()
+        self.store_watch: StoreWatcher | None = None
+        self._store_watch_task: asyncio.Task[None] | None = None
         self.prompts = PromptLibrary(
             LanguagePack.load(policy.greetings.language), settings.state_dir / "prompts",
             {"centre": policy.greetings.centre_name})
@@ -91,8 +96,7 @@ class Service:
         logins = Logins(store, self.policy.security, self.clock, self.settings.api_token)
         self.logins = logins
         await asyncio.to_thread(records.sync_roster, store, self.roster)
-        self.writer = PersistQueue(lambda kind, data: records.write(store, kind, data),
-                                   self.settings.state_dir / "dead-letter-records.jsonl")
+        self.writer = await self._start_journal(store)
         await asyncio.to_thread(self.prompts.build_all, self.policy,
                                 [(a.agent_id, a.name) for a in self.roster.agents], self.today())
         self.ami = AmiClient(AMI_HOST, self.settings.ports.ami,
@@ -101,6 +105,7 @@ class Service:
             self.clock, persist=self.writer.put, publish=self.hub.publish,
             pbx=AmiPbx(self.ami)))
         self.hub.snapshot_provider(self.runtime.snapshot)
+        self._start_store_watch(self.runtime)
         services = FeatureServices(
             settings=self.settings, policy=self.policy, roster=self.roster, clock=self.clock,
             store=store, writer=self.writer, runtime=self.runtime, hub=self.hub,
@@ -130,7 +135,7 @@ class Service:
             await self._start_api()
 
     async def stop(self) -> None:
-        for task in (self._supervising, self._reconciler):
+        for task in (self._store_watch_task, self._supervising, self._reconciler):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -149,6 +154,36 @@ class Service:
             await asyncio.to_thread(self.writer.close)
         if self.store is not None:
             self.store.close()
+
+    # --- the store journal and its watch (issue 14) ----------------------------------------
+
+    async def _start_journal(self, store: Store) -> PersistQueue:
+        """The writer over the journal; what a previous run left in the journal goes to the
+        database first, and the start waits for it (up to ``store.replay_wait_s``): the
+        features read the store as they start."""
+        rules = self.policy.store
+        journal = Journal(self.settings.state_dir / "store-journal",
+                          segment_bytes=rules.journal_segment_bytes)
+        writer = await asyncio.to_thread(
+            PersistQueue, StoreSink(store, journal.journal_id), journal,
+            self.settings.state_dir / "dead-letter-records.jsonl", rules)
+        if writer.stats.replayed:
+            if await asyncio.to_thread(writer.flush, rules.replay_wait_s):
+                log.warning("journal replayed: %d records written to the store",
+                            writer.stats.replayed)
+            else:
+                log.error("journal replay unfinished after %.0f s (%s): %d records still "
+                          "waiting, written before anything new", rules.replay_wait_s,
+                          writer.stats.last_error or "slow store", writer.stats.pending)
+        return writer
+
+    def _start_store_watch(self, runtime: Runtime) -> None:
+        """Store outages alarmed through the runtime (the board sees them live)."""
+        assert self.writer is not None and self.store is not None
+        sink = StoreSink(self.store, self.writer.journal.journal_id)
+        self.store_watch = StoreWatcher(self.writer, sink.probe, self.policy.store,
+                                        lambda alarm: runtime.execute([alarm]))
+        self._store_watch_task = asyncio.create_task(self.store_watch.run(), name="store-watch")
 
     def build_app(self) -> FastAPI:
         """The API of the started service: the app, the logins and every feature's routes
@@ -249,26 +284,29 @@ class Service:
         return self.clock.wall().astimezone(ZoneInfo(self.policy.calendar.timezone)).date()
 
     def caller_history(self, number: str) -> tuple[dict[str, Any], ...]:
-        """The caller's recent contacts (STD-073); runs in a worker thread."""
+        """The caller's recent contacts (STD-073); runs in a worker thread. With the store
+        down the call goes on without them (measured on PostgreSQL: the failed read ended
+        our flow and the call fell back to the dialplan's plain queue)."""
         assert self.store is not None
         since = self.clock.wall() - timedelta(days=self.policy.routing.repeat_caller_lookback_days)
-        rows = self.store.read(repo.calls_from_number, number, since=since, limit=5)
+        try:
+            rows = self.store.read(repo.calls_from_number, number, since=since, limit=5)
+        except StoreError as exc:
+            log.warning("caller history unknown, the store is unavailable: %s", exc)
+            return ()
         return tuple({"uniqueid": c.uniqueid, "entered_at": c.entered_at.isoformat()
                       if c.entered_at else None, "outcome": c.outcome, "agent_id": c.agent_id}
                      for c in rows)
 
     async def health(self) -> dict[str, dict[str, Any]]:
-        store_ok = self.store is not None and await asyncio.to_thread(self.store.ping)
         ami_stats = self.ami.stats if self.ami is not None else {}
         agi_stats = self.agi.stats if self.agi is not None else {}
-        writer = self.writer.stats if self.writer is not None else None
         return {
             **self._pbx_health(),
             "ami": {"ok": bool(self.ami and self.ami.up), **_scalars(ami_stats)},
             "agi": {"ok": self.agi is not None, **_scalars(agi_stats)},
-            "store": {"ok": bool(store_ok),
-                      "pending_writes": writer.pending if writer else 0,
-                      "write_failures": writer.failures if writer else 0},
+            "store": (self.store_watch.component() if self.store_watch is not None
+                      else {"ok": False, "detail": "not started"}),
         }
 
 

@@ -1044,6 +1044,50 @@ class SecurityPolicy(Section):
         return value
 
 
+class StorePolicy(Section):
+    """The store's local journal and its watch (issue 14: a store outage loses nothing,
+    and is seen). Every record goes to an append-only journal in the state directory
+    before the database (store/journal.py, store/writer.py); a watcher raises
+    ``store_unavailable`` when writes fail or stall (store/watch.py)."""
+
+    journal_max_bytes: int = setting(
+        64 * 1024 * 1024, unit="bytes", std="STD-147", ge=64 * 1024,
+        description="Most bytes of records the journal holds that are not yet in the "
+                    "database; past it records are kept in memory only (a crash would lose "
+                    "them) and store_journal_full is raised, until the journal drains")
+    journal_segment_bytes: int = setting(
+        1024 * 1024, unit="bytes", std="STD-147", ge=4096,
+        description="A journal file is closed at this size and deleted once every record in "
+                    "it is in the database")
+    fsync_window_ms: float = setting(
+        5.0, unit="ms", std="STD-147", ge=0, le=1000,
+        description="Records written within this window share one fsync (group commit); "
+                    "a record reaches the database only once fsync'd (bench/bench_journal.py)")
+    retry_max_s: float = setting(
+        5.0, unit="s", std="STD-147", gt=0,
+        description="Longest wait between two attempts at a write the database could not "
+                    "take (the wait doubles from 0.1 s); a good probe retries at once")
+    check_interval_s: float = setting(
+        0.5, unit="s", std="STD-147", gt=0,
+        description="How often the watcher looks at the writer (failed or stalled writes)")
+    probe_interval_s: float = setting(
+        2.0, unit="s", std="STD-147", gt=0,
+        description="How often the watcher tries a small write of its own while the writer "
+                    "has nothing to write, or while the store is down (to see it come back)")
+    probe_timeout_s: float = setting(
+        1.0, unit="s", std="STD-147", gt=0,
+        description="How long a probe waits for the database (a lock, a connection) before "
+                    "it counts as failed")
+    stall_s: float = setting(
+        2.0, unit="s", std="STD-147", gt=0,
+        description="A write still waiting after this long counts as a failure (a locked "
+                    "SQLite file makes a write wait for its busy timeout, 30 s, first)")
+    replay_wait_s: float = setting(
+        30.0, unit="s", std="STD-147", ge=0,
+        description="At start, how long the service waits for the journal's records to reach "
+                    "the database before going on (features read the store when they start)")
+
+
 class QueuePolicy(Section):
     """Per-queue overrides: only where a rule allows them (C-4 openings, service level)."""
 
@@ -1095,6 +1139,7 @@ class Policy(Section):
     recordings: RecordingsPolicy = setting(factory=RecordingsPolicy, description="")
     supervision: SupervisionPolicy = setting(factory=SupervisionPolicy, description="")
     security: SecurityPolicy = setting(factory=SecurityPolicy, description="")
+    store: StorePolicy = setting(factory=StorePolicy, description="")
     queues: dict[str, QueuePolicy] = setting(
         factory=dict, description="Per-queue overrides, [queues.<name>]")
 

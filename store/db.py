@@ -224,6 +224,16 @@ class Store:
                 with s.begin():
                     yield s
 
+    def writer_connection(self) -> Connection:
+        """A connection whose transactions write (SQLite: ``BEGIN IMMEDIATE``), for the
+        rare caller that must set something on it before it begins (the store probe)."""
+        return self._writer.connect()
+
+    @property
+    def busy_timeout_ms(self) -> int:
+        """How long a SQLite connection waits for another writer's lock."""
+        return int(SQLITE_BUSY_TIMEOUT_S * 1000)
+
     def run(self, fn: Callable[Concatenate[Session, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
         """Call one repository function in its own write transaction."""
         with self.session() as s:

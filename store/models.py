@@ -464,3 +464,23 @@ class QaReview(Base):
     total: Mapped[int] = mapped_column(Integer)
     unqualified: Mapped[bool] = mapped_column(Boolean, server_default=false())
     notes: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class JournalApplied(Base):
+    """A journal record that is in the database (store/journal.py, store/writer.py).
+
+    The row is written in the same transaction as the record itself, so a record
+    replayed from the journal after a crash is applied exactly once, even one that
+    inserts (an agent state, an alarm). ``journal`` names the engine's journal (several
+    engines may share one PostgreSQL database) and ``segment`` the journal file the
+    record was in: once that file is deleted its rows are (``segment`` below the oldest
+    file still kept).
+    """
+
+    __tablename__ = "journal_applied"
+    __table_args__ = (Index("ix_journal_applied_journal_segment", "journal", "segment"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    journal: Mapped[str] = mapped_column(String(32))
+    segment: Mapped[int] = mapped_column(Integer)
+    applied_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -189,16 +189,23 @@ WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
 }
 
 
-def write(store: Store, kind: str, data: dict[str, Any]) -> None:
-    """Write one record; kinds without a table of their own go to the event log."""
+def apply(s: Session, kind: str, data: dict[str, Any]) -> None:
+    """Write one record in the session's transaction; kinds without a table of their own
+    go to the event log."""
     writer = WRITERS.get(kind)
+    if writer is not None:
+        writer(s, data)
+    else:
+        at = _time(data.get("at")) or datetime.now(UTC)
+        payload = {k: v for k, v in data.items() if k != "at"}
+        repo.append_event(s, kind, at, payload, uniqueid=data.get("call_uniqueid"))
+
+
+def write(store: Store, kind: str, data: dict[str, Any]) -> None:
+    """Write one record in a transaction of its own (tests, tools; the service's writer
+    goes through the journal: store/applied.py ``apply_once``)."""
     with store.session() as s:
-        if writer is not None:
-            writer(s, data)
-        else:
-            at = _time(data.get("at")) or datetime.now(UTC)
-            payload = {k: v for k, v in data.items() if k != "at"}
-            repo.append_event(s, kind, at, payload, uniqueid=data.get("call_uniqueid"))
+        apply(s, kind, data)
 
 
 def sync_roster(store: Store, roster: Roster) -> None:

@@ -77,7 +77,8 @@ def test_a_login_is_made_and_a_reset_ends_its_sessions(
     ("not a url", "invalid database URL 'not a url'"),
     ("postgresql://callflow:hunter2@127.0.0.1:1/callflow",
      "database postgresql://***@127.0.0.1:1/callflow: migrating the database to head failed"),
-    ("sqlite:////proc/no-such-dir/callflow.db", "No such file or directory: /proc/no-such-dir"),
+    ("sqlite:////proc/no-such-dir/callflow.db",
+     "cannot create the SQLite database /proc/no-such-dir/callflow.db (No such file"),
 ])
 def test_database_errors_are_one_line_without_the_password(
         state: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,

@@ -23,7 +23,7 @@ from callflow.engine.calls import CallReleased, Phase
 from callflow.engine.cel import CelEvent
 from callflow.engine.clock import RealClock
 from callflow.engine.effects import DomainEvent
-from callflow.engine.policy import Policy
+from callflow.engine.policy import Policy, StorePolicy
 from callflow.pbx.cel import COLUMNS, TABLE, prepare_database
 from callflow.pbx.process import AsteriskProcess
 from callflow.recovery import CHECKPOINT, NO_END, NO_ROWS, CallRecovery
@@ -32,7 +32,9 @@ from callflow.runtime.reconcile import ENDED_OUT_OF_SIGHT
 from callflow.service import edge_adapters
 from callflow.settings import Settings
 from callflow.store import records, repo
+from callflow.store.applied import StoreSink
 from callflow.store.db import Store
+from callflow.store.journal import Journal
 from callflow.store.writer import PersistQueue
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "cel"
@@ -88,8 +90,9 @@ def rig(store: Store, tmp_path: Path) -> Iterator[Rig]:
                         policy_file=None, pbx_workdir=tmp_path / "pbx")
     pbx = AsteriskProcess(settings.asterisk_root, settings.pbx_dir)
     prepare_database(pbx.cel_path)
-    writer = PersistQueue(lambda kind, data: records.write(store, kind, data),
-                          tmp_path / "dead.jsonl")
+    journal = Journal(tmp_path / "journal", segment_bytes=1 << 20)
+    writer = PersistQueue(StoreSink(store, journal.journal_id), journal,
+                          tmp_path / "dead.jsonl", StorePolicy())
     clock = RealClock()
     roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}") for a in AGENTS))
     records.sync_roster(store, roster)

@@ -1,0 +1,133 @@
+"""Journal records into the database exactly once, and the watcher's write probe.
+
+A record from the journal (store/journal.py) is applied in the same transaction that
+writes its id into ``journal_applied``; a record whose id is there already is skipped.
+So a journal replayed after a crash (the database had the record, the process died
+before the journal learnt it) writes nothing twice, insert-type records included.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+
+from callflow.store import records
+from callflow.store.db import Store, translate_errors
+from callflow.store.models import JournalApplied
+
+log = logging.getLogger(__name__)
+
+#: ids per ``IN (...)`` when the journal asks which of its records are applied.
+ID_CHUNK = 500
+#: The probe's row id (then the journal's id): written and deleted in one committed
+#: transaction, never seen by anyone.
+PROBE_PREFIX = "probe:"
+
+
+def apply_once(store: Store, record_id: str, journal: str, segment: int, kind: str,
+               data: dict[str, Any], *, before_commit: Callable[[], None] | None = None
+               ) -> bool:
+    """Write one journal record and its ``journal_applied`` row in one transaction;
+    False (nothing written) if the record is in the database already.
+
+    ``before_commit`` runs last inside the transaction: raising there rolls it back
+    (a writer told to stop, as a dead process would, commits nothing more)."""
+    with store.session() as s:
+        if s.get(JournalApplied, record_id) is not None:
+            return False
+        records.apply(s, kind, data)
+        s.add(JournalApplied(id=record_id, journal=journal, segment=segment,
+                             applied_at=datetime.now(UTC)))
+        s.flush()
+        if before_commit is not None:
+            before_commit()
+    return True
+
+
+def mark_applied(store: Store, record_id: str, journal: str, segment: int) -> None:
+    """Mark a record done without writing it (it was dead-lettered: never retried)."""
+    with store.session() as s:
+        if s.get(JournalApplied, record_id) is None:
+            s.add(JournalApplied(id=record_id, journal=journal, segment=segment,
+                                 applied_at=datetime.now(UTC)))
+
+
+def applied_among(store: Store, ids: Iterable[str]) -> set[str]:
+    """Which of ``ids`` are in the database already (a replay skips them)."""
+    wanted = list(ids)
+    found: set[str] = set()
+    with store.session(readonly=True) as s:
+        for start in range(0, len(wanted), ID_CHUNK):
+            chunk = wanted[start:start + ID_CHUNK]
+            found.update(s.scalars(select(JournalApplied.id).where(JournalApplied.id.in_(chunk))))
+    return found
+
+
+def forget_below(store: Store, journal: str, segment: int) -> int:
+    """Delete this journal's rows of segments older than ``segment`` (their files are
+    gone, so they can never be replayed); the number of rows deleted."""
+    with store.session() as s:
+        result = s.execute(delete(JournalApplied).where(JournalApplied.journal == journal,
+                                                        JournalApplied.segment < segment))
+        return int(getattr(result, "rowcount", 0) or 0)
+
+
+def probe_write(store: Store, journal: str, timeout_s: float) -> None:
+    """A small committed write that waits at most ``timeout_s`` for the database: the
+    watcher's question "would a write go in now?". Raises StoreUnavailable (or
+    StoreError) with the database's own words.
+
+    A read would not do: a SQLite file locked by another writer, or one the process may
+    no longer write, still answers reads. SQLite: the connection's busy timeout is
+    lowered for the probe (and put back); PostgreSQL: lock and statement timeouts."""
+    ms = max(1, int(timeout_s * 1000))
+    with translate_errors("the store probe"), store.writer_connection() as conn:
+        sqlite = store.dialect == "sqlite"
+        raw: Any = conn.connection.dbapi_connection
+        if sqlite:
+            raw.execute(f"PRAGMA busy_timeout = {ms}")
+        try:
+            with conn.begin():
+                if not sqlite:
+                    conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+                    conn.exec_driver_sql(f"SET LOCAL lock_timeout = {ms}")
+                probe = PROBE_PREFIX + journal
+                conn.execute(insert(JournalApplied).values(
+                    id=probe, journal=journal, segment=0, applied_at=datetime.now(UTC)))
+                conn.execute(delete(JournalApplied).where(JournalApplied.id == probe))
+        finally:
+            if sqlite:
+                try:
+                    raw.execute(f"PRAGMA busy_timeout = {store.busy_timeout_ms}")
+                except Exception as exc:  # the connection is broken: the pool replaces it
+                    log.debug("store probe: busy timeout not restored: %s", exc)
+                    conn.invalidate()
+
+
+class StoreSink:
+    """The database as the writer sees it: one journal's records in, exactly once."""
+
+    def __init__(self, store: Store, journal: str) -> None:
+        self.store = store
+        self.journal = journal
+
+    def applied_among(self, ids: Iterable[str]) -> set[str]:
+        return applied_among(self.store, ids)
+
+    def apply_once(self, record_id: str, segment: int, kind: str, data: dict[str, Any],
+                   before_commit: Callable[[], None]) -> bool:
+        return apply_once(self.store, record_id, self.journal, segment, kind, data,
+                          before_commit=before_commit)
+
+    def mark_applied(self, record_id: str, segment: int) -> None:
+        mark_applied(self.store, record_id, self.journal, segment)
+
+    def forget_below(self, segment: int) -> int:
+        return forget_below(self.store, self.journal, segment)
+
+    def probe(self, timeout_s: float) -> None:
+        probe_write(self.store, self.journal, timeout_s)
