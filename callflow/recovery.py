@@ -51,12 +51,12 @@ from sqlalchemy.orm import Session
 from callflow.engine import calls
 from callflow.engine.calls import CallChanged, InboundCall, Offer, OfferResult
 from callflow.engine.cel import CallFacts, by_linkedid, call_events, call_facts, entered
-from callflow.engine.effects import DomainEvent, Persist
+from callflow.engine.effects import DomainEvent, Persist, Redirect
 from callflow.engine.policy import Policy
-from callflow.errors import PbxError
+from callflow.errors import CallflowError, PbxError
 from callflow.pbx.cel import CelReader
 from callflow.pbx.process import AsteriskProcess
-from callflow.pbx.render import FALLBACK_QUEUE, INBOUND_CONTEXT
+from callflow.pbx.render import FALLBACK_QUEUE, INBOUND_CONTEXT, RESUME_CONTEXT
 from callflow.recordings.feature import settle, wav_info
 from callflow.runtime.core import Runtime
 from callflow.settings import Settings
@@ -92,12 +92,13 @@ class RecoveryReport:
     adopted: list[str] = field(default_factory=list)  # tracked again, still going on
     entered: list[str] = field(default_factory=list)  # the store did not have them
     recordings: list[str] = field(default_factory=list)
+    taken_back: list[str] = field(default_factory=list)  # from the fallback queue into our flow
     records_error: str = ""
 
     @property
     def changed(self) -> bool:
         return bool(self.closed or self.incomplete or self.adopted or self.entered
-                    or self.recordings)
+                    or self.recordings or self.taken_back)
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,7 @@ class CallRecovery:
             self._resume(row, offers, facts.get(row.uniqueid), report)
         for linkedid in unknown:
             self._enter(facts[linkedid], report)
+        await self._take_back(facts, report)
         if not report.records_error:  # else the next run reads this window again
             self.rt.execute([Persist(CHECKPOINT, {"at": now, "until": now})])
         if report.changed or report.records_error:
@@ -265,6 +267,29 @@ class CallRecovery:
             report.adopted.append(call.call_id)
             return
         self._close(call, facts, report)
+
+    async def _take_back(self, facts: dict[str, CallFacts], report: RecoveryReport) -> None:
+        """Callers the fallback queue still holds, waiting (in no bridge), go back into our
+        flow (``supervision.take_back_fallback_callers``): the fallback queue rings agents
+        with no regard for their state (after-call work, not ready, a call the engine is
+        offering them), so with the engine back it must not be the one routing."""
+        if not self.policy.supervision.take_back_fallback_callers:
+            return
+        view = self.rt.asterisk.view
+        for call_id in report.adopted:
+            found, call = facts.get(call_id), self.rt.calls.get(call_id)
+            caller = view.channels.get(call_id)
+            if found is None or not found.fallback or call is None or caller is None \
+                    or caller.bridge or call.answered_at is not None \
+                    or not found.did.isdigit():
+                continue
+            try:
+                await self.rt.request(Redirect(caller.name, RESUME_CONTEXT, found.did, 1))
+            except CallflowError as exc:
+                log.warning("caller %s left in the fallback queue: %s", call_id, exc)
+                continue
+            report.taken_back.append(call_id)
+            log.info("caller %s taken back from the fallback queue into the flow", call_id)
 
     def _fallback(self, call_id: str, facts: CallFacts) -> None:
         """The fallback queue served it: the flag, and its recording (now if the call is

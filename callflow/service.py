@@ -35,7 +35,7 @@ from callflow.errors import CallflowError, StoreError
 from callflow.feature import AgiRoute, Feature, FeatureServices
 from callflow.pbx.process import AsteriskProcess
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
-from callflow.pbx.render import AMI_HOST, INBOUND_FLOW_CONTEXT
+from callflow.pbx.render import AMI_HOST, INBOUND_FLOW_CONTEXT, RESUME_CONTEXT
 from callflow.pbx.supervisor import PbxSupervisor, SupervisionRules
 from callflow.recovery import CallRecovery
 from callflow.runtime.core import Adapters, PbxPort, Runtime
@@ -119,7 +119,8 @@ class Service:
             routes.update(feature.agi_routes())
         self.agi = FastAgiServer(self.settings.bind_host, self.settings.ports.agi, routes,
                                  max_sessions=self.options.agi_max_sessions,
-                                 refused_routes={INBOUND_FLOW_CONTEXT: "inbound"})
+                                 refused_routes={INBOUND_FLOW_CONTEXT: "inbound",
+                                                 RESUME_CONTEXT: "inbound"})
         await self.agi.start()
         self.ami.subscribe(self.runtime.on_ami_batch)
         self.ami.on_connected(self._resync)

@@ -975,6 +975,12 @@ class SupervisionPolicy(Section):
         description="After a (re)connection to Asterisk, how long a desk's softphone may stay "
                     "unqualified or unreachable before it counts as unreachable (Asterisk "
                     "qualifies contacts again after it starts: no false alarm at every start)")
+    take_back_fallback_callers: bool = setting(
+        True, std="STD-001",
+        description="When the engine is back after an outage, callers still waiting in the "
+                    "dialplan's fallback queue are taken back into its own flow (its routing "
+                    "rules, ring limits and agent states); off: they stay in the fallback "
+                    "queue until answered or gone")
     records_lookback_h: float = setting(
         24.0, unit="h", std="STD-147", gt=0,
         description="At engine start and every AMI resync, calls in Asterisk's own records "

@@ -41,6 +41,9 @@ AMI_READ = "call,system,dtmf"
 AMI_WRITE = "call,system,originate"
 """The AMI classes the engine reads and writes (manager.conf.j2 says which of its events
 and actions need each); nothing else."""
+RESUME_CONTEXT = "callflow-resume"
+"""Where the engine, back after an outage, sends the callers the fallback queue still holds
+(``callflow/recovery.py``): into its own flow again, the fallback queue behind it."""
 INBOUND_FLOW_CONTEXT = "callflow-inbound"
 """The dialplan context whose ``AGI()`` runs the inbound flow, once ``[inbound]`` has
 checked the DID and cleaned the caller's number and name."""
@@ -263,6 +266,7 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
     context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE, "cel": cel.template_context(),
                "agents_context": AGENTS_CONTEXT,
                "inbound_flow_context": INBOUND_FLOW_CONTEXT, "did_digits": DID_DIGITS,
+               "resume_context": RESUME_CONTEXT,
                "ami_host": AMI_HOST, "ami_read": AMI_READ, "ami_write": AMI_WRITE,
                "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS}
     for template in templates:
