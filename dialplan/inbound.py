@@ -6,9 +6,11 @@ play what the waiting plan says.
 
 How the conversation ends decides what the flow does next, and Asterisk says which
 (runtime/asterisk.py reads it off AMI): Dial runs with ``g``, so when the agent hangs
-up first Dial returns 0 on the caller's live channel and the flow releases the caller
-itself (after the standard goodbye, per Policy) — never the dialplan's fallback
-queue, never a second offer. A blind transfer made on the phone kicks the caller out
+up first Dial returns 0 on the caller's live channel (-1 with ``DIALSTATUS`` ANSWER when
+it happens during the opening, which ``g`` does not cover) and the flow releases the
+caller itself (after the standard goodbye, per Policy) — never the dialplan's fallback
+queue, never a second offer. How an offer ended is AMI's word too: the flow waits for
+it before its own ``DIALSTATUS`` stands in. A blind transfer made on the phone kicks the caller out
 of the flow (``HANGUP`` on a live channel): the flow lets go at once and records
 nothing. Only a caller who really hung up is the caller's ending; the core learns it
 from AMI at the caller's BYE, whatever step the flow is in.
@@ -36,7 +38,7 @@ from callflow.engine import waiting
 from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
 from callflow.engine.policy import Policy, ring_limit_seconds
-from callflow.errors import CallerHungUp
+from callflow.errors import AgiCommandError, CallerHungUp
 from callflow.pbx.prompts import PromptLibrary, spell_digits
 from callflow.runtime.core import Runtime
 
@@ -171,9 +173,19 @@ class InboundFlow:
         self.offering = member.agent_id
         self.rt.offer_dialling(self.call_id, member.agent_id)
         # g: when the agent hangs up, Dial returns 0 and the caller stays with the flow
-        await self.session.exec("Dial", f"PJSIP/{member.endpoint}", dial_timeout_arg(ring_limit),
-                                f"A(:{opening}){hear}g")
-        status = await self.session.get_variable("DIALSTATUS") or "FAILED"
+        status: str | None = None
+        try:
+            await self.session.exec("Dial", f"PJSIP/{member.endpoint}",
+                                    dial_timeout_arg(ring_limit), f"A(:{opening}){hear}g")
+        except AgiCommandError:
+            # -1 on the caller's live channel: the agent hung up during the opening. Option
+            # g does not cover it (apps/app_dial.c, 22: a hang-up during the A()
+            # announcement jumps to ``done``, past the OPT_GO_ON test); DIALSTATUS says
+            # ANSWER, and the conversation is over as when Dial returns 0
+            status = await self.session.get_variable("DIALSTATUS")
+            if status != "ANSWER":
+                raise
+        status = status or await self.session.get_variable("DIALSTATUS") or "FAILED"
         talked = await self.session.get_variable("ANSWEREDTIME") if status == "ANSWER" else None
         self.offering = None
         self.rt.offer_reported(self.call_id, member.agent_id, status,

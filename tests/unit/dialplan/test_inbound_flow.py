@@ -299,3 +299,23 @@ async def test_ended_calls_leave_memory_after_the_retention(rig: Rig) -> None:
     assert call(rig).phase is Phase.ENDED
     await asyncio.sleep(0.2)
     assert CALL_ID not in rig.runtime.calls
+
+
+async def test_the_agent_hanging_up_during_the_opening_is_the_agents_release(
+        rig: Rig) -> None:
+    """Asterisk 22's Dial returns -1 on the caller's live channel when the agent hangs up
+    while the opening still plays, option g or not (tests/fixtures/ami/endings
+    agent_bye_during_opening; live: the flow failed and the caller was cut off without
+    the goodbye): the flow says goodbye and releases the caller like any agent release."""
+    rig.log_in("1001")
+    ast = await Asterisk.call(rig.port)
+    await ast.answer("ANSWER")
+    await ast.until("EXEC Dial", "200 result=-1")
+    await ast.answer("CHANNEL STATUS", "200 result=6")  # the caller is still there
+    await ast.answer("GET VARIABLE DIALSTATUS", "200 result=1 (ANSWER)")
+    await ast.answer("GET VARIABLE ANSWEREDTIME", "200 result=1 ()")
+    await agent_hangs_up(ast)
+    await ast.closed()
+    assert call(rig).phase is Phase.ENDED and call(rig).released_by == "agent"
+    assert sum(c.startswith("EXEC Dial") for c in ast.commands) == 1  # offered once
+
