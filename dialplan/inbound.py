@@ -187,6 +187,7 @@ class InboundFlow:
                 raise
         status = status or await self.session.get_variable("DIALSTATUS") or "FAILED"
         talked = await self.session.get_variable("ANSWEREDTIME") if status == "ANSWER" else None
+        await self._offer_settled(member.agent_id)
         self.offering = None
         self.rt.offer_reported(self.call_id, member.agent_id, status,
                                float(talked) if talked and talked.isdigit() else 0.0)
@@ -208,6 +209,21 @@ class InboundFlow:
         await self._done()
         with contextlib.suppress(CallerHungUp):
             await self.session.hangup()
+
+    async def _offer_settled(self, agent_id: str) -> None:
+        """Wait until AMI has closed the offer (or ``SETTLE_S`` passed): its ``DialEnd``,
+        read with the phone's own hang-up cause, says what happened; the flow's DIALSTATUS
+        cannot (a 480 and a ring limit that ran out are both NOANSWER, a 603 is
+        CHANUNAVAIL). Dial returns after its ``DialEnd``, but AMI's events reach the loop
+        on their own path: when the flow's report came first, a 480 was recorded as a
+        ring-no-answer (a RONA the phone never earned)."""
+        deadline = self.ctx.clock.now() + SETTLE_S
+        while self.rt.pbx_up and self.ctx.clock.now() < deadline:
+            call = self.rt.calls.get(self.call_id)
+            offer = call.current_offer if call is not None else None
+            if offer is None or offer.agent_id != agent_id:
+                return
+            await asyncio.sleep(0.01)
 
     async def _settled(self) -> Any:
         """The call once AMI has said how the conversation ended (or ``SETTLE_S`` passed)."""
