@@ -799,8 +799,9 @@ class AmiClient:
         log.info("%s: Asterisk is still booting; the resync waits for FullyBooted",
                  self._label)
         booted = asyncio.ensure_future(session.booted.wait())
+        either: set[asyncio.Future[Any]] = {booted, session.lost}
         try:
-            await asyncio.wait({booted, session.lost}, timeout=self.boot_timeout,
+            await asyncio.wait(either, timeout=self.boot_timeout,
                                return_when=asyncio.FIRST_COMPLETED)
         finally:
             booted.cancel()
