@@ -445,9 +445,15 @@ def test_agent_bye(matrix: Callable[..., Any], phase: str) -> None:
         assert bool(hold) == (phase == "holding")
         if hold:
             assert m.before(hold[0], bye)
-        m.check_record(outcome="answered", ending="agent_released", released_by="agent",
-                       offers=[("1001", "answered")], agent_id="1001")
+        call = m.check_record(outcome="answered", ending="agent_released",
+                              released_by="agent", offers=[("1001", "answered")],
+                              agent_id="1001")
         assert m.first("HangupRequest", m.call_id) is None  # the caller never hung up
+        # STD-110: no closing was said before the agent's BYE: a violation, raised at once
+        assert call.release_compliant is False
+        [alarm] = m.alarms("agent_hung_up_first")
+        m.notes["std110_alarm"] = f"{(alarm.raised_at - ts(bye)) * 1000:+.1f}ms"
+        assert 0 <= alarm.raised_at - ts(bye) < 0.5
         m.check_agent("1001", AgentState.ACW)
         released = ts(m.wait("Hangup", 1, Uniqueid=m.call_id)) - ts(bye)
         goodbye = m.product.service.prompts.path("goodbye")
@@ -605,6 +611,8 @@ def test_bye_with_cause_38_is_a_network_drop(matrix: Callable[..., Any], who: st
         tasks = [e for e in m.events if type(e).__name__ == "TaskRequested"]
         assert [(t.kind, t.owner_agent_id) for t in tasks] == [  # type: ignore[attr-defined]
             ("dropped_call", "1001")]
+        # the line dropped: nobody released the caller badly (STD-110 judges a choice)
+        assert m.alarms("agent_hung_up_first") == []
         m.check_agent("1001", AgentState.ACW)
 
 
