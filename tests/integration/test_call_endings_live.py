@@ -214,6 +214,11 @@ class Matrix:
         assert call.incomplete_reason is None
         if cause is not None:
             assert call.hangup_cause == cause
+        if call.answered_at is not None:  # STD-110's verdict on who released first
+            verdict = {"caller": True, "system": True, "pbx": None,
+                       "agent": ending == "network_drop"}[released_by]
+            assert call.release_compliant is verdict, f"{self.case}: {call.release_compliant}"
+            assert bool(self.alarms("agent_hung_up_first")) == (verdict is False)
         # every agent leg Asterisk made for the call is an offer on the record: nobody was
         # rung again after the call was over, and the fallback queue never took the call
         for ext in {o.agent_id for o in rows}:
