@@ -18,6 +18,7 @@ from callflow.engine.effects import (
     PbxQuery,
     Redirect,
     SetVariable,
+    ShowEndpoint,
     StartRecording,
 )
 from callflow.errors import CallflowError
@@ -29,6 +30,7 @@ QUERIES: dict[type[PbxQuery], str] = {
     ListChannels: "CoreShowChannels",
     ListEndpoints: "PJSIPShowEndpoints",
     ListContacts: "PJSIPShowContacts",
+    ShowEndpoint: "PJSIPShowEndpoint",
 }
 
 
@@ -59,6 +61,13 @@ def query_name(query: PbxQuery) -> str:
     if name is None:
         raise CallflowError(f"no AMI listing for {query!r}")
     return name
+
+
+def query_fields(query: PbxQuery) -> dict[str, str]:
+    """The AMI fields of a typed query (most listings take none)."""
+    if isinstance(query, ShowEndpoint):
+        return {"Endpoint": query.endpoint}
+    return {}
 
 
 def _originate(action: Originate) -> Fields:

@@ -52,7 +52,15 @@ so this adapter's job is that the link fails loudly and heals by itself:
   cannot flood the log while the counters still show every case.
 
 Resync (decided here): the ``on_connected`` hooks run after every successful login,
-the first one included, **before** any event of that connection is delivered.
+the first one included, once Asterisk says ``FullyBooted``, and **before** any event
+of that connection is delivered. Asterisk accepts AMI logins while it is still
+loading modules, and a module's actions do not exist before it is loaded (measured
+after a restart: ``PJSIPShowContacts`` -> "Invalid/unknown command" 0.5 s after the
+port opened, and the whole resync was lost). Asterisk sends ``FullyBooted`` right
+after the login reply when it is up (main/manager.c ``action_login``), else once when
+it gets there (main/asterisk.c ``publish_fully_booted``); the hooks wait for it, at
+most ``boot_timeout`` seconds (a login whose events mask leaves out the system class
+never gets it: then they run anyway, counted in ``boot_waits_timed_out``).
 While they run, actions work (the hooks call ``action_list``) but events are held;
 when the hooks are done (or failed, logged, or hit ``resync_timeout``) the held
 events are delivered in order and only then is the link ``up``. So the core sees
@@ -286,6 +294,7 @@ class _Session:
     banner: asyncio.Future[str]  # "" once the banner was read, else why the link ended
     lost: asyncio.Future[str]
     stall_reset: float = 0.0
+    booted: asyncio.Event = field(default_factory=asyncio.Event)  # FullyBooted seen
 
 
 class AmiClient:
@@ -297,7 +306,7 @@ class AmiClient:
                  reconnect_backoff: tuple[float, float] = (0.2, 5.0),
                  events: str = "on", resync_timeout: float = 30.0,
                  max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
-                 list_quiet: float = 0.5) -> None:
+                 list_quiet: float = 0.5, boot_timeout: float = 15.0) -> None:
         if ping_interval >= ping_timeout:
             raise ValueError("ping_interval must be shorter than ping_timeout, or a healthy "
                              "idle link would be declared dead between two pings")
@@ -312,6 +321,7 @@ class AmiClient:
         self.reconnect_backoff = reconnect_backoff
         self.events_mask = events
         self.resync_timeout = resync_timeout
+        self.boot_timeout = boot_timeout
         self.max_frame_bytes = max_frame_bytes
         self.list_quiet = list_quiet
         self._label = f"ami{next(_instance_ids)}"
@@ -321,6 +331,7 @@ class AmiClient:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._session: _Session | None = None  # logged in (actions allowed)
+        self._opened: _Session | None = None  # the connection being supervised
         self._up = False                         # logged in and resynced
         self._up_event = asyncio.Event()
         self._stopping = False
@@ -328,8 +339,6 @@ class AmiClient:
         self._pending: dict[str, _Pending] = {}
         self._holding = False
         self._held: list[AmiMessage] = []
-        self._booted = asyncio.Event()  # this connection's Asterisk said FullyBooted
-        self.boot_timeout = resync_timeout
         self._inbox: list[tuple[_AmiConnection, Parsed]] = []
         self._inbox_lock = threading.Lock()
         self._drain_scheduled = False
@@ -339,7 +348,8 @@ class AmiClient:
             "action_timeouts", "action_errors", "unmatched_responses", "list_events",
             "lists_unannounced", "lists_without_complete",
             "malformed", "malformed_frames", "malformed_lines", "decode_errors",
-            "bad_separators", "handler_errors", "resync_failures", "loop_stalls"), 0)
+            "bad_separators", "handler_errors", "resync_failures", "loop_stalls",
+            "boot_waits", "boot_waits_timed_out"), 0)
         self._logged_kinds: set[str] = set()
 
     # -- public interface -------------------------------------------------------------
@@ -573,7 +583,7 @@ class AmiClient:
         events: list[AmiMessage] = []
         stats = self._stats
         pending = self._pending
-        for _conn, parsed in items:
+        for conn, parsed in items:
             for problem in parsed.problems:
                 self._report(problem)
             messages = parsed.messages
@@ -591,13 +601,18 @@ class AmiClient:
                 elif not (action_id and pending and self._resolve(action_id, message)):
                     events.append(message)
                     if message.name == "FullyBooted":
-                        self._booted.set()
+                        self._fully_booted(conn)
         if not events:
             return
         if self._holding:
             self._held.extend(events)
             return
         self._deliver(events)
+
+    def _fully_booted(self, conn: _AmiConnection) -> None:
+        opened = self._opened
+        if opened is not None and opened.conn is conn:
+            opened.booted.set()
 
     def _deliver(self, events: list[AmiMessage]) -> None:
         stats = self._stats
@@ -659,10 +674,10 @@ class AmiClient:
             up_since = 0.0
             try:
                 session = await self._open()
+                self._opened = session
                 watchdog = asyncio.create_task(self._watchdog(session),
                                                name=f"{self._label}-watchdog")
                 self._holding = True  # this connection's events wait for its resync
-                self._booted.clear()
                 await self._login(session)
                 await self._wait_booted(session)
                 await self._resync(session)
@@ -685,6 +700,7 @@ class AmiClient:
             finally:
                 if watchdog is not None:
                     watchdog.cancel()
+                self._opened = None
                 self._teardown(session)
             if self._stopping:
                 return
@@ -776,16 +792,25 @@ class AmiClient:
                  session.conn._ami_version)
 
     async def _wait_booted(self, session: _Session) -> None:
-        """An Asterisk still starting accepts AMI logins before its modules have registered
-        their actions (PJSIPShowContacts is unknown for a moment): the resync waits for
-        FullyBooted, which Asterisk sends a new session at once when it is up already."""
+        """Hold the resync until Asterisk has loaded its modules (module docstring)."""
+        if session.booted.is_set():
+            return
+        self._stats["boot_waits"] += 1
+        log.info("%s: Asterisk is still booting; the resync waits for FullyBooted",
+                 self._label)
+        booted = asyncio.ensure_future(session.booted.wait())
+        either: set[asyncio.Future[Any]] = {booted, session.lost}
         try:
-            await asyncio.wait_for(self._booted.wait(), self.boot_timeout)
-        except TimeoutError:
-            log.warning("%s: no FullyBooted within %.0f s of the login; resyncing anyway",
-                        self._label, self.boot_timeout)
+            await asyncio.wait(either, timeout=self.boot_timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            booted.cancel()
         if session.lost.done():
             raise AmiLinkDown(f"AMI link lost while Asterisk booted: {session.lost.result()}")
+        if not session.booted.is_set():
+            self._stats["boot_waits_timed_out"] += 1
+            log.warning("%s: no FullyBooted within %g s of the login (is the system event "
+                        "class off?); resyncing anyway", self._label, self.boot_timeout)
 
     async def _resync(self, session: _Session) -> None:
         try:

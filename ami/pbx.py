@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from callflow.ami.actions import encode, query_name
+from callflow.ami.actions import encode, query_fields, query_name
 from callflow.ami.client import AmiClient, AmiMessage
 from callflow.engine.effects import PbxAction, PbxQuery
 from callflow.errors import AmiProtocolError
@@ -41,7 +41,8 @@ class AmiPbx:
         whole, or an item is not shaped as Asterisk writes it (``AmiMessage.suspect``:
         a caller's number may have cut it short): a reconciliation must never act on
         half a picture."""
-        result = await self.client.action_list(query_name(query))
+        result = await self.client.action_list(query_name(query), _timeout=None,
+                                               **query_fields(query))
         if result.warning:
             raise AmiProtocolError(f"{query_name(query)}: {result.warning}")
         doubted = next((item for item in result.events if item.suspect), None)

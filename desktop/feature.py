@@ -50,6 +50,7 @@ from callflow.engine.effects import (
     Effect,
     ListEndpoints,
     Notice,
+    ShowEndpoint,
     StartTimer,
 )
 from callflow.errors import CallflowError, StateError
@@ -175,7 +176,14 @@ class AgentDesktop(FeatureBase):
         task.add_done_callback(self._tasks.discard)
 
     async def _refresh_softphones(self) -> None:
-        """Every desk's softphone as Asterisk sees it now (STD-099 needs the truth)."""
+        """Every desk's softphone as Asterisk sees it now (STD-099 needs the truth).
+
+        An endpoint listed ``Unavailable`` is looked at closer: right after Asterisk
+        (re)started, its qualified contacts are not qualified yet (``NonQualified``,
+        measured for ~0.3 s after ``FullyBooted``) and the endpoint shows Unavailable
+        though nothing was found wrong. That is no word on the phone yet (the first
+        qualify's ``ContactStatus`` will say), not an unreachable one: taken for one, it
+        put every ready agent not-ready at each Asterisk restart."""
         runtime = self.runtime
         asked = time.monotonic()  # ContactStatus events newer than this win
         try:
@@ -185,9 +193,23 @@ class AgentDesktop(FeatureBase):
             return
         for item in listing:
             endpoint = item.get("ObjectName")
-            if self.service.roster.by_endpoint(endpoint) is not None:
-                runtime.softphone_status(endpoint, item.get("DeviceState") != "Unavailable",
-                                         asked)
+            if self.service.roster.by_endpoint(endpoint) is None:
+                continue
+            reachable = item.get("DeviceState") != "Unavailable"
+            if not reachable and not await self._found_unreachable(endpoint):
+                continue  # no word yet: the contact's first ContactStatus will say
+            runtime.softphone_status(endpoint, reachable, asked)
+
+    async def _found_unreachable(self, endpoint: str) -> bool:
+        """PJSIP found the endpoint's softphone gone: every contact it has is judged
+        Unreachable (or it has none: a softphone that is not registered)."""
+        try:
+            detail = await self.runtime.query(ShowEndpoint(endpoint))
+        except CallflowError as exc:
+            log.warning("softphone %s: contacts not read (%s)", endpoint, exc)
+            return True  # the listing's word stands
+        return all(item.get("Status") in ("Unreachable", "Removed")
+                   for item in detail if item.name == "ContactStatusDetail")
 
     # --- holds (AMI) ----------------------------------------------------------------------
 

@@ -6,9 +6,11 @@ play what the waiting plan says.
 
 How the conversation ends decides what the flow does next, and Asterisk says which
 (runtime/asterisk.py reads it off AMI): Dial runs with ``g``, so when the agent hangs
-up first Dial returns 0 on the caller's live channel and the flow releases the caller
-itself (after the standard goodbye, per Policy) — never the dialplan's fallback
-queue, never a second offer. A blind transfer made on the phone kicks the caller out
+up first Dial returns 0 on the caller's live channel (-1 with ``DIALSTATUS`` ANSWER when
+it happens during the opening, which ``g`` does not cover) and the flow releases the
+caller itself (after the standard goodbye, per Policy) — never the dialplan's fallback
+queue, never a second offer. How an offer ended is AMI's word too: the flow waits for
+it before its own ``DIALSTATUS`` stands in. A blind transfer made on the phone kicks the caller out
 of the flow (``HANGUP`` on a live channel): the flow lets go at once and records
 nothing. Only a caller who really hung up is the caller's ending; the core learns it
 from AMI at the caller's BYE, whatever step the flow is in.
@@ -37,7 +39,7 @@ from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
 from callflow.engine.effects import Alarm
 from callflow.engine.policy import Policy, ring_limit_seconds
-from callflow.errors import CallerHungUp
+from callflow.errors import AgiCommandError, CallerHungUp
 from callflow.pbx.prompts import PromptLibrary, spell_digits
 from callflow.runtime.core import Runtime
 
@@ -172,10 +174,21 @@ class InboundFlow:
         self.offering = member.agent_id
         self.rt.offer_dialling(self.call_id, member.agent_id)
         # g: when the agent hangs up, Dial returns 0 and the caller stays with the flow
-        await self.session.exec("Dial", f"PJSIP/{member.endpoint}", dial_timeout_arg(ring_limit),
-                                f"A(:{opening}){hear}g")
-        status = await self.session.get_variable("DIALSTATUS") or "FAILED"
+        status: str | None = None
+        try:
+            await self.session.exec("Dial", f"PJSIP/{member.endpoint}",
+                                    dial_timeout_arg(ring_limit), f"A(:{opening}){hear}g")
+        except AgiCommandError:
+            # -1 on the caller's live channel: the agent hung up during the opening. Option
+            # g does not cover it (apps/app_dial.c, 22: a hang-up during the A()
+            # announcement jumps to ``done``, past the OPT_GO_ON test); DIALSTATUS says
+            # ANSWER, and the conversation is over as when Dial returns 0
+            status = await self.session.get_variable("DIALSTATUS")
+            if status != "ANSWER":
+                raise
+        status = status or await self.session.get_variable("DIALSTATUS") or "FAILED"
         talked = await self.session.get_variable("ANSWEREDTIME") if status == "ANSWER" else None
+        await self._offer_settled(member.agent_id)
         self.offering = None
         self.rt.offer_reported(self.call_id, member.agent_id, status,
                                float(talked) if talked and talked.isdigit() else 0.0)
@@ -197,6 +210,21 @@ class InboundFlow:
         await self._done()
         with contextlib.suppress(CallerHungUp):
             await self.session.hangup()
+
+    async def _offer_settled(self, agent_id: str) -> None:
+        """Wait until AMI has closed the offer (or ``SETTLE_S`` passed): its ``DialEnd``,
+        read with the phone's own hang-up cause, says what happened; the flow's DIALSTATUS
+        cannot (a 480 and a ring limit that ran out are both NOANSWER, a 603 is
+        CHANUNAVAIL). Dial returns after its ``DialEnd``, but AMI's events reach the loop
+        on their own path: when the flow's report came first, a 480 was recorded as a
+        ring-no-answer (a RONA the phone never earned)."""
+        deadline = self.ctx.clock.now() + SETTLE_S
+        while self.rt.pbx_up and self.ctx.clock.now() < deadline:
+            call = self.rt.calls.get(self.call_id)
+            offer = call.current_offer if call is not None else None
+            if offer is None or offer.agent_id != agent_id:
+                return
+            await asyncio.sleep(0.01)
 
     async def _settled(self) -> Any:
         """The call once AMI has said how the conversation ended (or ``SETTLE_S`` passed)."""

@@ -507,10 +507,12 @@ def _offer_started(call: InboundCall, event: OfferStarted,
     if current is not None and current.agent_id == event.agent_id:
         if current.from_pbx or not event.from_pbx:
             return call, []
-        # Asterisk's DialBegin confirms the flow's offer: its time is the exact one
+        # Asterisk's DialBegin confirms the flow's offer: its time is the exact one, and
+        # the record (t_ring, ring_s) must say so, not the flow's time before its Dial
         confirmed = replace(current, channel=event.channel, started_at=event.at,
                             from_pbx=True)
-        return replace(call, offers=(*call.offers[:-1], confirmed)), []
+        call = replace(call, offers=(*call.offers[:-1], confirmed))
+        return call, _effects(call, timings, to_agent=event.agent_id)
     talking = call.talking_offer
     if talking is not None and talking.agent_id == event.agent_id:
         return call, []  # the agent who has the caller (a late or repeated report)

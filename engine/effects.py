@@ -192,5 +192,12 @@ class ListEndpoints(PbxQuery):
 
 
 @dataclass(frozen=True)
+class ShowEndpoint(PbxQuery):
+    """One PJSIP endpoint with each contact's status (PJSIPShowEndpoint)."""
+
+    endpoint: str
+
+
+@dataclass(frozen=True)
 class ListContacts(PbxQuery):
     """Every registered or static PJSIP contact with its status (PJSIPShowContacts)."""

@@ -177,12 +177,15 @@ class SpecialTimer:
 
 @dataclass(frozen=True)
 class Released:
-    """The call ended; ``by`` is who released first (caller, agent, system, unknown)."""
+    """The call ended; ``by`` is who released first (caller, agent, system, unknown);
+    ``dropped``: that party's line dropped (a Q.850 cause the Policy calls a drop, the
+    record's ``network_drop``), nobody's choice."""
 
     call_id: str
     by: str
     at: float
     wall: float
+    dropped: bool = False
 
 
 SpecialEvent = (Start | Warn | PromptPlayed | CallerSpeech | Connected | Closing | SpecialTimer
@@ -407,8 +410,8 @@ def _released(call: SpecialCall, event: Released,
     why = ""
     if call.ending is not None:
         verdict, by = True, "system"
-    elif by in ("caller", "system"):
-        verdict = True
+    elif by in ("caller", "system") or event.dropped:
+        verdict = True  # (STD-110 judges an agent's choice: a dropped line is none)
     elif by == "agent":
         since = None if call.closing_at is None else event.at - call.closing_at
         if since is None:

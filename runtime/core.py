@@ -32,6 +32,7 @@ from callflow.engine.effects import (
     DomainEvent,
     Effect,
     ListChannels,
+    ListEndpoints,
     PbxAction,
     PbxQuery,
     Persist,
@@ -137,6 +138,7 @@ class Runtime:
         self._confirmed: set[str] = set()  # desks seen reachable since the last resync
         self._softphone_grace_until = 0.0  # monotonic: "unreachable" waits till then
         self._resync_listeners: list[Callable[[], None]] = []
+        self._rechecks: set[asyncio.Task[None]] = set()
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._listeners: dict[str, list[Callable[[AmiFrame], None]]] = {}
         self._timer_owners: dict[str, Callable[[str], None]] = {}
@@ -588,6 +590,35 @@ class Runtime:
                 # the softphone cannot be reached: not offered again until PJSIP says so
                 log.warning("agent %s: softphone unavailable", agent_id)
                 self.agent_fact(agent_id, agent_state.SoftphoneUnreachable())
+                self._recheck_softphone(agent.extension)
+
+    def _recheck_softphone(self, endpoint: str) -> None:
+        """Ask PJSIP now whether the desk's softphone is reachable. A phone that answers
+        an offer 480 Temporarily Unavailable still answers qualify: PJSIP holds its
+        contact Reachable and, nothing having changed, says nothing more; without asking,
+        the agent stayed flagged unreachable and could not go ready again (STD-099) until
+        the next AMI resync (measured live). The agent stays not-ready either way."""
+        if not endpoint or self.adapters.pbx is None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without a loop (pure tests)
+            return
+        task = loop.create_task(self._ask_softphone(endpoint))
+        self._rechecks.add(task)
+        task.add_done_callback(self._rechecks.discard)
+
+    async def _ask_softphone(self, endpoint: str) -> None:
+        asked = time.monotonic()  # a ContactStatus event newer than the listing wins
+        try:
+            listing = await self.query(ListEndpoints())
+        except CallflowError as exc:
+            log.warning("softphone %s not rechecked: %s", endpoint, exc)
+            return
+        for item in listing:
+            if item.get("ObjectName") == endpoint:
+                self.softphone_status(endpoint, item.get("DeviceState") != "Unavailable",
+                                      asked)
 
     # --- AMI ------------------------------------------------------------------------
 

@@ -234,7 +234,8 @@ class SpecialCallsFeature(FeatureBase):
             machine = self._special(call)
         if machine is not None:
             by = call.released_by or "unknown"
-            self._step_special(machine, sc.Released(uid, by, now, wall))
+            dropped = calls.ending(call, self.runtime.timings) == "network_drop"
+            self._step_special(machine, sc.Released(uid, by, now, wall, dropped))
             self.specials.pop(uid, None)
 
     def _on_bridge_enter(self, frame: AmiFrame) -> None:

@@ -53,6 +53,8 @@ def write_call(s: Session, data: dict[str, Any]) -> None:
                                  ended_at=ended, result=offer.get("result") if ended else None)
         else:
             row = existing[i]
+            if started is not None and row.started_at != started:
+                repo.retime_offer(s, row, started)  # Asterisk's stamp replaced the flow's
             if row.ended_at is None and ended is not None:
                 repo.finish_offer(s, row.id, ended, offer["result"])
         if left is not None:

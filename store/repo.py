@@ -175,6 +175,15 @@ def finish_offer(s: Session, offer_id: int, ended_at: datetime, result: str) -> 
     return offer
 
 
+def retime_offer(s: Session, offer: CallOffer, started_at: datetime) -> None:
+    """The offer's ringing began at ``started_at`` (Asterisk's stamp of the agent leg,
+    which replaces the flow's own time taken just before its Dial)."""
+    offer.started_at = started_at
+    if offer.ended_at is not None:
+        offer.ring_s = (offer.ended_at - started_at).total_seconds()
+    s.flush()
+
+
 def leave_offer(s: Session, offer: CallOffer, left_at: datetime) -> None:
     """An answered offer's agent left the call (hang-up, transfer): their part ends."""
     if offer.left_at is None:

@@ -35,6 +35,8 @@ def fixture(name: str) -> bytes:
 LOGIN_OK = fixture("login_ok.txt")
 BANNER, LOGIN_REPLY = LOGIN_OK.split(b"\r\n", 1)[0] + b"\r\n", LOGIN_OK.split(b"\r\n", 1)[1]
 LOGIN_FAIL = fixture("login_fail.txt").split(b"\r\n", 1)[1]
+FULLY_BOOTED = next(f + b"\r\n\r\n" for f in LOGIN_REPLY.split(b"\r\n\r\n")
+                    if f.startswith(b"Event: FullyBooted"))
 ACTION_ID_LINE = re.compile(rb"ActionID: [^\r\n]*")
 
 REPLIES = {
@@ -63,6 +65,7 @@ class ReplayAsterisk:
     def __init__(self) -> None:
         self.replies: dict[str, bytes | Callable[[dict[str, str]], bytes | None]] = dict(REPLIES)
         self.accept_login = True
+        self.booted = True  # False: Asterisk still loads modules (no FullyBooted at login)
         self.banner = BANNER
         self.ignored: set[str] = set()          # actions never answered
         self.actions: list[dict[str, str]] = []
@@ -147,6 +150,8 @@ class ReplayAsterisk:
         if name == "login":
             ok = self.accept_login and action.get("Secret") == SECRET
             reply: bytes | None = LOGIN_REPLY if ok else LOGIN_FAIL
+            if ok and not self.booted:
+                reply = LOGIN_REPLY.replace(FULLY_BOOTED, b"")
         elif name in self.ignored:
             return None
         else:
@@ -642,6 +647,50 @@ async def test_dropped_link_reconnects_and_resyncs_before_new_events(
     assert client.stats["reconnects"] == 1 and client.stats["disconnects"] == 1
     server.push(b"Event: AfterReconnect\r\n\r\n")
     await server.wait_for(lambda: "AfterReconnect" in log)
+    await client.stop()
+
+
+async def test_the_resync_waits_until_asterisk_has_booted(server: ReplayAsterisk) -> None:
+    """Asterisk accepts a login while it still loads modules (measured after a restart:
+    the resync's PJSIPShowContacts was an unknown command 0.5 s after the port opened, and
+    the whole resync was lost): the resync waits for FullyBooted, events stay held."""
+    server.booted = False
+    client = make_client(server)
+    log: list[str] = []
+
+    async def resync() -> None:
+        log.append("resync")
+
+    client.subscribe(lambda batch: log.extend(m.name for m in batch))
+    client.on_connected(resync)
+    await client.start()
+    await server.wait_for(lambda: bool(server.actions_named("Login")))
+    await asyncio.sleep(0.3)
+    assert log == [] and not client.up
+    server.push(FULLY_BOOTED)
+    await client.wait_up(2)
+    await server.wait_for(lambda: len(log) >= 3)
+    assert log[:3] == ["resync", "SuccessfulAuth", "FullyBooted"]
+    assert client.stats["boot_waits"] == 1 and client.stats["boot_waits_timed_out"] == 0
+    await client.stop()
+
+
+async def test_no_fully_booted_at_all_delays_the_resync_by_boot_timeout_only(
+        server: ReplayAsterisk) -> None:
+    """A login whose events leave out the system class never hears FullyBooted."""
+    server.booted = False
+    client = make_client(server, boot_timeout=0.3)
+    resyncs: list[float] = []
+
+    async def resync() -> None:
+        resyncs.append(time.monotonic())
+
+    client.on_connected(resync)
+    started = time.monotonic()
+    await client.start()
+    await client.wait_up(2)
+    assert len(resyncs) == 1 and resyncs[0] - started >= 0.3
+    assert client.stats["boot_waits_timed_out"] == 1
     await client.stop()
 
 

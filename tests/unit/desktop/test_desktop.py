@@ -46,7 +46,7 @@ from callflow.agents.state import timer_key
 from callflow.ami.client import AmiMessage
 from callflow.desktop.feature import AgentDesktop
 from callflow.engine.clock import FakeClock
-from callflow.engine.effects import Alarm, Publish, StartTimer
+from callflow.engine.effects import Alarm, Publish, ShowEndpoint, StartTimer
 from callflow.engine.policy import Policy, parse_policy
 from callflow.runtime.core import Runtime
 from callflow.service import Service, ServiceOptions, edge_adapters
@@ -649,6 +649,59 @@ async def test_resync_reads_contact_list_aors_and_older_words_lose(start: Start)
     assert rt.endpoint_reachable["agent1002"] is False
     rt.softphone_status("agent1002", True, time.monotonic())
     assert rt.agents["1002"].softphone_reachable
+
+
+class Pjsip:
+    """Asterisk's PJSIP listings: each endpoint's device state and contacts' statuses."""
+
+    up = True
+
+    def __init__(self, endpoints: dict[str, tuple[str, list[str]]]) -> None:
+        self.endpoints = endpoints
+        self.asked: list[Any] = []
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    async def send(self, action: Any) -> Any:
+        raise AssertionError(f"no action expected: {action}")
+
+    async def query(self, query: Any) -> list[AmiMessage]:
+        self.asked.append(query)
+        if isinstance(query, ShowEndpoint):
+            return [ami("ContactStatusDetail", Status=status)
+                    for status in self.endpoints[query.endpoint][1]]
+        return [ami("EndpointList", ObjectName=name, DeviceState=state)
+                for name, (state, _) in self.endpoints.items()]
+
+
+async def test_a_softphone_pjsip_has_not_qualified_yet_is_not_unreachable(
+        start: Start) -> None:
+    """Right after Asterisk (re)started its contacts wait for their first qualify
+    (NonQualified, ~0.3 s after FullyBooted, measured) and the endpoints say Unavailable:
+    the resync's refresh took that for unreachable and put every ready agent not-ready
+    at each Asterisk restart (found by the endings matrix, restart while ringing)."""
+    # no grace after the resync (runtime/core.py softphone_status): judged at once
+    running = await start(FAST.model_copy(update={"supervision": FAST.supervision.model_copy(
+        update={"softphone_grace_s": 0.0})}))
+    rt = running.runtime
+    for agent_id in AGENTS:
+        rt.log_in(agent_id)
+    pjsip = Pjsip({"agent1001": ("Unavailable", ["NonQualified"]),
+                   "agent1002": ("Unavailable", ["Unreachable"]),
+                   "agent1003": ("Not in use", ["Reachable"])})
+    rt.adapters.pbx = pjsip
+    rt.apply_resync([], [])
+    await asyncio.sleep(0.05)  # the desktop's refresh runs as a task
+    assert [type(q).__name__ for q in pjsip.asked] == [
+        "ListEndpoints", "ShowEndpoint", "ShowEndpoint"]
+    assert rt.agents["1001"].state is S.READY and rt.agents["1001"].softphone_reachable
+    assert (rt.agents["1002"].state, rt.agents["1002"].reason) == (S.NOT_READY, "unreachable")
+    assert rt.agents["1003"].state is S.READY
+    # the first qualify's word comes as an event
+    rt.on_ami_batch([ami("ContactStatus", AOR="agent1001", ContactStatus="Reachable")])
+    assert rt.agents["1001"].state is S.READY
 
 
 def test_hot_desk_helpers_refuse_what_does_not_exist() -> None:

@@ -22,11 +22,13 @@ from agi_peer import answer_env_check
 
 from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import AgentState, LogIn
+from callflow.ami.frames import AmiFrameParser, AmiMessage
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
-from callflow.engine.calls import Outcome, Phase
+from callflow.engine.calls import OfferResult, Outcome, Phase
 from callflow.engine.clock import RealClock
 from callflow.engine.policy import Policy, parse_policy
+from callflow.errors import AmiLinkDown
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
 from callflow.pbx.render import INBOUND_FLOW_CONTEXT
 from callflow.runtime.core import Runtime
@@ -54,14 +56,32 @@ def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("prompts")  # generated once for the module
 
 
-async def start_rig(prompts_dir: Path, policy: Policy) -> AsyncIterator[Rig]:
+class AmiUp:
+    """A PBX port whose AMI link is up: the runtime then waits for AMI's word (the test
+    feeds captured frames itself); actions are not needed here."""
+
+    up = True
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    async def send(self, action: Any) -> Any:
+        raise AmiLinkDown("not wired in this test")
+
+    async def query(self, query: Any) -> Any:
+        raise AmiLinkDown("not wired in this test")
+
+
+async def start_rig(prompts_dir: Path, policy: Policy,
+                    pbx: AmiUp | None = None) -> AsyncIterator[Rig]:
     roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}", queues=("main",))
                           for a in ("1001", "1002")))
     records: list[tuple[str, dict[str, Any]]] = []
     published: list[tuple[str, dict[str, Any]]] = []
     runtime = Runtime(policy, RealClock(), roster, edge_adapters(RealClock(),
         persist=lambda k, d: records.append((k, d)),
-        publish=lambda t, p: published.append((t, p))))
+        publish=lambda t, p: published.append((t, p)), pbx=pbx))
     runtime.agi_hangup_grace_s = 0  # no AMI here: the flow's report is the only one
     library = PromptLibrary(LanguagePack.load("zh"), prompts_dir,
                             {"centre": policy.greetings.centre_name})
@@ -99,13 +119,14 @@ class Asterisk:
 
     @classmethod
     async def call(cls, port: int, did: str = "100", caller: str = "13800000000",
-                   identity: dict[str, str] | None = None) -> Asterisk:
+                   identity: dict[str, str] | None = None,
+                   call_id: str = CALL_ID) -> Asterisk:
         """A call into the flow; with ``identity``, the server is expected to refuse the
         environment (``caller`` carried a newline) and ask for the channel's identity,
         answered from it."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         env = {"agi_network": "yes", "agi_network_script": "inbound",
-               "agi_channel": "PJSIP/caller-00000007", "agi_uniqueid": CALL_ID,
+               "agi_channel": "PJSIP/caller-00000007", "agi_uniqueid": call_id,
                "agi_callerid": caller, "agi_extension": did, "agi_arg_1": did}
         writer.write(("".join(f"{k}: {v}\n" for k, v in env.items()) + "\n").encode())
         await writer.drain()
@@ -333,3 +354,67 @@ async def test_a_refused_environment_is_an_ordinary_call_from_an_unknown_caller(
         assert [a["kind"] for a in alarms] == ["agi_environment_refused"]
         assert alarms[0]["detail"]["call_id"] == CALL_ID
         assert "agi_network_script written twice" in alarms[0]["detail"]["reason"]
+
+
+async def test_the_agent_hanging_up_during_the_opening_is_the_agents_release(
+        rig: Rig) -> None:
+    """Asterisk 22's Dial returns -1 on the caller's live channel when the agent hangs up
+    while the opening still plays, option g or not (tests/fixtures/ami/endings
+    agent_bye_during_opening; live: the flow failed and the caller was cut off without
+    the goodbye): the flow says goodbye and releases the caller like any agent release."""
+    rig.log_in("1001")
+    ast = await Asterisk.call(rig.port)
+    await ast.answer("ANSWER")
+    await ast.until("EXEC Dial", "200 result=-1")
+    await ast.answer("CHANNEL STATUS", "200 result=6")  # the caller is still there
+    await ast.answer("GET VARIABLE DIALSTATUS", "200 result=1 (ANSWER)")
+    await ast.answer("GET VARIABLE ANSWEREDTIME", "200 result=1 ()")
+    await agent_hangs_up(ast)
+    await ast.closed()
+    assert call(rig).phase is Phase.ENDED and call(rig).released_by == "agent"
+    assert sum(c.startswith("EXEC Dial") for c in ast.commands) == 1  # offered once
+
+
+ENDINGS = Path(__file__).resolve().parents[2] / "fixtures" / "ami" / "endings"
+
+
+def captured(case: str) -> list[AmiMessage]:
+    parsed = AmiFrameParser().feed(b"Asterisk Call Manager/11.0.0\r\n"
+                                   + (ENDINGS / f"{case}.txt").read_bytes(), 0.0)
+    return list(parsed.messages)
+
+
+@pytest.mark.parametrize(("case", "result", "state", "reason"), [
+    ("reject_480", OfferResult.UNAVAILABLE, AgentState.NOT_READY, "unreachable"),
+    ("reject_603", OfferResult.DECLINED, AgentState.NOT_READY, "rejected"),
+])
+async def test_amis_word_on_a_refused_offer_wins_over_the_flows_dialstatus(
+        prompts_dir: Path, case: str, result: OfferResult, state: AgentState,
+        reason: str) -> None:
+    """Dial returns after its DialEnd, but AMI's events reach the loop on their own path:
+    when the flow's DIALSTATUS (NOANSWER for a 480, CHANUNAVAIL for a 603) came first it
+    closed the offer, and a 480 was a ring-no-answer (live, 1 run in 5). The flow waits
+    for AMI's DialEnd, read with the phone's own cause."""
+    frames = captured(case)
+    caller = next(f for f in frames if f.name == "Newchannel")
+    leg = next(f for f in frames if f.name == "Newchannel" and "agent1001" in f.get("Channel"))
+    refused = next(i for i, f in enumerate(frames) if f.name == "HangupRequest"
+                   and f.get("Uniqueid") == leg.get("Uniqueid"))
+    gone = next(i for i, f in enumerate(frames) if f.name == "Hangup"
+                and f.get("Uniqueid") == leg.get("Uniqueid"))
+    async for rig in start_rig(prompts_dir, parse_policy(SHORT), pbx=AmiUp()):
+        rig.log_in("1001")
+        ast = await Asterisk.call(rig.port, call_id=caller.get("Uniqueid"))
+        await ast.answer("ANSWER")
+        await ast.until("EXEC Dial")  # ... the phone rings, then refuses; Dial returns
+        rig.runtime.on_ami_batch(frames[:refused])
+        await ast.answer("GET VARIABLE DIALSTATUS", "200 result=1 (NOANSWER)"
+                         if case == "reject_480" else "200 result=1 (CHANUNAVAIL)")
+        await asyncio.sleep(0.1)  # AMI's events of the refusal arrive after the flow's
+        rig.runtime.on_ami_batch(frames[refused:gone + 1])
+        await ast.hang_up_during("SET MUSIC")  # nobody else to offer: the caller waits
+        offers = rig.runtime.calls[caller.get("Uniqueid")].offers
+        assert [(o.agent_id, o.result) for o in offers] == [("1001", result)]
+        agent = rig.runtime.agents["1001"]
+        assert (agent.state, agent.reason) == (state, reason)
+        assert agent.ring_no_answer_count == 0

@@ -207,6 +207,15 @@ def test_agent_first_release_std_110_111(closing: float | None, by: str, complia
             ("agent_hung_up_first", "STD-110", why)]
 
 
+def test_a_dropped_agent_line_is_not_an_agent_first_release() -> None:
+    """The agent's line dropped (BYE with Q.850 cause 38, the record's network_drop): the
+    live matrix found it judged an STD-110 violation and alarmed."""
+    line = Line()
+    effects = line.feed(sc.Released("c1", "agent", **line.now(), dropped=True))
+    assert next(e for e in effects if isinstance(e, Persist)).data["release_compliant"] is True
+    assert not any(isinstance(e, Alarm) for e in effects)
+
+
 def test_strict_mode_c_6_and_unknown_releaser() -> None:
     effects = release_after_closing(2.5, "agent", replace(RULES, strict=True))
     assert next(e for e in effects if isinstance(e, Persist)).data["release_compliant"] is False

@@ -12,6 +12,7 @@ record's times, which must be Asterisk's own stamps.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,14 @@ from typing import Any
 
 import pytest
 
-from callflow.agents.events import AgentState, LogIn
+from callflow.agents.events import AgentState, LogIn, RequestState
 from callflow.agents.roster import Roster, RosterAgent
 from callflow.ami.frames import AmiFrameParser, AmiMessage
 from callflow.engine.calls import InboundCall, OfferResult, Outcome, Phase, call_record
 from callflow.engine.clock import RealClock
 from callflow.engine.effects import Alarm, DomainEvent
 from callflow.engine.policy import Policy
+from callflow.errors import StateError
 from callflow.runtime.core import Runtime
 from callflow.service import edge_adapters
 
@@ -77,10 +79,11 @@ def roster() -> Roster:
 
 
 async def replay(case: str, *, reserve: str | None = "1001",
-                 logged_in: Iterable[str] = AGENTS) -> Replay:
+                 logged_in: Iterable[str] = AGENTS, pbx: Any = None) -> Replay:
     clock = RealClock()
     runtime = Runtime(Policy.defaults(), clock, roster(), edge_adapters(
-        clock, persist=lambda kind, data: None, publish=lambda topic, payload: None))
+        clock, persist=lambda kind, data: None, publish=lambda topic, payload: None,
+        pbx=pbx))
     for agent_id in logged_in:
         runtime.agent_event(agent_id, LogIn())
     captured = frames(case)
@@ -168,6 +171,50 @@ async def test_480_temporarily_unavailable_is_an_unreachable_phone() -> None:
     assert r.offers() == [("1001", OfferResult.UNAVAILABLE)]
     agent = r.agent("1001")
     assert agent.state is AgentState.NOT_READY and agent.ring_no_answer_count == 0
+
+
+class Endpoints:
+    """Asterisk's answer to PJSIPShowEndpoints: each desk's device state."""
+
+    up = True
+
+    def __init__(self, **states: str) -> None:
+        self.states = states
+        self.asked: list[Any] = []
+
+    @property
+    def stats(self) -> dict[str, float]:
+        return {}
+
+    async def send(self, action: Any) -> Any:
+        raise AssertionError(f"no action expected: {action}")
+
+    async def query(self, query: Any) -> list[AmiMessage]:
+        self.asked.append(query)
+        return [AmiMessage("EndpointList", {"ObjectName": name, "DeviceState": state}, 0.0)
+                for name, state in self.states.items()]
+
+
+@pytest.mark.parametrize(("device_state", "reachable"), [("Not in use", True),
+                                                         ("Unavailable", False)])
+async def test_after_a_480_pjsip_is_asked_whether_the_softphone_is_there(
+        device_state: str, reachable: bool) -> None:
+    """A phone that answers 480 still answers qualify: PJSIP holds it Reachable and says
+    nothing more (live: the agent stayed flagged unreachable and could not go ready). The
+    engine asks; the agent stays not-ready (unreachable) until they go ready themselves."""
+    asterisk = Endpoints(agent1001=device_state, agent1002="Not in use")
+    r = await replay("reject_480", pbx=asterisk)
+    await asyncio.sleep(0.01)  # the listing comes back
+    assert [type(q).__name__ for q in asterisk.asked] == ["ListEndpoints"]
+    agent = r.agent("1001")
+    assert (agent.state, agent.reason) == (AgentState.NOT_READY, "unreachable")
+    assert agent.softphone_reachable is reachable
+    if reachable:
+        r.runtime.agent_event("1001", RequestState(AgentState.READY))
+        assert r.agent("1001").state is AgentState.READY
+    else:
+        with pytest.raises(StateError, match="softphone_unreachable"):
+            r.runtime.agent_event("1001", RequestState(AgentState.READY))
 
 
 async def test_only_a_ring_limit_that_ran_out_is_a_ring_no_answer() -> None:

@@ -92,7 +92,7 @@ class _Listing:
     def __init__(self, items: list[AmiMessage]) -> None:
         self.items = items
 
-    async def action_list(self, name: str) -> AmiListResult:
+    async def action_list(self, name: str, **_fields: object) -> AmiListResult:
         response = AmiMessage("Success", {"Response": "Success"}, 0.0, "response")
         return AmiListResult(response, self.items, None)
 

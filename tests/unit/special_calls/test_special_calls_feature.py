@@ -195,6 +195,22 @@ async def test_duplicated_and_out_of_order_hold_frames_corrupt_nothing(
     assert "hold_limit" in kinds and "agent_hung_up_first" in kinds
 
 
+async def test_the_agents_line_dropping_is_no_std_110_violation(running: Running) -> None:
+    """BYE with Q.850 cause 38 from the agent's phone: a network drop, not the agent
+    hanging up on the caller (the live endings matrix found it alarmed as one)."""
+    running.connect_call()
+    rt = running.runtime
+    rt.on_ami_batch([ami("HangupRequest", Uniqueid="leg1", Cause="38"),
+                     ami("Hangup", Uniqueid="c1", Cause="16")])
+    running.flush()
+    store = running.service.store
+    assert store is not None
+    call = store.read(repo.get_call, "c1")
+    assert call is not None and (call.released_by, call.ending) == ("agent", "network_drop")
+    assert call.release_compliant is True
+    assert "agent_hung_up_first" not in [a.kind for a in store.read(repo.recent_alarms)]
+
+
 @pytest.mark.parametrize(("wait_s", "compliant"), [(0.3, True), (0.0, False)])
 async def test_agent_release_after_the_closing_grace_std_111(
         running: Running, wait_s: float, compliant: bool) -> None:

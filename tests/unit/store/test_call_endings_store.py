@@ -69,3 +69,24 @@ def test_a_transferred_call_keeps_each_agents_part(store: Store) -> None:
         row = repo.get_call(s, "t1")
         assert row is not None and (row.agent_id, row.transfer_count, row.ending) == (
             "1002", 1, "caller_released")
+
+
+def test_the_ring_start_is_asterisks_not_the_flows(store: Store) -> None:
+    """The flow records an offer just before its Dial; Asterisk's stamp of the agent leg
+    then confirms it. The store kept the flow's time (live: 1-22 ms early, the AGI round
+    trip; more on a loaded machine), and ring_s with it."""
+    store.run(repo.upsert_agent, "1001", name="A", extension="agent1001")
+    call, _ = calls.start(calls.CallEntered("r1", "PJSIP/caller-1", "139", "100", "main",
+                                            T0), RULES)
+    for event in (calls.OfferStarted("r1", "1001", "", T0 + 1.0, from_pbx=False),
+                  calls.OfferStarted("r1", "1001", "PJSIP/agent1001-1", T0 + 1.25),
+                  calls.OfferEnded("r1", "1001", "ANSWER", T0 + 3.0)):
+        call, effects = calls.step(call, event, RULES)
+        assert [type(e).__name__ for e in effects] == ["CallChanged"]
+        records.write(store, "call", calls.call_record(call, RULES))
+    with store.session() as s:
+        [offer] = repo.offers_for_call(s, "r1")
+        assert offer.started_at == datetime.fromtimestamp(T0 + 1.25, UTC)
+        assert offer.ring_s == pytest.approx(1.75)
+        row = repo.get_call(s, "r1")
+        assert row is not None and row.ring_started_at == offer.started_at
