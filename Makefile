@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV := .venv
 BOOTSTRAP := $(PYTHON) callflow/pbx/bootstrap.py
-PYTEST_ARGS ?= -ra
+PYTEST_ARGS ?= -ra -n 2 --dist loadfile
 
 # the Asterisk root (a minimal Debian sid tree, ~340 MB): reuse a cached one via ASTERISK_ROOT
 ASTERISK_ROOT ?= $(CURDIR)/build/asterisk-root
