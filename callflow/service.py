@@ -29,7 +29,13 @@ from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock, epoch_of
-from callflow.engine.effects import Alarm, DomainEvent, ListChannels, ListContacts
+from callflow.engine.effects import (
+    Alarm,
+    DomainEvent,
+    ListChannels,
+    ListContacts,
+    ListEndpoints,
+)
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StoreError
 from callflow.feature import AgiRoute, Feature, FeatureServices
@@ -263,9 +269,11 @@ class Service:
         assert self.runtime is not None
         await self._check_pbx_restart()
         channels = await self.runtime.query(ListChannels())
+        endpoints = await self.runtime.query(ListEndpoints())
         contacts = await self.runtime.query(ListContacts())
-        self.runtime.apply_resync(channels, contacts)
-        log.info("AMI resync: %d channels, %d contacts", len(channels), len(contacts))
+        self.runtime.apply_resync(channels, contacts, endpoints)
+        log.info("AMI resync: %d channels, %d endpoints, %d registered contacts",
+                 len(channels), len(endpoints), len(contacts))
 
     async def _reconcile_forever(self) -> None:
         """Every ``supervision.reconcile_interval_s``: the engine against Asterisk's listing

@@ -49,6 +49,9 @@ from callflow.runtime.reconcile import pbx_gone, reconcile
 log = logging.getLogger(__name__)
 
 #: Offers the phone refused, and what the agent machine is told of each.
+#: PJSIP endpoint device states saying no contact of the desk is reachable (qualified
+#: unavailable, none registered, or not qualified yet since Asterisk started).
+UNAVAILABLE = frozenset({"Unavailable", "Invalid"})
 REJECTIONS = {calls.OfferResult.BUSY: "busy", calls.OfferResult.DECLINED: "declined",
               calls.OfferResult.FORWARDED: "forwarded"}
 
@@ -421,7 +424,9 @@ class Runtime:
 
     def _unreachable_in_grace(self, agent_id: str) -> bool:
         """PJSIP says the desk is unreachable but, in the grace after a resync, that is not
-        judged yet (no alarm, no state change): it is not offered calls meanwhile."""
+        judged yet (no alarm, no state change): it is not offered calls meanwhile. Just
+        after Asterisk (re)started every fixed-contact desk is unavailable until qualified,
+        so the first call waits for a phone PJSIP has seen, not one that may be gone."""
         agent = self.agents.get(agent_id)
         return agent is not None and self.endpoint_reachable.get(agent.extension) is False
 
@@ -617,7 +622,7 @@ class Runtime:
             return
         for item in listing:
             if item.get("ObjectName") == endpoint:
-                self.softphone_status(endpoint, item.get("DeviceState") != "Unavailable",
+                self.softphone_status(endpoint, item.get("DeviceState") not in UNAVAILABLE,
                                       asked)
 
     # --- AMI ------------------------------------------------------------------------
@@ -680,7 +685,10 @@ class Runtime:
         self._endpoint_seen[endpoint] = observed_at
         self.endpoint_reachable[endpoint] = reachable
         if reachable:
-            self._confirmed.add(endpoint)
+            if endpoint not in self._confirmed:
+                self._confirmed.add(endpoint)
+                for waiting in self.waiters.values():  # a held-back desk is offered again
+                    waiting.set()
         elif endpoint not in self._confirmed and self._defer_judgement(endpoint):
             return
         self._judge_softphone(endpoint)
@@ -705,15 +713,23 @@ class Runtime:
 
     # --- resync after an AMI (re)connect ----------------------------------------------
 
-    def apply_resync(self, channels: Sequence[AmiFrame], contacts: Sequence[AmiFrame]) -> None:
+    def apply_resync(self, channels: Sequence[AmiFrame], contacts: Sequence[AmiFrame],
+                     endpoints: Sequence[AmiFrame] = ()) -> None:
         """After an AMI (re)login: Asterisk's listings are the whole truth (events were held
         while they were taken). Channels, calls and agents are put right
-        (runtime/reconcile.py), then every desk's softphone status."""
+        (runtime/reconcile.py), then every desk's softphone status: the contact listing
+        names only registered contacts, so a fixed-contact desk is known by its endpoint's
+        device state (``Unavailable`` until qualified, e.g. just after Asterisk started)."""
         self.stats.resyncs += 1
         reconcile(self, channels, requested_at=time.monotonic(), full=True)
         self._contacts.clear()
         self._confirmed.clear()
         self._softphone_grace_until = time.monotonic() + self.policy.supervision.softphone_grace_s
+        for endpoint in endpoints:
+            name = endpoint.get("ObjectName")
+            if name and self.agent_at(name) is not None:
+                self.softphone_status(name, endpoint.get("DeviceState") not in UNAVAILABLE,
+                                      endpoint.received_at)
         for contact in contacts:
             self._on_contact_status(_ContactView(contact))
         for listener in self._resync_listeners:

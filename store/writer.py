@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from collections import Counter, deque
@@ -432,7 +433,9 @@ class PersistQueue:
         line = json.dumps({"kind": record.kind, "id": record.id, "error": str(exc),
                            "data": data}, default=str, ensure_ascii=False)
         self.dead_letters.parent.mkdir(parents=True, exist_ok=True)
-        with self.dead_letters.open("a", encoding="utf-8") as fh:
+        # 0600 whatever the umask: the records hold callers' numbers and agents' notes
+        fd = os.open(self.dead_letters, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(line + "\n")
         try:  # a replay must not dead-letter it again
             self._sink.mark_applied(record.id, record.segment)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -112,6 +113,7 @@ def prepare_database(path: Path) -> None:
     has the file open (the harness's ``prepare`` before ``start``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        _owner_only(path)
         with contextlib.closing(sqlite3.connect(path, timeout=READER_BUSY_TIMEOUT_S)) as db:
             db.execute("PRAGMA journal_mode=WAL")
             have = [row[1] for row in db.execute(f"PRAGMA table_info({TABLE})")]
@@ -130,6 +132,16 @@ def prepare_database(path: Path) -> None:
                     db.execute(statement)
     except sqlite3.Error as exc:
         raise PbxError(f"cannot prepare Asterisk's CEL records file {path}: {exc}") from exc
+
+
+def _owner_only(path: Path) -> None:
+    """The file (and an older run's -wal/-shm) 0600 before SQLite opens it: SQLite gives
+    its -wal and -shm the database file's mode, and the rows carry callers' numbers, so
+    whatever umask the process that prepares it runs with, only its owner reads them."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for part in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if part.exists():
+            part.chmod(0o600)
 
 
 class CelReader:

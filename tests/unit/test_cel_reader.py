@@ -44,6 +44,18 @@ def test_the_file_is_prepared_once_in_wal_with_the_columns_asterisk_is_given(
     assert "eventtime(double)" in str(context["fields"])
 
 
+def test_the_records_file_and_its_wal_are_the_owners_alone(tmp_path: Path) -> None:
+    path = tmp_path / "cel.db"
+    path.write_bytes(b"")
+    path.chmod(0o644)  # an older run's file, made under umask 022
+    prepare_database(path)
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as Asterisk writes it (WAL)
+        db.execute(f"INSERT INTO {TABLE} (eventtype) VALUES ('CHAN_START')")
+        db.commit()
+        parts = [p for p in tmp_path.iterdir() if p.name.startswith("cel.db")]
+        assert len(parts) == 3 and {p.stat().st_mode & 0o777 for p in parts} == {0o600}
+
+
 def test_a_table_of_another_mapping_is_put_aside(tmp_path: Path) -> None:
     path = tmp_path / "cel.db"
     with contextlib.closing(sqlite3.connect(path)) as db, db:

@@ -101,3 +101,33 @@ async def test_an_open_condition_is_not_raised_again() -> None:
     rt.execute([Alarm("ring_no_answer", {"agent_id": "1001"}),
                 Alarm("ring_no_answer", {"agent_id": "1001"})])  # incidents: each counts
     assert len([e for e in events if isinstance(e, Alarm) and e.kind == "ring_no_answer"]) == 2
+
+
+def endpoint(state: str) -> AmiMessage:
+    return AmiMessage("EndpointList", {"Event": "EndpointList", "ObjectName": "agent1001",
+                                       "DeviceState": state}, time.monotonic())
+
+
+async def test_just_after_asterisk_started_a_desk_is_offered_calls_once_qualified() -> None:
+    # found live: after an Asterisk restart the contact listing was empty (it names only
+    # registered contacts) and the first call rang a fixed-contact desk whose phone had gone
+    rt, events = runtime(grace_s=60)
+    rt.apply_resync([], [], [endpoint("Unavailable")])  # not qualified yet
+    rt.call_entered("c1", "PJSIP/caller-1", "139", "100", at=time.time())
+    waiting = rt.start_waiting("c1")
+    assert rt.choose_agent("c1") is None
+    assert rt.agents["1001"].state is AgentState.READY  # not judged: no alarm, no change
+    assert unreachable_alarms(events) == []
+    rt.on_ami_batch([frame("ContactStatus", AOR="agent1001", URI="sip:agent1001@x",
+                           ContactStatus="Reachable")])
+    assert waiting.is_set()  # the waiting call asks again at once
+    member = rt.choose_agent("c1")
+    assert member is not None and member.agent_id == "1001"
+
+
+async def test_a_fixed_contact_desk_in_service_is_offered_calls_at_once() -> None:
+    rt, _ = runtime(grace_s=60)
+    rt.apply_resync([], [], [endpoint("Not in use")])  # qualified; no registered contact
+    rt.call_entered("c1", "PJSIP/caller-1", "139", "100", at=time.time())
+    member = rt.choose_agent("c1")
+    assert member is not None and member.agent_id == "1001"

@@ -285,6 +285,7 @@ def test_a_record_refused_for_its_content_is_dead_lettered_and_the_queue_goes_on
     assert queue.stats.dead_letters == 1 and len(sink.marked) == 1
     letter = (tmp_path / "dead-letters.jsonl").read_text()
     assert '"kind": "bad"' in letter and "constraint" in letter
+    assert (tmp_path / "dead-letters.jsonl").stat().st_mode & 0o777 == 0o600  # umask 022 here
 
 
 def test_data_the_journal_cannot_hold_is_refused_at_put(tmp_path: Path) -> None:
