@@ -68,21 +68,24 @@ class AttemptOutcome(StrEnum):
     AGENT_CANCELLED = "agent_cancelled"  # the agent hung up while the customer's phone rang
     UNKNOWN = "unknown"  # the AMI link was down when the call ended: nobody saw how
     AGENT_NO_ANSWER = "agent_no_answer"  # the agent's own softphone was not picked up
-    NOT_DIALLED = "not_dialled"  # Originate refused or AMI unavailable: nothing rang
+    NOT_DIALLED = "not_dialled"  # Originate refused, AMI unavailable, agent hung up first
+    NO_ROUTE = "no_route"  # the PBX has no way out to the number (no outbound trunk)
+    NOT_OFFERED = "not_offered"  # the claimed agent was taken meanwhile: nothing was tried
 
 
-#: Outcomes that never reached the customer's line: recorded, not counted (refunded).
-REFUNDED = frozenset({AttemptOutcome.AGENT_NO_ANSWER, AttemptOutcome.NOT_DIALLED})
+#: Outcomes where nothing was tried on the customer's behalf because of the agent's own
+#: phone or a claim race: recorded, not counted (refunded). A ``not_dialled`` or
+#: ``no_route`` attempt *is* counted (issue 16): refunding them let a centre with no
+#: outbound route redial the same number every 30 s forever.
+REFUNDED = frozenset({AttemptOutcome.AGENT_NO_ANSWER, AttemptOutcome.NOT_OFFERED})
+#: The dialplan ends the agent's leg with this Q.850 cause (3, no route to destination)
+#: when no outbound route exists for the number, before any customer leg is dialled.
+NO_ROUTE_CAUSE = 3
 #: Q.850 causes saying the number itself is wrong: 1 unallocated, 3 no route to
 #: destination, 22 number changed, 28 invalid number format.
 INVALID_NUMBER_CAUSES = frozenset({1, 3, 22, 28})
 BUSY_CAUSES = frozenset({17, 21})  # user busy, call rejected (603 Decline)
 NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, alerting without answer
-#: A task whose dial never reached the customer is tried again this much later (and
-#: an agent whose softphone refused the call is given none meanwhile), so a
-#: persistent refusal cannot spin the dialer.
-NOT_DIALLED_BACKOFF_S = 30.0
-
 
 def classify(*, answered: bool, dial_status: str = "", cause: int | None = None
              ) -> AttemptOutcome:
@@ -309,7 +312,7 @@ def decide(outcome: AttemptOutcome, *, kind: str, attempts: int, max_attempts: i
     this one included.
     """
     if outcome in REFUNDED:
-        later = now + timedelta(seconds=NOT_DIALLED_BACKOFF_S)
+        later = now + timedelta(seconds=policy.outbound.agent_failure_backoff_s)
         return Decision(False, False, next_calling_time(max(due_at, later), policy))
     if outcome is AttemptOutcome.ANSWERED:
         return Decision(True, True, None)
@@ -529,6 +532,8 @@ def _verdict(attempt: Attempt) -> AttemptOutcome:
     if attempt.agent_answered_at is None:
         return AttemptOutcome.AGENT_NO_ANSWER
     if not attempt.customer_dialled:
+        if attempt.agent_cause == NO_ROUTE_CAUSE:
+            return AttemptOutcome.NO_ROUTE  # the dialplan found no way out to the number
         return AttemptOutcome.NOT_DIALLED  # the agent hung up before the customer was dialled
     return classify(answered=False, dial_status=attempt.dial_status,
                     cause=attempt.customer_cause)

@@ -454,6 +454,11 @@ class OutboundPolicy(Section):
         factory=dict, std="STD-083",
         description="Per campaign (task kind: callback, dropped_call, follow_up, manual, "
                     "named_agent) number presented instead of caller_id")
+    agent_failure_backoff_s: float = setting(
+        30, unit="s", std="STD-081", ge=0,
+        description="An agent whose own leg failed (softphone refused or did not answer) gets "
+                    "no outbound call for this long, and the refunded task is due again no "
+                    "sooner, so one broken softphone cannot spin the dialer")
     owner_absent_grace_min: float = setting(
         15, unit="min", std="STD-069", ge=0,
         description="A due task whose owner is not logged in goes to the pool this long after "

@@ -36,7 +36,8 @@ WAITING_PHASES = (Phase.ROUTING, Phase.OFFERING)
 #: while one is open (unacknowledged) the same condition is not raised again, so a
 #: condition that outlives restarts is one alarm, not one per start (issue 14).
 CONDITION_ALARMS = frozenset({"softphone_unreachable", "pbx_down", "pbx_gave_up",
-                              "ami_link_down", "store_unavailable", "store_journal_full"})
+                              "ami_link_down", "store_unavailable", "store_journal_full",
+                              "no_route"})
 
 
 def condition_of(kind: str, detail: dict[str, object]) -> tuple[str, str] | None:

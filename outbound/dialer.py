@@ -353,14 +353,14 @@ class Dialer:
                                              detail=str(exc))))
             return None
         if member is None or agent is None or not agent_state.routable(agent):
-            await self._release(task, AttemptOutcome.NOT_DIALLED, agent_id, attempt_id,
+            await self._release(task, AttemptOutcome.NOT_OFFERED, agent_id, attempt_id,
                                 due_at=task.due_at)
             return None
         try:
             self.runtime.agent_event(agent_id, agent_state.CallOffered(attempt_id))
         except StateError as exc:
             log.info("task #%d: agent %s cannot take it (%s)", task.id, agent_id, exc)
-            await self._release(task, AttemptOutcome.NOT_DIALLED, agent_id, attempt_id,
+            await self._release(task, AttemptOutcome.NOT_OFFERED, agent_id, attempt_id,
                                 due_at=task.due_at)
             return None
         attempt = outbound.new_attempt(attempt_id, task.id, task.kind, task.number, agent_id,
@@ -439,10 +439,10 @@ class Dialer:
         agent_id = attempt.agent_id
         if self._cooldown.get(agent_id, 0.0) > self.clock.now():
             return
-        self._cooldown[agent_id] = self.clock.now() + outbound.NOT_DIALLED_BACKOFF_S
+        self._cooldown[agent_id] = self.clock.now() + self.policy.outbound.agent_failure_backoff_s
         log.warning("agent %s: outbound call failed before it rang (%s, cause %s); no "
                     "outbound calls for %gs", agent_id, attempt.detail or attempt.originate_reason,
-                    attempt.agent_cause, outbound.NOT_DIALLED_BACKOFF_S)
+                    attempt.agent_cause, self.policy.outbound.agent_failure_backoff_s)
         self.runtime.execute([Alarm("outbound_agent_leg_failed", {
             "agent_id": agent_id, "task_id": attempt.task_id, "cause": attempt.agent_cause,
             "reason": attempt.detail or attempt.originate_reason}, std="STD-099")])
@@ -466,6 +466,10 @@ class Dialer:
                       attempt.attempt_id, attempt.outcome, exc)
             return
         self.stats["finished" if decision.counted else "released"] += 1
+        if attempt.outcome is AttemptOutcome.NO_ROUTE:  # at once: every dial will fail alike
+            self.runtime.execute([Alarm("no_route", {
+                "task_id": task.id, "kind": task.kind, "number": task.number,
+                "attempts": task.attempts}, std="STD-081")])
         if task.status == "unreachable":
             self.runtime.execute([Alarm("task_unreachable", {
                 "task_id": task.id, "kind": task.kind, "number": task.number,

@@ -27,6 +27,7 @@
     agent_hung_up_first: "Agent hung up first", softphone_unreachable: "Softphone unreachable",
     ami_link_down: "AMI link down", reason_overrun: "Break over the limit",
     unapproved_absence: "Unapproved absence", task_unreachable: "Callback unreachable",
+    no_route: "No outbound route (nothing can be dialled)",
     store_unavailable: "Store unavailable (records kept in the journal)",
     store_recovered: "Store back", store_journal_full: "Store journal full",
   };

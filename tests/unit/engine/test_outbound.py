@@ -255,13 +255,31 @@ def test_max_attempts_and_invalid_numbers_are_unreachable() -> None:
     assert decide(AttemptOutcome.INVALID_NUMBER, now, attempts=1).status == "unreachable"
 
 
-def test_refused_dials_are_not_counted_and_stay_due() -> None:
+def test_the_agents_own_failures_are_not_counted_and_stay_due() -> None:
     now = local(2026, 1, 5, 10)
-    later = now + timedelta(seconds=outbound.NOT_DIALLED_BACKOFF_S)
+    later = now + timedelta(seconds=Policy().outbound.agent_failure_backoff_s)
     agent = decide(AttemptOutcome.AGENT_NO_ANSWER, now, attempts=3)
     assert (agent.counted, agent.status, agent.retry_at) == (False, "pending", later)
-    refused = decide(AttemptOutcome.NOT_DIALLED, now)
-    assert (refused.counted, refused.retry_at) == (False, later)
+    taken = decide(AttemptOutcome.NOT_OFFERED, now)
+    assert (taken.counted, taken.retry_at) == (False, later)
+
+
+@pytest.mark.parametrize("outcome", [AttemptOutcome.NOT_DIALLED, AttemptOutcome.NO_ROUTE])
+def test_an_attempt_that_dialled_nothing_counts_on_the_retry_ladder(
+        outcome: AttemptOutcome) -> None:  # issue 16: it was refunded, and redialled forever
+    now = local(2026, 1, 5, 10)
+    spacing = timedelta(minutes=Policy().outbound.retry_spacing_min)
+    first = decide(outcome, now, attempts=1)
+    assert (first.counted, first.status, first.retry_at) == (True, "pending", now + spacing)
+    assert decide(outcome, now, attempts=3).status == "unreachable"
+
+
+def test_the_agent_failure_backoff_is_policy() -> None:
+    now = local(2026, 1, 5, 10)
+    policy = Policy.model_validate({"outbound": {"agent_failure_backoff_s": 90}})
+    d = outbound.decide(AttemptOutcome.AGENT_NO_ANSWER, kind="callback", attempts=1,
+                        max_attempts=3, attempts_today=1, now=now, due_at=now, policy=policy)
+    assert d.retry_at == now + timedelta(seconds=90)
 
 
 def test_a_follow_up_dials_a_number_once_per_calling_day() -> None:  # STD-090
@@ -339,6 +357,14 @@ def test_refused_originate_ends_the_attempt_at_once() -> None:
     a = run(OriginateRefused("AMI link is down", 100.0))
     assert (a.phase, a.outcome, a.detail) == (Phase.ENDED, AttemptOutcome.NOT_DIALLED,
                                               "AMI link is down")
+
+
+def test_no_outbound_route_is_told_apart_from_the_agent_hanging_up() -> None:
+    # the dialplan plays "not in service" and ends the agent's leg with cause 3
+    none = run(LegUp("cfo-1-1-x", 101.0), LegHungUp("cfo-1-1-x", 3, 104.0))
+    assert (none.outcome, none.cause) == (AttemptOutcome.NO_ROUTE, 3)
+    quit_ = run(LegUp("cfo-1-1-x", 101.0), LegHungUp("cfo-1-1-x", 16, 101.5))
+    assert quit_.outcome is AttemptOutcome.NOT_DIALLED
 
 
 def test_agent_hanging_up_while_the_customer_rings() -> None:

@@ -26,7 +26,6 @@ from callflow.ami.actions import encode
 from callflow.ami.frames import AmiMessage
 from callflow.engine.clock import FakeClock
 from callflow.engine.effects import ListChannels, PbxAction, PbxQuery
-from callflow.engine.outbound import NOT_DIALLED_BACKOFF_S
 from callflow.engine.policy import Policy
 from callflow.errors import AmiActionFailed, AmiActionTimeout, AmiLinkDown, StateError
 from callflow.outbound.dialer import Dialer, create_callback
@@ -320,14 +319,32 @@ async def test_a_refused_originate_releases_the_claim(rig: Rig, error: Exception
     await rig.dialer.tick()
     await rig.dialer.drain()
     after = rig.task(task.id)
-    assert (after.status, after.attempts, after.claimed_by) == ("pending", 0, None)
-    assert after.due_at == rig.clock.wall() + timedelta(seconds=NOT_DIALLED_BACKOFF_S)
+    # counted on the retry ladder (issue 16): a refusal that repeats cannot spin the dialer
+    assert (after.status, after.attempts, after.claimed_by) == ("pending", 1, None)
+    spacing = timedelta(minutes=rig.dialer.policy.outbound.retry_spacing_min)
+    assert after.due_at == rig.clock.wall() + spacing
     assert rig.history(task.id) == [("not_dialled", None)]
     assert rig.state("1001") is AgentState.READY
     rig.ami.fail = None
-    rig.clock.advance(NOT_DIALLED_BACKOFF_S)
+    rig.clock.advance(spacing.total_seconds())
     await rig.dialer.tick()
     assert len(rig.ami.originates()) == 2  # tried again, as a fresh claim
+
+
+async def test_no_outbound_route_counts_the_attempt_and_alarms_at_once(rig: Rig) -> None:
+    rig.login("1001")
+    task = rig.add()
+    await rig.dialer.tick()
+    attempt = rig.attempt_of("1001")
+    rig.feed(frame("Newstate", Uniqueid=attempt, ChannelStateDesc="Up"),
+             frame("OriginateResponse", Uniqueid=attempt, Response="Success", Reason="4"),
+             frame("Hangup", Uniqueid=attempt, Cause="3"))  # "not in service", no Dial
+    await rig.dialer.drain()
+    after = rig.task(task.id)
+    assert (after.status, after.attempts, after.last_outcome) == ("pending", 1, "no_route")
+    assert rig.history(task.id) == [("no_route", 3)]
+    assert [(a["detail"]["task_id"], a["std"]) for a in rig.alarms("no_route")] == [
+        (task.id, "STD-081")]
 
 
 async def test_an_unconfirmed_originate_waits_for_its_events(rig: Rig) -> None:
@@ -387,7 +404,7 @@ async def test_a_softphone_refusing_calls_does_not_burn_the_task_list(rig: Rig) 
             for a in rig.alarms("outbound_agent_leg_failed")] == [("1001", 58)]
     assert rig.task(first.id).attempts == rig.task(second.id).attempts == 0
     assert rig.history(first.id) == [("agent_no_answer", 58)]
-    rig.clock.advance(NOT_DIALLED_BACKOFF_S)
+    rig.clock.advance(rig.dialer.policy.outbound.agent_failure_backoff_s)
     await rig.dialer.tick()
     assert len(rig.ami.originates()) == 2
 
