@@ -49,6 +49,7 @@ from callflow.store.watch import StoreWatcher
 from callflow.store.writer import PersistQueue
 from callflow.stream.frames import frames
 from callflow.stream.hub import EventHub
+from callflow.trunks import with_trunk_dids
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Service:
     def __init__(self, settings: Settings, policy: Policy, roster: Roster,
                  options: ServiceOptions | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
-        self.policy = policy
+        self.policy = with_trunk_dids(policy, settings.trunks)  # the carriers' DIDs routed too
         self.roster = roster
         self.options = options or ServiceOptions()
         self.clock = clock or RealClock()
