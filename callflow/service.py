@@ -39,6 +39,7 @@ from callflow.pbx.render import AMI_HOST, INBOUND_FLOW_CONTEXT, RESUME_CONTEXT
 from callflow.pbx.supervisor import PbxSupervisor, SupervisionRules
 from callflow.recovery import CallRecovery
 from callflow.runtime.core import Adapters, PbxPort, Runtime
+from callflow.runtime.trunk_watch import TrunkWatch
 from callflow.settings import Settings
 from callflow.store import records, repo
 from callflow.store.applied import StoreSink
@@ -107,6 +108,7 @@ class Service:
             pbx=AmiPbx(self.ami)))
         self.hub.snapshot_provider(self.runtime.snapshot)
         self._start_store_watch(self.runtime)
+        self.trunk_watch = TrunkWatch(self.runtime, self.settings.trunks)
         services = FeatureServices(
             settings=self.settings, policy=self.policy, roster=self.roster, clock=self.clock,
             store=store, writer=self.writer, runtime=self.runtime, hub=self.hub,
