@@ -19,7 +19,7 @@ import ipaddress
 import re
 import stat
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -303,3 +303,49 @@ def outbound_trunk(trunks: tuple[Trunk, ...]) -> Trunk | None:
 def did_queues(trunks: tuple[Trunk, ...]) -> dict[str, str]:
     """Every trunk's DID -> queue map, merged (``parse_trunks`` made DIDs unique)."""
     return {did: queue for trunk in trunks for did, queue in trunk.dids.items()}
+
+
+@dataclass(frozen=True)
+class TrunkStatus:
+    """One trunk as Asterisk sees it now (``callflow trunk check``)."""
+
+    trunk: Trunk
+    registration: str  # Registered, Rejected, Unregistered... or "n/a" (IP authentication)
+    reachability: str  # Reachable, Unreachable, NonQualified, Unknown
+    rtt_ms: float | None = None
+
+    @property
+    def down(self) -> bool:
+        """Carries no call: a registration that does not hold, or a carrier that does not
+        answer OPTIONS (a trunk that is not qualified is not judged on that)."""
+        refused = self.trunk.auth == "register" and self.registration != "Registered"
+        return refused or self.reachability == "Unreachable"
+
+    def line(self) -> str:
+        rtt = f" rtt {self.rtt_ms:.1f} ms" if self.rtt_ms is not None else ""
+        return (f"{self.trunk.name}: {'DOWN' if self.down else 'up'} -- registration "
+                f"{self.registration}, {self.trunk.server_uri} {self.reachability}{rtt}")
+
+
+def trunk_statuses(trunks: tuple[Trunk, ...], registrations: Sequence[Mapping[str, str]],
+                   contacts: Sequence[Mapping[str, str]]) -> list[TrunkStatus]:
+    """Each trunk's status from AMI's ``PJSIPShowRegistrationsOutbound`` items
+    (``OutboundRegistrationDetail``: ObjectName, Status) and the trunk endpoints'
+    ``PJSIPShowEndpoint`` items (``ContactStatusDetail``: AOR, Status, RoundtripUsec; a
+    static contact is in no ``PJSIPShowContacts`` listing). A trunk missing from a listing
+    is ``Unknown`` there (Asterisk did not load it: the config is not the one rendered)."""
+    regs = {r.get("ObjectName", ""): r.get("Status", "Unknown") for r in registrations}
+    out = []
+    for trunk in trunks:
+        contact = next((c for c in contacts if c.get("AOR") == trunk.endpoint), None)
+        reach = contact.get("Status", "Unknown") if contact is not None else "Unknown"
+        rtt = None
+        if contact is not None and reach == "Reachable":
+            try:
+                rtt = int(contact.get("RoundtripUsec", "")) / 1000
+            except ValueError:
+                rtt = None
+        registration = regs.get(trunk.endpoint, "Unknown") if trunk.auth == "register" \
+            else "n/a"
+        out.append(TrunkStatus(trunk, registration, reach, rtt))
+    return out

@@ -8,10 +8,13 @@ other (board, store). Only the trunks this deployment configured are watched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
 from callflow.engine import trunk_health
+from callflow.engine.effects import ListRegistrations
+from callflow.errors import CallflowError
 from callflow.runtime.asterisk import AmiFrame
 from callflow.runtime.core import Runtime
 from callflow.trunks import Trunk
@@ -27,9 +30,40 @@ class TrunkWatch:
         self.health = trunk_health.TrunkHealth()
         self._by_server = {t.server_uri: t.name for t in trunks if t.auth == "register"}
         self._by_aor = {t.endpoint: t.name for t in trunks}
+        self._by_endpoint = {t.endpoint: t.name for t in trunks if t.auth == "register"}
+        self._checks: set[asyncio.Task[None]] = set()
         if trunks:
             runtime.on_ami("Registry", self._on_registry)
             runtime.on_ami("ContactStatus", self._on_contact)
+            runtime.on_resync(self._after_resync)
+
+    def _after_resync(self) -> None:
+        """After every AMI (re)login: a registration refused while the engine was away
+        (before it started, or during an AMI outage) is alarmed too -- Asterisk's
+        ``Registry`` event for it is gone, its listing is not."""
+        if not self._by_endpoint:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # driven without a loop (pure tests)
+            return
+        task = loop.create_task(self._check_registrations())
+        self._checks.add(task)
+        task.add_done_callback(self._checks.discard)
+
+    async def _check_registrations(self) -> None:
+        try:
+            listing = await self.runtime.query(ListRegistrations())
+        except CallflowError as exc:
+            log.warning("trunk registrations not listed: %s", exc)
+            return
+        for item in listing:
+            trunk = self._by_endpoint.get(item.get("ObjectName"))
+            if trunk is None:
+                continue
+            alarms, self.health = trunk_health.registration(
+                self.health, trunk, item.get("Status"), item.get("ServerUri"))
+            self.runtime.execute(alarms)
 
     def _on_registry(self, frame: AmiFrame) -> None:
         if frame.get("ChannelType") != "PJSIP":

@@ -19,8 +19,11 @@ The carriers start before Asterisk, so its first REGISTERs are answered.
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -61,6 +64,7 @@ class TrunkPbx(PbxHandle):
     carrier: SippRun | None = None
     refusing: SippRun | None = None
     control: SippControl | None = None
+    trunks_file: Path | None = None
 
     def agent_port(self, ext: str) -> int:
         return self.port_base + 145 + int(ext) - 1000
@@ -106,7 +110,8 @@ def trunk_pbx(asterisk_root: Path, tmp_path_factory: pytest.TempPathFactory
     base = port_base()
     tmp = tmp_path_factory.mktemp("trunks")
     password = secrets.token_urlsafe(12)
-    trunks = load_trunks(_trunks_file(tmp, base, password))
+    trunks_file = _trunks_file(tmp, base, password)
+    trunks = load_trunks(trunks_file)
     ports = Ports(ami=base + 238, sip=base + 260, agi=base + 673, api=base + 900,
                   rtp_start=base + 1600, rtp_end=base + 1999)
     agents = [AgentEndpoint(ext, static_contact=f"sip:agent{ext}@127.0.0.1:"
@@ -133,7 +138,7 @@ def trunk_pbx(asterisk_root: Path, tmp_path_factory: pytest.TempPathFactory
         tap = AmiTap("127.0.0.1", ports.ami, config.observer.username, config.observer.secret)
         control.tap = tap
         handle = TrunkPbx(process, config, ports, base, tap, {}, trunks, carrier, refusing,
-                          control)
+                          control, trunks_file)
         try:
             yield handle
         finally:
@@ -334,3 +339,38 @@ def test_a_did_the_trunk_does_not_carry_is_refused(trunk_pbx: TrunkPbx) -> None:
     assert status != 0  # the call failed ...
     assert "404" in caller.diagnostics()  # ... with 404 Not Found, before any channel
 
+
+
+def test_trunk_check_reports_each_trunk_and_fails_when_one_is_down(
+        trunk_pbx: TrunkPbx, tmp_path: Path) -> None:
+    """``callflow trunk check`` against the running Asterisk: one line a trunk; the 403
+    trunk is down, so the exit status is 1."""
+    wait_until("trunk-carrier registered", 15,
+               lambda: registrations(trunk_pbx).get("trunk-carrier") == "Registered")
+    wait_until("the carrier's contact qualified", 10,
+               lambda: trunk_pbx.control is not None
+               and trunk_pbx.control.contact_status("trunk-carrier") == "Reachable")
+    env = {**os.environ, "CALLFLOW_STATE_DIR": str(tmp_path / "state"),
+           "CALLFLOW_AMI_PORT": str(trunk_pbx.ports.ami),
+           "CALLFLOW_SIP_PORT": str(trunk_pbx.ports.sip),
+           "CALLFLOW_AGI_PORT": str(trunk_pbx.ports.agi),
+           "CALLFLOW_API_PORT": str(trunk_pbx.ports.api),
+           "CALLFLOW_AMI_USERNAME": trunk_pbx.username, "CALLFLOW_AMI_SECRET": trunk_pbx.secret,
+           "CALLFLOW_TRUNKS_FILE": str(trunk_pbx.trunks_file)}
+    env.pop("CALLFLOW_PORT_BASE", None)
+    t0 = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "callflow.cli", "trunk", "check"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    took = time.monotonic() - t0
+    print(f"\n{done.stdout}{done.stderr}(exit {done.returncode}, {took:.2f} s)")
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stderr
+    assert len(lines) == 2
+    assert lines[0].startswith("carrier: up -- registration Registered, "
+                               f"sip:127.0.0.2:{trunk_pbx.port_base + 140} Reachable rtt ")
+    assert lines[1].startswith("refusing: DOWN -- registration Rejected")
+    env["CALLFLOW_TRUNKS_FILE"] = ""
+    none = subprocess.run([sys.executable, "-m", "callflow.cli", "trunk", "check"], env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert (none.returncode, none.stdout.strip()) == (
+        0, "no trunk configured (CALLFLOW_TRUNKS_FILE): outbound calls have no way out")

@@ -12,7 +12,7 @@ from callflow.engine.policy import Policy
 from callflow.errors import SettingsError
 from callflow.pbx.render import CONF_DIR, PbxConfig, outbound_target, render
 from callflow.settings import load_settings
-from callflow.trunks import load_trunks, with_trunk_dids
+from callflow.trunks import load_trunks, trunk_statuses, with_trunk_dids
 
 
 def secret(tmp_path: Path, mode: int = 0o600, text: str = "s3cret-pass") -> Path:
@@ -170,3 +170,19 @@ def test_no_trunk_means_no_way_out_and_the_test_customer_still_works(tmp_path: P
     conf = _render(tmp_path, customer_contact="sip:customer@127.0.0.1:5999")
     assert re.search(r"Dial\(PJSIP/\$\{EXTEN\}@customer,", conf["extensions.conf"])
     assert os.path.exists(tmp_path / "etc" / "pjsip.conf")
+
+
+def test_trunk_check_lines_say_which_trunk_is_down(tmp_path: Path) -> None:
+    carrier, backup = load_trunks(trunks_file(tmp_path, example(tmp_path)))
+    statuses = trunk_statuses(
+        (carrier, backup),
+        [{"ObjectName": "trunk-carrier", "Status": "Rejected"}],
+        [{"AOR": "trunk-carrier", "Status": "Reachable", "RoundtripUsec": "1500"},
+         {"AOR": "trunk-backup", "Status": "Unreachable"}])
+    assert [s.line() for s in statuses] == [
+        "carrier: DOWN -- registration Rejected, sip:sip.carrier.example:5080 Reachable "
+        "rtt 1.5 ms",
+        "backup: DOWN -- registration n/a, sip:203.0.113.10:5060 Unreachable"]
+    fine = trunk_statuses((carrier,), [{"ObjectName": "trunk-carrier", "Status": "Registered"}],
+                          [])
+    assert not fine[0].down and fine[0].reachability == "Unknown"
