@@ -78,6 +78,11 @@ REFUNDED = frozenset({AttemptOutcome.AGENT_NO_ANSWER, AttemptOutcome.NOT_DIALLED
 INVALID_NUMBER_CAUSES = frozenset({1, 3, 22, 28})
 BUSY_CAUSES = frozenset({17, 21})  # user busy, call rejected (603 Decline)
 NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, alerting without answer
+#: The customer leg's cause when Dial's own timeout cancelled it (none yet, 0, 16 normal).
+#: Dial also says NOANSWER for a final code it has no status for (a carrier's 499 is
+#: cause 127 interworking, measured through a trunk, tests/integration/test_trunks_live.py):
+#: that is a failure, not six unanswered rings.
+DIAL_TIMEOUT_CAUSES = frozenset({None, 0, 16})
 #: A task whose dial never reached the customer is tried again this much later (and
 #: an agent whose softphone refused the call is given none meanwhile), so a
 #: persistent refusal cannot spin the dialer.
@@ -97,7 +102,7 @@ def classify(*, answered: bool, dial_status: str = "", cause: int | None = None
         return AttemptOutcome.ANSWERED
     if status == "BUSY":
         return AttemptOutcome.BUSY
-    if status == "NOANSWER":
+    if status == "NOANSWER" and (cause in DIAL_TIMEOUT_CAUSES or cause in NO_ANSWER_CAUSES):
         return AttemptOutcome.NO_ANSWER
     if cause in INVALID_NUMBER_CAUSES:
         return AttemptOutcome.INVALID_NUMBER

@@ -36,6 +36,7 @@ from portblock import port_base
 from product import Product, make_settings
 from sippctl import SippControl, SippRun
 
+from callflow.agents.events import IN_CALL
 from callflow.agents.roster import Roster, RosterAgent
 from callflow.agents.state import LogIn
 from callflow.engine import outbound
@@ -274,6 +275,67 @@ def test_outbound_through_the_trunk_presents_the_centre_and_cancels_after_the_ri
         done = wait_for_task(product, task.id, 10)
         assert done.last_outcome == "no_answer" and done.attempts == 1
         assert phone.running
+    finally:
+        product.stop()
+
+
+def test_six_rings_at_the_default_cadence_through_the_trunk_is_30_s(
+        trunk_pbx: TrunkPbx, asterisk_root: Path, tmp_path: Path) -> None:
+    """STD-081 at the Policy's default (6 rings x 5 s at cn cadence) through the trunk."""
+    assert trunk_pbx.carrier is not None and trunk_pbx.control is not None
+    wait_until("trunk-carrier registered", 15,
+               lambda: registrations(trunk_pbx).get("trunk-carrier") == "Registered")
+    trunk_pbx.control.softphone("1001", "uas_answer.xml", ring_ms=300)
+    product, feature = start_product(trunk_pbx, asterisk_root, tmp_path, live_policy(6))
+    try:
+        product.call(lambda: product.runtime.agent_event("1001", LogIn()))
+        before = len(ticks(trunk_pbx.carrier, "CANCEL"))
+        task, _ = product.run(feature.add_task("manual", "0086 139 0000 0002"))
+        assert task.number == "+8613900000002"
+        limit = outbound.customer_ring_seconds(product.service.policy)
+        assert limit == 30.0
+        deadline = time.monotonic() + limit + 20
+        while len(ticks(trunk_pbx.carrier, "CANCEL")) <= before:
+            assert time.monotonic() < deadline, trunk_pbx.carrier.diagnostics()
+            time.sleep(0.1)
+        invite_at, ruri = ticks(trunk_pbx.carrier, "INVITE")[-1]
+        cancel_at, _ = ticks(trunk_pbx.carrier, "CANCEL")[-1]
+        rang = (cancel_at - invite_at) / 1000
+        print(f"\ndefault cadence through the trunk: {ruri}, rang {rang:.3f} s "
+              f"(limit {limit:g} s)")
+        assert "sip:13900000002@" in ruri
+        assert rang == pytest.approx(30.0, abs=TOLERANCE_S)
+        done = wait_for_task(product, task.id, 10)
+        assert done.last_outcome == "no_answer" and done.attempts == 1  # type: ignore[attr-defined]
+    finally:
+        product.stop()
+
+
+def test_an_unknown_final_code_from_the_carrier_is_a_counted_failure(
+        trunk_pbx: TrunkPbx, asterisk_root: Path, tmp_path: Path) -> None:
+    """The carrier answers 499 (no RFC defines it): the attempt is classified (failed),
+    counted, and the dialer goes on; the agent is free again."""
+    assert trunk_pbx.carrier is not None and trunk_pbx.control is not None
+    wait_until("trunk-carrier registered", 15,
+               lambda: registrations(trunk_pbx).get("trunk-carrier") == "Registered")
+    trunk_pbx.control.softphone("1001", "uas_answer.xml", ring_ms=300)
+    product, feature = start_product(trunk_pbx, asterisk_root, tmp_path, live_policy(2))
+    try:
+        product.call(lambda: product.runtime.agent_event("1001", LogIn()))
+        t0 = trunk_pbx.tap.mark()
+        task, _ = product.run(feature.add_task("manual", "+86 139 9900 0001"))
+        end = trunk_pbx.tap.wait_event(
+            lambda e: e["Event"] == "DialEnd" and e.get("DestChannel", "").startswith(
+                "PJSIP/trunk-carrier-"), 20, t0)
+        assert ticks(trunk_pbx.carrier, "USER")[-1][1] == "INVITE sip:13999000001@"
+        done = wait_for_task(product, task.id, 10)
+        attempts = product.store.read(repo.task_attempts, task.id)
+        print(f"\n499 from the carrier: DialStatus {end['DialStatus']}, outcome "
+              f"{done.last_outcome}, cause {attempts[0].hangup_cause}")  # type: ignore[attr-defined]
+        assert done.last_outcome == "failed" and done.attempts == 1  # type: ignore[attr-defined]
+        assert [a.outcome for a in attempts] == ["failed"]
+        product.wait_for(lambda: product.runtime.agents["1001"].state not in IN_CALL, 10,
+                         "agent 1001 to be free of the attempt")
     finally:
         product.stop()
 
