@@ -436,3 +436,42 @@ def test_trunk_check_reports_each_trunk_and_fails_when_one_is_down(
                           capture_output=True, text=True, timeout=60, check=False)
     assert (none.returncode, none.stdout.strip()) == (
         0, "no trunk configured (CALLFLOW_TRUNKS_FILE): outbound calls have no way out")
+
+
+def test_a_dead_carrier_raises_one_alarm_and_attempts_are_counted_failures(
+        trunk_pbx: TrunkPbx, asterisk_root: Path, tmp_path: Path) -> None:
+    """Last in this module: the carrier goes silent mid-campaign (its SIPp stopped). The
+    qualify OPTIONS go unanswered: one ``trunk_unreachable`` alarm. An attempt dialled
+    meanwhile cannot reach the customer (Asterisk refuses the Dial at once, CHANUNAVAIL,
+    no customer leg): it is recorded in the task's history as ``not_dialled`` -- not an
+    invalid number, not a no-answer -- refunded (the customer was never disturbed), and
+    the task waits out the backoff instead of being dialled again at once."""
+    assert trunk_pbx.carrier is not None and trunk_pbx.control is not None
+    trunk_pbx.control.softphone("1001", "uas_answer.xml", ring_ms=300)
+    product, feature = start_product(trunk_pbx, asterisk_root, tmp_path, live_policy(2))
+    try:
+        product.call(lambda: product.runtime.agent_event("1001", LogIn()))
+        t0 = time.monotonic()
+        trunk_pbx.carrier.stop()
+        watch = product.service.trunk_watch
+        product.wait_for(lambda: "carrier" in watch.health.unreachable, 15,
+                         "the carrier to be seen unreachable")
+        seen = time.monotonic() - t0
+        task, _ = product.run(feature.add_task("manual", "+86 139 0000 0003"))
+        deadline = time.monotonic() + 20
+        while not (attempts := product.store.read(repo.task_attempts, task.id)):
+            assert time.monotonic() < deadline, "the attempt was not recorded"
+            time.sleep(0.1)
+        time.sleep(3)  # more unanswered OPTIONS: still one alarm; no second dial
+        product.flush()
+        alarms = [a for a in product.store.read(repo.open_alarms)
+                  if a.kind == "trunk_unreachable"]
+        print(f"\ncarrier silent: unreachable after {seen:.2f} s; alarms {len(alarms)}; "
+              f"attempt {attempts[0].outcome} cause {attempts[0].hangup_cause}")
+        assert len(alarms) == 1 and alarms[0].detail["trunk"] == "carrier"
+        assert [a.outcome for a in product.store.read(repo.task_attempts, task.id)] == [
+            "not_dialled"]
+        after = product.store.read(repo.get_task, task.id)
+        assert after is not None and (after.status, after.attempts) == ("pending", 0)
+    finally:
+        product.stop()
