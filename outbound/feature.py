@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from callflow.engine import outbound
+from callflow.engine.numbers import DEFAULT_COUNTRY, PLANS
 from callflow.outbound.dialer import (
     FAILED_TICK_PAUSE_S,
     TICK_S,
@@ -43,7 +44,11 @@ class OutboundFeature:
     async def start(self, service: FeatureServices) -> None:
         self.service = service
         trunk = outbound_trunk(service.settings.trunks)
-        self.route = trunk.route() if trunk is not None else outbound.OutboundRoute()
+        # no trunk: numbers are read in the deployment's country (CALLFLOW_COUNTRY)
+        home = service.settings.country if service.settings.country in PLANS \
+            else DEFAULT_COUNTRY
+        self.route = trunk.route() if trunk is not None else outbound.OutboundRoute(
+            country=home)
         self.dialer = Dialer(service.store, service.runtime, service.policy, service.clock,
                              route=self.route)
         service.runtime.hold_agents(self.dialer.holds_agent)  # own callbacks first (STD-069)
