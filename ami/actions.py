@@ -12,6 +12,7 @@ from callflow.engine.effects import (
     ListChannels,
     ListContacts,
     ListEndpoints,
+    ListRegistrations,
     MuteAudio,
     Originate,
     PbxAction,
@@ -31,6 +32,7 @@ QUERIES: dict[type[PbxQuery], str] = {
     ListEndpoints: "PJSIPShowEndpoints",
     ListContacts: "PJSIPShowContacts",
     ShowEndpoint: "PJSIPShowEndpoint",
+    ListRegistrations: "PJSIPShowRegistrationsOutbound",
 }
 
 

@@ -253,6 +253,43 @@ def cmd_pbx(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_trunk(args: argparse.Namespace, settings: Settings) -> int:
+    """Each carrier trunk of CALLFLOW_TRUNKS_FILE as the running Asterisk sees it, one line
+    a trunk: its registration (PJSIPShowRegistrationsOutbound) and whether the carrier
+    answers OPTIONS (its qualified contact, PJSIPShowEndpoint). Exit 1 when a trunk is
+    down."""
+    from callflow.ami.client import AmiClient
+    from callflow.pbx.render import AMI_HOST
+    from callflow.trunks import trunk_statuses
+
+    if not settings.trunks:
+        print("no trunk configured (CALLFLOW_TRUNKS_FILE): outbound calls have no way out")
+        return 0
+    keys = ("ObjectName", "Status", "ServerUri", "AOR", "URI", "RoundtripUsec")
+
+    async def listings() -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        ami = AmiClient(AMI_HOST, settings.ports.ami, settings.ami_username,
+                        settings.ami_secret)
+        await ami.start()
+        try:
+            await ami.wait_up(args.timeout)
+            regs = await ami.action_list("PJSIPShowRegistrationsOutbound")
+            contacts = [e for t in settings.trunks for e in (await ami.action_list(
+                "PJSIPShowEndpoint", Endpoint=t.endpoint)).events]
+        finally:
+            await ami.stop()
+        return ([{k: e.get(k) for k in keys} for e in regs.events
+                 if e.name == "OutboundRegistrationDetail"],
+                [{k: e.get(k) for k in keys} for e in contacts
+                 if e.name == "ContactStatusDetail"])
+
+    registrations, contacts = asyncio.run(listings())
+    statuses = trunk_statuses(settings.trunks, registrations, contacts)
+    for status in statuses:
+        print(status.line())
+    return 1 if any(s.down for s in statuses) else 0
+
+
 def cmd_policy(args: argparse.Namespace, settings: Settings) -> int:
     """Show the Policy in force (every number, unit and the standard it enforces)."""
     from callflow.engine.policy import load_policy
@@ -412,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="stop even with live calls")
     p.add_argument("--conf-dir", default=str(_default_conf_dir()), help="templates")
     p.set_defaults(fn=cmd_pbx)
+
+    p = sub.add_parser("trunk", help="carrier trunks: registration and reachability",
+                       description=cmd_trunk.__doc__)
+    p.add_argument("action", choices=("check",))
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to reach AMI")
+    p.set_defaults(fn=cmd_trunk)
 
     p = sub.add_parser("policy", help="print the service-standard Policy in force",
                        description=cmd_policy.__doc__)

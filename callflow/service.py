@@ -45,6 +45,7 @@ from callflow.pbx.render import AMI_HOST, INBOUND_FLOW_CONTEXT, RESUME_CONTEXT
 from callflow.pbx.supervisor import PbxSupervisor, SupervisionRules
 from callflow.recovery import CallRecovery
 from callflow.runtime.core import Adapters, PbxPort, Runtime
+from callflow.runtime.trunk_watch import TrunkWatch
 from callflow.settings import Settings
 from callflow.store import records, repo
 from callflow.store.applied import StoreSink
@@ -55,6 +56,7 @@ from callflow.store.watch import StoreWatcher
 from callflow.store.writer import PersistQueue
 from callflow.stream.frames import frames
 from callflow.stream.hub import EventHub
+from callflow.trunks import with_trunk_dids
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +73,7 @@ class Service:
     def __init__(self, settings: Settings, policy: Policy, roster: Roster,
                  options: ServiceOptions | None = None, clock: Clock | None = None) -> None:
         self.settings = settings
-        self.policy = policy
+        self.policy = with_trunk_dids(policy, settings.trunks)  # the carriers' DIDs routed too
         self.roster = roster
         self.options = options or ServiceOptions()
         self.clock = clock or RealClock()
@@ -112,6 +114,7 @@ class Service:
             pbx=AmiPbx(self.ami)))
         self.hub.snapshot_provider(self.runtime.snapshot)
         self._start_store_watch(self.runtime)
+        self.trunk_watch = TrunkWatch(self.runtime, self.settings.trunks)
         services = FeatureServices(
             settings=self.settings, policy=self.policy, roster=self.roster, clock=self.clock,
             store=store, writer=self.writer, runtime=self.runtime, hub=self.hub,

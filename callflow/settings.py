@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from callflow.errors import SettingsError
+from callflow.trunks import Trunk, load_trunks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PORT_BLOCK = 3000  # the ports one instance takes from CALLFLOW_PORT_BASE
@@ -108,6 +109,8 @@ class Settings:
     #: Asterisk's work dir when it is not ``state_dir/pbx`` (tests run one Asterisk per
     #: session beside many engines' state dirs)
     pbx_workdir: Path | None = None
+    #: carrier trunks (``CALLFLOW_TRUNKS_FILE``, docs/trunks.md); none: no way out
+    trunks: tuple[Trunk, ...] = ()
 
     @property
     def pbx_dir(self) -> Path:
@@ -138,7 +141,9 @@ def load_settings() -> Settings:
     used = [p for p in (ports.ami, ports.sip, ports.agi, ports.api)]
     if len(set(used)) != len(used):
         raise SettingsError(f"the AMI, SIP, AGI and API ports must differ, got {used}")
+    ports = _rtp_range(ports)
     policy = _env("POLICY_FILE", "")
+    trunks_file = _env("TRUNKS_FILE", "")
     return Settings(
         state_dir=state_dir,
         database_url=_env("DATABASE_URL", f"sqlite:///{state_dir / 'callflow.db'}"),
@@ -150,4 +155,21 @@ def load_settings() -> Settings:
         ami_secret=_secret("AMI_SECRET", state_dir),
         api_token=_secret("API_TOKEN", state_dir),
         country=_env("COUNTRY", "cn"),
+        trunks=load_trunks(Path(trunks_file) if trunks_file else None),
     )
+
+
+def _rtp_range(ports: Ports) -> Ports:
+    """``CALLFLOW_RTP_START``/``_END`` over the range that follows the port base: Asterisk's
+    media ports (two per call), checked to be a range that misses the signalling ports."""
+    start = _env_port("RTP_START", ports.rtp_start)
+    end = _env_port("RTP_END", ports.rtp_end)
+    if end - start < 1:
+        raise SettingsError(f"CALLFLOW_RTP_END ({end}) must be above CALLFLOW_RTP_START "
+                            f"({start})")
+    for name, port in (("AMI", ports.ami), ("SIP", ports.sip), ("AGI", ports.agi),
+                       ("API", ports.api)):
+        if start <= port <= end:
+            raise SettingsError(f"the RTP range {start}-{end} (CALLFLOW_RTP_START/_END) holds "
+                                f"the {name} port {port}")
+    return replace(ports, rtp_start=start, rtp_end=end)

@@ -192,6 +192,12 @@ class ListEndpoints(PbxQuery):
 
 
 @dataclass(frozen=True)
+class ListRegistrations(PbxQuery):
+    """Every outbound registration (a carrier trunk's) with its status
+    (PJSIPShowRegistrationsOutbound)."""
+
+
+@dataclass(frozen=True)
 class ShowEndpoint(PbxQuery):
     """One PJSIP endpoint with each contact's status (PJSIPShowEndpoint)."""
 

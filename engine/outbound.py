@@ -42,14 +42,14 @@ Decisions this module makes (and why):
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from callflow.engine import numbers
 from callflow.engine.effects import DomainEvent, Originate
 from callflow.engine.policy import Policy, outbound_no_answer_seconds, ring_limit_seconds
 from callflow.errors import PolicyError, StateError
@@ -86,6 +86,12 @@ NO_ROUTE_CAUSE = 3
 INVALID_NUMBER_CAUSES = frozenset({1, 3, 22, 28})
 BUSY_CAUSES = frozenset({17, 21})  # user busy, call rejected (603 Decline)
 NO_ANSWER_CAUSES = frozenset({18, 19})  # no user responding, alerting without answer
+#: The customer leg's cause when Dial's own timeout cancelled it (none yet, 0, 16 normal).
+#: Dial also says NOANSWER for a final code it has no status for (a carrier's 499 is
+#: cause 127 interworking, measured through a trunk, tests/integration/test_trunks_live.py):
+#: that is a failure, not six unanswered rings.
+DIAL_TIMEOUT_CAUSES = frozenset({None, 0, 16})
+
 
 def classify(*, answered: bool, dial_status: str = "", cause: int | None = None
              ) -> AttemptOutcome:
@@ -100,7 +106,7 @@ def classify(*, answered: bool, dial_status: str = "", cause: int | None = None
         return AttemptOutcome.ANSWERED
     if status == "BUSY":
         return AttemptOutcome.BUSY
-    if status == "NOANSWER":
+    if status == "NOANSWER" and (cause in DIAL_TIMEOUT_CAUSES or cause in NO_ANSWER_CAUSES):
         return AttemptOutcome.NO_ANSWER
     if cause in INVALID_NUMBER_CAUSES:
         return AttemptOutcome.INVALID_NUMBER
@@ -115,26 +121,30 @@ def classify(*, answered: bool, dial_status: str = "", cause: int | None = None
 
 # --- numbers ------------------------------------------------------------------------------
 
-_SEPARATORS = re.compile(r"[\s\-().]")
-_DIALLABLE = re.compile(r"[0-9]{3,20}")
+def normalize_number(raw: str, country: str = numbers.DEFAULT_COUNTRY) -> str:
+    """The stored form of a customer's number, or ``StateError('invalid_number')`` saying
+    what is wrong: E.164 for a number written with ``+`` or a prefix of ``country``, the
+    digits as typed otherwise (``callflow.engine.numbers``)."""
+    return numbers.normalize(raw, country)
 
 
-def normalize_number(raw: str) -> str:
-    """The digits the PBX dials, or ``StateError('invalid_number')`` saying what is wrong.
+@dataclass(frozen=True)
+class OutboundRoute:
+    """How customers are dialled: the trunk's country and number format, and the
+    number it presents (the centre's, STD-083) by default and per task kind.
 
-    Spaces, dashes, dots and brackets are dropped (people type numbers that way);
-    anything else must be 3-20 digits: the ``callflow-outbound`` dialplan matches
-    ``_X.``, so a ``+`` or a letter could never be dialled and is refused up front.
-    """
-    if not isinstance(raw, str):
-        raise StateError("invalid_number", f"a number must be a string, got {raw!r}")
-    digits = _SEPARATORS.sub("", raw)
-    if digits.startswith("+"):
-        raise StateError("invalid_number", f"{raw!r}: write the digits the PBX dials "
-                                           "(international prefix instead of '+')")
-    if not _DIALLABLE.fullmatch(digits):
-        raise StateError("invalid_number", f"{raw!r} is not a phone number (3-20 digits)")
-    return digits
+    ``OutboundRoute()`` (no trunk configured) dials numbers as stored and presents no
+    number of its own: the Policy's ``outbound.caller_id`` or nothing, never the
+    customer's own number."""
+
+    country: str = numbers.DEFAULT_COUNTRY
+    number_format: numbers.NumberFormat = "national"
+    presented_number: str = ""
+    presented_numbers: Mapping[str, str] = field(default_factory=dict)
+
+    def dialled(self, number: str) -> str:
+        """The digits sent to the trunk for stored ``number``."""
+        return numbers.dial_form(number, self.country, self.number_format)
 
 
 # --- ring limits ----------------------------------------------------------------------------
@@ -150,9 +160,14 @@ def agent_ring_seconds(policy: Policy) -> float:
     return ring_limit_seconds(policy)
 
 
-def caller_id_for(kind: str, policy: Policy) -> str:
-    """The number presented to the customer: the campaign's, else the centre's (may be '')."""
-    return policy.outbound.caller_ids.get(kind, policy.outbound.caller_id)
+def caller_id_for(kind: str, policy: Policy, route: OutboundRoute | None = None) -> str:
+    """The number presented to the customer (STD-083), first found of: the Policy's for
+    the campaign (task kind), the Policy's ``caller_id``, the trunk's for the kind, the
+    trunk's own. '' when none is configured: the PBX then presents nothing of ours --
+    and never the customer's own number."""
+    route = route or OutboundRoute()
+    return (policy.outbound.caller_ids.get(kind) or policy.outbound.caller_id
+            or route.presented_numbers.get(kind) or route.presented_number)
 
 
 # --- calendar (STD-085 calling window, working days) -----------------------------------------
@@ -554,22 +569,25 @@ def agent_rang_out(attempt: Attempt) -> bool:
 
 
 def originate(attempt: Attempt, policy: Policy, endpoint: str,
-              context: str = "callflow-outbound") -> Originate:
+              context: str = "callflow-outbound", route: OutboundRoute | None = None
+              ) -> Originate:
     """The Originate of an agent-first attempt.
 
     ``channel_id`` is always set (harness A5: without it a failed async Originate's
     OriginateResponse says ``Uniqueid: <unknown>`` and cannot be tied to anything).
     The agent's phone shows the customer's number (STD-082); the dialplan presents
     the centre's number to the customer (``CALLFLOW_CLI``) and rings the customer
-    for six rings (``CALLFLOW_RING_S``, STD-081).
+    for six rings (``CALLFLOW_RING_S``, STD-081). ``CALLFLOW_CLI`` is always set, empty
+    when no number is configured, so the dialplan never falls back to the agent leg's
+    caller ID (the customer's own number). The extension is the number in the trunk's
+    format (``route``).
     """
+    route = route or OutboundRoute()
     variables = [("CALLFLOW_RING_S", f"{customer_ring_seconds(policy):g}"),
-                 ("CALLFLOW_TASK", str(attempt.task_id))]
-    caller_id = caller_id_for(attempt.kind, policy)
-    if caller_id:
-        variables.append(("CALLFLOW_CLI", caller_id))
+                 ("CALLFLOW_TASK", str(attempt.task_id)),
+                 ("CALLFLOW_CLI", caller_id_for(attempt.kind, policy, route))]
     return Originate(
-        f"PJSIP/{endpoint}", context=context, exten=attempt.number, priority=1,
+        f"PJSIP/{endpoint}", context=context, exten=route.dialled(attempt.number), priority=1,
         timeout_ms=round(agent_ring_seconds(policy) * 1000),
         caller_id=f'"Task {attempt.task_id}" <{attempt.number}>',
         variables=tuple(variables), channel_id=attempt.attempt_id)

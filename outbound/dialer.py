@@ -55,6 +55,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from callflow.agents import state as agent_state
 from callflow.engine import calls, outbound
 from callflow.engine.effects import Alarm, ListChannels
+from callflow.engine.numbers import DEFAULT_COUNTRY
 from callflow.engine.outbound import Attempt, AttemptEvent, AttemptOutcome, Decision
 from callflow.engine.policy import Policy
 from callflow.errors import AmiActionFailed, AmiError, AmiLinkDown, CallflowError, StateError
@@ -126,7 +127,8 @@ def create_callback(store: Store, kind: str, number: str, owner_agent_id: str | 
                     due: datetime | None = None, created_from_call_id: str | None = None, *,
                     policy: Policy | None = None, now: datetime | None = None, note: str = "",
                     follow_up: outbound.FollowUpReason = "general",
-                    max_attempts: int | None = None) -> tuple[CallbackTask, bool]:
+                    max_attempts: int | None = None,
+                    country: str = DEFAULT_COUNTRY) -> tuple[CallbackTask, bool]:
     """Create a task to call ``number`` back (blocking: call it from a worker thread).
 
     For the inbound flow (STD-047 callback request, STD-055 missed call, STD-069
@@ -146,17 +148,19 @@ def create_callback(store: Store, kind: str, number: str, owner_agent_id: str | 
     with store.session() as s:
         return add_callback(s, kind, number, owner_agent_id, due, created_from_call_id,
                             policy=policy, now=now, note=note, follow_up=follow_up,
-                            max_attempts=max_attempts)
+                            max_attempts=max_attempts, country=country)
 
 
 def add_callback(s: Session, kind: str, number: str, owner_agent_id: str | None = None,
                  due: datetime | None = None, created_from_call_id: str | None = None, *,
                  policy: Policy | None = None, now: datetime | None = None, note: str = "",
                  follow_up: outbound.FollowUpReason = "general",
-                 max_attempts: int | None = None) -> tuple[CallbackTask, bool]:
-    """``create_callback`` inside the caller's transaction (e.g. a records writer)."""
+                 max_attempts: int | None = None,
+                 country: str = DEFAULT_COUNTRY) -> tuple[CallbackTask, bool]:
+    """``create_callback`` inside the caller's transaction (e.g. a records writer).
+    ``country``: how a prefixed number is read (the outbound trunk's, engine/numbers.py)."""
     policy = policy or Policy.defaults()
-    digits = outbound.normalize_number(number)
+    digits = outbound.normalize_number(number, country)
     now = now or datetime.now(UTC)
     plan = outbound.plan_due(kind, now, policy, requested_at=due, follow_up=follow_up)
     if kind == "named_agent" and not owner_agent_id:
@@ -198,8 +202,11 @@ class Dialer:
     """The scheduler and the AMI side of outbound calls; one per engine process."""
 
     def __init__(self, store: Store, runtime: Runtime, policy: Policy, clock: Clock, *,
-                 claimed_by: str | None = None, context: str = OUTBOUND_CONTEXT) -> None:
+                 claimed_by: str | None = None, context: str = OUTBOUND_CONTEXT,
+                 route: outbound.OutboundRoute | None = None) -> None:
         self.store = store
+        # the outbound trunk's number format and presented numbers (callflow.trunks)
+        self.route = route or outbound.OutboundRoute()
         self.runtime = runtime
         self.policy = policy
         self.clock = clock
@@ -344,7 +351,7 @@ class Dialer:
         agent = self.runtime.agents.get(agent_id)
         attempt_id = f"cfo-{task.id}-{task.attempts}-{secrets.token_hex(3)}"
         try:
-            outbound.normalize_number(task.number)
+            outbound.normalize_number(task.number, self.route.country)
         except StateError as exc:  # written by something that did not check it
             log.warning("task #%d: %s; not dialled, unreachable", task.id, exc)
             failed = outbound.new_attempt(attempt_id, task.id, task.kind, task.number,
@@ -368,7 +375,7 @@ class Dialer:
         self.tell(task, also=agent_id)
         self.attempts[attempt_id] = _Live(attempt, self.clock.now())
         desk = agent.extension or member.endpoint  # hot-desking: where the agent logged in
-        originate = outbound.originate(attempt, self.policy, desk, self.context)
+        originate = outbound.originate(attempt, self.policy, desk, self.context, self.route)
         log.info("task #%d: dialling %s for agent %s (attempt %s, %s ms)", task.id,
                  task.number, agent_id, attempt_id, originate.timeout_ms)
         self.stats["originates"] += 1

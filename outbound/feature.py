@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING
 
 from callflow.engine import outbound
+from callflow.engine.numbers import DEFAULT_COUNTRY, PLANS
 from callflow.outbound.dialer import (
     FAILED_TICK_PAUSE_S,
     TICK_S,
@@ -17,6 +18,7 @@ from callflow.outbound.dialer import (
     LegAttempt,
     create_callback,
 )
+from callflow.trunks import outbound_trunk
 
 if TYPE_CHECKING:
     from fastapi import APIRouter
@@ -36,11 +38,19 @@ class OutboundFeature:
         self.tick_s = tick_s
         self.service: FeatureServices | None = None
         self.dialer: Dialer | None = None
+        self.route = outbound.OutboundRoute()  # the outbound trunk's, once started
         self._loop_task: asyncio.Task[None] | None = None
 
     async def start(self, service: FeatureServices) -> None:
         self.service = service
-        self.dialer = Dialer(service.store, service.runtime, service.policy, service.clock)
+        trunk = outbound_trunk(service.settings.trunks)
+        # no trunk: numbers are read in the deployment's country (CALLFLOW_COUNTRY)
+        home = service.settings.country if service.settings.country in PLANS \
+            else DEFAULT_COUNTRY
+        self.route = trunk.route() if trunk is not None else outbound.OutboundRoute(
+            country=home)
+        self.dialer = Dialer(service.store, service.runtime, service.policy, service.clock,
+                             route=self.route)
         service.runtime.hold_agents(self.dialer.holds_agent)  # own callbacks first (STD-069)
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
         log.info("outbound dialer started (%s mode, customer rings %gs, agent rings %gs)",
@@ -91,7 +101,7 @@ class OutboundFeature:
         task, created = await asyncio.to_thread(
             create_callback, store, kind, number, owner_agent_id, due,
             created_from_call_id, policy=service.policy, now=service.clock.wall(), note=note,
-            follow_up=follow_up, max_attempts=max_attempts)
+            follow_up=follow_up, max_attempts=max_attempts, country=self.route.country)
         if self.dialer is not None:
             self.dialer.tell(task)
         return task, created

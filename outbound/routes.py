@@ -151,7 +151,7 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
             check_agent(owner)
         svc = service()
         try:
-            digits = outbound.normalize_number(body.number)
+            digits = outbound.normalize_number(body.number, feature.route.country)
             existing = await store_call(repo.list_open_tasks, number=digits)
             duplicate = next((t for t in existing if t.kind == body.kind), None)
             if duplicate is not None:
@@ -201,7 +201,8 @@ def tasks_router(feature: OutboundFeature) -> APIRouter:
                             "a named-agent callback needs its agent (STD-072)")
         try:
             if fields.get("number") is not None:
-                fields["number"] = outbound.normalize_number(fields["number"])
+                fields["number"] = outbound.normalize_number(fields["number"],
+                                                             feature.route.country)
             if fields.get("due_at") is not None:
                 fields["due_at"] = outbound.next_calling_time(fields["due_at"],
                                                               service().policy)

@@ -25,6 +25,7 @@ import jinja2
 from callflow.errors import PbxConfigError
 from callflow.pbx import cel
 from callflow.settings import REPO_ROOT, Settings, persistent_secret
+from callflow.trunks import Trunk, outbound_trunk
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class PbxConfig:
     # a second AMI user with every class, for a test harness that watches everything
     # (tests/integration/amitap.py); `make run` never sets it
     observer: AmiLogin | None = None
+    # carrier trunks (callflow.trunks, CALLFLOW_TRUNKS_FILE): pjsip sections and dialplan
+    trunks: Sequence[Trunk] = ()
 
     @classmethod
     def from_settings(
@@ -144,6 +147,7 @@ class PbxConfig:
             agents=list(agents),
             customer_contact=customer_contact,
             caller_match=settings.bind_host,
+            trunks=settings.trunks,
         )
 
     def validate(self) -> None:
@@ -198,6 +202,28 @@ class PbxConfig:
                 raise PbxConfigError(f"agent {agent.ext}: qualify_timeout must be 0.1-60 s")
         if self.customer_contact is not None and not _SIP_URI.fullmatch(self.customer_contact):
             raise PbxConfigError(f"bad customer_contact {self.customer_contact!r}")
+        names = [t.name for t in self.trunks]
+        if len(set(names)) != len(names):
+            raise PbxConfigError(f"trunk names must differ, got {names}")
+        for trunk in self.trunks:
+            if trunk.dids and any(len(d) not in DID_DIGITS for d in trunk.dids):
+                raise PbxConfigError(f"trunk {trunk.name}: a DID has {DID_DIGITS.start}-"
+                                     f"{DID_DIGITS.stop - 1} digits")
+
+
+def outbound_target(cfg: PbxConfig) -> str | None:
+    """The one place the way out of ``[callflow-outbound]`` is decided: the ``Dial()``
+    target of a customer's number (``${EXTEN}``), None when nothing carries outbound calls
+    (then the dialplan says "number not in service").
+
+    A trunk with ``outbound = true`` wins; else the test harness's fixed ``customer``
+    endpoint; else none -- where a demo carrier would go."""
+    trunk = outbound_trunk(tuple(cfg.trunks))
+    if trunk is not None:
+        return f"PJSIP/${{EXTEN}}@{trunk.endpoint}"
+    if cfg.customer_contact:
+        return "PJSIP/${EXTEN}@customer"
+    return None
 
 
 def _check_login(login: AmiLogin) -> None:
@@ -268,7 +294,8 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
                "inbound_flow_context": INBOUND_FLOW_CONTEXT, "did_digits": DID_DIGITS,
                "resume_context": RESUME_CONTEXT,
                "ami_host": AMI_HOST, "ami_read": AMI_READ, "ami_write": AMI_WRITE,
-               "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS}
+               "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS,
+               "outbound_target": outbound_target(cfg)}
     for template in templates:
         target = out_etc_dir / template.name.removesuffix(".j2")
         try:

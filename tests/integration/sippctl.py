@@ -101,14 +101,18 @@ class SippControl:
         media port + 2) is another's audio port, whatever the port base."""
         return self.port_base + 1000 + MEDIA_SPACING * (sip_port - self.port_base)
 
-    def start(self, name: str, scenario: str, port: int, *args: object) -> SippRun:
-        """Any SIPp process: ``sipp -sf tests/sipp/<scenario> -p <port> -mp <media> ...``."""
+    def start(self, name: str, scenario: str, port: int, *args: object,
+              local_ip: str = "127.0.0.1") -> SippRun:
+        """Any SIPp process: ``sipp -sf tests/sipp/<scenario> -p <port> -mp <media> ...``.
+
+        ``local_ip``: another loopback address (127.0.0.2...) makes a peer Asterisk tells
+        apart by address, like a carrier (tests/integration/test_trunks_live.py)."""
         n = sum(1 for r in self.runs if r.name.split("#")[0] == name)
         name = f"{name}#{n}" if n else name
         files = {kind: self.log_dir / f"sipp-{name}.{kind}" for kind in ("log", "err", "out")}
         cmd = [
             "sipp", "-sf", str(SCENARIO_DIR / scenario),
-            "-i", "127.0.0.1", "-p", str(port), "-mp", str(self.media_port(port)),
+            "-i", local_ip, "-p", str(port), "-mp", str(self.media_port(port)),
             "-trace_logs", "-log_file", str(files["log"]),
             "-trace_err", "-error_file", str(files["err"]),
             *map(str, args),

@@ -59,9 +59,10 @@ def test_custom_cadence_and_fewer_rings_convert_too() -> None:
     assert outbound.customer_ring_seconds(p) == 6.0
 
 
-def originate_fields(attempt: outbound.Attempt, p: Policy, desk: str) -> dict[str, Any]:
+def originate_fields(attempt: outbound.Attempt, p: Policy, desk: str,
+                     route: outbound.OutboundRoute | None = None) -> dict[str, Any]:
     """The attempt's Originate as Asterisk receives it (the AMI adapter's encoding)."""
-    return encode(outbound.originate(attempt, p, desk))[1]
+    return encode(outbound.originate(attempt, p, desk, route=route))[1]
 
 
 def test_originate_is_agent_first_with_channel_id_and_the_rings_in_the_dialplan() -> None:
@@ -80,7 +81,19 @@ def test_originate_is_agent_first_with_channel_id_and_the_rings_in_the_dialplan(
     follow = outbound.new_attempt("cfo-8-1-abc", 8, "follow_up", "13900000002", "1001", 0.0)
     assert "CALLFLOW_CLI=4001" in originate_fields(follow, p, "agent1001")["Variable"]
     plain = originate_fields(attempt, P, "agent1001")["Variable"]
-    assert not any(v.startswith("CALLFLOW_CLI") for v in plain)  # empty: the PBX's own
+    assert "CALLFLOW_CLI=" in plain  # none configured: empty, never the customer's own
+    trunk = outbound.OutboundRoute(presented_number="4008000000",
+                                   presented_numbers={"follow_up": "4008000001"})
+    assert "CALLFLOW_CLI=4008000000" in originate_fields(attempt, P, "agent1001",
+                                                         route=trunk)["Variable"]
+    assert "CALLFLOW_CLI=4001" in originate_fields(follow, p, "agent1001",
+                                                   route=trunk)["Variable"]  # Policy first
+    assert "CALLFLOW_CLI=4008000001" in originate_fields(follow, P, "agent1001",
+                                                         route=trunk)["Variable"]
+    e164 = outbound.new_attempt("cfo-9-1-abc", 9, "manual", "+861065521234", "1001", 0.0)
+    assert originate_fields(e164, P, "agent1001", route=trunk)["Exten"] == "01065521234"
+    e164_trunk = outbound.OutboundRoute(number_format="e164")
+    assert originate_fields(e164, P, "agent1001", route=e164_trunk)["Exten"] == "+861065521234"
 
 
 def test_campaigns_are_the_task_kinds() -> None:
@@ -100,6 +113,9 @@ def test_campaigns_are_the_task_kinds() -> None:
     (False, "BUSY", 17, "busy"),
     (False, "NOANSWER", 16, "no_answer"),  # Dial's timeout: the cancelled leg says 'normal'
     (False, "NOANSWER", 0, "no_answer"),
+    (False, "NOANSWER", None, "no_answer"),
+    (False, "NOANSWER", 127, "failed"),  # a carrier's unknown final code (499): not rung out
+    (False, "NOANSWER", 21, "busy"),
     (False, "", 19, "no_answer"),  # Originate straight to a customer: no DialEnd (A5)
     (False, "", 17, "busy"),  # busy callee: OriginateResponse Reason 0, Hangup 17
     (False, "CHANUNAVAIL", 1, "invalid_number"),  # 404
@@ -121,7 +137,7 @@ def test_outcome_from_dialstatus_then_cause(answered: bool, status: str, cause: 
 
 @pytest.mark.parametrize("raw, digits", [("13900000001", "13900000001"),
                                          ("139 0000-0001", "13900000001"),
-                                         ("(010) 6552.1234", "01065521234"), ("110", "110")])
+                                         ("(010) 6552.1234", "+861065521234"), ("110", "110")])
 def test_numbers_are_normalised(raw: str, digits: str) -> None:
     assert outbound.normalize_number(raw) == digits
 
@@ -129,7 +145,7 @@ def test_numbers_are_normalised(raw: str, digits: str) -> None:
 @pytest.mark.parametrize("raw, why", [("", "not a phone number"), ("12", "not a phone number"),
                                       ("1" * 21, "not a phone number"),
                                       ("139abc", "not a phone number"),
-                                      ("+8613900000001", "international prefix"),
+                                      ("+86139", "international number"),
                                       ("139;1", "not a phone number")])
 def test_invalid_numbers_are_refused_with_a_reason(raw: str, why: str) -> None:
     with pytest.raises(StateError, match=why) as err:

@@ -109,7 +109,7 @@ async def test_supervisor_creates_lists_and_sees_history(api: Api) -> None:
     assert [p["task"]["id"] for p in api.rig.tasks_published("board")] == [task["id"]]
 
 
-@pytest.mark.parametrize("number", ["+8613900000001", "call me", "12", ""])
+@pytest.mark.parametrize("number", ["+86139", "call me", "12", ""])
 async def test_invalid_numbers_are_422_with_a_reason(api: Api, number: str) -> None:
     reply = await create(api, api.boss, number=number)
     assert reply.status_code == 422
