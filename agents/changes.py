@@ -98,6 +98,18 @@ class AcwFinished(DomainEvent):
 
 
 @dataclass(frozen=True)
+class WrapupSubmitted(DomainEvent):
+    """The agent submitted the wrap-up form of a call (STD-092): stored with the call."""
+
+    agent_id: str
+    call_id: str
+    disposition: str
+    notes: str
+    by: str
+    at: float
+
+
+@dataclass(frozen=True)
 class AcwExtended(DomainEvent):
     """A supervisor extended the agent's ACW for the current call."""
 

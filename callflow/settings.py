@@ -108,6 +108,9 @@ class Settings:
     #: Asterisk's work dir when it is not ``state_dir/pbx`` (tests run one Asterisk per
     #: session beside many engines' state dirs)
     pbx_workdir: Path | None = None
+    #: Rows one CSV upload (campaign numbers, do-not-call list) may hold; larger files
+    #: are refused whole with one error (CALLFLOW_CSV_MAX_ROWS).
+    csv_max_rows: int = 50_000
 
     @property
     def pbx_dir(self) -> Path:
@@ -150,4 +153,12 @@ def load_settings() -> Settings:
         ami_secret=_secret("AMI_SECRET", state_dir),
         api_token=_secret("API_TOKEN", state_dir),
         country=_env("COUNTRY", "cn"),
+        csv_max_rows=_csv_max_rows(),
     )
+
+
+def _csv_max_rows() -> int:
+    rows = _env_int("CSV_MAX_ROWS", 50_000)
+    if rows < 1:
+        raise SettingsError(f"CALLFLOW_CSV_MAX_ROWS must be at least 1, got {rows}")
+    return rows

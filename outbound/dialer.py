@@ -53,14 +53,15 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from callflow.agents import state as agent_state
-from callflow.engine import calls, outbound
+from callflow.engine import calls, campaigns, outbound
 from callflow.engine.effects import Alarm, ListChannels
 from callflow.engine.outbound import Attempt, AttemptEvent, AttemptOutcome, Decision
 from callflow.engine.policy import Policy
 from callflow.errors import AmiActionFailed, AmiError, AmiLinkDown, CallflowError, StateError
+from callflow.store import campaigns as campaign_store
 from callflow.store import repo
 from callflow.store.db import Store
-from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask, TaskAttempt
+from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask, Campaign, TaskAttempt
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -105,7 +106,7 @@ def task_payload(task: CallbackTask) -> dict[str, Any]:
         "due_at": _iso(task.due_at), "deadline_at": _iso(task.deadline_at),
         "attempts": task.attempts, "max_attempts": task.max_attempts,
         "last_outcome": task.last_outcome, "note": task.note,
-        "created_from_call_id": task.created_from_call_id,
+        "created_from_call_id": task.created_from_call_id, "campaign_id": task.campaign_id,
         "created_at": _iso(task.created_at), "updated_at": _iso(task.updated_at),
     }
 
@@ -220,6 +221,7 @@ class Dialer:
         self._last_stale_sweep = -STALE_SWEEP_EVERY_S
         self._last_absent_sweep = -ABSENT_SWEEP_EVERY_S
         self._feed_since = datetime.now(UTC)
+        self._campaigns: list[campaigns.CampaignRules] = []
         self.stats: dict[str, int] = {"ticks": 0, "originates": 0, "refused": 0,
                                       "finished": 0, "released": 0, "vanished": 0}
         for name in ("Newchannel", "OriginateResponse", "Newstate", "DialBegin", "DialEnd",
@@ -269,6 +271,7 @@ class Dialer:
         if not ready:
             self._reserved = set()
             return
+        self._campaigns = await asyncio.to_thread(self.store.read, _campaign_rules)
         owners, pool = await asyncio.to_thread(self.store.read, repo.due_task_owners, now)
         preview = self.policy.outbound.dial_mode == "preview"
         self._reserved = set() if preview else owners
@@ -304,11 +307,12 @@ class Dialer:
             await self._start(task, agent.agent_id)
 
     async def _claim(self, agent_id: str, now: datetime, own: bool) -> CallbackTask | None:
+        skip = campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
         self._claiming.add(agent_id)
         try:
             return await asyncio.to_thread(
                 self.store.run, repo.claim_next_task, now, claimed_by=self.claimed_by,
-                owner_agent_id=agent_id if own else None)
+                owner_agent_id=agent_id if own else None, skip_campaigns=skip)
         finally:
             self._claiming.discard(agent_id)
 
@@ -357,7 +361,7 @@ class Dialer:
                                 due_at=task.due_at)
             return None
         try:
-            self.runtime.agent_event(agent_id, agent_state.CallOffered(attempt_id))
+            self.runtime.agent_event(agent_id, agent_state.CallOffered(attempt_id, outbound=True))
         except StateError as exc:
             log.info("task #%d: agent %s cannot take it (%s)", task.id, agent_id, exc)
             await self._release(task, AttemptOutcome.NOT_DIALLED, agent_id, attempt_id,
@@ -577,6 +581,8 @@ class Dialer:
         if mono - self._last_absent_sweep < ABSENT_SWEEP_EVERY_S:
             return
         self._last_absent_sweep = mono
+        for task in await asyncio.to_thread(self.store.run, campaign_store.close_dnc_tasks):
+            self.tell(task)  # a task created for a listed number: closed, never dialled
         present = {a.agent_id for a in self.runtime.agents.values()
                    if a.state is not agent_state.AgentState.LOGGED_OUT}
         grace = timedelta(minutes=self.policy.outbound.owner_absent_grace_min)
@@ -718,6 +724,12 @@ def _record_attempt(s: Session, attempt: Attempt, now: datetime, policy: Policy
     decision = outbound.decide(attempt.outcome, kind=task.kind, attempts=task.attempts,
                                max_attempts=task.max_attempts, attempts_today=today + 1,
                                now=now, due_at=task.due_at, policy=policy)
+    campaign = (campaign_store.get_campaign(s, task.campaign_id)
+                if task.campaign_id is not None else None)
+    if campaign is not None and decision.counted and decision.retry_at is not None:
+        # the campaign's spacing and contact window on top of the ladder (engine/campaigns.py)
+        decision = replace(decision, retry_at=campaigns.campaign_retry_at(
+            decision.retry_at, now, rules_of(campaign), policy))
     if not decision.counted:
         assert decision.retry_at is not None
         task = repo.release_claim(s, task.id, now, attempt.outcome.value,
@@ -748,3 +760,15 @@ def _pool_absent_owners(s: Session, present: set[str], due_before: datetime, now
         repo.audit(s, "dialer", "task_to_pool", now, target=f"task:{task.id}",
                    detail={"owner_agent_id": owner, "reason": "owner_logged_out"})
     return moved, kept
+
+
+def rules_of(campaign: Campaign) -> campaigns.CampaignRules:
+    """A stored campaign as the core's rules."""
+    return campaigns.CampaignRules(
+        campaign.id, tuple(campaign.days), campaigns.parse_clock(campaign.window_start, "start"),
+        campaigns.parse_clock(campaign.window_end, "end"), campaign.max_attempts,
+        campaign.retry_spacing_min, tuple(campaign.agents), campaign.status == "active")
+
+
+def _campaign_rules(s: Session) -> list[campaigns.CampaignRules]:
+    return [rules_of(c) for c in campaign_store.list_campaigns(s)]

@@ -23,6 +23,7 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupSubmitted,
 )
 from callflow.engine.calls import CallChanged, TaskRequested, call_record
 from callflow.engine.effects import Alarm, DomainEvent, Logged, Notice
@@ -101,6 +102,13 @@ def _acw(event: AcwFinished, epoch_of: EpochOf) -> Rows:
                      "seconds": event.seconds, "ended_by": event.ended_by,
                      "overrun": event.overrun, "extended": event.extended,
                      "at": epoch_of(event.at)})]
+
+
+@rows.register
+def _wrapup(event: WrapupSubmitted, epoch_of: EpochOf) -> Rows:
+    return [("wrapup", {"agent_id": event.agent_id, "call_uniqueid": event.call_id,
+                        "disposition": event.disposition, "notes": event.notes,
+                        "by": event.by, "at": epoch_of(event.at)})]
 
 
 @rows.register

@@ -23,6 +23,7 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupSubmitted,
 )
 from callflow.agents.state import agent_view
 from callflow.engine.calls import CallChanged, TaskRequested, call_record
@@ -129,5 +130,6 @@ def _none(event: DomainEvent, epoch_of: EpochOf) -> Frames:
 
 
 for _quiet in (AgentLoggedIn, BusyAwaitingApproval, BusyApproved, AcwFinished, AcwExtended,
+               WrapupSubmitted,
                AgentDayClosed, Logged, ReleaseJudged, OutboundCallEnded, TaskRequested):
     frames.register(_quiet, _none)
