@@ -301,10 +301,16 @@ class Dialer:
                 continue
             task = await self._claim(agent.agent_id, now, own)
             if task is None:
-                if not own:
+                if not own and not self._agent_only_campaigns(agent.agent_id, now):
                     pool = False  # nothing claimable left in the pool this tick
                 continue
             await self._start(task, agent.agent_id)
+
+    def _agent_only_campaigns(self, agent_id: str, now: datetime) -> bool:
+        """Are campaigns kept from ``agent_id`` that other agents may dial (so a failed
+        claim by this agent says nothing about the pool)?"""
+        return (campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
+                != campaigns.skipped_for(None, self._campaigns, now, self.policy))
 
     async def _claim(self, agent_id: str, now: datetime, own: bool) -> CallbackTask | None:
         skip = campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
