@@ -70,6 +70,7 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupOwed,
     WrapupSubmitted,
 )
 from callflow.agents.events import (
@@ -593,8 +594,11 @@ def _ended(agent: AgentSnapshot, event: CallEnded, now: float, policy: Policy) -
         effects.append(AcwFinished(agent.agent_id, agent.call_id, 0.0, "no_acw", False, False,
                                    now))
         return new, effects
-    return _enter(agent, AgentState.ACW, now, policy, by="system", cause="call_ended",
-                  acw_deadline=now + limit, acw_extended=False)
+    new, effects = _enter(agent, AgentState.ACW, now, policy, by="system",
+                          cause="call_ended", acw_deadline=now + limit, acw_extended=False)
+    if new.wrapup_call:
+        effects.append(WrapupOwed(new.agent_id, new.wrapup_call, now))
+    return new, effects
 
 
 def _hold(agent: AgentSnapshot, event: HoldStarted | HoldEnded, now: float,

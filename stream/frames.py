@@ -23,6 +23,7 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupOwed,
     WrapupSubmitted,
 )
 from callflow.agents.state import agent_view
@@ -130,6 +131,6 @@ def _none(event: DomainEvent, epoch_of: EpochOf) -> Frames:
 
 
 for _quiet in (AgentLoggedIn, BusyAwaitingApproval, BusyApproved, AcwFinished, AcwExtended,
-               WrapupSubmitted,
+               WrapupOwed, WrapupSubmitted,
                AgentDayClosed, Logged, ReleaseJudged, OutboundCallEnded, TaskRequested):
     frames.register(_quiet, _none)
