@@ -10,8 +10,12 @@ that applies them (STD-081..096):
   each free agent gets one: first the agent's own due tasks (dropped-call and
   named-agent callbacks, STD-069, STD-072), then, when no inbound caller is
   waiting, a due pool task. Tasks are claimed in the store atomically, one number
-  never twice at once (STD-090, also across engines: ``repo.claim_next_task``).
-  An idle tick costs two indexed reads, whatever the size of the task list.
+  never twice at once (STD-090, also across engines: ``repo.claim_next_task``),
+  never a number on the do-not-call list, never a campaign's number outside its
+  contact window, while it is paused, or for an agent it does not use
+  (``engine/campaigns.py``: the skipped campaigns are handed to the claim).
+  An idle tick costs three small reads (who has tasks due, the campaigns, the
+  task feed), whatever the size of the task list.
 * **Agent-first.** The agent's softphone rings first (agent state ``ringing``, so
   no inbound call is offered to them), then the dialplan rings the customer for
   six rings (STD-081) presenting the centre's number. Preview mode (STD-082): due
@@ -259,8 +263,8 @@ class Dialer:
     async def tick(self) -> None:
         """One round: feed the desktops, sweep, and dial (or preview) what is due.
 
-        Cheap when idle: one grouped read of who has due tasks, one read of the
-        tasks changed since the last round; nothing scans the task list.
+        Cheap when idle: one grouped read of who has due tasks, one of the campaigns,
+        one of the tasks changed since the last round; nothing scans the task list.
         """
         self.stats["ticks"] += 1
         now = self.clock.wall()
@@ -609,13 +613,14 @@ class Dialer:
         """Preview (STD-082): each free agent is shown their next due task; a due pool
         task is given to a free agent who has none of their own."""
         for agent in self._free_agents():
-            mine = await asyncio.to_thread(self._next_due, agent.agent_id, now) if (
+            mine = await asyncio.to_thread(self._next_due, agent.agent_id, now,
+                                          agent.agent_id) if (
                 agent.agent_id in owners) else None
             task = mine
             if task is None and pool and not self._inbound_waiting():
-                offered = await asyncio.to_thread(self._next_due, None, now)
+                offered = await asyncio.to_thread(self._next_due, None, now, agent.agent_id)
                 if offered is None:
-                    pool = False
+                    pool = self._agent_only_campaigns(agent.agent_id, now)
                     continue
                 try:
                     task = await asyncio.to_thread(self._assign, offered.id, agent.agent_id)
@@ -627,9 +632,14 @@ class Dialer:
                 self.runtime.execute([outbound.TaskChanged(
                     task_payload(task), "preview", (agent.agent_id,), board=False)])
 
-    def _next_due(self, owner: str | None, now: datetime) -> CallbackTask | None:
+    def _next_due(self, owner: str | None, now: datetime, agent_id: str
+                  ) -> CallbackTask | None:
+        """The next task to preview for ``agent_id``: due, dialable (not do-not-call),
+        not of a campaign closed, paused or not this agent's."""
+        skip = campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
         found = self.store.read(repo.list_tasks, statuses=("pending",), owner_agent_id=owner,
-                                pool_only=owner is None, due_by=now, limit=1)
+                                pool_only=owner is None, due_by=now, limit=1,
+                                skip_campaigns=skip, dialable_only=True)
         return found[0] if found else None
 
     def _assign(self, task_id: int, agent_id: str) -> CallbackTask:

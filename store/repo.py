@@ -603,9 +603,17 @@ def update_task(s: Session, task_id: int, **fields: Any) -> CallbackTask:
 def list_tasks(s: Session, *, statuses: tuple[str, ...] | None = None,
                owner_agent_id: str | None = None, pool_only: bool = False,
                number: str | None = None, due_by: datetime | None = None,
-               limit: int = 500) -> list[CallbackTask]:
-    """Tasks for the API, soonest due first; ``statuses=None`` means every status."""
+               limit: int = 500, skip_campaigns: frozenset[int] = frozenset(),
+               dialable_only: bool = False) -> list[CallbackTask]:
+    """Tasks for the API, soonest due first; ``statuses=None`` means every status.
+    ``skip_campaigns`` leaves out those campaigns' tasks, ``dialable_only`` the numbers
+    on the do-not-call list (the dialer's preview, like its claim)."""
     query = select(CallbackTask).order_by(CallbackTask.due_at, CallbackTask.id).limit(limit)
+    if skip_campaigns:
+        query = query.where(CallbackTask.campaign_id.is_(None)
+                            | CallbackTask.campaign_id.not_in(sorted(skip_campaigns)))
+    if dialable_only:
+        query = query.where(~exists().where(DoNotCall.number == CallbackTask.number))
     if due_by is not None:
         query = query.where(CallbackTask.due_at <= due_by)
     if statuses is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,36 @@ async def test_the_wrap_up_form_is_stored_with_the_attempt(api: Api) -> None:
         "done", "answered", "resolved")
     [form] = rig.store.read(campaign_store.wrapups_for_call, attempt)
     assert (form.task_id, form.notes, form.agent_id) == (number["task_id"], "happy", "1001")
+
+
+async def test_preview_offers_only_dialable_numbers_of_open_campaigns(
+        migrated_sqlite_file: Path, tmp_path: Path) -> None:
+    target = tmp_path / "preview.db"
+    shutil.copyfile(migrated_sqlite_file, target)
+    store = open_store(f"sqlite:///{target}")
+    try:
+        rig = Rig(store, Policy.model_validate({"outbound": {"dial_mode": "preview"}}))
+        c = store.run(campaign_store.add_campaign, created_by="boss", name="p", agents=[],
+                      queue="", days=[], window_start="09:00", window_end="21:00",
+                      max_attempts=2, retry_spacing_min=30.0, caller_id_key="")
+        store.run(campaign_store.set_campaign_status, c.id, "paused")
+        store.run(campaign_store.add_campaign_number, c, "13900000002", rig.clock.wall(),
+                  note="", on_dnc=False)
+        rig.login("1001")
+        await rig.dialer.tick()  # (the first tick also sweeps do-not-call tasks)
+
+        def previews() -> list[str]:
+            return [p["task"]["number"] for topic, p in rig.published
+                    if topic == "agent:1001" and p.get("type") == "task"
+                    and p.get("change") == "preview"]
+
+        assert previews() == []  # paused
+        # listed, then a task written for it before the next sweep: due, earliest, pending
+        store.run(campaign_store.add_dnc, "13900000001", by="boss")
+        store.run(campaign_store.add_campaign_number, c, "13900000001",
+                  rig.clock.wall() - timedelta(minutes=5), note="", on_dnc=False)
+        store.run(campaign_store.set_campaign_status, c.id, "active")
+        await rig.dialer.tick()
+        assert previews() == ["13900000002"]  # never the do-not-call number
+    finally:
+        store.close()
