@@ -98,6 +98,28 @@ class AcwFinished(DomainEvent):
 
 
 @dataclass(frozen=True)
+class WrapupOwed(DomainEvent):
+    """A call ended that owes the wrap-up form (STD-092): in the event log, so an engine
+    restart knows the form is still owed (store/agent_log.py)."""
+
+    agent_id: str
+    call_id: str
+    at: float
+
+
+@dataclass(frozen=True)
+class WrapupSubmitted(DomainEvent):
+    """The agent submitted the wrap-up form of a call (STD-092): stored with the call."""
+
+    agent_id: str
+    call_id: str
+    disposition: str
+    notes: str
+    by: str
+    at: float
+
+
+@dataclass(frozen=True)
 class AcwExtended(DomainEvent):
     """A supervisor extended the agent's ACW for the current call."""
 

@@ -4,7 +4,8 @@ Two kinds of input arrive, and the machine treats them differently:
 
 * requests, made by a person (the agent's desktop, a supervisor on the board, a
   feature code dialled from the softphone): ``LogIn``, ``LogOut``, ``RequestState``,
-  ``EndAcw``, ``ExtendAcw``, ``ApproveBusy``. An illegal request is rejected with a
+  ``EndAcw``, ``SubmitWrapup``, ``ExtendAcw``,
+  ``ApproveBusy``. An illegal request is rejected with a
   reason and changes nothing.
 * facts, reported by the PBX or the call machines: ``CallOffered``, ``CallAnswered``,
   ``OfferTimedOut``, ``OfferRejected``, ``OfferWithdrawn``, ``CallJoined``,
@@ -88,6 +89,17 @@ class EndAcw:
 
 
 @dataclass(frozen=True)
+class SubmitWrapup:
+    """The wrap-up form of ``call_id`` (STD-092): a disposition from the Policy's list and
+    the agent's notes (the customer's feedback, problems and needs, 003:134)."""
+
+    call_id: str
+    disposition: str
+    notes: str = ""
+    by: Actor = "agent"
+
+
+@dataclass(frozen=True)
 class ExtendAcw:
     """A supervisor gives this call's ACW more time (STD-100: the limit is per call)."""
 
@@ -107,9 +119,12 @@ class ApproveBusy:
 
 @dataclass(frozen=True)
 class CallOffered:
-    """Routing chose this agent for ``call_id``; the phone starts ringing."""
+    """Routing chose this agent for ``call_id``; the phone starts ringing. ``outbound``:
+    the dialler's attempt (agent-first), which owes the wrap-up form when it ends
+    (STD-092; inbound calls only when the Policy says so)."""
 
     call_id: str
+    outbound: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,7 +216,8 @@ class DayRollover:
     """Midnight (centre time): close the day's totals and start new ones."""
 
 
-AgentEvent = (LogIn | LogOut | RequestState | EndAcw | ExtendAcw | ApproveBusy | CallOffered
+AgentEvent = (LogIn | LogOut | RequestState | EndAcw | SubmitWrapup | ExtendAcw | ApproveBusy
+              | CallOffered
               | CallAnswered | OfferTimedOut | OfferRejected | OfferWithdrawn | CallJoined
               | CallEnded | HoldStarted | HoldEnded | PhoneInUse | TimerFired
               | SoftphoneReachable | SoftphoneUnreachable | DayRollover)

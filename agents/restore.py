@@ -21,7 +21,9 @@ ACW overruns: what the STD-100 average and the desktop count on) are rebuilt fro
 the state log since the centre's midnight (``load_day_totals``), the current state's
 time included up to now. A busy that still awaited a supervisor's approval (STD-106)
 comes back awaiting it, its absence timer re-armed from the busy's real start (the
-event log holds ``busy_pending`` and ``busy_approved``).
+event log holds ``busy_pending`` and ``busy_approved``). A wrap-up form still owed
+(STD-092: ``wrapup_owed`` in the event log, no ``wrapups`` row for that call) is still
+owed: the agent cannot become ready until it is submitted.
 
 This module is the pure part: plain data in (``StoredAgent``, ``DayTotals``), the
 snapshot and its effects out (``restored``). Reading them from the store
@@ -73,6 +75,7 @@ class StoredAgent:
     extension: str | None = None  # the desk of the last login
     acw_extra_s: float = 0.0  # seconds supervisors added to this ACW
     approval_pending: bool = False  # busy awaiting a supervisor's approval (STD-106)
+    wrapup_call: str | None = None  # the call whose wrap-up form is still owed (STD-092)
 
 
 def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: datetime,
@@ -96,7 +99,8 @@ def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: dat
         call_id=(stored.call_id or "") if with_call else "",
         acw_deadline=since + policy.agents.acw_limit_s + stored.acw_extra_s if acw else 0.0,
         acw_extended=stored.acw_extended and acw, seq=1, counted_to=now,
-        approval_pending=stored.approval_pending and state is AgentState.BUSY)
+        approval_pending=stored.approval_pending and state is AgentState.BUSY,
+        wrapup_call=stored.wrapup_call or "")
     if day is not None:
         agent = replace(agent, totals=dict(day.totals), calls_handled=day.calls_handled,
                         ring_no_answer_count=day.ring_no_answer_count,

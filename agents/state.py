@@ -25,6 +25,16 @@ Decisions this module makes (and why):
   supervisor may extend the ACW of the current call. ACW time is only time in this
   state (C-3), and each ACW's length is persisted; when an agent's running average
   crosses ``kpi.acw_average_target_s`` the board is alerted (STD-100).
+* **The wrap-up form (STD-092, STD-105):** a tracked call that ends owes a form when it
+  was outbound and ``outbound.wrapup_required`` is on, or inbound and
+  ``outbound.wrapup_inbound`` is on: ``wrapup_call`` names the call. While a form is
+  owed the agent cannot become ready (request, *22, end of ACW: ``wrapup_required``);
+  busy and not-ready stay allowed (a person may have to step away). The ACW limit does
+  not override the form: at ``agents.acw_limit_s`` with the form missing the agent
+  *stays* in ACW (an overrun, counted) and the board gets a ``wrapup_missing`` alarm
+  (``outbound.wrapup_missing_alarm``); the form submitted after the limit ends the
+  ACW at once when ``agents.acw_auto_ready`` is on, since only the form held it. A
+  form is owed across log-out: logging in again goes to ACW, not ready.
 * **Softphone unreachable:** the agent stays logged in (online time keeps counting,
   the desktop still works) and becomes not_ready(unreachable) with an alarm, if
   ready or ringing; during a call it only raises the STD-045 alarm; in ACW, busy or
@@ -60,6 +70,8 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupOwed,
+    WrapupSubmitted,
 )
 from callflow.agents.events import (
     IN_CALL,
@@ -85,6 +97,7 @@ from callflow.agents.events import (
     RequestState,
     SoftphoneReachable,
     SoftphoneUnreachable,
+    SubmitWrapup,
     TimerFired,
     feature_code_event,
 )
@@ -97,7 +110,8 @@ __all__ = [
     "CallEnded", "CallJoined", "CallOffered", "DayRollover", "EndAcw", "ExtendAcw",
     "HoldEnded", "HoldStarted", "LogIn", "LogOut", "OfferRejected", "OfferTimedOut",
     "OfferWithdrawn", "PhoneInUse", "RequestState", "SoftphoneReachable",
-    "SoftphoneUnreachable", "TimerFired", "agent_view", "bucket", "feature_code_event",
+    "SoftphoneUnreachable", "SubmitWrapup",
+    "TimerFired", "agent_view", "bucket", "feature_code_event",
     "longest_idle", "new_agent", "rejected", "routable", "time_in", "timer_key",
     "transition",
 ]
@@ -136,6 +150,8 @@ class AgentSnapshot:
     call_tracked: bool = True  # on_call: a call the engine records (False: a personal call)
     resume_state: AgentState | None = None  # after an untracked call: back to this state
     resume_reason: str = ""
+    call_outbound: bool = False  # ringing .. acw: the call is a dialler attempt
+    wrapup_call: str = ""  # the call whose wrap-up form is owed (STD-092); "" = none
 
 
 def new_agent(agent_id: str, extension: str = "") -> AgentSnapshot:
@@ -221,7 +237,8 @@ def agent_view(agent: AgentSnapshot, epoch_of: Callable[[float], float],
         "approval_pending": agent.approval_pending, "acw_extended": agent.acw_extended,
         "acw_deadline": agent.acw_deadline if in_acw else None,
         "ring_no_answer_count": agent.ring_no_answer_count,
-        "phone_in_use": agent.phone_in_use, **extra,
+        "phone_in_use": agent.phone_in_use, "wrapup_call": agent.wrapup_call or None,
+        **extra,
         "since_epoch": round(epoch_of(agent.since), 3),
         **({"acw_deadline_epoch": round(epoch_of(agent.acw_deadline), 3)} if in_acw else {}),
     }
@@ -249,6 +266,8 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
         agent, acw_effects = _acw_finished(agent, now, policy, ended_by=ended_by)
         effects += acw_effects
     changes.setdefault("call_id", agent.call_id if state in IN_CALL | {AgentState.ACW} else "")
+    changes.setdefault("call_outbound",
+                       agent.call_outbound if state in IN_CALL | {AgentState.ACW} else False)
     changes.setdefault("approval_pending", False)
     if state not in (AgentState.ON_CALL, AgentState.ON_HOLD):
         changes.setdefault("call_tracked", True)
@@ -319,7 +338,12 @@ def _login(agent: AgentSnapshot, event: LogIn, now: float, policy: Policy) -> St
         raise StateError("no_extension", "log in needs the softphone's extension")
     reachable = agent.softphone_reachable if event.reachable is None else event.reachable
     agent = replace(agent, extension=extension, counted_to=now, softphone_reachable=reachable)
-    new, effects = _to_idle(agent, now, policy, by=event.by, cause="login")
+    if agent.wrapup_call:  # a form still owed from before the log-out (STD-092)
+        new, effects = _enter(agent, AgentState.ACW, now, policy, by=event.by, cause="login",
+                              call_id=agent.wrapup_call,
+                              acw_deadline=now + policy.agents.acw_limit_s)
+    else:
+        new, effects = _to_idle(agent, now, policy, by=event.by, cause="login")
     if not new.softphone_reachable:
         effects.append(_unreachable_alarm(new, "STD-099"))
     # the desk the agent sits at, so an engine restart puts them back there (hot-desking)
@@ -351,6 +375,7 @@ def _request(agent: AgentSnapshot, event: RequestState, now: float, policy: Poli
             raise StateError("no_change", "already ready")
         if not agent.softphone_reachable:
             raise StateError("softphone_unreachable", "register the softphone first (STD-099)")
+        _check_wrapup(agent)
         return _enter(agent, AgentState.READY, now, policy, by=event.by, cause="request")
     if target not in (AgentState.BUSY, AgentState.NOT_READY):
         raise StateError("not_requestable", f"{target} follows calls; it cannot be requested")
@@ -371,7 +396,49 @@ def _request(agent: AgentSnapshot, event: RequestState, now: float, policy: Poli
 def _end_acw(agent: AgentSnapshot, event: EndAcw, now: float, policy: Policy) -> Step:
     if agent.state is not AgentState.ACW:
         raise StateError("not_in_acw", f"agent {agent.agent_id} is {agent.state}")
+    _check_wrapup(agent)
     return _to_idle(agent, now, policy, by=event.by, cause="end_acw")
+
+
+#: The longest notes a wrap-up form keeps (characters); longer ones are refused whole.
+MAX_WRAPUP_NOTES = 4000
+
+
+def _check_wrapup(agent: AgentSnapshot) -> None:
+    """STD-092: no ready while the wrap-up form of the last call is owed."""
+    if agent.wrapup_call:
+        raise StateError("wrapup_required", f"submit the wrap-up form of call "
+                                            f"{agent.wrapup_call} first (STD-092)")
+
+
+def wrapup_owed(outbound: bool, policy: Policy) -> bool:
+    """Does a call of this direction owe the wrap-up form (STD-092)?"""
+    return policy.outbound.wrapup_required if outbound else policy.outbound.wrapup_inbound
+
+
+def _submit_wrapup(agent: AgentSnapshot, event: SubmitWrapup, now: float,
+                   policy: Policy) -> Step:
+    """Take the form: the disposition must be one of the Policy's, the call the owed one.
+    Submitted after the ACW limit (the form held the agent), the ACW ends at once."""
+    if not agent.wrapup_call:
+        raise StateError("no_wrapup_due", f"agent {agent.agent_id} owes no wrap-up form")
+    if event.call_id and event.call_id != agent.wrapup_call:
+        raise StateError("wrong_call", f"the form owed is for call {agent.wrapup_call}, "
+                                       f"not {event.call_id}")
+    if policy.outbound.disposition(event.disposition) is None:
+        codes = ", ".join(d.code for d in policy.outbound.dispositions)
+        raise StateError("unknown_disposition",
+                         f"{event.disposition[:64]!r} is not a disposition; one of {codes}")
+    if not isinstance(event.notes, str) or len(event.notes) > MAX_WRAPUP_NOTES:
+        raise StateError("notes_too_long", f"notes are at most {MAX_WRAPUP_NOTES} characters")
+    submitted = WrapupSubmitted(agent.agent_id, agent.wrapup_call, event.disposition,
+                                event.notes, event.by, now)
+    new = replace(agent, wrapup_call="")
+    if (new.state is AgentState.ACW and now >= new.acw_deadline
+            and policy.agents.acw_auto_ready):
+        new, effects = _to_idle(new, now, policy, by=event.by, cause="wrapup")
+        return new, [submitted, *effects]
+    return new, [submitted, AgentChanged(new, by=event.by, cause="wrapup")]
 
 
 def _extend_acw(agent: AgentSnapshot, event: ExtendAcw, now: float, policy: Policy) -> Step:
@@ -417,7 +484,7 @@ def _offered(agent: AgentSnapshot, event: CallOffered, now: float, policy: Polic
         raise StateError("not_routable", f"agent {agent.agent_id} is {agent.state}"
                          + ("" if agent.softphone_reachable else ", softphone unreachable"))
     return _enter(agent, AgentState.RINGING, now, policy, by="system", cause="offered",
-                  call_id=event.call_id)
+                  call_id=event.call_id, call_outbound=event.outbound)
 
 
 def _answered(agent: AgentSnapshot, event: CallAnswered, now: float, policy: Policy) -> Step:
@@ -480,8 +547,10 @@ def _joined(agent: AgentSnapshot, event: CallJoined, now: float, policy: Policy)
     if not event.tracked and agent.state in (AgentState.READY, AgentState.NOT_READY,
                                              AgentState.BUSY):
         resume = {"resume_state": agent.state, "resume_reason": agent.reason}
+    outbound = agent.call_outbound and agent.call_id == event.call_id
     return _enter(agent, AgentState.ON_CALL, now, policy, by="system", cause="joined",
-                  call_id=event.call_id, call_tracked=event.tracked, **resume)
+                  call_id=event.call_id, call_tracked=event.tracked, call_outbound=outbound,
+                  **resume)
 
 
 def _phone(agent: AgentSnapshot, event: PhoneInUse, now: float, policy: Policy) -> Step:
@@ -516,14 +585,20 @@ def _ended(agent: AgentSnapshot, event: CallEnded, now: float, policy: Policy) -
         return _enter(agent, state, now, policy, by="system", reason=reason,
                       cause="call_ended")
     agent = replace(agent, calls_handled=agent.calls_handled + 1)
+    if wrapup_owed(agent.call_outbound, policy):
+        agent = replace(agent, wrapup_call=agent.call_id)
     limit = policy.agents.acw_limit_s
-    if limit <= 0:  # ACW switched off: straight back to work, a 0 s ACW on the record
+    # ACW switched off: straight back to work, a 0 s ACW on the record (a form owed: ACW)
+    if limit <= 0 and not agent.wrapup_call:
         new, effects = _to_idle(agent, now, policy, by="system", cause="call_ended")
         effects.append(AcwFinished(agent.agent_id, agent.call_id, 0.0, "no_acw", False, False,
                                    now))
         return new, effects
-    return _enter(agent, AgentState.ACW, now, policy, by="system", cause="call_ended",
-                  acw_deadline=now + limit, acw_extended=False)
+    new, effects = _enter(agent, AgentState.ACW, now, policy, by="system",
+                          cause="call_ended", acw_deadline=now + limit, acw_extended=False)
+    if new.wrapup_call:
+        effects.append(WrapupOwed(new.agent_id, new.wrapup_call, now))
+    return new, effects
 
 
 def _hold(agent: AgentSnapshot, event: HoldStarted | HoldEnded, now: float,
@@ -562,6 +637,8 @@ def _acw_limit(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
     """STD-100: the ACW limit is reached: the agent is ready by itself (on time, not an
     overrun), or, with auto-ready off, the ACW now runs past its limit: counted and
     alarmed once, and the agent is left alone."""
+    if agent.wrapup_call:
+        return _wrapup_missing(agent, now, policy)
     if policy.agents.acw_auto_ready:
         return _to_idle(agent, now, policy, by="system", cause="acw_limit")
     new = replace(agent, acw_overruns=agent.acw_overruns + 1)
@@ -569,6 +646,20 @@ def _acw_limit(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
         "agent_id": agent.agent_id, "call_id": agent.call_id,
         "seconds": round(now - agent.since, 1), "extended": agent.acw_extended},
         std="STD-100")]
+
+
+def _wrapup_missing(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
+    """The ACW limit came and the form did not: the form wins (STD-092), the agent stays
+    in ACW, the overrun is counted, the agent is reminded and the board alarmed once
+    (STD-105: hanging on after a call without the form is penalised)."""
+    new = replace(agent, acw_overruns=agent.acw_overruns + 1)
+    detail = {"agent_id": agent.agent_id, "call_id": agent.wrapup_call,
+              "seconds": round(now - agent.since, 1)}
+    effects: list[Effect] = [AgentChanged(new, by="system", cause="wrapup_missing"),
+                             AgentAlert(agent.agent_id, "wrapup_missing", detail)]
+    if policy.outbound.wrapup_missing_alarm:
+        effects.append(Alarm("wrapup_missing", detail, std="STD-092"))
+    return new, effects
 
 
 def _unreachable_alarm(agent: AgentSnapshot, std: str) -> Alarm:
@@ -606,6 +697,7 @@ def _rollover(agent: AgentSnapshot, event: DayRollover, now: float, policy: Poli
 
 _HANDLERS: dict[type, Callable[[AgentSnapshot, Any, float, Policy], Step]] = {
     LogIn: _login, LogOut: _logout, RequestState: _request, EndAcw: _end_acw,
+    SubmitWrapup: _submit_wrapup,
     ExtendAcw: _extend_acw, ApproveBusy: _approve, CallOffered: _offered,
     CallAnswered: _answered, OfferTimedOut: _timed_out, OfferWithdrawn: _withdrawn,
     CallEnded: _ended, HoldStarted: _hold, HoldEnded: _hold, TimerFired: _timer,

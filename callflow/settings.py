@@ -111,6 +111,9 @@ class Settings:
     pbx_workdir: Path | None = None
     #: carrier trunks (``CALLFLOW_TRUNKS_FILE``, docs/trunks.md); none: no way out
     trunks: tuple[Trunk, ...] = ()
+    #: Rows one CSV upload (campaign numbers, do-not-call list) may hold; larger files
+    #: are refused whole with one error (CALLFLOW_CSV_MAX_ROWS).
+    csv_max_rows: int = 50_000
 
     @property
     def pbx_dir(self) -> Path:
@@ -156,6 +159,7 @@ def load_settings() -> Settings:
         api_token=_secret("API_TOKEN", state_dir),
         country=_env("COUNTRY", "cn"),
         trunks=load_trunks(Path(trunks_file) if trunks_file else None),
+        csv_max_rows=_csv_max_rows(),
     )
 
 
@@ -173,3 +177,10 @@ def _rtp_range(ports: Ports) -> Ports:
             raise SettingsError(f"the RTP range {start}-{end} (CALLFLOW_RTP_START/_END) holds "
                                 f"the {name} port {port}")
     return replace(ports, rtp_start=start, rtp_end=end)
+
+
+def _csv_max_rows() -> int:
+    rows = _env_int("CSV_MAX_ROWS", 50_000)
+    if rows < 1:
+        raise SettingsError(f"CALLFLOW_CSV_MAX_ROWS must be at least 1, got {rows}")
+    return rows

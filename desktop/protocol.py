@@ -17,7 +17,16 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from callflow.agents.events import Actor, AgentEvent, AgentState, EndAcw, LogOut, RequestState
+from callflow.agents.events import (
+    Actor,
+    AgentEvent,
+    AgentState,
+    EndAcw,
+    LogOut,
+    RequestState,
+    SubmitWrapup,
+)
+from callflow.agents.state import MAX_WRAPUP_NOTES
 from callflow.engine.policy import Policy, Reason
 from callflow.stream.protocol import (
     MAX_CLIENT_FRAME_BYTES,
@@ -29,7 +38,9 @@ from callflow.stream.protocol import (
 
 PROTOCOL_NAME = "callflow-agent-desktop"
 PROTOCOL_VERSION = 1
-REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "logout")
+REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "wrapup", "logout")
+MAX_CALL_ID_LENGTH = 64
+MAX_DISPOSITION_LENGTH = 32
 MAX_EXTENSION_LENGTH = 32
 MAX_REASON_LENGTH = 64
 RequestId = str | int | None
@@ -43,6 +54,9 @@ class DesktopRequest:
     id: RequestId = None
     reason: str = ""  # busy, not_ready
     extension: str = ""  # login: the desk the agent sits at (hot-desking)
+    call_id: str = ""  # wrapup: the call the form is for
+    disposition: str = ""  # wrapup: one of the Policy's dispositions (STD-092)
+    notes: str = ""  # wrapup: the customer's feedback, problems and needs
 
 
 ClientMessage = DesktopRequest | Ping
@@ -90,6 +104,16 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
     if kind == "login":
         extension = _text_field(frame, "extension", MAX_EXTENSION_LENGTH, required=True)
         return DesktopRequest("login", request_id, extension=extension)
+    if kind == "wrapup":
+        notes = frame.get("notes", "")
+        if not isinstance(notes, str) or len(notes) > MAX_WRAPUP_NOTES:
+            raise ClientFrameError("bad_frame", f"wrapup notes: a string of at most "
+                                                f"{MAX_WRAPUP_NOTES} chars")
+        return DesktopRequest(
+            "wrapup", request_id,
+            call_id=_text_field(frame, "call_id", MAX_CALL_ID_LENGTH, required=True),
+            disposition=_text_field(frame, "disposition", MAX_DISPOSITION_LENGTH,
+                                    required=True), notes=notes)
     if kind in ("busy", "not_ready"):
         reason = _text_field(frame, "reason", MAX_REASON_LENGTH, required=False)
         return DesktopRequest(kind, request_id, reason=reason)
@@ -111,6 +135,8 @@ def agent_event(request: DesktopRequest, by: str) -> AgentEvent:
         return RequestState(AgentState.NOT_READY, request.reason, by=actor)
     if request.type == "end_acw":
         return EndAcw(by=actor)
+    if request.type == "wrapup":
+        return SubmitWrapup(request.call_id, request.disposition, request.notes, by=actor)
     if request.type == "logout":
         return LogOut(by=actor, reason="" if actor == "agent" else "supervisor")
     raise ValueError(f"{request.type!r} has no single agent event")
@@ -194,6 +220,10 @@ def hello_frame(*, policy: Policy, language: str, agent_id: str, agent_name: str
                    "hold_reminder_repeat_s": hold.reminder_repeat_s,
                    "hold_limit_s": hold.limit_s},
         "feature_codes": agents.feature_codes.codes(),
+        "wrapup": {"dispositions": [d.model_dump() for d in policy.outbound.dispositions],
+                   "required_outbound": policy.outbound.wrapup_required,
+                   "required_inbound": policy.outbound.wrapup_inbound,
+                   "max_notes": MAX_WRAPUP_NOTES},
         "max_frame_bytes": MAX_CLIENT_FRAME_BYTES,
     }
     return _dumps(frame)

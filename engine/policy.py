@@ -407,6 +407,23 @@ class RoutingPolicy(Section):
                     "102 timer expiry)")
 
 
+class Disposition(Section):
+    """One choice of the wrap-up form (STD-092): what came of the call for the customer."""
+
+    code: str = setting(description="Stable code stored with the call",
+                        pattern=r"^[a-z][a-z0-9_]*$")
+    label_zh: str = setting(description="Chinese label")
+    label_en: str = setting(description="English label")
+
+
+def _default_dispositions() -> list[Disposition]:
+    pairs = [("resolved", "已解决", "Resolved"), ("follow_up", "需回访", "Follow-up needed"),
+             ("not_interested", "不感兴趣", "Not interested"),
+             ("wrong_person", "非本人", "Wrong person"),
+             ("no_conversation", "未通话", "No conversation (not reached)")]
+    return [Disposition(code=c, label_zh=zh, label_en=en) for c, zh, en in pairs]
+
+
 class OutboundPolicy(Section):
     """Outbound calls and follow-ups (STD-081..096, C-11)."""
 
@@ -436,7 +453,21 @@ class OutboundPolicy(Section):
         7, unit="days", std="STD-096", ge=0, description="Contact newly assigned customers")
     wrapup_required: bool = setting(
         True, std="STD-092",
-        description="The outbound wrap-up form must be submitted before the agent is ready")
+        description="The wrap-up form must be submitted after every outbound call before "
+                    "the agent can be ready again (agents/state.py, the wrap-up gate)")
+    wrapup_inbound: bool = setting(
+        False, std="STD-092",
+        description="Inbound calls need the wrap-up form too (STD-092 names outbound calls; "
+                    "off by default)")
+    wrapup_missing_alarm: bool = setting(
+        True, std="STD-105",
+        description="When the ACW limit is reached and the form is still missing: the agent "
+                    "stays in after-call work and the board gets a wrapup_missing alarm "
+                    "(off: the agent still stays, without an alarm)")
+    dispositions: list[Disposition] = setting(
+        std="STD-092", factory=_default_dispositions,
+        description="The wrap-up form's dispositions (how the call ended for the customer); "
+                    "a submitted form must name one of these codes")
     calling_days: Literal["workdays", "all_but_holidays"] = setting(
         "workdays", std="STD-085",
         description="Days customers may be called: the calendar's working days, or every day "
@@ -463,6 +494,20 @@ class OutboundPolicy(Section):
         15, unit="min", std="STD-069", ge=0,
         description="A due task whose owner is not logged in goes to the pool this long after "
                     "it fell due (named-agent tasks stay with their agent and alert the board)")
+
+    @field_validator("dispositions")
+    @classmethod
+    def _disposition_codes(cls, value: list[Disposition]) -> list[Disposition]:
+        codes = [d.code for d in value]
+        if not codes:
+            raise ValueError("at least one disposition is needed")
+        dupes = sorted({c for c in codes if codes.count(c) > 1})
+        if dupes:
+            raise ValueError(f"duplicate disposition codes: {', '.join(dupes)}")
+        return value
+
+    def disposition(self, code: str) -> Disposition | None:
+        return next((d for d in self.dispositions if d.code == code), None)
 
     @field_validator("calling_window_end")
     @classmethod

@@ -10,8 +10,12 @@ that applies them (STD-081..096):
   each free agent gets one: first the agent's own due tasks (dropped-call and
   named-agent callbacks, STD-069, STD-072), then, when no inbound caller is
   waiting, a due pool task. Tasks are claimed in the store atomically, one number
-  never twice at once (STD-090, also across engines: ``repo.claim_next_task``).
-  An idle tick costs two indexed reads, whatever the size of the task list.
+  never twice at once (STD-090, also across engines: ``repo.claim_next_task``),
+  never a number on the do-not-call list, never a campaign's number outside its
+  contact window, while it is paused, or for an agent it does not use
+  (``engine/campaigns.py``: the skipped campaigns are handed to the claim).
+  An idle tick costs three small reads (who has tasks due, the campaigns, the
+  task feed), whatever the size of the task list.
 * **Agent-first.** The agent's softphone rings first (agent state ``ringing``, so
   no inbound call is offered to them), then the dialplan rings the customer for
   six rings (STD-081) presenting the centre's number. Preview mode (STD-082): due
@@ -53,15 +57,16 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 from callflow.agents import state as agent_state
-from callflow.engine import calls, outbound
+from callflow.engine import calls, campaigns, outbound
 from callflow.engine.effects import Alarm, ListChannels
 from callflow.engine.numbers import DEFAULT_COUNTRY
 from callflow.engine.outbound import Attempt, AttemptEvent, AttemptOutcome, Decision
 from callflow.engine.policy import Policy
 from callflow.errors import AmiActionFailed, AmiError, AmiLinkDown, CallflowError, StateError
+from callflow.store import campaigns as campaign_store
 from callflow.store import repo
 from callflow.store.db import Store
-from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask, TaskAttempt
+from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask, Campaign, TaskAttempt
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -106,7 +111,7 @@ def task_payload(task: CallbackTask) -> dict[str, Any]:
         "due_at": _iso(task.due_at), "deadline_at": _iso(task.deadline_at),
         "attempts": task.attempts, "max_attempts": task.max_attempts,
         "last_outcome": task.last_outcome, "note": task.note,
-        "created_from_call_id": task.created_from_call_id,
+        "created_from_call_id": task.created_from_call_id, "campaign_id": task.campaign_id,
         "created_at": _iso(task.created_at), "updated_at": _iso(task.updated_at),
     }
 
@@ -227,6 +232,7 @@ class Dialer:
         self._last_stale_sweep = -STALE_SWEEP_EVERY_S
         self._last_absent_sweep = -ABSENT_SWEEP_EVERY_S
         self._feed_since = datetime.now(UTC)
+        self._campaigns: list[campaigns.CampaignRules] = []
         self.stats: dict[str, int] = {"ticks": 0, "originates": 0, "refused": 0,
                                       "finished": 0, "released": 0, "vanished": 0}
         for name in ("Newchannel", "OriginateResponse", "Newstate", "DialBegin", "DialEnd",
@@ -264,8 +270,8 @@ class Dialer:
     async def tick(self) -> None:
         """One round: feed the desktops, sweep, and dial (or preview) what is due.
 
-        Cheap when idle: one grouped read of who has due tasks, one read of the
-        tasks changed since the last round; nothing scans the task list.
+        Cheap when idle: one grouped read of who has due tasks, one of the campaigns,
+        one of the tasks changed since the last round; nothing scans the task list.
         """
         self.stats["ticks"] += 1
         now = self.clock.wall()
@@ -276,6 +282,7 @@ class Dialer:
         if not ready:
             self._reserved = set()
             return
+        self._campaigns = await asyncio.to_thread(self.store.read, _campaign_rules)
         owners, pool = await asyncio.to_thread(self.store.read, repo.due_task_owners, now)
         preview = self.policy.outbound.dial_mode == "preview"
         self._reserved = set() if preview else owners
@@ -305,17 +312,24 @@ class Dialer:
                 continue
             task = await self._claim(agent.agent_id, now, own)
             if task is None:
-                if not own:
+                if not own and not self._agent_only_campaigns(agent.agent_id, now):
                     pool = False  # nothing claimable left in the pool this tick
                 continue
             await self._start(task, agent.agent_id)
 
+    def _agent_only_campaigns(self, agent_id: str, now: datetime) -> bool:
+        """Are campaigns kept from ``agent_id`` that other agents may dial (so a failed
+        claim by this agent says nothing about the pool)?"""
+        return (campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
+                != campaigns.skipped_for(None, self._campaigns, now, self.policy))
+
     async def _claim(self, agent_id: str, now: datetime, own: bool) -> CallbackTask | None:
+        skip = campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
         self._claiming.add(agent_id)
         try:
             return await asyncio.to_thread(
                 self.store.run, repo.claim_next_task, now, claimed_by=self.claimed_by,
-                owner_agent_id=agent_id if own else None)
+                owner_agent_id=agent_id if own else None, skip_campaigns=skip)
         finally:
             self._claiming.discard(agent_id)
 
@@ -364,7 +378,7 @@ class Dialer:
                                 due_at=task.due_at)
             return None
         try:
-            self.runtime.agent_event(agent_id, agent_state.CallOffered(attempt_id))
+            self.runtime.agent_event(agent_id, agent_state.CallOffered(attempt_id, outbound=True))
         except StateError as exc:
             log.info("task #%d: agent %s cannot take it (%s)", task.id, agent_id, exc)
             await self._release(task, AttemptOutcome.NOT_OFFERED, agent_id, attempt_id,
@@ -588,6 +602,8 @@ class Dialer:
         if mono - self._last_absent_sweep < ABSENT_SWEEP_EVERY_S:
             return
         self._last_absent_sweep = mono
+        for task in await asyncio.to_thread(self.store.run, campaign_store.close_dnc_tasks):
+            self.tell(task)  # a task created for a listed number: closed, never dialled
         present = {a.agent_id for a in self.runtime.agents.values()
                    if a.state is not agent_state.AgentState.LOGGED_OUT}
         grace = timedelta(minutes=self.policy.outbound.owner_absent_grace_min)
@@ -608,13 +624,14 @@ class Dialer:
         """Preview (STD-082): each free agent is shown their next due task; a due pool
         task is given to a free agent who has none of their own."""
         for agent in self._free_agents():
-            mine = await asyncio.to_thread(self._next_due, agent.agent_id, now) if (
+            mine = await asyncio.to_thread(self._next_due, agent.agent_id, now,
+                                          agent.agent_id) if (
                 agent.agent_id in owners) else None
             task = mine
             if task is None and pool and not self._inbound_waiting():
-                offered = await asyncio.to_thread(self._next_due, None, now)
+                offered = await asyncio.to_thread(self._next_due, None, now, agent.agent_id)
                 if offered is None:
-                    pool = False
+                    pool = self._agent_only_campaigns(agent.agent_id, now)
                     continue
                 try:
                     task = await asyncio.to_thread(self._assign, offered.id, agent.agent_id)
@@ -626,9 +643,14 @@ class Dialer:
                 self.runtime.execute([outbound.TaskChanged(
                     task_payload(task), "preview", (agent.agent_id,), board=False)])
 
-    def _next_due(self, owner: str | None, now: datetime) -> CallbackTask | None:
+    def _next_due(self, owner: str | None, now: datetime, agent_id: str
+                  ) -> CallbackTask | None:
+        """The next task to preview for ``agent_id``: due, dialable (not do-not-call),
+        not of a campaign closed, paused or not this agent's."""
+        skip = campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
         found = self.store.read(repo.list_tasks, statuses=("pending",), owner_agent_id=owner,
-                                pool_only=owner is None, due_by=now, limit=1)
+                                pool_only=owner is None, due_by=now, limit=1,
+                                skip_campaigns=skip, dialable_only=True)
         return found[0] if found else None
 
     def _assign(self, task_id: int, agent_id: str) -> CallbackTask:
@@ -729,6 +751,12 @@ def _record_attempt(s: Session, attempt: Attempt, now: datetime, policy: Policy
     decision = outbound.decide(attempt.outcome, kind=task.kind, attempts=task.attempts,
                                max_attempts=task.max_attempts, attempts_today=today + 1,
                                now=now, due_at=task.due_at, policy=policy)
+    campaign = (campaign_store.get_campaign(s, task.campaign_id)
+                if task.campaign_id is not None else None)
+    if campaign is not None and decision.counted and decision.retry_at is not None:
+        # the campaign's spacing and contact window on top of the ladder (engine/campaigns.py)
+        decision = replace(decision, retry_at=campaigns.campaign_retry_at(
+            decision.retry_at, now, rules_of(campaign), policy))
     if not decision.counted:
         assert decision.retry_at is not None
         task = repo.release_claim(s, task.id, now, attempt.outcome.value,
@@ -759,3 +787,15 @@ def _pool_absent_owners(s: Session, present: set[str], due_before: datetime, now
         repo.audit(s, "dialer", "task_to_pool", now, target=f"task:{task.id}",
                    detail={"owner_agent_id": owner, "reason": "owner_logged_out"})
     return moved, kept
+
+
+def rules_of(campaign: Campaign) -> campaigns.CampaignRules:
+    """A stored campaign as the core's rules."""
+    return campaigns.CampaignRules(
+        campaign.id, tuple(campaign.days), campaigns.parse_clock(campaign.window_start, "start"),
+        campaigns.parse_clock(campaign.window_end, "end"), campaign.max_attempts,
+        campaign.retry_spacing_min, tuple(campaign.agents), campaign.status == "active")
+
+
+def _campaign_rules(s: Session) -> list[campaigns.CampaignRules]:
+    return [rules_of(c) for c in campaign_store.list_campaigns(s)]

@@ -80,8 +80,9 @@ class OutboundFeature:
             await self.dialer.drain()
 
     def routers(self) -> list[APIRouter]:
+        from callflow.outbound.campaign_routes import campaigns_router
         from callflow.outbound.routes import tasks_router
-        return [tasks_router(self)]
+        return [tasks_router(self), campaigns_router(self)]
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         return {}

@@ -3,10 +3,11 @@
 The store keeps each agent's current state (``agent_current``, written in the same
 transaction as the state log), every login's desk (``agent_login`` records in the
 event log), the ACW extensions supervisors granted (``acw_extended``), the busy
-approvals (``busy_pending``/``busy_approved``, STD-106) and every finished ACW
-(``acw``, with ``overrun``). These queries turn them into the plain data the pure
-restore takes: ``load_stored_agents`` -> ``StoredAgent`` per agent,
-``load_day_totals`` -> today's ``DayTotals`` per agent, rebuilt from the state log.
+approvals (``busy_pending``/``busy_approved``, STD-106), every finished ACW (``acw``,
+with ``overrun``) and the wrap-up forms owed (``wrapup_owed``, STD-092). These queries
+turn them into the plain data the pure restore takes: ``load_stored_agents`` ->
+``StoredAgent`` per agent, ``load_day_totals`` -> today's ``DayTotals`` per agent,
+rebuilt from the state log.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from callflow.agents.state import bucket
 from callflow.engine.policy import RING_NO_ANSWER
 from callflow.store import repo
 from callflow.store.models import AgentState as AgentStateRow
-from callflow.store.models import CallEvent
-from callflow.store.rows import BUSY_APPROVED_RECORD, BUSY_PENDING_RECORD
+from callflow.store.models import CallEvent, Wrapup
+from callflow.store.rows import BUSY_APPROVED_RECORD, BUSY_PENDING_RECORD, WRAPUP_OWED_RECORD
 
 LOGIN_RECORD = "agent_login"  # Persist kind agents/state.py writes at each login
 ACW_EXTENDED_RECORD = "acw_extended"
@@ -35,6 +36,7 @@ def load_stored_agents(s: Session) -> list[StoredAgent]:
     """Every agent's stored state, desk and ACW extension (one read transaction)."""
     rows = repo.load_agent_snapshots(s)
     desks = _last_desks(s, {r.agent_id for r in rows})
+    owed = _owed_wrapups(s, {r.agent_id for r in rows})
     out = []
     for row in rows:
         extra = 0.0
@@ -48,8 +50,28 @@ def load_stored_agents(s: Session) -> list[StoredAgent]:
             call_id=row.call_uniqueid, acw_extended=row.acw_extended,
             extension=desks.get(row.agent_id), acw_extra_s=extra,
             approval_pending=row.state == AgentState.BUSY.value
-            and _awaits_approval(s, row.agent_id, row.since)))
+            and _awaits_approval(s, row.agent_id, row.since),
+            wrapup_call=owed.get(row.agent_id)))
     return out
+
+
+def _owed_wrapups(s: Session, agent_ids: set[str]) -> dict[str, str]:
+    """Each agent's last call that owed the wrap-up form (STD-092), if no form for it is
+    stored: newest ``wrapup_owed`` records first until every agent is seen."""
+    last: dict[str, str] = {}
+    query = (select(CallEvent.payload).where(CallEvent.kind == WRAPUP_OWED_RECORD)
+             .order_by(CallEvent.id.desc()).execution_options(yield_per=500))
+    for payload in s.scalars(query):
+        agent_id = payload.get("agent_id")
+        if agent_id in agent_ids and agent_id not in last and payload.get("call_uniqueid"):
+            last[agent_id] = str(payload["call_uniqueid"])
+            if len(last) == len(agent_ids):
+                break
+    if not last:
+        return {}
+    done = set(s.scalars(select(Wrapup.call_uniqueid)
+                         .where(Wrapup.call_uniqueid.in_(sorted(set(last.values()))))))
+    return {agent_id: call for agent_id, call in last.items() if call not in done}
 
 
 def _awaits_approval(s: Session, agent_id: str, since: datetime) -> bool:

@@ -67,6 +67,10 @@ OFFER_RESULTS = ("answered", "no_answer", "busy", "declined", "unavailable", "fo
 #: STD-086/STD-089 follow-up, STD-072 named agent, or a supervisor's manual task.
 TASK_KINDS = ("callback", "dropped_call", "follow_up", "manual", "named_agent")
 TASK_STATUSES = ("pending", "dialing", "done", "unreachable", "cancelled")
+#: A campaign dials (active) or waits (paused by a supervisor).
+CAMPAIGN_STATUSES = ("active", "paused")
+#: The outcome a task is closed with when its number is on the do-not-call list.
+DO_NOT_CALL = "do_not_call"
 #: A task in one of these is still going to be dialled: at most one per number and kind.
 OPEN_TASK_STATUSES = ("pending", "dialing")
 USER_ROLES = ("agent", "supervisor", "qa", "admin")
@@ -321,6 +325,10 @@ class CallbackTask(Base):
     claimed_at: Mapped[datetime | None]
     #: Which engine process claimed it, so a crashed engine's claims can be released.
     claimed_by: Mapped[str | None] = mapped_column(String(64))
+    #: The campaign list the number came from (campaigns.id); None: not a campaign's.
+    #: No foreign key on purpose: migration 0008 adds it with a plain ADD COLUMN on
+    #: SQLite and PostgreSQL alike (no table rebuild of the busiest table).
+    campaign_id: Mapped[int | None] = mapped_column(Integer, index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -484,3 +492,59 @@ class JournalApplied(Base):
     journal: Mapped[str] = mapped_column(String(32))
     segment: Mapped[int] = mapped_column(Integer)
     applied_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Campaign(Base):
+    """A campaign list (STD-081..096): numbers dialled by the existing dialer as tasks of
+    kind ``manual`` with ``campaign_id`` set, within the campaign's own contact window
+    (days and hours in the centre's time zone, inside the STD-085 calling window),
+    at most ``max_attempts`` counted attempts per number, ``retry_spacing_min`` apart."""
+
+    __tablename__ = "campaigns"
+    __table_args__ = (one_of("status", CAMPAIGN_STATUSES, "status"),
+                      CheckConstraint("max_attempts >= 1", name="max_attempts_positive"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    #: Agents (work numbers) who dial it; empty: any free agent.
+    agents: Mapped[list[str]] = mapped_column(JSON, default=list)
+    queue: Mapped[str] = mapped_column(String(64), server_default="")
+    #: Contact window: weekdays ("mon".."sun") and local HH:MM bounds.
+    days: Mapped[list[str]] = mapped_column(JSON, default=list)
+    window_start: Mapped[str] = mapped_column(String(5))
+    window_end: Mapped[str] = mapped_column(String(5))
+    max_attempts: Mapped[int] = mapped_column(Integer)
+    retry_spacing_min: Mapped[float] = mapped_column(Float)
+    caller_id_key: Mapped[str] = mapped_column(String(64), server_default="")
+    created_by: Mapped[str] = mapped_column(String(64), server_default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DoNotCall(Base):
+    """A number no campaign or task ever dials (normalised digits, as tasks hold them)."""
+
+    __tablename__ = "do_not_call"
+
+    number: Mapped[str] = mapped_column(String(64), primary_key=True)
+    note: Mapped[str] = mapped_column(Text, server_default="")
+    added_by: Mapped[str] = mapped_column(String(64), server_default="")
+    added_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Wrapup(Base):
+    """The wrap-up form of one call (STD-092): disposition and the agent's notes; for an
+    outbound attempt ``call_uniqueid`` is the attempt id (task_attempts.call_uniqueid)."""
+
+    __tablename__ = "wrapups"
+    __table_args__ = (Index("ix_wrapups_call_uniqueid", "call_uniqueid"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_uniqueid: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(ForeignKey("agents.agent_id"))
+    task_id: Mapped[int | None] = mapped_column(Integer)
+    disposition: Mapped[str] = mapped_column(String(32))
+    notes: Mapped[str] = mapped_column(Text, server_default="")
+    submitted_by: Mapped[str] = mapped_column(String(16), server_default="")
+    submitted_at: Mapped[datetime]

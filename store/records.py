@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from callflow.agents.roster import Roster
-from callflow.store import repo
+from callflow.store import campaigns, repo
 from callflow.store.db import Store
 from callflow.store.models import RELEASED_BY
 
@@ -179,7 +179,16 @@ def write_fallback_served(s: Session, data: dict[str, Any]) -> None:
     repo.upsert_call(s, data["uniqueid"], fallback_served=True)
 
 
+def write_wrapup(s: Session, data: dict[str, Any]) -> None:
+    """The agent's wrap-up form of one call (STD-092), tied to its task attempt."""
+    at = _time(data["at"])
+    assert at is not None
+    campaigns.add_wrapup(s, data["call_uniqueid"], data["agent_id"], data["disposition"],
+                         notes=data.get("notes", ""), by=data.get("by", ""), at=at)
+
+
 WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    "wrapup": write_wrapup,
     FALLBACK_SERVED_RECORD: write_fallback_served,
     "recording": write_recording,
     "hold": write_hold,

@@ -13,7 +13,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, ScalarSelect, exists, func, select, update
+from sqlalchemy import ColumnElement, ScalarSelect, exists, func, select, true, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
@@ -31,6 +31,7 @@ from .models import (
     CallEvent,
     CallHold,
     CallOffer,
+    DoNotCall,
     LoginSession,
     QaReview,
     Recording,
@@ -490,18 +491,26 @@ def _lock_number(s: Session, number: str) -> None:
 
 
 def claim_next_task(s: Session, now: datetime, *, claimed_by: str = "",
-                    owner_agent_id: str | None = None) -> CallbackTask | None:
+                    owner_agent_id: str | None = None,
+                    skip_campaigns: frozenset[int] = frozenset()) -> CallbackTask | None:
     """Claim the most due pending task whose number is not being dialled (STD-090).
 
     Like ``claim_due_tasks`` (pool tasks for ``owner_agent_id=None``, else that
     agent's own), one task at a time and never a number that another task is
-    already dialling, even when two engines claim at the same moment.
+    already dialling, even when two engines claim at the same moment. Never a number
+    on the do-not-call list, nor a task of a campaign in ``skip_campaigns`` (paused,
+    outside its contact window, or not this agent's: ``engine/campaigns.py``).
     """
     owner: ColumnElement[bool] = (CallbackTask.owner_agent_id.is_(None) if owner_agent_id is None
                                   else CallbackTask.owner_agent_id == owner_agent_id)
+    campaign: ColumnElement[bool] = true()
+    if skip_campaigns:
+        campaign = (CallbackTask.campaign_id.is_(None)
+                    | CallbackTask.campaign_id.not_in(sorted(skip_campaigns)))
     candidates = (select(CallbackTask.id, CallbackTask.number)
                   .where(CallbackTask.status == "pending", CallbackTask.due_at <= now, owner,
-                         ~_number_dialing(CallbackTask.number))
+                         campaign, ~_number_dialing(CallbackTask.number),
+                         ~exists().where(DoNotCall.number == CallbackTask.number))
                   .order_by(CallbackTask.due_at, CallbackTask.id)
                   .limit(5)
                   .with_for_update(skip_locked=True, of=CallbackTask))
@@ -537,6 +546,8 @@ def claim_task(s: Session, task_id: int, now: datetime, *, claimed_by: str = "")
     task: CallbackTask = _get(s, CallbackTask, task_id, "task")
     if task.status != "pending":
         raise StateError("task_not_pending", f"task {task_id} is {task.status}")
+    if s.get(DoNotCall, task.number) is not None:
+        raise StateError("do_not_call", f"{task.number} is on the do-not-call list")
     claimed = _claim_one(s, task_id, task.number, now, claimed_by)
     if claimed is None:
         raise StateError("number_dialing", f"{task.number} is being dialled by another task")
@@ -592,9 +603,17 @@ def update_task(s: Session, task_id: int, **fields: Any) -> CallbackTask:
 def list_tasks(s: Session, *, statuses: tuple[str, ...] | None = None,
                owner_agent_id: str | None = None, pool_only: bool = False,
                number: str | None = None, due_by: datetime | None = None,
-               limit: int = 500) -> list[CallbackTask]:
-    """Tasks for the API, soonest due first; ``statuses=None`` means every status."""
+               limit: int = 500, skip_campaigns: frozenset[int] = frozenset(),
+               dialable_only: bool = False) -> list[CallbackTask]:
+    """Tasks for the API, soonest due first; ``statuses=None`` means every status.
+    ``skip_campaigns`` leaves out those campaigns' tasks, ``dialable_only`` the numbers
+    on the do-not-call list (the dialer's preview, like its claim)."""
     query = select(CallbackTask).order_by(CallbackTask.due_at, CallbackTask.id).limit(limit)
+    if skip_campaigns:
+        query = query.where(CallbackTask.campaign_id.is_(None)
+                            | CallbackTask.campaign_id.not_in(sorted(skip_campaigns)))
+    if dialable_only:
+        query = query.where(~exists().where(DoNotCall.number == CallbackTask.number))
     if due_by is not None:
         query = query.where(CallbackTask.due_at <= due_by)
     if statuses is not None:

@@ -23,6 +23,8 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupOwed,
+    WrapupSubmitted,
 )
 from callflow.engine.calls import CallChanged, TaskRequested, call_record
 from callflow.engine.effects import Alarm, DomainEvent, Logged, Notice
@@ -34,6 +36,8 @@ from callflow.errors import CallflowError
 Rows = list[tuple[str, dict[str, Any]]]
 EpochOf = Callable[[float], float]
 
+#: Event-log kind of a call that owes the wrap-up form (STD-092); a restart reads it back.
+WRAPUP_OWED_RECORD = "wrapup_owed"
 #: Event-log kinds a restart reads back (store/agent_log.py): a busy awaiting a
 #: supervisor's approval (STD-106), and its approval.
 BUSY_PENDING_RECORD = "busy_pending"
@@ -101,6 +105,19 @@ def _acw(event: AcwFinished, epoch_of: EpochOf) -> Rows:
                      "seconds": event.seconds, "ended_by": event.ended_by,
                      "overrun": event.overrun, "extended": event.extended,
                      "at": epoch_of(event.at)})]
+
+
+@rows.register
+def _wrapup(event: WrapupSubmitted, epoch_of: EpochOf) -> Rows:
+    return [("wrapup", {"agent_id": event.agent_id, "call_uniqueid": event.call_id,
+                        "disposition": event.disposition, "notes": event.notes,
+                        "by": event.by, "at": epoch_of(event.at)})]
+
+
+@rows.register
+def _wrapup_owed(event: WrapupOwed, epoch_of: EpochOf) -> Rows:
+    return [(WRAPUP_OWED_RECORD, {"agent_id": event.agent_id, "call_uniqueid": event.call_id,
+                                  "at": epoch_of(event.at)})]
 
 
 @rows.register

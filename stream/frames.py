@@ -23,6 +23,8 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupOwed,
+    WrapupSubmitted,
 )
 from callflow.agents.state import agent_view
 from callflow.engine.calls import CallChanged, TaskRequested, call_record
@@ -129,5 +131,6 @@ def _none(event: DomainEvent, epoch_of: EpochOf) -> Frames:
 
 
 for _quiet in (AgentLoggedIn, BusyAwaitingApproval, BusyApproved, AcwFinished, AcwExtended,
+               WrapupOwed, WrapupSubmitted,
                AgentDayClosed, Logged, ReleaseJudged, OutboundCallEnded, TaskRequested):
     frames.register(_quiet, _none)

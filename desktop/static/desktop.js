@@ -284,9 +284,29 @@
     $("btn-not-ready").disabled = !away;
     $("btn-end-acw").disabled = a.state !== "acw";
     $("btn-logout").disabled = inCall;
+    renderWrapup();
     renderCall();
     renderCallActions();
     tick();
+  }
+
+  // STD-092: the form of the last call is owed; ready is refused until it is submitted
+  function renderWrapup() {
+    const a = st.agent, owed = !!(a && a.wrapup_call);
+    $("wrapup-card").hidden = !owed;
+    if (a && owed) $("btn-ready").disabled = true;
+    if (!owed || !st.hello || !st.hello.wrapup) return;
+    $("wrapup-call").textContent = "call " + a.wrapup_call;
+    const select = $("wrapup-disposition");
+    if (select.options.length === 0) {
+      for (const d of st.hello.wrapup.dispositions) {
+        const option = document.createElement("option");
+        option.value = d.code;
+        option.textContent = lang() === "zh" ? d.label_zh : d.label_en;
+        select.appendChild(option);
+      }
+    }
+    $("wrapup-notes").maxLength = st.hello.wrapup.max_notes;
   }
 
   function renderCall() {
@@ -437,6 +457,13 @@
   $("btn-not-ready").addEventListener("click",
     () => send({type: "not_ready", reason: $("not-ready-reason").value}));
   $("btn-end-acw").addEventListener("click", () => send({type: "end_acw"}));
+  $("wrapup-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    if (!st.agent || !st.agent.wrapup_call) return;
+    send({type: "wrapup", call_id: st.agent.wrapup_call,
+          disposition: $("wrapup-disposition").value, notes: $("wrapup-notes").value});
+    $("wrapup-notes").value = "";
+  });
   $("btn-hold").addEventListener("click", () =>
     callAction("btn-hold", "hold", undefined, () => "caller on hold (music)"));
   $("btn-retrieve").addEventListener("click", () =>

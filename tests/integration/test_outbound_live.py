@@ -51,6 +51,9 @@ def live_policy(**overrides: Any) -> Policy:
     """Calls allowed all day, every day (the suite runs at any hour); short ACW."""
     outbound_fields = {"calling_window_start": "00:00", "calling_window_end": "23:59",
                        "calling_days": "all_but_holidays", "caller_id": CENTRE,
+                       # these tests drive the dialer, not the desktop: no wrap-up form
+                       # (STD-092; test_campaigns_live.py submits it as an agent would)
+                       "wrapup_required": False,
                        **overrides.pop("outbound", {})}
     return Policy.model_validate({"outbound": outbound_fields, "agents": {"acw_limit_s": 3},
                                   **overrides})

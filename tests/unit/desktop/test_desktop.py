@@ -39,6 +39,7 @@ from callflow.agents.events import (
     HoldEnded,
     HoldStarted,
     RequestState,
+    SubmitWrapup,
 )
 from callflow.agents.restore import StoredAgent, restored
 from callflow.agents.roster import Roster, RosterAgent
@@ -579,6 +580,37 @@ async def test_an_engine_restart_restores_agents_desks_and_acw_time(start: Start
     ready = await desk.event(state="ready", timeout=3)
     assert ready["payload"]["cause"] == "acw_limit"
     assert time.time() == pytest.approx(acw_deadline, abs=0.3)  # the original limit
+    await desk.ws.close()
+
+
+async def test_an_owed_wrap_up_form_is_still_owed_after_an_engine_restart(start: Start
+                                                                           ) -> None:
+    """STD-092: the form owed when the engine stopped is owed after it comes back; one
+    submitted before the stop is not."""
+    policy = parse_policy({"agents": {"acw_limit_s": 0.5}})
+    first = await start(policy)
+    rt = first.runtime
+    for agent_id, call_id in (("1001", "cfo-1-1-aa"), ("1003", "cfo-2-1-bb")):
+        rt.log_in(agent_id)
+        rt.agent_event(agent_id, CallOffered(call_id, outbound=True))
+        rt.agent_event(agent_id, CallAnswered(call_id))
+        rt.agent_event(agent_id, CallEnded(call_id))
+    rt.agent_event("1003", SubmitWrapup("cfo-2-1-bb", "resolved"))
+    assert rt.agents["1001"].wrapup_call == "cfo-1-1-aa"
+    await first.stop()
+
+    second = await start(policy)
+    rt = second.runtime
+    assert (rt.agents["1001"].state, rt.agents["1001"].wrapup_call) == (S.ACW, "cfo-1-1-aa")
+    assert rt.agents["1003"].wrapup_call == ""
+    desk = await second.desk("1001")
+    await asyncio.sleep(0.6)  # past the ACW limit: the form still holds the agent
+    assert rt.agents["1001"].state is S.ACW
+    refused = await desk.request("ready")
+    assert refused["error"] == "wrapup_required"
+    done = await desk.request("wrapup", call_id="cfo-1-1-aa", disposition="resolved",
+                              notes="after the restart")
+    assert (done["type"], done["state"]) == ("ack", "ready")
     await desk.ws.close()
 
 
