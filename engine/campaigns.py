@@ -54,6 +54,10 @@ class CampaignRules:
     retry_spacing_min: float
     agents: tuple[str, ...] = ()  # empty = any free agent
     active: bool = True
+    queue: str = ""  # only agents serving this queue (roster queues); empty = any
+    #: which presented number (a key of ``outbound.caller_ids`` or of the outbound trunk's
+    #: per-kind numbers) the customer sees (STD-083); empty = the task kind's
+    caller_id_key: str = ""
 
 
 def parse_clock(value: str, what: str) -> time:
@@ -137,12 +141,19 @@ def campaign_retry_at(retry_at: datetime, now: datetime, rules: CampaignRules,
 
 
 def skipped_for(agent_id: str | None, campaigns: list[CampaignRules], now: datetime,
-                policy: Policy) -> frozenset[int]:
-    """Campaigns whose tasks must not be claimed now (for ``agent_id``, or for anyone):
-    paused, outside their window, or dialled by other agents only."""
+                policy: Policy, agent_queues: Sequence[str] = ()) -> frozenset[int]:
+    """Campaigns whose tasks must not be claimed now (for ``agent_id``, who serves
+    ``agent_queues``, or for anyone): paused, outside their window, or dialled by other
+    agents only (named agents, or the campaign's queue)."""
     return frozenset(c.campaign_id for c in campaigns
                      if not is_open(now, c, policy)
-                     or (agent_id is not None and c.agents and agent_id not in c.agents))
+                     or (agent_id is not None and not _dials(c, agent_id, agent_queues)))
+
+
+def _dials(campaign: CampaignRules, agent_id: str, agent_queues: Sequence[str]) -> bool:
+    if campaign.agents and agent_id not in campaign.agents:
+        return False
+    return not campaign.queue or campaign.queue in agent_queues
 
 
 # --- CSV import -----------------------------------------------------------------------------

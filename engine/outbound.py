@@ -160,14 +160,22 @@ def agent_ring_seconds(policy: Policy) -> float:
     return ring_limit_seconds(policy)
 
 
-def caller_id_for(kind: str, policy: Policy, route: OutboundRoute | None = None) -> str:
-    """The number presented to the customer (STD-083), first found of: the Policy's for
-    the campaign (task kind), the Policy's ``caller_id``, the trunk's for the kind, the
-    trunk's own. '' when none is configured: the PBX then presents nothing of ours --
-    and never the customer's own number."""
+def caller_id_for(kind: str, policy: Policy, route: OutboundRoute | None = None,
+                  key: str = "") -> str:
+    """The number presented to the customer (STD-083), first found of: a campaign list's
+    own choice (``key`` in ``outbound.list_caller_ids``), the Policy's for the task kind, the
+    Policy's ``caller_id``, the trunk's for the kind, the trunk's own. '' when none is
+    configured: the PBX then presents nothing of ours -- and never the customer's own
+    number."""
     route = route or OutboundRoute()
-    return (policy.outbound.caller_ids.get(kind) or policy.outbound.caller_id
+    chosen = policy.outbound.list_caller_ids.get(key, "") if key else ""
+    return (chosen or policy.outbound.caller_ids.get(kind) or policy.outbound.caller_id
             or route.presented_numbers.get(kind) or route.presented_number)
+
+
+def presented_keys(policy: Policy) -> frozenset[str]:
+    """The names a campaign list may choose its presented number by."""
+    return frozenset(policy.outbound.list_caller_ids)
 
 
 # --- calendar (STD-085 calling window, working days) -----------------------------------------
@@ -569,8 +577,8 @@ def agent_rang_out(attempt: Attempt) -> bool:
 
 
 def originate(attempt: Attempt, policy: Policy, endpoint: str,
-              context: str = "callflow-outbound", route: OutboundRoute | None = None
-              ) -> Originate:
+              context: str = "callflow-outbound", route: OutboundRoute | None = None,
+              presented_key: str = "") -> Originate:
     """The Originate of an agent-first attempt.
 
     ``channel_id`` is always set (harness A5: without it a failed async Originate's
@@ -585,7 +593,7 @@ def originate(attempt: Attempt, policy: Policy, endpoint: str,
     route = route or OutboundRoute()
     variables = [("CALLFLOW_RING_S", f"{customer_ring_seconds(policy):g}"),
                  ("CALLFLOW_TASK", str(attempt.task_id)),
-                 ("CALLFLOW_CLI", caller_id_for(attempt.kind, policy, route))]
+                 ("CALLFLOW_CLI", caller_id_for(attempt.kind, policy, route, presented_key))]
     return Originate(
         f"PJSIP/{endpoint}", context=context, exten=route.dialled(attempt.number), priority=1,
         timeout_ms=round(agent_ring_seconds(policy) * 1000),

@@ -490,6 +490,10 @@ class OutboundPolicy(Section):
         description="An agent whose own leg failed (softphone refused or did not answer) gets "
                     "no outbound call for this long, and the refunded task is due again no "
                     "sooner, so one broken softphone cannot spin the dialer")
+    list_caller_ids: dict[str, str] = setting(
+        factory=dict, std="STD-083",
+        description="Numbers a campaign list may present, by name (the list's caller_id_key "
+                    "chooses one); a list with none presents its task kind's number")
     owner_absent_grace_min: float = setting(
         15, unit="min", std="STD-069", ge=0,
         description="A due task whose owner is not logged in goes to the pool this long after "
@@ -515,6 +519,16 @@ class OutboundPolicy(Section):
         start = info.data.get("calling_window_start")
         if start is not None and value <= start:
             raise ValueError("must be after calling_window_start")
+        return value
+
+    @field_validator("list_caller_ids")
+    @classmethod
+    def _named_numbers(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, number in value.items():
+            if not name or len(name) > 64:
+                raise ValueError(f"a presented number's name must be 1-64 characters: {name!r}")
+            if not number.isdigit() or len(number) > 32:
+                raise ValueError(f"{name}: caller ID must be 1-32 digits, got {number!r}")
         return value
 
     @field_validator("caller_ids")

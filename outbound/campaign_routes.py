@@ -48,7 +48,8 @@ class CampaignCreate(BaseModel):
     name: str = Field(min_length=1, max_length=128)
     agents: list[str] = Field(default_factory=list, max_length=500,
                               description="Agents (work numbers) who dial it; [] = any")
-    queue: str = Field("", max_length=64, description="The queue the campaign belongs to")
+    queue: str = Field("", max_length=64, description="Only agents serving this queue (the "
+                                                       "roster's queues) dial it; '' = any")
     days: list[Weekday] = Field(default_factory=list,
                                 description="Contact days (centre time); [] = every "
                                             "calling day")
@@ -61,7 +62,9 @@ class CampaignCreate(BaseModel):
                                             description="Minutes between attempts; default "
                                                         "outbound.retry_spacing_min")
     caller_id_key: str = Field("", max_length=64,
-                               description="Which presented number to use (trunks feature)")
+                               description="Which presented number the customer sees: a "
+                                           "name in outbound.list_caller_ids; '' = the "
+                                           "task kind's (STD-083)")
 
 
 class DncAdd(BaseModel):
@@ -151,6 +154,14 @@ def campaigns_router(feature: OutboundFeature) -> APIRouter:
         unknown = [a for a in body.agents if svc.roster.by_id(a) is None]
         if unknown:
             raise api_error(422, "unknown_agent", f"not in the roster: {', '.join(unknown)}")
+        if body.queue and not any(body.queue in a.queues for a in svc.roster.agents):
+            raise api_error(422, "unknown_queue", f"no agent in the roster serves queue "
+                                                  f"{body.queue!r}: nobody would dial it")
+        keys = outbound.presented_keys(svc.policy)
+        if body.caller_id_key and body.caller_id_key not in keys:
+            raise api_error(422, "unknown_caller_id_key",
+                            f"{body.caller_id_key!r} names no number in outbound."
+                            f"list_caller_ids: {', '.join(sorted(keys)) or 'none configured'}")
         fields = body.model_dump()
         fields["max_attempts"] = body.max_attempts or out.max_attempts
         fields["retry_spacing_min"] = (out.retry_spacing_min if body.retry_spacing_min is None

@@ -317,14 +317,26 @@ class Dialer:
                 continue
             await self._start(task, agent.agent_id)
 
+    def _presented_key(self, task: CallbackTask) -> str:
+        """The campaign's choice of presented number (STD-083), if the task has one."""
+        for rules in self._campaigns:
+            if rules.campaign_id == task.campaign_id:
+                return rules.caller_id_key
+        return ""
+
+    def _skipped_for(self, agent_id: str, now: datetime) -> frozenset[int]:
+        member = self.runtime.roster.by_id(agent_id)
+        return campaigns.skipped_for(agent_id, self._campaigns, now, self.policy,
+                                     member.queues if member is not None else ())
+
     def _agent_only_campaigns(self, agent_id: str, now: datetime) -> bool:
         """Are campaigns kept from ``agent_id`` that other agents may dial (so a failed
         claim by this agent says nothing about the pool)?"""
-        return (campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
+        return (self._skipped_for(agent_id, now)
                 != campaigns.skipped_for(None, self._campaigns, now, self.policy))
 
     async def _claim(self, agent_id: str, now: datetime, own: bool) -> CallbackTask | None:
-        skip = campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
+        skip = self._skipped_for(agent_id, now)
         self._claiming.add(agent_id)
         try:
             return await asyncio.to_thread(
@@ -389,7 +401,8 @@ class Dialer:
         self.tell(task, also=agent_id)
         self.attempts[attempt_id] = _Live(attempt, self.clock.now())
         desk = agent.extension or member.endpoint  # hot-desking: where the agent logged in
-        originate = outbound.originate(attempt, self.policy, desk, self.context, self.route)
+        originate = outbound.originate(attempt, self.policy, desk, self.context, self.route,
+                                       presented_key=self._presented_key(task))
         log.info("task #%d: dialling %s for agent %s (attempt %s, %s ms)", task.id,
                  task.number, agent_id, attempt_id, originate.timeout_ms)
         self.stats["originates"] += 1
@@ -647,7 +660,7 @@ class Dialer:
                   ) -> CallbackTask | None:
         """The next task to preview for ``agent_id``: due, dialable (not do-not-call),
         not of a campaign closed, paused or not this agent's."""
-        skip = campaigns.skipped_for(agent_id, self._campaigns, now, self.policy)
+        skip = self._skipped_for(agent_id, now)
         found = self.store.read(repo.list_tasks, statuses=("pending",), owner_agent_id=owner,
                                 pool_only=owner is None, due_by=now, limit=1,
                                 skip_campaigns=skip, dialable_only=True)
@@ -794,7 +807,8 @@ def rules_of(campaign: Campaign) -> campaigns.CampaignRules:
     return campaigns.CampaignRules(
         campaign.id, tuple(campaign.days), campaigns.parse_clock(campaign.window_start, "start"),
         campaigns.parse_clock(campaign.window_end, "end"), campaign.max_attempts,
-        campaign.retry_spacing_min, tuple(campaign.agents), campaign.status == "active")
+        campaign.retry_spacing_min, tuple(campaign.agents), campaign.status == "active",
+        queue=campaign.queue or "", caller_id_key=campaign.caller_id_key or "")
 
 
 def _campaign_rules(s: Session) -> list[campaigns.CampaignRules]:

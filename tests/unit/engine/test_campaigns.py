@@ -108,11 +108,10 @@ def test_csv_good_rows_are_kept_bad_rows_reported_one_line_each() -> None:
             "13900000004,Sun,\n")
     plan = campaigns.parse_numbers_csv(text, max_rows=100)
     assert [(r.row, r.number, r.name) for r in plan.rows] == [
-        (2, "13900000001", "Wang"), (8, "13900000004", "Sun")]
-    lines = [p.line() for p in plan.problems]
+        (2, "13900000001", "Wang"), (7, "+8613900000003", "Chen"), (8, "13900000004", "Sun")]
+    lines = [p.line() for p in plan.problems]  # '+' numbers are E.164 (engine/numbers.py)
     assert lines[0].startswith("row 3: ") and "not a phone number" in lines[0]
-    assert lines[1] == "row 5: 2 cells, the header has 3"
-    assert lines[2].startswith("row 7: ")  # '+' (normalize_number decides; trunks extends it)
+    assert lines[1:] == ["row 5: 2 cells, the header has 3"]
     assert [p.line() for p in plan.duplicates] == [
         "row 6: 13900000001 duplicates row 2; imported once"]
 
@@ -132,3 +131,19 @@ def test_a_csv_that_cannot_be_read_whole_is_refused_with_one_error(text: str,
 def test_a_number_only_csv_with_a_bom_reads() -> None:
     plan = campaigns.parse_numbers_csv("\ufeffNumber\r\n13900000001\r\n", max_rows=10)
     assert [r.number for r in plan.rows] == ["13900000001"] and not plan.problems
+
+
+def test_a_campaigns_queue_keeps_it_to_the_agents_serving_that_queue() -> None:
+    vip = CampaignRules(5, (), time(9), time(21), 3, 0.0, queue="vip")
+    assert campaigns.skipped_for("1001", [vip], at(7, 10), POLICY, ("main",)) == {5}
+    assert campaigns.skipped_for("1002", [vip], at(7, 10), POLICY, ("main", "vip")) == set()
+
+
+def test_a_campaigns_presented_number_comes_first() -> None:  # STD-083
+    policy = Policy.model_validate({"outbound": {"caller_id": "4008000000",
+                                                 "list_caller_ids": {"winter": "4008001234"}}})
+    assert outbound.caller_id_for("manual", policy, key="winter") == "4008001234"
+    assert outbound.caller_id_for("manual", policy, key="") == "4008000000"
+    route = outbound.OutboundRoute(presented_number="4008009999")
+    assert outbound.caller_id_for("manual", Policy.defaults(), route, "spring") == "4008009999"
+    assert outbound.presented_keys(policy) == {"winter"}

@@ -85,11 +85,17 @@ class Api:
 
 
 @pytest.fixture
-async def api(migrated_sqlite_file: Path, tmp_path: Path) -> AsyncIterator[Api]:
+def policy() -> Policy:
+    return Policy.defaults()
+
+
+@pytest.fixture
+async def api(migrated_sqlite_file: Path, tmp_path: Path, policy: Policy
+              ) -> AsyncIterator[Api]:
     target = tmp_path / "callflow.db"
     shutil.copyfile(migrated_sqlite_file, target)
     store = open_store(f"sqlite:///{target}")
-    rig = Rig(store, Policy.defaults())
+    rig = Rig(store, policy)
     logins = Logins(store, rig.policy.security, RealClock(), TOKEN)
     feature = OutboundFeature()
     feature.service = Parts(store, rig.runtime, rig.policy, rig.clock,  # type: ignore[assignment]
@@ -319,3 +325,37 @@ async def test_preview_offers_only_dialable_numbers_of_open_campaigns(
         assert previews() == ["13900000002"]  # never the do-not-call number
     finally:
         store.close()
+
+
+PRESENTED = Policy.model_validate({"outbound": {"caller_id": "4008000000",
+                                                "list_caller_ids": {"winter": "4008001234"}}})
+
+
+@pytest.mark.parametrize("policy", [PRESENTED])
+async def test_a_campaign_presents_the_number_it_chose(api: Api) -> None:  # STD-083
+    rig = api.rig
+    campaign = await api.campaign(caller_id_key="winter")
+    await api.upload(f"/api/v1/campaigns/{campaign['id']}/numbers", "number\n13900000001\n")
+    rig.add("13900000009")  # a task of no campaign: the Policy's own number
+    rig.login("1001")
+    rig.login("1002")
+    await rig.dialer.tick()
+    shown = {f["Exten"]: dict(v.split("=", 1) for v in f["Variable"])["CALLFLOW_CLI"]
+             for f in rig.ami.originates()}
+    assert shown == {"13900000001": "4008001234", "13900000009": "4008000000"}
+    refused = await api.http.post("/api/v1/campaigns", headers=api.boss, json={
+        "name": "x", "caller_id_key": "summer"})
+    assert (refused.status_code, refused.json()["detail"]["error"]) == (
+        422, "unknown_caller_id_key")
+
+
+async def test_a_campaigns_queue_is_dialled_by_the_agents_serving_it(api: Api) -> None:
+    rig = api.rig
+    nobody = await api.http.post("/api/v1/campaigns", headers=api.boss, json={
+        "name": "vip", "queue": "vip"})
+    assert (nobody.status_code, nobody.json()["detail"]["error"]) == (422, "unknown_queue")
+    campaign = await api.campaign(queue="main")  # every agent of the test roster serves main
+    await api.upload(f"/api/v1/campaigns/{campaign['id']}/numbers", "number\n13900000001\n")
+    rig.login("1001")
+    await rig.dialer.tick()
+    assert [f["Exten"] for f in rig.ami.originates()] == ["13900000001"]
