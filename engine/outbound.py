@@ -97,7 +97,10 @@ def classify(*, answered: bool, dial_status: str = "", cause: int | None = None
         return AttemptOutcome.ANSWERED
     if status == "BUSY":
         return AttemptOutcome.BUSY
-    if status == "NOANSWER":
+    if status == "NOANSWER" and cause not in INVALID_NUMBER_CAUSES | BUSY_CAUSES:
+        # Dial's DialEnd says NOANSWER on AMI for a leg the network refused too (measured:
+        # cause 1 and 21 behind NOANSWER; docs/call-record.md); a leg Dial cancelled at its
+        # timeout says 0, 16 or 19, never a number or busy cause
         return AttemptOutcome.NO_ANSWER
     if cause in INVALID_NUMBER_CAUSES:
         return AttemptOutcome.INVALID_NUMBER

@@ -24,6 +24,7 @@ import jinja2
 
 from callflow.errors import PbxConfigError
 from callflow.pbx import cel
+from callflow.pbx.demo_carrier import DEMO_CARRIER_CONTEXT, DemoCarrier
 from callflow.settings import REPO_ROOT, Settings, persistent_secret
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,9 @@ class PbxConfig:
     # a second AMI user with every class, for a test harness that watches everything
     # (tests/integration/amitap.py); `make run` never sets it
     observer: AmiLogin | None = None
+    # no outbound trunk configured -> the outbound route dials the demo carrier
+    # (callflow/pbx/demo_carrier.py); None = off. Never together with a real trunk.
+    demo_carrier: DemoCarrier | None = None
 
     @classmethod
     def from_settings(
@@ -128,6 +132,7 @@ class PbxConfig:
         settings: Settings,
         agents: Sequence[AgentEndpoint],
         customer_contact: str | None = None,
+        demo_carrier: DemoCarrier | None = None,
     ) -> PbxConfig:
         """The deployment's config (``make run``): ports, bind host, AMI login from Settings."""
         return cls(
@@ -144,6 +149,7 @@ class PbxConfig:
             agents=list(agents),
             customer_contact=customer_contact,
             caller_match=settings.bind_host,
+            demo_carrier=demo_carrier,
         )
 
     def validate(self) -> None:
@@ -198,6 +204,12 @@ class PbxConfig:
                 raise PbxConfigError(f"agent {agent.ext}: qualify_timeout must be 0.1-60 s")
         if self.customer_contact is not None and not _SIP_URI.fullmatch(self.customer_contact):
             raise PbxConfigError(f"bad customer_contact {self.customer_contact!r}")
+        if self.demo_carrier is not None:
+            if self.customer_contact is not None:
+                raise PbxConfigError("the demo carrier is for a deployment with no outbound "
+                                     "trunk: turn it off (CALLFLOW_DEMO_CARRIER=off) or "
+                                     "remove the trunk")
+            self.demo_carrier.validate()
 
 
 def _check_login(login: AmiLogin) -> None:
@@ -266,7 +278,7 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
     context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE, "cel": cel.template_context(),
                "agents_context": AGENTS_CONTEXT,
                "inbound_flow_context": INBOUND_FLOW_CONTEXT, "did_digits": DID_DIGITS,
-               "resume_context": RESUME_CONTEXT,
+               "resume_context": RESUME_CONTEXT, "demo_context": DEMO_CARRIER_CONTEXT,
                "ami_host": AMI_HOST, "ami_read": AMI_READ, "ami_write": AMI_WRITE,
                "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS}
     for template in templates:

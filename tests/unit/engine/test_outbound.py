@@ -100,6 +100,9 @@ def test_campaigns_are_the_task_kinds() -> None:
     (False, "BUSY", 17, "busy"),
     (False, "NOANSWER", 16, "no_answer"),  # Dial's timeout: the cancelled leg says 'normal'
     (False, "NOANSWER", 0, "no_answer"),
+    (False, "NOANSWER", 19, "no_answer"),
+    (False, "NOANSWER", 1, "invalid_number"),  # refused leg: AMI's DialEnd says NOANSWER
+    (False, "NOANSWER", 21, "busy"),  # 603 Decline, the same
     (False, "", 19, "no_answer"),  # Originate straight to a customer: no DialEnd (A5)
     (False, "", 17, "busy"),  # busy callee: OriginateResponse Reason 0, Hangup 17
     (False, "CHANUNAVAIL", 1, "invalid_number"),  # 404

@@ -1,0 +1,100 @@
+"""The demo's agents at their desktops: logged in, ready, wrapping up, ready again.
+
+Each simulated agent holds the agent desktop's own websocket (``/ws/desktop``, the
+protocol ``desktop/static/desktop.js`` speaks), as the deployment's supervisor (the API
+token in the state directory) naming the agent with ``?agent=``. So the agent's states
+change through the same rules as a person's clicks: log in at the desk, ready, after-call
+work ended after ``wrap_s``, ready again after a system not-ready (e.g. a missed call).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import WebSocketException
+
+log = logging.getLogger(__name__)
+
+DESKTOP_PATH = "/ws/desktop"
+
+
+def agent_states(message: Any, agent_id: str) -> Iterator[str]:
+    """Every state of ``agent_id`` a desktop frame carries (snapshot or live payload)."""
+    if isinstance(message, dict):
+        if message.get("agent_id") == agent_id and isinstance(message.get("state"), str):
+            yield message["state"]
+        for value in message.values():
+            yield from agent_states(value, agent_id)
+    elif isinstance(message, list):
+        for item in message:
+            yield from agent_states(item, agent_id)
+
+
+class DemoDesk:
+    """One agent's desktop connection for the length of the demo."""
+
+    def __init__(self, api_url: str, token: str, agent_id: str, endpoint: str,
+                 wrap_s: float) -> None:
+        self.url = f"{api_url}{DESKTOP_PATH}?agent={agent_id}"
+        self.token = token
+        self.agent_id = agent_id
+        self.endpoint = endpoint
+        self.wrap_s = wrap_s
+        self.state = "unknown"
+        self.logged_in = asyncio.Event()
+        self._ws: ClientConnection | None = None
+        self._pending: asyncio.Task[None] | None = None
+
+    async def _send(self, frame: dict[str, Any]) -> None:
+        if self._ws is not None:
+            with contextlib.suppress(WebSocketException, OSError):
+                await self._ws.send(json.dumps(frame))
+
+    async def run(self) -> None:
+        """Log in, then keep the agent working until cancelled (then log out)."""
+        async with connect(self.url, open_timeout=10) as ws:
+            self._ws = ws
+            await ws.send(json.dumps({"type": "auth", "token": self.token}))
+            await self._send({"type": "login", "extension": self.endpoint})
+            try:
+                async for raw in ws:
+                    try:
+                        message = json.loads(raw)
+                    except ValueError:
+                        continue
+                    if isinstance(message, dict) and message.get("type") == "error":
+                        log.warning("agent %s desktop: %s", self.agent_id, message)
+                    for state in agent_states(message, self.agent_id):
+                        self._on_state(state)
+            finally:
+                if self._pending is not None:
+                    self._pending.cancel()
+
+    def _on_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        if state != "logged_out":
+            self.logged_in.set()
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
+        if state == "logged_out" and not self.logged_in.is_set():
+            return  # the login is on its way
+        if state == "acw":
+            self._pending = asyncio.ensure_future(self._later(self.wrap_s, "end_acw"))
+        elif state in ("not_ready", "busy"):
+            self._pending = asyncio.ensure_future(self._later(1.0, "ready"))
+
+    async def _later(self, delay: float, kind: str) -> None:
+        await asyncio.sleep(delay)
+        await self._send({"type": kind})
+
+    async def log_out(self) -> None:
+        await self._send({"type": "logout"})
