@@ -15,7 +15,6 @@ import contextlib
 import logging
 import shutil
 import signal
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from callflow.demo.desks import DemoDesk
 from callflow.demo.phones import Sipp, SippPhones
 from callflow.demo.pidfile import remove_pid, write_pid
 from callflow.errors import CallflowError
-from callflow.settings import Settings
+from callflow.settings import Settings, private_dir
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +87,10 @@ class Demo:
         host = settings.bind_host
         self.api_url = f"ws://{host}:{settings.ports.api}"
         self.port_base = options.port_base or settings.ports.sip + DEFAULT_PORT_OFFSET
-        self._work = Path(tempfile.mkdtemp(prefix="callflow-demo-"))
+        # the SIPp scenarios and logs of the last run, for a look when something is off
+        self._work = settings.state_dir / "demo-sipp"
+        shutil.rmtree(self._work, ignore_errors=True)
+        private_dir(self._work)
         self.phones = SippPhones(self._work, host, settings.ports.sip, self.port_base)
         self.stop = asyncio.Event()
         self.interrupts = 0
@@ -150,8 +152,7 @@ class Demo:
                     log.warning("could not unregister %s: %s", agent.endpoint, exc)
             self.phones.stop_all()
             remove_pid(self.settings.state_dir)
-            shutil.rmtree(self._work, ignore_errors=True)
-            self.print("demo: stopped; no SIPp process left")
+            self.print(f"demo: stopped; no SIPp process left (their logs: {self._work})")
 
     def _interrupt(self) -> None:
         self.interrupts += 1
