@@ -18,7 +18,6 @@ import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from callflow.agents.roster import Roster, RosterAgent
 from callflow.demo.desks import DemoDesk

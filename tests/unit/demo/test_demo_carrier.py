@@ -91,7 +91,7 @@ def test_the_outbound_route_dials_the_demo_carrier_only_when_it_is_on(tmp_path: 
 
     off = _render(tmp_path / "off", _config())
     outbound = off["extensions.conf"].split("[callflow-outbound]")[1].split("\n[")[0]
-    assert "Playback(ss-noservice)" in outbound and "Local/" not in outbound
+    assert "Playback(ss-noservice)" in outbound and "Dial(Local/" not in outbound
     assert "extensions-demo" not in off["extensions.conf"]
     assert f"[{DEMO_CARRIER_CONTEXT}]" not in off["extensions-demo.conf"]  # comments only
 
