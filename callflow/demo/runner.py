@@ -1,11 +1,15 @@
 """``callflow demo``: simulated callers and agents against a running ``callflow run``.
 
 The order is a person's: the agents' softphones start and REGISTER, the agents log in
-at their desktops and get ready, then callers start to call. On Ctrl-C (or at the end of
-``--duration``) the callers stop calling and the calls in progress end by themselves (a
-caller gives up after ``--patience``; an agent hangs up after ``--talk``), the agents log
-out, the softphones unregister, and every SIPp process is stopped. A second Ctrl-C cuts
-the wait short.
+at their desktops and get ready, then callers start to call. A caller hangs up
+``--patience`` seconds after Asterisk took the call (waiting, then talking: a caller who
+waited long talks little, or gives up in the queue); an agent hangs up only if the caller
+has not after ``--talk`` seconds, so the customer hangs up first, as STD-110 wants.
+
+On Ctrl-C (or at the end of ``--duration``) the callers stop calling and the calls in
+progress end by themselves within ``--patience``, the agents log out, the softphones
+unregister, and every SIPp process is stopped. A second Ctrl-C cuts the wait short: the
+calls cut off then stay in Asterisk until it hangs them up (``callflow pbx stop --force``).
 """
 
 from __future__ import annotations
@@ -42,9 +46,9 @@ class DemoOptions:
     rate_per_min: float = 6.0
     duration_s: float = 0.0  # 0: until Ctrl-C
     ring_ms: int = 2000
-    talk_s: float = 20.0
+    talk_s: float = 60.0  # an agent hangs up after this, if the caller has not
     wrap_s: float = 3.0
-    patience_s: float = 45.0
+    patience_s: float = 30.0  # a caller hangs up after this long on the line
     max_callers: int = 10
     did: str = "100"
     caller_prefix: str = "1380000"
@@ -73,6 +77,12 @@ def demo_agents(roster: Roster, count: int) -> list[RosterAgent]:
     return usable[:count]
 
 
+def _print(line: str) -> None:
+    """Print, but never let a closed terminal or pipe stop the clean-up."""
+    with contextlib.suppress(OSError, ValueError):
+        print(line, flush=True)
+
+
 class Demo:
     """One run of the demo; ``run()`` returns once everything it started has stopped."""
 
@@ -82,7 +92,7 @@ class Demo:
         self.settings = settings
         self.options = options
         self.agents = demo_agents(roster, options.agents)
-        self.print = out or print
+        self.print = out or _print
         host = settings.bind_host
         self.api_url = f"ws://{host}:{settings.ports.api}"
         self.port_base = options.port_base or settings.ports.sip + DEFAULT_PORT_OFFSET
@@ -127,10 +137,14 @@ class Demo:
             callers = self.phones.callers(
                 opts.did, self.port_base, opts.rate_per_min, opts.max_callers,
                 int(opts.patience_s * 1000), opts.caller_prefix)
-            await self._until_stopped(desks)
-            self.print("demo: stopping: no new callers; the calls in progress end by "
-                       "themselves (Ctrl-C again to cut them off)")
-            await self._drain(callers)
+            try:
+                await self._until_stopped(desks)
+            finally:
+                # whatever stopped us, the callers on the line hang up by themselves
+                # (within --patience) while the agents still serve them
+                self.print("demo: stopping: no new callers; the calls in progress end by "
+                           "themselves (Ctrl-C again to cut them off)")
+                await self._drain(callers)
             for d in desk_objs:
                 await d.log_out()
             await asyncio.sleep(0.5)
@@ -197,7 +211,8 @@ class Demo:
         while callers.running and time.monotonic() < deadline and self.interrupts <= seen:
             await asyncio.sleep(0.2)
         if callers.running:
-            self.print("demo: cutting off the calls still in progress")
+            self.print("demo: cutting off the calls still in progress (Asterisk keeps them "
+                       "until `callflow pbx stop --force`)")
             callers.stop()
         # the agents' own phones hang up when their talk time is over
         await asyncio.sleep(0.5)

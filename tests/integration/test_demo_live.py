@@ -262,8 +262,8 @@ def test_callflow_demo_for_a_minute_leaves_consistent_records_and_a_demo_marker(
     with out_file.open("wb") as out:
         demo = subprocess.Popen(
             [sys.executable, "-m", "callflow.cli", "demo", "--agents", "4", "--rate", "20",
-             "--duration", "50", "--ring", "1", "--talk", "6", "--wrap", "1",
-             "--patience", "25", "--port-base", str(demo_base)],
+             "--duration", "50", "--ring", "1", "--talk", "30", "--wrap", "1",
+             "--patience", "12", "--port-base", str(demo_base)],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
             cwd=REPO_ROOT)
     try:
@@ -312,6 +312,11 @@ def test_callflow_demo_for_a_minute_leaves_consistent_records_and_a_demo_marker(
         (c.uniqueid, c.outcome, c.ended_at) for c in calls if not (c.outcome and c.ended_at)]
     answered = [c for c in inbound if c.answered_at is not None]
     assert len(answered) >= 4
+    # the demo's callers hang up first (STD-110): --patience 12 s < an agent's --talk 30 s
+    assert {c.released_by for c in answered} == {"caller"}
+    states = product.call(lambda: {a: str(s.state) for a, s in product.runtime.agents.items()})
+    print(f"agents after the demo: {states}")
+    assert all(state.endswith("logged_out") for a, state in states.items() if a != "1005")
     by_agent: dict[str, list[Call]] = {}
     for c in answered:
         assert c.agent_id is not None
