@@ -481,13 +481,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds to run, then stop as on Ctrl-C [0: until Ctrl-C]")
     p.add_argument("--ring", type=float, default=2.0,
                    help="seconds an agent's phone rings before the agent answers [2]")
-    p.add_argument("--talk", type=float, default=60.0,
-                   help="seconds an agent talks at most, if the caller has not hung up [60]")
+    p.add_argument("--talk", type=float, default=30.0,
+                   help="seconds an agent talks at most, if the other side has not hung up [30]")
     p.add_argument("--wrap", type=float, default=3.0,
                    help="seconds of after-call work before the agent is ready again [3]")
     p.add_argument("--patience", type=float, default=30.0,
                    help="seconds a caller stays on the line (waiting, then talking) "
-                        "before hanging up [30]")
+                        "before hanging up [20]")
     p.add_argument("--max-callers", type=int, default=10, help="callers at once at most [10]")
     p.add_argument("--did", default="100", help="the number the callers dial [100]")
     p.add_argument("--port-base", type=int, default=0,

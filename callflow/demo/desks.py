@@ -22,6 +22,9 @@ from websockets.exceptions import WebSocketException
 log = logging.getLogger(__name__)
 
 DESKTOP_PATH = "/ws/desktop"
+#: refusals the demo expects and handles: an agent still logged in from an earlier demo,
+#: a log-out asked for mid-call (it is asked again once the call is over)
+EXPECTED_REFUSALS = frozenset({"already_logged_in", "on_call"})
 
 
 def agent_states(message: Any, agent_id: str) -> Iterator[str]:
@@ -48,6 +51,9 @@ class DemoDesk:
         self.wrap_s = wrap_s
         self.state = "unknown"
         self.logged_in = asyncio.Event()
+        self.logged_out = asyncio.Event()
+        self.stopping = False
+        self.closed = False
         self._ws: ClientConnection | None = None
         self._pending: asyncio.Task[None] | None = None
 
@@ -69,10 +75,13 @@ class DemoDesk:
                     except ValueError:
                         continue
                     if isinstance(message, dict) and message.get("type") == "error":
-                        log.warning("agent %s desktop: %s", self.agent_id, message)
+                        quiet = message.get("error") in EXPECTED_REFUSALS
+                        log.log(logging.DEBUG if quiet else logging.WARNING,
+                                "agent %s desktop: %s", self.agent_id, message)
                     for state in agent_states(message, self.agent_id):
                         self._on_state(state)
             finally:
+                self.closed = True
                 if self._pending is not None:
                     self._pending.cancel()
 
@@ -85,6 +94,12 @@ class DemoDesk:
         if self._pending is not None:
             self._pending.cancel()
             self._pending = None
+        if self.stopping:
+            if state == "logged_out":
+                self.logged_out.set()
+            elif state in ("ready", "not_ready", "busy", "acw"):
+                self._pending = asyncio.ensure_future(self._later(0, "logout"))
+            return
         if state == "logged_out" and not self.logged_in.is_set():
             return  # the login is on its way
         if state == "acw":
@@ -96,5 +111,15 @@ class DemoDesk:
         await asyncio.sleep(delay)
         await self._send({"type": kind})
 
-    async def log_out(self) -> None:
+    async def log_out(self, timeout_s: float) -> bool:
+        """Log the agent out, after the call they are on if any; False if not done in time."""
+        self.stopping = True
+        if self.state == "logged_out":
+            return True
         await self._send({"type": "logout"})
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not self.logged_out.is_set():
+            if self.closed or asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.1)
+        return True

@@ -7,7 +7,8 @@ waited long talks little, or gives up in the queue); an agent hangs up only if t
 has not after ``--talk`` seconds, so the customer hangs up first, as STD-110 wants.
 
 On Ctrl-C (or at the end of ``--duration``) the callers stop calling and the calls in
-progress end by themselves within ``--patience``, the agents log out, the softphones
+progress end by themselves within ``--patience``; the agents log out, each after the call
+it is on (a callback the dialer placed ends within ``--talk``); the softphones
 unregister, and every SIPp process is stopped. A second Ctrl-C cuts the wait short: the
 calls cut off then stay in Asterisk until it hangs them up (``callflow pbx stop --force``).
 """
@@ -46,9 +47,9 @@ class DemoOptions:
     rate_per_min: float = 6.0
     duration_s: float = 0.0  # 0: until Ctrl-C
     ring_ms: int = 2000
-    talk_s: float = 60.0  # an agent hangs up after this, if the caller has not
+    talk_s: float = 30.0  # an agent hangs up after this, if the other side has not
     wrap_s: float = 3.0
-    patience_s: float = 30.0  # a caller hangs up after this long on the line
+    patience_s: float = 20.0  # a caller hangs up after this long on the line
     max_callers: int = 10
     did: str = "100"
     caller_prefix: str = "1380000"
@@ -145,9 +146,19 @@ class Demo:
                 self.print("demo: stopping: no new callers; the calls in progress end by "
                            "themselves (Ctrl-C again to cut them off)")
                 await self._drain(callers)
-            for d in desk_objs:
-                await d.log_out()
-            await asyncio.sleep(0.5)
+            seen = self.interrupts
+            logouts = asyncio.gather(*(d.log_out(opts.talk_s + 5) for d in desk_objs))
+            while not logouts.done() and self.interrupts <= seen:
+                await asyncio.sleep(0.1)  # an agent on a call is logged out after it
+            if not logouts.done():
+                logouts.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await logouts
+            out = logouts.result() if not logouts.cancelled() else [False] * len(desk_objs)
+            stuck = [d.agent_id for d, done in zip(desk_objs, out, strict=True) if not done]
+            if stuck:
+                self.print(f"demo: agents {', '.join(stuck)} could not be logged out "
+                           "(still on a call?)")
             return 0
         finally:
             for task in desks:
