@@ -37,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from callflow.api.auth import Principal, TokenAuth
 from callflow.api.credentials import authenticate_requests
+from callflow.api.demo_marker import DemoStatus, demo_router
 from callflow.api.errors import document_errors, install_error_handlers
 from callflow.api.privacy import redaction_for
 from callflow.api.wsconnection import (
@@ -88,6 +89,8 @@ class ApiDeps:
     health: HealthFn  # {"ami": {"ok": bool, ...}, "agi": {...}, "store": {...}}
     api_token: str  # generated per deployment (callflow/settings.py); never a default
     auth: TokenAuth | None = None  # who may connect; default: the deployment token only
+    # why this deployment is a demo (api/demo_marker.py), None when it is not
+    demo: DemoStatus = lambda: None
 
 
 class ComponentHealth(BaseModel):
@@ -105,6 +108,7 @@ class HealthReport(BaseModel):
     status: Literal["ok", "degraded"]
     down: list[str] = []  # the components that are not ok: what to look at first
     components: dict[str, ComponentHealth]
+    demo: str | None = None  # why this deployment runs as a demo (api/demo_marker.py)
 
 
 class RedactTokenFilter(logging.Filter):
@@ -228,10 +232,12 @@ def create_app(deps: ApiDeps) -> FastAPI:
     async def healthz() -> JSONResponse:
         """Unauthenticated for load balancers: 200 when every component is ok, else 503."""
         report = await _health_report(deps.health, secrets=[deps.api_token])
+        report.demo = deps.demo()
         code = 200 if report.status == "ok" else 503
         return JSONResponse(report.model_dump(exclude_none=True), status_code=code,
                             headers={"Cache-Control": "no-store"})
 
+    app.include_router(demo_router(deps.demo))
     encoder = FrameEncoder()
     masked_encoder = FrameEncoder()  # the frames of principals who see numbers masked (STD-078)
 

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from callflow.agents.roster import Roster
     from callflow.engine.policy import Policy
     from callflow.feature import Feature
+    from callflow.pbx.demo_carrier import DemoCarrier
     from callflow.pbx.process import AsteriskProcess
     from callflow.pbx.render import PbxConfig
     from callflow.store.db import Store
@@ -75,7 +76,18 @@ def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:
 
     return PbxConfig.from_settings(settings, [
         AgentEndpoint(ext=a.agent_id, password=a.password, static_contact=a.static_contact)
-        for a in roster.agents])
+        for a in roster.agents], demo_carrier=_demo_carrier(settings))
+
+
+def _demo_carrier(settings: Settings) -> DemoCarrier | None:
+    """The demo carrier, on while no outbound trunk is configured (CALLFLOW_DEMO_CARRIER)."""
+    from callflow.demo.config import demo_carrier_from_env
+
+    # no trunk carrying outbound calls (CALLFLOW_TRUNKS_FILE) -> the demo carrier
+    from callflow.trunks import outbound_trunk
+
+    return demo_carrier_from_env(_policy(settings).ring_cycle_s,
+                                 trunk_configured=outbound_trunk(settings.trunks) is not None)
 
 
 def _policy(settings: Settings) -> Policy:
@@ -129,6 +141,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     _refuse_taken_ports(settings)
     pbx = None
     started_pbx = False
+    demo_carrier = _demo_carrier(settings)
     if not args.no_pbx:
         pbx = _pbx_process(settings, roster, Path(args.conf_dir))
         adopted = pbx.adopt_or_start()
@@ -141,7 +154,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     async def main() -> None:
         service = Service(settings, policy, roster,
-                          ServiceOptions(features=default_features(), pbx=pbx))
+                          ServiceOptions(features=default_features(), pbx=pbx,
+                                         demo_carrier=demo_carrier))
         try:
             await service.start()
         except BaseException:
@@ -151,6 +165,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             print(f"{name:>17}: {url}")
         print(f"{'API token':>17}: {settings.state_dir / 'secrets' / 'api_token'}")
         print(f"{'agents':>17}: {settings.state_dir / 'agents.toml'} (SIP passwords)")
+        if demo_carrier is not None:
+            print("DEMO: no outbound trunk configured; outbound calls reach the demo carrier:")
+            for number, what in demo_carrier.numbers():
+                print(f"{number:>17}: {what}")
+            print("`callflow demo` in another terminal places simulated calls")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -320,6 +339,29 @@ def cmd_conf(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    """Place simulated callers and run simulated agents' softphones against a running
+    `callflow run` (`make run`), so the board, desktop and reports fill with real calls
+    through the real Asterisk; Ctrl-C stops cleanly."""
+    from callflow.demo.runner import Demo, DemoOptions
+
+    options = DemoOptions(
+        agents=args.agents, rate_per_min=args.rate, duration_s=args.duration,
+        ring_ms=int(args.ring * 1000), talk_s=args.talk, wrap_s=args.wrap,
+        patience_s=args.patience, max_callers=args.max_callers, did=args.did,
+        port_base=args.port_base)
+    demo = Demo(settings, _roster(settings), options)
+    carrier = _demo_carrier(settings)
+    if carrier is not None:
+        print("demo carrier test numbers for outbound tasks and callbacks:")
+        for number, what in carrier.numbers():
+            print(f"  {number}: {what}")
+    api = f"http://{settings.bind_host}:{settings.ports.api}"
+    print(f"watch it: {api}/board (login supervisor, password in "
+          f"{settings.state_dir / 'secrets' / 'login_supervisor'}), {api}/desktop")
+    return asyncio.run(demo.run())
+
+
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     """Create a login (or reset its password): supervisors see everything, agents their own.
 
@@ -475,6 +517,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent", help="the agent's work number (agent logins)")
     p.add_argument("--password", help="default: a generated one, printed once")
     p.set_defaults(fn=cmd_user)
+
+    p = sub.add_parser("demo", help="simulated callers and agents against a running "
+                       "`callflow run`", description=cmd_demo.__doc__)
+    p.add_argument("--agents", type=int, default=4, help="agents to simulate [4]")
+    p.add_argument("--rate", type=float, default=6.0, help="new callers a minute [6]")
+    p.add_argument("--duration", type=float, default=0.0,
+                   help="seconds to run, then stop as on Ctrl-C [0: until Ctrl-C]")
+    p.add_argument("--ring", type=float, default=2.0,
+                   help="seconds an agent's phone rings before the agent answers [2]")
+    p.add_argument("--talk", type=float, default=30.0,
+                   help="seconds an agent talks at most, if the other side has not hung up [30]")
+    p.add_argument("--wrap", type=float, default=3.0,
+                   help="seconds of after-call work before the agent is ready again [3]")
+    p.add_argument("--patience", type=float, default=30.0,
+                   help="seconds a caller stays on the line (waiting, then talking) "
+                        "before hanging up [20]")
+    p.add_argument("--max-callers", type=int, default=10, help="callers at once at most [10]")
+    p.add_argument("--did", default="100", help="the number the callers dial [100]")
+    p.add_argument("--port-base", type=int, default=0,
+                   help="first UDP port of the demo's SIPp phones [SIP port + 300]")
+    p.set_defaults(fn=cmd_demo)
 
     p = sub.add_parser("db", help="migrate the database to the newest schema",
                        description=cmd_db.__doc__)

@@ -26,6 +26,7 @@ from callflow.ami.client import AmiClient
 from callflow.ami.pbx import AmiPbx
 from callflow.api.accounts import Logins, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
+from callflow.demo.pidfile import demo_running
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock, epoch_of
@@ -39,6 +40,7 @@ from callflow.engine.effects import (
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StoreError
 from callflow.feature import AgiRoute, Feature, FeatureServices
+from callflow.pbx.demo_carrier import DemoCarrier
 from callflow.pbx.process import AsteriskProcess
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
 from callflow.pbx.render import AMI_HOST, INBOUND_FLOW_CONTEXT, RESUME_CONTEXT
@@ -67,6 +69,8 @@ class ServiceOptions:
     features: list[Feature] = field(default_factory=list)
     # the Asterisk this engine runs (``callflow run``): supervised, started again if it dies
     pbx: AsteriskProcess | None = None
+    # the demo carrier is wired (no outbound trunk): every page says DEMO (api/demo_marker.py)
+    demo_carrier: DemoCarrier | None = None
 
 
 class Service:
@@ -195,12 +199,23 @@ class Service:
                                         lambda alarm: runtime.execute([alarm]))
         self._store_watch_task = asyncio.create_task(self.store_watch.run(), name="store-watch")
 
+    def demo_status(self) -> str | None:
+        """Why this deployment runs as a demo (the pages' DEMO marker), None if it does not."""
+        reasons = []
+        if self.options.demo_carrier is not None:
+            reasons.append("demo carrier: outbound calls reach test numbers "
+                           + ", ".join(self.options.demo_carrier.numbers_in_order()))
+        if demo_running(self.settings.state_dir):
+            reasons.append("callflow demo is placing simulated calls")
+        return "; ".join(reasons) or None
+
     def build_app(self) -> FastAPI:
         """The API of the started service: the app, the logins and every feature's routes
         (served by ``_start_api``; the tests call it in-process)."""
         assert self.logins is not None, "start() first"
         app = create_app(ApiDeps(hub=self.hub, health=self.health,
-                                 api_token=self.settings.api_token, auth=self.logins.auth))
+                                 api_token=self.settings.api_token, auth=self.logins.auth,
+                                 demo=self.demo_status))
         app.include_router(login_router(self.logins))
         for feature in self.options.features:
             for router in feature.routers():

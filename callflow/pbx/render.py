@@ -24,6 +24,7 @@ import jinja2
 
 from callflow.errors import PbxConfigError
 from callflow.pbx import cel
+from callflow.pbx.demo_carrier import DEMO_CARRIER_CONTEXT, DemoCarrier
 from callflow.settings import REPO_ROOT, Settings, persistent_secret
 from callflow.trunks import Trunk, outbound_trunk
 
@@ -124,6 +125,9 @@ class PbxConfig:
     observer: AmiLogin | None = None
     # carrier trunks (callflow.trunks, CALLFLOW_TRUNKS_FILE): pjsip sections and dialplan
     trunks: Sequence[Trunk] = ()
+    # no outbound trunk configured -> the outbound route dials the demo carrier
+    # (callflow/pbx/demo_carrier.py); None = off. Never together with a real trunk.
+    demo_carrier: DemoCarrier | None = None
 
     @classmethod
     def from_settings(
@@ -131,6 +135,7 @@ class PbxConfig:
         settings: Settings,
         agents: Sequence[AgentEndpoint],
         customer_contact: str | None = None,
+        demo_carrier: DemoCarrier | None = None,
     ) -> PbxConfig:
         """The deployment's config (``make run``): ports, bind host, AMI login from Settings."""
         return cls(
@@ -148,6 +153,7 @@ class PbxConfig:
             customer_contact=customer_contact,
             caller_match=settings.bind_host,
             trunks=settings.trunks,
+            demo_carrier=demo_carrier,
         )
 
     def validate(self) -> None:
@@ -209,6 +215,12 @@ class PbxConfig:
             if trunk.dids and any(len(d) not in DID_DIGITS for d in trunk.dids):
                 raise PbxConfigError(f"trunk {trunk.name}: a DID has {DID_DIGITS.start}-"
                                      f"{DID_DIGITS.stop - 1} digits")
+        if self.demo_carrier is not None:
+            if self.customer_contact is not None or outbound_trunk(tuple(self.trunks)):
+                raise PbxConfigError("the demo carrier is for a deployment with no outbound "
+                                     "trunk: turn it off (CALLFLOW_DEMO_CARRIER=off) or "
+                                     "remove the trunk")
+            self.demo_carrier.validate()
 
 
 def outbound_target(cfg: PbxConfig) -> str | None:
@@ -217,12 +229,15 @@ def outbound_target(cfg: PbxConfig) -> str | None:
     (then the dialplan says "number not in service").
 
     A trunk with ``outbound = true`` wins; else the test harness's fixed ``customer``
-    endpoint; else none -- where a demo carrier would go."""
+    endpoint; else the demo carrier when it is on (a Local channel into its context, so
+    the dialer sees its rings, busy and causes as a trunk's); else none."""
     trunk = outbound_trunk(tuple(cfg.trunks))
     if trunk is not None:
         return f"PJSIP/${{EXTEN}}@{trunk.endpoint}"
     if cfg.customer_contact:
         return "PJSIP/${EXTEN}@customer"
+    if cfg.demo_carrier is not None:
+        return f"Local/${{EXTEN}}@{DEMO_CARRIER_CONTEXT}/n"
     return None
 
 
@@ -292,7 +307,7 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
     context = {"cfg": cfg, "fallback_queue": FALLBACK_QUEUE, "cel": cel.template_context(),
                "agents_context": AGENTS_CONTEXT,
                "inbound_flow_context": INBOUND_FLOW_CONTEXT, "did_digits": DID_DIGITS,
-               "resume_context": RESUME_CONTEXT,
+               "resume_context": RESUME_CONTEXT, "demo_context": DEMO_CARRIER_CONTEXT,
                "ami_host": AMI_HOST, "ami_read": AMI_READ, "ami_write": AMI_WRITE,
                "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS,
                "outbound_target": outbound_target(cfg)}

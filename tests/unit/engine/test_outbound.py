@@ -116,6 +116,8 @@ def test_campaigns_are_the_task_kinds() -> None:
     (False, "NOANSWER", None, "no_answer"),
     (False, "NOANSWER", 127, "failed"),  # a carrier's unknown final code (499): not rung out
     (False, "NOANSWER", 21, "busy"),
+    (False, "NOANSWER", 19, "no_answer"),
+    (False, "NOANSWER", 1, "invalid_number"),  # refused leg: AMI's DialEnd says NOANSWER
     (False, "", 19, "no_answer"),  # Originate straight to a customer: no DialEnd (A5)
     (False, "", 17, "busy"),  # busy callee: OriginateResponse Reason 0, Hangup 17
     (False, "CHANUNAVAIL", 1, "invalid_number"),  # 404
