@@ -119,6 +119,8 @@ def test_hostile_callers_reach_an_agent_and_change_nothing_else(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     with running_product(asterisk, asterisk_root, tmp_path, POLICY, ["1001", "1002"]) as product:
         sipp.softphone("1001", "uas_answer.xml", ring_ms=300)
+        # 1002's phone is up too: its only changes would be the hostile input's doing
+        sipp.softphone("1002", "uas_answer.xml", ring_ms=300)
         product.call(lambda: product.runtime.agent_event("1001", LogIn()))
         product.call(lambda: product.runtime.agent_event("1002", LogIn()))
         product.call(lambda: product.runtime.agent_event(
