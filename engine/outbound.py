@@ -78,8 +78,10 @@ class AttemptOutcome(StrEnum):
 #: ``no_route`` attempt *is* counted (issue 16): refunding them let a centre with no
 #: outbound route redial the same number every 30 s forever.
 REFUNDED = frozenset({AttemptOutcome.AGENT_NO_ANSWER, AttemptOutcome.NOT_OFFERED})
-#: The dialplan ends the agent's leg with this Q.850 cause (3, no route to destination)
-#: when no outbound route exists for the number, before any customer leg is dialled.
+#: The agent's leg ends with this Q.850 cause (3, no route to destination) before any
+#: customer leg was dialled when nothing can carry the call: the dialplan's no-route
+#: branch hangs up with it, and Dial gives it to the caller leg when the outbound trunk
+#: is unreachable (measured, tests/integration/test_trunks_live.py).
 NO_ROUTE_CAUSE = 3
 #: Q.850 causes saying the number itself is wrong: 1 unallocated, 3 no route to
 #: destination, 22 number changed, 28 invalid number format.

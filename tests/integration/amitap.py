@@ -58,8 +58,14 @@ class AmiTap:
     def _connect_once(self) -> None:
         sock = socket.create_connection((self.host, self.port), timeout=5)
         f = sock.makefile("rb")
-        banner = f.readline()
+        try:  # an Asterisk still starting may reset the link before its banner
+            banner = f.readline()
+        except OSError:
+            f.close()
+            sock.close()
+            raise
         if not banner.startswith(b"Asterisk Call Manager"):
+            f.close()
             sock.close()
             raise AmiTapError(f"not an AMI banner: {banner!r}")
         sock.settimeout(None)
@@ -108,9 +114,11 @@ class AmiTap:
                 if msg:
                     self._deliver(msg)
                     msg = {}
-        except OSError:
+        except (OSError, ValueError):  # ValueError: the file was closed under us
             pass
         finally:
+            with contextlib.suppress(OSError):
+                f.close()  # the socket's last reference: its fd closes with it, not at GC
             with self._cond:
                 if self._sock is sock or self._sock is None:
                     self.connected = False

@@ -17,6 +17,7 @@ marked ``integration`` here, wherever it lives.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import secrets
@@ -213,6 +214,15 @@ def _interrupt_on_sigterm(signum: int, _frame: object) -> None:
     """A SIGTERM (CI timeout, `timeout pytest`) unwinds like Ctrl-C, so teardown still stops
     Asterisk and every SIPp: Asterisk runs in its own session and would be left behind."""
     raise KeyboardInterrupt(f"signal {signum}")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _collect_after_module() -> Iterator[None]:
+    """Collect garbage when a module ends: a socket or thread a module left unclosed is
+    reported (ResourceWarning, an error here) at that module's teardown, not at some
+    later, innocent test's setup on the same worker."""
+    yield
+    gc.collect()
 
 
 @pytest.fixture(autouse=True)

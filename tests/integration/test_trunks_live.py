@@ -218,7 +218,8 @@ def test_the_trunk_registers_with_digest_and_a_403_raises_one_alarm(
                lambda: registrations(trunk_pbx).get("trunk-carrier") == "Registered")
     wait_log(trunk_pbx.carrier, "REGISTER-200", 5)
     assert not ticks(trunk_pbx.carrier, "REGISTER-BAD-AUTH")
-    assert registrations(trunk_pbx)["trunk-refusing"] == "Rejected"
+    wait_until("trunk-refusing rejected", 15,  # its first REGISTER may come later
+               lambda: registrations(trunk_pbx).get("trunk-refusing") == "Rejected")
     product, _ = start_product(trunk_pbx, asterisk_root, tmp_path, live_policy(6))
     try:
         # Asterisk tries the refusing carrier again every 2 s: the alarm comes once
@@ -443,9 +444,10 @@ def test_a_dead_carrier_raises_one_alarm_and_attempts_are_counted_failures(
     """Last in this module: the carrier goes silent mid-campaign (its SIPp stopped). The
     qualify OPTIONS go unanswered: one ``trunk_unreachable`` alarm. An attempt dialled
     meanwhile cannot reach the customer (Asterisk refuses the Dial at once, CHANUNAVAIL,
-    no customer leg): it is recorded in the task's history as ``not_dialled`` -- not an
-    invalid number, not a no-answer -- counted on the retry ladder (issue 16), and the
-    task waits out the retry spacing instead of being dialled again at once."""
+    no customer leg; Dial gives the agent's leg cause 3, no route to destination): it is
+    recorded in the task's history as ``no_route`` -- not an invalid number, not a
+    no-answer -- counted on the retry ladder (issue 16), and the task waits out the retry
+    spacing instead of being dialled again at once."""
     assert trunk_pbx.carrier is not None and trunk_pbx.control is not None
     trunk_pbx.control.softphone("1001", "uas_answer.xml", ring_ms=300)
     product, feature = start_product(trunk_pbx, asterisk_root, tmp_path, live_policy(2))
@@ -470,7 +472,9 @@ def test_a_dead_carrier_raises_one_alarm_and_attempts_are_counted_failures(
               f"attempt {attempts[0].outcome} cause {attempts[0].hangup_cause}")
         assert len(alarms) == 1 and alarms[0].detail["trunk"] == "carrier"
         assert [a.outcome for a in product.store.read(repo.task_attempts, task.id)] == [
-            "not_dialled"]
+            "no_route"]
+        assert [a.kind for a in product.store.read(repo.open_alarms)
+                if a.kind == "no_route"] == ["no_route"]
         after = product.store.read(repo.get_task, task.id)
         assert after is not None and (after.status, after.attempts) == ("pending", 1)
     finally:
