@@ -11,8 +11,8 @@ on the do-not-call list is imported closed (``do_not_call``), never dialled.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, Path, Request
@@ -22,8 +22,10 @@ from callflow.api.credentials import require
 from callflow.api.errors import api_error
 from callflow.engine import campaigns, outbound
 from callflow.engine.policy import Weekday
-from callflow.errors import PolicyError, StateError, StoreError
+from callflow.errors import PolicyError, StateError
+from callflow.outbound import store_access
 from callflow.outbound.dialer import rules_of
+from callflow.outbound.store_access import service_of
 from callflow.store import campaigns as campaign_store
 from callflow.store import repo
 from callflow.store.models import CallbackTask, Campaign, DoNotCall
@@ -102,21 +104,8 @@ def _dnc_payload(row: DoNotCall) -> dict[str, Any]:
 def campaigns_router(feature: OutboundFeature) -> APIRouter:
     router = APIRouter(tags=["campaigns"])
 
-    def service() -> Any:
-        if feature.service is None or feature.service.store is None:
-            raise api_error(503, "not_ready", "the service is starting")
-        return feature.service
-
-    async def store_call(fn: Any, *args: Any, write: bool = False, **kwargs: Any) -> Any:
-        store = service().store
-        try:
-            return await asyncio.to_thread(store.run if write else store.read, fn, *args,
-                                           **kwargs)
-        except StateError as exc:
-            raise api_error(_STATUS.get(exc.reason, 409), exc.reason,
-                            exc.detail or exc.reason) from None
-        except StoreError as exc:
-            raise api_error(503, "store_error", str(exc)) from None
+    service = partial(service_of, feature)
+    store_call = partial(store_access.store_call, feature, _STATUS)
 
     def told(tasks: list[CallbackTask]) -> None:
         if feature.dialer is not None:

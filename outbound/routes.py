@@ -12,6 +12,7 @@ invalid number, 409 a conflict such as a duplicate task or a task being dialled,
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request
@@ -22,7 +23,9 @@ from callflow.api.credentials import require
 from callflow.api.errors import api_error
 from callflow.engine import outbound
 from callflow.errors import StateError, StoreError
+from callflow.outbound import store_access
 from callflow.outbound.dialer import attempt_payload, create_callback, task_payload
+from callflow.outbound.store_access import service_of
 from callflow.store import repo
 from callflow.store.models import OPEN_TASK_STATUSES, CallbackTask
 
@@ -74,7 +77,7 @@ class DialRequest(BaseModel):
 
 
 def _state_error(exc: StateError) -> HTTPException:
-    return api_error(_STATUS.get(exc.reason, 409), exc.reason, exc.detail or exc.reason)
+    return store_access.state_error(exc, _STATUS)
 
 
 def _agent_of(principal: Principal) -> str | None:
@@ -88,20 +91,8 @@ def _agent_of(principal: Principal) -> str | None:
 def tasks_router(feature: OutboundFeature) -> APIRouter:
     router = APIRouter(prefix="/api/v1/tasks", tags=["tasks"])
 
-    def service() -> Any:
-        if feature.service is None or feature.service.store is None:
-            raise api_error(503, "not_ready", "the service is starting")
-        return feature.service
-
-    async def store_call(fn: Any, *args: Any, write: bool = False, **kwargs: Any) -> Any:
-        store = service().store
-        try:
-            return await asyncio.to_thread(store.run if write else store.read, fn, *args,
-                                           **kwargs)
-        except StateError as exc:
-            raise _state_error(exc) from None
-        except StoreError as exc:
-            raise api_error(503, "store_error", str(exc)) from None
+    service = partial(service_of, feature)
+    store_call = partial(store_access.store_call, feature, _STATUS)
 
     async def own_task(request: Request, task_id: int, *roles: str
                        ) -> tuple[Principal, CallbackTask]:
