@@ -5,8 +5,10 @@ the same everywhere. They are pure: plain facts in (calls with their offers and
 holds, agent state spans), numbers out. The facts are handed in: ``store/kpi_facts.py``
 reads them from the database, ``board/live.py`` builds them from what the core publishes.
 
-Time points per call (KPI definitions): ``t_in`` (``entered_at``: the call reached
-agent routing), ``t_ring`` (the answering agent's phone started ringing), ``t_ans``,
+Time points per call (KPI definitions): ``t_in`` (``routed_at``: the call reached
+agent routing, after any menu such as the named-agent question; ``entered_at`` is when
+our flow took the call, and stands in for records made before ``routed_at`` existed),
+``t_ring`` (the answering agent's phone started ringing), ``t_ans``,
 ``t_end``; hold episodes inside the call; ACW is time in the ``acw`` agent state
 (C-3) linked to the call. A ring count is ``ceil(seconds / ring_cycle_s)``.
 
@@ -21,14 +23,31 @@ the reports can say so):
 * **Undecided calls.** A call still waiting (not answered, not ended) counts as
   offered but in no rate's denominator: its fate is not known yet, and the three
   rates must add up to 100 % (answer + abandon + callback conversion).
+* **Menu callers.** A call that ended before it reached routing (the caller hung up
+  in the named-agent menu) is IVR-handled: not offered, not an abandon.
+* **Callback conversions.** A caller who ends the call by choosing a callback counts
+  as a callback conversion even when an agent had answered first (the held caller's
+  choice at the hold limit, STD-042): not answered, so not in the answer rate, the
+  answer ring or the service level. The agent's talk, hold and ACW on it still count
+  as handling (``handled``), since the work was done.
 * **Transfers.** Each answered offer of a call is one agent's segment of it: agent A
   talks from the first answer to the answer of the agent the call was transferred
   to, and so on. Per queue the call counts once; per agent each segment counts as a
   call handled by that agent. The answer ring is the first answering agent's only.
-  A call with ``transfer_count`` > 0 or more than one answered offer is transferred
-  (one-stop rate, STD-050).
-* **Occupancy** uses agent state time: (on_call + on_hold + acw) ÷ (on_call + on_hold
-  + acw + ready + ringing); ringing counts as idle (the agent waits for the caller).
+  Per queue a call with ``transfer_count`` > 0 or more than one answered offer is
+  transferred (one-stop rate, STD-050); per agent only a segment the agent handed on
+  (a later segment exists, or the call left by a transfer to no agent of ours) is,
+  so the agent who took a transfer and finished the call made a one-stop call.
+* **Resolution.** Problem-resolution rate = calls whose wrap-up disposition is
+  ``resolved`` ÷ calls handled; None (no data, never 0 %) while no handled call has a
+  wrap-up form (inbound forms are optional: ``outbound.wrapup_inbound``).
+* **Hold.** Average hold = hold time ÷ answered calls (a call never held counts 0);
+  a call still going counts its holds so far. Per agent the base is the calls they
+  answered or took by transfer (their segments).
+* **Occupancy** uses agent state time: (ringing + on_call + on_hold + acw) ÷ (that +
+  ready). Ringing is time the agent is engaged with a call (the phone rings, they must
+  answer), so it counts as handling; ready is the only idle time; busy and not-ready
+  are outside both.
 """
 
 from __future__ import annotations
@@ -42,6 +61,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 
 # Outcome classes of an inbound call (from its time points, not only its stored outcome).
 ANSWERED = "answered"
@@ -54,8 +74,10 @@ WAITING = "waiting"
 #: abandon (the caller did not leave; nobody is to blame), so outside the rates' base.
 PBX_FAILURE = "pbx_failure"
 
-HANDLING_STATES = ("on_call", "on_hold", "acw")
-IDLE_STATES = ("ready", "ringing")
+HANDLING_STATES = ("ringing", "on_call", "on_hold", "acw")
+IDLE_STATES = ("ready",)
+#: The wrap-up disposition that means "resolved on the call" (problem-resolution rate).
+RESOLVED = "resolved"
 
 _MS = 3  # durations are compared at millisecond precision (Asterisk's timestamps)
 
@@ -103,6 +125,19 @@ class CallFact:
     release_procedure: str | None = None
     disposition: str | None = None
     caller: str = ""
+    #: t_in: the call reached agent routing (after any menu); None: it never did (the
+    #: caller left in the menu) or the record predates the field (see ``reached_routing``)
+    routed_at: datetime | None = None
+    menu: bool = False  # the call met a menu before routing (the named-agent question)
+
+    @property
+    def t_in(self) -> datetime:
+        """When the wait starts (KPI definitions): routing, not the menu before it."""
+        return self.routed_at or self.entered_at
+
+    @property
+    def reached_routing(self) -> bool:
+        return not self.menu or self.routed_at is not None or self.answered_at is not None
 
 
 @dataclass(frozen=True)
@@ -207,22 +242,24 @@ def classify(call: CallFact, rules: KpiRules) -> str:
     """Which class of the KPI definitions a call falls in (from its time points)."""
     if call.outcome == IVR_HANDLED:
         return IVR_HANDLED
+    if call.outcome == CALLBACK:  # before the answer: a held caller's choice converts too
+        return CALLBACK
     if call.answered_at is not None:
         return ANSWERED
-    if call.outcome == CALLBACK:
-        return CALLBACK
     if call.outcome == PBX_FAILURE:
         return PBX_FAILURE
     if call.ended_at is None:
         return WAITING
-    if seconds(call.entered_at, call.ended_at) <= rules.short_abandon_s:
+    if not call.reached_routing:
+        return IVR_HANDLED
+    if seconds(call.t_in, call.ended_at) <= rules.short_abandon_s:
         return SHORT_ABANDON
     return ABANDONED
 
 
 def total_wait(call: CallFact) -> float | None:
-    """``t_ans - t_in``: queue plus all ringing."""
-    return None if call.answered_at is None else seconds(call.entered_at, call.answered_at)
+    """``t_ans - t_in``: queue plus all ringing (never the menu before routing)."""
+    return None if call.answered_at is None else seconds(call.t_in, call.answered_at)
 
 
 def answer_ring(call: CallFact, rules: KpiRules) -> int | None:
@@ -253,8 +290,20 @@ def call_hold_s(call: CallFact, as_of: datetime) -> float:
     return call.hold_total_s
 
 
+@enforces("STD-050")
 def is_transferred(call: CallFact) -> bool:
+    """One-stop rate (STD-050): the call went through a transfer, to an agent or elsewhere."""
     return call.transfer_count > 0 or len(_answered_offers(call)) > 1
+
+
+def handed_on_segments(call: CallFact, every: Sequence[Segment]) -> set[int]:
+    """Indexes of the segments whose agent handed the call on: every segment but the last,
+    and the last too when the call has more transfers than agent hand-overs (it was
+    transferred out of our agents, e.g. to a number or the attendant)."""
+    handed = set(range(len(every) - 1))
+    if every and call.transfer_count > len(every) - 1:
+        handed.add(len(every) - 1)
+    return handed
 
 
 @dataclass(frozen=True)
@@ -328,12 +377,15 @@ class Kpis:
     offers: int = 0
     handled: int = 0
     talk_s: float = 0.0
-    hold_s: float = 0.0
+    hold_s: float = 0.0  # holds of the answered calls (of ``hold_calls``), so far
+    hold_calls: int = 0  # answered calls (per agent: their segments), average hold's base
+    handled_hold_s: float = 0.0  # holds of the handled (ended) calls, for AHT
     hold_episodes: int = 0
     hold_breaches: int = 0
     acw_s: float = 0.0
     transferred: int = 0
     resolved: int = 0
+    dispositioned: int = 0  # handled calls with a wrap-up disposition
     agent_first_hangups: int = 0
     state_s: dict[str, float] = field(default_factory=dict)  # "busy:meal", "ready", ...
 
@@ -402,7 +454,8 @@ class Kpis:
 
     @property
     def average_hold_s(self) -> float | None:
-        return _ratio(self.hold_s, self.handled)
+        """Hold time ÷ answered calls (KPI definitions: average hold per answered call)."""
+        return _ratio(self.hold_s, self.hold_calls)
 
     @property
     def average_acw_s(self) -> float | None:
@@ -411,7 +464,7 @@ class Kpis:
 
     @property
     def aht_s(self) -> float | None:
-        return _ratio(self.talk_s + self.hold_s + self.acw_s, self.handled)
+        return _ratio(self.talk_s + self.handled_hold_s + self.acw_s, self.handled)
 
     @property
     def one_stop_rate(self) -> float | None:
@@ -419,7 +472,8 @@ class Kpis:
 
     @property
     def resolution_rate(self) -> float | None:
-        return _ratio(self.resolved, self.handled)
+        """Resolved ÷ handled; None while no handled call has a disposition (unknown, not 0)."""
+        return _ratio(self.resolved, self.handled) if self.dispositioned else None
 
     @property
     def online_s(self) -> float:
@@ -502,7 +556,7 @@ def call_kpis(call: CallFact, rules: KpiRules, as_of: datetime,
         return k
     k.offered = 1
     queue_wait_end = call.answered_at or call.ended_at or as_of
-    if seconds(call.entered_at, queue_wait_end) >= rules.long_wait_s:
+    if seconds(call.t_in, queue_wait_end) >= rules.long_wait_s:
         k.long_waits += 1
     if kind == SHORT_ABANDON:
         k.short_abandons = 1
@@ -516,20 +570,31 @@ def call_kpis(call: CallFact, rules: KpiRules, as_of: datetime,
         k.pbx_failures = 1
     else:
         _answered_figures(k, call, rules)
-        if call.ended_at is not None:
-            k.handled = 1
-            k.hold_s = call_hold_s(call, as_of)
-            whole = seconds(call.answered_at, call.ended_at)  # type: ignore[arg-type]
-            k.talk_s = max(0.0, whole - k.hold_s)
-            if acw is not None:
-                k.acw_s = sum(v for (_, uid), v in acw.items() if uid == call.uniqueid)
-            k.transferred = int(is_transferred(call))
-            k.resolved = int(call.disposition == "resolved")
-            k.agent_first_hangups = int(is_agent_first_release(call))
-        episodes, breaches, long_holds = _hold_figures(call, rules, as_of)
-        k.hold_episodes, k.hold_breaches = episodes, breaches
-        k.long_waits += long_holds
+    if call.answered_at is not None:  # answered, or answered then converted to a callback
+        _handling_figures(k, call, rules, as_of, acw)
     return k
+
+
+def _handling_figures(k: Kpis, call: CallFact, rules: KpiRules, as_of: datetime,
+                      acw: dict[tuple[str, str], float] | None) -> None:
+    """The agents' work on an answered call: hold, talk, ACW, transfer, resolution."""
+    answered_at = call.answered_at
+    assert answered_at is not None
+    k.hold_calls = 1
+    k.hold_s = call_hold_s(call, as_of)
+    if call.ended_at is not None:
+        k.handled = 1
+        k.handled_hold_s = k.hold_s
+        k.talk_s = max(0.0, seconds(answered_at, call.ended_at) - k.hold_s)
+        if acw is not None:
+            k.acw_s = sum(v for (_, uid), v in acw.items() if uid == call.uniqueid)
+        k.transferred = int(is_transferred(call))
+        k.dispositioned = int(call.disposition is not None)
+        k.resolved = int(call.disposition == RESOLVED)
+        k.agent_first_hangups = int(is_agent_first_release(call))
+    episodes, breaches, long_holds = _hold_figures(call, rules, as_of)
+    k.hold_episodes, k.hold_breaches = episodes, breaches
+    k.long_waits += long_holds
 
 
 def _answered_figures(k: Kpis, call: CallFact, rules: KpiRules) -> None:
@@ -558,16 +623,22 @@ def agent_call_kpis(call: CallFact, agent_id: str, rules: KpiRules, as_of: datet
     parts = [s for s in every if s.agent_id == agent_id]
     if not parts:
         return k
-    if every[0].agent_id == agent_id:
+    if every[0].agent_id == agent_id and classify(call, rules) == ANSWERED:
         _answered_figures(k, call, rules)
+    k.hold_calls = len(parts)
+    k.hold_s = sum(s.hold_s for s in parts)
     ended = [s for s in parts if s.end is not None]
     if ended:
         k.handled = len(ended)
         k.talk_s = sum(s.talk_s() or 0.0 for s in ended)
-        k.hold_s = sum(s.hold_s for s in ended)
+        k.handled_hold_s = sum(s.hold_s for s in ended)
         k.acw_s = acw.get((agent_id, call.uniqueid), 0.0)
-        k.transferred = int(is_transferred(call)) * len(ended)
-        k.resolved = int(call.disposition == "resolved") * len(ended)
+        handed_on = handed_on_segments(call, every)
+        k.transferred = sum(1 for i, s in enumerate(every)
+                            if s.agent_id == agent_id and s.end is not None and i in handed_on)
+        last_is_mine = every[-1].agent_id == agent_id and call.ended_at is not None
+        k.dispositioned = int(last_is_mine and call.disposition is not None)
+        k.resolved = int(last_is_mine and call.disposition == RESOLVED)
         k.agent_first_hangups = int(every[-1].agent_id == agent_id and is_agent_first_release(call))
     episodes, breaches, _ = _hold_figures(call, rules, as_of, agent_id)
     k.hold_episodes, k.hold_breaches = episodes, breaches
@@ -677,9 +748,9 @@ def waiting_profile(calls: Iterable[CallFact], period: Period, interval_min: int
     changes: list[tuple[datetime, int]] = []
     for call in calls:
         until = call.answered_at or call.ended_at or as_of
-        if until <= period.start or call.entered_at >= period.end or until <= call.entered_at:
+        if until <= period.start or call.t_in >= period.end or until <= call.t_in:
             continue
-        changes.append((max(call.entered_at, period.start), 1))
+        changes.append((max(call.t_in, period.start), 1))
         changes.append((until, -1))
     changes.sort(key=lambda c: (c[0], c[1]))  # leaving before entering at the same instant
     peaks = [0] * len(starts)

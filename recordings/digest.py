@@ -76,7 +76,17 @@ class Digest:
 
     @property
     def unqualified(self) -> tuple[Finding, ...]:
+        """The unqualifying reviews (each finding is shown to the team lead)."""
         return tuple(f for f in self.findings if f.unqualified)
+
+    @property
+    def unqualified_calls(self) -> int:
+        """Unqualified calls, counted per call (a call reviewed twice is one call, judged by
+        its latest review of the day): the KPI, not the number of reviews."""
+        latest: dict[int, bool] = {}
+        for f in self.findings:
+            latest[f.recording_id] = f.unqualified
+        return sum(latest.values())
 
 
 def build_digest(day: date, flagged: Iterable[FlaggedCall], findings: Iterable[Finding],
@@ -130,7 +140,7 @@ def as_dict(digest: Digest) -> dict[str, Any]:
                     for f in digest.findings],
         "unqualified": [f.review_id for f in digest.unqualified],
         "counts": {"flagged": len(digest.flagged), "reviews": len(digest.findings),
-                   "unqualified": len(digest.unqualified), "by_flag": digest.by_flag,
+                   "unqualified": digest.unqualified_calls, "by_flag": digest.by_flag,
                    "by_penalty": digest.by_penalty},
     }
 

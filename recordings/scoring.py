@@ -197,7 +197,8 @@ def score_review(sheet: Sheet, scores: Mapping[str, object],
 
 @dataclass(frozen=True)
 class MonthTotal:
-    """One agent's month (STD-117): reviews, their sum and mean, how many unqualified."""
+    """One agent's month (STD-117): reviews, their sum and mean, how many unqualified
+    (per review: this legacy summary is per review by name; ``AgentMonth`` counts calls)."""
 
     agent_id: str
     reviews: int
@@ -316,5 +317,15 @@ def agent_month_totals(recordings: Iterable[MonthRecording], reviews: Iterable[M
             agent, len(mine), sum(1 for r in mine if r.qa_selected),
             len({r.recording_id for r in scored}), len(scored), total,
             round(total / len(scored), 2) if scored else None,
-            sum(1 for r in scored if r.unqualified), _tally(scored), minimum))
+            unqualified_calls(scored), _tally(scored), minimum))
     return out
+
+
+def unqualified_calls(reviews: Iterable[MonthReview]) -> int:
+    """Unqualified calls (KPI definitions: QA-fatal or zero-score calls), counted per call:
+    a recording reviewed twice is one call, judged by its latest review (``reviews`` in the
+    order they were written; a second review corrects the first)."""
+    latest: dict[int, bool] = {}
+    for review in reviews:
+        latest[review.recording_id] = review.unqualified
+    return sum(latest.values())

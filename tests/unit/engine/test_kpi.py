@@ -7,6 +7,7 @@ numbers so the test says what the definition says.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -147,8 +148,8 @@ def test_talk_hold_acw_aht_per_queue_and_agent() -> None:
     assert agent.state_s == {"ready": 100.0, "ringing": 5.0, "on_call": 88.0,
                              "on_hold": 12.0, "acw": 40.0, "busy:meal": 300.0}
     assert agent.online_s == 545.0
-    # occupancy: (talk + hold + ACW) / (that + ready + ringing); busy is excluded
-    assert agent.occupancy == pytest.approx(140 / (140 + 105))
+    # occupancy: (ringing + talk + hold + ACW) / (that + ready); busy is excluded
+    assert agent.occupancy == pytest.approx(145 / (145 + 100))
 
 
 def test_hold_breaches_by_episode_or_by_call_c5() -> None:
@@ -281,3 +282,100 @@ def test_ivr_handled_calls_are_not_offered() -> None:
     ivr = unanswered("i", after_s=40, outcome="ivr_handled")
     k = one_queue([ivr])
     assert (k.offered, k.ivr_handled, k.decided) == (0, 1, 0)
+
+
+# --- KPI definitions fixed (issue 17): each test fails on the old definitions ---------------
+
+
+def test_the_wait_starts_after_the_named_agent_menu() -> None:
+    """t_in is routing, not arrival: 20 s in the named-agent menu is no wait (KPI defs)."""
+    menu_s, wait_s = 20.0, 2 * RING
+    t_ans = at(menu_s + wait_s)
+    call = CallFact(uniqueid="n", queue="main", entered_at=at(0), routed_at=at(menu_s),
+                    menu=True, answered_at=t_ans, ended_at=at(200), agent_id="1001",
+                    outcome="answered", ring_started_at=at(menu_s),
+                    offers=(OfferFact("1001", at(menu_s), t_ans, "answered"),),
+                    released_by="caller")
+    assert kpi.total_wait(call) == wait_s
+    k = one_queue([call])
+    assert (k.in_service_level, k.late_answers, k.wait_sum_s) == (1, 0, wait_s)
+    # a caller who gives up 3 s after the menu is a short abandon, not a 23 s abandon
+    short = CallFact(uniqueid="s", queue="main", entered_at=at(0), routed_at=at(menu_s),
+                     menu=True, ended_at=at(menu_s + RULES.short_abandon_s - 2),
+                     outcome="abandoned", released_by="caller")
+    assert kpi.classify(short, RULES) == kpi.SHORT_ABANDON
+    # a caller who hangs up in the menu never reached routing: IVR-handled, not offered
+    in_menu = CallFact(uniqueid="m", queue="main", entered_at=at(0), menu=True,
+                       ended_at=at(menu_s), outcome="abandoned", released_by="caller")
+    assert kpi.classify(in_menu, RULES) == kpi.IVR_HANDLED
+    k = one_queue([in_menu])
+    assert (k.offered, k.ivr_handled, k.abandoned) == (0, 1, 0)
+
+
+def test_a_held_caller_who_chooses_a_callback_is_a_callback_conversion() -> None:
+    """STD-042: answered, held to the limit, pressed 2 -> a callback, not an answer."""
+    call = dataclasses.replace(
+        answered_call("h", wait_s=RING, ring_s=RING, talk_s=200,
+                      holds=(HoldFact(at(30), at(30 + RULES.long_wait_s), "1001"),)),
+        outcome="callback")
+    assert kpi.classify(call, RULES) == kpi.CALLBACK
+    k = one_queue([call, answered_call("a", wait_s=RING, ring_s=RING, start=500)])
+    assert (k.answered, k.callbacks, k.decided) == (1, 1, 2)
+    assert k.answer_rate == 0.5 and k.callback_rate == 0.5
+    assert k.ring_measured == 1  # the converted call has no answer ring
+    assert k.handled == 2  # the agent's work on it still counts as handling
+    agents = kpi.agent_kpis([call], [], lambda q: RULES, kpi.day_period(DAY, ZONE), at(1e4))
+    assert (agents["1001"].answered, agents["1001"].handled) == (0, 1)
+
+
+def test_occupancy_counts_ringing_as_engaged_time() -> None:
+    spans = [StateSpan("1001", "ready", at(0), at(60)),
+             StateSpan("1001", "ringing", at(60), at(75), call_uniqueid="c"),
+             StateSpan("1001", "on_call", at(75), at(135), call_uniqueid="c"),
+             StateSpan("1001", "acw", at(135), at(150), call_uniqueid="c"),
+             StateSpan("1001", "not_ready", at(150), at(600), reason="break")]
+    agent = kpi.agent_kpis([], spans, lambda q: RULES, kpi.day_period(DAY, ZONE),
+                           at(1e4))["1001"]
+    assert agent.occupancy == pytest.approx((15 + 60 + 15) / (15 + 60 + 15 + 60))
+
+
+def test_average_hold_divides_by_answered_calls() -> None:
+    """One call held 20 s, one call still talking (held 10 s so far): 30 s / 2 answered."""
+    done = answered_call("d", wait_s=RING, ring_s=RING, holds=(HoldFact(at(10), at(30)),))
+    going = CallFact(uniqueid="g", queue="main", entered_at=at(100), answered_at=at(105),
+                     agent_id="1001", outcome=None, ring_started_at=at(100),
+                     offers=(OfferFact("1001", at(100), at(105), "answered"),),
+                     holds=(HoldFact(at(110), at(120)),))
+    k = kpi.queue_kpis([done, going], lambda q: RULES, as_of=at(130))["main"]
+    assert (k.answered, k.handled, k.hold_calls) == (2, 1, 2)
+    assert k.average_hold_s == pytest.approx(30 / 2)
+    assert k.aht_s == pytest.approx(60.0)  # AHT stays on the handled call: 40 talk + 20 hold
+
+
+def test_one_stop_per_agent_counts_only_the_segment_handed_on() -> None:
+    """A transfers to B, B finishes and resolves it: A's segment is a transfer, B's is one-stop."""
+    offers = (OfferFact("1001", at(2), at(5), "answered"),
+              OfferFact("1002", at(60), at(65), "answered"))
+    call = CallFact(uniqueid="t", queue="main", entered_at=at(0), answered_at=at(5),
+                    ended_at=at(155), agent_id="1002", outcome="answered", ring_started_at=at(2),
+                    offers=offers, transfer_count=1, released_by="caller",
+                    disposition="resolved")
+    agents = kpi.agent_kpis([call], [], lambda r: RULES, kpi.day_period(DAY, ZONE), at(1e4))
+    assert agents["1001"].one_stop_rate == 0.0
+    assert agents["1002"].one_stop_rate == 1.0
+    assert (agents["1001"].resolution_rate, agents["1002"].resolution_rate) == (None, 1.0)
+    # blind-transferred out of our agents (to a number): the only agent handed it on
+    out = answered_call("o", wait_s=RING, ring_s=RING, transfer_count=1)
+    agents = kpi.agent_kpis([out], [], lambda r: RULES, kpi.day_period(DAY, ZONE), at(1e4))
+    assert agents["1001"].one_stop_rate == 0.0
+
+
+def test_resolution_rate_comes_from_dispositions_and_is_unknown_without_any() -> None:
+    calls = [answered_call("r", wait_s=RING, ring_s=RING, disposition="resolved"),
+             answered_call("f", wait_s=RING, ring_s=RING, start=300, disposition="follow_up"),
+             answered_call("x", wait_s=RING, ring_s=RING, start=600)]
+    k = one_queue(calls)
+    assert (k.resolved, k.dispositioned, k.handled) == (1, 2, 3)
+    assert k.resolution_rate == pytest.approx(1 / 3)
+    assert k.one_stop_rate == 1.0
+    assert one_queue(calls[2:]).resolution_rate is None  # no form at all: no data, not 0 %

@@ -111,3 +111,14 @@ def test_csv_is_one_flat_table_in_local_time() -> None:
     assert review["penalties"] == "missing_disclosure x1 (-50); non_standard_phrase x3 (-30)"
     assert review["notes"] == "said 'ok', \"fine\""  # quoted by the csv writer, read back
     assert rows[4]["unqualified"] == "no" and rows[4]["penalties"] == ""
+
+
+def test_the_digest_counts_unqualified_calls_once_each() -> None:
+    """Two reviewers found the same call unqualified: one unqualified call, two reviews."""
+    import dataclasses
+    first = finding(1, 10, [{"code": "zero_score"}], 0, True)
+    second = dataclasses.replace(finding(2, 20, [{"code": "zero_score"}], 0, True),
+                                 recording_id=first.recording_id)
+    shown = as_dict(build_digest(DAY, [], [first, second]))
+    assert shown["counts"]["reviews"] == 2 and shown["counts"]["unqualified"] == 1
+    assert shown["unqualified"] == [1, 2]  # both reviews still listed for the team lead

@@ -151,3 +151,16 @@ def test_agent_month_totals_read_penalties_stored_without_deducted() -> None:
         ("data_leak", 2, 100), ("missing_disclosure", 1, 0)]
     assert (rows[0].recordings, rows[0].selected, rows[0].reviewed, rows[0].unqualified) == (
         2, 1, 2, 1)
+
+
+def test_unqualified_counts_calls_not_reviews() -> None:
+    """KPI definitions: unqualified calls. A call two reviewers found unqualified is one call;
+    a call whose later review cleared it is not unqualified (the latest review stands)."""
+    zero = score_review(SHEET, {c.code: 0 for c in SHEET.criteria}, [])
+    reviews = [MonthReview(1, "1001", zero.total, True, zero.penalties_json()),
+               MonthReview(1, "1001", zero.total, True, zero.penalties_json()),
+               MonthReview(2, "1001", 0, True, []),
+               MonthReview(2, "1001", 80, False, [])]
+    rows = agent_month_totals([MonthRecording(1, "1001", True), MonthRecording(2, "1001", True)],
+                              reviews, minimum=1)
+    assert (rows[0].reviews, rows[0].unqualified) == (4, 1)
