@@ -24,15 +24,16 @@ from callflow.engine.calls import InboundCall
 
 
 def older_waiting(call: InboundCall, waiting: Iterable[InboundCall]) -> InboundCall | None:
-    """A call of the same queue that entered earlier and still waits for an agent."""
+    """A call of the same queue that reached routing earlier (t_in: after any menu) and
+    still waits for an agent."""
     return next((other for other in waiting if other.call_id != call.call_id
-                 and other.queue == call.queue and other.entered_at < call.entered_at), None)
+                 and other.queue == call.queue and other.t_in < call.t_in), None)
 
 
 def queue_position(call: InboundCall, waiting: Iterable[InboundCall]) -> int:
-    """1 = next in line: waiting calls of the same queue that entered earlier, plus one."""
+    """1 = next in line: waiting calls of the same queue routed earlier, plus one."""
     return 1 + sum(1 for other in waiting if other.call_id != call.call_id
-                   and other.queue == call.queue and other.entered_at < call.entered_at)
+                   and other.queue == call.queue and other.t_in < call.t_in)
 
 
 def next_agent(call: InboundCall, *, waiting: Iterable[InboundCall],

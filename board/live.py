@@ -57,7 +57,8 @@ def fact_from_record(record: dict[str, Any], holds: tuple[kpi.HoldFact, ...] = (
         release_compliant=record.get("release_compliant",
                                      True if record.get("released_by") == "agent" else None),
         release_procedure=record.get("release_procedure"),
-        disposition=record.get("disposition"), caller=str(record.get("caller_number") or ""))
+        disposition=record.get("disposition"), caller=str(record.get("caller_number") or ""),
+        routed_at=_time(record.get("routed_at")), menu=bool(record.get("menu")))
 
 
 @dataclass
@@ -111,6 +112,8 @@ class LiveDay:
         fact = fact_from_record(record, old.holds if old is not None else ())
         if fact is None or not self.period.holds(fact.entered_at):
             return None
+        if old is not None and fact.disposition is None and old.disposition is not None:
+            fact = replace(fact, disposition=old.disposition)  # the form came before
         self._put(fact, as_of)
         self._note_waiting(fact.queue, as_of)
         return fact
@@ -142,6 +145,12 @@ class LiveDay:
             return  # not today's, or known already (loaded from the store, or a repeat)
         hold = kpi.HoldFact(started_at, ended_at, agent_id)
         self._replace(call, replace(call, holds=(*call.holds, hold)), as_of)
+
+    def on_disposition(self, call_id: str, disposition: str, as_of: datetime) -> None:
+        """The wrap-up form of a call (STD-092): its disposition feeds the resolution rate."""
+        call = self.calls.get(call_id)
+        if call is not None and call.disposition != disposition:
+            self._replace(call, replace(call, disposition=disposition), as_of)
 
     def on_release_violation(self, call_id: str, as_of: datetime) -> None:
         """The ``agent_hung_up_first`` alarm (STD-110): count it against the call."""

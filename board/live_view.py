@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from callflow.agents.changes import AgentChanged
+from callflow.agents.changes import AgentChanged, WrapupSubmitted
 from callflow.board.alarms import AlarmBook
 from callflow.board.live import LiveDay
 from callflow.engine import kpi
@@ -141,6 +141,9 @@ class LiveView:
                             datetime.fromtimestamp(ended, UTC), event.holds.agent_id,
                             self._now())
                 self._schedule_flush()
+        elif isinstance(event, WrapupSubmitted):
+            day.on_disposition(event.call_id, event.disposition, self._now())
+            self._schedule_flush()
         elif isinstance(event, TaskRequested | TaskChanged):
             self._callbacks_due = 0.0  # refresh the pending callbacks at the next tick
 

@@ -106,14 +106,16 @@ class InboundFlow:
         history = await asyncio.to_thread(self.ctx.history, self.caller) \
             if PHONE_NUMBER.fullmatch(self.caller) else ()
         holiday = self.policy.greetings.holiday_greeting(self.day) is not None
+        menu = self.did in self.policy.routing.named_agent_dids
         self.rt.call_entered(self.call_id, self.session.env.get("agi_channel", ""), self.caller,
                              self.did, self.queue, greeting="holiday" if holiday else "normal",
-                             history=history)
+                             history=history, menu=menu)
         try:
             await self.session.answer()
             named = None
-            if self.did in self.policy.routing.named_agent_dids:
+            if menu:
                 named = await self._ask_named_agent()
+                self.rt.call_routed(self.call_id)  # the wait (t_in) starts here
             await self._route(named)
             await self._done()
         except FlowDone:

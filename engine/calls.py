@@ -136,6 +136,18 @@ class InboundCall:
     greeting: str = "normal"  # normal | holiday (played); apology once the answer is late
     repeat_caller: bool = False
     history: tuple[dict[str, Any], ...] = ()  # the caller's recent contacts (STD-073)
+    menu: bool = False  # the caller meets a menu (the named-agent question) before routing
+    routed_at: float | None = None  # t_in: reached agent routing (None while in the menu)
+
+    @property
+    def t_in(self) -> float:
+        """When the caller's wait starts (KPI definitions: after any menu)."""
+        return self.entered_at if self.routed_at is None else self.routed_at
+
+    @property
+    def in_menu(self) -> bool:
+        """The caller is still in the menu: not waiting for an agent yet."""
+        return self.menu and self.routed_at is None
 
     @property
     def current_offer(self) -> Offer | None:
@@ -173,6 +185,15 @@ class CallEntered:
     at: float
     greeting: str = "normal"
     history: tuple[dict[str, Any], ...] = ()
+    menu: bool = False  # a menu comes first: the wait starts at ``CallRouted``, not here
+
+
+@dataclass(frozen=True)
+class CallRouted:
+    """The caller left the menu and reached agent routing (t_in of the KPI definitions)."""
+
+    call_id: str
+    at: float
 
 
 @dataclass(frozen=True)
@@ -252,7 +273,7 @@ class AnswerConfirmed:
     answered_at: float
 
 
-CallEvent = (CallEntered | OfferStarted | OfferEnded | TransferStarted | Transferred
+CallEvent = (CallEntered | CallRouted | OfferStarted | OfferEnded | TransferStarted | Transferred
              | CallReleased | AnswerConfirmed)
 
 
@@ -313,16 +334,16 @@ def total_wait(call: InboundCall) -> float | None:
     (``t_end - t_in``), the figure an abandon is reported with.
     """
     if call.answered_at is not None:
-        return call.answered_at - call.entered_at
+        return call.answered_at - call.t_in
     if call.ended_at is not None:
-        return call.ended_at - call.entered_at
+        return max(0.0, call.ended_at - call.t_in)
     return None
 
 
 def is_late(call: InboundCall, timings: CallRules) -> bool:
     """STD-009: the caller's total wait until the answer exceeded the apology threshold."""
     return call.answered_at is not None and \
-        call.answered_at - call.entered_at > timings.apology_after_s
+        call.answered_at - call.t_in > timings.apology_after_s
 
 
 def _iso(epoch: float | None) -> str | None:
@@ -343,6 +364,8 @@ def call_record(call: InboundCall, timings: CallRules) -> dict[str, Any]:
         "agent_id": call.agent_id,
         "phase": call.phase.value,
         "entered_at": _iso(call.entered_at),
+        "routed_at": _iso(call.routed_at),
+        "menu": call.menu,
         "ring_started_at": _iso(offer.started_at if offer else None),
         "answered_at": _iso(call.answered_at),
         "ended_at": _iso(call.ended_at),
@@ -426,7 +449,8 @@ def start(event: CallEntered, timings: CallRules) -> tuple[InboundCall, list[Eff
     call = InboundCall(call_id=event.call_id, channel=event.channel, caller=event.caller,
                        did=event.did, queue=event.queue, entered_at=event.at,
                        greeting=event.greeting, repeat_caller=bool(event.history),
-                       history=event.history)
+                       history=event.history, menu=event.menu,
+                       routed_at=None if event.menu else event.at)
     return call, _effects(call, timings)
 
 
@@ -435,6 +459,11 @@ def step(call: InboundCall, event: CallEvent,
     """Apply one event; duplicates and late arrivals are ignored (AMI and AGI both report)."""
     if call.phase is Phase.ENDED:
         return call, []
+    if isinstance(event, CallRouted):
+        if call.routed_at is not None:
+            return call, []
+        call = replace(call, routed_at=event.at)
+        return call, _effects(call, timings)
     if isinstance(event, OfferStarted):
         return _offer_started(call, event, timings)
     if isinstance(event, OfferEnded):
@@ -569,7 +598,7 @@ def _released(call: InboundCall, event: CallReleased,
         outcome = Outcome.PBX_FAILURE
     elif call.answered_at is not None:
         outcome = Outcome.ANSWERED
-    elif event.at - call.entered_at <= timings.short_abandon_s:
+    elif event.at - call.t_in <= timings.short_abandon_s:
         outcome = Outcome.SHORT_ABANDON
     else:
         outcome = Outcome.ABANDONED

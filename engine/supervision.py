@@ -127,11 +127,12 @@ def check_long_waits(calls: Iterable[InboundCall], now: float, max_wait_s: float
     for call in calls:
         live_ids.add(call.call_id)
         if call.phase in WAITING_PHASES and call.answered_at is None \
-                and now - call.entered_at >= max_wait_s and call.call_id not in alarmed:
+                and not call.in_menu \
+                and now - call.t_in >= max_wait_s and call.call_id not in alarmed:
             alarmed.add(call.call_id)
             alarms.append(Alarm("caller_waiting_long", {
                 "call_id": call.call_id, "queue": call.queue,
-                "waited_s": round(now - call.entered_at, 1), "limit_s": max_wait_s},
+                "waited_s": round(now - call.t_in, 1), "limit_s": max_wait_s},
                 std="STD-043"))
     return Verdict(tuple(alarms), replace(memory, long_waits=frozenset(alarmed & live_ids)))
 

@@ -453,16 +453,22 @@ class Runtime:
 
     def call_entered(self, call_id: str, channel: str, caller: str, did: str,
                      queue: str = "main", at: float | None = None, greeting: str = "normal",
-                     history: tuple[dict[str, Any], ...] = ()) -> calls.InboundCall:
+                     history: tuple[dict[str, Any], ...] = (), menu: bool = False,
+                     ) -> calls.InboundCall:
+        """``menu``: the caller meets a menu first; the wait starts at ``call_routed``."""
         existing = self.calls.get(call_id)
         if existing is not None:
             return existing
         event = calls.CallEntered(call_id, channel, caller, did, queue,
-                                  time.time() if at is None else at, greeting, history)
+                                  time.time() if at is None else at, greeting, history, menu)
         call, effects = calls.start(event, self.timings)
         self.calls[call_id] = call
         self.execute(effects)
         return call
+
+    def call_routed(self, call_id: str, at: float | None = None) -> None:
+        """The caller left the menu for agent routing: their wait (t_in) starts now."""
+        self.call_event(calls.CallRouted(call_id, time.time() if at is None else at))
 
     def call_event(self, event: calls.CallEvent) -> calls.InboundCall | None:
         call = self.calls.get(event.call_id)

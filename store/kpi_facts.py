@@ -55,7 +55,7 @@ def facts_from_rows(calls: Iterable[Call], offers: Iterable[CallOffer],
             hold_total_s=c.hold_total_s or 0.0, transfer_count=c.transfer_count or 0,
             released_by=c.released_by, release_compliant=c.release_compliant,
             release_procedure=c.release_procedure, disposition=c.disposition,
-            caller=c.caller_number or ""))
+            caller=c.caller_number or "", routed_at=c.routed_at, menu=bool(c.menu)))
     return out
 
 

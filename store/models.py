@@ -144,6 +144,11 @@ class Call(Base):
     queue: Mapped[str | None] = mapped_column(String(64))
     agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.agent_id"))
     entered_at: Mapped[datetime | None]
+    #: t_in of the KPI definitions: the caller reached agent routing (after the
+    #: named-agent menu); NULL with ``menu`` when the caller left in the menu.
+    routed_at: Mapped[datetime | None]
+    #: The caller met a menu (the named-agent question) before routing.
+    menu: Mapped[bool] = mapped_column(Boolean, server_default=false())
     ring_started_at: Mapped[datetime | None]
     answered_at: Mapped[datetime | None]
     ended_at: Mapped[datetime | None]

@@ -22,10 +22,12 @@ from callflow.store.models import RELEASED_BY
 log = logging.getLogger(__name__)
 
 CALL_COLUMNS = ("direction", "caller_number", "did", "queue", "agent_id", "entered_at",
-                "ring_started_at", "answered_at", "ended_at", "answer_ring", "total_wait_s",
+                "routed_at", "menu", "ring_started_at", "answered_at", "ended_at",
+                "answer_ring", "total_wait_s",
                 "late", "outcome", "hangup_cause", "released_by", "greeting", "ending",
                 "transfer_count", "incomplete_reason")
-TIME_COLUMNS = frozenset({"entered_at", "ring_started_at", "answered_at", "ended_at"})
+TIME_COLUMNS = frozenset({"entered_at", "routed_at", "ring_started_at", "answered_at",
+                          "ended_at"})
 
 
 def _time(value: Any) -> datetime | None:
@@ -185,6 +187,9 @@ def write_wrapup(s: Session, data: dict[str, Any]) -> None:
     assert at is not None
     campaigns.add_wrapup(s, data["call_uniqueid"], data["agent_id"], data["disposition"],
                          notes=data.get("notes", ""), by=data.get("by", ""), at=at)
+    # the call's outcome for the customer: the problem-resolution rate reads it (the
+    # latest form of the call stands; a call the store does not have gets no row here)
+    repo.set_call_disposition(s, data["call_uniqueid"], data["disposition"])
 
 
 WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {

@@ -138,6 +138,13 @@ def upsert_call(s: Session, uniqueid: str, **fields: Any) -> Call:
     return call
 
 
+def set_call_disposition(s: Session, uniqueid: str, disposition: str) -> None:
+    """The wrap-up form's disposition on the call row (problem-resolution rate); a call the
+    store does not know (an outbound attempt's own row may come later) is left alone."""
+    s.execute(update(Call).where(Call.uniqueid == uniqueid)
+              .values(disposition=disposition, updated_at=utcnow()))
+
+
 def get_call(s: Session, uniqueid: str) -> Call | None:
     return s.scalar(select(Call).where(Call.uniqueid == uniqueid))
 

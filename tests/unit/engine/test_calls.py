@@ -142,3 +142,31 @@ def test_an_abandoned_call_with_a_number_becomes_a_missed_call_task() -> None:
     assert call.outcome is Outcome.SHORT_ABANDON
     assert not [e for e in effects if isinstance(e, Persist) and e.kind == "task"]
     assert calls.call_record(call, T)["total_wait_s"] == 2
+
+
+def test_the_wait_starts_when_the_caller_leaves_the_named_agent_menu() -> None:
+    """KPI definitions: t_in is routing, after the menu. 20 s keying a work number, then
+    12 s to the answer: total wait 12 s, not late (STD-009), and the record says so."""
+    event = CallEntered("c1", "PJSIP/caller-1", "13800000000", "100", "main", T0, menu=True)
+    call, _ = start(event, T)
+    assert call.in_menu and call.routed_at is None
+    call, effects = step(call, calls.CallRouted("c1", T0 + 20), T)
+    assert call.routed_at == T0 + 20 and not call.in_menu and effects
+    call, effects = step(call, calls.CallRouted("c1", T0 + 25), T)  # a repeat changes nothing
+    assert call.routed_at == T0 + 20 and effects == []
+    call, _ = step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 24), T)
+    call, _ = step(call, OfferEnded("c1", "1001", "ANSWER", T0 + 32), T)
+    assert calls.total_wait(call) == 12 and not calls.is_late(call, T)
+    record = calls.call_record(call, T)
+    assert record["menu"] is True and record["routed_at"] is not None
+    assert record["total_wait_s"] == 12 and record["late"] is False
+    # without a menu the call is routed as it enters
+    assert entered().routed_at == T0 and not entered().in_menu
+
+
+def test_a_short_wait_after_a_long_menu_is_a_short_abandon() -> None:
+    event = CallEntered("c1", "PJSIP/caller-1", "13800000000", "100", "main", T0, menu=True)
+    call, _ = start(event, T)
+    call, _ = step(call, calls.CallRouted("c1", T0 + 30), T)
+    call, _ = step(call, CallReleased("c1", T0 + 33), T)
+    assert call.outcome is Outcome.SHORT_ABANDON

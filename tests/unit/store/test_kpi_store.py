@@ -107,3 +107,27 @@ def test_open_callbacks_per_queue(store: Store, day: kpi.Period) -> None:
         repo.add_task(s, "callback", "555", MIDNIGHT)
         repo.add_task(s, "follow_up", "556", MIDNIGHT)
     assert store.read(repo.open_callbacks_by_queue) == {"main": 1, "": 1}
+
+
+def test_the_menu_and_the_wrapup_reach_the_kpis_through_the_store(store: Store) -> None:
+    """routed_at/menu (t_in after the named-agent menu) and the wrap-up form's disposition
+    are stored and read back, so the reports' wait and resolution rate are the real ones."""
+    store.run(repo.upsert_agent, "1001", name="Agent 1001")
+    drive(store, [calls.CallEntered("n", "PJSIP/c-1", "138", "100", "main", epoch(100),
+                                    menu=True),
+                  calls.CallRouted("n", epoch(120)),
+                  calls.OfferStarted("n", "1001", "PJSIP/agent1001-1", epoch(121)),
+                  calls.OfferEnded("n", "1001", "ANSWER", epoch(125)),
+                  calls.CallReleased("n", epoch(200))])
+    drive(store, [calls.CallEntered("q", "PJSIP/c-2", "139", "100", "main", epoch(300),
+                                    menu=True),
+                  calls.CallReleased("q", epoch(310))])  # left in the menu
+    records.write(store, "wrapup", {"call_uniqueid": "n", "agent_id": "1001",
+                                    "disposition": "resolved", "at": epoch(210)})
+    period = kpi.day_period(MIDNIGHT.date(), ZONE)
+    facts, _ = load_facts(store, period)
+    by_id = {f.uniqueid: f for f in facts}
+    assert kpi.total_wait(by_id["n"]) == 5.0 and by_id["n"].disposition == "resolved"
+    assert kpi.classify(by_id["q"], RULES) == kpi.IVR_HANDLED
+    k = kpi.queue_kpis(facts, lambda q: RULES, as_of=MIDNIGHT + timedelta(hours=1))["main"]
+    assert (k.offered, k.ivr_handled, k.answered, k.resolution_rate) == (1, 1, 1, 1.0)
