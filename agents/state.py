@@ -103,6 +103,7 @@ from callflow.agents.events import (
 )
 from callflow.engine.effects import Alarm, CancelTimer, Effect, StartTimer
 from callflow.engine.policy import REJECTED, RING_NO_ANSWER, UNREACHABLE, Policy, Reason
+from callflow.engine.rules import enforces
 from callflow.errors import StateError
 
 __all__ = [
@@ -391,6 +392,34 @@ def _request(agent: AgentSnapshot, event: RequestState, now: float, policy: Poli
     pending = reason.approval_required and event.by not in ("supervisor", "system")
     return _enter(agent, target, now, policy, by=event.by, reason=event.reason,
                   cause="request", approval_pending=pending)
+
+
+#: The reason code of a meal break (busy or not-ready), whose rotation the cap limits.
+MEAL_REASON = "meal"
+
+
+@enforces("STD-104", policy=("agents.meal_concurrent_cap",))
+def check_meal_rotation(agent: AgentSnapshot, event: RequestState,
+                        peers: Iterable[AgentSnapshot], policy: Policy) -> None:
+    """STD-104: meals are taken in rotation. A meal break asked for while ``cap`` agents of
+    the team (``peers``: the roster until it carries teams) are already on one is refused
+    with ``meal_cap_reached`` and the agent's state is left as it was; 0 = no cap. The
+    engine (``by="system"``) and a supervisor are never refused."""
+    cap = policy.agents.meal_concurrent_cap
+    if cap <= 0 or event.reason != MEAL_REASON or event.by in ("system", "supervisor"):
+        return
+    if event.state not in (AgentState.BUSY, AgentState.NOT_READY):
+        return
+    if agent.state in (AgentState.BUSY, AgentState.NOT_READY) and agent.reason == MEAL_REASON:
+        return  # already on a meal break: switching busy <-> not-ready takes no new place
+    on_meal = sorted(p.agent_id for p in peers if p.agent_id != agent.agent_id
+                     and p.state in (AgentState.BUSY, AgentState.NOT_READY)
+                     and p.reason == MEAL_REASON)
+    if len(on_meal) >= cap:
+        raise StateError("meal_cap_reached",
+                         f"{len(on_meal)} of {cap} meal places are taken "
+                         f"({', '.join(on_meal)}); take the meal break when one is back "
+                         "(STD-104: meals in rotation)")
 
 
 def _end_acw(agent: AgentSnapshot, event: EndAcw, now: float, policy: Policy) -> Step:

@@ -23,7 +23,7 @@ from typing import Any, NamedTuple
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from callflow.engine.policy import Inline, Policy, Section, load_policy
+from callflow.engine.policy import REMOVED_KEYS, Inline, Policy, Section, load_policy
 from callflow.errors import PolicyError
 
 
@@ -242,6 +242,11 @@ def render_markdown(policy: Policy | None = None) -> str:
                   "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(_md_cell(item[c]) for c in columns) + " |"
                   for item in row.value]
+    lines += ["", "## Removed keys", "",
+              "Keys that had no behaviour behind them (issue 17). A policy file that still "
+              "sets one is refused with the key and this reason; each returns with the work "
+              "that gives it behaviour.", "", "| key | why |", "|---|---|"]
+    lines += [f"| `{key}` | {_md_cell(why)} |" for key, why in REMOVED_KEYS.items()]
     return "\n".join(lines).rstrip() + "\n"
 
 

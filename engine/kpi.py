@@ -60,7 +60,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from callflow.engine.policy import Policy
+from callflow.engine.policy import Policy, min_answer_delay_seconds
 from callflow.engine.rules import enforces
 
 # Outcome classes of an inbound call (from its time points, not only its stored outcome).
@@ -185,6 +185,7 @@ class KpiRules:
     talk_target_s: float
     interval_min: int
     timezone: str
+    min_answer_s: float = 0.0  # C-12 optional floor of ringing before an answer; 0 = off
 
     @classmethod
     def from_policy(cls, policy: Policy, queue: str | None = None) -> KpiRules:
@@ -206,6 +207,7 @@ class KpiRules:
             talk_target_s=p.kpi.talk_average_target_s,
             interval_min=p.kpi.report_interval_min,
             timezone=p.calendar.timezone,
+            min_answer_s=min_answer_delay_seconds(p),
         )
 
     @property
@@ -273,6 +275,21 @@ def answer_ring(call: CallFact, rules: KpiRules) -> int | None:
     if ring_start is None:
         return None
     return ring_count(seconds(ring_start, call.answered_at), rules.ring_cycle_s)
+
+
+@enforces("STD-007", policy=("answering.min_answer_delay_rings",))
+def answered_too_early(call: CallFact, rules: KpiRules) -> bool:
+    """STD-007/C-12: with a minimum answer delay configured, an answer before that much
+    ringing is not a standard pick-up (counted, and not within the N-rings standard)."""
+    if rules.min_answer_s <= 0 or call.answered_at is None:
+        return False
+    ring_start = call.ring_started_at
+    if ring_start is None:
+        first = _answered_offers(call)
+        ring_start = first[0].started_at if first else None
+    if ring_start is None:
+        return False
+    return seconds(ring_start, call.answered_at) < round(rules.min_answer_s, _MS)
 
 
 def _answered_offers(call: CallFact) -> list[OfferFact]:
@@ -372,6 +389,7 @@ class Kpis:
     in_service_level: int = 0
     wait_sum_s: float = 0.0
     late_answers: int = 0
+    early_answers: int = 0  # before the optional minimum answer delay (C-12)
     long_waits: int = 0
     ring_no_answer: int = 0
     offers: int = 0
@@ -608,7 +626,8 @@ def _answered_figures(k: Kpis, call: CallFact, rules: KpiRules) -> None:
     if ring is not None:
         k.ring_measured = 1
         k.answer_ring_sum = ring
-        k.within_rings = int(ring <= rules.within_rings)
+        k.early_answers = int(answered_too_early(call, rules))
+        k.within_rings = int(ring <= rules.within_rings and not k.early_answers)
 
 
 def agent_call_kpis(call: CallFact, agent_id: str, rules: KpiRules, as_of: datetime,
@@ -808,6 +827,10 @@ def checks(k: Kpis, rules: KpiRules, scope: str) -> list[Check]:
               _at_least(_pct(k.within_rings_rate), rules.within_rings_target_pct)),
         Check("STD-008", "ring-no-answer offers", "offers", "", k.ring_no_answer, None),
         Check("STD-009", "late answers (apology due)", "calls", "", k.late_answers, None),
+        Check("STD-007", "answered before the minimum delay", "calls",
+              "0" if rules.min_answer_s > 0 else "", k.early_answers,
+              (k.early_answers == 0 if k.ring_measured else None)
+              if rules.min_answer_s > 0 else None),
         Check("STD-040", "hold breaches", "holds", "0", k.hold_breaches,
               k.hold_breaches == 0 if k.handled else None),
         Check("STD-100", "average ACW", "s", f"<= {rules.acw_target_s:g}", _r(k.average_acw_s),

@@ -42,6 +42,7 @@ Decisions this module makes (and why):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
@@ -52,6 +53,7 @@ from zoneinfo import ZoneInfo
 from callflow.engine import numbers
 from callflow.engine.effects import DomainEvent, Originate
 from callflow.engine.policy import Policy, outbound_no_answer_seconds, ring_limit_seconds
+from callflow.engine.rules import enforces
 from callflow.errors import PolicyError, StateError
 
 # --- outcomes ---------------------------------------------------------------------------
@@ -233,19 +235,51 @@ def next_working_day(t: datetime, policy: Policy) -> date:
     raise PolicyError("no working day within a year: check calendar.workdays and holidays")
 
 
-def next_working_day_due(t: datetime, policy: Policy) -> datetime:
-    """STD-089 'next day' follow-up: the next working day, when both the working hours
-    and the calling window have begun."""
+def next_working_day_due(t: datetime, policy: Policy, workdays: int = 1) -> datetime:
+    """The ``workdays``-th working day after ``t`` (1: the next one), when both the working
+    hours and the calling window have begun; 0: the first calling time from ``t``."""
+    if workdays <= 0:
+        return next_calling_time(t, policy)
     tz = zone(policy)
     opens = max(policy.outbound.calling_window_start, policy.calendar.work_start)
-    due = _at(next_working_day(t, policy), opens, tz).astimezone(t.tzinfo)
-    return next_calling_time(due, policy)
+    at = t
+    for _ in range(workdays):
+        at = _at(next_working_day(at, policy), opens, tz)
+    return next_calling_time(at.astimezone(t.tzinfo), policy)
+
+
+@enforces("STD-089", policy=("outbound.followup_fault_days",))
+def fault_followup_due(t: datetime, policy: Policy) -> Due:
+    """STD-089: a fault follow-up is due ``followup_fault_days`` working days after the
+    call (default 1: the next working day) and done by that day's calling-window end."""
+    due = next_working_day_due(t, policy, math.ceil(policy.outbound.followup_fault_days))
+    return Due(due, _window_close(due, policy))
 
 
 def _window_close(t: datetime, policy: Policy) -> datetime:
     tz = zone(policy)
     local = t.astimezone(tz)
     return _at(local.date(), policy.outbound.calling_window_end, tz).astimezone(t.tzinfo)
+
+
+# --- who gets what first (STD-069) -----------------------------------------------------------
+
+
+@enforces("STD-069", policy=("routing.callbacks_before_inbound",))
+def own_callbacks_first(policy: Policy) -> bool:
+    """STD-069 (ASSUMPTION): an agent's own due callback (a dropped call, a named-agent
+    callback) is theirs before any new inbound call: inbound routing skips them meanwhile.
+    Off: inbound callers come first, and the callback waits for a moment none is waiting."""
+    return policy.routing.callbacks_before_inbound
+
+
+def may_dial_now(own: bool, pool: bool, inbound_waiting: bool, policy: Policy) -> bool:
+    """May a free agent be given an outbound task now? Their own due task: always when
+    callbacks come before inbound, else only while no inbound caller waits; a pool task
+    only while no inbound caller waits (inbound first)."""
+    if own:
+        return own_callbacks_first(policy) or not inbound_waiting
+    return pool and not inbound_waiting
 
 
 # --- due times per kind of task (C-11) -------------------------------------------------------
@@ -281,6 +315,8 @@ def plan_due(kind: str, now: datetime, policy: Policy, *, requested_at: datetime
         raise StateError("invalid_kind", f"{kind!r}; one of {', '.join(TASK_KINDS)}")
     out = policy.outbound
     if kind == "follow_up":
+        if follow_up == "fault" and requested_at is None:
+            return fault_followup_due(now, policy)
         if requested_at is not None:
             due = next_calling_time(max(requested_at, now), policy)
         else:

@@ -129,24 +129,7 @@ class Label(Inline):
     en: str = setting(description="English label")
 
 
-class Duration(Inline):
-    """A deadline length; working units follow the business calendar (C-7)."""
-
-    value: float = setting(description="length", ge=0)
-    unit: Literal["h", "days", "work_h", "workdays"] = setting(
-        description="h = clock hours (004:304 counts 小时), days = calendar days, "
-                    "work_h / workdays = business-calendar time")
-
-
 # --- sections ---------------------------------------------------------------------------
-
-
-class AvailabilityPolicy(Section):
-    """STD-001: the hotline runs 7x24; a closed-hours mode exists only if configured."""
-
-    closed_hours_enabled: bool = setting(
-        False, std="STD-001",
-        description="Close the line outside the business calendar's hours (off: 7x24 service)")
 
 
 class AnsweringPolicy(Section):
@@ -173,8 +156,10 @@ class AnsweringPolicy(Section):
                     "late-answer apology opening")
     min_answer_delay_rings: float = setting(
         0, unit="rings", std="C-12", ge=0,
-        description="Optional minimum ringing before an answer counts as standard; 0 = off "
-                    "('after the 2nd ring' read as a target, not a floor)")
+        description="Optional minimum ringing before an answer counts as standard: an "
+                    "earlier answer is counted (early answers, STD-007) and not within the "
+                    "N-rings standard; 0 = off ('after the 2nd ring' read as a target, not a "
+                    "floor)")
 
 
 class HolidayGreeting(Section):
@@ -234,23 +219,6 @@ class GreetingsPolicy(Section):
         std="STD-017", description="Holiday wishes that replace the opening on their dates",
         factory=lambda: [HolidayGreeting(on="01-01", greeting="新年好,请问有什么可帮您?",
                                          greeting_en="Happy New Year, how may I help you?")])
-    time_of_day_greetings: bool = setting(
-        False, std="STD-018", description="Prefix 早晨好/下午好/晚上好 by the local clock")
-    morning_from: ClockTime = setting(
-        time(5, 0), unit="HH:MM", std="STD-018", description="Start of 'good morning'")
-    afternoon_from: ClockTime = setting(
-        time(12, 0), unit="HH:MM", std="STD-018", description="Start of 'good afternoon'")
-    evening_from: ClockTime = setting(
-        time(18, 0), unit="HH:MM", std="STD-018", description="Start of 'good evening'")
-
-    @field_validator("afternoon_from", "evening_from")
-    @classmethod
-    def _in_order(cls, value: time, info: ValidationInfo) -> time:
-        before = {"afternoon_from": "morning_from", "evening_from": "afternoon_from"}
-        earlier = info.data.get(before[str(info.field_name)])
-        if earlier is not None and value <= earlier:
-            raise ValueError(f"must be after {before[str(info.field_name)]}")
-        return value
 
     @field_validator("opening_template", "opening_template_en")
     @classmethod
@@ -448,9 +416,9 @@ class OutboundPolicy(Section):
     followup_general_days: float = setting(
         3, unit="days", std="STD-086", ge=0, description="General follow-up call due")
     followup_fault_days: float = setting(
-        1, unit="days", std="STD-089", ge=0, description="Fault follow-up: the next day")
-    new_customer_contact_days: float = setting(
-        7, unit="days", std="STD-096", ge=0, description="Contact newly assigned customers")
+        1, unit="workdays", std="STD-089", ge=0,
+        description="Fault follow-up: due on this working day after the call (1 = the next "
+                    "working day, 0 = today), done by that day's calling-window end")
     wrapup_required: bool = setting(
         True, std="STD-092",
         description="The wrap-up form must be submitted after every outbound call before "
@@ -650,20 +618,14 @@ class AgentsPolicy(Section):
     acw_auto_ready: bool = setting(
         True, std="STD-100",
         description="At acw_limit_s the agent becomes ready by itself (else: alarm only)")
-    inactivity_logout_min: float = setting(
-        30, unit="min", std="STD-102", gt=0,
-        description="Log out an agent idle this long unless the desktop is on the service page")
-    shift_end_flag_min: float = setting(
-        15, unit="min", std="STD-103", ge=0,
-        description="Flag an agent still logged in this long after shift end")
-    login_before_shift_min: float = setting(
-        15, unit="min", std="C-9", ge=0, description="Agents log in this long before shift start")
     absence_flag_min: float = setting(
         20, unit="min", std="STD-106", gt=0,
         description="Flag an unapproved absence (approval-required busy reason) this long")
     meal_concurrent_cap: int = setting(
         0, unit="count", std="STD-104", ge=0,
-        description="Agents of one team on a meal break at once (rotation); 0 = no cap")
+        description="Agents on a meal break (busy or not-ready, reason meal) at once: one "
+                    "more is refused (meal_cap_reached) until one is back; the roster is "
+                    "one team until it carries teams; 0 = no cap")
     busy_reasons: list[Reason] = setting(
         std="STD-097", factory=_default_busy_reasons,
         description="Reasons an agent may choose for busy (示忙); meal max 30 min (STD-104)")
@@ -742,10 +704,6 @@ class KpiPolicy(Section):
     report_interval_min: int = setting(
         15, unit="min", std="STD-006", ge=1, le=1440,
         description="Reporting interval for the average-answer-ring alert (ASSUMPTION)")
-    reply_rate_target_pct: float = setting(
-        100, unit="%", std="STD-133", ge=0, le=100, description="Issues given a reply")
-    followup_coverage_target_pct: float = setting(
-        100, unit="%", std="STD-086", ge=0, le=100, description="Key customers followed up")
 
 
 class CalendarPolicy(Section):
@@ -759,8 +717,6 @@ class CalendarPolicy(Section):
         description="Working weekdays (ASSUMPTION)")
     work_start: ClockTime = setting(
         time(9, 0), unit="HH:MM", std="STD-122", description="Start of working hours")
-    work_end: ClockTime = setting(
-        time(18, 0), unit="HH:MM", std="STD-122", description="End of working hours")
     holidays: list[date] = setting(
         std="STD-122", factory=list, description="Public holidays (not working days)")
     extra_workdays: list[date] = setting(
@@ -776,14 +732,6 @@ class CalendarPolicy(Section):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
-    @field_validator("work_end")
-    @classmethod
-    def _hours_order(cls, value: time, info: ValidationInfo) -> time:
-        start = info.data.get("work_start")
-        if start is not None and value <= start:
-            raise ValueError("must be after work_start")
-        return value
-
     @field_validator("workdays")
     @classmethod
     def _some_workdays(cls, value: list[Weekday]) -> list[Weekday]:
@@ -795,97 +743,6 @@ class CalendarPolicy(Section):
         if day in self.holidays:
             return False
         return day in self.extra_workdays or WEEKDAYS[day.weekday()] in self.workdays
-
-
-class DeadlineRule(Section):
-    """One row of the ticket deadline table: type x complaint class x customer class (C-7)."""
-
-    ticket_type: str = setting(description='complaint, enquiry, back_office, ... or "*"')
-    complaint_class: str = setting("*", description='simple, complex or "*"')
-    customer_class: str = setting("*", description='e.g. vip, or "*"', std="STD-123")
-    first_answer: Duration = setting(description="First answer due after logging")
-    resolution: Duration = setting(description="Resolution due after logging")
-
-    def specificity(self) -> int:
-        return sum(part != "*" for part in (self.ticket_type, self.complaint_class,
-                                            self.customer_class))
-
-    def matches(self, ticket_type: str, complaint_class: str, customer_class: str) -> bool:
-        return all(rule in ("*", value) for rule, value in (
-            (self.ticket_type, ticket_type), (self.complaint_class, complaint_class),
-            (self.customer_class, customer_class)))
-
-
-def _rule(ticket_type: str, complaint_class: str, first: Duration, resolution: Duration
-          ) -> DeadlineRule:
-    return DeadlineRule(ticket_type=ticket_type, complaint_class=complaint_class,
-                        first_answer=first, resolution=resolution)
-
-
-def _default_deadlines() -> list[DeadlineRule]:
-    one_wd, two_wd, five_wd = (Duration(value=v, unit="workdays") for v in (1, 2, 5))
-    return [
-        _rule("complaint", "simple", Duration(value=2, unit="h"), five_wd),  # STD-123/124
-        _rule("complaint", "complex", Duration(value=24, unit="h"), five_wd),  # STD-123/124
-        _rule("enquiry", "*", one_wd, two_wd),  # STD-124
-        _rule("back_office", "*", one_wd, two_wd),  # STD-122, STD-126
-        _rule("*", "*", one_wd, two_wd),  # 004:217 published commitment
-    ]
-
-
-class TicketsPolicy(Section):
-    """Ticket clocks (STD-122..134, C-7, C-10, C-11)."""
-
-    deadlines: list[DeadlineRule] = setting(
-        std="C-7", factory=_default_deadlines,
-        description="First-answer and resolution deadlines; the most specific row wins")
-    escalation_after_h: float = setting(
-        24, unit="h", std="STD-125", gt=0,
-        description="Open tickets older than this go to the next level at the daily check")
-    escalation_chain: list[str] = setting(
-        std="C-10", factory=lambda: ["shift_lead", "department_manager"],
-        description="Roles an open ticket escalates to, in order")
-    daily_check_at: ClockTime = setting(
-        time(9, 0), unit="HH:MM", std="STD-125",
-        description="Local time of the daily open-ticket check (ASSUMPTION)")
-    backoffice_response_workdays: float = setting(
-        1, unit="workdays", std="STD-122", ge=0, description="Back-office response")
-    form_to_handler_work_h: float = setting(
-        2, unit="work_h", std="STD-126", ge=0, description="Problem form reaches the handler")
-    handler_result_workdays: float = setting(
-        2, unit="workdays", std="STD-126", ge=0, description="Handler returns a result")
-    customer_test_h: float = setting(
-        24, unit="h", std="STD-127", ge=0,
-        description="Customer test result awaited; then the problem counts as solved")
-    complaint_followup_h: float = setting(
-        24, unit="h", std="STD-134", ge=0, description="Complaint follow-up contact")
-    complaint_result_workdays: float = setting(
-        5, unit="workdays", std="STD-134", ge=0, description="Complaint result to the customer")
-
-    @field_validator("deadlines")
-    @classmethod
-    def _complete_table(cls, value: list[DeadlineRule]) -> list[DeadlineRule]:
-        keys = [(r.ticket_type, r.complaint_class, r.customer_class) for r in value]
-        if len(set(keys)) != len(keys):
-            raise ValueError("two rows for the same type/complaint/customer class")
-        if ("*", "*", "*") not in keys:
-            raise ValueError('needs a catch-all row (ticket_type = "*", complaint_class = "*",'
-                             ' customer_class = "*")')
-        return value
-
-    @field_validator("escalation_chain")
-    @classmethod
-    def _chain(cls, value: list[str]) -> list[str]:
-        if not value:
-            raise ValueError("needs at least one role")
-        return value
-
-    def deadline(self, ticket_type: str, complaint_class: str = "*",
-                 customer_class: str = "*") -> DeadlineRule:
-        """The most specific matching row; the catch-all guarantees one exists."""
-        rows = [r for r in self.deadlines if r.matches(ticket_type, complaint_class,
-                                                       customer_class)]
-        return max(rows, key=DeadlineRule.specificity)
 
 
 class Penalties(Section):
@@ -910,10 +767,6 @@ class Penalties(Section):
                                                   "stated: unqualified")
     zero_score: int = setting(50, unit="points", std="STD-119", ge=0,
                               description="QA score of zero: unqualified")
-    busy_without_reason: int = setting(50, unit="points", std="STD-105", ge=0,
-                                       description="Busy without a valid reason")
-    questionnaire_missing: int = setting(50, unit="points", std="STD-105", ge=0,
-                                         description="Post-call questionnaire not submitted")
 
     @field_validator("speaking_fast_max")
     @classmethod
@@ -934,20 +787,8 @@ class QaPolicy(Section):
         description="QA monitored calls per agent per month, at least (C-8)")
     include_flagged: bool = setting(
         True, std="STD-115", description="The sampler adds every flagged call")
-    satisfaction_min_pct: float = setting(
-        -50, unit="%", std="STD-120", description="Lowest customer rating")
-    satisfaction_max_pct: float = setting(
-        200, unit="%", std="STD-120", description="Highest customer rating")
     penalties: Penalties = setting(std="STD-119", factory=Penalties,
                                    description="Outbound penalty points")
-
-    @field_validator("satisfaction_max_pct")
-    @classmethod
-    def _scale(cls, value: float, info: ValidationInfo) -> float:
-        low = info.data.get("satisfaction_min_pct")
-        if low is not None and value <= low:
-            raise ValueError("must be above satisfaction_min_pct")
-        return value
 
 
 class ScoringCriteria(Section):
@@ -1007,12 +848,6 @@ class RecordingsPolicy(Section):
 class SupervisionPolicy(Section):
     """Who supervises and how to reach them (STD-005, STD-066, C-10)."""
 
-    live_escalation_role: str = setting(
-        "duty_supervisor", std="C-10", description="Role receiving every live escalation")
-    complaint_number: str = setting(
-        "", std="STD-005", description="Published supervision/complaint number routed to "
-                                       "complaint handling")
-    service_email: str = setting("", std="STD-005", description="Published service e-mail")
     reconcile_interval_s: float = setting(
         5.0, unit="s", std="STD-147", gt=0,
         description="How often the engine compares its calls and agents with Asterisk's "
@@ -1171,8 +1006,6 @@ class QueuePolicy(Section):
     department: str | None = setting(None, std="C-4", description="greetings.department")
     holiday_greetings_enabled: bool | None = setting(
         None, std="C-4", description="greetings.holiday_greetings_enabled")
-    time_of_day_greetings: bool | None = setting(
-        None, std="C-4", description="greetings.time_of_day_greetings")
     service_level_target_pct: float | None = setting(
         None, unit="%", std="KPI", ge=0, le=100, description="kpi.service_level_target_pct")
 
@@ -1192,7 +1025,6 @@ class Policy(Section):
     custom_cadence_ms: list[int] = setting(
         unit="ms", std="STD-008", factory=list, validate_default=True,
         description="Ring cadence on,off[,on,off] for country = \"custom\"")
-    availability: AvailabilityPolicy = setting(factory=AvailabilityPolicy, description="")
     answering: AnsweringPolicy = setting(factory=AnsweringPolicy, description="")
     greetings: GreetingsPolicy = setting(factory=GreetingsPolicy, description="")
     waiting: WaitingPolicy = setting(factory=WaitingPolicy, description="")
@@ -1204,7 +1036,6 @@ class Policy(Section):
     agents: AgentsPolicy = setting(factory=AgentsPolicy, description="")
     kpi: KpiPolicy = setting(factory=KpiPolicy, description="")
     calendar: CalendarPolicy = setting(factory=CalendarPolicy, description="")
-    tickets: TicketsPolicy = setting(factory=TicketsPolicy, description="")
     qa: QaPolicy = setting(factory=QaPolicy, description="")
     recordings: RecordingsPolicy = setting(factory=RecordingsPolicy, description="")
     supervision: SupervisionPolicy = setting(factory=SupervisionPolicy, description="")
@@ -1361,8 +1192,58 @@ def validation_messages(exc: ValidationError) -> list[str]:
     return lines
 
 
+#: Keys that were in the Policy but had no behaviour behind them (issue 17): a file that
+#: still sets one is refused with why, so nobody believes a number is enforced that is
+#: not. Each comes back with the issue that builds its behaviour.
+REMOVED_KEYS: dict[str, str] = {
+    "availability": "the line is served 7x24 (STD-001); a closed-hours mode is not built",
+    "greetings.time_of_day_greetings": "time-of-day greetings (STD-018) are not built",
+    "greetings.morning_from": "time-of-day greetings (STD-018) are not built",
+    "greetings.afternoon_from": "time-of-day greetings (STD-018) are not built",
+    "greetings.evening_from": "time-of-day greetings (STD-018) are not built",
+    "outbound.new_customer_contact_days": "customer assignment (STD-096) is not built",
+    "agents.inactivity_logout_min": "desktop inactivity (STD-102) is not tracked yet",
+    "agents.shift_end_flag_min": "shifts (STD-103) are not in the roster yet",
+    "agents.login_before_shift_min": "shifts (C-9) are not in the roster yet",
+    "kpi.reply_rate_target_pct": "the reply rate (STD-133) comes with tickets (issue 19)",
+    "kpi.followup_coverage_target_pct": "key customers (STD-086) are not recorded yet",
+    "calendar.work_end": "working-hour clocks come with tickets (issue 19)",
+    "tickets": "ticket clocks come with tickets (issue 19)",
+    "qa.satisfaction_min_pct": "the customer survey (STD-120) comes with issue 18",
+    "qa.satisfaction_max_pct": "the customer survey (STD-120) comes with issue 18",
+    "qa.penalties.busy_without_reason": "busy always carries a reason (STD-097): nothing "
+                                        "to penalise",
+    "qa.penalties.questionnaire_missing": "the post-call questionnaire comes with issue 18",
+    "supervision.live_escalation_role": "live escalation (C-10) comes with issue 18",
+    "supervision.complaint_number": "complaint routing (STD-005) comes with issue 18",
+    "supervision.service_email": "complaint routing (STD-005) comes with issue 18",
+}
+
+
+def removed_keys_set(data: dict[str, Any]) -> list[str]:
+    """``dotted.key: why`` for each removed key the document still sets (also per queue)."""
+    found = []
+    for dotted, why in REMOVED_KEYS.items():
+        node: Any = data
+        for part in dotted.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        if node is not _ABSENT:
+            found.append(f"{dotted}: removed from the Policy ({why}); delete it")
+    for name, queue in (data.get("queues") or {}).items():
+        if isinstance(queue, dict) and "time_of_day_greetings" in queue:
+            found.append(f"queues.{name}.time_of_day_greetings: removed from the Policy "
+                         f"({REMOVED_KEYS['greetings.time_of_day_greetings']}); delete it")
+    return found
+
+
+_ABSENT = object()
+
+
 def parse_policy(data: dict[str, Any], source: str = "policy") -> Policy:
     """Validate a decoded TOML document; every problem is named by its dotted key."""
+    removed = removed_keys_set(data)
+    if removed:
+        raise PolicyError(f"{source}: " + "; ".join(removed))
     try:
         return Policy.model_validate(data)
     except ValidationError as exc:

@@ -285,7 +285,8 @@ class Dialer:
         self._campaigns = await asyncio.to_thread(self.store.read, _campaign_rules)
         owners, pool = await asyncio.to_thread(self.store.read, repo.due_task_owners, now)
         preview = self.policy.outbound.dial_mode == "preview"
-        self._reserved = set() if preview else owners
+        self._reserved = owners if not preview and outbound.own_callbacks_first(self.policy) \
+            else set()
         if not owners and not pool:
             return
         if preview:
@@ -308,7 +309,7 @@ class Dialer:
     async def _dial_due(self, owners: set[str], pool: bool, now: datetime) -> None:
         for agent in self._free_agents():
             own = agent.agent_id in owners
-            if not own and (not pool or self._inbound_waiting()):
+            if not outbound.may_dial_now(own, pool, self._inbound_waiting(), self.policy):
                 continue
             task = await self._claim(agent.agent_id, now, own)
             if task is None:

@@ -318,6 +318,8 @@ class Runtime:
         agent = self.agents.get(agent_id)
         if agent is None:
             raise StateError("unknown_agent", f"no agent {agent_id!r} in the roster")
+        if isinstance(event, agent_state.RequestState):
+            agent_state.check_meal_rotation(agent, event, self.agents.values(), self.policy)
         try:
             new, effects = agent_state.transition(agent, event, self.clock.now(), self.policy)
         except StateError:

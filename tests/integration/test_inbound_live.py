@@ -215,6 +215,21 @@ def test_named_agent_busy_leaves_a_callback_for_that_agent(
         assert [(t.kind, t.number, t.owner_agent_id) for t in tasks] == [
             ("named_agent", CALLER, "1001")]
         desktop.close()
+        # KPI definitions: the wait (t_in) starts when the caller leaves the menu, i.e. when
+        # Asterisk ends the last work-number question (its AGIExecEnd), not at the answer
+        product.wait_for(lambda: ended(product, call_id), 30, "the call to end")
+        product.flush()
+        call = product.store.read(repo.get_call, call_id)
+        assert call is not None and call.menu and call.routed_at is not None
+        asks = [e for e in asterisk.tap.events_since(t0, "AGIExecEnd")
+                if e["Uniqueid"] == call_id and "named_agent_ask" in e.get("Command", "")]
+        assert asks, "Asterisk's end of the work-number question"
+        menu_end = float(asks[-1]["Timestamp"])
+        routed = call.routed_at.timestamp()
+        assert routed == pytest.approx(menu_end, abs=0.5)
+        assert routed - call.entered_at.timestamp() >= ask  # the menu is not waiting time
+        print(f"\nmenu {routed - call.entered_at.timestamp():.3f} s; routed_at - Asterisk's "
+              f"menu end {routed - menu_end:+.3f} s")
 
 
 def test_on_a_configured_holiday_the_holiday_opening_is_played(

@@ -734,3 +734,30 @@ def test_feature_codes() -> None:
     assert event is not None
     desk.send(event)
     assert desk.agent.state is S.READY
+
+
+@pytest.mark.std("STD-104")
+def test_a_meal_break_past_the_rotation_cap_is_refused_with_the_reason() -> None:
+    """STD-104: meals in rotation. Cap 1: the second agent asking for a meal break is
+    refused (meal_cap_reached) and stays ready; once the first is back it is allowed."""
+    from callflow.agents.state import check_meal_rotation
+    policy = parse_policy({"agents": {"meal_concurrent_cap": 1}})
+    first, second = Desk(policy, "1001").ready(), Desk(policy, "1002").ready()
+    meal = RequestState(S.BUSY, "meal")
+    check_meal_rotation(first.agent, meal, [second.agent], policy)
+    first.send(meal)
+    with pytest.raises(StateError) as refused:
+        check_meal_rotation(second.agent, RequestState(S.NOT_READY, "meal"), [first.agent],
+                            policy)
+    assert refused.value.reason == "meal_cap_reached" and "1001" in refused.value.detail
+    assert second.agent.state is S.READY
+    # other reasons, the agent already on the meal, and the engine are not limited
+    check_meal_rotation(second.agent, RequestState(S.BUSY, "restroom"), [first.agent], policy)
+    check_meal_rotation(first.agent, RequestState(S.NOT_READY, "meal"), [second.agent],
+                        policy)
+    check_meal_rotation(second.agent, RequestState(S.BUSY, "meal", by="supervisor"),
+                        [first.agent], policy)
+    first.send(RequestState(S.READY))
+    check_meal_rotation(second.agent, meal, [first.agent], policy)
+    # cap 0 (the default): no limit
+    check_meal_rotation(second.agent, meal, [first.agent, first.agent], DEFAULTS)

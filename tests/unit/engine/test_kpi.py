@@ -379,3 +379,20 @@ def test_resolution_rate_comes_from_dispositions_and_is_unknown_without_any() ->
     assert k.resolution_rate == pytest.approx(1 / 3)
     assert k.one_stop_rate == 1.0
     assert one_queue(calls[2:]).resolution_rate is None  # no form at all: no data, not 0 %
+
+
+@pytest.mark.std("STD-007")
+def test_a_minimum_answer_delay_makes_an_early_pickup_non_standard() -> None:
+    """C-12: answering.min_answer_delay_rings = 1.5 (7.5 s at cn). An answer after 3 s of
+    ringing is early (not within the N-rings standard); one after 9 s is standard."""
+    policy = Policy.model_validate({"answering": {"min_answer_delay_rings": 1.5}})
+    rules = KpiRules.from_policy(policy)
+    early = answered_call("e", wait_s=3, ring_s=3)
+    fine = answered_call("f", wait_s=9, ring_s=9, start=300)
+    assert kpi.answered_too_early(early, rules) and not kpi.answered_too_early(fine, rules)
+    k = kpi.queue_kpis([early, fine], lambda q: rules, as_of=at(86000))["main"]
+    assert (k.early_answers, k.within_rings, k.ring_measured) == (1, 1, 2)
+    check = {c.name: c for c in kpi.checks(k, rules, "queue")}["answered before the minimum delay"]
+    assert (check.actual, check.passed) == (1, False)
+    assert not kpi.answered_too_early(early, RULES)  # off by default
+    assert one_queue([early]).within_rings == 1

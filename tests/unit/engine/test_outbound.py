@@ -197,6 +197,18 @@ def test_a_calendar_without_calling_days_is_an_error() -> None:
 # --- due times (C-11) ------------------------------------------------------------------------
 
 
+@pytest.mark.std("STD-089")
+def test_a_fault_follow_up_is_due_after_the_policys_working_days() -> None:
+    """STD-089: outbound.followup_fault_days working days after the call (Friday 16:00):
+    1 -> Monday, 2 -> Tuesday, 0 -> today, while the calling window is still open."""
+    friday = local(2026, 1, 9, 16)
+    for days, due_day in ((1, 12), (2, 13), (0, 9)):
+        policy = Policy.model_validate({"outbound": {"followup_fault_days": days}})
+        fault = outbound.plan_due("follow_up", friday, policy, follow_up="fault")
+        expected = friday if days == 0 else local(2026, 1, due_day, 9)
+        assert fault == outbound.Due(expected, local(2026, 1, due_day, 21)), days
+
+
 def test_follow_up_is_due_the_next_working_day() -> None:
     friday = local(2026, 1, 9, 16)
     due = outbound.plan_due("follow_up", friday, P)
@@ -414,3 +426,19 @@ def test_vanished_attempts_while_the_link_was_down() -> None:
     busy = run(LegUp("cfo-1-1-x", 101.0), CustomerDialled("cust-1", 101.1),
                DialEnded("BUSY", 101.2), Vanished(150.0))
     assert busy.outcome is AttemptOutcome.BUSY
+
+
+@pytest.mark.std("STD-069")
+def test_an_agents_own_callback_comes_before_inbound_unless_the_policy_says_otherwise() -> None:
+    """routing.callbacks_before_inbound: on (default), an agent's own due callback is
+    dialled even while inbound callers wait (and inbound routing skips the agent); off,
+    it waits like a pool task until no inbound caller is waiting."""
+    off = Policy.model_validate({"routing": {"callbacks_before_inbound": False}})
+    assert outbound.own_callbacks_first(P) and not outbound.own_callbacks_first(off)
+    assert outbound.may_dial_now(True, False, True, P)
+    assert not outbound.may_dial_now(True, False, True, off)
+    assert outbound.may_dial_now(True, False, False, off)
+    for policy in (P, off):  # pool tasks: inbound first, whatever the key
+        assert not outbound.may_dial_now(False, True, True, policy)
+        assert outbound.may_dial_now(False, True, False, policy)
+        assert not outbound.may_dial_now(False, False, False, policy)

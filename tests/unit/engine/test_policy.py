@@ -10,6 +10,7 @@ import pytest
 
 from callflow import policy_docs
 from callflow.engine.policy import (
+    REMOVED_KEYS,
     STOCK_RING_CADENCES_MS,
     Policy,
     late_answer_seconds,
@@ -81,26 +82,12 @@ STANDARD_DEFAULTS = [
     ("outbound.followup_general_days", 3),  # STD-086
     ("outbound.followup_fault_days", 1),  # STD-089
     ("outbound.attempts_per_number_per_run", 1),  # STD-090
-    ("outbound.new_customer_contact_days", 7),  # STD-096
     ("agents.acw_limit_s", 60),  # STD-100
     ("agents.acw_auto_ready", True),  # STD-100 (agents issue)
     ("kpi.acw_average_target_s", 60),  # STD-100
     ("kpi.talk_average_target_s", 180),  # STD-101
-    ("agents.inactivity_logout_min", 30),  # STD-102
-    ("agents.shift_end_flag_min", 15),  # STD-103
     ("agents.absence_flag_min", 20),  # STD-106
-    ("agents.login_before_shift_min", 15),  # C-9 / STD-107
-    ("tickets.backoffice_response_workdays", 1),  # STD-122
-    ("tickets.escalation_after_h", 24),  # STD-125
-    ("tickets.form_to_handler_work_h", 2),  # STD-126
-    ("tickets.handler_result_workdays", 2),  # STD-126
-    ("tickets.customer_test_h", 24),  # STD-127
-    ("tickets.complaint_followup_h", 24),  # STD-134
-    ("tickets.complaint_result_workdays", 5),  # STD-134
-    ("tickets.escalation_chain", ["shift_lead", "department_manager"]),  # C-10
     ("qa.min_monitored_per_agent_month", 5),  # STD-115, C-8
-    ("qa.satisfaction_min_pct", -50),  # STD-120
-    ("qa.satisfaction_max_pct", 200),  # STD-120
     ("qa.penalties.non_standard_phrase", 10),  # STD-119
     ("qa.penalties.service_without_consent", 50),  # STD-119
     ("kpi.short_abandon_s", 5),  # KPI definitions
@@ -109,9 +96,7 @@ STANDARD_DEFAULTS = [
     ("kpi.within_rings_target_pct", 100),  # KPI definitions
     ("calendar.workdays", ["mon", "tue", "wed", "thu", "fri"]),  # working days
     ("calendar.work_start", time(9, 0)),
-    ("calendar.work_end", time(18, 0)),
     ("greetings.language", "zh"),
-    ("availability.closed_hours_enabled", False),  # STD-001
     ("agents.feature_codes.not_ready", "*21"),
     ("agents.feature_codes.ready", "*22"),
     ("agents.feature_codes.busy", "*23"),
@@ -141,18 +126,6 @@ def test_reason_defaults(defaults: Policy) -> None:
     assert {"break", "meal", "training", "meeting", "back_office"} <= set(not_ready)
     assert defaults.agents.state_labels.busy.zh == "示忙"  # STD-097
     assert defaults.agents.state_labels.not_ready.zh != "未就绪"  # C-3
-
-
-def test_ticket_deadline_table(defaults: Policy) -> None:
-    simple = defaults.tickets.deadline("complaint", "simple")
-    assert (simple.first_answer.value, simple.first_answer.unit) == (2, "h")  # STD-123
-    complex_ = defaults.tickets.deadline("complaint", "complex", "vip")
-    assert (complex_.first_answer.value, complex_.first_answer.unit) == (24, "h")
-    assert (complex_.resolution.value, complex_.resolution.unit) == (5, "workdays")  # C-7
-    enquiry = defaults.tickets.deadline("enquiry")
-    assert (enquiry.resolution.value, enquiry.resolution.unit) == (2, "workdays")  # STD-124
-    other = defaults.tickets.deadline("suggestion")
-    assert other.ticket_type == "*"
 
 
 def test_every_number_declares_unit_and_rule(defaults: Policy) -> None:
@@ -237,7 +210,7 @@ limit_s = 45
 breach_scope = "call"
 [calendar]
 holidays = [2026-10-01, 2026-10-02]
-work_end = "17:30"
+work_start = "08:30"
 [[agents.busy_reasons]]
 code = "meal"
 label_zh = "用餐"
@@ -247,7 +220,7 @@ max_min = 45
     assert policy.country == "us" and ring_limit_seconds(policy) == 18
     assert policy.hold.limit_s == 45 and policy.hold.breach_scope == "call"
     assert policy.hold.reminder_s == 15  # untouched keys keep their default
-    assert policy.calendar.work_end == time(17, 30)
+    assert policy.calendar.work_start == time(8, 30)
     assert policy.calendar.holidays == [date(2026, 10, 1), date(2026, 10, 2)]
     assert [r.code for r in policy.agents.busy_reasons] == ["meal"]
     assert policy.greetings.centre_name == "诸暨广播电视台"
@@ -320,11 +293,20 @@ def test_opening_placeholders_checked(tmp_path: Path) -> None:
     assert "greetings.opening_template: unknown placeholder {company}" in message
 
 
-def test_deadline_table_needs_catch_all(tmp_path: Path) -> None:
-    text = ('[[tickets.deadlines]]\nticket_type = "complaint"\n'
-            'first_answer = { value = 2, unit = "h" }\n'
-            'resolution = { value = 5, unit = "workdays" }\n')
-    assert "tickets.deadlines: needs a catch-all row" in load_error(tmp_path, text)
+def test_a_removed_key_is_refused_with_why(tmp_path: Path) -> None:
+    """Issue 17: keys with no behaviour left the Policy; a file that still sets one gets an
+    error naming the key and why, never a silent default."""
+    message = load_error(tmp_path, '[tickets]\nescalation_after_h = 12\n'
+                                   '[agents]\nshift_end_flag_min = 5\n'
+                                   '[queues.vip]\ntime_of_day_greetings = true\n')
+    assert "tickets: removed from the Policy (ticket clocks come with tickets (issue 19))" \
+        in message
+    assert "agents.shift_end_flag_min: removed from the Policy" in message
+    assert "queues.vip.time_of_day_greetings: removed from the Policy" in message
+    for dotted in REMOVED_KEYS:
+        section, _, key = dotted.rpartition(".")
+        text = f"[{section}]\n{key} = 1\n" if section else f"[{key}]\nx = 1\n"
+        assert f"{dotted}: removed from the Policy" in load_error(tmp_path, text), dotted
 
 
 # --- per-queue overrides -------------------------------------------------------------------
