@@ -240,6 +240,7 @@ def ring_count(secs: float, ring_cycle_s: float) -> int:
     return max(1, math.ceil(round(secs, _MS) / ring_cycle_s))
 
 
+@enforces("STD-139", "STD-140", policy=("kpi.short_abandon_s",))
 def classify(call: CallFact, rules: KpiRules) -> str:
     """Which class of the KPI definitions a call falls in (from its time points)."""
     if call.outcome == IVR_HANDLED:
@@ -593,6 +594,7 @@ def call_kpis(call: CallFact, rules: KpiRules, as_of: datetime,
     return k
 
 
+@enforces("STD-050", "STD-140")
 def _handling_figures(k: Kpis, call: CallFact, rules: KpiRules, as_of: datetime,
                       acw: dict[tuple[str, str], float] | None) -> None:
     """The agents' work on an answered call: hold, talk, ACW, transfer, resolution."""

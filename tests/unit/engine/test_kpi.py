@@ -287,6 +287,7 @@ def test_ivr_handled_calls_are_not_offered() -> None:
 # --- KPI definitions fixed (issue 17): each test fails on the old definitions ---------------
 
 
+@pytest.mark.std("STD-139")
 def test_the_wait_starts_after_the_named_agent_menu() -> None:
     """t_in is routing, not arrival: 20 s in the named-agent menu is no wait (KPI defs)."""
     menu_s, wait_s = 20.0, 2 * RING
@@ -312,6 +313,7 @@ def test_the_wait_starts_after_the_named_agent_menu() -> None:
     assert (k.offered, k.ivr_handled, k.abandoned) == (0, 1, 0)
 
 
+@pytest.mark.std("STD-139", "STD-140")
 def test_a_held_caller_who_chooses_a_callback_is_a_callback_conversion() -> None:
     """STD-042: answered, held to the limit, pressed 2 -> a callback, not an answer."""
     call = dataclasses.replace(
@@ -352,6 +354,7 @@ def test_average_hold_divides_by_answered_calls() -> None:
     assert k.aht_s == pytest.approx(60.0)  # AHT stays on the handled call: 40 talk + 20 hold
 
 
+@pytest.mark.std("STD-050", "STD-140")
 def test_one_stop_per_agent_counts_only_the_segment_handed_on() -> None:
     """A transfers to B, B finishes and resolves it: A's segment is a transfer, B's is one-stop."""
     offers = (OfferFact("1001", at(2), at(5), "answered"),
@@ -370,6 +373,7 @@ def test_one_stop_per_agent_counts_only_the_segment_handed_on() -> None:
     assert agents["1001"].one_stop_rate == 0.0
 
 
+@pytest.mark.std("STD-050", "STD-140")
 def test_resolution_rate_comes_from_dispositions_and_is_unknown_without_any() -> None:
     calls = [answered_call("r", wait_s=RING, ring_s=RING, disposition="resolved"),
              answered_call("f", wait_s=RING, ring_s=RING, start=300, disposition="follow_up"),
