@@ -349,3 +349,54 @@ def test_a_real_inbound_drop_is_called_back_by_the_same_agent_end_to_end(
     product.flush()
     call = product.store.read(repo.get_call, hangup["Uniqueid"])
     assert call is not None and call.agent_id == "1002" and call.hangup_cause == 38
+
+
+@pytest.mark.std("STD-069")
+@pytest.mark.parametrize("callbacks_first", [True, False])
+def test_an_agents_own_callback_and_a_waiting_caller_in_the_policys_order(
+        asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path,
+        callbacks_first: bool) -> None:
+    """routing.callbacks_before_inbound: agent 1001 owes a dropped-call callback while an
+    inbound caller waits for them. When 1001 becomes ready, Asterisk's first DialBegin to
+    1001's phone is the dialer's Originate (on, the default: the callback before any new
+    inbound call, STD-069) or the waiting caller's Dial (off), whose task then waits."""
+    from callflow.agents.state import RequestState
+    from callflow.engine.calls import Phase
+    policy = live_policy(routing={"callbacks_before_inbound": callbacks_first})
+    product, feature = start_product(asterisk, asterisk_root, tmp_path, policy)
+    try:
+        softphone(sipp, asterisk, "1001")
+        customer(sipp, asterisk, "uas_answer.xml", ring_ms=1000)
+        log_in(product, "1001")
+        product.call(lambda: product.runtime.agent_event(
+            "1001", RequestState(AgentState.NOT_READY, "break")))
+        caller = sipp.caller("100", "uac_call.xml", talk_ms=3000, timeout_s=60)
+
+        def waiting_call() -> str | None:  # run on the loop (wait_for, call)
+            return next((c.call_id for c in product.runtime.live_calls()
+                         if c.phase is Phase.ROUTING), None)
+
+        product.wait_for(lambda: waiting_call() is not None, 15, "the caller waiting")
+        call_id = product.call(waiting_call)
+        task = add_task(product, feature, kind="dropped_call", owner="1001")
+        time.sleep(1.0)  # a few dialer ticks: the task is known as due
+        t0 = asterisk.tap.mark()
+        product.call(lambda: product.runtime.agent_event("1001", RequestState(AgentState.READY)))
+        first = asterisk.tap.wait_event(
+            lambda e: e["Event"] == "DialBegin"
+            and e.get("DestChannel", "").startswith("PJSIP/agent1001-"), 10, t0)
+        from_caller = first.get("Uniqueid") == call_id
+        assert from_caller is not callbacks_first, first
+        if callbacks_first:
+            wait_task(product, task.id, "the callback to connect", 15,
+                      lambda t: t.status == "done")
+        else:
+            assert read_task(product, task.id).status == "pending"
+            assert caller.wait(30) == 0, caller.diagnostics()
+            # the caller gone and 1001 free again, the callback is dialled
+            wait_task(product, task.id, "the callback after the caller", 30,
+                      lambda t: t.status == "done")
+        print(f"\ncallbacks_before_inbound={callbacks_first}: first offer to 1001 from "
+              f"{'the waiting caller' if from_caller else 'the dialer'}")
+    finally:
+        product.stop()
