@@ -39,6 +39,7 @@ from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
 from callflow.engine.effects import Alarm
 from callflow.engine.policy import Policy, ring_limit_seconds
+from callflow.engine.rules import enforces
 from callflow.errors import AgiCommandError, CallerHungUp
 from callflow.pbx.prompts import PromptLibrary, spell_digits
 from callflow.runtime.core import Runtime
@@ -162,6 +163,7 @@ class InboundFlow:
                 return
             plan = waiting.heard(plan, step, self.ctx.clock.now())
 
+    @enforces("STD-008", policy=("answering.ring_limit_rings",))
     async def _offer(self, member: RosterAgent) -> str:
         """Ring one agent for the ring limit (STD-008); the opening plays when they answer."""
         opening, _kind = await asyncio.to_thread(

@@ -53,6 +53,7 @@ def one_queue(calls: list[CallFact], spans: list[StateSpan] | None = None) -> Kp
     return result["main"]
 
 
+@pytest.mark.std("STD-006")
 def test_average_answer_ring_and_within_three_rings_std006() -> None:
     """Test hint 2: answers after 4, 9, 14, 12 s of ringing -> rings 1, 2, 3, 3; average 2.25."""
     rings_s = [0.8 * RING, 1.8 * RING, 2.8 * RING, 2.4 * RING]
@@ -74,6 +75,7 @@ def test_ring_count_edges() -> None:
     assert kpi.ring_count(3 * RING + 1e-9, RING) == 3  # float noise is not a 4th ring
 
 
+@pytest.mark.std("STD-139", "STD-140")
 def test_short_abandons_are_excluded_and_the_rates_add_up() -> None:
     short = RULES.short_abandon_s
     calls = [
@@ -122,6 +124,7 @@ def test_queue_override_of_the_service_level_target() -> None:
     assert rules_for("main").service_level_target_pct == POLICY.kpi.service_level_target_pct
 
 
+@pytest.mark.std("STD-100", "STD-144")
 def test_talk_hold_acw_aht_per_queue_and_agent() -> None:
     """Talk = t_end - t_ans - hold; ACW only from the acw state linked to the call."""
     hold = HoldFact(at(20), at(20 + 12), "1001")
@@ -239,6 +242,7 @@ def test_day_period_follows_the_centre_zone_and_dst() -> None:
     assert week.end - week.start == timedelta(days=7)
 
 
+@pytest.mark.std("STD-110")
 def test_agent_first_hang_ups_std110() -> None:
     plain = answered_call("p", wait_s=1, ring_s=1)
     agent_first = answered_call("a", wait_s=1, ring_s=1, start=100)
