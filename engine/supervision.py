@@ -139,6 +139,7 @@ def check_long_waits(calls: Iterable[InboundCall], now: float, max_wait_s: float
     return Verdict(tuple(alarms), replace(memory, long_waits=frozenset(alarmed & live_ids)))
 
 
+@enforces("STD-147")
 def check_ami_link(up: bool, since_start_s: float, grace_s: float, host: str, port: int,
                    memory: SupervisionMemory) -> Verdict:
     """The AMI link down (STD-147): once per outage; never up: only after ``grace_s``.

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from callflow.engine.policy import Policy
 from callflow.engine.rules import ENFORCERS, Enforcer
+from callflow.standards.policy_reads import SOURCE_DIRS
 
 STD_RE = re.compile(r"STD-\d{3}")
 
@@ -71,7 +72,7 @@ class Entry:
 
     rule: Rule
     enforcers: list[Enforcer] = field(default_factory=list)
-    policy_keys: list[str] = field(default_factory=list)
+    policy_keys: list[str] = field(default_factory=list)  # settings whose std= names it
     tests: list[TaggedTest] = field(default_factory=list)
 
     @property
@@ -104,11 +105,13 @@ def load_catalogue() -> tuple[dict[int, str], list[Rule]]:
 
 def import_everything() -> list[Enforcer]:
     """Import every callflow module so each ``@enforces`` registers; the registry, sorted."""
-    import callflow
-
-    for info in pkgutil.walk_packages(callflow.__path__, "callflow."):
-        if info.name not in _SKIP_MODULES:
-            importlib.import_module(info.name)
+    # the package's folders are mapped into callflow.* (pyproject package-dir), so each
+    # mapped package is walked from its own path, not only callflow/'s
+    for package in ("callflow", *(f"callflow.{d}" for d in SOURCE_DIRS if d != "callflow")):
+        root = importlib.import_module(package)
+        for info in pkgutil.walk_packages(root.__path__, f"{package}."):
+            if info.name not in _SKIP_MODULES:
+                importlib.import_module(info.name)
     return sorted(set(ENFORCERS), key=lambda e: (e.module, e.qualname))
 
 
@@ -121,6 +124,17 @@ def policy_keys_by_rule(policy: Policy | None = None) -> dict[str, list[str]]:
         for std in STD_RE.findall(row.std):
             found.setdefault(std, []).append(row.key)
     return found
+
+
+def known_policy_keys(policy: Policy | None = None) -> set[str]:
+    """Every dotted leaf key of the Policy and every section path above one."""
+    from callflow.policy_docs import policy_table
+
+    known: set[str] = set()
+    for row in policy_table(policy or Policy.defaults()):
+        parts = row.key.split(".")
+        known.update(".".join(parts[:n]) for n in range(1, len(parts) + 1))
+    return known
 
 
 # --- tests, read without running them ------------------------------------------------
@@ -195,7 +209,12 @@ def build(root: Path) -> tuple[dict[int, str], list[Entry]]:
     """Every catalogued rule joined with its enforcers, Policy keys and tests."""
     groups, rules = load_catalogue()
     entries = {rule.std: Entry(rule) for rule in rules}
+    known = known_policy_keys()
     for enforcer in import_everything():
+        wrong = [key for key in enforcer.policy_keys if key not in known]
+        if wrong:
+            raise ValueError(f"{enforcer.module}.{enforcer.qualname}: no such Policy key "
+                             f"{', '.join(wrong)}")
         for std in enforcer.std_ids:
             if std not in entries:
                 raise ValueError(f"{enforcer.module}.{enforcer.qualname}: unknown rule {std}")
@@ -203,11 +222,6 @@ def build(root: Path) -> tuple[dict[int, str], list[Entry]]:
     for std, keys in policy_keys_by_rule().items():
         if std in entries:
             entries[std].policy_keys.extend(keys)
-    for enforcer_entry in entries.values():
-        for enforcer in enforcer_entry.enforcers:
-            for key in enforcer.policy_keys:
-                if key not in enforcer_entry.policy_keys:
-                    enforcer_entry.policy_keys.append(key)
     for test in scan_tests(root):
         for std in test.std_ids:
             if std not in entries:
@@ -276,10 +290,13 @@ def render(root: Path, built: tuple[dict[int, str], list[Entry]] | None = None) 
             if entry.rule.gap:
                 lines.append(f"- gap: {_cell(entry.rule.gap)}")
             if entry.enforcers:
-                lines.append("- enforced by: " + ", ".join(
-                    f"`{e.module}.{e.qualname}`" for e in entry.enforcers))
+                lines.append("- enforced by:")
+                lines += [f"  - `{e.module}.{e.qualname}`" + (
+                    " reading " + ", ".join(f"`{k}`" for k in e.policy_keys)
+                    if e.policy_keys else "") for e in entry.enforcers]
             if entry.policy_keys:
-                lines.append("- Policy: " + ", ".join(f"`{k}`" for k in entry.policy_keys))
+                lines.append("- Policy settings naming it: "
+                             + ", ".join(f"`{k}`" for k in entry.policy_keys))
             if entry.tests:
                 lines.append("- tests:")
                 lines += [f"  - `{t.nodeid}` ({t.kind})" for t in entry.tests]

@@ -157,6 +157,7 @@ def test_a_call_that_is_gone_is_forgotten() -> None:
 # --- the AMI link ----------------------------------------------------------------------------
 
 
+@pytest.mark.std("STD-147")
 def test_a_link_that_never_came_up_alarms_after_the_grace_period_once() -> None:
     clock = FakeClock()
     started = clock.now()

@@ -258,3 +258,15 @@ def test_a_marked_test_that_runs_no_enforcer_fails(tmp_path: Path) -> None:
     assert "marked std(STD-041) but ran no enforcer of it (STD-041: no enforcer" in out, out
     assert "marked std(STD-040) but ran no enforcer of it (STD-040: test_marked.hold_limit)" \
         in out, out
+
+
+def test_an_enforcer_naming_a_policy_key_that_does_not_exist_is_an_error() -> None:
+    before = list(rules.ENFORCERS)
+    try:
+        rules.enforces("STD-040", policy=("hold.limit_seconds",))(lambda: None)
+        with pytest.raises(ValueError, match=r"no such Policy key hold\.limit_seconds"):
+            ledger.build(REPO)
+    finally:
+        rules.ENFORCERS[:] = before
+    assert "hold.limit_s" in ledger.known_policy_keys()
+    assert "hold" in ledger.known_policy_keys()
