@@ -84,6 +84,7 @@ SETTLE_S = 1.0
 
 
 class InboundFlow:
+    @enforces("STD-002", policy=("routing.did_queues", "routing.default_queue"))
     def __init__(self, session: AgiSession, ctx: FlowContext) -> None:
         self.session = session
         self.ctx = ctx

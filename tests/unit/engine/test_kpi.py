@@ -124,6 +124,23 @@ def test_queue_override_of_the_service_level_target() -> None:
     assert rules_for("main").service_level_target_pct == POLICY.kpi.service_level_target_pct
 
 
+@pytest.mark.std("STD-101")
+def test_average_talk_time_is_checked_against_the_policy_target() -> None:
+    """ACD = talk time / calls talked; over ``kpi.talk_average_target_s`` the check fails."""
+    target = RULES.talk_target_s
+    calls = [answered_call("a", wait_s=5, ring_s=5, talk_s=target - 30),
+             answered_call("b", wait_s=5, ring_s=5, talk_s=target + 10, start=600)]
+    k = one_queue(calls)
+    assert k.average_talk_s == pytest.approx(target - 10)
+    assert {c.name: c for c in kpi.checks(k, RULES, "queue")}[
+        "average talk time (ACD)"].passed is True
+    k = one_queue([*calls, answered_call("c", wait_s=5, ring_s=5, talk_s=target + 60,
+                                         start=1200)])
+    assert k.average_talk_s == pytest.approx(target + 40 / 3)
+    assert {c.name: c for c in kpi.checks(k, RULES, "queue")}[
+        "average talk time (ACD)"].passed is False
+
+
 @pytest.mark.std("STD-100", "STD-144")
 def test_talk_hold_acw_aht_per_queue_and_agent() -> None:
     """Talk = t_end - t_ans - hold; ACW only from the acw state linked to the call."""

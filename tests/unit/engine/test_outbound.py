@@ -199,7 +199,7 @@ def test_a_calendar_without_calling_days_is_an_error() -> None:
 # --- due times (C-11) ------------------------------------------------------------------------
 
 
-@pytest.mark.std("STD-089")
+@pytest.mark.std("STD-086", "STD-089")
 def test_follow_up_is_due_the_next_working_day() -> None:
     friday = local(2026, 1, 9, 16)
     due = outbound.plan_due("follow_up", friday, P)
