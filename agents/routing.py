@@ -21,6 +21,7 @@ from collections.abc import Callable, Iterable
 from callflow.agents.roster import Roster
 from callflow.agents.state import AgentSnapshot, longest_idle
 from callflow.engine.calls import InboundCall
+from callflow.engine.rules import enforces
 
 
 def older_waiting(call: InboundCall, waiting: Iterable[InboundCall]) -> InboundCall | None:
@@ -36,6 +37,7 @@ def queue_position(call: InboundCall, waiting: Iterable[InboundCall]) -> int:
                    and other.queue == call.queue and other.t_in < call.t_in)
 
 
+@enforces("STD-071", policy=("routing.named_agent_dids",))
 def next_agent(call: InboundCall, *, waiting: Iterable[InboundCall],
                agents: Iterable[AgentSnapshot], roster: Roster, named: str | None = None,
                held: Callable[[str], bool] = lambda agent_id: False) -> AgentSnapshot | None:

@@ -295,6 +295,7 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
     return new, effects
 
 
+@enforces("STD-100", policy=("kpi.acw_average_target_s",))
 def _acw_finished(agent: AgentSnapshot, now: float, policy: Policy, *, ended_by: str) -> Step:
     """Record one ACW's length and alert when the running average crosses the target."""
     seconds = max(0.0, now - agent.since)
@@ -368,6 +369,7 @@ def _check_present(agent: AgentSnapshot) -> None:
         raise StateError("on_call", f"agent {agent.agent_id} is {agent.state}")
 
 
+@enforces("STD-097", policy=("agents.busy_reasons",))
 def _request(agent: AgentSnapshot, event: RequestState, now: float, policy: Policy) -> Step:
     _check_present(agent)
     target = event.state
@@ -433,6 +435,7 @@ def _end_acw(agent: AgentSnapshot, event: EndAcw, now: float, policy: Policy) ->
 MAX_WRAPUP_NOTES = 4000
 
 
+@enforces("STD-092", policy=("outbound.wrapup_required", "outbound.wrapup_inbound"))
 def _check_wrapup(agent: AgentSnapshot) -> None:
     """STD-092: no ready while the wrap-up form of the last call is owed."""
     if agent.wrapup_call:
@@ -486,6 +489,7 @@ def _extend_acw(agent: AgentSnapshot, event: ExtendAcw, now: float, policy: Poli
     return new, effects
 
 
+@enforces("STD-106")
 def _approve(agent: AgentSnapshot, event: ApproveBusy, now: float, policy: Policy) -> Step:
     if event.by != "supervisor":
         raise StateError("supervisor_only", "only a supervisor approves an absence")
@@ -526,6 +530,7 @@ def _answered(agent: AgentSnapshot, event: CallAnswered, now: float, policy: Pol
     return _enter(agent, AgentState.ON_CALL, now, policy, by="system", cause="answered")
 
 
+@enforces("STD-008", "STD-099", policy=("answering.rona_sets_not_ready",))
 def _timed_out(agent: AgentSnapshot, event: OfferTimedOut, now: float, policy: Policy) -> Step:
     if agent.state is not AgentState.RINGING or agent.call_id != event.call_id:
         raise _stale(agent, event)
@@ -596,6 +601,7 @@ def _withdrawn(agent: AgentSnapshot, event: OfferWithdrawn | CallEnded, now: flo
     return _to_idle(agent, now, policy, by="system", cause="offer_withdrawn")
 
 
+@enforces("STD-098", policy=("agents.acw_limit_s",))
 def _ended(agent: AgentSnapshot, event: CallEnded, now: float, policy: Policy) -> Step:
     if agent.call_id != event.call_id:
         raise _stale(agent, event)
@@ -643,6 +649,7 @@ def _hold(agent: AgentSnapshot, event: HoldStarted | HoldEnded, now: float,
                   cause="hold" if to_hold else "unhold")
 
 
+@enforces("STD-104", "STD-106", policy=("agents.busy_reasons", "agents.absence_flag_min"))
 def _timer(agent: AgentSnapshot, event: TimerFired, now: float, policy: Policy) -> Step:
     if event.key == timer_key(agent, ACW_TIMER) and agent.state is AgentState.ACW:
         return _acw_limit(agent, now, policy)
@@ -662,6 +669,7 @@ def _timer(agent: AgentSnapshot, event: TimerFired, now: float, policy: Policy) 
     return agent, []
 
 
+@enforces("STD-100", policy=("agents.acw_limit_s", "agents.acw_auto_ready"))
 def _acw_limit(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
     """STD-100: the ACW limit is reached: the agent is ready by itself (on time, not an
     overrun), or, with auto-ready off, the ACW now runs past its limit: counted and
@@ -677,6 +685,7 @@ def _acw_limit(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
         std="STD-100")]
 
 
+@enforces("STD-105", policy=("outbound.wrapup_missing_alarm",))
 def _wrapup_missing(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
     """The ACW limit came and the form did not: the form wins (STD-092), the agent stays
     in ACW, the overrun is counted, the agent is reminded and the board alarmed once
@@ -697,6 +706,7 @@ def _unreachable_alarm(agent: AgentSnapshot, std: str) -> Alarm:
         "state": agent.state.value, "call_id": agent.call_id}, std=std)
 
 
+@enforces("STD-045", "STD-099", policy=("supervision.softphone_grace_s",))
 def _softphone(agent: AgentSnapshot, event: SoftphoneReachable | SoftphoneUnreachable,
                now: float, policy: Policy) -> Step:
     reachable = isinstance(event, SoftphoneReachable)

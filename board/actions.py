@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from callflow.agents.events import AgentState, LogOut, RequestState
 from callflow.engine.effects import Originate
+from callflow.engine.rules import enforces
 from callflow.errors import CallflowError, StateError
 from callflow.store import repo
 
@@ -47,6 +48,7 @@ class SupervisorActions:
         return await self._agent_event(by, agent_id,
                                        LogOut(by="supervisor", reason="supervisor"), "logout", {})
 
+    @enforces("STD-146")
     async def monitor(self, by: str, agent_id: str, mode: str, phone: str) -> dict[str, Any]:
         """Ring the supervisor's ``phone`` (a PJSIP endpoint) into ChanSpy on the agent's call.
 

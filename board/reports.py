@@ -27,6 +27,7 @@ from zoneinfo import ZoneInfo
 from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, KpiRules, Kpis, StateSpan
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 from callflow.errors import CallflowError
 from callflow.store.db import Store
 from callflow.store.kpi_facts import load_facts
@@ -86,6 +87,7 @@ def period_of(kind: Kind, day: date, zone: ZoneInfo) -> tuple[kpi.Period, str]:
     raise ReportError(f"unknown report kind {kind!r}: daily or weekly")
 
 
+@enforces("STD-141")
 def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
           spans: list[StateSpan], policy: Policy, as_of: datetime,
           agents: Iterable[str] = ()) -> Report:

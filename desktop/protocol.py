@@ -28,6 +28,7 @@ from callflow.agents.events import (
 )
 from callflow.agents.state import MAX_WRAPUP_NOTES
 from callflow.engine.policy import Policy, Reason
+from callflow.engine.rules import enforces
 from callflow.stream.protocol import (
     MAX_CLIENT_FRAME_BYTES,
     MAX_PING_ID_LENGTH,
@@ -173,6 +174,9 @@ def _reasons(reasons: list[Reason], *, chosen_only: bool) -> list[dict[str, Any]
             for r in reasons if not (chosen_only and r.system)]
 
 
+@enforces("STD-014", "STD-016",
+          policy=("greetings.opening_template", "greetings.centre_name",
+                  "greetings.agent_identity"))
 def opening_text(policy: Policy, language: str, agent_no: str, agent_name: str) -> str:
     """The opening the caller hears when this agent answers (STD-014, C-4), as shown."""
     greetings = policy.greetings
@@ -185,6 +189,7 @@ def opening_text(policy: Policy, language: str, agent_no: str, agent_name: str) 
         department=greetings.department)
 
 
+@enforces("STD-017", policy=("greetings.holiday_greetings_enabled", "greetings.holiday_greetings"))
 def hello_frame(*, policy: Policy, language: str, agent_id: str, agent_name: str,
                 username: str, role: str, apology_text: str, day: date,
                 last_seq: int, server_time: float) -> str:

@@ -39,6 +39,7 @@ from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
 from callflow.engine.effects import Alarm
 from callflow.engine.policy import Policy, ring_limit_seconds
+from callflow.engine.rules import enforces
 from callflow.errors import AgiCommandError, CallerHungUp
 from callflow.pbx.prompts import PromptLibrary, spell_digits
 from callflow.runtime.core import Runtime
@@ -83,6 +84,7 @@ SETTLE_S = 1.0
 
 
 class InboundFlow:
+    @enforces("STD-002", policy=("routing.did_queues", "routing.default_queue"))
     def __init__(self, session: AgiSession, ctx: FlowContext) -> None:
         self.session = session
         self.ctx = ctx
@@ -164,6 +166,7 @@ class InboundFlow:
                 return
             plan = waiting.heard(plan, step, self.ctx.clock.now())
 
+    @enforces("STD-008", policy=("answering.ring_limit_rings",))
     async def _offer(self, member: RosterAgent) -> str:
         """Ring one agent for the ring limit (STD-008); the opening plays when they answer."""
         opening, _kind = await asyncio.to_thread(
@@ -304,6 +307,7 @@ class InboundFlow:
             log.info("call %s: no agent with work number %r", self.call_id, digits)
         return None
 
+    @enforces("STD-072", policy=("routing.named_agent_callback_due_min",))
     async def _named_agent_busy(self, named: RosterAgent) -> RosterAgent | None:
         """STD-072's script, then: 1 wait for them, 2 anyone, 3 leave a callback for them."""
         await self._play("named_agent_busy")

@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Any
 
 from callflow.engine.effects import DomainEvent, Effect
+from callflow.engine.rules import enforces
 
 
 class Phase(StrEnum):
@@ -320,6 +321,7 @@ def ring_count(seconds: float, ring_cycle_s: float) -> int:
     return max(1, math.ceil(round(seconds, 3) / ring_cycle_s))
 
 
+@enforces("STD-006")
 def answer_ring(call: InboundCall, timings: CallRules) -> int | None:
     offer = call.answered_offer
     if offer is None or offer.ring_s is None:
@@ -340,6 +342,7 @@ def total_wait(call: InboundCall) -> float | None:
     return None
 
 
+@enforces("STD-009", policy=("answering.apology_after_rings",))
 def is_late(call: InboundCall, timings: CallRules) -> bool:
     """STD-009: the caller's total wait until the answer exceeded the apology threshold."""
     return call.answered_at is not None and \
@@ -586,6 +589,9 @@ def _leave(call: InboundCall, at: float) -> InboundCall:
     return replace(call, offers=tuple(offers))
 
 
+@enforces("STD-055", "STD-069",
+          policy=("routing.missed_call_callbacks", "routing.dropped_call_callback",
+                  "routing.dropped_call_causes"))
 def _released(call: InboundCall, event: CallReleased,
               timings: CallRules) -> tuple[InboundCall, list[Effect]]:
     current = call.current_offer

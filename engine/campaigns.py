@@ -34,6 +34,7 @@ from datetime import datetime, time, timedelta
 
 from callflow.engine import outbound
 from callflow.engine.policy import WEEKDAYS, Policy
+from callflow.engine.rules import enforces
 from callflow.errors import PolicyError, StateError
 
 #: CSV columns: ``number`` is required, the others optional (docs/campaigns.md).
@@ -104,6 +105,7 @@ def _bounds(day: datetime, rules: CampaignRules, policy: Policy
                                                                            tzinfo=tz)
 
 
+@enforces("STD-085", policy=("outbound.calling_window_start", "outbound.calling_window_end"))
 def is_open(t: datetime, rules: CampaignRules, policy: Policy) -> bool:
     """May the campaign's numbers be dialled at ``t``? Active, its day, its hours, and the
     Policy's calling window (STD-085)."""

@@ -43,6 +43,7 @@ from callflow.engine.effects import (
     StartTimer,
 )
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 from callflow.errors import StateError
 
 TIMER_PREFIX = "hold"
@@ -321,6 +322,9 @@ def _end_episode(holds: CallHolds, at: float, wall: float, rules: HoldRules,
     return holds, effects
 
 
+@enforces("STD-040", "STD-041", "STD-043",
+          policy=("hold.limit_s", "hold.reminder_s", "hold.reminder_repeat_s", "hold.breach_scope",
+                  "hold.max_wait_s", "hold.auto_retrieve_s"))
 def _timer(holds: CallHolds, event: HoldTimer,
            rules: HoldRules) -> tuple[CallHolds, list[Effect]]:
     call_id, n, kind, count = parse_key(event.key)
@@ -378,6 +382,7 @@ def _timer(holds: CallHolds, event: HoldTimer,
     raise StateError("bad_timer", f"unknown hold timer kind {kind!r}")
 
 
+@enforces("STD-042", policy=("hold.max_wait_offer", "hold.choice_window_s"))
 def _caller_key(holds: CallHolds, event: CallerKey) -> tuple[CallHolds, list[Effect]]:
     """A key counts only while the offer is open; any other key press is the caller's
     business with the agent (it reaches the agent's phone as usual)."""

@@ -265,6 +265,7 @@ def total_wait(call: CallFact) -> float | None:
     return None if call.answered_at is None else seconds(call.t_in, call.answered_at)
 
 
+@enforces("STD-006", policy=("kpi.average_answer_rings_target",))
 def answer_ring(call: CallFact, rules: KpiRules) -> int | None:
     """Ring count of ``t_ans - t_ring`` at the (first) answering agent (STD-006)."""
     if call.answered_at is None:
@@ -439,10 +440,12 @@ class Kpis:
 
     # --- rates (None when there is nothing to divide) ---
     @property
+    @enforces("STD-140")
     def answer_rate(self) -> float | None:
         return _ratio(self.answered, self.decided)
 
     @property
+    @enforces("STD-139", policy=("kpi.short_abandon_s",))
     def abandon_rate(self) -> float | None:
         return _ratio(self.abandoned, self.decided)
 
@@ -467,6 +470,7 @@ class Kpis:
         return _ratio(self.wait_sum_s, self.answered)
 
     @property
+    @enforces("STD-101", policy=("kpi.talk_average_target_s",))
     def average_talk_s(self) -> float | None:
         """ACD (STD-101): talk time ÷ calls talked."""
         return _ratio(self.talk_s, self.handled)
@@ -477,6 +481,7 @@ class Kpis:
         return _ratio(self.hold_s, self.hold_calls)
 
     @property
+    @enforces("STD-100", policy=("kpi.acw_average_target_s",))
     def average_acw_s(self) -> float | None:
         """STD-100: ACW time ÷ calls handled (a call with no ACW counts 0)."""
         return _ratio(self.acw_s, self.handled)
@@ -486,6 +491,7 @@ class Kpis:
         return _ratio(self.talk_s + self.handled_hold_s + self.acw_s, self.handled)
 
     @property
+    @enforces("STD-050")
     def one_stop_rate(self) -> float | None:
         return _ratio(self.handled - self.transferred, self.handled)
 
@@ -541,6 +547,7 @@ def _acw_by_call(spans: Iterable[StateSpan], as_of: datetime) -> dict[tuple[str,
     return out
 
 
+@enforces("STD-110", policy=("answering.agent_release_closing",))
 def is_agent_first_release(call: CallFact) -> bool:
     """STD-110: an agent release neither after the 2 s rule nor a special-call ending."""
     if call.released_by != "agent":
@@ -563,6 +570,7 @@ def _hold_figures(call: CallFact, rules: KpiRules, as_of: datetime,
     return len(lengths), breaches, long_holds
 
 
+@enforces("STD-144")
 def call_kpis(call: CallFact, rules: KpiRules, as_of: datetime,
               acw: dict[tuple[str, str], float] | None = None) -> Kpis:
     """The queue-side figures of one call (each call counts once)."""

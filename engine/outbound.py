@@ -154,6 +154,7 @@ class OutboundRoute:
 # --- ring limits ----------------------------------------------------------------------------
 
 
+@enforces("STD-081", policy=("outbound.no_answer_rings",))
 def customer_ring_seconds(policy: Policy) -> float:
     """STD-081: the customer's phone rings this long, then we hang up (cn 30 s, us 36 s)."""
     return outbound_no_answer_seconds(policy)
@@ -202,6 +203,9 @@ def _at(day: date, clock_time: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, clock_time, tzinfo=tz)
 
 
+@enforces("STD-085",
+          policy=("outbound.calling_window_start", "outbound.calling_window_end",
+                  "outbound.calling_days", "calendar.timezone"))
 def next_calling_time(t: datetime, policy: Policy) -> datetime:
     """The earliest instant >= ``t`` inside the calling window of a calling day (STD-085)."""
     tz = zone(policy)
@@ -298,6 +302,7 @@ class Due:
     deadline_at: datetime | None = None
 
 
+@enforces("STD-086", "STD-089", "STD-091", policy=("outbound.followup_general_days",))
 def plan_due(kind: str, now: datetime, policy: Policy, *, requested_at: datetime | None = None,
              follow_up: FollowUpReason = "general") -> Due:
     """The due time a new task of ``kind`` gets.
@@ -364,6 +369,9 @@ class Decision:
         return "pending" if self.retry_at is not None else "unreachable"
 
 
+@enforces("STD-081", "STD-085", "STD-090",
+          policy=("outbound.max_attempts", "outbound.retry_spacing_min",
+                  "outbound.attempts_per_number_per_run"))
 def decide(outcome: AttemptOutcome, *, kind: str, attempts: int, max_attempts: int,
            attempts_today: int, now: datetime, due_at: datetime, policy: Policy) -> Decision:
     """The retry rule (STD-081, STD-085, STD-090).

@@ -39,6 +39,7 @@ from callflow.engine.effects import (
     StartTimer,
 )
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 from callflow.errors import StateError
 
 TIMER_PREFIX = "special"
@@ -267,6 +268,9 @@ def step(call: SpecialCall, event: SpecialEvent,
     return _played(call, event, rules)
 
 
+@enforces("STD-056", "STD-057", "STD-059", "STD-060", "STD-067",
+          policy=("special_calls.silent_form", "special_calls.silent_prompts",
+                  "special_calls.silent_short_repeats"))
 def _start(call: SpecialCall, event: Start,
            rules: SpecialRules) -> tuple[SpecialCall, list[Effect]]:
     if event.procedure not in PROCEDURES:
@@ -281,6 +285,7 @@ def _start(call: SpecialCall, event: Start,
     return _play_next(call, rules, [_notice(call, "special_started")])
 
 
+@enforces("STD-064", policy=("special_calls.nuisance_warnings",))
 def _warn(call: SpecialCall, event: Warn,
           rules: SpecialRules) -> tuple[SpecialCall, list[Effect]]:
     if call.running and call.procedure != "nuisance":
@@ -338,6 +343,8 @@ def _played(call: SpecialCall, event: PromptPlayed,
     return call, [StartTimer(timer_key(call.call_id, call.run, what), event.at + wait)]
 
 
+@enforces("STD-065",
+          policy=("special_calls.nuisance_final_action", "special_calls.attendant_target"))
 def _nuisance_final(call: SpecialCall,
                     rules: SpecialRules) -> tuple[SpecialCall, list[Effect]]:
     action = rules.nuisance_final_action
@@ -365,6 +372,11 @@ def _speech(call: SpecialCall) -> tuple[SpecialCall, list[Effect]]:
                                                              why="caller_speech")]
 
 
+@enforces("STD-056", "STD-057", "STD-059", "STD-060", "STD-067",
+          policy=("special_calls.silent_gap_s", "special_calls.silent_release_delay_s",
+                  "special_calls.quiet_line_release_delay_s",
+                  "special_calls.noisy_line_release_delay_s",
+                  "special_calls.wrong_number_release_delay_s"))
 def _timer(call: SpecialCall, event: SpecialTimer,
            rules: SpecialRules) -> tuple[SpecialCall, list[Effect]]:
     try:
@@ -390,6 +402,7 @@ def _timer(call: SpecialCall, event: SpecialTimer,
     return call, [Release(call.call_id, str(call.procedure))]
 
 
+@enforces("STD-110", "STD-111", "STD-112", policy=("hangup.closing_grace_s", "hangup.strict_mode"))
 def _released(call: SpecialCall, event: Released,
               rules: SpecialRules) -> tuple[SpecialCall, list[Effect]]:
     """STD-110..112: judge the release once and record it."""

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 
 from callflow.engine.calls import InboundCall, Phase
 from callflow.engine.effects import Alarm
+from callflow.engine.rules import enforces
 
 #: A call still waits for an agent in these phases (not yet talking, not ended).
 WAITING_PHASES = (Phase.ROUTING, Phase.OFFERING)
@@ -89,6 +90,7 @@ class Verdict:
     ami_link: bool | None = None  # the link's new state when it changed (to announce)
 
 
+@enforces("STD-006", policy=("kpi.average_answer_rings_target", "kpi.report_interval_min"))
 def check_queue(figures: QueueFigures, memory: SupervisionMemory) -> Verdict:
     """Service level below target (KPI) and intervals above the average ring (STD-006)."""
     queue = figures.queue
@@ -116,6 +118,7 @@ def check_queue(figures: QueueFigures, memory: SupervisionMemory) -> Verdict:
     return Verdict(tuple(alarms), replace(memory, low_service_level=low, ring_intervals=rings))
 
 
+@enforces("STD-043", policy=("hold.max_wait_s",))
 def check_long_waits(calls: Iterable[InboundCall], now: float, max_wait_s: float,
                      memory: SupervisionMemory) -> Verdict:
     """STD-043: callers waiting for an agent past the maximum wait (``now``: epoch seconds).
@@ -137,6 +140,7 @@ def check_long_waits(calls: Iterable[InboundCall], now: float, max_wait_s: float
     return Verdict(tuple(alarms), replace(memory, long_waits=frozenset(alarmed & live_ids)))
 
 
+@enforces("STD-147")
 def check_ami_link(up: bool, since_start_s: float, grace_s: float, host: str, port: int,
                    memory: SupervisionMemory) -> Verdict:
     """The AMI link down (STD-147): once per outage; never up: only after ``grace_s``.

@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from callflow.engine.effects import Alarm
+from callflow.engine.rules import enforces
 
 REGISTRATION_REFUSED = "trunk_registration_refused"
 UNREACHABLE = "trunk_unreachable"
@@ -38,6 +39,7 @@ class TrunkHealth:
         return self.refused | self.unreachable
 
 
+@enforces("STD-147")
 def registration(health: TrunkHealth, trunk: str, status: str, server: str
                  ) -> tuple[tuple[Alarm, ...], TrunkHealth]:
     """A ``Registry`` status of ``trunk``: refused -> one alarm; registered -> re-armed."""
@@ -52,6 +54,7 @@ def registration(health: TrunkHealth, trunk: str, status: str, server: str
     return (), health
 
 
+@enforces("STD-147")
 def reachability(health: TrunkHealth, trunk: str, status: str, uri: str
                  ) -> tuple[tuple[Alarm, ...], TrunkHealth]:
     """A ``ContactStatus`` of ``trunk``'s AOR: ``Unreachable`` -> one alarm;

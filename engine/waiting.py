@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 
 
 class WaitAction(StrEnum):
@@ -40,6 +41,9 @@ def start_waiting(entered_at: float, now: float) -> WaitState:
     return WaitState(entered_at=entered_at, last_heard_at=now)
 
 
+@enforces("STD-047",
+          policy=("waiting.announcement_interval_s", "waiting.callback_offer_s",
+                  "waiting.callbacks_enabled"))
 def next_step(state: WaitState, policy: Policy) -> WaitStep:
     """The next thing the caller hears if no agent frees up first."""
     announce_at = state.last_heard_at + policy.waiting.announcement_interval_s

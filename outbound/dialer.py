@@ -62,6 +62,7 @@ from callflow.engine.effects import Alarm, ListChannels
 from callflow.engine.numbers import DEFAULT_COUNTRY
 from callflow.engine.outbound import Attempt, AttemptEvent, AttemptOutcome, Decision
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 from callflow.errors import AmiActionFailed, AmiError, AmiLinkDown, CallflowError, StateError
 from callflow.store import campaigns as campaign_store
 from callflow.store import repo
@@ -634,6 +635,7 @@ class Dialer:
                     "owner_agent_id": task.owner_agent_id, "due_at": _iso(task.due_at)},
                     std="STD-072")])
 
+    @enforces("STD-082", policy=("outbound.dial_mode",))
     async def _offer_previews(self, owners: set[str], pool: bool, now: datetime) -> None:
         """Preview (STD-082): each free agent is shown their next due task; a due pool
         task is given to a free agent who has none of their own."""

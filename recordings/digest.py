@@ -19,6 +19,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from callflow.engine.rules import enforces
 from callflow.recordings.scoring import UNQUALIFYING, ZERO_SCORE
 
 
@@ -89,6 +90,7 @@ class Digest:
         return sum(latest.values())
 
 
+@enforces("STD-121")
 def build_digest(day: date, flagged: Iterable[FlaggedCall], findings: Iterable[Finding],
                  *, team: str | None = None) -> Digest:
     """The day's digest; unflagged recordings are dropped, ``team`` keeps one team's calls.

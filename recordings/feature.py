@@ -41,6 +41,7 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter
 
 from callflow.engine.effects import Persist, StartRecording
+from callflow.engine.rules import enforces
 from callflow.feature import FeatureBase
 from callflow.settings import private_dir
 from callflow.store import repo
@@ -193,6 +194,7 @@ class RecordingsFeature(FeatureBase):
         log.info("recording %s (%s) to %s", found.call_id, found.direction, found.path)
         self._spawn(self._mixmonitor(found))
 
+    @enforces("STD-114", policy=("qa.record_inbound",))
     def _inbound(self, uid: str, frame: AmiFrame) -> Active | None:
         runtime = self.runtime
         link = runtime.agent_links.get(uid)
@@ -202,6 +204,7 @@ class RecordingsFeature(FeatureBase):
         return Active(call.call_id, call.call_id, "inbound", call.channel,
                       self._path(call.call_id), call.agent_id, call.caller, _stamp(frame))
 
+    @enforces("STD-114", policy=("qa.record_outbound",))
     def _outbound(self, uid: str, frame: AmiFrame) -> Active | None:
         if self.outbound is None or not self.service.policy.qa.record_outbound:
             return None

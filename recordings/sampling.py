@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from callflow.engine.rules import enforces
+
 
 @dataclass(frozen=True)
 class Candidate:
@@ -63,6 +65,7 @@ def _target(month_start: datetime, month_end: datetime, agent_id: str, slot: int
     return lo, lo + span, lo + span * fraction
 
 
+@enforces("STD-115", policy=("qa.min_monitored_per_agent_month", "qa.include_flagged"))
 def select_month(candidates: Iterable[Candidate], month_start: datetime, month_end: datetime,
                  rules: SampleRules) -> list[Pick]:
     """The picks for ``[month_start, month_end)``; only candidates inside it are considered."""

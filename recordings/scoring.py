@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 from callflow.errors import CallflowError
 
 #: Penalty codes and the ``qa.penalties`` fields that give their points (STD-119).
@@ -149,6 +150,7 @@ def _int(value: object, what: str) -> int:
     return value
 
 
+@enforces("STD-116", "STD-119", policy=("recordings.criteria", "qa.penalties"))
 def score_review(sheet: Sheet, scores: Mapping[str, object],
                  penalties: Iterable[Mapping[str, object]]) -> ScoredReview:
     """Validate one review against the sheet and total it; ReviewError says what is wrong."""
@@ -292,6 +294,7 @@ def _tally(reviews: Iterable[MonthReview]) -> tuple[PenaltyTally, ...]:
     return tuple(PenaltyTally(code, n, pts) for code, (n, pts) in sorted(counts.items()))
 
 
+@enforces("STD-115", "STD-117", policy=("qa.min_monitored_per_agent_month",))
 def agent_month_totals(recordings: Iterable[MonthRecording], reviews: Iterable[MonthReview],
                        minimum: int) -> list[AgentMonth]:
     """The month's QA totals per agent (STD-117), each against ``minimum`` (STD-115).

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
 
+from callflow.engine.rules import enforces
 from callflow.errors import StateError, StoreError
 
 from .models import (
@@ -157,6 +158,7 @@ def open_calls(s: Session, *, direction: str = "inbound") -> list[Call]:
     return list(s.scalars(query))
 
 
+@enforces("STD-073", policy=("routing.repeat_caller_lookback_days",))
 def calls_from_number(s: Session, number: str, *, since: datetime, limit: int = 20) -> list[Call]:
     """Earlier contacts of a caller, newest first (STD-073 repeat callers, STD-114)."""
     query = (select(Call).where(Call.caller_number == number, Call.entered_at >= since)

@@ -21,6 +21,7 @@ from datetime import date
 from pathlib import Path
 
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 from callflow.errors import CallflowError
 from callflow.settings import REPO_ROOT
 
@@ -106,6 +107,8 @@ class PromptLibrary:
             synthesize(text, self.pack.voice, wav)
         return wav.with_suffix("")
 
+    @enforces("STD-014", "STD-017",
+              policy=("greetings.opening_template", "greetings.holiday_greetings"))
     def opening(self, policy: Policy, agent_no: str, agent_name: str,
                 day: date) -> tuple[Path, str]:
         """The opening the caller hears when the agent answers, and which one it is.

@@ -195,6 +195,7 @@ def latency_table(rows: list[tuple[str, str, float]]) -> str:
 # --- the whole cycle, measured ------------------------------------------------------------
 
 
+@pytest.mark.std("STD-098")
 def test_softphone_call_acw_and_feature_code_reach_the_desktop_in_order_within_200ms(
         asterisk: PbxHandle, sipp: SippControl, product: Product) -> None:
     tap = asterisk.tap
@@ -289,6 +290,7 @@ def test_softphone_call_acw_and_feature_code_reach_the_desktop_in_order_within_2
 # --- registration ---------------------------------------------------------------------------
 
 
+@pytest.mark.std("STD-099")
 def test_registering_softphone_shows_reachable_and_unregistering_takes_the_agent_out(
         asterisk: PbxHandle, sipp: SippControl, product: Product) -> None:
     tap = asterisk.tap

@@ -115,6 +115,7 @@ def failures(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixt
     assert not failed, failed  # MuteAudio, Originate, Hangup: Asterisk took every one
 
 
+@pytest.mark.std("STD-040", "STD-041", "STD-042")
 def test_desk_hold_music_reminders_limit_then_caller_chooses_a_callback(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path,
         failures: pytest.LogCaptureFixture) -> None:

@@ -65,6 +65,7 @@ def first(seen: list[tuple[float, str, dict[str, Any]]], topic: str,
                          f"{[(t, p.get('type')) for _, t, p in seen]}")
 
 
+@pytest.mark.std("STD-040", "STD-041")
 def test_hold_35_s_reminder_at_15_limit_at_30_breach_recorded(
         asterisk: PbxHandle, sipp: SippControl, product: Product) -> None:
     policy = product.service.policy
@@ -142,6 +143,7 @@ def run_release(asterisk: PbxHandle, sipp: SippControl, product: Product, softph
     return call_id, call, alarms
 
 
+@pytest.mark.std("STD-110")
 def test_agent_hangs_up_first_is_a_violation(
         asterisk: PbxHandle, sipp: SippControl, product: Product) -> None:
     _, call, alarms = run_release(asterisk, sipp, product, "uas_answer_bye.xml",

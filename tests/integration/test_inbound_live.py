@@ -50,6 +50,7 @@ def ended(product: Product, call_id: str) -> bool:
     return call is not None and call.phase is Phase.ENDED
 
 
+@pytest.mark.std("STD-008", "STD-099")
 def test_no_answer_in_three_rings_moves_the_call_and_sets_the_agent_not_ready(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """STD-008: 3 rings (15 s at cn cadence) unanswered -> next agent; RONA -> not-ready
@@ -113,6 +114,7 @@ def prompt_seconds(product: Product, name: str, **params: str) -> float:
     return (wav.stat().st_size - 44) / 16000  # 8 kHz, 16-bit mono
 
 
+@pytest.mark.std("STD-047")
 def test_waiting_caller_hears_announcements_then_chooses_a_callback(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """STD-047/STD-043: no agent free -> an announcement every interval, the callback offer
@@ -158,6 +160,7 @@ def test_waiting_caller_hears_announcements_then_chooses_a_callback(
         print("announcement gaps", [round(g, 2) for g in gaps])
 
 
+@pytest.mark.std("STD-009")
 def test_a_caller_who_waited_past_the_threshold_gets_the_apology_opening(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """STD-009: total wait beyond the apology threshold -> the agent's desktop is told to
@@ -184,6 +187,7 @@ def test_a_caller_who_waited_past_the_threshold_gets_the_apology_opening(
         desktop.close()
 
 
+@pytest.mark.std("STD-071", "STD-072")
 def test_named_agent_busy_leaves_a_callback_for_that_agent(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """STD-071/STD-072: the caller keys in agent 1001's work number; 1001 is not free ->
@@ -232,6 +236,7 @@ def test_named_agent_busy_leaves_a_callback_for_that_agent(
               f"menu end {routed - menu_end:+.3f} s")
 
 
+@pytest.mark.std("STD-017")
 def test_on_a_configured_holiday_the_holiday_opening_is_played(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """STD-017: the holiday wish replaces the opening on its date."""

@@ -166,6 +166,7 @@ def measure_rings(asterisk: PbxHandle, sipp: SippControl, product: Product,
     return (cancel - invite) / 1000, task, begin
 
 
+@pytest.mark.std("STD-081")
 def test_six_unanswered_rings_hang_up_after_30_s_at_cn_cadence(
         asterisk: PbxHandle, sipp: SippControl, cn: tuple[Product, OutboundFeature]) -> None:
     product, feature = cn
@@ -310,6 +311,7 @@ def _frames(ws: Any, timeout: float) -> Iterator[dict[str, Any]]:
     raise AssertionError("no task frame on the desktop's websocket")
 
 
+@pytest.mark.std("STD-069")
 def test_a_real_inbound_drop_is_called_back_by_the_same_agent_end_to_end(
         asterisk: PbxHandle, sipp: SippControl, cn: tuple[Product, OutboundFeature]) -> None:
     """STD-069 end to end: agent 1002 takes an inbound call, the caller's line drops

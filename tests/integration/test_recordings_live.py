@@ -73,6 +73,7 @@ def http(product: Product, method: str, path: str, role: str,
         return error.code, error.read(), error.headers.get("content-type", "")
 
 
+@pytest.mark.std("STD-114", "STD-115", "STD-116")
 def test_a_call_is_recorded_stored_played_audited_reviewed_and_sampled(
         asterisk: PbxHandle, sipp: SippControl, product: Product,
         feature: RecordingsFeature) -> None:

@@ -104,6 +104,7 @@ def prompt_spans(asterisk: PbxHandle, t0: float, call_channel: str) -> list[tupl
     return spans
 
 
+@pytest.mark.std("STD-056", "STD-112")
 def test_silent_caller_script_with_measured_gaps_ends_silent(
         asterisk: PbxHandle, sipp: SippControl,
         default_product: tuple[Product, SpecialCallsFeature]) -> None:
@@ -140,6 +141,7 @@ def test_silent_caller_script_with_measured_gaps_ends_silent(
         "silent", "system", True, "silent")
 
 
+@pytest.mark.std("STD-064", "STD-065")
 def test_nuisance_warned_n_times_then_transferred_to_the_attendant(
         asterisk: PbxHandle, sipp: SippControl,
         nuisance_product: tuple[Product, SpecialCallsFeature]) -> None:

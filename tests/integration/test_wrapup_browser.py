@@ -47,6 +47,7 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path) -> Iterato
         running.stop()
 
 
+@pytest.mark.std("STD-092")
 def test_the_wrap_up_form_gates_ready_on_the_page(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser) -> None:
     base = f"http://127.0.0.1:{product.settings.ports.api}"

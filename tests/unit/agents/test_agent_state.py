@@ -155,6 +155,7 @@ def test_login_on_another_extension() -> None:
     assert desk.agent.extension == "agent2002"
 
 
+@pytest.mark.std("STD-098")
 def test_call_cycle() -> None:
     desk = Desk().ready()
     desk.send(CallOffered("c1"))
@@ -199,6 +200,7 @@ def test_ready_from(setup: str) -> None:
     assert (desk.agent.state, desk.agent.reason) == (S.READY, "")
 
 
+@pytest.mark.std("STD-097")
 def test_busy_reason_change() -> None:
     desk = Desk().busy("meal")
     desk.send(RequestState(S.BUSY, "restroom"))
@@ -346,6 +348,7 @@ def test_repeated_fact_is_a_no_op(setup: str, event: AgentEvent) -> None:
 # --- ACW (STD-098, STD-100) ----------------------------------------------------------------------
 
 
+@pytest.mark.std("STD-100")
 def test_acw_auto_ready_at_the_limit() -> None:
     desk = Desk().in_acw()
     desk.advance(59.9)
@@ -410,6 +413,7 @@ def test_acw_switched_off() -> None:
     assert desk.agent.calls_handled == 1
 
 
+@pytest.mark.std("STD-100")
 def test_acw_running_average_alert() -> None:
     # test hint 15: ACW 40 s, 50 s, 100 s -> running average 63.3 s > 60 s -> board alert
     desk = Desk().ready()
@@ -431,6 +435,7 @@ def test_acw_running_average_alert() -> None:
 # --- ring-no-answer (STD-008, STD-099) ---------------------------------------------------------
 
 
+@pytest.mark.std("STD-008", "STD-099")
 def test_ring_no_answer_sets_not_ready_and_routing_moves_on() -> None:
     a, b = Desk(agent_id="1001").ready(), Desk(agent_id="1002")
     b.clock.advance(5)
@@ -552,6 +557,7 @@ def test_unreachable_while_ringing_drops_the_offer() -> None:
         desk.send(OfferWithdrawn("c1"))
 
 
+@pytest.mark.std("STD-045")
 def test_unreachable_during_a_call() -> None:
     desk = Desk().talking()
     desk.send(SoftphoneUnreachable())
@@ -582,6 +588,7 @@ def test_login_with_unreachable_softphone() -> None:
 # --- busy reasons: limits and approval (STD-104, STD-106) -----------------------------------------
 
 
+@pytest.mark.std("STD-104")
 def test_meal_over_30_minutes_alerts_agent_and_board() -> None:
     desk = Desk().busy("meal")  # test hint 15: busy(meal) at 12:00 -> alert at 12:30
     desk.advance(29 * 60)
@@ -602,6 +609,7 @@ def test_short_meal_does_not_alert() -> None:
     assert desk.alarms("reason_overrun") == []
 
 
+@pytest.mark.std("STD-106")
 def test_absence_needing_approval() -> None:
     desk = Desk().busy("away")
     assert desk.agent.approval_pending
@@ -610,6 +618,7 @@ def test_absence_needing_approval() -> None:
     assert alarm.std == "STD-106"
 
 
+@pytest.mark.std("STD-106")
 def test_approved_absence_is_not_flagged() -> None:
     desk = Desk().busy("away")
     desk.advance(5 * 60)

@@ -44,6 +44,7 @@ def submitted(desk: Desk) -> list[WrapupSubmitted]:
     return [e for e in desk.log if isinstance(e, WrapupSubmitted)]
 
 
+@pytest.mark.std("STD-092")
 def test_an_outbound_call_owes_the_form_and_ready_is_refused_until_it_is_in() -> None:
     desk = outbound_acw()
     assert (desk.agent.state, desk.agent.wrapup_call) == (S.ACW, "cfo-1-1-aa")
@@ -66,6 +67,7 @@ def test_an_outbound_call_owes_the_form_and_ready_is_refused_until_it_is_in() ->
     assert desk.agent.state is S.READY
 
 
+@pytest.mark.std("STD-105")
 def test_acw_limit_with_no_form_keeps_the_agent_in_acw_and_alarms_once() -> None:
     desk = outbound_acw()
     desk.advance(60)  # agents.acw_limit_s: auto-ready would have made them ready here

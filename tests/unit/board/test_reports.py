@@ -8,6 +8,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from callflow.board import reports
 from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, OfferFact, StateSpan
@@ -47,6 +49,7 @@ def by_name(section: reports.Section) -> dict[str, kpi.Check]:
     return {c.name: c for c in section.checks}
 
 
+@pytest.mark.std("STD-141")
 def test_daily_report_per_queue_judges_each_standard() -> None:
     report = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400))
     assert report.label == "2024-05-06"
@@ -96,6 +99,7 @@ def test_html_is_printable_and_escapes() -> None:
     assert "No calls and no agent activity" in empty
 
 
+@pytest.mark.std("STD-141")
 def test_weekly_covers_monday_to_sunday() -> None:
     sunday = DAY + timedelta(days=6)
     late_sunday = CallFact(uniqueid="s", queue="main",

@@ -125,6 +125,7 @@ def test_hello_carries_policy_reasons_labels_and_scripts() -> None:
     assert frame["server_time"] == 1795739635.422
 
 
+@pytest.mark.std("STD-017")
 def test_hello_on_a_holiday_and_in_english() -> None:
     frame = hello(language="en", day=date(2027, 1, 1))
     assert frame_errors(frame) == []
@@ -132,6 +133,7 @@ def test_hello_on_a_holiday_and_in_english() -> None:
     assert "agent number 1001" in frame["scripts"]["normal"]
 
 
+@pytest.mark.std("STD-014", "STD-016")
 def test_opening_follows_the_agent_identity_setting() -> None:
     by_name = parse_policy({"greetings": {"agent_identity": "name"}})
     assert "Li Lei" in opening_text(by_name, "zh", "1001", "Li Lei")

@@ -296,6 +296,7 @@ async def test_caller_hanging_up_while_an_agent_rings_frees_the_agent(rig: Rig) 
     assert rig.runtime.agents["1001"].state is AgentState.READY
 
 
+@pytest.mark.std("STD-002")
 async def test_an_unknown_did_is_logged_and_routed_to_the_default_queue(
         prompts_dir: Path, caplog: pytest.LogCaptureFixture) -> None:
     policy = parse_policy({**SHORT, "routing": {"did_queues": {"100": "main"},

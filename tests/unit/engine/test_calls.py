@@ -49,6 +49,7 @@ def answered_after(ring_s: float, wait_s: float = 0.0) -> calls.InboundCall:
 @pytest.mark.parametrize(
     ("ring_s", "ring"), [(0.01, 1), (4, 1), (5, 1), (5.001, 2), (9, 2), (14, 3), (12, 3)]
 )
+@pytest.mark.std("STD-006")
 def test_answer_ring_is_ceil_of_ringing_over_the_cycle(ring_s: float, ring: int) -> None:
     """STD-006 test hint: answers after 4 s, 9 s, 14 s, 12 s are rings 1, 2, 3, 3."""
     call = answered_after(ring_s)
@@ -56,6 +57,7 @@ def test_answer_ring_is_ceil_of_ringing_over_the_cycle(ring_s: float, ring: int)
     assert calls.answer_ring(call, T) == ring
 
 
+@pytest.mark.std("STD-009")
 def test_late_answer_needs_the_apology() -> None:
     """STD-009 test hint: 10 s queue + 8 s ringing = 18 s > 15 s is late; 12 s in all is not."""
     assert calls.is_late(answered_after(8, wait_s=10), T)
@@ -111,6 +113,7 @@ def test_release_after_answer_is_answered_and_final() -> None:
     assert step(call, CallReleased("c1", T0 + 50), T) == (call, [])
 
 
+@pytest.mark.std("STD-009")
 def test_late_answer_switches_the_opening_to_the_apology_and_tells_only_that_agent() -> None:
     call = entered()
     call, _ = step(call, OfferStarted("c1", "1001", "PJSIP/agent1001-1", T0 + 10), T)
@@ -120,6 +123,7 @@ def test_late_answer_switches_the_opening_to_the_apology_and_tells_only_that_age
     assert topics == ["board", "agent:1001"]
 
 
+@pytest.mark.std("STD-069")
 def test_a_network_drop_mid_talk_creates_a_callback_for_the_same_agent() -> None:
     """STD-069: caller-side loss with a network cause; a normal goodbye creates none."""
     rules = calls.CallRules(5.0, 15.0, 5.0, dropped_call_causes=frozenset({38}))
@@ -133,6 +137,7 @@ def test_a_network_drop_mid_talk_creates_a_callback_for_the_same_agent() -> None
     assert not [e for e in effects if isinstance(e, Persist) and e.kind == "task"]
 
 
+@pytest.mark.std("STD-055")
 def test_an_abandoned_call_with_a_number_becomes_a_missed_call_task() -> None:
     """STD-055; a short abandon does not."""
     _, effects = step(entered(), CallReleased("c1", T0 + 30), T)

@@ -32,6 +32,7 @@ def test_the_contact_window_is_the_campaigns_days_and_hours(t: datetime, open_: 
     assert campaigns.is_open(t, RULES, POLICY) is open_
 
 
+@pytest.mark.std("STD-085")
 def test_the_window_never_leaves_the_policys_calling_window() -> None:
     late = CampaignRules(1, (), time(19), time(23, 30), 3, 0.0)
     assert campaigns.is_open(at(7, 20, 59), late, POLICY)

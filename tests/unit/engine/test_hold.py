@@ -66,6 +66,7 @@ def kinds(fired: list[tuple[float, Effect]]) -> list[tuple[float, str]]:
     return out
 
 
+@pytest.mark.std("STD-040", "STD-041")
 def test_reminders_every_15_s_and_breach_at_30_s_std_040_041() -> None:
     clock = Clock()
     h = hold.new("c1", "1001")
@@ -103,6 +104,7 @@ def test_short_hold_no_breach_and_late_timer_is_harmless() -> None:
     assert h.count == 1 and h.total_s() == 10.0 and h.breaches == 0
 
 
+@pytest.mark.std("STD-040")
 def test_call_scope_breaches_once_on_the_total_c_5() -> None:
     rules = replace(RULES, scope="call")
     clock = Clock()
@@ -133,6 +135,7 @@ def test_episode_scope_each_hold_has_its_own_limit() -> None:
     assert timers(effects)[hold.timer_key("c1", 2, hold.LIMIT)] == clock.t + 30
 
 
+@pytest.mark.std("STD-043")
 def test_max_wait_and_auto_retrieve_std_043() -> None:
     rules = replace(RULES, auto_retrieve_s=60.0, max_wait_s=50.0)
     clock = Clock()
@@ -215,6 +218,7 @@ def held_past_max_wait(rules: hold.HoldRules, via: hold.Via = "softphone",
     return h, pending, fired
 
 
+@pytest.mark.std("STD-042", "STD-043")
 def test_max_wait_offers_the_caller_the_choice_and_key_2_is_a_callback_std_042_043() -> None:
     rules = replace(RULES, max_wait_s=120.0, choice_window_s=15.0)
     h, pending, fired = held_past_max_wait(rules)

@@ -54,6 +54,7 @@ def one_queue(calls: list[CallFact], spans: list[StateSpan] | None = None) -> Kp
     return result["main"]
 
 
+@pytest.mark.std("STD-006")
 def test_average_answer_ring_and_within_three_rings_std006() -> None:
     """Test hint 2: answers after 4, 9, 14, 12 s of ringing -> rings 1, 2, 3, 3; average 2.25."""
     rings_s = [0.8 * RING, 1.8 * RING, 2.8 * RING, 2.4 * RING]
@@ -75,6 +76,7 @@ def test_ring_count_edges() -> None:
     assert kpi.ring_count(3 * RING + 1e-9, RING) == 3  # float noise is not a 4th ring
 
 
+@pytest.mark.std("STD-139", "STD-140")
 def test_short_abandons_are_excluded_and_the_rates_add_up() -> None:
     short = RULES.short_abandon_s
     calls = [
@@ -123,6 +125,24 @@ def test_queue_override_of_the_service_level_target() -> None:
     assert rules_for("main").service_level_target_pct == POLICY.kpi.service_level_target_pct
 
 
+@pytest.mark.std("STD-101")
+def test_average_talk_time_is_checked_against_the_policy_target() -> None:
+    """ACD = talk time / calls talked; over ``kpi.talk_average_target_s`` the check fails."""
+    target = RULES.talk_target_s
+    calls = [answered_call("a", wait_s=5, ring_s=5, talk_s=target - 30),
+             answered_call("b", wait_s=5, ring_s=5, talk_s=target + 10, start=600)]
+    k = one_queue(calls)
+    assert k.average_talk_s == pytest.approx(target - 10)
+    assert {c.name: c for c in kpi.checks(k, RULES, "queue")}[
+        "average talk time (ACD)"].passed is True
+    k = one_queue([*calls, answered_call("c", wait_s=5, ring_s=5, talk_s=target + 60,
+                                         start=1200)])
+    assert k.average_talk_s == pytest.approx(target + 40 / 3)
+    assert {c.name: c for c in kpi.checks(k, RULES, "queue")}[
+        "average talk time (ACD)"].passed is False
+
+
+@pytest.mark.std("STD-100", "STD-144")
 def test_talk_hold_acw_aht_per_queue_and_agent() -> None:
     """Talk = t_end - t_ans - hold; ACW only from the acw state linked to the call."""
     hold = HoldFact(at(20), at(20 + 12), "1001")
@@ -240,6 +260,7 @@ def test_day_period_follows_the_centre_zone_and_dst() -> None:
     assert week.end - week.start == timedelta(days=7)
 
 
+@pytest.mark.std("STD-110")
 def test_agent_first_hang_ups_std110() -> None:
     plain = answered_call("p", wait_s=1, ring_s=1)
     agent_first = answered_call("a", wait_s=1, ring_s=1, start=100)

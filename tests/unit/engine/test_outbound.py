@@ -47,6 +47,7 @@ def policy(**outbound_fields: object) -> Policy:
 # --- six rings, caller ID, the Originate ---------------------------------------------------
 
 
+@pytest.mark.std("STD-081")
 @pytest.mark.parametrize("country, seconds", [("cn", 30.0), ("us", 36.0), ("uk", 18.0)])
 def test_six_rings_follow_the_country_cadence(country: str, seconds: float) -> None:
     p = Policy.model_validate({"country": country})
@@ -158,6 +159,7 @@ def test_invalid_numbers_are_refused_with_a_reason(raw: str, why: str) -> None:
 # --- calling window and calendar (STD-085) ---------------------------------------------------
 
 
+@pytest.mark.std("STD-085")
 def test_calling_window_is_centre_local() -> None:
     monday_noon = local(2026, 1, 5, 12)
     assert outbound.in_calling_window(monday_noon, P)
@@ -209,6 +211,7 @@ def test_a_fault_follow_up_is_due_after_the_policys_working_days() -> None:
         assert fault == outbound.Due(expected, local(2026, 1, due_day, 21)), days
 
 
+@pytest.mark.std("STD-086", "STD-089")
 def test_follow_up_is_due_the_next_working_day() -> None:
     friday = local(2026, 1, 9, 16)
     due = outbound.plan_due("follow_up", friday, P)
@@ -235,6 +238,7 @@ def test_dropped_call_and_named_agent_are_due_now_inside_the_window() -> None:
     assert outbound.plan_due("dropped_call", night, P).due_at == local(2026, 1, 6, 9)
 
 
+@pytest.mark.std("STD-091")
 def test_a_callback_is_dialled_at_the_customers_time() -> None:
     now = local(2026, 1, 5, 10)
     chosen = local(2026, 1, 5, 16, 30)  # STD-091
@@ -264,6 +268,7 @@ def test_answered_is_done() -> None:
     assert (d.counted, d.reached, d.status) == (True, True, "done")
 
 
+@pytest.mark.std("STD-081")
 @pytest.mark.parametrize("outcome", [AttemptOutcome.NO_ANSWER, AttemptOutcome.BUSY,
                                      AttemptOutcome.FAILED, AttemptOutcome.AGENT_CANCELLED,
                                      AttemptOutcome.UNKNOWN])
@@ -312,6 +317,7 @@ def test_the_agent_failure_backoff_is_policy() -> None:
     assert d.retry_at == now + timedelta(seconds=90)
 
 
+@pytest.mark.std("STD-090")
 def test_a_follow_up_dials_a_number_once_per_calling_day() -> None:  # STD-090
     now = local(2026, 1, 5, 10)
     d = decide(AttemptOutcome.NO_ANSWER, now, kind="follow_up", today=1)

@@ -60,6 +60,7 @@ class Line:
         return [(t, e) for t, e in self.log if isinstance(e, sc.Play | sc.Release | sc.Transfer)]
 
 
+@pytest.mark.std("STD-056")
 def test_silent_procedure_exact_timing_std_056() -> None:
     line = Line()
     line.feed(sc.Start("c1", "1001", "silent", **line.now()))
@@ -95,6 +96,7 @@ def test_caller_speech_cancels_the_silent_procedure() -> None:
     assert "outcome" not in record.data  # an ordinary call after all
 
 
+@pytest.mark.std("STD-057")
 def test_short_silent_form_c_1() -> None:
     rules = sc.SpecialRules.from_policy(Policy.model_validate(
         {"special_calls": {"silent_form": "short", "silent_short_repeats": 2}}))
@@ -116,6 +118,7 @@ def test_fewer_standard_prompts_keep_the_last_one() -> None:
     ("quiet_line", "quiet_line", POLICY.special_calls.quiet_line_release_delay_s),
     ("wrong_number", "wrong_number", POLICY.special_calls.wrong_number_release_delay_s),
 ])
+@pytest.mark.std("STD-059", "STD-060", "STD-067")
 def test_one_script_then_release(procedure: str, prompt: str, delay: float) -> None:
     line = Line()
     line.feed(sc.Start("c1", "1001", procedure, **line.now()))
@@ -132,6 +135,7 @@ def test_one_script_then_release(procedure: str, prompt: str, delay: float) -> N
     ("transfer_attendant", sc.Transfer("c1", POLICY.special_calls.attendant_target)),
     ("hangup", sc.Release("c1", "nuisance")),
 ])
+@pytest.mark.std("STD-064", "STD-065")
 def test_nuisance_warnings_then_final_action_c_2(action: str, command: object) -> None:
     rules = replace(RULES, nuisance_final_action=action)  # type: ignore[arg-type]
     line = Line(rules)
@@ -194,6 +198,7 @@ def release_after_closing(closing_to_release: float | None, by: str,
     (None, "caller", True, ""),
     (0.5, "caller", True, ""),
 ])
+@pytest.mark.std("STD-110", "STD-111")
 def test_agent_first_release_std_110_111(closing: float | None, by: str, compliant: bool,
                                          why: str) -> None:
     effects = release_after_closing(closing, by)

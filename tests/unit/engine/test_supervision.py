@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from callflow.engine.calls import InboundCall, Phase
 from callflow.engine.clock import FakeClock
 from callflow.engine.effects import Alarm
@@ -68,6 +70,7 @@ def test_each_queue_has_its_own_service_level_alarm() -> None:
 # --- average answer ring per interval (STD-006) -------------------------------------------------
 
 
+@pytest.mark.std("STD-006")
 def test_an_interval_above_the_average_ring_alarms_once_for_the_day() -> None:
     verdict = check_queue(figures(None, (1.0, 2.5, None)), NOTHING)
     assert verdict.alarms == (Alarm("answer_ring_average_high", {
@@ -109,6 +112,7 @@ def call(call_id: str, entered_at: float, phase: Phase = Phase.ROUTING,
                        answered_at=answered_at)
 
 
+@pytest.mark.std("STD-043")
 def test_a_caller_waiting_past_the_maximum_alarms_once() -> None:
     clock = FakeClock()
     calls = [call("c1", clock.wall().timestamp())]
@@ -153,6 +157,7 @@ def test_a_call_that_is_gone_is_forgotten() -> None:
 # --- the AMI link ----------------------------------------------------------------------------
 
 
+@pytest.mark.std("STD-147")
 def test_a_link_that_never_came_up_alarms_after_the_grace_period_once() -> None:
     clock = FakeClock()
     started = clock.now()

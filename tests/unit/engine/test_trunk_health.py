@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 from callflow.engine import supervision, trunk_health
 from callflow.engine.trunk_health import TrunkHealth
 
 
+@pytest.mark.std("STD-147")
 def test_a_refused_registration_alarms_once_until_it_registers_again() -> None:
     alarms, health = trunk_health.registration(TrunkHealth(), "carrier", "Rejected", "sip:x")
     assert [(a.kind, a.detail["trunk"]) for a in alarms] == [
@@ -20,6 +23,7 @@ def test_a_refused_registration_alarms_once_until_it_registers_again() -> None:
         "trunk_registration_refused", "carrier")
 
 
+@pytest.mark.std("STD-147")
 def test_an_unreachable_carrier_alarms_once_and_unknown_says_nothing() -> None:
     alarms, health = trunk_health.reachability(TrunkHealth(), "carrier", "Unknown", "sip:x")
     assert alarms == () and health == TrunkHealth()

@@ -2,6 +2,8 @@
 
 import itertools
 
+import pytest
+
 from callflow.engine.policy import Policy, parse_policy
 from callflow.engine.waiting import WaitAction, heard, next_step, start_waiting
 
@@ -18,6 +20,7 @@ def play(policy: Policy, until: float, prompt_s: float = 0.0) -> list[tuple[str,
         state = heard(state, step, step.at + prompt_s)
 
 
+@pytest.mark.std("STD-047")
 def test_announcement_every_interval_and_the_offer_at_two_minutes() -> None:
     policy = Policy.defaults()
     interval = policy.waiting.announcement_interval_s

@@ -521,6 +521,7 @@ async def test_desktops_hear_of_tasks_whoever_wrote_them(rig: Rig) -> None:
     assert rig.tasks_published("agent:1001")[-1]["task"]["status"] == "cancelled"
 
 
+@pytest.mark.std("STD-082")
 async def test_preview_shows_the_task_and_dials_when_the_agent_presses_dial(
         sqlite_store: Store) -> None:
     rig = Rig(sqlite_store, open_policy(dial_mode="preview"))

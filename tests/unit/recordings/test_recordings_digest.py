@@ -7,6 +7,8 @@ import io
 from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from callflow.engine.policy import Policy
 from callflow.recordings.digest import (
     Digest,
@@ -56,6 +58,7 @@ def sample_digest(team: str | None = None) -> Digest:
     return build_digest(DAY, calls, findings, team=team)
 
 
+@pytest.mark.std("STD-121")
 def test_the_digest_lists_flagged_calls_and_findings_in_order_with_counts() -> None:
     built = sample_digest()
     assert [c.recording_id for c in built.flagged] == [1, 4, 2]

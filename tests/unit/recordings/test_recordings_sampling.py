@@ -17,6 +17,7 @@ def daily(agent: str, first_id: int, days: int = 31, hour: int = 10) -> list[Can
             for d in range(days)]
 
 
+@pytest.mark.std("STD-115")
 def test_five_picks_per_agent_one_in_each_fifth_of_the_month() -> None:
     recs = daily("1001", 100) + daily("1002", 200, hour=15)
     picks = select_month(recs, START, END, SampleRules(min_per_agent=5))
@@ -32,6 +33,7 @@ def test_five_picks_per_agent_one_in_each_fifth_of_the_month() -> None:
     assert select_month(list(reversed(recs)), START, END, SampleRules()) == picks
 
 
+@pytest.mark.std("STD-115")
 def test_every_flagged_call_is_added_and_does_not_count_toward_the_minimum() -> None:
     recs = daily("1001", 100)
     recs[3] = Candidate(103, "1001", recs[3].started_at, ("hold_breach",))

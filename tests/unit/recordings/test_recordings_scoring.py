@@ -46,6 +46,7 @@ def test_the_sheet_comes_from_the_policy() -> None:
     assert next(p for p in sheet.penalties if p.code == "non_standard_phrase").points == 15
 
 
+@pytest.mark.std("STD-116")
 def test_a_clean_review_totals_its_scores() -> None:
     review = score_review(SHEET, full(adaptability=7), [])
     assert (review.score, review.deducted, review.total, review.unqualified) == (
@@ -53,6 +54,7 @@ def test_a_clean_review_totals_its_scores() -> None:
     assert review.penalties == () and review.unqualified_because == ()
 
 
+@pytest.mark.std("STD-119")
 def test_penalties_per_occurrence_and_the_speaking_rate_range() -> None:
     review = score_review(SHEET, full(), [
         {"code": "non_standard_phrase", "count": 3},
@@ -108,6 +110,7 @@ def test_monthly_totals_per_agent() -> None:
     assert monthly_totals([]) == []
 
 
+@pytest.mark.std("STD-115", "STD-117")
 def test_agent_month_totals_against_the_minimum() -> None:
     """STD-117 totals per agent; STD-115: monitored = recordings reviewed, not reviews."""
     recordings = [MonthRecording(1, "1001", True), MonthRecording(2, "1001", True),

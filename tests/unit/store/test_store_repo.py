@@ -91,6 +91,7 @@ def test_get_call_of_an_unknown_uniqueid_is_none(store: Store) -> None:
     assert store.read(repo.get_call, "nope") is None
 
 
+@pytest.mark.std("STD-073")
 def test_earlier_contacts_of_a_number_newest_first(store: Store) -> None:
     """STD-073: a repeat caller's history within the look-back window."""
     for i, day in enumerate((-40, -3, -1)):
