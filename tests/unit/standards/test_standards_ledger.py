@@ -131,22 +131,6 @@ def test_policy_reads_follow_aliases_helpers_and_generic_reads(tmp_path: Path) -
     assert "labels" in found.whole
 
 
-# The keys below are read by no code today (issue 17); helper "honest" gives each its
-# behaviour or removes it. The lead removes this xfail once that work is merged: from then
-# on a key nobody reads fails `make test`. strict: the test must start passing to be removed.
-UNREAD_AT_LEDGER_START = (
-    "availability.closed_hours_enabled answering.min_answer_delay_rings "
-    "greetings.time_of_day_greetings greetings.morning_from greetings.afternoon_from "
-    "greetings.evening_from routing.callbacks_before_inbound outbound.followup_fault_days "
-    "outbound.new_customer_contact_days agents.inactivity_logout_min "
-    "agents.shift_end_flag_min agents.login_before_shift_min agents.meal_concurrent_cap "
-    "kpi.reply_rate_target_pct kpi.followup_coverage_target_pct calendar.work_end "
-    "tickets.escalation_after_h tickets.escalation_chain tickets.daily_check_at "
-    "tickets.backoffice_response_workdays tickets.form_to_handler_work_h "
-    "tickets.handler_result_workdays tickets.customer_test_h tickets.complaint_followup_h "
-    "tickets.complaint_result_workdays qa.satisfaction_min_pct qa.satisfaction_max_pct "
-    "supervision.live_escalation_role supervision.complaint_number supervision.service_email")
-
 # Keys only a page script or an Asterisk template reads (the Python scan cannot see
 # them), each with the file that reads it; checked by text search below. Keep it short.
 READ_OUTSIDE_PYTHON: dict[str, str] = {}
@@ -162,8 +146,6 @@ def unread() -> list[str]:
     return policy_reads.unread_keys(REPO)
 
 
-@pytest.mark.xfail(strict=True, reason="30 Policy keys read by no code until helper "
-                   "'honest' is merged: " + UNREAD_AT_LEDGER_START)
 def test_every_policy_key_is_read_by_some_code(unread: list[str]) -> None:
     missing = [k for k in unread if k not in READ_OUTSIDE_PYTHON]
     assert not missing, f"{len(missing)} Policy keys no code reads (give each its " \
