@@ -1,34 +1,32 @@
-"""The AMI adapter: one connection to Asterisk, owned here, over asterisk-ami 0.1.7.
+"""The AMI adapter: one connection to Asterisk, owned here, read on the event loop.
 
 The core learns what happened from AMI events and tells Asterisk what to do with
 AMI actions (design.md). A lost event means a wrong board and a wrong call record,
 so this adapter's job is that the link fails loudly and heals by itself:
 
-- **One connection, a fresh client each time.** Every (re)connect builds a new
-  ``_AmiConnection`` (an ``asterisk.ami.AMIClient`` subclass): asterisk-ami's reader
-  thread cannot be revived once it ends, and ``AutoReconnect`` only re-logs-in on
-  the same dead client.
-- **Reader thread without a socket timeout.** asterisk-ami reads with a 3 s socket
-  timeout, so an idle link dies silently after 3 s. Here the socket blocks with no
-  timeout and *our* watchdog decides: a ``Ping`` every ``ping_interval``; no frame
-  at all for ``ping_timeout`` -> the link is declared down (``ping_timeout`` after
-  its last frame), the socket is shut down without the blocking
-  ``disconnect()`` (it joins the reader, which sits in ``recv``), and a new client
-  connects with backoff.
-- **Nothing can kill the reader silently.** Its loop catches everything and always
-  ends with ``on_disconnect``; listener callbacks are wrapped; the adapter reacts
-  to ``on_disconnect`` by reconnecting. No callback ever reads
-  ``FutureResponse.response`` (that blocks the reader thread on itself); actions
-  are asyncio futures resolved on the loop.
-- **A single writer.** asterisk-ami's ``send`` uses ``socket.send`` (may truncate)
-  from whichever thread calls it (bytes interleave). Every frame goes through one
-  queue to one writer thread per connection, which uses ``sendall`` under one lock,
-  so the event loop never blocks on a full socket either.
-- **Events reach the loop in batches.** The reader parses each ``recv`` chunk
-  (``ami/frames.py``) and queues the messages; one
-  ``call_soon_threadsafe`` is scheduled only when no hand-off is pending, so a busy
-  link costs one loop wake-up per batch, not per event (the per-event hand-off
-  halved throughput in the measurements of libraries.md).
+- **On the loop, no threads (issue 20).** Each connection is an ``asyncio.Protocol``
+  (``_AmiConnection``): ``data_received`` parses the chunk with our own parser
+  (``ami/frames.py``, which replaced asterisk-ami 0.1.7's framing for its defects,
+  pinned in tests/unit/ami/test_ami_library.py) and routes it at once. It replaced
+  asterisk-ami's reader thread plus a writer thread plus a hand-off of each batch to
+  the loop, which ran at 0.55x a bare asyncio reader (bench/bench_ami.py): the
+  thread switches and the GIL they fought over cost the difference.
+- **One connection, a fresh one each time.** Every (re)connect builds a new
+  ``_AmiConnection`` with its own parser, so nothing of a dead link's half frame
+  leaks into the next.
+- **Our watchdog decides when the link is dead**, not a socket timeout: a ``Ping``
+  every ``ping_interval``; no frame at all for ``ping_timeout`` -> the link is
+  declared down (``ping_timeout`` after its last frame), the transport is aborted
+  and a new connection is made with backoff.
+- **Nothing can end the link silently.** A connection always ends with one
+  ``on_lost`` call, whatever ended it (EOF, read error, bad banner, a bug downstream
+  of ``data_received``, which is logged and ends the link loudly rather than
+  freezing events); the adapter reacts by reconnecting. Actions are asyncio futures
+  resolved on the loop.
+- **A single writer.** Every frame goes to the transport's buffer from the loop:
+  bytes never interleave and the loop never blocks on a full socket.
+- **Events reach subscribers in batches**, one per chunk read (up to 256 KiB: a few
+  hundred events on a busy link), in wire order.
 - **EventList actions are aggregated** by ActionID: the ``Response`` (``EventList:
   start``), every event carrying that ActionID, up to the ``...Complete`` event.
   Those list events go to the caller of ``action_list``, not to subscribers.
@@ -68,7 +66,7 @@ the snapshot first and everything after it; an event that happened just before
 the snapshot may be delivered after it, so handlers must be idempotent (they are:
 runtime.py ignores duplicates).
 
-Every asterisk-ami and socket exception is translated into ``callflow.errors``
+Every socket and protocol error is translated into ``callflow.errors``
 (``AmiLinkDown``, ``AmiActionTimeout``, ``AmiActionFailed``, ``AmiProtocolError``).
 """
 
@@ -78,16 +76,12 @@ import asyncio
 import contextlib
 import itertools
 import logging
-import queue
 import re
 import socket
-import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-
-from asterisk.ami import AMIClient  # type: ignore[import-untyped]
 
 from callflow.ami.frames import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -127,149 +121,110 @@ _PROBLEM_COUNTERS: dict[str, str] = {
 _instance_ids = itertools.count(1)
 
 
-class _AmiConnection(AMIClient):  # type: ignore[misc]  # untyped library
-    """One TCP connection: asterisk-ami's client shape, its defective parts replaced.
+class _AmiConnection(asyncio.Protocol):
+    """One TCP connection, read and written on the event loop (issue 20).
 
-    Kept from asterisk-ami: the client/listener model (``add_listener``,
-    ``on_connect``/``on_disconnect``) and one daemon reader thread per client.
-    Replaced, each for a defect of 0.1.7: ``connect`` (3 s socket timeout),
-    ``listen`` (a listener exception or an early EOF kills the thread without
-    ``on_disconnect``), ``_next_pack`` (unbounded, quadratic buffer; see
-    ami_frames), ``send`` (``socket.send`` from any thread), ``disconnect`` (joins
-    the reader on the caller's thread).
+    It replaced an ``asterisk.ami.AMIClient`` subclass with a reader thread, a
+    writer thread and a hand-off of each batch to the loop: the thread switch and
+    the GIL it fought for cost ~40 % of the ingest rate against a bare asyncio
+    reader (bench/bench_ami.py). Here ``data_received`` parses each chunk
+    (``ami/frames.py``) and hands it to ``sink`` on the loop at once; writes go to
+    the transport's buffer (never blocks, never interleaves: one loop, one writer).
+
+    It always ends with ``on_lost`` exactly once, whatever ended it (EOF, a read or
+    write error, a bad banner, a bug in ``sink``): an exception in the sink is
+    logged and ends the connection loudly instead of freezing events silently.
     """
 
-    def __init__(self, sock: socket.socket, label: str, max_frame_bytes: int,
-                 sink: Callable[[_AmiConnection, Parsed], None]) -> None:
-        peer = sock.getpeername()
-        address, port = (peer[0], peer[1]) if isinstance(peer, tuple) else (str(peer), 0)
-        super().__init__(address=address, port=port, timeout=None, buffer_size=_RECV_BYTES)
+    def __init__(self, label: str, max_frame_bytes: int,
+                 sink: Callable[[_AmiConnection, Parsed], None],
+                 on_banner: Callable[[], None],
+                 on_lost: Callable[[BaseException | None], None]) -> None:
         self.label = label
-        self._socket = sock
         self._sink = sink
+        self._on_banner = on_banner
+        self._on_lost = on_lost
         self._parser = AmiFrameParser(max_frame_bytes)
-        self._outbox: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
-        self._write_lock = threading.Lock()
-        self._writer: threading.Thread | None = None
-        self.finished = threading.Event()
+        self._transport: asyncio.Transport | None = None
+        self.finished = False
         self.last_rx = time.monotonic()
         self.end_reason = ""
+        self.version: str | None = None
+        self._error: BaseException | None = None
+        self._lost_told = False
 
     # -- lifecycle ------------------------------------------------------------------
 
-    def connect(self) -> None:
-        """Start the reader and writer threads on the already connected socket."""
-        self._thread = threading.Thread(target=self.listen, name=f"{self.label}-reader",
-                                        daemon=True)
-        self._writer = threading.Thread(target=self._write_loop, name=f"{self.label}-writer",
-                                        daemon=True)
-        self._writer.start()
-        self._thread.start()
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if exc is not None and not self.end_reason:
+            self.end_reason = f"read failed: {exc}"
+            self._error = self._error or exc
+        self.finished = True
+        self._transport = None
+        if not self._lost_told:
+            self._lost_told = True
+            _guarded(self.label, "on_lost", self._on_lost, self._error)
+
+    def eof_received(self) -> bool:
+        if not self.end_reason:
+            self.end_reason = "Asterisk closed the connection (EOF)"
+        return False  # close the transport: connection_lost follows
 
     def disconnect(self) -> None:
-        """Shut the socket down and return at once (never joins: safe on the loop).
-
-        ``shutdown`` wakes the reader out of ``recv`` (``close`` alone does not on
-        Linux); the reader itself closes the socket on its way out, after the
-        writer has stopped, so no thread can touch a reused file descriptor.
-        """
-        self.finished.set()
-        self._outbox.put(None)
-        with contextlib.suppress(OSError):
-            self._socket.shutdown(socket.SHUT_RDWR)
-
-    def join(self, timeout: float) -> bool:
-        """Wait for the reader thread to end (off the loop); True if it did."""
-        thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout)
-        return not thread.is_alive()
+        """Drop the link now (``abort``: nothing queued is worth waiting for)."""
+        self.finished = True
+        transport = self._transport
+        if transport is not None:
+            transport.abort()
 
     # -- writing ----------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
-        """Queue bytes for the single writer thread (never blocks)."""
-        if self.finished.is_set():
+        """Queue bytes on the transport (never blocks)."""
+        transport = self._transport
+        if self.finished or transport is None or transport.is_closing():
             raise AmiLinkDown(f"{self.label}: connection is closed")
-        self._outbox.put(data)
-
-    def send(self, pack: Any) -> None:
-        """asterisk-ami's send, routed through the single writer (str(pack) + CRLF)."""
-        self.write((str(pack) + "\r\n").encode(self.encoding))
-
-    def _write_loop(self) -> None:
-        while True:
-            data = self._outbox.get()
-            if data is None:
-                return
-            try:
-                with self._write_lock:
-                    self._socket.sendall(data)
-            except OSError as exc:
-                if not self.finished.is_set():
-                    self.end_reason = f"write failed: {exc}"
-                    log.warning("%s: AMI write failed: %s", self.label, exc)
-                self.disconnect()
-                return
+        transport.write(data)
 
     # -- reading ----------------------------------------------------------------------
 
-    def listen(self) -> None:
-        """Reader thread body: always ends with ``on_disconnect``, whatever happens."""
-        error: BaseException | None = None
-        sock = self._socket
+    def data_received(self, data: bytes) -> None:
+        if self.finished:
+            return
+        now = time.monotonic()
+        self.last_rx = now
         parser = self._parser
         try:
-            while not self.finished.is_set():
-                data = sock.recv(self._buffer_size)
-                if not data:
-                    if not self.end_reason:
-                        self.end_reason = "Asterisk closed the connection (EOF)"
-                    break
-                now = time.monotonic()
-                self.last_rx = now
-                had_banner = parser.banner is not None
-                parsed = parser.feed(data, now)
-                if not had_banner and parser.banner is not None:
-                    self._ami_version = parser.version
-                    self._fire_on_connect()
-                if (parsed.messages or parsed.problems) and not self.finished.is_set():
-                    self._sink(self, parsed)
+            had_banner = parser.banner is not None
+            parsed = parser.feed(data, now)
+            if not had_banner and parser.banner is not None:
+                self.version = parser.version
+                _guarded(self.label, "on_banner", self._on_banner)
+            if parsed.messages or parsed.problems:
+                self._sink(self, parsed)
         except AmiProtocolError as exc:
-            error = exc
-            self.end_reason = str(exc)
-        except OSError as exc:
-            if not self.finished.is_set():
-                error = exc
-                self.end_reason = f"read failed: {exc}"
-        except BaseException as exc:  # the thread must never die without telling us
-            error = exc
-            self.end_reason = f"reader crashed: {exc!r}"
-            log.exception("%s: AMI reader thread crashed", self.label)
-        finally:
-            self.disconnect()
-            if self._writer is not None:
-                self._writer.join(1.0)
-            with contextlib.suppress(OSError):
-                sock.close()
-            self._fire_on_disconnect(error=error)
+            self._end(exc, str(exc))
+        except Exception as exc:  # a bug downstream must end the link loudly
+            log.exception("%s: AMI reader crashed", self.label)
+            self._end(exc, f"reader crashed: {exc!r}")
 
-    def _fire_on_connect(self, **kwargs: Any) -> None:
-        for listener in self._listeners:
-            _guarded(self.label, "on_connect", listener.on_connect, source=self, **kwargs)
-
-    def _fire_on_disconnect(self, **kwargs: Any) -> None:
-        for listener in self._listeners:
-            _guarded(self.label, "on_disconnect", listener.on_disconnect, source=self, **kwargs)
+    def _end(self, error: BaseException, reason: str) -> None:
+        self._error = error
+        if not self.end_reason:
+            self.end_reason = reason
+        self.disconnect()
 
 
-def _guarded(label: str, what: str, callback: Callable[..., Any], **kwargs: Any) -> None:
-    """Run a listener callback on the reader thread; an exception is logged, never raised."""
+def _guarded(label: str, what: str, callback: Callable[..., Any], *args: Any) -> None:
+    """Run a connection callback; an exception is logged, never raised."""
     try:
-        callback(**kwargs)
+        callback(*args)
     except Exception:
-        log.exception("%s: AMI %s listener raised (ignored, reader keeps running)", label, what)
+        log.exception("%s: AMI %s callback raised (ignored)", label, what)
 
 
 @dataclass
@@ -339,18 +294,17 @@ class AmiClient:
         self._pending: dict[str, _Pending] = {}
         self._holding = False
         self._held: list[AmiMessage] = []
-        self._inbox: list[tuple[_AmiConnection, Parsed]] = []
-        self._inbox_lock = threading.Lock()
-        self._drain_scheduled = False
         self._stats: dict[str, float] = dict.fromkeys((
             "connects", "reconnects", "disconnects", "watchdog_trips", "frames", "events",
-            "batches", "handoffs", "last_lag", "max_lag", "pings", "pongs", "actions",
+            "batches", "reads", "last_lag", "max_lag", "pings", "pongs", "actions",
             "action_timeouts", "action_errors", "unmatched_responses", "list_events",
             "lists_unannounced", "lists_without_complete",
             "malformed", "malformed_frames", "malformed_lines", "decode_errors",
             "bad_separators", "handler_errors", "resync_failures", "loop_stalls",
-            "boot_waits", "boot_waits_timed_out"), 0)
+            "boot_waits", "boot_waits_timed_out", "filters", "filters_refused"), 0)
         self._logged_kinds: set[str] = set()
+        self._wanted: Callable[[], Iterable[str]] | None = None
+        self._filters_refused = False
 
     # -- public interface -------------------------------------------------------------
 
@@ -395,7 +349,7 @@ class AmiClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         if session is not None:
-            await asyncio.to_thread(session.conn.join, 0.5)
+            session.conn.disconnect()
 
     async def action(self, name: str, *, _timeout: float | None = None,
                      **fields: str | list[str]) -> AmiMessage:
@@ -559,49 +513,33 @@ class AmiClient:
                 pending.future.set_exception(AmiLinkDown(
                     f"AMI link lost while waiting for {pending.name}: {reason}"))
 
-    # -- reader thread -> loop ------------------------------------------------------------
+    # -- reading (on the loop) ------------------------------------------------------------
 
-    def _from_reader(self, conn: _AmiConnection, parsed: Parsed) -> None:
-        """Reader thread: queue one chunk's messages; wake the loop once per batch."""
-        with self._inbox_lock:
-            self._inbox.append((conn, parsed))
-            if self._drain_scheduled:
-                return
-            self._drain_scheduled = True
-        loop = self._loop
-        if loop is None:
-            return
-        with contextlib.suppress(RuntimeError):  # loop closed: the process is ending
-            loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        """Loop: route responses and list events, deliver everything else as one batch."""
-        with self._inbox_lock:
-            items, self._inbox = self._inbox, []
-            self._drain_scheduled = False
-        self._stats["handoffs"] += 1
+    def _on_chunk(self, conn: _AmiConnection, parsed: Parsed) -> None:
+        """Loop, from ``data_received``: route responses and list events, deliver the
+        rest as one batch (one batch per chunk read, in wire order)."""
+        self._stats["reads"] += 1
         events: list[AmiMessage] = []
         stats = self._stats
         pending = self._pending
-        for conn, parsed in items:
-            for problem in parsed.problems:
-                self._report(problem)
-            messages = parsed.messages
-            stats["frames"] += len(messages)
-            for message in messages:
-                action_id = message.fields.get("ActionID")
-                if action_id is not None and not isinstance(action_id, str):
-                    action_id = action_id[0]
-                if message.kind == "response":
-                    if action_id and action_id.startswith(_PING_PREFIX):
-                        stats["pongs"] += 1
-                    elif not (action_id and self._resolve(action_id, message)):
-                        stats["unmatched_responses"] += 1
-                        log.debug("AMI response for no pending action: %r", message.fields)
-                elif not (action_id and pending and self._resolve(action_id, message)):
-                    events.append(message)
-                    if message.name == "FullyBooted":
-                        self._fully_booted(conn)
+        for problem in parsed.problems:
+            self._report(problem)
+        messages = parsed.messages
+        stats["frames"] += len(messages)
+        for message in messages:
+            action_id = message.fields.get("ActionID")
+            if action_id is not None and not isinstance(action_id, str):
+                action_id = action_id[0]
+            if message.kind == "response":
+                if action_id and action_id.startswith(_PING_PREFIX):
+                    stats["pongs"] += 1
+                elif not (action_id and self._resolve(action_id, message)):
+                    stats["unmatched_responses"] += 1
+                    log.debug("AMI response for no pending action: %r", message.fields)
+            elif not (action_id and pending and self._resolve(action_id, message)):
+                events.append(message)
+                if message.name == "FullyBooted":
+                    self._fully_booted(conn)
         if not events:
             return
         if self._holding:
@@ -679,6 +617,7 @@ class AmiClient:
                                                name=f"{self._label}-watchdog")
                 self._holding = True  # this connection's events wait for its resync
                 await self._login(session)
+                await self._ask_filters(session)
                 await self._wait_booted(session)
                 await self._resync(session)
                 if not session.lost.done():
@@ -720,10 +659,15 @@ class AmiClient:
         family, socktype, proto, _, address = infos[0]
         sock = socket.socket(family, socktype, proto)
         sock.setblocking(False)
+        conn = _AmiConnection(  # its callbacks fire only once connected: session is set
+            f"{self._label}-c{int(self._stats['connects']) + 1}", self.max_frame_bytes,
+            self._on_chunk, lambda: self._banner_seen(session),
+            lambda error: self._reader_ended(session, error))
+        session = _Session(conn, loop.create_future(), loop.create_future())
         try:
             await asyncio.wait_for(loop.sock_connect(sock, address), self.connect_timeout)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setblocking(True)  # no timeout: the watchdog judges the link, not recv
+            await loop.create_connection(lambda: conn, sock=sock)
         except (OSError, TimeoutError) as exc:
             sock.close()
             raise AmiLinkDown(f"cannot connect to {self.host}:{self.port}: "
@@ -731,16 +675,9 @@ class AmiClient:
         except BaseException:
             sock.close()
             raise
-        conn = _AmiConnection(sock, f"{self._label}-c{int(self._stats['connects']) + 1}",
-                              self.max_frame_bytes, self._from_reader)
-        session = _Session(conn, loop.create_future(), loop.create_future())
-        conn.add_listener(
-            on_connect=lambda source: self._threadsafe(self._banner_seen, session),
-            on_disconnect=lambda source, error=None: self._threadsafe(
-                self._reader_ended, session, error))
-        conn.connect()
         try:
-            failure = await asyncio.wait_for(session.banner, self.connect_timeout)
+            failure = await asyncio.wait_for(session.banner,
+                                             self.connect_timeout)
         except TimeoutError:
             conn.disconnect()
             raise AmiLinkDown(f"no AMI banner from {self.host}:{self.port} within "
@@ -751,12 +688,6 @@ class AmiClient:
         if failure:
             raise AmiLinkDown(failure)
         return session
-
-    def _threadsafe(self, callback: Callable[..., None], *args: Any) -> None:
-        loop = self._loop
-        if loop is not None:
-            with contextlib.suppress(RuntimeError):  # loop closed: nothing to tell
-                loop.call_soon_threadsafe(callback, *args)
 
     def _banner_seen(self, session: _Session) -> None:
         if not session.banner.done():
@@ -789,7 +720,40 @@ class AmiClient:
         if self._stats["connects"] > 1:
             self._stats["reconnects"] += 1
         log.info("%s: AMI logged in to %s:%s (AMI %s)", self._label, self.host, self.port,
-                 session.conn._ami_version)
+                 session.conn.version)
+
+    def only_events(self, names: Callable[[], Iterable[str]]) -> None:
+        """At every login, ask Asterisk to send only the events ``names()`` gives (and
+        ``FullyBooted``, which the resync waits for), with one ``Filter`` action per name
+        (Asterisk 22's advanced filter ``name(...)``: a hash compare, no regex). Asterisk
+        then neither formats nor sends the events nobody here reads, and we neither read
+        nor parse them (issue 20). Replies to our list actions are not events and are
+        never filtered. ``names`` is asked at each login, so listeners added later count
+        from the next connection on. If Asterisk refuses a filter, a partial set would
+        hide events silently: the link is dropped and every later login goes without
+        filters (everything flows, as before), counted in ``filters_refused``."""
+        self._wanted = names
+
+    async def _ask_filters(self, session: _Session) -> None:
+        if self._wanted is None or self._filters_refused:
+            return
+        names = sorted(set(self._wanted()) | {"FullyBooted"})
+        results = await asyncio.gather(*(
+            self._request(session, "Filter", {"Operation": "Add", "MatchCriteria": f"name({n})"},
+                          timeout=None, is_list=False) for n in names), return_exceptions=True)
+        failed = [(n, r) for n, r in zip(names, results, strict=True)
+                  if isinstance(r, BaseException)]
+        for _name, result in failed:
+            if isinstance(result, AmiLinkDown):
+                raise result
+        if failed:
+            self._filters_refused = True
+            self._stats["filters_refused"] += 1
+            name, error = failed[0]
+            log.error("%s: Asterisk refused the event filter for %s (%s): reconnecting "
+                      "without filters (every event will be sent)", self._label, name, error)
+            raise AmiLinkDown(f"event filter refused: {error}")
+        self._stats["filters"] = len(names)
 
     async def _wait_booted(self, session: _Session) -> None:
         """Hold the resync until Asterisk has loaded its modules (module docstring)."""

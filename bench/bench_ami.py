@@ -8,20 +8,29 @@ whole stream at once and answers Pings; each run is a fresh connection.
 
 Figures, each the median of ``--runs`` runs, from connect to the last event
 delivered:
-- adapter: ``AmiClient`` as the product uses it: reader thread, parsing, one
-  ``call_soon_threadsafe`` per batch, a subscriber on the loop counting events;
+- adapter: ``AmiClient`` as the product uses it: an ``asyncio.Protocol`` on the loop
+  (issue 20; it was a reader thread with a hand-off), our parser with every check
+  (malformed frames, glued frames, suspect shapes), one batch per chunk to a
+  subscriber counting events;
 - bare asyncio: an ``asyncio.Protocol`` on the loop doing the same framing and
-  ``Key: value`` parsing into a dict, no thread (the upper bound for Python);
+  ``Key: value`` parsing into a dict, no checks (the upper bound for Python);
 - asterisk-ami: its own ``AMIClient`` (reader thread, 64 KiB reads, one listener
-  call per event, no hand-off to a loop: not usable as is, for scale only).
+  call per event, no hand-off to a loop: not usable as is, for scale only);
+- panoramisk (bench-only dependency, ``pip install panoramisk``): its asyncio
+  ``Manager`` with a ``*`` event callback; skipped when not installed.
 
-Usage: .venv/bin/python bench/bench_ami.py [--events 200000] [--runs 5]
+The goal (issue 20) is adapter >= 0.8x bare. ``--json PATH`` writes the rows for
+``make bench`` (figure, ours, peer, peer_value, ratio, unit, goal, pass).
+
+Usage: .venv/bin/python bench/bench_ami.py [--events 200000] [--runs 5] [--json PATH]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
+import json
 import socket
 import statistics
 import subprocess
@@ -39,6 +48,8 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ami"
 CAPTURE = FIXTURES / "call_playback.txt"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
 USER, SECRET = "bench", "bench-secret"
+FULLY_BOOTED = (b"Event: FullyBooted\r\nPrivilege: system,all\r\nTimestamp: 1700000000.000000\r\n"
+                b"Status: Fully Booted\r\nUptime: 10\r\nLastReload: 10\r\n\r\n")
 
 
 # -- the server (child process) ----------------------------------------------------------
@@ -77,8 +88,11 @@ def _session(conn: socket.socket, stream: bytes) -> None:
             name, action_id = action.get("Action", "").lower(), action.get("ActionID", "")
             if name == "login" and not logged_in:
                 logged_in = True
+                # as Asterisk 22 once booted (main/manager.c action_login): FullyBooted
+                # right after the reply; without it the adapter's resync waits for it
                 conn.sendall(f"Response: Success\r\nActionID: {action_id}\r\n"
-                             "Message: Authentication accepted\r\n\r\n".encode() + stream)
+                             "Message: Authentication accepted\r\n\r\n".encode()
+                             + FULLY_BOOTED + stream)
             elif name == "ping":
                 conn.sendall(f"Response: Success\r\nActionID: {action_id}\r\nPing: Pong\r\n"
                              "\r\n".encode())
@@ -166,6 +180,30 @@ async def run_bare(port: int, events: int) -> float:
     return events / elapsed
 
 
+async def run_panoramisk(port: int, events: int) -> float:
+    from panoramisk import Manager  # type: ignore[import-untyped]
+
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    count = 0
+
+    def on_event(manager: object, message: object) -> None:
+        nonlocal count
+        count += 1
+        if count >= events and not done.done():
+            done.set_result(None)
+
+    manager = Manager(host="127.0.0.1", port=port, username=USER, secret=SECRET,
+                      ping_delay=30, reconnect_timeout=30, loop=loop)
+    manager.register_event("*", on_event)
+    started = time.perf_counter()
+    await manager.connect()
+    await asyncio.wait_for(done, 300)
+    elapsed = time.perf_counter() - started
+    manager.close()
+    return events / elapsed
+
+
 def run_asterisk_ami(port: int, events: int) -> float:
     done = threading.Event()
     count = 0
@@ -210,6 +248,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--skip-asterisk-ami", action="store_true")
+    parser.add_argument("--json", type=Path, help="write the rows for make bench here")
     args = parser.parse_args()
     if args.serve:
         serve(args.events)
@@ -241,15 +280,43 @@ def main() -> None:
         print(f"  adapter/bare: {ours / bare:.2f} by rate, {bare_cpu / our_cpu:.2f} by CPU; "
               f"last run: {last['batches']:.0f} batches (mean "
               f"{last['events'] / max(last['batches'], 1):.0f} events each), "
-              f"{last['handoffs']:.0f} loop wake-ups, max lag {last['max_lag'] * 1000:.0f} ms")
+              f"{last['reads']:.0f} reads, max lag {last['max_lag'] * 1000:.0f} ms")
+        rows = [_row("AMI ingest, events/s (200k real events)", ours, "bare asyncio parser",
+                     bare, "events/s", ">= 0.8x", 0.8)]
         if not args.skip_asterisk_ami:
             raw, raw_runs, raw_cpu = median_of(
                 args.runs, lambda: run_asterisk_ami(port, args.events), args.events)
             print(f"asterisk-ami AMIClient   {raw:>10,.0f} events/s  {raw_cpu:5.1f} us CPU/event"
                   f"   runs {_fmt(raw_runs)}  (its reader thread alone, no hand-off to a loop)")
+            rows.append(_row("AMI ingest, events/s", ours, "asterisk-ami reader thread", raw,
+                             "events/s", ">= 1.0x", 1.0))
+        if importlib.util.find_spec("panoramisk") is not None:
+            pano, pano_runs, pano_cpu = median_of(
+                args.runs, lambda: asyncio.run(run_panoramisk(port, args.events)), args.events)
+            print(f"panoramisk Manager       {pano:>10,.0f} events/s  {pano_cpu:5.1f} us CPU/event"
+                  f"   runs {_fmt(pano_runs)}")
+            rows.append(_row("AMI ingest, events/s", ours, "panoramisk", pano, "events/s",
+                             ">= 1.0x", 1.0))
+        else:
+            print("panoramisk: not installed (pip install panoramisk), skipped")
+        for row in rows:
+            print(f"  {row['figure']}: {row['ratio']:.2f}x {row['peer']} "
+                  f"(goal {row['goal']}: {'pass' if row['pass'] else 'FAIL'})")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(rows, indent=1) + "\n")
     finally:
         server.terminate()
         server.wait(5)
+
+
+def _row(figure: str, ours: float, peer: str, peer_value: float, unit: str, goal: str,
+         at_least: float) -> dict[str, object]:
+    """One row of the shared bench table (higher is better here)."""
+    ratio = ours / peer_value
+    return {"figure": figure, "ours": round(ours, 1), "peer": peer,
+            "peer_value": round(peer_value, 1), "ratio": round(ratio, 3), "unit": unit,
+            "goal": goal, "pass": ratio >= at_least}
 
 
 def _fmt(figures: list[float]) -> str:

@@ -136,6 +136,7 @@ class Service:
                                                  RESUME_CONTEXT: "inbound"})
         await self.agi.start()
         self.ami.subscribe(self.runtime.on_ami_batch)
+        self.ami.only_events(self.runtime.ami_event_names)  # issue 20: nothing nobody reads
         self.ami.on_connected(self._resync)
         # issue 14: then calls that ended out of sight, from Asterisk's records (CEL)
         self.recovery = CallRecovery(self.runtime, store, self.writer, self.settings,

@@ -194,8 +194,16 @@ class FastAgiServer:
             task.cancel()
 
         timers: list[asyncio.TimerHandle] = []
-        session.add_hangup_callback(
-            lambda: timers.append(loop.call_later(self.hangup_grace, end_lingering_route)))
+        route_ended = False
+
+        def caller_hung_up() -> None:
+            # a hang-up seen once the route ended (Asterisk closes after our close) arms
+            # nothing: it used to leave a timer holding the session for ``hangup_grace``
+            # and a false "still running" warning for every call (bench_fastagi)
+            if not route_ended:
+                timers.append(loop.call_later(self.hangup_grace, end_lingering_route))
+
+        session.add_hangup_callback(caller_hung_up)
         try:
             await route(session)
             fallback = False
@@ -224,6 +232,7 @@ class FastAgiServer:
             log.exception("FastAGI route %r failed on %s; the dialplan falls back",
                           session.script, session.describe())
         finally:
+            route_ended = True
             for timer in timers:
                 timer.cancel()
             await session.close(fallback=fallback and not session.hung_up)

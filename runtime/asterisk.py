@@ -115,6 +115,11 @@ class AsteriskFacts:
             "AttendedTransfer": self._attended_transfer,
         }
 
+    @property
+    def reads(self) -> frozenset[str]:
+        """The AMI events this reads (Runtime.ami_event_names)."""
+        return frozenset(self._handlers)
+
     def handles(self, name: str) -> bool:
         return name in self._handlers
 

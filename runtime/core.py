@@ -43,6 +43,7 @@ from callflow.engine.policy import Policy
 from callflow.errors import AmiLinkDown, CallflowError, StateError
 from callflow.runtime.asterisk import AmiFrame, AsteriskFacts, ChannelLink
 from callflow.runtime.doubted import DoubtedFrames
+from callflow.runtime.invariants import READS as INVARIANT_READS
 from callflow.runtime.invariants import InvariantChecker
 from callflow.runtime.reconcile import pbx_gone, reconcile
 
@@ -634,6 +635,14 @@ class Runtime:
                                       asked)
 
     # --- AMI ------------------------------------------------------------------------
+
+    def ami_event_names(self) -> frozenset[str]:
+        """Every AMI event someone here reads: the core's handlers, ContactStatus, the
+        invariants and the features' ``on_ami`` listeners. The AMI adapter asks Asterisk
+        for these alone (manager event filters, issue 20), so an event nobody reads is
+        neither sent nor parsed; call it after the features have started."""
+        return (self.asterisk.reads | INVARIANT_READS | {"ContactStatus"}
+                | frozenset(self._listeners))
 
     def on_ami_batch(self, batch: Sequence[AmiFrame]) -> None:
         """Called on the loop with each batch of AMI events, in order."""

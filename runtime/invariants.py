@@ -69,6 +69,11 @@ class _Idle:
     uid: str
 
 
+READS = frozenset({"Newchannel", "Newstate", "HangupRequest", "SoftHangupRequest",
+                   "BridgeEnter", "BridgeLeave", "Hangup"})
+"""The AMI events ``InvariantChecker.on_frame`` reads (Runtime.ami_event_names)."""
+
+
 class InvariantChecker:
     """Feed AMI frames (``on_frame``) and the core's events (``on_event``), in the order
     they arrive; ``breaches`` grows as promises break; ``finish`` closes the books."""

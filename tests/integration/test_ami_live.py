@@ -187,6 +187,40 @@ async def test_adapter_logs_in_sees_events_and_lists(asterisk: PbxHandle) -> Non
         await client.stop()
 
 
+async def test_event_filters_leave_out_what_nobody_reads(asterisk: PbxHandle) -> None:
+    """Asterisk 22 honours the adapter's ``Filter`` actions (issue 20): a filtered login
+    gets only the events asked for, the same call seen by an unfiltered one has many
+    more; list replies to actions are not events and still come whole."""
+    wanted = {"Newchannel", "Hangup", "OriginateResponse"}
+    filtered, everything = client_for(asterisk), client_for(asterisk)
+    only, seen = Seen(), Seen()
+    filtered.subscribe(only)
+    everything.subscribe(seen)
+    filtered.only_events(lambda: wanted)
+    await filtered.start()
+    await everything.start()
+    try:
+        await filtered.wait_up(5)
+        await everything.wait_up(5)
+        assert filtered.stats["filters"] == len(wanted) + 1  # and FullyBooted
+        await start_long_call(filtered, only, "ami-live-filter")
+        channels = await filtered.action_list("CoreShowChannels")
+        assert "ami-live-filter" in {e.get("Uniqueid") for e in channels.events}
+        await filtered.action("Hangup", Channel="/^Local\\/5550100@inbound-.*$/")
+        await only.wait("Hangup", Uniqueid="ami-live-filter")
+        await seen.wait("Hangup", Uniqueid="ami-live-filter")
+        call = {"ami-live-filter", "ami-live-filter;2"}
+        got = [m.name for m in only.messages if m.get("Uniqueid") in call]
+        all_names = [m.name for m in seen.messages if m.get("Uniqueid") in call]
+        assert set(got) <= wanted and {"Newchannel", "Hangup"} <= set(got)
+        assert {"Newstate", "HangupRequest"} <= set(all_names) - wanted  # of the call class
+        print(f"\nfilters: {len(got)} events of the call for the filtered login, "
+              f"{len(all_names)} for an unfiltered one: {sorted(set(all_names))}")
+    finally:
+        await filtered.stop()
+        await everything.stop()
+
+
 async def test_link_cut_reconnects_and_resync_sees_the_call_in_progress(
         asterisk: PbxHandle) -> None:
     proxy = await TcpProxy(asterisk.ports.ami).start()

@@ -208,10 +208,6 @@ async def running(server: ReplayAsterisk) -> tuple[AmiClient, Recorder]:
     await client.stop()
 
 
-def reader_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.endswith("-reader")]
-
-
 # -- login ---------------------------------------------------------------------------------
 
 
@@ -769,13 +765,15 @@ async def test_stop_is_quick_while_the_reader_is_blocked(server: ReplayAsterisk)
     client = make_client(server, ping_interval=5.0, ping_timeout=10.0)
     await client.start()
     await client.wait_up(3)
-    server.go_silent()  # the reader sits in recv(), Logoff will not be answered
-    before = set(reader_threads())
-    assert before
+    server.go_silent()  # nothing more comes, Logoff will not be answered
+    session = client._session
+    assert session is not None
     started = time.monotonic()
     await client.stop()
     assert time.monotonic() - started < 1.0
-    assert not any(t.is_alive() for t in before)
+    await asyncio.sleep(0.05)
+    assert session.conn.finished and session.lost.done()
+    assert not [t for t in threading.enumerate() if t.name.startswith(client._label)]
     assert not client.up
     with pytest.raises(AmiLinkDown):
         await client.action("Ping")
@@ -798,54 +796,95 @@ async def test_action_before_start_is_link_down() -> None:
         AmiClient("127.0.0.1", 9, "test", SECRET, ping_interval=2.0, ping_timeout=2.0)
 
 
-# -- the reader thread cannot die silently -----------------------------------------------
+# -- the connection cannot end silently ---------------------------------------------------
 
 
-def test_reader_always_ends_with_on_disconnect_even_when_its_sink_raises() -> None:
-    """A bug downstream of recv() ends the connection loudly instead of freezing events."""
+async def _connection(sink: object) -> tuple[_AmiConnection, socket.socket, list[object]]:
+    """An _AmiConnection on one end of a socket pair; the test writes the other end."""
     left, right = socket.socketpair()
-    ended = threading.Event()
-    errors: list[BaseException | None] = []
+    lost: list[object] = []
+    banners: list[bool] = []
+    conn = _AmiConnection("t", 1 << 20, sink, lambda: banners.append(True),  # type: ignore[arg-type]
+                          lost.append)
+    await asyncio.get_running_loop().create_connection(lambda: conn, sock=left)
+    return conn, right, lost
+
+
+async def _until(check: object, seconds: float = 2.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not check() and time.monotonic() < deadline:  # type: ignore[operator]
+        await asyncio.sleep(0.01)
+
+
+async def test_a_bug_downstream_of_the_read_ends_the_link_loudly() -> None:
+    """A bug in what handles a chunk ends the connection with on_lost, never silently."""
 
     def sink(conn: _AmiConnection, parsed: object) -> None:
         raise RuntimeError("sink bug")
 
-    def on_disconnect(source: object, error: BaseException | None = None) -> None:
-        errors.append(error)
-        ended.set()
-
-    conn = _AmiConnection(left, "t", 1 << 20, sink)
-    conn.add_listener(on_disconnect=on_disconnect)
-    conn.connect()
+    conn, right, lost = await _connection(sink)
     right.sendall(BANNER + b"Event: X\r\n\r\n")
-    assert ended.wait(2)
-    assert isinstance(errors[0], RuntimeError)
+    await _until(lambda: lost)
+    assert len(lost) == 1 and isinstance(lost[0], RuntimeError)
     assert "reader crashed" in conn.end_reason
-    assert conn.join(1)
+    assert conn.finished
     right.close()
 
 
-def test_a_raising_listener_cannot_kill_the_reader() -> None:
-    left, right = socket.socketpair()
+async def test_eof_ends_the_link_once_with_its_reason() -> None:
     got: list[str] = []
-    ended = threading.Event()
 
     def sink(conn: _AmiConnection, parsed: object) -> None:
         got.extend(m.name for m in parsed.messages)  # type: ignore[attr-defined]
 
-    def bad_on_connect(source: object) -> None:
-        raise RuntimeError("listener bug")
-
-    conn = _AmiConnection(left, "t", 1 << 20, sink)
-    conn.add_listener(on_connect=bad_on_connect, on_disconnect=lambda source, error=None: None)
-    conn.add_listener(on_disconnect=lambda source, error=None: ended.set())
-    conn.connect()
+    conn, right, lost = await _connection(sink)
     right.sendall(BANNER + b"Event: A\r\n\r\n")
     right.sendall(b"Event: B\r\n\r\n")
-    deadline = time.monotonic() + 2
-    while got != ["A", "B"] and time.monotonic() < deadline:
-        time.sleep(0.01)
+    await _until(lambda: got == ["A", "B"])
     assert got == ["A", "B"]
     right.close()  # EOF
-    assert ended.wait(2)
+    await _until(lambda: lost)
+    assert lost == [None]
     assert conn.end_reason == "Asterisk closed the connection (EOF)"
+    with pytest.raises(AmiLinkDown):
+        conn.write(b"Action: Ping\r\n\r\n")
+    conn.disconnect()  # again: harmless, on_lost is not told twice
+    await asyncio.sleep(0.02)
+    assert lost == [None]
+
+
+# -- event filters (issue 20: Asterisk sends only what the engine reads) -------------------
+
+FILTER_OK = b"Response: Success\r\nActionID: x\r\nMessage: Success\r\n\r\n"
+
+
+async def test_each_login_asks_for_the_wanted_events_only(server: ReplayAsterisk) -> None:
+    server.replies["filter"] = FILTER_OK
+    client = make_client(server)
+    client.only_events(lambda: ["Hangup", "Newchannel"])
+    await client.start()
+    await client.wait_up(3)
+    filters = server.actions_named("Filter")
+    assert [(f["Operation"], f["MatchCriteria"]) for f in filters] == [
+        ("Add", "name(FullyBooted)"), ("Add", "name(Hangup)"), ("Add", "name(Newchannel)")]
+    assert all("Filter" not in f for f in filters)  # name() alone: no regex for Asterisk
+    assert client.stats["filters"] == 3
+    server.drop()  # a new session has no filters: they are asked again
+    await server.wait_for(lambda: len(server.actions_named("Filter")) == 6)
+    await client.stop()
+
+
+async def test_a_refused_filter_means_no_filters_not_missing_events(
+        server: ReplayAsterisk) -> None:
+    """Include filters are all-or-nothing: a partial set would hide events silently."""
+    server.replies["filter"] = lambda action: (
+        fixture("error_unknown_action.txt") if "Hangup" in action["MatchCriteria"]
+        else FILTER_OK)
+    client = make_client(server)
+    client.only_events(lambda: ["Hangup", "Newchannel"])
+    await client.start()
+    await client.wait_up(3)
+    assert client.stats["filters_refused"] == 1 and server.connections == 2
+    assert len(server.actions_named("Filter")) == 3  # the second login asked for none
+    server.push(b"Event: UserEvent\r\nPrivilege: user,all\r\n\r\n")
+    await client.stop()

@@ -403,3 +403,23 @@ def test_a_forged_frame_cannot_fit_a_channel_into_79_bytes() -> None:
 def test_the_shapes_asterisk_never_writes(frame: bytes, why: str) -> None:
     message = parse(frame + b"\r\n")[1].messages[0]
     assert (why in message.suspect) if why else message.suspect == ""
+
+
+def test_a_remembered_shape_gives_the_same_verdict_and_the_memory_is_bounded() -> None:
+    """The parser caches suspect_shape by (event name, key set): the verdicts of a real
+    and a cut-short Hangup stay apart, repeated or not, and forged shapes cannot grow
+    the cache past its bound."""
+    from callflow.ami import frames
+
+    channel = "".join(f"{k}: x\r\n" for k in frames.CHANNEL_KEYS)
+    whole = f"Event: Hangup\r\nPrivilege: call,all\r\n{channel}Cause: 16\r\n\r\n"
+    short = "Event: Hangup\r\nPrivilege: call,all\r\nChannel: x\r\nUniqueid: 1\r\n\r\n"
+    parser = AmiFrameParser()
+    parser.feed(BANNER, 0.0)
+    got = [m.suspect for m in parser.feed(((whole + short) * 3).encode(), 0.0).messages]
+    assert got[0] == got[2] == got[4] == ""
+    assert got[1] == got[3] == got[5] != ""
+    forged = "".join(f"Event: Hangup\r\nPrivilege: call,all\r\nX{n}: 1\r\n\r\n"
+                     for n in range(frames._SHAPE_CACHE_LIMIT + 50))
+    parser.feed(forged.encode(), 0.0)
+    assert len(parser._shapes) == frames._SHAPE_CACHE_LIMIT

@@ -167,23 +167,11 @@ def test_disconnect_blocks_its_caller_until_the_socket_timeout(serve) -> None:
     assert time.monotonic() - started >= 0.4
 
 
-def test_our_connection_disconnect_is_immediate(serve) -> None:
-    server = serve(lambda conn: conn.sendall(BANNER))
-    sock = socket.create_connection(("127.0.0.1", server.port))
-    conn = _AmiConnection(sock, "t", 1 << 20, lambda c, p: None)
-    conn.connect()
-    time.sleep(0.1)
-    started = time.monotonic()
-    conn.disconnect()
-    assert time.monotonic() - started < 0.05
-    assert conn.join(1)
-
-
 def test_send_uses_socket_send_which_may_write_part_of_a_frame() -> None:
-    """ami/client.py: one writer thread per connection, ``sendall`` under one lock."""
+    """ami/client.py: writes go to the asyncio transport, from the loop alone."""
     source = inspect.getsource(AMIClient.send)
     assert "self._socket.send(" in source and "sendall" not in source
-    assert "sendall" in inspect.getsource(_AmiConnection._write_loop)
+    assert "transport.write(" in inspect.getsource(_AmiConnection.write)
 
 
 def test_a_response_callback_exception_becomes_a_name_error() -> None:
