@@ -227,9 +227,23 @@ def judge_release(event: ReleaseJudged, agent: str | None, queue: str, at: float
         outcome, detail = Outcome.PASS, f"released by {event.released_by}"
     out = [base(rule=AGENT_FIRST, outcome=outcome, detail=detail)]
     if event.procedure is not None and event.procedure in SPECIAL_STD:
-        out.append(base(rule=SPECIAL_STD[event.procedure], outcome=Outcome.PASS,
-                           detail=f"{event.procedure} script ran to its release"))
+        out.append(_script(event, base))
     return out
+
+
+def _script(event: ReleaseJudged, base: partial[Verdict]) -> Verdict:
+    """The script that ended the call kept its pauses: from its start to the system's
+    release it took at least the pauses the Policy gives it (``script_pauses_s``, the
+    prompts' own playback comes on top); a script started before a restart has no start
+    time here and passes on its release alone."""
+    name = str(event.procedure)
+    took, pauses = event.script_s, event.script_pauses_s
+    if took is None or pauses is None:
+        return base(rule=SPECIAL_STD[name], outcome=Outcome.PASS,
+                    detail=f"{name} script ran to its release")
+    return base(rule=SPECIAL_STD[name], outcome=_outcome(took >= pauses), measured=took,
+                limit=pauses, unit="s",
+                detail=f"{name} script {_num(took)} s to the release, pauses {_num(pauses)} s")
 
 
 # --- after-call work, when it ends ------------------------------------------------------
