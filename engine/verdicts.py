@@ -19,6 +19,7 @@ episodes, the unanswered offers).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from functools import partial
@@ -96,11 +97,13 @@ class VerdictRules:
     ring_limit_rings: int
     ring_limit_s: float
     hold: HoldRules
+    rona_sets_not_ready: bool = True
 
     @classmethod
     def from_policy(cls, policy: Policy) -> VerdictRules:
         return cls(ring_limit_rings=policy.answering.ring_limit_rings,
-                   ring_limit_s=ring_limit_seconds(policy), hold=HoldRules.from_policy(policy))
+                   ring_limit_s=ring_limit_seconds(policy), hold=HoldRules.from_policy(policy),
+                   rona_sets_not_ready=policy.answering.rona_sets_not_ready)
 
 
 def _outcome(ok: bool) -> Outcome:
@@ -115,12 +118,17 @@ def _num(value: float) -> str:
 
 
 @enforces(RING_LIMIT, APOLOGY, policy=("answering.ring_limit_rings",
+                                       "answering.rona_sets_not_ready",
                                        "answering.apology_after_rings"))
-def judge_call(call: InboundCall, timings: CallRules, rules: VerdictRules) -> list[Verdict]:
-    """STD-008 (the answer within the ring limit; each unanswered offer moved on at the
-    limit) and STD-009 (the apology opening when the answer was late), for an ended call.
-    Rings are ``answer_ring`` (ring time / ring cycle), the KPI's own count; lateness is
-    ``is_late``, the function that switched the desktop to the apology opening."""
+def judge_call(call: InboundCall, timings: CallRules, rules: VerdictRules,
+               after_rona: Mapping[str, str] | None = None) -> list[Verdict]:
+    """STD-008 (the answer within the ring limit; each unanswered offer handled: the call
+    moved on, and the agent went to the state the Policy says) and STD-009 (the apology
+    opening when the answer was late), for an ended call. Rings are ``answer_ring`` (ring
+    time / ring cycle), the KPI's own count; lateness is ``is_late``, the function that
+    switched the desktop to the apology opening. ``after_rona``: the state each agent whose
+    offer timed out on this call entered then (the agent machine's, seen by the runtime);
+    an agent missing from it is judged on the call's facts alone."""
     if call.phase is not Phase.ENDED or call.ended_at is None:
         return []
     end = call.ended_at
@@ -146,9 +154,13 @@ def judge_call(call: InboundCall, timings: CallRules, rules: VerdictRules) -> li
         moved = bool(later) or call.answered_at is None
         nxt = f"moved on to agent {later[0].agent_id}" if later else \
             "no other agent before the caller left" if call.answered_at is None else "stuck"
+        state = (after_rona or {}).get(offer.agent_id)
+        set_ok = state is None or not rules.rona_sets_not_ready or state == "not_ready"
+        if state is not None:
+            nxt += f"; agent {state}"
         rang = round(offer.ring_s / timings.ring_cycle_s, 1)
         out.append(base(
-            rule=RING_LIMIT, outcome=_outcome(moved), measured=offer.ring_s,
+            rule=RING_LIMIT, outcome=_outcome(moved and set_ok), measured=offer.ring_s,
             limit=rules.ring_limit_s, unit="s", agent=offer.agent_id, key=f"offer:{i + 1}",
             detail=f"ring-no-answer after {_num(rang)} rings of {rules.ring_limit_rings}; {nxt}"))
     if call.answered_at is not None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable
 
-from callflow.agents.changes import AcwFinished
+from callflow.agents.changes import AcwFinished, AgentChanged
 from callflow.engine import verdicts
 from callflow.engine.calls import CallChanged, InboundCall, Phase
-from callflow.engine.effects import DomainEvent
+from callflow.engine.effects import Alarm, DomainEvent
 from callflow.engine.hold import HoldChanged
 from callflow.engine.policy import Policy
 from callflow.engine.special_calls import ReleaseJudged
@@ -36,6 +36,10 @@ class Judge:
         self._epoch_of = epoch_of
         self._wall = wall
         self._done: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # STD-008: the state an agent entered at their ring-no-answer (AgentChanged comes
+        # first, then the machine's ring_no_answer alarm names the call), per call
+        self._rona_state: dict[str, str] = {}
+        self._after_rona: OrderedDict[str, dict[str, str]] = OrderedDict()
 
     def _first(self, call_id: str, what: str) -> bool:
         key = (call_id, what)
@@ -55,11 +59,26 @@ class Judge:
         return (call.queue if call is not None else ""), call
 
     def _judge(self, event: DomainEvent) -> list[verdicts.Verdict]:
+        if isinstance(event, AgentChanged):
+            if event.cause == "ring_no_answer":
+                self._rona_state[event.agent.agent_id] = event.agent.state.value
+            return []
+        if isinstance(event, Alarm):
+            if event.kind == "ring_no_answer":
+                agent = str(event.detail.get("agent_id", ""))
+                call_id = str(event.detail.get("call_id", ""))
+                state = self._rona_state.pop(agent, None)
+                if state is not None and call_id:
+                    self._after_rona.setdefault(call_id, {})[agent] = state
+                    while len(self._after_rona) > REMEMBERED:
+                        self._after_rona.popitem(last=False)
+            return []
         if isinstance(event, CallChanged):
             call = event.call
             if call.phase is not Phase.ENDED or not self._first(call.call_id, "call"):
                 return []
-            return verdicts.judge_call(call, event.rules, self.rules)
+            return verdicts.judge_call(call, event.rules, self.rules,
+                                       self._after_rona.pop(call.call_id, None))
         if isinstance(event, HoldChanged):
             if event.kind != "hold_ended" \
                     or not self._first(event.holds.call_id, f"hold:{event.episode}"):

@@ -229,3 +229,17 @@ def test_verdicts_are_stored_and_shown() -> None:
     judged = verdicts.CallJudged((_v("STD-008", "fail", T0),))
     edges = as_edges([judged])
     assert len(edges) == 3  # the event, its store record, its board frame
+
+
+@pytest.mark.std("STD-008")
+def test_a_ring_no_answer_fails_when_the_agent_was_not_set_not_ready() -> None:
+    call = run_call(OfferStarted("c1", "1001", "PJSIP/a-1", T0 + 1),
+                    OfferEnded("c1", "1001", "NOANSWER", T0 + 16),
+                    OfferStarted("c1", "1002", "PJSIP/b-1", T0 + 16.5),
+                    OfferEnded("c1", "1002", "ANSWER", T0 + 19),
+                    CallReleased("c1", T0 + 30, by="caller"))
+    kept = by_rule(verdicts.judge_call(call, TIMINGS, RULES, {"1001": "not_ready"}))
+    assert kept[("STD-008", "offer:1")].outcome is Outcome.PASS
+    assert kept[("STD-008", "offer:1")].detail.endswith("agent not_ready")
+    broken = by_rule(verdicts.judge_call(call, TIMINGS, RULES, {"1001": "ready"}))
+    assert broken[("STD-008", "offer:1")].outcome is Outcome.FAIL
