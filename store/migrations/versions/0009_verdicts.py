@@ -4,7 +4,8 @@ One row per rule judged on a call (engine/verdicts.py), unique per (call, rule, 
 journal replay writes nothing twice; indexed by time for compliance over a window.
 
 Revision ID: 0009
-Revises: 0008
+Revises: 0008 (arch-core's 0010_call_routed_at also revises 0008: whoever merges second
+chains after the other, e.g. 0010's down_revision = "0009")
 Create Date: 2026-12-07 09:30:00+00:00
 """
 
