@@ -95,6 +95,7 @@ class AcwFinished(DomainEvent):
     overrun: bool
     extended: bool
     at: float
+    limit_s: float = 0.0  # the limit this ACW had (acw_limit_s, or as a supervisor extended it)
 
 
 @dataclass(frozen=True)

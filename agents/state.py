@@ -112,7 +112,7 @@ __all__ = [
     "HoldEnded", "HoldStarted", "LogIn", "LogOut", "OfferRejected", "OfferTimedOut",
     "OfferWithdrawn", "PhoneInUse", "RequestState", "SoftphoneReachable",
     "SoftphoneUnreachable", "SubmitWrapup",
-    "TimerFired", "agent_view", "bucket", "feature_code_event",
+    "TimerFired", "acw_overrun", "agent_view", "bucket", "feature_code_event",
     "longest_idle", "new_agent", "rejected", "routable", "time_in", "timer_key",
     "transition",
 ]
@@ -295,15 +295,24 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
     return new, effects
 
 
+@enforces("STD-100", policy=("agents.acw_limit_s", "agents.acw_auto_ready"))
+def acw_overrun(ended_by: str, now: float, deadline: float) -> bool:
+    """An ACW ran past its limit: it ended after its deadline, and not by the limit itself
+    (auto-ready at the limit is on time). The agent machine records it on ``AcwFinished``
+    and the call's ACW verdict is that record (engine/verdicts.py)."""
+    return ended_by != "acw_limit" and now > deadline
+
+
 @enforces("STD-100", policy=("kpi.acw_average_target_s",))
 def _acw_finished(agent: AgentSnapshot, now: float, policy: Policy, *, ended_by: str) -> Step:
     """Record one ACW's length and alert when the running average crosses the target."""
     seconds = max(0.0, now - agent.since)
     # an overrun is after-call work that really ran past its limit (possible only when
     # the limit does not end it: acw_auto_ready off); auto-ready at the limit is on time
-    overrun = ended_by != "acw_limit" and now > agent.acw_deadline
+    overrun = acw_overrun(ended_by, now, agent.acw_deadline)
     effects: list[Effect] = [AcwFinished(agent.agent_id, agent.call_id, seconds, ended_by,
-                                         overrun, agent.acw_extended, now)]
+                                         overrun, agent.acw_extended, now,
+                                         limit_s=max(0.0, agent.acw_deadline - agent.since))]
     total = time_in(agent, AgentState.ACW, now=now)
     calls = max(agent.calls_handled, 1)
     average = total / calls

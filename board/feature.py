@@ -35,6 +35,7 @@ from fastapi import APIRouter
 
 from callflow.board.actions import SupervisorActions
 from callflow.board.alarms import BoardAlarms
+from callflow.board.compliance_view import ComplianceView
 from callflow.board.live_view import LiveView
 from callflow.board.queue_log import QueueLog, QueueLogFile
 from callflow.board.reporting import Reporting
@@ -77,6 +78,7 @@ class BoardFeature(FeatureBase):
         self._alarms: BoardAlarms | None = None
         self._actions: SupervisorActions | None = None
         self._reporting: Reporting | None = None
+        self._compliance: ComplianceView | None = None
         self.queue_log: QueueLog | None = None
         self.queue_log_file: QueueLogFile | None = None
         self._ticker: asyncio.Task[None] | None = None
@@ -95,6 +97,10 @@ class BoardFeature(FeatureBase):
     @property
     def actions(self) -> SupervisorActions:
         return _started(self._actions)
+
+    @property
+    def compliance(self) -> ComplianceView:
+        return _started(self._compliance)
 
     @property
     def reporting(self) -> Reporting:
@@ -135,11 +141,14 @@ class BoardFeature(FeatureBase):
             callbacks_refresh_s=options.callbacks_refresh_s, on_queue_views=alarms.check_queues)
         await live_view.load()
         await alarms.load_open()
+        compliance = self._compliance = ComplianceView(service)
+        await compliance.load()
         self._actions = SupervisorActions(service)
         self._reporting = Reporting(service, options.report_dir, options.schedule_reports)
         service.runtime.on_event(self._observe)
         service.runtime.gate_alarms(alarms.admits)
         service.runtime.extend_snapshot("board", live_view.snapshot_part)
+        service.runtime.extend_snapshot("compliance", compliance.snapshot_part)
         self._ticker = asyncio.create_task(self._tick_forever(), name="board-tick")
         assert live_view.day is not None
         log.info("board: %d calls and %d open alarms today so far", len(live_view.day.calls),
@@ -170,6 +179,7 @@ class BoardFeature(FeatureBase):
             self.queue_log_file.write(self.queue_log.observe(event, self.runtime.epoch_of))
         self.live_view.observe(event)
         self.alarms.observe(event)
+        self.compliance.observe(event)
 
     # --- housekeeping ----------------------------------------------------------------------
 
@@ -186,6 +196,7 @@ class BoardFeature(FeatureBase):
         now = self.now()
         self.alarms.check_ami_link(loop.time())
         self.alarms.check_long_waits(now.timestamp())
+        self.compliance.tick()
         if self.live_view.roll_over(now):
             self.alarms.new_day()
         if self.live_view.callbacks_due(loop.time()):

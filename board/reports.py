@@ -3,8 +3,10 @@
 The day-shift lead reports each day and each week (STD-141, STD-142), every handled
 call is counted (STD-144), abandon rate, answer rate and talk time are the headline
 figures (STD-139, STD-140). The figures are ``engine/kpi.py``'s, the same the board
-and the API show; this module only lays them out, as CSV for spreadsheets and as a
-printable HTML page (print to PDF from the browser), and writes them on a schedule.
+and the API show, and each rule's compliance is ``engine/compliance.py``'s over the
+period's verdicts (engine/verdicts.py); this module only lays them out, as CSV for
+spreadsheets and as a printable HTML page (print to PDF from the browser), and writes
+them on a schedule.
 
 A standard with no target in the standards (abandon rate, ASA...) is shown as
 information; a standard with no data in the period (no calls) is "n/a", never a pass.
@@ -18,19 +20,21 @@ import io
 import logging
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from callflow.engine import kpi
+from callflow.engine import compliance, kpi
 from callflow.engine.kpi import CallFact, KpiRules, Kpis, StateSpan
 from callflow.engine.policy import Policy
 from callflow.engine.rules import enforces
+from callflow.engine.verdicts import Verdict
 from callflow.errors import CallflowError
 from callflow.store.db import Store
 from callflow.store.kpi_facts import load_facts
+from callflow.store.verdicts import verdicts_between
 
 log = logging.getLogger(__name__)
 
@@ -87,11 +91,22 @@ def period_of(kind: Kind, day: date, zone: ZoneInfo) -> tuple[kpi.Period, str]:
     raise ReportError(f"unknown report kind {kind!r}: daily or weekly")
 
 
+def compliance_checks(verdicts: Iterable[Verdict], policy: Policy) -> tuple[kpi.Check, ...]:
+    """Each rule's compliance over the verdicts given (engine/compliance.py, the board's
+    own aggregation) against its trend target: one check per rule judged."""
+    trend = compliance.TrendRules.from_policy(policy)
+    return tuple(
+        kpi.Check(rule, "compliance", "%", f">= {trend.target(rule):g}", tally.pct,
+                  None if tally.pct is None else tally.pct >= trend.target(rule))
+        for (rule, _), tally in sorted(compliance.compliance(verdicts).items()))
+
+
 @enforces("STD-141")
 def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
           spans: list[StateSpan], policy: Policy, as_of: datetime,
-          agents: Iterable[str] = ()) -> Report:
-    """The report over facts loaded for its period (``store/kpi_facts.load_facts``)."""
+          agents: Iterable[str] = (), verdicts: Iterable[Verdict] = ()) -> Report:
+    """The report over facts loaded for its period (``store/kpi_facts.load_facts``), with
+    each rule's compliance over the period's verdicts (per queue, per agent, in total)."""
     zone = ZoneInfo(policy.calendar.timezone)
     period, label = period_of(kind, day, zone)
     rules_for = kpi.rules_by_queue(policy)
@@ -111,6 +126,15 @@ def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
                     for a, k in sorted(scopes.items())]
     else:
         raise ReportError(f"unknown grouping {by!r}: queue or agent")
+    judged = [v for v in verdicts
+              if period.start.timestamp() <= v.at < period.end.timestamp()]
+    if judged:
+        def of(entity: str) -> list[Verdict]:
+            if entity == ALL:
+                return judged
+            return [v for v in judged if (v.queue if by == "queue" else v.agent) == entity]
+        sections = [replace(s, checks=(*s.checks, *compliance_checks(of(s.entity), policy)))
+                    for s in sections]
     return Report(kind, by, label, period, policy.calendar.timezone,
                   datetime.now(UTC), tuple(sections))
 
@@ -189,7 +213,8 @@ def load_and_build(store: Store, policy: Policy, kind: Kind, by: By, day: date,
     zone = ZoneInfo(policy.calendar.timezone)
     period, _ = period_of(kind, day, zone)
     facts, spans = load_facts(store, period)
-    return build(kind, by, day, facts, spans, policy, as_of, agents)
+    judged = store.read(verdicts_between, period.start, period.end)
+    return build(kind, by, day, facts, spans, policy, as_of, agents, judged)
 
 
 #: What a report file's name may be (``file_name`` makes them): anything else is refused

@@ -50,6 +50,7 @@ from callflow.api.privacy import masked, may_see_numbers
 from callflow.board import reports
 from callflow.board.alarms import AlarmKeyError
 from callflow.board.metrics import MetricsSnapshot, gather, render
+from callflow.engine import compliance as compliance_dims
 from callflow.errors import StateError
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 PHONE = re.compile(r"(PJSIP/)?[A-Za-z0-9_.\-]{1,64}")
 #: The HTTP status of a refusal (StateError) by its reason; any other reason is a conflict.
 REFUSAL_STATUS = {"unknown_agent": 404, "not_found": 404, "originate_failed": 502}
+#: The longest period one compliance query may cover (days).
+MAX_COMPLIANCE_DAYS = 92
 #: Ids are 64-bit in the database: a larger one is refused (422), never looked up.
 MAX_ID = 2**63 - 1
 
@@ -199,6 +202,30 @@ def _api_router(board: BoardFeature) -> APIRouter:
             return await board.reporting.kpis(date_from, date_to, queue, agent, intervals)
         except reports.ReportError as exc:
             raise api_error(400, "bad_period", str(exc)) from None
+
+    @router.get("/compliance")
+    async def compliance(request: Request, date_from: str | None = None,
+                         date_to: str | None = None, by: str = "rule") -> dict[str, Any]:
+        """% pass per rule of whole local days ``date_from``..``date_to`` (default today),
+        per ``by``: rule, agent, queue, hour or day (engine/compliance.py); ``live`` is the
+        board's panel of today."""
+        viewer(request)
+        if by not in compliance_dims.DIMENSIONS:
+            raise api_error(400, "bad_dimension", "by: " + "|".join(compliance_dims.DIMENSIONS))
+        first, last = day(date_from), day(date_to or date_from)
+        if last < first or (last - first).days > MAX_COMPLIANCE_DAYS:
+            raise api_error(400, "bad_period",
+                            f"date_to on or after date_from, at most {MAX_COMPLIANCE_DAYS} days")
+        rows = await board.compliance.history(first, last, by)
+        return {"from": first.isoformat(), "to": last.isoformat(), "by": by, "rows": rows,
+                "live": board.compliance.view}
+
+    @router.get("/calls/{uniqueid}/verdicts")
+    async def call_verdicts(request: Request, uniqueid: str = PathParam(
+            max_length=64, pattern=r"^[A-Za-z0-9._-]+$")) -> dict[str, Any]:
+        """Every rule judged on one call (engine/verdicts.py): outcome, measured, limit."""
+        viewer(request)
+        return {"uniqueid": uniqueid, "verdicts": await board.compliance.of_call(uniqueid)}
 
     @router.get("/reports/files")
     async def report_files(request: Request) -> dict[str, Any]:

@@ -282,7 +282,8 @@ def _start_episode(holds: CallHolds, event: HoldOn,
     holds = replace(holds, episodes=(*holds.episodes, episode))
     n = holds.count
     cid = holds.call_id
-    effects: list[Effect] = [StartTimer(timer_key(cid, n, REMINDER), event.at + rules.reminder_s)]
+    effects: list[Effect] = [StartTimer(timer_key(cid, n, REMINDER),
+                                        event.at + reminder_offset(1, rules))]
     limit_at = _limit_at(holds, rules, event.at)
     if limit_at is not None:
         effects.append(StartTimer(timer_key(cid, n, LIMIT), limit_at))
@@ -291,6 +292,36 @@ def _start_episode(holds: CallHolds, event: HoldOn,
         effects.append(StartTimer(timer_key(cid, n, RETRIEVE), event.at + rules.auto_retrieve_s))
     effects.append(HoldChanged(holds, n, event.at, "hold_started", {"via": event.via}))
     return holds, effects
+
+
+@enforces("STD-041", policy=("hold.reminder_s", "hold.reminder_repeat_s"))
+def reminder_offset(n: int, rules: HoldRules) -> float:
+    """How far into a hold the ``n``-th reminder is due (1-based): the timers are set from
+    it and the episode's verdict counts the reminders that were due from it."""
+    return rules.reminder_s + (n - 1) * rules.reminder_repeat_s
+
+
+@enforces("STD-041", policy=("hold.reminder_s", "hold.reminder_repeat_s"))
+def reminders_due(held_s: float, rules: HoldRules) -> int:
+    """Reminders a hold of ``held_s`` was owed: those due before it ended (one only, when
+    ``reminder_repeat_s`` is 0)."""
+    if held_s < rules.reminder_s:
+        return 0
+    if rules.reminder_repeat_s <= 0:
+        return 1
+    return 1 + int((held_s - rules.reminder_s) // rules.reminder_repeat_s)
+
+
+@enforces("STD-040", policy=("hold.limit_s", "hold.breach_scope"))
+def hold_breached(episode: Episode, rules: HoldRules) -> bool:
+    """STD-040: the episode went past the limit: its limit timer fired (``breached``, the
+    engine's own decision, which also covers scope "call"), or, per episode, it ended past
+    ``limit_s`` before that timer could fire."""
+    if episode.breached:
+        return True
+    length = episode.length
+    return rules.scope == "episode" and rules.limit_s > 0 and length is not None \
+        and length > rules.limit_s
 
 
 def _limit_at(holds: CallHolds, rules: HoldRules, at: float) -> float | None:
@@ -344,8 +375,7 @@ def _timer(holds: CallHolds, event: HoldTimer,
             Beep(call_id, holds.agent_id)]
         if rules.reminder_repeat_s > 0:
             effects.append(StartTimer(timer_key(call_id, n, REMINDER, count + 1),
-                                      current.started_at + rules.reminder_s
-                                      + count * rules.reminder_repeat_s))
+                                      current.started_at + reminder_offset(count + 1, rules)))
         return _replace_current(holds, current), effects
     if kind == LIMIT:
         current = replace(current, breached=True)

@@ -886,6 +886,15 @@ class SupervisionPolicy(Section):
                     "(CEL) since the engine last looked, but at most this far back, that the "
                     "store does not have (the fallback queue served them while the engine "
                     "was away) are entered")
+    compliance_window_min: float = setting(
+        60, unit="min", std="STD-147", gt=0,
+        description="The board's compliance trend alarm looks at each rule's verdicts of "
+                    "this last window: under its target, compliance_below_target is raised "
+                    "once, again only after the rule was back on target")
+    compliance_target_pct: float = setting(
+        90, unit="%", std="STD-147", ge=0, le=100,
+        description="Compliance target of every rule but the ring limit (STD-008, whose "
+                    "target is kpi.within_rings_target_pct) for the trend alarm")
 
 
 class SecurityPolicy(Section):

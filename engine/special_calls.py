@@ -105,6 +105,7 @@ class SpecialCall:
     ending: str | None = None  # the procedure that released or transferred the call
     ended: bool = False
     spoke: bool = False  # the caller has been heard on this call (TALK_DETECT)
+    started_wall: float | None = None  # epoch: when the current procedure started
 
     @property
     def running(self) -> bool:
@@ -281,7 +282,7 @@ def _start(call: SpecialCall, event: Start,
     if call.running and (call.procedure != "nuisance" or call.playing):
         raise StateError("procedure_running", f"{call.procedure} is running on {call.call_id}")
     call = replace(call, procedure=event.procedure, run=call.run + 1, step=0, done=False,
-                   cancelled=False)
+                   cancelled=False, started_wall=event.wall)
     return _play_next(call, rules, [_notice(call, "special_started")])
 
 
@@ -297,7 +298,7 @@ def _warn(call: SpecialCall, event: Warn,
     effects: list[Effect] = []
     if call.procedure != "nuisance":
         call = replace(call, procedure="nuisance", run=call.run + 1, step=0, done=False,
-                       cancelled=False)
+                       cancelled=False, started_wall=event.wall)
         effects.append(Logged("number_flag", call.call_id, event.wall, {  # STD-064: flagged
             "number": call.caller, "flag": "nuisance", "agent_id": call.agent_id}))
     call = replace(call, warnings=call.warnings + 1)
@@ -335,12 +336,29 @@ def _played(call: SpecialCall, event: PromptPlayed,
             return call, []
         return _nuisance_final(call, rules)
     last = call.step >= len(_prompts(call, rules))
-    if call.procedure == "silent":
-        wait = rules.silent_release_delay_s if last else rules.silent_gap_s
-    else:
-        wait = rules.release_delay_s[str(call.procedure)]
+    wait = pause_after(str(call.procedure), last, rules)
     what = "release" if last else "gap"
     return call, [StartTimer(timer_key(call.call_id, call.run, what), event.at + wait)]
+
+
+@enforces("STD-056", "STD-059", "STD-060", "STD-067",
+          policy=("special_calls.silent_gap_s", "special_calls.silent_release_delay_s",
+                  "special_calls.quiet_line_release_delay_s",
+                  "special_calls.noisy_line_release_delay_s",
+                  "special_calls.wrong_number_release_delay_s"))
+def pause_after(procedure: str, last: bool, rules: SpecialRules) -> float:
+    """The silence a script keeps after one of its prompts: the gap after each silent-call
+    prompt but the last, the release delay after the last (every script's)."""
+    if procedure == "silent":
+        return rules.silent_release_delay_s if last else rules.silent_gap_s
+    return rules.release_delay_s.get(procedure, 0.0)
+
+
+def script_pauses_s(procedure: str, rules: SpecialRules) -> float:
+    """The script's pauses from its start to its release (its prompts' playback adds to
+    them): the least time a script that kept its pauses can take."""
+    prompts = len(rules.silent_prompts) if procedure == "silent" else 1
+    return sum(pause_after(procedure, n == prompts, rules) for n in range(1, prompts + 1))
 
 
 @enforces("STD-065",
@@ -392,7 +410,7 @@ def _timer(call: SpecialCall, event: SpecialTimer,
         if call.ended or call.spoke or call.procedure is not None or call.ending is not None:
             return call, []
         call = replace(call, procedure="silent", run=call.run + 1, step=0, done=False,
-                       cancelled=False)
+                       cancelled=False, started_wall=event.wall)
         return _play_next(call, rules, [_notice(call, "special_started", by="system")])
     if call.ended or run_no != call.run or not call.running:
         return call, []  # cancelled or superseded
@@ -436,8 +454,11 @@ def _released(call: SpecialCall, event: Released,
         verdict = not why
     else:
         verdict = None  # the link was down: nobody knows who released first
+    script_s = None if call.ending is None or call.started_wall is None \
+        else round(event.wall - call.started_wall, 3)
     effects.append(ReleaseJudged(call.call_id, verdict, call.ending, by, call.closing_wall,
-                                 outcome))
+                                 outcome, script_s,
+                                 script_pauses_s(call.ending, rules) if call.ending else None))
     if verdict is False:
         detail = {"call_id": call.call_id, "agent_id": call.agent_id, "why": why,
                   "closing_s": None if call.closing_at is None
@@ -464,6 +485,8 @@ class ReleaseJudged(DomainEvent):
     released_by: str
     closing_at: float | None  # epoch of the closing, if said
     outcome: str | None = None
+    script_s: float | None = None  # a script ended the call: from its start to the release
+    script_pauses_s: float | None = None  # ... and the pauses the Policy gives it
 
     def as_record(self) -> dict[str, Any]:
         record: dict[str, Any] = {

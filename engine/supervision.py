@@ -39,14 +39,15 @@ WAITING_PHASES = (Phase.ROUTING, Phase.OFFERING)
 CONDITION_ALARMS = frozenset({"softphone_unreachable", "pbx_down", "pbx_gave_up",
                               "ami_link_down", "store_unavailable", "store_journal_full",
                               "no_route", "trunk_registration_refused",
-                              "trunk_unreachable"})
+                              "trunk_unreachable", "compliance_below_target"})
 
 
 def condition_of(kind: str, detail: dict[str, object]) -> tuple[str, str] | None:
     """The condition a standing alarm is about (kind and the desk or part), else None."""
     if kind not in CONDITION_ALARMS:
         return None
-    subject = detail.get("agent_id") or detail.get("extension") or detail.get("trunk") or ""
+    subject = detail.get("agent_id") or detail.get("extension") or detail.get("trunk") \
+        or detail.get("rule") or ""
     return kind, str(subject)
 
 

@@ -54,6 +54,7 @@ from callflow.recordings.scoring import (
 from callflow.store import repo
 from callflow.store.db import Store
 from callflow.store.models import QaReview, Recording
+from callflow.store.verdicts import breached_calls
 
 if TYPE_CHECKING:
     from callflow.feature import FeatureServices
@@ -206,8 +207,10 @@ def recordings_router(feature: RecordingsFeature) -> APIRouter:
         start, end = month_bounds(month)
         qa = service().policy.qa
         rows = store().read(repo.recordings_between, start, end)
+        breached = store().read(breached_calls, [r.call_uniqueid for r in rows])
         picks = select_month(
-            [Candidate(r.id, r.agent_id, r.started_at, tuple(r.flags or ()), r.qa_selected)
+            [Candidate(r.id, r.agent_id, r.started_at, tuple(r.flags or ()), r.qa_selected,
+                       tuple(breached.get(r.call_uniqueid, ())))
              for r in rows if r.purged_at is None],
             start, end, SampleRules(qa.min_monitored_per_agent_month, qa.include_flagged))
         new = store().run(repo.select_for_qa, {p.id: p.reason for p in picks})

@@ -3,6 +3,9 @@
 Pure and deterministic: the same recordings, month and Policy always give the same
 picks, so a re-run (or a second engine) never reshuffles what QA was told to review.
 
+* Every breached call's recording is picked first (a rule judged ``fail`` on it,
+  engine/verdicts.py), reason ``breached: STD-nnn, ...``: QA hears the calls that broke
+  a standard before any other. Like flagged picks they are added to the minimum.
 * Every flagged recording is picked (``qa.include_flagged``), reason ``flagged: ...``.
 * Each agent gets at least ``qa.min_monitored_per_agent_month`` picks (C-8: any minimum
   >= 1), spread across the month: the month is cut into that many equal slots; in each
@@ -35,6 +38,7 @@ class Candidate:
     started_at: datetime
     flags: tuple[str, ...] = ()
     selected: bool = False  # already in the sample (an earlier run)
+    breached: tuple[str, ...] = ()  # the rules the call failed (its verdicts)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ def _target(month_start: datetime, month_end: datetime, agent_id: str, slot: int
 @enforces("STD-115", policy=("qa.min_monitored_per_agent_month", "qa.include_flagged"))
 def select_month(candidates: Iterable[Candidate], month_start: datetime, month_end: datetime,
                  rules: SampleRules) -> list[Pick]:
-    """The picks for ``[month_start, month_end)``; only candidates inside it are considered."""
+    """The picks for ``[month_start, month_end)``; only candidates inside it are considered.
+    Breached calls come first (``Pick`` order is by id, the reasons say why)."""
     if rules.min_per_agent < 1:
         raise ValueError("min_per_agent must be >= 1 (C-8)")
     if month_end <= month_start:
@@ -83,6 +88,9 @@ def select_month(candidates: Iterable[Candidate], month_start: datetime, month_e
         if c.selected:
             agent.picks.append(Pick(c.id, str(c.agent_id), "selected earlier"))
             agent.counted.append(c)
+            taken.add(c.id)
+        elif c.breached:
+            agent.picks.append(Pick(c.id, str(c.agent_id), "breached: " + ", ".join(c.breached)))
             taken.add(c.id)
         elif c.flags and rules.include_flagged:
             agent.picks.append(Pick(c.id, str(c.agent_id), "flagged: " + ", ".join(c.flags)))

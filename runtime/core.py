@@ -45,6 +45,7 @@ from callflow.runtime.asterisk import AmiFrame, AsteriskFacts, ChannelLink
 from callflow.runtime.doubted import DoubtedFrames
 from callflow.runtime.invariants import READS as INVARIANT_READS
 from callflow.runtime.invariants import InvariantChecker
+from callflow.runtime.judging import Judge
 from callflow.runtime.reconcile import pbx_gone, reconcile
 
 log = logging.getLogger(__name__)
@@ -156,6 +157,8 @@ class Runtime:
         self.asterisk = AsteriskFacts(self)
         self.invariants = InvariantChecker()  # Asterisk's word vs the record, live
         self.doubted = DoubtedFrames()  # AMI frames a caller may have written (issue 15)
+        # every call judged against the rules, from the facts that close them (verdicts)
+        self.judge = Judge(policy, self.calls.get, self.epoch_of, time.time)
 
     # --- effects ---------------------------------------------------------------
 
@@ -207,6 +210,14 @@ class Runtime:
                 self.stats.errors += 1
                 log.exception("event listener %r failed on %s", listener,
                               type(event).__name__)
+        try:
+            judged = self.judge(event)
+        except Exception:  # a verdict that cannot be reached must not cost the core its effects
+            self.stats.errors += 1
+            log.exception("judging %s failed", type(event).__name__)
+            judged = None
+        if judged is not None:
+            self._emit(judged)
 
     def _watch(self, check: Callable[[Any], None], fact: Any) -> None:
         """Run one invariant check; a new breach is an alarm (the reconciler then corrects

@@ -74,6 +74,8 @@ DO_NOT_CALL = "do_not_call"
 #: A task in one of these is still going to be dialled: at most one per number and kind.
 OPEN_TASK_STATUSES = ("pending", "dialing")
 USER_ROLES = ("agent", "supervisor", "qa", "admin")
+#: A rule judged on a call (engine/verdicts.py).
+VERDICT_OUTCOMES = ("pass", "fail", "not_applicable")
 #: Why a recording is in the QA sample beyond the spread picks (recordings/feature.py).
 RECORDING_FLAGS = ("late_answer", "hold_breach", "release_violation", "special_call",
                    "transfer")
@@ -553,3 +555,31 @@ class Wrapup(Base):
     notes: Mapped[str] = mapped_column(Text, server_default="")
     submitted_by: Mapped[str] = mapped_column(String(16), server_default="")
     submitted_at: Mapped[datetime]
+
+
+class CallVerdict(Base):
+    """One rule judged on one call (engine/verdicts.py): the measured value against the
+    Policy limit it had, so compliance can be counted per rule, agent, queue, hour and day.
+    ``key`` tells several verdicts of one rule on one call apart (hold episodes, offers);
+    (call, rule, key) is unique, so a replayed journal record writes nothing twice."""
+
+    __tablename__ = "call_verdicts"
+    __table_args__ = (
+        one_of("outcome", VERDICT_OUTCOMES, "outcome"),
+        Index("ix_call_verdicts_call_uniqueid_rule_key", "call_uniqueid", "rule", "key",
+              unique=True),
+        Index("ix_call_verdicts_at", "at"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_uniqueid: Mapped[str] = mapped_column(String(64))
+    rule: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(32), server_default="")
+    outcome: Mapped[str] = mapped_column(String(16))
+    measured: Mapped[float | None] = mapped_column(Float)
+    limit: Mapped[float | None] = mapped_column(Float)
+    unit: Mapped[str] = mapped_column(String(16), server_default="")
+    agent_id: Mapped[str | None] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(String(64), server_default="")
+    at: Mapped[datetime]
+    detail: Mapped[str] = mapped_column(Text, server_default="")

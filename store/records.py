@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from callflow.agents.roster import Roster
 from callflow.store import campaigns, repo
+from callflow.store import verdicts as verdict_rows
 from callflow.store.db import Store
 from callflow.store.models import RELEASED_BY
 
@@ -193,6 +194,7 @@ def write_wrapup(s: Session, data: dict[str, Any]) -> None:
 
 
 WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    verdict_rows.VERDICT_RECORD: verdict_rows.write_verdict,
     "wrapup": write_wrapup,
     FALLBACK_SERVED_RECORD: write_fallback_served,
     "recording": write_recording,

@@ -31,6 +31,7 @@ from callflow.engine.effects import Alarm, DomainEvent, Logged, Notice
 from callflow.engine.hold import HoldChanged, hold_record
 from callflow.engine.outbound import AttemptChanged, OutboundCallEnded, TaskChanged
 from callflow.engine.special_calls import ReleaseJudged
+from callflow.engine.verdicts import CallJudged
 from callflow.errors import CallflowError
 
 Rows = list[tuple[str, dict[str, Any]]]
@@ -148,6 +149,11 @@ def _hold(event: HoldChanged, epoch_of: EpochOf) -> Rows:
 @rows.register
 def _release(event: ReleaseJudged, epoch_of: EpochOf) -> Rows:
     return [("call_release", event.as_record())]
+
+
+@rows.register
+def _judged(event: CallJudged, epoch_of: EpochOf) -> Rows:
+    return [("verdict", v.as_record()) for v in event.verdicts]
 
 
 @rows.register

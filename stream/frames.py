@@ -32,6 +32,7 @@ from callflow.engine.effects import Alarm, DomainEvent, Logged, Notice
 from callflow.engine.hold import HoldChanged, hold_episode_view
 from callflow.engine.outbound import AttemptChanged, OutboundCallEnded, TaskChanged
 from callflow.engine.special_calls import ReleaseJudged
+from callflow.engine.verdicts import CallJudged
 from callflow.errors import CallflowError
 
 Frames = list[tuple[str, dict[str, Any]]]
@@ -123,6 +124,13 @@ def _attempt(event: AttemptChanged, epoch_of: EpochOf) -> Frames:
                "number": a.number, "agent_id": a.agent_id, "phase": a.phase.value,
                "outcome": a.outcome.value if a.outcome else None, "cause": a.cause}
     return [(agent_topic(a.agent_id), payload), (BOARD, payload)]
+
+
+@frames.register
+def _judged(event: CallJudged, epoch_of: EpochOf) -> Frames:
+    """The verdicts of a call, as the board is told (its compliance panel counts them)."""
+    return [(BOARD, {"type": "verdicts", "call_id": event.verdicts[0].call_id,
+                     "verdicts": [v.as_record() for v in event.verdicts]})]
 
 
 def _none(event: DomainEvent, epoch_of: EpochOf) -> Frames:

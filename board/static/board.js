@@ -233,6 +233,7 @@
     st.alarms.clear();
     $("alarms").textContent = "";
     for (const a of board.alarms || []) addAlarm(a);
+    paintCompliance(state.compliance || {});
     refreshQueueWaiting();
     drawChart();
     st.stats.lastSnapshotMs = performance.now() - t0;
@@ -258,7 +259,31 @@
         break;
       case "callbacks": st.callbacks = p.pending || {}; for (const q of st.queues.values()) paintQueue(q); break;
       case "ami_link": $("ami").hidden = !!p.up; break;
+      case "compliance": paintCompliance(p); break;
       default: break;
+    }
+  }
+
+  // --- compliance (board/compliance_view.py): one row per rule, today and the trend window ---
+
+  function paintCompliance(view) {
+    const box = $("compliance");
+    for (const row of Array.from(box.querySelectorAll(".row:not(.head)"))) row.remove();
+    const trend = new Map((view.trend || []).map((r) => [r.rule, r]));
+    const pct = (v) => (v === null || v === undefined ? "–" : v.toFixed(1) + " %");
+    for (const r of view.rules || []) {
+      const t = trend.get(r.rule);
+      const row = document.createElement("div");
+      row.className = "row";
+      row.dataset.rule = r.rule;
+      if (t && t.pct !== null && t.pct < t.target_pct) row.classList.add("low");
+      for (const text of [r.rule, String(r.passed), String(r.failed), pct(r.pct),
+                          t ? pct(t.pct) : "–", t ? pct(t.target_pct) : "–"]) {
+        const cell = document.createElement("span");
+        cell.textContent = text;
+        row.appendChild(cell);
+      }
+      box.appendChild(row);
     }
   }
 

@@ -230,6 +230,13 @@ def test_board_follows_calls_agents_and_a_rona_live(
     product.flush()
     time.sleep(0.3)  # the board's coalesced KPI update
 
+    # the compliance panel (docs/verdicts.md): the ring-no-answer moved on, 1 of 1 kept
+    page.wait_for_function(
+        "() => { const r = document.querySelector(\"#compliance .row[data-rule='STD-008']\");"
+        " return r && r.children[1].textContent === '2'"
+        " && r.children[2].textContent === '0'; }", timeout=5000)
+    shot(page, "live-5-compliance")
+
     # 5. queue_log, /metrics, KPIs and the report agree with what happened
     call1 = published.items[[p.get("call", {}).get("caller_number") for _, _, p in
                              published.items].index(CALLER_1)][2]["call"]["uniqueid"]

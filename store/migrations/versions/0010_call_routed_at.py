@@ -8,7 +8,7 @@ Calls stored before this revision met no menu as far as the store knows: their
 ``routed_at`` is their ``entered_at``, which is what their figures were computed from.
 
 Revision ID: 0010
-Revises: 0008 (a parallel branch adds 0009; whoever merges second chains after it)
+Revises: 0009
 Create Date: 2026-12-07 09:30:00+00:00
 """
 
@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0010"
-down_revision: str | Sequence[str] | None = "0008"
+down_revision: str | Sequence[str] | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,10 +4,15 @@ answer, /metrics behind a login, no credentials in URLs, and what the fuzzer onc
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 from product_api import TOKEN, ProductApi
 
 from callflow.api.app import PAGE_CSP
+from callflow.engine.verdicts import Outcome, Verdict
+from callflow.store import records
 
 PAGES = ("/board", "/board/board.js", "/board/board.css", "/desktop", "/desktop/desktop.js",
          "/recordings", "/recordings/recordings.js", "/docs", "/openapi.json", "/healthz")
@@ -88,3 +93,32 @@ def test_what_the_fuzzer_found_is_answered_in_words(product_api: ProductApi, met
                                    if method == "PATCH" else None)
     assert response.status_code == status, response.text
     assert set(response.json()["detail"]) >= {"error", "message"}
+
+
+@pytest.mark.std("STD-040")
+def test_a_calls_verdicts_and_the_compliance_history_for_supervisors(
+        product_api: ProductApi) -> None:
+    """GET /api/v1/calls/{uniqueid}/verdicts and /api/v1/compliance (board/routes.py)."""
+    store = product_api.service.store
+    assert store is not None
+    zone = ZoneInfo(product_api.service.policy.calendar.timezone)
+    at = datetime(2026, 3, 2, 10, 30, tzinfo=zone).timestamp()
+    for key, outcome in (("hold:1", "fail"), ("hold:2", "pass")):
+        verdict = Verdict("c9", "STD-040", Outcome(outcome), 34.0, 30.0, "s", "1001", "main",
+                          at, "hold 34 s of 30", key)
+        records.write(store, "verdict", verdict.as_record())
+    sup = product_api.token("supervisor")
+    body = product_api.request("GET", "/api/v1/calls/c9/verdicts", sup).json()
+    assert [(v["rule"], v["key"], v["outcome"], v["detail"]) for v in body["verdicts"]] == [
+        ("STD-040", "hold:1", "fail", "hold 34 s of 30"),
+        ("STD-040", "hold:2", "pass", "hold 34 s of 30")]
+    history = product_api.request("GET", "/api/v1/compliance?date_from=2026-03-02&by=agent",
+                                  sup).json()
+    assert history["rows"] == [{"rule": "STD-040", "by": "agent", "group": "1001",
+                                "passed": 1, "failed": 1, "pct": 50.0}]
+    assert product_api.request("GET", "/api/v1/compliance",
+                               product_api.token("agent")).status_code == 403
+    assert product_api.request("GET", "/api/v1/compliance?by=colour", sup).status_code == 400
+    assert product_api.request(
+        "GET", "/api/v1/compliance?date_from=2026-03-02&date_to=2026-01-01",
+        sup).status_code == 400

@@ -14,6 +14,7 @@ from callflow.board import reports
 from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, OfferFact, StateSpan
 from callflow.engine.policy import Policy
+from callflow.engine.verdicts import Outcome, Verdict
 
 POLICY = Policy.defaults()
 ZONE = ZoneInfo(POLICY.calendar.timezone)
@@ -142,3 +143,31 @@ def test_bad_requests_are_report_errors() -> None:
         reports.period_of("monthly", DAY, ZONE)  # type: ignore[arg-type]
     with pytest.raises(reports.ReportError):
         reports.render(reports.build("daily", "queue", DAY, [], [], POLICY, at(0)), "pdf")
+
+
+@pytest.mark.std("STD-040", "STD-110")
+def test_reports_carry_each_rules_compliance_from_the_verdicts() -> None:
+    """The same aggregation as the board's panel (engine/compliance.py), per queue, per
+    agent and in total, against the trend targets; a report without verdicts has none."""
+    def judged(rule: str, outcome: str, agent: str, queue: str) -> Verdict:
+        return Verdict("x", rule, Outcome(outcome), None, None, "s", agent, queue,
+                       at(600).timestamp(), "")
+    found = [judged("STD-040", "pass", "1001", "main"), judged("STD-040", "fail", "1002", "main"),
+             judged("STD-110", "pass", "1001", "sales"),
+             judged("STD-110", "pass", "1001", "main")]
+    report = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400),
+                           verdicts=found)
+    main = [c for c in report.sections[0].checks if c.name == "compliance"]
+    assert [(c.std, c.actual, reports.result_text(c)) for c in main] == [
+        ("STD-040", 50.0, "fail"), ("STD-110", 100.0, "pass")]
+    total = [c for c in report.sections[-1].checks if c.name == "compliance"]
+    assert [(c.std, c.actual) for c in total] == [("STD-040", 50.0), ("STD-110", 100.0)]
+    agents = reports.build("daily", "agent", DAY, FACTS, SPANS, POLICY, at(86400),
+                           agents=["1001", "1002"], verdicts=found)
+    per = {s.entity: {c.std: c.actual for c in s.checks if c.name == "compliance"}
+           for s in agents.sections}
+    assert per["1001"] == {"STD-040": 100.0, "STD-110": 100.0} and per["1002"] == {
+        "STD-040": 0.0}
+    assert "STD-040" in reports.to_csv(report)
+    plain = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400))
+    assert not [c for s in plain.sections for c in s.checks if c.name == "compliance"]

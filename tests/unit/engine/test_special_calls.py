@@ -9,6 +9,7 @@ import pytest
 from edges import as_edges
 
 from callflow.engine import special_calls as sc
+from callflow.engine import verdicts
 from callflow.engine.effects import Alarm, CancelTimer, Effect, Persist, Publish, StartTimer
 from callflow.engine.policy import Policy
 from callflow.errors import StateError
@@ -308,3 +309,24 @@ def test_caller_speech_before_the_auto_start_prevents_it() -> None:
     # a stale auto timer (already queued by the loop) does nothing either
     stale = sc.SpecialTimer(sc.timer_key("c1", 0, "auto"), 6.0, WALL0)
     assert line.feed(stale) == []
+
+
+@pytest.mark.std("STD-056")
+def test_the_silent_scripts_verdict_measures_it_against_its_pauses() -> None:
+    """The script's time from its start to the release (engine/verdicts.py reads it off
+    ReleaseJudged) is at least the pauses the Policy gives it; the prompts come on top."""
+    line = Line()
+    line.feed(sc.Start("c1", "1001", "silent", **line.now()))
+    line.run(100)
+    line.t, _ = line.commands()[-1]  # Asterisk hangs up as the script's Release asks
+    effects = line.feed(sc.Released("c1", "caller", **line.now()))
+    judged = next(e for e in effects if isinstance(e, sc.ReleaseJudged))
+    gap, delay = POLICY.special_calls.silent_gap_s, POLICY.special_calls.silent_release_delay_s
+    assert judged.script_pauses_s == 2 * gap + delay == sc.script_pauses_s("silent", RULES)
+    assert judged.script_s == 3 * PROMPT_S + 2 * gap + delay
+    _, script = verdicts.judge_release(judged, "1001", "main", WALL0 + line.t)
+    assert (script.rule, script.outcome, script.measured, script.limit) == (
+        "STD-056", verdicts.Outcome.PASS, judged.script_s, judged.script_pauses_s)
+    cut_short = replace(judged, script_s=judged.script_pauses_s - 1)
+    assert verdicts.judge_release(cut_short, "1001", "main", 0.0)[1].outcome \
+        is verdicts.Outcome.FAIL

@@ -87,3 +87,16 @@ def test_bad_rules_refused() -> None:
         select_month([], START, END, SampleRules(min_per_agent=0))
     with pytest.raises(ValueError, match="end after"):
         select_month([], END, START, SampleRules())
+
+
+@pytest.mark.std("STD-115")
+def test_breached_calls_go_to_the_sample_first_whatever_the_flags_setting() -> None:
+    """A call with a failed verdict (engine/verdicts.py) is picked before any spread pick,
+    even with flagged picks off, and says which rules it broke."""
+    recs = daily("1001", 100)
+    recs[7] = Candidate(107, "1001", recs[7].started_at, breached=("STD-040", "STD-110"))
+    recs[9] = Candidate(109, "1001", recs[9].started_at, ("hold_breach",), breached=("STD-040",))
+    picks = select_month(recs, START, END, SampleRules(min_per_agent=2, include_flagged=False))
+    breached = [(p.id, p.reason) for p in picks if p.reason.startswith("breached")]
+    assert breached == [(107, "breached: STD-040, STD-110"), (109, "breached: STD-040")]
+    assert len(picks) == 4  # added to the agent's two spread picks

@@ -1,0 +1,126 @@
+"""The board's compliance panel: today's % pass per rule, per agent and per queue, live.
+
+Every ``CallJudged`` the core emits (engine/verdicts.py) is added to today's verdicts and
+the panel is pushed at once as one ``compliance`` message on topic ``board``
+{day, rules: [row], agents: [row], queues: [row], trend: [row]} (rows from
+``engine/compliance.py``, the same aggregation the reports and the API use); a
+(re)connecting board gets it in its snapshot (``state.compliance``). Today's verdicts
+are read back from the store at start, so a restart does not reset the figures.
+
+The trend alarm (``compliance_below_target``, ``engine/compliance.check_trend``) is
+checked after each verdict and on the board's tick (a failure leaving the window
+re-arms it); it is raised through the runtime, so it is stored and shown like every
+alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo
+
+from callflow.engine import compliance
+from callflow.engine.effects import DomainEvent
+from callflow.engine.verdicts import CallJudged, Verdict
+from callflow.store import verdicts as verdict_rows
+
+if TYPE_CHECKING:
+    from callflow.feature import FeatureServices
+
+
+class ComplianceView:
+    """Today's verdicts (and the trend window's), their compliance, the trend alarm."""
+
+    def __init__(self, service: FeatureServices) -> None:
+        self._service = service
+        self.zone = ZoneInfo(service.policy.calendar.timezone)
+        self.rules = compliance.TrendRules.from_policy(service.policy)
+        self.verdicts: list[Verdict] = []  # since the start of the trend window or today
+        self.low: frozenset[str] = frozenset()
+        self.day = ""
+        self.view: dict[str, Any] = {}
+
+    def _now(self) -> datetime:
+        return self._service.clock.wall()
+
+    def _since(self, now: datetime) -> datetime:
+        midnight = now.astimezone(self.zone).replace(hour=0, minute=0, second=0,
+                                                     microsecond=0)
+        return min(midnight, now - timedelta(seconds=self.rules.window_s))
+
+    async def load(self) -> None:
+        store = self._service.store
+        assert store is not None
+        now = self._now()
+        since = self._since(now)
+        self.verdicts = await asyncio.to_thread(
+            store.read, lambda s: verdict_rows.verdicts_between(s, since, now + timedelta(1)))
+        self._recompute(now, publish=False)
+
+    def observe(self, event: DomainEvent) -> None:
+        if isinstance(event, CallJudged):
+            self.verdicts.extend(event.verdicts)
+            self._recompute(self._now())
+
+    def tick(self) -> None:
+        """Drop what left both today and the window; the trend re-checked; a new day."""
+        now = self._now()
+        since = self._since(now).timestamp()
+        kept = [v for v in self.verdicts if v.at >= since]
+        day = now.astimezone(self.zone).strftime("%Y-%m-%d")
+        if len(kept) != len(self.verdicts) or day != self.day:
+            self.verdicts = kept
+            self._recompute(now)
+        else:
+            self._check_trend(now)
+
+    def _recompute(self, now: datetime, publish: bool = True) -> None:
+        local = now.astimezone(self.zone)
+        self.day = local.strftime("%Y-%m-%d")
+        start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        today = [v for v in self.verdicts if v.at >= start]
+        window = [v for v in self.verdicts if v.at >= now.timestamp() - self.rules.window_s]
+        self.view = {
+            "day": self.day,
+            "rules": compliance.compliance_rows(today, "rule", self.zone),
+            "agents": compliance.compliance_rows(today, "agent", self.zone),
+            "queues": compliance.compliance_rows(today, "queue", self.zone),
+            "trend": [{**row, "target_pct": self.rules.target(row["rule"]),
+                       "window_min": round(self.rules.window_s / 60, 1)}
+                      for row in compliance.compliance_rows(window, "rule", self.zone)],
+        }
+        if publish:
+            self._service.hub.publish("board", {"type": "compliance", **self.view})
+        self._check_trend(now)
+
+    def _check_trend(self, now: datetime) -> None:
+        alarms, self.low = compliance.check_trend(self.verdicts, now.timestamp(), self.rules,
+                                                  self.low)
+        runtime = self._service.runtime
+        if alarms and runtime is not None:
+            runtime.execute(alarms)
+
+    async def history(self, first: date, last: date, by: compliance.Dimension,
+                      ) -> list[dict[str, Any]]:
+        """Compliance of whole local days ``first``..``last`` from the store (the API)."""
+        store = self._service.store
+        assert store is not None
+        since = datetime.combine(first, time(), self.zone)
+        until = datetime.combine(last + timedelta(days=1), time(), self.zone)
+        found = await asyncio.to_thread(
+            store.read, lambda s: verdict_rows.verdicts_between(s, since, until))
+        return compliance.compliance_rows(found, by, self.zone)
+
+    async def of_call(self, uniqueid: str) -> list[dict[str, Any]]:
+        """The verdicts of one call, as stored."""
+        store = self._service.store
+        assert store is not None
+        found = await asyncio.to_thread(
+            store.read, lambda s: verdict_rows.verdicts_of_call(s, uniqueid))
+        return [v.as_record() for v in found]
+
+    def snapshot_part(self, may_see: Callable[[str], bool]) -> dict[str, Any]:
+        """``state.compliance`` of every snapshot, for those who may see the board."""
+        return self.view if may_see("board") else {}
