@@ -20,19 +20,27 @@ from collections.abc import Callable, Iterable
 
 from callflow.agents.roster import Roster
 from callflow.agents.state import AgentSnapshot, longest_idle
-from callflow.engine.calls import InboundCall
+from callflow.engine.calls import InboundCall, Phase
+
+
+def _ahead(other: InboundCall, call: InboundCall) -> bool:
+    """``other`` is in line before ``call``: same queue, entered earlier, and still waiting
+    for an agent (in routing). A call an agent's phone rings for, or one in conversation,
+    is out of the line even while its flow still counts as waiting (the runtime keeps
+    a flow's waiter until the flow ends): it must not hold younger calls back from the
+    agents that are free (found by replaying recorded calls, docs/simulate.md)."""
+    return (other.call_id != call.call_id and other.queue == call.queue
+            and other.phase is Phase.ROUTING and other.entered_at < call.entered_at)
 
 
 def older_waiting(call: InboundCall, waiting: Iterable[InboundCall]) -> InboundCall | None:
     """A call of the same queue that entered earlier and still waits for an agent."""
-    return next((other for other in waiting if other.call_id != call.call_id
-                 and other.queue == call.queue and other.entered_at < call.entered_at), None)
+    return next((other for other in waiting if _ahead(other, call)), None)
 
 
 def queue_position(call: InboundCall, waiting: Iterable[InboundCall]) -> int:
     """1 = next in line: waiting calls of the same queue that entered earlier, plus one."""
-    return 1 + sum(1 for other in waiting if other.call_id != call.call_id
-                   and other.queue == call.queue and other.entered_at < call.entered_at)
+    return 1 + sum(1 for other in waiting if _ahead(other, call))
 
 
 def next_agent(call: InboundCall, *, waiting: Iterable[InboundCall],

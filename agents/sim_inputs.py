@@ -5,10 +5,14 @@ only in part. The modelling choices, made here once:
 
 * **Arrival time** is ``t_in`` (the call reached routing): greetings and menus before it
   do not depend on staffing.
-* **Answer delay** is per offer, from the recorded offers: an answered offer rang
-  ``ended - started`` seconds; a ring-no-answer, a busy or declined phone did not pick
-  up (None: under any ring limit the agent would not have answered). A caller who left
-  while it rang, or a call never offered, gets the day's median answer delay.
+* **Answer delay** belongs to the agent when the day says who they are: a recorded
+  agent picks up after the median ring time of their own answered offers, whichever
+  call rings (the live proof showed why: a caller who left while a slow agent's phone
+  rang was answered in a replay that gave the call a fast agent's time). Per call, from
+  the recorded offers: an offer that rang out (ring-no-answer, busy, declined) rings out
+  again in the replay, whoever gets it; an answered offer rang ``ended - started``
+  seconds, the time used with agents the day does not know (``--agents``). A caller
+  who left while it rang, or a call never offered, gets the day's median.
 * **Talk** is ``t_end - t_ans`` with the hold episodes at their recorded offsets; an
   unanswered call gets the talk of a recorded answered call drawn at random (seeded).
 * **After-call work** is the agent's own time in ACW for the call; one that lasted the
@@ -159,8 +163,14 @@ def rona_recovery_s(spans: Iterable[StateSpan], default: float = 30.0) -> float:
 def plans_from_spans(spans: Iterable[StateSpan], day_start: datetime, *,
                      queues_of: Mapping[str, tuple[str, ...]], default_queues: tuple[str, ...],
                      day_s: float = DAY_S, open_until: datetime | None = None,
-                     gap_s: float = 1.0) -> list[AgentPlan]:
-    """Each recorded agent's time on duty (the module docstring says what counts)."""
+                     gap_s: float = 1.0, calls: Iterable[CallFact] = ()) -> list[AgentPlan]:
+    """Each recorded agent's time on duty (the module docstring says what counts), and
+    from ``calls`` how fast each picks up (the median of their answered offers)."""
+    own: dict[str, list[float]] = defaultdict(list)
+    for c in calls:
+        for o in c.offers:
+            if o.result == ANSWERED and o.ended_at is not None:
+                own[o.agent_id].append(seconds(o.started_at, o.ended_at))
     by_agent: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for span in spans:
         on = span.state in ON_DUTY_STATES or (span.state == "not_ready"
@@ -180,7 +190,9 @@ def plans_from_spans(spans: Iterable[StateSpan], day_start: datetime, *,
                 merged[-1] = (merged[-1][0], max(merged[-1][1], end))
             else:
                 merged.append((start, end))
-        plans.append(AgentPlan(agent_id, tuple(merged), queues_of.get(agent_id, default_queues)))
+        delays = own.get(agent_id)
+        plans.append(AgentPlan(agent_id, tuple(merged), queues_of.get(agent_id, default_queues),
+                               median(delays) if delays else None))
     return plans
 
 

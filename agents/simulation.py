@@ -91,11 +91,15 @@ class AgentPlan:
     """One agent's day: the queues served and the spans on duty ``[start, end)``.
 
     Off duty means logged out, on a break or in a chosen not-ready state: the agent takes
-    no call. A span that ends during a call ends after the call and its ACW."""
+    no call. A span that ends during a call ends after the call and its ACW.
+    ``answer_delay_s``: when known (a recorded agent), how long this agent's phone rings
+    before they pick up, whichever call it is; an offer the call's record says rang out
+    still rings out."""
 
     agent_id: str
     on_duty: tuple[tuple[float, float], ...]
     queues: tuple[str, ...] = ("main",)
+    answer_delay_s: float | None = None  # how fast this agent picks up; None: the call's
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,8 @@ class _Sim:
         self.ready: dict[str, AgentSnapshot] = {}
         self.agents: dict[str, _Agent] = {}
         self.spans: list[tuple[str, str, str, float, float, str]] = []
+        self.answer_delay = {p.agent_id: p.answer_delay_s for p in plans
+                             if p.answer_delay_s is not None}
         self.roster_agents = {p.agent_id: RosterAgent(p.agent_id, p.agent_id,
                                                       f"sim{p.agent_id}", queues=p.queues)
                               for p in plans}
@@ -270,6 +276,8 @@ class _Sim:
         call.ringing, call.ring_start = agent_id, self.now
         delays = call.arrival.answer_delays
         delay = delays[min(call.offer_no, len(delays) - 1)] if delays else None
+        if delay is not None:
+            delay = self.answer_delay.get(agent_id, delay)
         call.offer_no += 1
         if delay is not None and delay < self.ring_limit:
             self.push(self.now + max(0.0, delay), _ANSWER, (call, call.offer_no))

@@ -565,6 +565,9 @@ def build_parser() -> argparse.ArgumentParser:
     staff.add_argument("--staffing", metavar="FILE",
                        help="agents per hour (TOML: [agents] HOUR = COUNT) [as recorded]")
     p.add_argument("--seed", type=int, default=0, help="seed of the random draws [0]")
+    p.add_argument("--runs", type=int, default=5,
+                   help="simulate the day this many times (seeds SEED, SEED+1...) and show "
+                        "the mean [5]")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_simulate)
 

@@ -28,7 +28,7 @@ from callflow.agents.sim_inputs import (
 from callflow.agents.simulation import AgentPlan, SimOptions, simulate
 from callflow.engine.kpi import CallFact, OfferFact, Period, StateSpan, day_period
 from callflow.engine.policy import REJECTED, RING_NO_ANSWER, Policy
-from callflow.engine.sim_report import DayFigures, figures, table
+from callflow.engine.sim_report import DayFigures, figures, mean, table
 from callflow.errors import CallflowError
 
 
@@ -66,8 +66,9 @@ class Outcome:
     recorded: DayFigures
     calls: int
     agents: int
-    seconds: float  # wall time the simulation took
+    seconds: float  # wall time the simulations took
     events: int
+    runs: list[DayFigures] = field(default_factory=list)  # each simulated run
 
 
 # --- the day from the store or a queue_log ---------------------------------------------
@@ -224,6 +225,12 @@ def read_staffing(path: Path) -> dict[int, int]:
 # --- the run ----------------------------------------------------------------------------
 
 
+def _until(day: RecordedDay) -> datetime:
+    """Where the day's record ends: its end, or now for today (open agent states run until
+    now, not to midnight)."""
+    return min(day.period.end, datetime.now(UTC))
+
+
 def plans_for(day: RecordedDay, staffing: Staffing) -> list[AgentPlan]:
     queues = tuple(sorted({c.queue for c in day.calls} | {"main"}))
     day_s = (day.period.end - day.period.start).total_seconds()
@@ -232,25 +239,39 @@ def plans_for(day: RecordedDay, staffing: Staffing) -> list[AgentPlan]:
     if staffing.by_hour is not None:
         return plans_by_hour(staffing.by_hour, queues)
     return plans_from_spans(day.spans, day.period.start, queues_of=day.queues_of,
-                            default_queues=queues, day_s=day_s, open_until=day.period.end)
+                            default_queues=queues, day_s=day_s, open_until=_until(day),
+                            calls=day.calls)
 
 
 def run(day: RecordedDay, recorded_policy: Policy, policy: Policy, staffing: Staffing,
-        seed: int = 0) -> Outcome:
-    """Simulate the day under ``policy`` and ``staffing``; figures beside the recorded."""
+        seed: int = 0, runs: int = 1) -> Outcome:
+    """Simulate the day under ``policy`` and ``staffing``; figures beside the recorded.
+
+    With ``runs`` > 1 the day is simulated that many times, run ``i`` with seed
+    ``seed + i`` (the draws: patience of answered callers, callback choices, talk of
+    unanswered calls), and the prediction is the mean: one day of a small queue is at
+    the mercy of a few callers (60 calls: one call is 1.7 points of service level)."""
+    if runs < 1:
+        raise CallflowError("--runs must be 1 or more")
     start = day.period.start
-    arrivals = arrivals_from_facts(day.calls, day.spans, recorded_policy, start, seed=seed)
-    if not day.acw_known:
-        arrivals = [_acw_until_limit(a) for a in arrivals]
     plans = plans_for(day, staffing)
-    t0 = time.perf_counter()
-    result = simulate(arrivals, plans, policy, SimOptions(
-        day_start=start, rona_recovery_s=rona_recovery_s(day.spans)))
-    took = time.perf_counter() - t0
-    as_of = max(day.period.end, start + timedelta(seconds=result.end_s))
-    predicted = figures(result.calls, result.spans, policy, as_of)
-    recorded = figures(day.calls, day.spans, recorded_policy, day.period.end)
-    return Outcome(predicted, recorded, len(arrivals), len(plans), took, result.events)
+    options = SimOptions(day_start=start, rona_recovery_s=rona_recovery_s(day.spans))
+    each: list[DayFigures] = []
+    took = 0.0
+    events = calls = 0
+    for i in range(runs):
+        arrivals = arrivals_from_facts(day.calls, day.spans, recorded_policy, start,
+                                       seed=seed + i)
+        if not day.acw_known:
+            arrivals = [_acw_until_limit(a) for a in arrivals]
+        t0 = time.perf_counter()
+        result = simulate(arrivals, plans, policy, options)
+        took += time.perf_counter() - t0
+        events, calls = events + result.events, len(arrivals)
+        as_of = max(day.period.end, start + timedelta(seconds=result.end_s))
+        each.append(figures(result.calls, result.spans, policy, as_of))
+    recorded = figures(day.calls, day.spans, recorded_policy, _until(day))
+    return Outcome(mean(each), recorded, calls, len(plans), took, events, each)
 
 
 def _acw_until_limit(arrival: Any) -> Any:
@@ -263,9 +284,13 @@ def report(outcome: Outcome, day: RecordedDay, staffing: Staffing, seed: int,
            policy_name: str) -> dict[str, Any]:
     return {"period": {"start": day.period.start.isoformat(), "end": day.period.end.isoformat()},
             "source": day.source, "policy": policy_name, "staffing": staffing.describe(),
-            "seed": seed, "calls": outcome.calls, "agents": outcome.agents,
+            "seed": seed, "runs": len(outcome.runs), "calls": outcome.calls,
+            "agents": outcome.agents,
             "simulated_in_s": round(outcome.seconds, 3), "events": outcome.events,
-            "predicted": outcome.predicted.as_dict(), "recorded": outcome.recorded.as_dict()}
+            "predicted": outcome.predicted.as_dict(), "recorded": outcome.recorded.as_dict(),
+            "predicted_service_level_by_run": [
+                None if r.service_level is None else round(r.service_level, 4)
+                for r in outcome.runs]}
 
 
 def command(args: Any, settings: Any, load_policy: Any) -> int:
@@ -291,14 +316,18 @@ def command(args: Any, settings: Any, load_policy: Any) -> int:
         day = day_from_queue_log(text, period, source=str(path))
     else:
         day = _store_day(settings, period)
-    outcome = run(day, recorded_policy, policy, staffing, seed=args.seed)
+    outcome = run(day, recorded_policy, policy, staffing, seed=args.seed, runs=args.runs)
     out = report(outcome, day, staffing, args.seed, args.policy or "in force")
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         print(f"simulated {day_} ({day.source}): {outcome.calls} calls, {outcome.agents} "
               f"agents ({staffing.describe()}), policy {out['policy']}, seed {args.seed}, "
-              f"{outcome.seconds:.2f} s")
+              f"mean of {len(outcome.runs)} runs, {outcome.seconds:.2f} s")
+        levels = [r.service_level for r in outcome.runs if r.service_level is not None]
+        if len(levels) > 1:
+            print(f"service level over the runs: {min(levels) * 100:.1f} % to "
+                  f"{max(levels) * 100:.1f} %")
         print(table(outcome.predicted, outcome.recorded))
     return 0
 

@@ -20,16 +20,17 @@ from callflow.engine.policy import Policy
 
 @dataclass(frozen=True)
 class DayFigures:
-    """One side of the comparison; rates 0..1 (None: nothing to divide)."""
+    """One side of the comparison; rates 0..1 (None: nothing to divide). Counts are
+    whole for one day, and may be fractional as the mean of several simulated runs."""
 
-    offered: int
-    answered: int
-    abandoned: int  # including short abandons
-    short_abandons: int
-    callbacks: int
+    offered: float
+    answered: float
+    abandoned: float  # including short abandons
+    short_abandons: float
+    callbacks: float
     service_level: float | None
     within_rings_rate: float | None  # answered within kpi.within_rings_threshold rings
-    ring_no_answer: int  # offers the ring limit ended (STD-008)
+    ring_no_answer: float  # offers the ring limit ended (STD-008)
     asa_s: float | None  # average wait of the answered calls
     longest_wait_s: float  # the longest any caller waited (until answer or hang-up)
     average_acw_s: float | None
@@ -65,6 +66,16 @@ def figures(calls: Sequence[CallFact], spans: Sequence[StateSpan], policy: Polic
         occupancy=total.occupancy)
 
 
+def mean(runs: Sequence[DayFigures]) -> DayFigures:
+    """The mean of several simulated runs of one day, figure by figure (a figure that is
+    None in a run is left out of that figure's mean)."""
+    out: dict[str, Any] = {}
+    for name in DayFigures.__dataclass_fields__:
+        values = [v for r in runs if (v := getattr(r, name)) is not None]
+        out[name] = sum(values) / len(values) if values else None
+    return DayFigures(**out)
+
+
 #: (label, field, kind) rows of the printed table; kind: pct | s | n
 ROWS = (("calls offered", "offered", "n"), ("answered", "answered", "n"),
         ("service level", "service_level", "pct"),
@@ -83,7 +94,7 @@ def _cell(value: Any, kind: str) -> str:
         return f"{value * 100:.1f} %"
     if kind == "s":
         return f"{value:.1f} s"
-    return str(value)
+    return f"{value:g}" if float(value).is_integer() else f"{value:.1f}"
 
 
 def table(predicted: DayFigures, recorded: DayFigures | None) -> str:
@@ -97,6 +108,7 @@ def table(predicted: DayFigures, recorded: DayFigures | None) -> str:
         if p is not None and r is not None:
             delta = p - r
             diff = (f"{delta * 100:+.1f} pp" if kind == "pct"
-                    else f"{delta:+.1f} s" if kind == "s" else f"{delta:+d}")
+                    else f"{delta:+.1f} s" if kind == "s"
+                    else f"{delta:+g}" if float(delta).is_integer() else f"{delta:+.1f}")
         lines.append(f"{label:<36} {_cell(p, kind):>12} {_cell(r, kind):>12} {diff:>12}")
     return "\n".join(lines)
