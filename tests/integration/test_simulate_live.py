@@ -22,7 +22,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pytest
 from product import running_product
 
 from callflow.agents.state import LogIn
@@ -45,7 +44,6 @@ TOLERANCE = 0.02  # 2 percentage points
 RUNS = 20
 
 
-@pytest.mark.std("STD-008", "STD-100")
 def test_simulating_the_recorded_calls_reproduces_the_recorded_service_level(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     policy = parse_policy({
