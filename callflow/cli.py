@@ -568,6 +568,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5,
                    help="simulate the day this many times (seeds SEED, SEED+1...) and show "
                         "the mean [5]")
+    p.add_argument("--rona-recovery", type=float, metavar="S",
+                   help="seconds an agent takes to be ready again after a ring-no-answer "
+                        "[the recorded day's average, else 30]")
+    p.add_argument("--callback-acceptance", type=float, default=0.3, metavar="P",
+                   help="share of callers taking a callback when nobody in the recorded "
+                        "day heard the offer [0.3]")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(fn=cmd_simulate)
 

@@ -244,24 +244,30 @@ def plans_for(day: RecordedDay, staffing: Staffing) -> list[AgentPlan]:
 
 
 def run(day: RecordedDay, recorded_policy: Policy, policy: Policy, staffing: Staffing,
-        seed: int = 0, runs: int = 1) -> Outcome:
+        seed: int = 0, runs: int = 1, rona_recovery: float | None = None,
+        callback_acceptance: float = 0.3) -> Outcome:
     """Simulate the day under ``policy`` and ``staffing``; figures beside the recorded.
 
     With ``runs`` > 1 the day is simulated that many times, run ``i`` with seed
     ``seed + i`` (the draws: patience of answered callers, callback choices, talk of
     unanswered calls), and the prediction is the mean: one day of a small queue is at
-    the mercy of a few callers (60 calls: one call is 1.7 points of service level)."""
+    the mercy of a few callers (60 calls: one call is 1.7 points of service level).
+    ``rona_recovery``: seconds an agent takes to come back from a ring-no-answer (None:
+    the day's average, ``rona_recovery_s``); ``callback_acceptance``: the share of
+    callers taking a callback when the day has nobody who heard the offer."""
     if runs < 1:
         raise CallflowError("--runs must be 1 or more")
     start = day.period.start
     plans = plans_for(day, staffing)
-    options = SimOptions(day_start=start, rona_recovery_s=rona_recovery_s(day.spans))
+    recovery = rona_recovery_s(day.spans) if rona_recovery is None else rona_recovery
+    options = SimOptions(day_start=start, rona_recovery_s=recovery)
     each: list[DayFigures] = []
     took = 0.0
     events = calls = 0
     for i in range(runs):
         arrivals = arrivals_from_facts(day.calls, day.spans, recorded_policy, start,
-                                       seed=seed + i)
+                                       seed=seed + i,
+                                       default_acceptance=callback_acceptance)
         if not day.acw_known:
             arrivals = [_acw_until_limit(a) for a in arrivals]
         t0 = time.perf_counter()
@@ -316,7 +322,13 @@ def command(args: Any, settings: Any, load_policy: Any) -> int:
         day = day_from_queue_log(text, period, source=str(path))
     else:
         day = _store_day(settings, period)
-    outcome = run(day, recorded_policy, policy, staffing, seed=args.seed, runs=args.runs)
+    if args.rona_recovery is not None and args.rona_recovery < 0:
+        raise CallflowError("--rona-recovery must be 0 or more seconds")
+    if not 0 <= args.callback_acceptance <= 1:
+        raise CallflowError("--callback-acceptance must be between 0 and 1")
+    outcome = run(day, recorded_policy, policy, staffing, seed=args.seed, runs=args.runs,
+                  rona_recovery=args.rona_recovery,
+                  callback_acceptance=args.callback_acceptance)
     out = report(outcome, day, staffing, args.seed, args.policy or "in force")
     if args.json:
         print(json.dumps(out, indent=2))

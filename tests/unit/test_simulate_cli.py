@@ -95,3 +95,12 @@ def test_bad_input_is_one_line_naming_it(state: Path,
         assert main(["simulate", *argv]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("callflow: ") and "\n" not in err and says in err, err
+
+
+def test_a_day_from_the_store_with_no_calls_says_so(state: Path,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """The default source is the deployment's database (migrated on first use)."""
+    assert main(["simulate", "--date", DAY, "--agents", "3", "--runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "(store): 0 calls, 3 agents" in out
+    assert "service level" in out
