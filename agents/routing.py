@@ -20,21 +20,29 @@ from collections.abc import Callable, Iterable
 
 from callflow.agents.roster import Roster
 from callflow.agents.state import AgentSnapshot, longest_idle
-from callflow.engine.calls import InboundCall
+from callflow.engine.calls import InboundCall, Phase
 from callflow.engine.rules import enforces
 
 
+def _ahead(other: InboundCall, call: InboundCall) -> bool:
+    """``other`` is in line before ``call``: same queue, reached routing earlier (t_in: after
+    any menu), and still waiting for an agent (in routing). A call an agent's phone rings
+    for, or one in conversation, is out of the line even while its flow still counts as
+    waiting (the runtime keeps a flow's waiter until the flow ends): it must not hold
+    younger calls back from the agents that are free (found by replaying recorded calls,
+    docs/simulate.md)."""
+    return (other.call_id != call.call_id and other.queue == call.queue
+            and other.phase is Phase.ROUTING and other.t_in < call.t_in)
+
+
 def older_waiting(call: InboundCall, waiting: Iterable[InboundCall]) -> InboundCall | None:
-    """A call of the same queue that reached routing earlier (t_in: after any menu) and
-    still waits for an agent."""
-    return next((other for other in waiting if other.call_id != call.call_id
-                 and other.queue == call.queue and other.t_in < call.t_in), None)
+    """A call of the same queue that reached routing earlier and still waits for an agent."""
+    return next((other for other in waiting if _ahead(other, call)), None)
 
 
 def queue_position(call: InboundCall, waiting: Iterable[InboundCall]) -> int:
     """1 = next in line: waiting calls of the same queue routed earlier, plus one."""
-    return 1 + sum(1 for other in waiting if other.call_id != call.call_id
-                   and other.queue == call.queue and other.t_in < call.t_in)
+    return 1 + sum(1 for other in waiting if _ahead(other, call))
 
 
 @enforces("STD-071", policy=("routing.named_agent_dids",))

@@ -362,6 +362,17 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(demo.run())
 
 
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    """Replay a recorded day (the store's, or a queue_log file's) through the engine's own
+    rules with a simulated clock, under a changed Policy or staffing, and print the
+    predicted service level, ring compliance, waits, abandons and callbacks beside the
+    recorded ones (docs/simulate.md)."""
+    from callflow import simulate
+    from callflow.engine.policy import load_policy
+
+    return simulate.command(args, settings, load_policy)
+
+
 def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     """Create a login (or reset its password): supervisors see everything, agents their own.
 
@@ -538,6 +549,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port-base", type=int, default=0,
                    help="first UDP port of the demo's SIPp phones [SIP port + 300]")
     p.set_defaults(fn=cmd_demo)
+
+    p = sub.add_parser("simulate", help="replay a recorded day under a changed Policy or "
+                       "staffing: predicted beside recorded", description=cmd_simulate.__doc__)
+    p.add_argument("--date", help="the day to replay, YYYY-MM-DD in the centre's time zone "
+                   "[today]")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--from-store", action="store_true",
+                        help="read the day from the database (the default)")
+    source.add_argument("--queue-log", metavar="FILE", help="read the day from a queue_log")
+    p.add_argument("--policy", metavar="FILE", help="the Policy to try (TOML) [the one in "
+                   "force, CALLFLOW_POLICY_FILE]")
+    staff = p.add_mutually_exclusive_group()
+    staff.add_argument("--agents", type=int, help="this many agents all day, every queue")
+    staff.add_argument("--staffing", metavar="FILE",
+                       help="agents per hour (TOML: [agents] HOUR = COUNT) [as recorded]")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random draws [0]")
+    p.add_argument("--runs", type=int, default=5,
+                   help="simulate the day this many times (seeds SEED, SEED+1...) and show "
+                        "the mean [5]")
+    p.add_argument("--rona-recovery", type=float, metavar="S",
+                   help="seconds an agent takes to be ready again after a ring-no-answer "
+                        "[the recorded day's average, else 30]")
+    p.add_argument("--callback-acceptance", type=float, default=0.3, metavar="P",
+                   help="share of callers taking a callback when nobody in the recorded "
+                        "day heard the offer [0.3]")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(fn=cmd_simulate)
 
     p = sub.add_parser("db", help="migrate the database to the newest schema",
                        description=cmd_db.__doc__)

@@ -95,7 +95,6 @@ def test_what_the_fuzzer_found_is_answered_in_words(product_api: ProductApi, met
     assert set(response.json()["detail"]) >= {"error", "message"}
 
 
-@pytest.mark.std("STD-040")
 def test_a_calls_verdicts_and_the_compliance_history_for_supervisors(
         product_api: ProductApi) -> None:
     """GET /api/v1/calls/{uniqueid}/verdicts and /api/v1/compliance (board/routes.py)."""

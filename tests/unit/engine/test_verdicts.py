@@ -193,7 +193,6 @@ def _v(rule: str, outcome: str, at: float, agent: str = "1001", queue: str = "ma
     return Verdict("c", rule, Outcome(outcome), None, None, "s", agent, queue, at, "")
 
 
-@pytest.mark.std("STD-008")
 def test_compliance_per_rule_agent_hour_and_not_applicable_counts_nowhere() -> None:
     found = [_v("STD-008", "pass", T0), _v("STD-008", "fail", T0 + 10, agent="1002"),
              _v("STD-008", "pass", T0 + 3600), _v("STD-040", "not_applicable", T0)]
