@@ -145,7 +145,6 @@ def test_bad_requests_are_report_errors() -> None:
         reports.render(reports.build("daily", "queue", DAY, [], [], POLICY, at(0)), "pdf")
 
 
-@pytest.mark.std("STD-040", "STD-110")
 def test_reports_carry_each_rules_compliance_from_the_verdicts() -> None:
     """The same aggregation as the board's panel (engine/compliance.py), per queue, per
     agent and in total, against the trend targets; a report without verdicts has none."""

@@ -29,7 +29,6 @@ def persist(store: Store, event: CallJudged) -> None:
             records.write(store, e.kind, e.data)
 
 
-@pytest.mark.std("STD-040")
 def test_verdicts_are_stored_once_and_read_back(store: Store) -> None:
     event = CallJudged((judged("c1", "STD-040", "fail", "hold:1"),
                         judged("c1", "STD-040", "pass", "hold:2"),
