@@ -260,6 +260,7 @@ class InboundFlow:
         path = await asyncio.to_thread(self.ctx.prompts.path, name, **params)
         return (await self.session.get_data(str(path), timeout_ms, max_digits)).strip()
 
+    @enforces("STD-044")
     async def _announce_progress(self) -> None:
         """STD-047: sorry for the wait, and where the caller stands."""
         await self._play("wait_progress")

@@ -114,7 +114,7 @@ def prompt_seconds(product: Product, name: str, **params: str) -> float:
     return (wav.stat().st_size - 44) / 16000  # 8 kHz, 16-bit mono
 
 
-@pytest.mark.std("STD-047")
+@pytest.mark.std("STD-047", "STD-044")
 def test_waiting_caller_hears_announcements_then_chooses_a_callback(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """STD-047/STD-043: no agent free -> an announcement every interval, the callback offer
