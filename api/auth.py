@@ -14,6 +14,8 @@ import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from callflow.engine.rules import enforces
+
 MIN_TOKEN_LENGTH = 16
 
 
@@ -37,6 +39,7 @@ SUPERVISOR = Principal(name="deployment", role="supervisor")
 SEE_ALL_ROLES = frozenset({"supervisor", "qa", "admin"})
 
 
+@enforces("STD-148")
 def principal_for(username: str, role: str, agent_id: str | None) -> Principal:
     """A person's principal: their role, and for an agent only their own topic."""
     if role in SEE_ALL_ROLES:

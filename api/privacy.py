@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from callflow.api.auth import Principal
+from callflow.engine.rules import enforces
 
 #: Roles that see callers' numbers in full on live streams and board data.
 NUMBER_ROLES = frozenset({"supervisor", "admin", "agent"})
@@ -46,6 +47,7 @@ def may_see_numbers(principal: Principal) -> bool:
     return principal.role in NUMBER_ROLES
 
 
+@enforces("STD-078")
 def redaction_for(principal: Principal) -> Callable[[Message], Message] | None:
     """The view of hub messages this principal gets (None: unchanged)."""
     if may_see_numbers(principal):

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from callflow.engine.policy import SecurityPolicy
+from callflow.engine.rules import enforces
 
 #: Records kept at most (usernames and addresses together): a few MB.
 MAX_TRACKED = 50_000
@@ -88,6 +89,11 @@ class LoginThrottle:
             return None
         return max(refusals, key=lambda r: (r.why == "locked", r.retry_after_s))
 
+    @enforces("STD-078", policy=(
+        "security.user_free_failures", "security.address_free_failures", "security.backoff_s",
+        "security.backoff_max_s", "security.user_lockout_failures",
+        "security.address_lockout_failures", "security.lockout_min",
+        "security.failure_window_min"))
     def failed(self, username: str, address: str, now: float) -> list[Lockout]:
         """Count a wrong password; the keys it locked (for the audit log)."""
         locked: list[Lockout] = []

@@ -44,6 +44,7 @@ class SupervisorActions:
         return await self._agent_event(by, agent_id, event, "force_state",
                                        {"state": state, "reason": reason})
 
+    @enforces("STD-103")
     async def log_out(self, by: str, agent_id: str) -> dict[str, Any]:
         return await self._agent_event(by, agent_id,
                                        LogOut(by="supervisor", reason="supervisor"), "logout", {})

@@ -43,6 +43,7 @@ from callflow.engine.calls import CallChanged, TaskRequested, call_record
 from callflow.engine.effects import Alarm, DomainEvent
 from callflow.engine.hold import HoldChanged
 from callflow.engine.outbound import TaskChanged
+from callflow.engine.rules import enforces
 from callflow.store import repo
 from callflow.store.kpi_facts import load_facts
 
@@ -239,6 +240,7 @@ class LiveView:
             out["alarms"] = [e.payload() for e in self._alarms.open()]
         return out
 
+    @enforces("STD-145")
     def board_state(self) -> dict[str, Any]:
         service = self._service
         policy = service.policy

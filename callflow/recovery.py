@@ -53,6 +53,7 @@ from callflow.engine.calls import CallChanged, InboundCall, Offer, OfferResult
 from callflow.engine.cel import CallFacts, by_linkedid, call_events, call_facts, entered
 from callflow.engine.effects import DomainEvent, Persist, Redirect
 from callflow.engine.policy import Policy
+from callflow.engine.rules import enforces
 from callflow.errors import CallflowError, PbxError
 from callflow.pbx.cel import CelReader
 from callflow.pbx.process import AsteriskProcess
@@ -268,6 +269,7 @@ class CallRecovery:
             return
         self._close(call, facts, report)
 
+    @enforces("STD-001", policy=("supervision.take_back_fallback_callers",))
     async def _take_back(self, facts: dict[str, CallFacts], report: RecoveryReport) -> None:
         """Callers the fallback queue still holds, waiting (in no bridge), go back into our
         flow (``supervision.take_back_fallback_callers``): the fallback queue rings agents
@@ -291,6 +293,7 @@ class CallRecovery:
             report.taken_back.append(call_id)
             log.info("caller %s taken back from the fallback queue into the flow", call_id)
 
+    @enforces("STD-001")
     def _fallback(self, call_id: str, facts: CallFacts) -> None:
         """The fallback queue served it: the flag, and its recording (now if the call is
         over, else when it ends)."""

@@ -174,9 +174,9 @@ def _reasons(reasons: list[Reason], *, chosen_only: bool) -> list[dict[str, Any]
             for r in reasons if not (chosen_only and r.system)]
 
 
-@enforces("STD-014", "STD-016",
+@enforces("STD-014", "STD-015", "STD-016",
           policy=("greetings.opening_template", "greetings.centre_name",
-                  "greetings.agent_identity"))
+                  "greetings.agent_identity", "greetings.department"))
 def opening_text(policy: Policy, language: str, agent_no: str, agent_name: str) -> str:
     """The opening the caller hears when this agent answers (STD-014, C-4), as shown."""
     greetings = policy.greetings

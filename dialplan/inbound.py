@@ -260,6 +260,7 @@ class InboundFlow:
         path = await asyncio.to_thread(self.ctx.prompts.path, name, **params)
         return (await self.session.get_data(str(path), timeout_ms, max_digits)).strip()
 
+    @enforces("STD-044")
     async def _announce_progress(self) -> None:
         """STD-047: sorry for the wait, and where the caller stands."""
         await self._play("wait_progress")
@@ -307,7 +308,7 @@ class InboundFlow:
             log.info("call %s: no agent with work number %r", self.call_id, digits)
         return None
 
-    @enforces("STD-072", policy=("routing.named_agent_callback_due_min",))
+    @enforces("STD-053", "STD-072", policy=("routing.named_agent_callback_due_min",))
     async def _named_agent_busy(self, named: RosterAgent) -> RosterAgent | None:
         """STD-072's script, then: 1 wait for them, 2 anyone, 3 leave a callback for them."""
         await self._play("named_agent_busy")

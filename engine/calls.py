@@ -448,6 +448,7 @@ def _close_offer(call: InboundCall, agent_id: str, result: OfferResult, at: floa
     return replace(call, offers=tuple(offers))
 
 
+@enforces("STD-003")
 def start(event: CallEntered, timings: CallRules) -> tuple[InboundCall, list[Effect]]:
     call = InboundCall(call_id=event.call_id, channel=event.channel, caller=event.caller,
                        did=event.did, queue=event.queue, entered_at=event.at,

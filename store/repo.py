@@ -158,7 +158,7 @@ def open_calls(s: Session, *, direction: str = "inbound") -> list[Call]:
     return list(s.scalars(query))
 
 
-@enforces("STD-073", policy=("routing.repeat_caller_lookback_days",))
+@enforces("STD-004", "STD-073", policy=("routing.repeat_caller_lookback_days",))
 def calls_from_number(s: Session, number: str, *, since: datetime, limit: int = 20) -> list[Call]:
     """Earlier contacts of a caller, newest first (STD-073 repeat callers, STD-114)."""
     query = (select(Call).where(Call.caller_number == number, Call.entered_at >= since)
@@ -694,6 +694,7 @@ def open_alarms(s: Session) -> list[Alarm]:
     return list(s.scalars(query))
 
 
+@enforces("STD-078")
 def audit(s: Session, actor: str, action: str, at: datetime, *, target: str = "",
           detail: dict[str, Any] | None = None) -> AuditEntry:
     """Who did what to whom: every recording playback (STD-114) and supervisor action."""

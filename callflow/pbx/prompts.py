@@ -107,8 +107,9 @@ class PromptLibrary:
             synthesize(text, self.pack.voice, wav)
         return wav.with_suffix("")
 
-    @enforces("STD-014", "STD-017",
-              policy=("greetings.opening_template", "greetings.holiday_greetings"))
+    @enforces("STD-014", "STD-015", "STD-017",
+              policy=("greetings.opening_template", "greetings.holiday_greetings",
+                      "greetings.department"))
     def opening(self, policy: Policy, agent_no: str, agent_name: str,
                 day: date) -> tuple[Path, str]:
         """The opening the caller hears when the agent answers, and which one it is.

@@ -136,6 +136,7 @@ def eventually(read: Callable[[], list[T]], what: str, timeout: float = 5.0) -> 
     return rows
 
 
+@pytest.mark.std("STD-145", "STD-078")
 def test_board_follows_calls_agents_and_a_rona_live(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser) -> None:
     published = Published(product)
@@ -278,7 +279,7 @@ def test_board_follows_calls_agents_and_a_rona_live(
     print("\n" + "\n".join(f"{k}: {v * 1000:.0f} ms" for k, v in figures.items()))
 
 
-@pytest.mark.std("STD-146")
+@pytest.mark.std("STD-146", "STD-148")
 def test_listen_whisper_barge_originate_chanspy_by_role(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser) -> None:
     """STD-146: the supervisor's phone (here extension 1003's softphone) is rung and spies on

@@ -240,6 +240,7 @@ def test_two_thousand_agents_render_and_update_fast(product: Product, browser: B
     page.close()
 
 
+@pytest.mark.std("STD-078")
 def test_numbers_are_masked_for_qa(product: Product, browser: Browser) -> None:
     rules = call_rules(product.service.policy)
     agent = AGENTS[7]
@@ -344,6 +345,7 @@ def test_reports_are_written_on_schedule(product: Product) -> None:
     assert wanted <= set(listed["files"])
 
 
+@pytest.mark.std("STD-103", "STD-078")
 def test_supervisor_actions_are_audited_and_bad_input_is_refused(
         product: Product, browser: Browser) -> None:
     api = base_url(product)

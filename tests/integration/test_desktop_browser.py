@@ -72,6 +72,7 @@ def seconds(text: str) -> int:
     return int(minutes) * 60 + int(secs)
 
 
+@pytest.mark.std("STD-003", "STD-004", "STD-014", "STD-073", "STD-097")
 def test_agent_desktop_page_through_a_whole_call(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser) -> None:
     base = f"http://127.0.0.1:{product.settings.ports.api}"

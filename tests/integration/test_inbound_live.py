@@ -114,7 +114,7 @@ def prompt_seconds(product: Product, name: str, **params: str) -> float:
     return (wav.stat().st_size - 44) / 16000  # 8 kHz, 16-bit mono
 
 
-@pytest.mark.std("STD-047")
+@pytest.mark.std("STD-047", "STD-044")
 def test_waiting_caller_hears_announcements_then_chooses_a_callback(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """STD-047/STD-043: no agent free -> an announcement every interval, the callback offer
@@ -187,7 +187,7 @@ def test_a_caller_who_waited_past_the_threshold_gets_the_apology_opening(
         desktop.close()
 
 
-@pytest.mark.std("STD-071", "STD-072")
+@pytest.mark.std("STD-053", "STD-071", "STD-072")
 def test_named_agent_busy_leaves_a_callback_for_that_agent(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """STD-071/STD-072: the caller keys in agent 1001's work number; 1001 is not free ->

@@ -251,6 +251,7 @@ def test_a_call_still_talking_when_the_engine_comes_back_is_adopted_to_its_end(
         product.stop(check_invariants=True)
 
 
+@pytest.mark.std("STD-001")
 def test_a_call_the_fallback_queue_served_while_the_engine_was_down_is_entered(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path) -> None:
     """(c) The engine is down (its FastAGI port closed): the dialplan queues the caller,

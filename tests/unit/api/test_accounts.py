@@ -103,6 +103,7 @@ def test_password_hash_round_trip_and_salting() -> None:
 # --- sessions ------------------------------------------------------------------------------
 
 
+@pytest.mark.std("STD-148")
 def test_a_login_is_a_session_of_the_users_role_kept_hashed(users: Store,
                                                             clock: FakeClock) -> None:
     logins, http = make(users, clock)
@@ -268,6 +269,7 @@ def test_wrong_and_unknown_get_one_answer_then_throttling_then_lockout(
         ("user:ana", 4, 600)]
 
 
+@pytest.mark.std("STD-078")
 def test_an_address_spraying_names_is_locked_and_audited(users: Store,
                                                          clock: FakeClock) -> None:
     rules = SecurityPolicy(address_free_failures=100, address_lockout_failures=5)

@@ -6,6 +6,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from callflow.api.auth import Principal
 from callflow.api.privacy import mask_number, masked, redaction_for
 from callflow.board.alarms import AlarmBook, alarm_key
@@ -132,6 +134,7 @@ def test_alarm_keys_match_between_the_publish_and_the_store_row() -> None:
     assert len(book) == 3 and book.get(entry.key) is None  # oldest dropped from memory
 
 
+@pytest.mark.std("STD-078")
 def test_numbers_are_masked_for_roles_that_may_not_see_them() -> None:
     assert mask_number("13800001234") == "138****1234"
     assert mask_number("1234") == "**34"

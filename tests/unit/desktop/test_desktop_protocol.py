@@ -139,6 +139,15 @@ def test_opening_follows_the_agent_identity_setting() -> None:
     assert "Li Lei" in opening_text(by_name, "zh", "1001", "Li Lei")
 
 
+@pytest.mark.std("STD-015")
+def test_opening_names_the_department_where_the_template_asks() -> None:
+    """STD-015: organisation and department in the opening, both from the Policy."""
+    policy = parse_policy({"greetings": {
+        "department": "客服部",
+        "opening_template": "您好,{centre}{department} {agent_no}号为您服务"}})
+    assert opening_text(policy, "zh", "1001", "Li Lei") == "您好,callflow客服部 1001号为您服务"
+
+
 def test_ack_and_error_frames_conform() -> None:
     request = DesktopRequest("busy", 3, reason="meal")
     ack = json.loads(ack_frame(request, "busy", "meal", 12))
