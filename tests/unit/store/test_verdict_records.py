@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import pytest
 from edges import as_edges
 
 from callflow.engine.effects import Persist
