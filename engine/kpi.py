@@ -537,13 +537,27 @@ def _round(value: Any) -> Any:
     return round(value, 4) if isinstance(value, float) else value
 
 
-def _acw_by_call(spans: Iterable[StateSpan], as_of: datetime) -> dict[tuple[str, str], float]:
+class AcwByCall(dict[tuple[str, str], float]):
+    """ACW seconds per (agent, call), with each call's total kept beside them: a queue's
+    figures look a call's ACW up by key, never by scanning every (agent, call) pair (that
+    scan made a 25,000-call day take minutes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.per_call: dict[str, float] = defaultdict(float)
+
+    def add(self, agent_id: str, uniqueid: str, secs: float) -> None:
+        self[(agent_id, uniqueid)] = self.get((agent_id, uniqueid), 0.0) + secs
+        self.per_call[uniqueid] += secs
+
+
+def _acw_by_call(spans: Iterable[StateSpan], as_of: datetime) -> AcwByCall:
     """ACW seconds per (agent, call): only time in the acw state counts (C-3)."""
-    out: dict[tuple[str, str], float] = defaultdict(float)
+    out = AcwByCall()
     for span in spans:
         if span.state == "acw" and span.call_uniqueid:
             end = span.ended_at or as_of
-            out[(span.agent_id, span.call_uniqueid)] += max(0.0, seconds(span.started_at, end))
+            out.add(span.agent_id, span.call_uniqueid, max(0.0, seconds(span.started_at, end)))
     return out
 
 
@@ -615,7 +629,8 @@ def _handling_figures(k: Kpis, call: CallFact, rules: KpiRules, as_of: datetime,
         k.handled_hold_s = k.hold_s
         k.talk_s = max(0.0, seconds(answered_at, call.ended_at) - k.hold_s)
         if acw is not None:
-            k.acw_s = sum(v for (_, uid), v in acw.items() if uid == call.uniqueid)
+            k.acw_s = (acw.per_call.get(call.uniqueid, 0.0) if isinstance(acw, AcwByCall)
+                       else sum(v for (_, uid), v in acw.items() if uid == call.uniqueid))
         k.transferred = int(is_transferred(call))
         k.dispositioned = int(call.disposition is not None)
         k.resolved = int(call.disposition == RESOLVED)
