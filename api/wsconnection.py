@@ -162,11 +162,28 @@ class StreamConnection:
             with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
                 await self._ws.close(code, reason)
 
+    async def send_all(self, texts: list[str]) -> bool:
+        """Send frames back to back under one hold of the writer lock (a batch of events)."""
+        async with self._send_lock:
+            for text in texts:
+                if self._closing:
+                    return False
+                try:
+                    await self._ws.send_text(text)
+                except (WebSocketDisconnect, OSError, RuntimeError):
+                    self._closing = True
+                    return False
+            return True
+
     async def _send_events(self, subscription: Subscription) -> None:
-        async for message in subscription:
-            if self._view is not None:
-                message = self._view(message)
-            if not await self.send(self._encoder.encode(message)):
+        # Batches: what piled up while this client was being written to goes out in one
+        # go; a client too slow for its buffer gets one snapshot (stream/hub.py), so it
+        # costs the others nothing. Each event was encoded once for every client.
+        encode, view = self._encoder.encode, self._view
+        while batch := await subscription.next_batch():
+            if view is not None:
+                batch = [view(message) for message in batch]
+            if not await self.send_all([encode(message) for message in batch]):
                 return
         # The hub closed the subscription: the engine is shutting down.
         await self.close(CLOSE_GOING_AWAY, "server shutting down")

@@ -29,6 +29,8 @@ from collections.abc import Callable
 from itertools import islice
 from typing import Any, Literal
 
+from callflow.engine.rules import enforces
+
 logger = logging.getLogger(__name__)
 
 TopicFilter = Callable[[str], bool]
@@ -115,11 +117,41 @@ class Subscription:
                 return self._take_snapshot(self._pending_snapshot)
             if self._buffer:
                 return self._buffer.popleft()
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
+
+    @enforces("STD-145", "STD-147")
+    def take_ready(self) -> list[Message]:
+        """All this subscriber may be sent now, in seq order, without waiting.
+
+        Under load a sender takes what piled up in one go (one wake-up, one lock, one
+        pass over the socket for many messages) instead of one round trip per message;
+        when idle it is the one new message, sent at once. A pending snapshot comes
+        alone: it already holds every change up to its seq, so the buffered messages
+        it replaces would only repeat them (the client's final state is never lost).
+        """
+        if self._closed:
+            return []
+        if self._pending_snapshot is not None:
+            return [self._take_snapshot(self._pending_snapshot)]
+        batch = list(self._buffer)
+        self._buffer.clear()
+        return batch
+
+    async def next_batch(self) -> list[Message]:
+        """Wait for ``take_ready`` to have something; ``[]`` once the subscription is closed."""
+        while not self._closed:
+            batch = self.take_ready()
+            if batch:
+                return batch
+            await self._wait()
+        return []
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     def close(self) -> None:
         """Stop receiving; a pending ``__anext__`` ends with ``StopAsyncIteration``."""

@@ -620,6 +620,40 @@ async def test_a_slow_client_drops_to_a_snapshot_and_costs_the_others_nothing(
         assert (await recv_frame(slow))["seq"] == seq
 
 
+@pytest.mark.std("STD-145")
+async def test_a_stalled_client_later_gets_a_snapshot_consistent_with_every_change(
+        start_api: StartApi) -> None:
+    """Issue 20: a client that stops reading holds no one up; when it reads again, what it
+    got (deltas, then a snapshot, then deltas) adds up to exactly the hub's final state."""
+    api = await start_api(client_buffer=8, send_buffer=4096)
+    state = {"total": 0}
+    api.hub.snapshot_provider(lambda allowed: dict(state) if allowed("board") else {})
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", api.port))
+    raw.setblocking(False)
+    blob = secrets.token_hex(1024)
+    async with events(api, "since=0", sock=raw, max_queue=1) as stalled, \
+            events(api, "since=0") as healthy:
+        for n in range(1, 401):
+            state["total"] += n
+            api.hub.publish("board", {"add": n, "blob": blob})
+            frame = await recv_frame(healthy)       # the healthy client keeps pace
+            assert (frame["seq"], frame["payload"]["add"]) == (n, n)
+        total, seq, snapshots = 0, 0, 0
+        with contextlib.suppress(TimeoutError):
+            while seq < api.hub.last_seq:
+                frame = await recv_frame(stalled, 5.0)
+                if frame["type"] == "snapshot":
+                    snapshots += 1
+                    total, seq = frame["state"]["total"], frame["seq"]
+                else:
+                    assert frame["seq"] == seq + 1
+                    total, seq = total + frame["payload"]["add"], frame["seq"]
+        assert snapshots >= 1
+        assert (total, seq) == (sum(range(1, 401)), 400)
+
+
 @pytest.mark.browser
 async def test_swagger_ui_renders_the_openapi_document_offline(api: RunningApi) -> None:
     """Swagger UI must understand FastAPI's OpenAPI 3.1 (4.x shows an error) with no CDN."""
