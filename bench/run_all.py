@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,14 +67,19 @@ def run_one(script: Path, timeout_s: float) -> tuple[list[dict[str, Any]], float
         out = Path(tmp) / "rows.json"
         print(f"\n=== {script.name} (at most {timeout_s:.0f} s)", flush=True)
         t0 = time.monotonic()
+        # Its own process group: a bench that overruns is stopped with every server and
+        # client process it started, not just its main process.
+        proc = subprocess.Popen([sys.executable, str(script), "--json", str(out)],
+                                start_new_session=True)
         try:
-            proc = subprocess.run([sys.executable, str(script), "--json", str(out)],
-                                  timeout=timeout_s, check=False)
+            returncode = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             return [failed_row(script, f"ran past {timeout_s:.0f} s")], time.monotonic() - t0
         took = time.monotonic() - t0
-        if proc.returncode != 0:
-            return [failed_row(script, f"exit status {proc.returncode}")], took
+        if returncode != 0:
+            return [failed_row(script, f"exit status {returncode}")], took
         try:
             raw = json.loads(out.read_text())
         except (OSError, ValueError) as exc:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -57,3 +58,18 @@ def test_a_script_that_fails_or_writes_nothing_is_a_failed_row(tmp_path: Path) -
     assert run_all.run_one(silent, 30)[0][0]["error"].startswith("no --json rows")
     rows, _ = run_all.run_one(good, 30)
     assert rows == [{**ROW, "script": "bench_good.py"}]
+
+
+def test_a_script_past_its_time_is_stopped_with_its_children(tmp_path: Path) -> None:
+    run_all = runner()
+    marker = tmp_path / "child-still-running"
+    slow = tmp_path / "bench_slow.py"
+    child = f"import time; time.sleep(3); open({str(marker)!r}, 'w').close()"
+    slow.write_text("import subprocess, sys, time\n"
+                    f"subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+                    "time.sleep(60)\n")
+    rows, took = run_all.run_one(slow, 1.0)
+    assert rows[0]["error"] == "ran past 1 s"
+    assert took < 30
+    time.sleep(3.5)
+    assert not marker.exists(), "the bench's child outlived it"
