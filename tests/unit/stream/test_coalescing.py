@@ -127,3 +127,45 @@ async def test_a_closed_subscription_ends_a_waiting_batch_with_nothing() -> None
     hub.close()
     assert await asyncio.wait_for(waiting, 1.0) == []
     assert sub.take_ready() == []
+
+
+async def test_publish_leaves_the_fan_out_to_the_loops_next_callback() -> None:
+    """Off the engine's path: publishing touches no subscriber; the fan-out runs once, after
+    the publishing step, for everything that step published."""
+    hub = EventHub()
+    seen: list[str] = []
+
+    def counting(topic: str) -> bool:
+        seen.append(topic)
+        return True
+
+    sub = hub.subscribe(counting, since=0)
+    waiting = asyncio.create_task(sub.next_batch())
+    await asyncio.sleep(0)
+    for n in range(3):
+        hub.publish("board", {"n": n})
+    assert seen == []                            # the step that published was not held up
+    batch = await asyncio.wait_for(waiting, 1.0)
+    assert [m["seq"] for m in batch] == [1, 2, 3]  # one wake-up for the three
+    assert seen == ["board"] * 3
+
+
+async def test_a_reader_never_sees_the_hub_behind_its_last_seq() -> None:
+    hub = EventHub()
+    early = hub.subscribe({"board"}, since=0)
+    hub.publish("board", {"n": 1})
+    hub.publish("board", {"n": 2})
+    late = hub.subscribe({"board"}, since=0)     # before the fan-out ran: replayed, not twice
+    assert [m["seq"] for m in early.take_ready()] == [1, 2]
+    await asyncio.sleep(0)
+    hub.publish("board", {"n": 3})
+    await asyncio.sleep(0)
+    assert [m["seq"] for m in late.take_ready()] == [1, 2, 3]
+    assert [m["seq"] for m in early.take_ready()] == [3]
+
+
+def test_without_a_running_loop_publish_fans_out_at_once() -> None:
+    hub = EventHub()
+    sub = hub.subscribe({"board"}, since=0)
+    hub.publish("board", {})
+    assert sub._buffer and sub._buffer[0]["seq"] == 1
