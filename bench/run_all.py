@@ -91,7 +91,7 @@ def _num(value: object) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "n/a"
     if isinstance(value, float):
-        return f"{value:.3g}"
+        return f"{value:.4g}" if abs(value) < 1e6 else f"{value:.0f}"
     return str(value)
 
 
@@ -127,8 +127,10 @@ def main() -> int:
         timings[script.name] = round(took, 1)
     total = time.monotonic() - t0
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
+    load = "/".join(f"{x:.1f}" for x in os.getloadavg())
     head = (f"# make bench, {started:%Y-%m-%d %H:%M} UTC\n\n"
-            f"{platform.node()}: {platform.machine()}, python {platform.python_version()}; "
+            f"{platform.node()}: {platform.machine()}, {os.cpu_count()} cores, load average "
+            f"{load} at the end, python {platform.python_version()}; "
             f"{total:.0f} s in all (" + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
             + "). Ratios are ours / peer of medians in the same run.\n\n")
     text = head + table(rows) + "\n"
