@@ -25,7 +25,7 @@ Each run also prints the server's CPU time per delivery (process time over the r
 window / deliveries): it moves far less than wall-clock latency on a shared machine and
 says where the time goes (``BENCH_BOARD_PROFILE=/tmp/p`` adds a cProfile per server).
 
-    .venv/bin/python bench/bench_board.py                 # both loads + busy, ~3 min
+    .venv/bin/python bench/bench_board.py                 # both loads + busy: 9 min at load 9
     .venv/bin/python bench/bench_board.py --duration 20   # the issue's 20 s windows
     .venv/bin/python bench/bench_board.py --gc-off-too    # also ours without gc set-up
 """

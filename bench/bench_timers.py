@@ -86,7 +86,6 @@ async def _ours(calls: int, duration: float, seed: int, subscribers: int) -> lis
                       edge_adapters(clock, persist=persist, publish=hub.publish))
     late: list[float] = []
     due_at: dict[str, tuple[float, float]] = {}
-    end = clock.now() + duration
 
     def fired(key: str) -> None:
         now = clock.now()
@@ -111,6 +110,7 @@ async def _ours(calls: int, duration: float, seed: int, subscribers: int) -> lis
     tune_after_startup()
     rng = random.Random(seed)
     start = clock.now()
+    end = start + duration  # read by ``fired`` (bound late): the same window as the bare loop
     first = []
     for n in range(calls):
         for kind, period in SCHEDULE:
