@@ -620,6 +620,32 @@ async def test_a_slow_client_drops_to_a_snapshot_and_costs_the_others_nothing(
         assert (await recv_frame(slow))["seq"] == seq
 
 
+async def test_a_batch_of_events_goes_out_in_one_write_in_seq_order(
+        start_api: StartApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: what piled up for a client is written at once (api/ws_batching.py)."""
+    from callflow.api import ws_batching
+
+    batches: list[int] = []
+    plain_send = ws_batching.BatchingWebSockets.send
+
+    async def counting_send(self: ws_batching.BatchingWebSockets, message: Any) -> None:
+        if ws_batching.TEXTS in message:
+            batches.append(len(message[ws_batching.TEXTS]))
+        await plain_send(self, message)
+
+    monkeypatch.setattr(ws_batching.BatchingWebSockets, "send", counting_send)
+    api = await start_api()
+    for n in range(1, 51):          # before the client comes: its first batch is all 50
+        api.hub.publish("board", {"n": n})
+    async with events(api, "since=0") as ws:
+        got = [await recv_frame(ws) for _ in range(50)]
+        api.hub.publish("board", {"n": 51})
+        got.append(await recv_frame(ws))
+    assert [f["seq"] for f in got] == list(range(1, 52))
+    assert [f["payload"]["n"] for f in got] == list(range(1, 52))
+    assert batches and batches[0] == 50
+
+
 @pytest.mark.std("STD-145")
 async def test_a_stalled_client_later_gets_a_snapshot_consistent_with_every_change(
         start_api: StartApi) -> None:
