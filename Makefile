@@ -1,6 +1,7 @@
 # callflow: two commands on a fresh Debian 12 (as root: missing packages are installed).
 #   make run    set up what is missing, then run Asterisk + engine + API (Ctrl-C stops)
 #   make test   set up what is missing (+ chromium, postgresql), then ruff and the whole pytest suite
+#   make bench  every bench/bench_*.py against its peers: a table in bench/results/ (< 15 min)
 # Every recipe is a thin call into callflow/pbx/bootstrap.py, the callflow CLI or pytest.
 
 PYTHON ?= python3
@@ -21,7 +22,7 @@ SOURCE_PATHS := sed -E 's\#^callflow/(engine|agents|runtime|ami|stream|dialplan|
 SHELL := /bin/bash
 .SHELLFLAGS := -o pipefail -c
 
-.PHONY: run test lint check installed packages-run packages-test venv asterisk-root
+.PHONY: run test bench lint check installed packages-run packages-test venv asterisk-root
 
 run: packages-run venv
 	$(VENV)/bin/callflow setup
@@ -31,6 +32,11 @@ test: packages-test venv asterisk-root
 	$(VENV)/bin/ruff check .
 	$(MAKE) --no-print-directory check
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# the yardsticks of issue 20, each against its peers in the same run (bench/run_all.py)
+bench: venv
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[bench]'
+	$(VENV)/bin/python bench/run_all.py
 
 lint: venv
 	$(VENV)/bin/ruff check .

@@ -40,6 +40,7 @@ from callflow.api.credentials import authenticate_requests
 from callflow.api.demo_marker import DemoStatus, demo_router
 from callflow.api.errors import document_errors, install_error_handlers
 from callflow.api.privacy import redaction_for
+from callflow.api.ws_batching import BatchingWebSockets
 from callflow.api.wsconnection import (
     HandshakeRefused,
     StreamConnection,
@@ -167,11 +168,12 @@ def server_config(app: FastAPI, host: str, port: int, **overrides: Any) -> uvico
 
     No permessage-deflate: it would compress every frame once per client, on the loop
     the engine runs on, undoing the encode-once of ``FrameEncoder``; board frames are
-    small and the network is a LAN.
+    small and the network is a LAN. ``BatchingWebSockets``: a client's batch of events goes
+    out in one write (api/ws_batching.py).
     """
     options: dict[str, Any] = {"host": host, "port": port, "ws_max_size": WS_SERVER_MAX_FRAME_BYTES,
                                "ws_per_message_deflate": False, "log_config": None,
-                               "lifespan": "on"}
+                               "lifespan": "on", "ws": BatchingWebSockets}
     options.update(overrides)
     return uvicorn.Config(app, **options)
 

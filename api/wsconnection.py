@@ -28,6 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from callflow.api.auth import Principal, TokenAuth
 from callflow.api.credentials import bearer_token, has_token_in_query
+from callflow.api.ws_batching import EXTENSION, TEXTS
 from callflow.stream.hub import Subscription
 from callflow.stream.protocol import (
     AUTH_TIMEOUT_S,
@@ -115,6 +116,8 @@ class StreamConnection:
         self._view = view
         self._send_lock = asyncio.Lock()
         self._closing = False
+        # the server writes a batch of frames at once (api/ws_batching.py), or not
+        self._send_many = EXTENSION in websocket.scope.get("extensions", {})
 
     def parse(self, data: str | bytes) -> object:
         """A client frame as a request; raises ClientFrameError for a bad one."""
@@ -162,11 +165,31 @@ class StreamConnection:
             with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
                 await self._ws.close(code, reason)
 
+    async def send_all(self, texts: list[str]) -> bool:
+        """Send frames back to back under one hold of the writer lock (a batch of events)."""
+        async with self._send_lock:
+            if self._closing:
+                return False
+            try:
+                if self._send_many and len(texts) > 1:
+                    await self._ws.send({"type": "websocket.send", TEXTS: texts})
+                else:
+                    for text in texts:
+                        await self._ws.send_text(text)
+            except (WebSocketDisconnect, OSError, RuntimeError):
+                self._closing = True
+                return False
+            return True
+
     async def _send_events(self, subscription: Subscription) -> None:
-        async for message in subscription:
-            if self._view is not None:
-                message = self._view(message)
-            if not await self.send(self._encoder.encode(message)):
+        # Batches: what piled up while this client was being written to goes out in one
+        # go; a client too slow for its buffer gets one snapshot (stream/hub.py), so it
+        # costs the others nothing. Each event was encoded once for every client.
+        encode, view = self._encoder.encode, self._view
+        while batch := await subscription.next_batch():
+            if view is not None:
+                batch = [view(message) for message in batch]
+            if not await self.send_all([encode(message) for message in batch]):
                 return
         # The hub closed the subscription: the engine is shutting down.
         await self.close(CLOSE_GOING_AWAY, "server shutting down")

@@ -155,7 +155,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     async def main() -> None:
         service = Service(settings, policy, roster,
                           ServiceOptions(features=default_features(), pbx=pbx,
-                                         demo_carrier=demo_carrier))
+                                         demo_carrier=demo_carrier, tune_gc=True))
         try:
             await service.start()
         except BaseException:

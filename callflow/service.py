@@ -40,6 +40,7 @@ from callflow.engine.effects import (
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StoreError
 from callflow.feature import AgiRoute, Feature, FeatureServices
+from callflow.gc_tuning import tune_after_startup
 from callflow.pbx.demo_carrier import DemoCarrier
 from callflow.pbx.process import AsteriskProcess
 from callflow.pbx.prompts import LanguagePack, PromptLibrary
@@ -71,6 +72,9 @@ class ServiceOptions:
     pbx: AsteriskProcess | None = None
     # the demo carrier is wired (no outbound trunk): every page says DEMO (api/demo_marker.py)
     demo_carrier: DemoCarrier | None = None
+    # ``callflow run``: freeze start-up's objects out of the collector's reach once started
+    # (callflow/gc_tuning.py, settings.gc); off for services started inside test processes
+    tune_gc: bool = False
 
 
 class Service:
@@ -148,6 +152,9 @@ class Service:
             self._supervise(self.options.pbx)
         if self.options.serve_api:
             await self._start_api()
+        if self.options.tune_gc:
+            log.info("garbage collector set up after start-up: %s",
+                     tune_after_startup(self.settings.gc))
 
     async def stop(self) -> None:
         for task in (self._store_watch_task, self._supervising, self._reconciler):

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from callflow.errors import SettingsError
+from callflow.gc_tuning import GcSetup
 from callflow.trunks import Trunk, load_trunks
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -114,6 +115,9 @@ class Settings:
     #: Rows one CSV upload (campaign numbers, do-not-call list) may hold; larger files
     #: are refused whole with one error (CALLFLOW_CSV_MAX_ROWS).
     csv_max_rows: int = 50_000
+    #: the garbage collector's set-up after start-up (callflow/gc_tuning.py):
+    #: CALLFLOW_GC_FREEZE (1/0) and CALLFLOW_GC_GEN0 (0: Python's own threshold)
+    gc: GcSetup = field(default_factory=GcSetup)
 
     @property
     def pbx_dir(self) -> Path:
@@ -160,6 +164,7 @@ def load_settings() -> Settings:
         country=_env("COUNTRY", "cn"),
         trunks=load_trunks(Path(trunks_file) if trunks_file else None),
         csv_max_rows=_csv_max_rows(),
+        gc=_gc_setup(),
     )
 
 
@@ -184,3 +189,13 @@ def _csv_max_rows() -> int:
     if rows < 1:
         raise SettingsError(f"CALLFLOW_CSV_MAX_ROWS must be at least 1, got {rows}")
     return rows
+
+
+def _gc_setup() -> GcSetup:
+    freeze = _env("GC_FREEZE", "1").strip()
+    if freeze not in ("0", "1"):
+        raise SettingsError(f"CALLFLOW_GC_FREEZE must be 1 or 0, got {freeze!r}")
+    gen0 = _env_int("GC_GEN0", 0)
+    if gen0 < 0:
+        raise SettingsError(f"CALLFLOW_GC_GEN0 must be 0 (Python's threshold) or more, got {gen0}")
+    return GcSetup(freeze=freeze == "1", gen0=gen0)

@@ -3,9 +3,12 @@
 Why a hub of its own, and why this shape:
 
 - The engine must never wait for a browser (design.md: slow clients never slow the
-  engine). ``publish`` is synchronous, never awaits, and costs one append to the history
-  ring plus, per subscriber, one topic check and one bounded append: a backlog at one
-  client does not make it dearer.
+  engine). ``publish`` is synchronous, never awaits, and costs the same with 1 or 1,000
+  subscribers: an append to the history ring and to the pending fan-out. The fan-out
+  (per subscriber, one topic check and one bounded append per message, one wake-up per
+  batch) runs as the loop's next callback, once for all a step published, so it is off
+  the call-handling step's path (issue 20: 1,000 board clients made each publish ~7 ms).
+  A backlog at one client does not make either dearer.
 - Each subscriber has a bounded buffer. When it overflows, its buffer is thrown away and
   replaced by ONE snapshot (drop-to-snapshot): the client loses deltas it could not have
   kept up with anyway and gets the current state instead, so the board is always right
@@ -28,6 +31,8 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 from typing import Any, Literal
+
+from callflow.engine.rules import enforces
 
 logger = logging.getLogger(__name__)
 
@@ -72,11 +77,13 @@ class Subscription:
 
     @property
     def closed(self) -> bool:
+        self._hub._flush()  # a faulty filter closes its subscription at the fan-out
         return self._closed
 
     @property
     def buffered(self) -> int:
         """Messages waiting for this subscriber (never more than the hub's client_buffer)."""
+        self._hub._flush()
         return len(self._buffer)
 
     def _offer(self, message: Message) -> bool:
@@ -90,6 +97,27 @@ class Subscription:
             return True
         self._buffer.append(message)
         self._wake()
+        return False
+
+    def _offer_many(self, messages: list[Message]) -> bool:
+        """Called by the hub's fan-out with what was published since the last one: each
+        message through the filter, one wake-up at the end. True when it overflowed."""
+        if self._pending_snapshot is not None:
+            return False
+        admit, buffer, limit = self._filter, self._buffer, self._limit
+        added = False
+        for message in messages:
+            if not admit(message["topic"]):
+                continue
+            if len(buffer) >= limit:
+                buffer.clear()
+                self._pending_snapshot = "overflow"
+                self._wake()
+                return True
+            buffer.append(message)
+            added = True
+        if added:
+            self._wake()
         return False
 
     def _wake(self) -> None:
@@ -109,17 +137,49 @@ class Subscription:
 
     async def __anext__(self) -> Message:
         while True:
+            self._hub._flush()
             if self._closed:
                 raise StopAsyncIteration
             if self._pending_snapshot is not None:
                 return self._take_snapshot(self._pending_snapshot)
             if self._buffer:
                 return self._buffer.popleft()
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._wait()
+
+    @enforces("STD-145", "STD-147")
+    def take_ready(self) -> list[Message]:
+        """All this subscriber may be sent now, in seq order, without waiting.
+
+        Under load a sender takes what piled up in one go (one wake-up, one lock, one
+        pass over the socket for many messages) instead of one round trip per message;
+        when idle it is the one new message, sent at once. A pending snapshot comes
+        alone: it already holds every change up to its seq, so the buffered messages
+        it replaces would only repeat them (the client's final state is never lost).
+        """
+        self._hub._flush()
+        if self._closed:
+            return []
+        if self._pending_snapshot is not None:
+            return [self._take_snapshot(self._pending_snapshot)]
+        batch = list(self._buffer)
+        self._buffer.clear()
+        return batch
+
+    async def next_batch(self) -> list[Message]:
+        """Wait for ``take_ready`` to have something; ``[]`` once the subscription is closed."""
+        while not self._closed:
+            batch = self.take_ready()
+            if batch:
+                return batch
+            await self._wait()
+        return []
+
+    async def _wait(self) -> None:
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     def close(self) -> None:
         """Stop receiving; a pending ``__anext__`` ends with ``StopAsyncIteration``."""
@@ -144,6 +204,8 @@ class EventHub:
         self._snapshot_provider: SnapshotProvider = _empty_snapshot
         self._published = 0
         self._dropped_to_snapshot = 0
+        self._pending: list[Message] = []  # published, not yet offered to the subscribers
+        self._flush_scheduled = False
 
     @property
     def last_seq(self) -> int:
@@ -159,26 +221,49 @@ class EventHub:
         self._snapshot_provider = fn
 
     def publish(self, topic: str, payload: dict[str, Any]) -> int:
-        """Record and fan out one message; never blocks, never awaits.
+        """Record one message and schedule its fan-out; never blocks, never awaits.
 
+        O(1) whatever the number of subscribers: the engine's step that published goes
+        on at once, and the fan-out (``_flush``) runs as the loop's next callback, once
+        for everything the step published: each subscriber gets the lot with one
+        wake-up. Any read (``take_ready``, ``buffered``, ``stats``, ``subscribe``)
+        flushes first, so no reader ever sees the hub behind its own ``last_seq``.
         The payload is shared by every subscriber and the history: treat it as frozen.
         """
         self._seq += 1
         message: Message = {"seq": self._seq, "topic": topic, "payload": payload}
         self._history.append(message)
         self._published += 1
+        self._pending.append(message)
+        if not self._flush_scheduled:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a synchronous caller): fan out now
+                self._flush()
+                return self._seq
+            self._flush_scheduled = True
+            loop.call_soon(self._flush)
+        return self._seq
+
+    def _flush(self) -> None:
+        """Offer what was published since the last flush to every subscriber (in order)."""
+        self._flush_scheduled = False
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
         broken: list[Subscription] = []
         for subscription in self._subscribers:
             try:
-                if subscription._offer(message):
+                if subscription._offer_many(pending):
                     self._dropped_to_snapshot += 1
             except Exception:
                 # A faulty topic filter must cost its own subscriber, never the engine.
-                logger.exception("topic filter failed on %r; closing that subscription", topic)
+                logger.exception("topic filter failed on seq %d..%d; closing that subscription",
+                                 pending[0]["seq"], pending[-1]["seq"])
                 broken.append(subscription)
         for subscription in broken:
             subscription.close()
-        return self._seq
 
     def subscribe(self, topics: TopicFilter | set[str] | frozenset[str],
                   since: int | None = None) -> Subscription:
@@ -189,6 +274,9 @@ class EventHub:
         then live ones; a snapshot first (``reason="resume_too_old"``) when messages after
         N have left the history or N is not a seq this hub has issued.
         """
+        # Everything published so far reaches the current subscribers first: the new one
+        # starts from the history (or a snapshot) and must not be offered it twice.
+        self._flush()
         topic_filter = _as_filter(topics)
         subscription = Subscription(self, topic_filter, self._client_buffer)
         if since is None:
@@ -209,6 +297,7 @@ class EventHub:
             subscription.close()
 
     def stats(self) -> dict[str, int]:
+        self._flush()
         return {
             "subscribers": len(self._subscribers),
             "published": self._published,

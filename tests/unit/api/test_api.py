@@ -620,6 +620,66 @@ async def test_a_slow_client_drops_to_a_snapshot_and_costs_the_others_nothing(
         assert (await recv_frame(slow))["seq"] == seq
 
 
+async def test_a_batch_of_events_goes_out_in_one_write_in_seq_order(
+        start_api: StartApi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: what piled up for a client is written at once (api/ws_batching.py)."""
+    from callflow.api import ws_batching
+
+    batches: list[int] = []
+    plain_send = ws_batching.BatchingWebSockets.send
+
+    async def counting_send(self: ws_batching.BatchingWebSockets, message: Any) -> None:
+        if ws_batching.TEXTS in message:
+            batches.append(len(message[ws_batching.TEXTS]))
+        await plain_send(self, message)
+
+    monkeypatch.setattr(ws_batching.BatchingWebSockets, "send", counting_send)
+    api = await start_api()
+    for n in range(1, 51):          # before the client comes: its first batch is all 50
+        api.hub.publish("board", {"n": n})
+    async with events(api, "since=0") as ws:
+        got = [await recv_frame(ws) for _ in range(50)]
+        api.hub.publish("board", {"n": 51})
+        got.append(await recv_frame(ws))
+    assert [f["seq"] for f in got] == list(range(1, 52))
+    assert [f["payload"]["n"] for f in got] == list(range(1, 52))
+    assert batches and batches[0] == 50
+
+
+@pytest.mark.std("STD-145")
+async def test_a_stalled_client_later_gets_a_snapshot_consistent_with_every_change(
+        start_api: StartApi) -> None:
+    """Issue 20: a client that stops reading holds no one up; when it reads again, what it
+    got (deltas, then a snapshot, then deltas) adds up to exactly the hub's final state."""
+    api = await start_api(client_buffer=8, send_buffer=4096)
+    state = {"total": 0}
+    api.hub.snapshot_provider(lambda allowed: dict(state) if allowed("board") else {})
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", api.port))
+    raw.setblocking(False)
+    blob = secrets.token_hex(1024)
+    async with events(api, "since=0", sock=raw, max_queue=1) as stalled, \
+            events(api, "since=0") as healthy:
+        for n in range(1, 401):
+            state["total"] += n
+            api.hub.publish("board", {"add": n, "blob": blob})
+            frame = await recv_frame(healthy)       # the healthy client keeps pace
+            assert (frame["seq"], frame["payload"]["add"]) == (n, n)
+        total, seq, snapshots = 0, 0, 0
+        with contextlib.suppress(TimeoutError):
+            while seq < api.hub.last_seq:
+                frame = await recv_frame(stalled, 5.0)
+                if frame["type"] == "snapshot":
+                    snapshots += 1
+                    total, seq = frame["state"]["total"], frame["seq"]
+                else:
+                    assert frame["seq"] == seq + 1
+                    total, seq = total + frame["payload"]["add"], frame["seq"]
+        assert snapshots >= 1
+        assert (total, seq) == (sum(range(1, 401)), 400)
+
+
 @pytest.mark.browser
 async def test_swagger_ui_renders_the_openapi_document_offline(api: RunningApi) -> None:
     """Swagger UI must understand FastAPI's OpenAPI 3.1 (4.x shows an error) with no CDN."""
