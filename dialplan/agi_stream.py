@@ -104,6 +104,15 @@ class AgiStream(asyncio.Protocol):
                 self._waiter = None
                 if timer is not None:
                     timer.cancel()
+        return self.take_line()
+
+    @property
+    def has_line(self) -> bool:
+        """A line (or EOF) is queued: ``take_line`` returns it without waiting."""
+        return bool(self._items)
+
+    def take_line(self) -> bytes | None:
+        """The queued line ``readline`` would return (call only when ``has_line``)."""
         item = self._items.popleft()
         if isinstance(item, AgiProtocolError):
             raise item
