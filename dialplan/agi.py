@@ -25,7 +25,8 @@ command methods cannot run on an event loop. What is kept from pyst2, and what i
   a caller-supplied string is command injection. (tests/unit/dialplan/test_agi_wire.py pins
   each defect against pyst2's code, so an upgrade that fixes one shows up.)
 
-Here, ``_read_replies`` frames what Asterisk sends (one line at a time, at most
+Here, ``AgiSession._on_item`` frames what Asterisk sends, line by line as the loop
+reads it (dialplan/agi_stream.py: no reader task, issue 20) (one line at a time, at most
 ``MAX_LINE_BYTES``, strict UTF-8, a ``520-`` block read to its ``520 `` line and no
 further, ``100 Trying`` consumed, ``HANGUP`` remembered, EOF = hang-up), ``parse_reply``
 turns one framed reply into an ``AgiResult`` or one of callflow's exceptions (no pyst2
@@ -51,7 +52,7 @@ a clear error at once:
   second. As for any protocol error the session is then unusable (the stream may be
   out of step) and the server answers FAILURE, so the dialplan falls back.
 
-The reader keeps reading for the whole session, after a failure too, so a
+The stream keeps reading for the whole session, after a failure too, so a
 ``HANGUP`` line or EOF is recorded the moment it arrives whether a command is
 pending or not: Asterisk writes ``HANGUP`` from its idle loop, between commands
 (after the pending command's reply, or just before the reply to a command written
@@ -97,8 +98,8 @@ Facts from the real Asterisk 22.10 that shape the rules below (captured in
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
+import functools
 import logging
 import re
 import secrets
@@ -110,6 +111,7 @@ from urllib.parse import parse_qsl
 
 import asterisk.agi as pyst2  # type: ignore[import-untyped]
 
+from callflow.dialplan.agi_stream import AgiStream, Item
 from callflow.errors import (
     AgiArgumentError,
     AgiCommandError,
@@ -181,6 +183,7 @@ _ARG_KEY = re.compile(r"agi_arg_[1-9][0-9]*\Z")
 _REPLY_LINE = re.compile(r"[0-9]{3}(?:[ -]|\Z)")
 _APP_NAME = re.compile(r"[A-Za-z0-9_]+\Z")
 _EMPTY_RESULT_DATA = re.compile(r"^200 result= \((?P<data>[^)]*)\)")
+_PLAIN_200 = re.compile(r"result=([^\s(]*)\Z")
 _USAGE_END = re.compile(r"520 End of proper usage\.?\s*\Z")
 _EXCERPT = 120
 
@@ -237,6 +240,13 @@ def build_command_line(words: Sequence[str]) -> bytes:
             f"AGI command of {len(line)} bytes: Asterisk would split it at "
             f"{MAX_COMMAND_BYTES} and run the tail as a second command")
     return line
+
+
+@functools.lru_cache(maxsize=256)
+def _known_command_line(words: tuple[str, ...]) -> bytes:
+    """``build_command_line`` remembered: a flow sends the same few commands on every
+    call (issue 20: quoting was ~7 % of the server's time). Errors are not cached."""
+    return build_command_line(words)
 
 
 def command_name(words: Sequence[str]) -> tuple[str, ...]:
@@ -316,6 +326,11 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
     code, rest = first[:3], first[4:]
     if code == "200":
         _check_200(first, rest, what)
+        plain = _PLAIN_200.match(rest)
+        if plain is not None:           # "result=N" alone, most replies: no re_kv needed
+            if plain[1] == "-1":
+                raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)")
+            return AgiResult(code=200, result=plain[1], data="", extra={})
         fields = {key: (value, data) for key, value, data in pyst2.re_kv.findall(rest)}
         result, data = fields.pop("result", ("", ""))
         empty = _EMPTY_RESULT_DATA.match(first) if not result else None
@@ -366,16 +381,8 @@ def split_usage_end(line: str) -> list[str] | None:
 # --------------------------------------------------------------------------- line I/O
 
 
-async def _read_line(reader: asyncio.StreamReader) -> str | None:
-    """One line without its newline; None at EOF (a partial last line counts as EOF)."""
-    try:
-        raw = await reader.readline()
-    except ValueError as exc:          # asyncio's LimitOverrunError, as readline raises it
-        raise AgiProtocolError(f"line longer than {MAX_LINE_BYTES} bytes") from exc
-    except ConnectionError:
-        return None
-    if not raw.endswith(b"\n"):
-        return None
+def _line_text(raw: bytes) -> str:
+    """One reply line without its newline; AgiProtocolError if it is not UTF-8."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -383,46 +390,47 @@ async def _read_line(reader: asyncio.StreamReader) -> str | None:
     return text.rstrip("\r\n")
 
 
-async def _read_env_line(reader: asyncio.StreamReader) -> str | None:
-    """One line of the environment (or of what follows it), like ``_read_line``, except
-    that bytes that are not UTF-8 are kept as lone surrogates (``surrogateescape``): the
+def _env_text(raw: bytes | None) -> str | None:
+    """One line of the environment (or of what follows it) without its newline; None at
+    EOF. Bytes that are not UTF-8 are kept as lone surrogates (``surrogateescape``): the
     environment is then refused, but read to its end, so the stream stays in step."""
-    try:
-        raw = await reader.readline()
-    except ValueError as exc:
-        raise AgiProtocolError(f"line longer than {MAX_LINE_BYTES} bytes") from exc
-    except ConnectionError:
-        return None
-    if not raw.endswith(b"\n"):
+    if raw is None:
         return None
     return raw.decode("utf-8", errors="surrogateescape").rstrip("\r\n")
 
 
-async def read_env(reader: asyncio.StreamReader, *, timeout: float) -> list[str]:
+async def _read_env_line(stream: AgiStream, deadline: float) -> str | None:
+    """``_env_text`` of the next line; the block mostly arrives in one piece, so a queued
+    line is taken without waiting (``read_env`` inlines the same)."""
+    return _env_text(stream.take_line() if stream.has_line
+                     else await stream.readline(deadline))
+
+
+async def read_env(stream: AgiStream, *, timeout: float) -> list[str]:
     """The environment block Asterisk sends first, bounded in lines and time, unparsed.
 
     Bytes that are not UTF-8 come as lone surrogates (see ``check_env``); a block that
     never ends is an ``AgiProtocolError``.
     """
     lines: list[str] = []
+    deadline = asyncio.get_running_loop().time() + timeout
     try:
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await _read_env_line(reader)
-                if line is None:
-                    raise AgiProtocolError("connection closed inside the AGI environment")
-                if line == "":
-                    break
-                if len(lines) >= MAX_ENV_LINES:
-                    raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
-                lines.append(line)
+        while True:
+            line = _env_text(stream.take_line() if stream.has_line
+                             else await stream.readline(deadline))
+            if line is None:
+                raise AgiProtocolError("connection closed inside the AGI environment")
+            if line == "":
+                break
+            if len(lines) >= MAX_ENV_LINES:
+                raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
+            lines.append(line)
     except TimeoutError:
         raise AgiProtocolError(f"no complete AGI environment within {timeout:g} s") from None
     return lines
 
 
-async def read_after_env(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                         timeout: float) -> tuple[list[str], bool]:
+async def read_after_env(stream: AgiStream, *, timeout: float) -> tuple[list[str], bool]:
     """What Asterisk wrote after the environment's blank line, and whether ``HANGUP``
     was among it.
 
@@ -437,25 +445,22 @@ async def read_after_env(reader: asyncio.StreamReader, writer: asyncio.StreamWri
     echo = f"200 result=1 ({word})"
     after: list[str] = []
     hung_up = False
-    writer.write(build_command_line(("GET", "FULL", "VARIABLE", word)))
+    deadline = asyncio.get_running_loop().time() + timeout
+    stream.write(build_command_line(("GET", "FULL", "VARIABLE", word)))
     try:
-        async with asyncio.timeout(timeout):
-            await writer.drain()
-            while (line := await _read_env_line(reader)) != echo:
-                if line is None:
-                    raise AgiProtocolError("connection closed after the AGI environment")
-                if line == "HANGUP":
-                    hung_up = True
-                elif len(after) < MAX_ENV_LINES:
-                    after.append(line)
-                else:
-                    raise AgiProtocolError(f"more than {MAX_ENV_LINES} lines after the "
-                                           "AGI environment")
+        while (line := await _read_env_line(stream, deadline)) != echo:
+            if line is None:
+                raise AgiProtocolError("connection closed after the AGI environment")
+            if line == "HANGUP":
+                hung_up = True
+            elif len(after) < MAX_ENV_LINES:
+                after.append(line)
+            else:
+                raise AgiProtocolError(f"more than {MAX_ENV_LINES} lines after the "
+                                       "AGI environment")
     except TimeoutError:
         raise AgiProtocolError(f"no reply to GET FULL VARIABLE within {timeout:g} s after "
                                "the AGI environment") from None
-    except ConnectionError:
-        raise AgiProtocolError("connection lost after the AGI environment") from None
     return after, hung_up
 
 
@@ -495,7 +500,7 @@ class AgiSession:
     server decides whether FAILURE may still be written).
     """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+    def __init__(self, stream: AgiStream,
                  env: Mapping[str, str], *, command_timeout: float | None = 30.0,
                  trying_timeout: float | None = DEFAULT_TRYING_TIMEOUT) -> None:
         self.env: Mapping[str, str] = MappingProxyType(dict(env))
@@ -507,11 +512,12 @@ class AgiSession:
         self.argv: tuple[str, ...] = tuple(_positional_args(self.env))
         self.command_timeout = command_timeout
         self.trying_timeout = trying_timeout
-        self._reader = reader
-        self._writer = writer
+        self._stream = stream
+        self._loop = asyncio.get_running_loop()
         self._lock = asyncio.Lock()
         self._pending: asyncio.Future[list[str]] | None = None
-        self._deadline: asyncio.Timeout | None = None    # the pending command's timeout
+        self._timer: asyncio.TimerHandle | None = None   # the pending command's deadline
+        self._usage: list[str] | None = None    # a 520 usage block being read
         self._trying = ""                # the pending command's "100 Trying" line, if any
         self._trying_cut = False         # ...and whether it shortened the deadline
         self._hangup = asyncio.Event()
@@ -521,12 +527,11 @@ class AgiSession:
         self._closed = False
         self.protocol_error: AgiProtocolError | None = None
         self.refused: str | None = None
-        self._reader_task = asyncio.get_running_loop().create_task(
-            self._read_replies(), name=f"agi-reader {self.describe()}")
+        stream.start_session(self._on_item)
 
     @classmethod
-    async def accept(cls, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *,
-                     env_timeout: float = 5.0, command_timeout: float | None = 30.0,
+    async def accept(cls, stream: AgiStream, *, env_timeout: float = 5.0,
+                     command_timeout: float | None = 30.0,
                      trying_timeout: float | None = DEFAULT_TRYING_TIMEOUT) -> AgiSession:
         """Read and check the environment block, then start the session.
 
@@ -536,13 +541,13 @@ class AgiSession:
         Asterisk answers about the channel (``IDENTITY``): no script, no caller, no
         argument. The server decides what such a call gets.
         """
-        lines = await read_env(reader, timeout=env_timeout)
-        after, hung_up = await read_after_env(reader, writer, timeout=env_timeout)
+        lines = await read_env(stream, timeout=env_timeout)
+        after, hung_up = await read_after_env(stream, timeout=env_timeout)
         try:
             env, refused = check_env(lines, after), None
         except AgiEnvironmentRefused as exc:
             env, refused = {}, exc
-        session = cls(reader, writer, env, command_timeout=command_timeout,
+        session = cls(stream, env, command_timeout=command_timeout,
                       trying_timeout=trying_timeout)
         if hung_up:
             session._set_hung_up()
@@ -612,7 +617,8 @@ class AgiSession:
         ``result=-1`` on a live channel), AgiCommandTimeout, AgiProtocolError,
         AgiArgumentError (before anything is sent).
         """
-        line = build_command_line(words)
+        line = (_known_command_line(words) if all(type(w) is str for w in words)
+                else build_command_line(words))
         what = " ".join(w[:40] for w in words[:3])
         limit = self.command_timeout if timeout is SESSION_DEFAULT else timeout
         async with self._lock:
@@ -701,18 +707,10 @@ class AgiSession:
             return
         self._closed = True
         self._failure = self._failure or AgiProtocolError("session is closed")
-        try:
-            if fallback and not self._eof:
-                self._writer.write(FAILURE_LINE)
-            self._writer.close()
-            async with asyncio.timeout(2.0):
-                await self._writer.wait_closed()
-        except (ConnectionError, TimeoutError):
-            pass
-        finally:
-            self._reader_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader_task
+        if fallback and not self._eof:
+            self._stream.write(FAILURE_LINE)
+        self._stream.close()
+        await self._stream.wait_closed(CLOSE_TIMEOUT)
 
     # -- internals --------------------------------------------------------------------
 
@@ -731,26 +729,31 @@ class AgiSession:
             raise CallerHungUp(f"{what}: caller has hung up")
 
     async def _exchange(self, line: bytes, what: str, limit: float | None) -> list[str]:
-        loop = asyncio.get_running_loop()
+        """Write one command and wait for its framed reply (``_on_item`` resolves it).
+
+        The deadline is one loop timer (``_expire``), armed before the write since a
+        ``100 Trying`` may come at once; no timeout context, no task of its own.
+        """
+        loop = self._loop
         pending: asyncio.Future[list[str]] = loop.create_future()
         self._pending = pending
         self._trying, self._trying_cut = "", False
+        if self._stream.eof:
+            raise CallerHungUp(f"{what}: connection to Asterisk is closed")
+        if limit is not None:
+            self._timer = loop.call_at(loop.time() + limit, _expire, pending)
         try:
-            async with asyncio.timeout(limit) as deadline:
-                self._deadline = deadline       # armed before the write: a 100 may come fast
-                self._writer.write(line)
-                await self._writer.drain()
-                return await pending
-        except ConnectionError as exc:
-            self._mark_eof()
-            raise CallerHungUp(f"{what}: connection to Asterisk lost") from exc
+            self._stream.write(line)
+            return await pending
         except TimeoutError:
             error = AgiCommandTimeout(self._timeout_message(what, limit))
             self._fail(error)
             raise error from None
         finally:
             self._pending = None
-            self._deadline = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
 
     def _timeout_message(self, what: str, limit: float | None) -> str:
         if not self._trying:
@@ -763,13 +766,15 @@ class AgiSession:
         """``100 Trying``: the final reply is now due within ``trying_timeout``."""
         log.debug("%s: %s", self.describe(), line)
         self._trying = line
-        deadline = self._deadline
-        if deadline is None or self.trying_timeout is None:
+        pending = self._pending
+        if pending is None or self.trying_timeout is None:
             return
-        due = asyncio.get_running_loop().time() + self.trying_timeout
-        when = deadline.when()
-        if when is None or due < when:
-            deadline.reschedule(due)
+        due = self._loop.time() + self.trying_timeout
+        timer = self._timer
+        if timer is None or due < timer.when():
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(due, _expire, pending)
             self._trying_cut = True
 
     async def _probe_channel(self) -> None:
@@ -783,57 +788,62 @@ class AgiSession:
             self._set_hung_up()
         return parse_reply(block, what)
 
-    async def _read_replies(self) -> None:
-        """Read everything Asterisk sends, for the whole session (module docstring).
+    def _on_item(self, item: Item) -> None:
+        """Each line Asterisk sends, as it arrives, for the whole session (module
+        docstring); called by the stream from the loop, never awaits.
 
         Replies go to the one pending command. After a failure nothing is framed any
         more (the late reply after a timeout, garbage), but ``HANGUP`` and EOF are
         still recorded at once.
         """
-        while True:
-            try:
-                line = await _read_line(self._reader)
-                if line is None:
-                    self._mark_eof()
-                    return
-                if line == "HANGUP":
-                    log.info("caller hung up: %s", self.describe())
-                    self._set_hung_up()
-                elif self._failure is None and not await self._take_reply(line):
-                    return
-            except AgiProtocolError as exc:
-                if self._failure is None:       # after a failure, garbage is just skipped
-                    self._protocol_failure(exc)
+        if item is None:
+            self._usage = None
+            self._mark_eof()
+            return
+        try:
+            if isinstance(item, AgiProtocolError):
+                raise item
+            line = _line_text(item)
+            if self._usage is not None:
+                self._take_usage_line(line)
+            elif line == "HANGUP":
+                log.info("caller hung up: %s", self.describe())
+                self._set_hung_up()
+            elif self._failure is None:
+                self._take_reply(line)
+        except AgiProtocolError as exc:
+            self._usage = None
+            if self._failure is None:           # after a failure, garbage is just skipped
+                self._protocol_failure(exc)
 
-    async def _take_reply(self, line: str) -> bool:
-        """Frame one reply for the pending command; False if the connection closed."""
+    def _take_reply(self, line: str) -> None:
+        """Frame one reply for the pending command."""
         if not _REPLY_LINE.match(line):
             raise AgiProtocolError(f"not an AGI reply: {line[:80]!r}")
-        if self._pending is None or self._pending.done():
+        pending = self._pending
+        if pending is None or pending.done():
             raise AgiProtocolError(f"reply with no command pending: {line[:80]!r}")
         if line.startswith("100"):
             self._on_trying(line)
-            return True
-        block = [line]
-        if line.startswith("520-") and not await self._read_usage(block):
-            return False
-        self._pending.set_result(block)
-        return True
+        elif line.startswith("520-"):
+            self._usage = [line]
+        else:
+            pending.set_result([line])
 
-    async def _read_usage(self, block: list[str]) -> bool:
-        """Read a 520 usage block to its end line; False if the connection closed first."""
-        while True:
-            line = await _read_line(self._reader)
-            if line is None:
-                self._mark_eof()
-                return False
-            end = split_usage_end(line)
-            if end is not None:
-                block.extend(end)
-                return True
+    def _take_usage_line(self, line: str) -> None:
+        """One line of a 520 usage block; its end line hands the block to the command."""
+        block = self._usage
+        assert block is not None
+        end = split_usage_end(line)
+        if end is None:
             block.append(line)
             if len(block) > MAX_USAGE_LINES:
                 raise AgiProtocolError(f"520 usage text longer than {MAX_USAGE_LINES} lines")
+            return
+        block.extend(end)
+        self._usage = None
+        if self._pending is not None and not self._pending.done():
+            self._pending.set_result(block)
 
     def _protocol_failure(self, error: AgiProtocolError) -> None:
         """Asterisk broke the protocol: log it once, fail the session (``_fail``)."""
@@ -865,6 +875,16 @@ class AgiSession:
         self._failure = self._failure or error
         if self._pending is not None and not self._pending.done():
             self._pending.set_exception(error)
+
+
+CLOSE_TIMEOUT: Final = 2.0
+"""Seconds ``close`` waits for the connection to go once it has closed its end."""
+
+
+def _expire(pending: asyncio.Future[list[str]]) -> None:
+    """A command's deadline passed: its wait ends in TimeoutError."""
+    if not pending.done():
+        pending.set_exception(TimeoutError())
 
 
 def _positional_args(env: Mapping[str, str]) -> list[str]:

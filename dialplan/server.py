@@ -44,6 +44,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from types import MappingProxyType
 
 from callflow.dialplan.agi import FAILURE_LINE, MAX_LINE_BYTES, AgiSession, printable
+from callflow.dialplan.agi_stream import AgiStream
 from callflow.errors import AgiCommandTimeout, AgiProtocolError, CallerHungUp
 
 log = logging.getLogger(__name__)
@@ -88,9 +89,10 @@ class FastAgiServer:
         self._max_active = 0
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connect, self.host, self._requested_port,
-            limit=MAX_LINE_BYTES, backlog=max(128, self.max_sessions))
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: AgiStream(self._on_connect, max_line=MAX_LINE_BYTES),
+            self.host, self._requested_port, backlog=max(128, self.max_sessions))
         log.info("FastAGI server listening on %s:%d (max %d sessions)",
                  self.host, self.port, self.max_sessions)
 
@@ -118,14 +120,14 @@ class FastAgiServer:
     def stats(self) -> dict[str, int]:
         return {**self._counts, "active": self._active, "max_active": self._max_active}
 
-    async def _on_connect(self, reader: asyncio.StreamReader,
-                          writer: asyncio.StreamWriter) -> None:
+    async def _on_connect(self, stream: AgiStream) -> None:
+        """The connection's task (``AgiStream`` starts it): the whole session."""
         self._counts["connections"] += 1
         if self._active >= self.max_sessions:
             self._counts["rejected"] += 1
             log.warning("FastAGI: %d sessions active, refusing a call with FAILURE "
                         "(dialplan falls back)", self._active)
-            await _refuse(reader, writer)
+            await _refuse(stream)
             return
         task = asyncio.current_task()
         assert task is not None
@@ -133,24 +135,26 @@ class FastAgiServer:
         self._active += 1
         self._max_active = max(self._max_active, self._active)
         try:
-            await self._serve(reader, writer)
+            await self._serve(stream)
         except asyncio.CancelledError:
-            pass      # stop() cancelled us; asyncio would log a cancelled client task as an error
+            stream.close()      # stop() cancelled us: end the connection, log nothing
+        except Exception:
+            log.exception("FastAGI session from %s failed", stream.get_extra_info("peername"))
+            stream.close()
         finally:
             self._active -= 1
             self._tasks.discard(task)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
+    async def _serve(self, stream: AgiStream) -> None:
+        peer = stream.get_extra_info("peername")
         try:
-            session = await AgiSession.accept(reader, writer, env_timeout=self.env_timeout,
+            session = await AgiSession.accept(stream, env_timeout=self.env_timeout,
                                               command_timeout=self.command_timeout)
         except AgiProtocolError as exc:
             self._counts["protocol_errors"] += 1
             log.error("FastAGI from %s: %s; answering FAILURE and closing", peer, exc)
-            if not writer.is_closing():
-                writer.write(FAILURE_LINE)
-                writer.close()
+            stream.write(FAILURE_LINE)
+            stream.close()
             return
         route = self._route_for(session)
         if route is None and session.refused is not None:
@@ -242,7 +246,7 @@ REFUSE_DRAIN_SECONDS = 1.0
 REFUSE_DRAIN_BYTES = 64 * 1024
 
 
-async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _refuse(stream: AgiStream) -> None:
     """FAILURE at once, then read what Asterisk was still sending before closing.
 
     Closing with its environment block unread would make our kernel answer with a
@@ -250,14 +254,14 @@ async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     dialplan would then read a plain close, SUCCESS, and drop the caller. Bounded in
     time and bytes, so a flood of refused connections stays cheap.
     """
+    stream.write(FAILURE_LINE)
+    stream.write_eof()
+    deadline = asyncio.get_running_loop().time() + REFUSE_DRAIN_SECONDS
+    drained = 0
     try:
-        writer.write(FAILURE_LINE)
-        writer.write_eof()
-        async with asyncio.timeout(REFUSE_DRAIN_SECONDS):
-            drained = 0
-            while drained < REFUSE_DRAIN_BYTES and (chunk := await reader.read(4096)):
-                drained += len(chunk)
-    except (ConnectionError, TimeoutError):
+        while drained < REFUSE_DRAIN_BYTES and (line := await stream.readline(deadline)):
+            drained += len(line)
+    except (AgiProtocolError, TimeoutError):
         pass
     finally:
-        writer.close()
+        stream.close()

@@ -341,3 +341,16 @@ def test_pyst2_defect_empty_result_loses_its_data() -> None:
 def test_pyst2_defect_fastagi_module_is_python2_only() -> None:
     with pytest.raises(ModuleNotFoundError, match="SocketServer"):
         __import__("asterisk.fastagi")
+
+
+@pytest.mark.parametrize("value", ["0", "", "49", "-1", "1=2", "1)", "-2", "x\x0b"])
+def test_plain_result_reads_as_pyst2s_grammar(value: str) -> None:
+    """The shortcut for a bare ``200 result=N`` (issue 20) reads what ``re_kv`` reads."""
+    line = f"200 result={value}"
+    fields = {m["key"]: m["value"] for m in pyst2.re_kv.finditer(line[4:])}
+    if fields.get("result") == "-1":
+        with pytest.raises(AgiCommandError):
+            parse_reply([line])
+        return
+    assert parse_reply([line]) == AgiResult(code=200, result=fields.get("result", ""),
+                                            data="", extra={})
