@@ -503,6 +503,13 @@ class Runtime:
     def offer_dialling(self, call_id: str, agent_id: str) -> None:
         """The flow is about to Dial ``agent_id``; AMI's DialBegin will give the exact time."""
         self.call_event(calls.OfferStarted(call_id, agent_id, "", time.time(), from_pbx=False))
+        # the call has left the line (agents/routing.py ``_ahead``): a younger call that
+        # asked in the meantime (a second agent freed a few ms after the first) was told
+        # "not your turn" and sleeps; wake it, or it waits for the next agent to free up
+        # (found by replaying recorded calls: a caller waited 1 s with an agent ready)
+        for other, waiting in self.waiters.items():
+            if other != call_id:
+                waiting.set()
 
     def offer_reported(self, call_id: str, agent_id: str, dial_status: str,
                        answered_s_ago: float = 0.0) -> None:
