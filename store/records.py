@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from callflow.agents.roster import Roster
-from callflow.store import call_rows, campaigns, repo
+from callflow.store import agent_rows, call_rows, campaigns, repo
 from callflow.store.db import Store
 from callflow.store.models import RELEASED_BY
 
@@ -55,9 +55,10 @@ def write_call(s: Session, data: dict[str, Any]) -> None:
 def write_agent_state(s: Session, data: dict[str, Any]) -> None:
     at = _time(data["at"])
     assert at is not None
-    repo.record_agent_state(s, data["agent_id"], data["state"], at, reason=data.get("reason"),
-                            call_uniqueid=data.get("call_uniqueid"),
-                            acw_extended=bool(data.get("acw_extended")))
+    agent_rows.record_agent_state(s, data["agent_id"], data["state"], at,
+                                  reason=data.get("reason"),
+                                  call_uniqueid=data.get("call_uniqueid"),
+                                  acw_extended=bool(data.get("acw_extended")))
 
 
 def write_alarm(s: Session, data: dict[str, Any]) -> None:
