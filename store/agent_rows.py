@@ -10,7 +10,7 @@ reused. ``store/records.py`` ``write_agent_state`` is the one caller.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import cast
+from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -29,7 +29,7 @@ _CLOSE = (update(STATES).where(STATES.c.id == bindparam("k_id"))
 _OPEN_NEW = STATES.insert().values(
     agent_id=bindparam("k_agent_id"), state=bindparam("v_state"), reason=bindparam("v_reason"),
     started_at=bindparam("v_at"), call_uniqueid=bindparam("v_call_uniqueid"))
-_SNAPSHOT_VALUES = {"state": bindparam("v_state"), "reason": bindparam("v_reason"),
+_SNAPSHOT_VALUES: dict[str, Any] = {"state": bindparam("v_state"), "reason": bindparam("v_reason"),
                     "since": bindparam("v_at"), "call_uniqueid": bindparam("v_call_uniqueid"),
                     "acw_extended": bindparam("v_acw_extended"), "updated_at": bindparam("v_at")}
 _SNAPSHOT_UPDATE = (update(CURRENT).where(CURRENT.c.agent_id == bindparam("k_agent_id"))
