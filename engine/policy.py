@@ -977,6 +977,13 @@ class StorePolicy(Section):
         5.0, unit="ms", std="STD-147", ge=0, le=1000,
         description="Records written within this window share one fsync (group commit); "
                     "a record reaches the database only once fsync'd (bench/bench_journal.py)")
+    batch_max_records: int = setting(
+        100, unit="records", std="STD-147", ge=1, le=10000,
+        description="Most records the writer puts in one database transaction (group "
+                    "commit: the records waiting, fsync'd, go in together with their "
+                    "exactly-once marks); 1 is one transaction a record. Keep a batch's "
+                    "time well under store.stall_s (the watcher counts a longer write as "
+                    "a stall)")
     retry_max_s: float = setting(
         5.0, unit="s", std="STD-147", gt=0,
         description="Longest wait between two attempts at a write the database could not "

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from callflow.agents.roster import Roster
-from callflow.store import campaigns, repo
+from callflow.store import agent_rows, call_rows, campaigns, repo
 from callflow.store import verdicts as verdict_rows
 from callflow.store.db import Store
 from callflow.store.models import RELEASED_BY
@@ -40,36 +40,26 @@ def _time(value: Any) -> datetime | None:
 
 
 def write_call(s: Session, data: dict[str, Any]) -> None:
+    """The call's row and its offers, with prepared Core statements (store/call_rows.py:
+    the record the engine writes most)."""
     fields = {k: (_time(data[k]) if k in TIME_COLUMNS else data[k])
               for k in CALL_COLUMNS if k in data}
     if fields.get("released_by") not in (None, *RELEASED_BY):
         fields["released_by"] = None  # unknown (the link was down when it ended)
-    repo.upsert_call(s, data["uniqueid"], **fields)
-    existing = repo.offers_for_call(s, data["uniqueid"])
-    for i, offer in enumerate(data.get("offers", [])):
-        started = _time(offer["started_at"])
-        ended = _time(offer.get("ended_at"))
-        left = _time(offer.get("left_at"))
-        if i >= len(existing):
-            assert started is not None
-            row = repo.add_offer(s, data["uniqueid"], offer["agent_id"], started,
-                                 ended_at=ended, result=offer.get("result") if ended else None)
-        else:
-            row = existing[i]
-            if started is not None and row.started_at != started:
-                repo.retime_offer(s, row, started)  # Asterisk's stamp replaced the flow's
-            if row.ended_at is None and ended is not None:
-                repo.finish_offer(s, row.id, ended, offer["result"])
-        if left is not None:
-            repo.leave_offer(s, row, left)
+    call_id = call_rows.upsert_call(s, data["uniqueid"], fields)
+    call_rows.write_offers(s, call_id, [
+        {**offer, "started_at": _time(offer.get("started_at")),
+         "ended_at": _time(offer.get("ended_at")), "left_at": _time(offer.get("left_at"))}
+        for offer in data.get("offers", ())])
 
 
 def write_agent_state(s: Session, data: dict[str, Any]) -> None:
     at = _time(data["at"])
     assert at is not None
-    repo.record_agent_state(s, data["agent_id"], data["state"], at, reason=data.get("reason"),
-                            call_uniqueid=data.get("call_uniqueid"),
-                            acw_extended=bool(data.get("acw_extended")))
+    agent_rows.record_agent_state(s, data["agent_id"], data["state"], at,
+                                  reason=data.get("reason"),
+                                  call_uniqueid=data.get("call_uniqueid"),
+                                  acw_extended=bool(data.get("acw_extended")))
 
 
 def write_alarm(s: Session, data: dict[str, Any]) -> None:

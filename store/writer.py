@@ -9,12 +9,17 @@ even if the engine dies during it, so a record takes this path:
 2. The sync thread fsyncs the journal, batching the records of one
    ``store.fsync_window_ms`` into one fsync (group commit; bench/bench_journal.py). A
    record counts as handed over once fsync'd: only then is it written to the database.
-3. The apply thread writes records in the order they were put, each in one transaction
-   with its ``journal_applied`` row (store/applied.py), so a replay after a crash
-   applies it exactly once. A write the database cannot take now (``StoreUnavailable``:
+3. The apply thread writes records in the order they were put, together with their
+   ``journal_applied`` rows (store/applied.py), so a replay after a crash applies each
+   exactly once. Group commit (issue 20): the run of fsync'd records waiting at the
+   head, up to ``store.batch_max_records``, goes in ONE transaction; an idle engine
+   still writes a record as soon as it is fsync'd (a batch of one), a busy one pays
+   one commit for many. A write the database cannot take now (``StoreUnavailable``:
    locked, unwritable, unreachable) stays at the head and is retried, waiting 0.1 s
    doubling to ``store.retry_max_s`` (or at once when the watcher's probe says the
    store is back: ``retry_now``), while later records wait behind it: order is kept.
+   A batch is retried whole. A batch the database refuses for its content is written
+   again one record at a time, in order, to find the record at fault.
    A record the database refuses for its content will never go in by retrying: it is
    appended to a dead-letter file as JSON, with the reason, for a person to look at,
    marked done, and the queue moves on.
@@ -49,6 +54,7 @@ from typing import Any, Protocol
 
 from callflow.engine.policy import StorePolicy
 from callflow.errors import StoreError, StoreUnavailable
+from callflow.store.applied import Pending
 from callflow.store.journal import Journal, JournalRecord
 
 log = logging.getLogger(__name__)
@@ -70,6 +76,11 @@ class Sink(Protocol):
     def forget_below(self, segment: int) -> int: ...
 
 
+#: A sink's group commit: a run of records, in order, in one transaction (per record:
+#: False if it was in already). StoreSink.apply_batch (store/applied.py).
+BatchApply = Callable[[list[Pending], Callable[[], None]], list[bool]]
+
+
 @dataclass
 class WriterStats:
     put: int = 0  # records handed to the writer by this process
@@ -83,6 +94,7 @@ class WriterStats:
     fsyncs: int = 0
     journal_errors: int = 0  # journal writes or fsyncs the disk refused
     segments_released: int = 0
+    batches: int = 0  # transactions that went in (one record or a run of them)
 
 
 @dataclass(frozen=True)
@@ -112,6 +124,9 @@ class PersistQueue:
         """Start the writer over ``journal`` (opened by the caller: ``sink`` writes under
         its id); what the journal holds from a previous run is queued first."""
         self._sink = sink
+        #: the sink's group commit (store/applied.py); a sink without one gets one
+        #: transaction per record
+        self._batched: BatchApply | None = getattr(sink, "apply_batch", None)
         self.dead_letters = dead_letters
         self.rules = rules
         self._monotonic = monotonic
@@ -319,7 +334,21 @@ class PersistQueue:
         if not self._pending:
             return None
         head = self._pending[0]
-        return head if head.segment == 0 or head.ticket <= self._synced else None
+        return head if self._may_write(head) else None
+
+    def _may_write(self, record: JournalRecord) -> bool:
+        return record.segment == 0 or record.ticket <= self._synced
+
+    def _batch(self) -> list[JournalRecord]:
+        """The run of records at the head that may be written now, in order, at most
+        ``store.batch_max_records`` (under the lock)."""
+        batch: list[JournalRecord] = []
+        limit = self.rules.batch_max_records
+        for record in self._pending:
+            if len(batch) >= limit or not self._may_write(record):
+                break
+            batch.append(record)
+        return batch
 
     def _apply_loop(self) -> None:
         while True:
@@ -328,23 +357,60 @@ class PersistQueue:
                     self._cond.wait()
                 if self._stop:  # close() waited for the queue already (flush)
                     return
-                record = self._ready()
+                batch = self._batch()
             if self._releasable:
                 self._release_drained()
-            if record is not None and self._write(record):
-                self._done(record)
+            if not batch:
+                continue
+            if len(batch) > 1 and self._batched is not None:
+                written = self._write_batch(batch)
+                if written is None:  # refused as a whole: find the bad one, one by one
+                    written = 0
+                    for record in batch:
+                        if not self._write(record):
+                            break
+                        self._done(record)
+                        written += 1
+                    continue
+                self._done_many(batch[:written])
+            elif self._write(batch[0]):
+                self._done(batch[0])
+
+    def _write_batch(self, batch: list[JournalRecord]) -> int | None:
+        """A run of records into the database in one transaction (group commit): how many
+        went in (all, or 0 if the writer stopped first); None if the database refused
+        the batch for its content (the caller then writes them one by one, so only the
+        bad record is dead-lettered). An outage retries the whole batch, in order."""
+        batched = self._batched
+        assert batched is not None
+        items = [Pending(r.id, r.segment, r.kind, r.data()) for r in batch]
+        return self._attempt(lambda: batched(items, self._check_alive), batch[0].kind,
+                             len(batch))
 
     def _write(self, record: JournalRecord) -> bool:
         """One record into the database; False if the writer stopped first."""
+        def once() -> list[bool]:
+            return [self._sink.apply_once(record.id, record.segment, record.kind,
+                                          record.data(), self._check_alive)]
+        try:
+            written = self._attempt(once, record.kind, 1)
+        except Exception as exc:  # refused for its content: retrying will not help
+            self._dead_letter(record, exc)
+            return not self._halted
+        return bool(written)
+
+    def _attempt(self, write: Callable[[], list[bool]], kind: str, size: int) -> int | None:
+        """Run ``write`` until the database takes it: the number of records written, 0 if
+        the writer stopped first, None if it was refused for its content (batches; a
+        single record's refusal is raised)."""
         backoff = FIRST_BACKOFF_S
         while not self._halted:
             with self._lock:
                 self._writing_since = self._monotonic()
             try:
-                applied = self._sink.apply_once(record.id, record.segment, record.kind,
-                                                record.data(), self._check_alive)
+                applied = write()
             except _Halted:
-                return False
+                return 0
             except StoreUnavailable as exc:
                 with self._lock:
                     if self._failing_since is None:
@@ -354,45 +420,61 @@ class PersistQueue:
                     self.stats.failures += 1
                     self.stats.last_error = str(exc)
                 if self._stop:
-                    return False  # stays in the journal for the next start
-                log.warning("store write of %s failed (%s); retrying in %.1fs", record.kind,
-                            exc, backoff)
+                    return 0  # stays in the journal for the next start
+                log.warning("store write of %s failed (%s); retrying in %.1fs",
+                            kind if size == 1 else f"{size} records from {kind}", exc, backoff)
                 self._wake.wait(backoff)
                 self._wake.clear()
                 backoff = min(backoff * 2, self.rules.retry_max_s)
                 continue
-            except Exception as exc:  # refused for its content: retrying will not help
-                self._dead_letter(record, exc)
-                return not self._halted
+            except Exception as exc:
+                if size == 1:
+                    raise
+                with self._lock:
+                    self._writing_since = None
+                log.info("store refused a batch of %d records (%s): writing them one by one",
+                         size, exc)
+                return None
             with self._lock:
                 self._writing_since = self._failing_since = None
                 self._unavailable = False
                 self._last_ok = self._monotonic()
-                if not applied:
-                    self.stats.duplicates += 1
-            return True
-        return False
+                self.stats.duplicates += applied.count(False)
+                self.stats.batches += 1
+            return len(applied)
+        return 0
 
     def _check_alive(self) -> None:
         if self._halted:
             raise _Halted
 
     def _done(self, record: JournalRecord) -> None:
+        self._done_many([record])
+
+    def _done_many(self, done: list[JournalRecord]) -> None:
+        """The records at the head of the queue are in the database (under one lock)."""
+        if not done:
+            return
         with self._cond:
-            self._pending.popleft()
-            self.stats.pending = len(self._pending)
-            self.stats.written += 1
-            if record.segment:
-                self._journal_bytes -= record.size
-                self._per_segment[record.segment] -= 1
-                if not self._per_segment[record.segment]:
-                    del self._per_segment[record.segment]
-                    if record.segment != self.journal.current:
-                        self._releasable.add(record.segment)
-            elif self._held and self._held[0] is record:
-                self._held.popleft()
+            for record in done:
+                self._forget(record)
             self._drain_held()
             self._cond.notify_all()
+
+    def _forget(self, record: JournalRecord) -> None:
+        """One record is in: off the queue and off its journal file's count (locked)."""
+        self._pending.popleft()
+        self.stats.pending = len(self._pending)
+        self.stats.written += 1
+        if record.segment:
+            self._journal_bytes -= record.size
+            self._per_segment[record.segment] -= 1
+            if not self._per_segment[record.segment]:
+                del self._per_segment[record.segment]
+                if record.segment != self.journal.current:
+                    self._releasable.add(record.segment)
+        elif self._held and self._held[0] is record:
+            self._held.popleft()
 
     def _drain_held(self) -> None:
         """Records held in memory go to the journal, in order, as it has room again."""

@@ -139,3 +139,61 @@ def test_the_probe_fails_within_its_timeout_on_a_locked_sqlite_file(tmp_path: Pa
     finally:
         locker.close()
         store.close()
+
+
+def call(i: int, **extra: object) -> dict[str, object]:
+    return {"uniqueid": f"1800000000.{i}", "direction": "inbound", "caller_number": "555",
+            "queue": "general", "agent_id": "1001", "entered_at": AT + i,
+            "offers": [{"agent_id": "1001", "started_at": AT + i + 1, "ended_at": None}],
+            **extra}
+
+
+def test_a_group_commit_writes_the_batch_and_dead_letters_only_the_refused_record(
+        agent: Store, tmp_path: Path) -> None:
+    """Records put within one fsync window go in as one transaction; one the database
+    refuses (a new call without its direction: NOT NULL) rolls the batch back, then the
+    records are written one by one and only it is dead-lettered (issue 20)."""
+    store = agent
+    rules = StorePolicy(fsync_window_ms=200, retry_max_s=0.2)
+    journal = Journal(tmp_path / "journal", segment_bytes=rules.journal_segment_bytes)
+    queue = PersistQueue(StoreSink(store, journal.journal_id), journal,
+                         tmp_path / "dead.jsonl", rules)
+    queue.put("call", call(1))
+    for kind, data in records(3):
+        queue.put(kind, data)
+    queue.put("call", {"uniqueid": "1800000000.9", "queue": "general"})  # refused
+    queue.put("call", call(1, answered_at=AT + 3, offers=[
+        {"agent_id": "1001", "started_at": AT + 2, "ended_at": AT + 3, "result": "answered"}]))
+    queue.put("call", call(2))
+    assert queue.flush(10)
+    queue.close()
+    assert queue.stats.dead_letters == 1 and queue.stats.written == 10
+    assert "1800000000.9" in (tmp_path / "dead.jsonl").read_text()
+    assert counts(store) == (3, 3)
+    with store.session(readonly=True) as s:
+        first = repo.get_call(s, "1800000000.1")
+        assert first is not None and first.answered_at is not None
+        offers = repo.offers_for_call(s, "1800000000.1")
+        assert [(o.result, o.ring_s) for o in offers] == [("answered", 1.0)]
+        assert repo.get_call(s, "1800000000.2") is not None
+        assert repo.get_call(s, "1800000000.9") is None
+
+
+def test_a_batch_applies_the_records_not_yet_in_and_skips_the_rest(agent: Store) -> None:
+    """The sink's group commit: one transaction, each record once (a replay's batch)."""
+    from callflow.store.applied import Pending, apply_batch
+
+    store = agent
+    batch = [Pending(f"g.{i}", 1, kind, data) for i, (kind, data) in enumerate(records(4))]
+    assert apply_batch(store, "j1", batch[:3]) == [True, True, True]
+    assert apply_batch(store, "j1", batch) == [False, False, False] + [True] * 5
+    assert counts(store) == (4, 4) and marks(store) == 8
+
+    def die() -> None:
+        raise RuntimeError("the process died")
+
+    more = [Pending(f"h.{i}", 1, kind, data) for i, (kind, data) in enumerate(records(2))
+            if kind == "alarm"]
+    with pytest.raises(RuntimeError):
+        apply_batch(store, "j1", more, before_commit=die)
+    assert counts(store) == (4, 4) and marks(store) == 8

@@ -1,13 +1,15 @@
 """The store writer over its journal (store/writer.py), against a fake database: fsync
 before the database, batched fsyncs, an outage keeps order and loses nothing, a replay
 after a death applies exactly once, a full journal holds records in memory, files are
-released, dead letters."""
+released, dead letters; the group commit (issue 20): records waiting together go in one
+transaction, an outage retries the batch whole, a refused record is found one by one
+and dead-lettered alone, a death mid-batch commits none of it."""
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ import pytest
 
 from callflow.engine.policy import StorePolicy
 from callflow.errors import StoreError, StoreUnavailable
+from callflow.store.applied import Pending
 from callflow.store.journal import Journal
 from callflow.store.writer import PersistQueue
 
@@ -294,3 +297,145 @@ def test_data_the_journal_cannot_hold_is_refused_at_put(tmp_path: Path) -> None:
         queue.put("call", {"x": object()})
     assert queue.health().pending == 0
     queue.close()
+
+
+# --- group commit (issue 20) ---------------------------------------------------------
+
+
+class BatchSink(FakeSink):
+    """FakeSink with a group commit: a batch's rows and marks become visible together."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def apply_batch(self, batch: Sequence[Pending], before_commit: Callable[[], None]
+                    ) -> list[bool]:
+        self.calls += 1
+        if self.gate is not None:
+            self.gate.wait()
+        if self.down:
+            raise StoreUnavailable(self.down)
+        if any(item.kind in self.refuse for item in batch):
+            raise StoreError("refused: constraint")  # the whole transaction rolls back
+        rows, applied, out = [], set(), []
+        for item in batch:
+            if item.id in self.applied or item.id in applied:
+                out.append(False)
+                continue
+            if self.on_apply is not None:
+                self.on_apply(item.id)
+            applied.add(item.id)
+            rows.append((item.id, item.kind, item.data))
+            out.append(True)
+        before_commit()
+        self.applied |= applied
+        self.rows.extend(rows)
+        self.batches.append(len(batch))
+        return out
+
+
+def held_back(tmp_path: Path, sink: BatchSink, rules: StorePolicy = FAST) -> PersistQueue:
+    """A queue whose first write waits (a lock), so what is put meanwhile piles up."""
+    sink.gate = threading.Event()
+    queue = start(tmp_path, sink, rules)
+    put(queue, [0])
+    wait_until(lambda: sink.calls == 1)
+    return queue
+
+
+def test_records_waiting_together_go_in_one_transaction_each_fsynced_first(
+        tmp_path: Path) -> None:
+    sink = BatchSink()
+    journal = CountingJournal(tmp_path / "journal", 1 << 20)
+    late: list[str] = []
+    sink.on_apply = lambda rid: (late.append(rid) if int(rid.rsplit(".", 1)[1])
+                                 > journal.synced_appends else None)
+    queue = start(tmp_path, sink, journal=journal)
+    put(queue, range(500))
+    assert queue.flush(10)
+    queue.close()
+    assert sink.numbers() == list(range(500))
+    assert late == []
+    assert queue.stats.batches < 500 and max(sink.batches) > 1, sink.batches
+    assert queue.stats.written == 500
+
+
+def test_the_batch_size_is_bounded_by_the_policy(tmp_path: Path) -> None:
+    sink = BatchSink()
+    queue = held_back(tmp_path, sink, StorePolicy(fsync_window_ms=0, batch_max_records=7))
+    put(queue, range(1, 31))
+    assert sink.gate is not None
+    sink.gate.set()
+    assert queue.flush(10)
+    queue.close()
+    assert sink.numbers() == list(range(31))
+    assert max(sink.batches) == 7, sink.batches
+
+
+def test_an_outage_retries_the_batch_whole_and_loses_nothing(tmp_path: Path) -> None:
+    sink = BatchSink()
+    sink.down = "database is locked"
+    queue = start(tmp_path, sink)
+    put(queue, range(50))
+    wait_until(lambda: queue.stats.failures >= 2)
+    assert sink.rows == [] and queue.health().unavailable
+    sink.down = ""
+    queue.retry_now()
+    assert queue.flush(10)
+    queue.close()
+    assert sink.numbers() == list(range(50))
+    assert queue.stats.dead_letters == 0
+
+
+def test_a_refused_record_in_a_batch_is_dead_lettered_alone_in_order(tmp_path: Path) -> None:
+    sink = BatchSink()
+    sink.refuse = {"bad"}
+    queue = held_back(tmp_path, sink)
+    put(queue, [1, 2])
+    queue.put("bad", {"n": -1})
+    put(queue, [3, 4])
+    assert sink.gate is not None
+    sink.gate.set()
+    assert queue.flush(10)
+    queue.close()
+    assert sink.numbers() == [0, 1, 2, 3, 4]
+    assert queue.stats.dead_letters == 1 and len(sink.marked) == 1
+    assert '"kind": "bad"' in (tmp_path / "dead-letters.jsonl").read_text()
+
+
+def test_a_death_mid_batch_commits_none_of_it_and_the_replay_writes_each_once(
+        tmp_path: Path) -> None:
+    sink = BatchSink()
+    sink.gate = threading.Event()
+    # records put within one fsync window are written together: one batch of 20
+    first = start(tmp_path, sink, StorePolicy(fsync_window_ms=200, retry_max_s=0.2))
+    put(first, range(20))
+    wait_until(lambda: sink.calls == 1)  # the batch waits for the database (a lock)
+    dying = threading.Thread(target=first.abandon)
+    dying.start()
+    wait_until(lambda: first._halted)
+    sink.gate.set()  # the lock goes: the dead writer must not commit
+    dying.join(10)
+    assert sink.rows == [] and sink.batches == []
+    sink.gate = None
+    second = start(tmp_path, sink)
+    assert second.stats.replayed == 20
+    assert second.flush(10)
+    second.close()
+    assert sink.numbers() == list(range(20))
+    assert sink.batches == [20]
+
+
+def test_a_replay_of_records_already_in_writes_none_twice(tmp_path: Path) -> None:
+    sink = BatchSink()
+    first = start(tmp_path, sink)
+    put(first, range(40))
+    assert first.flush(10)
+    first.abandon()  # died after the database had them, before the journal let them go
+    second = start(tmp_path, sink)
+    assert second.flush(10)
+    second.close()
+    assert sink.numbers() == list(range(40))
+    assert second.stats.duplicates == 40
+

@@ -1,0 +1,64 @@
+"""The agent state record's rows written with prepared Core statements: the writer's hot
+path after the call record (issue 20).
+
+The same rule as ``repo.record_agent_state`` (close the agent's open state row at the
+new state's start, open the new one, update the snapshot the engine resumes from, all
+in the caller's transaction), without ORM objects: each statement is built once and
+reused. ``store/records.py`` ``write_agent_state`` is the one caller.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from callflow.errors import StoreError
+from callflow.store.models import AgentCurrent, AgentState
+
+STATES: Table = cast(Table, AgentState.__table__)
+CURRENT: Table = cast(Table, AgentCurrent.__table__)
+
+_OPEN_ROW = (select(STATES.c.id, STATES.c.started_at)
+             .where(STATES.c.agent_id == bindparam("k_agent_id"), STATES.c.ended_at.is_(None)))
+_CLOSE = (update(STATES).where(STATES.c.id == bindparam("k_id"))
+          .values(ended_at=bindparam("v_at")))
+_OPEN_NEW = STATES.insert().values(
+    agent_id=bindparam("k_agent_id"), state=bindparam("v_state"), reason=bindparam("v_reason"),
+    started_at=bindparam("v_at"), call_uniqueid=bindparam("v_call_uniqueid"))
+_SNAPSHOT_VALUES: dict[str, Any] = {"state": bindparam("v_state"), "reason": bindparam("v_reason"),
+                    "since": bindparam("v_at"), "call_uniqueid": bindparam("v_call_uniqueid"),
+                    "acw_extended": bindparam("v_acw_extended"), "updated_at": bindparam("v_at")}
+_SNAPSHOT_UPDATE = (update(CURRENT).where(CURRENT.c.agent_id == bindparam("k_agent_id"))
+                    .values(_SNAPSHOT_VALUES).returning(CURRENT.c.agent_id))
+_SNAPSHOT_INSERT = {
+    name: (dialect.insert(CURRENT)
+           .values({"agent_id": bindparam("k_agent_id"), **_SNAPSHOT_VALUES})
+           .on_conflict_do_nothing(index_elements=["agent_id"]).returning(CURRENT.c.agent_id))
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
+
+
+def record_agent_state(s: Session, agent_id: str, state: str, at: datetime, *,
+                       reason: str | None, call_uniqueid: str | None,
+                       acw_extended: bool) -> None:
+    """Close the open state row at ``at``, open the new one, update the snapshot.
+
+    Raises StoreError if ``at`` is before the open row's start (time never runs back)."""
+    params = {"k_agent_id": agent_id, "v_state": state, "v_reason": reason, "v_at": at,
+              "v_call_uniqueid": call_uniqueid, "v_acw_extended": acw_extended}
+    open_row = s.execute(_OPEN_ROW, params).first()
+    if open_row is not None:
+        if at < open_row.started_at:
+            raise StoreError(f"agent {agent_id}: state at {at.isoformat()} is before the "
+                             f"current one started ({open_row.started_at.isoformat()})")
+        s.execute(_CLOSE, {"k_id": open_row.id, "v_at": at})
+    s.execute(_OPEN_NEW, params)
+    if s.execute(_SNAPSHOT_UPDATE, params).first() is not None:
+        return
+    insert = _SNAPSHOT_INSERT["postgresql" if s.get_bind().dialect.name == "postgresql"
+                              else "sqlite"]
+    if s.execute(insert, params).first() is None:  # another writer made it in between
+        s.execute(_SNAPSHOT_UPDATE, params).one()
