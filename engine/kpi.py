@@ -265,15 +265,21 @@ def total_wait(call: CallFact) -> float | None:
     return None if call.answered_at is None else seconds(call.t_in, call.answered_at)
 
 
+def _ring_start(call: CallFact) -> datetime | None:
+    """When the answering agent's phone began to ring: the recorded ring start, else the
+    first answered offer's start (records written before ring starts were kept)."""
+    if call.ring_started_at is not None:
+        return call.ring_started_at
+    first = _answered_offers(call)
+    return first[0].started_at if first else None
+
+
 @enforces("STD-006", policy=("kpi.average_answer_rings_target",))
 def answer_ring(call: CallFact, rules: KpiRules) -> int | None:
     """Ring count of ``t_ans - t_ring`` at the (first) answering agent (STD-006)."""
     if call.answered_at is None:
         return None
-    ring_start = call.ring_started_at
-    if ring_start is None:
-        first = _answered_offers(call)
-        ring_start = first[0].started_at if first else None
+    ring_start = _ring_start(call)
     if ring_start is None:
         return None
     return ring_count(seconds(ring_start, call.answered_at), rules.ring_cycle_s)
@@ -285,10 +291,7 @@ def answered_too_early(call: CallFact, rules: KpiRules) -> bool:
     ringing is not a standard pick-up (counted, and not within the N-rings standard)."""
     if rules.min_answer_s <= 0 or call.answered_at is None:
         return False
-    ring_start = call.ring_started_at
-    if ring_start is None:
-        first = _answered_offers(call)
-        ring_start = first[0].started_at if first else None
+    ring_start = _ring_start(call)
     if ring_start is None:
         return False
     return seconds(ring_start, call.answered_at) < round(rules.min_answer_s, _MS)
