@@ -57,7 +57,7 @@ class CampaignRules:
     active: bool = True
     queue: str = ""  # only agents serving this queue (roster queues); empty = any
     #: which presented number (a key of ``outbound.caller_ids`` or of the outbound trunk's
-    #: per-kind numbers) the customer sees (STD-083); empty = the task kind's
+    #: per-kind numbers) the customer sees; empty = the task kind's
     caller_id_key: str = ""
 
 

@@ -135,7 +135,7 @@ def normalize_number(raw: str, country: str = numbers.DEFAULT_COUNTRY) -> str:
 @dataclass(frozen=True)
 class OutboundRoute:
     """How customers are dialled: the trunk's country and number format, and the
-    number it presents (the centre's, STD-083) by default and per task kind.
+    number it presents (the centre's) by default and per task kind.
 
     ``OutboundRoute()`` (no trunk configured) dials numbers as stored and presents no
     number of its own: the Policy's ``outbound.caller_id`` or nothing, never the
@@ -167,7 +167,7 @@ def agent_ring_seconds(policy: Policy) -> float:
 
 def caller_id_for(kind: str, policy: Policy, route: OutboundRoute | None = None,
                   key: str = "") -> str:
-    """The number presented to the customer (STD-083), first found of: a campaign list's
+    """The number presented to the customer, first found of: a campaign list's
     own choice (``key`` in ``outbound.list_caller_ids``), the Policy's for the task kind, the
     Policy's ``caller_id``, the trunk's for the kind, the trunk's own. '' when none is
     configured: the PBX then presents nothing of ours -- and never the customer's own

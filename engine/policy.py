@@ -446,11 +446,11 @@ class OutboundPolicy(Section):
                     "customer; preview: due tasks go to the agent's desktop, the agent presses "
                     "dial")
     caller_id: str = setting(
-        "", std="STD-083", pattern=r"^[0-9]{0,32}$",
+        "", pattern=r"^[0-9]{0,32}$",
         description="Number presented to customers (the centre's number); empty = the PBX's "
                     "own")
     caller_ids: dict[str, str] = setting(
-        factory=dict, std="STD-083",
+        factory=dict,
         description="Per campaign (task kind: callback, dropped_call, follow_up, manual, "
                     "named_agent) number presented instead of caller_id")
     agent_failure_backoff_s: float = setting(
@@ -459,7 +459,7 @@ class OutboundPolicy(Section):
                     "no outbound call for this long, and the refunded task is due again no "
                     "sooner, so one broken softphone cannot spin the dialer")
     list_caller_ids: dict[str, str] = setting(
-        factory=dict, std="STD-083",
+        factory=dict,
         description="Numbers a campaign list may present, by name (the list's caller_id_key "
                     "chooses one); a list with none presents its task kind's number")
     owner_absent_grace_min: float = setting(

@@ -66,7 +66,7 @@ class CampaignCreate(BaseModel):
     caller_id_key: str = Field("", max_length=64,
                                description="Which presented number the customer sees: a "
                                            "name in outbound.list_caller_ids; '' = the "
-                                           "task kind's (STD-083)")
+                                           "task kind's")
 
 
 class DncAdd(BaseModel):

@@ -320,7 +320,7 @@ class Dialer:
             await self._start(task, agent.agent_id)
 
     def _presented_key(self, task: CallbackTask) -> str:
-        """The campaign's choice of presented number (STD-083), if the task has one."""
+        """The campaign's choice of presented number, if the task has one."""
         for rules in self._campaigns:
             if rules.campaign_id == task.campaign_id:
                 return rules.caller_id_key

@@ -140,7 +140,7 @@ def test_a_campaigns_queue_keeps_it_to_the_agents_serving_that_queue() -> None:
     assert campaigns.skipped_for("1002", [vip], at(7, 10), POLICY, ("main", "vip")) == set()
 
 
-def test_a_campaigns_presented_number_comes_first() -> None:  # STD-083
+def test_a_campaigns_presented_number_comes_first() -> None:
     policy = Policy.model_validate({"outbound": {"caller_id": "4008000000",
                                                  "list_caller_ids": {"winter": "4008001234"}}})
     assert outbound.caller_id_for("manual", policy, key="winter") == "4008001234"

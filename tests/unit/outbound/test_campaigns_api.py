@@ -332,7 +332,7 @@ PRESENTED = Policy.model_validate({"outbound": {"caller_id": "4008000000",
 
 
 @pytest.mark.parametrize("policy", [PRESENTED])
-async def test_a_campaign_presents_the_number_it_chose(api: Api) -> None:  # STD-083
+async def test_a_campaign_presents_the_number_it_chose(api: Api) -> None:
     rig = api.rig
     campaign = await api.campaign(caller_id_key="winter")
     await api.upload(f"/api/v1/campaigns/{campaign['id']}/numbers", "number\n13900000001\n")
