@@ -138,7 +138,7 @@
       if (e.status !== 401) $("login-error").textContent = e.message;
       return;
     }
-    $("who").textContent = st.who.name + " (" + st.who.role + ")";
+    $("who").textContent = st.who.name + " (" + known("role." + st.who.role, st.who.role) + ")";
     show("board-view");
     connect();
   }

@@ -21,7 +21,7 @@
 
   const st = {
     token: sessionStorage.getItem(TOKEN_KEY) || "",
-    who: sessionStorage.getItem(WHO_KEY) || "",
+    who: "",             // "name (role)" in the page's language, from WHO_KEY's "name role"
     sheet: null,         // {criteria: [{code, label, max}], penalties: [{code, label, points}]}
     rows: new Map(),     // id -> list item
     selected: null,      // id of the recording in the detail pane
@@ -133,9 +133,9 @@
       return;
     }
     st.token = reply.token;
-    st.who = reply.username + " (" + reply.role + ")";
+    st.who = whoText(reply.username + " " + reply.role);
     sessionStorage.setItem(TOKEN_KEY, st.token);
-    sessionStorage.setItem(WHO_KEY, st.who);
+    sessionStorage.setItem(WHO_KEY, reply.username + " " + reply.role);
     f.password.value = "";
     if (reply.language_set && I18N.adopt(reply.language)) return;  // reloads in it
     await enter();
@@ -454,6 +454,14 @@
   }
 
   // --- start ----------------------------------------------------------------------------
+  // the login is kept as "name role" so a reload in another language words the role anew
+  function whoText(stored) {
+    const text = String(stored || ""), cut = text.lastIndexOf(" ");
+    if (cut < 1) return "";
+    const role = text.slice(cut + 1);
+    return text.slice(0, cut) + " (" + known("role." + role, role) + ")";
+  }
+  st.who = whoText(sessionStorage.getItem(WHO_KEY));
   I18N.apply(document);
   I18N.session = () => st.token;
   $("login-form").addEventListener("submit", onLogin);
