@@ -540,8 +540,9 @@
       const s = a.p ? a.p.state : "logged_out";
       let ok = (!state || s === state) && (!queue || a.queues.includes(queue) || agentQueue(a) === queue);
       if (ok && text) {
-        const hay = (a.id + " " + a.name + " " + s + " " + (a.p && a.p.reason || "") + " " +
-                     a.queues.join(" ")).toLowerCase();
+        const reason = a.p && a.p.reason || "";
+        const hay = (a.id + " " + a.name + " " + s + " " + stateLabel(s) + " " + reason + " " +
+                     (reason ? reasonLabel(reason) : "") + " " + a.queues.join(" ")).toLowerCase();
         ok = hay.includes(text);
       }
       a.row.hidden = !ok;
