@@ -20,7 +20,10 @@ Routes (``login_router``):
 * ``DELETE /api/v1/session`` — log out: this session ends;
 * ``POST /api/v1/session/password`` ``{"current_password", "new_password"}`` — every
   session of the login ends, and a new one is answered;
-* ``DELETE /api/v1/users/{username}/sessions`` — an admin ends every session of a login.
+* ``DELETE /api/v1/users/{username}/sessions`` — an admin ends every session of a login;
+* ``GET``/``PUT /api/v1/session/language`` — the pages' language of this login (issue 18:
+  one language per page, chosen per user; the packs: ``callflow.api.language``). The
+  login's reply carries it too, so a page opens in it.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from pydantic import BaseModel, Field
 from callflow.api.auth import Principal, TokenAuth
 from callflow.api.credentials import bearer_token, require
 from callflow.api.errors import api_error
+from callflow.api.language import PageLanguage
 from callflow.api.passwords import PasswordError, check_password, dummy_hash, hash_password
 from callflow.api.sessions import TOKEN_PREFIX, SessionBook
 from callflow.api.throttle import LoginThrottle, Refusal
@@ -83,6 +87,20 @@ class LoginReply(BaseModel):
     agent_id: str | None
     expires_in_s: int = Field(description="the session ends after this long unused; every "
                                           "use renews it, up to security.session_max_h")
+    language: str = Field("zh-CN", description="the pages' language of this login: its "
+                                                "choice, else the deployment's default")
+    language_set: bool = Field(False, description="false: the login chose none (a page "
+                                                   "keeps the language it shows)")
+
+
+class LanguageChoice(BaseModel):
+    language: PageLanguage = Field(description="a language pack: zh-CN or en")
+
+
+class LanguageReply(BaseModel):
+    username: str
+    language: str
+    language_set: bool
 
 
 class Logins:
@@ -92,12 +110,13 @@ class Logins:
     thread (the routes below are plain ``def`` for that)."""
 
     def __init__(self, store: Store, rules: SecurityPolicy, clock: Clock,
-                 api_token: str) -> None:
+                 api_token: str, default_language: str = "zh-CN") -> None:
         self.sessions = SessionBook(store, rules, clock.wall)
         self.auth = SessionAuth(api_token, self.sessions, rules.session_check_s)
         self.throttle = LoginThrottle(rules)
         self._store = store
         self._clock = clock
+        self.default_language = default_language
 
     def log_in(self, username: str, password: str, address: str) -> LoginReply:
         self._refuse_if_throttled(username, address)
@@ -111,7 +130,9 @@ class Logins:
         issued = self.sessions.issue(user.id, address)
         self._audit(username, "session.started", f"login:{username}", address=address)
         return LoginReply(token=issued.token, username=username, role=user.role,
-                          agent_id=user.agent_id, expires_in_s=issued.expires_in_s)
+                          agent_id=user.agent_id, expires_in_s=issued.expires_in_s,
+                          language=user.language or self.default_language,
+                          language_set=user.language is not None)
 
     def log_out(self, principal: Principal, token: str) -> bool:
         ended = self.sessions.end(token, "logout")
@@ -141,7 +162,26 @@ class Logins:
         self.throttle.succeeded(username)
         issued = self.sessions.issue(user.id, address)
         return LoginReply(token=issued.token, username=username, role=user.role,
-                          agent_id=user.agent_id, expires_in_s=issued.expires_in_s)
+                          agent_id=user.agent_id, expires_in_s=issued.expires_in_s,
+                          language=user.language or self.default_language,
+                          language_set=user.language is not None)
+
+    def language(self, principal: Principal) -> LanguageReply:
+        """The pages' language of this login (its choice, else the default)."""
+        user = self._store.read(repo.get_user, principal.name)
+        if user is None:
+            raise LoginRefused(404, "not_found", f"no login {principal.name!r}")
+        return LanguageReply(username=user.username,
+                             language=user.language or self.default_language,
+                             language_set=user.language is not None)
+
+    def choose_language(self, principal: Principal, language: str) -> LanguageReply:
+        """Store the login's language: every page it opens from now on shows it."""
+        if not self._store.run(repo.set_language, principal.name, language):
+            raise LoginRefused(404, "not_found", f"no login {principal.name!r}")
+        self._audit(principal.name, "login.language", f"login:{principal.name}",
+                    language=language)
+        return LanguageReply(username=principal.name, language=language, language_set=True)
 
     def revoke(self, admin: Principal, username: str) -> int:
         """An admin ends every session of a login; how many were live."""
@@ -244,6 +284,27 @@ def login_router(logins: Logins) -> APIRouter:
         try:
             return logins.change_password(principal, body.current_password,
                                           body.new_password, _address(request))
+        except LoginRefused as exc:
+            raise _refused(exc) from None
+
+    @router.get("/session/language", response_model=LanguageReply)
+    def language(request: Request) -> LanguageReply:
+        """The pages' language of this session's login."""
+        principal = require(request)
+        _session_token(request)
+        try:
+            return logins.language(principal)
+        except LoginRefused as exc:
+            raise _refused(exc) from None
+
+    @router.put("/session/language", response_model=LanguageReply)
+    def choose_language(body: LanguageChoice, request: Request) -> LanguageReply:
+        """Choose the pages' language of this session's login (zh-CN or en); the pages'
+        switch sends it, then reloads in it."""
+        principal = require(request)
+        _session_token(request)
+        try:
+            return logins.choose_language(principal, body.language)
         except LoginRefused as exc:
             raise _refused(exc) from None
 

@@ -263,4 +263,9 @@ class LiveView:
                              for r in policy.agents.busy_reasons],
             "not_ready_reasons": [{"code": r.code, "en": r.label_en, "zh": r.label_zh}
                                   for r in policy.agents.not_ready_reasons if not r.system],
+            # both languages of every label the board shows (C-3): the page picks its user's
+            "state_labels": policy.agents.state_labels.model_dump(),
+            "reason_labels": {r.code: {"en": r.label_en, "zh": r.label_zh}
+                              for r in (*policy.agents.busy_reasons,
+                                        *policy.agents.not_ready_reasons)},
         }

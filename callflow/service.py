@@ -26,6 +26,7 @@ from callflow.ami.client import AmiClient
 from callflow.ami.pbx import AmiPbx
 from callflow.api.accounts import Logins, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
+from callflow.api.language import default_language, language_router
 from callflow.demo.pidfile import demo_running
 from callflow.dialplan.inbound import FlowContext, run_inbound
 from callflow.dialplan.server import FastAgiServer
@@ -109,7 +110,9 @@ class Service:
     async def start(self) -> None:
         store = await asyncio.to_thread(open_store, self.settings.database_url)
         self.store = store
-        logins = Logins(store, self.policy.security, self.clock, self.settings.api_token)
+        logins = Logins(store, self.policy.security, self.clock, self.settings.api_token,
+                        default_language(self.settings.ui_language,
+                                         self.policy.greetings.language))
         self.logins = logins
         await asyncio.to_thread(records.sync_roster, store, self.roster)
         self.writer = await self._start_journal(store)
@@ -225,6 +228,7 @@ class Service:
                                  api_token=self.settings.api_token, auth=self.logins.auth,
                                  demo=self.demo_status))
         app.include_router(login_router(self.logins))
+        app.include_router(language_router(self.logins.default_language))
         for feature in self.options.features:
             for router in feature.routers():
                 app.include_router(router)

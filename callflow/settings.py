@@ -118,6 +118,9 @@ class Settings:
     #: the garbage collector's set-up after start-up (callflow/gc_tuning.py):
     #: CALLFLOW_GC_FREEZE (1/0) and CALLFLOW_GC_GEN0 (0: Python's own threshold)
     gc: GcSetup = field(default_factory=GcSetup)
+    #: the pages' language for people who chose none (CALLFLOW_UI_LANGUAGE, one of
+    #: UI_LANGUAGES); None: the Policy's greetings.language (api/language.py)
+    ui_language: str | None = None
 
     @property
     def pbx_dir(self) -> Path:
@@ -165,6 +168,7 @@ def load_settings() -> Settings:
         trunks=load_trunks(Path(trunks_file) if trunks_file else None),
         csv_max_rows=_csv_max_rows(),
         gc=_gc_setup(),
+        ui_language=_ui_language(),
     )
 
 
@@ -182,6 +186,18 @@ def _rtp_range(ports: Ports) -> Ports:
             raise SettingsError(f"the RTP range {start}-{end} (CALLFLOW_RTP_START/_END) holds "
                                 f"the {name} port {port}")
     return replace(ports, rtp_start=start, rtp_end=end)
+
+
+#: The languages the pages come in: one language pack each (api/i18n/<language>.json).
+UI_LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
+
+
+def _ui_language() -> str | None:
+    raw = _env("UI_LANGUAGE", "").strip()
+    if raw and raw not in UI_LANGUAGES:
+        raise SettingsError(f"CALLFLOW_UI_LANGUAGE must be one of {', '.join(UI_LANGUAGES)}, "
+                            f"got {raw!r}")
+    return raw or None
 
 
 def _csv_max_rows() -> int:

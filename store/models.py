@@ -400,6 +400,9 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: the pages' language this person chose ("zh-CN", "en"; api/language.py); none: the
+    #: deployment's default
+    language: Mapped[str | None] = mapped_column(String(8))
 
 
 class LoginSession(Base):

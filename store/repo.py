@@ -728,6 +728,13 @@ def set_password(s: Session, username: str, password_hash: str) -> bool:
     return bool(done.rowcount)  # type: ignore[attr-defined]
 
 
+def set_language(s: Session, username: str, language: str | None) -> bool:
+    """Store the pages' language an active login chose; False when there is no such login."""
+    done = s.execute(update(User).where(User.username == username, User.active.is_(True))
+                     .values(language=language))
+    return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
 # --- sessions (api/sessions.py): revocable, idle and hard ends ---------------------------
 
 

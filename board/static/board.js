@@ -17,20 +17,13 @@
   const MAX_QUEUES = 200;
   const TOKEN_KEY = "callflow.board.token";
   const PHONE_KEY = "callflow.board.phone";
-  const ALARM_LABELS = {
-    ring_no_answer: "Ring no answer (RONA)", acw_overrun: "ACW over the limit",
-    acw_average_high: "Average ACW above target", hold_breach: "Hold over the limit",
-    hold_over_limit: "Hold over the limit", hold_limit: "Hold over the limit",
-    hold_max_wait: "Hold past the maximum wait", caller_waiting_long: "Caller waiting past the maximum",
-    service_level_below_target: "Service level below target",
-    answer_ring_average_high: "Average answer ring above target",
-    agent_hung_up_first: "Agent hung up first", softphone_unreachable: "Softphone unreachable",
-    ami_link_down: "AMI link down", reason_overrun: "Break over the limit",
-    unapproved_absence: "Unapproved absence", task_unreachable: "Callback unreachable",
-    no_route: "No outbound route (nothing can be dialled)",
-    store_unavailable: "Store unavailable (records kept in the journal)",
-    store_recovered: "Store back", store_journal_full: "Store journal full",
-  };
+  const STATES = ["ready", "ringing", "on_call", "on_hold", "acw", "busy", "not_ready",
+                  "logged_out"];
+  // every label from the language pack of the page's language (api/language.py); alarm
+  // titles are the pack's "alarm.<kind>", the kind itself when the pack has none
+  const I18N = window.callflowI18n;
+  const t = I18N.t;
+  const known = (key, fallback) => (t(key) === key ? fallback : t(key));
   const $ = (id) => document.getElementById(id);
 
   const st = {
@@ -43,6 +36,8 @@
     alarms: new Map(),     // key -> {a, li}
     callbacks: {},
     reasons: {busy: [], not_ready: []},
+    stateLabels: {},       // state -> {zh, en} (Policy, C-3)
+    reasonLabels: {},      // reason code -> {zh, en}, system reasons included
     sort: {key: "id", asc: true},
     orderDirty: false,
     stats: {events: 0, lastRenderMs: 0, lastSnapshotMs: 0},
@@ -60,9 +55,10 @@
   const now = () => Date.now() / 1000 + st.skew;
   function timeOfDay(epoch) {
     try {
-      return new Date(epoch * 1000).toLocaleTimeString("en-GB", {timeZone: st.zone || undefined});
+      return new Date(epoch * 1000).toLocaleTimeString(I18N.lang, {timeZone: st.zone || undefined,
+                                                                    hour12: false});
     } catch (e) {
-      return new Date(epoch * 1000).toLocaleTimeString("en-GB");
+      return new Date(epoch * 1000).toLocaleTimeString(I18N.lang, {hour12: false});
     }
   }
   const esc = (s) => String(s == null ? "" : s).replace(/[&<>"']/g,
@@ -101,7 +97,13 @@
     $("logout").hidden = view === "login-view";
   }
 
+  const stateLabel = (s) => I18N.label(st.stateLabels[s]) || s;
+  const reasonLabel = (code) => I18N.label(st.reasonLabels[code]) || code;
+
   async function start() {
+    I18N.apply(document);
+    I18N.session = () => st.token;
+    fillStateFilter();
     $("my-phone").value = localStorage.getItem(PHONE_KEY) || "";
     $("my-phone").addEventListener("change",
       () => localStorage.setItem(PHONE_KEY, $("my-phone").value.trim()));
@@ -126,8 +128,7 @@
       st.who = await api("GET", "/api/v1/board/whoami");
     } catch (e) {
       if (e.status === 403) {
-        $("forbidden-text").textContent = "This login (" + e.message + ") may not open the " +
-          "supervisor board: 403.";
+        $("forbidden-text").textContent = t("board.forbidden.detail", {why: e.message});
         show("forbidden-view");
         return;
       }
@@ -137,7 +138,7 @@
       if (e.status !== 401) $("login-error").textContent = e.message;
       return;
     }
-    $("who").textContent = st.who.name + " (" + st.who.role + ")";
+    $("who").textContent = st.who.name + " (" + known("role." + st.who.role, st.who.role) + ")";
     show("board-view");
     connect();
   }
@@ -152,9 +153,11 @@
       st.token = r.token;
       sessionStorage.setItem(TOKEN_KEY, r.token);
       f.password.value = "";
+      if (r.language_set && I18N.adopt(r.language)) return;  // reloads in the user's language
       await enter();
     } catch (e) {
-      $("login-error").textContent = e.message;
+      $("login-error").textContent = e.status === 401 ? t("common.error.wrong_credentials")
+                                                      : e.message;
     }
   }
 
@@ -189,7 +192,7 @@
     ws.onclose = (ev) => {
       link(false);
       if (ev.code === 1008) {  // the session expired, was ended or was refused: log in again
-        toast("stream refused: " + ev.reason);
+        toast(t("board.stream_refused", {why: ev.reason}));
         if (ev.reason === "unauthorized" || ev.reason === "session ended") logout();
         return;
       }
@@ -200,7 +203,7 @@
 
   function link(up) {
     const el = $("link");
-    el.textContent = up ? "live" : "offline";
+    el.textContent = up ? t("board.live") : t("common.offline");
     el.className = "link " + (up ? "up" : "down");
   }
 
@@ -212,7 +215,7 @@
       st.seq = f.seq;
       applyEvent(f.topic, f.payload || {});
     } else if (f.type === "error") {
-      toast("server: " + f.error + " — " + f.detail);
+      toast(t("board.server_error", {error: f.error, detail: f.detail}));
     }
   }
 
@@ -220,8 +223,13 @@
     const t0 = performance.now();
     const board = state.board || {};
     if (typeof board.now === "number") st.skew = board.now - Date.now() / 1000;
-    $("day").textContent = board.day ? board.day + " (" + board.zone + ")" : "";
+    $("day").textContent = board.day || "";
     st.zone = board.zone || "";
+    $("clock-zone").textContent = st.zone ? t("board.clock.zone", {zone: st.zone}) : "";
+    st.stateLabels = board.state_labels || {};
+    st.reasonLabels = board.reason_labels || {};
+    fillStateFilter();
+    clock();
     $("ami").hidden = board.ami_up !== false;
     st.reasons.busy = board.busy_reasons || [];
     st.reasons.not_ready = board.not_ready_reasons || [];
@@ -371,9 +379,9 @@
   function paintState(a, p) {
     a.p = p;
     const c = a.cells;
-    const label = p.state + (p.reason ? " · " + p.reason : "") +
-      (p.softphone_reachable === false ? " · phone unreachable" : "") +
-      (p.approval_pending ? " · awaiting approval" : "");
+    const label = stateLabel(p.state) + (p.reason ? " · " + reasonLabel(p.reason) : "") +
+      (p.softphone_reachable === false ? " · " + t("board.phone_unreachable") : "") +
+      (p.approval_pending ? " · " + t("board.awaiting_approval") : "");
     c[1].textContent = label;
     c[1].className = "state s-" + p.state;
     a.since = typeof p.since_epoch === "number" && p.since > 0 ? p.since_epoch : null;
@@ -414,16 +422,27 @@
     const s = a.p ? a.p.state : "logged_out";
     let o = "";
     if (st.who.may_act && s !== "logged_out" && !["ringing", "on_call", "on_hold"].includes(s)) {
-      if (s !== "ready") o += '<option value="state:ready:">ready</option>';
-      for (const r of st.reasons.busy) o += '<option value="state:busy:' + esc(r.code) + '">busy · ' + esc(r.en) + "</option>";
-      for (const r of st.reasons.not_ready) o += '<option value="state:not_ready:' + esc(r.code) + '">not ready · ' + esc(r.en) + "</option>";
-      o += '<option value="logout">log out</option>';
+      if (s !== "ready") o += option("state:ready:", stateLabel("ready"));
+      for (const r of st.reasons.busy) {
+        o += option("state:busy:" + r.code, stateLabel("busy") + " · " + I18N.label(r));
+      }
+      for (const r of st.reasons.not_ready) {
+        o += option("state:not_ready:" + r.code, stateLabel("not_ready") + " · " + I18N.label(r));
+      }
+      o += option("logout", t("common.logout"));
     }
     if (s === "on_call" || s === "on_hold") {
-      o += '<option value="monitor:listen">listen</option>';
-      if (st.who.may_act) o += '<option value="monitor:whisper">whisper</option><option value="monitor:barge">barge</option>';
+      o += option("monitor:listen", t("board.monitor.listen"));
+      if (st.who.may_act) {
+        o += option("monitor:whisper", t("board.monitor.whisper")) +
+          option("monitor:barge", t("board.monitor.barge"));
+      }
     }
     return o;
+  }
+
+  function option(value, text) {
+    return '<option value="' + esc(value) + '">' + esc(text) + "</option>";
   }
 
   function paintActions(a) {
@@ -433,7 +452,8 @@
     const key = s + "|" + may;
     if (a.actionsKey === key) return;
     a.actionsKey = key;
-    a.cells[8].innerHTML = may ? '<button type="button" class="act">actions ▾</button>' : "";
+    a.cells[8].innerHTML = may ? '<button type="button" class="act">' +
+      esc(t("board.actions.open")) + "</button>" : "";
   }
 
   function onOpenActions(ev) {
@@ -442,8 +462,8 @@
     const a = st.agents.get(btn.closest(".row").dataset.agent);
     if (!a) return;
     const cell = a.cells[8];
-    cell.innerHTML = '<select aria-label="action for ' + esc(a.id) + '"><option value="">choose…</option>' +
-      actionOptions(a) + "</select>";
+    cell.innerHTML = '<select aria-label="' + esc(t("board.actions.label", {agent: a.id})) +
+      '">' + option("", t("board.actions.choose")) + actionOptions(a) + "</select>";
     const sel = cell.firstChild;
     sel.addEventListener("blur", () => { a.actionsKey = null; paintActions(a); });
     sel.focus();
@@ -460,15 +480,15 @@
     try {
       if (kind === "state") {
         await api("POST", base + "/state", {state: a, reason: b || ""});
-        toast(id + ": " + a + (b ? " (" + b + ")" : ""));
+        toast(id + ": " + stateLabel(a) + (b ? " (" + reasonLabel(b) + ")" : ""));
       } else if (kind === "logout") {
         await api("POST", base + "/logout");
-        toast(id + " logged out");
+        toast(t("board.toast.logged_out", {agent: id}));
       } else if (kind === "monitor") {
         const phone = $("my-phone").value.trim();
-        if (!phone) { toast("set 'my phone' first (your softphone's endpoint)"); return; }
+        if (!phone) { toast(t("board.toast.no_phone")); return; }
         await api("POST", base + "/monitor", {mode: a, phone});
-        toast(a + " on " + id + ": your phone rings");
+        toast(t("board.toast.monitor", {mode: t("board.monitor." + a), agent: id}));
       }
     } catch (e) {
       toast(id + ": " + e.message);
@@ -520,8 +540,9 @@
       const s = a.p ? a.p.state : "logged_out";
       let ok = (!state || s === state) && (!queue || a.queues.includes(queue) || agentQueue(a) === queue);
       if (ok && text) {
-        const hay = (a.id + " " + a.name + " " + s + " " + (a.p && a.p.reason || "") + " " +
-                     a.queues.join(" ")).toLowerCase();
+        const reason = a.p && a.p.reason || "";
+        const hay = (a.id + " " + a.name + " " + s + " " + stateLabel(s) + " " + reason + " " +
+                     (reason ? reasonLabel(reason) : "") + " " + a.queues.join(" ")).toLowerCase();
         ok = hay.includes(text);
       }
       a.row.hidden = !ok;
@@ -547,7 +568,7 @@
         if (g !== last) {
           const h = document.createElement("div");
           h.className = "group";
-          h.textContent = group + ": " + g;
+          h.textContent = t("board.group." + group) + ": " + (group === "state" ? stateLabel(g) : g);
           frag.appendChild(h);
           last = g;
         }
@@ -562,7 +583,7 @@
     for (const a of st.agents.values()) for (const q of a.queues) names.add(q);
     const sel = $("queue-filter");
     const keep = sel.value;
-    sel.innerHTML = '<option value="">all queues</option>' +
+    sel.innerHTML = option("", t("board.filter.all_queues")) +
       [...names].sort().map((q) => "<option>" + esc(q) + "</option>").join("");
     sel.value = keep;
   }
@@ -663,7 +684,10 @@
     const parts = [];
     for (const k of ["agent_id", "queue", "call_id", "count", "seconds", "waited_s",
                      "service_level_pct", "target_pct", "average_ring", "reason", "number"]) {
-      if (d[k] != null && d[k] !== "") parts.push(k.replace(/_/g, " ") + " " + d[k]);
+      if (d[k] != null && d[k] !== "") {
+        const value = k === "reason" ? reasonLabel(d[k]) : d[k];
+        parts.push(known("alarm.detail." + k, k) + " " + value);
+      }
     }
     return parts.join(" · ");
   }
@@ -675,8 +699,10 @@
     li.dataset.kind = a.kind;
     const when = timeOfDay(a.raised_at);
     li.innerHTML = '<span class="what"></span><span class="detail"></span>' +
-      (st.who && st.who.may_act ? '<button type="button">ack</button>' : "");
-    li.children[0].textContent = (ALARM_LABELS[a.kind] || a.kind) + (a.std ? " (" + a.std + ")" : "") + " · " + when;
+      (st.who && st.who.may_act ? '<button type="button">' + esc(t("board.alarm.ack")) +
+       "</button>" : "");
+    li.children[0].textContent = known("alarm." + a.kind, a.kind) +
+      (a.std ? " (" + a.std + ")" : "") + " · " + when;
     li.children[1].textContent = alarmDetail(a);
     $("alarms").prepend(li);
     st.alarms.set(a.key, {a, li});
@@ -704,7 +730,7 @@
       removeAlarm(li.dataset.key);
     } catch (e) {
       ev.target.disabled = false;
-      toast("ack failed: " + e.message);
+      toast(t("board.alarm.ack_failed", {why: e.message}));
     }
   }
 
@@ -745,10 +771,25 @@
 
   // --- the clock ----------------------------------------------------------------------------
   function tick() {
-    const t = now();
-    for (const a of st.agents.values()) if (!a.row.hidden) paintSince(a, t);
-    for (const q of st.queues.values()) paintLongest(q, t);
+    const at = now();
+    for (const a of st.agents.values()) if (!a.row.hidden) paintSince(a, at);
+    for (const q of st.queues.values()) paintLongest(q, at);
     if (st.sort.key === "since") scheduleOrder();
+    clock();
+  }
+
+  // the server's time (skew from the snapshot) in the centre's zone, which is shown beside it
+  function clock() {
+    if (st.zone) $("clock-time").textContent = timeOfDay(now());
+  }
+
+  // the state filter offers the Policy's state labels in the page's language
+  function fillStateFilter() {
+    const sel = $("state-filter");
+    const keep = sel.value;
+    sel.innerHTML = option("", t("board.filter.all_states")) +
+      STATES.map((s) => option(s, stateLabel(s))).join("");
+    sel.value = keep;
   }
 
   function reset() {

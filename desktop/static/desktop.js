@@ -17,15 +17,18 @@
 
   const TOKEN_KEY = "callflow.desktop.token";
   const EXT_KEY = "callflow.desktop.extension";
+  const WANT_KEY = "callflow.desktop.login";  // log in at the extension after a reload
   const MAX_REMINDERS = 50;
   const IN_CALL = ["ringing", "on_call", "on_hold"];
   const ACTIVE_CALL = ["on_call", "on_hold"];  // states in which the call actions show
-  const SCRIPT_LABELS = {silent: "silent caller", quiet_line: "line too quiet",
-                         noisy_line: "line too noisy", wrong_number: "wrong number",
-                         nuisance: "nuisance call"};
-  const SYSTEM_REASONS = {ring_no_answer: {zh: "振铃未接", en: "ring no answer"},
-                          unreachable: {zh: "话机离线", en: "softphone unreachable"}};
+  // every label from the language pack of the page's language (api/language.py)
+  const I18N = window.callflowI18n;
+  const t = I18N.t;
+  const scriptLabel = (code) => t("desktop.script." + code) === "desktop.script." + code ?
+    code : t("desktop.script." + code);
   const $ = (id) => document.getElementById(id);
+  I18N.apply(document);
+  I18N.session = () => st.token;
 
   const st = {
     token: sessionStorage.getItem(TOKEN_KEY) || "",
@@ -45,18 +48,18 @@
     const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), x = s % 60;
     return (h ? h + ":" + String(m).padStart(2, "0") : m) + ":" + String(x).padStart(2, "0");
   }
-  const lang = () => (st.hello && st.hello.language) || "en";
+  // the server sends both labels (Policy, C-3); the page shows the one of its language
   function stateLabel(state) {
     const labels = st.hello && st.hello.labels[state];
-    return labels ? labels[lang()] || state : state;
+    return labels ? I18N.label(labels) || state : state;
   }
   function reasonLabel(state, code) {
     if (!code) return "";
     const list = st.hello ? st.hello.reasons[state === "busy" ? "busy" : "not_ready"] || [] : [];
     const found = list.find((r) => r.code === code);
-    if (found) return lang() === "zh" ? found.label_zh : found.label_en;
-    const sys = SYSTEM_REASONS[code];
-    return sys ? sys[lang()] : code;
+    if (found) return I18N.label(found);
+    const key = "reason." + code;
+    return t(key) === key ? code : t(key);
   }
   function toast(text) {
     const t = $("toast");
@@ -79,13 +82,16 @@
                               password: form.password.value}),
       });
       reply = await res.json().catch(() => ({}));
-      if (!res.ok) throw new Error(reply.detail && reply.detail.message || res.statusText);
+      if (!res.ok) {
+        throw new Error(res.status === 401 ? t("common.error.wrong_credentials") :
+                        reply.detail && reply.detail.message || res.statusText);
+      }
     } catch (err) {
       $("login-error").textContent = err.message;
       return;
     }
     if (reply.role !== "agent" || !reply.agent_id) {
-      $("login-error").textContent = "this login is not an agent's";
+      $("login-error").textContent = t("desktop.error.not_agent");
       return;
     }
     st.token = reply.token;
@@ -93,6 +99,12 @@
     sessionStorage.setItem(TOKEN_KEY, st.token);
     sessionStorage.setItem(EXT_KEY, st.extension);
     form.password.value = "";
+    // the user's own language: the page reloads in it and logs in at the extension then
+    if (reply.language_set) {
+      sessionStorage.setItem(WANT_KEY, "1");
+      if (I18N.adopt(reply.language)) return;
+      sessionStorage.removeItem(WANT_KEY);
+    }
     st.wantLogin = true;
     st.seq = null;
     connect();
@@ -134,7 +146,7 @@
       link(false);
       if (ev.code === 1008) {
         showLogin(ev.reason === "unauthorized" || ev.reason === "session ended" ?
-                  "session ended: log in again" : ev.reason);
+                  t("common.error.session_ended") : ev.reason);
         return;
       }
       if (st.closing || !st.token) return;
@@ -144,12 +156,12 @@
   }
   function link(up) {
     const el = $("link");
-    el.textContent = up ? "online" : "offline";
+    el.textContent = up ? t("common.online") : t("common.offline");
     el.className = "pill " + (up ? "up" : "down");
   }
   function send(frame) {
     if (!st.ws || st.ws.readyState !== WebSocket.OPEN) {
-      showError("not connected; retrying");
+      showError(t("desktop.error.not_connected"));
       return;
     }
     st.nextId += 1;
@@ -167,7 +179,7 @@
         showError("");
         return undefined;
       case "error":
-        return showError(f.error + (f.detail ? ": " + f.detail : ""));
+        return showError(refusal(f.error, f.detail));
       default:
         return undefined;
     }
@@ -190,7 +202,7 @@
     for (const r of reasons) {
       const o = document.createElement("option");
       o.value = r.code;
-      o.textContent = lang() === "zh" ? r.label_zh : r.label_en;
+      o.textContent = I18N.label(r);
       select.appendChild(o);
     }
     if (keep) select.value = keep;
@@ -220,34 +232,35 @@
         }
         return render();
       case "hold_reminder":
-        return remind("Hold " + dur(p.held_s) + ": update the caller (STD-041)", false);
+        return remind(t("desktop.remind.hold_reminder", {held: dur(p.held_s)}), false);
       case "hold_limit":
-        return remind("Hold over " + dur(p.limit_s) + ": go back to the caller (STD-040)", true);
+        return remind(t("desktop.remind.hold_limit", {limit: dur(p.limit_s)}), true);
       case "hold_max_wait":
-        return remind(p.offered ? "Hold too long: the caller is asked 1 keep waiting / 2 callback (STD-043)"
-                                : "Hold too long: offer a callback (STD-043)", true);
+        return remind(t(p.offered ? "desktop.remind.hold_max_wait_offered"
+                                  : "desktop.remind.hold_max_wait"), true);
       case "hold_choice":
-        return remind(p.choice === "callback" ? "The caller chose a callback: the call ends (STD-042)"
-                      : p.choice === "keep_waiting" ? "The caller keeps waiting (STD-042)"
-                      : "No answer to the callback offer: go back to the caller", p.choice !== "callback");
+        return remind(t(p.choice === "callback" ? "desktop.remind.choice_callback"
+                        : p.choice === "keep_waiting" ? "desktop.remind.choice_keep_waiting"
+                        : "desktop.remind.choice_none"), p.choice !== "callback");
       case "hold_choice_failed":
-        return remind("The caller chose a callback but the number is unknown: ask for it", true);
+        return remind(t("desktop.remind.choice_failed"), true);
       case "alert":
-        return remind("Over the time allowed for " + reasonLabel(p.state, p.reason), true);
+        return remind(t("desktop.remind.alert", {reason: reasonLabel(p.state, p.reason)}), true);
       case "task":
-        return remind("Callback task: " + (p.task.number || ""), false);
+        return remind(t("desktop.remind.task", {number: p.task.number || ""}), false);
       case "hold_retrieve":
-        return remind("Hold at its hard limit: take the caller back now (STD-043)", true);
+        return remind(t("desktop.remind.hold_retrieve"), true);
       case "special_started":
-        return remind("Script started: " + (SCRIPT_LABELS[p.procedure] || p.procedure), false);
+        return remind(t("desktop.remind.special_started", {script: scriptLabel(p.procedure)}),
+                      false);
       case "special_cancelled":
-        return remind("Script stopped: the caller spoke (STD-056)", false);
+        return remind(t("desktop.remind.special_cancelled"), false);
       case "nuisance_warning":
-        return remind("Nuisance warning " + p.warning + " of " + p.of + " played (C-2)", false);
+        return remind(t("desktop.remind.nuisance_warning", {warning: p.warning, of: p.of}), false);
       case "closing":
-        return remind("Closing recorded (STD-111)", false);
+        return remind(t("desktop.remind.closing"), false);
       case "release_violation":
-        return remind("Released before the caller (STD-110)", true);
+        return remind(t("desktop.remind.release_violation"), true);
       default:
         return undefined;
     }
@@ -263,6 +276,13 @@
     toast(text);
   }
   function showError(text) { $("error").textContent = text; }
+  // a refusal: its stable code first, then its words in the page's language when the pack
+  // has them (else the server's detail)
+  function refusal(code, detail) {
+    const key = "error." + code;
+    const words = t(key);
+    return code + ": " + (words === key ? detail || "" : words);
+  }
 
   // --- rendering ----------------------------------------------------------------------------
   function render() {
@@ -274,10 +294,12 @@
     state.dataset.state = a.state;
     $("reason").textContent = reasonLabel(a.state, a.reason);
     const phone = $("softphone");
-    phone.textContent = a.softphone_reachable ? "softphone ok" : "softphone offline";
+    phone.textContent = t(a.softphone_reachable ? "desktop.softphone.ok"
+                                                : "desktop.softphone.offline");
     phone.className = "pill " + (a.softphone_reachable ? "reachable" : "unreachable");
     const inCall = IN_CALL.includes(a.state);
-    $("btn-ready").textContent = a.state === "logged_out" ? "log in at " + st.extension : "ready";
+    $("btn-ready").textContent = a.state === "logged_out" ?
+      t("desktop.btn.login_at", {extension: st.extension}) : t("desktop.btn.ready");
     $("btn-ready").disabled = inCall || a.state === "ready";
     const away = ["ready", "busy", "not_ready", "acw"].includes(a.state);
     $("btn-busy").disabled = !away;
@@ -296,13 +318,13 @@
     $("wrapup-card").hidden = !owed;
     if (a && owed) $("btn-ready").disabled = true;
     if (!owed || !st.hello || !st.hello.wrapup) return;
-    $("wrapup-call").textContent = "call " + a.wrapup_call;
+    $("wrapup-call").textContent = t("desktop.wrapup.call", {call: a.wrapup_call});
     const select = $("wrapup-disposition");
     if (select.options.length === 0) {
       for (const d of st.hello.wrapup.dispositions) {
         const option = document.createElement("option");
         option.value = d.code;
-        option.textContent = lang() === "zh" ? d.label_zh : d.label_en;
+        option.textContent = I18N.label(d);
         select.appendChild(option);
       }
     }
@@ -314,33 +336,34 @@
     const show = !!(a && c && (IN_CALL.includes(a.state) || a.state === "acw"));
     $("call-card").hidden = !show;
     if (!show) return;
-    $("call-title").textContent = a.state === "ringing" ? "Incoming call" :
-      a.state === "acw" ? "Call ended — after-call work" : "Current call";
-    $("call-caller").textContent = c.caller_number || "(number withheld)";
+    $("call-title").textContent = t(a.state === "ringing" ? "desktop.call.incoming" :
+      a.state === "acw" ? "desktop.call.ended" : "desktop.call.current");
+    $("call-caller").textContent = c.caller_number || t("desktop.call.withheld");
     const scripts = st.hello.scripts;
     const kind = c.greeting || "normal";
     const g = $("call-greeting");
     g.dataset.kind = kind;
     g.className = "script " + kind;
     if (kind === "apology") {
-      g.textContent = "Say: " + scripts.apology;
+      g.textContent = t("desktop.call.say_apology", {text: scripts.apology});
     } else {
       const opening = kind === "holiday" && scripts.holiday ? scripts.holiday : scripts.normal;
-      g.textContent = "The caller hears: " + opening;
+      g.textContent = t("desktop.call.caller_hears", {text: opening});
     }
     const list = $("call-history");
     list.textContent = "";
     const history = c.history || [];
     if (!history.length) {
       const li = document.createElement("li");
-      li.textContent = "first contact";
+      li.textContent = t("desktop.call.first_contact");
       list.appendChild(li);
     }
     for (const h of history) {
       const li = document.createElement("li");
       const when = h.entered_at ? new Date(h.entered_at).toLocaleString() : "?";
-      li.textContent = when + " — " + (h.outcome || "open") +
-        (h.agent_id ? " (agent " + h.agent_id + ")" : "");
+      const outcome = h.outcome ? t("outcome." + h.outcome) : t("desktop.call.open");
+      li.textContent = when + " — " + (outcome.startsWith("outcome.") ? h.outcome : outcome) +
+        (h.agent_id ? " " + t("desktop.call.by_agent", {agent: h.agent_id}) : "");
       list.appendChild(li);
     }
   }
@@ -372,7 +395,7 @@
   function errorText(res, reply) {
     const d = reply && reply.detail;
     if (d && typeof d === "object" && d.error) {
-      return d.error + (d.message && d.message !== d.error ? ": " + d.message : "");
+      return refusal(d.error, d.message && d.message !== d.error ? d.message : "");
     }
     if (typeof d === "string") return d;
     return "HTTP " + res.status + (res.statusText ? " " + res.statusText : "");
@@ -380,7 +403,7 @@
 
   async function callAction(buttonId, action, body, success) {
     const callId = currentCallId();
-    if (!callId) { showError("no current call"); return; }
+    if (!callId) { showError(t("desktop.error.no_call")); return; }
     if (st.inFlight.has(buttonId)) return;
     st.inFlight.add(buttonId);
     $(buttonId).disabled = true;
@@ -402,7 +425,7 @@
       st.actionCall = callId;
       $("call-action-result").textContent = success(reply || {});
     } catch (err) {
-      showError(action + " failed: " + err.message);
+      showError(t("desktop.error.action_failed", {action, why: err.message}));
     } finally {
       st.inFlight.delete(buttonId);
       $(buttonId).disabled = false;
@@ -414,7 +437,7 @@
   const dateOf = (v) => new Date(typeof v === "number" ? v * 1000 : v);
 
   function warned(view) {
-    return "nuisance warning " + (view.warnings || "?") + " given";
+    return t("desktop.result.nuisance_warned", {warnings: view.warnings || "?"});
   }
 
   function tick() {
@@ -425,12 +448,12 @@
     if (a.state === "acw" && a.acw_deadline_epoch) {
       const left = a.acw_deadline_epoch - now();
       timer.hidden = false;
-      timer.textContent = "after-call work ends in " + dur(left);
+      timer.textContent = t("desktop.timer.acw", {left: dur(left)});
       timer.className = "timer" + (left <= 10 ? " due" : "");
     } else if (a.state === "on_hold") {
       const held = now() - a.since_epoch;
       timer.hidden = false;
-      timer.textContent = "on hold " + dur(held);
+      timer.textContent = t("desktop.timer.hold", {held: dur(held)});
       timer.className = "timer" + (st.hello && held >= st.hello.timers.hold_limit_s ? " due" : "");
     } else {
       timer.hidden = true;
@@ -465,23 +488,25 @@
     $("wrapup-notes").value = "";
   });
   $("btn-hold").addEventListener("click", () =>
-    callAction("btn-hold", "hold", undefined, () => "caller on hold (music)"));
+    callAction("btn-hold", "hold", undefined, () => t("desktop.result.held")));
   $("btn-retrieve").addEventListener("click", () =>
-    callAction("btn-retrieve", "retrieve", undefined, () => "caller taken back from hold"));
+    callAction("btn-retrieve", "retrieve", undefined, () => t("desktop.result.retrieved")));
   $("btn-callback").addEventListener("click", () =>
     callAction("btn-callback", "callback", {note: $("callback-note").value.trim()}, (r) => {
       $("callback-note").value = "";
-      const t = r.task || {};
-      return "callback task created" + (t.number ? " for " + t.number : "") +
-        (t.due_at ? ", due " + dateOf(t.due_at).toLocaleString() : "");
+      const task = r.task || {};
+      return t("desktop.result.callback") +
+        (task.number ? " " + t("desktop.result.callback_for", {number: task.number}) : "") +
+        (task.due_at ? " " + t("desktop.result.callback_due",
+                                {due: dateOf(task.due_at).toLocaleString()}) : "");
     }));
   $("btn-closing").addEventListener("click", () =>
     callAction("btn-closing", "closing", undefined,
-               () => "closing recorded: the caller may hang up first (STD-111)"));
+               () => t("desktop.result.closing")));
   $("btn-script").addEventListener("click", () => {
     const procedure = $("script").value;
     callAction("btn-script", "special", {procedure}, (view) => procedure === "nuisance" ?
-      warned(view) : (SCRIPT_LABELS[procedure] || procedure) + " script started");
+      warned(view) : t("desktop.result.script_started", {script: scriptLabel(procedure)}));
   });
   $("btn-nuisance-again").addEventListener("click", () =>
     callAction("btn-nuisance-again", "nuisance", undefined, warned));
@@ -496,6 +521,8 @@
   });
 
   if (st.token) {
+    st.wantLogin = sessionStorage.getItem(WANT_KEY) === "1";
+    sessionStorage.removeItem(WANT_KEY);
     $("login-view").hidden = true;
     connect();
   }

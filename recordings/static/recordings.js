@@ -13,11 +13,15 @@
   const WHO_KEY = "callflow.recordings.who";
   const MAX_ROWS = 500;  // the API's most
   const PREFIX = /^recording\./;  // audit actions are "recording.play" etc.: shown as "play"
+  // every label from the language pack of the page's language (api/language.py)
+  const I18N = window.callflowI18n;
+  const t = I18N.t;
+  const known = (key, fallback) => (t(key) === key ? fallback : t(key));
   const $ = (id) => document.getElementById(id);
 
   const st = {
     token: sessionStorage.getItem(TOKEN_KEY) || "",
-    who: sessionStorage.getItem(WHO_KEY) || "",
+    who: "",             // "name (role)" in the page's language, from WHO_KEY's "name role"
     sheet: null,         // {criteria: [{code, label, max}], penalties: [{code, label, points}]}
     rows: new Map(),     // id -> list item
     selected: null,      // id of the recording in the detail pane
@@ -37,7 +41,7 @@
   function when(iso) {
     if (!iso) return "–";
     const d = new Date(iso);
-    return isNaN(d) ? String(iso) : d.toLocaleString("en-GB");
+    return isNaN(d) ? String(iso) : d.toLocaleString(I18N.lang, {hour12: false});
   }
   function el(tag, attrs, text) {
     const e = document.createElement(tag);
@@ -71,12 +75,12 @@
         body: body === undefined ? undefined : JSON.stringify(body)});
     } catch (e) {
       if (e.name === "AbortError") throw e;
-      const err = new Error("the server cannot be reached");
+      const err = new Error(t("recordings.error.unreachable"));
       err.status = 0;
       throw err;
     }
     if (res.status === 401 && st.token && path !== "/api/v1/session") {
-      showLogin("session expired: log in again");
+      showLogin(t("common.error.session_ended"));
     }
     return res;
   }
@@ -124,15 +128,16 @@
       reply = await api("POST", "/api/v1/session",
         {username: f.username.value.trim(), password: f.password.value});
     } catch (e) {
-      $("login-error").textContent = e.status === 401 ? "wrong username or password"
+      $("login-error").textContent = e.status === 401 ? t("common.error.wrong_credentials")
                                                       : e.message;
       return;
     }
     st.token = reply.token;
-    st.who = reply.username + " (" + reply.role + ")";
+    st.who = whoText(reply.username + " " + reply.role);
     sessionStorage.setItem(TOKEN_KEY, st.token);
-    sessionStorage.setItem(WHO_KEY, st.who);
+    sessionStorage.setItem(WHO_KEY, reply.username + " " + reply.role);
     f.password.value = "";
+    if (reply.language_set && I18N.adopt(reply.language)) return;  // reloads in it
     await enter();
   }
 
@@ -142,8 +147,8 @@
       st.sheet = await api("GET", "/api/v1/recordings/scoring-sheet");
     } catch (e) {
       if (e.status === 403) {
-        $("forbidden-text").textContent = "This login, " + st.who + ", has no access to " +
-          "the recordings: " + e.message + ".";
+        $("forbidden-text").textContent = t("recordings.forbidden.detail",
+                                            {who: st.who, why: e.message});
         show("forbidden-view");
         return;
       }
@@ -186,8 +191,11 @@
 
   function qaText(r) {
     if (!r.qa_selected) return "–";
-    return r.qa_reason ? "selected: " + r.qa_reason : "selected";
+    return r.qa_reason ? t("recordings.qa.selected_why", {why: r.qa_reason})
+                       : t("recordings.qa.selected");
   }
+
+  const yesNo = (v) => t(v ? "common.yes" : "common.no");
 
   function renderList(items) {
     const body = $("recordings").tBodies[0];
@@ -199,13 +207,14 @@
                            class: String(r.id) === st.selected ? "chosen" : null});
       tr.append(
         el("td", {}, when(r.started_at)),
-        el("td", {}, r.direction || "–"),
+        el("td", {}, r.direction ? known("recordings.direction." + r.direction, r.direction)
+                                 : "–"),
         el("td", {}, r.agent_id || "–"),
         el("td", {}, r.number || "–"),
         el("td", {class: "num"}, dur(r.duration_s)),
         el("td", {class: r.qa_selected ? "qa" : null}, qaText(r)),
-        el("td", {}, r.reviewed ? "yes" : "no"),
-        el("td", {}, r.outcome || "–"));
+        el("td", {}, yesNo(r.reviewed)),
+        el("td", {}, r.outcome ? known("outcome." + r.outcome, r.outcome) : "–"));
       rows.push(tr);
     }
     body.replaceChildren(...rows);
@@ -231,7 +240,7 @@
       const month = thisMonth();
       const r = await api("POST", "/api/v1/recordings/sample?month=" + month);
       const n = (r.selected || []).length;
-      $("sample-result").textContent = n + " selected for QA (" + month + ")";
+      $("sample-result").textContent = t("recordings.sample.result", {n, month});
       showError(null);
       await loadList();
     } catch (e) {
@@ -286,7 +295,7 @@
 
   async function loadAudio(id) {
     const status = $("audio-status");
-    status.textContent = "loading audio…";
+    status.textContent = t("recordings.audio.loading");
     const abort = new AbortController();
     st.audioAbort = abort;
     let res;
@@ -296,8 +305,9 @@
       if (!res.ok) {
         let data = null;
         try { data = await res.json(); } catch (e) { data = null; }
-        status.textContent = res.status === 410 ? "the audio was purged (" +
-          reason(data, res) + ")" : "no audio: " + reason(data, res);
+        status.textContent = t(res.status === 410 ? "recordings.audio.purged"
+                                                  : "recordings.audio.none",
+                               {why: reason(data, res)});
         return;
       }
       const blob = await res.blob();
@@ -306,7 +316,9 @@
       $("player").src = st.audioUrl;
       status.textContent = "";
     } catch (e) {
-      if (e.name !== "AbortError") status.textContent = "no audio: " + e.message;
+      if (e.name !== "AbortError") {
+        status.textContent = t("recordings.audio.none", {why: e.message});
+      }
     } finally {
       if (st.audioAbort === abort) st.audioAbort = null;
     }
@@ -314,13 +326,22 @@
 
   function renderMeta(r) {
     const pairs = [
-      ["call", r.call_id], ["started", when(r.started_at)], ["direction", r.direction],
-      ["agent", r.agent_id], ["number", r.number], ["duration", dur(r.duration_s)],
-      ["outcome", r.outcome], ["QA", qaText(r)], ["reviewed", r.reviewed ? "yes" : "no"],
+      ["recordings.col.call", r.call_id], ["recordings.col.started", when(r.started_at)],
+      ["recordings.col.direction", r.direction ?
+        known("recordings.direction." + r.direction, r.direction) : null],
+      ["recordings.f.agent", r.agent_id], ["recordings.f.number", r.number],
+      ["recordings.col.duration", dur(r.duration_s)], ["recordings.col.outcome",
+                                                          r.outcome && known("outcome." + r.outcome, r.outcome)],
+      ["recordings.f.qa", qaText(r)], ["recordings.col.reviewed", yesNo(r.reviewed)],
     ];
     const items = [];
-    for (const [k, v] of pairs) items.push(el("dt", {}, k), el("dd", {}, v == null ? "–" : v));
+    for (const [k, v] of pairs) items.push(el("dt", {}, t(k)), el("dd", {}, v == null ? "–" : v));
     $("detail-meta").replaceChildren(...items);
+  }
+
+  function actionLabel(action) {
+    const code = String(action || "").replace(PREFIX, "");
+    return known("recordings.action." + code, code);
   }
 
   function renderAccess(entries) {
@@ -328,7 +349,7 @@
       const li = el("li", {"data-action": a.action});
       li.append(el("span", {class: "at"}, when(a.at)), " ",
                 el("span", {class: "actor"}, a.actor), " ",
-                el("span", {class: "action"}, String(a.action || "").replace(PREFIX, "")));
+                el("span", {class: "action"}, actionLabel(a.action)));
       return li;
     }));
   }
@@ -336,8 +357,8 @@
   function reviewItem(r) {
     const li = el("li");
     const head = el("div", {class: "review-head"});
-    head.append(el("strong", {}, "total " + (r.total == null ? "–" : r.total)));
-    if (r.unqualified) head.append(" ", el("span", {class: "bad"}, "unqualified"));
+    head.append(el("strong", {}, t("recordings.total", {total: r.total == null ? "–" : r.total})));
+    if (r.unqualified) head.append(" ", el("span", {class: "bad"}, t("recordings.unqualified")));
     const by = r.reviewer || r.actor || r.by;
     const at = r.at || r.reviewed_at || r.created_at;
     if (by || at) head.append(" ", el("span", {class: "mute"},
@@ -345,12 +366,15 @@
     li.append(head);
     const parts = [];
     const labels = Object.fromEntries(((st.sheet && st.sheet.criteria) || [])
-      .map((c) => [c.code, c.label]));
+      .map((c) => [c.code, criterionLabel(c)]));
     for (const [code, v] of Object.entries(r.scores || {})) {
       parts.push((labels[code] || code) + " " + v);
     }
     for (const p of r.penalties || []) {
-      if (p.count) parts.push("penalty " + p.code + " ×" + p.count);
+      if (p.count) {
+        parts.push(t("recordings.penalty", {code: known("qa.penalty." + p.code, p.code),
+                                            count: p.count}));
+      }
     }
     if (parts.length) li.append(el("div", {class: "scores"}, parts.join(" · ")));
     if (r.notes) li.append(el("div", {class: "notes"}, r.notes));
@@ -362,19 +386,22 @@
   }
 
   // --- the review form ------------------------------------------------------------------
+  // the sheet's words are the Policy's (English): the pack has them in every language
+  const criterionLabel = (c) => known("qa.criterion." + c.code, c.label);
+
   function buildReviewForm(sheet) {
     const crit = $("criteria"), pen = $("penalties");
-    crit.replaceChildren(el("legend", {}, "scores"));
-    pen.replaceChildren(el("legend", {}, "penalties (count)"));
+    crit.replaceChildren(el("legend", {}, t("recordings.scores")));
+    pen.replaceChildren(el("legend", {}, t("recordings.penalties")));
     for (const c of sheet.criteria || []) {
-      const label = el("label", {}, c.label + " ");
+      const label = el("label", {}, criterionLabel(c) + " ");
       label.append(el("input", {type: "number", name: c.code, min: 0, max: c.max, step: 1,
                                 value: c.max, required: true, "data-criterion": c.code}),
                    el("span", {class: "mute"}, " / " + c.max));
       crit.append(label);
     }
     for (const p of sheet.penalties || []) {
-      const label = el("label", {}, p.label + " ");
+      const label = el("label", {}, known("qa.penalty." + p.code, p.label) + " ");
       label.append(el("input", {type: "number", name: "penalty-" + p.code, min: 0, step: 1,
                                 value: 0, "data-penalty": p.code}),
                    el("span", {class: "mute"}, " × −" + p.points));
@@ -405,7 +432,8 @@
     try {
       const r = await api("POST", "/api/v1/recordings/" + encodeURIComponent(id) + "/review",
                           {scores, penalties, notes: form.elements.notes.value});
-      total.textContent = "total " + r.total + (r.unqualified ? " — unqualified" : "");
+      total.textContent = t("recordings.total", {total: r.total}) +
+        (r.unqualified ? " — " + t("recordings.unqualified") : "");
       total.className = r.unqualified ? "bad" : "ok";
       showError(null);
       if (st.selected === id) {
@@ -416,7 +444,7 @@
       if (row) {
         row.reviewed = true;
         const tr = $("recordings").querySelector(`tr[data-id="${CSS.escape(id)}"]`);
-        if (tr) tr.children[6].textContent = "yes";
+        if (tr) tr.children[6].textContent = yesNo(true);
       }
     } catch (e) {
       showError(e);
@@ -426,6 +454,16 @@
   }
 
   // --- start ----------------------------------------------------------------------------
+  // the login is kept as "name role" so a reload in another language words the role anew
+  function whoText(stored) {
+    const text = String(stored || ""), cut = text.lastIndexOf(" ");
+    if (cut < 1) return "";
+    const role = text.slice(cut + 1);
+    return text.slice(0, cut) + " (" + known("role." + role, role) + ")";
+  }
+  st.who = whoText(sessionStorage.getItem(WHO_KEY));
+  I18N.apply(document);
+  I18N.session = () => st.token;
   $("login-form").addEventListener("submit", onLogin);
   function logOut() {
     if (st.token) {  // the session ends on the server too

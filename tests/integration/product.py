@@ -135,7 +135,9 @@ def make_settings(tmp: Path, pbx: Any, asterisk_root: Path) -> Settings:
         state_dir=tmp, database_url=f"sqlite:///{tmp / 'callflow.db'}",
         asterisk_root=asterisk_root, policy_file=None, ports=pbx.ports,
         ami_username=pbx.username, ami_secret=pbx.secret,
-        api_token=secrets.token_urlsafe(16), country="cn", pbx_workdir=pbx.workdir)
+        api_token=secrets.token_urlsafe(16), country="cn", pbx_workdir=pbx.workdir,
+        # the pages in English unless a test's user chooses otherwise (api/language.py)
+        ui_language="en")
 
 
 @contextlib.contextmanager

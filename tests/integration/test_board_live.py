@@ -166,12 +166,12 @@ def test_board_follows_calls_agents_and_a_rona_live(
 
     # 2. an agent logs in: the row changes within 1 s, the waiting call is offered to them
     sipp.softphone("1002", "uas_answer.xml", ring_ms=1000)
-    watch(page, "login", state_cell("1002"), "!t.startsWith('logged_out')")
+    watch(page, "login", state_cell("1002"), "!t.startsWith('Logged out')")
     logged_in = product.call(lambda: (time.time(),
                                       product.runtime.agent_event("1002", LogIn()))[0])
     figures["agent log-in: publish -> page"] = seen(page, "login", 5) - logged_in
     assert figures["agent log-in: publish -> page"] < 1.0
-    watch(page, "on_call", state_cell("1002"), "t.startsWith('on_call')")
+    watch(page, "on_call", state_cell("1002"), "t.startsWith('On call')")
     answered = published.first("1002 on call", lambda t, p: p.get("type") == "agent_state"
                                and p.get("agent_id") == "1002" and p["state"] == "on_call",
                                product, timeout=15)
@@ -187,11 +187,11 @@ def test_board_follows_calls_agents_and_a_rona_live(
 
     # 3. the supervisor sets 1002 busy from the page (audited)
     page.wait_for_function(f"() => document.querySelector(\"{state_cell('1002')}\").textContent"
-                           ".startsWith('ready')", timeout=10_000)  # after the 3 s ACW
+                           ".startsWith('Ready')", timeout=10_000)  # after the 3 s ACW
     page.click("#agents .row[data-agent='1002'] .actions button.act")
     page.select_option("#agents .row[data-agent='1002'] .actions select", "state:busy:meal")
     page.wait_for_function(f"() => document.querySelector(\"{state_cell('1002')}\").textContent"
-                           ".startsWith('busy · meal')", timeout=5000)
+                           ".startsWith('Busy · Meal')", timeout=5000)
     forced = eventually(lambda: product.store.read(repo.audit_entries, target="agent:1002",
                                                    action="force_state"), "the force audit")
     assert [(e.actor, e.detail["state"], e.detail["reason"]) for e in forced] == [
@@ -213,7 +213,7 @@ def test_board_follows_calls_agents_and_a_rona_live(
     page.wait_for_selector("#alarms li[data-kind=ring_no_answer]", timeout=5000)
     figures["RONA alarm: publish -> page"] = time.time() - alarm_at  # upper bound
     page.wait_for_function(f"() => document.querySelector(\"{state_cell('1001')}\").textContent"
-                           ".startsWith('not_ready · ring_no_answer')")
+                           ".startsWith('Not ready · Ring no answer')")
     shot(page, "live-3-rona-alarm")
     page.click("#alarms li[data-kind=ring_no_answer] button")
     page.wait_for_selector("#alarms li[data-kind=ring_no_answer]", state="detached",

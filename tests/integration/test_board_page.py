@@ -55,7 +55,7 @@ def product(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Product]:
     settings = Settings(state_dir=tmp, database_url=f"sqlite:///{tmp / 'callflow.db'}",
                         asterisk_root=Path(os.environ.get("ASTERISK_ROOT", "/nonexistent")),
                         policy_file=None, ports=Ports.from_base(port_base()),
-                        api_token=secrets.token_urlsafe(16))
+                        api_token=secrets.token_urlsafe(16), ui_language="en")
     # one opening for everybody (no work number): 2,000 agents need no 2,000 TTS runs
     policy = Policy.model_validate({"greetings": {"agent_identity": "none"}})
     roster = Roster(tuple(RosterAgent(a, f"Agent {a}", f"agent{a}",
@@ -184,7 +184,7 @@ def test_two_thousand_agents_render_and_update_fast(product: Product, browser: B
         const cell = document.querySelector(`#agents .row[data-agent="${id}"]`).children[1];
         window.__changed = null;
         new MutationObserver(() => { if (!window.__changed && cell.textContent.startsWith(
-            "busy")) window.__changed = Date.now(); }).observe(cell, {childList: true,
+            "Busy")) window.__changed = Date.now(); }).observe(cell, {childList: true,
             characterData: true, subtree: true});
     }""", target)
     sent = product.call(lambda: (time.time(), product.runtime.agent_event(
@@ -194,10 +194,10 @@ def test_two_thousand_agents_render_and_update_fast(product: Product, browser: B
     # all 2,000 agents change at once (a burst the engine publishes in one go)
     page.evaluate("""() => {
         window.__left = new Set([...document.querySelectorAll('#agents .row[data-agent]')]
-            .filter(r => !r.children[1].textContent.startsWith('not_ready')));
+            .filter(r => !r.children[1].textContent.startsWith('Not ready')));
         window.__burstDone = null;
         const check = () => {
-            for (const r of window.__left) if (r.children[1].textContent.startsWith('not_ready'))
+            for (const r of window.__left) if (r.children[1].textContent.startsWith('Not ready'))
                 window.__left.delete(r);
             if (window.__left.size === 0) window.__burstDone = Date.now();
             else requestAnimationFrame(check);
@@ -357,7 +357,7 @@ def test_supervisor_actions_are_audited_and_bad_input_is_refused(
     reply = httpx.post(api + f"/api/v1/board/agents/{target}/logout", headers=sup)
     assert reply.status_code == 200 and reply.json()["state"] == "logged_out"
     page.wait_for_function(f"() => document.querySelector(\"{state_cell(target)}\").textContent"
-                           ".startsWith('logged_out')", timeout=5000)
+                           ".startsWith('Logged out')", timeout=5000)
     logged = product.store.read(repo.audit_entries, target=f"agent:{target}", action="logout")
     assert [e.actor for e in logged] == ["sup"]
     refused = {

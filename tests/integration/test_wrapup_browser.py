@@ -71,7 +71,7 @@ def test_the_wrap_up_form_gates_ready_on_the_page(
     expect(page.locator("#btn-ready")).to_be_disabled()
     options = page.locator("#wrapup-disposition option")
     expect(options).to_have_count(len(POLICY.outbound.dispositions))
-    expect(options.first).to_have_text(POLICY.outbound.dispositions[0].label_zh)
+    expect(options.first).to_have_text(POLICY.outbound.dispositions[0].label_en)
     call_id = product.call(lambda: product.runtime.agents["1001"].wrapup_call)
     expect(page.locator("#wrapup-call")).to_contain_text(call_id)
     page.click("#btn-end-acw")  # refused by the state machine, the reason shown
