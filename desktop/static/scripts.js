@@ -10,6 +10,8 @@
  * It listens to desktop.js through two DOM events: "callflow:frame" (every server frame)
  * and "callflow:render" (agent state and call after each change); it sends with
  * window.callflowDesk.send. Labels follow <html lang> ("zh-CN" or "en").
+ * window.callflowScripts.setCaller({surname, title}) pre-fills the surname field (e.g.
+ * from a customer record) and sends it like the agent's typing.
  */
 (function () {
   "use strict";
@@ -156,6 +158,15 @@
     if (sp.sent && sp.sent !== JSON.stringify(addressFields())) sendAddress();
   }
 
+  // another panel that knows the caller (a customer record) fills the field the same way
+  window.callflowScripts = {
+    setCaller(caller) {
+      $("scripts-surname").value = (caller && caller.surname) || "";
+      $("scripts-salutation").value = (caller && caller.title) || "";
+      sendAddress();
+    },
+  };
+
   // --- picking a phrase --------------------------------------------------------------------
   $("scripts-phases").addEventListener("click", (ev) => {
     const b = ev.target.closest("button[data-phase]");
@@ -182,6 +193,7 @@
       sp.panel = f.script_panel;
       sp.sent = JSON.stringify({surname: "", title: "", declined: false});
       render();
+      sendAddress();  // after a reconnect: the field still holds this call's caller
     } else if (f.type === "script_panel") {
       sp.panel = f;
       render();

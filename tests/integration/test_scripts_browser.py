@@ -133,4 +133,9 @@ def test_the_panel_follows_the_call_and_fills_the_surname(
     expect(scripts).to_have_attribute("data-phase", "closing")
     expect(scripts.locator("li[data-id=closing_default] .script-text")).to_have_text(
         "谢谢您的来电,王先生,再见!")
+
+    # another panel (a customer record) may fill the caller in the same way
+    page.evaluate("window.callflowScripts.setCaller({surname: '李', title: 'ms'})")
+    expect(scripts.locator("li[data-id=closing_default] .script-text")).to_have_text(
+        "谢谢您的来电,李女士,再见!")
     page.close()
