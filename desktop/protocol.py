@@ -27,6 +27,16 @@ from callflow.agents.events import (
     SubmitWrapup,
 )
 from callflow.agents.state import MAX_WRAPUP_NOTES
+from callflow.desktop.scripts import (
+    AddressError,
+    CallerAddress,
+    address_form,
+    check_address,
+    forbidden_phrases,
+    load_pack,
+    offered_scripts,
+    phases_for_state,
+)
 from callflow.engine.policy import Policy, Reason
 from callflow.engine.rules import enforces
 from callflow.stream.protocol import (
@@ -60,7 +70,19 @@ class DesktopRequest:
     notes: str = ""  # wrapup: the customer's feedback, problems and needs
 
 
-ClientMessage = DesktopRequest | Ping
+@dataclass(frozen=True)
+class AddressRequest:
+    """How to address the caller (STD-020), from the desktop's surname field.
+
+    Answered with a ``scripts`` frame whose words carry the new address form; it
+    changes no agent state, so a read-only (QA) desktop may send it too."""
+
+    caller: CallerAddress
+    id: RequestId = None
+    type: str = "address"
+
+
+ClientMessage = DesktopRequest | AddressRequest | Ping
 
 
 def _dumps(frame: dict[str, Any]) -> str:
@@ -115,6 +137,8 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
             call_id=_text_field(frame, "call_id", MAX_CALL_ID_LENGTH, required=True),
             disposition=_text_field(frame, "disposition", MAX_DISPOSITION_LENGTH,
                                     required=True), notes=notes)
+    if kind == "address":
+        return parse_address_request(frame, request_id)
     if kind in ("busy", "not_ready"):
         reason = _text_field(frame, "reason", MAX_REASON_LENGTH, required=False)
         return DesktopRequest(kind, request_id, reason=reason)
@@ -122,7 +146,26 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
         return DesktopRequest(str(kind), request_id)
     shown = kind if isinstance(kind, str) and len(kind) <= 32 else type(kind).__name__
     raise ClientFrameError("unknown_type", f"unknown frame type {shown!r}; known: ping, "
-                           + ", ".join(REQUEST_TYPES))
+                           + ", ".join((*REQUEST_TYPES, "address")))
+
+
+def parse_address_request(frame: dict[str, Any], request_id: RequestId) -> AddressRequest:
+    """``{"type": "address", "surname": "王", "title": "mr", "declined": false}``.
+
+    ``surname`` and ``title`` may be empty or absent (not known); ``declined`` says the
+    caller would not give the surname. A bad field is refused whole (one error frame),
+    the address the desktop had stays."""
+    surname, title, declined = (frame.get("surname", ""), frame.get("title", ""),
+                                frame.get("declined", False))
+    if not isinstance(surname, str) or not isinstance(title, str):
+        raise ClientFrameError("bad_frame", "address: surname and title are strings")
+    if not isinstance(declined, bool):
+        raise ClientFrameError("bad_frame", "address: declined is true or false")
+    try:
+        surname, title = check_address(surname, title)
+    except AddressError as bad:
+        raise ClientFrameError("bad_frame", f"address: {bad}") from None
+    return AddressRequest(CallerAddress(surname, title, declined and not surname), request_id)
 
 
 def agent_event(request: DesktopRequest, by: str) -> AgentEvent:
@@ -230,5 +273,36 @@ def hello_frame(*, policy: Policy, language: str, agent_id: str, agent_name: str
                    "required_inbound": policy.outbound.wrapup_inbound,
                    "max_notes": MAX_WRAPUP_NOTES},
         "max_frame_bytes": MAX_CLIENT_FRAME_BYTES,
+        "script_panel": script_panel(language, CallerAddress()),
     }
     return _dumps(frame)
+
+
+
+def script_panel(language: str, caller: CallerAddress) -> dict[str, Any]:
+    """The script panel in the session's language, with the caller's address filled.
+
+    ``by_state`` says which phases the panel opens in each agent state (the first one
+    shown); ``scripts`` are in panel order with ``text`` ready to say; ``forbidden`` the
+    phrases never said (STD-036). In the hello (no address yet) and in every
+    ``script_panel`` frame that answers an ``address`` request."""
+    pack = load_pack(language)
+    return {
+        "language": pack.language,
+        "caller": {"surname": caller.surname, "title": caller.title,
+                   "declined": caller.surname_declined},
+        "address": address_form(pack.address, caller),
+        "phases": [{"id": p, "label": label} for p, label in pack.phases.items()],
+        "by_state": {state: list(phases_for_state(state))
+                     for state in ("ringing", "on_call", "on_hold", "acw")},
+        "scripts": offered_scripts(pack, caller),
+        "forbidden": forbidden_phrases(pack),
+    }
+
+
+def script_panel_frame(language: str, caller: CallerAddress, request_id: RequestId = None
+                       ) -> str:
+    """The answer to an ``address`` request: the panel again, with the new address."""
+    frame = {"v": PROTOCOL_VERSION, "type": "script_panel", "request": "address",
+             **script_panel(language, caller)}
+    return _dumps(_with_id(frame, request_id))

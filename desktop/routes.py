@@ -30,12 +30,14 @@ from callflow.api.wsconnection import (
     refuse,
 )
 from callflow.desktop.protocol import (
+    AddressRequest,
     DesktopRequest,
     ack_frame,
     agent_event,
     error_frame,
     hello_frame,
     parse_desktop_frame,
+    script_panel_frame,
 )
 from callflow.errors import StateError
 from callflow.stream.protocol import FrameEncoder
@@ -114,14 +116,15 @@ async def _serve(websocket: WebSocket, desk: AgentDesktop, encoder: FrameEncoder
     principal = credentials.principal
     topic = f"agent:{agent_id}"
     member = service.roster.by_id(agent_id)
+    language = service.prompts.pack.lang
     hello = hello_frame(
-        policy=service.policy, language=service.prompts.pack.lang, agent_id=agent_id,
+        policy=service.policy, language=language, agent_id=agent_id,
         agent_name=member.name if member else agent_id, username=principal.name,
         role=principal.role, apology_text=service.prompts.pack.text("greeting_apology"),
         day=service.today(), last_seq=service.hub.last_seq,
         server_time=service.clock.wall().timestamp())
     connection = _DesktopConnection(websocket, desk, agent_id, principal, encoder,
-                                    credentials.check)
+                                    credentials.check, language)
     if not await connection.send(hello):
         return
     # subscribed after the hello and before any await: nothing published in between is lost
@@ -139,18 +142,21 @@ class _DesktopConnection(StreamConnection):
     """One desktop: hub events out, the agent's requests in (applied at once, answered)."""
 
     def __init__(self, websocket: WebSocket, desk: AgentDesktop, agent_id: str,
-                 principal: Principal, encoder: FrameEncoder, check: SessionCheck | None
-                 ) -> None:
+                 principal: Principal, encoder: FrameEncoder, check: SessionCheck | None,
+                 language: str) -> None:
         super().__init__(websocket, encoder, check)
         self._desk = desk
         self._agent_id = agent_id
         self._actor: Actor = "agent" if principal.role == "agent" else "supervisor"
         self._read_only = principal.role == "qa"  # QA follows agents, never steers them
+        self.language = language  # the hello's: the script panel speaks it too
 
     def parse(self, data: str | bytes) -> object:
         return parse_desktop_frame(data)
 
     def answer(self, request: object) -> str | None:
+        if isinstance(request, AddressRequest):  # words only: no state, so QA may too
+            return script_panel_frame(self.language, request.caller, request.id)
         assert isinstance(request, DesktopRequest)
         return self._apply(request)
 

@@ -168,7 +168,14 @@
     st.ws.send(JSON.stringify(Object.assign({id: st.nextId}, frame)));
   }
 
+  // hooks for the panels in their own files (scripts.js): every frame, each render, send
+  function notify(kind, detail) {
+    document.dispatchEvent(new CustomEvent("callflow:" + kind, {detail}));
+  }
+  window.callflowDesk = {send: (frame) => send(frame)};
+
   function handle(f) {
+    notify("frame", f);
     switch (f.type) {
       case "hello": return onHello(f);
       case "snapshot": return onSnapshot(f);
@@ -309,6 +316,7 @@
     renderWrapup();
     renderCall();
     renderCallActions();
+    notify("render", {agent: a, call: st.call, hello: st.hello});
     tick();
   }
 
