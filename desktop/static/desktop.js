@@ -156,7 +156,12 @@
     st.ws.send(JSON.stringify(Object.assign({id: st.nextId}, frame)));
   }
 
+  // other scripts of the page (transfer.js...) follow every frame and may send requests
+  const frameHooks = [];
+  window.callflowDesk = {send: send, onFrame: (fn) => frameHooks.push(fn)};
+
   function handle(f) {
+    for (const hook of frameHooks) hook(f);
     switch (f.type) {
       case "hello": return onHello(f);
       case "snapshot": return onSnapshot(f);
