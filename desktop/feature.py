@@ -40,14 +40,23 @@ from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter
 
+from callflow.agents import transfers
 from callflow.agents.changes import AgentChanged
-from callflow.agents.events import AgentState, DayRollover, HoldEnded, HoldStarted
+from callflow.agents.events import (
+    AgentState,
+    CallEnded,
+    DayRollover,
+    HoldEnded,
+    HoldStarted,
+)
 from callflow.agents.restore import restored
+from callflow.desktop.case import CASE_KIND, UNVERIFIED, CaseNote, case_payload
 from callflow.engine import calls
 from callflow.engine.effects import (
     CancelTimer,
     DomainEvent,
     Effect,
+    Hangup,
     ListEndpoints,
     Notice,
     ShowEndpoint,
@@ -82,6 +91,10 @@ class AgentDesktop(FeatureBase):
         self.hold_reminders = hold_reminders
         self._hold_timers: dict[str, list[str]] = {}  # agent_id -> desk timer keys
         self._tasks: set[asyncio.Task[None]] = set()
+        self._cases: dict[str, CaseNote] = {}  # call_id -> the note of its last transfer
+        self._case_sent: set[tuple[str, str]] = set()  # (call_id, agent_id) given the case
+        #: The caller's identity status for the case (STD-077); the identity gate wires it.
+        self.identity_status: Any = lambda call_id: UNVERIFIED
 
     # --- Feature -------------------------------------------------------------------
 
@@ -94,6 +107,7 @@ class AgentDesktop(FeatureBase):
         if self.hold_reminders:
             runtime.on_event(self._on_event)
             runtime.own_timers(TIMER_PREFIX, self._on_timer)
+        runtime.on_event(self._follow_cases)
         runtime.extend_snapshot("desks", self.desks)
         runtime.on_resync(self._after_resync)
         runtime.own_timers(DAY_TIMER_PREFIX, self._on_midnight)
@@ -275,6 +289,73 @@ class AgentDesktop(FeatureBase):
             keys.append(next_key)
             effects.append(StartTimer(next_key, at))
         runtime.execute(effects)
+
+    # --- transfers (STD-049) ------------------------------------------------------------
+
+    def _centre(self) -> transfers.Colleagues:
+        runtime, policy = self.runtime, self.service.policy
+        roster = self.service.roster
+        queues = {q for a in roster.agents for q in a.queues}
+        queues |= {policy.routing.default_queue, *policy.routing.did_queues.values(),
+                   *policy.queues}
+        return transfers.Colleagues(
+            known_agents={a.agent_id for a in roster.agents},
+            states={a.agent_id: a.state for a in runtime.agents.values()}, queues=queues)
+
+    def transfer(self, agent_id: str, ask: Any) -> transfers.Refusal | transfers.Destination:
+        """The agent asks to send the caller on (``protocol.TransferAsk``). Refused: the
+        call stays as it is. Else the agent's part ends now (``TransferStarted`` with a
+        ``<kind>:<value>`` target, their leg hung up); the inbound flow, whose Dial
+        returns, tells the caller where they go and takes them there; the note waits
+        for the desk the call rings next (``case`` message)."""
+        runtime = self.runtime
+        agent = runtime.agents.get(agent_id)
+        call = runtime.calls.get(agent.call_id) if agent is not None and agent.call_id else None
+        result = transfers.check_transfer(call, agent_id, ask.target, self._centre(),
+                                          self.service.policy)
+        if isinstance(result, transfers.Refusal) or call is None:
+            return result
+        if ask.mode != "blind":
+            return transfers.Refusal("not_supported", "a warm (consult first) transfer is not "
+                                                      "available yet: use blind")
+        talking = call.talking_offer
+        if talking is None or not talking.channel:
+            return transfers.Refusal("not_on_call", "the agent's leg is not known")
+        target = transfers.desktop_target(result)
+        now = time.time()
+        self._cases[call.call_id] = CaseNote(call.call_id, agent_id, ask.note, target,
+                                             ask.mode, now)
+        runtime.call_event(calls.TransferStarted(
+            call.call_id, agent_id, target, now,
+            queue=result.value if result.kind == "queue" else ""))
+        runtime.agent_fact(agent_id, CallEnded(call.call_id))
+        runtime.execute([Hangup(talking.channel)])
+        log.info("call %s: agent %s transfers it (%s) to %s", call.call_id, agent_id,
+                 ask.mode, target)
+        return result
+
+    def _follow_cases(self, event: DomainEvent) -> None:
+        """The case goes to each agent whose phone rings for a transferred call, once."""
+        if isinstance(event, calls.CallChanged):
+            if event.call.phase is calls.Phase.ENDED:
+                self._cases.pop(event.call.call_id, None)
+                self._case_sent = {k for k in self._case_sent if k[0] != event.call.call_id}
+            return
+        if not isinstance(event, AgentChanged):
+            return
+        agent = event.agent
+        note = self._cases.get(agent.call_id or "")
+        if note is None or agent.state not in (AgentState.RINGING, AgentState.ON_CALL) \
+                or agent.agent_id == note.from_agent \
+                or (note.call_id, agent.agent_id) in self._case_sent:
+            return
+        call = self.runtime.calls.get(note.call_id)
+        if call is None:
+            return
+        self._case_sent.add((note.call_id, agent.agent_id))
+        payload = case_payload(call, note, agent.agent_id,
+                               identity_status=self.identity_status(note.call_id))
+        self.runtime.execute([Notice(CASE_KIND, agent.agent_id, payload, std="STD-049")])
 
     # --- views -------------------------------------------------------------------------
 

@@ -37,6 +37,13 @@ from callflow.desktop.scripts import (
     offered_scripts,
     phases_for_state,
 )
+from callflow.agents.transfers import (
+    TARGET_KINDS,
+    TARGET_VALUE,
+    TRANSFER_MODES,
+    TransferMode,
+    TransferTarget,
+)
 from callflow.engine.policy import Policy, Reason
 from callflow.engine.rules import enforces
 from callflow.stream.protocol import (
@@ -49,7 +56,12 @@ from callflow.stream.protocol import (
 
 PROTOCOL_NAME = "callflow-agent-desktop"
 PROTOCOL_VERSION = 1
-REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "wrapup", "logout")
+REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "wrapup", "logout",
+                 "transfer")
+#: Requests about the call, not the agent's state (desktop/feature.py answers them).
+CALL_REQUEST_TYPES = ("transfer",)
+MAX_TRANSFER_NOTE = 500  # the note that travels to the receiving desk (STD-049)
+MAX_TARGET_LENGTH = 32
 MAX_CALL_ID_LENGTH = 64
 MAX_DISPOSITION_LENGTH = 32
 MAX_EXTENSION_LENGTH = 32
@@ -68,6 +80,16 @@ class DesktopRequest:
     call_id: str = ""  # wrapup: the call the form is for
     disposition: str = ""  # wrapup: one of the Policy's dispositions (STD-092)
     notes: str = ""  # wrapup: the customer's feedback, problems and needs
+    transfer: TransferAsk | None = None  # transfer: where, how, and the note
+
+
+@dataclass(frozen=True)
+class TransferAsk:
+    """A ``transfer`` request as sent: ``mode`` blind or warm, the target, the note."""
+
+    mode: TransferMode
+    target: TransferTarget
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,6 +161,8 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
                                     required=True), notes=notes)
     if kind == "address":
         return parse_address_request(frame, request_id)
+    if kind == "transfer":
+        return DesktopRequest("transfer", request_id, transfer=parse_transfer(frame))
     if kind in ("busy", "not_ready"):
         reason = _text_field(frame, "reason", MAX_REASON_LENGTH, required=False)
         return DesktopRequest(kind, request_id, reason=reason)
@@ -166,6 +190,34 @@ def parse_address_request(frame: dict[str, Any], request_id: RequestId) -> Addre
     except AddressError as bad:
         raise ClientFrameError("bad_frame", f"address: {bad}") from None
     return AddressRequest(CallerAddress(surname, title, declined and not surname), request_id)
+
+
+def parse_transfer(frame: dict[str, Any]) -> TransferAsk:
+    """``{"type": "transfer", "mode": "blind", "target": {"kind": "agent", "value":
+    "1002"}, "note": "..."}``: every field checked and bounded, one clear error."""
+    mode = frame.get("mode")
+    if mode not in TRANSFER_MODES:
+        raise ClientFrameError("bad_frame", "transfer needs 'mode': "
+                               + " or ".join(TRANSFER_MODES))
+    target = frame.get("target")
+    if not isinstance(target, dict):
+        raise ClientFrameError("bad_frame", "transfer needs 'target': {kind, value}")
+    kind = target.get("kind")
+    if kind not in TARGET_KINDS:
+        raise ClientFrameError("bad_frame", "transfer target kind: one of "
+                               + ", ".join(TARGET_KINDS))
+    value = target.get("value", "")
+    if not isinstance(value, str) or len(value) > MAX_TARGET_LENGTH \
+            or (value and not TARGET_VALUE.fullmatch(value)):
+        raise ClientFrameError("bad_frame", f"transfer target value: 1-{MAX_TARGET_LENGTH} "
+                                            "letters, digits, '_', '.' or '-'")
+    if not value and kind != "backoffice":
+        raise ClientFrameError("bad_frame", f"a transfer to {kind!r} needs a target value")
+    note = frame.get("note", "")
+    if not isinstance(note, str) or len(note) > MAX_TRANSFER_NOTE:
+        raise ClientFrameError("bad_frame", f"transfer note: a string of at most "
+                                            f"{MAX_TRANSFER_NOTE} chars")
+    return TransferAsk(mode, TransferTarget(kind, value), note.strip())
 
 
 def agent_event(request: DesktopRequest, by: str) -> AgentEvent:
@@ -199,6 +251,14 @@ def ack_frame(request: DesktopRequest, state: str, reason: str, seq: int) -> str
     """The request was applied; ``seq`` is the hub's last seq once its change is published."""
     return _dumps(_with_id({"v": PROTOCOL_VERSION, "type": "ack", "request": request.type,
                             "state": state, "reason": reason, "seq": seq}, request.id))
+
+
+def transfer_ack_frame(request: DesktopRequest, state: str, destination: str, name: str,
+                       seq: int) -> str:
+    """The transfer is under way: the agent's part ended, the caller is told ``name``."""
+    return _dumps(_with_id({"v": PROTOCOL_VERSION, "type": "ack", "request": request.type,
+                            "state": state, "reason": "", "destination": destination,
+                            "destination_name": name, "seq": seq}, request.id))
 
 
 def error_frame(error: str, detail: str, request: DesktopRequest | None = None) -> str:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter, WebSocket
 
 from callflow.agents.events import Actor
+from callflow.agents.transfers import Refusal, desktop_target
 from callflow.api.auth import Principal
 from callflow.api.wsconnection import (
     HandshakeRefused,
@@ -31,6 +32,7 @@ from callflow.api.wsconnection import (
 )
 from callflow.desktop.protocol import (
     AddressRequest,
+    CALL_REQUEST_TYPES,
     DesktopRequest,
     ack_frame,
     agent_event,
@@ -38,6 +40,7 @@ from callflow.desktop.protocol import (
     hello_frame,
     parse_desktop_frame,
     script_panel_frame,
+    transfer_ack_frame,
 )
 from callflow.errors import StateError
 from callflow.stream.protocol import FrameEncoder
@@ -166,6 +169,8 @@ class _DesktopConnection(StreamConnection):
         if self._read_only:
             return error_frame("read_only", "a QA login follows the desktop, it changes nothing",
                                request)
+        if request.type in CALL_REQUEST_TYPES:
+            return self._call_request(request)
         try:
             if request.type == "login":
                 agent = runtime.log_in(self._agent_id, request.extension, by=self._actor)
@@ -176,3 +181,15 @@ class _DesktopConnection(StreamConnection):
             return error_frame(refused.reason, refused.detail, request)
         return ack_frame(request, agent.state.value, agent.reason,
                          self._desk.service.hub.last_seq)
+
+    def _call_request(self, request: DesktopRequest) -> str:
+        """A transfer (STD-049): refused with its reason, the call unchanged, or acked
+        with where the caller goes."""
+        assert request.transfer is not None
+        result = self._desk.transfer(self._agent_id, request.transfer)
+        if isinstance(result, Refusal):
+            log.info("agent %s: transfer refused (%s)", self._agent_id, result.reason)
+            return error_frame(result.reason, result.detail, request)
+        agent = self._desk.runtime.agents[self._agent_id]
+        return transfer_ack_frame(request, agent.state.value, desktop_target(result),
+                                  result.name, self._desk.service.hub.last_seq)

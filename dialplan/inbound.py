@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
+from callflow.agents import transfers
 from callflow.agents.roster import RosterAgent
 from callflow.dialplan.agi import AgiSession
 from callflow.engine import waiting
@@ -78,6 +79,11 @@ class FlowLetGo(Exception):
     nothing to Asterisk, record nothing."""
 
 
+#: The dialplan context numbers are dialled out through (asterisk-conf extensions.conf):
+#: a desktop transfer to the back office or an external number leaves the way the
+#: dialer's calls do, through the configured trunk.
+OUTBOUND_CONTEXT = "callflow-outbound"
+
 #: How long the flow waits, after Dial returned, for AMI to say how the conversation ended
 #: (the events arrive within milliseconds; this bounds a slow or absent link).
 SETTLE_S = 1.0
@@ -103,6 +109,7 @@ class InboundFlow:
         self.music_on = False
         self.offering: str | None = None  # the agent being dialled
         self.done = False  # CALLFLOW_DONE was set
+        self.transfer_to: str | None = None  # a desktop transfer's agent, offered next
 
     async def run(self) -> None:
         history = await asyncio.to_thread(self.ctx.history, self.caller) \
@@ -137,13 +144,26 @@ class InboundFlow:
         woken: asyncio.Event | None = None
         while True:
             self._check_alive()
-            member = self.rt.choose_agent(self.call_id, only=named.agent_id if named else None)
+            only = self.transfer_to or (named.agent_id if named else None)
+            member = self.rt.choose_agent(self.call_id, only=only)
+            if member is None and self.transfer_to is not None:
+                # the agent the caller was sent to is no longer free: the caller waits in
+                # the call's queue like any caller (never lost)
+                log.info("call %s: agent %s not free for the transfer; queued", self.call_id,
+                         self.transfer_to)
+                self.transfer_to = None
+                continue
             if member is not None:
                 await self._music(False)
                 status = await self._offer(member)
+                self.transfer_to = None  # answered or not, the transfer's offer is made
                 if status == "ANSWER":
-                    await self._conversation_over()
-                    return
+                    moved = await self._conversation_over()
+                    if moved is None:
+                        return
+                    plan = woken = None  # a new wait, under the transfer's queue
+                    await self._transferred(moved)
+                    continue
                 if named is not None:  # the named agent did not take it: ask the caller again
                     named = await self._named_agent_busy(named)
                 continue
@@ -199,12 +219,16 @@ class InboundFlow:
                                float(talked) if talked and talked.isdigit() else 0.0)
         return status
 
-    async def _conversation_over(self) -> None:
+    async def _conversation_over(self) -> tuple[str, str] | None:
         """Dial returned on an answered call: the agent hung up first (STD-110: released
         by the agent; the caller is released within a second, after the goodbye if the
-        Policy says so), or a blind transfer took the caller away (nothing to do)."""
+        Policy says so), or a blind transfer took the caller away (nothing to do), or the
+        agent transferred the caller from the desktop: ``(kind, value)`` of where to."""
         call = await self._settled()
         if call is not None and call.phase is Phase.TRANSFERRING:
+            moved = transfers.parse_desktop_target(call.transfer_target)
+            if moved is not None:
+                return moved
             log.info("call %s: transferred on the phone; the flow lets go", self.call_id)
             raise FlowLetGo
         if call is not None and call.phase is not Phase.ENDED:
@@ -215,6 +239,36 @@ class InboundFlow:
         await self._done()
         with contextlib.suppress(CallerHungUp):
             await self.session.hangup()
+        return None
+
+    @enforces("STD-049")
+    async def _transferred(self, moved: tuple[str, str]) -> None:
+        """The desktop sent the caller on: say where (004:126, 002:683), then take them
+        there. An agent is offered the call next (then the queue, if they do not take
+        it); a queue is waited in with its waiting rules (STD-047); a number (back office,
+        external) is dialled out the way the dialer's calls go, and the flow is done."""
+        kind, value = moved
+        call = self.rt.calls.get(self.call_id)
+        name = value
+        if kind == "queue":
+            self.queue = value
+            self.policy = self.ctx.policy.for_queue(value)
+            name = self.policy.transfers.queue_names.get(value, value)
+        elif kind == "backoffice":
+            name = self.policy.transfers.backoffice_name
+        destination = transfers.Destination(kind, value, name)  # type: ignore[arg-type]
+        for prompt, params in transfers.announcement(destination):
+            await self._play(prompt, **params)
+        log.info("call %s: desktop transfer to %s %s (transfers so far: %s)", self.call_id,
+                 kind, value, call.transfer_count if call else "?")
+        if kind == "agent":
+            self.transfer_to = value
+        elif kind in ("backoffice", "external"):
+            await self.session.set_variable("CALLFLOW_RING_S",
+                                            dial_timeout_arg(ring_limit_seconds(self.policy)))
+            await self.session.exec("Dial", f"Local/{value}@{OUTBOUND_CONTEXT}",
+                                    dial_timeout_arg(ring_limit_seconds(self.policy)))
+            raise FlowDone
 
     async def _offer_settled(self, agent_id: str) -> None:
         """Wait until AMI has closed the offer (or ``SETTLE_S`` passed): its ``DialEnd``,

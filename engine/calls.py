@@ -133,6 +133,7 @@ class InboundCall:
     hangup_cause: int | None = None
     released_by: str | None = None  # caller | agent | system | pbx | None (unknown)
     transfer_count: int = 0  # transfers made on the phone (blind or attended REFER)
+    transfer_target: str = ""  # the last blind transfer's target (desktop: <kind>:<value>)
     incomplete: str = ""  # the record lacks Asterisk's facts for its end: why
     greeting: str = "normal"  # normal | holiday (played); apology once the answer is late
     repeat_caller: bool = False
@@ -227,12 +228,15 @@ class OfferEnded:
 @dataclass(frozen=True)
 class TransferStarted:
     """The agent talking to the caller made a blind transfer on the phone (REFER): the
-    caller is on the way to ``target``; that agent's part ends now."""
+    caller is on the way to ``target``; that agent's part ends now. A transfer asked
+    from the desktop has ``target`` ``<kind>:<value>`` (agents/transfers.py) and, to a
+    queue, ``queue``: the call waits in that queue from now on."""
 
     call_id: str
     agent_id: str
     target: str
     at: float
+    queue: str = ""
 
 
 @dataclass(frozen=True)
@@ -478,7 +482,8 @@ def step(call: InboundCall, event: CallEvent,
                 or talking.agent_id != event.agent_id:
             return call, []
         call = replace(_leave(call, event.at), phase=Phase.TRANSFERRING,
-                       transfer_count=call.transfer_count + 1)
+                       transfer_count=call.transfer_count + 1, transfer_target=event.target,
+                       queue=event.queue or call.queue)
         return call, _effects(call, timings, to_agent=event.agent_id)
     if isinstance(event, Transferred):
         talking = call.talking_offer

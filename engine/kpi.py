@@ -57,6 +57,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import UTC, date, datetime, time, timedelta
+from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -93,6 +94,7 @@ class OfferFact:
     started_at: datetime
     ended_at: datetime | None = None
     result: str | None = None  # answered | no_answer | caller_gone | failed | busy
+    left_at: datetime | None = None  # answered: when this agent's part ended (a transfer)
 
 
 @dataclass(frozen=True)
@@ -328,9 +330,22 @@ def handed_on_segments(call: CallFact, every: Sequence[Segment]) -> set[int]:
     return handed
 
 
+def handover_gaps_s(call: CallFact) -> float:
+    """Time between an agent leaving the caller and the next agent's answer (a desktop
+    transfer's announcement and ringing): talk of nobody, counted in no segment."""
+    answered = _answered_offers(call)
+    gaps = 0.0
+    for offer, following in pairwise(answered):
+        if offer.left_at is not None and following.ended_at is not None \
+                and offer.left_at < following.ended_at:
+            gaps += seconds(offer.left_at, following.ended_at)
+    return gaps
+
+
 @dataclass(frozen=True)
 class Segment:
-    """One agent's part of an answered call: from their answer to the next agent's, or t_end."""
+    """One agent's part of an answered call: from their answer to when they left it (their
+    leg's ``left_at``), else the next agent's answer, or t_end."""
 
     agent_id: str
     start: datetime
@@ -359,6 +374,10 @@ def segments(call: CallFact, as_of: datetime) -> list[Segment]:
         start = offer.ended_at
         assert start is not None
         end = answered[i + 1].ended_at if i + 1 < len(answered) else call.ended_at
+        if offer.left_at is not None and (end is None or offer.left_at < end):
+            # the agent handed the caller on before the next one answered (a desktop
+            # transfer: the announcement and the next phone's ringing are nobody's talk)
+            end = offer.left_at
         if call.holds:
             held = sum(_hold_seconds(h, as_of) for h in call.holds
                        if (h.agent_id == offer.agent_id if h.agent_id is not None
@@ -630,7 +649,8 @@ def _handling_figures(k: Kpis, call: CallFact, rules: KpiRules, as_of: datetime,
     if call.ended_at is not None:
         k.handled = 1
         k.handled_hold_s = k.hold_s
-        k.talk_s = max(0.0, seconds(answered_at, call.ended_at) - k.hold_s)
+        k.talk_s = max(0.0, seconds(answered_at, call.ended_at) - k.hold_s
+                       - handover_gaps_s(call))
         if acw is not None:
             k.acw_s = (acw.per_call.get(call.uniqueid, 0.0) if isinstance(acw, AcwByCall)
                        else sum(v for (_, uid), v in acw.items() if uid == call.uniqueid))

@@ -330,6 +330,26 @@ class SpecialCallsPolicy(Section):
         description="How far back nuisance calls of a number are counted (ASSUMPTION)")
 
 
+class TransfersPolicy(Section):
+    """Transfers asked from the agent desktop (STD-049, STD-050)."""
+
+    max_per_call: int = setting(
+        3, unit="count", std="STD-049", ge=1,
+        description="Transfers one call may go through; a desktop transfer past it is refused "
+                    "(a loop guard, ASSUMPTION)")
+    backoffice_number: str = setting(
+        "", std="STD-049", pattern=r"^\d{0,20}$",
+        description="The back office's number, dialled out like an external transfer; "
+                    "empty = no back office (a transfer there is refused)")
+    backoffice_name: str = setting(
+        "后台部门", std="STD-049",
+        description="The back office named to the caller (002:683: name the department)")
+    queue_names: dict[str, str] = setting(
+        factory=dict, std="STD-049",
+        description="Department name of each queue said to the caller on a transfer there; "
+                    "a queue not listed is named by its id")
+
+
 class HangupPolicy(Section):
     """Who releases first (STD-110, STD-111, C-6)."""
 
@@ -1047,6 +1067,7 @@ class Policy(Section):
     hold: HoldPolicy = setting(factory=HoldPolicy, description="")
     special_calls: SpecialCallsPolicy = setting(factory=SpecialCallsPolicy, description="")
     hangup: HangupPolicy = setting(factory=HangupPolicy, description="")
+    transfers: TransfersPolicy = setting(factory=TransfersPolicy, description="")
     routing: RoutingPolicy = setting(factory=RoutingPolicy, description="")
     outbound: OutboundPolicy = setting(factory=OutboundPolicy, description="")
     agents: AgentsPolicy = setting(factory=AgentsPolicy, description="")

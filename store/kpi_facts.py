@@ -38,7 +38,8 @@ def facts_from_rows(calls: Iterable[Call], offers: Iterable[CallOffer],
     """Store rows (calls, call_offers, call_holds) -> CallFacts."""
     offers_by: dict[int, list[OfferFact]] = defaultdict(list)
     for o in offers:
-        offers_by[o.call_id].append(OfferFact(o.agent_id, o.started_at, o.ended_at, o.result))
+        offers_by[o.call_id].append(OfferFact(o.agent_id, o.started_at, o.ended_at, o.result,
+                                              o.left_at))
     holds_by: dict[int, list[HoldFact]] = defaultdict(list)
     for h in holds:
         holds_by[h.call_id].append(HoldFact(h.started_at, h.ended_at, h.agent_id))

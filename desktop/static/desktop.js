@@ -168,14 +168,17 @@
     st.ws.send(JSON.stringify(Object.assign({id: st.nextId}, frame)));
   }
 
-  // hooks for the panels in their own files (scripts.js): every frame, each render, send
+  // hooks for the panels in their own files (scripts.js, transfer.js...): every frame,
+  // each render, and a way to send requests
   function notify(kind, detail) {
     document.dispatchEvent(new CustomEvent("callflow:" + kind, {detail}));
   }
-  window.callflowDesk = {send: (frame) => send(frame)};
+  const frameHooks = [];
+  window.callflowDesk = {send: (frame) => send(frame), onFrame: (fn) => frameHooks.push(fn)};
 
   function handle(f) {
     notify("frame", f);
+    for (const hook of frameHooks) hook(f);
     switch (f.type) {
       case "hello": return onHello(f);
       case "snapshot": return onSnapshot(f);

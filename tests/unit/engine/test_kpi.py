@@ -421,3 +421,21 @@ def test_a_minimum_answer_delay_makes_an_early_pickup_non_standard() -> None:
     assert (check.actual, check.passed) == (1, False)
     assert not kpi.answered_too_early(early, RULES)  # off by default
     assert one_queue([early]).within_rings == 1
+
+
+def test_a_desktop_transfer_gap_is_nobody_s_talk() -> None:
+    """Issue 18: A's part ends when A hands the caller on (the leg's ``left_at``), not when
+    B answers: the announcement and B's ringing in between are no agent's talk."""
+    a_answers, a_left, b_answers, end = at(5), at(45), at(65), at(155)
+    offers = (OfferFact("1001", at(2), a_answers, "answered", left_at=a_left),
+              OfferFact("1002", at(55), b_answers, "answered", left_at=end))
+    holds = (HoldFact(at(30), at(40), "1001"),)
+    call = CallFact(uniqueid="t", queue="main", entered_at=at(0), answered_at=a_answers,
+                    ended_at=end, agent_id="1002", outcome="answered", ring_started_at=at(2),
+                    offers=offers, holds=holds, transfer_count=1, released_by="caller")
+    q = one_queue([call])
+    assert (q.answered, q.handled, q.talk_s, q.transferred) == (1, 1, 120.0, 1)
+    agents = kpi.agent_kpis([call], [], lambda r: RULES, kpi.day_period(DAY, ZONE), at(1e4))
+    a, b = agents["1001"], agents["1002"]
+    assert (a.handled, a.talk_s, a.hold_s) == (1, 30.0, 10.0)
+    assert (b.handled, b.talk_s, b.hold_s) == (1, 90.0, 0.0)
