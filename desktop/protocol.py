@@ -27,6 +27,13 @@ from callflow.agents.events import (
     SubmitWrapup,
 )
 from callflow.agents.state import MAX_WRAPUP_NOTES
+from callflow.agents.transfers import (
+    TARGET_KINDS,
+    TARGET_VALUE,
+    TRANSFER_MODES,
+    TransferMode,
+    TransferTarget,
+)
 from callflow.desktop.scripts import (
     AddressError,
     CallerAddress,
@@ -36,13 +43,6 @@ from callflow.desktop.scripts import (
     load_pack,
     offered_scripts,
     phases_for_state,
-)
-from callflow.agents.transfers import (
-    TARGET_KINDS,
-    TARGET_VALUE,
-    TRANSFER_MODES,
-    TransferMode,
-    TransferTarget,
 )
 from callflow.engine.policy import Policy, Reason
 from callflow.engine.rules import enforces

@@ -31,8 +31,8 @@ from callflow.api.wsconnection import (
     refuse,
 )
 from callflow.desktop.protocol import (
-    AddressRequest,
     CALL_REQUEST_TYPES,
+    AddressRequest,
     DesktopRequest,
     ack_frame,
     agent_event,
