@@ -43,6 +43,7 @@ from fastapi import APIRouter
 from callflow.agents.changes import AgentChanged
 from callflow.agents.events import AgentState, DayRollover, HoldEnded, HoldStarted
 from callflow.agents.restore import restored
+from callflow.desktop.identity import IdentityGate
 from callflow.engine import calls
 from callflow.engine.effects import (
     CancelTimer,
@@ -82,6 +83,7 @@ class AgentDesktop(FeatureBase):
         self.hold_reminders = hold_reminders
         self._hold_timers: dict[str, list[str]] = {}  # agent_id -> desk timer keys
         self._tasks: set[asyncio.Task[None]] = set()
+        self.identity: IdentityGate | None = None  # made at start (STD-077)
 
     # --- Feature -------------------------------------------------------------------
 
@@ -89,6 +91,8 @@ class AgentDesktop(FeatureBase):
         self._service = services
         runtime = self.runtime
         await self._restore(services)
+        self.identity = IdentityGate(services)
+        self.identity.start()
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
         if self.hold_reminders:
@@ -111,8 +115,15 @@ class AgentDesktop(FeatureBase):
 
     def routers(self) -> list[APIRouter]:
         from callflow.api.pages import page_router
+        from callflow.desktop.identity_routes import identity_router
         from callflow.desktop.routes import PAGE_PATH, STATIC_DIR, desktop_router
-        return [page_router(PAGE_PATH, STATIC_DIR, "desktop"), desktop_router(self)]
+        return [page_router(PAGE_PATH, STATIC_DIR, "desktop"), desktop_router(self),
+                identity_router(self)]
+
+    def identity_status(self, call_id: str) -> str:
+        """The call's identity status for other features (the transfer case frame):
+        ``unverified`` | ``verified:pin`` | ``verified:questions`` | ``failed``."""
+        return "unverified" if self.identity is None else self.identity.identity_status(call_id)
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         from callflow.dialplan.feature_codes import FeatureCodeContext, run_feature_code
