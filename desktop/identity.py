@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from callflow.engine import identity
+from callflow.engine.calls import CallChanged, Phase
 from callflow.engine.effects import DomainEvent, Logged, Publish
 from callflow.errors import StateError
 from callflow.store import customers, repo
@@ -52,6 +53,7 @@ class IdentityGate:
         self.services = services
         self.checks: dict[str, identity.IdentityCheck] = {}
         self._seen: dict[str, float] = {}  # call_id -> monotonic time of the last change
+        self._told: dict[str, str] = {}  # call_id -> the agent last told its status
 
     def start(self) -> None:
         self.services.runtime.on_event(self._on_event)
@@ -71,6 +73,22 @@ class IdentityGate:
             attempts = int(event.detail.get("pin_attempts", 0))
             by = "ivr" if status == identity.VERIFIED_PIN else ""
             self._set(identity.IdentityCheck(event.call_id, status, attempts, by, event.at))
+        elif isinstance(event, CallChanged):
+            if event.call.phase is Phase.ENDED:
+                self._told.pop(event.call.call_id, None)
+            else:
+                self._tell_new_agent(event.call.call_id)
+
+    def _tell_new_agent(self, call_id: str) -> None:
+        """An offer or an answer gives the call an agent: their desktop learns the status
+        with the ring (a PIN keyed before routing had nobody to tell yet)."""
+        agent_id = self._agent_of(call_id)
+        if agent_id is None or self._told.get(call_id) == agent_id:
+            return
+        self._told[call_id] = agent_id
+        check = self.checks.get(call_id, identity.IdentityCheck(call_id))
+        self.services.runtime.execute([Publish(f"agent:{agent_id}", {
+            "type": "identity", **check.as_record()})])
 
     def _set(self, check: identity.IdentityCheck) -> None:
         self.checks[check.call_id] = check
@@ -80,8 +98,10 @@ class IdentityGate:
             if now - seen > RETENTION_S and call_id not in self.services.runtime.calls:
                 self._seen.pop(call_id, None)
                 self.checks.pop(call_id, None)
+                self._told.pop(call_id, None)
         agent_id = self._agent_of(check.call_id)
         if agent_id:
+            self._told[check.call_id] = agent_id
             self.services.runtime.execute([Publish(f"agent:{agent_id}", {
                 "type": "identity", **check.as_record()})])
 
