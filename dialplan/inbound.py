@@ -264,9 +264,10 @@ class InboundFlow:
         await self.session.stream_file(str(path))
 
     async def _ask(self, name: str, max_digits: int, timeout_ms: int = DIGIT_WAIT_MS,
-                   **params: str) -> str:
+                   secret: bool = False, **params: str) -> str:
         path = await asyncio.to_thread(self.ctx.prompts.path, name, **params)
-        return (await self.session.get_data(str(path), timeout_ms, max_digits)).strip()
+        return (await self.session.get_data(str(path), timeout_ms, max_digits,
+                                            secret=secret)).strip()
 
     @enforces("STD-044")
     async def _announce_progress(self) -> None:
@@ -327,7 +328,8 @@ class InboundFlow:
         check = identity.IdentityCheck(self.call_id)
         prompt = "identity_pin_enter"
         while identity.pin_retry(check, self.policy):
-            keyed = await self._ask(prompt, rules.pin_max_digits + 1, rules.pin_digit_timeout_ms)
+            keyed = await self._ask(prompt, rules.pin_max_digits + 1, rules.pin_digit_timeout_ms,
+                                    secret=True)
             ok = identity.pin_wellformed(keyed, self.policy) and \
                 await asyncio.to_thread(identity.pin_matches, keyed, pin_hash)
             del keyed

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from callflow.engine.rules import enforces
 from callflow.errors import CallflowError
 
 from .models import Customer, CustomerNumber
@@ -53,6 +54,7 @@ def _set_numbers(s: Session, customer_id: int, numbers: Sequence[str]) -> None:
     s.add_all(CustomerNumber(number=n, customer_id=customer_id) for n in numbers)
 
 
+@enforces("STD-079")
 def save_customer(s: Session, actor: str, at: datetime, fields: Mapping[str, str],
                   numbers: Sequence[str] | None, pin_hash: str | None,
                   customer_id: int | None = None) -> dict[str, Any] | None:
@@ -73,7 +75,8 @@ def save_customer(s: Session, actor: str, at: datetime, fields: Mapping[str, str
             return None
         customer = found
         action = "customer.update"
-    changed = sorted(k for k, v in fields.items() if getattr(customer, k) != v)
+    changed = sorted(k for k, v in fields.items()
+                     if customer_id is None or getattr(customer, k) != v)
     for key, value in fields.items():
         setattr(customer, key, value)
     if pin_hash is not None:

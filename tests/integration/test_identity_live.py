@@ -111,7 +111,7 @@ def leaks(root: Path, secrets: tuple[str, ...]) -> list[str]:
     return found
 
 
-@pytest.mark.std("STD-077", "STD-078")
+@pytest.mark.std("STD-077", "STD-078", "STD-079")
 def test_pin_by_dtmf_verifies_wrong_pins_fail_and_no_digit_is_kept(
         asterisk: PbxHandle, asterisk_root: Path, sipp: SippControl, tmp_path: Path,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -144,6 +144,9 @@ def test_pin_by_dtmf_verifies_wrong_pins_fail_and_no_digit_is_kept(
             "surname": "赵", "numbers": [CALLERS["right"]]})[1]["detail"]["error"] == \
             "number_taken"
 
+        edits = product.store.read(repo.audit_entries, action="customer.create")
+        assert sorted((e.actor, e.target) for e in edits) == [
+            ("boss", f"customer:{ids['right']}"), ("boss", f"customer:{ids['wrong']}")]
         board = EventStream(product.settings.ports.api, product.settings.api_token,
                             "board,alarms,agent:1001,agent:1002")
         phones = [sipp.softphone(a, "uas_answer.xml", ring_ms=500, wait=False)
