@@ -51,7 +51,7 @@ from callflow.recovery import CallRecovery
 from callflow.runtime.core import Adapters, PbxPort, Runtime
 from callflow.runtime.trunk_watch import TrunkWatch
 from callflow.settings import Settings
-from callflow.store import records, repo
+from callflow.store import customers, records, repo
 from callflow.store.applied import StoreSink
 from callflow.store.db import Store, open_store
 from callflow.store.journal import Journal
@@ -133,7 +133,8 @@ class Service:
         for feature in self.options.features:
             await feature.start(services)
         ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts,
-                          clock=self.clock, today=self.today, history=self.caller_history)
+                          clock=self.clock, today=self.today, history=self.caller_history,
+                          customer=self.customer_for_number)
         routes: dict[str, AgiRoute] = {"inbound": lambda session: run_inbound(session, ctx)}
         for feature in self.options.features:
             routes.update(feature.agi_routes())
@@ -321,6 +322,16 @@ class Service:
     def today(self) -> date:
         """The centre's local date (holiday greetings, STD-017)."""
         return self.clock.wall().astimezone(ZoneInfo(self.policy.calendar.timezone)).date()
+
+    def customer_for_number(self, number: str) -> tuple[dict[str, Any], str | None] | None:
+        """The customer calling from ``number`` and their PIN hash (STD-077); runs in a
+        worker thread. With the store down the caller is treated as unknown (no PIN step)."""
+        assert self.store is not None
+        try:
+            return self.store.read(customers.customer_for_number, number)
+        except StoreError as exc:
+            log.warning("customer unknown, the store is unavailable: %s", exc)
+            return None
 
     def caller_history(self, number: str) -> tuple[dict[str, Any], ...]:
         """The caller's recent contacts (STD-073); runs in a worker thread. With the store

@@ -51,6 +51,7 @@ from callflow.agents.events import (
 )
 from callflow.agents.restore import restored
 from callflow.desktop.case import CASE_KIND, UNVERIFIED, CaseNote, case_payload
+from callflow.desktop.identity import IdentityGate
 from callflow.engine import calls
 from callflow.engine.effects import (
     CancelTimer,
@@ -93,8 +94,7 @@ class AgentDesktop(FeatureBase):
         self._tasks: set[asyncio.Task[None]] = set()
         self._cases: dict[str, CaseNote] = {}  # call_id -> the note of its last transfer
         self._case_sent: set[tuple[str, str]] = set()  # (call_id, agent_id) given the case
-        #: The caller's identity status for the case (STD-077); the identity gate wires it.
-        self.identity_status: Any = lambda call_id: UNVERIFIED
+        self.identity: IdentityGate | None = None  # made at start (STD-077)
 
     # --- Feature -------------------------------------------------------------------
 
@@ -102,6 +102,8 @@ class AgentDesktop(FeatureBase):
         self._service = services
         runtime = self.runtime
         await self._restore(services)
+        self.identity = IdentityGate(services)
+        self.identity.start()
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
         if self.hold_reminders:
@@ -125,8 +127,15 @@ class AgentDesktop(FeatureBase):
 
     def routers(self) -> list[APIRouter]:
         from callflow.api.pages import page_router
+        from callflow.desktop.identity_routes import identity_router
         from callflow.desktop.routes import PAGE_PATH, STATIC_DIR, desktop_router
-        return [page_router(PAGE_PATH, STATIC_DIR, "desktop"), desktop_router(self)]
+        return [page_router(PAGE_PATH, STATIC_DIR, "desktop"), desktop_router(self),
+                identity_router(self)]
+
+    def identity_status(self, call_id: str) -> str:
+        """The call's identity status for other features (the transfer case frame):
+        ``unverified`` | ``verified:pin`` | ``verified:questions`` | ``failed``."""
+        return UNVERIFIED if self.identity is None else self.identity.identity_status(call_id)
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         from callflow.dialplan.feature_codes import FeatureCodeContext, run_feature_code

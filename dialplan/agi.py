@@ -608,14 +608,17 @@ class AgiSession:
 
     # -- commands ---------------------------------------------------------------------
 
-    async def command(self, *words: str, timeout: Timeout = SESSION_DEFAULT) -> AgiResult:
+    async def command(self, *words: str, timeout: Timeout = SESSION_DEFAULT,
+                      secret: bool = False) -> AgiResult:
         """Send one AGI command and return its ``200`` reply.
 
         ``words`` are the command's keywords and arguments, each quoted as needed.
         ``timeout``: seconds, ``None`` for none (EXEC Dial, long prompts), default the
         server's ``command_timeout``. Raises CallerHungUp, AgiCommandError (510, 520,
         ``result=-1`` on a live channel), AgiCommandTimeout, AgiProtocolError,
-        AgiArgumentError (before anything is sent).
+        AgiArgumentError (before anything is sent). ``secret``: the reply carries what
+        must not be logged (a PIN keyed by the caller): an error about it names the
+        command, never the reply line.
         """
         line = (_known_command_line(words) if all(type(w) is str for w in words)
                 else build_command_line(words))
@@ -625,7 +628,8 @@ class AgiSession:
             self._check_usable(words, what)
             block = await self._exchange(line, what, limit)
             try:
-                return self._interpret(block, what)
+                return self._interpret(block, what) if not secret \
+                    else self._interpret_secret(block, what)
             except _ResultFailed:
                 if not self.hung_up:
                     await self._probe_channel()
@@ -646,7 +650,7 @@ class AgiSession:
         return _digit(reply, "STREAM FILE")
 
     async def get_data(self, path: str, timeout_ms: int, max_digits: int, *,
-                       timeout: Timeout = SESSION_DEFAULT) -> str:
+                       timeout: Timeout = SESSION_DEFAULT, secret: bool = False) -> str:
         """Play a prompt and collect up to ``max_digits`` DTMF digits ("" if none).
 
         The default command timeout is ``command_timeout`` (for the prompt) plus the
@@ -655,7 +659,7 @@ class AgiSession:
         if timeout is SESSION_DEFAULT:
             timeout = self._plus_default(timeout_ms * max(1, max_digits))
         reply = await self.command("GET", "DATA", path, str(int(timeout_ms)),
-                                   str(int(max_digits)), timeout=timeout)
+                                   str(int(max_digits)), timeout=timeout, secret=secret)
         return reply.result
 
     async def wait_for_digit(self, timeout_ms: int, *, timeout: Timeout = SESSION_DEFAULT) -> str:
@@ -782,6 +786,16 @@ class AgiSession:
         block = await self._exchange(PROBE_COMMAND, "CHANNEL STATUS", self.command_timeout)
         if block[0].startswith("511"):
             self._set_hung_up()
+
+    def _interpret_secret(self, block: list[str], what: str) -> AgiResult:
+        """``_interpret`` whose errors do not quote the reply (it may hold a PIN)."""
+        try:
+            return self._interpret(block, what)
+        except (_ResultFailed, CallerHungUp):
+            raise  # their texts name the command only
+        except AgiError as exc:
+            raise type(exc)(f"{what}: {type(exc).__name__} (reply withheld: secret "
+                            "input)") from None
 
     def _interpret(self, block: list[str], what: str) -> AgiResult:
         if block[0].startswith("511"):

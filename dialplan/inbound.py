@@ -35,10 +35,10 @@ from typing import Any
 from callflow.agents import transfers
 from callflow.agents.roster import RosterAgent
 from callflow.dialplan.agi import AgiSession
-from callflow.engine import waiting
+from callflow.engine import identity, waiting
 from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
-from callflow.engine.effects import Alarm
+from callflow.engine.effects import Alarm, Logged
 from callflow.engine.policy import Policy, ring_limit_seconds
 from callflow.engine.rules import enforces
 from callflow.errors import AgiCommandError, CallerHungUp
@@ -59,6 +59,13 @@ class FlowContext:
     clock: Clock
     today: Callable[[], date]  # the centre's local date (holidays)
     history: Callable[[str], tuple[dict[str, Any], ...]]  # recent contacts of a number
+    # the customer calling from a number and their PIN hash (STD-077), or None
+    customer: Callable[[str], tuple[dict[str, Any], str | None] | None] = \
+        lambda number: None
+
+
+#: Event-log kind of a PIN check's outcome (the desktop's identity gate follows it).
+IDENTITY_PIN_RECORD = "identity_pin"
 
 
 def dial_timeout_arg(seconds: float) -> str:
@@ -121,6 +128,7 @@ class InboundFlow:
                              history=history, menu=menu)
         try:
             await self.session.answer()
+            await self._identity_pin()
             named = None
             if menu:
                 named = await self._ask_named_agent()
@@ -310,9 +318,10 @@ class InboundFlow:
         await self.session.stream_file(str(path))
 
     async def _ask(self, name: str, max_digits: int, timeout_ms: int = DIGIT_WAIT_MS,
-                   **params: str) -> str:
+                   secret: bool = False, **params: str) -> str:
         path = await asyncio.to_thread(self.ctx.prompts.path, name, **params)
-        return (await self.session.get_data(str(path), timeout_ms, max_digits)).strip()
+        return (await self.session.get_data(str(path), timeout_ms, max_digits,
+                                            secret=secret)).strip()
 
     @enforces("STD-044")
     async def _announce_progress(self) -> None:
@@ -350,6 +359,41 @@ class InboundFlow:
         await self._done()
         await self.session.hangup()
         return True
+
+    # --- identity by PIN (STD-077) -----------------------------------------------------
+
+    async def _identity_pin(self) -> None:
+        """A known customer with a PIN keys it in before routing, unheard by any agent.
+
+        The digits live only in this frame's local variable: they are compared with the
+        stored hash and dropped; nothing logs them (AGI replies are not logged, the
+        outcome carries only the status and the count). ``*``, ``#`` alone, silence and
+        entries of the wrong length count as wrong entries. After the limit the caller
+        is routed unverified-as-failed; the agent sees the outcome, never the PIN.
+        """
+        if not PHONE_NUMBER.fullmatch(self.caller):
+            return
+        found = await asyncio.to_thread(self.ctx.customer, self.caller)
+        if found is None or not identity.pin_offered(self.policy, found[1] is not None):
+            return
+        record, pin_hash = found
+        assert pin_hash is not None
+        rules = self.policy.identity
+        check = identity.IdentityCheck(self.call_id)
+        prompt = "identity_pin_enter"
+        while identity.pin_retry(check, self.policy):
+            keyed = await self._ask(prompt, rules.pin_max_digits + 1, rules.pin_digit_timeout_ms,
+                                    secret=True)
+            ok = identity.pin_wellformed(keyed, self.policy) and \
+                await asyncio.to_thread(identity.pin_matches, keyed, pin_hash)
+            del keyed
+            check = identity.pin_entered(check, ok, self.policy, time.time())
+            prompt = "identity_pin_wrong"
+        log.info("call %s: identity %s after %d PIN entries", self.call_id, check.status,
+                 check.pin_attempts)
+        self.rt.execute([Logged(IDENTITY_PIN_RECORD, self.call_id, check.at, {
+            **check.as_record(), "customer_id": record["customer_id"]})])
+        await self._play("identity_pin_ok" if check.verified else "identity_pin_failed")
 
     # --- named agent (STD-071, STD-072) ------------------------------------------------
 

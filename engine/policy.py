@@ -361,6 +361,41 @@ class HangupPolicy(Section):
         description="Count every agent-first release after the closing as a violation")
 
 
+class IdentityPolicy(Section):
+    """The identity gate before personal data is shown (STD-077, STD-078)."""
+
+    method: Literal["questions", "pin", "either"] = setting(
+        "either", std="STD-077",
+        description="How a caller is verified: the agent's questions, a PIN keyed in "
+                    "the IVR, or either")
+    pin_in_ivr: bool = setting(
+        True, std="STD-077",
+        description="Ask a known customer who has a PIN for it before routing "
+                    "(with method pin or either)")
+    pin_attempts: int = setting(
+        3, unit="entries", std="STD-077", ge=1, le=10,
+        description="PIN entries allowed before the call is marked failed")
+    pin_min_digits: int = setting(
+        4, unit="digits", std="STD-077", ge=4, le=12, description="Shortest PIN accepted")
+    pin_max_digits: int = setting(
+        8, unit="digits", std="STD-077", ge=4, le=12, description="Longest PIN accepted")
+    pin_digit_timeout_ms: int = setting(
+        5000, unit="ms", std="STD-077", ge=1000, le=30000,
+        description="Silence that ends one PIN entry (GET DATA's per-digit wait)")
+    personal_fields: list[Literal["account", "address", "id_tail", "given_name",
+                                  "numbers"]] = setting(
+        factory=lambda: ["account", "address", "id_tail"], std="STD-078",
+        description="Customer record fields hidden on the desktop until the caller is "
+                    "verified (each reveal is audited)")
+
+    @field_validator("pin_max_digits")
+    @classmethod
+    def _pin_lengths(cls, value: int, info: ValidationInfo) -> int:
+        if value < info.data.get("pin_min_digits", 0):
+            raise ValueError("must be at least pin_min_digits")
+        return value
+
+
 class RoutingPolicy(Section):
     """What the core decides when a call arrives or an agent frees up (STD-055, 069-073)."""
 
@@ -1069,6 +1104,7 @@ class Policy(Section):
     hangup: HangupPolicy = setting(factory=HangupPolicy, description="")
     transfers: TransfersPolicy = setting(factory=TransfersPolicy, description="")
     routing: RoutingPolicy = setting(factory=RoutingPolicy, description="")
+    identity: IdentityPolicy = setting(factory=IdentityPolicy, description="")
     outbound: OutboundPolicy = setting(factory=OutboundPolicy, description="")
     agents: AgentsPolicy = setting(factory=AgentsPolicy, description="")
     kpi: KpiPolicy = setting(factory=KpiPolicy, description="")

@@ -586,3 +586,33 @@ class CallVerdict(Base):
     queue: Mapped[str] = mapped_column(String(64), server_default="")
     at: Mapped[datetime]
     detail: Mapped[str] = mapped_column(Text, server_default="")
+
+
+class Customer(Base):
+    """A customer the centre knows (issue 18, STD-077..STD-079): the header every desktop
+    may show (surname, title: the address form of STD-020), personal fields shown only
+    after the caller is verified, and the PIN as a salted hash only (engine/identity.py).
+    Every create and edit is attributed in ``audit_log`` (STD-079)."""
+
+    __tablename__ = "customers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    surname: Mapped[str] = mapped_column(String(64))
+    given_name: Mapped[str] = mapped_column(String(64), server_default="")
+    title: Mapped[str] = mapped_column(String(32), server_default="")
+    account: Mapped[str] = mapped_column(String(64), server_default="")
+    address: Mapped[str] = mapped_column(String(255), server_default="")
+    id_tail: Mapped[str] = mapped_column(String(8), server_default="")
+    pin_hash: Mapped[str | None] = mapped_column(String(255))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str] = mapped_column(String(64), server_default="")
+
+
+class CustomerNumber(Base):
+    """A phone number a customer calls from; one customer per number (the caller lookup)."""
+
+    __tablename__ = "customer_numbers"
+    __table_args__ = (Index("ix_customer_numbers_customer_id", "customer_id"),)
+
+    number: Mapped[str] = mapped_column(String(32), primary_key=True)
+    customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))

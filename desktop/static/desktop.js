@@ -231,6 +231,8 @@
   }
 
   function onPayload(p) {
+    // other panels (identity.js, ...) follow the same messages
+    document.dispatchEvent(new CustomEvent("callflow:payload", {detail: p}));
     switch (p.type) {
       case "agent_state":
         st.agent = p;
@@ -384,6 +386,8 @@
     const a = st.agent;
     return (a && a.call_id) || (st.call && st.call.uniqueid) || "";
   }
+  // what other panels of the page may read (identity.js): the session and the call
+  window.callflowDesktop = {token: () => st.token, callId: currentCallId};
 
   function renderCallActions() {
     const a = st.agent;

@@ -1182,3 +1182,23 @@ async def test_the_captured_environments_of_hostile_callers(serve: Serve,
         assert env["agi_network_script"] == "inbound" and env["agi_arg_1"] == "8000"
     if case["dialplan"] == "after":
         assert env["agi_callerid"].isdigit()
+
+
+async def test_a_secret_reply_is_never_quoted_in_errors_or_logs(
+        serve: Serve, caplog: pytest.LogCaptureFixture) -> None:
+    """A PIN keyed in GET DATA (issue 18): even a malformed reply holding the digits is
+    named by its command only, in the exception and in the log."""
+    caplog.set_level(logging.DEBUG)
+
+    async def body(s: AgiSession, seen: list[Any]) -> None:
+        await s.get_data("identity_pin_enter", 3000, 9, secret=True)
+
+    flow = Flow(body)
+    server = await serve({"inbound": flow})
+    fake = await FakeAsterisk.call(server.port)
+    await fake.expect("GET DATA identity_pin_enter 3000 9", "200 result=582904 (timeout")
+    assert await fake.rest() == b"FAILURE\n"
+    await flow.finished()
+    assert [type(e) for e in flow.raised] == [AgiProtocolError]
+    assert "582904" not in str(flow.raised[0]) and "withheld" in str(flow.raised[0])
+    assert "582904" not in caplog.text and "AGI protocol error" in caplog.text
