@@ -53,7 +53,9 @@ from callflow.engine import numbers
 from callflow.engine.effects import DomainEvent, Originate
 from callflow.engine.policy import Policy, outbound_no_answer_seconds, ring_limit_seconds
 from callflow.engine.rules import enforces
-from callflow.engine.workcalendar import MAX_DAYS_AHEAD, at_local, next_working_day, zone
+from callflow.engine.workcalendar import MAX_DAYS_AHEAD, at_local
+from callflow.engine.workcalendar import next_working_day as next_working_day
+from callflow.engine.workcalendar import zone as zone  # re-exported: one calendar
 from callflow.errors import PolicyError, StateError
 
 # --- outcomes ---------------------------------------------------------------------------

@@ -811,6 +811,13 @@ class TicketsPolicy(Section):
     escalation_chain: list[str] = setting(
         std="STD-137", factory=lambda: ["shift_lead", "department_manager"],
         description="Levels an unresolved ticket escalates to, in order, one step at a time")
+    check_interval_s: float = setting(
+        30, unit="s", std="STD-125", gt=0, le=3600,
+        description="How often the open tickets are checked for steps and lapsed tests "
+                    "(an escalation fires at most this late)")
+    text_max_chars: int = setting(
+        4000, unit="chars", std="STD-130", ge=100, le=100000,
+        description="Longest description or note a ticket takes (longer is refused)")
     close_needs_followup: list[str] = setting(
         std="STD-134", factory=lambda: ["complaint_simple", "complaint_complex"],
         description="Ticket types whose closing needs a follow-up call and the customer's "
