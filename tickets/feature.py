@@ -88,7 +88,7 @@ def sweep(store: Store, now: datetime, policy: Policy) -> Sweep:
                 continue  # someone changed it: the next pass sees their version
             facts = store_tickets.facts(row)
         for step in core.escalations_due(facts, now, policy):
-            detail = {"ticket_id": row.id, "number": row.number, "type": facts.type,
+            detail = {"ticket_id": row.id, "number": row.number, "ticket_type": facts.type,
                       "level": step.level, "role": step.role, "reason": step.reason,
                       "owner": row.owner_id, "due_at": step.at.astimezone(UTC).isoformat()}
             try:
