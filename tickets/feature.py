@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 ESCALATION_ALARM = "ticket_escalated"
 WATCHER = "escalation-watcher"
+SUMMARY_CHARS = 80  # the backlog shows the start of the description (text, never markup)
 
 
 @dataclass
@@ -65,6 +66,7 @@ def backlog_of(rows: list[tuple[TicketRow, core.Ticket]], now: datetime,
         items.append({"id": row.id, "number": row.number, "type": facts.type,
                       "priority": facts.priority, "status": facts.status,
                       "owner": row.owner_id, "escalation_level": facts.escalation_level,
+                      "summary": row.description[:SUMMARY_CHARS],
                       "due_at": due.astimezone(UTC).isoformat() if due else None,
                       "overdue": [c.name for c in late]})
     items.sort(key=lambda i: (not i["overdue"], i["due_at"] or "9999"))
