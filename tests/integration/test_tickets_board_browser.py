@@ -78,3 +78,9 @@ def test_backlog_shows_overdue_complaint_and_html_as_text(product: Product,
     assert page.evaluate("() => window.__pwned") is None
     assert "1" in page.inner_text("#tickets-overdue")
     page.close()
+    # the board's KPI report carries the tickets' figures (issue 19)
+    figures = httpx.get(base + "/api/v1/kpi", headers={"Authorization": f"Bearer {token}"})
+    assert figures.status_code == 200, figures.text
+    tickets = figures.json()["tickets"]
+    assert (tickets["logged"], tickets["complaints"], tickets["reply_rate_pct"],
+            tickets["timeliness_pct"]) == (1, 1, 0.0, 0.0)
