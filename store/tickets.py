@@ -10,12 +10,11 @@ the same statement serialises the escalation watcher with people editing the tic
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable
-from dataclasses import replace
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from callflow.engine import tickets as core
@@ -121,16 +120,3 @@ def not_closed(s: Session) -> list[Ticket]:
 def logged_between(s: Session, start: datetime, end: datetime) -> list[Ticket]:
     return list(s.scalars(select(Ticket).where(Ticket.opened_at >= start,
                                                Ticket.opened_at < end)))
-
-
-def count_open_for_number(s: Session, number: str) -> int:
-    return int(s.execute(select(func.count()).select_from(Ticket).where(
-        Ticket.caller_number == number, Ticket.status != "closed")).scalar_one())
-
-
-def with_facts(rows: Iterable[Ticket]) -> list[tuple[Ticket, core.Ticket]]:
-    return [(row, facts(row)) for row in rows]
-
-
-def reopen_facts(ticket: core.Ticket, **changes: Any) -> core.Ticket:
-    return replace(ticket, **changes)

@@ -223,3 +223,11 @@ def test_backlog_and_kpis_for_supervisors(env: SimpleNamespace) -> None:
             figures["reply_rate_pct"], figures["followup_coverage_pct"]) == (1, 1, 0.0, 0.0, 0.0)
     assert call(env, "GET", f"{BASE}/kpis", "supervisor",
                 params={"day": "x"}).status_code == 422
+
+
+def test_ids_and_versions_out_of_range_are_refused(env: SimpleNamespace) -> None:
+    t = call(env, "POST", BASE, json={"type": "enquiry", "description": "q"}).json()["ticket"]
+    assert call(env, "GET", f"{BASE}/{10**11}").status_code == 422
+    huge = call(env, "PATCH", f"{BASE}/{t['id']}", json={"version": 10**30, "note": "x"})
+    assert huge.status_code == 422 and huge.json()["detail"]["error"] == "bad_version"
+    assert call(env, "PATCH", f"{BASE}/{t['id']}", json={"note": "x"}).status_code == 422
