@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from callflow.board import reports
 from callflow.engine import kpi
+from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
 from callflow.store.kpi_facts import load_facts
 
@@ -120,6 +121,12 @@ class Reporting:
             "queues": {q: k.as_dict() for q, k in sorted(per_queue.items())},
             "agents": {a: k.as_dict() for a, k in sorted(per_agent.items())},
         }
+        # issue 19: the tickets logged in the period (timeliness, replies, complaints)
+        logged = await asyncio.to_thread(self._store().read, store_tickets.logged_between,
+                                         period.start, period.end)
+        answered = sum(1 for c in calls if c.answered_at is not None)
+        body["tickets"] = kpi.ticket_kpis([store_tickets.facts(t) for t in logged], answered,
+                                          as_of, service.policy).as_dict()
         if intervals:
             if first != last:
                 raise reports.ReportError("intervals are given for one day at a time")

@@ -61,6 +61,7 @@ def default_features() -> list[Feature]:
     from callflow.outbound.feature import OutboundFeature
     from callflow.recordings.feature import RecordingsFeature
     from callflow.special_calls.feature import SpecialCallsFeature
+    from callflow.tickets.feature import TicketsFeature
 
     # the special-calls feature keeps the hold beep, the caller's reassurance, the board,
     # alarms and records; the desktop feature sends the hold reminders to the desktop
@@ -68,7 +69,7 @@ def default_features() -> list[Feature]:
     desktop = AgentDesktop(hold_reminders=not special_calls.desktop_hold_reminders)
     outbound = OutboundFeature()
     return [desktop, BoardFeature(), outbound, special_calls,
-            RecordingsFeature(outbound=outbound)]
+            RecordingsFeature(outbound=outbound), TicketsFeature()]
 
 
 def _pbx_config(settings: Settings, roster: Roster) -> PbxConfig:

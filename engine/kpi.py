@@ -63,6 +63,9 @@ from zoneinfo import ZoneInfo
 
 from callflow.engine.policy import Policy, min_answer_delay_seconds
 from callflow.engine.rules import enforces
+from callflow.engine.tickets import Ticket
+from callflow.engine.tickets import clocks as ticket_clocks
+from callflow.engine.tickets import met_at as ticket_met_at
 
 # Outcome classes of an inbound call (from its time points, not only its stored outcome).
 ANSWERED = "answered"
@@ -935,3 +938,57 @@ def week_period(monday: date, zone: ZoneInfo) -> Period:
 
 def local_day(at: datetime, zone: ZoneInfo) -> date:
     return at.astimezone(zone).date()
+
+
+# --- tickets (issue 19) --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TicketKpis:
+    """Ticket figures of a period (tickets logged in it), as fractions 0..1 (None: nothing
+    to count). ``reply_rate_met``: the reply rate reaches ``kpi.reply_rate_target_pct``."""
+
+    logged: int
+    complaints: int
+    timeliness: float | None  # clocks due by as_of that were met on time
+    reply_rate: float | None  # tickets answered (replied or resolved), STD-133
+    reply_rate_met: bool | None
+    complaint_rate: float | None  # complaints per answered call
+    followup_coverage: float | None  # complaints whose follow-up contact was made, STD-134
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"logged": self.logged, "complaints": self.complaints,
+                "timeliness_pct": _pct(self.timeliness), "reply_rate_pct": _pct(self.reply_rate),
+                "reply_rate_met": self.reply_rate_met,
+                "complaint_rate_pct": _pct(self.complaint_rate),
+                "followup_coverage_pct": _pct(self.followup_coverage)}
+
+
+@enforces("STD-133", policy=("kpi.reply_rate_target_pct",))
+@enforces("STD-124")
+def ticket_kpis(tickets: Sequence[Ticket], answered_calls: int, as_of: datetime,
+                policy: Policy) -> TicketKpis:
+    """Timeliness (each ticket clock due by ``as_of``: met by its due time?), reply rate
+    (STD-133: every issue gets a reply, target 100%), complaint rate (complaints logged
+    per answered call) and follow-up coverage (complaints followed up, STD-134)."""
+    due = on_time = answered = followed = 0
+    complaints = [t for t in tickets if t.type in policy.tickets.close_needs_followup]
+    for ticket in tickets:
+        for clock in ticket_clocks(ticket, policy):
+            if clock.due_at > as_of:
+                continue
+            due += 1
+            met = ticket_met_at(ticket, clock)
+            if met is None and clock.meets == "reply":
+                met = ticket.resolved_at
+            on_time += met is not None and met <= clock.due_at
+        answered += ticket.replied_at is not None or ticket.resolved_at is not None
+    followed = sum(t.followed_up_at is not None for t in complaints)
+    reply_rate = _ratio(answered, len(tickets))
+    target = policy.kpi.reply_rate_target_pct / 100
+    return TicketKpis(
+        logged=len(tickets), complaints=len(complaints),
+        timeliness=_ratio(on_time, due), reply_rate=reply_rate,
+        reply_rate_met=None if reply_rate is None else reply_rate >= target,
+        complaint_rate=_ratio(len(complaints), answered_calls),
+        followup_coverage=_ratio(followed, len(complaints)))

@@ -48,12 +48,14 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
-from zoneinfo import ZoneInfo
 
 from callflow.engine import numbers
 from callflow.engine.effects import DomainEvent, Originate
 from callflow.engine.policy import Policy, outbound_no_answer_seconds, ring_limit_seconds
 from callflow.engine.rules import enforces
+from callflow.engine.workcalendar import MAX_DAYS_AHEAD, at_local
+from callflow.engine.workcalendar import next_working_day as next_working_day
+from callflow.engine.workcalendar import zone as zone  # re-exported: one calendar
 from callflow.errors import PolicyError, StateError
 
 # --- outcomes ---------------------------------------------------------------------------
@@ -185,11 +187,8 @@ def presented_keys(policy: Policy) -> frozenset[str]:
 
 # --- calendar (STD-085 calling window, working days) -----------------------------------------
 
-_MAX_DAYS_AHEAD = 370
-
-
-def zone(policy: Policy) -> ZoneInfo:
-    return ZoneInfo(policy.calendar.timezone)
+_MAX_DAYS_AHEAD = MAX_DAYS_AHEAD
+_at = at_local  # one calendar: engine/workcalendar.py
 
 
 def is_calling_day(day: date, policy: Policy) -> bool:
@@ -197,10 +196,6 @@ def is_calling_day(day: date, policy: Policy) -> bool:
     if policy.outbound.calling_days == "workdays":
         return policy.calendar.is_workday(day)
     return day not in policy.calendar.holidays
-
-
-def _at(day: date, clock_time: time, tz: ZoneInfo) -> datetime:
-    return datetime.combine(day, clock_time, tzinfo=tz)
 
 
 @enforces("STD-085",
@@ -227,16 +222,6 @@ def next_calling_time(t: datetime, policy: Policy) -> datetime:
 
 def in_calling_window(t: datetime, policy: Policy) -> bool:
     return next_calling_time(t, policy) == t
-
-
-def next_working_day(t: datetime, policy: Policy) -> date:
-    """The first working day of the business calendar after ``t``'s local date."""
-    day = t.astimezone(zone(policy)).date()
-    for _ in range(_MAX_DAYS_AHEAD):
-        day += timedelta(days=1)
-        if policy.calendar.is_workday(day):
-            return day
-    raise PolicyError("no working day within a year: check calendar.workdays and holidays")
 
 
 def next_working_day_due(t: datetime, policy: Policy, workdays: int = 1) -> datetime:

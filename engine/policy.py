@@ -756,6 +756,9 @@ class KpiPolicy(Section):
         description="Alert when an agent's running average ACW exceeds this")
     talk_average_target_s: float = setting(
         180, unit="s", std="STD-101", gt=0, description="Average talk time (ACD) target")
+    reply_rate_target_pct: float = setting(
+        100, unit="%", std="STD-133", ge=0, le=100,
+        description="Every customer issue gets a reply: the tickets' reply-rate target")
     report_interval_min: int = setting(
         15, unit="min", std="STD-006", ge=1, le=1440,
         description="Reporting interval for the average-answer-ring alert (ASSUMPTION)")
@@ -772,6 +775,10 @@ class CalendarPolicy(Section):
         description="Working weekdays (ASSUMPTION)")
     work_start: ClockTime = setting(
         time(9, 0), unit="HH:MM", std="STD-122", description="Start of working hours")
+    work_end: ClockTime = setting(
+        time(18, 0), unit="HH:MM", std="STD-126",
+        description="End of working hours: working-hour and working-day ticket clocks run "
+                    "only between work_start and work_end of working days")
     holidays: list[date] = setting(
         std="STD-122", factory=list, description="Public holidays (not working days)")
     extra_workdays: list[date] = setting(
@@ -787,6 +794,14 @@ class CalendarPolicy(Section):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
 
+    @field_validator("work_end")
+    @classmethod
+    def _after_start(cls, value: time, info: ValidationInfo) -> time:
+        start = info.data.get("work_start")
+        if start is not None and value <= start:
+            raise ValueError("must be after work_start")
+        return value
+
     @field_validator("workdays")
     @classmethod
     def _some_workdays(cls, value: list[Weekday]) -> list[Weekday]:
@@ -798,6 +813,85 @@ class CalendarPolicy(Section):
         if day in self.holidays:
             return False
         return day in self.extra_workdays or WEEKDAYS[day.weekday()] in self.workdays
+
+
+TICKET_TYPES = ("enquiry", "back_office", "complaint_simple", "complaint_complex",
+                "suggestion", "fault")
+
+
+class TicketsPolicy(Section):
+    """Ticket clocks and escalation (STD-122..STD-127, STD-134, STD-137).
+
+    ``*_h`` are clock hours (the seeds count 小时 for them), ``*_work_h`` working hours
+    and ``*_workdays`` working days on the business calendar ([calendar]: working days,
+    holidays, work_start..work_end). A working day is ``work_end - work_start`` working
+    hours, so "1 working day" from Friday 17:50 is the next working day at 17:50."""
+
+    enquiry_reply_workdays: float = setting(
+        2, unit="workdays", std="STD-124", ge=0, le=60,
+        description="Enquiry not answerable at once (and suggestion): reply within")
+    backoffice_response_workdays: float = setting(
+        1, unit="workdays", std="STD-122", ge=0, le=60,
+        description="Issue needing back-office help: response within")
+    form_to_handler_work_h: float = setting(
+        2, unit="work_h", std="STD-126", ge=0, le=240,
+        description="Back-office / fault form reaches its handler within")
+    handler_result_workdays: float = setting(
+        2, unit="workdays", std="STD-126", ge=0, le=60,
+        description="Back-office / fault handler returns a result within")
+    complaint_simple_answer_h: float = setting(
+        2, unit="h", std="STD-123", ge=0, le=720,
+        description="Simple complaint: the clear answer promised on the call, within")
+    complaint_complex_answer_h: float = setting(
+        24, unit="h", std="STD-123", ge=0, le=720,
+        description="Complex complaint: the clear answer promised on the call, within")
+    complaint_followup_h: float = setting(
+        24, unit="h", std="STD-134", ge=0, le=720,
+        description="Complaint follow-up contact (call or visit) within, from logging")
+    complaint_result_workdays: float = setting(
+        5, unit="workdays", std="STD-134", ge=0, le=60,
+        description="Complaint: handling result to the customer (closed) within, from "
+                    "logging (STD-124: 3-5 working days)")
+    customer_test_h: float = setting(
+        24, unit="h", std="STD-127", ge=0, le=720,
+        description="A ticket awaiting the customer's test result counts as solved after")
+    escalation_after_h: float = setting(
+        24, unit="h", std="STD-125", gt=0, le=720,
+        description="A ticket unresolved this long after logging escalates even with no "
+                    "deadline missed")
+    escalation_interval_h: float = setting(
+        24, unit="h", std="STD-125", gt=0, le=720,
+        description="A ticket still unresolved this long after one escalation step goes "
+                    "to the next level (the next daily check)")
+    escalation_chain: list[str] = setting(
+        std="STD-137", factory=lambda: ["shift_lead", "department_manager"],
+        description="Levels an unresolved ticket escalates to, in order, one step at a time")
+    check_interval_s: float = setting(
+        30, unit="s", std="STD-125", gt=0, le=3600,
+        description="How often the open tickets are checked for steps and lapsed tests "
+                    "(an escalation fires at most this late)")
+    text_max_chars: int = setting(
+        4000, unit="chars", std="STD-130", ge=100, le=100000,
+        description="Longest description or note a ticket takes (longer is refused)")
+    close_needs_followup: list[str] = setting(
+        std="STD-134", factory=lambda: ["complaint_simple", "complaint_complex"],
+        description="Ticket types whose closing needs a follow-up call and the customer's "
+                    "confirmation")
+
+    @field_validator("escalation_chain")
+    @classmethod
+    def _chain(cls, value: list[str]) -> list[str]:
+        if not value or len(set(value)) != len(value) or any(not v for v in value):
+            raise ValueError("needs at least one level, each once")
+        return value
+
+    @field_validator("close_needs_followup")
+    @classmethod
+    def _known_types(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(TICKET_TYPES))
+        if unknown:
+            raise ValueError(f"unknown ticket types {unknown}; known: {', '.join(TICKET_TYPES)}")
+        return value
 
 
 class Penalties(Section):
@@ -1109,6 +1203,7 @@ class Policy(Section):
     agents: AgentsPolicy = setting(factory=AgentsPolicy, description="")
     kpi: KpiPolicy = setting(factory=KpiPolicy, description="")
     calendar: CalendarPolicy = setting(factory=CalendarPolicy, description="")
+    tickets: TicketsPolicy = setting(factory=TicketsPolicy, description="")
     qa: QaPolicy = setting(factory=QaPolicy, description="")
     recordings: RecordingsPolicy = setting(factory=RecordingsPolicy, description="")
     supervision: SupervisionPolicy = setting(factory=SupervisionPolicy, description="")
@@ -1278,10 +1373,7 @@ REMOVED_KEYS: dict[str, str] = {
     "agents.inactivity_logout_min": "desktop inactivity (STD-102) is not tracked yet",
     "agents.shift_end_flag_min": "shifts (STD-103) are not in the roster yet",
     "agents.login_before_shift_min": "shifts (C-9) are not in the roster yet",
-    "kpi.reply_rate_target_pct": "the reply rate (STD-133) comes with tickets (issue 19)",
     "kpi.followup_coverage_target_pct": "key customers (STD-086) are not recorded yet",
-    "calendar.work_end": "working-hour clocks come with tickets (issue 19)",
-    "tickets": "ticket clocks come with tickets (issue 19)",
     "qa.satisfaction_min_pct": "the customer survey (STD-120) comes with issue 18",
     "qa.satisfaction_max_pct": "the customer survey (STD-120) comes with issue 18",
     "qa.penalties.busy_without_reason": "busy always carries a reason (STD-097): nothing "

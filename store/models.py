@@ -616,3 +616,83 @@ class CustomerNumber(Base):
 
     number: Mapped[str] = mapped_column(String(32), primary_key=True)
     customer_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))
+#: Ticket types, statuses, priorities and owners (the core's, engine/tickets.py and
+#: engine/policy.py TICKET_TYPES; a unit test keeps them equal).
+TICKET_TYPES = ("enquiry", "back_office", "complaint_simple", "complaint_complex",
+                "suggestion", "fault")
+TICKET_STATUSES = ("open", "in_progress", "awaiting_test", "resolved",
+                   "awaiting_confirmation", "closed")
+TICKET_PRIORITIES = ("low", "normal", "high", "urgent")
+TICKET_OWNER_KINDS = ("agent", "team", "back_office")
+
+
+class Ticket(Base):
+    """What the agent could not solve on the call (issue 19): its facts, its links to the
+    call, the caller, the agent and the recording, and the escalation level reached.
+
+    ``version`` is the optimistic lock: every update names the version it read and
+    succeeds only if it is still the stored one, so a second writer with a stale copy
+    gets a conflict instead of overwriting the first (nothing lost). The escalation
+    level is stored, not remembered: a restarted engine derives from it which step
+    comes next (engine/tickets.py ``escalations_due``)."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (
+        one_of("type", TICKET_TYPES, "type"),
+        one_of("status", TICKET_STATUSES, "status"),
+        one_of("priority", TICKET_PRIORITIES, "priority"),
+        one_of("owner_kind", TICKET_OWNER_KINDS, "owner_kind"),
+        Index("ix_tickets_status_opened_at", "status", "opened_at"),
+        Index("ix_tickets_owner_id", "owner_id"),
+        Index("ix_tickets_caller_number", "caller_number"),
+        Index("ix_tickets_call_uniqueid", "call_uniqueid"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: STD-129: date + owner + serial, set right after the insert (the serial is the id).
+    number: Mapped[str] = mapped_column(String(48), unique=True)
+    type: Mapped[str] = mapped_column(String(24))
+    priority: Mapped[str] = mapped_column(String(8), server_default="normal")
+    status: Mapped[str] = mapped_column(String(24), server_default="open")
+    owner_kind: Mapped[str] = mapped_column(String(16), server_default="agent")
+    owner_id: Mapped[str] = mapped_column(String(64))
+    team: Mapped[str | None] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(64))
+    #: Links (STD-130): the call, its caller's number, its agent, its recording.
+    call_uniqueid: Mapped[str | None] = mapped_column(String(64))
+    caller_number: Mapped[str] = mapped_column(String(64), server_default="")
+    agent_id: Mapped[str | None] = mapped_column(String(32))
+    recording_id: Mapped[int | None] = mapped_column(Integer)
+    customer_name: Mapped[str] = mapped_column(String(100), server_default="")
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    opened_at: Mapped[datetime]
+    replied_at: Mapped[datetime | None]
+    handled_at: Mapped[datetime | None]
+    followed_up_at: Mapped[datetime | None]
+    resolved_at: Mapped[datetime | None]
+    test_since: Mapped[datetime | None]
+    promised_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    escalation_level: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: the follow-up call's outbound task (callback_tasks.id) while closing (STD-134)
+    followup_task_id: Mapped[int | None] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class TicketHistory(Base):
+    """Every change of a ticket, with who and when: status moves, notes, replies,
+    escalation steps (STD-125: chasing leaves a trace in the system)."""
+
+    __tablename__ = "ticket_history"
+    __table_args__ = (Index("ix_ticket_history_ticket_id_at", "ticket_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(ForeignKey("tickets.id", ondelete="CASCADE"))
+    at: Mapped[datetime]
+    actor: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    from_status: Mapped[str | None] = mapped_column(String(24))
+    to_status: Mapped[str | None] = mapped_column(String(24))
+    note: Mapped[str] = mapped_column(Text, server_default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -29,7 +29,8 @@ from callflow.engine.policy import Inline, Policy, Section
 
 # the folders of the package (pyproject package-dir), scanned for reads
 SOURCE_DIRS = ("callflow", "engine", "agents", "runtime", "ami", "stream", "dialplan", "api",
-               "store", "board", "desktop", "outbound", "special_calls", "recordings")
+               "store", "board", "desktop", "outbound", "special_calls", "recordings",
+               "tickets")
 # files that name every key without giving any of them behaviour
 NOT_READERS = ("engine/policy.py", "callflow/policy_docs.py")
 NOT_READER_DIRS = ("callflow/standards",)

@@ -296,10 +296,10 @@ def test_opening_placeholders_checked(tmp_path: Path) -> None:
 def test_a_removed_key_is_refused_with_why(tmp_path: Path) -> None:
     """Issue 17: keys with no behaviour left the Policy; a file that still sets one gets an
     error naming the key and why, never a silent default."""
-    message = load_error(tmp_path, '[tickets]\nescalation_after_h = 12\n'
+    message = load_error(tmp_path, '[availability]\nclosed_hours = true\n'
                                    '[agents]\nshift_end_flag_min = 5\n'
                                    '[queues.vip]\ntime_of_day_greetings = true\n')
-    assert "tickets: removed from the Policy (ticket clocks come with tickets (issue 19))" \
+    assert "availability: removed from the Policy (the line is served 7x24 (STD-001)" \
         in message
     assert "agents.shift_end_flag_min: removed from the Policy" in message
     assert "queues.vip.time_of_day_greetings: removed from the Policy" in message

@@ -1,0 +1,122 @@
+"""Tickets in the store: rows <-> the core's facts, optimistic updates, history, queries.
+
+The rules are the core's (``engine/tickets.py``); this module only keeps the facts.
+Every change goes through ``change``: it bumps ``version`` with a conditional UPDATE
+(``WHERE version = <the one the writer read>``), so of two writers holding the same
+version exactly one wins and the other gets ``TicketConflict`` with nothing written;
+the same statement serialises the escalation watcher with people editing the ticket.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from callflow.engine import tickets as core
+from callflow.errors import CallflowError
+from callflow.store.models import Ticket, TicketHistory
+
+#: The facts the core reads and may change (the rest of a row is text and links).
+FACTS = ("type", "status", "priority", "opened_at", "replied_at", "handled_at",
+         "followed_up_at", "resolved_at", "test_since", "promised_at", "escalation_level")
+
+
+class TicketConflict(CallflowError):
+    """The ticket changed since the writer read it (their version is stale)."""
+
+    def __init__(self, ticket_id: int, expected: int, current: int) -> None:
+        super().__init__(f"ticket {ticket_id} is at version {current}, not {expected}: "
+                         "read it again and repeat the change")
+        self.current = current
+
+
+def facts(row: Ticket) -> core.Ticket:
+    """The core's view of a stored ticket."""
+    return core.Ticket(**{name: getattr(row, name) for name in FACTS})
+
+
+def create(s: Session, /, ticket: core.Ticket, *, actor: str, owner_kind: str, owner_id: str,
+           number_of: Callable[[int], str], note: str = "", **links: Any) -> Ticket:
+    """Insert a ticket (its number needs its id, STD-129) and its first history row."""
+    row = Ticket(number=f"pending-{uuid.uuid4().hex}",
+                 owner_kind=owner_kind, owner_id=owner_id, created_by=actor, version=1,
+                 **{name: getattr(ticket, name) for name in FACTS},
+                 **links)
+    s.add(row)
+    s.flush()
+    row.number = number_of(row.id)
+    s.add(TicketHistory(ticket_id=row.id, at=ticket.opened_at, actor=actor, action="created",
+                        from_status=None, to_status=ticket.status, note=note,
+                        detail={"type": ticket.type, "priority": ticket.priority}))
+    s.flush()
+    return row
+
+
+def get(s: Session, ticket_id: int) -> Ticket | None:
+    return s.get(Ticket, ticket_id)
+
+
+def change(s: Session, /, ticket_id: int, expected_version: int, at: datetime, actor: str,
+           action: str, new: core.Ticket | None = None, *, note: str = "",
+           detail: dict[str, Any] | None = None, **fields: Any) -> Ticket:
+    """Apply the core's new facts (and plain ``fields``) if the ticket is still at
+    ``expected_version``; one history row says who did what. ``TicketConflict`` else."""
+    bumped = s.execute(update(Ticket)
+                       .where(Ticket.id == ticket_id, Ticket.version == expected_version)
+                       .values(version=expected_version + 1)
+                       .execution_options(synchronize_session=False))
+    if getattr(bumped, "rowcount", 0) != 1:
+        current = s.execute(select(Ticket.version).where(Ticket.id == ticket_id)).scalar()
+        if current is None:
+            raise CallflowError(f"no ticket {ticket_id}")
+        raise TicketConflict(ticket_id, expected_version, current)
+    row = s.get(Ticket, ticket_id, populate_existing=True)
+    assert row is not None
+    before = row.status
+    if new is not None:
+        for name in FACTS:
+            setattr(row, name, getattr(new, name))
+    for name, value in fields.items():
+        setattr(row, name, value)
+    s.add(TicketHistory(ticket_id=ticket_id, at=at, actor=actor, action=action,
+                        from_status=before, to_status=row.status, note=note,
+                        detail=detail or {}))
+    s.flush()
+    return row
+
+
+def history(s: Session, ticket_id: int) -> list[TicketHistory]:
+    return list(s.scalars(select(TicketHistory).where(TicketHistory.ticket_id == ticket_id)
+                          .order_by(TicketHistory.at, TicketHistory.id)))
+
+
+def visible(s: Session, *, agent_id: str | None, team: str | None, status: str | None = None,
+            limit: int = 200) -> list[Ticket]:
+    """Tickets newest first; ``agent_id`` set: only the agent's own (owned, taken on their
+    call or created by them) and their team's; None: all (supervisors)."""
+    query = select(Ticket)
+    if agent_id is not None:
+        mine = [Ticket.owner_id == agent_id, Ticket.agent_id == agent_id,
+                Ticket.created_by == agent_id]
+        if team:
+            mine.append(Ticket.team == team)
+        query = query.where(or_(*mine))
+    if status is not None:
+        query = query.where(Ticket.status == status)
+    return list(s.scalars(query.order_by(Ticket.opened_at.desc(), Ticket.id.desc())
+                          .limit(limit)))
+
+
+def not_closed(s: Session) -> list[Ticket]:
+    """Every ticket still in hand (the watcher's and the backlog's set)."""
+    return list(s.scalars(select(Ticket).where(Ticket.status != "closed")))
+
+
+def logged_between(s: Session, start: datetime, end: datetime) -> list[Ticket]:
+    return list(s.scalars(select(Ticket).where(Ticket.opened_at >= start,
+                                               Ticket.opened_at < end)))
