@@ -36,6 +36,7 @@ from .models import (
     LoginSession,
     QaReview,
     Recording,
+    SurveyAnswer,
     TaskAttempt,
     User,
     utcnow,
@@ -144,6 +145,27 @@ def set_call_disposition(s: Session, uniqueid: str, disposition: str) -> None:
     store does not know (an outbound attempt's own row may come later) is left alone."""
     s.execute(update(Call).where(Call.uniqueid == uniqueid)
               .values(disposition=disposition, updated_at=utcnow()))
+
+
+def set_call_wrapup_missing(s: Session, uniqueid: str) -> None:
+    """Flag the call whose ACW ended without the wrap-up form (issue 18); a call the store
+    does not know (an outbound attempt's id) is left alone, the event log has the fact."""
+    s.execute(update(Call).where(Call.uniqueid == uniqueid)
+              .values(wrapup_missing=True, updated_at=utcnow()))
+
+
+def survey_answers(s: Session, *, call_uniqueid: str | None = None,
+                   since: datetime | None = None,
+                   until: datetime | None = None) -> list[SurveyAnswer]:
+    """Survey answers of one call, or of a period (KPIs, reports), oldest first."""
+    query = select(SurveyAnswer)
+    if call_uniqueid is not None:
+        query = query.where(SurveyAnswer.call_uniqueid == call_uniqueid)
+    if since is not None:
+        query = query.where(SurveyAnswer.at >= since)
+    if until is not None:
+        query = query.where(SurveyAnswer.at < until)
+    return list(s.scalars(query.order_by(SurveyAnswer.id)))
 
 
 def get_call(s: Session, uniqueid: str) -> Call | None:
