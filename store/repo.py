@@ -39,6 +39,7 @@ from .models import (
     SurveyAnswer,
     TaskAttempt,
     User,
+    Wrapup,
     utcnow,
 )
 
@@ -166,6 +167,24 @@ def survey_answers(s: Session, *, call_uniqueid: str | None = None,
     if until is not None:
         query = query.where(SurveyAnswer.at < until)
     return list(s.scalars(query.order_by(SurveyAnswer.id)))
+
+
+def call_aftercare(s: Session, uniqueid: str) -> dict[str, Any]:
+    """What came after one call (issue 18): its wrap-up forms, whether its ACW ended without
+    one (``wrapup_missing``), and its survey answers; for the call record API and QA."""
+    call = get_call(s, uniqueid)
+    forms = s.scalars(select(Wrapup).where(Wrapup.call_uniqueid == uniqueid)
+                      .order_by(Wrapup.id))
+    return {
+        "uniqueid": uniqueid, "known": call is not None,
+        "disposition": call.disposition if call is not None else None,
+        "wrapup_missing": bool(call.wrapup_missing) if call is not None else False,
+        "wrapups": [{"agent_id": w.agent_id, "disposition": w.disposition, "notes": w.notes,
+                     "by": w.submitted_by, "at": w.submitted_at.isoformat()} for w in forms],
+        "survey": [{"agent_id": a.agent_id, "queue": a.queue, "question": a.question,
+                    "score": a.score, "how": a.how, "at": a.at.isoformat()}
+                   for a in survey_answers(s, call_uniqueid=uniqueid)],
+    }
 
 
 def get_call(s: Session, uniqueid: str) -> Call | None:

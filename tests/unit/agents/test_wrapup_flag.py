@@ -102,5 +102,5 @@ def test_a_restart_keeps_the_forms_mode() -> None:
 
 
 def test_an_unknown_mode_is_refused_by_name() -> None:
-    with pytest.raises(PolicyError, match="outbound.wrapup_missing_inbound"):
+    with pytest.raises(PolicyError, match=r"outbound\.wrapup_missing_inbound"):
         parse_policy({"outbound": {"wrapup_missing_inbound": "ignore"}})
