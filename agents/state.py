@@ -34,7 +34,12 @@ Decisions this module makes (and why):
   *stays* in ACW (an overrun, counted) and the board gets a ``wrapup_missing`` alarm
   (``outbound.wrapup_missing_alarm``); the form submitted after the limit ends the
   ACW at once when ``agents.acw_auto_ready`` is on, since only the form held it. A
-  form is owed across log-out: logging in again goes to ACW, not ready.
+  form is owed across log-out: logging in again goes to ACW, not ready. That is the
+  **hold** rule (``outbound.wrapup_missing_outbound``, default for outbound). The
+  **flag** rule (``outbound.wrapup_missing_inbound``, default for inbound, issue 18:
+  "auto-ready still happens; the call is flagged") lets the ACW end as usual; leaving
+  ACW without the form emits ``WrapupMissing`` (the call is flagged) and the form is no
+  longer owed (``wrapup_flag_only`` on the snapshot says which rule the owed form has).
 * **Softphone unreachable:** the agent stays logged in (online time keeps counting,
   the desktop still works) and becomes not_ready(unreachable) with an alarm, if
   ready or ringing; during a call it only raises the STD-045 alarm; in ACW, busy or
