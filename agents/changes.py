@@ -101,7 +101,20 @@ class AcwFinished(DomainEvent):
 @dataclass(frozen=True)
 class WrapupOwed(DomainEvent):
     """A call ended that owes the wrap-up form (STD-092): in the event log, so an engine
-    restart knows the form is still owed (store/agent_log.py)."""
+    restart knows the form is still owed (store/agent_log.py), and whether, missing, it
+    only flags the call (issue 18) or holds the agent in ACW."""
+
+    agent_id: str
+    call_id: str
+    at: float
+    flag_only: bool = False
+
+
+@dataclass(frozen=True)
+class WrapupMissing(DomainEvent):
+    """The ACW of a call ended without its wrap-up form, and the Policy lets the agent go on
+    (``outbound.wrapup_missing_inbound`` / ``_outbound`` = flag): the call is flagged
+    (``calls.wrapup_missing``), issue 18."""
 
     agent_id: str
     call_id: str

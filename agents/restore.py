@@ -76,6 +76,7 @@ class StoredAgent:
     acw_extra_s: float = 0.0  # seconds supervisors added to this ACW
     approval_pending: bool = False  # busy awaiting a supervisor's approval (STD-106)
     wrapup_call: str | None = None  # the call whose wrap-up form is still owed (STD-092)
+    wrapup_flag_only: bool = False  # that form, missing, only flags its call (issue 18)
 
 
 def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: datetime,
@@ -100,7 +101,8 @@ def restored(stored: StoredAgent, home_extension: str, now: float, wall_now: dat
         acw_deadline=since + policy.agents.acw_limit_s + stored.acw_extra_s if acw else 0.0,
         acw_extended=stored.acw_extended and acw, seq=1, counted_to=now,
         approval_pending=stored.approval_pending and state is AgentState.BUSY,
-        wrapup_call=stored.wrapup_call or "")
+        wrapup_call=stored.wrapup_call or "",
+        wrapup_flag_only=bool(stored.wrapup_call) and stored.wrapup_flag_only)
     if day is not None:
         agent = replace(agent, totals=dict(day.totals), calls_handled=day.calls_handled,
                         ring_no_answer_count=day.ring_no_answer_count,

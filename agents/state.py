@@ -34,7 +34,12 @@ Decisions this module makes (and why):
   *stays* in ACW (an overrun, counted) and the board gets a ``wrapup_missing`` alarm
   (``outbound.wrapup_missing_alarm``); the form submitted after the limit ends the
   ACW at once when ``agents.acw_auto_ready`` is on, since only the form held it. A
-  form is owed across log-out: logging in again goes to ACW, not ready.
+  form is owed across log-out: logging in again goes to ACW, not ready. That is the
+  **hold** rule (``outbound.wrapup_missing_outbound``, default for outbound). The
+  **flag** rule (``outbound.wrapup_missing_inbound``, default for inbound, issue 18:
+  "auto-ready still happens; the call is flagged") lets the ACW end as usual; leaving
+  ACW without the form emits ``WrapupMissing`` (the call is flagged) and the form is no
+  longer owed (``wrapup_flag_only`` on the snapshot says which rule the owed form has).
 * **Softphone unreachable:** the agent stays logged in (online time keeps counting,
   the desktop still works) and becomes not_ready(unreachable) with an alarm, if
   ready or ringing; during a call it only raises the STD-045 alarm; in ACW, busy or
@@ -70,6 +75,7 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupMissing,
     WrapupOwed,
     WrapupSubmitted,
 )
@@ -153,6 +159,7 @@ class AgentSnapshot:
     resume_reason: str = ""
     call_outbound: bool = False  # ringing .. acw: the call is a dialler attempt
     wrapup_call: str = ""  # the call whose wrap-up form is owed (STD-092); "" = none
+    wrapup_flag_only: bool = False  # a missing form only flags the call (does not hold ACW)
 
 
 def new_agent(agent_id: str, extension: str = "") -> AgentSnapshot:
@@ -239,6 +246,7 @@ def agent_view(agent: AgentSnapshot, epoch_of: Callable[[float], float],
         "acw_deadline": agent.acw_deadline if in_acw else None,
         "ring_no_answer_count": agent.ring_no_answer_count,
         "phone_in_use": agent.phone_in_use, "wrapup_call": agent.wrapup_call or None,
+        "wrapup_holds": bool(agent.wrapup_call) and not agent.wrapup_flag_only,
         **extra,
         "since_epoch": round(epoch_of(agent.since), 3),
         **({"acw_deadline_epoch": round(epoch_of(agent.acw_deadline), 3)} if in_acw else {}),
@@ -266,6 +274,9 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
         ended_by = cause if cause in ("acw_limit", "login") else by
         agent, acw_effects = _acw_finished(agent, now, policy, ended_by=ended_by)
         effects += acw_effects
+        if state is not AgentState.ACW and agent.wrapup_call and agent.wrapup_flag_only:
+            agent, missed = _flag_missing_wrapup(agent, now)
+            effects += missed
     changes.setdefault("call_id", agent.call_id if state in IN_CALL | {AgentState.ACW} else "")
     changes.setdefault("call_outbound",
                        agent.call_outbound if state in IN_CALL | {AgentState.ACW} else False)
@@ -446,8 +457,9 @@ MAX_WRAPUP_NOTES = 4000
 
 @enforces("STD-092", policy=("outbound.wrapup_required", "outbound.wrapup_inbound"))
 def _check_wrapup(agent: AgentSnapshot) -> None:
-    """STD-092: no ready while the wrap-up form of the last call is owed."""
-    if agent.wrapup_call:
+    """STD-092: no ready while the wrap-up form of the last call is owed (a form that
+    only flags its call when missing does not hold the agent)."""
+    if agent.wrapup_call and not agent.wrapup_flag_only:
         raise StateError("wrapup_required", f"submit the wrap-up form of call "
                                             f"{agent.wrapup_call} first (STD-092)")
 
@@ -455,6 +467,24 @@ def _check_wrapup(agent: AgentSnapshot) -> None:
 def wrapup_owed(outbound: bool, policy: Policy) -> bool:
     """Does a call of this direction owe the wrap-up form (STD-092)?"""
     return policy.outbound.wrapup_required if outbound else policy.outbound.wrapup_inbound
+
+
+@enforces("STD-092", policy=("outbound.wrapup_missing_inbound",
+                             "outbound.wrapup_missing_outbound"))
+def wrapup_flag_only(outbound: bool, policy: Policy) -> bool:
+    """Does a missing form of a call of this direction only flag the call (the ACW ends as
+    usual: auto-ready at the limit, issue 18) rather than hold the agent in ACW?"""
+    out = policy.outbound
+    return (out.wrapup_missing_outbound if outbound else out.wrapup_missing_inbound) == "flag"
+
+
+@enforces("STD-092", "STD-105")
+def _flag_missing_wrapup(agent: AgentSnapshot, now: float) -> Step:
+    """The ACW ended without the form of a call whose missing form only flags it: the
+    call is marked ``wrapup_missing`` (stored with the call, seen by QA and the board) and
+    the form is no longer owed; the agent goes on as the ACW's end says."""
+    new = replace(agent, wrapup_call="", wrapup_flag_only=False)
+    return new, [WrapupMissing(agent.agent_id, agent.wrapup_call, now)]
 
 
 def _submit_wrapup(agent: AgentSnapshot, event: SubmitWrapup, now: float,
@@ -474,7 +504,7 @@ def _submit_wrapup(agent: AgentSnapshot, event: SubmitWrapup, now: float,
         raise StateError("notes_too_long", f"notes are at most {MAX_WRAPUP_NOTES} characters")
     submitted = WrapupSubmitted(agent.agent_id, agent.wrapup_call, event.disposition,
                                 event.notes, event.by, now)
-    new = replace(agent, wrapup_call="")
+    new = replace(agent, wrapup_call="", wrapup_flag_only=False)
     if (new.state is AgentState.ACW and now >= new.acw_deadline
             and policy.agents.acw_auto_ready):
         new, effects = _to_idle(new, now, policy, by=event.by, cause="wrapup")
@@ -630,10 +660,13 @@ def _ended(agent: AgentSnapshot, event: CallEnded, now: float, policy: Policy) -
                       cause="call_ended")
     agent = replace(agent, calls_handled=agent.calls_handled + 1)
     if wrapup_owed(agent.call_outbound, policy):
-        agent = replace(agent, wrapup_call=agent.call_id)
+        agent = replace(agent, wrapup_call=agent.call_id,
+                        wrapup_flag_only=wrapup_flag_only(agent.call_outbound, policy))
     limit = policy.agents.acw_limit_s
-    # ACW switched off: straight back to work, a 0 s ACW on the record (a form owed: ACW)
-    if limit <= 0 and not agent.wrapup_call:
+    # ACW switched off: straight back to work, a 0 s ACW on the record (a form that holds
+    # the agent: ACW; one that would only flag the call: none asked, nothing flagged)
+    if limit <= 0 and (not agent.wrapup_call or agent.wrapup_flag_only):
+        agent = replace(agent, wrapup_call="", wrapup_flag_only=False)
         new, effects = _to_idle(agent, now, policy, by="system", cause="call_ended")
         effects.append(AcwFinished(agent.agent_id, agent.call_id, 0.0, "no_acw", False, False,
                                    now))
@@ -641,7 +674,7 @@ def _ended(agent: AgentSnapshot, event: CallEnded, now: float, policy: Policy) -
     new, effects = _enter(agent, AgentState.ACW, now, policy, by="system",
                           cause="call_ended", acw_deadline=now + limit, acw_extended=False)
     if new.wrapup_call:
-        effects.append(WrapupOwed(new.agent_id, new.wrapup_call, now))
+        effects.append(WrapupOwed(new.agent_id, new.wrapup_call, now, new.wrapup_flag_only))
     return new, effects
 
 
@@ -683,7 +716,7 @@ def _acw_limit(agent: AgentSnapshot, now: float, policy: Policy) -> Step:
     """STD-100: the ACW limit is reached: the agent is ready by itself (on time, not an
     overrun), or, with auto-ready off, the ACW now runs past its limit: counted and
     alarmed once, and the agent is left alone."""
-    if agent.wrapup_call:
+    if agent.wrapup_call and not agent.wrapup_flag_only:
         return _wrapup_missing(agent, now, policy)
     if policy.agents.acw_auto_ready:
         return _to_idle(agent, now, policy, by="system", cause="acw_limit")

@@ -23,8 +23,9 @@ from zoneinfo import ZoneInfo
 from callflow.board import reports
 from callflow.engine import kpi
 from callflow.store import tickets as store_tickets
+from callflow.store import repo
 from callflow.store.db import Store
-from callflow.store.kpi_facts import load_facts
+from callflow.store.kpi_facts import load_facts, load_survey_facts
 
 if TYPE_CHECKING:
     from callflow.feature import FeatureServices
@@ -127,6 +128,12 @@ class Reporting:
         answered = sum(1 for c in calls if c.answered_at is not None)
         body["tickets"] = kpi.ticket_kpis([store_tickets.facts(t) for t in logged], answered,
                                           as_of, service.policy).as_dict()
+        answers = await asyncio.to_thread(load_survey_facts, self._store(), period)
+        if queue is not None:
+            answers = [a for a in answers if a.queue == queue]
+        if agent is not None:
+            answers = [a for a in answers if a.agent_id == agent]
+        body["survey"] = kpi.survey_kpis(answers)  # STD-120, issue 18
         if intervals:
             if first != last:
                 raise reports.ReportError("intervals are given for one day at a time")
@@ -134,6 +141,10 @@ class Reporting:
             body["intervals"] = [{"start": start.isoformat(), "kpi": k.as_dict()}
                                  for start, k in kpi.interval_kpis(calls, rules, period, as_of)]
         return body
+
+    async def aftercare(self, uniqueid: str) -> dict[str, Any]:
+        """One call's wrap-up forms, missing-form flag and survey answers (issue 18)."""
+        return await asyncio.to_thread(self._store().read, repo.call_aftercare, uniqueid)
 
     # --- on a schedule -----------------------------------------------------------------------
 

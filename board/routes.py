@@ -227,6 +227,14 @@ def _api_router(board: BoardFeature) -> APIRouter:
         viewer(request)
         return {"uniqueid": uniqueid, "verdicts": await board.compliance.of_call(uniqueid)}
 
+    @router.get("/calls/{uniqueid}/aftercare")
+    async def call_aftercare(request: Request, uniqueid: str = PathParam(
+            max_length=64, pattern=r"^[A-Za-z0-9._-]+$")) -> dict[str, Any]:
+        """What came after one call (issue 18): wrap-up forms, the ``wrapup_missing`` flag
+        (ACW ended without a form) and the post-call survey's answers (STD-120)."""
+        viewer(request)
+        return await board.reporting.aftercare(uniqueid)
+
     @router.get("/reports/files")
     async def report_files(request: Request) -> dict[str, Any]:
         viewer(request)

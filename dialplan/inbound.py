@@ -35,7 +35,7 @@ from typing import Any
 from callflow.agents import transfers
 from callflow.agents.roster import RosterAgent
 from callflow.dialplan.agi import AgiSession
-from callflow.engine import identity, waiting
+from callflow.engine import identity, survey, waiting
 from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
 from callflow.engine.effects import Alarm, Logged
@@ -49,6 +49,8 @@ log = logging.getLogger(__name__)
 
 PHONE_NUMBER = re.compile(r"\d{3,20}")
 DIGIT_WAIT_MS = 5000
+#: Every key a caller can press: each is heard during a survey question (garbage included).
+SURVEY_KEYS = "0123456789*#"
 
 
 @dataclass
@@ -115,6 +117,7 @@ class InboundFlow:
         self.day = ctx.today()
         self.music_on = False
         self.offering: str | None = None  # the agent being dialled
+        self.answered_by = ""  # the agent who took the call (the survey rates them)
         self.done = False  # CALLFLOW_DONE was set
         self.transfer_to: str | None = None  # a desktop transfer's agent, offered next
 
@@ -166,6 +169,7 @@ class InboundFlow:
                 status = await self._offer(member)
                 self.transfer_to = None  # answered or not, the transfer's offer is made
                 if status == "ANSWER":
+                    self.answered_by = member.agent_id
                     moved = await self._conversation_over()
                     if moved is None:
                         return
@@ -241,7 +245,13 @@ class InboundFlow:
             raise FlowLetGo
         if call is not None and call.phase is not Phase.ENDED:
             self.rt.agent_released(self.call_id)  # the AMI link is down: the flow's word
-        if self.policy.answering.agent_release_closing:
+        surveyed = survey.survey_due(self.policy, agent_released=True,
+                                     agent_id=self.answered_by)
+        if surveyed:
+            await self._done()  # the survey is a deliberate continuation: never the fallback
+            if not await self._survey():
+                return None  # the caller hung up during it: nothing more to say
+        if self.policy.answering.agent_release_closing and not surveyed:  # thanks said bye
             with contextlib.suppress(CallerHungUp):
                 await self._play("goodbye")
         await self._done()
@@ -277,6 +287,53 @@ class InboundFlow:
             await self.session.exec("Dial", f"Local/{value}@{OUTBOUND_CONTEXT}",
                                     dial_timeout_arg(ring_limit_seconds(self.policy)))
             raise FlowDone
+
+    @enforces("STD-120", policy=("survey.questions", "survey.answer_timeout_s",
+                                 "survey.inter_digit_s"))
+    async def _survey(self) -> bool:
+        """The post-call survey (STD-120): each question answered 1-5 by one key, garbage
+        asked again per ``survey.reasks`` (engine/survey.py), every answer stored with the
+        call and the agent. False when the caller hung up (the questions left: no
+        response)."""
+        questions = list(self.policy.survey.questions)
+        try:
+            await self._play("survey_intro")
+            while questions:
+                asked = 0
+                while True:
+                    asked += 1
+                    keys = await self._survey_keys(questions[0])
+                    reading = survey.read_keys(keys, asked, self.policy)
+                    if reading.how is not None:
+                        break
+                self._survey_record([survey.SurveyAnswered(
+                    self.call_id, self.answered_by, self.queue, questions.pop(0),
+                    reading.score, reading.how, time.time())])
+            await self._play("survey_thanks")
+        except CallerHungUp:
+            log.info("call %s: caller hung up during the survey", self.call_id)
+            self._survey_record(survey.unanswered(self.call_id, self.answered_by, self.queue,
+                                                  questions, time.time()))
+            return False
+        return True
+
+    async def _survey_keys(self, question: str) -> str:
+        """The keys a caller pressed for one question: the first (during the question or
+        within ``answer_timeout_s`` after it; any key, so # and * are heard too) and any
+        second one within ``inter_digit_s`` (several digits are garbage)."""
+        path = await asyncio.to_thread(self.ctx.prompts.path, f"survey_{question}")
+        first = await self.session.stream_file(str(path), SURVEY_KEYS)
+        if not first:
+            first = await self.session.wait_for_digit(
+                int(self.policy.survey.answer_timeout_s * 1000))
+        if not first:
+            return ""
+        return first + await self.session.wait_for_digit(
+            int(self.policy.survey.inter_digit_s * 1000))
+
+    def _survey_record(self, answers: list[survey.SurveyAnswered]) -> None:
+        if answers:
+            self.rt.execute(answers)
 
     async def _offer_settled(self, agent_id: str) -> None:
         """Wait until AMI has closed the offer (or ``SETTLE_S`` passed): its ``DialEnd``,

@@ -992,3 +992,59 @@ def ticket_kpis(tickets: Sequence[Ticket], answered_calls: int, as_of: datetime,
         reply_rate_met=None if reply_rate is None else reply_rate >= target,
         complaint_rate=_ratio(len(complaints), answered_calls),
         followup_coverage=_ratio(followed, len(complaints)))
+# --- the post-call survey (STD-120, issue 18) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class SurveyFact:
+    """One survey question of one call: ``score`` 1-5, None = no response."""
+
+    agent_id: str
+    queue: str
+    score: int | None
+
+
+@dataclass
+class SurveyFigures:
+    """Survey KPIs of a set of questions asked. Response rate = answered ÷ asked (a hang-up,
+    silence or garbage is asked but not answered); mean score = Σ score ÷ answered, None
+    while nothing was answered (unknown, not 0)."""
+
+    asked: int = 0
+    answered: int = 0
+    score_sum: int = 0
+
+    @property
+    def response_rate(self) -> float | None:
+        return _ratio(self.answered, self.asked)
+
+    @property
+    def mean_score(self) -> float | None:
+        return _ratio(self.score_sum, self.answered)
+
+    def add(self, fact: SurveyFact) -> None:
+        self.asked += 1
+        if fact.score is not None:
+            self.answered += 1
+            self.score_sum += fact.score
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"asked": self.asked, "answered": self.answered,
+                "response_rate": _round(self.response_rate),
+                "mean_score": _round(self.mean_score)}
+
+
+@enforces("STD-120")
+def survey_kpis(facts: Iterable[SurveyFact]) -> dict[str, Any]:
+    """Response rate and mean score in total, per agent and per queue (STD-120: the
+    customers' ratings summarised for appraisal)."""
+    total = SurveyFigures()
+    agents: dict[str, SurveyFigures] = defaultdict(SurveyFigures)
+    queues: dict[str, SurveyFigures] = defaultdict(SurveyFigures)
+    for fact in facts:
+        total.add(fact)
+        agents[fact.agent_id].add(fact)
+        queues[fact.queue].add(fact)
+    return {"total": total.as_dict(),
+            "agents": {a: f.as_dict() for a, f in sorted(agents.items())},
+            "queues": {q: f.as_dict() for q, f in sorted(queues.items())}}

@@ -287,6 +287,16 @@ class Due:
     deadline_at: datetime | None = None
 
 
+@enforces("STD-086", "STD-089", policy=("outbound.dispositions",))
+def follow_up_of(disposition: str, policy: Policy) -> FollowUpReason | None:
+    """The follow-up a wrap-up disposition asks for (issue 18: "follow-up needed" makes the
+    task): general (STD-086), fault (STD-089), or None (no task). An unknown code: None."""
+    found = policy.outbound.disposition(disposition)
+    if found is None or found.follow_up == "none":
+        return None
+    return found.follow_up
+
+
 @enforces("STD-086", "STD-089", "STD-091", policy=("outbound.followup_general_days",))
 def plan_due(kind: str, now: datetime, policy: Policy, *, requested_at: datetime | None = None,
              follow_up: FollowUpReason = "general") -> Due:

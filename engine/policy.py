@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import string
 import tomllib
 from collections.abc import Sequence
@@ -437,6 +438,11 @@ class Disposition(Section):
                         pattern=r"^[a-z][a-z0-9_]*$")
     label_zh: str = setting(description="Chinese label")
     label_en: str = setting(description="English label")
+    follow_up: Literal["none", "general", "fault"] = setting(
+        "none", std="STD-086",
+        description="This disposition makes a follow-up task for the caller's number, owned "
+                    "by the agent: general = due by outbound.followup_general_days (STD-086), "
+                    "fault = the next working day (STD-089); none = no task")
 
 
 def _default_dispositions() -> list[Disposition]:
@@ -444,7 +450,9 @@ def _default_dispositions() -> list[Disposition]:
              ("not_interested", "不感兴趣", "Not interested"),
              ("wrong_person", "非本人", "Wrong person"),
              ("no_conversation", "未通话", "No conversation (not reached)")]
-    return [Disposition(code=c, label_zh=zh, label_en=en) for c, zh, en in pairs]
+    return [Disposition(code=c, label_zh=zh, label_en=en,
+                        follow_up="general" if c == "follow_up" else "none")
+            for c, zh, en in pairs]
 
 
 class OutboundPolicy(Section):
@@ -479,9 +487,19 @@ class OutboundPolicy(Section):
         description="The wrap-up form must be submitted after every outbound call before "
                     "the agent can be ready again (agents/state.py, the wrap-up gate)")
     wrapup_inbound: bool = setting(
-        False, std="STD-092",
-        description="Inbound calls need the wrap-up form too (STD-092 names outbound calls; "
-                    "off by default)")
+        True, std="STD-092",
+        description="Answered inbound calls get the wrap-up form too (disposition and notes "
+                    "in ACW, issue 18); what a missing one does: wrapup_missing_inbound")
+    wrapup_missing_inbound: Literal["hold", "flag"] = setting(
+        "flag", std="STD-092",
+        description="An inbound call's form missing when its ACW ends: flag = the ACW ends as "
+                    "usual (auto-ready at the limit, the agent's own ready) and the call is "
+                    "flagged wrapup_missing; hold = no ready until the form is in (as outbound)")
+    wrapup_missing_outbound: Literal["hold", "flag"] = setting(
+        "hold", std="STD-092",
+        description="An outbound call's form missing: hold = no ready until the form is in "
+                    "(STD-092: mandatory before ready; the agent stays in ACW past its limit); "
+                    "flag = the ACW ends as usual and the call is flagged wrapup_missing")
     wrapup_missing_alarm: bool = setting(
         True, std="STD-105",
         description="When the ACW limit is reached and the form is still missing: the agent "
@@ -1158,6 +1176,41 @@ class StorePolicy(Section):
                     "the database before going on (features read the store when they start)")
 
 
+class SurveyPolicy(Section):
+    """The post-call IVR survey (STD-120, issue 18): after the agent hangs up, the caller
+    rates the call 1-5 per question (dialplan/inbound.py, rules in engine/survey.py)."""
+
+    enabled: bool = setting(
+        False, std="STD-120",
+        description="Offer the survey to a caller whose agent hung up first (off: the "
+                    "caller hears the goodbye and is released)")
+    questions: list[str] = setting(
+        std="STD-120", factory=lambda: ["service"],
+        description="Question codes asked in order; each is the prompt survey_<code> of the "
+                    "language pack (1-5 per question)")
+    answer_timeout_s: float = setting(
+        6, unit="s", std="STD-120", gt=0, le=60,
+        description="Silence after a question this long = no response to it")
+    inter_digit_s: float = setting(
+        1.5, unit="s", std="STD-120", gt=0, le=10,
+        description="After a key, a second key within this long makes the answer several "
+                    "digits (garbage, asked again)")
+    reasks: int = setting(
+        1, unit="count", std="STD-120", ge=0, le=3,
+        description="A key that is not 1-5 (0, 6-9, *, #, several digits) asks the question "
+                    "again this often, then counts as no response")
+
+    @field_validator("questions")
+    @classmethod
+    def _question_codes(cls, value: list[str]) -> list[str]:
+        for code in value:
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,31}", code):
+                raise ValueError(f"{code!r}: a question code is a-z, 0-9, _ (max 32)")
+        if len(set(value)) != len(value) or not 1 <= len(value) <= 5:
+            raise ValueError("one to five distinct question codes")
+        return value
+
+
 class QueuePolicy(Section):
     """Per-queue overrides: only where a rule allows them (C-4 openings, service level)."""
 
@@ -1209,6 +1262,7 @@ class Policy(Section):
     supervision: SupervisionPolicy = setting(factory=SupervisionPolicy, description="")
     security: SecurityPolicy = setting(factory=SecurityPolicy, description="")
     store: StorePolicy = setting(factory=StorePolicy, description="")
+    survey: SurveyPolicy = setting(factory=SurveyPolicy, description="")
     queues: dict[str, QueuePolicy] = setting(
         factory=dict, description="Per-queue overrides, [queues.<name>]")
 

@@ -9,7 +9,9 @@ import logging
 from datetime import datetime
 from typing import TYPE_CHECKING
 
+from callflow.agents.changes import WrapupSubmitted
 from callflow.engine import outbound
+from callflow.engine.effects import DomainEvent
 from callflow.engine.numbers import DEFAULT_COUNTRY, PLANS
 from callflow.outbound.dialer import (
     FAILED_TICK_PAUSE_S,
@@ -18,6 +20,7 @@ from callflow.outbound.dialer import (
     LegAttempt,
     create_callback,
 )
+from callflow.outbound.store_access import customer_number_of
 from callflow.trunks import outbound_trunk
 
 if TYPE_CHECKING:
@@ -52,6 +55,8 @@ class OutboundFeature:
         self.dialer = Dialer(service.store, service.runtime, service.policy, service.clock,
                              route=self.route)
         service.runtime.hold_agents(self.dialer.holds_agent)  # own callbacks first (STD-069)
+        service.runtime.on_event(self._on_event)  # "follow-up needed" wrap-ups (issue 18)
+        self._follow_ups: set[asyncio.Task[None]] = set()
         self._loop_task = asyncio.get_running_loop().create_task(self._run())
         log.info("outbound dialer started (%s mode, customer rings %gs, agent rings %gs)",
                  service.policy.outbound.dial_mode,
@@ -71,7 +76,44 @@ class OutboundFeature:
                 pause = max(pause, FAILED_TICK_PAUSE_S)  # e.g. the database is down
             await asyncio.sleep(pause)
 
+    def _on_event(self, event: DomainEvent) -> None:
+        """A wrap-up form whose disposition asks for a follow-up makes the follow-up task
+        (issue 18), owned by the agent, for the call's customer number."""
+        if not isinstance(event, WrapupSubmitted) or self.service is None:
+            return
+        reason = outbound.follow_up_of(event.disposition, self.service.policy)
+        if reason is None:
+            return
+        task = asyncio.get_running_loop().create_task(self._follow_up(event, reason))
+        self._follow_ups.add(task)
+        task.add_done_callback(self._follow_ups.discard)
+
+    async def _follow_up(self, event: WrapupSubmitted,
+                         reason: outbound.FollowUpReason) -> None:
+        assert self.service is not None
+        call = self.service.runtime.calls.get(event.call_id)
+        number = call.caller if call is not None else ""
+        try:
+            if not number:  # gone from memory, or an outbound attempt: the store knows
+                await asyncio.to_thread(self.service.writer.flush)
+                number = await asyncio.to_thread(
+                    self.service.store.read, customer_number_of, event.call_id)
+            if not number:
+                log.warning("call %s: follow-up wanted but the customer's number is unknown",
+                            event.call_id)
+                return
+            task, created = await self.add_task(
+                "follow_up", number, owner_agent_id=event.agent_id,
+                created_from_call_id=event.call_id, note=event.notes[:500], follow_up=reason)
+            log.info("call %s: follow-up task #%d (%s, due %s)%s", event.call_id, task.id,
+                     reason, task.due_at, "" if created else " already open")
+        except Exception:  # a task not made must not stop the engine; the log says which
+            log.exception("call %s: follow-up task not created", event.call_id)
+
     async def stop(self) -> None:
+        for pending in list(getattr(self, "_follow_ups", ())):
+            with contextlib.suppress(Exception):
+                await pending
         if self._loop_task is not None:
             self._loop_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -8,12 +8,27 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from fastapi import HTTPException
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from callflow.api.errors import api_error
 from callflow.errors import StateError, StoreError
+from callflow.store.models import Call, CallbackTask, TaskAttempt
 
 if TYPE_CHECKING:
     from callflow.outbound.feature import OutboundFeature
+
+
+def customer_number_of(s: Session, call_uniqueid: str) -> str:
+    """The customer's number of a call: an inbound call's caller, or the number an outbound
+    attempt dialled (its task's); "" when the store has neither."""
+    number = s.scalar(select(Call.caller_number).where(Call.uniqueid == call_uniqueid))
+    if number:
+        return str(number)
+    dialled = s.scalar(select(CallbackTask.number).join(
+        TaskAttempt, TaskAttempt.task_id == CallbackTask.id)
+        .where(TaskAttempt.call_uniqueid == call_uniqueid).limit(1))
+    return str(dialled or "")
 
 
 def state_error(exc: StateError, statuses: Mapping[str, int]) -> HTTPException:

@@ -25,7 +25,12 @@ from callflow.engine.policy import RING_NO_ANSWER
 from callflow.store import repo
 from callflow.store.models import AgentState as AgentStateRow
 from callflow.store.models import CallEvent, Wrapup
-from callflow.store.rows import BUSY_APPROVED_RECORD, BUSY_PENDING_RECORD, WRAPUP_OWED_RECORD
+from callflow.store.rows import (
+    BUSY_APPROVED_RECORD,
+    BUSY_PENDING_RECORD,
+    WRAPUP_MISSING_RECORD,
+    WRAPUP_OWED_RECORD,
+)
 
 LOGIN_RECORD = "agent_login"  # Persist kind agents/state.py writes at each login
 ACW_EXTENDED_RECORD = "acw_extended"
@@ -51,27 +56,34 @@ def load_stored_agents(s: Session) -> list[StoredAgent]:
             extension=desks.get(row.agent_id), acw_extra_s=extra,
             approval_pending=row.state == AgentState.BUSY.value
             and _awaits_approval(s, row.agent_id, row.since),
-            wrapup_call=owed.get(row.agent_id)))
+            wrapup_call=owed[row.agent_id][0] if row.agent_id in owed else None,
+            wrapup_flag_only=row.agent_id in owed and owed[row.agent_id][1]))
     return out
 
 
-def _owed_wrapups(s: Session, agent_ids: set[str]) -> dict[str, str]:
-    """Each agent's last call that owed the wrap-up form (STD-092), if no form for it is
-    stored: newest ``wrapup_owed`` records first until every agent is seen."""
+def _owed_wrapups(s: Session, agent_ids: set[str]) -> dict[str, tuple[str, bool]]:
+    """Each agent's last call that owed the wrap-up form (STD-092) and whether, missing,
+    it only flags the call, if no form for it is stored and it was not flagged already:
+    newest ``wrapup_owed`` records first until every agent is seen."""
     last: dict[str, str] = {}
+    flag_only: dict[str, bool] = {}
     query = (select(CallEvent.payload).where(CallEvent.kind == WRAPUP_OWED_RECORD)
              .order_by(CallEvent.id.desc()).execution_options(yield_per=500))
     for payload in s.scalars(query):
         agent_id = payload.get("agent_id")
         if agent_id in agent_ids and agent_id not in last and payload.get("call_uniqueid"):
             last[agent_id] = str(payload["call_uniqueid"])
+            flag_only[agent_id] = bool(payload.get("flag_only", False))
             if len(last) == len(agent_ids):
                 break
     if not last:
         return {}
-    done = set(s.scalars(select(Wrapup.call_uniqueid)
-                         .where(Wrapup.call_uniqueid.in_(sorted(set(last.values()))))))
-    return {agent_id: call for agent_id, call in last.items() if call not in done}
+    calls = sorted(set(last.values()))
+    done = set(s.scalars(select(Wrapup.call_uniqueid).where(Wrapup.call_uniqueid.in_(calls))))
+    done |= set(s.scalars(select(CallEvent.uniqueid).where(
+        CallEvent.kind == WRAPUP_MISSING_RECORD, CallEvent.uniqueid.in_(calls))))
+    return {agent_id: (call, flag_only[agent_id]) for agent_id, call in last.items()
+            if call not in done}
 
 
 def _awaits_approval(s: Session, agent_id: str, since: datetime) -> bool:

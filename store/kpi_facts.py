@@ -12,13 +12,20 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
 
-from callflow.engine.kpi import CallFact, HoldFact, OfferFact, Period, StateSpan
+from callflow.engine.kpi import CallFact, HoldFact, OfferFact, Period, StateSpan, SurveyFact
 from callflow.store import repo
 from callflow.store.db import Store
 from callflow.store.models import AgentState, Call, CallHold, CallOffer
 
 #: ACW of a call at the end of a period runs into the next one; load this much more.
 ACW_LOOKAHEAD = timedelta(hours=2)
+
+
+def load_survey_facts(store: Store, period: Period) -> list[SurveyFact]:
+    """The survey questions asked in the period (STD-120), for engine/kpi.py."""
+    with store.session(readonly=True) as s:
+        return [SurveyFact(a.agent_id, a.queue, a.score)
+                for a in repo.survey_answers(s, since=period.start, until=period.end)]
 
 
 def load_facts(store: Store, period: Period) -> tuple[list[CallFact], list[StateSpan]]:

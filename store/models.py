@@ -182,6 +182,8 @@ class Call(Base):
     fallback_served: Mapped[bool] = mapped_column(Boolean, server_default=false())
     #: Problem-resolution rate counts the disposition "resolved on the call".
     disposition: Mapped[str | None] = mapped_column(String(32))
+    #: The ACW ended without the wrap-up form and the Policy let the agent go on (issue 18).
+    wrapup_missing: Mapped[bool] = mapped_column(Boolean, server_default=false())
     recording_path: Mapped[str | None] = mapped_column(String(512))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -558,6 +560,24 @@ class Wrapup(Base):
     notes: Mapped[str] = mapped_column(Text, server_default="")
     submitted_by: Mapped[str] = mapped_column(String(16), server_default="")
     submitted_at: Mapped[datetime]
+
+
+class SurveyAnswer(Base):
+    """One question of the post-call survey (STD-120, issue 18) for one call and the agent
+    who took it: ``score`` 1-5, or None = no response (``how``: hangup, timeout, invalid)."""
+
+    __tablename__ = "survey_answers"
+    __table_args__ = (Index("ix_survey_answers_call_uniqueid", "call_uniqueid"),
+                      Index("ix_survey_answers_at", "at"))
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    call_uniqueid: Mapped[str] = mapped_column(String(64))
+    agent_id: Mapped[str] = mapped_column(String(32))
+    queue: Mapped[str] = mapped_column(String(64), server_default="")
+    question: Mapped[str] = mapped_column(String(32))
+    score: Mapped[int | None] = mapped_column(Integer)
+    how: Mapped[str] = mapped_column(String(16))
+    at: Mapped[datetime]
 
 
 class CallVerdict(Base):

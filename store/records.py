@@ -18,7 +18,8 @@ from callflow.agents.roster import Roster
 from callflow.store import agent_rows, call_rows, campaigns, repo
 from callflow.store import verdicts as verdict_rows
 from callflow.store.db import Store
-from callflow.store.models import RELEASED_BY
+from callflow.store.models import RELEASED_BY, SurveyAnswer
+from callflow.store.rows import SURVEY_RECORD, WRAPUP_MISSING_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -183,9 +184,29 @@ def write_wrapup(s: Session, data: dict[str, Any]) -> None:
     repo.set_call_disposition(s, data["call_uniqueid"], data["disposition"])
 
 
+def write_wrapup_missing(s: Session, data: dict[str, Any]) -> None:
+    """The call's ACW ended without its form (issue 18): the flag on the call row, and the
+    fact in the event log (who, when) like every agent fact."""
+    repo.set_call_wrapup_missing(s, data["call_uniqueid"])
+    at = _time(data.get("at")) or datetime.now(UTC)
+    repo.append_event(s, WRAPUP_MISSING_RECORD, at, {k: v for k, v in data.items() if k != "at"},
+                      uniqueid=data["call_uniqueid"])
+
+
+def write_survey_answer(s: Session, data: dict[str, Any]) -> None:
+    """One survey question of a call (STD-120): a score 1-5 or no response."""
+    at = _time(data["at"])
+    assert at is not None
+    s.add(SurveyAnswer(call_uniqueid=data["call_uniqueid"], agent_id=data["agent_id"],
+                       queue=data.get("queue", ""), question=data["question"],
+                       score=data.get("score"), how=data["how"], at=at))
+
+
 WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
     verdict_rows.VERDICT_RECORD: verdict_rows.write_verdict,
     "wrapup": write_wrapup,
+    WRAPUP_MISSING_RECORD: write_wrapup_missing,
+    SURVEY_RECORD: write_survey_answer,
     FALLBACK_SERVED_RECORD: write_fallback_served,
     "recording": write_recording,
     "hold": write_hold,

@@ -36,8 +36,10 @@ from .models import (
     LoginSession,
     QaReview,
     Recording,
+    SurveyAnswer,
     TaskAttempt,
     User,
+    Wrapup,
     utcnow,
 )
 
@@ -144,6 +146,45 @@ def set_call_disposition(s: Session, uniqueid: str, disposition: str) -> None:
     store does not know (an outbound attempt's own row may come later) is left alone."""
     s.execute(update(Call).where(Call.uniqueid == uniqueid)
               .values(disposition=disposition, updated_at=utcnow()))
+
+
+def set_call_wrapup_missing(s: Session, uniqueid: str) -> None:
+    """Flag the call whose ACW ended without the wrap-up form (issue 18); a call the store
+    does not know (an outbound attempt's id) is left alone, the event log has the fact."""
+    s.execute(update(Call).where(Call.uniqueid == uniqueid)
+              .values(wrapup_missing=True, updated_at=utcnow()))
+
+
+def survey_answers(s: Session, *, call_uniqueid: str | None = None,
+                   since: datetime | None = None,
+                   until: datetime | None = None) -> list[SurveyAnswer]:
+    """Survey answers of one call, or of a period (KPIs, reports), oldest first."""
+    query = select(SurveyAnswer)
+    if call_uniqueid is not None:
+        query = query.where(SurveyAnswer.call_uniqueid == call_uniqueid)
+    if since is not None:
+        query = query.where(SurveyAnswer.at >= since)
+    if until is not None:
+        query = query.where(SurveyAnswer.at < until)
+    return list(s.scalars(query.order_by(SurveyAnswer.id)))
+
+
+def call_aftercare(s: Session, uniqueid: str) -> dict[str, Any]:
+    """What came after one call (issue 18): its wrap-up forms, whether its ACW ended without
+    one (``wrapup_missing``), and its survey answers; for the call record API and QA."""
+    call = get_call(s, uniqueid)
+    forms = s.scalars(select(Wrapup).where(Wrapup.call_uniqueid == uniqueid)
+                      .order_by(Wrapup.id))
+    return {
+        "uniqueid": uniqueid, "known": call is not None,
+        "disposition": call.disposition if call is not None else None,
+        "wrapup_missing": bool(call.wrapup_missing) if call is not None else False,
+        "wrapups": [{"agent_id": w.agent_id, "disposition": w.disposition, "notes": w.notes,
+                     "by": w.submitted_by, "at": w.submitted_at.isoformat()} for w in forms],
+        "survey": [{"agent_id": a.agent_id, "queue": a.queue, "question": a.question,
+                    "score": a.score, "how": a.how, "at": a.at.isoformat()}
+                   for a in survey_answers(s, call_uniqueid=uniqueid)],
+    }
 
 
 def get_call(s: Session, uniqueid: str) -> Call | None:

@@ -23,6 +23,7 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupMissing,
     WrapupOwed,
     WrapupSubmitted,
 )
@@ -31,6 +32,7 @@ from callflow.engine.effects import Alarm, DomainEvent, Logged, Notice
 from callflow.engine.hold import HoldChanged, hold_record
 from callflow.engine.outbound import AttemptChanged, OutboundCallEnded, TaskChanged
 from callflow.engine.special_calls import ReleaseJudged
+from callflow.engine.survey import SurveyAnswered
 from callflow.engine.verdicts import CallJudged
 from callflow.errors import CallflowError
 
@@ -39,6 +41,10 @@ EpochOf = Callable[[float], float]
 
 #: Event-log kind of a call that owes the wrap-up form (STD-092); a restart reads it back.
 WRAPUP_OWED_RECORD = "wrapup_owed"
+#: Record kind of one post-call survey question's answer (STD-120).
+SURVEY_RECORD = "survey_answer"
+#: Record kind of a call whose ACW ended without its wrap-up form (issue 18): flags the call.
+WRAPUP_MISSING_RECORD = "wrapup_missing"
 #: Event-log kinds a restart reads back (store/agent_log.py): a busy awaiting a
 #: supervisor's approval (STD-106), and its approval.
 BUSY_PENDING_RECORD = "busy_pending"
@@ -116,9 +122,21 @@ def _wrapup(event: WrapupSubmitted, epoch_of: EpochOf) -> Rows:
 
 
 @rows.register
+def _wrapup_missing(event: WrapupMissing, epoch_of: EpochOf) -> Rows:
+    return [(WRAPUP_MISSING_RECORD, {"agent_id": event.agent_id,
+                                     "call_uniqueid": event.call_id,
+                                     "at": epoch_of(event.at)})]
+
+
+@rows.register
+def _survey(event: SurveyAnswered, epoch_of: EpochOf) -> Rows:
+    return [(SURVEY_RECORD, event.as_record())]  # ``at`` is already epoch seconds
+
+
+@rows.register
 def _wrapup_owed(event: WrapupOwed, epoch_of: EpochOf) -> Rows:
     return [(WRAPUP_OWED_RECORD, {"agent_id": event.agent_id, "call_uniqueid": event.call_id,
-                                  "at": epoch_of(event.at)})]
+                                  "flag_only": event.flag_only, "at": epoch_of(event.at)})]
 
 
 @rows.register

@@ -23,6 +23,7 @@ from callflow.agents.changes import (
     BusyApproved,
     BusyAwaitingApproval,
     RequestRejected,
+    WrapupMissing,
     WrapupOwed,
     WrapupSubmitted,
 )
@@ -32,6 +33,7 @@ from callflow.engine.effects import Alarm, DomainEvent, Logged, Notice
 from callflow.engine.hold import HoldChanged, hold_episode_view
 from callflow.engine.outbound import AttemptChanged, OutboundCallEnded, TaskChanged
 from callflow.engine.special_calls import ReleaseJudged
+from callflow.engine.survey import SurveyAnswered
 from callflow.engine.verdicts import CallJudged
 from callflow.errors import CallflowError
 
@@ -139,6 +141,6 @@ def _none(event: DomainEvent, epoch_of: EpochOf) -> Frames:
 
 
 for _quiet in (AgentLoggedIn, BusyAwaitingApproval, BusyApproved, AcwFinished, AcwExtended,
-               WrapupOwed, WrapupSubmitted,
+               WrapupOwed, WrapupSubmitted, WrapupMissing, SurveyAnswered,
                AgentDayClosed, Logged, ReleaseJudged, OutboundCallEnded, TaskRequested):
     frames.register(_quiet, _none)

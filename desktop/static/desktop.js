@@ -329,7 +329,8 @@
   function renderWrapup() {
     const a = st.agent, owed = !!(a && a.wrapup_call);
     $("wrapup-card").hidden = !owed;
-    if (a && owed) $("btn-ready").disabled = true;
+    // a form that only flags its call when missing (issue 18) does not hold ready back
+    if (a && owed && a.wrapup_holds !== false) $("btn-ready").disabled = true;
     if (!owed || !st.hello || !st.hello.wrapup) return;
     $("wrapup-call").textContent = t("desktop.wrapup.call", {call: a.wrapup_call});
     const select = $("wrapup-disposition");

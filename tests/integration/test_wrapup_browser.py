@@ -28,9 +28,11 @@ if TYPE_CHECKING:
 
 pytestmark = pytest.mark.browser
 
-#: Inbound calls owe the form here, so one SIPp caller shows the page's form.
+#: Inbound calls owe the form here and hold the agent for it (the outbound rule), so one
+#: SIPp caller shows the page's gate.
 POLICY = parse_policy({"agents": {"acw_limit_s": 30},
-                       "outbound": {"wrapup_inbound": True}})
+                       "outbound": {"wrapup_inbound": True,
+                                    "wrapup_missing_inbound": "hold"}})
 PASSWORD = "desk-" + secrets.token_urlsafe(8)
 
 
