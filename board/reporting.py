@@ -22,8 +22,8 @@ from zoneinfo import ZoneInfo
 
 from callflow.board import reports
 from callflow.engine import kpi
-from callflow.store import tickets as store_tickets
 from callflow.store import repo
+from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
 from callflow.store.kpi_facts import load_facts, load_survey_facts
 
