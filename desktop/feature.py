@@ -41,8 +41,12 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter
 
 from callflow.agents.changes import AgentChanged
+from callflow.agents.escalation import escalation_alarm
 from callflow.agents.events import AgentState, DayRollover, HoldEnded, HoldStarted
 from callflow.agents.restore import restored
+from callflow.agents.state import AgentSnapshot
+from callflow.api.privacy import mask_number
+from callflow.desktop.inactivity import InactivityWatch
 from callflow.engine import calls
 from callflow.engine.effects import (
     CancelTimer,
@@ -82,6 +86,7 @@ class AgentDesktop(FeatureBase):
         self.hold_reminders = hold_reminders
         self._hold_timers: dict[str, list[str]] = {}  # agent_id -> desk timer keys
         self._tasks: set[asyncio.Task[None]] = set()
+        self._inactivity: InactivityWatch | None = None
 
     # --- Feature -------------------------------------------------------------------
 
@@ -98,8 +103,38 @@ class AgentDesktop(FeatureBase):
         runtime.on_resync(self._after_resync)
         runtime.own_timers(DAY_TIMER_PREFIX, self._on_midnight)
         self._arm_midnight()
+        self._inactivity = InactivityWatch(runtime, services.policy)
+        self._inactivity.start()
+
+    @property
+    def inactivity(self) -> InactivityWatch:
+        """The STD-102 watch (desktop/inactivity.py); the websocket reports into it."""
+        if self._inactivity is None:
+            raise CallflowError("the desktop feature is not started")
+        return self._inactivity
+
+    def escalate(self, agent_id: str, reason: str) -> AgentSnapshot:
+        """The agent pressed "escalate" (STD-066): the board's alarm carries the live call
+        (agents/escalation.py); StateError when the agent is on no live call."""
+        runtime = self.runtime
+        agent = runtime.agents.get(agent_id)
+        if agent is None:
+            raise StateError("unknown_agent", agent_id)
+        call = runtime.calls.get(agent.call_id) if agent.call_id else None
+        offer = call.answered_offer if call is not None else None
+        member = self.service.roster.by_id(agent_id)
+        channel = offer.channel if offer is not None and offer.channel else (
+            f"PJSIP/{member.endpoint}-" if member is not None else "")
+        alarm = escalation_alarm(
+            agent, reason, caller=mask_number(call.caller) if call is not None else "",
+            channel=channel, answered_at=call.answered_at if call is not None else None,
+            now=runtime.clock.now())
+        runtime.execute([alarm])
+        return agent
 
     async def stop(self) -> None:
+        if self._inactivity is not None:
+            self._inactivity.stop()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
