@@ -25,19 +25,18 @@ MAX_ESCALATION_REASON = 200
 
 @enforces("STD-066", "STD-147")
 def escalation_alarm(agent: AgentSnapshot, reason: str, *, caller: str, channel: str,
-                     answered_at: float | None, now: float) -> Alarm:
+                     duration_s: float) -> Alarm:
     """The board alarm of one escalation; StateError when the agent is on no live call.
 
-    ``caller`` is already masked by the edge; ``answered_at`` is monotonic (None: unknown,
-    the agent's time in the call state is used)."""
+    ``caller`` is already masked by the edge; ``duration_s``: how long the call has been
+    answered (the edge reads the call's answer time against the wall clock)."""
     if agent.state not in (AgentState.ON_CALL, AgentState.ON_HOLD) or not agent.call_id:
         raise StateError("not_on_call", f"escalate during a call; agent {agent.agent_id} "
                                         f"is {agent.state.value}")
     if not isinstance(reason, str) or len(reason) > MAX_ESCALATION_REASON:
         raise StateError("reason_too_long",
                          f"the reason is at most {MAX_ESCALATION_REASON} characters")
-    started = answered_at if answered_at is not None else agent.since
     return Alarm(ESCALATION, {
         "agent_id": agent.agent_id, "call_id": agent.call_id, "caller": caller,
-        "channel": channel, "duration_s": round(max(0.0, now - started), 1),
+        "channel": channel, "duration_s": round(max(0.0, duration_s), 1),
         "reason": reason, "state": agent.state.value}, std="STD-066")

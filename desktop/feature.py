@@ -125,10 +125,14 @@ class AgentDesktop(FeatureBase):
         member = self.service.roster.by_id(agent_id)
         channel = offer.channel if offer is not None and offer.channel else (
             f"PJSIP/{member.endpoint}-" if member is not None else "")
+        # the call's times are epoch (Asterisk's); the agent's are monotonic
+        if call is not None and call.answered_at is not None:
+            duration = runtime.clock.wall().timestamp() - call.answered_at
+        else:
+            duration = runtime.clock.now() - agent.since
         alarm = escalation_alarm(
             agent, reason, caller=mask_number(call.caller) if call is not None else "",
-            channel=channel, answered_at=call.answered_at if call is not None else None,
-            now=runtime.clock.now())
+            channel=channel, duration_s=duration)
         runtime.execute([alarm])
         return agent
 

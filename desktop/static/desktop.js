@@ -156,7 +156,24 @@
     st.ws.send(JSON.stringify(Object.assign({id: st.nextId}, frame)));
   }
 
+  // hooks for the slices' own scripts (e.g. supervise.js): the socket and every payload
+  const listeners = [];
+  window.callflowDesk = {
+    send: (frame) => send(frame),
+    agent: () => st.agent,
+    hello: () => st.hello,
+    onPayload: (fn) => listeners.push(fn),
+  };
+  function tell(p) {
+    for (const fn of listeners) { try { fn(p); } catch (e) { console.error(e); } }
+  }
+
   function handle(f) {
+    if (f.type === "hello") tell(f);
+    if (f.type === "snapshot" && f.state && f.state.agents) {
+      for (const a of f.state.agents) tell(Object.assign({type: "agent_state"}, a));
+    }
+    if (f.type === "event" && f.payload) tell(f.payload);
     switch (f.type) {
       case "hello": return onHello(f);
       case "snapshot": return onSnapshot(f);

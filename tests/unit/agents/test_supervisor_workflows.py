@@ -180,8 +180,7 @@ def test_escalation_alarm_carries_the_live_call() -> None:
     desk = Desk().talking("c9")
     desk.advance(42)
     alarm = escalation_alarm(desk.agent, "abusive", caller="139****0061",
-                             channel="PJSIP/agent1001-00000001", answered_at=None,
-                             now=desk.clock.now())
+                             channel="PJSIP/agent1001-00000001", duration_s=42.04)
     assert (alarm.kind, alarm.std) == ("escalation", "STD-066")
     assert alarm.detail == {"agent_id": "1001", "call_id": "c9", "caller": "139****0061",
                             "channel": "PJSIP/agent1001-00000001", "duration_s": 42.0,
@@ -194,7 +193,7 @@ def test_escalation_needs_a_live_call(prepare: str) -> None:
     desk = Desk()
     {"ready": desk.ready, "ringing": desk.ringing, "acw": desk.in_acw}[prepare]()
     with pytest.raises(StateError, match="not_on_call"):
-        escalation_alarm(desk.agent, "", caller="", channel="", answered_at=None, now=0.0)
+        escalation_alarm(desk.agent, "", caller="", channel="", duration_s=0.0)
 
 
 # --- where log-in leads (agents.login_state) ---------------------------------------------------
