@@ -44,6 +44,14 @@ Decisions this module makes (and why):
   kept from leaving) with ``approval_pending``; a timer flags the absence after
   ``agents.absence_flag_min`` unless a supervisor approved it. Any reason with
   ``max_min`` (meal: 30 min, STD-104) alerts agent and board when exceeded.
+* **Refused absence (STD-106):** ``RefuseBusy`` (a supervisor) tells the desktop
+  (``absence_refused`` alert) and sends the agent where ``agents.absence_refused_state``
+  says: ready (default), or busy with the absence flagged unapproved at once.
+* **More ACW on request (STD-100):** ``AskAcwExtension`` (the agent, in ACW, one request
+  per ACW, reason bounded) opens ``acw_ask``; ``ExtendAcw`` grants it,
+  ``RefuseAcwExtension`` refuses it; leaving ACW ends it. The limit keeps running.
+* **Log-in (STD-099):** to ready, or to not_ready(``logged_in``) when
+  ``agents.login_state`` says so.
 * **What happened** is said in typed domain events (``agents/changes.py``): the
   store, the live stream and the board turn them into rows, frames and figures.
   Times in them are monotonic; the edges, which own the Clock, add wall time.
