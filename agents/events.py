@@ -114,6 +114,30 @@ class ApproveBusy:
     by: Actor = "supervisor"
 
 
+@dataclass(frozen=True)
+class RefuseBusy:
+    """A supervisor refuses an absence awaiting approval (STD-106): the agent is told and
+    goes where ``agents.absence_refused_state`` says (agents/state.py)."""
+
+    by: Actor = "supervisor"
+
+
+@dataclass(frozen=True)
+class AskAcwExtension:
+    """The agent asks a supervisor for more after-call work time (STD-100); one request
+    per ACW, answered by ``ExtendAcw`` (granted) or ``RefuseAcwExtension``."""
+
+    reason: str = ""
+    by: Actor = "agent"
+
+
+@dataclass(frozen=True)
+class RefuseAcwExtension:
+    """A supervisor refuses the agent's open request for more ACW time."""
+
+    by: Actor = "supervisor"
+
+
 # --- facts -------------------------------------------------------------------------------
 
 
@@ -217,6 +241,7 @@ class DayRollover:
 
 
 AgentEvent = (LogIn | LogOut | RequestState | EndAcw | SubmitWrapup | ExtendAcw | ApproveBusy
+              | RefuseBusy | AskAcwExtension | RefuseAcwExtension
               | CallOffered
               | CallAnswered | OfferTimedOut | OfferRejected | OfferWithdrawn | CallJoined
               | CallEnded | HoldStarted | HoldEnded | PhoneInUse | TimerFired

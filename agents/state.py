@@ -49,6 +49,14 @@ Decisions this module makes (and why):
   kept from leaving) with ``approval_pending``; a timer flags the absence after
   ``agents.absence_flag_min`` unless a supervisor approved it. Any reason with
   ``max_min`` (meal: 30 min, STD-104) alerts agent and board when exceeded.
+* **Refused absence (STD-106):** ``RefuseBusy`` (a supervisor) tells the desktop
+  (``absence_refused`` alert) and sends the agent where ``agents.absence_refused_state``
+  says: ready (default), or busy with the absence flagged unapproved at once.
+* **More ACW on request (STD-100):** ``AskAcwExtension`` (the agent, in ACW, one request
+  per ACW, reason bounded) opens ``acw_ask``; ``ExtendAcw`` grants it,
+  ``RefuseAcwExtension`` refuses it; leaving ACW ends it. The limit keeps running.
+* **Log-in (STD-099):** to ready, or to not_ready(``logged_in``) when
+  ``agents.login_state`` says so.
 * **What happened** is said in typed domain events (``agents/changes.py``): the
   store, the live stream and the board turn them into rows, frames and figures.
   Times in them are monotonic; the edges, which own the Clock, add wall time.
@@ -85,6 +93,7 @@ from callflow.agents.events import (
     AgentEvent,
     AgentState,
     ApproveBusy,
+    AskAcwExtension,
     CallAnswered,
     CallEnded,
     CallJoined,
@@ -100,6 +109,8 @@ from callflow.agents.events import (
     OfferTimedOut,
     OfferWithdrawn,
     PhoneInUse,
+    RefuseAcwExtension,
+    RefuseBusy,
     RequestState,
     SoftphoneReachable,
     SoftphoneUnreachable,
@@ -108,18 +119,56 @@ from callflow.agents.events import (
     feature_code_event,
 )
 from callflow.engine.effects import Alarm, CancelTimer, Effect, StartTimer
-from callflow.engine.policy import REJECTED, RING_NO_ANSWER, UNREACHABLE, Policy, Reason
+from callflow.engine.policy import (
+    LOGGED_IN,
+    REJECTED,
+    RING_NO_ANSWER,
+    UNREACHABLE,
+    Policy,
+    Reason,
+)
 from callflow.engine.rules import enforces
 from callflow.errors import StateError
 
 __all__ = [
-    "IN_CALL", "AgentEvent", "AgentSnapshot", "AgentState", "ApproveBusy", "CallAnswered",
-    "CallEnded", "CallJoined", "CallOffered", "DayRollover", "EndAcw", "ExtendAcw",
-    "HoldEnded", "HoldStarted", "LogIn", "LogOut", "OfferRejected", "OfferTimedOut",
-    "OfferWithdrawn", "PhoneInUse", "RequestState", "SoftphoneReachable",
-    "SoftphoneUnreachable", "SubmitWrapup",
-    "TimerFired", "acw_overrun", "agent_view", "bucket", "feature_code_event",
-    "longest_idle", "new_agent", "rejected", "routable", "time_in", "timer_key",
+    "IN_CALL",
+    "AgentEvent",
+    "AgentSnapshot",
+    "AgentState",
+    "ApproveBusy",
+    "AskAcwExtension",
+    "CallAnswered",
+    "CallEnded",
+    "CallJoined",
+    "CallOffered",
+    "DayRollover",
+    "EndAcw",
+    "ExtendAcw",
+    "HoldEnded",
+    "HoldStarted",
+    "LogIn",
+    "LogOut",
+    "OfferRejected",
+    "OfferTimedOut",
+    "OfferWithdrawn",
+    "PhoneInUse",
+    "RefuseAcwExtension",
+    "RefuseBusy",
+    "RequestState",
+    "SoftphoneReachable",
+    "SoftphoneUnreachable",
+    "SubmitWrapup",
+    "TimerFired",
+    "acw_overrun",
+    "agent_view",
+    "bucket",
+    "feature_code_event",
+    "longest_idle",
+    "new_agent",
+    "rejected",
+    "routable",
+    "time_in",
+    "timer_key",
     "transition",
 ]
 
@@ -160,6 +209,9 @@ class AgentSnapshot:
     call_outbound: bool = False  # ringing .. acw: the call is a dialler attempt
     wrapup_call: str = ""  # the call whose wrap-up form is owed (STD-092); "" = none
     wrapup_flag_only: bool = False  # a missing form only flags the call (does not hold ACW)
+    acw_ask: str = ""  # acw: the agent's request for more time: "", open, granted, refused
+    acw_ask_reason: str = ""  # acw: what the agent gave as the reason (bounded)
+    acw_ask_at: float = 0.0  # acw: when the agent asked (monotonic)
 
 
 def new_agent(agent_id: str, extension: str = "") -> AgentSnapshot:
@@ -247,6 +299,9 @@ def agent_view(agent: AgentSnapshot, epoch_of: Callable[[float], float],
         "ring_no_answer_count": agent.ring_no_answer_count,
         "phone_in_use": agent.phone_in_use, "wrapup_call": agent.wrapup_call or None,
         "wrapup_holds": bool(agent.wrapup_call) and not agent.wrapup_flag_only,
+        "acw_extend_request": {
+            "status": agent.acw_ask, "reason": agent.acw_ask_reason,
+            "asked_epoch": round(epoch_of(agent.acw_ask_at), 3)} if agent.acw_ask else None,
         **extra,
         "since_epoch": round(epoch_of(agent.since), 3),
         **({"acw_deadline_epoch": round(epoch_of(agent.acw_deadline), 3)} if in_acw else {}),
@@ -288,6 +343,9 @@ def _enter(agent: AgentSnapshot, state: AgentState, now: float, policy: Policy, 
     if state is not AgentState.ACW:
         changes.setdefault("acw_extended", False)
         changes.setdefault("acw_deadline", 0.0)
+        changes.setdefault("acw_ask", "")  # a request for more ACW lapses with the ACW
+        changes.setdefault("acw_ask_reason", "")
+        changes.setdefault("acw_ask_at", 0.0)
     new = replace(agent, state=state, reason=reason, since=now, seq=agent.seq + 1,
                   counted_to=now, totals=_accumulated(agent, now), **changes)
     if state is AgentState.ACW:
@@ -352,7 +410,12 @@ def _to_idle(agent: AgentSnapshot, now: float, policy: Policy, *, by: Actor, cau
 # --- requests ------------------------------------------------------------------------------
 
 
+@enforces("STD-099", policy=("agents.login_state",))
 def _login(agent: AgentSnapshot, event: LogIn, now: float, policy: Policy) -> Step:
+    """Log in to ready, or (``agents.login_state`` = not_ready) to not-ready with the
+    system reason ``logged_in``, so no call is offered until the agent says ready. A
+    softphone already known unreachable wins (not_ready(unreachable)); a form still owed
+    wins over both (ACW)."""
     if agent.state is not AgentState.LOGGED_OUT:
         raise StateError("already_logged_in", f"agent {agent.agent_id} is {agent.state}")
     extension = event.extension or agent.extension
@@ -364,6 +427,9 @@ def _login(agent: AgentSnapshot, event: LogIn, now: float, policy: Policy) -> St
         new, effects = _enter(agent, AgentState.ACW, now, policy, by=event.by, cause="login",
                               call_id=agent.wrapup_call,
                               acw_deadline=now + policy.agents.acw_limit_s)
+    elif policy.agents.login_state == "not_ready" and agent.softphone_reachable:
+        new, effects = _enter(agent, AgentState.NOT_READY, now, policy, by=event.by,
+                              reason=LOGGED_IN, cause="login")
     else:
         new, effects = _to_idle(agent, now, policy, by=event.by, cause="login")
     if not new.softphone_reachable:
@@ -520,7 +586,8 @@ def _extend_acw(agent: AgentSnapshot, event: ExtendAcw, now: float, policy: Poli
     if not event.seconds > 0:
         raise StateError("bad_extension", f"seconds must be > 0, got {event.seconds}")
     deadline = max(agent.acw_deadline, now) + event.seconds
-    new = replace(agent, acw_deadline=deadline, acw_extended=True)
+    new = replace(agent, acw_deadline=deadline, acw_extended=True,
+                  acw_ask="granted" if agent.acw_ask == "open" else agent.acw_ask)
     effects: list[Effect] = [StartTimer(timer_key(new, ACW_TIMER), new.acw_deadline)]
     effects.append(AgentChanged(new, by=event.by, cause="acw_extended"))
     effects.append(AcwExtended(new.agent_id, new.call_id, event.seconds, new.acw_deadline,
@@ -539,6 +606,63 @@ def _approve(agent: AgentSnapshot, event: ApproveBusy, now: float, policy: Polic
     effects.append(AgentChanged(new, by=event.by, cause="approved"))
     effects.append(BusyApproved(new.agent_id, new.reason, now))
     return new, effects
+
+
+@enforces("STD-106", policy=("agents.absence_refused_state",))
+def _refuse_busy(agent: AgentSnapshot, event: RefuseBusy, now: float, policy: Policy) -> Step:
+    """A supervisor refuses an absence awaiting approval. The agent's desktop is told (an
+    ``absence_refused`` alert) and, per ``agents.absence_refused_state``: ``ready`` sends
+    the agent back to work (calls are offered again; an unreachable softphone makes it
+    not-ready, a wrap-up form still owed keeps the agent busy as below); ``busy`` leaves
+    the agent away and flags the absence unapproved at once (STD-106's alarm, ``refused``)."""
+    if event.by != "supervisor":
+        raise StateError("supervisor_only", "only a supervisor refuses an absence")
+    if not agent.approval_pending:
+        raise StateError("nothing_to_refuse", f"agent {agent.agent_id} awaits no approval")
+    detail = {"agent_id": agent.agent_id, "reason": agent.reason,
+              "sent_to": policy.agents.absence_refused_state}
+    if policy.agents.absence_refused_state == "ready" and not agent.wrapup_call:
+        new, effects = _to_idle(agent, now, policy, by=event.by, cause="absence_refused")
+        return new, [*effects, AgentAlert(agent.agent_id, "absence_refused", detail)]
+    new = replace(agent, approval_pending=False)
+    return new, [CancelTimer(timer_key(agent, APPROVAL_TIMER)),
+                 AgentChanged(new, by=event.by, cause="absence_refused"),
+                 AgentAlert(agent.agent_id, "absence_refused", {**detail, "sent_to": "busy"}),
+                 Alarm("unapproved_absence", {
+                     "agent_id": agent.agent_id, "reason": agent.reason, "refused": True,
+                     "minutes": round((now - agent.since) / 60, 1)}, std="STD-106")]
+
+
+#: The longest reason an agent may give when asking for more ACW time (characters).
+MAX_ACW_ASK_REASON = 200
+
+
+@enforces("STD-100", policy=("agents.acw_extension_s",))
+def _ask_acw(agent: AgentSnapshot, event: AskAcwExtension, now: float, policy: Policy) -> Step:
+    """The agent asks for more after-call work time: only in ACW, one request per ACW
+    (an open, granted or refused request is not asked again), the reason bounded. The
+    board sees it on the agent's state (``acw_extend_request``); a supervisor grants it
+    (``ExtendAcw`` of ``agents.acw_extension_s``) or refuses it. The ACW limit still
+    runs meanwhile: a request not answered in time lapses with the ACW."""
+    if agent.state is not AgentState.ACW:
+        raise StateError("not_in_acw", f"agent {agent.agent_id} is {agent.state}")
+    if agent.acw_ask:
+        raise StateError("already_asked", f"one request per ACW; this one is {agent.acw_ask}")
+    if not isinstance(event.reason, str) or len(event.reason) > MAX_ACW_ASK_REASON:
+        raise StateError("reason_too_long",
+                         f"the reason is at most {MAX_ACW_ASK_REASON} characters")
+    new = replace(agent, acw_ask="open", acw_ask_reason=event.reason, acw_ask_at=now)
+    return new, [AgentChanged(new, by=event.by, cause="acw_extend_requested")]
+
+
+def _refuse_acw(agent: AgentSnapshot, event: RefuseAcwExtension, now: float,
+                policy: Policy) -> Step:
+    if event.by != "supervisor":
+        raise StateError("supervisor_only", "only a supervisor refuses more ACW time")
+    if agent.state is not AgentState.ACW or agent.acw_ask != "open":
+        raise StateError("nothing_to_refuse", f"agent {agent.agent_id} has no open request")
+    new = replace(agent, acw_ask="refused")
+    return new, [AgentChanged(new, by=event.by, cause="acw_extend_refused")]
 
 
 # --- facts -------------------------------------------------------------------------------
@@ -780,6 +904,7 @@ _HANDLERS: dict[type, Callable[[AgentSnapshot, Any, float, Policy], Step]] = {
     LogIn: _login, LogOut: _logout, RequestState: _request, EndAcw: _end_acw,
     SubmitWrapup: _submit_wrapup,
     ExtendAcw: _extend_acw, ApproveBusy: _approve, CallOffered: _offered,
+    RefuseBusy: _refuse_busy, AskAcwExtension: _ask_acw, RefuseAcwExtension: _refuse_acw,
     CallAnswered: _answered, OfferTimedOut: _timed_out, OfferWithdrawn: _withdrawn,
     CallEnded: _ended, HoldStarted: _hold, HoldEnded: _hold, TimerFired: _timer,
     OfferRejected: _rejected, CallJoined: _joined, PhoneInUse: _phone,

@@ -1,7 +1,9 @@
 """Supervisor actions on agents, each audited in ``audit_log`` with who did what.
 
 A supervisor forces an agent's state (STD-097, STD-099), logs out an agent who forgot
-to at the end of a shift (STD-103), or listens to, whispers to or barges into the
+to at the end of a shift (STD-103), approves or refuses an absence awaiting approval
+(STD-106), grants or refuses an agent's request for more after-call work (STD-100), or
+listens to, whispers to or barges into the
 agent's call (STD-146). Listening is ChanSpy on the agent's leg, originated to the
 supervisor's own phone; whisper and barge are ChanSpy options. A monitor Asterisk
 refuses is audited too (``monitor_<mode>_failed``): the trail shows the attempt.
@@ -17,7 +19,16 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from callflow.agents.events import AgentState, LogOut, RequestState
+from callflow.agents.events import (
+    AgentEvent,
+    AgentState,
+    ApproveBusy,
+    ExtendAcw,
+    LogOut,
+    RefuseAcwExtension,
+    RefuseBusy,
+    RequestState,
+)
 from callflow.engine.effects import Originate
 from callflow.engine.rules import enforces
 from callflow.errors import CallflowError, StateError
@@ -48,6 +59,37 @@ class SupervisorActions:
     async def log_out(self, by: str, agent_id: str) -> dict[str, Any]:
         return await self._agent_event(by, agent_id,
                                        LogOut(by="supervisor", reason="supervisor"), "logout", {})
+
+    @enforces("STD-106")
+    async def approve_absence(self, by: str, agent_id: str) -> dict[str, Any]:
+        """Approve the agent's absence awaiting approval: no ``unapproved_absence`` flag."""
+        return await self._agent_event(by, agent_id, ApproveBusy(by="supervisor"),
+                                       "approve_absence", {})
+
+    @enforces("STD-106", policy=("agents.absence_refused_state",))
+    async def refuse_absence(self, by: str, agent_id: str) -> dict[str, Any]:
+        """Refuse it: the agent is told and sent where the Policy says (agents/state.py)."""
+        return await self._agent_event(
+            by, agent_id, RefuseBusy(by="supervisor"), "refuse_absence",
+            {"sent_to": self._service.policy.agents.absence_refused_state})
+
+    @enforces("STD-100", policy=("agents.acw_extension_s",))
+    async def grant_acw(self, by: str, agent_id: str) -> dict[str, Any]:
+        """Grant the agent's open request for more ACW: ``agents.acw_extension_s`` more."""
+        runtime = self._service.runtime
+        assert runtime is not None
+        agent = runtime.agents.get(agent_id)
+        if agent is None:
+            raise StateError("unknown_agent", agent_id)
+        if agent.state is not AgentState.ACW or agent.acw_ask != "open":
+            raise StateError("nothing_to_grant", f"agent {agent_id} has no open request")
+        seconds = self._service.policy.agents.acw_extension_s
+        return await self._agent_event(by, agent_id, ExtendAcw(seconds, by="supervisor"),
+                                       "grant_acw_extension", {"seconds": seconds})
+
+    async def refuse_acw(self, by: str, agent_id: str) -> dict[str, Any]:
+        return await self._agent_event(by, agent_id, RefuseAcwExtension(by="supervisor"),
+                                       "refuse_acw_extension", {})
 
     @enforces("STD-146")
     async def monitor(self, by: str, agent_id: str, mode: str, phone: str) -> dict[str, Any]:
@@ -83,14 +125,16 @@ class SupervisorActions:
         await self._audit(by, f"monitor_{mode}", f"agent:{agent_id}", detail)
         return {**detail, "response": reply.get("Message", "")}
 
-    async def _agent_event(self, by: str, agent_id: str, event: RequestState | LogOut,
+    async def _agent_event(self, by: str, agent_id: str, event: AgentEvent,
                            action: str, detail: dict[str, Any]) -> dict[str, Any]:
         """The event through the agent machine (a refusal raises and is not audited)."""
         runtime = self._service.runtime
         assert runtime is not None
         agent = runtime.agent_event(agent_id, event)
         await self._audit(by, action, f"agent:{agent_id}", detail)
-        return {"agent_id": agent_id, "state": agent.state.value, "reason": agent.reason}
+        return {"agent_id": agent_id, "state": agent.state.value, "reason": agent.reason,
+                "acw_deadline": agent.acw_deadline if agent.state is AgentState.ACW else None,
+                "acw_extend_request": agent.acw_ask or None}
 
     async def _audit(self, by: str, action: str, target: str, detail: dict[str, Any]) -> None:
         store = self._service.store

@@ -24,13 +24,18 @@ board gets the open alarms in its snapshot (``live_view.py``).
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from callflow.agents.changes import AgentChanged
+from callflow.agents.escalation import ESCALATION
+from callflow.agents.events import AgentState
 from callflow.engine import supervision
 from callflow.engine.effects import Alarm, DomainEvent
+from callflow.engine.rules import enforces
 from callflow.errors import CallflowError, StateError
 from callflow.store import repo
 
@@ -39,6 +44,11 @@ if TYPE_CHECKING:
 
 #: How many open alarms the board keeps in memory (older ones stay in the store).
 OPEN_ALARMS_KEPT = 500
+#: Who acknowledged an escalation whose call ended (STD-066) in the store and the audit.
+CALL_ENDED_BY = "system:call_ended"
+LIVE_CALL = frozenset({AgentState.ON_CALL, AgentState.ON_HOLD})
+
+log = logging.getLogger(__name__)
 
 
 class AlarmKeyError(CallflowError):
@@ -121,6 +131,7 @@ class BoardAlarms:
         self._started_at = started_at
         self.book = AlarmBook()
         self.memory = supervision.SupervisionMemory()
+        self._pending: set[asyncio.Task[dict[str, Any]]] = set()
 
     async def load_open(self) -> None:
         """The alarms still open in the store (raised before a restart) into the book."""
@@ -138,11 +149,32 @@ class BoardAlarms:
             supervision.condition_of(e.kind, e.detail) == condition for e in self.book.open())
 
     def observe(self, event: DomainEvent) -> None:
-        """An alarm the runtime raised: into the book, and ``alarm_open`` out."""
+        """An alarm the runtime raised: into the book, and ``alarm_open`` out; an agent's
+        call that ended clears the escalations about it."""
         if isinstance(event, Alarm):
             entry = self.book.from_alarm(event)
             self._service.hub.publish("alarms", {"type": "alarm_open",
                                                  "alarm": entry.payload()})
+        elif isinstance(event, AgentChanged) and event.prev_state in LIVE_CALL \
+                and event.agent.state not in LIVE_CALL:
+            self._clear_escalations(event.agent.agent_id)
+
+    @enforces("STD-066", "STD-147")
+    def _clear_escalations(self, agent_id: str) -> None:
+        """STD-066: an escalation is about a live call; when the call ends it is cleared
+        (acknowledged by ``system``, stored and audited like a supervisor's)."""
+        keys = [e.key for e in self.book.open()
+                if e.kind == ESCALATION and e.detail.get("agent_id") == agent_id]
+        for key in keys:
+            task = asyncio.get_running_loop().create_task(
+                self.acknowledge(CALL_ENDED_BY, key=key))
+            self._pending.add(task)
+            task.add_done_callback(self._cleared)
+
+    def _cleared(self, task: asyncio.Task[dict[str, Any]]) -> None:
+        self._pending.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("an escalation was not cleared: %s", task.exception())
 
     # --- the supervision rules (engine/supervision.py) -------------------------------------
 

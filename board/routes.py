@@ -10,7 +10,8 @@ Routes:
 * ``/board`` (the page; it shows its own login form until a session exists) and its
   assets ``/board/{name}``;
 * ``/api/v1/board/whoami``, ``/api/v1/board/state`` (the websocket snapshot's figures);
-* ``/api/v1/board/agents/{id}/{state,logout,monitor}`` (``actions.py``);
+* ``/api/v1/board/agents/{id}/{state,logout,monitor}`` and the answers to agents'
+  requests ``/{approve_absence,refuse_absence,grant_acw,refuse_acw}`` (``actions.py``);
 * ``/api/v1/alarms`` (+ ``/ack`` by key, ``/{id}/ack``) (``alarms.py``);
 * ``/api/v1/kpi``, ``/api/v1/reports/{daily,weekly}``, ``/api/v1/reports/files``
   (+ ``/{name}``) (``reporting.py``);
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -72,6 +74,15 @@ MAX_ID = 2**63 - 1
 class StateRequest(BaseModel):
     state: Literal["ready", "busy", "not_ready"]
     reason: str = Field(default="", max_length=64)
+
+
+class WorkflowAction(StrEnum):
+    """Supervisor answers to agents' requests (board/actions.py methods of these names)."""
+
+    approve_absence = "approve_absence"
+    refuse_absence = "refuse_absence"
+    grant_acw = "grant_acw"
+    refuse_acw = "refuse_acw"
 
 
 class MonitorRequest(BaseModel):
@@ -159,6 +170,21 @@ def _api_router(board: BoardFeature) -> APIRouter:
                                                body.phone)
         except StateError as exc:
             raise _refused(exc) from None
+
+    # after /state, /logout and /monitor: a path parameter would shadow them
+    @router.post("/board/agents/{agent_id}/{action}")
+    async def workflow(agent_id: str, action: WorkflowAction,
+                       request: Request) -> dict[str, Any]:
+        """Answer an agent's request (STD-106 absence, STD-100 more ACW): approve_absence,
+        refuse_absence, grant_acw, refuse_acw; audited; the desktop and the board are
+        told by the agent's new state."""
+        principal = viewer(request, ACT_ROLES)
+        act = getattr(board.actions, action.value)
+        try:
+            result: dict[str, Any] = await act(principal.name, agent_id)
+        except StateError as exc:
+            raise _refused(exc) from None
+        return result
 
     @router.get("/alarms")
     async def alarms(request: Request, open: bool = True, limit: int = 200,

@@ -42,6 +42,7 @@ from fastapi import APIRouter
 
 from callflow.agents import transfers
 from callflow.agents.changes import AgentChanged
+from callflow.agents.escalation import escalation_alarm
 from callflow.agents.events import (
     AgentState,
     CallEnded,
@@ -50,8 +51,11 @@ from callflow.agents.events import (
     HoldStarted,
 )
 from callflow.agents.restore import restored
+from callflow.agents.state import AgentSnapshot
+from callflow.api.privacy import mask_number
 from callflow.desktop.case import CASE_KIND, UNVERIFIED, CaseNote, case_payload
 from callflow.desktop.identity import IdentityGate
+from callflow.desktop.inactivity import InactivityWatch
 from callflow.engine import calls
 from callflow.engine.effects import (
     CancelTimer,
@@ -95,6 +99,7 @@ class AgentDesktop(FeatureBase):
         self._cases: dict[str, CaseNote] = {}  # call_id -> the note of its last transfer
         self._case_sent: set[tuple[str, str]] = set()  # (call_id, agent_id) given the case
         self.identity: IdentityGate | None = None  # made at start (STD-077)
+        self._inactivity: InactivityWatch | None = None
 
     # --- Feature -------------------------------------------------------------------
 
@@ -114,8 +119,42 @@ class AgentDesktop(FeatureBase):
         runtime.on_resync(self._after_resync)
         runtime.own_timers(DAY_TIMER_PREFIX, self._on_midnight)
         self._arm_midnight()
+        self._inactivity = InactivityWatch(runtime, services.policy)
+        self._inactivity.start()
+
+    @property
+    def inactivity(self) -> InactivityWatch:
+        """The STD-102 watch (desktop/inactivity.py); the websocket reports into it."""
+        if self._inactivity is None:
+            raise CallflowError("the desktop feature is not started")
+        return self._inactivity
+
+    def escalate(self, agent_id: str, reason: str) -> AgentSnapshot:
+        """The agent pressed "escalate" (STD-066): the board's alarm carries the live call
+        (agents/escalation.py); StateError when the agent is on no live call."""
+        runtime = self.runtime
+        agent = runtime.agents.get(agent_id)
+        if agent is None:
+            raise StateError("unknown_agent", agent_id)
+        call = runtime.calls.get(agent.call_id) if agent.call_id else None
+        offer = call.answered_offer if call is not None else None
+        member = self.service.roster.by_id(agent_id)
+        channel = offer.channel if offer is not None and offer.channel else (
+            f"PJSIP/{member.endpoint}-" if member is not None else "")
+        # the call's times are epoch (Asterisk's); the agent's are monotonic
+        if call is not None and call.answered_at is not None:
+            duration = runtime.clock.wall().timestamp() - call.answered_at
+        else:
+            duration = runtime.clock.now() - agent.since
+        alarm = escalation_alarm(
+            agent, reason, caller=mask_number(call.caller) if call is not None else "",
+            channel=channel, duration_s=duration)
+        runtime.execute([alarm])
+        return agent
 
     async def stop(self) -> None:
+        if self._inactivity is not None:
+            self._inactivity.stop()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -21,12 +21,13 @@ from callflow.agents.events import (
     Actor,
     AgentEvent,
     AgentState,
+    AskAcwExtension,
     EndAcw,
     LogOut,
     RequestState,
     SubmitWrapup,
 )
-from callflow.agents.state import MAX_WRAPUP_NOTES
+from callflow.agents.state import MAX_ACW_ASK_REASON, MAX_WRAPUP_NOTES
 from callflow.agents.transfers import (
     TARGET_KINDS,
     TARGET_VALUE,
@@ -57,7 +58,7 @@ from callflow.stream.protocol import (
 PROTOCOL_NAME = "callflow-agent-desktop"
 PROTOCOL_VERSION = 1
 REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "wrapup", "logout",
-                 "transfer")
+                 "transfer", "acw_extend_request", "escalate", "activity")
 #: Requests about the call, not the agent's state (desktop/feature.py answers them).
 CALL_REQUEST_TYPES = ("transfer",)
 MAX_TRANSFER_NOTE = 500  # the note that travels to the receiving desk (STD-049)
@@ -81,6 +82,7 @@ class DesktopRequest:
     disposition: str = ""  # wrapup: one of the Policy's dispositions (STD-092)
     notes: str = ""  # wrapup: the customer's feedback, problems and needs
     transfer: TransferAsk | None = None  # transfer: where, how, and the note
+    service_page: bool = False  # activity: the desktop is open and visible (STD-102)
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,10 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
         return parse_address_request(frame, request_id)
     if kind == "transfer":
         return DesktopRequest("transfer", request_id, transfer=parse_transfer(frame))
+    if kind in ("acw_extend_request", "escalate"):
+        return parse_reasoned_request(frame, str(kind), request_id)
+    if kind == "activity":
+        return parse_activity(frame, request_id)
     if kind in ("busy", "not_ready"):
         reason = _text_field(frame, "reason", MAX_REASON_LENGTH, required=False)
         return DesktopRequest(kind, request_id, reason=reason)
@@ -220,6 +226,32 @@ def parse_transfer(frame: dict[str, Any]) -> TransferAsk:
     return TransferAsk(mode, TransferTarget(kind, value), note.strip())
 
 
+#: The longest free-text reason of an ACW extension request or an escalation.
+MAX_ASK_REASON_LENGTH = MAX_ACW_ASK_REASON
+
+
+def parse_reasoned_request(frame: dict[str, Any], kind: str,
+                           request_id: RequestId) -> DesktopRequest:
+    """``acw_extend_request`` (STD-100) or ``escalate`` (STD-066): an optional reason of at
+    most ``MAX_ASK_REASON_LENGTH`` characters; anything else is refused whole."""
+    reason = frame.get("reason", "")
+    if reason is None:
+        reason = ""
+    if not isinstance(reason, str) or len(reason) > MAX_ASK_REASON_LENGTH:
+        raise ClientFrameError("bad_frame", f"{kind} reason: a string of at most "
+                                            f"{MAX_ASK_REASON_LENGTH} chars")
+    return DesktopRequest(kind, request_id, reason=reason.strip())
+
+
+def parse_activity(frame: dict[str, Any], request_id: RequestId) -> DesktopRequest:
+    """``activity`` (STD-102): the user gave input; ``service_page`` says whether the desktop
+    is left visible (the service page). A boolean, nothing else."""
+    page = frame.get("service_page", False)
+    if not isinstance(page, bool):
+        raise ClientFrameError("bad_frame", "activity service_page: true or false")
+    return DesktopRequest("activity", request_id, service_page=page)
+
+
 def agent_event(request: DesktopRequest, by: str) -> AgentEvent:
     """The state machine event of a request (login goes through Runtime.log_in instead)."""
     actor: Actor = "supervisor" if by == "supervisor" else "agent"
@@ -231,6 +263,8 @@ def agent_event(request: DesktopRequest, by: str) -> AgentEvent:
         return RequestState(AgentState.NOT_READY, request.reason, by=actor)
     if request.type == "end_acw":
         return EndAcw(by=actor)
+    if request.type == "acw_extend_request":
+        return AskAcwExtension(request.reason, by=actor)
     if request.type == "wrapup":
         return SubmitWrapup(request.call_id, request.disposition, request.notes, by=actor)
     if request.type == "logout":
@@ -326,7 +360,8 @@ def hello_frame(*, policy: Policy, language: str, agent_id: str, agent_name: str
         "timers": {"acw_limit_s": agents.acw_limit_s, "acw_auto_ready": agents.acw_auto_ready,
                    "hold_reminder_s": hold.reminder_s,
                    "hold_reminder_repeat_s": hold.reminder_repeat_s,
-                   "hold_limit_s": hold.limit_s},
+                   "hold_limit_s": hold.limit_s,
+                   "inactivity_logout_min": agents.inactivity_logout_min},
         "feature_codes": agents.feature_codes.codes(),
         "wrapup": {"dispositions": [d.model_dump() for d in policy.outbound.dispositions],
                    "required_outbound": policy.outbound.wrapup_required,

@@ -138,6 +138,7 @@ async def _serve(websocket: WebSocket, desk: AgentDesktop, encoder: FrameEncoder
         await connection.run(subscription)
     finally:
         subscription.close()
+        desk.inactivity.closed(agent_id, id(connection))
         log.info("desktop %s for agent %s closed", client, agent_id)
 
 
@@ -174,6 +175,13 @@ class _DesktopConnection(StreamConnection):
         try:
             if request.type == "login":
                 agent = runtime.log_in(self._agent_id, request.extension, by=self._actor)
+            elif request.type == "activity":  # STD-102: input seen, on the service page?
+                if self._actor == "agent":
+                    self._desk.inactivity.activity(self._agent_id, id(self),
+                                                   request.service_page)
+                agent = runtime.agents[self._agent_id]
+            elif request.type == "escalate":  # STD-066: the board's alarm with the call
+                agent = self._desk.escalate(self._agent_id, request.reason)
             else:
                 agent = runtime.agent_event(self._agent_id, agent_event(request, self._actor))
         except StateError as refused:

@@ -46,6 +46,7 @@ from pydantic import (
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_validator,
 )
 from pydantic.config import JsonDict
 
@@ -609,6 +610,7 @@ def _reason(code: str, zh: str, en: str, *, max_min: float = 0, approval: bool =
 RING_NO_ANSWER = "ring_no_answer"
 UNREACHABLE = "unreachable"
 REJECTED = "rejected"  # the phone refused an offer (486, 603, a forward)
+LOGGED_IN = "logged_in"  # agents.login_state = not_ready: just logged in, not yet ready
 MEAL_MAX_MIN = 30  # STD-104: 「每人用餐时间不超过半小时」
 
 
@@ -630,6 +632,7 @@ def _default_not_ready_reasons() -> list[Reason]:
         _reason(RING_NO_ANSWER, "振铃未接", "Ring no answer", system=True),
         _reason(UNREACHABLE, "话机离线", "Softphone unreachable", system=True),
         _reason(REJECTED, "拒接", "Refused a call", system=True),
+        _reason(LOGGED_IN, "已登录", "Logged in", system=True),
         _reason("break", "小休", "Break"),
         _reason("meal", "用餐", "Meal", max_min=MEAL_MAX_MIN),
         _reason("training", "培训", "Training"),
@@ -694,6 +697,22 @@ class AgentsPolicy(Section):
     absence_flag_min: float = setting(
         20, unit="min", std="STD-106", gt=0,
         description="Flag an unapproved absence (approval-required busy reason) this long")
+    absence_refused_state: Literal["ready", "busy"] = setting(
+        "ready", std="STD-106",
+        description="Where a refused absence sends the agent: ready (back to work, calls "
+                    "offered again) or busy (stays away, flagged unapproved at once)")
+    acw_extension_s: float = setting(
+        60, unit="s", std="STD-100", gt=0,
+        description="Seconds a supervisor's grant adds to the ACW the agent asked to extend "
+                    "(one request per ACW)")
+    inactivity_logout_min: float = setting(
+        30, unit="min", std="STD-102", ge=0,
+        description="Log out a ready, not-ready or busy agent whose desktop had no input this "
+                    "long and is not left on the service page; 0 = never")
+    login_state: Literal["ready", "not_ready"] = setting(
+        "ready", std="STD-099",
+        description="Where a desktop or API log-in puts the agent: ready, or not_ready with "
+                    "the system reason logged_in (the agent then makes themselves ready)")
     meal_concurrent_cap: int = setting(
         0, unit="count", std="STD-104", ge=0,
         description="Agents on a meal break (busy or not-ready, reason meal) at once: one "
@@ -742,6 +761,14 @@ class AgentsPolicy(Section):
         if len(value.codes()) != 4:
             raise ValueError("the four feature codes must differ")
         return value
+
+    @model_validator(mode="after")
+    def _login_reason(self) -> AgentsPolicy:
+        if self.login_state == "not_ready" and not any(
+                r.code == LOGGED_IN and r.system for r in self.not_ready_reasons):
+            raise ValueError(f"login_state not_ready needs the system not-ready reason "
+                             f"{LOGGED_IN!r} in not_ready_reasons")
+        return self
 
     def busy_reason(self, code: str) -> Reason | None:
         return next((r for r in self.busy_reasons if r.code == code), None)
@@ -1424,7 +1451,6 @@ REMOVED_KEYS: dict[str, str] = {
     "greetings.afternoon_from": "time-of-day greetings (STD-018) are not built",
     "greetings.evening_from": "time-of-day greetings (STD-018) are not built",
     "outbound.new_customer_contact_days": "customer assignment (STD-096) is not built",
-    "agents.inactivity_logout_min": "desktop inactivity (STD-102) is not tracked yet",
     "agents.shift_end_flag_min": "shifts (STD-103) are not in the roster yet",
     "agents.login_before_shift_min": "shifts (C-9) are not in the roster yet",
     "kpi.followup_coverage_target_pct": "key customers (STD-086) are not recorded yet",

@@ -25,6 +25,18 @@
   const t = I18N.t;
   const known = (key, fallback) => (t(key) === key ? fallback : t(key));
   const $ = (id) => document.getElementById(id);
+  // hooks for the slices' own scripts (e.g. supervise.js): agents, snapshots, alarms
+  const hooks = {agent: [], snapshot: [], alarm: [], alarmGone: []};
+  function tell(kind, ...args) {
+    for (const fn of hooks[kind]) { try { fn(...args); } catch (e) { console.error(e); } }
+  }
+  window.callflowBoard = {
+    api: (method, path, body) => api(method, path, body),
+    who: () => st.who,
+    phone: () => $("my-phone").value.trim(),
+    toast: (text) => toast(text),
+    on: (kind, fn) => hooks[kind].push(fn),
+  };
 
   const st = {
     token: sessionStorage.getItem(TOKEN_KEY) || "",
@@ -221,6 +233,7 @@
 
   function applySnapshot(state) {
     const t0 = performance.now();
+    tell("snapshot", state);
     const board = state.board || {};
     if (typeof board.now === "number") st.skew = board.now - Date.now() / 1000;
     $("day").textContent = board.day || "";
@@ -378,6 +391,7 @@
 
   function paintState(a, p) {
     a.p = p;
+    tell("agent", p);
     const c = a.cells;
     const label = stateLabel(p.state) + (p.reason ? " · " + reasonLabel(p.reason) : "") +
       (p.softphone_reachable === false ? " · " + t("board.phone_unreachable") : "") +
@@ -682,7 +696,8 @@
   function alarmDetail(a) {
     const d = a.detail || {};
     const parts = [];
-    for (const k of ["agent_id", "queue", "call_id", "count", "seconds", "waited_s",
+    for (const k of ["agent_id", "queue", "call_id", "caller", "duration_s", "count", "seconds",
+                     "waited_s",
                      "service_level_pct", "target_pct", "average_ring", "reason", "number"]) {
       if (d[k] != null && d[k] !== "") {
         const value = k === "reason" ? reasonLabel(d[k]) : d[k];
@@ -704,6 +719,7 @@
     li.children[0].textContent = known("alarm." + a.kind, a.kind) +
       (a.std ? " (" + a.std + ")" : "") + " · " + when;
     li.children[1].textContent = alarmDetail(a);
+    tell("alarm", a, li);
     $("alarms").prepend(li);
     st.alarms.set(a.key, {a, li});
     while (st.alarms.size > MAX_ALARMS) {
@@ -718,11 +734,12 @@
     if (!e) return;
     e.li.remove();
     st.alarms.delete(key);
+    tell("alarmGone", key);
     $("alarm-count").textContent = String(st.alarms.size);
   }
 
   async function onAck(ev) {
-    if (ev.target.tagName !== "BUTTON") return;
+    if (ev.target.tagName !== "BUTTON" || ev.target.dataset.mode) return;  // mode: supervise.js
     const li = ev.target.closest("li");
     ev.target.disabled = true;
     try {

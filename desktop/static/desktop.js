@@ -168,17 +168,32 @@
     st.ws.send(JSON.stringify(Object.assign({id: st.nextId}, frame)));
   }
 
-  // hooks for the panels in their own files (scripts.js, transfer.js...): every frame,
-  // each render, and a way to send requests
+  // hooks for the panels in their own files (scripts.js, transfer.js, supervise.js...):
+  // every frame, each render, every payload, and a way to send requests
   function notify(kind, detail) {
     document.dispatchEvent(new CustomEvent("callflow:" + kind, {detail}));
   }
   const frameHooks = [];
-  window.callflowDesk = {send: (frame) => send(frame), onFrame: (fn) => frameHooks.push(fn)};
+  const listeners = [];
+  window.callflowDesk = {
+    send: (frame) => send(frame),
+    onFrame: (fn) => frameHooks.push(fn),
+    agent: () => st.agent,
+    hello: () => st.hello,
+    onPayload: (fn) => listeners.push(fn),
+  };
+  function tell(p) {
+    for (const fn of listeners) { try { fn(p); } catch (e) { console.error(e); } }
+  }
 
   function handle(f) {
     notify("frame", f);
     for (const hook of frameHooks) hook(f);
+    if (f.type === "hello") tell(f);
+    if (f.type === "snapshot" && f.state && f.state.agents) {
+      for (const a of f.state.agents) tell(Object.assign({type: "agent_state"}, a));
+    }
+    if (f.type === "event" && f.payload) tell(f.payload);
     switch (f.type) {
       case "hello": return onHello(f);
       case "snapshot": return onSnapshot(f);
