@@ -916,7 +916,7 @@ class TicketsPolicy(Section):
         description="How often the open tickets are checked for steps and lapsed tests "
                     "(an escalation fires at most this late)")
     text_max_chars: int = setting(
-        4000, unit="chars", ge=100, le=100000,
+        4000, unit="chars", std="STD-130", ge=100, le=100000,
         description="Longest description or note a ticket takes (longer is refused)")
     close_needs_followup: list[str] = setting(
         std="STD-134", factory=lambda: ["complaint_simple", "complaint_complex"],

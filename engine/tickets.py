@@ -302,6 +302,13 @@ def check_promise(promised_at: datetime, now: datetime) -> datetime:
     return promised_at
 
 
+@enforces("STD-130", policy=("tickets.text_max_chars",))
+def text_fits(text: str, policy: Policy) -> bool:
+    """A ticket keeps the description and notes as the complainant gave them (STD-130): a
+    text longer than the store takes is refused whole, never cut."""
+    return len(text) <= policy.tickets.text_max_chars
+
+
 @enforces("STD-129")
 def ticket_number(opened_at: datetime, owner: str, serial: int, policy: Policy) -> str:
     """STD-129: the form number is date + the owner's number + a serial

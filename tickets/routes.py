@@ -128,7 +128,7 @@ def tickets_router(feature: TicketsFeature) -> APIRouter:
         if not isinstance(raw, str) or (required and not raw.strip()):
             raise api_error(422, f"bad_{name}", f"{name} must be a non-empty string"
                             if required else f"{name} must be a string")
-        if len(raw) > limit:
+        if not core.text_fits(raw, policy()):
             raise api_error(422, f"{name}_too_long",
                             f"{name} has {len(raw)} characters; at most {limit}")
         if "\x00" in raw:

@@ -56,7 +56,7 @@
     summary.replaceChildren(...Object.entries(backlog.by_type || {}).map(
       ([type, n]) => el("span", (L.types[type] || type) + " " + n, "chip")));
     const list = document.getElementById("tickets-list");
-    const head = el("div", null, "row head");
+    const head = el("div", null, ["row", "head"].join(" "));
     for (const key of ["number", "type", "priority", "status", "owner", "due", "level", "late",
                        "summary"]) {
       head.append(el("span", L[key]));
@@ -71,7 +71,7 @@
                  el("span", (t.overdue || []).join(", ")), el("span", t.summary, "summary"));
       return row;
     });
-    list.replaceChildren(head, ...(rows.length ? rows : [el("div", L.none, "row empty")]));
+    list.replaceChildren(head, ...(rows.length ? rows : [el("div", L.none, ["row", "empty"].join(" "))]));
   }
 
   async function refresh() {

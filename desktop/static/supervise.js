@@ -42,6 +42,8 @@
   $("btn-escalate").textContent = L.escalate;
   $("sv-acw-reason").placeholder = L.reasonHint;
   $("sv-escalate-reason").placeholder = L.reasonHint;
+  $("sv-acw-reason").setAttribute("aria-label", L.ask);
+  $("sv-escalate-reason").setAttribute("aria-label", L.escalate);
 
   let refusedNote = "";
   let loggedOut = true;

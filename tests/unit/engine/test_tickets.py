@@ -258,3 +258,10 @@ def test_ticket_kpis_from_facts() -> None:
     lenient = Policy.model_validate({"kpi": {"reply_rate_target_pct": 60}})
     assert ticket_kpis([on_time, late, followed], 0, t0, lenient).reply_rate_met is True
     assert ticket_kpis([], 0, t0, p).timeliness is None
+
+
+@pytest.mark.std("STD-130")
+def test_a_text_longer_than_the_policy_takes_is_refused_whole_never_cut() -> None:
+    p = policy(text_max_chars=100)
+    assert tk.text_fits("投诉" * 50, p)
+    assert not tk.text_fits("投诉" * 50 + "!", p)
