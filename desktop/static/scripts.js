@@ -22,6 +22,7 @@
       address: "称呼", offered: "当前推荐", copy: "点击复制并标记已用", used: "已用",
       copied: "已复制", forbidden: "服务禁用语 (STD-036)", browse: "其他阶段",
       titles: {"": "未知", mr: "先生", ms: "女士", miss: "小姐", child: "小朋友"},
+      phases: {"greeting": "问候", "verification": "确认来电人", "information": "解答与说明", "hold": "等候", "refusal": "无法办理", "follow_up": "记录与转交", "courtesy": "礼貌回应", "calming": "安抚与感谢", "apology": "致歉", "closing": "结束语"},
     },
     "en": {
       title: "Scripts", surname: "caller's surname", salutation: "title",
@@ -29,6 +30,7 @@
       offered: "offered now", copy: "click to copy and mark used", used: "used",
       copied: "copied", forbidden: "Never say (STD-036)", browse: "other phases",
       titles: {"": "not known", mr: "Mr", ms: "Ms", miss: "Miss", child: "child"},
+      phases: {"greeting": "Greeting", "verification": "Who is calling", "information": "Answering", "hold": "Hold and wait", "refusal": "Cannot be done", "follow_up": "Note and pass on", "courtesy": "Courtesy replies", "calming": "Calming and thanks", "apology": "Apology", "closing": "Closing"},
     },
   };
   const ADDRESS_DELAY_MS = 300;  // one request per pause in typing, not per key
@@ -79,7 +81,10 @@
     const p = sp.panel;
     if (!p) return;
     setLabels();
-    $("scripts-address").textContent = label("address") + ": " + p.address;
+    const words = document.createElement("span");
+    words.className = "script-words";  // spoken to the caller: the session's language
+    words.textContent = p.address;
+    $("scripts-address").replaceChildren(label("address") + ": ", words);
     const phase = currentPhase();
     const offered = offeredPhases();
     const tabs = $("scripts-phases");
@@ -87,7 +92,9 @@
     for (const ph of p.phases) {
       const b = document.createElement("button");
       b.type = "button";
-      b.textContent = ph.label;
+      // the phase is a label of the page's language; its phrases stay in the language
+      // spoken to callers (the session's, like the opening)
+      b.textContent = label("phases")[ph.id] || ph.id;
       b.dataset.phase = ph.id;
       b.className = "phase" + (ph.id === phase ? " current" : "") +
         (offered.includes(ph.id) ? " offered" : "");

@@ -94,7 +94,10 @@ def shot(page: Page, name: str) -> None:
 
 #: data, not labels: the opening the caller hears, who is logged in, the caller's number and
 #: contacts; the language switch names each language in itself ("English", "中文")
-DATA = "#call-greeting, #who, #call-caller, #call-history, #lang-switch"
+# data, and the words spoken to callers (the opening, the script panel's phrases and the
+# caller's address form): the language of the centre's callers, not the page's
+DATA = ("#call-greeting, #who, #call-caller, #call-history, #lang-switch, .script-text, "
+        ".script-words, #scripts-forbidden")
 
 
 def texts(page: Page, skip: str = DATA) -> list[str]:
