@@ -31,6 +31,7 @@ from callflow.agents.transfers import (
     TARGET_KINDS,
     TARGET_VALUE,
     TRANSFER_MODES,
+    ConsultStep,
     TransferMode,
     TransferTarget,
 )
@@ -47,9 +48,12 @@ from callflow.stream.protocol import (
 PROTOCOL_NAME = "callflow-agent-desktop"
 PROTOCOL_VERSION = 1
 REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "wrapup", "logout",
-                 "transfer")
+                 "transfer", "transfer_complete", "transfer_cancel")
 #: Requests about the call, not the agent's state (desktop/feature.py answers them).
-CALL_REQUEST_TYPES = ("transfer",)
+CALL_REQUEST_TYPES = ("transfer", "transfer_complete", "transfer_cancel")
+#: The warm transfer's second step: join the caller to the consulted colleague, or not.
+CONSULT_STEPS: dict[str, ConsultStep] = {"transfer_complete": "complete",
+                                          "transfer_cancel": "cancel"}
 MAX_TRANSFER_NOTE = 500  # the note that travels to the receiving desk (STD-049)
 MAX_TARGET_LENGTH = 32
 MAX_CALL_ID_LENGTH = 64
@@ -139,6 +143,8 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
                                     required=True), notes=notes)
     if kind == "transfer":
         return DesktopRequest("transfer", request_id, transfer=parse_transfer(frame))
+    if kind in CONSULT_STEPS:
+        return parse_consult_step(str(kind), request_id)
     if kind in ("busy", "not_ready"):
         reason = _text_field(frame, "reason", MAX_REASON_LENGTH, required=False)
         return DesktopRequest(kind, request_id, reason=reason)
@@ -147,6 +153,13 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
     shown = kind if isinstance(kind, str) and len(kind) <= 32 else type(kind).__name__
     raise ClientFrameError("unknown_type", f"unknown frame type {shown!r}; known: ping, "
                            + ", ".join(REQUEST_TYPES))
+
+
+def parse_consult_step(kind: str, request_id: RequestId) -> DesktopRequest:
+    """``{"type": "transfer_complete"}`` / ``{"type": "transfer_cancel"}``: the warm
+    transfer under way is the agent's own, so the frame names nothing else (a call id
+    sent along is ignored, never trusted)."""
+    return DesktopRequest(kind, request_id)
 
 
 def parse_transfer(frame: dict[str, Any]) -> TransferAsk:
