@@ -5,7 +5,8 @@ Agent A's desktop asks ``transfer`` with ``mode: "warm"``: the engine sends AMI
 the agents' context; B's desktop gets the ``case`` (A's note) while B's phone rings. A
 then sends ``transfer_complete`` (A's leg is hung up, Asterisk joins the caller to B:
 ``AttendedTransfer``) or ``transfer_cancel`` (``CancelAtxfer``: B's consult leg is hung
-up, A has the caller again). The product runs whole (the ``matrix`` harness of
+up, A has the caller again); a consultation B's phone declines gives the caller back to
+A (``consult_ended``). The product runs whole (the ``matrix`` harness of
 test_call_endings_live.py, the four invariants checked at the end).
 
 The record: one call, A's answered offer, left at the ``AttendedTransfer``; B's part
@@ -174,3 +175,36 @@ def test_warm_transfer_cancelled_leaves_the_caller_with_a(
         finally:
             a.close()
             b.close()
+
+
+@pytest.mark.std("STD-049")
+def test_warm_transfer_declined_by_b_leaves_the_caller_with_a(
+        matrix: Callable[..., Any]) -> None:
+    """B's phone declines the consultation (603): A's desk hears ``consult_ended``, the
+    caller is A's again, B is ready (no ACW), nothing to complete; one leg."""
+    with matrix(policy_of(SHORT_OPENING), AGENTS) as m:
+        m.phones(("1001", "uas_answer.xml", 500, ()), ("1002", "uas_reject_603.xml", 500, ()))
+        m.log_in("1001", "1002")
+        a = desk(m, "1001")
+        try:
+            m.call("uac_call.xml", talk_ms=8000)
+            wait_state(m, "1001", AgentState.ON_CALL)
+            m.wait("BridgeEnter", 10, Uniqueid=m.call_id)
+            ack = a.request("transfer", mode="warm", target={"kind": "agent", "value": "1002"})
+            assert ack["type"] == "ack", ack
+            ended = event_of(a, "consult_ended", 10, "the consultation declined")
+            assert ended["agent_id"] == "1002"
+            a_leg = m.legs("1001")[0]
+            m.product.wait_for(lambda: talks_with_caller(m, a_leg["Channel"]), 10,
+                               "A back in the caller's bridge")
+            refused = a.request("transfer_complete")
+            assert (refused["type"], refused["error"]) == ("error", "no_consult"), refused
+            m.product.wait_for(lambda: m.product.runtime.agents["1002"].state
+                               is AgentState.READY, 5, "B ready (no ACW)")
+            m.finish()
+            m.check_record(outcome="answered", ending="caller_released",
+                           released_by="caller", offers=[("1001", "answered")],
+                           agent_id="1001")
+            assert not m.tap("AttendedTransfer")
+        finally:
+            a.close()
