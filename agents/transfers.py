@@ -154,3 +154,52 @@ def announcement(destination: Destination) -> tuple[tuple[str, dict[str, str]], 
     if destination.kind == "external":
         return first, ("transfer_to_number", {"number": " ".join(destination.value)})
     return first, ("transfer_to_department", {"department": destination.name})
+
+
+# --- warm (consult-first) transfers ------------------------------------------------------
+
+ConsultStep = Literal["complete", "cancel"]
+
+
+@dataclass(frozen=True)
+class Consult:
+    """A warm transfer under way: ``from_agent`` consults ``to_agent`` while the caller
+    holds (AMI Atxfer on ``channel``, the first agent's leg)."""
+
+    call_id: str
+    from_agent: str
+    to_agent: str
+    channel: str
+    answered: bool = False  # the consulted agent picked up: the transfer may complete
+
+
+@enforces("STD-049")
+def check_warm(destination: Destination, consulting: Consult | None,
+               bridged: bool) -> Refusal | None:
+    """May a warm transfer to ``destination`` start? Only to an agent (a queue or a number
+    has nobody to consult), one consultation at a time per agent, and only once Asterisk
+    has bridged the caller with the agent (``bridged``): during the opening the agent's
+    leg is not in a bridge yet and Asterisk would pass the transfer's digits to the
+    caller (measured: ``Atxfer`` 1 s after the answer, opening still playing)."""
+    if not bridged:
+        return Refusal("not_bridged", "the caller is not through to the agent yet")
+    if destination.kind != "agent":
+        return Refusal("not_supported", "a warm transfer consults an agent; to a "
+                                        f"{destination.kind} transfer blind")
+    if consulting is not None:
+        return Refusal("consult_in_progress",
+                       f"already consulting agent {consulting.to_agent}")
+    return None
+
+
+@enforces("STD-049")
+def check_consult_step(consulting: Consult | None, step: ConsultStep) -> Refusal | None:
+    """May the consulting agent complete (join the caller to the colleague) or cancel
+    now? Completing needs the colleague on the line: before they answer, hanging the
+    first agent up would leave the caller with a ringing phone."""
+    if consulting is None:
+        return Refusal("no_consult", "no warm transfer is under way")
+    if step == "complete" and not consulting.answered:
+        return Refusal("consult_not_answered",
+                       f"agent {consulting.to_agent} has not answered yet")
+    return None

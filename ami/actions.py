@@ -8,6 +8,8 @@ them, so a field spelled wrong is wrong in one place and unit-tested there.
 from __future__ import annotations
 
 from callflow.engine.effects import (
+    Atxfer,
+    CancelAtxfer,
     Hangup,
     ListChannels,
     ListContacts,
@@ -42,6 +44,11 @@ def encode(action: PbxAction) -> tuple[str, Fields]:
         return "Originate", _originate(action)
     if isinstance(action, Hangup):
         return "Hangup", {"Channel": action.channel, "Cause": str(action.cause)}
+    if isinstance(action, Atxfer):
+        return "Atxfer", {"Channel": action.channel, "Exten": action.exten,
+                          "Context": action.context}
+    if isinstance(action, CancelAtxfer):
+        return "CancelAtxfer", {"Channel": action.channel}
     if isinstance(action, Redirect):
         return "Redirect", {"Channel": action.channel, "Context": action.context,
                             "Exten": action.exten, "Priority": str(action.priority)}

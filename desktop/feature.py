@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from typing import TYPE_CHECKING, Any
@@ -58,6 +59,8 @@ from callflow.desktop.identity import IdentityGate
 from callflow.desktop.inactivity import InactivityWatch
 from callflow.engine import calls
 from callflow.engine.effects import (
+    Atxfer,
+    CancelAtxfer,
     CancelTimer,
     DomainEvent,
     Effect,
@@ -69,6 +72,7 @@ from callflow.engine.effects import (
 )
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
+from callflow.pbx.render import AGENTS_CONTEXT
 from callflow.store.agent_log import load_day_totals, load_stored_agents
 
 if TYPE_CHECKING:
@@ -100,6 +104,8 @@ class AgentDesktop(FeatureBase):
         self._case_sent: set[tuple[str, str]] = set()  # (call_id, agent_id) given the case
         self.identity: IdentityGate | None = None  # made at start (STD-077)
         self._inactivity: InactivityWatch | None = None
+        self._consults: dict[str, transfers.Consult] = {}  # consulting agent -> warm transfer
+        self._consult_legs: dict[str, str] = {}  # consulted leg uniqueid -> consulting agent
 
     # --- Feature -------------------------------------------------------------------
 
@@ -115,6 +121,10 @@ class AgentDesktop(FeatureBase):
             runtime.on_event(self._on_event)
             runtime.own_timers(TIMER_PREFIX, self._on_timer)
         runtime.on_event(self._follow_cases)
+        runtime.on_ami("Newchannel", self._consult_rings)
+        runtime.on_ami("Newstate", self._consult_answered)
+        runtime.on_ami("Hangup", self._consult_gone)
+        runtime.on_ami("AttendedTransfer", self._consult_joined)
         runtime.extend_snapshot("desks", self.desks)
         runtime.on_resync(self._after_resync)
         runtime.own_timers(DAY_TIMER_PREFIX, self._on_midnight)
@@ -363,12 +373,11 @@ class AgentDesktop(FeatureBase):
                                           self.service.policy)
         if isinstance(result, transfers.Refusal) or call is None:
             return result
-        if ask.mode != "blind":
-            return transfers.Refusal("not_supported", "a warm (consult first) transfer is not "
-                                                      "available yet: use blind")
         talking = call.talking_offer
         if talking is None or not talking.channel:
             return transfers.Refusal("not_on_call", "the agent's leg is not known")
+        if ask.mode == "warm":
+            return self._consult(call, agent_id, talking.channel, ask, result)
         target = transfers.desktop_target(result)
         now = time.time()
         self._cases[call.call_id] = CaseNote(call.call_id, agent_id, ask.note, target,
@@ -381,6 +390,110 @@ class AgentDesktop(FeatureBase):
         log.info("call %s: agent %s transfers it (%s) to %s", call.call_id, agent_id,
                  ask.mode, target)
         return result
+
+    # --- warm transfers: the consultation (AMI Atxfer) -----------------------------------
+
+    def _consult(self, call: calls.InboundCall, agent_id: str, channel: str, ask: Any,
+                 result: transfers.Destination) -> transfers.Refusal | transfers.Destination:
+        """Warm transfer: Asterisk holds the caller (music on hold) and rings the colleague
+        from the agents' context (Atxfer); the agent keeps the call until they complete
+        (their leg hangs up: Asterisk joins the caller to the colleague, AMI
+        ``AttendedTransfer``, the core's ``Transferred``) or cancel (``CancelAtxfer``)."""
+        peers = self.runtime.asterisk.view.peers(call.call_id)
+        refused = transfers.check_warm(result, self._consults.get(agent_id),
+                                       bridged=any(p.name == channel for p in peers))
+        if refused is not None:
+            return refused
+        runtime = self.runtime
+        target = transfers.desktop_target(result)
+        self._consults[agent_id] = transfers.Consult(call.call_id, agent_id, result.value,
+                                                     channel)
+        runtime.consults[result.value] = call.call_id
+        self._cases[call.call_id] = CaseNote(call.call_id, agent_id, ask.note, target,
+                                             ask.mode, time.time())
+        runtime.execute([Atxfer(channel, result.value, AGENTS_CONTEXT)])
+        log.info("call %s: agent %s consults %s (warm transfer)", call.call_id, agent_id,
+                 result.value)
+        return result
+
+    def consult_step(self, agent_id: str, step: transfers.ConsultStep) -> transfers.Refusal | None:
+        """``transfer_complete``: the agent's leg hangs up and Asterisk joins the caller to
+        the colleague. ``transfer_cancel``: the colleague's leg is hung up and the agent
+        has the caller again. Refused: nothing changes."""
+        consulting = self._consults.get(agent_id)
+        refused = transfers.check_consult_step(consulting, step)
+        if refused is not None or consulting is None:
+            return refused
+        if step == "complete":
+            self.runtime.execute([Hangup(consulting.channel)])
+        else:
+            self._end_consult(agent_id)
+            self.runtime.execute([CancelAtxfer(consulting.channel)])
+        log.info("call %s: agent %s %ss the warm transfer to %s", consulting.call_id,
+                 agent_id, step, consulting.to_agent)
+        return None
+
+    def _end_consult(self, agent_id: str) -> transfers.Consult | None:
+        consulting = self._consults.pop(agent_id, None)
+        if consulting is not None:
+            if self.runtime.consults.get(consulting.to_agent) == consulting.call_id:
+                del self.runtime.consults[consulting.to_agent]
+            self._consult_legs = {u: a for u, a in self._consult_legs.items() if a != agent_id}
+        return consulting
+
+    def _consulted(self, frame: AmiFrame) -> transfers.Consult | None:
+        """The consultation a consulted agent's leg belongs to (same Linkedid as the call)."""
+        agent_id = self.runtime.agent_for_channel(frame.get("Channel"))
+        linkedid = frame.get("Linkedid")
+        return next((c for c in self._consults.values()
+                     if c.to_agent == agent_id and c.call_id == linkedid), None)
+
+    def _consult_rings(self, frame: AmiFrame) -> None:
+        """The colleague's phone rings for the consultation: their desk gets the case."""
+        consulting = self._consulted(frame)
+        if consulting is None:
+            return
+        self._consult_legs[frame.get("Uniqueid")] = consulting.from_agent
+        self._send_case(consulting.call_id, consulting.to_agent)
+
+    def _consult_answered(self, frame: AmiFrame) -> None:
+        agent_id = self._consult_legs.get(frame.get("Uniqueid"))
+        consulting = self._consults.get(agent_id or "")
+        if consulting is None or frame.get("ChannelStateDesc") != "Up":
+            return
+        self._consults[consulting.from_agent] = replace(consulting, answered=True)
+        self.runtime.execute([Notice("consult_answered", consulting.from_agent,
+                                     {"call_id": consulting.call_id,
+                                      "agent_id": consulting.to_agent}, std="STD-049")])
+
+    def _consult_gone(self, frame: AmiFrame) -> None:
+        """The colleague's consult leg ended before any join (no answer, refused, hung
+        up): Asterisk gave the caller back to the first agent; their desk is told."""
+        agent_id = self._consult_legs.pop(frame.get("Uniqueid"), None)
+        consulting = self._end_consult(agent_id) if agent_id is not None else None
+        if consulting is None:
+            return
+        self.runtime.execute([Notice("consult_ended", consulting.from_agent,
+                                     {"call_id": consulting.call_id,
+                                      "agent_id": consulting.to_agent,
+                                      "cause": frame.get("Cause")}, std="STD-049")])
+
+    def _consult_joined(self, frame: AmiFrame) -> None:
+        """Asterisk joined the caller to the colleague: the warm transfer is done."""
+        for agent_id, consulting in list(self._consults.items()):
+            if consulting.call_id == frame.get("TransfereeLinkedid") \
+                    or consulting.call_id == frame.get("TransfereeUniqueid"):
+                self._end_consult(agent_id)
+
+    def _send_case(self, call_id: str, agent_id: str) -> None:
+        note = self._cases.get(call_id)
+        call = self.runtime.calls.get(call_id)
+        if note is None or call is None or (call_id, agent_id) in self._case_sent:
+            return
+        self._case_sent.add((call_id, agent_id))
+        payload = case_payload(call, note, agent_id,
+                               identity_status=self.identity_status(call_id))
+        self.runtime.execute([Notice(CASE_KIND, agent_id, payload, std="STD-049")])
 
     def _follow_cases(self, event: DomainEvent) -> None:
         """The case goes to each agent whose phone rings for a transferred call, once."""
@@ -397,13 +510,7 @@ class AgentDesktop(FeatureBase):
                 or agent.agent_id == note.from_agent \
                 or (note.call_id, agent.agent_id) in self._case_sent:
             return
-        call = self.runtime.calls.get(note.call_id)
-        if call is None:
-            return
-        self._case_sent.add((note.call_id, agent.agent_id))
-        payload = case_payload(call, note, agent.agent_id,
-                               identity_status=self.identity_status(note.call_id))
-        self.runtime.execute([Notice(CASE_KIND, agent.agent_id, payload, std="STD-049")])
+        self._send_case(note.call_id, agent.agent_id)
 
     # --- views -------------------------------------------------------------------------
 

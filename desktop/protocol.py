@@ -32,6 +32,7 @@ from callflow.agents.transfers import (
     TARGET_KINDS,
     TARGET_VALUE,
     TRANSFER_MODES,
+    ConsultStep,
     TransferMode,
     TransferTarget,
 )
@@ -58,9 +59,13 @@ from callflow.stream.protocol import (
 PROTOCOL_NAME = "callflow-agent-desktop"
 PROTOCOL_VERSION = 1
 REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "wrapup", "logout",
-                 "transfer", "acw_extend_request", "escalate", "activity")
+                 "transfer", "transfer_complete", "transfer_cancel", "acw_extend_request",
+                 "escalate", "activity")
 #: Requests about the call, not the agent's state (desktop/feature.py answers them).
-CALL_REQUEST_TYPES = ("transfer",)
+CALL_REQUEST_TYPES = ("transfer", "transfer_complete", "transfer_cancel")
+#: The warm transfer's second step: join the caller to the consulted colleague, or not.
+CONSULT_STEPS: dict[str, ConsultStep] = {"transfer_complete": "complete",
+                                          "transfer_cancel": "cancel"}
 MAX_TRANSFER_NOTE = 500  # the note that travels to the receiving desk (STD-049)
 MAX_TARGET_LENGTH = 32
 MAX_CALL_ID_LENGTH = 64
@@ -169,6 +174,8 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
         return parse_reasoned_request(frame, str(kind), request_id)
     if kind == "activity":
         return parse_activity(frame, request_id)
+    if kind in CONSULT_STEPS:
+        return parse_consult_step(str(kind), request_id)
     if kind in ("busy", "not_ready"):
         reason = _text_field(frame, "reason", MAX_REASON_LENGTH, required=False)
         return DesktopRequest(kind, request_id, reason=reason)
@@ -196,6 +203,13 @@ def parse_address_request(frame: dict[str, Any], request_id: RequestId) -> Addre
     except AddressError as bad:
         raise ClientFrameError("bad_frame", f"address: {bad}") from None
     return AddressRequest(CallerAddress(surname, title, declined and not surname), request_id)
+
+
+def parse_consult_step(kind: str, request_id: RequestId) -> DesktopRequest:
+    """``{"type": "transfer_complete"}`` / ``{"type": "transfer_cancel"}``: the warm
+    transfer under way is the agent's own, so the frame names nothing else (a call id
+    sent along is ignored, never trusted)."""
+    return DesktopRequest(kind, request_id)
 
 
 def parse_transfer(frame: dict[str, Any]) -> TransferAsk:

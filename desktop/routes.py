@@ -33,6 +33,7 @@ from callflow.api.wsconnection import (
 from callflow.desktop.protocol import (
     CALL_REQUEST_TYPES,
     AddressRequest,
+    CONSULT_STEPS,
     DesktopRequest,
     ack_frame,
     agent_event,
@@ -192,7 +193,16 @@ class _DesktopConnection(StreamConnection):
 
     def _call_request(self, request: DesktopRequest) -> str:
         """A transfer (STD-049): refused with its reason, the call unchanged, or acked
-        with where the caller goes."""
+        with where the caller goes; a warm transfer's second step acked with the state."""
+        if request.type in CONSULT_STEPS:
+            refused = self._desk.consult_step(self._agent_id, CONSULT_STEPS[request.type])
+            if refused is not None:
+                log.info("agent %s: %s refused (%s)", self._agent_id, request.type,
+                         refused.reason)
+                return error_frame(refused.reason, refused.detail, request)
+            agent = self._desk.runtime.agents[self._agent_id]
+            return ack_frame(request, agent.state.value, agent.reason,
+                             self._desk.service.hub.last_seq)
         assert request.transfer is not None
         result = self._desk.transfer(self._agent_id, request.transfer)
         if isinstance(result, Refusal):

@@ -214,7 +214,7 @@ class InboundFlow:
         status: str | None = None
         try:
             await self.session.exec("Dial", f"PJSIP/{member.endpoint}",
-                                    dial_timeout_arg(ring_limit), f"A(:{opening}){hear}g")
+                                    dial_timeout_arg(ring_limit), f"A(:{opening}){hear}gt")
         except AgiCommandError:
             # -1 on the caller's live channel: the agent hung up during the opening. Option
             # g does not cover it (apps/app_dial.c, 22: a hang-up during the A()

@@ -140,6 +140,25 @@ class Hangup(PbxAction):
 
 
 @dataclass(frozen=True)
+class Atxfer(PbxAction):
+    """Start an attended (consult-first) transfer on an agent's leg ``channel``: Asterisk
+    holds the caller and dials ``exten@context`` for the consultation. Completed when the
+    transferer's leg hangs up; ``CancelAtxfer`` ends the consultation instead."""
+
+    channel: str
+    exten: str
+    context: str
+
+
+@dataclass(frozen=True)
+class CancelAtxfer(PbxAction):
+    """End the consultation started by ``Atxfer`` on ``channel``: the consulted party is
+    hung up and the transferer is back with the caller."""
+
+    channel: str
+
+
+@dataclass(frozen=True)
 class Redirect(PbxAction):
     """Send ``channel`` to ``exten@context`` (priority ``priority``)."""
 

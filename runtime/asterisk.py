@@ -27,7 +27,9 @@ What the facts mean, measured on Asterisk 22 (tests/fixtures/ami/endings/README.
 * **A desk in use** is any live channel on its PJSIP endpoint; a channel of a call we
   do not track (a personal call, the fallback queue while the engine was away, an
   attended transfer's consultation) bridged with someone makes the agent on-call
-  too, without an ACW after it.
+  too, without an ACW after it. A desktop warm transfer's consultation (AMI Atxfer,
+  ``Runtime.consults``) shares the caller's ``Linkedid`` but is no offer of the call:
+  the consulted agent is on it as on an untracked call until ``AttendedTransfer``.
 """
 
 from __future__ import annotations
@@ -159,7 +161,8 @@ class AsteriskFacts:
         if link is not None:
             return link
         agent_id = self._agent_of(channel)
-        if agent_id is None or linkedid == uid or self._live_call(linkedid) is None:
+        if agent_id is None or linkedid == uid or self._live_call(linkedid) is None \
+                or self.rt.consults.get(agent_id) == linkedid:
             return None
         link = ChannelLink(linkedid, agent_id)
         self.rt.agent_links[uid] = link
@@ -179,7 +182,18 @@ class AsteriskFacts:
             self.rt.call_event(calls.OfferStarted(link.call_id, link.agent_id, name,
                                                   stamp(frame)))
             self._ringing(link)
+        elif self.rt.consults.get(agent_id) == linkedid:
+            self._consulted(agent_id, linkedid)
         self.desk_changed(agent_id)
+
+    def _consulted(self, agent_id: str, call_id: str) -> None:
+        """The agent's phone rings for a desktop warm transfer's consultation: they are on
+        it as on a call we do not route (no offer of the caller's call, no ACW if it ends
+        without the join), so nothing else is offered to them meanwhile."""
+        agent = self.rt.agents.get(agent_id)
+        if agent is not None and agent.state not in IN_CALL:
+            self.rt.agent_fact(agent_id, agent_state.CallJoined(UNTRACKED + call_id,
+                                                                tracked=False))
 
     def _ringing(self, link: ChannelLink) -> None:
         """An agent's phone rings for one of our calls the router did not offer them (a
@@ -287,7 +301,7 @@ class AsteriskFacts:
         caller_uid = frame.get("Uniqueid")
         call_id = caller_uid if self._live_call(caller_uid) is not None \
             else frame.get("DestLinkedid")
-        if self._live_call(call_id) is None:
+        if self._live_call(call_id) is None or self.rt.consults.get(agent_id) == call_id:
             return
         link = ChannelLink(call_id, agent_id)
         self.rt.agent_links[dest_uid] = link
@@ -337,7 +351,8 @@ class AsteriskFacts:
         agent_id = self._agent_of(channel.name)
         agent = self.rt.agents.get(agent_id) if agent_id is not None else None
         if agent_id is None or agent is None or agent.state in IN_CALL \
-                or self._live_call(channel.linkedid) is not None:
+                or (self._live_call(channel.linkedid) is not None
+                    and self.rt.consults.get(agent_id) != channel.linkedid):
             return
         self.rt.agent_fact(agent_id, agent_state.CallJoined(UNTRACKED + channel.linkedid,
                                                             tracked=False))
@@ -365,14 +380,31 @@ class AsteriskFacts:
         target_uid = frame.get("TransferTargetUniqueid")
         target = frame.get("TransferTargetChannel")
         agent_id = self._agent_of(target)
+        if call is not None and agent_id is None:
+            target_uid, target, agent_id = self._consulted_leg(call.call_id)
         if call is None or agent_id is None or frame.get("Result") != "Success":
             return
         talking = call.talking_offer
         self.rt.agent_links[target_uid] = ChannelLink(call.call_id, agent_id)
+        self.rt.consults.pop(agent_id, None)
         self.rt.call_event(calls.Transferred(call.call_id, agent_id, target, stamp(frame)))
         self.rt.agent_fact(agent_id, agent_state.CallJoined(call.call_id))
         if talking is not None and talking.agent_id != agent_id:
             self.rt.agent_fact(talking.agent_id, agent_state.CallEnded(call.call_id))
+
+    def _consulted_leg(self, call_id: str) -> tuple[str, str, str | None]:
+        """A desktop warm transfer's target: Asterisk's Atxfer dialled the consulted agent
+        through a Local channel, so ``AttendedTransfer`` names ``Local/<ext>@agents;1``
+        (measured on Asterisk 22: it joins the caller's bridge and the pair is not
+        optimised away at once); the agent's own leg is their channel of this call."""
+        agent_id = next((a for a, c in self.rt.consults.items() if c == call_id), None)
+        agent = self.rt.agents.get(agent_id) if agent_id is not None else None
+        if agent is None:
+            return "", "", None
+        for uid, channel in self.view.channels.items():
+            if channel.linkedid == call_id and self._agent_of(channel.name) == agent_id:
+                return uid, channel.name, agent_id
+        return "", "", None
 
     def _forget_deaths_before(self, limit: float) -> None:
         if self.died and next(iter(self.died.values())) < limit:

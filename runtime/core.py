@@ -126,6 +126,9 @@ class Runtime:
         self.calls: dict[str, calls.InboundCall] = {}
         self.agents: dict[str, agent_state.AgentSnapshot] = {}
         self.agent_links: dict[str, ChannelLink] = {}  # agent leg uniqueid -> call/agent
+        # agent_id -> call_id: that agent's phone is consulted for a desktop warm transfer
+        # of the call (AMI Atxfer); their leg is the consultation's, not an offer
+        self.consults: dict[str, str] = {}
         self.first_release: dict[str, str] = {}  # call_id -> "caller" | "agent"
         self.waiters: dict[str, asyncio.Event] = {}  # calls waiting for an agent, by call_id
         self.agi_hangup_grace_s = 2.0  # how long the flow's hang-up report waits for AMI's

@@ -119,7 +119,8 @@ def _relink_agent_legs(rt: Runtime) -> None:
         if agent_id is None or channel.uid in rt.agent_links:
             continue
         call_ids = [p.uid for p in view.peers(channel.uid) if p.uid in rt.calls]
-        if not call_ids and channel.linkedid in rt.calls and channel.linkedid != channel.uid:
+        if not call_ids and channel.linkedid in rt.calls and channel.linkedid != channel.uid \
+                and rt.consults.get(agent_id) != channel.linkedid:  # not a warm consult leg
             call_ids = [channel.linkedid]
         if call_ids:
             rt.agent_links[channel.uid] = ChannelLink(call_ids[0], agent_id)

@@ -407,7 +407,8 @@ def test_desktops_misbehave_during_a_live_call_and_nothing_else_notices(
     _, ringing, _ = other.state_event("ringing", 5, call_id=call_id)
     other.close()  # the second desktop drops mid-stream
     # garbage, unknown types and a request that is illegal now, all during the call
-    for bad, code in (("{]", "bad_json"), ('{"type":"transfer","to":"1002"}', "unknown_type"),
+    for bad, code in (("{]", "bad_json"), ('{"type":"transfer","to":"1002"}', "bad_frame"),
+                      ('{"type":"steal","call":"x"}', "unknown_type"),
                       ('{"type":"subscribe","topic":"agent:1002"}', "unknown_type")):
         main.send(bad)
         main.wait(lambda f, c=code: f["type"] == "error" and f["error"] == c, 5, code)

@@ -63,3 +63,16 @@ def test_the_ack_says_where_the_caller_goes() -> None:
     assert ack == {"v": 1, "type": "ack", "request": "transfer", "state": "acw", "reason": "",
                    "destination": "queue:vip", "destination_name": "贵宾部", "seq": 42,
                    "id": "x1"}
+
+
+@pytest.mark.parametrize("kind", ["transfer_complete", "transfer_cancel"])
+def test_the_warm_transfers_second_step_names_nothing_else(kind: str) -> None:
+    request = parse_desktop_frame(json.dumps({"type": kind, "id": 9, "call_id": "x" * 999}))
+    assert isinstance(request, DesktopRequest)
+    assert (request.type, request.id, request.call_id, request.transfer) == (kind, 9, "", None)
+
+
+def test_a_bad_id_on_the_second_step_is_refused() -> None:
+    with pytest.raises(ClientFrameError) as refused:
+        parse_desktop_frame(json.dumps({"type": "transfer_complete", "id": [1]}))
+    assert refused.value.error == "bad_frame"

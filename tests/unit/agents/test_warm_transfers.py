@@ -1,0 +1,59 @@
+"""Warm (consult-first) transfers' rules (STD-049): when a consultation may start, and
+when the consulting agent may complete or cancel it. Pure."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from callflow.agents.transfers import (
+    Consult,
+    Destination,
+    Refusal,
+    check_consult_step,
+    check_warm,
+)
+
+AGENT_B = Destination("agent", "1002", "1002")
+CONSULT = Consult("1.1", "1001", "1002", "PJSIP/agent1001-00000001")
+
+
+def reason(result: Refusal | None) -> str | None:
+    return None if result is None else result.reason
+
+
+@pytest.mark.std("STD-049")
+def test_a_warm_transfer_to_a_free_colleague_starts_once_the_caller_is_bridged() -> None:
+    assert check_warm(AGENT_B, None, bridged=True) is None
+    # during the opening Asterisk would pass the transfer's digits on to the caller
+    assert reason(check_warm(AGENT_B, None, bridged=False)) == "not_bridged"
+
+
+@pytest.mark.std("STD-049")
+@pytest.mark.parametrize("kind", ["queue", "backoffice", "external"])
+def test_only_an_agent_can_be_consulted(kind: str) -> None:
+    refused = check_warm(Destination(kind, "8800", "后台"), None,  # type: ignore[arg-type]
+                         bridged=True)
+    assert reason(refused) == "not_supported"
+    assert refused is not None and "blind" in refused.detail
+
+
+@pytest.mark.std("STD-049")
+def test_one_consultation_at_a_time() -> None:
+    assert reason(check_warm(AGENT_B, CONSULT, bridged=True)) == "consult_in_progress"
+
+
+@pytest.mark.std("STD-049")
+def test_complete_needs_the_colleague_on_the_line_cancel_does_not() -> None:
+    assert reason(check_consult_step(CONSULT, "complete")) == "consult_not_answered"
+    assert check_consult_step(CONSULT, "cancel") is None
+    answered = replace(CONSULT, answered=True)
+    assert check_consult_step(answered, "complete") is None
+    assert check_consult_step(answered, "cancel") is None
+
+
+@pytest.mark.std("STD-049")
+@pytest.mark.parametrize("step", ["complete", "cancel"])
+def test_no_consultation_nothing_to_complete_or_cancel(step: str) -> None:
+    assert reason(check_consult_step(None, step)) == "no_consult"  # type: ignore[arg-type]
