@@ -582,7 +582,7 @@
         if (g !== last) {
           const h = document.createElement("div");
           h.className = "group";
-          h.textContent = t("board.group." + group) + ": " + (group === "state" ? stateLabel(g) : g);
+          h.textContent = t("board.grouped." + group) + ": " + (group === "state" ? stateLabel(g) : g);
           frag.appendChild(h);
           last = g;
         }
