@@ -32,8 +32,8 @@ from callflow.api.wsconnection import (
 )
 from callflow.desktop.protocol import (
     CALL_REQUEST_TYPES,
-    AddressRequest,
     CONSULT_STEPS,
+    AddressRequest,
     DesktopRequest,
     ack_frame,
     agent_event,
