@@ -126,15 +126,20 @@ class InboundFlow:
             if PHONE_NUMBER.fullmatch(self.caller) else ()
         holiday = self.policy.greetings.holiday_greeting(self.day) is not None
         menu = self.did in self.policy.routing.named_agent_dids
+        pin = await self._pin_due()
+        # the PIN step is a menu too: the caller's wait (t_in) starts after it
+        ivr = menu or pin is not None
         self.rt.call_entered(self.call_id, self.session.env.get("agi_channel", ""), self.caller,
                              self.did, self.queue, greeting="holiday" if holiday else "normal",
-                             history=history, menu=menu)
+                             history=history, menu=ivr)
         try:
             await self.session.answer()
-            await self._identity_pin()
+            if pin is not None:
+                await self._identity_pin(*pin)
             named = None
             if menu:
                 named = await self._ask_named_agent()
+            if ivr:
                 self.rt.call_routed(self.call_id)  # the wait (t_in) starts here
             await self._route(named)
             await self._done()
@@ -419,7 +424,17 @@ class InboundFlow:
 
     # --- identity by PIN (STD-077) -----------------------------------------------------
 
-    async def _identity_pin(self) -> None:
+    async def _pin_due(self) -> tuple[dict[str, Any], str] | None:
+        """The customer calling and their PIN hash when the Policy asks this caller for a
+        PIN before routing (STD-077); None for anyone else."""
+        if not PHONE_NUMBER.fullmatch(self.caller):
+            return None
+        found = await asyncio.to_thread(self.ctx.customer, self.caller)
+        if found is None or found[1] is None or not identity.pin_offered(self.policy, True):
+            return None
+        return found[0], found[1]
+
+    async def _identity_pin(self, record: dict[str, Any], pin_hash: str) -> None:
         """A known customer with a PIN keys it in before routing, unheard by any agent.
 
         The digits live only in this frame's local variable: they are compared with the
@@ -428,13 +443,6 @@ class InboundFlow:
         entries of the wrong length count as wrong entries. After the limit the caller
         is routed unverified-as-failed; the agent sees the outcome, never the PIN.
         """
-        if not PHONE_NUMBER.fullmatch(self.caller):
-            return
-        found = await asyncio.to_thread(self.ctx.customer, self.caller)
-        if found is None or not identity.pin_offered(self.policy, found[1] is not None):
-            return
-        record, pin_hash = found
-        assert pin_hash is not None
         rules = self.policy.identity
         check = identity.IdentityCheck(self.call_id)
         prompt = "identity_pin_enter"

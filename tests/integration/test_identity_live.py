@@ -186,6 +186,10 @@ def test_pin_by_dtmf_verifies_wrong_pins_fail_and_no_digit_is_kept(
         product.wait_for(connected("right"), 25, "the verified caller to reach an agent")
         call_id = call_ids["right"]
         agent = product.call(lambda: product.runtime.calls[call_id].agent_id)
+        # the PIN step is IVR time, not waiting: the caller's wait (t_in) starts after it
+        entered, routed = product.call(lambda: (product.runtime.calls[call_id].entered_at,
+                                                product.runtime.calls[call_id].routed_at))
+        assert routed is not None and routed - entered > 1.0, (entered, routed)
         other = "1002" if agent == "1001" else "1001"
         code, view = api(product, "GET", f"/api/v1/identity/calls/{call_id}", tokens[agent])
         assert code == 200, view
