@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import secrets
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -91,6 +94,20 @@ class Product:
         """A live session token of this login (made if missing, tests/logins.py)."""
         assert self.service.logins is not None
         return session_token(self.store, self.service.logins, username, role, agent_id)
+
+    def rest(self, method: str, path: str, token: str, body: dict[str, Any] | None = None,
+             timeout: float = 10.0) -> tuple[int, Any]:
+        """One JSON request to the product's REST API as ``token``: (status, JSON body),
+        error statuses included (a refusal is an answer to check, not an exception)."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.settings.ports.api}{path}",
+            data=None if body is None else json.dumps(body).encode(), method=method,
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                return reply.status, json.loads(reply.read())
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read())
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until every record emitted so far is in the database."""

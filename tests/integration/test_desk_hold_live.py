@@ -19,11 +19,8 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -69,15 +66,8 @@ def start(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path,
 def post(product: Product, path: str, body: dict[str, Any] | None = None,
          agent: str = "1001") -> tuple[int, dict[str, Any]]:
     token = product.session(agent, "agent", agent)
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{product.settings.ports.api}/api/v1/calls/{path}",
-        data=json.dumps(body or {}).encode(), method="POST",
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=5) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    status, reply = product.rest("POST", f"/api/v1/calls/{path}", token, body or {}, timeout=5)
+    return status, reply
 
 
 def published(product: Product) -> list[tuple[float, str, dict[str, Any]]]:

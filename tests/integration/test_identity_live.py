@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -89,15 +87,8 @@ def pin_caller(folder: Path, presses: list[tuple[float, str]], bye_at: float) ->
 
 def api(product: Product, method: str, path: str, token: str,
         body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{product.settings.ports.api}{path}",
-        data=None if body is None else json.dumps(body).encode(), method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    status, reply = product.rest(method, path, token, body)
+    return status, reply
 
 
 def leaks(root: Path, secrets: tuple[str, ...]) -> list[str]:

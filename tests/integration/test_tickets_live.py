@@ -13,10 +13,7 @@ nothing again (the level is stored, the steps are derived from it).
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -52,15 +49,7 @@ def options() -> ServiceOptions:
 
 def http(product: Product, method: str, path: str, token: str,
          body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{product.settings.ports.api}/api/v1/tickets{path}",
-        data=None if body is None else json.dumps(body).encode(), method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:
-            return reply.status, json.loads(reply.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+    return product.rest(method, f"/api/v1/tickets{path}", token, body)
 
 
 def escalations(stream: EventStream, ticket_id: int) -> list[dict[str, Any]]:
