@@ -168,27 +168,30 @@
     st.ws.send(JSON.stringify(Object.assign({id: st.nextId}, frame)));
   }
 
-  // hooks for the panels in their own files (scripts.js, transfer.js, supervise.js...):
-  // every frame, each render, every payload, and a way to send requests
-  function notify(kind, detail) {
-    document.dispatchEvent(new CustomEvent("callflow:" + kind, {detail}));
+  // The one hook API for the panels in their own files (scripts.js, transfer.js,
+  // identity.js, supervise.js, warm.js...). A panel registers what it follows; desktop.js
+  // calls it. One mechanism, so a reader finds every listener by grepping callflowDesk.
+  const hooks = {frame: [], payload: [], render: []};
+  function call(kind, arg) {
+    for (const fn of hooks[kind]) { try { fn(arg); } catch (e) { console.error(e); } }
   }
-  const frameHooks = [];
-  const listeners = [];
   window.callflowDesk = {
     send: (frame) => send(frame),
-    onFrame: (fn) => frameHooks.push(fn),
+    /** every server frame, before the desktop handles it */
+    onFrame: (fn) => hooks.frame.push(fn),
+    /** every domain message: hello, each agent of a snapshot, each event's payload */
+    onPayload: (fn) => hooks.payload.push(fn),
+    /** after each render: {agent, call, hello} */
+    onRender: (fn) => hooks.render.push(fn),
     agent: () => st.agent,
     hello: () => st.hello,
-    onPayload: (fn) => listeners.push(fn),
+    token: () => st.token,
+    callId: () => currentCallId(),
   };
-  function tell(p) {
-    for (const fn of listeners) { try { fn(p); } catch (e) { console.error(e); } }
-  }
+  function tell(p) { call("payload", p); }
 
   function handle(f) {
-    notify("frame", f);
-    for (const hook of frameHooks) hook(f);
+    call("frame", f);
     if (f.type === "hello") tell(f);
     if (f.type === "snapshot" && f.state && f.state.agents) {
       for (const a of f.state.agents) tell(Object.assign({type: "agent_state"}, a));
@@ -246,8 +249,6 @@
   }
 
   function onPayload(p) {
-    // other panels (identity.js, ...) follow the same messages
-    document.dispatchEvent(new CustomEvent("callflow:payload", {detail: p}));
     switch (p.type) {
       case "agent_state":
         st.agent = p;
@@ -336,7 +337,7 @@
     renderWrapup();
     renderCall();
     renderCallActions();
-    notify("render", {agent: a, call: st.call, hello: st.hello});
+    call("render", {agent: a, call: st.call, hello: st.hello});
     tick();
   }
 
@@ -402,8 +403,6 @@
     const a = st.agent;
     return (a && a.call_id) || (st.call && st.call.uniqueid) || "";
   }
-  // what other panels of the page may read (identity.js): the session and the call
-  window.callflowDesktop = {token: () => st.token, callId: currentCallId};
 
   function renderCallActions() {
     const a = st.agent;

@@ -40,7 +40,7 @@
   $("identity-verify").textContent = L.verify;
   $("identity-reveal").textContent = L.reveal;
 
-  function desk() { return window.callflowDesktop; }
+  function desk() { return window.callflowDesk; }
 
   async function request(method, path, body) {
     const init = {method, headers: {Authorization: "Bearer " + desk().token()}};
@@ -96,8 +96,7 @@
     render(null);
   }
 
-  document.addEventListener("callflow:payload", (e) => {
-    const p = e.detail;
+  desk().onPayload((p) => {
     const callId = desk() ? desk().callId() : "";
     if (p.type === "identity" && p.call_id === shown && view) {
       view.status = p.status;

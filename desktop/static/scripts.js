@@ -7,9 +7,9 @@
  * the phases the server names for the agent's state (by_state: ringing -> greeting,
  * on_hold -> hold, acw -> closing, ...), lets the agent browse the others, sends the
  * surname field as an "address" request, and copies / marks a phrase used on click.
- * It listens to desktop.js through two DOM events: "callflow:frame" (every server frame)
- * and "callflow:render" (agent state and call after each change); it sends with
- * window.callflowDesk.send. Labels follow <html lang> ("zh-CN" or "en").
+ * It follows desktop.js through window.callflowDesk: onFrame (every server frame) and
+ * onRender (agent state and call after each change); it sends with callflowDesk.send.
+ * Labels follow <html lang> ("zh-CN" or "en").
  * window.callflowScripts.setCaller({surname, title}) pre-fills the surname field (e.g.
  * from a customer record) and sends it like the agent's typing.
  */
@@ -194,8 +194,7 @@
   });
 
   // --- desktop.js hooks ----------------------------------------------------------------------
-  document.addEventListener("callflow:frame", (ev) => {
-    const f = ev.detail;
+  window.callflowDesk.onFrame((f) => {
     if (f.type === "hello" && f.script_panel) {
       sp.panel = f.script_panel;
       sp.sent = JSON.stringify({surname: "", title: "", declined: false});
@@ -206,8 +205,7 @@
       render();
     }
   });
-  document.addEventListener("callflow:render", (ev) => {
-    const d = ev.detail;
+  window.callflowDesk.onRender((d) => {
     const state = d.agent ? d.agent.state : "";
     const callId = (d.agent && d.agent.call_id) || (d.call && d.call.uniqueid) || "";
     if (callId && callId !== sp.callId) newCall(callId);
