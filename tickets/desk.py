@@ -145,7 +145,8 @@ def desk_router(feature: TicketsFeature) -> APIRouter:
         if principal.role not in SEE_ALL:
             theirs: set[str | None] = set()
             if live is not None:
-                theirs = {o.agent_id for o in live.offers} | {live.agent_id}
+                theirs.update(o.agent_id for o in live.offers)
+                theirs.add(live.agent_id)
             if stored is not None:
                 theirs.add(stored.agent_id)
             if me is None or me not in theirs:
