@@ -19,6 +19,9 @@ from callflow.engine.rules import enforces
 
 #: Roles that see callers' numbers in full on live streams and board data.
 NUMBER_ROLES = frozenset({"supervisor", "admin", "agent"})
+#: Roles that may list and play recordings (STD-078: agents never); every access goes
+#: through the recordings API, which audits it (recordings/routes.py).
+RECORDING_ROLES = ("supervisor", "qa", "admin")
 #: Keys whose string values are a customer's number wherever they appear in a payload.
 NUMBER_KEYS = frozenset({"caller_number", "number", "caller"})
 

@@ -922,6 +922,18 @@ class TicketsPolicy(Section):
         std="STD-134", factory=lambda: ["complaint_simple", "complaint_complex"],
         description="Ticket types whose closing needs a follow-up call and the customer's "
                     "confirmation")
+    followup_confirm_dispositions: list[str] = setting(
+        std="STD-134", factory=lambda: ["resolved"],
+        description="Wrap-up dispositions of a ticket's follow-up call that mean the customer "
+                    "confirmed: the ticket closes; any other keeps it awaiting confirmation")
+    repeat_view_tickets: int = setting(
+        5, unit="count", std="STD-073", ge=0, le=50,
+        description="Open tickets of the caller the desktop's repeat-caller view shows when "
+                    "the call rings (most urgent first)")
+    repeat_view_calls: int = setting(
+        5, unit="count", std="STD-073", ge=0, le=50,
+        description="Recent calls of the caller the repeat-caller view shows (newest first, "
+                    "within routing.repeat_caller_lookback_days)")
 
     @field_validator("escalation_chain")
     @classmethod

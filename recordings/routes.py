@@ -40,6 +40,7 @@ from fastapi.responses import FileResponse, PlainTextResponse
 from callflow.api.auth import Principal
 from callflow.api.credentials import require
 from callflow.api.errors import api_error
+from callflow.api.privacy import RECORDING_ROLES
 from callflow.recordings import digest
 from callflow.recordings.digest import Finding, FlaggedCall, build_digest
 from callflow.recordings.sampling import Candidate, SampleRules, select_month
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
 #: the token into a blob URL, so no token ever appears in a URL.
 PAGE_PATH = "/recordings"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-VIEW_ROLES = ("supervisor", "qa", "admin")
+VIEW_ROLES = RECORDING_ROLES  # the one list (api/privacy.py)
 REVIEW_ROLES = ("qa", "supervisor")
 MAX_LIMIT = 500
 QA_FILTERS = ("all", "selected", "reviewed")

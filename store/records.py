@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session
 
 from callflow.agents.roster import Roster
 from callflow.store import agent_rows, call_rows, campaigns, repo
+from callflow.store import tickets as ticket_rows
 from callflow.store import verdicts as verdict_rows
 from callflow.store.db import Store
 from callflow.store.models import RELEASED_BY, SurveyAnswer
@@ -157,11 +158,13 @@ def write_recording(s: Session, data: dict[str, Any]) -> None:
     number = data.get("number") or (call.caller_number if call is not None else "") or ""
     started = _time(data["started_at"])
     assert started is not None
-    repo.add_recording(s, uniqueid, direction=data.get("direction", "inbound"),
-                       agent_id=agent_id, number=number, path=data["path"],
-                       started_at=started, ended_at=_time(data.get("ended_at")),
-                       duration_s=float(data.get("duration_s", 0.0)),
-                       bytes=int(data.get("bytes", 0)), flags=flags)
+    rec = repo.add_recording(s, uniqueid, direction=data.get("direction", "inbound"),
+                             agent_id=agent_id, number=number, path=data["path"],
+                             started_at=started, ended_at=_time(data.get("ended_at")),
+                             duration_s=float(data.get("duration_s", 0.0)),
+                             bytes=int(data.get("bytes", 0)), flags=flags)
+    # issue 19: a ticket opened from this call (during it) links its recording now
+    ticket_rows.link_recording(s, uniqueid, rec.id)
 
 
 #: The record kind that marks a call as served by the dialplan's fallback queue.

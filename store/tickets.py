@@ -120,3 +120,29 @@ def not_closed(s: Session) -> list[Ticket]:
 def logged_between(s: Session, start: datetime, end: datetime) -> list[Ticket]:
     return list(s.scalars(select(Ticket).where(Ticket.opened_at >= start,
                                                Ticket.opened_at < end)))
+
+
+def link_recording(s: Session, call_uniqueid: str, recording_id: int) -> int:
+    """Fill ``recording_id`` of the tickets opened from this call that have none yet (the
+    recording is written when the call ends, after the ticket). Idempotent: a second
+    report of the same recording changes nothing. A link, not a fact the editors change,
+    so the version stays (no one's open form turns stale)."""
+    done = s.execute(update(Ticket)
+                     .where(Ticket.call_uniqueid == call_uniqueid,
+                            Ticket.recording_id.is_(None))
+                     .values(recording_id=recording_id)
+                     .execution_options(synchronize_session=False))
+    return int(getattr(done, "rowcount", 0) or 0)
+
+
+def of_caller(s: Session, number: str, *, limit: int = 200) -> list[Ticket]:
+    """A caller's tickets still in hand, newest first (the repeat-caller view, STD-073)."""
+    return list(s.scalars(select(Ticket).where(Ticket.caller_number == number,
+                                               Ticket.status != "closed")
+                          .order_by(Ticket.opened_at.desc(), Ticket.id.desc()).limit(limit)))
+
+
+def awaiting_followup(s: Session, task_id: int) -> list[Ticket]:
+    """The tickets whose follow-up call is this outbound task (STD-134)."""
+    return list(s.scalars(select(Ticket).where(Ticket.followup_task_id == task_id,
+                                               Ticket.status == "awaiting_confirmation")))

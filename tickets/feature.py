@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from callflow.agents.changes import WrapupSubmitted
 from callflow.engine import tickets as core
 from callflow.engine.effects import Alarm, DomainEvent, Notice
 from callflow.feature import AgiRoute, FeatureBase, FeatureServices
@@ -119,11 +120,13 @@ class TicketsFeature(FeatureBase):
         self._task: asyncio.Task[None] | None = None
         self.backlog: dict[str, Any] = {"open": 0, "by_type": {}, "by_priority": {},
                                         "overdue": 0, "items": []}
+        self._pending: set[asyncio.Task[None]] = set()
         self.announced: list[DomainEvent] = []  # what this engine announced (diagnostics)
 
     async def start(self, services: FeatureServices) -> None:
         self._service = services
         services.runtime.extend_snapshot("tickets", self._snapshot_part)
+        services.runtime.on_event(self._on_event)
         self._task = asyncio.get_running_loop().create_task(self._watch())
 
     async def stop(self) -> None:
@@ -134,11 +137,34 @@ class TicketsFeature(FeatureBase):
             self._task = None
 
     def routers(self) -> list[APIRouter]:
+        from callflow.tickets.desk import desk_router
         from callflow.tickets.routes import tickets_router
-        return [tickets_router(self)]
+        return [desk_router(self), tickets_router(self)]
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         return {}
+
+    def _on_event(self, event: DomainEvent) -> None:
+        """STD-134: the wrap-up of a follow-up call may confirm its ticket (tickets/desk.py)."""
+        if not isinstance(event, WrapupSubmitted):
+            return
+        task = asyncio.get_running_loop().create_task(self._followup_wrapped(event))
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    async def _followup_wrapped(self, event: WrapupSubmitted) -> None:
+        from callflow.tickets.desk import close_by_followup
+        service = self.service
+        try:
+            changed = await asyncio.to_thread(close_by_followup, service.store, event.call_id,
+                                              event.agent_id, event.disposition, self.now(),
+                                              service.policy)
+        except Exception:  # the store may be down: the ticket stays awaiting confirmation
+            log.exception("tickets: the follow-up wrap-up of %s was not applied",
+                          event.call_id)
+            return
+        if changed:
+            await self.check_now()
 
     def _snapshot_part(self, may_see: Any) -> dict[str, Any]:
         """``state.tickets``: the backlog, for those who may see the board (STD-145)."""

@@ -240,6 +240,7 @@ def tickets_router(feature: TicketsFeature) -> APIRouter:
             except core.TicketError as exc:
                 raise api_error(422, "deadline_in_past", str(exc)) from None
         agent_id = me
+        recording_id: int | None = None
         if call_id is not None:
             live = service().runtime.calls.get(call_id)
             stored: Call | None = service().store.read(repo.get_call, call_id)
@@ -252,6 +253,10 @@ def tickets_router(feature: TicketsFeature) -> APIRouter:
             number = number or (live.caller if live is not None else
                                 (stored.caller_number or "") if stored else "")
             agent_id = call_agent or me
+            # the call's recording, when already written (else linked when it is:
+            # store/records.py write_recording)
+            rec = service().store.read(repo.recording_for_call, call_id)
+            recording_id = rec.id if rec is not None else None
         owner_id = text(body.get("owner_id"), "owner_id", SHORT_MAX) or agent_id or \
             principal.name
         if principal.role not in SEE_ALL and owner_kind == "agent" and owner_id != me:
@@ -266,7 +271,8 @@ def tickets_router(feature: TicketsFeature) -> APIRouter:
             owner_id=owner_id,
             number_of=lambda serial: core.ticket_number(at, owner_id, serial, p),
             call_uniqueid=call_id, caller_number=number, agent_id=agent_id,
-            team=team_of(agent_id), customer_name=customer, description=description)
+            team=team_of(agent_id), customer_name=customer, description=description,
+            recording_id=recording_id)
         return {"ticket": answer(row)}
 
     @router.get("/backlog", summary="Open tickets by type, priority and overdue (STD-145)")
