@@ -26,14 +26,15 @@ from pathlib import Path
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from callflow.api.language import load_packs
 from callflow.engine import compliance, kpi
-from callflow.engine.kpi import CallFact, KpiRules, Kpis, StateSpan
+from callflow.engine.kpi import CallFact, KpiRules, Kpis, StateSpan, SurveyFact
 from callflow.engine.policy import Policy
 from callflow.engine.rules import enforces
 from callflow.engine.verdicts import Verdict
 from callflow.errors import CallflowError
 from callflow.store.db import Store
-from callflow.store.kpi_facts import load_facts
+from callflow.store.kpi_facts import load_facts, load_survey_facts
 from callflow.store.verdicts import verdicts_between
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,20 @@ class Section:
 
 
 @dataclass(frozen=True)
+class SurveyLine:
+    """The post-call survey over one scope (STD-120): ``scope`` total | question | queue
+    | agent; the figures ``engine/kpi.py``'s ``survey_kpis`` (rate 0-1, mean 1-5, None
+    while nothing was answered: unknown, never 0)."""
+
+    scope: str
+    entity: str
+    asked: int
+    answered: int
+    response_rate: float | None
+    mean_score: float | None
+
+
+@dataclass(frozen=True)
 class Report:
     kind: Kind
     by: By
@@ -67,6 +82,7 @@ class Report:
     zone: str
     generated_at: datetime
     sections: tuple[Section, ...]
+    survey: tuple[SurveyLine, ...] = ()
 
     @property
     def title(self) -> str:
@@ -101,12 +117,39 @@ def compliance_checks(verdicts: Iterable[Verdict], policy: Policy) -> tuple[kpi.
         for (rule, _), tally in sorted(compliance.compliance(verdicts).items()))
 
 
+@enforces("STD-120")
+def survey_lines(by: By, answers: Iterable[SurveyFact]) -> tuple[SurveyLine, ...]:
+    """The survey part of a report: by queue, the total, each question and each queue;
+    by agent, each agent and each of their questions (``<agent> / <question>``)."""
+    answers = list(answers)
+    if not answers:
+        return ()
+    figures = kpi.survey_kpis(answers)
+
+    def line(scope: str, entity: str, f: Mapping[str, Any]) -> SurveyLine:
+        return SurveyLine(scope, entity, f["asked"], f["answered"], f["response_rate"],
+                          f["mean_score"])
+    if by == "agent":
+        out = []
+        for agent, f in figures["agents"].items():
+            out.append(line("agent", agent, f))
+            mine = kpi.survey_kpis(a for a in answers if a.agent_id == agent)
+            out += [line("question", f"{agent} / {q}", g)
+                    for q, g in mine["questions"].items()]
+        return tuple(out)
+    return (line("total", ALL, figures["total"]),
+            *(line("question", q, f) for q, f in figures["questions"].items()),
+            *(line("queue", q, f) for q, f in figures["queues"].items()))
+
+
 @enforces("STD-141")
 def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
           spans: list[StateSpan], policy: Policy, as_of: datetime,
-          agents: Iterable[str] = (), verdicts: Iterable[Verdict] = ()) -> Report:
+          agents: Iterable[str] = (), verdicts: Iterable[Verdict] = (),
+          survey: Iterable[SurveyFact] = ()) -> Report:
     """The report over facts loaded for its period (``store/kpi_facts.load_facts``), with
-    each rule's compliance over the period's verdicts (per queue, per agent, in total)."""
+    each rule's compliance over the period's verdicts (per queue, per agent, in total)
+    and the post-call survey's answers of the period (``load_survey_facts``)."""
     zone = ZoneInfo(policy.calendar.timezone)
     period, label = period_of(kind, day, zone)
     rules_for = kpi.rules_by_queue(policy)
@@ -136,11 +179,21 @@ def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
         sections = [replace(s, checks=(*s.checks, *compliance_checks(of(s.entity), policy)))
                     for s in sections]
     return Report(kind, by, label, period, policy.calendar.timezone,
-                  datetime.now(UTC), tuple(sections))
+                  datetime.now(UTC), tuple(sections), survey_lines(by, survey))
 
 
 def _cell(value: float | int | None) -> str:
     return "" if value is None else f"{value:g}"
+
+
+#: The survey's CSV rows: scope ``survey-<scope>``, these KPI names, no target (info).
+SURVEY_KPIS = (("survey asked", "calls"), ("survey answered", "calls"),
+               ("survey response rate", "%"), ("survey mean score", "1-5"))
+
+
+def _survey_values(line: SurveyLine) -> tuple[float | int | None, ...]:
+    rate = None if line.response_rate is None else round(line.response_rate * 100, 1)
+    return line.asked, line.answered, rate, line.mean_score
 
 
 def to_csv(report: Report) -> str:
@@ -152,7 +205,60 @@ def to_csv(report: Report) -> str:
         for c in section.checks:
             writer.writerow((report.kind, start, end, report.by, section.entity, c.std, c.name,
                              c.unit, c.target, _cell(c.actual), result_text(c)))
+    for line in report.survey:
+        for (name, unit), value in zip(SURVEY_KPIS, _survey_values(line), strict=True):
+            writer.writerow((report.kind, start, end, f"survey-{line.scope}", line.entity,
+                             "STD-120", name, unit, "", _cell(value), "info"))
     return out.getvalue()
+
+
+#: The survey table's labels: both languages side by side (a report file is read by
+#: whoever opens it), from the language packs' ``report.survey.*`` keys.
+SURVEY_LABEL_KEYS = ("title", "scope", "entity", "asked", "answered", "response_rate",
+                     "mean_score")
+
+
+def survey_label(key: str) -> str:
+    """``中文 / English`` for a ``report.survey.<key>`` (a question, scope or heading),
+    the key itself when no pack names it (a question a deployment added)."""
+    packs = _packs()
+    words = [packs[lang].get(f"report.survey.{key}") for lang in ("zh-CN", "en")]
+    found = [w for w in words if w]
+    if not found:
+        return key.rpartition(".")[2]
+    return " / ".join(dict.fromkeys(found))
+
+
+_PACKS: dict[str, dict[str, str]] = {}
+
+
+def _packs() -> dict[str, dict[str, str]]:
+    if not _PACKS:
+        _PACKS.update(load_packs())
+    return _PACKS
+
+
+def _survey_html(report: Report) -> list[str]:
+    esc = html.escape
+    if not report.survey:
+        return []
+    heads = "".join(f"<th>{esc(survey_label(k))}</th>" for k in SURVEY_LABEL_KEYS[1:])
+    parts = [f"<h2>{esc(survey_label('title'))} (STD-120)</h2><table><thead><tr>{heads}"
+             "</tr></thead><tbody>"]
+    for line in report.survey:
+        entity = line.entity
+        if line.scope == "question":
+            agent, sep, question = entity.rpartition(" / ")
+            entity = f"{agent}{sep}{survey_label('q.' + question)}"
+        elif line.scope == "total":
+            entity = survey_label("all")
+        asked, answered, rate, mean = _survey_values(line)
+        cells = "".join(f"<td class='num'>{esc(_cell(v))}{u if v is not None else ''}</td>"
+                        for v, u in ((asked, ""), (answered, ""), (rate, " %"), (mean, "")))
+        parts.append(f"<tr><td>{esc(survey_label('scope.' + line.scope))}</td>"
+                     f"<td>{esc(entity)}</td>{cells}</tr>")
+    parts.append("</tbody></table>")
+    return parts
 
 
 _CSS = """
@@ -192,6 +298,7 @@ def to_html(report: Report) -> str:
                          f"<td>{esc(c.target)}</td><td class='num'>{esc(actual)}{unit}</td>"
                          f"<td>{result}</td></tr>")
         parts.append("</tbody></table>")
+    parts += _survey_html(report)
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -214,7 +321,8 @@ def load_and_build(store: Store, policy: Policy, kind: Kind, by: By, day: date,
     period, _ = period_of(kind, day, zone)
     facts, spans = load_facts(store, period)
     judged = store.read(verdicts_between, period.start, period.end)
-    return build(kind, by, day, facts, spans, policy, as_of, agents, judged)
+    answers = load_survey_facts(store, period)
+    return build(kind, by, day, facts, spans, policy, as_of, agents, judged, answers)
 
 
 #: What a report file's name may be (``file_name`` makes them): anything else is refused
@@ -292,4 +400,7 @@ def summary(report: Report) -> Mapping[str, Any]:
                                   "target": c.target, "actual": c.actual,
                                   "result": result_text(c)} for c in s.checks]}
                      for s in report.sections],
+        "survey": [{"scope": line.scope, "entity": line.entity, "asked": line.asked,
+                    "answered": line.answered, "response_rate": line.response_rate,
+                    "mean_score": line.mean_score} for line in report.survey],
     }

@@ -68,6 +68,9 @@ class FlowContext:
 
 #: Event-log kind of a PIN check's outcome (the desktop's identity gate follows it).
 IDENTITY_PIN_RECORD = "identity_pin"
+#: Event-log kind of a desktop transfer's outside leg (back office, external number):
+#: the number dialled, Asterisk's DIALSTATUS, the seconds it talked (STD-049).
+TRANSFER_OUT_RECORD = "transfer_out"
 
 
 def dial_timeout_arg(seconds: float) -> str:
@@ -264,12 +267,14 @@ class InboundFlow:
             await self.session.hangup()
         return None
 
-    @enforces("STD-049")
+    @enforces("STD-049", "STD-053")
     async def _transferred(self, moved: tuple[str, str]) -> None:
         """The desktop sent the caller on: say where (004:126, 002:683), then take them
         there. An agent is offered the call next (then the queue, if they do not take
         it); a queue is waited in with its waiting rules (STD-047); a number (back office,
-        external) is dialled out the way the dialer's calls go, and the flow is done."""
+        external) is dialled out the way the dialer's calls go: answered, the flow is
+        done; busy, refused or unanswered, the caller is told, offered a callback, and
+        otherwise waits in the call's queue (STD-053, 004:432: never dropped silently)."""
         kind, value = moved
         call = self.rt.calls.get(self.call_id)
         name = value
@@ -287,11 +292,37 @@ class InboundFlow:
         if kind == "agent":
             self.transfer_to = value
         elif kind in ("backoffice", "external"):
-            await self.session.set_variable("CALLFLOW_RING_S",
-                                            dial_timeout_arg(ring_limit_seconds(self.policy)))
-            await self.session.exec("Dial", f"Local/{value}@{OUTBOUND_CONTEXT}",
-                                    dial_timeout_arg(ring_limit_seconds(self.policy)))
-            raise FlowDone
+            if await self._dial_out(kind, value):
+                raise FlowDone
+            # the far end did not take the caller: never dropped in silence (STD-053,
+            # 004:432): told so, then offered a callback or the call's queue
+            await self._play("transfer_failed")
+            if await self._offer_callback(owner=None):
+                raise FlowDone
+
+    @enforces("STD-049", policy=("answering.ring_limit_rings",))
+    async def _dial_out(self, kind: str, number: str) -> bool:
+        """Dial the back office or an external number the way the dialer's calls leave
+        (``[callflow-outbound]``: the trunk, or the test harness's ``customer``), for the
+        ring limit. True when the far end answered (the caller talked to it, and the
+        flow is done with the call); the leg's facts go in the call's event log either
+        way (``TRANSFER_OUT_RECORD``). The ``_`` prefix makes the ring limit reach the
+        Local channel's dialplan half (an unprefixed variable stays on the caller's)."""
+        ring = dial_timeout_arg(ring_limit_seconds(self.policy))
+        await self.session.set_variable("_CALLFLOW_RING_S", ring)
+        started, status = time.time(), "FAILED"
+        try:
+            # g: when the far end hangs up after answering, the caller comes back here
+            await self.session.exec("Dial", f"Local/{number}@{OUTBOUND_CONTEXT}", ring, "g")
+        finally:  # the caller hanging up ends the leg too: its facts are read all the same
+            with contextlib.suppress(Exception):  # (GET VARIABLE answers on a dead channel)
+                status = await self.session.get_variable("DIALSTATUS") or "FAILED"
+                talked = await self.session.get_variable("ANSWEREDTIME")
+                log.info("call %s: %s transfer to %s: %s", self.call_id, kind, number, status)
+                self.rt.execute([Logged(TRANSFER_OUT_RECORD, self.call_id, started, {
+                    "kind": kind, "number": number, "dial_status": status,
+                    "answered_s": float(talked) if talked and talked.isdigit() else None})])
+        return status == "ANSWER"
 
     @enforces("STD-120", policy=("survey.questions", "survey.answer_timeout_s",
                                  "survey.inter_digit_s"))
@@ -417,7 +448,8 @@ class InboundFlow:
         self.rt.request_callback(self.call_id, number, kind,
                                  owner.agent_id if owner else None, time.time() + due_min * 60)
         await self._play("callback_done")
-        self.rt.end_call(self.call_id, Outcome.CALLBACK)
+        # an answered call (a transfer out failed) stays answered: the callback is a task
+        self.rt.end_call(self.call_id, None if self.answered_by else Outcome.CALLBACK)
         await self._done()
         await self.session.hangup()
         return True

@@ -335,13 +335,19 @@ def handed_on_segments(call: CallFact, every: Sequence[Segment]) -> set[int]:
 
 def handover_gaps_s(call: CallFact) -> float:
     """Time between an agent leaving the caller and the next agent's answer (a desktop
-    transfer's announcement and ringing): talk of nobody, counted in no segment."""
+    transfer's announcement and ringing), and after the last agent left a caller sent out
+    of our agents (a back office or external number: issue 18, measured live): talk of
+    nobody, counted in no segment."""
     answered = _answered_offers(call)
     gaps = 0.0
     for offer, following in pairwise(answered):
         if offer.left_at is not None and following.ended_at is not None \
                 and offer.left_at < following.ended_at:
             gaps += seconds(offer.left_at, following.ended_at)
+    last = answered[-1] if answered else None
+    if last is not None and last.left_at is not None and call.ended_at is not None \
+            and last.left_at < call.ended_at:
+        gaps += seconds(last.left_at, call.ended_at)
     return gaps
 
 
@@ -1002,6 +1008,7 @@ class SurveyFact:
     agent_id: str
     queue: str
     score: int | None
+    question: str = ""  # the Policy's question key (survey.questions)
 
 
 @dataclass
@@ -1036,15 +1043,18 @@ class SurveyFigures:
 
 @enforces("STD-120")
 def survey_kpis(facts: Iterable[SurveyFact]) -> dict[str, Any]:
-    """Response rate and mean score in total, per agent and per queue (STD-120: the
-    customers' ratings summarised for appraisal)."""
+    """Response rate and mean score in total, per agent, per queue and per question
+    (STD-120: the customers' ratings summarised for appraisal)."""
     total = SurveyFigures()
     agents: dict[str, SurveyFigures] = defaultdict(SurveyFigures)
     queues: dict[str, SurveyFigures] = defaultdict(SurveyFigures)
+    questions: dict[str, SurveyFigures] = defaultdict(SurveyFigures)
     for fact in facts:
         total.add(fact)
         agents[fact.agent_id].add(fact)
         queues[fact.queue].add(fact)
+        questions[fact.question].add(fact)
     return {"total": total.as_dict(),
             "agents": {a: f.as_dict() for a, f in sorted(agents.items())},
-            "queues": {q: f.as_dict() for q, f in sorted(queues.items())}}
+            "queues": {q: f.as_dict() for q, f in sorted(queues.items())},
+            "questions": {q: f.as_dict() for q, f in sorted(questions.items())}}

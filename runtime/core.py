@@ -539,8 +539,10 @@ class Runtime:
                                            incomplete="the AMI link did not report the "
                                                       "agent's hang-up"))
 
-    def end_call(self, call_id: str, outcome: calls.Outcome) -> None:
-        """The flow ends the call on purpose (e.g. the caller chose a callback, STD-047)."""
+    def end_call(self, call_id: str, outcome: calls.Outcome | None) -> None:
+        """The flow ends the call on purpose (e.g. the caller chose a callback, STD-047);
+        ``None``: the call keeps the outcome its facts give (answered, once an agent had
+        it)."""
         self.call_event(calls.CallReleased(call_id, time.time(), by="system", outcome=outcome))
 
     def request_callback(self, call_id: str, number: str, kind: str, owner: str | None,

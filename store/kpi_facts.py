@@ -24,7 +24,7 @@ ACW_LOOKAHEAD = timedelta(hours=2)
 def load_survey_facts(store: Store, period: Period) -> list[SurveyFact]:
     """The survey questions asked in the period (STD-120), for engine/kpi.py."""
     with store.session(readonly=True) as s:
-        return [SurveyFact(a.agent_id, a.queue, a.score)
+        return [SurveyFact(a.agent_id, a.queue, a.score, a.question)
                 for a in repo.survey_answers(s, since=period.start, until=period.end)]
 
 

@@ -170,3 +170,51 @@ def test_reports_carry_each_rules_compliance_from_the_verdicts() -> None:
     assert "STD-040" in reports.to_csv(report)
     plain = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400))
     assert not [c for s in plain.sections for c in s.checks if c.name == "compliance"]
+
+
+SURVEY = [kpi.SurveyFact("1001", "main", 4, "service"),
+          kpi.SurveyFact("1001", "main", 5, "resolved"),
+          kpi.SurveyFact("1002", "sales", 2, "service"),
+          kpi.SurveyFact("1002", "sales", None, "resolved")]  # hung up: asked, no response
+
+
+@pytest.mark.std("STD-120")
+def test_the_survey_in_the_daily_report_by_question_and_queue() -> None:
+    report = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400),
+                           survey=SURVEY)
+    lines = {(s.scope, s.entity): s for s in report.survey}
+    total = lines[("total", reports.ALL)]
+    assert (total.asked, total.answered, total.response_rate) == (4, 3, 0.75)
+    assert total.mean_score == pytest.approx(11 / 3, abs=1e-4)
+    assert lines[("question", "service")].mean_score == 3.0
+    assert (lines[("question", "resolved")].response_rate,
+            lines[("question", "resolved")].mean_score) == (0.5, 5.0)
+    assert lines[("queue", "sales")].mean_score == 2.0
+    rows = list(csv.DictReader(io.StringIO(reports.to_csv(report))))
+    rate = [r for r in rows if r["scope"] == "survey-question" and r["entity"] == "resolved"
+            and r["kpi"] == "survey response rate"]
+    assert [(r["std"], r["unit"], r["actual"], r["result"]) for r in rate] == \
+        [("STD-120", "%", "50", "info")]
+    page = reports.to_html(report)
+    # both languages' labels (a report file is read by whoever opens it)
+    assert "满意度调查 / Post-call survey" in page and "回答率 / response rate" in page
+    assert "服务满意度 / service" in page and "问题解决 / resolved" in page
+    assert reports.summary(report)["survey"][0]["entity"] == reports.ALL
+
+
+@pytest.mark.std("STD-120")
+def test_the_survey_in_the_weekly_report_by_agent_and_none_is_unknown() -> None:
+    nobody = [kpi.SurveyFact("1003", "main", None, "service")]
+    report = reports.build("weekly", "agent", DAY, FACTS, SPANS, POLICY, at(86400),
+                           survey=SURVEY + nobody)
+    lines = {(s.scope, s.entity): s for s in report.survey}
+    assert lines[("agent", "1001")].mean_score == 4.5
+    assert lines[("question", "1002 / service")].mean_score == 2.0
+    assert (lines[("agent", "1003")].response_rate, lines[("agent", "1003")].mean_score) \
+        == (0.0, None)  # asked, never answered: the mean is unknown, not 0
+    page = reports.to_html(report)
+    assert "1002 / 服务满意度 / service" in page
+    # no survey at all: no survey table, no survey rows
+    plain = reports.build("daily", "agent", DAY, FACTS, SPANS, POLICY, at(86400))
+    assert plain.survey == () and "survey" not in reports.to_csv(plain)
+    assert "Post-call survey" not in reports.to_html(plain)

@@ -439,3 +439,18 @@ def test_a_desktop_transfer_gap_is_nobody_s_talk() -> None:
     a, b = agents["1001"], agents["1002"]
     assert (a.handled, a.talk_s, a.hold_s) == (1, 30.0, 10.0)
     assert (b.handled, b.talk_s, b.hold_s) == (1, 90.0, 0.0)
+
+
+def test_talk_after_a_transfer_out_of_our_agents_is_nobody_s() -> None:
+    """Issue 18 (measured live): A sends the caller to the back office at 45 s, the caller
+    talks there until 155 s. The queue's talk is A's part only; the call is counted once
+    and as transferred."""
+    a_answers, a_left, end = at(5), at(45), at(155)
+    offers = (OfferFact("1001", at(2), a_answers, "answered", left_at=a_left),)
+    call = CallFact(uniqueid="o", queue="main", entered_at=at(0), answered_at=a_answers,
+                    ended_at=end, agent_id="1001", outcome="answered", ring_started_at=at(2),
+                    offers=offers, transfer_count=1, released_by="caller")
+    q = one_queue([call])
+    assert (q.answered, q.handled, q.talk_s, q.transferred) == (1, 1, 40.0, 1)
+    a = kpi.agent_kpis([call], [], lambda r: RULES, kpi.day_period(DAY, ZONE), at(1e4))["1001"]
+    assert (a.handled, a.talk_s, a.transferred) == (1, 40.0, 1)
