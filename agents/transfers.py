@@ -158,7 +158,7 @@ def announcement(destination: Destination) -> tuple[tuple[str, dict[str, str]], 
 
 # --- warm (consult-first) transfers ------------------------------------------------------
 
-ConsultStep = Literal["complete", "cancel"]
+ConsultStep = Literal["complete", "cancel", "conference"]
 
 
 @dataclass(frozen=True)
@@ -171,6 +171,8 @@ class Consult:
     to_agent: str
     channel: str
     answered: bool = False  # the consulted agent picked up: the transfer may complete
+    leg: str = ""  # the consulted agent's own channel, once their phone rings
+    conference: bool = False  # all three talk together (Asterisk's threeway)
 
 
 @enforces("STD-049")
@@ -194,12 +196,18 @@ def check_warm(destination: Destination, consulting: Consult | None,
 
 @enforces("STD-049")
 def check_consult_step(consulting: Consult | None, step: ConsultStep) -> Refusal | None:
-    """May the consulting agent complete (join the caller to the colleague) or cancel
-    now? Completing needs the colleague on the line: before they answer, hanging the
-    first agent up would leave the caller with a ringing phone."""
+    """May the consulting agent complete (join the caller to the colleague), cancel, or
+    make it a three-way conference now? Completing and conferencing need the colleague
+    on the line: before they answer, hanging the first agent up would leave the caller
+    with a ringing phone, and a conference would put the caller on a ringing line. A
+    conference is made once. In a conference, ``complete`` is the first agent leaving
+    (the caller stays with the colleague), ``cancel`` drops the colleague."""
     if consulting is None:
         return Refusal("no_consult", "no warm transfer is under way")
-    if step == "complete" and not consulting.answered:
+    if step in ("complete", "conference") and not consulting.answered:
         return Refusal("consult_not_answered",
                        f"agent {consulting.to_agent} has not answered yet")
+    if step == "conference" and consulting.conference:
+        return Refusal("in_conference",
+                       f"already in a three-way conference with agent {consulting.to_agent}")
     return None

@@ -67,6 +67,7 @@ from callflow.engine.effects import (
     Hangup,
     ListEndpoints,
     Notice,
+    PressKey,
     ShowEndpoint,
     StartTimer,
 )
@@ -424,14 +425,43 @@ class AgentDesktop(FeatureBase):
         refused = transfers.check_consult_step(consulting, step)
         if refused is not None or consulting is None:
             return refused
-        if step == "complete":
+        if step == "conference":
+            self._press(consulting.channel, self.service.settings.feature_codes.threeway)
+        elif step == "complete":
             self.runtime.execute([Hangup(consulting.channel)])
+        elif consulting.conference and consulting.leg:
+            self.runtime.execute([Hangup(consulting.leg)])  # the colleague's leg leaves
         else:
             self._end_consult(agent_id)
             self.runtime.execute([CancelAtxfer(consulting.channel)])
         log.info("call %s: agent %s %ss the warm transfer to %s", consulting.call_id,
                  agent_id, step, consulting.to_agent)
         return None
+
+    def _press(self, channel: str, keys: str) -> None:
+        """Type ``keys`` on the agent's leg as if their phone sent them, one ``PlayDTMF``
+        after the other (Asterisk matches a feature code key by key, in order).
+
+        Why this way to a three-way conference: AMI has no action for it, but Asterisk's
+        attended transfer (main/bridge_basic.c) listens on the transferer's leg for
+        features.conf's ``atxferthreeway`` in every consultation state and then merges
+        the consultation's bridge into the caller's (``AttendedTransfer`` with
+        ``DestType: Threeway``); ``PlayDTMF`` with ``Receive`` (app_senddtmf.c) queues
+        the keys on the leg as received, where that hook reads them. A ConfBridge would
+        need the caller and both agents redirected out of their bridges, and the
+        caller's hold and the transfer's record would be ours to rebuild."""
+        async def press() -> None:
+            for key in keys:
+                await self.runtime.request(PressKey(channel, key))
+
+        task = asyncio.get_running_loop().create_task(press())
+        self._tasks.add(task)
+        task.add_done_callback(self._pressed)
+
+    def _pressed(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the three-way conference's keys were not typed: %s", task.exception())
 
     def _end_consult(self, agent_id: str) -> transfers.Consult | None:
         consulting = self._consults.pop(agent_id, None)
@@ -454,6 +484,7 @@ class AgentDesktop(FeatureBase):
         if consulting is None:
             return
         self._consult_legs[frame.get("Uniqueid")] = consulting.from_agent
+        self._consults[consulting.from_agent] = replace(consulting, leg=frame.get("Channel"))
         self._send_case(consulting.call_id, consulting.to_agent)
 
     def _consult_answered(self, frame: AmiFrame) -> None:
@@ -468,7 +499,14 @@ class AgentDesktop(FeatureBase):
 
     def _consult_gone(self, frame: AmiFrame) -> None:
         """The colleague's consult leg ended before any join (no answer, refused, hung
-        up): Asterisk gave the caller back to the first agent; their desk is told."""
+        up), or left the conference: the caller is the first agent's again; their desk
+        is told. The first agent's own leg ending in a conference ends the consultation
+        (the caller stays with the colleague)."""
+        mine = next((a for a, c in self._consults.items()
+                     if c.conference and c.channel == frame.get("Channel")), None)
+        if mine is not None:
+            self._end_consult(mine)
+            return
         agent_id = self._consult_legs.pop(frame.get("Uniqueid"), None)
         consulting = self._end_consult(agent_id) if agent_id is not None else None
         if consulting is None:
@@ -479,11 +517,18 @@ class AgentDesktop(FeatureBase):
                                       "cause": frame.get("Cause")}, std="STD-049")])
 
     def _consult_joined(self, frame: AmiFrame) -> None:
-        """Asterisk joined the caller to the colleague: the warm transfer is done."""
+        """Asterisk joined the caller to the colleague: the warm transfer is done; or
+        all three are in the caller's bridge (``DestType: Threeway``): the conference."""
         for agent_id, consulting in list(self._consults.items()):
             if consulting.call_id == frame.get("TransfereeLinkedid") \
                     or consulting.call_id == frame.get("TransfereeUniqueid"):
-                self._end_consult(agent_id)
+                if frame.get("DestType") != "Threeway" or frame.get("Result") != "Success":
+                    self._end_consult(agent_id)
+                    continue
+                self._consults[agent_id] = replace(consulting, conference=True)
+                self.runtime.execute([Notice("conference_started", agent_id, {
+                    "call_id": consulting.call_id, "agent_id": consulting.to_agent},
+                    std="STD-049")])
 
     def _send_case(self, call_id: str, agent_id: str) -> None:
         note = self._cases.get(call_id)

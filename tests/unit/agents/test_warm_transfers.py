@@ -57,3 +57,16 @@ def test_complete_needs_the_colleague_on_the_line_cancel_does_not() -> None:
 @pytest.mark.parametrize("step", ["complete", "cancel"])
 def test_no_consultation_nothing_to_complete_or_cancel(step: str) -> None:
     assert reason(check_consult_step(None, step)) == "no_consult"  # type: ignore[arg-type]
+
+
+@pytest.mark.std("STD-049")
+def test_a_conference_needs_the_colleague_on_the_line_and_is_made_once() -> None:
+    assert reason(check_consult_step(None, "conference")) == "no_consult"
+    assert reason(check_consult_step(CONSULT, "conference")) == "consult_not_answered"
+    answered = replace(CONSULT, answered=True)
+    assert check_consult_step(answered, "conference") is None
+    meeting = replace(answered, conference=True)
+    assert reason(check_consult_step(meeting, "conference")) == "in_conference"
+    # in the conference: the first agent leaves (complete) or drops the colleague (cancel)
+    assert check_consult_step(meeting, "complete") is None
+    assert check_consult_step(meeting, "cancel") is None
