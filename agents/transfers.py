@@ -164,7 +164,8 @@ ConsultStep = Literal["complete", "cancel", "conference"]
 @dataclass(frozen=True)
 class Consult:
     """A warm transfer under way: ``from_agent`` consults ``to_agent`` while the caller
-    holds (AMI Atxfer on ``channel``, the first agent's leg)."""
+    holds (AMI Atxfer on ``channel``, the first agent's leg). ``kind`` ``backoffice`` or
+    ``external``: ``to_agent`` is the number dialled out (nobody's desk)."""
 
     call_id: str
     from_agent: str
@@ -173,21 +174,23 @@ class Consult:
     answered: bool = False  # the consulted agent picked up: the transfer may complete
     leg: str = ""  # the consulted agent's own channel, once their phone rings
     conference: bool = False  # all three talk together (Asterisk's threeway)
+    kind: TargetKind = "agent"
 
 
 @enforces("STD-049")
 def check_warm(destination: Destination, consulting: Consult | None,
                bridged: bool) -> Refusal | None:
-    """May a warm transfer to ``destination`` start? Only to an agent (a queue or a number
-    has nobody to consult), one consultation at a time per agent, and only once Asterisk
-    has bridged the caller with the agent (``bridged``): during the opening the agent's
-    leg is not in a bridge yet and Asterisk would pass the transfer's digits to the
-    caller (measured: ``Atxfer`` 1 s after the answer, opening still playing)."""
+    """May a warm transfer to ``destination`` start? To an agent, the back office or an
+    external number (someone answers there to be consulted; a queue has nobody yet),
+    one consultation at a time per agent, and only once Asterisk has bridged the caller
+    with the agent (``bridged``): during the opening the agent's leg is not in a bridge
+    yet and Asterisk would pass the transfer's digits to the caller (measured:
+    ``Atxfer`` 1 s after the answer, opening still playing)."""
     if not bridged:
         return Refusal("not_bridged", "the caller is not through to the agent yet")
-    if destination.kind != "agent":
-        return Refusal("not_supported", "a warm transfer consults an agent; to a "
-                                        f"{destination.kind} transfer blind")
+    if destination.kind == "queue":
+        return Refusal("not_supported", "a warm transfer consults someone who answers; "
+                                        "to a queue transfer blind")
     if consulting is not None:
         return Refusal("consult_in_progress",
                        f"already consulting agent {consulting.to_agent}")

@@ -57,6 +57,7 @@ from callflow.api.privacy import mask_number
 from callflow.desktop.case import CASE_KIND, UNVERIFIED, CaseNote, case_payload
 from callflow.desktop.identity import IdentityGate
 from callflow.desktop.inactivity import InactivityWatch
+from callflow.dialplan.inbound import OUTBOUND_CONTEXT
 from callflow.engine import calls
 from callflow.engine.effects import (
     Atxfer,
@@ -408,11 +409,14 @@ class AgentDesktop(FeatureBase):
         runtime = self.runtime
         target = transfers.desktop_target(result)
         self._consults[agent_id] = transfers.Consult(call.call_id, agent_id, result.value,
-                                                     channel)
-        runtime.consults[result.value] = call.call_id
+                                                     channel, kind=result.kind)
         self._cases[call.call_id] = CaseNote(call.call_id, agent_id, ask.note, target,
                                              ask.mode, time.time())
-        runtime.execute([Atxfer(channel, result.value, AGENTS_CONTEXT)])
+        if result.kind == "agent":
+            runtime.consults[result.value] = call.call_id
+            runtime.execute([Atxfer(channel, result.value, AGENTS_CONTEXT)])
+        else:  # dialled out the way a blind transfer to a number goes
+            runtime.execute([Atxfer(channel, result.value, OUTBOUND_CONTEXT)])
         log.info("call %s: agent %s consults %s (warm transfer)", call.call_id, agent_id,
                  result.value)
         return result
@@ -473,10 +477,12 @@ class AgentDesktop(FeatureBase):
 
     def _consulted(self, frame: AmiFrame) -> transfers.Consult | None:
         """The consultation a consulted agent's leg belongs to (same Linkedid as the call)."""
-        agent_id = self.runtime.agent_for_channel(frame.get("Channel"))
+        channel = frame.get("Channel")
+        agent_id = self.runtime.agent_for_channel(channel)
         linkedid = frame.get("Linkedid")
-        return next((c for c in self._consults.values()
-                     if c.to_agent == agent_id and c.call_id == linkedid), None)
+        return next((c for c in self._consults.values() if c.call_id == linkedid and (
+            c.to_agent == agent_id if c.kind == "agent" else _dials_out(channel, c.to_agent))),
+            None)
 
     def _consult_rings(self, frame: AmiFrame) -> None:
         """The colleague's phone rings for the consultation: their desk gets the case."""
@@ -485,7 +491,8 @@ class AgentDesktop(FeatureBase):
             return
         self._consult_legs[frame.get("Uniqueid")] = consulting.from_agent
         self._consults[consulting.from_agent] = replace(consulting, leg=frame.get("Channel"))
-        self._send_case(consulting.call_id, consulting.to_agent)
+        if consulting.kind == "agent":
+            self._send_case(consulting.call_id, consulting.to_agent)
 
     def _consult_answered(self, frame: AmiFrame) -> None:
         agent_id = self._consult_legs.get(frame.get("Uniqueid"))
@@ -524,11 +531,28 @@ class AgentDesktop(FeatureBase):
                     or consulting.call_id == frame.get("TransfereeUniqueid"):
                 if frame.get("DestType") != "Threeway" or frame.get("Result") != "Success":
                     self._end_consult(agent_id)
+                    if consulting.kind != "agent" and frame.get("Result") == "Success":
+                        self._handed_out(consulting, frame)
                     continue
                 self._consults[agent_id] = replace(consulting, conference=True)
                 self.runtime.execute([Notice("conference_started", agent_id, {
                     "call_id": consulting.call_id, "agent_id": consulting.to_agent},
                     std="STD-049")])
+
+    def _handed_out(self, consulting: transfers.Consult, frame: AmiFrame) -> None:
+        """The caller was joined to the number consulted (back office, external): the
+        agent's part ends at Asterisk's ``AttendedTransfer``; the call goes on with the
+        far end, an outside leg on the record (``transfer_target`` ``<kind>:<number>``,
+        no agent's talk), until the caller or the far end hangs up."""
+        target = f"{consulting.kind}:{consulting.to_agent}"
+        raw = frame.get("Timestamp")
+        at = float(raw) if raw else time.time()
+        self.runtime.call_event(calls.TransferStarted(consulting.call_id,
+                                                      consulting.from_agent, target, at))
+        agent = self.runtime.agents.get(consulting.from_agent)
+        if agent is not None and agent.call_id == consulting.call_id \
+                and agent.state in (AgentState.ON_CALL, AgentState.ON_HOLD):
+            self.runtime.agent_fact(consulting.from_agent, CallEnded(consulting.call_id))
 
     def _send_case(self, call_id: str, agent_id: str) -> None:
         note = self._cases.get(call_id)
@@ -570,6 +594,13 @@ class AgentDesktop(FeatureBase):
             out[agent.agent_id] = {"call": None if call is None else {
                 **calls.call_record(call, runtime.timings), "history": list(call.history)}}
         return out
+
+
+def _dials_out(channel: str, number: str) -> bool:
+    """``channel`` is the consultation Atxfer dialled out to ``number``: the caller's side
+    of its Local pair (``Local/<number>@callflow-outbound-...;1``), which is up when the
+    far end answers and gone when it hangs up or does not answer."""
+    return channel.startswith(f"Local/{number}@{OUTBOUND_CONTEXT}-") and channel.endswith(";1")
 
 
 def _midnight(wall: datetime, timezone: str, days: int = 0) -> datetime:

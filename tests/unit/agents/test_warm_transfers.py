@@ -31,12 +31,17 @@ def test_a_warm_transfer_to_a_free_colleague_starts_once_the_caller_is_bridged()
 
 
 @pytest.mark.std("STD-049")
-@pytest.mark.parametrize("kind", ["queue", "backoffice", "external"])
-def test_only_an_agent_can_be_consulted(kind: str) -> None:
-    refused = check_warm(Destination(kind, "8800", "后台"), None,  # type: ignore[arg-type]
-                         bridged=True)
+def test_a_queue_cannot_be_consulted() -> None:
+    refused = check_warm(Destination("queue", "main", "综合"), None, bridged=True)
     assert reason(refused) == "not_supported"
     assert refused is not None and "blind" in refused.detail
+
+
+@pytest.mark.std("STD-049")
+@pytest.mark.parametrize("kind", ["backoffice", "external"])
+def test_a_number_is_consulted_like_an_agent(kind: str) -> None:
+    assert check_warm(Destination(kind, "8800", "后台"), None,  # type: ignore[arg-type]
+                      bridged=True) is None
 
 
 @pytest.mark.std("STD-049")

@@ -3,7 +3,7 @@ at the conference, the first agent's ends when they leave; whoever stays has the
 and the call counts one transfer only when the caller ends with the consulted agent."""
 
 import pytest
-from test_calls import T, T0, answered_after, step
+from test_calls import T0, T, answered_after, step
 
 from callflow.engine import calls
 from callflow.engine.calls import CallReleased, PartyLeft, Phase, Transferred
