@@ -23,7 +23,7 @@
       leave: "离开,客户留给同事", drop: "挂断同事,客户留给您",
       reasons: {no_consult: "没有进行中的咨询", consult_not_answered: "同事尚未接听",
                 not_bridged: "客户尚未接通", consult_in_progress: "已有咨询在进行",
-                not_supported: "先咨询再转接只能转给座席", in_conference: "已在三方通话中"},
+                not_supported: "队列不能先咨询,请直接转接", in_conference: "已在三方通话中"},
     },
     en: {
       title: "Consult transfer", ringing: "calling your colleague ",
@@ -39,7 +39,7 @@
                 consult_not_answered: "your colleague has not answered yet",
                 not_bridged: "the caller is not through yet",
                 consult_in_progress: "a consultation is already under way",
-                not_supported: "consult first works only to an agent",
+                not_supported: "a queue cannot be consulted: transfer now",
                 in_conference: "already in a three-way conference"},
     },
   };
