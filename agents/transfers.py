@@ -203,13 +203,17 @@ def check_consult_step(consulting: Consult | None, step: ConsultStep) -> Refusal
     make it a three-way conference now? Completing and conferencing need the colleague
     on the line: before they answer, hanging the first agent up would leave the caller
     with a ringing phone, and a conference would put the caller on a ringing line. A
-    conference is made once. In a conference, ``complete`` is the first agent leaving
+    conference is made once, and only with an agent (a number's leg would need its own
+    record of the outside party's part). In a conference, ``complete`` is the first agent leaving
     (the caller stays with the colleague), ``cancel`` drops the colleague."""
     if consulting is None:
         return Refusal("no_consult", "no warm transfer is under way")
     if step in ("complete", "conference") and not consulting.answered:
         return Refusal("consult_not_answered",
                        f"agent {consulting.to_agent} has not answered yet")
+    if step == "conference" and consulting.kind != "agent":
+        return Refusal("not_supported", "a three-way conference is made with a consulted "
+                                        "agent; complete or cancel this one")
     if step == "conference" and consulting.conference:
         return Refusal("in_conference",
                        f"already in a three-way conference with agent {consulting.to_agent}")

@@ -75,3 +75,10 @@ def test_a_conference_needs_the_colleague_on_the_line_and_is_made_once() -> None
     # in the conference: the first agent leaves (complete) or drops the colleague (cancel)
     assert check_consult_step(meeting, "complete") is None
     assert check_consult_step(meeting, "cancel") is None
+
+
+@pytest.mark.std("STD-049")
+def test_a_conference_is_with_an_agent_not_a_number() -> None:
+    outside = replace(CONSULT, to_agent="5550199", kind="external", answered=True)
+    assert reason(check_consult_step(outside, "conference")) == "not_supported"
+    assert check_consult_step(outside, "complete") is None
