@@ -158,34 +158,39 @@ def announcement(destination: Destination) -> tuple[tuple[str, dict[str, str]], 
 
 # --- warm (consult-first) transfers ------------------------------------------------------
 
-ConsultStep = Literal["complete", "cancel"]
+ConsultStep = Literal["complete", "cancel", "conference"]
 
 
 @dataclass(frozen=True)
 class Consult:
     """A warm transfer under way: ``from_agent`` consults ``to_agent`` while the caller
-    holds (AMI Atxfer on ``channel``, the first agent's leg)."""
+    holds (AMI Atxfer on ``channel``, the first agent's leg). ``kind`` ``backoffice`` or
+    ``external``: ``to_agent`` is the number dialled out (nobody's desk)."""
 
     call_id: str
     from_agent: str
     to_agent: str
     channel: str
     answered: bool = False  # the consulted agent picked up: the transfer may complete
+    leg: str = ""  # the consulted agent's own channel, once their phone rings
+    conference: bool = False  # all three talk together (Asterisk's threeway)
+    kind: TargetKind = "agent"
 
 
 @enforces("STD-049")
 def check_warm(destination: Destination, consulting: Consult | None,
                bridged: bool) -> Refusal | None:
-    """May a warm transfer to ``destination`` start? Only to an agent (a queue or a number
-    has nobody to consult), one consultation at a time per agent, and only once Asterisk
-    has bridged the caller with the agent (``bridged``): during the opening the agent's
-    leg is not in a bridge yet and Asterisk would pass the transfer's digits to the
-    caller (measured: ``Atxfer`` 1 s after the answer, opening still playing)."""
+    """May a warm transfer to ``destination`` start? To an agent, the back office or an
+    external number (someone answers there to be consulted; a queue has nobody yet),
+    one consultation at a time per agent, and only once Asterisk has bridged the caller
+    with the agent (``bridged``): during the opening the agent's leg is not in a bridge
+    yet and Asterisk would pass the transfer's digits to the caller (measured:
+    ``Atxfer`` 1 s after the answer, opening still playing)."""
     if not bridged:
         return Refusal("not_bridged", "the caller is not through to the agent yet")
-    if destination.kind != "agent":
-        return Refusal("not_supported", "a warm transfer consults an agent; to a "
-                                        f"{destination.kind} transfer blind")
+    if destination.kind == "queue":
+        return Refusal("not_supported", "a warm transfer consults someone who answers; "
+                                        "to a queue transfer blind")
     if consulting is not None:
         return Refusal("consult_in_progress",
                        f"already consulting agent {consulting.to_agent}")
@@ -194,12 +199,22 @@ def check_warm(destination: Destination, consulting: Consult | None,
 
 @enforces("STD-049")
 def check_consult_step(consulting: Consult | None, step: ConsultStep) -> Refusal | None:
-    """May the consulting agent complete (join the caller to the colleague) or cancel
-    now? Completing needs the colleague on the line: before they answer, hanging the
-    first agent up would leave the caller with a ringing phone."""
+    """May the consulting agent complete (join the caller to the colleague), cancel, or
+    make it a three-way conference now? Completing and conferencing need the colleague
+    on the line: before they answer, hanging the first agent up would leave the caller
+    with a ringing phone, and a conference would put the caller on a ringing line. A
+    conference is made once, and only with an agent (a number's leg would need its own
+    record of the outside party's part). In a conference, ``complete`` is the first agent leaving
+    (the caller stays with the colleague), ``cancel`` drops the colleague."""
     if consulting is None:
         return Refusal("no_consult", "no warm transfer is under way")
-    if step == "complete" and not consulting.answered:
+    if step in ("complete", "conference") and not consulting.answered:
         return Refusal("consult_not_answered",
                        f"agent {consulting.to_agent} has not answered yet")
+    if step == "conference" and consulting.kind != "agent":
+        return Refusal("not_supported", "a three-way conference is made with a consulted "
+                                        "agent; complete or cancel this one")
+    if step == "conference" and consulting.conference:
+        return Refusal("in_conference",
+                       f"already in a three-way conference with agent {consulting.to_agent}")
     return None

@@ -95,6 +95,59 @@ class Ports:
                    rtp_start=base + 2000, rtp_end=base + 2999)
 
 
+#: What a feature code may hold: DTMF digits, ``*`` and ``#`` (features.conf takes them
+#: as typed; anything else could never be pressed, or would break the file).
+FEATURE_CODE_CHARS = frozenset("0123456789*#")
+FEATURE_CODE_MAX = 8
+
+
+@dataclass(frozen=True)
+class FeatureCodes:
+    """The attended-transfer codes Asterisk listens for on an agent's leg (features.conf):
+    rendered into the configuration and used by the engine itself, one copy. AMI
+    ``Atxfer`` types ``atxfer`` for the desktop's warm transfer; the engine types
+    ``threeway`` (AMI ``PlayDTMF`` with ``Receive``) to make the consultation a three-way
+    conference; ``abort`` and ``complete`` are what a softphone user presses.
+    ``CALLFLOW_ATXFER_CODE``, ``_ATXFER_ABORT_CODE``, ``_ATXFER_COMPLETE_CODE``,
+    ``_ATXFER_THREEWAY_CODE``, ``_ATXFER_SWAP_CODE``."""
+
+    atxfer: str = "*7"
+    abort: str = "*1"
+    complete: str = "*2"
+    threeway: str = "*3"
+    swap: str = "*4"
+
+    def validate(self) -> None:
+        """Each code is 1-``FEATURE_CODE_MAX`` of ``0-9*#``, and no two are equal or one a
+        prefix of another (Asterisk matches digit by digit: the shorter would always win)."""
+        codes = {"ATXFER": self.atxfer, "ATXFER_ABORT": self.abort,
+                 "ATXFER_COMPLETE": self.complete, "ATXFER_THREEWAY": self.threeway,
+                 "ATXFER_SWAP": self.swap}
+        for name, code in codes.items():
+            if not 1 <= len(code) <= FEATURE_CODE_MAX or not set(code) <= FEATURE_CODE_CHARS:
+                raise SettingsError(f"CALLFLOW_{name}_CODE must be 1-{FEATURE_CODE_MAX} of "
+                                    f"the DTMF keys 0-9 * #, got {code!r}")
+        for name, code in codes.items():
+            for other, other_code in codes.items():
+                if name != other and other_code.startswith(code):
+                    raise SettingsError(f"CALLFLOW_{name}_CODE ({code!r}) and CALLFLOW_{other}"
+                                        f"_CODE ({other_code!r}) must differ, neither a "
+                                        "prefix of the other")
+
+
+def load_feature_codes() -> FeatureCodes:
+    """The transfer feature codes from the environment, checked (one SettingsError)."""
+    default = FeatureCodes()
+    codes = FeatureCodes(
+        atxfer=_env("ATXFER_CODE", default.atxfer).strip(),
+        abort=_env("ATXFER_ABORT_CODE", default.abort).strip(),
+        complete=_env("ATXFER_COMPLETE_CODE", default.complete).strip(),
+        threeway=_env("ATXFER_THREEWAY_CODE", default.threeway).strip(),
+        swap=_env("ATXFER_SWAP_CODE", default.swap).strip())
+    codes.validate()
+    return codes
+
+
 @dataclass(frozen=True)
 class Settings:
     state_dir: Path
@@ -121,6 +174,8 @@ class Settings:
     #: the pages' language for people who chose none (CALLFLOW_UI_LANGUAGE, one of
     #: UI_LANGUAGES); None: the Policy's greetings.language (api/language.py)
     ui_language: str | None = None
+    #: the attended-transfer feature codes (features.conf and the engine's three-way)
+    feature_codes: FeatureCodes = field(default_factory=FeatureCodes)
 
     @property
     def pbx_dir(self) -> Path:
@@ -169,6 +224,7 @@ def load_settings() -> Settings:
         csv_max_rows=_csv_max_rows(),
         gc=_gc_setup(),
         ui_language=_ui_language(),
+        feature_codes=load_feature_codes(),
     )
 
 

@@ -57,6 +57,7 @@ from callflow.api.privacy import mask_number
 from callflow.desktop.case import CASE_KIND, UNVERIFIED, CaseNote, case_payload
 from callflow.desktop.identity import IdentityGate
 from callflow.desktop.inactivity import InactivityWatch
+from callflow.dialplan.inbound import OUTBOUND_CONTEXT
 from callflow.engine import calls
 from callflow.engine.effects import (
     Atxfer,
@@ -67,6 +68,7 @@ from callflow.engine.effects import (
     Hangup,
     ListEndpoints,
     Notice,
+    PressKey,
     ShowEndpoint,
     StartTimer,
 )
@@ -407,11 +409,14 @@ class AgentDesktop(FeatureBase):
         runtime = self.runtime
         target = transfers.desktop_target(result)
         self._consults[agent_id] = transfers.Consult(call.call_id, agent_id, result.value,
-                                                     channel)
-        runtime.consults[result.value] = call.call_id
+                                                     channel, kind=result.kind)
         self._cases[call.call_id] = CaseNote(call.call_id, agent_id, ask.note, target,
                                              ask.mode, time.time())
-        runtime.execute([Atxfer(channel, result.value, AGENTS_CONTEXT)])
+        if result.kind == "agent":
+            runtime.consults[result.value] = call.call_id
+            runtime.execute([Atxfer(channel, result.value, AGENTS_CONTEXT)])
+        else:  # dialled out the way a blind transfer to a number goes
+            runtime.execute([Atxfer(channel, result.value, OUTBOUND_CONTEXT)])
         log.info("call %s: agent %s consults %s (warm transfer)", call.call_id, agent_id,
                  result.value)
         return result
@@ -424,14 +429,43 @@ class AgentDesktop(FeatureBase):
         refused = transfers.check_consult_step(consulting, step)
         if refused is not None or consulting is None:
             return refused
-        if step == "complete":
+        if step == "conference":
+            self._press(consulting.channel, self.service.settings.feature_codes.threeway)
+        elif step == "complete":
             self.runtime.execute([Hangup(consulting.channel)])
+        elif consulting.conference and consulting.leg:
+            self.runtime.execute([Hangup(consulting.leg)])  # the colleague's leg leaves
         else:
             self._end_consult(agent_id)
             self.runtime.execute([CancelAtxfer(consulting.channel)])
         log.info("call %s: agent %s %ss the warm transfer to %s", consulting.call_id,
                  agent_id, step, consulting.to_agent)
         return None
+
+    def _press(self, channel: str, keys: str) -> None:
+        """Type ``keys`` on the agent's leg as if their phone sent them, one ``PlayDTMF``
+        after the other (Asterisk matches a feature code key by key, in order).
+
+        Why this way to a three-way conference: AMI has no action for it, but Asterisk's
+        attended transfer (main/bridge_basic.c) listens on the transferer's leg for
+        features.conf's ``atxferthreeway`` in every consultation state and then merges
+        the consultation's bridge into the caller's (``AttendedTransfer`` with
+        ``DestType: Threeway``); ``PlayDTMF`` with ``Receive`` (app_senddtmf.c) queues
+        the keys on the leg as received, where that hook reads them. A ConfBridge would
+        need the caller and both agents redirected out of their bridges, and the
+        caller's hold and the transfer's record would be ours to rebuild."""
+        async def press() -> None:
+            for key in keys:
+                await self.runtime.request(PressKey(channel, key))
+
+        task = asyncio.get_running_loop().create_task(press())
+        self._tasks.add(task)
+        task.add_done_callback(self._pressed)
+
+    def _pressed(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("the three-way conference's keys were not typed: %s", task.exception())
 
     def _end_consult(self, agent_id: str) -> transfers.Consult | None:
         consulting = self._consults.pop(agent_id, None)
@@ -443,10 +477,12 @@ class AgentDesktop(FeatureBase):
 
     def _consulted(self, frame: AmiFrame) -> transfers.Consult | None:
         """The consultation a consulted agent's leg belongs to (same Linkedid as the call)."""
-        agent_id = self.runtime.agent_for_channel(frame.get("Channel"))
+        channel = frame.get("Channel")
+        agent_id = self.runtime.agent_for_channel(channel)
         linkedid = frame.get("Linkedid")
-        return next((c for c in self._consults.values()
-                     if c.to_agent == agent_id and c.call_id == linkedid), None)
+        return next((c for c in self._consults.values() if c.call_id == linkedid and (
+            c.to_agent == agent_id if c.kind == "agent" else _dials_out(channel, c.to_agent))),
+            None)
 
     def _consult_rings(self, frame: AmiFrame) -> None:
         """The colleague's phone rings for the consultation: their desk gets the case."""
@@ -454,7 +490,9 @@ class AgentDesktop(FeatureBase):
         if consulting is None:
             return
         self._consult_legs[frame.get("Uniqueid")] = consulting.from_agent
-        self._send_case(consulting.call_id, consulting.to_agent)
+        self._consults[consulting.from_agent] = replace(consulting, leg=frame.get("Channel"))
+        if consulting.kind == "agent":
+            self._send_case(consulting.call_id, consulting.to_agent)
 
     def _consult_answered(self, frame: AmiFrame) -> None:
         agent_id = self._consult_legs.get(frame.get("Uniqueid"))
@@ -468,7 +506,14 @@ class AgentDesktop(FeatureBase):
 
     def _consult_gone(self, frame: AmiFrame) -> None:
         """The colleague's consult leg ended before any join (no answer, refused, hung
-        up): Asterisk gave the caller back to the first agent; their desk is told."""
+        up), or left the conference: the caller is the first agent's again; their desk
+        is told. The first agent's own leg ending in a conference ends the consultation
+        (the caller stays with the colleague)."""
+        mine = next((a for a, c in self._consults.items()
+                     if c.conference and c.channel == frame.get("Channel")), None)
+        if mine is not None:
+            self._end_consult(mine)
+            return
         agent_id = self._consult_legs.pop(frame.get("Uniqueid"), None)
         consulting = self._end_consult(agent_id) if agent_id is not None else None
         if consulting is None:
@@ -479,11 +524,35 @@ class AgentDesktop(FeatureBase):
                                       "cause": frame.get("Cause")}, std="STD-049")])
 
     def _consult_joined(self, frame: AmiFrame) -> None:
-        """Asterisk joined the caller to the colleague: the warm transfer is done."""
+        """Asterisk joined the caller to the colleague: the warm transfer is done; or
+        all three are in the caller's bridge (``DestType: Threeway``): the conference."""
         for agent_id, consulting in list(self._consults.items()):
             if consulting.call_id == frame.get("TransfereeLinkedid") \
                     or consulting.call_id == frame.get("TransfereeUniqueid"):
-                self._end_consult(agent_id)
+                if frame.get("DestType") != "Threeway" or frame.get("Result") != "Success":
+                    self._end_consult(agent_id)
+                    if consulting.kind != "agent" and frame.get("Result") == "Success":
+                        self._handed_out(consulting, frame)
+                    continue
+                self._consults[agent_id] = replace(consulting, conference=True)
+                self.runtime.execute([Notice("conference_started", agent_id, {
+                    "call_id": consulting.call_id, "agent_id": consulting.to_agent},
+                    std="STD-049")])
+
+    def _handed_out(self, consulting: transfers.Consult, frame: AmiFrame) -> None:
+        """The caller was joined to the number consulted (back office, external): the
+        agent's part ends at Asterisk's ``AttendedTransfer``; the call goes on with the
+        far end, an outside leg on the record (``transfer_target`` ``<kind>:<number>``,
+        no agent's talk), until the caller or the far end hangs up."""
+        target = f"{consulting.kind}:{consulting.to_agent}"
+        raw = frame.get("Timestamp")
+        at = float(raw) if raw else time.time()
+        self.runtime.call_event(calls.TransferStarted(consulting.call_id,
+                                                      consulting.from_agent, target, at))
+        agent = self.runtime.agents.get(consulting.from_agent)
+        if agent is not None and agent.call_id == consulting.call_id \
+                and agent.state in (AgentState.ON_CALL, AgentState.ON_HOLD):
+            self.runtime.agent_fact(consulting.from_agent, CallEnded(consulting.call_id))
 
     def _send_case(self, call_id: str, agent_id: str) -> None:
         note = self._cases.get(call_id)
@@ -525,6 +594,13 @@ class AgentDesktop(FeatureBase):
             out[agent.agent_id] = {"call": None if call is None else {
                 **calls.call_record(call, runtime.timings), "history": list(call.history)}}
         return out
+
+
+def _dials_out(channel: str, number: str) -> bool:
+    """``channel`` is the consultation Atxfer dialled out to ``number``: the caller's side
+    of its Local pair (``Local/<number>@callflow-outbound-...;1``), which is up when the
+    far end answers and gone when it hangs up or does not answer."""
+    return channel.startswith(f"Local/{number}@{OUTBOUND_CONTEXT}-") and channel.endswith(";1")
 
 
 def _midnight(wall: datetime, timezone: str, days: int = 0) -> datetime:

@@ -59,13 +59,17 @@ from callflow.stream.protocol import (
 PROTOCOL_NAME = "callflow-agent-desktop"
 PROTOCOL_VERSION = 1
 REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "wrapup", "logout",
-                 "transfer", "transfer_complete", "transfer_cancel", "acw_extend_request",
+                 "transfer", "transfer_complete", "transfer_cancel", "transfer_conference",
+                 "acw_extend_request",
                  "escalate", "activity")
 #: Requests about the call, not the agent's state (desktop/feature.py answers them).
-CALL_REQUEST_TYPES = ("transfer", "transfer_complete", "transfer_cancel")
-#: The warm transfer's second step: join the caller to the consulted colleague, or not.
+CALL_REQUEST_TYPES = ("transfer", "transfer_complete", "transfer_cancel",
+                      "transfer_conference")
+#: The warm transfer's next steps: join the caller to the consulted colleague, or not, or
+#: all three together (a three-way conference, then ``complete`` or ``cancel`` again).
 CONSULT_STEPS: dict[str, ConsultStep] = {"transfer_complete": "complete",
-                                          "transfer_cancel": "cancel"}
+                                          "transfer_cancel": "cancel",
+                                          "transfer_conference": "conference"}
 MAX_TRANSFER_NOTE = 500  # the note that travels to the receiving desk (STD-049)
 MAX_TARGET_LENGTH = 32
 MAX_CALL_ID_LENGTH = 64
@@ -206,9 +210,9 @@ def parse_address_request(frame: dict[str, Any], request_id: RequestId) -> Addre
 
 
 def parse_consult_step(kind: str, request_id: RequestId) -> DesktopRequest:
-    """``{"type": "transfer_complete"}`` / ``{"type": "transfer_cancel"}``: the warm
-    transfer under way is the agent's own, so the frame names nothing else (a call id
-    sent along is ignored, never trusted)."""
+    """``{"type": "transfer_complete"}`` / ``{"type": "transfer_cancel"}`` /
+    ``{"type": "transfer_conference"}``: the warm transfer under way is the agent's own,
+    so the frame names nothing else (a call id sent along is ignored, never trusted)."""
     return DesktopRequest(kind, request_id)
 
 

@@ -167,11 +167,19 @@ class InboundCall:
 
     @property
     def talking_offer(self) -> Offer | None:
-        """The answered offer whose agent has the caller now (the last one, not left)."""
+        """The answered offer whose agent has the caller now (the last one not left: in a
+        three-way conference the consulted agent's, until they leave it)."""
         for offer in reversed(self.offers):
-            if offer.result is OfferResult.ANSWERED:
-                return offer if offer.left_at is None else None
+            if offer.result is OfferResult.ANSWERED and offer.left_at is None:
+                return offer
         return None
+
+    @property
+    def in_conference(self) -> list[Offer]:
+        """The answered offers whose agents are all with the caller now: two or more
+        during a three-way conference (STD-049), else at most one."""
+        return [o for o in self.offers
+                if o.result is OfferResult.ANSWERED and o.left_at is None]
 
 
 # --- events -----------------------------------------------------------------
@@ -242,11 +250,26 @@ class TransferStarted:
 @dataclass(frozen=True)
 class Transferred:
     """An attended transfer made on the phone completed: ``agent_id`` (the consulted
-    agent, already talking) now has the caller; the transferring agent's part ends."""
+    agent, already talking) now has the caller; the transferring agent's part ends.
+    ``conference``: the consultation became a three-way conference instead (Asterisk's
+    ``AttendedTransfer`` with ``DestType: Threeway``): the consulted agent's part starts,
+    the transferring agent's goes on until they leave (``PartyLeft``)."""
 
     call_id: str
     agent_id: str
     channel: str
+    at: float
+    conference: bool = False
+
+
+@dataclass(frozen=True)
+class PartyLeft:
+    """``agent_id`` left a three-way conference at ``at`` (their leg hung up) while
+    another agent stays with the caller: their part ends, the call goes on. The caller
+    was handed on (a transfer) when the one who leaves answered before the one who stays."""
+
+    call_id: str
+    agent_id: str
     at: float
 
 
@@ -279,7 +302,7 @@ class AnswerConfirmed:
 
 
 CallEvent = (CallEntered | CallRouted | OfferStarted | OfferEnded | TransferStarted | Transferred
-             | CallReleased | AnswerConfirmed)
+             | CallReleased | AnswerConfirmed | PartyLeft)
 
 
 # --- what the machine says happened --------------------------------------------------
@@ -491,10 +514,15 @@ def step(call: InboundCall, event: CallEvent,
             return call, []
         joined = Offer(agent_id=event.agent_id, channel=event.channel, started_at=event.at,
                        ended_at=event.at, result=OfferResult.ANSWERED, joined=True)
+        if event.conference:
+            call = replace(call, offers=(*call.offers, joined))
+            return call, _effects(call, timings, to_agent=event.agent_id)
         left = _leave(call, event.at)
         call = replace(left, offers=(*left.offers, joined), phase=Phase.CONNECTED,
                        agent_id=event.agent_id, transfer_count=call.transfer_count + 1)
         return call, _effects(call, timings, to_agent=event.agent_id)
+    if isinstance(event, PartyLeft):
+        return _party_left(call, event, timings)
     if isinstance(event, CallReleased):
         return _released(call, event, timings)
     if isinstance(event, AnswerConfirmed):
@@ -585,14 +613,29 @@ def _offer_ended(call: InboundCall, event: OfferEnded,
 
 
 def _leave(call: InboundCall, at: float) -> InboundCall:
-    """The agent who has the caller now leaves the call at ``at`` (their part ends)."""
-    offers = list(call.offers)
-    for i in range(len(offers) - 1, -1, -1):
-        if offers[i].result is OfferResult.ANSWERED:
-            if offers[i].left_at is None:
-                offers[i] = replace(offers[i], left_at=at)
-            break
-    return replace(call, offers=tuple(offers))
+    """The agent who has the caller now leaves the call at ``at`` (their part ends); in a
+    three-way conference every agent still on it does, and after one, the agent who
+    stayed (not necessarily the last to answer)."""
+    return replace(call, offers=tuple(
+        replace(o, left_at=at) if o.result is OfferResult.ANSWERED and o.left_at is None
+        else o for o in call.offers))
+
+
+@enforces("STD-049")
+def _party_left(call: InboundCall, event: PartyLeft,
+                timings: CallRules) -> tuple[InboundCall, list[Effect]]:
+    """One agent of a three-way conference left; the other keeps the caller. Counted as a
+    transfer when the caller stays with the later agent (the consulted one)."""
+    present = call.in_conference
+    leaving = next((o for o in present if o.agent_id == event.agent_id), None)
+    if call.phase is not Phase.CONNECTED or leaving is None or len(present) < 2:
+        return call, []
+    offers = tuple(replace(o, left_at=event.at) if o is leaving else o for o in call.offers)
+    stays = [o for o in present if o is not leaving][-1]
+    handed_on = call.offers.index(leaving) < call.offers.index(stays)
+    call = replace(call, offers=offers, agent_id=stays.agent_id,
+                   transfer_count=call.transfer_count + (1 if handed_on else 0))
+    return call, _effects(call, timings, to_agent=event.agent_id)
 
 
 @enforces("STD-055", "STD-069",

@@ -159,6 +159,18 @@ class CancelAtxfer(PbxAction):
 
 
 @dataclass(frozen=True)
+class PressKey(PbxAction):
+    """Act as if ``channel``'s phone pressed ``key`` (AMI ``PlayDTMF`` with ``Receive``):
+    the bridge's feature hooks on that leg see it as the agent's own key, e.g. each key
+    of the ``atxferthreeway`` code that makes a consultation a three-way conference.
+    A code of several keys is several actions, sent one after the other."""
+
+    channel: str
+    key: str
+    duration_ms: int = 100
+
+
+@dataclass(frozen=True)
 class Redirect(PbxAction):
     """Send ``channel`` to ``exten@context`` (priority ``priority``)."""
 

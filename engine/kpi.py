@@ -383,9 +383,10 @@ def segments(call: CallFact, as_of: datetime) -> list[Segment]:
         start = offer.ended_at
         assert start is not None
         end = answered[i + 1].ended_at if i + 1 < len(answered) else call.ended_at
-        if offer.left_at is not None and (end is None or offer.left_at < end):
+        if offer.left_at is not None:
             # the agent handed the caller on before the next one answered (a desktop
-            # transfer: the announcement and the next phone's ringing are nobody's talk)
+            # transfer: the announcement and the next phone's ringing are nobody's talk),
+            # or stayed after the next one joined (a three-way conference, STD-049)
             end = offer.left_at
         if call.holds:
             held = sum(_hold_seconds(h, as_of) for h in call.holds

@@ -240,7 +240,9 @@ class AsteriskFacts:
                 self.rt.call_event(calls.CallReleased(uid, at, cause=16, by="pbx"))
             return
         link = self.rt.agent_links.get(uid)
-        if link is None or soft:
+        if link is None:
+            return
+        if self._left_conference(link, at) or soft:
             return
         call = self._live_call(link.call_id)
         talking = call.talking_offer if call is not None else None
@@ -251,9 +253,22 @@ class AsteriskFacts:
             self.rt.call_event(calls.CallReleased(link.call_id, at, cause=cause or 16,
                                                   by="agent"))
 
+    def _left_conference(self, link: ChannelLink, at: float) -> bool:
+        """An agent's leg of a three-way conference is ending: that agent leaves it, the
+        other keeps the caller and the call goes on (``PartyLeft``)."""
+        call = self._live_call(link.call_id)
+        if call is None or len(call.in_conference) < 2 \
+                or all(o.agent_id != link.agent_id for o in call.in_conference):
+            return False
+        self.rt.call_event(calls.PartyLeft(link.call_id, link.agent_id, at))
+        return True
+
     def _hangup(self, frame: AmiFrame) -> None:
         uid = frame.get("Uniqueid")
         gone = self.view.channels.get(uid)
+        link = self.rt.agent_links.get(uid)
+        if link is not None:  # AMI's Hangup action makes no request event: the end it is
+            self._left_conference(link, stamp(frame))
         self._apply(ch.ChannelGone(uid, _int(frame.get("Cause")), stamp(frame)))
         self.born.pop(uid, None)
         self._forget_deaths_before(time.monotonic() - DEATH_MEMORY_S)
@@ -385,11 +400,13 @@ class AsteriskFacts:
         if call is None or agent_id is None or frame.get("Result") != "Success":
             return
         talking = call.talking_offer
+        conference = frame.get("DestType") == "Threeway"
         self.rt.agent_links[target_uid] = ChannelLink(call.call_id, agent_id)
         self.rt.consults.pop(agent_id, None)
-        self.rt.call_event(calls.Transferred(call.call_id, agent_id, target, stamp(frame)))
+        self.rt.call_event(calls.Transferred(call.call_id, agent_id, target, stamp(frame),
+                                             conference=conference))
         self.rt.agent_fact(agent_id, agent_state.CallJoined(call.call_id))
-        if talking is not None and talking.agent_id != agent_id:
+        if talking is not None and talking.agent_id != agent_id and not conference:
             self.rt.agent_fact(talking.agent_id, agent_state.CallEnded(call.call_id))
 
     def _consulted_leg(self, call_id: str) -> tuple[str, str, str | None]:

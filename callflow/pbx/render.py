@@ -22,10 +22,10 @@ from pathlib import Path
 
 import jinja2
 
-from callflow.errors import PbxConfigError
+from callflow.errors import PbxConfigError, SettingsError
 from callflow.pbx import cel
 from callflow.pbx.demo_carrier import DEMO_CARRIER_CONTEXT, DemoCarrier
-from callflow.settings import REPO_ROOT, Settings, persistent_secret
+from callflow.settings import REPO_ROOT, FeatureCodes, Settings, persistent_secret
 from callflow.trunks import Trunk, outbound_trunk
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ class PbxConfig:
     # no outbound trunk configured -> the outbound route dials the demo carrier
     # (callflow/pbx/demo_carrier.py); None = off. Never together with a real trunk.
     demo_carrier: DemoCarrier | None = None
+    # the attended-transfer codes of features.conf (settings.FeatureCodes, CALLFLOW_*_CODE)
+    feature_codes: FeatureCodes = field(default_factory=FeatureCodes)
 
     @classmethod
     def from_settings(
@@ -154,6 +156,7 @@ class PbxConfig:
             caller_match=settings.bind_host,
             trunks=settings.trunks,
             demo_carrier=demo_carrier,
+            feature_codes=settings.feature_codes,
         )
 
     def validate(self) -> None:
@@ -180,6 +183,10 @@ class PbxConfig:
             raise PbxConfigError(
                 f"country must be a two-letter code like 'cn', got {self.country!r}"
             )
+        try:
+            self.feature_codes.validate()
+        except SettingsError as exc:
+            raise PbxConfigError(str(exc)) from None
         if self.agent_ring_seconds < 1:
             raise PbxConfigError("agent_ring_seconds must be at least 1")
         seen: set[str] = set()

@@ -23,7 +23,7 @@
                 transfer_loop: "该座席已处理过本通来电", unknown_target: "目标不存在",
                 target_logged_out: "目标座席未登录", target_busy: "目标座席忙",
                 not_configured: "未配置后台号码", bad_target: "号码不正确",
-                not_supported: "先咨询再转接只能转给座席", bad_frame: "输入不正确"},
+                not_supported: "队列不能先咨询,请直接转接", bad_frame: "输入不正确"},
     },
     en: {
       title: "Transfer", kind: "to", value: "work number / queue / number",
@@ -37,7 +37,7 @@
                 transfer_loop: "that agent already had this call", unknown_target: "no such target",
                 target_logged_out: "that agent is logged out", target_busy: "that agent is busy",
                 not_configured: "no back office configured", bad_target: "not a number",
-                not_supported: "consult first works only to an agent",
+                not_supported: "a queue cannot be consulted: transfer now",
                 bad_frame: "check the target"},
     },
   };
