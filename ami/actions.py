@@ -19,6 +19,7 @@ from callflow.engine.effects import (
     Originate,
     PbxAction,
     PbxQuery,
+    PlayDtmf,
     Redirect,
     SetVariable,
     ShowEndpoint,
@@ -49,6 +50,9 @@ def encode(action: PbxAction) -> tuple[str, Fields]:
                           "Context": action.context}
     if isinstance(action, CancelAtxfer):
         return "CancelAtxfer", {"Channel": action.channel}
+    if isinstance(action, PlayDtmf):
+        return "PlayDTMF", {"Channel": action.channel, "Digit": action.digit,
+                            "Receive": "true" if action.receive else "false"}
     if isinstance(action, Redirect):
         return "Redirect", {"Channel": action.channel, "Context": action.context,
                             "Exten": action.exten, "Priority": str(action.priority)}

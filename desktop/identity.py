@@ -189,6 +189,11 @@ class IdentityGate:
                                         customers.customer_for_number, number)
         return None if found is None else found[0]
 
+    async def audit_entry(self, actor: str, action: str, target: str,
+                          detail: dict[str, Any]) -> None:
+        """One audit row, for the mid-call PIN step (desktop/identity_pin.py)."""
+        await self._audit(actor, action, target, detail)
+
     async def _audit(self, actor: str, action: str, target: str,
                      detail: dict[str, Any]) -> None:
         """Written before the answer is sent: no reveal goes unrecorded."""

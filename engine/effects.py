@@ -159,6 +159,18 @@ class CancelAtxfer(PbxAction):
 
 
 @dataclass(frozen=True)
+class PlayDtmf(PbxAction):
+    """One DTMF ``digit`` on ``channel``. ``receive``: as if the channel's phone had sent
+    it (AMI PlayDTMF ``Receive``), so the bridge's feature hooks hear it and the phone
+    hears nothing; this is how the desktop presses a feature code (the mid-call PIN step)
+    on the agent's leg."""
+
+    channel: str
+    digit: str
+    receive: bool = True
+
+
+@dataclass(frozen=True)
 class Redirect(PbxAction):
     """Send ``channel`` to ``exten@context`` (priority ``priority``)."""
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import jinja2
 
 from callflow.errors import PbxConfigError
-from callflow.pbx import cel
+from callflow.pbx import cel, midcall_pin
 from callflow.pbx.demo_carrier import DEMO_CARRIER_CONTEXT, DemoCarrier
 from callflow.settings import REPO_ROOT, Settings, persistent_secret
 from callflow.trunks import Trunk, outbound_trunk
@@ -66,6 +66,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_.~+/=-]{8,128}")
 _USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _SIP_URI = re.compile(r"sip:[A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _COUNTRY = re.compile(r"[a-z]{2}")
+_MOH_CLASS = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,10 @@ class PbxConfig:
     # no outbound trunk configured -> the outbound route dials the demo carrier
     # (callflow/pbx/demo_carrier.py); None = off. Never together with a real trunk.
     demo_carrier: DemoCarrier | None = None
+    # the mid-call PIN step (callflow/pbx/midcall_pin.py): the feature code the desktop
+    # presses on the agent's leg, and the hold music the agent hears meanwhile
+    pin_feature_code: str = midcall_pin.DEFAULT_FEATURE_CODE
+    pin_moh_class: str = "default"
 
     @classmethod
     def from_settings(
@@ -154,6 +159,7 @@ class PbxConfig:
             caller_match=settings.bind_host,
             trunks=settings.trunks,
             demo_carrier=demo_carrier,
+            pin_feature_code=settings.pin_feature_code,
         )
 
     def validate(self) -> None:
@@ -180,6 +186,11 @@ class PbxConfig:
             raise PbxConfigError(
                 f"country must be a two-letter code like 'cn', got {self.country!r}"
             )
+        if not midcall_pin.valid_feature_code(self.pin_feature_code):
+            raise PbxConfigError("pin_feature_code must be 1-4 of 0-9, * and #, got "
+                                 f"{self.pin_feature_code[:16]!r}")
+        if not _MOH_CLASS.fullmatch(self.pin_moh_class):
+            raise PbxConfigError(f"pin_moh_class must be a word, got {self.pin_moh_class[:32]!r}")
         if self.agent_ring_seconds < 1:
             raise PbxConfigError("agent_ring_seconds must be at least 1")
         seen: set[str] = set()
@@ -310,7 +321,9 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
                "resume_context": RESUME_CONTEXT, "demo_context": DEMO_CARRIER_CONTEXT,
                "ami_host": AMI_HOST, "ami_read": AMI_READ, "ami_write": AMI_WRITE,
                "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS,
-               "outbound_target": outbound_target(cfg)}
+               "outbound_target": outbound_target(cfg),
+               "agent_leg_context": midcall_pin.AGENT_LEG_CONTEXT,
+               "pin_feature": midcall_pin.PIN_FEATURE, "pin_agi_script": midcall_pin.PIN_AGI_SCRIPT}
     for template in templates:
         target = out_etc_dir / template.name.removesuffix(".j2")
         try:
