@@ -72,7 +72,9 @@ class IdentityGate:
             status = str(event.detail.get("status", identity.UNVERIFIED))
             attempts = int(event.detail.get("pin_attempts", 0))
             by = "ivr" if status == identity.VERIFIED_PIN else ""
-            self._set(identity.IdentityCheck(event.call_id, status, attempts, by, event.at))
+            check = identity.IdentityCheck(event.call_id, status, attempts, by, event.at)
+            if self.checks.get(event.call_id) != check:  # the mid-call step told it already
+                self._set(check)
         elif isinstance(event, CallChanged):
             if event.call.phase is Phase.ENDED:
                 self._told.pop(event.call.call_id, None)
@@ -89,6 +91,10 @@ class IdentityGate:
         check = self.checks.get(call_id, identity.IdentityCheck(call_id))
         self.services.runtime.execute([Publish(f"agent:{agent_id}", {
             "type": "identity", **check.as_record()})])
+
+    def pin_outcome(self, check: identity.IdentityCheck) -> None:
+        """A mid-call PIN step's outcome, before its record (desktop/identity_pin.py)."""
+        self._set(check)
 
     def _set(self, check: identity.IdentityCheck) -> None:
         self.checks[check.call_id] = check

@@ -101,7 +101,7 @@ class MidcallPin:
             prompts=self.services.prompts, policy_for=self._policy, take_ask=self.take,
             check_of=lambda call_id: self.gate.checks.get(call_id,
                                                           identity.IdentityCheck(call_id)),
-            done=self.done)
+            told=self.told, done=self.done)
 
     def take(self, call_id: str) -> PinAsk | None:
         if call_id in self.running or not self._pending(call_id):
@@ -109,6 +109,10 @@ class MidcallPin:
         ask = self.asks.pop(call_id)
         self.running[call_id] = ask
         return ask
+
+    def told(self, ask: PinAsk, check: identity.IdentityCheck) -> None:
+        """The outcome, at once: the agent's desktop gets its ``identity`` frame."""
+        self.gate.pin_outcome(check)
 
     async def done(self, result: PinStepDone) -> None:
         ask, check = result.ask, result.check

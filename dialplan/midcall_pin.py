@@ -6,8 +6,10 @@ midcall_pin.py says how, and why the agent hears hold music and no digit). This 
 is that AGI: it serves only a call whose agent asked (``take_ask``: anything else, e.g. an
 agent keying the code on the phone with no request, is sent straight back), asks for the
 PIN with the same loop as before routing (dialplan/pin_step.py: the digits are compared
-with the stored hash and dropped), tells the desktop side the outcome (``done``), says
-a short line and returns: the caller is back with the same agent.
+with the stored hash and dropped), tells the desktop the outcome (``told``), says a
+short line, records the step with its interval (``done``: it lasts from the AGI's start
+to its end, the time the agent heard music) and returns: the caller is back with the
+same agent.
 
 A caller who hangs up during the step: ``done`` hears it (``hung_up``) and the hang-up
 goes on to the server (AGISTATUS HANGUP); Asterisk kicks the caller's leg out of the
@@ -63,7 +65,8 @@ class MidcallPinContext:
     policy_for: Callable[[str], Policy]  # the call's Policy (its queue's)
     take_ask: Callable[[str], PinAsk | None]  # the ask for this call id, now in progress
     check_of: Callable[[str], identity.IdentityCheck]
-    done: Callable[[PinStepDone], Awaitable[None]]
+    told: Callable[[PinAsk, identity.IdentityCheck], None]  # the outcome, to the desktop
+    done: Callable[[PinStepDone], Awaitable[None]]  # the step over: record and audit
 
 
 async def run_midcall_pin(session: AgiSession, ctx: MidcallPinContext) -> None:
@@ -83,8 +86,13 @@ async def run_midcall_pin(session: AgiSession, ctx: MidcallPinContext) -> None:
         log.info("call %s: the caller hung up during the PIN step", ask.call_id)
         await ctx.done(PinStepDone(ask, check, started, time.time(), hung_up=True))
         raise
+    ctx.told(ask, check)  # the agent learns it while the caller hears the last line
+    try:
+        path = await asyncio.to_thread(
+            ctx.prompts.path, "identity_pin_back_ok" if check.verified else
+            "identity_pin_back_failed")
+        await session.stream_file(str(path))
+    except CallerHungUp:
+        await ctx.done(PinStepDone(ask, check, started, time.time(), hung_up=True))
+        raise
     await ctx.done(PinStepDone(ask, check, started, time.time(), hung_up=False))
-    path = await asyncio.to_thread(
-        ctx.prompts.path, "identity_pin_back_ok" if check.verified else
-        "identity_pin_back_failed")
-    await session.stream_file(str(path))

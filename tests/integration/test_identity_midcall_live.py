@@ -14,6 +14,9 @@ the bridge (features.conf ``applicationmap``, pressed on the agent's leg by AMI 
   frame ``verified:pin``; a second ask is refused (``already_verified``); the audit has
   the step; the caller never left the bridge and talks to the same agent until their BYE;
   one call, one answered offer, the record's times equal to Asterisk's;
+* the step's interval (recorded with the outcome and in the audit) is Asterisk's: the
+  caller's leg ``Hold`` to ``Unhold``; it is neither talk nor hold in the KPIs: the
+  agent's and the queue's talk are the agent leg's time up minus the step;
 * the digits are in no log record, desktop frame, or file of the engine or Asterisk.
 
 A second case: the caller hangs up during the PIN prompt: the call ends with its one
@@ -26,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +40,11 @@ from test_call_endings_live import matrix as matrix
 from test_identity_live import leaks, pin_caller
 
 from callflow.agents.events import AgentState
+from callflow.engine import kpi
 from callflow.engine.calls import Phase
+from callflow.engine.kpi import KpiRules, Period
 from callflow.store import repo
+from callflow.store.kpi_facts import load_facts
 
 pytestmark = pytest.mark.integration
 
@@ -143,6 +150,28 @@ def test_agent_asks_for_the_pin_mid_call_without_hearing_it(
             assert [(a.actor, a.target, a.detail["status"], a.detail["customer_id"])
                     for a in audit] == [("1001", f"call:{m.call_id}", "verified:pin",
                                          customer_id)]
+            # the step's interval is Asterisk's: the caller's leg Hold .. Unhold (the bridge
+            # holds the agent while the PIN AGI runs on the caller)
+            held, unheld = m.first("Hold", m.call_id), m.first("Unhold", m.call_id)
+            assert held is not None and unheld is not None, m.timeline()
+            step = audit[0].detail
+            m.deltas["pin_start"] = step["pin_started"] - ts(held)
+            m.deltas["pin_s"] = step["pin_s"] - (ts(unheld) - ts(held))
+            assert abs(m.deltas["pin_start"]) <= 0.2 and abs(m.deltas["pin_s"]) <= 0.2
+            # the PIN step is not talk (docs/kpi.md): the agent's and the queue's talk are
+            # the agent leg's time up minus the step
+            ast_talk = m.asterisk_end(agent_uid, False) - m.up(agent_uid) \
+                - (ts(unheld) - ts(held))
+            now = datetime.now(UTC)
+            period = Period(now - timedelta(hours=1), now + timedelta(minutes=1))
+            facts, spans = load_facts(m.product.store, period)
+            rules = KpiRules.from_policy(m.product.service.policy)
+            queue = kpi.queue_kpis(facts, lambda q: rules, now, spans)["main"]
+            mine = kpi.agent_kpis(facts, spans, lambda q: rules, period, now)["1001"]
+            m.deltas["talk[queue]"] = queue.talk_s - ast_talk
+            m.deltas["talk[1001]"] = mine.talk_s - ast_talk
+            assert abs(m.deltas["talk[queue]"]) <= 0.2 and abs(m.deltas["talk[1001]"]) <= 0.2
+            assert (queue.handled, mine.handled, queue.hold_s) == (1, 1, 0.0)
             m.check_agent("1001", AgentState.ACW)
         finally:
             desk.close()
