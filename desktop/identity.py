@@ -136,8 +136,11 @@ class IdentityGate:
         """The header, the check and the names of the hidden fields (no personal data)."""
         call = self._own(call_id, agent_id)
         policy = self.services.policy
-        found = await self._customer(call.caller)
+        got = await asyncio.to_thread(self.services.store.read,
+                                      customers.customer_for_number, call.caller)
+        found = None if got is None else got[0]
         return {"call_id": call_id, "status": self.identity_status(call_id),
+                "has_pin": got is not None and got[1] is not None,  # the mid-call ask
                 "method": policy.identity.method,
                 "pin_attempts": self.checks.get(call_id, identity.IdentityCheck(call_id))
                 .pin_attempts,

@@ -76,6 +76,11 @@ class MidcallPin:
         talking = call.talking_offer if call is not None else None
         on_call = call is not None and call.phase is Phase.CONNECTED and \
             call.agent_id == agent_id and talking is not None and bool(talking.channel)
+        if on_call and call is not None and talking is not None:
+            # in the caller's bridge with the agent's leg (AMI's view): the feature hooks
+            # exist only there; during the opening (Dial's A()) the code would be lost
+            peers = runtime.asterisk.view.peers(call.call_id)
+            on_call = any(p.name == talking.channel for p in peers)
         call_id = call.call_id if call is not None else ""
         check = self.gate.checks.get(call_id, identity.IdentityCheck(call_id))
         refused = identity.pin_ask_refusal(

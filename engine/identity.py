@@ -124,7 +124,7 @@ def pin_ask_refusal(check: IdentityCheck, policy: Policy, *, on_call: bool, has_
     (the ones keyed before routing count), and one request at a time."""
     if not on_call:
         return IdentityError("not_on_call", "the PIN step needs a caller in conversation "
-                                            "with you")
+                                            "with you (after the opening)")
     if policy.identity.method == "questions":
         return IdentityError("method_not_allowed", "PIN checks are off (identity.method)")
     if not has_pin:
