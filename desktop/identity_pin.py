@@ -92,6 +92,8 @@ class MidcallPin:
         assert call is not None and talking is not None and found is not None
         ask = PinAsk(call_id, agent_id, actor, talking.channel,
                      str(found[0]["customer_id"]), str(found[1]), time.monotonic())
+        for other in [c for c in self.asks if c not in runtime.calls]:
+            del self.asks[other]  # asks of calls that ended before Asterisk took them up
         self.asks[call_id] = ask
         runtime.execute([PlayDtmf(talking.channel, digit) for digit in self.feature_code])
         log.info("call %s: agent %s asks for the caller's PIN (feature code pressed on %s)",

@@ -80,19 +80,17 @@ async def run_midcall_pin(session: AgiSession, ctx: MidcallPinContext) -> None:
     check = ctx.check_of(ask.call_id)
     log.info("call %s: PIN step asked by agent %s (%d of %d entries used)", ask.call_id,
              ask.agent_id, check.pin_attempts, policy.identity.pin_attempts)
+    hung_up = False
     try:
         check = await collect_pin(session, ctx.prompts, policy, check, ask.pin_hash)
-    except CallerHungUp:
-        log.info("call %s: the caller hung up during the PIN step", ask.call_id)
-        await ctx.done(PinStepDone(ask, check, started, time.time(), hung_up=True))
-        raise
-    ctx.told(ask, check)  # the agent learns it while the caller hears the last line
-    try:
+        ctx.told(ask, check)  # the agent learns it while the caller hears the last line
         path = await asyncio.to_thread(
             ctx.prompts.path, "identity_pin_back_ok" if check.verified else
             "identity_pin_back_failed")
         await session.stream_file(str(path))
     except CallerHungUp:
-        await ctx.done(PinStepDone(ask, check, started, time.time(), hung_up=True))
+        log.info("call %s: the caller hung up during the PIN step", ask.call_id)
+        hung_up = True
         raise
-    await ctx.done(PinStepDone(ask, check, started, time.time(), hung_up=False))
+    finally:  # whatever ended the step (a broken AGI link too): recorded, ask released
+        await ctx.done(PinStepDone(ask, check, started, time.time(), hung_up=hung_up))
