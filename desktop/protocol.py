@@ -267,11 +267,13 @@ def parse_identity_pin(frame: dict[str, Any], request_id: RequestId) -> DesktopR
     return DesktopRequest("identity_pin", request_id)
 
 
-def identity_pin_ack_frame(request: DesktopRequest, asked: dict[str, Any]) -> str:
-    """The PIN step is asked for: the caller hears the PIN prompt next, the agent hold
-    music; the outcome comes as an ``identity`` frame."""
+def identity_pin_ack_frame(request: DesktopRequest, state: str, asked: dict[str, Any],
+                           seq: int) -> str:
+    """The PIN step is asked for (``state`` is the agent's, on_call): the caller hears the
+    PIN prompt next, the agent hold music; the outcome comes as an ``identity`` frame."""
     return _dumps(_with_id({"v": PROTOCOL_VERSION, "type": "ack", "request": request.type,
-                            "state": str(asked["state"]), "call_id": str(asked["call_id"]),
+                            "state": state, "reason": "", "seq": seq,
+                            "call_id": str(asked["call_id"]),
                             "pin_attempts": int(asked["pin_attempts"])}, request.id))
 
 

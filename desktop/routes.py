@@ -184,7 +184,9 @@ class _DesktopConnection(StreamConnection):
             log.info("agent %s: identity_pin refused (%s)", self._agent_id, refused)
             await self.send(error_frame(refused.reason, refused.detail, request))
             return
-        await self.send(identity_pin_ack_frame(request, asked))
+        agent = self._desk.runtime.agents[self._agent_id]
+        await self.send(identity_pin_ack_frame(request, agent.state.value, asked,
+                                               self._desk.service.hub.last_seq))
 
     def _apply(self, request: DesktopRequest) -> str:
         """Apply one request on the loop, now; the reply is an ack or the refusal's reason."""

@@ -102,7 +102,7 @@ def test_agent_asks_for_the_pin_mid_call_without_hearing_it(
             wait_state(m, "1001", AgentState.ON_CALL)
             asked = ask_at(desk, answered + ASK_AT)
             assert (asked["type"], asked["state"], asked["call_id"]) == \
-                ("ack", "asking", m.call_id), asked
+                ("ack", "on_call", m.call_id), asked
             again = desk.request("identity_pin")
             assert (again["type"], again["error"]) == ("error", "pin_pending"), again
             _, told, _ = desk.wait(
@@ -173,6 +173,7 @@ def test_agent_asks_for_the_pin_mid_call_without_hearing_it(
             assert abs(m.deltas["talk[queue]"]) <= 0.2 and abs(m.deltas["talk[1001]"]) <= 0.2
             assert (queue.handled, mine.handled, queue.hold_s) == (1, 1, 0.0)
             m.check_agent("1001", AgentState.ACW)
+            desk.check_schema()  # every frame the desktop got is as documented
         finally:
             desk.close()
         frames = json.dumps([f for _, f in desk.frames], ensure_ascii=False)

@@ -3,10 +3,12 @@ how its interval counts in the KPIs, and the wire/config shapes that carry it.""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from agent_protocol_schema import frame_errors
 
 from callflow.ami.actions import encode
 from callflow.desktop.protocol import identity_pin_ack_frame, parse_desktop_frame
@@ -83,10 +85,12 @@ def test_a_mid_call_pin_step_is_neither_talk_nor_hold() -> None:
 def test_the_request_the_ack_and_the_ami_action() -> None:
     request = parse_desktop_frame('{"type": "identity_pin", "id": 7, "call_id": "x"}')
     assert (request.type, request.id) == ("identity_pin", 7)  # type: ignore[union-attr]
-    ack = identity_pin_ack_frame(request,  # type: ignore[arg-type]
-                                 {"state": "asking", "call_id": "c1", "pin_attempts": 1})
-    assert '"request":"identity_pin"' in ack.replace(" ", "") and '"id":7' in \
-        ack.replace(" ", "")
+    ack = json.loads(identity_pin_ack_frame(
+        request, "on_call", {"state": "asking", "call_id": "c1", "pin_attempts": 1},  # type: ignore[arg-type]
+        12))
+    assert frame_errors(ack) == [], ack
+    assert (ack["request"], ack["id"], ack["call_id"], ack["pin_attempts"]) == \
+        ("identity_pin", 7, "c1", 1)
     assert encode(PlayDtmf("PJSIP/agent1001-00000001", "*")) == (
         "PlayDTMF", {"Channel": "PJSIP/agent1001-00000001", "Digit": "*",
                      "Receive": "true"})
