@@ -14,6 +14,7 @@ so is every directory callflow makes in it (``private_dir``; issue 15).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -176,6 +177,9 @@ class Settings:
     ui_language: str | None = None
     #: the attended-transfer feature codes (features.conf and the engine's three-way)
     feature_codes: FeatureCodes = field(default_factory=FeatureCodes)
+    #: the feature code the desktop presses on the agent's leg to take the caller to the
+    #: PIN step mid-call (CALLFLOW_PIN_FEATURE_CODE; callflow/pbx/midcall_pin.py)
+    pin_feature_code: str = "*8"
 
     @property
     def pbx_dir(self) -> Path:
@@ -225,6 +229,7 @@ def load_settings() -> Settings:
         gc=_gc_setup(),
         ui_language=_ui_language(),
         feature_codes=load_feature_codes(),
+        pin_feature_code=_pin_feature_code(),
     )
 
 
@@ -246,6 +251,14 @@ def _rtp_range(ports: Ports) -> Ports:
 
 #: The languages the pages come in: one language pack each (api/i18n/<language>.json).
 UI_LANGUAGES: tuple[str, ...] = ("zh-CN", "en")
+
+
+def _pin_feature_code() -> str:
+    code = _env("PIN_FEATURE_CODE", "*8")
+    if not re.fullmatch(r"[0-9*#]{1,4}", code):
+        raise SettingsError(f"CALLFLOW_PIN_FEATURE_CODE must be 1-4 of 0-9, * and #, "
+                            f"got {code[:16]!r}")
+    return code
 
 
 def _ui_language() -> str | None:

@@ -56,8 +56,10 @@ from callflow.agents.state import AgentSnapshot
 from callflow.api.privacy import mask_number
 from callflow.desktop.case import CASE_KIND, UNVERIFIED, CaseNote, case_payload
 from callflow.desktop.identity import IdentityGate
+from callflow.desktop.identity_pin import MidcallPin
 from callflow.desktop.inactivity import InactivityWatch
 from callflow.dialplan.inbound import OUTBOUND_CONTEXT
+from callflow.dialplan.midcall_pin import run_midcall_pin
 from callflow.engine import calls
 from callflow.engine.effects import (
     Atxfer,
@@ -74,6 +76,7 @@ from callflow.engine.effects import (
 )
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
+from callflow.pbx.midcall_pin import PIN_AGI_SCRIPT
 from callflow.pbx.render import AGENTS_CONTEXT
 from callflow.store.agent_log import load_day_totals, load_stored_agents
 
@@ -105,6 +108,7 @@ class AgentDesktop(FeatureBase):
         self._cases: dict[str, CaseNote] = {}  # call_id -> the note of its last transfer
         self._case_sent: set[tuple[str, str]] = set()  # (call_id, agent_id) given the case
         self.identity: IdentityGate | None = None  # made at start (STD-077)
+        self.identity_pin: MidcallPin | None = None  # the PIN step mid-call (STD-077)
         self._inactivity: InactivityWatch | None = None
         self._consults: dict[str, transfers.Consult] = {}  # consulting agent -> warm transfer
         self._consult_legs: dict[str, str] = {}  # consulted leg uniqueid -> consulting agent
@@ -117,6 +121,7 @@ class AgentDesktop(FeatureBase):
         await self._restore(services)
         self.identity = IdentityGate(services)
         self.identity.start()
+        self.identity_pin = MidcallPin(self.identity, services.settings.pin_feature_code)
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
         if self.hold_reminders:
@@ -183,6 +188,12 @@ class AgentDesktop(FeatureBase):
         return [page_router(PAGE_PATH, STATIC_DIR, "desktop"), desktop_router(self),
                 identity_router(self)]
 
+    async def ask_identity_pin(self, agent_id: str, actor: str) -> dict[str, Any]:
+        """The desktop's ``identity_pin`` (desktop/identity_pin.py); StateError refuses."""
+        if self.identity_pin is None:
+            raise StateError("not_started", "the desktop feature is not started")
+        return await self.identity_pin.ask(agent_id, actor)
+
     def identity_status(self, call_id: str) -> str:
         """The call's identity status for other features (the transfer case frame):
         ``unverified`` | ``verified:pin`` | ``verified:questions`` | ``failed``."""
@@ -196,7 +207,12 @@ class AgentDesktop(FeatureBase):
         async def feature(session: AgiSession) -> None:
             await run_feature_code(session, ctx)
 
-        return {"feature": feature}
+        async def identity_pin(session: AgiSession) -> None:
+            if self.identity_pin is None:
+                raise CallflowError("the desktop feature is not started")
+            await run_midcall_pin(session, self.identity_pin.context())
+
+        return {"feature": feature, PIN_AGI_SCRIPT: identity_pin}
 
 
     # --- restore ------------------------------------------------------------------------

@@ -72,7 +72,9 @@ class IdentityGate:
             status = str(event.detail.get("status", identity.UNVERIFIED))
             attempts = int(event.detail.get("pin_attempts", 0))
             by = "ivr" if status == identity.VERIFIED_PIN else ""
-            self._set(identity.IdentityCheck(event.call_id, status, attempts, by, event.at))
+            check = identity.IdentityCheck(event.call_id, status, attempts, by, event.at)
+            if self.checks.get(event.call_id) != check:  # the mid-call step told it already
+                self._set(check)
         elif isinstance(event, CallChanged):
             if event.call.phase is Phase.ENDED:
                 self._told.pop(event.call.call_id, None)
@@ -89,6 +91,10 @@ class IdentityGate:
         check = self.checks.get(call_id, identity.IdentityCheck(call_id))
         self.services.runtime.execute([Publish(f"agent:{agent_id}", {
             "type": "identity", **check.as_record()})])
+
+    def pin_outcome(self, check: identity.IdentityCheck) -> None:
+        """A mid-call PIN step's outcome, before its record (desktop/identity_pin.py)."""
+        self._set(check)
 
     def _set(self, check: identity.IdentityCheck) -> None:
         self.checks[check.call_id] = check
@@ -130,8 +136,11 @@ class IdentityGate:
         """The header, the check and the names of the hidden fields (no personal data)."""
         call = self._own(call_id, agent_id)
         policy = self.services.policy
-        found = await self._customer(call.caller)
+        got = await asyncio.to_thread(self.services.store.read,
+                                      customers.customer_for_number, call.caller)
+        found = None if got is None else got[0]
         return {"call_id": call_id, "status": self.identity_status(call_id),
+                "has_pin": got is not None and got[1] is not None,  # the mid-call ask
                 "method": policy.identity.method,
                 "pin_attempts": self.checks.get(call_id, identity.IdentityCheck(call_id))
                 .pin_attempts,
@@ -188,6 +197,11 @@ class IdentityGate:
         found = await asyncio.to_thread(self.services.store.read,
                                         customers.customer_for_number, number)
         return None if found is None else found[0]
+
+    async def audit_entry(self, actor: str, action: str, target: str,
+                          detail: dict[str, Any]) -> None:
+        """One audit row, for the mid-call PIN step (desktop/identity_pin.py)."""
+        await self._audit(actor, action, target, detail)
 
     async def _audit(self, actor: str, action: str, target: str,
                      detail: dict[str, Any]) -> None:

@@ -61,7 +61,7 @@ PROTOCOL_VERSION = 1
 REQUEST_TYPES = ("login", "ready", "busy", "not_ready", "end_acw", "wrapup", "logout",
                  "transfer", "transfer_complete", "transfer_cancel", "transfer_conference",
                  "acw_extend_request",
-                 "escalate", "activity")
+                 "escalate", "activity", "identity_pin")
 #: Requests about the call, not the agent's state (desktop/feature.py answers them).
 CALL_REQUEST_TYPES = ("transfer", "transfer_complete", "transfer_cancel",
                       "transfer_conference")
@@ -178,6 +178,8 @@ def parse_desktop_frame(data: str | bytes) -> ClientMessage:
         return parse_reasoned_request(frame, str(kind), request_id)
     if kind == "activity":
         return parse_activity(frame, request_id)
+    if kind == "identity_pin":
+        return parse_identity_pin(frame, request_id)
     if kind in CONSULT_STEPS:
         return parse_consult_step(str(kind), request_id)
     if kind in ("busy", "not_ready"):
@@ -259,6 +261,24 @@ def parse_reasoned_request(frame: dict[str, Any], kind: str,
         raise ClientFrameError("bad_frame", f"{kind} reason: a string of at most "
                                             f"{MAX_ASK_REASON_LENGTH} chars")
     return DesktopRequest(kind, request_id, reason=reason.strip())
+
+
+def parse_identity_pin(frame: dict[str, Any], request_id: RequestId) -> DesktopRequest:
+    """``{"type": "identity_pin"}``: take the caller of the agent's own live call to the
+    PIN step (desktop/identity_pin.py). The frame names nothing else: the call is the one
+    the agent is talking on, so no call id from the network is trusted."""
+    del frame  # unknown fields are ignored, as for every request
+    return DesktopRequest("identity_pin", request_id)
+
+
+def identity_pin_ack_frame(request: DesktopRequest, state: str, asked: dict[str, Any],
+                           seq: int) -> str:
+    """The PIN step is asked for (``state`` is the agent's, on_call): the caller hears the
+    PIN prompt next, the agent hold music; the outcome comes as an ``identity`` frame."""
+    return _dumps(_with_id({"v": PROTOCOL_VERSION, "type": "ack", "request": request.type,
+                            "state": state, "reason": "", "seq": seq,
+                            "call_id": str(asked["call_id"]),
+                            "pin_attempts": int(asked["pin_attempts"])}, request.id))
 
 
 def parse_activity(frame: dict[str, Any], request_id: RequestId) -> DesktopRequest:

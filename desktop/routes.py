@@ -14,6 +14,7 @@ an ``error`` carrying the state machine's reason, the state unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,6 +40,7 @@ from callflow.desktop.protocol import (
     agent_event,
     error_frame,
     hello_frame,
+    identity_pin_ack_frame,
     parse_desktop_frame,
     script_panel_frame,
     transfer_ack_frame,
@@ -155,6 +157,8 @@ class _DesktopConnection(StreamConnection):
         self._actor: Actor = "agent" if principal.role == "agent" else "supervisor"
         self._read_only = principal.role == "qa"  # QA follows agents, never steers them
         self.language = language  # the hello's: the script panel speaks it too
+        self._actor_login = principal.name  # who asked, for the audit
+        self._pending: set[asyncio.Task[None]] = set()  # replies still being worked out
 
     def parse(self, data: str | bytes) -> object:
         return parse_desktop_frame(data)
@@ -163,7 +167,26 @@ class _DesktopConnection(StreamConnection):
         if isinstance(request, AddressRequest):  # words only: no state, so QA may too
             return script_panel_frame(self.language, request.caller, request.id)
         assert isinstance(request, DesktopRequest)
+        if request.type == "identity_pin" and not self._read_only:
+            # the customer record is read off the loop: the one reply frame follows
+            task = asyncio.create_task(self._identity_pin(request))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+            return None
         return self._apply(request)
+
+    async def _identity_pin(self, request: DesktopRequest) -> None:
+        """``identity_pin`` (STD-077): the caller is taken to the PIN step, or one error
+        frame says why not (nothing changed)."""
+        try:
+            asked = await self._desk.ask_identity_pin(self._agent_id, self._actor_login)
+        except StateError as refused:
+            log.info("agent %s: identity_pin refused (%s)", self._agent_id, refused)
+            await self.send(error_frame(refused.reason, refused.detail, request))
+            return
+        agent = self._desk.runtime.agents[self._agent_id]
+        await self.send(identity_pin_ack_frame(request, agent.state.value, asked,
+                                               self._desk.service.hub.last_seq))
 
     def _apply(self, request: DesktopRequest) -> str:
         """Apply one request on the loop, now; the reply is an ack or the refusal's reason."""

@@ -35,6 +35,7 @@ from typing import Any
 from callflow.agents import transfers
 from callflow.agents.roster import RosterAgent
 from callflow.dialplan.agi import AgiSession
+from callflow.dialplan.pin_step import collect_pin
 from callflow.engine import identity, survey, waiting
 from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
@@ -42,6 +43,7 @@ from callflow.engine.effects import Alarm, Logged
 from callflow.engine.policy import Policy, ring_limit_seconds
 from callflow.engine.rules import enforces
 from callflow.errors import AgiCommandError, CallerHungUp
+from callflow.pbx.midcall_pin import AGENT_LEG_DIAL_OPTION
 from callflow.pbx.prompts import PromptLibrary, spell_digits
 from callflow.runtime.core import Runtime
 
@@ -221,8 +223,10 @@ class InboundFlow:
         # g: when the agent hangs up, Dial returns 0 and the caller stays with the flow
         status: str | None = None
         try:
+            # b(): the agent's leg carries the mid-call PIN feature (pbx/midcall_pin.py)
             await self.session.exec("Dial", f"PJSIP/{member.endpoint}",
-                                    dial_timeout_arg(ring_limit), f"A(:{opening}){hear}gt")
+                                    dial_timeout_arg(ring_limit),
+                                    f"A(:{opening}){hear}gt{AGENT_LEG_DIAL_OPTION}")
         except AgiCommandError:
             # -1 on the caller's live channel: the agent hung up during the opening. Option
             # g does not cover it (apps/app_dial.c, 22: a hang-up during the A()
@@ -467,25 +471,13 @@ class InboundFlow:
         return found[0], found[1]
 
     async def _identity_pin(self, record: dict[str, Any], pin_hash: str) -> None:
-        """A known customer with a PIN keys it in before routing, unheard by any agent.
-
-        The digits live only in this frame's local variable: they are compared with the
-        stored hash and dropped; nothing logs them (AGI replies are not logged, the
-        outcome carries only the status and the count). ``*``, ``#`` alone, silence and
-        entries of the wrong length count as wrong entries. After the limit the caller
-        is routed unverified-as-failed; the agent sees the outcome, never the PIN.
-        """
-        rules = self.policy.identity
-        check = identity.IdentityCheck(self.call_id)
-        prompt = "identity_pin_enter"
-        while identity.pin_retry(check, self.policy):
-            keyed = await self._ask(prompt, rules.pin_max_digits + 1, rules.pin_digit_timeout_ms,
-                                    secret=True)
-            ok = identity.pin_wellformed(keyed, self.policy) and \
-                await asyncio.to_thread(identity.pin_matches, keyed, pin_hash)
-            del keyed
-            check = identity.pin_entered(check, ok, self.policy, time.time())
-            prompt = "identity_pin_wrong"
+        """A known customer with a PIN keys it in before routing, unheard by any agent
+        (dialplan/pin_step.py: the digits are compared and dropped, never logged). After
+        the limit the caller is routed unverified-as-failed; the agent sees the outcome,
+        never the PIN (and may ask for the PIN again mid-call only while attempts are
+        left: dialplan/midcall_pin.py)."""
+        check = await collect_pin(self.session, self.ctx.prompts, self.policy,
+                                  identity.IdentityCheck(self.call_id), pin_hash)
         log.info("call %s: identity %s after %d PIN entries", self.call_id, check.status,
                  check.pin_attempts)
         self.rt.execute([Logged(IDENTITY_PIN_RECORD, self.call_id, check.at, {

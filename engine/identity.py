@@ -115,6 +115,32 @@ def pin_offered(policy: Policy, has_pin: bool) -> bool:
     return has_pin and rules.pin_in_ivr and rules.method in ("pin", "either")
 
 
+@enforces("STD-077", policy=("identity.method", "identity.pin_attempts"))
+def pin_ask_refusal(check: IdentityCheck, policy: Policy, *, on_call: bool, has_pin: bool,
+                    asking: bool) -> IdentityError | None:
+    """Why the agent may not send the caller to the PIN step now (mid-call, on the
+    desktop's request), or None. Only a caller in conversation with this agent, a known
+    customer with a PIN on record, not verified yet, with PIN entries left on the call
+    (the ones keyed before routing count), and one request at a time."""
+    if not on_call:
+        return IdentityError("not_on_call", "the PIN step needs a caller in conversation "
+                                            "with you (after the opening)")
+    if policy.identity.method == "questions":
+        return IdentityError("method_not_allowed", "PIN checks are off (identity.method)")
+    if not has_pin:
+        return IdentityError("no_pin", "the caller's number is no known customer's with a "
+                                       "PIN on record")
+    if check.verified:
+        return IdentityError("already_verified", f"the caller is already {check.status}")
+    if not pin_retry(check, policy):
+        return IdentityError("attempts_exhausted",
+                             f"no PIN entries left on this call ({check.pin_attempts} of "
+                             f"{policy.identity.pin_attempts} used)")
+    if asking:
+        return IdentityError("pin_pending", "the caller is already being asked for the PIN")
+    return None
+
+
 @enforces("STD-077", policy=("identity.pin_attempts", "identity.method"))
 def pin_entered(check: IdentityCheck, matched: bool, policy: Policy,
                 at: float) -> IdentityCheck:

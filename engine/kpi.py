@@ -134,6 +134,9 @@ class CallFact:
     #: caller left in the menu) or the record predates the field (see ``reached_routing``)
     routed_at: datetime | None = None
     menu: bool = False  # the call met a menu before routing (the named-agent question)
+    #: the PIN steps an agent asked for mid-call (start, end): the caller was in the IVR,
+    #: the agent heard hold music; neither talk nor hold (docs/kpi.md)
+    pin_steps: tuple[tuple[datetime, datetime], ...] = ()
 
     @property
     def t_in(self) -> datetime:
@@ -360,12 +363,21 @@ class Segment:
     start: datetime
     end: datetime | None
     hold_s: float
+    pin_s: float = 0.0  # mid-call PIN steps in this part (not talk)
 
     def talk_s(self) -> float | None:
-        """``end - start`` minus hold (talk time, ASSUMPTION of the definitions)."""
+        """``end - start`` minus hold and mid-call PIN steps (talk time, ASSUMPTION of the
+        definitions)."""
         if self.end is None:
             return None
-        return max(0.0, seconds(self.start, self.end) - self.hold_s)
+        return max(0.0, seconds(self.start, self.end) - self.hold_s - self.pin_s)
+
+
+def pin_step_s(call: CallFact, start: datetime, end: datetime | None) -> float:
+    """Seconds of the call's mid-call PIN steps that began within ``[start, end)``
+    (identity.md: the caller keys the PIN in the IVR while the agent hears music)."""
+    return sum(seconds(a, b) for a, b in call.pin_steps
+               if start <= a and (end is None or a < end))
 
 
 def segments(call: CallFact, as_of: datetime) -> list[Segment]:
@@ -377,7 +389,8 @@ def segments(call: CallFact, as_of: datetime) -> list[Segment]:
         if call.agent_id is None:
             return []
         return [Segment(call.agent_id, call.answered_at, call.ended_at,
-                        call_hold_s(call, as_of))]
+                        call_hold_s(call, as_of),
+                        pin_step_s(call, call.answered_at, call.ended_at))]
     out = []
     for i, offer in enumerate(answered):
         start = offer.ended_at
@@ -394,7 +407,7 @@ def segments(call: CallFact, as_of: datetime) -> list[Segment]:
                            else start <= h.started_at and (end is None or h.started_at < end)))
         else:
             held = call.hold_total_s if i == len(answered) - 1 else 0.0
-        out.append(Segment(offer.agent_id, start, end, held))
+        out.append(Segment(offer.agent_id, start, end, held, pin_step_s(call, start, end)))
     return out
 
 
@@ -660,7 +673,7 @@ def _handling_figures(k: Kpis, call: CallFact, rules: KpiRules, as_of: datetime,
         k.handled = 1
         k.handled_hold_s = k.hold_s
         k.talk_s = max(0.0, seconds(answered_at, call.ended_at) - k.hold_s
-                       - handover_gaps_s(call))
+                       - handover_gaps_s(call) - pin_step_s(call, answered_at, call.ended_at))
         if acw is not None:
             k.acw_s = (acw.per_call.get(call.uniqueid, 0.0) if isinstance(acw, AcwByCall)
                        else sum(v for (_, uid), v in acw.items() if uid == call.uniqueid))

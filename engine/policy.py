@@ -384,6 +384,11 @@ class IdentityPolicy(Section):
     pin_digit_timeout_ms: int = setting(
         5000, unit="ms", std="STD-077", ge=1000, le=30000,
         description="Silence that ends one PIN entry (GET DATA's per-digit wait)")
+    pin_ask_timeout_s: float = setting(
+        10.0, unit="s", std="STD-077", ge=1, le=120,
+        description="After an agent asks for the caller's PIN mid-call, how long the "
+                    "request waits for Asterisk to take the caller to the PIN step; then "
+                    "it lapses and the agent may ask again")
     personal_fields: list[Literal["account", "address", "id_tail", "given_name",
                                   "numbers"]] = setting(
         factory=lambda: ["account", "address", "id_tail"], std="STD-078",

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from callflow.engine.kpi import CallFact, HoldFact, OfferFact, Period, StateSpan, SurveyFact
 from callflow.store import repo
 from callflow.store.db import Store
-from callflow.store.models import AgentState, Call, CallHold, CallOffer
+from callflow.store.models import AgentState, Call, CallEvent, CallHold, CallOffer
 
 #: ACW of a call at the end of a period runs into the next one; load this much more.
 ACW_LOOKAHEAD = timedelta(hours=2)
@@ -36,13 +39,40 @@ def load_facts(store: Store, period: Period) -> tuple[list[CallFact], list[State
         ids = [c.id for c in calls]
         offers = repo.offers_for_calls(s, ids)
         holds = repo.holds_for_calls(s, ids)
+        pins = pin_steps_for_calls(s, [c.uniqueid for c in calls])
         states = repo.agent_states_between(s, period.start, period.end + ACW_LOOKAHEAD)
-    return facts_from_rows(calls, offers, holds), spans_from_rows(states)
+    return facts_from_rows(calls, offers, holds, pins), spans_from_rows(states)
+
+
+#: The event-log kind of a PIN step's outcome (desktop/identity.py, dialplan/inbound.py).
+PIN_RECORD = "identity_pin"
+
+
+def pin_steps_for_calls(s: Session, uniqueids: list[str]
+                        ) -> dict[str, list[tuple[datetime, datetime]]]:
+    """The mid-call PIN steps of these calls (their ``identity_pin`` records with
+    ``midcall``, ``pin_started`` and ``pin_s``), by call uniqueid."""
+    out: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for chunk in range(0, len(uniqueids), 500):
+        rows = s.scalars(select(CallEvent).where(
+            CallEvent.kind == PIN_RECORD,
+            CallEvent.uniqueid.in_(uniqueids[chunk:chunk + 500])))
+        for row in rows:
+            payload = row.payload or {}
+            started, length = payload.get("pin_started"), payload.get("pin_s")
+            if not payload.get("midcall") or not isinstance(started, int | float) \
+                    or not isinstance(length, int | float) or row.uniqueid is None:
+                continue
+            begin = datetime.fromtimestamp(float(started), UTC)
+            out[row.uniqueid].append((begin, begin + timedelta(seconds=float(length))))
+    return out
 
 
 def facts_from_rows(calls: Iterable[Call], offers: Iterable[CallOffer],
-                    holds: Iterable[CallHold]) -> list[CallFact]:
-    """Store rows (calls, call_offers, call_holds) -> CallFacts."""
+                    holds: Iterable[CallHold],
+                    pins: dict[str, list[tuple[datetime, datetime]]] | None = None
+                    ) -> list[CallFact]:
+    """Store rows (calls, call_offers, call_holds; mid-call PIN steps) -> CallFacts."""
     offers_by: dict[int, list[OfferFact]] = defaultdict(list)
     for o in offers:
         offers_by[o.call_id].append(OfferFact(o.agent_id, o.started_at, o.ended_at, o.result,
@@ -63,7 +93,8 @@ def facts_from_rows(calls: Iterable[Call], offers: Iterable[CallOffer],
             hold_total_s=c.hold_total_s or 0.0, transfer_count=c.transfer_count or 0,
             released_by=c.released_by, release_compliant=c.release_compliant,
             release_procedure=c.release_procedure, disposition=c.disposition,
-            caller=c.caller_number or "", routed_at=c.routed_at, menu=bool(c.menu)))
+            caller=c.caller_number or "", routed_at=c.routed_at, menu=bool(c.menu),
+            pin_steps=tuple(sorted((pins or {}).get(c.uniqueid, ())))))
     return out
 
 

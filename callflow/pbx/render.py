@@ -23,7 +23,7 @@ from pathlib import Path
 import jinja2
 
 from callflow.errors import PbxConfigError, SettingsError
-from callflow.pbx import cel
+from callflow.pbx import cel, midcall_pin
 from callflow.pbx.demo_carrier import DEMO_CARRIER_CONTEXT, DemoCarrier
 from callflow.settings import REPO_ROOT, FeatureCodes, Settings, persistent_secret
 from callflow.trunks import Trunk, outbound_trunk
@@ -66,6 +66,7 @@ _TOKEN = re.compile(r"[A-Za-z0-9_.~+/=-]{8,128}")
 _USERNAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
 _SIP_URI = re.compile(r"sip:[A-Za-z0-9_.+-]+@[A-Za-z0-9.-]+(:[0-9]{1,5})?")
 _COUNTRY = re.compile(r"[a-z]{2}")
+_MOH_CLASS = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,10 @@ class PbxConfig:
     demo_carrier: DemoCarrier | None = None
     # the attended-transfer codes of features.conf (settings.FeatureCodes, CALLFLOW_*_CODE)
     feature_codes: FeatureCodes = field(default_factory=FeatureCodes)
+    # the mid-call PIN step (callflow/pbx/midcall_pin.py): the feature code the desktop
+    # presses on the agent's leg, and the hold music the agent hears meanwhile
+    pin_feature_code: str = midcall_pin.DEFAULT_FEATURE_CODE
+    pin_moh_class: str = "default"
 
     @classmethod
     def from_settings(
@@ -157,6 +162,7 @@ class PbxConfig:
             trunks=settings.trunks,
             demo_carrier=demo_carrier,
             feature_codes=settings.feature_codes,
+            pin_feature_code=settings.pin_feature_code,
         )
 
     def validate(self) -> None:
@@ -187,6 +193,18 @@ class PbxConfig:
             self.feature_codes.validate()
         except SettingsError as exc:
             raise PbxConfigError(str(exc)) from None
+        if not midcall_pin.valid_feature_code(self.pin_feature_code):
+            raise PbxConfigError("pin_feature_code must be 1-4 of 0-9, * and #, got "
+                                 f"{self.pin_feature_code[:16]!r}")
+        if not _MOH_CLASS.fullmatch(self.pin_moh_class):
+            raise PbxConfigError(f"pin_moh_class must be a word, got {self.pin_moh_class[:32]!r}")
+        fc = self.feature_codes
+        for code in (fc.atxfer, fc.abort, fc.complete, fc.threeway, fc.swap):
+            if code.startswith(self.pin_feature_code) or self.pin_feature_code.startswith(code):
+                # Asterisk matches the agent leg's keys digit by digit across all features
+                raise PbxConfigError(f"the PIN feature code {self.pin_feature_code!r} and the "
+                                     f"transfer code {code!r} must differ, neither a prefix "
+                                     "of the other")
         if self.agent_ring_seconds < 1:
             raise PbxConfigError("agent_ring_seconds must be at least 1")
         seen: set[str] = set()
@@ -317,7 +335,9 @@ def render(conf_dir: Path, out_etc_dir: Path, cfg: PbxConfig, stock_etc_dir: Pat
                "resume_context": RESUME_CONTEXT, "demo_context": DEMO_CARRIER_CONTEXT,
                "ami_host": AMI_HOST, "ami_read": AMI_READ, "ami_write": AMI_WRITE,
                "number_chars": NUMBER_CHARS, "name_chars": NAME_CHARS,
-               "outbound_target": outbound_target(cfg)}
+               "outbound_target": outbound_target(cfg),
+               "agent_leg_context": midcall_pin.AGENT_LEG_CONTEXT,
+               "pin_feature": midcall_pin.PIN_FEATURE, "pin_agi_script": midcall_pin.PIN_AGI_SCRIPT}
     for template in templates:
         target = out_etc_dir / template.name.removesuffix(".j2")
         try:

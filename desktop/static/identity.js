@@ -5,6 +5,9 @@
  * personal fields hidden until the caller is verified. "Verified by questions" marks the
  * caller verified after the agent asked the business's questions; "Reveal" fetches the
  * hidden fields (the server refuses before verification and audits every reveal).
+ * "Ask for the PIN" (a known customer with a PIN, not verified, while talking) sends the
+ * websocket request {"type": "identity_pin"}: the caller keys the PIN to the IVR while
+ * the agent hears hold music, then is back; the outcome arrives as an "identity" message.
  * REST: /api/v1/identity/calls/{id}[/verify|/reveal] with the desktop's session token;
  * status changes arrive as "identity" messages on the agent's topic.
  */
@@ -18,6 +21,7 @@
       "verified:questions": "已核实(问题)", failed: "核实失败",
       account: "账号", address: "地址", id_tail: "证件尾号", given_name: "名字",
       numbers: "电话", hidden: "(核实后可见)", refused: "操作被拒绝",
+      askPin: "请客户输入密码", asking: "客户正在输入密码(您听到等待音乐),稍后回到通话",
     },
     en: {
       title: "Identity", status: "Status", verify: "Verified by questions",
@@ -27,6 +31,8 @@
       account: "Account", address: "Address", id_tail: "ID number (last digits)",
       given_name: "Given name", numbers: "Numbers", hidden: "(shown once verified)",
       refused: "Refused",
+      askPin: "Ask the caller for their PIN",
+      asking: "The caller is keying their PIN (you hear hold music); they come back to you",
     },
   };
   const lang = document.documentElement.lang === "zh-CN" ? "zh-CN" : "en";
@@ -39,6 +45,9 @@
   $("identity-status-label").textContent = L.status;
   $("identity-verify").textContent = L.verify;
   $("identity-reveal").textContent = L.reveal;
+  $("identity-ask-pin").textContent = L.askPin;
+  $("identity-asking").textContent = L.asking;
+  let asked = false;  // our identity_pin request awaits its reply
 
   function desk() { return window.callflowDesk; }
 
@@ -79,6 +88,10 @@
     const verified = view.status.startsWith("verified");
     $("identity-verify").hidden = !c || verified || view.method === "pin";
     $("identity-reveal").hidden = !c || !verified;
+    const talking = (desk().agent() || {}).state === "on_call";
+    $("identity-ask-pin").hidden = !c || !view.has_pin || verified || !talking ||
+      view.status === "failed" || view.method === "questions" || asked;
+    if (verified || view.status === "failed") $("identity-asking").hidden = true;
   }
 
   async function load(callId) {
@@ -101,9 +114,34 @@
     if (p.type === "identity" && p.call_id === shown && view) {
       view.status = p.status;
       view.pin_attempts = p.pin_attempts;
+      $("identity-asking").hidden = true;  // the PIN step (if any) is over
       return render(null);
     }
     if (callId !== shown) load(callId);
+  });
+
+  // the agent's state changed (desktop.js rendered it): the ask is offered while talking
+  desk().onRender(() => { if (view) render(null); });
+
+  // the reply to "ask for the PIN": an ack (the caller is being asked) or one refusal
+  desk().onFrame((f) => {
+    if (!asked || f.request !== "identity_pin" || (f.type !== "ack" && f.type !== "error")) {
+      return;
+    }
+    asked = false;
+    if (f.type === "ack") {
+      $("identity-asking").hidden = false;
+      $("identity-error").textContent = "";
+    } else {
+      $("identity-error").textContent = L.refused + ": " + (f.detail || f.error);
+    }
+    if (view) render(null);
+  });
+
+  $("identity-ask-pin").addEventListener("click", () => {
+    desk().send({type: "identity_pin"});
+    asked = true;  // the reply names its request (ack/error "request": "identity_pin")
+    $("identity-ask-pin").hidden = true;
   });
 
   $("identity-verify").addEventListener("click", async () => {

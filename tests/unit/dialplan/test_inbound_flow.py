@@ -210,8 +210,9 @@ async def test_a_free_agent_is_dialled_with_the_ring_limit_and_the_opening(rig: 
     line = await dial(ast, "ANSWER")
     assert line.startswith('EXEC Dial "PJSIP/agent1001,15,A(:') and "opening-" in line
     # g: Dial returns to the flow when the agent hangs up; t: the agent's leg may be
-    # transferred (the desktop's warm transfer, AMI Atxfer)
-    assert line.endswith('gt"')
+    # transferred (the desktop's warm transfer, AMI Atxfer); b(): the agent's leg carries
+    # the mid-call PIN feature (callflow/pbx/midcall_pin.py)
+    assert line.endswith('gtb(callflow-agent-leg^s^1)"')
     await agent_hangs_up(ast)
     await ast.closed()
     # no AMI here: the flow's own reports carry the call, flagged as such

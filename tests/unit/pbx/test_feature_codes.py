@@ -60,3 +60,14 @@ def test_features_conf_carries_the_configured_codes(tmp_path: Path) -> None:
         render(CONF_DIR, tmp_path / "etc2",
                PbxConfig(**{**cfg.__dict__, "feature_codes": FeatureCodes(threeway="*7")}),
                stock)
+
+
+def test_the_pin_code_may_not_clash_with_a_transfer_code(tmp_path: Path) -> None:
+    """Asterisk matches an agent leg's keys against every feature at once: a PIN code
+    equal to, or a prefix of, a transfer code would start the wrong feature."""
+    cfg = PbxConfig(ami_port=15038, ami_username="callflow", ami_secret="s3cret-generated",
+                    sip_port=15060, rtp_start=16000, rtp_end=16999, agi_host="127.0.0.1",
+                    agi_port=15573, pin_feature_code="*3")
+    with pytest.raises(PbxConfigError, match="PIN feature code"):
+        cfg.validate()
+    PbxConfig(**{**cfg.__dict__, "pin_feature_code": "*8"}).validate()
