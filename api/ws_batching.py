@@ -62,9 +62,9 @@ class BatchingWebSockets(WebSocketsSansIOProtocol):
         if message["type"] != "websocket.send":
             await super().send(message)
             return
-        frames = message.get(FRAMES)
-        texts = message.get(TEXTS) if frames is None else None
-        if frames is None and texts is None:
+        frames: list[bytes] | None = message.get(FRAMES)
+        sent: list[str] | None = message.get(TEXTS) if frames is None else None
+        if frames is None and sent is None:
             await super().send(message)
             return
         await self.writable.wait()
@@ -74,7 +74,8 @@ class BatchingWebSockets(WebSocketsSansIOProtocol):
             if self._raw_ok():
                 self.transport.write(b"".join(frames))
                 return
-            texts = [_text_of(frame) for frame in frames]
+            sent = [_text_of(frame) for frame in frames]
+        texts: list[str] = sent or []
         if not self.handshake_complete or self.close_sent or self.initial_response is not None:
             for text in texts:  # not a plain open connection: uvicorn's rules, frame by frame
                 await super().send({"type": "websocket.send", "text": text})
