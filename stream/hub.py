@@ -133,8 +133,10 @@ class Subscription:
         admit, buffer, limit = self._filter, self._buffer, self._limit
         if self._direct is not None and not buffer:
             # Idle and writable: written now by the fan-out, nothing queued, no wake-up.
+            # More than the buffer holds at once overflows as it would queued (one
+            # snapshot), so a direct write never exceeds the client's bound either.
             messages = [message for message in messages if admit(message["topic"])]
-            if not messages or self._direct(messages):
+            if not messages or (len(messages) <= limit and self._direct(messages)):
                 return False
             admit = _admit_all  # already filtered; buffered below for the reader
         added = False

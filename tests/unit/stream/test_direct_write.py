@@ -173,3 +173,17 @@ def _run(gen: Any) -> Any:
     except StopIteration as done:
         return done.value
     raise AssertionError("parser wanted more data")
+
+
+async def test_more_at_once_than_the_buffer_holds_is_one_snapshot_even_when_writable() -> None:
+    hub, state = counting_hub(client_buffer=4)
+    sub = hub.subscribe({"board"}, since=0)
+    writer = Writer()
+    sub.write_directly(writer)
+    for n in range(1, 11):            # one step publishes 10: one flush of 10 > 4
+        publish(hub, state, n)
+    await asyncio.sleep(0)
+    assert writer.got == []
+    batch = sub.take_ready()
+    assert [m.get("type") for m in batch] == ["snapshot"]
+    assert apply(batch) == (55, 10)
