@@ -28,7 +28,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from callflow.api.auth import Principal, TokenAuth
 from callflow.api.credentials import bearer_token, has_token_in_query
-from callflow.api.ws_batching import EXTENSION, TEXTS
+from callflow.api.ws_batching import EXTENSION, FRAMES, WRITE_NOW
 from callflow.stream.hub import Subscription
 from callflow.stream.protocol import (
     AUTH_TIMEOUT_S,
@@ -117,7 +117,10 @@ class StreamConnection:
         self._send_lock = asyncio.Lock()
         self._closing = False
         # the server writes a batch of frames at once (api/ws_batching.py), or not
-        self._send_many = EXTENSION in websocket.scope.get("extensions", {})
+        extension = websocket.scope.get("extensions", {}).get(EXTENSION)
+        self._send_many = extension is not None
+        self._write_now: Callable[[list[bytes]], bool] | None = (
+            extension.get(WRITE_NOW) if isinstance(extension, dict) else None)
 
     def parse(self, data: str | bytes) -> object:
         """A client frame as a request; raises ClientFrameError for a bad one."""
@@ -127,7 +130,25 @@ class StreamConnection:
         """The reply frame to a parsed request other than a ping (None: no reply)."""
         return None
 
+    def _write_directly(self, batch: list[Message]) -> bool:
+        """The hub's fan-out writing to this client itself (stream/hub.py): only when no
+        frame of ours is being written (the writer lock is free) and the server's
+        transport has room; else False and the sender task sends them in order."""
+        write_now = self._write_now
+        if write_now is None or self._closing or self._send_lock.locked():
+            return False
+        try:
+            view, wire = self._view, self._encoder.wire
+            if view is not None:
+                batch = [view(message) for message in batch]
+            return write_now([wire(message) for message in batch])
+        except Exception:  # never into the fan-out: the sender task will meet the fault
+            log.exception("direct write to a websocket failed; its sender takes over")
+            return False
+
     async def run(self, subscription: Subscription) -> None:
+        if self._write_now is not None:
+            subscription.write_directly(self._write_directly)
         tasks = {asyncio.create_task(self._send_events(subscription)),
                  asyncio.create_task(self._receive())}
         if self._check is not None:
@@ -165,17 +186,20 @@ class StreamConnection:
             with contextlib.suppress(WebSocketDisconnect, OSError, RuntimeError):
                 await self._ws.close(code, reason)
 
-    async def send_all(self, texts: list[str]) -> bool:
-        """Send frames back to back under one hold of the writer lock (a batch of events)."""
+    async def send_batch(self, batch: list[Message]) -> bool:
+        """Send a batch of hub messages back to back under one hold of the writer lock:
+        as frames built once for every client (one write) where the server allows it."""
         async with self._send_lock:
             if self._closing:
                 return False
             try:
-                if self._send_many and len(texts) > 1:
-                    await self._ws.send({"type": "websocket.send", TEXTS: texts})
+                if self._send_many:
+                    wire = self._encoder.wire
+                    await self._ws.send({"type": "websocket.send",
+                                         FRAMES: [wire(message) for message in batch]})
                 else:
-                    for text in texts:
-                        await self._ws.send_text(text)
+                    for message in batch:
+                        await self._ws.send_text(self._encoder.encode(message))
             except (WebSocketDisconnect, OSError, RuntimeError):
                 self._closing = True
                 return False
@@ -184,12 +208,14 @@ class StreamConnection:
     async def _send_events(self, subscription: Subscription) -> None:
         # Batches: what piled up while this client was being written to goes out in one
         # go; a client too slow for its buffer gets one snapshot (stream/hub.py), so it
-        # costs the others nothing. Each event was encoded once for every client.
-        encode, view = self._encoder.encode, self._view
+        # costs the others nothing. Each event was encoded once for every client. While
+        # this client keeps up, the hub's fan-out writes to it itself (_write_directly)
+        # and this task sleeps.
+        view = self._view
         while batch := await subscription.next_batch():
             if view is not None:
                 batch = [view(message) for message in batch]
-            if not await self.send_all([encode(message) for message in batch]):
+            if not await self.send_batch(batch):
                 return
         # The hub closed the subscription: the engine is shutting down.
         await self.close(CLOSE_GOING_AWAY, "server shutting down")

@@ -89,7 +89,23 @@ class FrameEncoder:
 
     def __init__(self, cache_size: int = 2048) -> None:
         self._cache: dict[int, str] = {}
+        self._wire: dict[int, bytes] = {}
         self._cache_size = cache_size
+
+    def wire(self, message: dict[str, Any]) -> bytes:
+        """The message as a whole websocket text frame (RFC 6455, server side: unmasked,
+        no extension), the same bytes for every client, so built once per seq: a
+        fan-out to N clients is N writes of one buffer, no per-client framing."""
+        if message.get("type") == "snapshot":
+            return text_frame(self._encode_snapshot(message).encode())
+        seq: int = message["seq"]
+        frame = self._wire.get(seq)
+        if frame is None:
+            frame = text_frame(self.encode(message).encode())
+            if len(self._wire) >= self._cache_size:
+                del self._wire[next(iter(self._wire))]
+            self._wire[seq] = frame
+        return frame
 
     def encode(self, message: dict[str, Any]) -> str:
         if message.get("type") == "snapshot":
@@ -124,6 +140,19 @@ class FrameEncoder:
         except (TypeError, ValueError) as exc:
             logger.error("snapshot at seq %s is not JSON-encodable: %s", message["seq"], exc)
             return snapshot_frame({**message, "state": {}})
+
+
+def text_frame(payload: bytes) -> bytes:
+    """One final, unmasked text frame carrying ``payload`` (UTF-8), as a server sends it
+    with no extension negotiated (RFC 6455 5.2: 7-bit, 16-bit or 64-bit length)."""
+    size = len(payload)
+    if size < 126:
+        head = bytes((0x81, size))
+    elif size < 1 << 16:
+        head = b"\x81\x7e" + size.to_bytes(2, "big")
+    else:
+        head = b"\x81\x7f" + size.to_bytes(8, "big")
+    return head + payload
 
 
 def decode_client_json(data: str | bytes) -> dict[str, Any]:

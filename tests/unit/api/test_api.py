@@ -629,8 +629,8 @@ async def test_a_batch_of_events_goes_out_in_one_write_in_seq_order(
     plain_send = ws_batching.BatchingWebSockets.send
 
     async def counting_send(self: ws_batching.BatchingWebSockets, message: Any) -> None:
-        if ws_batching.TEXTS in message:
-            batches.append(len(message[ws_batching.TEXTS]))
+        if ws_batching.FRAMES in message:
+            batches.append(len(message[ws_batching.FRAMES]))
         await plain_send(self, message)
 
     monkeypatch.setattr(ws_batching.BatchingWebSockets, "send", counting_send)
