@@ -21,6 +21,7 @@ class RosterAgent:
     password: str | None = None  # softphone REGISTER password (None = static contact)
     static_contact: str | None = None  # sip:agent1001@127.0.0.1:5081 for test softphones
     queues: tuple[str, ...] = ("main",)  # the queues (skills) this agent serves
+    team: str | None = None  # the team (班组) the board's per-team view groups (STD-145)
 
 
 @dataclass(frozen=True)

@@ -50,7 +50,7 @@ from callflow.store.db import Store
 
 log = logging.getLogger(__name__)
 
-ROLES = ("agent", "supervisor", "qa", "admin")
+ROLES = ("agent", "supervisor", "qa", "admin", "shift_lead", "department_manager")
 USERNAME = Field(min_length=1, max_length=64)
 PASSWORD = Field(min_length=1, max_length=256)
 

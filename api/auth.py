@@ -29,6 +29,7 @@ class Principal:
     name: str
     role: str
     topics: frozenset[str] | None = None
+    team: str | None = None  # a shift lead's team (the board opens on it; their tickets)
 
     def may_see(self, topic: str) -> bool:
         return self.topics is None or topic in self.topics
@@ -37,13 +38,21 @@ class Principal:
 SUPERVISOR = Principal(name="deployment", role="supervisor")
 #: Roles that see every topic; an agent sees only their own.
 SEE_ALL_ROLES = frozenset({"supervisor", "qa", "admin"})
+#: The escalation chain's people (STD-137): they follow the board and their own topic
+#: ``user:<login>``, where the ticket steps assigned to them arrive.
+LEAD_ROLES = frozenset({"shift_lead", "department_manager"})
 
 
 @enforces("STD-148")
-def principal_for(username: str, role: str, agent_id: str | None) -> Principal:
-    """A person's principal: their role, and for an agent only their own topic."""
+def principal_for(username: str, role: str, agent_id: str | None,
+                  team: str | None = None) -> Principal:
+    """A person's principal: their role, and for an agent only their own topic; a shift
+    lead or department manager sees the board, the alarms and their own topic."""
     if role in SEE_ALL_ROLES:
         return Principal(name=username, role=role)
+    if role in LEAD_ROLES:
+        return Principal(name=username, role=role, team=team,
+                         topics=frozenset({"board", "alarms", f"user:{username}"}))
     topics = frozenset({f"agent:{agent_id}"}) if agent_id else frozenset()
     return Principal(name=username, role=role, topics=topics)
 

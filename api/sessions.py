@@ -73,7 +73,7 @@ class SessionBook:
         renewed = min(at + self._idle, session.ends_at)
         if (renewed - session.expires_at).total_seconds() >= RENEW_STEP_S:
             self._store.run(repo.renew_session, session.id, renewed)
-        return principal_for(user.username, user.role, user.agent_id)
+        return principal_for(user.username, user.role, user.agent_id, user.team)
 
     def end(self, token: str, reason: str) -> bool:
         """End this session now; False when it was not live."""

@@ -34,6 +34,7 @@ from callflow.agents.changes import AgentChanged
 from callflow.agents.escalation import ESCALATION
 from callflow.agents.events import AgentState
 from callflow.engine import supervision
+from callflow.engine.calls import CallChanged, Phase
 from callflow.engine.effects import Alarm, DomainEvent
 from callflow.engine.rules import enforces
 from callflow.errors import CallflowError, StateError
@@ -158,6 +159,12 @@ class BoardAlarms:
         elif isinstance(event, AgentChanged) and event.prev_state in LIVE_CALL \
                 and event.agent.state not in LIVE_CALL:
             self._clear_escalations(event.agent.agent_id)
+        elif isinstance(event, CallChanged) and event.call.phase is Phase.ENDED:
+            verdict = supervision.check_missed_call(event.call, self.memory)
+            if verdict.alarms:  # raised after this event's step, not inside it
+                self.memory = verdict.memory
+                asyncio.get_running_loop().call_soon(self._service.runtime.execute,
+                                                     list(verdict.alarms))
 
     @enforces("STD-066", "STD-147")
     def _clear_escalations(self, agent_id: str) -> None:

@@ -250,7 +250,8 @@ class LiveView:
             "day": today, "zone": policy.calendar.timezone, "now": self._now().timestamp(),
             "queues": [self.queue_views[q] for q in sorted(self.queue_views)],
             "agent_kpis": list(self.agent_views.values()),
-            "roster": [{"agent_id": a.agent_id, "name": a.name, "queues": list(a.queues)}
+            "roster": [{"agent_id": a.agent_id, "name": a.name, "queues": list(a.queues),
+                        "team": a.team}
                        for a in service.roster.agents],
             "callbacks": self.callbacks,
             "ami_up": service.runtime.pbx_up,

@@ -58,9 +58,12 @@ from callflow.errors import StateError
 if TYPE_CHECKING:
     from callflow.board.feature import BoardFeature
 
-VIEW_ROLES = ("supervisor", "qa", "admin")
-ACT_ROLES = ("supervisor", "admin")
-LISTEN_ROLES = VIEW_ROLES  # STD-146: supervisors and QA listen; whisper and barge: supervisors
+#: STD-145, STD-148: the shift lead and the department manager follow the board too; the
+#: shift lead redeploys seats (acts); listening stays with supervisors and QA (STD-146).
+VIEW_ROLES = ("supervisor", "qa", "admin", "shift_lead", "department_manager")
+ACT_ROLES = ("supervisor", "admin", "shift_lead")
+LISTEN_ROLES = ("supervisor", "qa", "admin")  # STD-146
+BARGE_ROLES = ("supervisor", "admin")  # whisper and barge
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 PHONE = re.compile(r"(PJSIP/)?[A-Za-z0-9_.\-]{1,64}")
 #: The HTTP status of a refusal (StateError) by its reason; any other reason is a conflict.
@@ -123,7 +126,7 @@ def _api_router(board: BoardFeature) -> APIRouter:
     async def whoami(request: Request) -> dict[str, Any]:
         """Who the board is logged in as (401 without a session, 403 for agents)."""
         principal = viewer(request)
-        return {"name": principal.name, "role": principal.role,
+        return {"name": principal.name, "role": principal.role, "team": principal.team,
                 "may_act": principal.role in ACT_ROLES,
                 "sees_numbers": may_see_numbers(principal)}
 
@@ -160,7 +163,7 @@ def _api_router(board: BoardFeature) -> APIRouter:
     async def monitor(agent_id: str, body: MonitorRequest,
                       request: Request) -> dict[str, Any]:
         """Listen, whisper or barge on the agent's call (STD-146); audited."""
-        roles = LISTEN_ROLES if body.mode == "listen" else ACT_ROLES
+        roles = LISTEN_ROLES if body.mode == "listen" else BARGE_ROLES
         principal = viewer(request, roles)
         if not PHONE.fullmatch(body.phone):
             raise api_error(400, "bad_phone",

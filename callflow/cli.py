@@ -392,6 +392,9 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
         raise CallflowError("an agent login needs --agent WORK_NUMBER")
     if args.role != "agent" and args.agent:
         raise CallflowError(f"--agent is for agent logins only, not {args.role}")
+    team = getattr(args, "team", None)
+    if team is not None and (args.role != "shift_lead" or not 1 <= len(team) <= 64):
+        raise CallflowError("--team (1-64 characters) is for shift_lead logins only")
     roster = _roster(settings)
     if args.agent and roster.by_id(args.agent) is None:
         known = ", ".join(a.agent_id for a in roster.agents[:10]) or "none"
@@ -403,7 +406,8 @@ def cmd_user(args: argparse.Namespace, settings: Settings) -> int:
     with _database(settings) as store:
         records.sync_roster(store, roster)  # the login points at the agents table
         with store.session() as s:
-            repo.set_user(s, username, args.role, password_hash, agent_id=args.agent)
+            repo.set_user(s, username, args.role, password_hash, agent_id=args.agent,
+                          team=team)
             ended = repo.revoke_user_sessions(s, username, datetime.datetime.now(datetime.UTC),
                                               "password_reset")
     print(f"login {username} ({args.role}) password: {password}")
@@ -525,7 +529,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("user", help="create a login or reset its password",
                        description=cmd_user.__doc__)
     p.add_argument("username")
-    p.add_argument("--role", default="supervisor", help="agent, supervisor, qa or admin")
+    p.add_argument("--role", default="supervisor",
+                   help="agent, supervisor, qa, admin, shift_lead or department_manager")
+    p.add_argument("--team", help="the team a shift_lead leads (agents.team)")
     p.add_argument("--agent", help="the agent's work number (agent logins)")
     p.add_argument("--password", help="default: a generated one, printed once")
     p.set_defaults(fn=cmd_user)

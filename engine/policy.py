@@ -867,6 +867,11 @@ class CalendarPolicy(Section):
 
 TICKET_TYPES = ("enquiry", "back_office", "complaint_simple", "complaint_complex",
                 "suggestion", "fault")
+#: The clocks a customer class may set otherwise (tickets.deadlines_by_class, STD-123).
+CLASS_CLOCK_KEYS = ("enquiry_reply_workdays", "backoffice_response_workdays",
+                    "form_to_handler_work_h", "handler_result_workdays",
+                    "complaint_simple_answer_h", "complaint_complex_answer_h",
+                    "complaint_followup_h", "complaint_result_workdays")
 
 
 class TicketsPolicy(Section):
@@ -939,6 +944,22 @@ class TicketsPolicy(Section):
         5, unit="count", std="STD-073", ge=0, le=50,
         description="Recent calls of the caller the repeat-caller view shows (newest first, "
                     "within routing.repeat_caller_lookback_days)")
+    deadlines_by_class: dict[str, dict[str, float]] = setting(
+        std="STD-123", factory=lambda: {"standard": {}, "vip": {}},
+        description="Deadline table by customer class (STD-123: the promised time follows "
+                    "the complaint class and the customer class): class -> {clock key of "
+                    "this section -> value in its unit}; a key not given keeps the number "
+                    "above. The classes listed are the ones a customer or ticket may carry")
+    default_customer_class: str = setting(
+        "standard", std="STD-123",
+        description="Class of a ticket whose caller has no customer record or no class")
+    daily_check_at: ClockTime = setting(
+        time(9, 30), unit="HH:MM", std="STD-125",
+        description="Local time of the daily check of open tickets on each working day "
+                    "(overdue, due today, unassigned, open too long), listed to the board")
+    daily_check_open_h: float = setting(
+        24, unit="h", std="STD-125", gt=0, le=720,
+        description="The daily check lists the tickets open longer than this")
 
     @field_validator("escalation_chain")
     @classmethod
@@ -954,6 +975,28 @@ class TicketsPolicy(Section):
         if unknown:
             raise ValueError(f"unknown ticket types {unknown}; known: {', '.join(TICKET_TYPES)}")
         return value
+
+    @field_validator("deadlines_by_class")
+    @classmethod
+    def _class_table(cls, value: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+        for name, overrides in value.items():
+            if not re.fullmatch(r"[a-z][a-z0-9_]{0,15}", name):
+                raise ValueError(f"customer class {name!r}: 1-16 of a-z 0-9 _")
+            unknown = sorted(set(overrides) - set(CLASS_CLOCK_KEYS))
+            if unknown:
+                raise ValueError(f"class {name}: unknown clock keys {unknown}; known: "
+                                 f"{', '.join(CLASS_CLOCK_KEYS)}")
+            bad = sorted(k for k, v in overrides.items() if not 0 <= v <= 720)
+            if bad:
+                raise ValueError(f"class {name}: {bad} must be 0..720")
+        return value
+
+    @model_validator(mode="after")
+    def _default_class_listed(self) -> TicketsPolicy:
+        if self.default_customer_class not in self.deadlines_by_class:
+            raise ValueError(f"default_customer_class {self.default_customer_class!r} is not "
+                             f"in deadlines_by_class ({', '.join(self.deadlines_by_class)})")
+        return self
 
 
 class Penalties(Section):

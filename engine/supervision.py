@@ -11,6 +11,8 @@ for them:
   and report interval, for the rest of the day.
 * **a caller waiting past the maximum** (STD-043): a call still routing or ringing, not
   answered, ``max_wait_s`` after it reached routing. Once per call.
+* **a missed call** (STD-147): an inbound call that ended abandoned (the caller gave up
+  waiting; not a short abandon, a callback chosen or a system ending). Once per call.
 * **the AMI link down**: once per outage. A link that was up and went down is an alarm
   at once; a link that never came up only after a grace period from the start (so a
   slow Asterisk start-up is not an alarm).
@@ -26,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from callflow.engine.calls import InboundCall, Phase
+from callflow.engine.calls import InboundCall, Outcome, Phase
 from callflow.engine.effects import Alarm
 from callflow.engine.rules import enforces
 
@@ -60,6 +62,7 @@ class SupervisionMemory:
     long_waits: frozenset[str] = frozenset()  # call ids, while the call lives
     ami_seen_up: bool = False  # the link was up at least once since the start
     ami_down: bool = False  # the current outage is alarmed
+    missed: tuple[str, ...] = ()  # the latest missed calls alarmed (call ids, bounded)
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,25 @@ def check_long_waits(calls: Iterable[InboundCall], now: float, max_wait_s: float
                 "waited_s": round(now - call.t_in, 1), "limit_s": max_wait_s},
                 std="STD-043"))
     return Verdict(tuple(alarms), replace(memory, long_waits=frozenset(alarmed & live_ids)))
+
+
+#: How many alarmed missed calls the memory keeps (a call's record may change again after
+#: it ended, e.g. Asterisk's CEL times; an older one will not).
+MISSED_KEPT = 500
+
+
+@enforces("STD-147")
+def check_missed_call(call: InboundCall, memory: SupervisionMemory) -> Verdict:
+    """STD-147: a missed call reaches the board at once: an inbound call that ended
+    abandoned, once per call."""
+    if call.phase is not Phase.ENDED or call.outcome is not Outcome.ABANDONED \
+            or call.call_id in memory.missed:
+        return Verdict((), memory)
+    waited = None if call.ended_at is None else round(max(0.0, call.ended_at - call.t_in), 1)
+    alarm = Alarm("missed_call", {"call_id": call.call_id, "caller": call.caller,
+                                  "queue": call.queue, "waited_s": waited}, std="STD-147")
+    kept = (*memory.missed, call.call_id)[-MISSED_KEPT:]
+    return Verdict((alarm,), replace(memory, missed=kept))
 
 
 @enforces("STD-147")

@@ -22,10 +22,10 @@ decide; no rule lives there.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Literal
 
-from callflow.engine.policy import TICKET_TYPES, Policy
+from callflow.engine.policy import TICKET_TYPES, Policy, TicketsPolicy
 from callflow.engine.rules import enforces
 from callflow.engine.workcalendar import add_working_days, add_working_hours, zone
 from callflow.errors import CallflowError
@@ -70,6 +70,7 @@ class Ticket:
     test_since: datetime | None = None
     promised_at: datetime | None = None  # a time promised to the customer on the call
     escalation_level: int = 0
+    customer_class: str = "standard"  # whose row of tickets.deadlines_by_class it runs
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,27 @@ def _hours(t: datetime, h: float) -> datetime:
     return t + timedelta(hours=h)
 
 
+def check_class(customer_class: str, policy: Policy) -> str:
+    """The class, or a TicketError listing those the deadline table knows."""
+    known = policy.tickets.deadlines_by_class
+    if customer_class not in known:
+        raise TicketError(f"unknown customer class {customer_class!r}; known classes: "
+                          f"{', '.join(known)}")
+    return customer_class
+
+
+@enforces("STD-123", policy=("tickets.deadlines_by_class", "tickets.default_customer_class"))
+def class_deadlines(customer_class: str | None, policy: Policy) -> TicketsPolicy:
+    """The ticket numbers for a customer class: the section's, with that class's row of
+    ``deadlines_by_class`` over them (STD-123: the promised time follows the complaint
+    class and the customer class). An unknown or missing class runs the default class's
+    row (a class removed from the Policy must not stop a stored ticket's clocks)."""
+    tp = policy.tickets
+    table = tp.deadlines_by_class
+    row = table.get(customer_class or "", table.get(tp.default_customer_class, {}))
+    return tp.model_copy(update=row) if row else tp
+
+
 @enforces("STD-122", policy=("tickets.backoffice_response_workdays",))
 @enforces("STD-123", policy=("tickets.complaint_simple_answer_h",
                              "tickets.complaint_complex_answer_h"))
@@ -114,8 +136,9 @@ def _hours(t: datetime, h: float) -> datetime:
                              "tickets.complaint_result_workdays"))
 def clocks(ticket: Ticket, policy: Policy) -> list[Clock]:
     """Every deadline the ticket's type runs, from its logging time (STD-134's
-    ASSUMPTION: complaint clocks start when the complaint is logged)."""
-    tp = policy.tickets
+    ASSUMPTION: complaint clocks start when the complaint is logged), with the numbers
+    of the ticket's customer class (STD-123, ``class_deadlines``)."""
+    tp = class_deadlines(ticket.customer_class, policy)
     t0 = ticket.opened_at
     out: list[Clock] = []
     kind = ticket.type
@@ -316,3 +339,101 @@ def ticket_number(opened_at: datetime, owner: str, serial: int, policy: Policy) 
     day = opened_at.astimezone(zone(policy)).strftime("%Y%m%d")
     clean = "".join(ch for ch in owner if ch.isalnum())[:16] or "hotline"
     return f"{day}-{clean}-{serial:05d}"
+
+
+# --- escalation owners ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Person:
+    """A login who may receive escalation steps: their role and (a shift lead) team."""
+
+    username: str
+    role: str
+    team: str | None = None
+
+
+@enforces("STD-137", policy=("tickets.escalation_chain",))
+def assignee(step: Step, team: str | None, people: list[Person]) -> str | None:
+    """Who an escalation step goes to: the login whose role is the step's level, the one
+    leading the ticket's team first (a shift lead chases their own team's tickets), else
+    the first such login by name; None when nobody holds that role (the board alarm
+    still reaches every supervisor)."""
+    holders = sorted((p for p in people if p.role == step.role), key=lambda p: p.username)
+    for person in holders:
+        if team is not None and person.team == team:
+            return person.username
+    return holders[0].username if holders else None
+
+
+# --- the daily check (STD-125, STD-136) -------------------------------------------------
+
+
+def daily_check_time(day: date, policy: Policy) -> datetime | None:
+    """When the daily check of ``day`` (a local date) falls, or None on a day off."""
+    if not policy.calendar.is_workday(day):
+        return None
+    return datetime.combine(day, policy.tickets.daily_check_at, zone(policy))
+
+
+@enforces("STD-125", policy=("tickets.daily_check_at",))
+def daily_check_due(now: datetime, done: set[date], policy: Policy) -> date | None:
+    """The working day whose daily check is to be made now, or None: the latest working
+    day (today, else back over a weekend or holiday) whose check time has passed, if not
+    already in ``done`` (the days stored as checked). Pure in the stored days, so an
+    engine that restarts makes each day's check once, and one that was down at the
+    check time makes it when it comes back, the same day; an earlier day missed while
+    down is superseded by the next working day's check, never made late."""
+    today = now.astimezone(zone(policy)).date()
+    for back in range(0, 15):
+        day = today - timedelta(days=back)
+        at = daily_check_time(day, policy)
+        if at is None:
+            continue
+        if at > now:
+            return None  # today's check is still to come; yesterday's was yesterday's
+        return None if day in done else day
+    return None
+
+
+@dataclass(frozen=True)
+class CheckItem:
+    """A ticket the daily check lists, with why (``overdue``, ``due_today``,
+    ``unassigned``, ``open_long``)."""
+
+    ticket_id: int
+    number: str
+    team: str | None
+    reasons: tuple[str, ...]
+    due_at: datetime | None
+
+
+@enforces("STD-136", policy=("tickets.daily_check_open_h",))
+def daily_check_list(tickets: list[tuple[int, str, str | None, bool, Ticket]], now: datetime,
+                     policy: Policy) -> list[CheckItem]:
+    """The daily check's list (STD-125: tickets open more than ``daily_check_open_h`` go
+    to the shift lead; STD-136: the previous day's open items handed to today's staff):
+    every unresolved ticket that is overdue, falls due before the end of today, has no
+    one handling it (``assigned`` false: owned by a team or the back office and not
+    taken), or is open too long. ``tickets``: (id, number, team, assigned, facts)."""
+    tz = zone(policy)
+    end_of_day = datetime.combine(now.astimezone(tz).date() + timedelta(days=1), time(0), tz)
+    long_ago = _hours(now, -policy.tickets.daily_check_open_h)
+    out = []
+    for ticket_id, number, team, assigned, facts in tickets:
+        if facts.status not in UNRESOLVED:
+            continue
+        due = next_due(facts, policy)
+        reasons = []
+        if overdue(facts, now, policy):
+            reasons.append("overdue")
+        elif due is not None and due < end_of_day:
+            reasons.append("due_today")
+        if not assigned and facts.handled_at is None:
+            reasons.append("unassigned")
+        if facts.opened_at <= long_ago:
+            reasons.append("open_long")
+        if reasons:
+            out.append(CheckItem(ticket_id, number, team, tuple(reasons), due))
+    return sorted(out, key=lambda i: (i.reasons[0] != "overdue",
+                                      i.due_at or end_of_day + timedelta(days=3650)))

@@ -12,13 +12,14 @@ every outcome that can exist.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     Boolean,
     CheckConstraint,
+    Date,
     Float,
     ForeignKey,
     Index,
@@ -73,7 +74,11 @@ CAMPAIGN_STATUSES = ("active", "paused")
 DO_NOT_CALL = "do_not_call"
 #: A task in one of these is still going to be dialled: at most one per number and kind.
 OPEN_TASK_STATUSES = ("pending", "dialing")
-USER_ROLES = ("agent", "supervisor", "qa", "admin")
+#: ``shift_lead`` and ``department_manager`` are the escalation chain's people (STD-137,
+#: STD-148): the names of ``tickets.escalation_chain``, so a step finds its login by role.
+USER_ROLES = ("agent", "supervisor", "qa", "admin", "shift_lead", "department_manager")
+#: A customer's class picks their ticket deadlines (STD-123; tickets.deadlines_by_class).
+DEFAULT_CUSTOMER_CLASS = "standard"
 #: A rule judged on a call (engine/verdicts.py).
 VERDICT_OUTCOMES = ("pass", "fail", "not_applicable")
 #: Why a recording is in the QA sample beyond the spread picks (recordings/feature.py).
@@ -397,8 +402,10 @@ class User(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     username: Mapped[str] = mapped_column(String(64), unique=True)
-    role: Mapped[str] = mapped_column(String(16))
+    role: Mapped[str] = mapped_column(String(24))
     agent_id: Mapped[str | None] = mapped_column(ForeignKey("agents.agent_id"))
+    #: a shift lead's team (``agents.team``): the board opens on it, its tickets are theirs
+    team: Mapped[str | None] = mapped_column(String(64))
     password_hash: Mapped[str] = mapped_column(String(255))
     active: Mapped[bool] = mapped_column(Boolean, server_default=true())
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -626,6 +633,9 @@ class Customer(Base):
     pin_hash: Mapped[str | None] = mapped_column(String(255))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str] = mapped_column(String(64), server_default="")
+    #: the customer class whose deadlines their tickets run (STD-123: VIP, standard...)
+    customer_class: Mapped[str] = mapped_column(String(16),
+                                                server_default=DEFAULT_CUSTOMER_CLASS)
 
 
 class CustomerNumber(Base):
@@ -694,6 +704,11 @@ class Ticket(Base):
     promised_at: Mapped[datetime | None]
     closed_at: Mapped[datetime | None]
     escalation_level: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    #: the login the last escalation step assigned it to (the shift lead, the manager)
+    escalated_to: Mapped[str | None] = mapped_column(String(64))
+    #: the customer class at logging (its deadlines, STD-123); kept so clocks never move
+    customer_class: Mapped[str] = mapped_column(String(16),
+                                                server_default=DEFAULT_CUSTOMER_CLASS)
     #: the follow-up call's outbound task (callback_tasks.id) while closing (STD-134)
     followup_task_id: Mapped[int | None] = mapped_column(Integer)
     version: Mapped[int] = mapped_column(Integer, server_default=text("1"))
@@ -715,4 +730,16 @@ class TicketHistory(Base):
     from_status: Mapped[str | None] = mapped_column(String(24))
     to_status: Mapped[str | None] = mapped_column(String(24))
     note: Mapped[str] = mapped_column(Text, server_default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class TicketDailyCheck(Base):
+    """The daily check of open tickets (STD-125, STD-136) made for one working day: one
+    row per day, inserted once, so the check fires once per day whatever restarts; the
+    list it made (overdue, due today, unassigned, open too long) is kept with it."""
+
+    __tablename__ = "ticket_daily_checks"
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    at: Mapped[datetime]
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

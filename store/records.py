@@ -244,4 +244,5 @@ def sync_roster(store: Store, roster: Roster) -> None:
     """The agents table follows the roster (records reference agents by work number)."""
     with store.session() as s:
         for agent in roster.agents:
-            repo.upsert_agent(s, agent.agent_id, name=agent.name, extension=agent.endpoint)
+            repo.upsert_agent(s, agent.agent_id, name=agent.name, extension=agent.endpoint,
+                              **({"team": agent.team} if agent.team is not None else {}))

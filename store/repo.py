@@ -754,10 +754,11 @@ def get_user(s: Session, username: str) -> User | None:
 
 
 def set_user(s: Session, username: str, role: str, password_hash: str, *,
-             agent_id: str | None = None) -> User:
-    """Create the login or replace its role, password and agent (STD-148 roles)."""
+             agent_id: str | None = None, team: str | None = None) -> User:
+    """Create the login or replace its role, password, agent and (a shift lead's) team
+    (STD-148 roles)."""
     values = {"username": username, "role": role, "password_hash": password_hash,
-              "agent_id": agent_id, "active": True}
+              "agent_id": agent_id, "team": team, "active": True}
     user: User = _upsert(s, User, "username", values)
     return user
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -19,11 +19,19 @@ from sqlalchemy.orm import Session
 
 from callflow.engine import tickets as core
 from callflow.errors import CallflowError
-from callflow.store.models import Ticket, TicketHistory
+from callflow.store.models import (
+    Customer,
+    CustomerNumber,
+    Ticket,
+    TicketDailyCheck,
+    TicketHistory,
+    User,
+)
 
 #: The facts the core reads and may change (the rest of a row is text and links).
 FACTS = ("type", "status", "priority", "opened_at", "replied_at", "handled_at",
-         "followed_up_at", "resolved_at", "test_since", "promised_at", "escalation_level")
+         "followed_up_at", "resolved_at", "test_since", "promised_at", "escalation_level",
+         "customer_class")
 
 
 class TicketConflict(CallflowError):
@@ -96,11 +104,17 @@ def history(s: Session, ticket_id: int) -> list[TicketHistory]:
 
 
 def visible(s: Session, *, agent_id: str | None, team: str | None, status: str | None = None,
-            limit: int = 200) -> list[Ticket]:
+            limit: int = 200, lead: str | None = None) -> list[Ticket]:
     """Tickets newest first; ``agent_id`` set: only the agent's own (owned, taken on their
-    call or created by them) and their team's; None: all (supervisors)."""
+    call or created by them) and their team's; ``lead`` set (a shift lead's login): their
+    team's and those escalated to them; neither: all (supervisors, managers)."""
     query = select(Ticket)
-    if agent_id is not None:
+    if lead is not None:
+        theirs = [Ticket.escalated_to == lead]
+        if team:
+            theirs.append(Ticket.team == team)
+        query = query.where(or_(*theirs))
+    elif agent_id is not None:
         mine = [Ticket.owner_id == agent_id, Ticket.agent_id == agent_id,
                 Ticket.created_by == agent_id]
         if team:
@@ -146,3 +160,43 @@ def awaiting_followup(s: Session, task_id: int) -> list[Ticket]:
     """The tickets whose follow-up call is this outbound task (STD-134)."""
     return list(s.scalars(select(Ticket).where(Ticket.followup_task_id == task_id,
                                                Ticket.status == "awaiting_confirmation")))
+def customer_class_of(s: Session, number: str) -> str | None:
+    """The class of the customer who calls from ``number`` (None: no such customer)."""
+    if not number:
+        return None
+    found = s.execute(select(Customer.customer_class).join(
+        CustomerNumber, CustomerNumber.customer_id == Customer.id)
+        .where(CustomerNumber.number == number)).scalar()
+    return None if found is None else str(found)
+
+
+def escalation_people(s: Session) -> list[core.Person]:
+    """The active logins whose role is one of the escalation chain's levels."""
+    rows = s.scalars(select(User).where(User.active.is_(True),
+                                        User.role.in_(("shift_lead", "department_manager"))))
+    return [core.Person(u.username, u.role, u.team) for u in rows]
+
+
+def checked_days(s: Session, since: date) -> set[date]:
+    """The days from ``since`` whose daily check was made."""
+    return set(s.scalars(select(TicketDailyCheck.day).where(TicketDailyCheck.day >= since)))
+
+
+def record_daily_check(s: Session, day: date, at: datetime, detail: dict[str, Any]) -> bool:
+    """Record ``day``'s check; False when it was already recorded (another engine, or
+    this one before a restart): the caller then announces nothing. Two engines racing
+    on PostgreSQL: the primary key refuses the second insert, its pass fails and the
+    next pass finds the day recorded."""
+    if s.get(TicketDailyCheck, day) is not None:
+        return False
+    s.add(TicketDailyCheck(day=day, at=at, detail=detail))
+    s.flush()
+    return True
+
+
+def daily_check(s: Session, day: date | None = None) -> TicketDailyCheck | None:
+    """The check of ``day``, or the latest one made."""
+    if day is not None:
+        return s.get(TicketDailyCheck, day)
+    return s.scalars(select(TicketDailyCheck).order_by(TicketDailyCheck.day.desc())
+                     .limit(1)).first()

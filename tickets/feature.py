@@ -10,9 +10,19 @@ twice. (A crash between the record and the announcement loses that one announcem
 ticket's history and the backlog's escalation column still show it: at most once, never
 twice, on purpose.)
 
-Each step is an ``Alarm`` (the board's alarms pipeline, STD-147: overdue tickets reach
-the board at once), a ``Notice`` to the owning agent's websocket topic when an agent owns
-the ticket, and a history row (STD-125: chasing leaves a trace).
+Each step is assigned to a person of the step's role (``engine/tickets.py assignee``:
+the shift lead of the ticket's team, then the department manager; ``tickets.escalated_to``)
+and is an ``Alarm`` (the board's alarms pipeline, STD-147: overdue tickets reach the
+board at once), a ``ticket_escalated`` frame on that person's topic ``user:<login>``, a
+``Notice`` to the owning agent's websocket topic when an agent owns the ticket, and a
+history row (STD-125: chasing leaves a trace).
+
+The daily check (STD-125, STD-136) is made the same way: on each working day at
+``tickets.daily_check_at`` the watcher lists the open tickets overdue, due today,
+unassigned or open too long (``daily_check_list``), stores the list under the day
+(``ticket_daily_checks``: at most one per day, so a restart repeats nothing) and only
+then raises it as the board alarm ``ticket_daily_check``; ``GET
+/api/v1/tickets/daily-check`` serves the stored list.
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import contextlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from callflow.agents.changes import WrapupSubmitted
@@ -40,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 ESCALATION_ALARM = "ticket_escalated"
+DAILY_CHECK_ALARM = "ticket_daily_check"
 WATCHER = "escalation-watcher"
 SUMMARY_CHARS = 80  # the backlog shows the start of the description (text, never markup)
 
@@ -50,6 +61,13 @@ class Sweep:
 
     events: list[DomainEvent] = field(default_factory=list)
     backlog: dict[str, Any] = field(default_factory=dict)
+    #: frames for one person's topic (``user:<login>``), published after the events
+    frames: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def user_topic(username: str) -> str:
+    """The topic of one login (a shift lead, a manager): their escalations."""
+    return f"user:{username}"
 
 
 def backlog_of(rows: list[tuple[TicketRow, core.Ticket]], now: datetime,
@@ -58,20 +76,27 @@ def backlog_of(rows: list[tuple[TicketRow, core.Ticket]], now: datetime,
     overdue ones to chase, due next first."""
     by_type: Counter[str] = Counter()
     by_priority: Counter[str] = Counter()
+    by_team: dict[str, dict[str, int]] = {}
     items = []
     for row, facts in rows:
         by_type[facts.type] += 1
         by_priority[facts.priority] += 1
         late = core.overdue(facts, now, policy)
         due = core.next_due(facts, policy)
+        team = by_team.setdefault(row.team or "", {"open": 0, "overdue": 0})
+        team["open"] += 1
+        team["overdue"] += 1 if late else 0
         items.append({"id": row.id, "number": row.number, "type": facts.type,
                       "priority": facts.priority, "status": facts.status,
                       "owner": row.owner_id, "escalation_level": facts.escalation_level,
+                      "team": row.team, "escalated_to": row.escalated_to,
+                      "customer_class": facts.customer_class,
                       "summary": row.description[:SUMMARY_CHARS],
                       "due_at": due.astimezone(UTC).isoformat() if due else None,
                       "overdue": [c.name for c in late]})
     items.sort(key=lambda i: (not i["overdue"], i["due_at"] or "9999"))
     return {"open": len(rows), "by_type": dict(by_type), "by_priority": dict(by_priority),
+            "by_team": by_team,
             "overdue": sum(1 for i in items if i["overdue"]),
             "items": items[:50], "as_of": now.astimezone(UTC).isoformat()}
 
@@ -80,6 +105,7 @@ def sweep(store: Store, now: datetime, policy: Policy) -> Sweep:
     """One pass: record every due step and lapsed test; return what to announce."""
     out = Sweep()
     rows = store.read(store_tickets.not_closed)
+    people = store.read(store_tickets.escalation_people)
     for row in rows:
         facts = store_tickets.facts(row)
         if core.test_lapsed(facts, now, policy):
@@ -91,23 +117,55 @@ def sweep(store: Store, now: datetime, policy: Policy) -> Sweep:
                 continue  # someone changed it: the next pass sees their version
             facts = store_tickets.facts(row)
         for step in core.escalations_due(facts, now, policy):
+            to = core.assignee(step, row.team, people)
             detail = {"ticket_id": row.id, "number": row.number, "ticket_type": facts.type,
                       "level": step.level, "role": step.role, "reason": step.reason,
-                      "owner": row.owner_id, "due_at": step.at.astimezone(UTC).isoformat()}
+                      "owner": row.owner_id, "team": row.team, "to": to,
+                      "due_at": step.at.astimezone(UTC).isoformat()}
             try:
                 row = store.run(store_tickets.change, row.id, row.version, now, WATCHER,
                                 "escalated", core.escalated(facts, step),
-                                note=f"escalated to {step.role}", detail=detail)
+                                note=f"escalated to {step.role}" + (f" {to}" if to else ""),
+                                detail=detail, escalated_to=to)
             except store_tickets.TicketConflict:
                 break
             facts = store_tickets.facts(row)
             out.events.append(Alarm(ESCALATION_ALARM, detail, std="STD-125"))
+            if to is not None:
+                out.frames.append((user_topic(to), {"type": ESCALATION_ALARM,
+                                                    "std": "STD-125", **detail}))
             if row.owner_kind == "agent":
                 out.events.append(Notice(ESCALATION_ALARM, row.owner_id, detail,
                                          std="STD-125"))
     still = [(r, store_tickets.facts(r)) for r in store.read(store_tickets.not_closed)]
     out.backlog = backlog_of(still, now, policy)
+    daily_check(store, still, now, policy, out)
     return out
+
+
+def daily_check(store: Store, rows: list[tuple[TicketRow, core.Ticket]], now: datetime,
+                policy: Policy, out: Sweep) -> None:
+    """Make today's daily check if it is due and not yet recorded (STD-125, STD-136)."""
+    done = store.read(store_tickets.checked_days, (now - timedelta(days=15)).date())
+    day = core.daily_check_due(now, done, policy)
+    if day is None:
+        return
+    items = core.daily_check_list(
+        [(r.id, r.number, r.team, r.owner_kind == "agent" or r.escalated_to is not None, f)
+         for r, f in rows], now, policy)
+    detail = {"day": day.isoformat(), "count": len(items),
+              "overdue": sum(1 for i in items if "overdue" in i.reasons),
+              "due_today": sum(1 for i in items if "due_today" in i.reasons),
+              "unassigned": sum(1 for i in items if "unassigned" in i.reasons),
+              "open_long": sum(1 for i in items if "open_long" in i.reasons),
+              "items": [{"ticket_id": i.ticket_id, "number": i.number, "team": i.team,
+                         "reasons": list(i.reasons),
+                         "due_at": i.due_at.astimezone(UTC).isoformat() if i.due_at else None}
+                        for i in items]}
+    # an empty list is recorded (the day is checked) but raises no alarm: nothing to chase
+    if store.run(store_tickets.record_daily_check, day, now, detail) and items:
+        summary = {k: v for k, v in detail.items() if k != "items"}
+        out.events.append(Alarm(DAILY_CHECK_ALARM, summary, std="STD-125"))
 
 
 class TicketsFeature(FeatureBase):
@@ -181,6 +239,8 @@ class TicketsFeature(FeatureBase):
         if done.events:
             self.announced.extend(done.events)
             service.runtime.execute(done.events)
+        for topic, payload in done.frames:
+            service.hub.publish(topic, payload)
 
     async def _watch(self) -> None:
         while True:

@@ -1,14 +1,19 @@
 """Tickets over HTTP (issue 19). Every body is untrusted: checked, bounded, one clear error.
 
 Routes under ``/api/v1/tickets`` (a session of any role; agents see and change only their
-own tickets, those taken on their calls, and their team's; supervisors, QA and admins all):
+own tickets, those taken on their calls, and their team's; a shift lead their team's and
+those escalated to them; supervisors, QA, admins and department managers all):
 
 * ``GET ""`` ``?status&limit<=500`` — newest first
 * ``POST ""`` ``{"type", "description", "priority"?, "call_id"?, "caller_number"?,
-  "customer_name"?, "owner_kind"?, "owner_id"?, "promised_at"?}`` — from a call
+  "customer_name"?, "owner_kind"?, "owner_id"?, "promised_at"?, "customer_class"?}`` —
+  from a call
   (``call_id``: links the call, its caller's number, its agent and, once written, its
   recording) or free. 422 ``unknown_type`` lists the types; ``promised_at`` in the past,
-  texts over ``tickets.text_max_chars`` and unknown fields are 422 too
+  texts over ``tickets.text_max_chars`` and unknown fields are 422 too; the customer
+  class (its deadlines, STD-123) is the body's, else the caller's customer record's,
+  else ``tickets.default_customer_class``; a class not in the table is 422
+* ``GET /daily-check?day=`` — the stored daily check (STD-125, STD-136)
 * ``GET /backlog`` — the open tickets by type, priority and overdue (supervisors)
 * ``GET /kpis?day=YYYY-MM-DD`` — timeliness, reply rate, complaint rate, follow-up
   coverage of the tickets logged that day (supervisors)
@@ -51,13 +56,17 @@ if TYPE_CHECKING:
     from callflow.feature import FeatureServices
     from callflow.tickets.feature import TicketsFeature
 
-ALL_ROLES = ("agent", "supervisor", "qa", "admin")
-SEE_ALL = ("supervisor", "qa", "admin")
+ALL_ROLES = ("agent", "supervisor", "qa", "admin", "shift_lead", "department_manager")
+#: STD-148: the department manager coordinates every department's tickets (STD-125)
+SEE_ALL = ("supervisor", "qa", "admin", "department_manager")
+#: the board's ticket views: who sees all, and the shift lead (their team on the board)
+BOARD_ROLES = (*SEE_ALL, "shift_lead")
 MAX_LIMIT = 500
 MAX_INT = 2**31 - 1  # ids and versions are SQL integers
 SHORT_MAX = 100  # names, numbers, ids
 CREATE_FIELDS = frozenset({"type", "description", "priority", "call_id", "caller_number",
-                           "customer_name", "owner_kind", "owner_id", "promised_at"})
+                           "customer_name", "owner_kind", "owner_id", "promised_at",
+                           "customer_class"})
 #: Any JSON (None when absent): the routes check its shape themselves, with one clear error.
 JSON_BODY = Body(default=None)
 PATCH_FIELDS = frozenset({"version", "status", "note", "replied", "followed_up", "priority"})
@@ -90,6 +99,7 @@ def view(row: TicketRow, policy: Policy, now: datetime,
         "followed_up_at": _iso(row.followed_up_at), "resolved_at": _iso(row.resolved_at),
         "closed_at": _iso(row.closed_at), "promised_at": _iso(row.promised_at),
         "escalation_level": row.escalation_level, "followup_task_id": row.followup_task_id,
+        "escalated_to": row.escalated_to, "customer_class": row.customer_class,
         "clocks": [{"name": c.name, "due_at": _iso(c.due_at), "std": c.std,
                     "met_at": _iso(core.met_at(facts, c))} for c in core.clocks(facts, policy)],
         "next_due": _iso(core.next_due(facts, policy)),
@@ -163,6 +173,9 @@ def tickets_router(feature: TicketsFeature) -> APIRouter:
     def may_touch(principal: Principal, row: TicketRow) -> bool:
         if principal.role in SEE_ALL:
             return True
+        if principal.role == "shift_lead":  # their team's, and those escalated to them
+            return row.escalated_to == principal.name or (
+                principal.team is not None and row.team == principal.team)
         me = agent_of(principal)
         if me is None:
             return False
@@ -202,6 +215,11 @@ def tickets_router(feature: TicketsFeature) -> APIRouter:
             raise api_error(422, "unknown_status", f"status is one of {', '.join(core.STATUSES)}")
         if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
             raise api_error(422, "bad_limit", f"limit must be 1..{MAX_LIMIT}")
+        if principal.role == "shift_lead":
+            rows = service().store.read(store_tickets.visible, agent_id=None,
+                                        team=principal.team, lead=principal.name,
+                                        status=status, limit=int(limit))
+            return {"tickets": [view(r, policy(), now()) for r in rows]}
         me = None if principal.role in SEE_ALL else agent_of(principal)
         if me is None and principal.role not in SEE_ALL:
             return {"tickets": []}  # a login with no work number owns no tickets
@@ -262,8 +280,18 @@ def tickets_router(feature: TicketsFeature) -> APIRouter:
         if principal.role not in SEE_ALL and owner_kind == "agent" and owner_id != me:
             raise api_error(403, "forbidden", "agents open tickets in their own name; a "
                             "supervisor assigns others")
+        klass = body.get("customer_class")
+        if klass is None:  # the caller's customer record says, else the default class
+            klass = service().store.read(store_tickets.customer_class_of, number) or \
+                policy().tickets.default_customer_class
+        try:
+            if not isinstance(klass, str):
+                raise core.TicketError("customer_class must be a string")
+            klass = core.check_class(klass[:SHORT_MAX], policy())
+        except core.TicketError as exc:
+            raise api_error(422, "unknown_customer_class", str(exc)) from None
         facts = core.Ticket(type=ticket_type, opened_at=at, priority=priority,
-                            promised_at=promised)
+                            promised_at=promised, customer_class=klass)
         actor = me or principal.name
         p = policy()
         row = service().store.run(
@@ -271,18 +299,39 @@ def tickets_router(feature: TicketsFeature) -> APIRouter:
             owner_id=owner_id,
             number_of=lambda serial: core.ticket_number(at, owner_id, serial, p),
             call_uniqueid=call_id, caller_number=number, agent_id=agent_id,
-            team=team_of(agent_id), customer_name=customer, description=description,
-            recording_id=recording_id)
+            # a ticket owned by a team is that team's (its lead's board, STD-145)
+            team=owner_id if owner_kind == "team" else team_of(agent_id),
+            customer_name=customer, description=description, recording_id=recording_id)
         return {"ticket": answer(row)}
 
     @router.get("/backlog", summary="Open tickets by type, priority and overdue (STD-145)")
     def backlog(request: Request) -> dict[str, Any]:
-        require(request, *SEE_ALL)
+        require(request, *BOARD_ROLES)
         return feature.backlog
+
+    @router.get("/daily-check", summary="The daily check of open tickets (STD-125, STD-136)")
+    def daily_check(request: Request, day: str | None = None) -> dict[str, Any]:
+        """The stored list of a working day's check (default: the latest made): overdue,
+        due today, unassigned, open too long. A shift lead gets their team's items."""
+        principal = require(request, *BOARD_ROLES)
+        try:
+            the_day = date.fromisoformat(day) if day else None
+        except ValueError:
+            raise api_error(422, "bad_day", "day is YYYY-MM-DD") from None
+        found = service().store.read(store_tickets.daily_check, the_day)
+        if found is None:
+            raise api_error(404, "no_check", "no daily check made" +
+                            (f" on {the_day.isoformat()}" if the_day else " yet"))
+        detail = dict(found.detail)
+        if principal.role == "shift_lead":
+            detail["items"] = [i for i in detail.get("items", [])
+                               if i.get("team") == principal.team]
+            detail["count"] = len(detail["items"])
+        return {**detail, "day": found.day.isoformat(), "made_at": _iso(found.at)}
 
     @router.get("/kpis", summary="Ticket KPIs of a day: timeliness, replies, complaints")
     def kpis(request: Request, day: str | None = None) -> dict[str, Any]:
-        require(request, *SEE_ALL)
+        require(request, *BOARD_ROLES)
         tz = ZoneInfo(policy().calendar.timezone)
         try:
             the_day = date.fromisoformat(day) if day else now().astimezone(tz).date()

@@ -36,11 +36,18 @@
     phone: () => $("my-phone").value.trim(),
     toast: (text) => toast(text),
     on: (kind, fn) => hooks[kind].push(fn),
+    // the per-team view (teams.js, STD-145): one team's agents, or "" for all
+    team: () => st.team,
+    setTeam: (name) => { st.team = name || ""; order(); },
+    agents: () => [...st.agents.values()].map((a) => ({id: a.id, team: a.team, queues: a.queues,
+      state: a.p ? a.p.state : "logged_out", calls: (a.k && a.k.calls) || 0})),
+    waiting: () => new Map([...st.queues].map(([name, q]) => [name, q.waiting])),
   };
 
   const st = {
     token: sessionStorage.getItem(TOKEN_KEY) || "",
     who: null,
+    team: "",              // the per-team view's team ("" = every team)
     ws: null, seq: null, retry: 0, skew: 0,
     agents: new Map(),     // id -> {p: payload, k: kpi view, row, cells, name, queues}
     calls: new Map(),      // uniqueid -> record (live calls only)
@@ -340,7 +347,7 @@
     const t0 = performance.now();
     const box = $("agents");
     const byId = new Map();
-    for (const r of roster) byId.set(r.agent_id, {name: r.name, queues: r.queues || []});
+    for (const r of roster) byId.set(r.agent_id, {name: r.name, queues: r.queues || [], team: r.team || ""});
     for (const p of payloads) if (!byId.has(p.agent_id)) byId.set(p.agent_id, {name: "", queues: []});
     const ids = [...byId.keys()].slice(0, MAX_AGENTS);
     const keep = new Set(ids);
@@ -351,6 +358,7 @@
       const a = st.agents.get(id);
       if (!a) fresh.push(id);
       else if (info.name || info.queues.length) { a.name = info.name; a.queues = info.queues; }
+      if (a) a.team = info.team || "";
     }
     if (fresh.length) {  // one parse for all new rows
       const tmp = document.createElement("div");
@@ -361,7 +369,9 @@
       const frag = document.createDocumentFragment();
       rows.forEach((row, i) => {
         const info = byId.get(fresh[i]);
-        frag.appendChild(adopt(row, fresh[i], info.name, info.queues).row);
+        const a = adopt(row, fresh[i], info.name, info.queues);
+        a.team = info.team || "";
+        frag.appendChild(a.row);
       });
       box.appendChild(frag);
     }
@@ -552,7 +562,8 @@
     const shown = [];
     for (const a of st.agents.values()) {
       const s = a.p ? a.p.state : "logged_out";
-      let ok = (!state || s === state) && (!queue || a.queues.includes(queue) || agentQueue(a) === queue);
+      let ok = (!state || s === state) && (!queue || a.queues.includes(queue) || agentQueue(a) === queue) &&
+        (!st.team || a.team === st.team);
       if (ok && text) {
         const reason = a.p && a.p.reason || "";
         const hay = (a.id + " " + a.name + " " + s + " " + stateLabel(s) + " " + reason + " " +
@@ -698,7 +709,8 @@
     const parts = [];
     for (const k of ["agent_id", "queue", "call_id", "caller", "duration_s", "count", "seconds",
                      "waited_s",
-                     "service_level_pct", "target_pct", "average_ring", "reason", "number"]) {
+                     "service_level_pct", "target_pct", "average_ring", "reason", "number",
+                     "to", "day", "overdue", "due_today", "unassigned"]) {
       if (d[k] != null && d[k] !== "") {
         const value = k === "reason" ? reasonLabel(d[k]) : d[k];
         parts.push(known("alarm.detail." + k, k) + " " + value);

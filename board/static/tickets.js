@@ -43,9 +43,23 @@
     return isNaN(d) ? "" : d.toLocaleString(lang);
   }
 
-  function paint(backlog) {
+  let last = null;
+  // the per-team view (teams.js): one team's tickets, its own open and overdue counts
+  function forTeam(backlog) {
+    const team = window.callflowBoard && window.callflowBoard.team();
+    if (!team) return backlog;
+    const mine = (backlog.by_team || {})[team] || {open: 0, overdue: 0};
+    const items = (backlog.items || []).filter((t) => t.team === team);
+    const byType = {};
+    for (const t of items) byType[t.type] = (byType[t.type] || 0) + 1;
+    return {...backlog, open: mine.open, overdue: mine.overdue, items, by_type: byType};
+  }
+
+  function paint(whole) {
     const panel = document.getElementById("tickets-panel");
     if (!panel) return;
+    last = whole;
+    const backlog = forTeam(whole);
     panel.hidden = false;
     document.getElementById("tickets-title").textContent = L.title;
     document.getElementById("tickets-open").textContent = L.open + " " + (backlog.open || 0);
@@ -85,7 +99,8 @@
     } catch (err) { /* the next round tries again */ }
   }
 
-  window.callflowTickets = {paint, refresh};
+  window.callflowTickets = {paint, refresh, repaint: () => { if (last) paint(last); },
+                           backlog: () => last};
   // the board is shown after its log-in: fetch at once then, not at the next round
   const boardView = document.getElementById("board-view");
   if (boardView) {

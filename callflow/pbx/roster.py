@@ -20,6 +20,15 @@ class RosterError(CallflowError):
     """The roster file is unreadable or an entry is invalid (the message names it)."""
 
 
+def _team(value: object, path: Path, i: int) -> str | None:
+    """An agent's team: 1-64 printable characters, or none."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not value.isprintable():
+        raise RosterError(f"{path}: agent[{i}].team must be 1-64 printable characters")
+    return value
+
+
 def load_roster(path: Path) -> Roster:
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -38,6 +47,7 @@ def load_roster(path: Path) -> Roster:
                 password=entry.get("password"),
                 static_contact=entry.get("static_contact"),
                 queues=tuple(str(q) for q in entry.get("queues", ["main"])),
+                team=_team(entry.get("team"), path, i),
             ))
         except KeyError as exc:
             raise RosterError(f"{path}: agent[{i}] lacks {exc.args[0]!r}") from None

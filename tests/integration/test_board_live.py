@@ -228,6 +228,12 @@ def test_board_follows_calls_agents_and_a_rona_live(
     shot(page, "live-4-alarm-acknowledged")
     assert caller2.wait(60) == 0, caller2.diagnostics()  # nobody took it: abandoned
     product.wait_for(lambda: not product.runtime.live_calls(), 10, "both calls to end")
+    # STD-147: the missed call is an alarm on the page at once, once
+    page.wait_for_selector("#alarms li[data-kind=missed_call]", timeout=5000)
+    missed = [p for _, t, p in list(published.items) if t == "alarms"
+              and p.get("type") == "alarm" and p.get("kind") == "missed_call"]
+    assert [(p["std"], p["detail"]["call_id"]) for p in missed] == \
+        [("STD-147", begin["Uniqueid"])]
     product.flush()
     time.sleep(0.3)  # the board's coalesced KPI update
 

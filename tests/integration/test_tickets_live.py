@@ -7,8 +7,10 @@ While they talk, the agent opens a simple complaint over the API from the call's
 Policy gives a simple complaint's promised answer 7.2 s (0.002 h) and checks every
 0.5 s, so the answer clock runs out during the test: the shift lead's step is an alarm
 on the board stream (and a notice on the agent's own topic), recorded in the ticket's
-history. The engine then stops and a new one starts on the same database: it announces
-nothing again (the level is stored, the steps are derived from it).
+history, and assigned to the shift lead of the agent's team, whose own websocket topic
+``user:<login>`` carries it (the other team's lead gets nothing and may not subscribe to
+the first lead's topic). The engine then stops and a new one starts on the same
+database: it announces nothing again (the level is stored, the steps are derived from it).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from callflow.recordings.feature import RecordingsFeature
 from callflow.service import ServiceOptions
 from callflow.store import repo
 from callflow.store import tickets as store_tickets
-from callflow.tickets.feature import ESCALATION_ALARM, TicketsFeature
+from callflow.tickets.feature import ESCALATION_ALARM, TicketsFeature, user_topic
 
 if TYPE_CHECKING:
     from conftest import PbxHandle
@@ -99,6 +101,17 @@ def _first_engine(product: Product, sipp: SippControl) -> dict[str, Any]:
     board = EventStream(product.settings.ports.api, supervisor, topics="board,alarms")
     agent = product.session("1001", "agent", "1001")
     own = EventStream(product.settings.ports.api, agent, topics="agent:1001")
+    # the escalation chain's people: agent 1001 is in team red, with its shift lead
+    product.store.run(repo.upsert_agent, "1001", team="red")
+    for lead, team in (("lead_red", "red"), ("lead_blue", "blue")):
+        product.store.run(repo.set_user, lead, "shift_lead", "x", team=team)
+    api = product.settings.ports.api
+    lead_red = EventStream(api, product.session("lead_red", "shift_lead"),
+                           topics=user_topic("lead_red"))
+    lead_blue_token = product.session("lead_blue", "shift_lead")
+    lead_blue = EventStream(api, lead_blue_token, topics=user_topic("lead_blue"))
+    with pytest.raises(AssertionError, match="snapshot"):  # refused: no snapshot comes
+        EventStream(api, lead_blue_token, topics=user_topic("lead_red"))
     sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
     product.call(lambda: product.runtime.agent_event("1001", LogIn()))
     caller = sipp.caller("100", "uac_call_speaking.xml", caller_id=CALLER)
@@ -132,6 +145,12 @@ def _first_engine(product: Product, sipp: SippControl) -> dict[str, Any]:
     alarmed_at = time.monotonic()
     own.wait(lambda f: f.get("type") == "event"
              and f["payload"].get("type") == ESCALATION_ALARM, 5, "the owner's notice")
+    step = lead_red.wait(lambda f: f.get("type") == "event"
+                         and f["payload"].get("type") == ESCALATION_ALARM, 5,
+                         "the step on the shift lead's own topic")
+    led_at = time.monotonic()
+    assert (step["payload"]["ticket_id"], step["payload"]["to"], step["payload"]["level"]) \
+        == (ticket["id"], "lead_red", 1)
     assert caller.wait(60) == 0, caller.diagnostics()
     product.wait_for(lambda: product.runtime.calls[call_id].phase is Phase.ENDED, 10,
                      "the call to end")
@@ -151,8 +170,19 @@ def _first_engine(product: Product, sipp: SippControl) -> dict[str, Any]:
     status, got = http(product, "GET", f"/{ticket['id']}", supervisor)
     assert status == 200 and got["ticket"]["recording_id"] == rec.id
     assert [h["action"] for h in got["history"]] == ["created", "escalated"]
+    assert got["ticket"]["escalated_to"] == "lead_red"
+    assert [p for p in lead_red.payloads(user_topic("lead_red"))
+            if p.get("type") == ESCALATION_ALARM] == [step["payload"]]  # once
+    assert lead_blue.payloads(user_topic("lead_blue")) == []
+    status, theirs = http(product, "GET", "", product.session("lead_red", "shift_lead"))
+    assert status == 200 and [t["id"] for t in theirs["tickets"]] == [ticket["id"]]
+    status, _ = http(product, "GET", f"/{ticket['id']}", lead_blue_token)
+    assert status == 404  # another team's lead learns nothing of it
     board.close()
     own.close()
+    lead_red.close()
+    lead_blue.close()
+    print(f"\nshift lead's frame {led_at - created_at:.2f} s after the ticket")
     print(f"\nescalation alarm {alarmed_at - created_at:.2f} s after the ticket "
           f"(deadline {ANSWER_H * 3600:.1f} s, checked every "
           f"{POLICY.tickets.check_interval_s} s)")

@@ -41,12 +41,15 @@ def test_an_agent_login_for_an_agent_not_in_the_roster_says_so(
 
 
 @pytest.mark.parametrize(("argv", "words"), [
-    (["user", "ana", "--role", "boss"], "role 'boss': use one of agent, supervisor, qa, admin"),
+    (["user", "ana", "--role", "boss"],
+     "role 'boss': use one of agent, supervisor, qa, admin, shift_lead, department_manager"),
     (["user", "1001", "--role", "agent"], "an agent login needs --agent WORK_NUMBER"),
     (["user", "ana", "--agent", "1001"], "--agent is for agent logins only, not supervisor"),
     (["user", "an a"], "username 'an a': 1-64 characters, no spaces or control characters"),
     (["user", "x" * 65], "1-64 characters"),
     (["user", "ana", "--password", "short"], "a password needs at least 8 characters"),
+    (["user", "ana", "--team", "red"], "--team (1-64 characters) is for shift_lead logins"),
+    (["user", "ana", "--role", "shift_lead", "--team", ""], "--team (1-64 characters)"),
 ])
 def test_bad_user_arguments_are_named(state: Path, capsys: pytest.CaptureFixture[str],
                                       argv: list[str], words: str) -> None:
@@ -68,6 +71,26 @@ def test_a_login_is_made_and_a_reset_ends_its_sessions(
         assert out.startswith("login 1001 (agent) password: ")
         assert out.endswith("ended 1 session(s) of 1001\n")
         assert logins.auth.authenticate(token) is None
+    finally:
+        store.close()
+
+
+@pytest.mark.std("STD-148")
+def test_shift_lead_and_department_manager_logins_with_generated_passwords(
+        state: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["user", "lead", "--role", "shift_lead", "--team", "red"]) == 0
+    assert main(["user", "boss", "--role", "department_manager"]) == 0
+    out = [line for line in capsys.readouterr().out.splitlines() if line.startswith("login ")]
+    assert [line.split(" password: ")[0] for line in out] == [
+        "login lead (shift_lead)", "login boss (department_manager)"]
+    assert all(len(line.split(" password: ")[1]) >= 12 for line in out)  # generated
+    store = open_store(f"sqlite:///{state / 'callflow.db'}")
+    try:
+        logins = Logins(store, Policy.defaults().security, RealClock(), TOKEN)
+        lead = logins.auth.authenticate(session_token(store, logins, "lead", "shift_lead"))
+        assert lead is not None and (lead.role, lead.team) == ("shift_lead", "red")
+        assert lead.may_see("board") and lead.may_see("user:lead")
+        assert not lead.may_see("agent:1001")
     finally:
         store.close()
 

@@ -27,7 +27,7 @@ def test_the_models_cover_the_whole_product() -> None:
         "call_events", "callback_tasks", "task_attempts", "alarms", "audit_log", "users",
         "recordings", "qa_reviews", "sessions", "journal_applied", "campaigns", "do_not_call",
         "wrapups", "call_verdicts", "customers", "customer_numbers", "tickets",
-        "ticket_history", "survey_answers"}
+        "ticket_history", "survey_answers", "ticket_daily_checks"}
 
 
 def test_upgrade_head_then_downgrade_base_then_upgrade_again(db_url: str) -> None:
