@@ -307,9 +307,13 @@ class InboundFlow:
         ring limit. True when the far end answered (the caller talked to it, and the
         flow is done with the call); the leg's facts go in the call's event log either
         way (``TRANSFER_OUT_RECORD``). The ``_`` prefix makes the ring limit reach the
-        Local channel's dialplan half (an unprefixed variable stays on the caller's)."""
+        Local channel's dialplan half (an unprefixed variable stays on the caller's), and
+        so does the presented number (``transfers.presented_number``)."""
         ring = dial_timeout_arg(ring_limit_seconds(self.policy))
         await self.session.set_variable("_CALLFLOW_RING_S", ring)
+        # the number the far end sees (the dialer's CALLFLOW_CLI of [callflow-outbound])
+        await self.session.set_variable(
+            "_CALLFLOW_CLI", transfers.presented_number(kind, self.caller, self.policy))
         started, status = time.time(), "FAILED"
         try:
             # g: when the far end hangs up after answering, the caller comes back here
