@@ -156,6 +156,24 @@ def announcement(destination: Destination) -> tuple[tuple[str, dict[str, str]], 
     return first, ("transfer_to_department", {"department": destination.name})
 
 
+def presented_number(kind: str, caller: str, policy: Policy) -> str:
+    """The number the far end of a transfer out sees (``CALLFLOW_CLI`` of
+    ``[callflow-outbound]``; '' presents nothing of ours, as for the dialer).
+
+    * back office: the caller's own number, so the department sees whose matter it takes
+      over (it is our own department behind our own trunk, nobody is misled); the
+      centre's number (``outbound.caller_id``) when the caller sent none or garbage;
+    * external number: always the centre's number (``outbound.caller_id``): presenting
+      a customer's number to an outside party is the spoofing carriers refuse, and the
+      dialer never does it either (engine/outbound.py ``caller_id_for``).
+
+    The caller ID came from the network: only 3-20 digits pass (it becomes a SIP header).
+    """
+    if kind == "backoffice" and EXTERNAL_NUMBER.fullmatch(caller):
+        return caller
+    return policy.outbound.caller_id
+
+
 # --- warm (consult-first) transfers ------------------------------------------------------
 
 ConsultStep = Literal["complete", "cancel", "conference"]

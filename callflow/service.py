@@ -28,7 +28,7 @@ from callflow.api.accounts import Logins, login_router
 from callflow.api.app import ApiDeps, create_app, server_config
 from callflow.api.language import default_language, language_router
 from callflow.demo.pidfile import demo_running
-from callflow.dialplan.inbound import FlowContext, run_inbound
+from callflow.dialplan.inbound import FlowContext, run_inbound, run_outbound_survey
 from callflow.dialplan.server import FastAgiServer
 from callflow.engine.clock import Clock, RealClock, epoch_of
 from callflow.engine.effects import (
@@ -135,7 +135,9 @@ class Service:
         ctx = FlowContext(runtime=self.runtime, policy=self.policy, prompts=self.prompts,
                           clock=self.clock, today=self.today, history=self.caller_history,
                           customer=self.customer_for_number)
-        routes: dict[str, AgiRoute] = {"inbound": lambda session: run_inbound(session, ctx)}
+        routes: dict[str, AgiRoute] = {
+            "inbound": lambda session: run_inbound(session, ctx),
+            "outbound_survey": lambda session: run_outbound_survey(session, ctx)}
         for feature in self.options.features:
             routes.update(feature.agi_routes())
         self.agi = FastAgiServer(self.settings.bind_host, self.settings.ports.agi, routes,

@@ -311,9 +311,13 @@ class InboundFlow:
         ring limit. True when the far end answered (the caller talked to it, and the
         flow is done with the call); the leg's facts go in the call's event log either
         way (``TRANSFER_OUT_RECORD``). The ``_`` prefix makes the ring limit reach the
-        Local channel's dialplan half (an unprefixed variable stays on the caller's)."""
+        Local channel's dialplan half (an unprefixed variable stays on the caller's), and
+        so does the presented number (``transfers.presented_number``)."""
         ring = dial_timeout_arg(ring_limit_seconds(self.policy))
         await self.session.set_variable("_CALLFLOW_RING_S", ring)
+        # the number the far end sees (the dialer's CALLFLOW_CLI of [callflow-outbound])
+        await self.session.set_variable(
+            "_CALLFLOW_CLI", transfers.presented_number(kind, self.caller, self.policy))
         started, status = time.time(), "FAILED"
         try:
             # g: when the far end hangs up after answering, the caller comes back here
@@ -550,6 +554,33 @@ async def run_inbound(session: AgiSession, ctx: FlowContext) -> None:
     if session.refused is not None:
         alarm_refused_environment(ctx.runtime, session)
     await InboundFlow(session, ctx).run()
+
+
+#: What an outbound survey's inherited variables may hold (they reach us from a channel).
+_SURVEY_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+async def run_outbound_survey(session: AgiSession, ctx: FlowContext) -> None:
+    """The customer of an outbound call whose agent hung up first (``[callflow-survey]``,
+    reached by Dial's ``F()``): the same questions as an inbound caller
+    (``InboundFlow._survey``), the answers stored with the attempt (its agent leg's
+    Uniqueid, the call id of the attempt's records) and its agent. Variables that are
+    missing or malformed, or a call kind the Policy no longer surveys: no survey, the
+    customer is hung up (nothing is stored that cannot be tied to a call)."""
+    flow = InboundFlow(session, ctx)
+    facts: dict[str, str] = {}
+    for name in ("CALL", "AGENT", "KIND"):
+        value = await session.get_variable(f"CALLFLOW_SURVEY_{name}") or ""
+        facts[name] = value if _SURVEY_VALUE.fullmatch(value) else ""
+    flow.call_id, flow.answered_by, flow.queue = facts["CALL"], facts["AGENT"], ""
+    flow.policy = ctx.policy
+    if not facts["CALL"] or not survey.survey_due(
+            ctx.policy, agent_released=True, agent_id=facts["AGENT"], kind=facts["KIND"]):
+        log.warning("outbound survey on %s: not due or no call (%s)", session.uniqueid, facts)
+    else:
+        await flow._survey()
+    with contextlib.suppress(CallerHungUp):
+        await session.hangup()
 
 
 def alarm_refused_environment(runtime: Runtime, session: AgiSession) -> None:

@@ -49,7 +49,7 @@ from datetime import date, datetime, time, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
-from callflow.engine import numbers
+from callflow.engine import numbers, survey
 from callflow.engine.effects import DomainEvent, Originate
 from callflow.engine.policy import Policy, outbound_no_answer_seconds, ring_limit_seconds
 from callflow.engine.rules import enforces
@@ -635,11 +635,34 @@ def originate(attempt: Attempt, policy: Policy, endpoint: str,
     variables = [("CALLFLOW_RING_S", f"{customer_ring_seconds(policy):g}"),
                  ("CALLFLOW_TASK", str(attempt.task_id)),
                  ("CALLFLOW_CLI", caller_id_for(attempt.kind, policy, route, presented_key))]
+    variables += survey_variables(attempt, policy)
     return Originate(
         f"PJSIP/{endpoint}", context=context, exten=route.dialled(attempt.number), priority=1,
         timeout_ms=round(agent_ring_seconds(policy) * 1000),
         caller_id=f'"Task {attempt.task_id}" <{attempt.number}>',
         variables=tuple(variables), channel_id=attempt.attempt_id)
+
+
+#: Where Dial's ``F()`` sends the customer when the agent hangs up first (the dialplan's
+#: ``[callflow-survey]``, which runs the survey AGI route).
+SURVEY_CONTEXT = "callflow-survey"
+
+
+def survey_variables(attempt: Attempt, policy: Policy) -> list[tuple[str, str]]:
+    """What an attempt's channel needs for the post-call survey of its customer (STD-120):
+    when ``survey_due`` says this kind of call is surveyed, ``CALLFLOW_DIAL_OPTIONS`` gives
+    ``[callflow-outbound]``'s Dial the ``F(callflow-survey^s^1)`` that keeps the customer
+    when the agent hangs up first (the agent's channel is Dial's caller), and the
+    ``__``-prefixed variables (inherited by the customer's leg, through Local channels
+    too) say whose call it was. None otherwise: Dial then hangs the customer up with the
+    agent, as it always did."""
+    if not survey.survey_due(policy, agent_released=True, agent_id=attempt.agent_id,
+                             kind=attempt.kind):
+        return []
+    return [("CALLFLOW_DIAL_OPTIONS", f"F({SURVEY_CONTEXT}^s^1)"),
+            ("__CALLFLOW_SURVEY_CALL", attempt.attempt_id),
+            ("__CALLFLOW_SURVEY_AGENT", attempt.agent_id),
+            ("__CALLFLOW_SURVEY_KIND", attempt.kind)]
 
 
 # --- what the dialer says happened ---------------------------------------------------

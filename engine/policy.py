@@ -1286,6 +1286,23 @@ class SurveyPolicy(Section):
         1, unit="count", std="STD-120", ge=0, le=3,
         description="A key that is not 1-5 (0, 6-9, *, #, several digits) asks the question "
                     "again this often, then counts as no response")
+    call_kinds: list[str] = setting(
+        std="STD-120", factory=lambda: ["inbound"],
+        description="Which calls are surveyed: inbound, and/or the outbound task kinds "
+                    "(callback, dropped_call, follow_up, manual, named_agent): the customer of "
+                    "an answered outbound call whose agent hung up first is sent to the same "
+                    "survey")
+
+    @field_validator("call_kinds")
+    @classmethod
+    def _call_kinds(cls, value: list[str]) -> list[str]:
+        known = ("inbound", *CAMPAIGNS)
+        for kind in value:
+            if kind not in known:
+                raise ValueError(f"unknown call kind {kind!r}; kinds are " + ", ".join(known))
+        if len(set(value)) != len(value):
+            raise ValueError("a call kind is named twice")
+        return value
 
     @field_validator("questions")
     @classmethod

@@ -73,12 +73,19 @@ def read_keys(keys: str, asked: int, policy: Policy) -> Reading:
     return Reading(None, "invalid", asked)
 
 
-@enforces("STD-120", policy=("survey.enabled",))
-def survey_due(policy: Policy, *, agent_released: bool, agent_id: str) -> bool:
-    """Is the caller offered the survey? Only when the Policy switches it on, the call was
-    answered by an agent, and that agent hung up first (the caller is still with our flow:
-    a caller who hung up cannot be asked)."""
-    return policy.survey.enabled and agent_released and bool(agent_id)
+#: The call kind of an inbound call (outbound calls are their task's kind: callback...).
+INBOUND = "inbound"
+
+
+@enforces("STD-120", policy=("survey.enabled", "survey.call_kinds"))
+def survey_due(policy: Policy, *, agent_released: bool, agent_id: str,
+               kind: str = INBOUND) -> bool:
+    """Is the caller (the customer) offered the survey? Only when the Policy switches it on
+    for this kind of call (``inbound`` or an outbound task kind), the call was answered by
+    an agent, and that agent hung up first (the customer is still on the line: one who
+    hung up cannot be asked)."""
+    return (policy.survey.enabled and kind in policy.survey.call_kinds and agent_released
+            and bool(agent_id))
 
 
 def unanswered(call_id: str, agent_id: str, queue: str, questions: list[str],

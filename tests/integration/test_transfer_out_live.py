@@ -11,6 +11,8 @@ of test_call_endings_live.py: inbound flow, desktop, the four invariants at the 
   Asterisk's ``Hangup`` of A's leg) and the outside leg in the call's event log
   (``transfer_out``: number, ``DIALSTATUS``); ``transfer_count`` 1; the KPIs count the
   call once and only A's talk as agent talk;
+* the presented number (``transfers.presented_number``): the back office's SIPp sees the
+  caller's number in From, an outside number's sees the centre's (``outbound.caller_id``);
 * the external number is busy (486): the caller is not dropped: told so
   (``transfer_failed``), offered a callback (``callback_offer``), and, pressing nothing,
   waits in the call's queue and is put through to the next free agent (STD-053, 004:432).
@@ -20,6 +22,7 @@ of test_call_endings_live.py: inbound flow, desktop, the four invariants at the 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -27,7 +30,7 @@ from typing import Any
 
 import pytest
 from test_agents_live import LiveDesk
-from test_call_endings_live import SHORT_OPENING, Matrix, policy_of, ts, wait_state
+from test_call_endings_live import CALLER, SHORT_OPENING, Matrix, policy_of, ts, wait_state
 from test_call_endings_live import matrix as matrix
 
 from callflow.agents.events import AgentState, RequestState
@@ -40,7 +43,16 @@ from callflow.store.kpi_facts import load_facts
 AGENTS = ["1001", "1002"]
 BACKOFFICE = "5550100"
 EXTERNAL = "13812345678"
-OUT_POLICY = {"transfers": {"backoffice_number": BACKOFFICE, "backoffice_name": "后台服务部"}}
+CENTRE = "4008001234"  # the centre's presented number (outbound.caller_id)
+OUT_POLICY = {"transfers": {"backoffice_number": BACKOFFICE, "backoffice_name": "后台服务部"},
+              "outbound": {"caller_id": CENTRE}}
+
+
+def presented(run: Any) -> str:
+    """The user part of the From the far end's SIPp saw on its INVITE (tests/sipp logs it)."""
+    found = re.search(r"^\d+ FROM [^<]*<sip:([^@>]*)@", run.log(), re.M)
+    assert found, run.log()
+    return found.group(1)
 
 
 def played(m: Matrix, name: str) -> list[dict[str, Any]]:
@@ -121,6 +133,8 @@ def test_blind_transfer_to_the_back_office_connects_the_caller_outside(
             m.check_agent("1001", AgentState.ACW)
             log = backoffice.log()  # it answered, and the caller's hang-up reached it
             assert "ANSWERED" in log and "BYE" in log, log
+            # the back office saw whose matter it takes over: the caller's number
+            assert presented(backoffice) == CALLER, backoffice.log()
         finally:
             a.close()
 
@@ -134,7 +148,7 @@ def test_an_external_number_that_does_not_take_the_caller_loses_nobody(
     with matrix(policy_of(SHORT_OPENING, OUT_POLICY), AGENTS) as m:
         m.phones(("1001", "uas_answer.xml", 500, ()), ("1002", "uas_answer.xml", 500, ()))
         m.log_in("1001", "1002")
-        m.sipp.customer("uas_busy.xml")
+        outside = m.sipp.customer("uas_busy.xml")
         a = LiveDesk(m.product, "1001")
         try:
             m.call("uac_call.xml", talk_ms=32000)
@@ -162,6 +176,8 @@ def test_an_external_number_that_does_not_take_the_caller_loses_nobody(
             assert (leg["kind"], leg["number"]) == ("external", EXTERNAL)
             assert leg["dial_status"] == "BUSY"
             m.notes["dial_status"] = leg["dial_status"]
+            # an outside party sees the centre's number, never the customer's own
+            assert presented(outside) == CENTRE, outside.log()
             m.check_agent("1001", AgentState.ACW)
         finally:
             a.close()

@@ -141,3 +141,13 @@ def test_the_case_carries_the_call_so_far_and_the_note() -> None:
         [("1001", "answered", 28.0), ("1002", None, None)]
     assert case_payload(call, note, "1002", identity_status="verified")[
         "identity_status"] == "verified"
+
+
+def test_the_back_office_sees_the_callers_number_an_outside_party_the_centres() -> None:
+    centre = parse_policy({"outbound": {"caller_id": "4008001234"}})
+    assert transfers.presented_number("backoffice", "13900000001", centre) == "13900000001"
+    assert transfers.presented_number("external", "13900000001", centre) == "4008001234"
+    # no number, or garbage from the network: the centre's (or nothing when none is set)
+    assert transfers.presented_number("backoffice", "", centre) == "4008001234"
+    assert transfers.presented_number("backoffice", "1<sip:x>", centre) == "4008001234"
+    assert transfers.presented_number("backoffice", "anonymous", POLICY) == ""

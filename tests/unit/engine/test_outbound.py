@@ -448,3 +448,18 @@ def test_an_agents_own_callback_comes_before_inbound_unless_the_policy_says_othe
         assert not outbound.may_dial_now(False, True, True, policy)
         assert outbound.may_dial_now(False, True, False, policy)
         assert not outbound.may_dial_now(False, False, False, policy)
+
+
+@pytest.mark.std("STD-120")
+def test_a_surveyed_kind_keeps_the_customer_for_the_survey_when_the_agent_hangs_up() -> None:
+    surveyed = Policy.model_validate({"survey": {"enabled": True,
+                                                 "call_kinds": ["inbound", "callback"]}})
+    attempt = outbound.new_attempt("cfo-7-1-abc", 7, "callback", "13900000001", "1001", 0.0)
+    variables = originate_fields(attempt, surveyed, "agent1001")["Variable"]
+    assert variables[3:] == ["CALLFLOW_DIAL_OPTIONS=F(callflow-survey^s^1)",
+                             "__CALLFLOW_SURVEY_CALL=cfo-7-1-abc",
+                             "__CALLFLOW_SURVEY_AGENT=1001", "__CALLFLOW_SURVEY_KIND=callback"]
+    # another kind, or the survey off (the default): Dial hangs the customer up as before
+    follow = outbound.new_attempt("cfo-8-1-abc", 8, "follow_up", "13900000002", "1001", 0.0)
+    assert len(originate_fields(follow, surveyed, "agent1001")["Variable"]) == 3
+    assert len(originate_fields(attempt, P, "agent1001")["Variable"]) == 3

@@ -43,6 +43,26 @@ def test_the_survey_is_off_by_default_and_only_for_an_agent_release() -> None:
     assert not survey.survey_due(on, agent_released=True, agent_id="")
 
 
+@pytest.mark.std("STD-120")
+def test_outbound_calls_are_surveyed_only_for_the_kinds_the_policy_names() -> None:
+    on = parse_policy({"survey": {"enabled": True}})
+    assert survey.survey_due(on, agent_released=True, agent_id="1001", kind="inbound")
+    assert not survey.survey_due(on, agent_released=True, agent_id="1001", kind="callback")
+    both = parse_policy({"survey": {"enabled": True, "call_kinds": ["inbound", "callback"]}})
+    assert survey.survey_due(both, agent_released=True, agent_id="1001", kind="callback")
+    assert not survey.survey_due(both, agent_released=True, agent_id="1001", kind="follow_up")
+    outbound_only = parse_policy({"survey": {"enabled": True, "call_kinds": ["follow_up"]}})
+    assert not survey.survey_due(outbound_only, agent_released=True, agent_id="1001")
+    assert not survey.survey_due(outbound_only, agent_released=False, agent_id="1001",
+                                 kind="follow_up")
+
+
+@pytest.mark.parametrize("kinds", [["outbound"], ["inbound", "inbound"]])
+def test_an_unknown_or_repeated_call_kind_is_one_clear_error(kinds: list[str]) -> None:
+    with pytest.raises(PolicyError, match="call kind"):
+        parse_policy({"survey": {"call_kinds": kinds}})
+
+
 def test_a_hang_up_leaves_every_question_left_without_response() -> None:
     left = survey.unanswered("c1", "1001", "main", ["service", "resolved"], 1.0)
     assert [(a.question, a.score, a.how) for a in left] == [
