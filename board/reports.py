@@ -31,8 +31,10 @@ from callflow.engine import compliance, kpi
 from callflow.engine.kpi import CallFact, KpiRules, Kpis, StateSpan, SurveyFact
 from callflow.engine.policy import Policy
 from callflow.engine.rules import enforces
+from callflow.engine.tickets import Ticket
 from callflow.engine.verdicts import Verdict
 from callflow.errors import CallflowError
+from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
 from callflow.store.kpi_facts import load_facts, load_survey_facts
 from callflow.store.verdicts import verdicts_between
@@ -83,6 +85,10 @@ class Report:
     generated_at: datetime
     sections: tuple[Section, ...]
     survey: tuple[SurveyLine, ...] = ()
+    #: the tickets logged in the period, over the whole centre (issue 19: timeliness,
+    #: reply rate STD-133, complaint rate, follow-up coverage STD-134); None: not loaded
+    tickets: kpi.TicketKpis | None = None
+    reply_target_pct: float = 100.0  # kpi.reply_rate_target_pct when the report was built
 
     @property
     def title(self) -> str:
@@ -146,10 +152,13 @@ def survey_lines(by: By, answers: Iterable[SurveyFact]) -> tuple[SurveyLine, ...
 def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
           spans: list[StateSpan], policy: Policy, as_of: datetime,
           agents: Iterable[str] = (), verdicts: Iterable[Verdict] = (),
-          survey: Iterable[SurveyFact] = ()) -> Report:
+          survey: Iterable[SurveyFact] = (),
+          tickets: Iterable[Ticket] | None = None) -> Report:
     """The report over facts loaded for its period (``store/kpi_facts.load_facts``), with
-    each rule's compliance over the period's verdicts (per queue, per agent, in total)
-    and the post-call survey's answers of the period (``load_survey_facts``)."""
+    each rule's compliance over the period's verdicts (per queue, per agent, in total),
+    the post-call survey's answers of the period (``load_survey_facts``) and the ticket
+    figures of the tickets logged in it (``store/tickets.logged_between``; the complaint
+    rate is per answered call of the same period)."""
     zone = ZoneInfo(policy.calendar.timezone)
     period, label = period_of(kind, day, zone)
     rules_for = kpi.rules_by_queue(policy)
@@ -178,8 +187,13 @@ def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
             return [v for v in judged if (v.queue if by == "queue" else v.agent) == entity]
         sections = [replace(s, checks=(*s.checks, *compliance_checks(of(s.entity), policy)))
                     for s in sections]
+    ticket_figures = None
+    if tickets is not None:
+        answered = sum(1 for c in calls if c.answered_at is not None)
+        ticket_figures = kpi.ticket_kpis(list(tickets), answered, as_of, policy)
     return Report(kind, by, label, period, policy.calendar.timezone,
-                  datetime.now(UTC), tuple(sections), survey_lines(by, survey))
+                  datetime.now(UTC), tuple(sections), survey_lines(by, survey),
+                  ticket_figures, policy.kpi.reply_rate_target_pct)
 
 
 def _cell(value: float | int | None) -> str:
@@ -196,6 +210,31 @@ def _survey_values(line: SurveyLine) -> tuple[float | int | None, ...]:
     return line.asked, line.answered, rate, line.mean_score
 
 
+#: The tickets' CSV rows (scope ``tickets``, entity all): the KPI, its standard, its unit
+#: and the figure's key in ``TicketKpis.as_dict``; the reply rate alone has a target.
+TICKET_KPIS = (("tickets logged", "STD-124", "tickets", "logged"),
+               ("complaints logged", "STD-124", "tickets", "complaints"),
+               ("ticket timeliness", "STD-122", "%", "timeliness_pct"),
+               ("reply rate", "STD-133", "%", "reply_rate_pct"),
+               ("complaint rate", "STD-124", "%", "complaint_rate_pct"),
+               ("follow-up coverage", "STD-134", "%", "followup_coverage_pct"))
+
+
+def ticket_rows(figures: kpi.TicketKpis, target_pct: float) -> list[tuple[str, ...]]:
+    """(standard, KPI, unit, target, actual, result) per ticket figure: the reply rate is
+    judged against ``kpi.reply_rate_target_pct``, the others are information."""
+    values = figures.as_dict()
+    rows = []
+    for name, std, unit, key in TICKET_KPIS:
+        target, result = "", "info"
+        if key == "reply_rate_pct":
+            target = f">= {target_pct:g}"
+            met = figures.reply_rate_met
+            result = "n/a" if met is None else ("pass" if met else "fail")
+        rows.append((std, name, unit, target, _cell(values[key]), result))
+    return rows
+
+
 def to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -209,6 +248,9 @@ def to_csv(report: Report) -> str:
         for (name, unit), value in zip(SURVEY_KPIS, _survey_values(line), strict=True):
             writer.writerow((report.kind, start, end, f"survey-{line.scope}", line.entity,
                              "STD-120", name, unit, "", _cell(value), "info"))
+    if report.tickets is not None:
+        for row in ticket_rows(report.tickets, report.reply_target_pct):
+            writer.writerow((report.kind, start, end, "tickets", ALL, *row))
     return out.getvalue()
 
 
@@ -261,6 +303,34 @@ def _survey_html(report: Report) -> list[str]:
     return parts
 
 
+def _tickets_html(report: Report) -> list[str]:
+    esc = html.escape
+    if report.tickets is None:
+        return []
+    label = report_label
+    parts = [f"<h2>{esc(label('tickets.title'))}</h2><table><thead><tr>"
+             f"<th>{esc(label('tickets.standard'))}</th><th>{esc(label('tickets.kpi'))}</th>"
+             f"<th>{esc(label('tickets.target'))}</th><th>{esc(label('tickets.actual'))}</th>"
+             f"<th>{esc(label('tickets.result'))}</th></tr></thead><tbody>"]
+    rows = ticket_rows(report.tickets, report.reply_target_pct)
+    for (std, _name, unit, target, actual, result), key in zip(
+            rows, (k for *_, k in TICKET_KPIS), strict=True):
+        shown = f"{actual} {unit}" if actual and unit == "%" else actual
+        parts.append(f"<tr class='{esc(result)}'><td>{esc(std)}</td>"
+                     f"<td>{esc(label('tickets.' + key))}</td><td>{esc(target)}</td>"
+                     f"<td class='num'>{esc(shown)}</td><td>{esc(result)}</td></tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
+def report_label(key: str) -> str:
+    """``中文 / English`` for a ``report.<key>`` of the language packs (both: a report file
+    is read by whoever opens it)."""
+    packs = _packs()
+    found = [w for w in (packs[lang].get(f"report.{key}") for lang in ("zh-CN", "en")) if w]
+    return " / ".join(dict.fromkeys(found)) if found else key.rpartition(".")[2]
+
+
 _CSS = """
 body{font:13px/1.4 system-ui,sans-serif;margin:24px;color:#111}
 h1{font-size:18px;margin:0 0 4px}h2{font-size:15px;margin:18px 0 6px;break-after:avoid}
@@ -299,6 +369,7 @@ def to_html(report: Report) -> str:
                          f"<td>{result}</td></tr>")
         parts.append("</tbody></table>")
     parts += _survey_html(report)
+    parts += _tickets_html(report)
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -322,7 +393,9 @@ def load_and_build(store: Store, policy: Policy, kind: Kind, by: By, day: date,
     facts, spans = load_facts(store, period)
     judged = store.read(verdicts_between, period.start, period.end)
     answers = load_survey_facts(store, period)
-    return build(kind, by, day, facts, spans, policy, as_of, agents, judged, answers)
+    logged = store.read(lambda s: [store_tickets.facts(t) for t in store_tickets.logged_between(
+        s, period.start, period.end)])
+    return build(kind, by, day, facts, spans, policy, as_of, agents, judged, answers, logged)
 
 
 #: What a report file's name may be (``file_name`` makes them): anything else is refused
@@ -403,4 +476,5 @@ def summary(report: Report) -> Mapping[str, Any]:
         "survey": [{"scope": line.scope, "entity": line.entity, "asked": line.asked,
                     "answered": line.answered, "response_rate": line.response_rate,
                     "mean_score": line.mean_score} for line in report.survey],
+        "tickets": None if report.tickets is None else report.tickets.as_dict(),
     }

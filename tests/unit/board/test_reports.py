@@ -218,3 +218,36 @@ def test_the_survey_in_the_weekly_report_by_agent_and_none_is_unknown() -> None:
     plain = reports.build("daily", "agent", DAY, FACTS, SPANS, POLICY, at(86400))
     assert plain.survey == () and "survey" not in reports.to_csv(plain)
     assert "Post-call survey" not in reports.to_html(plain)
+
+
+@pytest.mark.std("STD-133")
+def test_the_ticket_figures_in_the_report_files() -> None:
+    """Issue 19: the complaint, reply and follow-up KPIs reach the daily and weekly files
+    (CSV rows under scope ``tickets``, a table in both languages, the JSON summary); the
+    reply rate is judged against kpi.reply_rate_target_pct, the others are information."""
+    from callflow.engine.tickets import Ticket
+    opened = at(3600)
+    tickets = [Ticket("complaint_simple", opened, replied_at=opened + timedelta(hours=1),
+                      followed_up_at=opened + timedelta(hours=2)),
+               Ticket("enquiry", opened),  # never answered: the reply rate is 50 %
+               ]
+    report = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400),
+                           tickets=tickets)
+    assert report.tickets is not None and report.tickets.logged == 2
+    rows = {r["kpi"]: r for r in csv.DictReader(io.StringIO(reports.to_csv(report)))
+            if r["scope"] == "tickets"}
+    assert (rows["reply rate"]["std"], rows["reply rate"]["actual"],
+            rows["reply rate"]["target"], rows["reply rate"]["result"]) == \
+        ("STD-133", "50", ">= 100", "fail")
+    assert (rows["follow-up coverage"]["actual"], rows["follow-up coverage"]["result"]) == \
+        ("100", "info")
+    answered_calls = sum(1 for c in FACTS if c.answered_at is not None)
+    assert float(rows["complaint rate"]["actual"]) == pytest.approx(
+        round(100 / answered_calls, 1), abs=0.1)
+    page = reports.to_html(report)
+    assert "工单 / Tickets" in page and "回复率 / reply rate" in page
+    assert reports.summary(report)["tickets"]["reply_rate_pct"] == 50
+    # no tickets loaded (build without them): no table, no rows
+    plain = reports.build("daily", "queue", DAY, FACTS, SPANS, POLICY, at(86400))
+    assert plain.tickets is None and ",tickets," not in reports.to_csv(plain)
+    assert "回复率" not in reports.to_html(plain)
