@@ -220,7 +220,10 @@ TICKET_KPIS = (("tickets logged", "STD-124", "tickets", "logged"),
                ("follow-up coverage", "STD-134", "%", "followup_coverage_pct"))
 
 
-def ticket_rows(figures: kpi.TicketKpis, target_pct: float) -> list[tuple[str, ...]]:
+TicketRow = tuple[str, str, str, str, str, str]  # standard, KPI, unit, target, actual, result
+
+
+def ticket_rows(figures: kpi.TicketKpis, target_pct: float) -> list[TicketRow]:
     """(standard, KPI, unit, target, actual, result) per ticket figure: the reply rate is
     judged against ``kpi.reply_rate_target_pct``, the others are information."""
     values = figures.as_dict()
