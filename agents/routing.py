@@ -53,8 +53,14 @@ def next_agent(call: InboundCall, *, waiting: Iterable[InboundCall],
     if named is None:
         if older_waiting(call, waiting) is not None:
             return None
-        serving = {a.agent_id for a in roster.agents if call.queue in a.queues}
-        pool = [a for a in agents if a.agent_id in serving]
-    else:
-        pool = [a for a in agents if a.agent_id == named]
-    return longest_idle(a for a in pool if not held(a.agent_id))
+        return free_agent(call.queue, agents=agents, roster=roster, held=held)
+    return longest_idle(a for a in agents if a.agent_id == named and not held(a.agent_id))
+
+
+def free_agent(queue: str, *, agents: Iterable[AgentSnapshot], roster: Roster,
+               held: Callable[[str], bool] = lambda agent_id: False) -> AgentSnapshot | None:
+    """The agent serving ``queue`` that routing offers its next call to: the routable one
+    ready the longest, skipping those ``held``. A warm transfer to a queue consults this
+    same agent (agents/transfers.py ``queue_consultee``): one rule for both."""
+    serving = {a.agent_id for a in roster.agents if queue in a.queues}
+    return longest_idle(a for a in agents if a.agent_id in serving and not held(a.agent_id))

@@ -16,11 +16,14 @@ the bare extension Asterisk reports, so the flow can tell the two apart
 from __future__ import annotations
 
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
+from callflow.agents import routing
 from callflow.agents.events import AgentState
+from callflow.agents.roster import Roster
+from callflow.agents.state import AgentSnapshot
 from callflow.engine.calls import InboundCall, OfferResult, Phase
 from callflow.engine.policy import Policy
 from callflow.engine.rules import enforces
@@ -55,7 +58,8 @@ class Refusal:
     """The transfer is not made; the call stays with the first agent."""
 
     reason: str  # not_on_call | transfer_limit | transfer_loop | unknown_target |
-    #              target_logged_out | target_busy | not_configured | bad_target
+    #              target_logged_out | target_busy | not_configured | bad_target |
+    #              nobody_free (warm to a queue) | not_bridged | consult_in_progress
     detail: str
 
 
@@ -199,7 +203,8 @@ class Consult:
 def check_warm(destination: Destination, consulting: Consult | None,
                bridged: bool) -> Refusal | None:
     """May a warm transfer to ``destination`` start? To an agent, the back office or an
-    external number (someone answers there to be consulted; a queue has nobody yet),
+    external number (someone answers there to be consulted; a queue is first resolved to
+    its next agent by ``queue_consultee``, so a queue destination here is refused),
     one consultation at a time per agent, and only once Asterisk has bridged the caller
     with the agent (``bridged``): during the opening the agent's leg is not in a bridge
     yet and Asterisk would pass the transfer's digits to the caller (measured:
@@ -207,12 +212,35 @@ def check_warm(destination: Destination, consulting: Consult | None,
     if not bridged:
         return Refusal("not_bridged", "the caller is not through to the agent yet")
     if destination.kind == "queue":
-        return Refusal("not_supported", "a warm transfer consults someone who answers; "
-                                        "to a queue transfer blind")
+        return Refusal("not_supported", "a warm transfer to a queue consults the agent "
+                                        "its routing picks (queue_consultee)")
     if consulting is not None:
         return Refusal("consult_in_progress",
                        f"already consulting agent {consulting.to_agent}")
     return None
+
+
+@enforces("STD-049")
+def queue_consultee(call: InboundCall, queue: str, *, waiting: Iterable[InboundCall],
+                    agents: Iterable[AgentSnapshot], roster: Roster,
+                    held: Callable[[str], bool] = lambda agent_id: False) -> str | Refusal:
+    """Whom a warm transfer to ``queue`` consults: the agent the queue's routing would
+    offer its next call to (``routing.free_agent``: serving the queue, routable, ready
+    the longest, not held), never one who had this call (a loop). Refused
+    ``nobody_free`` when there is none, or when callers already wait in that queue (the
+    next free agent is theirs, first come first served): the caller stays with the
+    consulting agent, who may still transfer blind to the queue and its waiting rules."""
+    if any(w.call_id != call.call_id and w.queue == queue and w.phase is Phase.ROUTING
+           for w in waiting):
+        return Refusal("nobody_free", f"callers wait in queue {queue!r}: its next free "
+                                      "agent is theirs; transfer blind to wait in line")
+    had = had_the_call(call)
+    chosen = routing.free_agent(queue, agents=agents, roster=roster,
+                                held=lambda agent_id: agent_id in had or held(agent_id))
+    if chosen is None:
+        return Refusal("nobody_free", f"nobody serving queue {queue!r} is free; "
+                                      "transfer blind to wait in line")
+    return chosen.agent_id
 
 
 @enforces("STD-049")

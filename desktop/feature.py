@@ -417,13 +417,25 @@ class AgentDesktop(FeatureBase):
         from the agents' context (Atxfer); the agent keeps the call until they complete
         (their leg hangs up: Asterisk joins the caller to the colleague, AMI
         ``AttendedTransfer``, the core's ``Transferred``) or cancel (``CancelAtxfer``)."""
-        peers = self.runtime.asterisk.view.peers(call.call_id)
-        refused = transfers.check_warm(result, self._consults.get(agent_id),
-                                       bridged=any(p.name == channel for p in peers))
+        runtime = self.runtime
+        peers = runtime.asterisk.view.peers(call.call_id)
+        bridged = any(p.name == channel for p in peers)
+        consulting = self._consults.get(agent_id)
+        target = transfers.desktop_target(result)  # the case says "queue:<id>" for a queue
+        if result.kind == "queue":  # consult the agent the queue's routing picks
+            early = transfers.check_warm(replace(result, kind="agent"), consulting, bridged)
+            if early is not None:
+                return early
+            chosen = transfers.queue_consultee(
+                call, result.value, waiting=runtime.waiting_calls(),
+                agents=runtime.agents.values(), roster=self.service.roster,
+                held=runtime.routing_held)
+            if isinstance(chosen, transfers.Refusal):
+                return chosen
+            result = transfers.Destination("agent", chosen, result.name)
+        refused = transfers.check_warm(result, consulting, bridged)
         if refused is not None:
             return refused
-        runtime = self.runtime
-        target = transfers.desktop_target(result)
         self._consults[agent_id] = transfers.Consult(call.call_id, agent_id, result.value,
                                                      channel, kind=result.kind)
         self._cases[call.call_id] = CaseNote(call.call_id, agent_id, ask.note, target,

@@ -431,13 +431,23 @@ class Runtime:
         candidate = routing.next_agent(
             call, waiting=self._waiting_calls(), agents=self.agents.values(),
             roster=self.roster, named=only,
-            held=lambda agent_id: any(held(agent_id) for held in self._agent_holds)
-            or self._unreachable_in_grace(agent_id))
+            held=self.routing_held)
         if candidate is None:
             return None
         self.agent_event(candidate.agent_id, agent_state.CallOffered(call_id))
         member = self.roster.by_id(candidate.agent_id)
         return None if member is None else replace(member, endpoint=candidate.extension)
+
+    def routing_held(self, agent_id: str) -> bool:
+        """Routing skips this agent now: a feature holds them (``hold_agents``) or their
+        desk is not judged reachable yet. Also asked by a warm transfer to a queue, which
+        consults the agent routing would pick (agents/transfers.py ``queue_consultee``)."""
+        return any(held(agent_id) for held in self._agent_holds) \
+            or self._unreachable_in_grace(agent_id)
+
+    def waiting_calls(self) -> list[calls.InboundCall]:
+        """The calls whose flows wait for an agent now (first come, first served)."""
+        return self._waiting_calls()
 
     def _unreachable_in_grace(self, agent_id: str) -> bool:
         """PJSIP says the desk is unreachable but, in the grace after a resync, that is not

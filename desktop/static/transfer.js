@@ -23,7 +23,8 @@
                 transfer_loop: "该座席已处理过本通来电", unknown_target: "目标不存在",
                 target_logged_out: "目标座席未登录", target_busy: "目标座席忙",
                 not_configured: "未配置后台号码", bad_target: "号码不正确",
-                not_supported: "队列不能先咨询,请直接转接", bad_frame: "输入不正确"},
+                not_supported: "队列不能先咨询,请直接转接", bad_frame: "输入不正确",
+                nobody_free: "该队列暂无空闲座席,可直接转接到队列排队"},
     },
     en: {
       title: "Transfer", kind: "to", value: "work number / queue / number",
@@ -38,7 +39,8 @@
                 target_logged_out: "that agent is logged out", target_busy: "that agent is busy",
                 not_configured: "no back office configured", bad_target: "not a number",
                 not_supported: "a queue cannot be consulted: transfer now",
-                bad_frame: "check the target"},
+                bad_frame: "check the target",
+                nobody_free: "nobody in that queue is free: transfer now to wait in line"},
     },
   };
   const L = LABELS[document.documentElement.lang] || LABELS.en;

@@ -13,6 +13,10 @@ The record: one call, A's answered offer, left at the ``AttendedTransfer``; B's 
 begins there (B talked to A, not the caller, before it: the consultation is nobody's
 talk with the caller), so each agent's talk is their time with the caller and the two
 add up to the caller's connected time. ``-s`` prints the measured deltas.
+
+Warm to a queue: the engine consults the agent the queue's routing would offer its next
+call to (agents/routing.py ``free_agent``); nobody free there is ``nobody_free`` and the
+caller stays with A. After that the consultation is the warm-to-agent one.
 """
 
 from __future__ import annotations
@@ -145,8 +149,8 @@ def test_warm_transfer_cancelled_leaves_the_caller_with_a(
             wait_state(m, "1001", AgentState.ON_CALL)
             m.wait("BridgeEnter", 10, Uniqueid=m.call_id)
             refused = a.request("transfer", mode="warm",
-                                target={"kind": "queue", "value": "main"})
-            assert (refused["type"], refused["error"]) == ("error", "not_supported")
+                                target={"kind": "queue", "value": "nosuch"})
+            assert (refused["type"], refused["error"]) == ("error", "unknown_target")
             ack = a.request("transfer", mode="warm", note=NOTE,
                             target={"kind": "agent", "value": "1002"})
             assert ack["type"] == "ack", ack
@@ -208,3 +212,74 @@ def test_warm_transfer_declined_by_b_leaves_the_caller_with_a(
             assert not m.tap("AttendedTransfer")
         finally:
             a.close()
+
+
+@pytest.mark.std("STD-049")
+def test_warm_transfer_to_a_queue_consults_its_next_agent(
+        matrix: Callable[..., Any]) -> None:
+    """A alone is logged in: warm to queue ``main`` is ``nobody_free`` and the caller stays
+    with A. B logs in (ready, serves main): the same request consults B (the agent the
+    queue's routing picks), B's case says it came through the queue, A completes: the
+    caller is B's, one record with two legs, each talk within 0.2 s of Asterisk's."""
+    with matrix(policy_of(SHORT_OPENING), AGENTS) as m:
+        m.phones(("1001", "uas_answer.xml", 500, ()), ("1002", "uas_answer.xml", 1000, ()))
+        m.log_in("1001")
+        a = desk(m, "1001")
+        b: LiveDesk | None = None
+        try:
+            m.call("uac_call.xml", talk_ms=16000)
+            wait_state(m, "1001", AgentState.ON_CALL)
+            m.wait("BridgeEnter", 10, Uniqueid=m.call_id)  # the opening is over
+            a_leg = m.legs("1001")[0]
+            time.sleep(0.5)
+            refused = a.request("transfer", mode="warm", note=NOTE,
+                                target={"kind": "queue", "value": "main"})
+            assert (refused["type"], refused["error"]) == ("error", "nobody_free"), refused
+            assert m.agent("1001").state is AgentState.ON_CALL
+            assert talks_with_caller(m, a_leg["Channel"]), m.timeline()
+            assert not m.tap("Newchannel", lambda e: "agent1002" in e["Channel"])
+            m.log_in("1002")
+            wait_state(m, "1002", AgentState.READY)
+            b = desk(m, "1002")
+            ack = a.request("transfer", mode="warm", note=NOTE,
+                            target={"kind": "queue", "value": "main"})
+            assert ack["type"] == "ack" and ack["destination"] == "agent:1002", ack
+            assert ack["state"] == "on_call"  # A keeps the call while consulting
+            case = event_of(b, "case", 10, "the case at B while B's phone rings")
+            assert case["destination"] == "queue:main", case  # came through the queue
+            assert (case["mode"], case["note"], case["from_agent"], case["to_agent"]) == \
+                ("warm", NOTE, "1001", "1002")
+            m.product.wait_for(lambda: m.legs("1002"), 5, "B's consult leg in the tap")
+            b_leg = m.legs("1002")[0]
+            event_of(a, "consult_answered", 10, "B answered the consultation")
+            time.sleep(1.0)  # A and B talk
+            done = a.request("transfer_complete")
+            assert done["type"] == "ack", done
+            transfer = m.wait("AttendedTransfer", 10)
+            assert transfer["Result"] == "Success", transfer
+            wait_state(m, "1001", AgentState.ACW)
+            m.product.wait_for(lambda: m.product.runtime.agents["1002"].call_id == m.call_id,
+                               5, "B has the caller")
+            assert talks_with_caller(m, b_leg["Channel"]), m.timeline()
+            m.finish()
+            call = m.record()
+            assert (call.outcome, call.transfer_count, call.agent_id) == \
+                ("answered", 1, "1002")
+            rows = m.offers()
+            assert [(o.agent_id, o.result) for o in rows] == \
+                [("1001", "answered"), ("1002", "answered")], rows
+            ast_a = ts(transfer) - m.up(a_leg["Uniqueid"])
+            ast_b = m.asterisk_end(b_leg["Uniqueid"], False) - ts(transfer)
+            m.deltas["talk[1001]"] = \
+                epoch(rows[0].left_at) - epoch(rows[0].ended_at) - ast_a
+            m.deltas["talk[1002]"] = \
+                epoch(rows[1].left_at) - epoch(rows[1].ended_at) - ast_b
+            m.deltas["left[1001]"] = epoch(rows[0].left_at) - ts(transfer)
+            assert all(abs(v) <= 0.2 for v in m.deltas.values()), m.deltas
+            m.check_agent("1001", AgentState.ACW)
+            m.check_agent("1002", AgentState.ACW)
+            assert len(m.legs("1002")) == 1  # B rang once: the consultation
+        finally:
+            a.close()
+            if b is not None:
+                b.close()

@@ -7,13 +7,18 @@ from dataclasses import replace
 
 import pytest
 
+from callflow.agents.roster import Roster, RosterAgent
+from callflow.agents.routing import next_agent
+from callflow.agents.state import AgentSnapshot, AgentState, new_agent
 from callflow.agents.transfers import (
     Consult,
     Destination,
     Refusal,
     check_consult_step,
     check_warm,
+    queue_consultee,
 )
+from callflow.engine.calls import InboundCall, Offer, OfferResult, Phase
 
 AGENT_B = Destination("agent", "1002", "1002")
 CONSULT = Consult("1.1", "1001", "1002", "PJSIP/agent1001-00000001")
@@ -31,10 +36,93 @@ def test_a_warm_transfer_to_a_free_colleague_starts_once_the_caller_is_bridged()
 
 
 @pytest.mark.std("STD-049")
-def test_a_queue_cannot_be_consulted() -> None:
+def test_a_queue_itself_is_never_consulted_only_the_agent_it_picks() -> None:
     refused = check_warm(Destination("queue", "main", "综合"), None, bridged=True)
     assert reason(refused) == "not_supported"
-    assert refused is not None and "blind" in refused.detail
+    assert refused is not None and "queue_consultee" in refused.detail
+
+
+# --- warm to a queue: whom it consults ---------------------------------------------------
+
+QUEUE_ROSTER = Roster((
+    RosterAgent("1001", "A", "agent1001", queues=("main",)),
+    RosterAgent("1002", "B", "agent1002", queues=("sales",)),
+    RosterAgent("1003", "C", "agent1003", queues=("sales", "main")),
+    RosterAgent("1004", "D", "agent1004", queues=("main",)),
+))
+
+
+def ready(agent_id: str, since: float) -> AgentSnapshot:
+    return replace(new_agent(agent_id, f"agent{agent_id}"), state=AgentState.READY,
+                   since=since)
+
+
+def talking_with_a(queue: str = "main") -> InboundCall:
+    """The caller A (1001) talks to: answered once, by A."""
+    return InboundCall("1.1", "PJSIP/caller-1", "13800000000", "100", queue, 1.0,
+                       phase=Phase.CONNECTED, offers=(Offer("1001", "PJSIP/agent1001-1", 2.0, 3.0,
+                                     OfferResult.ANSWERED),))
+
+
+@pytest.mark.std("STD-049")
+def test_warm_to_a_queue_consults_the_agent_its_routing_would_offer_next() -> None:
+    """The same choice as routing's for the queue's next call: serving it, ready the
+    longest (1003 since 5 over 1002 since 7); 1004 serves only main."""
+    agents = [ready("1002", 7.0), ready("1003", 5.0), ready("1004", 1.0)]
+    chosen = queue_consultee(talking_with_a(), "sales", waiting=[], agents=agents,
+                             roster=QUEUE_ROSTER)
+    assert chosen == "1003"
+    newcomer = InboundCall("9.9", "", "", "100", "sales", 50.0)
+    routed = next_agent(newcomer, waiting=[], agents=agents, roster=QUEUE_ROSTER)
+    assert routed is not None and routed.agent_id == chosen  # one rule, not two
+    # held by a feature (the dialer's own callback) or the desk not reachable yet: skipped
+    assert queue_consultee(talking_with_a(), "sales", waiting=[], agents=agents,
+                           roster=QUEUE_ROSTER, held=lambda a: a == "1003") == "1002"
+    gone = [ready("1002", 7.0), replace(ready("1003", 5.0), softphone_reachable=False)]
+    assert queue_consultee(talking_with_a(), "sales", waiting=[], agents=gone,
+                           roster=QUEUE_ROSTER) == "1002"
+
+
+@pytest.mark.std("STD-049")
+def test_warm_to_a_queue_nobody_free_is_refused_and_the_caller_stays() -> None:
+    busy = [replace(ready("1002", 1.0), state=AgentState.ON_CALL),
+            replace(ready("1003", 1.0), state=AgentState.NOT_READY), ready("1004", 1.0)]
+    refused = queue_consultee(talking_with_a(), "sales", waiting=[], agents=busy,
+                              roster=QUEUE_ROSTER)
+    assert isinstance(refused, Refusal) and refused.reason == "nobody_free"
+    assert "blind" in refused.detail
+    # a queue nobody serves at all: the same (the unknown queue is refused before this)
+    refused = queue_consultee(talking_with_a(), "vip", waiting=[], agents=busy,
+                              roster=QUEUE_ROSTER)
+    assert isinstance(refused, Refusal) and refused.reason == "nobody_free"
+
+
+@pytest.mark.std("STD-049")
+def test_warm_to_a_queue_never_consults_an_agent_who_had_the_call() -> None:
+    """A (1001) serves main and is the only one there besides 1003 and 1004: a ready
+    1001 (a stale state) is never picked; the ones who did not have it are."""
+    call = talking_with_a()
+    agents = [ready("1001", 0.0), ready("1004", 3.0)]
+    assert queue_consultee(call, "main", waiting=[], agents=agents,
+                           roster=QUEUE_ROSTER) == "1004"
+    refused = queue_consultee(call, "main", waiting=[], agents=[ready("1001", 0.0)],
+                              roster=QUEUE_ROSTER)
+    assert isinstance(refused, Refusal) and refused.reason == "nobody_free"
+
+
+@pytest.mark.std("STD-049")
+def test_warm_to_a_queue_with_callers_in_line_is_refused() -> None:
+    """First come, first served: a caller already waiting in the queue gets its next
+    free agent; a caller ringing an agent or talking is not in line."""
+    agents = [ready("1002", 1.0)]
+    in_line = InboundCall("2.2", "", "", "100", "sales", 5.0, phase=Phase.ROUTING)
+    refused = queue_consultee(talking_with_a(), "sales", waiting=[in_line], agents=agents,
+                              roster=QUEUE_ROSTER)
+    assert isinstance(refused, Refusal) and refused.reason == "nobody_free"
+    ringing = replace(in_line, phase=Phase.OFFERING)
+    other_queue = replace(in_line, queue="main")
+    assert queue_consultee(talking_with_a(), "sales", waiting=[ringing, other_queue],
+                           agents=agents, roster=QUEUE_ROSTER) == "1002"
 
 
 @pytest.mark.std("STD-049")
