@@ -157,7 +157,8 @@ def test_trunks_are_rendered_into_pjsip_and_the_dialplan(tmp_path: Path) -> None
     assert "exten => 4008001299,1,Goto(inbound,4008001299,1)" in dialplan
     assert "[trunk-backup-in]" in dialplan
     outbound = dialplan[dialplan.index("[callflow-outbound]"):dialplan.index("[trunk-")]
-    assert "Dial(PJSIP/${EXTEN}@trunk-carrier,${CALLFLOW_RING_S},${CALLFLOW_DIAL_OPTIONS})" in outbound
+    assert ("Dial(PJSIP/${EXTEN}@trunk-carrier,${CALLFLOW_RING_S},${CALLFLOW_DIAL_OPTIONS})"
+            in outbound)
     assert "exten => _+X.,1,Set(CALLERID(all)=${CALLFLOW_CLI})" in outbound
     assert "Playback(ss-noservice)" not in outbound
 

@@ -79,7 +79,8 @@ def test_on_beside_a_real_trunk_is_refused() -> None:
 def test_the_outbound_route_dials_the_demo_carrier_only_when_it_is_on(tmp_path: Path) -> None:
     on = _render(tmp_path / "on", _config(demo_carrier=DemoCarrier(answer_rings=1, ring_s=5.0)))
     outbound = on["extensions.conf"].split("[callflow-outbound]")[1].split("\n[")[0]
-    assert f"Dial(Local/${{EXTEN}}@{DEMO_CARRIER_CONTEXT}/n,${{CALLFLOW_RING_S}},${{CALLFLOW_DIAL_OPTIONS}})" in outbound
+    assert (f"Dial(Local/${{EXTEN}}@{DEMO_CARRIER_CONTEXT}/n,${{CALLFLOW_RING_S}},"
+            "${CALLFLOW_DIAL_OPTIONS})") in outbound
     assert "ss-noservice" not in outbound
     assert "#include extensions-demo.conf" in on["extensions.conf"]
     carrier = on["extensions-demo.conf"]
