@@ -571,6 +571,15 @@ def _offer_started(call: InboundCall, event: OfferStarted,
                    timings: CallRules) -> tuple[InboundCall, list[Effect]]:
     current = call.current_offer
     if current is not None and current.agent_id == event.agent_id:
+        if current.from_pbx and event.from_pbx and event.channel == current.channel \
+                and event.at > current.started_at:
+            # the same leg reported again: Newchannel, then Dial's DialBegin. The phone
+            # rings when Dial calls it, after any pre-dial handler on the new leg (the
+            # mid-call PIN's b() sets the agent leg's features there), so DialBegin's
+            # later stamp is the ring start the record keeps
+            moved = replace(current, started_at=event.at)
+            call = replace(call, offers=(*call.offers[:-1], moved))
+            return call, _effects(call, timings, to_agent=event.agent_id)
         if current.from_pbx or not event.from_pbx:
             return call, []
         # Asterisk's DialBegin confirms the flow's offer: its time is the exact one, and
