@@ -199,11 +199,10 @@ def close_to(a: datetime | None, b: datetime, within_s: float = 0.01) -> bool:
 def check_call_times(product: Product, asterisk: PbxHandle, since: float, call_id: str,
                      agent_id: str) -> Call:
     """The call is in the store once (its uniqueid is the key), answered by the agent,
-    with Asterisk's own times (docs/call-record.md): the offer from the agent leg's
-    appearance, the answer at its Up, the end at the caller's BYE."""
+    with Asterisk's own times (docs/call-record.md): the offer from Dial's DialBegin,
+    the answer at its Up, the end at the caller's BYE."""
     tap = asterisk.tap
     begin = tap.wait_event("DialBegin", 5, since=since, Uniqueid=call_id)
-    leg = tap.wait_event("Newchannel", 5, since=since, Uniqueid=begin["DestUniqueid"])
     answer = tap.wait_event("Newstate", 5, since=since, Uniqueid=begin["DestUniqueid"],
                             ChannelStateDesc="Up")
     bye = tap.wait_event("HangupRequest", 5, since=since, Uniqueid=call_id)
@@ -212,7 +211,7 @@ def check_call_times(product: Product, asterisk: PbxHandle, since: float, call_i
     assert len(found) == 1
     call = found[0]
     assert (call.outcome, call.agent_id, call.released_by) == ("answered", agent_id, "caller")
-    assert close_to(call.ring_started_at, stamp(leg))
+    assert close_to(call.ring_started_at, stamp(begin))
     assert close_to(call.answered_at, stamp(answer))
     assert close_to(call.ended_at, stamp(bye))
     offers = product.store.read(repo.offers_for_call, call_id)

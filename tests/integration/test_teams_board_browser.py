@@ -76,6 +76,16 @@ def visible_queues(page: Page) -> list[str]:
         ".map(r => r.dataset.queue)"))
 
 
+def wait_queues(page: Page, expected: list[str]) -> None:
+    """The queue rows the team filter leaves visible, once the page has them all (a
+    queue's row may come with a later board frame than the filter's first pass)."""
+    page.wait_for_function(
+        "(want) => JSON.stringify([...document.querySelectorAll('#queues .row[data-queue]')]"
+        ".filter(r => !r.hidden).map(r => r.dataset.queue).sort()) === JSON.stringify(want)",
+        arg=expected, timeout=10_000)
+    assert visible_queues(page) == expected
+
+
 def kpi(page: Page, key: str) -> str:
     return page.inner_text(f'#team-kpis [data-kpi="{key}"]')
 
@@ -105,14 +115,14 @@ def test_a_shift_lead_opens_on_their_team_and_switches_teams(product: Product,
     # the shift lead's own team first: its agent, its queue, its ticket, its figures
     assert page.input_value("#team-filter") == "blue"
     assert visible_agents(page) == ["1003"]
-    assert visible_queues(page) == ["service"]
+    wait_queues(page, ["service"])
     assert visible_tickets(page) == [made["blue"]]
     assert kpi(page, "logged_in") == "logged in 0 / 1"
     assert kpi(page, "tickets_open") == "open tickets 1"
     # the other team
     page.select_option("#team-filter", "red")
     assert visible_agents(page) == ["1001", "1002"]
-    assert visible_queues(page) == ["sales"]
+    wait_queues(page, ["sales"])
     assert visible_tickets(page) == [made["red"]]
     page.wait_for_function("() => document.querySelector('#team-kpis [data-kpi=logged_in]')"
                            ".textContent === 'logged in 1 / 2'", timeout=5_000)
