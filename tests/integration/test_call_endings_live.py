@@ -9,7 +9,9 @@ offer's result, ``transfer_count``, ``left_at`` of answered offers), every agent
 afterwards, and the record's times against Asterisk's own stamps read from the AMI tap
 (within 0.2 s):
 
-* ring start = the agent leg's ``Newchannel`` (a leg linked to the caller's channel);
+* ring start = the agent leg's ``Newchannel`` (a leg linked to the caller's channel); the
+  record keeps Dial's later ``DialBegin`` when Dial rang it (a pre-dial handler runs
+  between them, milliseconds, within the tolerance);
 * answer = the agent leg's ``Newstate Up``;
 * end = the first ``HangupRequest`` of the caller's or the talking agent's leg, or the
   ``SoftHangupRequest`` Cause 4 of a shutdown; a call Asterisk itself released (a blind
