@@ -602,7 +602,7 @@ def _offer_ended(call: InboundCall, event: OfferEnded,
                  timings: CallRules) -> tuple[InboundCall, list[Effect]]:
     current = call.current_offer
     if current is None or current.agent_id != event.agent_id:
-        return call, []
+        return _earlier_offer_ended(call, event, timings)
     result = OfferResult.PBX_FAILURE if event.pbx_failure and event.dial_status != "ANSWER" \
         else offer_result(event.dial_status, event.leg_cause, event.forward)
     call = _close_offer(call, event.agent_id, result, event.at, event.from_pbx)
@@ -618,6 +618,21 @@ def _offer_ended(call: InboundCall, event: OfferEnded,
         call = replace(call, phase=Phase.TRANSFERRING)
     else:
         call = replace(call, phase=Phase.ROUTING)
+    return call, _effects(call, timings, to_agent=event.agent_id)
+
+
+def _earlier_offer_ended(call: InboundCall, event: OfferEnded,
+                         timings: CallRules) -> tuple[InboundCall, list[Effect]]:
+    """An offer that is no longer the newest ended without an answer. A 302's target leg
+    can be reported (Newchannel) before the forwarding leg's DialEnd: Asterisk publishes
+    them on different topics, in either order. The forwarded offer still gets its result;
+    the newer offer stays the call's current one."""
+    if event.dial_status.upper() == "ANSWER" or not any(
+            o.agent_id == event.agent_id and o.ended_at is None for o in call.offers):
+        return call, []
+    result = OfferResult.PBX_FAILURE if event.pbx_failure \
+        else offer_result(event.dial_status, event.leg_cause, event.forward)
+    call = _close_offer(call, event.agent_id, result, event.at, event.from_pbx)
     return call, _effects(call, timings, to_agent=event.agent_id)
 
 

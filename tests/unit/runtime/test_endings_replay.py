@@ -79,14 +79,16 @@ def roster() -> Roster:
 
 
 async def replay(case: str, *, reserve: str | None = "1001",
-                 logged_in: Iterable[str] = AGENTS, pbx: Any = None) -> Replay:
+                 logged_in: Iterable[str] = AGENTS, pbx: Any = None,
+                 captured: list[AmiMessage] | None = None) -> Replay:
+    """``captured``: the case's frames in another order Asterisk also sends them."""
     clock = RealClock()
     runtime = Runtime(Policy.defaults(), clock, roster(), edge_adapters(
         clock, persist=lambda kind, data: None, publish=lambda topic, payload: None,
         pbx=pbx))
     for agent_id in logged_in:
         runtime.agent_event(agent_id, LogIn())
-    captured = frames(case)
+    captured = frames(case) if captured is None else captured
     caller = next(f for f in captured if f.name == "Newchannel"
                   and f.get("Channel").startswith("PJSIP/caller"))
     result = Replay(runtime, captured, caller.get("Uniqueid"))
@@ -236,6 +238,23 @@ async def test_a_302_forward_is_answered_by_its_target_on_one_record() -> None:
                                                                "rejected")
     assert r.agent("1002").state is AgentState.ACW  # it was that agent's call
     assert r.alarms("offer_rejected")[0].detail["why"] == "forwarded"
+
+
+async def test_a_302_target_reported_before_the_forwarding_legs_dial_end() -> None:
+    """Asterisk publishes the target's Newchannel and the forwarding leg's DialEnd on
+    different topics; a CI run saw them in this order and the forwarded offer stayed open."""
+    captured = frames("redirect_302")
+    forward = next(f for f in captured if f.name == "DialEnd" and f.get("Forward"))
+    target = next(f for f in captured if f.name == "Newchannel"
+                  and f.get("Channel").startswith("PJSIP/agent1002"))
+    captured.remove(target)
+    captured.insert(captured.index(forward), target)
+    r = await replay("redirect_302", captured=captured)
+    assert r.offers() == [("1001", OfferResult.FORWARDED), ("1002", OfferResult.ANSWERED)]
+    assert r.call.offers[0].ended_at == float(forward.get("Timestamp"))
+    assert (r.agent("1001").state, r.agent("1001").reason) == (AgentState.NOT_READY,
+                                                               "rejected")
+    assert r.agent("1002").state is AgentState.ACW
 
 
 async def test_a_302_with_the_forward_ignored_is_still_the_phones_refusal() -> None:
