@@ -235,6 +235,15 @@ class AmiTap:
             f" within {timeout}s; last events: {self._summary(since)}"
         )
 
+    def first_hangup_request(self, since: float, *uniqueids: str,
+                             timeout: float = 5.0) -> float:
+        """Asterisk's stamp of the first hang-up request on these channels. Waited for: a
+        SIPp caller can exit on its BYE's 200 OK before the event reaches this tap."""
+        self.wait_event(lambda e: e.get("Event") == "HangupRequest"
+                        and e.get("Uniqueid") in uniqueids, timeout, since)
+        return min(float(e["Timestamp"]) for e in self.events_since(since, "HangupRequest")
+                   if e["Uniqueid"] in uniqueids)
+
     def assert_no_event(self, name: str, within: float, since: float, **match: str) -> None:
         """Wait ``within`` seconds and fail if an event like this arrived after ``since``."""
         try:

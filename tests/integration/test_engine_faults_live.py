@@ -101,13 +101,6 @@ def product_for(settings: Settings, pbx: PbxHandle) -> Product:
                    ServiceOptions(features=default_features()))
 
 
-def first_request(pbx: PbxHandle, since: float, uniqueid: str) -> float:
-    stamps = [float(e["Timestamp"]) for e in pbx.tap.events_since(since, "HangupRequest")
-              if e["Uniqueid"] == uniqueid]
-    assert stamps, f"no HangupRequest on {uniqueid}"
-    return min(stamps)
-
-
 def answer_of(pbx: PbxHandle, since: float, uniqueid: str) -> float | None:
     """When an agent first answered the caller ``uniqueid`` (our flow's Dial or the
     fallback queue's): the first agent leg linked to it going Up, by Asterisk's stamp."""
@@ -133,7 +126,7 @@ def check_records(pbx: PbxHandle, product: Product, scene: Scene) -> dict[str, A
         call = product.store.read(repo.get_call, uid)
         assert call is not None, f"{role}: no record of {uid}"
         assert call.ended_at is not None and call.outcome, (role, call.outcome)
-        end = call.ended_at.timestamp() - first_request(pbx, scene.since, uid)
+        end = call.ended_at.timestamp() - pbx.tap.first_hangup_request(scene.since, uid)
         assert abs(end) <= TOLERANCE_S, (role, end)
         gaps[f"{role} end"] = round(end, 3)
         up = answer_of(pbx, scene.since, uid)

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 from dtmf import HEAD, KEY, key_pcap
 from product import Product, running_product
+from secretscan import leaks
 from wsclient import EventStream
 
 from callflow.agents.state import LogIn
@@ -89,17 +90,6 @@ def api(product: Product, method: str, path: str, token: str,
         body: dict[str, Any] | None = None) -> tuple[int, dict[str, Any]]:
     status, reply = product.rest(method, path, token, body)
     return status, reply
-
-
-def leaks(root: Path, secrets: tuple[str, ...]) -> list[str]:
-    """Files under ``root`` holding any of ``secrets`` (as text or raw bytes)."""
-    found = []
-    for path in root.rglob("*"):
-        if not path.is_file() or path.stat().st_size > 50_000_000:
-            continue
-        data = path.read_bytes()
-        found.extend(f"{path}: {s}" for s in secrets if s.encode() in data)
-    return found
 
 
 @pytest.mark.std("STD-077", "STD-078", "STD-079")

@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from secretscan import leaks
 from test_agents_live import LiveDesk
 from test_call_endings_live import CALLER, SHORT_OPENING, Matrix, policy_of, ts, wait_state
 from test_call_endings_live import matrix as matrix
-from test_identity_live import leaks, pin_caller
+from test_identity_live import pin_caller
 
 from callflow.agents.events import AgentState
 from callflow.engine import kpi

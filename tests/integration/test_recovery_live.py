@@ -63,14 +63,6 @@ def answered_call(pbx: PbxHandle, sipp: SippControl, since: float, talk_ms: int
     return caller, begin, up
 
 
-def first_request(pbx: PbxHandle, since: float, *uniqueids: str) -> float:
-    """Asterisk's stamp of the first far-end hang-up request on these channels."""
-    stamps = [float(e["Timestamp"]) for e in pbx.tap.events_since(since, "HangupRequest")
-              if e["Uniqueid"] in uniqueids]
-    assert stamps, f"no HangupRequest on {uniqueids}"
-    return min(stamps)
-
-
 def snapshot(product: Product) -> list[tuple[Any, ...]]:
     """Every call, offer and recording column the recovery could change."""
     def read(s: Any) -> list[tuple[Any, ...]]:
@@ -112,7 +104,7 @@ def test_a_call_that_ended_while_the_engine_was_dead_is_closed_from_asterisks_re
     time.sleep(0.5)
     engine.kill()
     assert caller.wait(30) == 0, caller.diagnostics()
-    ended = first_request(asterisk, t0, call_id, begin["DestUniqueid"])
+    ended = asterisk.tap.first_hangup_request(t0, call_id, begin["DestUniqueid"])
     product = product_for(settings, asterisk, ["1001"])
     try:
         product.start()
@@ -155,7 +147,7 @@ def test_a_call_answered_after_the_engine_died_has_asterisks_answer(
                                  ChannelStateDesc="Up")
     assert caller.wait(30) == 0, caller.diagnostics()
     call_id = begin["Uniqueid"]
-    ended = first_request(asterisk, t0, call_id, begin["DestUniqueid"])
+    ended = asterisk.tap.first_hangup_request(t0, call_id, begin["DestUniqueid"])
     product = product_for(settings, asterisk, ["1001"])
     try:
         product.start()
@@ -190,7 +182,7 @@ def test_an_agent_who_hung_up_while_the_engine_was_dead_released_the_call(
     engine.kill()
     assert caller.wait(30) == 0, caller.diagnostics()
     call_id = begin["Uniqueid"]
-    ended = first_request(asterisk, t0, call_id, begin["DestUniqueid"])
+    ended = asterisk.tap.first_hangup_request(t0, call_id, begin["DestUniqueid"])
     product = product_for(settings, asterisk, ["1002"])
     try:
         product.start()
@@ -234,7 +226,7 @@ def test_a_call_still_talking_when_the_engine_comes_back_is_adopted_to_its_end(
         assert caller.wait(30) == 0, caller.diagnostics()
         product.wait_for(lambda: product.runtime.calls[call_id].phase is Phase.ENDED, 10,
                          "the adopted call to end")
-        ended = first_request(asterisk, t0, call_id, begin["DestUniqueid"])
+        ended = asterisk.tap.first_hangup_request(t0, call_id, begin["DestUniqueid"])
         product.flush()
         call = product.store.read(repo.get_call, call_id)
         assert call is not None and call.ended_at is not None and call.answered_at is not None
@@ -273,7 +265,7 @@ def test_a_call_the_fallback_queue_served_while_the_engine_was_down_is_entered(
     up = asterisk.tap.wait_event("Newstate", 5, since=t0, Uniqueid=connect["DestUniqueid"],
                                  ChannelStateDesc="Up")
     assert caller.wait(30) == 0, caller.diagnostics()
-    ended = first_request(asterisk, t0, call_id, connect["DestUniqueid"])
+    ended = asterisk.tap.first_hangup_request(t0, call_id, connect["DestUniqueid"])
     entered = float(asterisk.tap.wait_event("Newchannel", 1, since=t0,
                                             Uniqueid=call_id)["Timestamp"])
     product = product_for(settings, asterisk, ["1004"])
@@ -330,7 +322,7 @@ def test_a_call_answered_and_ended_while_the_ami_link_was_down_gets_asterisks_ti
         up = asterisk.tap.wait_event("Newstate", 10, since=t0, Uniqueid=begin["DestUniqueid"],
                                      ChannelStateDesc="Up")
         assert caller.wait(30) == 0, caller.diagnostics()
-        ended = first_request(asterisk, t0, call_id, begin["DestUniqueid"])
+        ended = asterisk.tap.first_hangup_request(t0, call_id, begin["DestUniqueid"])
         time.sleep(1.0)  # the flow has finished with the call, the link still down
         assert product.call(lambda: product.runtime.calls[call_id].phase) is not Phase.ENDED
         proxy.up()
