@@ -86,12 +86,12 @@ CLOSED = frozenset({"closed"})
 
 def may_see(ticket: TicketLine, viewer: Viewer) -> bool:
     """Agents see their own tickets (owned, taken on their call, created by them) and
-    their team's; the roles that see all see all."""
+    their team's; a shift lead (no work number) their team's; the roles that see all
+    see all."""
     if viewer.sees_all:
         return True
-    if viewer.agent_id is None:
-        return False
-    mine = viewer.agent_id in (ticket.owner_id, ticket.agent_id, ticket.created_by)
+    mine = viewer.agent_id is not None and viewer.agent_id in (
+        ticket.owner_id, ticket.agent_id, ticket.created_by)
     return mine or (viewer.team is not None and ticket.team == viewer.team)
 
 

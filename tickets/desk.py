@@ -38,6 +38,7 @@ from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
 from callflow.store.models import Agent, Call, Recording, TaskAttempt
 from callflow.store.models import Ticket as TicketRow
+from callflow.tickets.routes import ALL_ROLES, SEE_ALL
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session
@@ -46,8 +47,6 @@ if TYPE_CHECKING:
     from callflow.tickets.feature import TicketsFeature
 
 log = logging.getLogger(__name__)
-SEE_ALL = ("supervisor", "qa", "admin")
-ALL_ROLES = ("agent", *SEE_ALL)
 MAX_CALL_ID = 100
 READ_LIMIT = 200  # rows read before the core's selection (the Policy bounds what is shown)
 
@@ -149,14 +148,15 @@ def desk_router(feature: TicketsFeature) -> APIRouter:
                 theirs.add(live.agent_id)
             if stored is not None:
                 theirs.add(stored.agent_id)
-            if me is None or me not in theirs:
-                # an agent learns nothing about calls not offered to them
+            if not may_view(svc.store, principal, me, theirs):
+                # nobody learns anything about calls outside their reach
                 raise api_error(404, "no_call", f"no call {call_id!r}")
         number = live.caller if live is not None else (stored.caller_number or "") \
             if stored is not None else ""
         policy = svc.policy
         now = svc.clock.wall().astimezone(UTC)
-        viewer = rc.Viewer(role=principal.role, agent_id=me, team=_team(svc.store, me),
+        team = principal.team if principal.role == "shift_lead" else _team(svc.store, me)
+        viewer = rc.Viewer(role=principal.role, agent_id=me, team=team,
                            sees_all=principal.role in SEE_ALL,
                            may_play=principal.role in RECORDING_ROLES)
         if not number:  # a withheld number has no history to show
@@ -166,10 +166,25 @@ def desk_router(feature: TicketsFeature) -> APIRouter:
         view = rc.select_view(tickets, calls, now=now, current_call=call_id,
                               viewer=viewer, policy=policy)
         out = view_json(view, number, call_id)
+        # a caller's history is personal data: who read it, for which call, is kept
+        svc.store.run(repo.audit, principal.name, "caller_history.read", now,
+                      target=call_id, detail={"role": principal.role,
+                                              "tickets": len(view.tickets),
+                                              "calls": len(view.calls)})
         redact = redaction_for(principal)
         return redact(out) if redact is not None else out
 
     return router
+
+
+def may_view(store: Store, principal: Principal, me: str | None,
+             theirs: set[str | None]) -> bool:
+    """An agent sees the calls offered to them; a shift lead the calls of their team's
+    agents (STD-148). Roles in ``SEE_ALL`` are not asked."""
+    if principal.role == "shift_lead":
+        return principal.team is not None and any(
+            _team(store, agent_id) == principal.team for agent_id in theirs if agent_id)
+    return me is not None and me in theirs
 
 
 def _team(store: Store, agent_id: str | None) -> str | None:

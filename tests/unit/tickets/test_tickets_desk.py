@@ -53,7 +53,13 @@ def env(store: Store) -> Iterator[SimpleNamespace]:
               agent_id="1001", outcome="answered", entered_at=NOW - timedelta(days=2))
     store.run(repo.upsert_call, "c2", direction="inbound", caller_number=NUMBER,
               agent_id="1001", entered_at=NOW - timedelta(seconds=5))
+    store.run(repo.set_user, "lead_red", "shift_lead", "x", team="red")
+    store.run(repo.set_user, "lead_blue", "shift_lead", "x", team="blue")
+    store.run(repo.set_user, "manager", "department_manager", "x")
     tokens = {
+        "lead_red": session_token(store, logins, "lead_red", "shift_lead"),
+        "lead_blue": session_token(store, logins, "lead_blue", "shift_lead"),
+        "manager": session_token(store, logins, "manager", "department_manager"),
         "agent": session_token(store, logins, "1001", "agent", "1001"),
         "other": session_token(store, logins, "1003", "agent", "1003"),
         "qa": session_token(store, logins, "qa1", "qa"),
@@ -125,6 +131,23 @@ def test_repeat_caller_view_by_role(env: SimpleNamespace) -> None:
     form = env.call("GET", f"{BASE}/form").json()
     assert (form["team"], form["may_play_recordings"]) == ("red", False)
     assert "complaint_simple" in form["types"]
+
+
+@pytest.mark.std("STD-073")
+def test_the_caller_history_for_leads_by_team_and_every_read_audited(
+        env: SimpleNamespace) -> None:
+    """STD-148's people: the department manager sees every call's history, a shift lead
+    the calls of their team's agents only; each read (not a refusal) is in the audit."""
+    made = env.call("POST", BASE, json={"type": "enquiry", "call_id": "c1",
+                                        "description": "address"}).json()["ticket"]
+    for who in ("manager", "lead_red"):
+        got = env.call("GET", f"{BASE}/caller/c2", who)
+        assert got.status_code == 200, (who, got.text)
+        assert [t["id"] for t in got.json()["tickets"]] == [made["id"]]
+    assert env.call("GET", f"{BASE}/caller/c2", "lead_blue").status_code == 404
+    entries = env.store.read(repo.audit_entries, action="caller_history.read")
+    assert sorted((e.actor, e.target, e.detail["tickets"]) for e in entries) == [
+        ("lead_red", "c2", 1), ("manager", "c2", 1)]
 
 
 @pytest.mark.std("STD-134")
