@@ -36,6 +36,7 @@ from callflow.agents import transfers
 from callflow.agents.roster import RosterAgent
 from callflow.dialplan.agi import AgiSession
 from callflow.dialplan.pin_step import collect_pin
+from callflow.dialplan.survey_step import SurveyOf, run_survey
 from callflow.engine import identity, survey, waiting
 from callflow.engine.calls import Outcome, Phase
 from callflow.engine.clock import Clock
@@ -51,8 +52,6 @@ log = logging.getLogger(__name__)
 
 PHONE_NUMBER = re.compile(r"\d{3,20}")
 DIGIT_WAIT_MS = 5000
-#: Every key a caller can press: each is heard during a survey question (garbage included).
-SURVEY_KEYS = "0123456789*#"
 
 
 @dataclass
@@ -335,49 +334,10 @@ class InboundFlow:
     @enforces("STD-120", policy=("survey.questions", "survey.answer_timeout_s",
                                  "survey.inter_digit_s"))
     async def _survey(self) -> bool:
-        """The post-call survey (STD-120): each question answered 1-5 by one key, garbage
-        asked again per ``survey.reasks`` (engine/survey.py), every answer stored with the
-        call and the agent. False when the caller hung up (the questions left: no
-        response)."""
-        questions = list(self.policy.survey.questions)
-        try:
-            await self._play("survey_intro")
-            while questions:
-                asked = 0
-                while True:
-                    asked += 1
-                    keys = await self._survey_keys(questions[0])
-                    reading = survey.read_keys(keys, asked, self.policy)
-                    if reading.how is not None:
-                        break
-                self._survey_record([survey.SurveyAnswered(
-                    self.call_id, self.answered_by, self.queue, questions.pop(0),
-                    reading.score, reading.how, time.time())])
-            await self._play("survey_thanks")
-        except CallerHungUp:
-            log.info("call %s: caller hung up during the survey", self.call_id)
-            self._survey_record(survey.unanswered(self.call_id, self.answered_by, self.queue,
-                                                  questions, time.time()))
-            return False
-        return True
-
-    async def _survey_keys(self, question: str) -> str:
-        """The keys a caller pressed for one question: the first (during the question or
-        within ``answer_timeout_s`` after it; any key, so # and * are heard too) and any
-        second one within ``inter_digit_s`` (several digits are garbage)."""
-        path = await asyncio.to_thread(self.ctx.prompts.path, f"survey_{question}")
-        first = await self.session.stream_file(str(path), SURVEY_KEYS)
-        if not first:
-            first = await self.session.wait_for_digit(
-                int(self.policy.survey.answer_timeout_s * 1000))
-        if not first:
-            return ""
-        return first + await self.session.wait_for_digit(
-            int(self.policy.survey.inter_digit_s * 1000))
-
-    def _survey_record(self, answers: list[survey.SurveyAnswered]) -> None:
-        if answers:
-            self.rt.execute(answers)
+        """The post-call survey (dialplan/survey_step.py); False: the caller hung up."""
+        return await run_survey(self.session, self.ctx.prompts, self.policy,
+                                SurveyOf(self.call_id, self.answered_by, self.queue),
+                                self.rt.execute)
 
     async def _offer_settled(self, agent_id: str) -> None:
         """Wait until AMI has closed the offer (or ``SETTLE_S`` passed): its ``DialEnd``,
@@ -563,22 +523,21 @@ _SURVEY_VALUE = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 async def run_outbound_survey(session: AgiSession, ctx: FlowContext) -> None:
     """The customer of an outbound call whose agent hung up first (``[callflow-survey]``,
     reached by Dial's ``F()``): the same questions as an inbound caller
-    (``InboundFlow._survey``), the answers stored with the attempt (its agent leg's
-    Uniqueid, the call id of the attempt's records) and its agent. Variables that are
-    missing or malformed, or a call kind the Policy no longer surveys: no survey, the
-    customer is hung up (nothing is stored that cannot be tied to a call)."""
-    flow = InboundFlow(session, ctx)
+    (dialplan/survey_step.py), the answers stored with the attempt (its agent leg's
+    Uniqueid, the call id of the attempt's records) and its agent; an outbound call is
+    in no inbound queue. Variables that are missing or malformed, or a call kind the
+    Policy no longer surveys: no survey, the customer is hung up (nothing is stored that
+    cannot be tied to a call)."""
     facts: dict[str, str] = {}
     for name in ("CALL", "AGENT", "KIND"):
         value = await session.get_variable(f"CALLFLOW_SURVEY_{name}") or ""
         facts[name] = value if _SURVEY_VALUE.fullmatch(value) else ""
-    flow.call_id, flow.answered_by, flow.queue = facts["CALL"], facts["AGENT"], ""
-    flow.policy = ctx.policy
     if not facts["CALL"] or not survey.survey_due(
             ctx.policy, agent_released=True, agent_id=facts["AGENT"], kind=facts["KIND"]):
         log.warning("outbound survey on %s: not due or no call (%s)", session.uniqueid, facts)
     else:
-        await flow._survey()
+        await run_survey(session, ctx.prompts, ctx.policy,
+                         SurveyOf(facts["CALL"], facts["AGENT"], ""), ctx.runtime.execute)
     with contextlib.suppress(CallerHungUp):
         await session.hangup()
 
