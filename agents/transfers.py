@@ -247,19 +247,16 @@ def queue_consultee(call: InboundCall, queue: str, *, waiting: Iterable[InboundC
 def check_consult_step(consulting: Consult | None, step: ConsultStep) -> Refusal | None:
     """May the consulting agent complete (join the caller to the colleague), cancel, or
     make it a three-way conference now? Completing and conferencing need the colleague
-    on the line: before they answer, hanging the first agent up would leave the caller
-    with a ringing phone, and a conference would put the caller on a ringing line. A
-    conference is made once, and only with an agent (a number's leg would need its own
-    record of the outside party's part). In a conference, ``complete`` is the first agent leaving
-    (the caller stays with the colleague), ``cancel`` drops the colleague."""
+    (or the number consulted) on the line: before they answer, hanging the first agent
+    up would leave the caller with a ringing phone, and a conference would put the
+    caller on a ringing line. A conference is made once. In a conference, ``complete`` is
+    the first agent leaving (the caller stays with the colleague or the number),
+    ``cancel`` drops the colleague or the number."""
     if consulting is None:
         return Refusal("no_consult", "no warm transfer is under way")
     if step in ("complete", "conference") and not consulting.answered:
         return Refusal("consult_not_answered",
-                       f"agent {consulting.to_agent} has not answered yet")
-    if step == "conference" and consulting.kind != "agent":
-        return Refusal("not_supported", "a three-way conference is made with a consulted "
-                                        "agent; complete or cancel this one")
+                       f"{consulting.to_agent} has not answered yet")
     if step == "conference" and consulting.conference:
         return Refusal("in_conference",
                        f"already in a three-way conference with agent {consulting.to_agent}")

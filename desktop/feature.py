@@ -540,16 +540,51 @@ class AgentDesktop(FeatureBase):
         mine = next((a for a, c in self._consults.items()
                      if c.conference and c.channel == frame.get("Channel")), None)
         if mine is not None:
-            self._end_consult(mine)
+            self._end_consult(mine)  # the core's PartyLeft hands the caller on
             return
         agent_id = self._consult_legs.pop(frame.get("Uniqueid"), None)
+        if agent_id is not None and self._outside_stays(agent_id, frame.get("Uniqueid")):
+            return
         consulting = self._end_consult(agent_id) if agent_id is not None else None
         if consulting is None:
             return
+        if consulting.conference and consulting.kind != "agent":  # the number left it
+            self.runtime.call_event(calls.OutsideParty(consulting.call_id, "",
+                                                       _stamp(frame)))
         self.runtime.execute([Notice("consult_ended", consulting.from_agent,
                                      {"call_id": consulting.call_id,
                                       "agent_id": consulting.to_agent,
                                       "cause": frame.get("Cause")}, std="STD-049")])
+
+    def _hold_over(self, agent_id: str, call_id: str) -> None:
+        """The consultation held the caller (AMI Hold on the agent's leg); in the
+        conference all three talk, and Asterisk sends no Unhold for it: the agent is on
+        the call again, not on hold (no hold reminders, no hold limit)."""
+        agent = self.runtime.agents.get(agent_id)
+        if agent is None or agent.state is not AgentState.ON_HOLD or agent.call_id != call_id:
+            return
+        try:
+            self.runtime.agent_event(agent_id, HoldEnded(call_id))
+        except StateError as exc:
+            log.info("agent %s: the hold's end ignored (%s)", agent_id, exc)
+
+    def _outside_stays(self, agent_id: str, gone: str) -> bool:
+        """In a conference with a number, the Local pair Atxfer dialled it by is
+        optimised away once all three share the caller's bridge: Asterisk swaps the far
+        end's own channel in, then hangs the pair up. That ``Hangup`` is not the number
+        leaving. The far end's channel (the caller's peer that is nobody's desk) is the
+        leg from then on."""
+        consulting = self._consults.get(agent_id)
+        if consulting is None or not consulting.conference or consulting.kind == "agent":
+            return False
+        view = self.runtime.asterisk.view
+        outside = [c for c in view.peers(consulting.call_id) if c.uid != gone
+                   and self.runtime.agent_for_channel(c.name) is None]
+        if not outside:
+            return False
+        self._consult_legs[outside[0].uid] = agent_id
+        self._consults[agent_id] = replace(consulting, leg=outside[0].name)
+        return True
 
     def _consult_joined(self, frame: AmiFrame) -> None:
         """Asterisk joined the caller to the colleague: the warm transfer is done; or
@@ -563,6 +598,11 @@ class AgentDesktop(FeatureBase):
                         self._handed_out(consulting, frame)
                     continue
                 self._consults[agent_id] = replace(consulting, conference=True)
+                self._hold_over(agent_id, consulting.call_id)
+                if consulting.kind != "agent":  # nobody's desk: the core keeps it apart
+                    self.runtime.call_event(calls.OutsideParty(
+                        consulting.call_id, f"{consulting.kind}:{consulting.to_agent}",
+                        _stamp(frame)))
                 self.runtime.execute([Notice("conference_started", agent_id, {
                     "call_id": consulting.call_id, "agent_id": consulting.to_agent},
                     std="STD-049")])
@@ -573,10 +613,9 @@ class AgentDesktop(FeatureBase):
         far end, an outside leg on the record (``transfer_target`` ``<kind>:<number>``,
         no agent's talk), until the caller or the far end hangs up."""
         target = f"{consulting.kind}:{consulting.to_agent}"
-        raw = frame.get("Timestamp")
-        at = float(raw) if raw else time.time()
         self.runtime.call_event(calls.TransferStarted(consulting.call_id,
-                                                      consulting.from_agent, target, at))
+                                                      consulting.from_agent, target,
+                                                      _stamp(frame)))
         agent = self.runtime.agents.get(consulting.from_agent)
         if agent is not None and agent.call_id == consulting.call_id \
                 and agent.state in (AgentState.ON_CALL, AgentState.ON_HOLD):
@@ -622,6 +661,15 @@ class AgentDesktop(FeatureBase):
             out[agent.agent_id] = {"call": None if call is None else {
                 **calls.call_record(call, runtime.timings), "history": list(call.history)}}
         return out
+
+
+def _stamp(frame: AmiFrame) -> float:
+    """Asterisk's time of the event (``timestampevents``), else now."""
+    raw = frame.get("Timestamp")
+    try:
+        return float(raw) if raw else time.time()
+    except ValueError:
+        return time.time()
 
 
 def _dials_out(channel: str, number: str) -> bool:

@@ -525,9 +525,9 @@ async def run_outbound_survey(session: AgiSession, ctx: FlowContext) -> None:
     reached by Dial's ``F()``): the same questions as an inbound caller
     (dialplan/survey_step.py), the answers stored with the attempt (its agent leg's
     Uniqueid, the call id of the attempt's records) and its agent; an outbound call is
-    in no inbound queue. Variables that are missing or malformed, or a call kind the
-    Policy no longer surveys: no survey, the customer is hung up (nothing is stored that
-    cannot be tied to a call)."""
+    in no inbound queue, its answers' queue is ``outbound:<kind>``. Variables that are
+    missing or malformed, or a call kind the Policy no longer surveys: no survey, the
+    customer is hung up (nothing is stored that cannot be tied to a call)."""
     facts: dict[str, str] = {}
     for name in ("CALL", "AGENT", "KIND"):
         value = await session.get_variable(f"CALLFLOW_SURVEY_{name}") or ""
@@ -537,7 +537,8 @@ async def run_outbound_survey(session: AgiSession, ctx: FlowContext) -> None:
         log.warning("outbound survey on %s: not due or no call (%s)", session.uniqueid, facts)
     else:
         await run_survey(session, ctx.prompts, ctx.policy,
-                         SurveyOf(facts["CALL"], facts["AGENT"], ""), ctx.runtime.execute)
+                         SurveyOf(facts["CALL"], facts["AGENT"], f"outbound:{facts['KIND']}"),
+                         ctx.runtime.execute)
     with contextlib.suppress(CallerHungUp):
         await session.hangup()
 

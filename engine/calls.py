@@ -134,6 +134,7 @@ class InboundCall:
     released_by: str | None = None  # caller | agent | system | pbx | None (unknown)
     transfer_count: int = 0  # transfers made on the phone (blind or attended REFER)
     transfer_target: str = ""  # the last blind transfer's target (desktop: <kind>:<value>)
+    outside_party: str = ""  # in a three-way conference: the number with them (<kind>:<value>)
     incomplete: str = ""  # the record lacks Asterisk's facts for its end: why
     greeting: str = "normal"  # normal | holiday (played); apology once the answer is late
     repeat_caller: bool = False
@@ -274,6 +275,18 @@ class PartyLeft:
 
 
 @dataclass(frozen=True)
+class OutsideParty:
+    """A three-way conference with a number (the back office, an external number) began
+    (``target`` ``<kind>:<value>``, Asterisk's ``AttendedTransfer DestType: Threeway``) or
+    ended (``target`` empty: that leg hung up, the caller stays with the agent). The
+    outside party is nobody's desk: no offer, no agent's talk."""
+
+    call_id: str
+    target: str
+    at: float
+
+
+@dataclass(frozen=True)
 class CallReleased:
     """The call is over. ``by``: who released first (``caller``, ``agent``, ``system``,
     ``pbx`` when Asterisk stopped, ``unknown`` when no fact says); ``at`` Asterisk's
@@ -302,7 +315,7 @@ class AnswerConfirmed:
 
 
 CallEvent = (CallEntered | CallRouted | OfferStarted | OfferEnded | TransferStarted | Transferred
-             | CallReleased | AnswerConfirmed | PartyLeft)
+             | CallReleased | AnswerConfirmed | PartyLeft | OutsideParty)
 
 
 # --- what the machine says happened --------------------------------------------------
@@ -523,6 +536,11 @@ def step(call: InboundCall, event: CallEvent,
         return call, _effects(call, timings, to_agent=event.agent_id)
     if isinstance(event, PartyLeft):
         return _party_left(call, event, timings)
+    if isinstance(event, OutsideParty):
+        if call.phase is not Phase.CONNECTED or call.outside_party == event.target:
+            return call, []
+        call = replace(call, outside_party=event.target)
+        return call, _effects(call, timings, to_agent=call.agent_id)
     if isinstance(event, CallReleased):
         return _released(call, event, timings)
     if isinstance(event, AnswerConfirmed):
@@ -649,10 +667,19 @@ def _leave(call: InboundCall, at: float) -> InboundCall:
 def _party_left(call: InboundCall, event: PartyLeft,
                 timings: CallRules) -> tuple[InboundCall, list[Effect]]:
     """One agent of a three-way conference left; the other keeps the caller. Counted as a
-    transfer when the caller stays with the later agent (the consulted one)."""
+    transfer when the caller stays with the later agent (the consulted one). The last
+    agent leaving a conference with a number hands the caller to it, as a warm transfer
+    out does: a transfer, the agent's part ends, the call goes on with the outside party."""
     present = call.in_conference
     leaving = next((o for o in present if o.agent_id == event.agent_id), None)
-    if call.phase is not Phase.CONNECTED or leaving is None or len(present) < 2:
+    if call.phase is not Phase.CONNECTED or leaving is None:
+        return call, []
+    if len(present) == 1 and call.outside_party:
+        call = replace(_leave(call, event.at), phase=Phase.TRANSFERRING,
+                       transfer_count=call.transfer_count + 1,
+                       transfer_target=call.outside_party, outside_party="")
+        return call, _effects(call, timings, to_agent=event.agent_id)
+    if len(present) < 2:
         return call, []
     offers = tuple(replace(o, left_at=event.at) if o is leaving else o for o in call.offers)
     stays = [o for o in present if o is not leaving][-1]

@@ -255,9 +255,10 @@ class AsteriskFacts:
 
     def _left_conference(self, link: ChannelLink, at: float) -> bool:
         """An agent's leg of a three-way conference is ending: that agent leaves it, the
-        other keeps the caller and the call goes on (``PartyLeft``)."""
+        other (an agent, or the number in a conference with one) keeps the caller and the
+        call goes on (``PartyLeft``)."""
         call = self._live_call(link.call_id)
-        if call is None or len(call.in_conference) < 2 \
+        if call is None or (len(call.in_conference) < 2 and not call.outside_party) \
                 or all(o.agent_id != link.agent_id for o in call.in_conference):
             return False
         self.rt.call_event(calls.PartyLeft(link.call_id, link.agent_id, at))

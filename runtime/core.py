@@ -439,11 +439,22 @@ class Runtime:
         return None if member is None else replace(member, endpoint=candidate.extension)
 
     def routing_held(self, agent_id: str) -> bool:
-        """Routing skips this agent now: a feature holds them (``hold_agents``) or their
-        desk is not judged reachable yet. Also asked by a warm transfer to a queue, which
-        consults the agent routing would pick (agents/transfers.py ``queue_consultee``)."""
-        return any(held(agent_id) for held in self._agent_holds) \
+        """Routing skips this agent now: a desktop warm transfer consults them, a feature
+        holds them (``hold_agents``) or their desk is not judged reachable yet. Also asked
+        by a warm transfer to a queue, which consults the agent routing would pick
+        (agents/transfers.py ``queue_consultee``).
+
+        A consulted colleague is held from the request on. Their state changes only when
+        Asterisk's Atxfer rings their phone, a few ms later, and a queue call routed to
+        them in between would ring a phone that is about to be busy. Only while the
+        caller's call lives: a consultation whose ending was never reported holds nobody."""
+        return self._consulted_now(agent_id) \
+            or any(held(agent_id) for held in self._agent_holds) \
             or self._unreachable_in_grace(agent_id)
+
+    def _consulted_now(self, agent_id: str) -> bool:
+        call = self.calls.get(self.consults.get(agent_id, ""))
+        return call is not None and call.phase is not calls.Phase.ENDED
 
     def waiting_calls(self) -> list[calls.InboundCall]:
         """The calls whose flows wait for an agent now (first come, first served)."""

@@ -23,8 +23,7 @@
       leave: "离开,客户留给同事", drop: "挂断同事,客户留给您",
       reasons: {no_consult: "没有进行中的咨询", consult_not_answered: "同事尚未接听",
                 not_bridged: "客户尚未接通", consult_in_progress: "已有咨询在进行",
-                not_supported: "队列不能先咨询,请直接转接", in_conference: "已在三方通话中",
-                conference_number: "三方通话只能与座席进行"},
+                not_supported: "队列不能先咨询,请直接转接", in_conference: "已在三方通话中"},
     },
     en: {
       title: "Consult transfer", ringing: "calling your colleague ",
@@ -41,8 +40,7 @@
                 not_bridged: "the caller is not through yet",
                 consult_in_progress: "a consultation is already under way",
                 not_supported: "a queue cannot be consulted: transfer now",
-                in_conference: "already in a three-way conference",
-                conference_number: "a three-way conference is with an agent only"},
+                in_conference: "already in a three-way conference"},
     },
   };
   const L = LABELS[document.documentElement.lang] || LABELS.en;
@@ -95,9 +93,7 @@
     } else if (f.type === "error" && (f.request === "transfer_complete"
                                       || f.request === "transfer_cancel"
                                       || f.request === "transfer_conference")) {
-      const why = f.request === "transfer_conference" && f.error === "not_supported"
-        ? "conference_number" : f.error;
-      text("warm-status", L.refused + (L.reasons[why] || f.error));
+      text("warm-status", L.refused + (L.reasons[f.error] || f.error));
     } else if (p && p.type === "agent_state" && !["on_call", "on_hold"].includes(p.state)) {
       $("warm-panel").hidden = true;
     }

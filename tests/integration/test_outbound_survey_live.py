@@ -54,14 +54,14 @@ def customer_pressing(tmp: Path, at: float, key: str) -> Path:
     return path
 
 
-def surveyed(product: Product, attempt: str) -> list[tuple[str, str, int | None, str]]:
+def surveyed(product: Product, attempt: str) -> list[tuple[str, str, str, int | None, str]]:
     """The attempt's stored survey rows, once the writer has them (off the loop)."""
     deadline = time.monotonic() + 5
     while True:
         product.flush()
         after = product.store.read(repo.call_aftercare, attempt)
         if after["survey"] or time.monotonic() > deadline:
-            return [(a["agent_id"], a["question"], a["score"], a["how"])
+            return [(a["agent_id"], a["queue"], a["question"], a["score"], a["how"])
                     for a in after["survey"]]
         time.sleep(0.2)
 
@@ -102,7 +102,8 @@ def test_the_customer_of_a_callback_rates_the_agent_who_hung_up_first(
         agent_out = asterisk.tap.wait_event("Hangup", 5, since=t0, Uniqueid=attempt)
         customer_out = asterisk.tap.wait_event("Hangup", 5, since=t0, Uniqueid=customer_leg)
         assert float(customer_out["Timestamp"]) > float(agent_out["Timestamp"])
-        assert surveyed(product, attempt) == [("1001", "service", 4, "answered")]
+        assert surveyed(product, attempt) == [("1001", "outbound:callback", "service", 4,
+                                                   "answered")]
         call = product.store.read(repo.get_call, attempt)
         assert call is not None
         assert (call.direction, call.outcome, call.released_by, call.agent_id) == (
@@ -120,6 +121,7 @@ def test_the_customer_of_a_callback_rates_the_agent_who_hung_up_first(
         begin = customer_dialled(asterisk, t1, 15)
         second = begin["Uniqueid"]
         wait_log(callee, "BYE", 20)  # the customer's own BYE
-        assert surveyed(product, second) == [("1001", "service", None, "hangup")]
+        assert surveyed(product, second) == [("1001", "outbound:callback", "service", None,
+                                                 "hangup")]
         call = product.store.read(repo.get_call, second)
         assert call is not None and (call.outcome, call.agent_id) == ("answered", "1001")

@@ -166,7 +166,12 @@ def test_a_conference_needs_the_colleague_on_the_line_and_is_made_once() -> None
 
 
 @pytest.mark.std("STD-049")
-def test_a_conference_is_with_an_agent_not_a_number() -> None:
+def test_a_conference_is_made_with_a_number_as_with_an_agent() -> None:
     outside = replace(CONSULT, to_agent="5550199", kind="external", answered=True)
-    assert reason(check_consult_step(outside, "conference")) == "not_supported"
+    assert check_consult_step(outside, "conference") is None
     assert check_consult_step(outside, "complete") is None
+    ringing = replace(outside, answered=False)
+    assert reason(check_consult_step(ringing, "conference")) == "consult_not_answered"
+    meeting = replace(outside, conference=True)
+    assert reason(check_consult_step(meeting, "conference")) == "in_conference"
+    assert check_consult_step(meeting, "cancel") is None  # drops the number
