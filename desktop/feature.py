@@ -58,6 +58,7 @@ from callflow.desktop.case import CASE_KIND, UNVERIFIED, CaseNote, case_payload
 from callflow.desktop.identity import IdentityGate
 from callflow.desktop.identity_pin import MidcallPin
 from callflow.desktop.inactivity import InactivityWatch
+from callflow.desktop.keypad import KeyPad
 from callflow.dialplan.inbound import OUTBOUND_CONTEXT
 from callflow.dialplan.midcall_pin import run_midcall_pin
 from callflow.engine import calls
@@ -70,7 +71,6 @@ from callflow.engine.effects import (
     Hangup,
     ListEndpoints,
     Notice,
-    PressKey,
     ShowEndpoint,
     StartTimer,
 )
@@ -110,6 +110,7 @@ class AgentDesktop(FeatureBase):
         self.identity: IdentityGate | None = None  # made at start (STD-077)
         self.identity_pin: MidcallPin | None = None  # the PIN step mid-call (STD-077)
         self._inactivity: InactivityWatch | None = None
+        self._keypad: KeyPad | None = None  # feature codes typed on agents' legs
         self._consults: dict[str, transfers.Consult] = {}  # consulting agent -> warm transfer
         self._consult_legs: dict[str, str] = {}  # consulted leg uniqueid -> consulting agent
 
@@ -121,7 +122,9 @@ class AgentDesktop(FeatureBase):
         await self._restore(services)
         self.identity = IdentityGate(services)
         self.identity.start()
-        self.identity_pin = MidcallPin(self.identity, services.settings.pin_feature_code)
+        self._keypad = KeyPad(runtime)
+        self.identity_pin = MidcallPin(self.identity, services.settings.pin_feature_code,
+                                       self._keypad)
         runtime.on_ami("Hold", self._on_hold)
         runtime.on_ami("Unhold", self._on_hold)
         if self.hold_reminders:
@@ -145,6 +148,13 @@ class AgentDesktop(FeatureBase):
         if self._inactivity is None:
             raise CallflowError("the desktop feature is not started")
         return self._inactivity
+
+    @property
+    def keypad(self) -> KeyPad:
+        """The keys the desktop types on agents' legs (desktop/keypad.py)."""
+        if self._keypad is None:
+            raise CallflowError("the desktop feature is not started")
+        return self._keypad
 
     def escalate(self, agent_id: str, reason: str) -> AgentSnapshot:
         """The agent pressed "escalate" (STD-066): the board's alarm carries the live call
@@ -172,6 +182,8 @@ class AgentDesktop(FeatureBase):
     async def stop(self) -> None:
         if self._inactivity is not None:
             self._inactivity.stop()
+        if self._keypad is not None:
+            await self._keypad.stop()
         for task in list(self._tasks):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -452,13 +464,24 @@ class AgentDesktop(FeatureBase):
     def consult_step(self, agent_id: str, step: transfers.ConsultStep) -> transfers.Refusal | None:
         """``transfer_complete``: the agent's leg hangs up and Asterisk joins the caller to
         the colleague. ``transfer_cancel``: the colleague's leg is hung up and the agent
-        has the caller again. Refused: nothing changes."""
+        has the caller again. Refused: nothing changes.
+
+        ``transfer_conference`` types features.conf's ``atxferthreeway`` on the agent's
+        leg (desktop/keypad.py). Why this way to a three-way conference: AMI has no
+        action for it, but Asterisk's attended transfer (main/bridge_basic.c) listens on
+        the transferer's leg for that code in every consultation state and then merges
+        the consultation's bridge into the caller's (``AttendedTransfer`` with
+        ``DestType: Threeway``); ``PlayDTMF`` with ``Receive`` (app_senddtmf.c) queues
+        the keys on the leg as received, where that hook reads them. A ConfBridge would
+        need the caller and both agents redirected out of their bridges, and the
+        caller's hold and the transfer's record would be ours to rebuild."""
         consulting = self._consults.get(agent_id)
         refused = transfers.check_consult_step(consulting, step)
         if refused is not None or consulting is None:
             return refused
         if step == "conference":
-            self._press(consulting.channel, self.service.settings.feature_codes.threeway)
+            self.keypad.press(consulting.channel, self.service.settings.feature_codes.threeway,
+                              "the three-way conference")
         elif step == "complete":
             self.runtime.execute([Hangup(consulting.channel)])
         elif consulting.conference and consulting.leg:
@@ -469,31 +492,6 @@ class AgentDesktop(FeatureBase):
         log.info("call %s: agent %s %ss the warm transfer to %s", consulting.call_id,
                  agent_id, step, consulting.to_agent)
         return None
-
-    def _press(self, channel: str, keys: str) -> None:
-        """Type ``keys`` on the agent's leg as if their phone sent them, one ``PlayDTMF``
-        after the other (Asterisk matches a feature code key by key, in order).
-
-        Why this way to a three-way conference: AMI has no action for it, but Asterisk's
-        attended transfer (main/bridge_basic.c) listens on the transferer's leg for
-        features.conf's ``atxferthreeway`` in every consultation state and then merges
-        the consultation's bridge into the caller's (``AttendedTransfer`` with
-        ``DestType: Threeway``); ``PlayDTMF`` with ``Receive`` (app_senddtmf.c) queues
-        the keys on the leg as received, where that hook reads them. A ConfBridge would
-        need the caller and both agents redirected out of their bridges, and the
-        caller's hold and the transfer's record would be ours to rebuild."""
-        async def press() -> None:
-            for key in keys:
-                await self.runtime.request(PressKey(channel, key))
-
-        task = asyncio.get_running_loop().create_task(press())
-        self._tasks.add(task)
-        task.add_done_callback(self._pressed)
-
-    def _pressed(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("the three-way conference's keys were not typed: %s", task.exception())
 
     def _end_consult(self, agent_id: str) -> transfers.Consult | None:
         consulting = self._consults.pop(agent_id, None)

@@ -3,7 +3,7 @@
 The desktop sends ``{"type": "identity_pin"}``; ``ask`` checks it against the call, the
 customer record and the identity check (engine/identity.py ``pin_ask_refusal``: one
 clear refusal, nothing changed) and presses the PIN feature code on the agent's leg
-(``PressKey``: AMI PlayDTMF ``Receive: true``). Asterisk then runs the
+(desktop/keypad.py: AMI PlayDTMF ``Receive: true``, key by key). Asterisk then runs the
 ``identity-pin`` AGI on the caller's channel (callflow/pbx/midcall_pin.py says how;
 dialplan/midcall_pin.py is the AGI), which takes the ask (``take``), collects the PIN
 while the agent hears hold music, and reports (``done``): the outcome goes to the event
@@ -24,12 +24,13 @@ from callflow.desktop.identity import PIN_RECORD
 from callflow.dialplan.midcall_pin import MidcallPinContext, PinAsk, PinStepDone
 from callflow.engine import identity
 from callflow.engine.calls import Phase
-from callflow.engine.effects import Logged, PressKey
+from callflow.engine.effects import Logged
 from callflow.errors import StateError
 from callflow.store import customers
 
 if TYPE_CHECKING:
     from callflow.desktop.identity import IdentityGate
+    from callflow.desktop.keypad import KeyPad
 
 log = logging.getLogger(__name__)
 
@@ -39,10 +40,11 @@ AUDIT_ACTION = "identity.pin_midcall"
 class MidcallPin:
     """One per service, beside the identity gate it reports to."""
 
-    def __init__(self, gate: IdentityGate, feature_code: str) -> None:
+    def __init__(self, gate: IdentityGate, feature_code: str, keypad: KeyPad) -> None:
         self.gate = gate
         self.services = gate.services
         self.feature_code = feature_code
+        self.keypad = keypad
         self.asks: dict[str, PinAsk] = {}  # call id -> the ask not yet taken up
         self.running: dict[str, PinAsk] = {}  # call id -> the ask whose AGI runs
 
@@ -95,7 +97,7 @@ class MidcallPin:
         for other in [c for c in self.asks if c not in runtime.calls]:
             del self.asks[other]  # asks of calls that ended before Asterisk took them up
         self.asks[call_id] = ask
-        runtime.execute([PressKey(talking.channel, digit) for digit in self.feature_code])
+        self.keypad.press(talking.channel, self.feature_code, f"call {call_id}'s PIN step")
         log.info("call %s: agent %s asks for the caller's PIN (feature code pressed on %s)",
                  call_id, agent_id, talking.channel)
         return {"type": "identity_pin", "state": "asking", "call_id": call_id,

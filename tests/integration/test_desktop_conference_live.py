@@ -22,7 +22,15 @@ from typing import Any
 import pytest
 from test_call_endings_live import SHORT_OPENING, Matrix, epoch, policy_of, ts, wait_state
 from test_call_endings_live import matrix as matrix
-from test_desktop_warm_transfer_live import NOTE, bridges_now, desk, event_of, talks_with_caller
+from test_desktop_warm_transfer_live import (
+    NOTE,
+    bridges_now,
+    desk,
+    event_of,
+    record_of_two,
+    talks_with_caller,
+    two_desks,
+)
 
 from callflow.agents.events import AgentState
 
@@ -83,87 +91,61 @@ def consult(m: Matrix, a: Any, b: Any) -> dict[str, Any]:
 
 @pytest.mark.std("STD-049")
 def test_conference_then_a_leaves_the_caller_with_b(matrix: Callable[..., Any]) -> None:
-    with matrix(policy_of(SHORT_OPENING), AGENTS) as m:
-        m.phones(("1001", "uas_answer.xml", 500, ()), ("1002", "uas_answer.xml", 1000, ()))
-        m.log_in("1001", "1002")
-        a, b = desk(m, "1001"), desk(m, "1002")
-        try:
-            b_leg = consult(m, a, b)
-            threeway = conference(m, a, b_leg)
-            m.product.wait_for(lambda: m.product.runtime.agents["1002"].call_id == m.call_id,
-                               5, "B on the caller's call")
-            assert m.agent("1001").call_id == m.call_id  # A is still on it
-            time.sleep(1.0)  # all three talk
-            done = a.request("transfer_complete")
-            assert done["type"] == "ack", done
-            a_leg = m.legs("1001")[0]
-            left = hangup_request(m, a_leg["Uniqueid"])
-            wait_state(m, "1001", AgentState.ACW)
-            assert m.agent("1002").call_id == m.call_id
-            m.product.wait_for(lambda: talks_with_caller(m, b_leg["Channel"]), 5,
-                               "B still with the caller")
-            m.finish()
-            call = m.record()
-            assert (call.outcome, call.transfer_count, call.agent_id) == \
-                ("answered", 1, "1002")
-            rows = m.offers()
-            assert [(o.agent_id, o.result) for o in rows] == \
-                [("1001", "answered"), ("1002", "answered")], rows
-            end = m.asterisk_end(b_leg["Uniqueid"], False)
-            ast_a = ts(left) - m.up(a_leg["Uniqueid"])
-            ast_b = end - ts(threeway)
-            m.deltas["join[1002]"] = epoch(rows[1].ended_at) - ts(threeway)
-            m.deltas["left[1001]"] = epoch(rows[0].left_at) - ts(left)
-            m.deltas["talk[1001]"] = epoch(rows[0].left_at) - epoch(rows[0].ended_at) - ast_a
-            m.deltas["talk[1002]"] = epoch(rows[1].left_at) - epoch(rows[1].ended_at) - ast_b
-            m.deltas["t_end"] = epoch(call.ended_at) - end
-            assert all(abs(v) <= 0.2 for v in m.deltas.values()), m.deltas
-            assert epoch(rows[0].left_at) > epoch(rows[1].ended_at)  # they overlapped
-            m.check_agent("1001", AgentState.ACW)
-            m.check_agent("1002", AgentState.ACW)
-            assert len(m.legs("1002")) == 1  # B rang once: the consultation
-        finally:
-            a.close()
-            b.close()
+    with two_desks(matrix) as (m, a, b):
+        b_leg = consult(m, a, b)
+        threeway = conference(m, a, b_leg)
+        m.product.wait_for(lambda: m.product.runtime.agents["1002"].call_id == m.call_id,
+                           5, "B on the caller's call")
+        assert m.agent("1001").call_id == m.call_id  # A is still on it
+        time.sleep(1.0)  # all three talk
+        done = a.request("transfer_complete")
+        assert done["type"] == "ack", done
+        a_leg = m.legs("1001")[0]
+        left = hangup_request(m, a_leg["Uniqueid"])
+        wait_state(m, "1001", AgentState.ACW)
+        assert m.agent("1002").call_id == m.call_id
+        m.product.wait_for(lambda: talks_with_caller(m, b_leg["Channel"]), 5,
+                           "B still with the caller")
+        call, rows = record_of_two(m, 1, "1002")
+        end = m.asterisk_end(b_leg["Uniqueid"], False)
+        ast_a = ts(left) - m.up(a_leg["Uniqueid"])
+        ast_b = end - ts(threeway)
+        m.deltas["join[1002]"] = epoch(rows[1].ended_at) - ts(threeway)
+        m.deltas["left[1001]"] = epoch(rows[0].left_at) - ts(left)
+        m.deltas["talk[1001]"] = epoch(rows[0].left_at) - epoch(rows[0].ended_at) - ast_a
+        m.deltas["talk[1002]"] = epoch(rows[1].left_at) - epoch(rows[1].ended_at) - ast_b
+        m.deltas["t_end"] = epoch(call.ended_at) - end
+        assert all(abs(v) <= 0.2 for v in m.deltas.values()), m.deltas
+        assert epoch(rows[0].left_at) > epoch(rows[1].ended_at)  # they overlapped
+        m.check_agent("1001", AgentState.ACW)
+        m.check_agent("1002", AgentState.ACW)
+        assert len(m.legs("1002")) == 1  # B rang once: the consultation
 
 
 @pytest.mark.std("STD-049")
 def test_conference_then_a_drops_b(matrix: Callable[..., Any]) -> None:
-    with matrix(policy_of(SHORT_OPENING), AGENTS) as m:
-        m.phones(("1001", "uas_answer.xml", 500, ()), ("1002", "uas_answer.xml", 1000, ()))
-        m.log_in("1001", "1002")
-        a, b = desk(m, "1001"), desk(m, "1002")
-        try:
-            b_leg = consult(m, a, b)
-            threeway = conference(m, a, b_leg)
-            time.sleep(1.0)
-            dropped = a.request("transfer_cancel")
-            assert dropped["type"] == "ack", dropped
-            left = hangup_request(m, b_leg["Uniqueid"])
-            event_of(a, "consult_ended", 10, "A's desk told B is gone")
-            a_leg = m.legs("1001")[0]
-            m.product.wait_for(lambda: talks_with_caller(m, a_leg["Channel"]), 5,
-                               "A still with the caller")
-            wait_state(m, "1002", AgentState.ACW)  # B talked to the caller: B's ACW
-            assert m.agent("1001").state is not AgentState.ACW  # A still has the caller
-            m.finish()
-            call = m.record()
-            assert (call.outcome, call.transfer_count, call.agent_id) == \
-                ("answered", 0, "1001")
-            rows = m.offers()
-            assert [(o.agent_id, o.result) for o in rows] == \
-                [("1001", "answered"), ("1002", "answered")], rows
-            end = m.asterisk_end(a_leg["Uniqueid"], False)
-            m.deltas["join[1002]"] = epoch(rows[1].ended_at) - ts(threeway)
-            m.deltas["left[1002]"] = epoch(rows[1].left_at) - ts(left)
-            m.deltas["left[1001]"] = epoch(rows[0].left_at) - end
-            m.deltas["t_end"] = epoch(call.ended_at) - end
-            assert all(abs(v) <= 0.2 for v in m.deltas.values()), m.deltas
-            m.check_agent("1001", AgentState.ACW)
-            m.check_agent("1002", AgentState.ACW)
-        finally:
-            a.close()
-            b.close()
+    with two_desks(matrix) as (m, a, b):
+        b_leg = consult(m, a, b)
+        threeway = conference(m, a, b_leg)
+        time.sleep(1.0)
+        dropped = a.request("transfer_cancel")
+        assert dropped["type"] == "ack", dropped
+        left = hangup_request(m, b_leg["Uniqueid"])
+        event_of(a, "consult_ended", 10, "A's desk told B is gone")
+        a_leg = m.legs("1001")[0]
+        m.product.wait_for(lambda: talks_with_caller(m, a_leg["Channel"]), 5,
+                           "A still with the caller")
+        wait_state(m, "1002", AgentState.ACW)  # B talked to the caller: B's ACW
+        assert m.agent("1001").state is not AgentState.ACW  # A still has the caller
+        call, rows = record_of_two(m, 0, "1001")
+        end = m.asterisk_end(a_leg["Uniqueid"], False)
+        m.deltas["join[1002]"] = epoch(rows[1].ended_at) - ts(threeway)
+        m.deltas["left[1002]"] = epoch(rows[1].left_at) - ts(left)
+        m.deltas["left[1001]"] = epoch(rows[0].left_at) - end
+        m.deltas["t_end"] = epoch(call.ended_at) - end
+        assert all(abs(v) <= 0.2 for v in m.deltas.values()), m.deltas
+        m.check_agent("1001", AgentState.ACW)
+        m.check_agent("1002", AgentState.ACW)
 
 
 @pytest.mark.std("STD-049")

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from deskpage import ready_desk
 from playwright.sync_api import Browser, Page, expect
 from product import Product, make_roster, make_settings
 
@@ -55,13 +56,7 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path) -> Iterato
 
 
 def desk_page(browser: Browser, product: Product, agent: str) -> Page:
-    page = browser.new_page(viewport={"width": 1000, "height": 1400})
-    page.goto(f"http://127.0.0.1:{product.settings.ports.api}/desktop")
-    page.fill("#login-form input[name=username]", agent)
-    page.fill("#login-form input[name=password]", PASSWORD)
-    page.fill("#login-form input[name=extension]", agent)
-    page.click("#login-form button[type=submit]")
-    expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=10_000)
+    page = ready_desk(browser, product, PASSWORD, agent=agent, height=1400)
     expect(page.locator("#transfer-panel")).to_be_hidden()
     return page
 

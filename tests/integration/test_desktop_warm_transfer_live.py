@@ -22,7 +22,8 @@ caller stays with A. After that the consultation is the warm-to-agent one.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -58,6 +59,66 @@ def bridges_now(m: Matrix) -> dict[str, str]:
     return where
 
 
+@contextmanager
+def two_desks(matrix: Callable[..., Any], b_ring_ms: int = 1000,
+              ) -> Iterator[tuple[Matrix, LiveDesk, LiveDesk]]:
+    """One case with A and B logged in, their phones answering (A's after 0.5 s, B's
+    after ``b_ring_ms``), each with a desktop, closed when the case ends."""
+    with matrix(policy_of(SHORT_OPENING), AGENTS) as m:
+        m.phones(("1001", "uas_answer.xml", 500, ()),
+                 ("1002", "uas_answer.xml", b_ring_ms, ()))
+        m.log_in("1001", "1002")
+        a, b = desk(m, "1001"), desk(m, "1002")
+        try:
+            yield m, a, b
+        finally:
+            a.close()
+            b.close()
+
+
+def complete_to_b(m: Matrix, a: LiveDesk, b_leg: dict[str, Any]) -> dict[str, Any]:
+    """A completes the consultation: Asterisk's ``AttendedTransfer``, A in ACW, B has
+    the caller, in the caller's bridge. Returns the ``AttendedTransfer``."""
+    done = a.request("transfer_complete")
+    assert done["type"] == "ack", done
+    transfer = m.wait("AttendedTransfer", 10)
+    assert transfer["Result"] == "Success", transfer
+    wait_state(m, "1001", AgentState.ACW)
+    m.product.wait_for(lambda: m.product.runtime.agents["1002"].call_id == m.call_id,
+                       5, "B has the caller")
+    assert talks_with_caller(m, b_leg["Channel"]), m.timeline()
+    return transfer
+
+
+def record_of_two(m: Matrix, transfers: int, agent_id: str) -> tuple[Any, list[Any]]:
+    """After the caller's BYE: one answered call, ``transfers`` transfers, ended with
+    ``agent_id``; A's and B's answered offers, in that order. Returns (call, offers)."""
+    m.finish()
+    call = m.record()
+    assert (call.outcome, call.transfer_count, call.agent_id) == \
+        ("answered", transfers, agent_id)
+    rows = m.offers()
+    assert [(o.agent_id, o.result) for o in rows] == \
+        [("1001", "answered"), ("1002", "answered")], rows
+    return call, rows
+
+
+def talks_match_asterisk(m: Matrix, rows: list[Any], transfer: dict[str, Any],
+                         b_leg: dict[str, Any]) -> None:
+    """A's talk is A's leg up to the ``AttendedTransfer``, B's from it to B's leg's end,
+    A left at it: each within 0.2 s of Asterisk's. Both in ACW; B's phone rang once."""
+    a_leg = m.legs("1001")[0]
+    ast_a = ts(transfer) - m.up(a_leg["Uniqueid"])
+    ast_b = m.asterisk_end(b_leg["Uniqueid"], False) - ts(transfer)
+    m.deltas["talk[1001]"] = epoch(rows[0].left_at) - epoch(rows[0].ended_at) - ast_a
+    m.deltas["talk[1002]"] = epoch(rows[1].left_at) - epoch(rows[1].ended_at) - ast_b
+    m.deltas["left[1001]"] = epoch(rows[0].left_at) - ts(transfer)
+    assert all(abs(v) <= 0.2 for v in m.deltas.values()), m.deltas
+    m.check_agent("1001", AgentState.ACW)
+    m.check_agent("1002", AgentState.ACW)
+    assert len(m.legs("1002")) == 1  # B rang once: the consultation
+
+
 def talks_with_caller(m: Matrix, channel: str) -> bool:
     """Asterisk has ``channel`` in the caller's bridge now, directly or through the Local
     pair Atxfer dialled it by (``Local/...;1`` with the caller, ``;2`` with the agent)."""
@@ -74,111 +135,72 @@ def talks_with_caller(m: Matrix, channel: str) -> bool:
 @pytest.mark.std("STD-049")
 def test_warm_transfer_consults_b_then_joins_the_caller(
         matrix: Callable[..., Any]) -> None:
-    with matrix(policy_of(SHORT_OPENING), AGENTS) as m:
-        m.phones(("1001", "uas_answer.xml", 500, ()), ("1002", "uas_answer.xml", 1000, ()))
-        m.log_in("1001", "1002")
-        a, b = desk(m, "1001"), desk(m, "1002")
-        try:
-            m.call("uac_call.xml", talk_ms=16000)
-            wait_state(m, "1001", AgentState.ON_CALL)
-            m.wait("BridgeEnter", 10, Uniqueid=m.call_id)  # the opening is over
-            time.sleep(1.0)  # A talks a while
-            early = a.request("transfer_complete")
-            assert (early["type"], early["error"]) == ("error", "no_consult"), early
-            ack = a.request("transfer", mode="warm", note=NOTE,
-                            target={"kind": "agent", "value": "1002"})
-            assert ack["type"] == "ack" and ack["destination"] == "agent:1002", ack
-            assert ack["state"] == "on_call"  # A keeps the call while consulting
-            case = event_of(b, "case", 10, "the case at B while B's phone rings")
-            assert case["note"] == NOTE and case["from_agent"] == "1001"
-            assert case["mode"] == "warm" and case["std"] == "STD-049"
-            m.product.wait_for(lambda: m.legs("1002"), 5, "B's consult leg in the tap")
-            b_leg = m.legs("1002")[0]
-            assert m.first("Newstate", b_leg["Uniqueid"], ChannelStateDesc="Up") is None, \
-                "the case came while B's phone rang"
-            event_of(a, "consult_answered", 10, "B answered the consultation")
-            assert m.agent("1002").state is AgentState.ON_CALL  # consulting, not ready
-            # Asterisk put the caller on hold from A's leg (AMI Hold): A's desk shows it
-            assert m.agent("1001").state is AgentState.ON_HOLD
-            # the caller waited on hold (Asterisk's MOH) during the consultation
-            assert m.tap("MusicOnHoldStart", lambda e: e["Uniqueid"] == m.call_id) \
-                or m.tap("Hold", lambda e: e["Uniqueid"] == m.call_id), m.timeline()
-            time.sleep(1.0)  # A and B talk
-            done = a.request("transfer_complete")
-            assert done["type"] == "ack", done
-            transfer = m.wait("AttendedTransfer", 10)
-            assert transfer["Result"] == "Success", transfer
-            wait_state(m, "1001", AgentState.ACW)
-            m.product.wait_for(lambda: m.product.runtime.agents["1002"].call_id == m.call_id,
-                               5, "B has the caller")
-            assert talks_with_caller(m, b_leg["Channel"]), m.timeline()
-            m.finish()
-            call = m.record()
-            assert (call.outcome, call.transfer_count, call.agent_id) == \
-                ("answered", 1, "1002")
-            rows = m.offers()
-            assert [(o.agent_id, o.result) for o in rows] == \
-                [("1001", "answered"), ("1002", "answered")], rows
-            a_leg = m.legs("1001")[0]
-            ast_a = ts(transfer) - m.up(a_leg["Uniqueid"])
-            end = m.asterisk_end(b_leg["Uniqueid"], False)
-            ast_b = end - ts(transfer)
-            talk_a = epoch(rows[0].left_at) - epoch(rows[0].ended_at)
-            talk_b = epoch(rows[1].left_at) - epoch(rows[1].ended_at)
-            m.deltas["talk[1001]"] = talk_a - ast_a
-            m.deltas["talk[1002]"] = talk_b - ast_b
-            m.deltas["left[1001]"] = epoch(rows[0].left_at) - ts(transfer)
-            assert all(abs(v) <= 0.2 for v in m.deltas.values()), m.deltas
-            m.check_agent("1001", AgentState.ACW)
-            m.check_agent("1002", AgentState.ACW)
-            assert len(m.legs("1002")) == 1  # B rang once: the consultation
-        finally:
-            a.close()
-            b.close()
+    with two_desks(matrix) as (m, a, b):
+        m.call("uac_call.xml", talk_ms=16000)
+        wait_state(m, "1001", AgentState.ON_CALL)
+        m.wait("BridgeEnter", 10, Uniqueid=m.call_id)  # the opening is over
+        time.sleep(1.0)  # A talks a while
+        early = a.request("transfer_complete")
+        assert (early["type"], early["error"]) == ("error", "no_consult"), early
+        ack = a.request("transfer", mode="warm", note=NOTE,
+                        target={"kind": "agent", "value": "1002"})
+        assert ack["type"] == "ack" and ack["destination"] == "agent:1002", ack
+        assert ack["state"] == "on_call"  # A keeps the call while consulting
+        case = event_of(b, "case", 10, "the case at B while B's phone rings")
+        assert case["note"] == NOTE and case["from_agent"] == "1001"
+        assert case["mode"] == "warm" and case["std"] == "STD-049"
+        m.product.wait_for(lambda: m.legs("1002"), 5, "B's consult leg in the tap")
+        b_leg = m.legs("1002")[0]
+        assert m.first("Newstate", b_leg["Uniqueid"], ChannelStateDesc="Up") is None, \
+            "the case came while B's phone rang"
+        event_of(a, "consult_answered", 10, "B answered the consultation")
+        assert m.agent("1002").state is AgentState.ON_CALL  # consulting, not ready
+        # Asterisk put the caller on hold from A's leg (AMI Hold): A's desk shows it
+        assert m.agent("1001").state is AgentState.ON_HOLD
+        # the caller waited on hold (Asterisk's MOH) during the consultation
+        assert m.tap("MusicOnHoldStart", lambda e: e["Uniqueid"] == m.call_id) \
+            or m.tap("Hold", lambda e: e["Uniqueid"] == m.call_id), m.timeline()
+        time.sleep(1.0)  # A and B talk
+        transfer = complete_to_b(m, a, b_leg)
+        _, rows = record_of_two(m, 1, "1002")
+        talks_match_asterisk(m, rows, transfer, b_leg)
 
 
 @pytest.mark.std("STD-049")
 def test_warm_transfer_cancelled_leaves_the_caller_with_a(
         matrix: Callable[..., Any]) -> None:
-    with matrix(policy_of(SHORT_OPENING), AGENTS) as m:
-        m.phones(("1001", "uas_answer.xml", 500, ()), ("1002", "uas_answer.xml", 500, ()))
-        m.log_in("1001", "1002")
-        a, b = desk(m, "1001"), desk(m, "1002")
-        try:
-            m.call("uac_call.xml", talk_ms=10000)
-            wait_state(m, "1001", AgentState.ON_CALL)
-            m.wait("BridgeEnter", 10, Uniqueid=m.call_id)
-            refused = a.request("transfer", mode="warm",
-                                target={"kind": "queue", "value": "nosuch"})
-            assert (refused["type"], refused["error"]) == ("error", "unknown_target")
-            ack = a.request("transfer", mode="warm", note=NOTE,
-                            target={"kind": "agent", "value": "1002"})
-            assert ack["type"] == "ack", ack
-            event_of(a, "consult_answered", 10, "B answered the consultation")
-            again = a.request("transfer", mode="warm",
-                              target={"kind": "agent", "value": "1002"})
-            assert again["type"] == "error", again
-            cancel = a.request("transfer_cancel")
-            assert cancel["type"] == "ack", cancel
-            m.product.wait_for(lambda: m.legs("1002"), 5, "B's consult leg in the tap")
-            b_leg = m.legs("1002")[0]
-            m.wait("Hangup", 10, Uniqueid=b_leg["Uniqueid"])
-            m.product.wait_for(lambda: m.product.runtime.agents["1002"].state
-                               is AgentState.READY, 5, "B ready again (no ACW)")
-            assert m.agent("1001").state is AgentState.ON_CALL
-            a_leg = m.legs("1001")[0]
-            m.product.wait_for(lambda: talks_with_caller(m, a_leg["Channel"]), 10,
-                               "A back in the caller's bridge")
-            assert not m.tap("AttendedTransfer")
-            m.finish()
-            m.check_record(outcome="answered", ending="caller_released",
-                           released_by="caller", offers=[("1001", "answered")],
-                           agent_id="1001")
-            assert m.record().transfer_count == 0
-            m.check_agent("1001", AgentState.ACW)
-        finally:
-            a.close()
-            b.close()
+    with two_desks(matrix, b_ring_ms=500) as (m, a, _):
+        m.call("uac_call.xml", talk_ms=10000)
+        wait_state(m, "1001", AgentState.ON_CALL)
+        m.wait("BridgeEnter", 10, Uniqueid=m.call_id)
+        refused = a.request("transfer", mode="warm",
+                            target={"kind": "queue", "value": "nosuch"})
+        assert (refused["type"], refused["error"]) == ("error", "unknown_target")
+        ack = a.request("transfer", mode="warm", note=NOTE,
+                        target={"kind": "agent", "value": "1002"})
+        assert ack["type"] == "ack", ack
+        event_of(a, "consult_answered", 10, "B answered the consultation")
+        again = a.request("transfer", mode="warm",
+                          target={"kind": "agent", "value": "1002"})
+        assert again["type"] == "error", again
+        cancel = a.request("transfer_cancel")
+        assert cancel["type"] == "ack", cancel
+        m.product.wait_for(lambda: m.legs("1002"), 5, "B's consult leg in the tap")
+        b_leg = m.legs("1002")[0]
+        m.wait("Hangup", 10, Uniqueid=b_leg["Uniqueid"])
+        m.product.wait_for(lambda: m.product.runtime.agents["1002"].state
+                           is AgentState.READY, 5, "B ready again (no ACW)")
+        assert m.agent("1001").state is AgentState.ON_CALL
+        a_leg = m.legs("1001")[0]
+        m.product.wait_for(lambda: talks_with_caller(m, a_leg["Channel"]), 10,
+                           "A back in the caller's bridge")
+        assert not m.tap("AttendedTransfer")
+        m.finish()
+        m.check_record(outcome="answered", ending="caller_released",
+                       released_by="caller", offers=[("1001", "answered")],
+                       agent_id="1001")
+        assert m.record().transfer_count == 0
+        m.check_agent("1001", AgentState.ACW)
 
 
 @pytest.mark.std("STD-049")
@@ -253,32 +275,9 @@ def test_warm_transfer_to_a_queue_consults_its_next_agent(
             b_leg = m.legs("1002")[0]
             event_of(a, "consult_answered", 10, "B answered the consultation")
             time.sleep(1.0)  # A and B talk
-            done = a.request("transfer_complete")
-            assert done["type"] == "ack", done
-            transfer = m.wait("AttendedTransfer", 10)
-            assert transfer["Result"] == "Success", transfer
-            wait_state(m, "1001", AgentState.ACW)
-            m.product.wait_for(lambda: m.product.runtime.agents["1002"].call_id == m.call_id,
-                               5, "B has the caller")
-            assert talks_with_caller(m, b_leg["Channel"]), m.timeline()
-            m.finish()
-            call = m.record()
-            assert (call.outcome, call.transfer_count, call.agent_id) == \
-                ("answered", 1, "1002")
-            rows = m.offers()
-            assert [(o.agent_id, o.result) for o in rows] == \
-                [("1001", "answered"), ("1002", "answered")], rows
-            ast_a = ts(transfer) - m.up(a_leg["Uniqueid"])
-            ast_b = m.asterisk_end(b_leg["Uniqueid"], False) - ts(transfer)
-            m.deltas["talk[1001]"] = \
-                epoch(rows[0].left_at) - epoch(rows[0].ended_at) - ast_a
-            m.deltas["talk[1002]"] = \
-                epoch(rows[1].left_at) - epoch(rows[1].ended_at) - ast_b
-            m.deltas["left[1001]"] = epoch(rows[0].left_at) - ts(transfer)
-            assert all(abs(v) <= 0.2 for v in m.deltas.values()), m.deltas
-            m.check_agent("1001", AgentState.ACW)
-            m.check_agent("1002", AgentState.ACW)
-            assert len(m.legs("1002")) == 1  # B rang once: the consultation
+            transfer = complete_to_b(m, a, b_leg)
+            _, rows = record_of_two(m, 1, "1002")
+            talks_match_asterisk(m, rows, transfer, b_leg)
         finally:
             a.close()
             if b is not None:

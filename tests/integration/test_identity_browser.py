@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from deskpage import ready_desk
 from playwright.sync_api import Browser, expect
 from product import Product, make_roster, make_settings
 
@@ -54,15 +55,8 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path) -> Iterato
 @pytest.mark.std("STD-077", "STD-078")
 def test_identity_panel_hides_then_reveals_after_questions(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser) -> None:
-    base = f"http://127.0.0.1:{product.settings.ports.api}"
     sipp.softphone("1001", "uas_answer.xml", ring_ms=1000)
-    page = browser.new_page(viewport={"width": 1000, "height": 1100})
-    page.goto(base + "/desktop")
-    page.fill("#login-form input[name=username]", "1001")
-    page.fill("#login-form input[name=password]", PASSWORD)
-    page.fill("#login-form input[name=extension]", "1001")
-    page.click("#login-form button[type=submit]")
-    expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=10_000)
+    page = ready_desk(browser, product, PASSWORD, height=1100)
     panel = page.locator("#identity-panel")
     expect(panel).to_be_hidden()
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from deskpage import ready_desk
 from playwright.sync_api import Browser, expect
 from product import Product, make_roster, make_settings
 from test_identity_live import pin_caller
@@ -64,15 +65,8 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path) -> Iterato
 def test_the_agent_clicks_ask_for_the_pin_and_the_panel_shows_verified(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser,
         tmp_path: Path) -> None:
-    base = f"http://127.0.0.1:{product.settings.ports.api}"
     sipp.softphone("1001", "uas_answer.xml", ring_ms=500)
-    page = browser.new_page(viewport={"width": 1000, "height": 1100})
-    page.goto(base + "/desktop")
-    page.fill("#login-form input[name=username]", "1001")
-    page.fill("#login-form input[name=password]", PASSWORD)
-    page.fill("#login-form input[name=extension]", "1001")
-    page.click("#login-form button[type=submit]")
-    expect(page.locator("#state")).to_have_attribute("data-state", "ready", timeout=10_000)
+    page = ready_desk(browser, product, PASSWORD, height=1100)
 
     # the caller keys the PIN 9 s after the answer: the agent clicks well before
     script = pin_caller(tmp_path / "sipp-caller", [(9.0, PIN + "#")], bye_at=24)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from deskpage import ready_desk
 from playwright.sync_api import Browser, expect
 from product import Product, make_roster, make_settings
 from test_desktop_browser import shot
@@ -70,16 +71,9 @@ def _recordings(product: Product) -> RecordingsFeature:
 def test_agent_opens_a_ticket_from_the_call_and_the_repeat_caller_sees_it(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser) -> None:
     t_start = time.monotonic()
-    base = f"http://127.0.0.1:{product.settings.ports.api}"
     sipp.softphone("1001", "uas_answer.xml", ring_ms=3000)
-    page = browser.new_page(viewport={"width": 1000, "height": 1800})
-    page.goto(base + "/desktop")
-    page.fill("#login-form input[name=username]", "1001")
-    page.fill("#login-form input[name=password]", PASSWORD)
-    page.fill("#login-form input[name=extension]", "1001")
-    page.click("#login-form button[type=submit]")
+    page = ready_desk(browser, product, PASSWORD, height=1800)
     state = page.locator("#state")
-    expect(state).to_have_attribute("data-state", "ready", timeout=10_000)
     expect(page.locator("#tickets-panel")).to_be_visible()
     expect(page.locator("#ticket-form")).to_be_hidden()  # no call, no form
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from deskpage import ready_desk
 from playwright.sync_api import Browser, expect
 from product import Product, make_roster, make_settings
 from test_desktop_browser import shot
@@ -52,16 +53,9 @@ def product(asterisk: PbxHandle, asterisk_root: Path, tmp_path: Path) -> Iterato
 @pytest.mark.std("STD-092")
 def test_the_wrap_up_form_gates_ready_on_the_page(
         asterisk: PbxHandle, sipp: SippControl, product: Product, browser: Browser) -> None:
-    base = f"http://127.0.0.1:{product.settings.ports.api}"
     sipp.softphone("1001", "uas_answer.xml", ring_ms=1000)
-    page = browser.new_page(viewport={"width": 1000, "height": 1000})
-    page.goto(base + "/desktop")
-    page.fill("#login-form input[name=username]", "1001")
-    page.fill("#login-form input[name=password]", PASSWORD)
-    page.fill("#login-form input[name=extension]", "1001")
-    page.click("#login-form button[type=submit]")
+    page = ready_desk(browser, product, PASSWORD)
     state = page.locator("#state")
-    expect(state).to_have_attribute("data-state", "ready", timeout=10_000)
     expect(page.locator("#wrapup-card")).to_be_hidden()
 
     caller = sipp.caller("100", "uac_call.xml", talk_ms=3000)
