@@ -78,6 +78,7 @@ from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
 from callflow.pbx.midcall_pin import PIN_AGI_SCRIPT
 from callflow.pbx.render import AGENTS_CONTEXT
+from callflow.runtime.asterisk import stamp
 from callflow.store.agent_log import load_day_totals, load_stored_agents
 
 if TYPE_CHECKING:
@@ -548,7 +549,7 @@ class AgentDesktop(FeatureBase):
             return
         if consulting.conference and consulting.kind != "agent":  # the number left it
             self.runtime.call_event(calls.OutsideParty(consulting.call_id, "",
-                                                       _stamp(frame)))
+                                                       stamp(frame)))
         self.runtime.execute([Notice("consult_ended", consulting.from_agent,
                                      {"call_id": consulting.call_id,
                                       "agent_id": consulting.to_agent,
@@ -600,7 +601,7 @@ class AgentDesktop(FeatureBase):
                 if consulting.kind != "agent":  # nobody's desk: the core keeps it apart
                     self.runtime.call_event(calls.OutsideParty(
                         consulting.call_id, f"{consulting.kind}:{consulting.to_agent}",
-                        _stamp(frame)))
+                        stamp(frame)))
                 self.runtime.execute([Notice("conference_started", agent_id, {
                     "call_id": consulting.call_id, "agent_id": consulting.to_agent},
                     std="STD-049")])
@@ -613,7 +614,7 @@ class AgentDesktop(FeatureBase):
         target = f"{consulting.kind}:{consulting.to_agent}"
         self.runtime.call_event(calls.TransferStarted(consulting.call_id,
                                                       consulting.from_agent, target,
-                                                      _stamp(frame)))
+                                                      stamp(frame)))
         agent = self.runtime.agents.get(consulting.from_agent)
         if agent is not None and agent.call_id == consulting.call_id \
                 and agent.state in (AgentState.ON_CALL, AgentState.ON_HOLD):
@@ -660,14 +661,6 @@ class AgentDesktop(FeatureBase):
                 **calls.call_record(call, runtime.timings), "history": list(call.history)}}
         return out
 
-
-def _stamp(frame: AmiFrame) -> float:
-    """Asterisk's time of the event (``timestampevents``), else now."""
-    raw = frame.get("Timestamp")
-    try:
-        return float(raw) if raw else time.time()
-    except ValueError:
-        return time.time()
 
 
 def _dials_out(channel: str, number: str) -> bool:

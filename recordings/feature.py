@@ -43,6 +43,7 @@ from fastapi import APIRouter
 from callflow.engine.effects import Persist, StartRecording
 from callflow.engine.rules import enforces
 from callflow.feature import FeatureBase
+from callflow.runtime.asterisk import stamp
 from callflow.settings import private_dir
 from callflow.store import repo
 
@@ -202,7 +203,7 @@ class RecordingsFeature(FeatureBase):
         if call is None or call.agent_id is None or not self.service.policy.qa.record_inbound:
             return None
         return Active(call.call_id, call.call_id, "inbound", call.channel,
-                      self._path(call.call_id), call.agent_id, call.caller, _stamp(frame))
+                      self._path(call.call_id), call.agent_id, call.caller, stamp(frame))
 
     @enforces("STD-114", policy=("qa.record_outbound",))
     def _outbound(self, uid: str, frame: AmiFrame) -> Active | None:
@@ -214,7 +215,7 @@ class RecordingsFeature(FeatureBase):
         attempt_id = attempt.attempt_id
         # the agent leg by its uniqueid: AMI finds a channel by uniqueid as by name
         return Active(attempt_id, attempt_id, "outbound", attempt_id, self._path(attempt_id),
-                      attempt.agent_id, attempt.number, _stamp(frame))
+                      attempt.agent_id, attempt.number, stamp(frame))
 
     def _path(self, uid: str) -> Path:
         zone = ZoneInfo(self.service.policy.calendar.timezone)
@@ -233,7 +234,7 @@ class RecordingsFeature(FeatureBase):
         rec = self.active.get(frame.get("Uniqueid"))
         if rec is None or rec.ended_at is not None:
             return
-        rec.ended_at = _stamp(frame)
+        rec.ended_at = stamp(frame)
         self._spawn(self._finish(rec))
 
     # --- the row ---------------------------------------------------------------------------
@@ -318,11 +319,4 @@ def _int(raw: str) -> int:
     except (TypeError, ValueError):
         return 0
 
-
-def _stamp(frame: AmiFrame) -> float:
-    raw = frame.get("Timestamp")
-    try:
-        return float(raw) if raw else time.time()
-    except ValueError:
-        return time.time()
 

@@ -77,6 +77,7 @@ from callflow.engine.effects import (
 from callflow.engine.policy import Policy
 from callflow.errors import CallflowError, StateError
 from callflow.feature import FeatureBase
+from callflow.runtime.asterisk import stamp
 from callflow.store import repo
 from callflow.store.db import Store
 
@@ -187,7 +188,7 @@ class SpecialCallsFeature(FeatureBase):
         call = self.runtime.calls.get(link.call_id)
         if call is None:
             return
-        now, wall = self.runtime.clock.now(), _stamp(frame)
+        now, wall = self.runtime.clock.now(), stamp(frame)
         machine = self.holds.get(call.call_id) or hold.new(call.call_id, link.agent_id)
         event: hold.HoldEvent = (hold.HoldOn if frame.name == "Hold" else hold.HoldOff)(
             call.call_id, link.agent_id, now, wall)
@@ -248,7 +249,7 @@ class SpecialCallsFeature(FeatureBase):
         if call is not None and call.agent_id is not None \
                 and call.phase is calls.Phase.CONNECTED:
             self._step_special(self._special(call), sc.Connected(
-                uid, self.runtime.clock.now(), _stamp(frame)))
+                uid, self.runtime.clock.now(), stamp(frame)))
 
     def _on_key(self, frame: AmiFrame) -> None:
         """A key the caller pressed: the answer to the continue-or-callback offer, if open."""
@@ -258,14 +259,14 @@ class SpecialCallsFeature(FeatureBase):
         machine = self.holds.get(uid)
         if machine is not None:
             self._step_hold(machine, hold.CallerKey(uid, frame.get("Digit") or "",
-                                                    self.runtime.clock.now(), _stamp(frame)))
+                                                    self.runtime.clock.now(), stamp(frame)))
 
     def _on_talking(self, frame: AmiFrame) -> None:
         uid = frame.get("Uniqueid")
         machine = self.specials.get(uid)
         if machine is not None:
             self._step_special(machine, sc.CallerSpeech(uid, self.runtime.clock.now(),
-                                                        _stamp(frame)))
+                                                        stamp(frame)))
 
     # --- timers -------------------------------------------------------------------------
 
@@ -542,10 +543,3 @@ def special_view(machine: sc.SpecialCall) -> dict[str, Any]:
             "warnings": machine.warnings, "closing": machine.closing_at is not None,
             "ending": machine.ending}
 
-
-def _stamp(frame: AmiFrame) -> float:
-    raw = frame.get("Timestamp")
-    try:
-        return float(raw) if raw else time.time()
-    except ValueError:
-        return time.time()

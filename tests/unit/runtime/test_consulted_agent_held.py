@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from callflow.agents.events import AgentState, LogIn
 from callflow.agents.roster import Roster, RosterAgent
 from callflow.engine.clock import RealClock
@@ -23,29 +25,19 @@ def runtime() -> Runtime:
     return rt
 
 
-async def test_the_consulted_colleague_is_skipped_until_the_consultation_ends() -> None:
+@pytest.mark.parametrize(("consulting", "offered"), [
+    ("talking", "1003"),  # the desktop asked to consult 1002 (Atxfer sent): skipped
+    ("gone", "1002"),  # a consultation whose call is not (or no longer) live holds nobody
+    (None, "1002"),  # no consultation: 1002, ready longest, is routing's choice
+])
+async def test_the_consulted_colleague_is_skipped_while_the_call_lives(
+        consulting: str | None, offered: str) -> None:
     rt = runtime()
     rt.call_entered("queued", "PJSIP/caller-2", "140", "100", at=time.time())
     rt.start_waiting("queued")
     rt.call_entered("talking", "PJSIP/caller-1", "139", "100", at=time.time())
-    rt.consults["1002"] = "talking"  # the desktop asked: consult 1002 (Atxfer sent)
+    if consulting is not None:
+        rt.consults["1002"] = consulting
     assert rt.agents["1002"].state is AgentState.READY  # the phone does not ring yet
     chosen = rt.choose_agent("queued")
-    assert chosen is not None and chosen.agent_id == "1003"
-
-
-async def test_a_consultation_of_an_ended_call_holds_nobody() -> None:
-    rt = runtime()
-    rt.call_entered("queued", "PJSIP/caller-2", "140", "100", at=time.time())
-    rt.start_waiting("queued")
-    rt.consults["1002"] = "gone"  # its call is not (or no longer) live
-    chosen = rt.choose_agent("queued")
-    assert chosen is not None and chosen.agent_id == "1002"
-
-
-async def test_without_a_consultation_the_same_colleague_is_routings_choice() -> None:
-    rt = runtime()
-    rt.call_entered("queued", "PJSIP/caller-2", "140", "100", at=time.time())
-    rt.start_waiting("queued")
-    chosen = rt.choose_agent("queued")
-    assert chosen is not None and chosen.agent_id == "1002"
+    assert chosen is not None and chosen.agent_id == offered
