@@ -117,6 +117,19 @@ def check_class(customer_class: str, policy: Policy) -> str:
     return customer_class
 
 
+@enforces("STD-123", policy=("tickets.deadlines_by_class",))
+def reclassed(current: str, wanted: object, policy: Policy) -> str:
+    """The class a customer is moved to (STD-123: their next tickets run that row of the
+    deadline table). Only a class the table lists, else a TicketError naming them; the
+    tickets already logged keep the class they were logged with (``Ticket.customer_class``),
+    so a re-classing never moves a running clock. ``current`` may be a class since removed
+    from the Policy: moving away from it is allowed, moving to the same class is a no-op."""
+    if not isinstance(wanted, str):
+        raise TicketError("customer_class must be a string naming a class: "
+                          f"{', '.join(policy.tickets.deadlines_by_class)}")
+    return current if wanted == current else check_class(wanted, policy)
+
+
 @enforces("STD-123", policy=("tickets.deadlines_by_class", "tickets.default_customer_class"))
 def class_deadlines(customer_class: str | None, policy: Policy) -> TicketsPolicy:
     """The ticket numbers for a customer class: the section's, with that class's row of
