@@ -27,7 +27,7 @@ from callflow.api.passwords import hash_password
 from callflow.board.feature import BoardFeature
 from callflow.engine.policy import Policy
 from callflow.service import ServiceOptions
-from callflow.settings import Ports, Settings
+from callflow.settings import REPO_ROOT, Ports, Settings
 from callflow.store import customers, repo
 from callflow.tickets.feature import TicketsFeature
 
@@ -36,6 +36,7 @@ PASSWORD = "class-" + secrets.token_urlsafe(8)
 NUMBER = "13900000088"
 SURNAME = "<b>Wu</b>"
 STANDARD_H, VIP_H = 2, 1
+ARTIFACTS = REPO_ROOT / "test-artifacts" / "customers"
 
 
 @pytest.fixture
@@ -119,6 +120,8 @@ def test_the_class_changed_on_the_board_sets_the_next_tickets_deadline(
     page.click("#customers-class button[type=submit]")
     expect(page.locator("#customers-status")).to_contain_text("vip", timeout=10_000)
     expect(page.locator("#customers-status")).to_contain_text("standard")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.locator("#customers-panel").screenshot(path=str(ARTIFACTS / "class-saved.png"))
 
     # the next ticket follows the new class; the one logged before keeps its clock
     after = new_ticket(base, sup)
