@@ -97,6 +97,16 @@ def _parse_hhmm(value: object) -> object:
 ClockTime = Annotated[time, BeforeValidator(_parse_hhmm)]
 
 
+def _parse_optional_hhmm(value: object) -> object:
+    """A time of day, or "off" (TOML has no null) for a feature switched off."""
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return None
+    return _parse_hhmm(value)
+
+
+OptionalClockTime = Annotated[time | None, BeforeValidator(_parse_optional_hhmm)]
+
+
 def setting(
     default: Any = ...,
     *,
@@ -916,8 +926,9 @@ class TicketsPolicy(Section):
                     "deadline missed")
     escalation_interval_h: float = setting(
         24, unit="h", std="STD-125", gt=0, le=720,
-        description="A ticket still unresolved this long after one escalation step goes "
-                    "to the next level (the next daily check)")
+        description="Only when there is no daily check (daily_check_at = \"off\"): a ticket "
+                    "still unresolved this long after one escalation step goes to the next "
+                    "level. With a daily check every step falls at a check instead")
     escalation_chain: list[str] = setting(
         std="STD-137", factory=lambda: ["shift_lead", "department_manager"],
         description="Levels an unresolved ticket escalates to, in order, one step at a time")
@@ -953,10 +964,14 @@ class TicketsPolicy(Section):
     default_customer_class: str = setting(
         "standard", std="STD-123",
         description="Class of a ticket whose caller has no customer record or no class")
-    daily_check_at: ClockTime = setting(
+    daily_check_at: OptionalClockTime = setting(
         time(9, 30), unit="HH:MM", std="STD-125",
         description="Local time of the daily check of open tickets on each working day "
-                    "(overdue, due today, unassigned, open too long), listed to the board")
+                    "(overdue, due today, unassigned, open too long), listed to the board. "
+                    "Escalation steps fall at these checks: the first at the first check "
+                    "after a missed deadline or escalation_after_h, each next at the next "
+                    "check (STD-125). \"off\": no daily check, steps escalation_interval_h "
+                    "apart")
     daily_check_open_h: float = setting(
         24, unit="h", std="STD-125", gt=0, le=720,
         description="The daily check lists the tickets open longer than this")

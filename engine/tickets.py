@@ -10,8 +10,9 @@ derived from those facts and the Policy by the pure functions here:
   records (reply, resolution, the start of a customer test);
 * **escalation** (STD-125, STD-137): a ticket past a deadline, or unresolved past
   ``tickets.escalation_after_h``, goes one level up the chain (shift lead, then
-  department manager), the next step ``escalation_interval_h`` later if still
-  unresolved. Each step's time is a function of the stored facts, never of a timer's
+  department manager), at the daily checks: the first check after the trigger, then
+  the next check if still unresolved (``escalation_interval_h`` apart when the daily
+  check is off). Each step's time is a function of the stored facts, never of a timer's
   memory, and a step fires only above the level already recorded, so an engine that
   restarts computes the same steps and fires none twice (``escalations_due``).
 
@@ -21,6 +22,8 @@ decide; no rule lives there.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, datetime, time, timedelta
 from typing import Literal
@@ -112,6 +115,19 @@ def check_class(customer_class: str, policy: Policy) -> str:
         raise TicketError(f"unknown customer class {customer_class!r}; known classes: "
                           f"{', '.join(known)}")
     return customer_class
+
+
+@enforces("STD-123", policy=("tickets.deadlines_by_class",))
+def reclassed(current: str, wanted: object, policy: Policy) -> str:
+    """The class a customer is moved to (STD-123: their next tickets run that row of the
+    deadline table). Only a class the table lists, else a TicketError naming them; the
+    tickets already logged keep the class they were logged with (``Ticket.customer_class``),
+    so a re-classing never moves a running clock. ``current`` may be a class since removed
+    from the Policy: moving away from it is allowed, moving to the same class is a no-op."""
+    if not isinstance(wanted, str):
+        raise TicketError("customer_class must be a string naming a class: "
+                          f"{', '.join(policy.tickets.deadlines_by_class)}")
+    return current if wanted == current else check_class(wanted, policy)
 
 
 @enforces("STD-123", policy=("tickets.deadlines_by_class", "tickets.default_customer_class"))
@@ -206,21 +222,46 @@ def _first_miss(ticket: Ticket, policy: Policy) -> tuple[datetime, str] | None:
     return None
 
 
-@enforces("STD-125", policy=("tickets.escalation_after_h", "tickets.escalation_interval_h"))
+#: How far ahead the next daily check is looked for (a calendar with no working day in a
+#: year has none: the steps then fall back to ``escalation_interval_h``).
+CHECK_HORIZON_DAYS = 366
+
+
+def checks_from(t: datetime, policy: Policy) -> Iterator[datetime]:
+    """The daily checks at or after ``t``, in order (none when the check is off)."""
+    if policy.tickets.daily_check_at is None:
+        return
+    day = t.astimezone(zone(policy)).date()
+    for ahead in range(CHECK_HORIZON_DAYS):
+        at = daily_check_time(day + timedelta(days=ahead), policy)
+        if at is not None and at >= t:
+            yield at
+
+
+@enforces("STD-125", policy=("tickets.escalation_after_h", "tickets.escalation_interval_h",
+                             "tickets.daily_check_at"))
 @enforces("STD-137", policy=("tickets.escalation_chain",))
 def escalation_steps(ticket: Ticket, policy: Policy) -> list[Step]:
-    """Every step the chain would take for this ticket if it stayed unresolved: the
-    first when it misses a deadline or has been open ``escalation_after_h``, whichever
-    is first; each next one ``escalation_interval_h`` later; level by level (STD-137:
-    no level skipped)."""
+    """Every step the chain would take for this ticket if it stayed unresolved, level by
+    level (STD-137: no level skipped). The trigger is the ticket missing a deadline or
+    being open ``escalation_after_h``, whichever is first. With a daily check
+    (``daily_check_at``) the steps follow it (STD-125, standards scenario 14: "still open
+    at the next daily check after 24 h -> the shift lead; still open at the next check ->
+    the department manager"): the first step at the first check at or after the trigger,
+    each next one at the next check. With the check off, the first step is at the trigger
+    and each next one ``escalation_interval_h`` later."""
     tp = policy.tickets
     start = _hours(ticket.opened_at, tp.escalation_after_h)
     reason = "unresolved_age"
     miss = _first_miss(ticket, policy)
     if miss is not None and miss[0] < start:
         start, reason = miss
+    chain = list(enumerate(tp.escalation_chain, start=1))
+    checks = list(itertools.islice(checks_from(start, policy), len(chain)))
+    if len(checks) == len(chain):
+        return [Step(level, role, checks[level - 1], reason) for level, role in chain]
     return [Step(level, role, _hours(start, (level - 1) * tp.escalation_interval_h), reason)
-            for level, role in enumerate(tp.escalation_chain, start=1)]
+            for level, role in chain]
 
 
 def escalations_due(ticket: Ticket, now: datetime, policy: Policy) -> list[Step]:
@@ -370,10 +411,12 @@ def assignee(step: Step, team: str | None, people: list[Person]) -> str | None:
 
 
 def daily_check_time(day: date, policy: Policy) -> datetime | None:
-    """When the daily check of ``day`` (a local date) falls, or None on a day off."""
-    if not policy.calendar.is_workday(day):
+    """When the daily check of ``day`` (a local date) falls, or None on a day off (or with
+    the check switched off, ``daily_check_at = "off"``)."""
+    check_at = policy.tickets.daily_check_at
+    if check_at is None or not policy.calendar.is_workday(day):
         return None
-    return datetime.combine(day, policy.tickets.daily_check_at, zone(policy))
+    return datetime.combine(day, check_at, zone(policy))
 
 
 @enforces("STD-125", policy=("tickets.daily_check_at",))

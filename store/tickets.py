@@ -27,6 +27,7 @@ from callflow.store.models import (
     TicketHistory,
     User,
 )
+from callflow.store.repo import audit
 
 #: The facts the core reads and may change (the rest of a row is text and links).
 FACTS = ("type", "status", "priority", "opened_at", "replied_at", "handled_at",
@@ -168,6 +169,47 @@ def customer_class_of(s: Session, number: str) -> str | None:
         CustomerNumber, CustomerNumber.customer_id == Customer.id)
         .where(CustomerNumber.number == number)).scalar()
     return None if found is None else str(found)
+
+
+def customer_class_view(customer: Customer, numbers: list[str]) -> dict[str, Any]:
+    """What the class form shows of a customer: the header (never personal fields,
+    STD-078), their numbers and class."""
+    return {"customer_id": customer.id, "surname": customer.surname, "title": customer.title,
+            "numbers": numbers, "customer_class": customer.customer_class}
+
+
+def _numbers_of(s: Session, customer_id: int) -> list[str]:
+    return list(s.scalars(select(CustomerNumber.number)
+                          .where(CustomerNumber.customer_id == customer_id)
+                          .order_by(CustomerNumber.number)))
+
+
+def customer_by_number(s: Session, number: str) -> dict[str, Any] | None:
+    """The customer who calls from ``number``, as the class form shows them (or None)."""
+    link = s.get(CustomerNumber, number)
+    customer = None if link is None else s.get(Customer, link.customer_id)
+    return None if customer is None else customer_class_view(
+        customer, _numbers_of(s, customer.id))
+
+
+def set_customer_class(s: Session, customer_id: int, actor: str, at: datetime,
+                       decide: Callable[[str], str]) -> tuple[str, dict[str, Any]] | None:
+    """Give a customer the class ``decide(old class)`` returns (the core's rule; it raises
+    on a class the Policy does not list); None if no such customer. The row is locked for
+    the change, and the change is audited as ``customer.class`` with who, old and new
+    (STD-079). Tickets keep their own stored class: their clocks do not move."""
+    customer = s.get(Customer, customer_id, with_for_update=True)
+    if customer is None:
+        return None
+    old = customer.customer_class
+    new = decide(old)
+    if new != old:
+        customer.customer_class = new
+        customer.updated_at, customer.updated_by = at, actor
+        s.flush()
+    audit(s, actor, "customer.class", at, target=f"customer:{customer.id}",
+          detail={"old": old, "new": new})
+    return old, customer_class_view(customer, _numbers_of(s, customer.id))
 
 
 def escalation_people(s: Session) -> list[core.Person]:

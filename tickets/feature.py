@@ -195,9 +195,10 @@ class TicketsFeature(FeatureBase):
             self._task = None
 
     def routers(self) -> list[APIRouter]:
+        from callflow.tickets.customer_class import customer_class_router
         from callflow.tickets.desk import desk_router
         from callflow.tickets.routes import tickets_router
-        return [desk_router(self), tickets_router(self)]
+        return [desk_router(self), tickets_router(self), customer_class_router(self)]
 
     def agi_routes(self) -> dict[str, AgiRoute]:
         return {}

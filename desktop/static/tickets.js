@@ -92,7 +92,7 @@
     // only the roles that may play recordings get the link; playing is the recordings
     // page's audited path (GET /api/v1/recordings/<id>/audio)
     const a = document.createElement("a");
-    a.href = "/recordings#" + id;
+    a.href = "/recordings#recording=" + encodeURIComponent(String(id));  // opens it there
     a.target = "_blank";
     a.className = "recording-link";
     a.textContent = t("desktop.tickets.recording", {id: String(id)});

@@ -5,6 +5,11 @@
  * <audio> element as a blob: URL. The server audits every access (list, view, play,
  * review, sample); the access log shown is the server's. An agent's login gets 403 from
  * the recordings API: the page says it has no access.
+ *
+ * Deep link: /recordings#recording=<id> (the desktop's ticket and repeat-caller links)
+ * opens that recording's detail and player once logged in, through the same audited
+ * API; an id that is no number, or that the API refuses, gets one error line and no
+ * detail pane. The id is in the fragment, so it never reaches a server log as a URL.
  */
 (function () {
   "use strict";
@@ -160,6 +165,33 @@
     buildReviewForm(st.sheet);
     show("recordings-view");
     await loadList();
+    await openLinked();
+  }
+
+  // --- the deep link --------------------------------------------------------------------
+  const LINK = /^#recording=(.*)$/;
+  const LINK_ID = /^[0-9]{1,12}$/;  // the API's own bound on a recording id
+
+  /** The recording named by the page's fragment: open it (after the list, so its row is
+   * marked when listed). Nothing is requested for a malformed id. */
+  async function openLinked() {
+    const m = LINK.exec(location.hash || "");
+    if (!m || $("recordings-view").hidden) return;
+    let raw = m[1];
+    try { raw = decodeURIComponent(raw); } catch (e) { /* shown as it came */ }
+    if (!LINK_ID.test(raw)) {
+      clearDetail();
+      showError(new Error(t("recordings.deeplink.bad", {id: raw.slice(0, 20)})));
+      return;
+    }
+    const id = String(Number(raw));  // "007" is recording 7, as the rows are keyed
+    for (const other of $("recordings").querySelectorAll("tr.chosen")) {
+      other.classList.remove("chosen");
+    }
+    const tr = $("recordings").querySelector(`tr[data-id="${CSS.escape(id)}"]`);
+    if (tr) { tr.classList.add("chosen"); tr.scrollIntoView({block: "nearest"}); }
+    showError(null);
+    await openDetail(id, true);
   }
 
   // --- the list -------------------------------------------------------------------------
@@ -265,7 +297,7 @@
     $("detail").hidden = true;
   }
 
-  async function openDetail(id) {
+  async function openDetail(id, fromLink) {
     clearDetail();
     st.selected = id;
     $("detail").hidden = false;
@@ -284,7 +316,13 @@
     try {
       item = await api("GET", "/api/v1/recordings/" + encodeURIComponent(id));
     } catch (e) {
-      if (st.selected === id) showError(e);
+      if (st.selected !== id) return;
+      if (fromLink) {  // a link to a recording this login may not see: no pane, one error
+        clearDetail();
+        showError(new Error(t("recordings.deeplink.error", {id, why: e.message})));
+      } else {
+        showError(e);
+      }
       return;
     }
     if (st.selected !== id) return;
@@ -479,5 +517,6 @@
   $("recordings").addEventListener("click", onRowPick);
   $("recordings").addEventListener("keydown", onRowPick);
   $("review-form").addEventListener("submit", onReview);
+  window.addEventListener("hashchange", () => { if (st.token && st.sheet) openLinked(); });
   if (st.token) enter(); else show("login-view");
 })();

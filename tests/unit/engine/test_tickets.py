@@ -129,20 +129,73 @@ def test_escalation_fires_in_order_once_at_the_right_times() -> None:
     clock = FakeClock(start=at(FRIDAY, 17, 0))
     ticket = tk.Ticket("complaint_complex", clock.wall())
     fired: list[tuple[int, str, datetime]] = []
-    # a minute-by-minute sweep over three days, as a watcher would run
-    for _ in range(3 * 24 * 60):
+    # a minute-by-minute sweep over six days, as a watcher would run
+    for _ in range(6 * 24 * 60):
         clock.advance(60)
         for step in tk.escalations_due(ticket, clock.wall(), p):
             ticket = tk.escalated(ticket, step)
             fired.append((step.level, step.role, clock.wall()))
-    # the 24 h answer (Saturday 17:00) is missed: the shift lead then, the manager 24 h later
-    assert fired == [(1, "shift_lead", at(date(2027, 1, 2), 17, 0)),
-                     (2, "department_manager", at(date(2027, 1, 3), 17, 0))]
+    # The 24 h answer (Saturday 17:00) is missed. The rule changed with the daily check
+    # (STD-125, scenario 14): the shift lead at the next daily check (not on Saturday
+    # 17:00; Sunday and the Monday holiday have none: Tuesday 09:30), the manager at the
+    # check after (Wednesday 09:30), not 24 h after the first step.
+    assert fired == [(1, "shift_lead", at(date(2027, 1, 5), 9, 30)),
+                     (2, "department_manager", at(date(2027, 1, 6), 9, 30))]
+
+
+@pytest.mark.std("STD-125")
+@pytest.mark.std("STD-137")
+def test_scenario_14_steps_follow_the_daily_check_over_a_weekend() -> None:
+    """Standards scenario 14: a complex complaint logged Friday 17:00, first answer due
+    Saturday 17:00; still open at the next daily check after 24 h -> the shift lead
+    (Monday 09:30); still open at the next check -> the manager (Tuesday 09:30)."""
+    p = Policy()  # no holiday: Monday is a working day
+    friday = at(FRIDAY, 17)
+    ticket = tk.Ticket("complaint_complex", friday)
+    assert tk.clocks(ticket, p)[0].due_at == at(date(2027, 1, 2), 17)  # the answer
+    steps = tk.escalation_steps(ticket, p)
+    assert [(s.level, s.role, s.at) for s in steps] == [
+        (1, "shift_lead", at(date(2027, 1, 4), 9, 30)),
+        (2, "department_manager", at(date(2027, 1, 5), 9, 30))]
+    assert tk.next_escalation(ticket, p) == at(date(2027, 1, 4), 9, 30)
+    # nothing over the weekend, the shift lead on Monday's check, once
+    assert tk.escalations_due(ticket, at(date(2027, 1, 4), 9, 29), p) == []
+    [first] = tk.escalations_due(ticket, at(date(2027, 1, 4), 9, 30), p)
+    ticket = tk.escalated(ticket, first)
+    assert tk.escalations_due(ticket, at(date(2027, 1, 4), 18), p) == []
+    # resolved before Tuesday's check: the manager is never reached
+    done = tk.move(ticket, "resolved", at(date(2027, 1, 5), 9))
+    assert tk.escalations_due(done, at(date(2027, 1, 6), 12), p) == []
+    # a ticket resolved after the manager's check still got that step
+    late = tk.move(ticket, "resolved", at(date(2027, 1, 5), 10))
+    assert [s.level for s in tk.escalations_due(late, at(date(2027, 1, 6), 12), p)] == [2]
+    # the check's time is the Policy's; a check exactly at the trigger counts
+    early = policy(daily_check_at="08:00", escalation_after_h=15)  # trigger Sat 08:00
+    assert [s.at for s in tk.escalation_steps(tk.Ticket("enquiry", at(date(2027, 1, 5), 17)),
+                                              early)] == [
+        at(date(2027, 1, 6), 8), at(date(2027, 1, 7), 8)]
+
+
+@pytest.mark.std("STD-125")
+def test_without_a_daily_check_the_steps_are_the_interval_apart() -> None:
+    p = policy(daily_check_at="off")
+    friday = at(FRIDAY, 17)
+    steps = tk.escalation_steps(tk.Ticket("complaint_complex", friday), p)
+    assert [s.at for s in steps] == [at(date(2027, 1, 2), 17), at(date(2027, 1, 3), 17)]
+    assert tk.daily_check_time(FRIDAY, p) is None
+    assert tk.daily_check_due(at(FRIDAY, 12), set(), p) is None
+    # Mondays only: the checks are a week apart, the rule follows them
+    mondays = Policy.model_validate({"calendar": {"workdays": ["mon"]}})
+    assert [s.at for s in tk.escalation_steps(tk.Ticket("enquiry", friday), mondays)] == [
+        at(date(2027, 1, 4), 9, 30), at(date(2027, 1, 11), 9, 30)]
+    with pytest.raises(PolicyError, match=r"tickets\.daily_check_at"):
+        parse_policy({"tickets": {"daily_check_at": "later"}})
 
 
 @pytest.mark.std("STD-125")
 def test_unresolved_age_escalates_even_before_any_deadline() -> None:
-    p = policy(escalation_after_h=4)
+    # the interval rule (no daily check), so the steps fall at the age and 24 h after
+    p = policy(escalation_after_h=4, daily_check_at="off")
     t0 = at(date(2027, 1, 5), 9)
     ticket = tk.Ticket("enquiry", t0)  # due in 2 working days
     steps = tk.escalation_steps(ticket, p)
@@ -153,6 +206,9 @@ def test_unresolved_age_escalates_even_before_any_deadline() -> None:
     # level 1 was reached while open; level 2 never is
     assert [s.level for s in tk.escalations_due(resolved, t0 + timedelta(days=3), p)] == [1]
     assert tk.next_escalation(resolved, p) is None
+    # with the daily check the same age meets the next check (Wednesday 09:30)
+    checked = tk.escalation_steps(ticket, policy(escalation_after_h=4))
+    assert [s.at for s in checked] == [at(date(2027, 1, 6), 9, 30), at(date(2027, 1, 7), 9, 30)]
 
 
 @pytest.mark.std("STD-125")
@@ -161,8 +217,10 @@ def test_restart_fires_the_missed_steps_in_order_and_never_again() -> None:
     p = policy()
     t0 = at(FRIDAY, 17, 0)
     stored = tk.Ticket("complaint_complex", t0)
-    # the engine was down from Friday to Monday: at start it fires both steps, in order
-    now = at(date(2027, 1, 4), 8)
+    # the engine was down from Friday to Wednesday 10:00 (the checks of Tuesday and
+    # Wednesday passed while it was down; the rule changed from 24 h apart to the daily
+    # checks): at start it fires both steps, in order
+    now = at(date(2027, 1, 6), 10)
     steps = tk.escalations_due(stored, now, p)
     assert [s.level for s in steps] == [1, 2]
     for step in steps:
@@ -174,12 +232,20 @@ def test_restart_fires_the_missed_steps_in_order_and_never_again() -> None:
 
 
 def test_escalation_chain_is_the_policys() -> None:
+    # the interval rule (no daily check): the steps two hours apart
     p = policy(escalation_chain=["shift_lead", "centre_supervisor", "department_manager"],
-               escalation_interval_h=2)
+               escalation_interval_h=2, daily_check_at="off")
     steps = tk.escalation_steps(tk.Ticket("complaint_simple", at(FRIDAY, 10)), p)
     assert [(s.role, s.at) for s in steps] == [
         ("shift_lead", at(FRIDAY, 12)), ("centre_supervisor", at(FRIDAY, 14)),
         ("department_manager", at(FRIDAY, 16))]
+    # with the daily check each level takes the next check (Tuesday, Wednesday, Thursday:
+    # the weekend and Monday's holiday have none)
+    checked = policy(escalation_chain=["shift_lead", "centre_supervisor",
+                                       "department_manager"])
+    assert [s.at for s in tk.escalation_steps(tk.Ticket("complaint_simple", at(FRIDAY, 10)),
+                                              checked)] == [
+        at(date(2027, 1, 5), 9, 30), at(date(2027, 1, 6), 9, 30), at(date(2027, 1, 7), 9, 30)]
     with pytest.raises(PolicyError, match=r"tickets\.escalation_chain"):
         parse_policy({"tickets": {"escalation_chain": []}})
 

@@ -122,22 +122,30 @@ def test_a_shift_lead_sees_their_teams_tickets_a_manager_all(env: SimpleNamespac
 def test_steps_go_to_the_teams_shift_lead_then_the_manager_once(env: SimpleNamespace) -> None:
     made = env.call("POST", BASE, "blue", json={"type": "enquiry", "description": "b"})
     t = made.json()["ticket"]
-    first = sweep(env.store, NOW + timedelta(hours=1), env.policy)
+    # Open 1 h (escalation_after_h) at 10:00 Tuesday. The steps follow the daily check
+    # (STD-125; they used to come 1 h apart): nothing until Wednesday's 09:30 check
+    assert sweep(env.store, NOW + timedelta(hours=1), env.policy).frames == []
+    wednesday_0930 = NOW + timedelta(hours=24, minutes=30)
+    assert sweep(env.store, wednesday_0930 - timedelta(minutes=1), env.policy).frames == []
+    first = sweep(env.store, wednesday_0930, env.policy)
     assert [(topic, p["level"], p["to"]) for topic, p in first.frames] == [
         (user_topic("lead_blue"), 1, "lead_blue")]
     got = env.call("GET", f"{BASE}/{t['id']}", "lead_blue").json()
     assert got["ticket"]["escalated_to"] == "lead_blue"
     assert got["history"][-1]["note"] == "escalated to shift_lead lead_blue"
     # a restart (a new pass over the same store) sends nothing again
-    assert sweep(env.store, NOW + timedelta(hours=1, minutes=5), env.policy).frames == []
-    second = sweep(env.store, NOW + timedelta(hours=2), env.policy)
+    assert sweep(env.store, wednesday_0930 + timedelta(minutes=5), env.policy).frames == []
+    # still open at the next check (Thursday 09:30): the department manager, once
+    assert sweep(env.store, wednesday_0930 + timedelta(hours=23), env.policy).frames == []
+    second = sweep(env.store, wednesday_0930 + timedelta(hours=24), env.policy)
     assert [(topic, p["role"]) for topic, p in second.frames] == [
         (user_topic("manager"), "department_manager")]
+    assert sweep(env.store, wednesday_0930 + timedelta(hours=48), env.policy).frames == []
     # the other team's lead never saw it; once escalated to a lead it is theirs
     assert env.call("GET", f"{BASE}/{t['id']}", "lead_red").status_code == 404
     # the feature publishes the frame on the person's topic
     env.call("POST", BASE, "red", json={"type": "enquiry", "description": "r"})
-    env.clock.advance(3600)
+    env.clock.advance(24.5 * 3600)  # to Wednesday's check
     asyncio.run(env.feature.check_now())
     assert [topic for topic, _ in env.hub.published] == [user_topic("lead_red")]
 

@@ -54,8 +54,12 @@ def env(store: Store) -> Iterator[SimpleNamespace]:
     store.run(repo.upsert_agent, "1001", name="Li", team="red")
     store.run(repo.upsert_agent, "1002", name="Wang", team="red")
     store.run(repo.upsert_agent, "1003", name="Zhao", team="blue")
+    # no daily check: the steps one hour apart (escalation_interval_h), so the watcher's
+    # record-then-announce is tested within hours; the steps at the daily checks are
+    # tested in test_ticket_leads_api.py and tests/unit/engine/test_tickets.py
     policy = Policy.model_validate({"tickets": {"escalation_after_h": 1,
-                                                "escalation_interval_h": 1}})
+                                                "escalation_interval_h": 1,
+                                                "daily_check_at": "off"}})
     logins = Logins(store, policy.security, RealClock(), TOKEN)
     clock = FakeClock(NOW)
     service = SimpleNamespace(store=store, auth=logins.auth, policy=policy, clock=clock,
