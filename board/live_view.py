@@ -90,9 +90,10 @@ class LiveView:
         """Today so far and the pending callbacks, from the store (at start)."""
         store = self._service.store
         assert store is not None
-        self.day, self.queue_views, self.agent_views = \
+        day, self.queue_views, self.agent_views = \
             await asyncio.to_thread(self._load_day, self._now())
-        self.team_views = self._team_views(self.day, self._now())
+        self.day = day
+        self.team_views = self._team_views(day, self._now())
         self.callbacks = await asyncio.to_thread(store.read, repo.open_callbacks_by_queue)
         self._callbacks_due = asyncio.get_running_loop().time() + self._callbacks_refresh_s
 
