@@ -24,7 +24,7 @@ from typing import Any
 
 from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, Kpis, OfferFact, Period, StateSpan
-from callflow.engine.team_kpi import TeamMap, call_team, team_view
+from callflow.engine.team_kpi import UNASSIGNED, TeamMap, call_team, team_view
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,9 @@ class LiveDay:
         self.centre_rules = centre_rules
         # per team (STD-145): finished calls' figures, calls in progress, and each call's
         # team (a finished call keeps the team it ended in; a live one may move)
-        self.teams: dict[str, _Queue] = {t: _Queue() for t in self.teams_map.names}
+        # (the no-team row always, so a new day's views replace every row of the old day)
+        self.teams: dict[str, _Queue] = {t: _Queue() for t in (*self.teams_map.names,
+                                                                UNASSIGNED)}
         self.call_teams: dict[str, str] = {}
         self.dirty_teams: set[str] = set()
         self.calls: dict[str, CallFact] = {}

@@ -63,3 +63,12 @@ def test_a_waiting_call_moves_to_the_team_it_rings_and_marks_both_dirty() -> Non
     assert (live.team_view("blue", as_of)["waiting"], live.team_view("red", as_of)["waiting"]) \
         == (0, 1)
     assert live.take_dirty_teams() == set()
+
+
+def test_a_new_day_has_a_view_of_every_team_and_the_no_team_row() -> None:
+    """At midnight the board gets a fresh day's views: every row it showed is replaced."""
+    live = live_day()
+    as_of = datetime.fromtimestamp(T0, UTC)
+    views = {t: live.team_view(t, as_of) for t in live.teams}
+    assert sorted(views) == sorted(["red", "blue", UNASSIGNED])
+    assert all(v["offered"] == 0 and v["service_level"] is None for v in views.values())
