@@ -24,6 +24,7 @@ from typing import Any
 
 from callflow.engine import kpi
 from callflow.engine.kpi import CallFact, Kpis, OfferFact, Period, StateSpan
+from callflow.engine.team_kpi import UNASSIGNED, TeamMap, call_team, team_view
 
 log = logging.getLogger(__name__)
 
@@ -73,9 +74,21 @@ class LiveDay:
     """Today's calls and agent states, and the board's figures from them."""
 
     def __init__(self, rules_for: Callable[[str], kpi.KpiRules], period: Period,
-                 queues: Iterable[str] = ()) -> None:
+                 queues: Iterable[str] = (), teams: TeamMap | None = None,
+                 centre_rules: kpi.KpiRules | None = None) -> None:
+        """``teams``: the roster's teams, for the per-team figures (engine/team_kpi.py);
+        ``centre_rules``: the Policy's own rules (a team's service-level target)."""
         self.rules_for = rules_for
         self.period = period
+        self.teams_map = teams or TeamMap({}, {})
+        self.centre_rules = centre_rules
+        # per team (STD-145): finished calls' figures, calls in progress, and each call's
+        # team (a finished call keeps the team it ended in; a live one may move)
+        # (the no-team row always, so a new day's views replace every row of the old day)
+        self.teams: dict[str, _Queue] = {t: _Queue() for t in (*self.teams_map.names,
+                                                                UNASSIGNED)}
+        self.call_teams: dict[str, str] = {}
+        self.dirty_teams: set[str] = set()
         self.calls: dict[str, CallFact] = {}
         self.spans: dict[str, list[StateSpan]] = defaultdict(list)
         self.agent_calls: dict[str, set[str]] = defaultdict(set)
@@ -169,8 +182,14 @@ class LiveDay:
             index = self._interval(old.entered_at, rules)
             queue.intervals[index] -= before
             queue.intervals[index] += after
+            team = self._team(self.call_teams[old.uniqueid])
+            team.done -= before
+            team.done += after
         self.calls[new.uniqueid] = new
         self.dirty_queues.add(new.queue)
+        team_name = self.call_teams.get(new.uniqueid)
+        if team_name is not None:
+            self.dirty_teams.add(team_name)
         for agent_id in {o.agent_id for o in new.offers} | ({new.agent_id} - {None}):
             assert agent_id is not None
             self.dirty_agents.add(agent_id)
@@ -188,14 +207,18 @@ class LiveDay:
         self.dirty_queues.add(fact.queue)
         if uid in self.finished:
             return
+        team = self._move_team(fact)
         if fact.ended_at is None:
             queue.live.add(uid)
+            team.live.add(uid)
             return
         queue.live.discard(uid)
+        team.live.discard(uid)
         self.finished.add(uid)
         rules = self.rules_for(fact.queue)
         figures = kpi.call_kpis(fact, rules, as_of)
         queue.done += figures
+        team.done += figures
         index = self._interval(fact.entered_at, rules)
         queue.intervals.setdefault(index, Kpis())
         queue.intervals[index] += figures
@@ -214,8 +237,13 @@ class LiveDay:
         call = self.calls.get(span.call_uniqueid or "")
         if call is None or span.ended_at is None:
             return
-        self._queue(call.queue).done.acw_s += kpi.seconds(span.started_at, span.ended_at)
+        secs = kpi.seconds(span.started_at, span.ended_at)
+        self._queue(call.queue).done.acw_s += secs
         self.dirty_queues.add(call.queue)
+        name = self.call_teams.get(call.uniqueid)
+        if name is not None and call.uniqueid in self.finished:
+            self._team(name).done.acw_s += secs
+            self.dirty_teams.add(name)
 
     def _note_waiting(self, queue: str, as_of: datetime) -> None:
         index = self._interval(as_of, self.rules_for(queue))
@@ -223,6 +251,23 @@ class LiveDay:
         peaks = self._queue(queue).waiting_peaks
         if count > peaks.get(index, 0):
             peaks[index] = count
+
+    def _move_team(self, fact: CallFact) -> _Queue:
+        """The call's team now (a waiting call moves from its queue's team to the team
+        of the agent it rings, then of the one who answers), out of the one it was in."""
+        name = call_team(fact, self.teams_map)
+        old = self.call_teams.get(fact.uniqueid)
+        if old is not None and old != name:
+            self._team(old).live.discard(fact.uniqueid)
+            self.dirty_teams.add(old)
+        self.call_teams[fact.uniqueid] = name
+        self.dirty_teams.add(name)
+        return self._team(name)
+
+    def _team(self, name: str) -> _Queue:
+        if name not in self.teams:
+            self.teams[name] = _Queue()
+        return self.teams[name]
 
     def _queue(self, name: str) -> _Queue:
         if name not in self.queues:
@@ -296,6 +341,25 @@ class LiveDay:
                         "sl": _round(k.service_level), "ring": _round(k.average_answer_ring),
                         "waiting": q.waiting_peaks.get(index, 0)})
         return out
+
+    def team_kpis(self, team: str, as_of: datetime) -> Kpis:
+        """A team's figures today: its finished calls plus its calls in progress."""
+        t = self._team(team)
+        out = Kpis()
+        out += t.done
+        for uid in t.live:
+            call = self.calls[uid]
+            out += kpi.call_kpis(call, self.rules_for(call.queue), as_of)
+        return out
+
+    def team_view(self, team: str, as_of: datetime) -> dict[str, Any]:
+        """What the board's team view shows of a team (engine/team_kpi.py ``team_view``)."""
+        rules = self.centre_rules or self.rules_for("main")
+        return team_view(team, self.team_kpis(team, as_of), rules)
+
+    def take_dirty_teams(self) -> set[str]:
+        teams, self.dirty_teams = self.dirty_teams, set()
+        return teams
 
     def agent_kpis(self, agent_id: str, as_of: datetime) -> Kpis:
         """kpi.agent_kpis over the agent's calls and spans, from the two caches: a state

@@ -12,16 +12,19 @@ computation.
 What the board receives (websocket protocol v1, docs/websocket-protocol.md):
 
 * snapshot ``state``: ``agents`` and ``calls`` (the runtime's), and ``board``: ``day``,
-  ``zone``, ``now``, ``queues`` (queue views), ``agent_kpis`` (agent views), ``roster``,
+  ``zone``, ``now``, ``queues`` (queue views), ``agent_kpis`` (agent views),
+  ``team_kpis`` (team views, STD-145), ``roster``,
   ``callbacks`` ({queue: open callback tasks}), ``ami_up``, ``limits``, the busy and
   not-ready reasons, and ``alarms`` (open, when the client may see ``alarms``);
 * topic ``board``: the core's ``agent_state``, ``call``, ``task``, ``hold_*``; the
   board's ``queue_kpis`` {queues: [view]} (with ``day`` at midnight), ``agent_kpis``
-  {agents: [view]}, ``callbacks`` {pending}, ``ami_link`` {up} (``alarms.py``).
+  {agents: [view]}, ``team_kpis`` {teams: [view]}, ``callbacks`` {pending}, ``ami_link``
+  {up} (``alarms.py``).
 
 A queue view is {queue, kpi (``Kpis.as_dict``), waiting, longest_wait_s, series: [{t,
 offered, answered, sl, ring, waiting}] per interval, targets}; an agent view is
-{agent_id, calls, avg_talk_s, avg_acw_s, rona, answered, occupancy, last_queue}.
+{agent_id, calls, avg_talk_s, avg_acw_s, rona, answered, occupancy, last_queue}; a team
+view is engine/team_kpi.py's ``team_view`` (a call counts for one team: docs/kpi.md).
 
 At midnight (centre time) today's figures start from zero; agents' states carry over.
 """
@@ -44,6 +47,7 @@ from callflow.engine.effects import Alarm, DomainEvent
 from callflow.engine.hold import HoldChanged
 from callflow.engine.outbound import TaskChanged
 from callflow.engine.rules import enforces
+from callflow.engine.team_kpi import TeamMap
 from callflow.store import repo
 from callflow.store.kpi_facts import load_facts
 
@@ -72,6 +76,9 @@ class LiveView:
         self.day: LiveDay | None = None
         self.queue_views: dict[str, View] = {}
         self.agent_views: dict[str, View] = {}
+        self.team_views: dict[str, View] = {}
+        self.teams = TeamMap.from_roster((a.agent_id, a.team, a.queues)
+                                         for a in service.roster.agents)
         self.callbacks: dict[str, int] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
         self._callbacks_due = 0.0
@@ -83,8 +90,10 @@ class LiveView:
         """Today so far and the pending callbacks, from the store (at start)."""
         store = self._service.store
         assert store is not None
-        self.day, self.queue_views, self.agent_views = \
+        day, self.queue_views, self.agent_views = \
             await asyncio.to_thread(self._load_day, self._now())
+        self.day = day
+        self.team_views = self._team_views(day, self._now())
         self.callbacks = await asyncio.to_thread(store.read, repo.open_callbacks_by_queue)
         self._callbacks_due = asyncio.get_running_loop().time() + self._callbacks_refresh_s
 
@@ -95,11 +104,21 @@ class LiveView:
         assert store is not None
         period = kpi.day_period(kpi.local_day(now, self.zone), self.zone)
         facts, spans = load_facts(store, period)
-        day = LiveDay(kpi.rules_by_queue(service.policy), period, self.queue_names())
+        day = self._new_day(kpi.rules_by_queue(service.policy), period)
         day.load(facts, spans, now)
         day.take_dirty()
+        day.take_dirty_teams()
         return day, {q: day.queue_view(q, now) for q in sorted(day.queues)}, \
             {a.agent_id: day.agent_view(a.agent_id, now) for a in service.roster.agents}
+
+    def _new_day(self, rules_for: Callable[[str], kpi.KpiRules], period: kpi.Period
+                 ) -> LiveDay:
+        return LiveDay(rules_for, period, self.queue_names(), self.teams,
+                       kpi.KpiRules.from_policy(self._service.policy))
+
+    @staticmethod
+    def _team_views(day: LiveDay, now: datetime) -> dict[str, View]:
+        return {t: day.team_view(t, now) for t in sorted(day.teams)}
 
     def queue_names(self) -> list[str]:
         """Every queue the Policy, the roster or today's calls name."""
@@ -177,6 +196,12 @@ class LiveView:
                 for view in agent_views:
                     self.agent_views[view["agent_id"]] = view
                 hub.publish("board", {"type": "agent_kpis", "agents": agent_views})
+            teams = day.take_dirty_teams()
+            if teams:  # STD-145: each team's service level, pushed like the queues'
+                team_views = [day.team_view(t, now) for t in sorted(teams)]
+                for view in team_views:
+                    self.team_views[view["team"]] = view
+                hub.publish("board", {"type": "team_kpis", "teams": team_views})
         except Exception:
             log.exception("board: KPI update failed")
 
@@ -194,7 +219,7 @@ class LiveView:
         if old is None or now < old.period.end:
             return False
         period = kpi.day_period(kpi.local_day(now, self.zone), self.zone)
-        day = LiveDay(old.rules_for, period, self.queue_names())
+        day = self._new_day(old.rules_for, period)
         for agent_id, spans in old.spans.items():
             if spans and spans[-1].ended_at is None:
                 last = spans[-1]
@@ -205,10 +230,12 @@ class LiveView:
         self.queue_views = {q: day.queue_view(q, now) for q in sorted(day.queues)}
         self.agent_views = {a.agent_id: day.agent_view(a.agent_id, now)
                             for a in self._service.roster.agents}
+        self.team_views = self._team_views(day, now)
         hub = self._service.hub
         hub.publish("board", {"type": "queue_kpis", "queues": list(self.queue_views.values()),
                               "day": period.start.astimezone(self.zone).date().isoformat()})
         hub.publish("board", {"type": "agent_kpis", "agents": list(self.agent_views.values())})
+        hub.publish("board", {"type": "team_kpis", "teams": list(self.team_views.values())})
         log.info("board: a new day, %s", period.start.astimezone(self.zone).date())
         return True
 
@@ -250,6 +277,7 @@ class LiveView:
             "day": today, "zone": policy.calendar.timezone, "now": self._now().timestamp(),
             "queues": [self.queue_views[q] for q in sorted(self.queue_views)],
             "agent_kpis": list(self.agent_views.values()),
+            "team_kpis": [self.team_views[t] for t in sorted(self.team_views)],
             "roster": [{"agent_id": a.agent_id, "name": a.name, "queues": list(a.queues),
                         "team": a.team}
                        for a in service.roster.agents],

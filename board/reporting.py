@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 
 from callflow.board import reports
 from callflow.engine import kpi
+from callflow.engine.team_kpi import TeamMap, team_kpis, team_view
 from callflow.store import repo
 from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
@@ -58,6 +59,11 @@ class Reporting:
     def _agents(self) -> list[str]:
         return [a.agent_id for a in self._service.roster.agents]
 
+    def _teams(self) -> TeamMap:
+        """The roster's teams (the reports' per-team rows, STD-145)."""
+        return TeamMap.from_roster((a.agent_id, a.team, a.queues)
+                                   for a in self._service.roster.agents)
+
     def day(self, raw: str | None) -> date:
         """A ``YYYY-MM-DD`` of the API, today (centre time) when not given."""
         return reports.parse_day(raw, kpi.local_day(self._now(), self.zone))
@@ -67,7 +73,7 @@ class Reporting:
     async def report(self, kind: reports.Kind, by: reports.By, day: date) -> reports.Report:
         return await asyncio.to_thread(reports.load_and_build, self._store(),
                                        self._service.policy, kind, by, day, self._now(),
-                                       self._agents())
+                                       self._agents(), self._teams())
 
     async def write_files(self, kind: reports.Kind, day: date) -> list[Path]:
         """A day's (or week's) report files, per queue and per agent, as the schedule would."""
@@ -121,6 +127,10 @@ class Reporting:
             "total": kpi.total(per_queue.values()).as_dict(),
             "queues": {q: k.as_dict() for q, k in sorted(per_queue.items())},
             "agents": {a: k.as_dict() for a, k in sorted(per_agent.items())},
+            # STD-145: each call in one team (docs/kpi.md "Teams")
+            "teams": {t: team_view(t, k, kpi.KpiRules.from_policy(service.policy))
+                      for t, k in sorted(team_kpis(calls, rules_for, self._teams(), as_of,
+                                                   spans).items())},
         }
         # issue 19: the tickets logged in the period (timeliness, replies, complaints)
         logged = await asyncio.to_thread(self._store().read, store_tickets.logged_between,
@@ -162,7 +172,7 @@ class Reporting:
         try:
             return await asyncio.to_thread(reports.run_schedule, self._store(), service.policy,
                                            self.report_dir, day_done, self._now(),
-                                           self._agents())
+                                           self._agents(), self._teams())
         except Exception:
             log.exception("board: scheduled reports for %s failed", day_done)
             return []

@@ -31,6 +31,7 @@ from callflow.engine import compliance, kpi
 from callflow.engine.kpi import CallFact, KpiRules, Kpis, StateSpan, SurveyFact
 from callflow.engine.policy import Policy
 from callflow.engine.rules import enforces
+from callflow.engine.team_kpi import UNASSIGNED, TeamMap, team_kpis, team_view
 from callflow.engine.tickets import Ticket
 from callflow.engine.verdicts import Verdict
 from callflow.errors import CallflowError
@@ -89,6 +90,9 @@ class Report:
     #: reply rate STD-133, complaint rate, follow-up coverage STD-134); None: not loaded
     tickets: kpi.TicketKpis | None = None
     reply_target_pct: float = 100.0  # kpi.reply_rate_target_pct when the report was built
+    #: the by-queue report's per-team rows (STD-145): engine/team_kpi.py's team views,
+    #: each call in one team (docs/kpi.md "Teams"); empty without a roster's teams
+    teams: tuple[dict[str, Any], ...] = ()
 
     @property
     def title(self) -> str:
@@ -153,12 +157,13 @@ def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
           spans: list[StateSpan], policy: Policy, as_of: datetime,
           agents: Iterable[str] = (), verdicts: Iterable[Verdict] = (),
           survey: Iterable[SurveyFact] = (),
-          tickets: Iterable[Ticket] | None = None) -> Report:
+          tickets: Iterable[Ticket] | None = None, teams: TeamMap | None = None) -> Report:
     """The report over facts loaded for its period (``store/kpi_facts.load_facts``), with
     each rule's compliance over the period's verdicts (per queue, per agent, in total),
     the post-call survey's answers of the period (``load_survey_facts``) and the ticket
     figures of the tickets logged in it (``store/tickets.logged_between``; the complaint
-    rate is per answered call of the same period)."""
+    rate is per answered call of the same period). A by-queue report also carries one row
+    per team of ``teams`` (the roster's) and the calls no team can be given."""
     zone = ZoneInfo(policy.calendar.timezone)
     period, label = period_of(kind, day, zone)
     rules_for = kpi.rules_by_queue(policy)
@@ -191,9 +196,15 @@ def build(kind: Kind, by: By, day: date, facts: Iterable[CallFact],
     if tickets is not None:
         answered = sum(1 for c in calls if c.answered_at is not None)
         ticket_figures = kpi.ticket_kpis(list(tickets), answered, as_of, policy)
+    team_rows: tuple[dict[str, Any], ...] = ()
+    if by == "queue" and teams is not None and teams.names:
+        centre = KpiRules.from_policy(policy)
+        team_rows = tuple(team_view(name, k, centre) for name, k in sorted(
+            team_kpis(calls, rules_for, teams, as_of, spans).items(),
+            key=lambda item: (item[0] == UNASSIGNED, item[0])))
     return Report(kind, by, label, period, policy.calendar.timezone,
                   datetime.now(UTC), tuple(sections), survey_lines(by, survey),
-                  ticket_figures, policy.kpi.reply_rate_target_pct)
+                  ticket_figures, policy.kpi.reply_rate_target_pct, team_rows)
 
 
 def _cell(value: float | int | None) -> str:
@@ -238,6 +249,30 @@ def ticket_rows(figures: kpi.TicketKpis, target_pct: float) -> list[TicketRow]:
     return rows
 
 
+#: The per-team CSV rows (scope ``team``): KPI, unit, the team view's key; the service
+#: level alone is judged, against the Policy's ``kpi.service_level_target_pct``.
+TEAM_KPIS = (("offered", "calls", "offered"), ("answered", "calls", "answered"),
+             ("abandoned", "calls", "abandoned"), ("service level", "%", "service_level"),
+             ("ASA", "s", "asa_s"))
+
+
+def team_rows(view: Mapping[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
+    """(standard, KPI, unit, target, actual, result) per headline figure of a team."""
+    rows = []
+    for name, unit, key in TEAM_KPIS:
+        value = view[key]
+        target, result = "", "info"
+        if key == "service_level":
+            target_pct = view["service_level_target_pct"]
+            value = None if value is None else round(value * 100, 2)
+            target = f">= {target_pct:g}"
+            result = "n/a" if value is None else ("pass" if value >= target_pct else "fail")
+        elif key == "asa_s" and value is not None:
+            value = round(value, 2)
+        rows.append(("STD-145", name, unit, target, _cell(value), result))
+    return rows
+
+
 def to_csv(report: Report) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -254,6 +289,9 @@ def to_csv(report: Report) -> str:
     if report.tickets is not None:
         for row in ticket_rows(report.tickets, report.reply_target_pct):
             writer.writerow((report.kind, start, end, "tickets", ALL, *row))
+    for view in report.teams:
+        for row in team_rows(view):
+            writer.writerow((report.kind, start, end, "team", view["team"], *row))
     return out.getvalue()
 
 
@@ -326,6 +364,33 @@ def _tickets_html(report: Report) -> list[str]:
     return parts
 
 
+def _teams_html(report: Report) -> list[str]:
+    """One row per team: offered, answered, abandoned, service level against its target
+    (pass/fail colour) and ASA, under the rule that gives each call its team."""
+    esc = html.escape
+    if not report.teams:
+        return []
+    label = report_label
+    heads = "".join(f"<th>{esc(label('teams.' + k))}</th>" for k in (
+        "team", "offered", "answered", "abandoned", "service_level", "target", "asa",
+        "result"))
+    parts = [f"<h2>{esc(label('teams.title'))} (STD-145)</h2>",
+             f"<p class='meta'>{esc(label('teams.rule'))}</p>",
+             f"<table class='teams'><thead><tr>{heads}</tr></thead><tbody>"]
+    for view in report.teams:
+        rows = {name: row for (name, *_), row in zip(TEAM_KPIS, team_rows(view), strict=True)}
+        sl = rows["service level"]
+        name = view["team"]
+        shown = label("teams.unassigned") if name == UNASSIGNED else name
+        cells = [shown, rows["offered"][4], rows["answered"][4], rows["abandoned"][4],
+                 f"{sl[4]} %" if sl[4] else "", sl[3], rows["ASA"][4], sl[5]]
+        parts.append(f"<tr class='{esc(sl[5])}' data-team='{esc(name)}'>" + "".join(
+            f"<td{'' if i == 0 else ' class=num'}>{esc(c)}</td>" for i, c in enumerate(cells))
+            + "</tr>")
+    parts.append("</tbody></table>")
+    return parts
+
+
 def report_label(key: str) -> str:
     """``中文 / English`` for a ``report.<key>`` of the language packs (both: a report file
     is read by whoever opens it)."""
@@ -373,6 +438,7 @@ def to_html(report: Report) -> str:
         parts.append("</tbody></table>")
     parts += _survey_html(report)
     parts += _tickets_html(report)
+    parts += _teams_html(report)
     parts.append("</body></html>")
     return "".join(parts)
 
@@ -389,8 +455,10 @@ def render(report: Report, fmt: str) -> str:
 
 
 def load_and_build(store: Store, policy: Policy, kind: Kind, by: By, day: date,
-                   as_of: datetime, agents: Iterable[str] = ()) -> Report:
-    """Load the period's facts and build the report (runs in a worker thread)."""
+                   as_of: datetime, agents: Iterable[str] = (),
+                   teams: TeamMap | None = None) -> Report:
+    """Load the period's facts and build the report (runs in a worker thread);
+    ``teams``: the roster's, for the per-team rows."""
     zone = ZoneInfo(policy.calendar.timezone)
     period, _ = period_of(kind, day, zone)
     facts, spans = load_facts(store, period)
@@ -398,7 +466,8 @@ def load_and_build(store: Store, policy: Policy, kind: Kind, by: By, day: date,
     answers = load_survey_facts(store, period)
     logged = store.read(lambda s: [store_tickets.facts(t) for t in store_tickets.logged_between(
         s, period.start, period.end)])
-    return build(kind, by, day, facts, spans, policy, as_of, agents, judged, answers, logged)
+    return build(kind, by, day, facts, spans, policy, as_of, agents, judged, answers, logged,
+                 teams)
 
 
 #: What a report file's name may be (``file_name`` makes them): anything else is refused
@@ -444,13 +513,14 @@ def next_run(after: datetime, zone: ZoneInfo) -> datetime:
 
 
 def run_schedule(store: Store, policy: Policy, out_dir: Path, day_done: date,
-                 as_of: datetime, agents: Iterable[str] = ()) -> list[Path]:
+                 as_of: datetime, agents: Iterable[str] = (),
+                 teams: TeamMap | None = None) -> list[Path]:
     """Write every report due for ``day_done`` (runs in a worker thread)."""
     written: list[Path] = []
     names = list(agents)
     for kind, day in due_reports(day_done):
         for by in ("queue", "agent"):
-            report = load_and_build(store, policy, kind, by, day, as_of, names)
+            report = load_and_build(store, policy, kind, by, day, as_of, names, teams)
             written += write_report_files(report, out_dir)
     log.info("reports for %s written: %s", day_done, ", ".join(p.name for p in written))
     return written
@@ -480,4 +550,5 @@ def summary(report: Report) -> Mapping[str, Any]:
                     "answered": line.answered, "response_rate": line.response_rate,
                     "mean_score": line.mean_score} for line in report.survey],
         "tickets": None if report.tickets is None else report.tickets.as_dict(),
+        "teams": list(report.teams),
     }

@@ -26,7 +26,7 @@
   const known = (key, fallback) => (t(key) === key ? fallback : t(key));
   const $ = (id) => document.getElementById(id);
   // hooks for the slices' own scripts (e.g. supervise.js): agents, snapshots, alarms
-  const hooks = {agent: [], snapshot: [], alarm: [], alarmGone: []};
+  const hooks = {agent: [], snapshot: [], alarm: [], alarmGone: [], teamKpis: []};
   function tell(kind, ...args) {
     for (const fn of hooks[kind]) { try { fn(...args); } catch (e) { console.error(e); } }
   }
@@ -288,6 +288,7 @@
       case "callbacks": st.callbacks = p.pending || {}; for (const q of st.queues.values()) paintQueue(q); break;
       case "ami_link": $("ami").hidden = !!p.up; break;
       case "compliance": paintCompliance(p); break;
+      case "team_kpis": tell("teamKpis", p.teams || []); break;  // teams.js, STD-145
       default: break;
     }
   }
