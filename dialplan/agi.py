@@ -111,7 +111,7 @@ from urllib.parse import parse_qsl
 
 import asterisk.agi as pyst2  # type: ignore[import-untyped]
 
-from callflow.dialplan.agi_stream import AgiStream, Deadline, Item
+from callflow.dialplan.agi_stream import AgiStream, Item
 from callflow.errors import (
     AgiArgumentError,
     AgiCommandError,
@@ -435,7 +435,7 @@ async def read_env(stream: AgiStream, *, timeout: float) -> list[str]:
     never ends is an ``AgiProtocolError``.
     """
     lines: list[str] = []
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = stream.loop.time() + timeout
     try:
         block = await stream.take_block(deadline)
         if block is not None:           # whole, short, no CR: one decode, one split
@@ -473,7 +473,7 @@ async def read_after_env(stream: AgiStream, *, timeout: float) -> tuple[list[str
     echo = f"200 result=1 ({word})"
     after: list[str] = []
     hung_up = False
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = stream.loop.time() + timeout
     stream.write(build_command_line(("GET", "FULL", "VARIABLE", word)))
     try:
         while (line := await _read_env_line(stream, deadline)) != echo:
@@ -543,10 +543,10 @@ class AgiSession:
         self.command_timeout = command_timeout
         self.trying_timeout = trying_timeout
         self._stream = stream
-        self._loop = asyncio.get_running_loop()
+        self._loop = stream.loop
         self._lock = asyncio.Lock()
         self._pending: asyncio.Future[list[str]] | None = None
-        self._deadline = stream.deadline or Deadline(self._loop)  # the pending command's
+        self._deadline = stream.deadline      # the pending command's, on the one timer
         self._usage: list[str] | None = None    # a 520 usage block being read
         self._trying = ""                # the pending command's "100 Trying" line, if any
         self._trying_cut = False         # ...and whether it shortened the deadline
@@ -623,7 +623,7 @@ class AgiSession:
     def add_hangup_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (once) when the caller hangs up, or soon if that happened."""
         if self.hung_up:
-            asyncio.get_running_loop().call_soon(callback)
+            self._loop.call_soon(callback)
         else:
             self._hangup_callbacks.append(callback)
 

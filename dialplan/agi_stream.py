@@ -44,8 +44,9 @@ class AgiStream(asyncio.Protocol):
     """One FastAGI connection; ``handler(stream)`` runs as its task once it is made."""
 
     def __init__(self, handler: Callable[[AgiStream], Coroutine[object, object, None]], *,
-                 max_line: int) -> None:
+                 max_line: int, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self._handler = handler
+        self._loop = loop               # the server's: asked for once, not per connection
         self.max_line = max_line
         self.transport: asyncio.Transport | None = None
         self.task: asyncio.Task[None] | None = None
@@ -58,16 +59,29 @@ class AgiStream(asyncio.Protocol):
         self._ended = False             # EOF or connection lost, reported once
         self._lost = False
         self._close_waiters: list[asyncio.Future[None]] = []
-        self.deadline: Deadline | None = None
+        self._deadline: Deadline | None = None
 
     # -- protocol callbacks -----------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        loop = asyncio.get_running_loop()
-        self.deadline = Deadline(loop)
-        self.task = loop.create_task(self._handler(self))
+        self.task = self.loop.create_task(self._handler(self))
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The connection's event loop (each ``asyncio.get_running_loop()`` is a
+        ``getpid`` system call: issue 20 counted ten a session)."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    @property
+    def deadline(self) -> Deadline:
+        """The connection's one deadline timer (``Deadline``), for every wait on it."""
+        if self._deadline is None:
+            self._deadline = Deadline(self.loop)
+        return self._deadline
 
     def data_received(self, data: bytes) -> None:
         buf = self._buf
@@ -106,8 +120,8 @@ class AgiStream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
         self._end()
-        if self.deadline is not None:
-            self.deadline.cancel()      # every wait has ended (EOF above)
+        if self._deadline is not None:
+            self._deadline.cancel()     # every wait has ended (EOF above)
         for waiter in self._close_waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -123,16 +137,19 @@ class AgiStream(asyncio.Protocol):
         """
         self._to_lines()
         if not self._items:
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timers = self.deadline = self.deadline or Deadline(loop)
-            timers.arm(waiter, deadline)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                timers.disarm()
+            await self._wait(deadline)
         return self.take_line()
+
+    async def _wait(self, deadline: float | None) -> None:
+        """Until ``data_received`` or EOF wakes us; TimeoutError at ``deadline``."""
+        waiter = self._waiter = self.loop.create_future()
+        timers = self.deadline
+        timers.arm(waiter, deadline)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            timers.disarm()
 
     async def take_block(self, deadline: float | None = None) -> bytes | None:
         """The bytes up to and including the first empty line, in one piece, when they
@@ -156,15 +173,7 @@ class AgiStream(asyncio.Protocol):
                 break
             if len(buf) > self.max_line or buf.find(b"\r") >= 0:
                 break
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timers = self.deadline = self.deadline or Deadline(loop)
-            timers.arm(waiter, deadline)
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                timers.disarm()
+            await self._wait(deadline)
         self._to_lines()
         return None
 
@@ -222,7 +231,7 @@ class AgiStream(asyncio.Protocol):
         no timer. Only unsent bytes (a peer that stopped reading) can make it last."""
         if self._lost or self.transport is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         waiter: asyncio.Future[None] = loop.create_future()
         self._close_waiters.append(waiter)
         timer = None
