@@ -538,7 +538,7 @@ class AgiSession:
         path, _, query = request.partition("?")
         self.script: str = path.strip("/")
         self.args: Mapping[str, str] = MappingProxyType(
-            dict(parse_qsl(query, keep_blank_values=True)))
+            dict(parse_qsl(query, keep_blank_values=True)) if query else {})
         self.argv: tuple[str, ...] = tuple(_positional_args(self.env))
         self.command_timeout = command_timeout
         self.trying_timeout = trying_timeout

@@ -96,6 +96,13 @@ class AgiStream(asyncio.Protocol):
     def _split(self) -> None:
         """Queue (or sink) every complete line of the buffer; the rules on long lines."""
         buf = self._buf
+        if buf.endswith(b"\n") and buf.find(b"\n") == len(buf) - 1 and len(buf) <= self.max_line:
+            if self._skipping:          # the usual reply: one whole line, one copy
+                self._skipping = False
+            else:
+                self._put(bytes(buf))
+            buf.clear()
+            return
         start = 0
         while (end := buf.find(b"\n", start)) >= 0:
             if self._skipping:

@@ -225,3 +225,21 @@ async def test_each_wait_ends_at_its_own_deadline_on_one_timer() -> None:
     await asyncio.sleep(0.05)
     assert not endless.done()
     deadline.cancel()
+
+
+@pytest.mark.parametrize("cut", [0, 1, MAX_LINE_BYTES - 1, MAX_LINE_BYTES, MAX_LINE_BYTES + 1])
+async def test_replies_one_line_a_segment_or_not_keep_the_long_line_rule(cut: int) -> None:
+    """A reply line framed alone (one segment, one line: the usual case) or among others,
+    and a line over ``max_line`` reported once in its place, however the bytes arrive."""
+    stream = new_stream()
+    got: list[object] = []
+    stream.start_session(got.append)
+    long_line = b"2" * (MAX_LINE_BYTES + 1) + b"\n"
+    edge = b"3" * MAX_LINE_BYTES + b"\n"             # exactly max_line: allowed
+    data = b"200 result=0\n" + long_line + edge + b"200 result=1\n"
+    for segment in (data[:cut], data[cut:]) if cut else (data,):
+        stream.data_received(segment)
+    for line in (b"200 result=0\n", long_line, edge, b"200 result=1\n"):
+        stream.data_received(line)                   # each line in a segment of its own
+    kinds = [type(item).__name__ if not isinstance(item, bytes) else item[:3] for item in got]
+    assert kinds == [b"200", "AgiProtocolError", b"333", b"200"] * 2
