@@ -655,7 +655,8 @@ class AgiSession:
         else:
             line, what = build_command_line(words), command_label(words)
         limit = self.command_timeout if timeout is SESSION_DEFAULT else timeout
-        async with self._lock:
+        await self._lock.acquire()      # ``async with`` minus its two wrapper coroutines
+        try:
             self._check_usable(words, what)
             block = await self._exchange(line, what, limit)
             try:
@@ -670,6 +671,8 @@ class AgiSession:
             except AgiProtocolError as exc:     # a malformed reply: the stream is suspect
                 self._protocol_failure(exc)
                 raise
+        finally:
+            self._lock.release()
 
     async def answer(self) -> None:
         await self.command("ANSWER")
