@@ -243,10 +243,16 @@ def build_command_line(words: Sequence[str]) -> bytes:
 
 
 @functools.lru_cache(maxsize=256)
-def _known_command_line(words: tuple[str, ...]) -> bytes:
-    """``build_command_line`` remembered: a flow sends the same few commands on every
-    call (issue 20: quoting was ~7 % of the server's time). Errors are not cached."""
-    return build_command_line(words)
+def _known_command(words: tuple[str, ...]) -> tuple[bytes, str]:
+    """``build_command_line`` and ``command_label`` remembered: a flow sends the same
+    few commands on every call (issue 20: quoting was ~7 % of the server's time).
+    Errors are not cached."""
+    return build_command_line(words), command_label(words)
+
+
+def command_label(words: Sequence[str]) -> str:
+    """How errors and logs name a command: its first three words, 40 characters each."""
+    return " ".join(w[:40] for w in words[:3])
 
 
 def command_name(words: Sequence[str]) -> tuple[str, ...]:
@@ -300,11 +306,12 @@ def parse_env_lines(lines: Sequence[str]) -> dict[str, str]:
     """
     env: dict[str, str] = {}
     for line in lines:
-        if not _ENV_LINE.match(line):
-            raise AgiEnvironmentRefused(
-                f"not an AGI environment line: {printable(line[:_EXCERPT])}")
-        key, _, value = line.partition(":")
-        key = key.strip()
+        key, colon, value = line.partition(":")
+        if not colon or key not in ENV_KEYS:   # a known key passes the checks as it is
+            if not _ENV_LINE.match(line):
+                raise AgiEnvironmentRefused(
+                    f"not an AGI environment line: {printable(line[:_EXCERPT])}")
+            key = key.strip()
         if key in env:
             raise AgiEnvironmentRefused(
                 f"{key} written twice, then as {printable(value.strip()[:_EXCERPT])}")
@@ -328,9 +335,16 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
         _check_200(first, rest, what)
         plain = _PLAIN_200.match(rest)
         if plain is not None:           # "result=N" alone, most replies: no re_kv needed
-            if plain[1] == "-1":
+            value = plain[1]
+            known = _PLAIN_RESULTS.get(value)
+            if known is not None:
+                return known
+            if value == "-1":
                 raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)")
-            return AgiResult(code=200, result=plain[1], data="", extra={})
+            known = AgiResult(code=200, result=value, data="", extra=_NO_EXTRA)
+            if len(value) <= 8 and len(_PLAIN_RESULTS) < _PLAIN_RESULTS_KEPT:
+                _PLAIN_RESULTS[value] = known
+            return known
         fields = {key: (value, data) for key, value, data in pyst2.re_kv.findall(rest)}
         result, data = fields.pop("result", ("", ""))
         empty = _EMPTY_RESULT_DATA.match(first) if not result else None
@@ -350,6 +364,14 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
         usage = " / ".join(line.strip() for line in block[1:-1] if line.strip())
         raise AgiCommandError(f"{what}: {first}" + (f"; usage: {usage}" if usage else ""))
     raise AgiCommandError(f"{what}: unexpected reply {first[:80]!r}")
+
+
+_NO_EXTRA: Final[Mapping[str, str]] = MappingProxyType({})
+_PLAIN_RESULTS: dict[str, AgiResult] = {}
+"""The result of each plain ``200 result=N`` seen (``AgiResult`` is frozen, so one
+object serves every such reply: issue 20): short values, at most
+``_PLAIN_RESULTS_KEPT`` of them."""
+_PLAIN_RESULTS_KEPT: Final = 64
 
 
 def _check_200(line: str, rest: str, what: str) -> None:
@@ -413,8 +435,14 @@ async def read_env(stream: AgiStream, *, timeout: float) -> list[str]:
     never ends is an ``AgiProtocolError``.
     """
     lines: list[str] = []
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = stream.loop.time() + timeout
     try:
+        block = await stream.take_block(deadline)
+        if block is not None:           # whole, short, no CR: one decode, one split
+            lines = block.decode("utf-8", errors="surrogateescape").split("\n")[:-2]
+            if len(lines) > MAX_ENV_LINES:
+                raise AgiProtocolError(f"AGI environment longer than {MAX_ENV_LINES} lines")
+            return lines
         while True:
             line = _env_text(stream.take_line() if stream.has_line
                              else await stream.readline(deadline))
@@ -445,7 +473,7 @@ async def read_after_env(stream: AgiStream, *, timeout: float) -> tuple[list[str
     echo = f"200 result=1 ({word})"
     after: list[str] = []
     hung_up = False
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = stream.loop.time() + timeout
     stream.write(build_command_line(("GET", "FULL", "VARIABLE", word)))
     try:
         while (line := await _read_env_line(stream, deadline)) != echo:
@@ -471,6 +499,8 @@ def check_env(lines: Sequence[str], after: Sequence[str]) -> dict[str, str]:
         raise AgiEnvironmentRefused(f"{len(after)} line(s) after the environment's blank "
                                     f"line, the first {printable(after[0][:_EXCERPT])}")
     env = parse_env_lines(lines)
+    if "\n".join(env.values()).isascii():
+        return env                      # the usual block: nothing to decode-check
     for key, value in env.items():
         try:
             value.encode("utf-8")
@@ -508,15 +538,15 @@ class AgiSession:
         path, _, query = request.partition("?")
         self.script: str = path.strip("/")
         self.args: Mapping[str, str] = MappingProxyType(
-            dict(parse_qsl(query, keep_blank_values=True)))
+            dict(parse_qsl(query, keep_blank_values=True)) if query else {})
         self.argv: tuple[str, ...] = tuple(_positional_args(self.env))
         self.command_timeout = command_timeout
         self.trying_timeout = trying_timeout
         self._stream = stream
-        self._loop = asyncio.get_running_loop()
+        self._loop = stream.loop
         self._lock = asyncio.Lock()
         self._pending: asyncio.Future[list[str]] | None = None
-        self._timer: asyncio.TimerHandle | None = None   # the pending command's deadline
+        self._deadline = stream.deadline      # the pending command's, on the one timer
         self._usage: list[str] | None = None    # a 520 usage block being read
         self._trying = ""                # the pending command's "100 Trying" line, if any
         self._trying_cut = False         # ...and whether it shortened the deadline
@@ -593,7 +623,7 @@ class AgiSession:
     def add_hangup_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (once) when the caller hangs up, or soon if that happened."""
         if self.hung_up:
-            asyncio.get_running_loop().call_soon(callback)
+            self._loop.call_soon(callback)
         else:
             self._hangup_callbacks.append(callback)
 
@@ -620,11 +650,13 @@ class AgiSession:
         must not be logged (a PIN keyed by the caller): an error about it names the
         command, never the reply line.
         """
-        line = (_known_command_line(words) if all(type(w) is str for w in words)
-                else build_command_line(words))
-        what = " ".join(w[:40] for w in words[:3])
+        if all(type(w) is str for w in words):
+            line, what = _known_command(words)
+        else:
+            line, what = build_command_line(words), command_label(words)
         limit = self.command_timeout if timeout is SESSION_DEFAULT else timeout
-        async with self._lock:
+        await self._lock.acquire()      # ``async with`` minus its two wrapper coroutines
+        try:
             self._check_usable(words, what)
             block = await self._exchange(line, what, limit)
             try:
@@ -639,6 +671,8 @@ class AgiSession:
             except AgiProtocolError as exc:     # a malformed reply: the stream is suspect
                 self._protocol_failure(exc)
                 raise
+        finally:
+            self._lock.release()
 
     async def answer(self) -> None:
         await self.command("ANSWER")
@@ -735,8 +769,9 @@ class AgiSession:
     async def _exchange(self, line: bytes, what: str, limit: float | None) -> list[str]:
         """Write one command and wait for its framed reply (``_on_item`` resolves it).
 
-        The deadline is one loop timer (``_expire``), armed before the write since a
-        ``100 Trying`` may come at once; no timeout context, no task of its own.
+        The deadline is armed before the write, since a ``100 Trying`` may come at once,
+        on the connection's one timer (``agi_stream.Deadline``: no timer, timeout
+        context or task per command).
         """
         loop = self._loop
         pending: asyncio.Future[list[str]] = loop.create_future()
@@ -744,8 +779,8 @@ class AgiSession:
         self._trying, self._trying_cut = "", False
         if self._stream.eof:
             raise CallerHungUp(f"{what}: connection to Asterisk is closed")
-        if limit is not None:
-            self._timer = loop.call_at(loop.time() + limit, _expire, pending)
+        deadline = self._deadline
+        deadline.arm(pending, loop.time() + limit if limit is not None else None)
         try:
             self._stream.write(line)
             return await pending
@@ -755,9 +790,7 @@ class AgiSession:
             raise error from None
         finally:
             self._pending = None
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            deadline.disarm()
 
     def _timeout_message(self, what: str, limit: float | None) -> str:
         if not self._trying:
@@ -774,11 +807,9 @@ class AgiSession:
         if pending is None or self.trying_timeout is None:
             return
         due = self._loop.time() + self.trying_timeout
-        timer = self._timer
-        if timer is None or due < timer.when():
-            if timer is not None:
-                timer.cancel()
-            self._timer = self._loop.call_at(due, _expire, pending)
+        current = self._deadline.due
+        if current is None or due < current:
+            self._deadline.arm(pending, due)
             self._trying_cut = True
 
     async def _probe_channel(self) -> None:
@@ -893,12 +924,6 @@ class AgiSession:
 
 CLOSE_TIMEOUT: Final = 2.0
 """Seconds ``close`` waits for the connection to go once it has closed its end."""
-
-
-def _expire(pending: asyncio.Future[list[str]]) -> None:
-    """A command's deadline passed: its wait ends in TimeoutError."""
-    if not pending.done():
-        pending.set_exception(TimeoutError())
 
 
 def _positional_args(env: Mapping[str, str]) -> list[str]:

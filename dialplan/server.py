@@ -91,7 +91,7 @@ class FastAgiServer:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            lambda: AgiStream(self._on_connect, max_line=MAX_LINE_BYTES),
+            lambda: AgiStream(self._on_connect, max_line=MAX_LINE_BYTES, loop=loop),
             self.host, self._requested_port, backlog=max(128, self.max_sessions))
         log.info("FastAGI server listening on %s:%d (max %d sessions)",
                  self.host, self.port, self.max_sessions)
@@ -129,13 +129,13 @@ class FastAgiServer:
                         "(dialplan falls back)", self._active)
             await _refuse(stream)
             return
-        task = asyncio.current_task()
+        task = stream.task              # this task (current_task() costs a getpid)
         assert task is not None
         self._tasks.add(task)
         self._active += 1
         self._max_active = max(self._max_active, self._active)
         try:
-            await self._serve(stream)
+            await self._serve(stream, task)
         except asyncio.CancelledError:
             stream.close()      # stop() cancelled us: end the connection, log nothing
         except Exception:
@@ -145,7 +145,7 @@ class FastAgiServer:
             self._active -= 1
             self._tasks.discard(task)
 
-    async def _serve(self, stream: AgiStream) -> None:
+    async def _serve(self, stream: AgiStream, task: asyncio.Task[None]) -> None:
         peer = stream.get_extra_info("peername")
         try:
             session = await AgiSession.accept(stream, env_timeout=self.env_timeout,
@@ -168,7 +168,7 @@ class FastAgiServer:
             await session.close(fallback=True)
             return
         self._counts["sessions"] += 1
-        await self._run_route(route, session)
+        await self._run_route(route, session, task, stream.loop)
 
     def _route_for(self, session: AgiSession) -> Route | None:
         """The script's route; for a refused environment, its context's refused route."""
@@ -183,11 +183,9 @@ class FastAgiServer:
                     else "answering FAILURE so the dialplan falls back")
         return route
 
-    async def _run_route(self, route: Route, session: AgiSession) -> None:
+    async def _run_route(self, route: Route, session: AgiSession, task: asyncio.Task[None],
+                         loop: asyncio.AbstractEventLoop) -> None:
         fallback = True
-        task = asyncio.current_task()
-        assert task is not None
-        loop = asyncio.get_running_loop()
         lingering = False
 
         def end_lingering_route() -> None:
@@ -256,7 +254,7 @@ async def _refuse(stream: AgiStream) -> None:
     """
     stream.write(FAILURE_LINE)
     stream.write_eof()
-    deadline = asyncio.get_running_loop().time() + REFUSE_DRAIN_SECONDS
+    deadline = stream.loop.time() + REFUSE_DRAIN_SECONDS
     drained = 0
     try:
         while drained < REFUSE_DRAIN_BYTES and (line := await stream.readline(deadline)):
