@@ -29,7 +29,13 @@ from typing import Any
 import pytest
 from test_call_endings_live import SHORT_OPENING, Matrix, epoch, policy_of, ts, wait_state
 from test_call_endings_live import matrix as matrix
-from test_desktop_warm_transfer_live import NOTE, desk, event_of, talks_with_caller
+from test_desktop_warm_transfer_live import (
+    NOTE,
+    caller_through,
+    desk,
+    event_of,
+    talks_with_caller,
+)
 
 from callflow.agents.events import AgentState
 
@@ -64,7 +70,7 @@ def conference_with_number(m: Matrix, a: Any) -> str:
     the far end's channel, once Asterisk has all three in the caller's bridge."""
     m.call("uac_call.xml", talk_ms=12000)
     wait_state(m, "1001", AgentState.ON_CALL)
-    m.wait("BridgeEnter", 10, Uniqueid=m.call_id)  # the opening is over
+    caller_through(m)
     ack = a.request("transfer", mode="warm", note=NOTE,
                     target={"kind": "external", "value": NUMBER})
     assert ack["type"] == "ack" and ack["destination"] == f"external:{NUMBER}", ack
@@ -107,7 +113,7 @@ def test_warm_transfer_to_an_external_number(matrix: Callable[..., Any]) -> None
     with consulting_a_number(matrix) as (m, a, far_end):
         m.call("uac_call.xml", talk_ms=9000)
         wait_state(m, "1001", AgentState.ON_CALL)
-        m.wait("BridgeEnter", 10, Uniqueid=m.call_id)
+        caller_through(m)
         ack = a.request("transfer", mode="warm", note=NOTE,
                         target={"kind": "external", "value": NUMBER})
         assert ack["type"] == "ack" and ack["destination"] == f"external:{NUMBER}", ack

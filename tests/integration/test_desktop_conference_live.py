@@ -25,6 +25,7 @@ from test_call_endings_live import matrix as matrix
 from test_desktop_warm_transfer_live import (
     NOTE,
     bridges_now,
+    caller_through,
     event_of,
     record_of_two,
     talks_with_caller,
@@ -77,7 +78,7 @@ def consult(m: Matrix, a: Any, b: Any) -> dict[str, Any]:
     """The call reaches A; A consults B (warm), B answers; B's consult leg."""
     m.call("uac_call.xml", talk_ms=16000)
     wait_state(m, "1001", AgentState.ON_CALL)
-    m.wait("BridgeEnter", 10, Uniqueid=m.call_id)  # the opening is over
+    caller_through(m)
     early = a.request("transfer_conference")
     assert (early["type"], early["error"]) == ("error", "no_consult"), early
     ack = a.request("transfer", mode="warm", note=NOTE,

@@ -48,6 +48,22 @@ def event_of(d: LiveDesk, kind: str, timeout: float, what: str) -> dict[str, Any
     return payload
 
 
+def caller_through(m: Matrix) -> None:
+    """The opening is over: the caller is bridged with the agent in Asterisk (the tap's
+    ``BridgeEnter``) and in the engine's view of the channels, which a warm transfer
+    checks (``not_bridged`` before). The engine reads AMI on its own link, so it can be a
+    few ms behind the tap."""
+    m.wait("BridgeEnter", 10, Uniqueid=m.call_id)
+    runtime = m.product.runtime
+
+    def bridged() -> bool:
+        call = runtime.calls.get(m.call_id)
+        talking = call.talking_offer if call is not None else None
+        return talking is not None and any(
+            p.name == talking.channel for p in runtime.asterisk.view.peers(m.call_id))
+    m.product.wait_for(bridged, 5, "the engine to see the caller bridged with the agent")
+
+
 def bridges_now(m: Matrix) -> dict[str, str]:
     """Channel name -> the bridge it is in, from Asterisk's BridgeEnter/BridgeLeave."""
     where: dict[str, str] = {}
@@ -138,7 +154,7 @@ def test_warm_transfer_consults_b_then_joins_the_caller(
     with two_desks(matrix) as (m, a, b):
         m.call("uac_call.xml", talk_ms=16000)
         wait_state(m, "1001", AgentState.ON_CALL)
-        m.wait("BridgeEnter", 10, Uniqueid=m.call_id)  # the opening is over
+        caller_through(m)
         time.sleep(1.0)  # A talks a while
         early = a.request("transfer_complete")
         assert (early["type"], early["error"]) == ("error", "no_consult"), early
@@ -172,7 +188,7 @@ def test_warm_transfer_cancelled_leaves_the_caller_with_a(
     with two_desks(matrix, b_ring_ms=500) as (m, a, _):
         m.call("uac_call.xml", talk_ms=10000)
         wait_state(m, "1001", AgentState.ON_CALL)
-        m.wait("BridgeEnter", 10, Uniqueid=m.call_id)
+        caller_through(m)
         refused = a.request("transfer", mode="warm",
                             target={"kind": "queue", "value": "nosuch"})
         assert (refused["type"], refused["error"]) == ("error", "unknown_target")
@@ -215,7 +231,7 @@ def test_warm_transfer_declined_by_b_leaves_the_caller_with_a(
         try:
             m.call("uac_call.xml", talk_ms=8000)
             wait_state(m, "1001", AgentState.ON_CALL)
-            m.wait("BridgeEnter", 10, Uniqueid=m.call_id)
+            caller_through(m)
             ack = a.request("transfer", mode="warm", target={"kind": "agent", "value": "1002"})
             assert ack["type"] == "ack", ack
             ended = event_of(a, "consult_ended", 10, "the consultation declined")
@@ -251,7 +267,7 @@ def test_warm_transfer_to_a_queue_consults_its_next_agent(
         try:
             m.call("uac_call.xml", talk_ms=16000)
             wait_state(m, "1001", AgentState.ON_CALL)
-            m.wait("BridgeEnter", 10, Uniqueid=m.call_id)  # the opening is over
+            caller_through(m)
             a_leg = m.legs("1001")[0]
             time.sleep(0.5)
             refused = a.request("transfer", mode="warm", note=NOTE,
