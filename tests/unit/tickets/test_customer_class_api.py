@@ -5,7 +5,6 @@ of that customer runs the new class's row."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -13,20 +12,14 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from logins import session_token
+from ticket_api import TicketApi
 
-from callflow.api.accounts import Logins
-from callflow.api.credentials import authenticate_requests
-from callflow.api.errors import install_error_handlers
 from callflow.engine import tickets as tk
-from callflow.engine.clock import FakeClock, RealClock
+from callflow.engine.clock import FakeClock
 from callflow.engine.policy import Policy
 from callflow.store import customers, repo
 from callflow.store.db import Store
-from callflow.tickets.feature import TicketsFeature
 
-TOKEN = "t" * 24
 NOW = datetime(2027, 1, 5, 1, 0, tzinfo=UTC)  # Tuesday 09:00 in Shanghai
 NUMBER = "13900000077"
 VIP_ANSWER_H = 1
@@ -37,37 +30,17 @@ def env(store: Store) -> Iterator[SimpleNamespace]:
     store.run(repo.upsert_agent, "1001", name="Li", team="red")
     policy = Policy.model_validate({"tickets": {"deadlines_by_class": {
         "standard": {}, "vip": {"complaint_simple_answer_h": VIP_ANSWER_H}}}})
-    logins = Logins(store, policy.security, RealClock(), TOKEN)
     clock = FakeClock(NOW)
-    service = SimpleNamespace(store=store, auth=logins.auth, policy=policy, clock=clock,
-                              runtime=SimpleNamespace(calls={}, execute=lambda e: None))
-    feature = TicketsFeature()
-    feature._service = service  # type: ignore[assignment]
-    app = FastAPI()
-    install_error_handlers(app)
-    authenticate_requests(app, logins.auth)
-    for router in feature.routers():
-        app.include_router(router)
+    api = TicketApi(store, policy, clock)
     for name, role in (("sup", "supervisor"), ("adm", "admin"), ("boss", "department_manager"),
                        ("lead", "shift_lead"), ("qa1", "qa")):
         store.run(repo.set_user, name, role, "x", team="red" if role == "shift_lead" else None)
-    tokens = {name: session_token(store, logins, name, role) for name, role in (
-        ("sup", "supervisor"), ("adm", "admin"), ("boss", "department_manager"),
-        ("lead", "shift_lead"), ("qa1", "qa"))}
-    tokens["agent"] = session_token(store, logins, "1001", "agent", "1001")
+        api.log_in(name, name, role)
+    api.log_in("agent", "1001", "agent", "1001")
     made = store.run(customers.save_customer, "sup", NOW, {"surname": "Wu", "title": "Ms",
                                                            "address": "secret street"},
                      [NUMBER], None)
-
-    def call(method: str, url: str, who: str, **kw: Any) -> httpx.Response:
-        async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                return await c.request(method, url, headers={
-                    "Authorization": f"Bearer {tokens[who]}"}, **kw)
-        return asyncio.run(go())
-
-    yield SimpleNamespace(call=call, store=store, clock=clock, policy=policy,
+    yield SimpleNamespace(call=api.call, store=store, clock=clock, policy=policy,
                           customer_id=made["customer_id"])
 
 

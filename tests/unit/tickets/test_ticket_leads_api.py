@@ -13,22 +13,17 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from logins import session_token
+from ticket_api import TicketApi
 
-from callflow.api.accounts import Logins
 from callflow.api.auth import principal_for
-from callflow.api.credentials import authenticate_requests
-from callflow.api.errors import install_error_handlers
-from callflow.engine.clock import FakeClock, RealClock
+from callflow.engine.clock import FakeClock
 from callflow.engine.effects import Alarm
 from callflow.engine.policy import Policy
 from callflow.store import customers, repo
 from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
-from callflow.tickets.feature import DAILY_CHECK_ALARM, TicketsFeature, sweep, user_topic
+from callflow.tickets.feature import DAILY_CHECK_ALARM, sweep, user_topic
 
-TOKEN = "t" * 24
 NOW = datetime(2027, 1, 5, 1, 0, tzinfo=UTC)  # Tuesday 09:00 in Shanghai
 BASE = "/api/v1/tickets"
 VIP_ANSWER_H = 1
@@ -51,38 +46,19 @@ def env(store: Store) -> Iterator[SimpleNamespace]:
         "escalation_after_h": 1, "escalation_interval_h": 1,
         "deadlines_by_class": {"standard": {}, "vip": {
             "complaint_simple_answer_h": VIP_ANSWER_H}}}})
-    logins = Logins(store, policy.security, RealClock(), TOKEN)
     clock = FakeClock(NOW)
     executed: list[Any] = []
     hub = Hub()
-    service = SimpleNamespace(store=store, auth=logins.auth, policy=policy, clock=clock,
-                              hub=hub, runtime=SimpleNamespace(calls={},
-                                                               execute=executed.extend))
-    feature = TicketsFeature()
-    feature._service = service  # type: ignore[assignment]
-    app = FastAPI()
-    install_error_handlers(app)
-    authenticate_requests(app, logins.auth)
-    for router in feature.routers():
-        app.include_router(router)
+    api = TicketApi(store, policy, clock, execute=executed.extend, hub=hub)
     store.run(repo.set_user, "lead_red", "shift_lead", "x", team="red")
     store.run(repo.set_user, "lead_blue", "shift_lead", "x", team="blue")
     store.run(repo.set_user, "manager", "department_manager", "x")
-    tokens = {"red": session_token(store, logins, "1001", "agent", "1001"),
-              "blue": session_token(store, logins, "1003", "agent", "1003"),
-              "lead_red": session_token(store, logins, "lead_red", "shift_lead"),
-              "lead_blue": session_token(store, logins, "lead_blue", "shift_lead"),
-              "manager": session_token(store, logins, "manager", "department_manager")}
-
-    def call(method: str, url: str, who: str, **kw: Any) -> httpx.Response:
-        async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                return await c.request(method, url, headers={
-                    "Authorization": f"Bearer {tokens[who]}"}, **kw)
-        return asyncio.run(go())
-
-    yield SimpleNamespace(call=call, store=store, feature=feature, clock=clock,
+    api.log_in("red", "1001", "agent", "1001")
+    api.log_in("blue", "1003", "agent", "1003")
+    for name, role in (("lead_red", "shift_lead"), ("lead_blue", "shift_lead"),
+                       ("manager", "department_manager")):
+        api.log_in(name, name, role)
+    yield SimpleNamespace(call=api.call, store=store, feature=api.feature, clock=clock,
                           policy=policy, hub=hub, executed=executed)
 
 

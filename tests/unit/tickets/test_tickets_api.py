@@ -12,41 +12,19 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from logins import session_token
+from ticket_api import TicketApi
 
-from callflow.api.accounts import Logins
-from callflow.api.credentials import authenticate_requests
-from callflow.api.errors import install_error_handlers
-from callflow.engine.clock import FakeClock, RealClock
+from callflow.engine.clock import FakeClock
 from callflow.engine.effects import Alarm, Notice
 from callflow.engine.policy import TICKET_TYPES, Policy
 from callflow.store import repo
 from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
 from callflow.store.models import TICKET_TYPES as STORED_TYPES
-from callflow.tickets.feature import TicketsFeature, sweep
+from callflow.tickets.feature import sweep
 
-TOKEN = "t" * 24
 NOW = datetime(2027, 1, 5, 2, 0, tzinfo=UTC)  # Tuesday 10:00 in Shanghai
 BASE = "/api/v1/tickets"
-
-
-class Client:
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-
-    def request(self, method: str, url: str, role: str | None, **kw: Any) -> httpx.Response:
-        async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=self.app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-                return await client.request(method, url, **kw)
-
-        if role is not None:
-            kw["headers"] = {"Authorization": f"Bearer {self.tokens[role]}"}
-        return asyncio.run(go())
-
-    tokens: dict[str, str]
 
 
 @pytest.fixture
@@ -60,32 +38,21 @@ def env(store: Store) -> Iterator[SimpleNamespace]:
     policy = Policy.model_validate({"tickets": {"escalation_after_h": 1,
                                                 "escalation_interval_h": 1,
                                                 "daily_check_at": "off"}})
-    logins = Logins(store, policy.security, RealClock(), TOKEN)
     clock = FakeClock(NOW)
-    service = SimpleNamespace(store=store, auth=logins.auth, policy=policy, clock=clock,
-                              runtime=SimpleNamespace(calls={}, execute=lambda e: None))
-    feature = TicketsFeature()
-    feature._service = service  # type: ignore[assignment]
-    app = FastAPI()
-    install_error_handlers(app)
-    authenticate_requests(app, logins.auth)
-    for router in feature.routers():
-        app.include_router(router)
+    api = TicketApi(store, policy, clock)
     store.run(repo.upsert_call, "c1", direction="inbound", caller_number="13900000001",
               agent_id="1001", outcome="answered", entered_at=NOW - timedelta(minutes=5))
-    client = Client(app)
-    client.tokens = {
-        "agent": session_token(store, logins, "1001", "agent", "1001"),
-        "teammate": session_token(store, logins, "1002", "agent", "1002"),
-        "other": session_token(store, logins, "1003", "agent", "1003"),
-        "supervisor": session_token(store, logins, "boss", "supervisor")}
-    yield SimpleNamespace(client=client, store=store, feature=feature, clock=clock,
+    api.log_in("agent", "1001", "agent", "1001")
+    api.log_in("teammate", "1002", "agent", "1002")
+    api.log_in("other", "1003", "agent", "1003")
+    api.log_in("supervisor", "boss", "supervisor")
+    yield SimpleNamespace(api=api, store=store, feature=api.feature, clock=clock,
                           policy=policy)
 
 
 def call(env: SimpleNamespace, method: str, url: str, role: str | None = "agent",
          **kw: Any) -> httpx.Response:
-    return env.client.request(method, url, role, **kw)
+    return env.api.call(method, url, role, **kw)
 
 
 def test_store_and_core_agree_on_the_types() -> None:

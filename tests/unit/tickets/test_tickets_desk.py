@@ -4,7 +4,6 @@ call's wrap-up disposition (STD-134)."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
@@ -12,21 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
-from logins import session_token
+from ticket_api import TicketApi
 
-from callflow.api.accounts import Logins
-from callflow.api.credentials import authenticate_requests
-from callflow.api.errors import install_error_handlers
-from callflow.engine.clock import FakeClock, RealClock
+from callflow.engine.clock import FakeClock
 from callflow.engine.policy import Policy
 from callflow.store import records, repo
 from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
 from callflow.tickets.desk import close_by_followup
-from callflow.tickets.feature import TicketsFeature
 
-TOKEN = "t" * 24
 NOW = datetime(2027, 1, 5, 2, 0, tzinfo=UTC)
 BASE = "/api/v1/tickets"
 NUMBER = "13900000001"
@@ -38,17 +31,7 @@ def env(store: Store) -> Iterator[SimpleNamespace]:
     store.run(repo.upsert_agent, "1002", name="Wang", team="red")
     store.run(repo.upsert_agent, "1003", name="Zhao", team="blue")
     policy = Policy()
-    logins = Logins(store, policy.security, RealClock(), TOKEN)
-    service = SimpleNamespace(store=store, auth=logins.auth, policy=policy,
-                              clock=FakeClock(NOW),
-                              runtime=SimpleNamespace(calls={}, execute=lambda e: None))
-    feature = TicketsFeature()
-    feature._service = service  # type: ignore[assignment]
-    app = FastAPI()
-    install_error_handlers(app)
-    authenticate_requests(app, logins.auth)
-    for router in feature.routers():
-        app.include_router(router)
+    api = TicketApi(store, policy, FakeClock(NOW))
     store.run(repo.upsert_call, "c1", direction="inbound", caller_number=NUMBER,
               agent_id="1001", outcome="answered", entered_at=NOW - timedelta(days=2))
     store.run(repo.upsert_call, "c2", direction="inbound", caller_number=NUMBER,
@@ -56,22 +39,18 @@ def env(store: Store) -> Iterator[SimpleNamespace]:
     store.run(repo.set_user, "lead_red", "shift_lead", "x", team="red")
     store.run(repo.set_user, "lead_blue", "shift_lead", "x", team="blue")
     store.run(repo.set_user, "manager", "department_manager", "x")
-    tokens = {
-        "lead_red": session_token(store, logins, "lead_red", "shift_lead"),
-        "lead_blue": session_token(store, logins, "lead_blue", "shift_lead"),
-        "manager": session_token(store, logins, "manager", "department_manager"),
-        "agent": session_token(store, logins, "1001", "agent", "1001"),
-        "other": session_token(store, logins, "1003", "agent", "1003"),
-        "qa": session_token(store, logins, "qa1", "qa"),
-        "supervisor": session_token(store, logins, "boss", "supervisor")}
+    for who, username, role, agent in (
+            ("lead_red", "lead_red", "shift_lead", None),
+            ("lead_blue", "lead_blue", "shift_lead", None),
+            ("manager", "manager", "department_manager", None),
+            ("agent", "1001", "agent", "1001"),
+            ("other", "1003", "agent", "1003"),
+            ("qa", "qa1", "qa", None),
+            ("supervisor", "boss", "supervisor", None)):
+        api.log_in(who, username, role, agent)
 
     def call(method: str, url: str, role: str = "agent", **kw: Any) -> httpx.Response:
-        async def go() -> httpx.Response:
-            transport = httpx.ASGITransport(app=app)
-            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
-                return await c.request(method, url, headers={
-                    "Authorization": f"Bearer {tokens[role]}"}, **kw)
-        return asyncio.run(go())
+        return api.call(method, url, role, **kw)
 
     yield SimpleNamespace(call=call, store=store, policy=policy)
 
