@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from callflow.engine import compliance
 from callflow.engine.effects import DomainEvent
-from callflow.engine.verdicts import CallJudged, Verdict
+from callflow.engine.verdicts import CallJudged
 from callflow.store import verdicts as verdict_rows
 
 if TYPE_CHECKING:
@@ -37,10 +37,13 @@ class ComplianceView:
         self._service = service
         self.zone = ZoneInfo(service.policy.calendar.timezone)
         self.rules = compliance.TrendRules.from_policy(service.policy)
-        self.verdicts: list[Verdict] = []  # since the start of the trend window or today
+        self.running = compliance.RunningCompliance(self.zone, self.rules.window_s)
         self.low: frozenset[str] = frozenset()
-        self.day = ""
         self.view: dict[str, Any] = {}
+
+    @property
+    def day(self) -> str:
+        return self.running.day
 
     def _now(self) -> datetime:
         return self._service.clock.wall()
@@ -55,49 +58,42 @@ class ComplianceView:
         assert store is not None
         now = self._now()
         since = self._since(now)
-        self.verdicts = await asyncio.to_thread(
+        found = await asyncio.to_thread(
             store.read, lambda s: verdict_rows.verdicts_between(s, since, now + timedelta(1)))
+        self.running.restart(found, now.timestamp())
         self._recompute(now, publish=False)
 
     def observe(self, event: DomainEvent) -> None:
         if isinstance(event, CallJudged):
-            self.verdicts.extend(event.verdicts)
-            self._recompute(self._now())
+            now = self._now()
+            self.running.add(event.verdicts, now.timestamp())
+            self._recompute(now)
 
     def tick(self) -> None:
-        """Drop what left both today and the window; the trend re-checked; a new day."""
+        """Verdicts leave the window, a new day is counted afresh; the trend re-checked."""
         now = self._now()
-        since = self._since(now).timestamp()
-        kept = [v for v in self.verdicts if v.at >= since]
-        day = now.astimezone(self.zone).strftime("%Y-%m-%d")
-        if len(kept) != len(self.verdicts) or day != self.day:
-            self.verdicts = kept
+        if self.running.advance(now.timestamp()):
             self._recompute(now)
         else:
-            self._check_trend(now)
+            self._check_trend()
 
     def _recompute(self, now: datetime, publish: bool = True) -> None:
-        local = now.astimezone(self.zone)
-        self.day = local.strftime("%Y-%m-%d")
-        start = local.replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        today = [v for v in self.verdicts if v.at >= start]
-        window = [v for v in self.verdicts if v.at >= now.timestamp() - self.rules.window_s]
+        today = self.running.today
         self.view = {
-            "day": self.day,
-            "rules": compliance.compliance_rows(today, "rule", self.zone),
-            "agents": compliance.compliance_rows(today, "agent", self.zone),
-            "queues": compliance.compliance_rows(today, "queue", self.zone),
+            "day": self.running.day,
+            "rules": compliance.rows_of(today["rule"], "rule"),
+            "agents": compliance.rows_of(today["agent"], "agent"),
+            "queues": compliance.rows_of(today["queue"], "queue"),
             "trend": [{**row, "target_pct": self.rules.target(row["rule"]),
                        "window_min": round(self.rules.window_s / 60, 1)}
-                      for row in compliance.compliance_rows(window, "rule", self.zone)],
+                      for row in compliance.rows_of(self.running.window, "rule")],
         }
         if publish:
             self._service.hub.publish("board", {"type": "compliance", **self.view})
-        self._check_trend(now)
+        self._check_trend()
 
-    def _check_trend(self, now: datetime) -> None:
-        alarms, self.low = compliance.check_trend(self.verdicts, now.timestamp(), self.rules,
-                                                  self.low)
+    def _check_trend(self) -> None:
+        alarms, self.low = compliance.trend_alarms(self.running.window, self.rules, self.low)
         runtime = self._service.runtime
         if alarms and runtime is not None:
             runtime.execute(alarms)

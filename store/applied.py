@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 
 from callflow.store import records
 from callflow.store.db import Store, translate_errors
@@ -59,6 +59,13 @@ class Pending:
     data: dict[str, Any]
 
 
+_APPLIED: Table = cast(Table, JournalApplied.__table__)
+# prepared once (issue 20: an idle engine commits batches of one record, so these ran per
+# record): "which of these ids are in?" and the marks' multi-row insert
+_APPLIED_AMONG = select(_APPLIED.c.id).where(_APPLIED.c.id.in_(bindparam("ids", expanding=True)))
+_MARK = _APPLIED.insert()
+
+
 def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
                 before_commit: Callable[[], None] | None = None) -> list[bool]:
     """Write a run of journal records, in order, and all their ``journal_applied`` rows
@@ -78,11 +85,12 @@ def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
     if not batch:
         return []
     with store.session() as s:
+        conn = s.connection()
         done: set[str] = set()
         ids = [item.id for item in batch]
         for start in range(0, len(ids), ID_CHUNK):
-            chunk = ids[start:start + ID_CHUNK]
-            done.update(s.scalars(select(JournalApplied.id).where(JournalApplied.id.in_(chunk))))
+            done.update(conn.execute(_APPLIED_AMONG, {"ids": ids[start:start + ID_CHUNK]})
+                        .scalars())
         now = datetime.now(UTC)
         marks: list[dict[str, Any]] = []
         applied: list[bool] = []
@@ -100,7 +108,7 @@ def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
                           "applied_at": now})
             applied.append(True)
         if marks:
-            s.execute(insert(JournalApplied), marks)
+            conn.execute(_MARK, marks)
         s.flush()
         if before_commit is not None:
             before_commit()

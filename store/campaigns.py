@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Table, bindparam, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -175,16 +175,24 @@ def list_dnc(s: Session, *, limit: int = 1000, offset: int = 0) -> tuple[list[Do
 # --- wrap-up forms ---------------------------------------------------------------------------
 
 
+_WRAPUPS: Table = cast(Table, Wrapup.__table__)
+_ATTEMPTS: Table = cast(Table, TaskAttempt.__table__)
+_ADD_WRAPUP = _WRAPUPS.insert().values(
+    call_uniqueid=bindparam("v_call"), agent_id=bindparam("v_agent"),
+    task_id=select(_ATTEMPTS.c.task_id).where(_ATTEMPTS.c.call_uniqueid == bindparam("v_call"))
+    .limit(1).scalar_subquery(),
+    disposition=bindparam("v_disposition"), notes=bindparam("v_notes"),
+    submitted_by=bindparam("v_by"), submitted_at=bindparam("v_at"))
+
+
 def add_wrapup(s: Session, call_uniqueid: str, agent_id: str, disposition: str, *,
-               notes: str, by: str, at: datetime) -> Wrapup:
-    """Store one wrap-up form; an outbound attempt's form is tied to its task."""
-    task_id = s.scalar(select(TaskAttempt.task_id)
-                       .where(TaskAttempt.call_uniqueid == call_uniqueid).limit(1))
-    row = Wrapup(call_uniqueid=call_uniqueid, agent_id=agent_id, task_id=task_id,
-                 disposition=disposition, notes=notes, submitted_by=by, submitted_at=at)
-    s.add(row)
-    s.flush()
-    return row
+               notes: str, by: str, at: datetime) -> int:
+    """Store one wrap-up form, tied to its task if the call is an outbound attempt; the
+    form's id. One prepared insert (the writer stores one a call, issue 20)."""
+    result = s.connection().execute(_ADD_WRAPUP, {"v_call": call_uniqueid, "v_agent": agent_id,
+                                         "v_disposition": disposition, "v_notes": notes,
+                                         "v_by": by, "v_at": at})
+    return int(result.inserted_primary_key[0])
 
 
 def wrapups_for_call(s: Session, call_uniqueid: str) -> list[Wrapup]:

@@ -98,8 +98,8 @@ def write_hold(s: Session, data: dict[str, Any]) -> None:
         hold = existing[index]
     if ended is not None and hold.ended_at is None:
         repo.finish_hold(s, hold.id, ended)
-    repo.upsert_call(s, uniqueid, hold_count=data["hold_count"],
-                     hold_total_s=data["hold_total_s"])
+    call_rows.upsert_call(s, uniqueid, {"hold_count": data["hold_count"],
+                                        "hold_total_s": data["hold_total_s"]})
 
 
 def write_call_release(s: Session, data: dict[str, Any]) -> None:
@@ -113,7 +113,7 @@ def write_call_release(s: Session, data: dict[str, Any]) -> None:
         fields["outcome"] = data["outcome"]
     if data.get("released_by") in ("caller", "agent", "system"):
         fields["released_by"] = data["released_by"]
-    repo.upsert_call(s, data["uniqueid"], **fields)
+    call_rows.upsert_call(s, data["uniqueid"], fields)
 
 
 #: Call outcomes that come from a special-call script (STD-056..067): QA listens to them.
@@ -173,7 +173,7 @@ FALLBACK_SERVED_RECORD = "call_fallback_served"
 
 def write_fallback_served(s: Session, data: dict[str, Any]) -> None:
     """The fallback queue routed this call while the engine was away (issue 14)."""
-    repo.upsert_call(s, data["uniqueid"], fallback_served=True)
+    call_rows.upsert_call(s, data["uniqueid"], {"fallback_served": True})
 
 
 def write_wrapup(s: Session, data: dict[str, Any]) -> None:

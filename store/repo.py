@@ -11,9 +11,19 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import ColumnElement, ScalarSelect, exists, func, select, true, update
+from sqlalchemy import (
+    ColumnElement,
+    ScalarSelect,
+    Table,
+    bindparam,
+    exists,
+    func,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import InstrumentedAttribute, Session, aliased
@@ -144,8 +154,8 @@ def upsert_call(s: Session, uniqueid: str, **fields: Any) -> Call:
 def set_call_disposition(s: Session, uniqueid: str, disposition: str) -> None:
     """The wrap-up form's disposition on the call row (problem-resolution rate); a call the
     store does not know (an outbound attempt's own row may come later) is left alone."""
-    s.execute(update(Call).where(Call.uniqueid == uniqueid)
-              .values(disposition=disposition, updated_at=utcnow()))
+    s.connection().execute(update(Call.__table__).where(Call.__table__.c.uniqueid == uniqueid)
+                           .values(disposition=disposition, updated_at=utcnow()))
 
 
 def set_call_wrapup_missing(s: Session, uniqueid: str) -> None:
@@ -188,7 +198,10 @@ def call_aftercare(s: Session, uniqueid: str) -> dict[str, Any]:
 
 
 def get_call(s: Session, uniqueid: str) -> Call | None:
-    return s.scalar(select(Call).where(Call.uniqueid == uniqueid))
+    """The call as the database has it now: the writer changes call rows with Core
+    statements (store/call_rows.py), which an object already in the session would not see."""
+    return s.scalar(select(Call).where(Call.uniqueid == uniqueid),
+                    execution_options={"populate_existing": True})
 
 
 def open_calls(s: Session, *, direction: str = "inbound") -> list[Call]:
@@ -283,15 +296,25 @@ def holds_for_call(s: Session, uniqueid: str) -> list[CallHold]:
 # --- event log ---------------------------------------------------------------------
 
 
+_EVENTS: Table = cast(Table, CallEvent.__table__)
+_ADD_EVENT = _EVENTS.insert().values(
+    kind=bindparam("v_kind"), at=bindparam("v_at"), payload=bindparam("v_payload"),
+    uniqueid=bindparam("v_uniqueid"),
+    call_id=select(Call.__table__.c.id)
+    .where(Call.__table__.c.uniqueid == bindparam("v_uniqueid")).scalar_subquery())
+
+
 def append_event(s: Session, kind: str, at: datetime, payload: dict[str, Any] | None = None,
-                 *, uniqueid: str | None = None) -> CallEvent:
-    """Append to the replayable log; linked to the call row if it already exists."""
-    event = CallEvent(kind=kind, at=at, payload=payload or {}, uniqueid=uniqueid,
-                      call_id=_call_id(uniqueid) if uniqueid is not None else None)
-    s.add(event)
-    s.flush()
-    s.refresh(event, ["call_id"])
-    return event
+                 *, uniqueid: str | None = None) -> int:
+    """Append to the replayable log, linked to the call row if it already exists; the
+    event's id.
+
+    One prepared Core insert (issue 20: the writer appends a couple a call; the ORM's
+    flush-and-refresh of each was a large part of the writer's time)."""
+    result = s.connection().execute(_ADD_EVENT, {"v_kind": kind, "v_at": at,
+                                                 "v_payload": payload or {},
+                                                 "v_uniqueid": uniqueid})
+    return int(result.inserted_primary_key[0])
 
 
 def read_events(s: Session, *, uniqueid: str | None = None, after_id: int = 0,

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Insert, Table, bindparam, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from callflow.engine.verdicts import Outcome, Verdict
@@ -19,22 +21,31 @@ from callflow.engine.verdicts import Outcome, Verdict
 from .models import CallVerdict
 
 VERDICT_RECORD = "verdict"
+VERDICTS: Table = cast(Table, CallVerdict.__table__)
+_COLUMNS = ("call_uniqueid", "rule", "key", "outcome", "measured", "limit", "unit",
+            "agent_id", "queue", "at", "detail")
+
+
+@lru_cache(maxsize=4)
+def _add_verdict(dialect: str) -> Insert:
+    """One prepared statement for every verdict (issue 20: about four a call, the ORM's
+    select-then-flush of each was the writer's largest cost); the unique (call, rule, key)
+    index makes a replayed verdict write nothing."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (insert(VERDICTS).values({c: bindparam(f"v_{c}") for c in _COLUMNS})
+            .on_conflict_do_nothing(index_elements=["call_uniqueid", "rule", "key"]))
 
 
 def write_verdict(s: Session, data: dict[str, Any]) -> None:
-    exists = s.scalar(select(CallVerdict.id).where(
-        CallVerdict.call_uniqueid == data["call_uniqueid"], CallVerdict.rule == data["rule"],
-        CallVerdict.key == data.get("key", "")))
-    if exists is not None:
-        return
     at = data["at"]
-    s.add(CallVerdict(
-        call_uniqueid=data["call_uniqueid"], rule=data["rule"], key=data.get("key", ""),
-        outcome=data["outcome"], measured=data.get("measured"), limit=data.get("limit"),
-        unit=data.get("unit", ""), agent_id=data.get("agent_id"), queue=data.get("queue", ""),
-        at=at if isinstance(at, datetime) else datetime.fromtimestamp(float(at), UTC),
-        detail=data.get("detail", "")))
-    s.flush()
+    s.connection().execute(_add_verdict(s.get_bind().dialect.name), {
+        "v_call_uniqueid": data["call_uniqueid"], "v_rule": data["rule"],
+        "v_key": data.get("key", ""), "v_outcome": data["outcome"],
+        "v_measured": data.get("measured"), "v_limit": data.get("limit"),
+        "v_unit": data.get("unit", ""), "v_agent_id": data.get("agent_id"),
+        "v_queue": data.get("queue", ""),
+        "v_at": at if isinstance(at, datetime) else datetime.fromtimestamp(float(at), UTC),
+        "v_detail": data.get("detail", "")})
 
 
 def as_verdict(row: CallVerdict) -> Verdict:

@@ -67,10 +67,13 @@ def test_a_form_is_tied_to_its_attempt_and_shown_as_the_last_disposition(store: 
     store.run(repo.claim_task, task.id, T0)
     store.run(repo.finish_attempt, task.id, T0, "answered", reached=True,
               call_uniqueid="cfo-1-1-aa", agent_id="1001")
-    form = store.run(campaigns.add_wrapup, "cfo-1-1-aa", "1001", "resolved", notes="ok",
-                     by="agent", at=T0)
+    form_id = store.run(campaigns.add_wrapup, "cfo-1-1-aa", "1001", "resolved", notes="ok",
+                        by="agent", at=T0)
+    form = store.read(campaigns.wrapups_for_call, "cfo-1-1-aa")[-1]
+    assert form.id == form_id
     assert form.task_id == task.id
     assert store.read(campaigns.last_dispositions, [task.id]) == {task.id: "resolved"}
-    other = store.run(campaigns.add_wrapup, "1700000000.5", "1001", "follow_up", notes="",
-                      by="agent", at=T0)
+    store.run(campaigns.add_wrapup, "1700000000.5", "1001", "follow_up", notes="",
+              by="agent", at=T0)
+    other = store.read(campaigns.wrapups_for_call, "1700000000.5")[-1]
     assert other.task_id is None  # an inbound call's form has no task

@@ -153,10 +153,14 @@ def test_hold_episodes_store_their_length(store: Store, agents: list[str]) -> No
 
 def test_events_replay_in_append_order_and_keep_their_payload(store: Store) -> None:
     payload = {"agent": "1001", "script": "對不起,讓您久等了", "rings": [1, 2], "late": True}
-    first = store.run(repo.append_event, "entered", at(0), {"did": "95598"}, uniqueid="e1")
+    first_id = store.run(repo.append_event, "entered", at(0), {"did": "95598"}, uniqueid="e1")
+    first = store.read(repo.read_events, uniqueid="e1")[0]
+    assert first.id == first_id
     assert first.call_id is None and first.uniqueid == "e1"   # before the call row exists
     store.run(repo.upsert_call, "e1", direction="inbound")
-    second = store.run(repo.append_event, "offered", at(1), payload, uniqueid="e1")
+    second_id = store.run(repo.append_event, "offered", at(1), payload, uniqueid="e1")
+    second = store.read(repo.read_events, uniqueid="e1")[1]
+    assert second.id == second_id
     call = store.read(repo.get_call, "e1")
     assert call is not None and second.call_id == call.id
     store.run(repo.append_event, "tick", at(2))
