@@ -99,6 +99,20 @@ class Deployment:
                 self.run.kill()
                 self.run.wait(5)
 
+    def counters(self) -> dict[str, float]:
+        """The engine's own counters from ``/healthz``: AMI events read, records written,
+        their transactions and fsyncs (what a call costs in work, whatever the CPU)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/healthz",
+                                        timeout=5) as reply:
+                health = json.load(reply)
+        except (OSError, ValueError):
+            return {}
+        parts = health.get("components", {})
+        ami, store = parts.get("ami", {}), parts.get("store", {})
+        return {"ami_events": ami.get("events", 0), "records": store.get("records_put", 0),
+                "transactions": store.get("transactions", 0), "fsyncs": store.get("fsyncs", 0)}
+
     def last_call_id(self) -> int:
         with sqlite3.connect(self.state / "callflow.db") as db:
             return int(db.execute("SELECT coalesce(max(id), 0) FROM calls").fetchone()[0])
@@ -152,6 +166,7 @@ def step(dep: Deployment, rate: float, args: argparse.Namespace) -> dict[str, An
     assert demo.stdout is not None and dep.run is not None
     engine, asterisk = dep.run.pid, dep.asterisk_pid
     window: dict[str, float] = {}
+    counted: dict[str, float] = {}
     output: list[str] = []
     for line in demo.stdout:
         output.append(line)
@@ -159,15 +174,19 @@ def step(dep: Deployment, rate: float, args: argparse.Namespace) -> dict[str, An
             time.sleep(args.patience)  # callers on the line, waiting and talking: steady
             window.update(t0=time.monotonic(), e0=cpu_seconds(engine),
                           a0=cpu_seconds(asterisk))
+            counted = dep.counters()
             if args.profile:
                 spy = shutil.which("py-spy", path=str(Path(sys.executable).parent))
                 if spy:
+                    # --gil: the samples of the thread running Python, i.e. where the
+                    # Python CPU goes (threads waiting for the GIL or the CPU excluded)
                     subprocess.Popen([spy, "record", "-p", str(engine), "-f", "raw", "-r", "50",
-                                      "-d", str(int(args.step_s - args.patience)), "-o",
+                                      "--gil", "-d", str(int(args.step_s - args.patience)), "-o",
                                       str(args.profile.with_suffix(f".{rate:g}.txt"))],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elif line.startswith("demo: stopping") and "t0" in window:
             window.update(t1=time.monotonic(), e1=cpu_seconds(engine), a1=cpu_seconds(asterisk))
+            counted = {k: v - counted.get(k, 0) for k, v in dep.counters().items()}
     code = demo.wait()
     if code != 0 or "t1" not in window:
         raise SystemExit(f"callflow demo failed ({code}):\n{''.join(output[-20:])}")
@@ -179,6 +198,12 @@ def step(dep: Deployment, rate: float, args: argparse.Namespace) -> dict[str, An
     unended = sum(1 for _, ended in records if ended is None)
     one_each = len(numbers) == len(set(numbers)) == placed and set(numbers) == expected
     wall = window["t1"] - window["t0"]
+    if counted.get("records"):
+        per_call = rate * wall
+        print(f"  per call over the window: {counted['ami_events'] / per_call:.0f} AMI events, "
+              f"{counted['records'] / per_call:.1f} records; "
+              f"{counted['records'] / max(1, counted['transactions']):.1f} records a "
+              f"transaction, {counted['records'] / max(1, counted['fsyncs']):.1f} an fsync")
     if args.profile:
         spied = args.profile.with_suffix(f".{rate:g}.txt")
         deadline = time.monotonic() + 10

@@ -342,7 +342,7 @@ class Service:
         assert self.store is not None
         since = self.clock.wall() - timedelta(days=self.policy.routing.repeat_caller_lookback_days)
         try:
-            rows = self.store.read(repo.calls_from_number, number, since=since, limit=5)
+            rows = self.store.read(repo.recent_contacts, number, since=since, limit=5)
         except StoreError as exc:
             log.warning("caller history unknown, the store is unavailable: %s", exc)
             return ()

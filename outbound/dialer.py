@@ -681,15 +681,23 @@ class Dialer:
         transaction that committed late is not missed; ``tell`` drops repeats."""
         started = datetime.now(UTC)  # the store stamps updated_at with bookkeeping time
         since = self._feed_since - timedelta(seconds=FEED_OVERLAP_S)
-        changed = await asyncio.to_thread(self.store.read, repo.tasks_changed_since, since,
+        changes = await asyncio.to_thread(self.store.read, repo.task_changes_since, since,
                                           limit=FEED_BATCH)
-        for task in changed:
-            self.tell(task)
-        self._feed_since = changed[-1].updated_at if len(changed) == FEED_BATCH else started
+        news = [row.id for row in changes if self._is_news(row)]
+        if news:
+            for task in await asyncio.to_thread(self.store.read, repo.tasks_by_id, news):
+                self.tell(task)
+        self._feed_since = changes[-1].updated_at if len(changes) == FEED_BATCH else started
         horizon = since - timedelta(seconds=FEED_OVERLAP_S)
         for task_id in [i for i, seen in self._known.items()
                         if seen.closed and seen.updated_at < horizon]:
             del self._known[task_id]
+
+    def _is_news(self, change: Any) -> bool:
+        """Whether ``tell`` would publish this change (a row of ``task_changes_since``)."""
+        old = self._known.get(change.id)
+        version = tuple(getattr(change, name) for name in repo.TASK_VERSION_COLUMNS)
+        return old is None or not (old.version == version or old.updated_at > change.updated_at)
 
     def tell(self, task: CallbackTask, also: str | None = None) -> None:
         """Publish one task on ``board`` and the desktops of its owner, its former owner
@@ -735,8 +743,7 @@ class _Seen:
 
 
 def _version(task: CallbackTask) -> tuple[Any, ...]:
-    return (task.status, task.due_at, task.owner_agent_id, task.attempts, task.note,
-            task.max_attempts, task.number, task.last_outcome)
+    return tuple(getattr(task, name) for name in repo.TASK_VERSION_COLUMNS)
 
 
 def _stamp(frame: AmiFrame) -> float:

@@ -192,7 +192,9 @@ def add_wrapup(s: Session, call_uniqueid: str, agent_id: str, disposition: str, 
     result = s.connection().execute(_ADD_WRAPUP, {"v_call": call_uniqueid, "v_agent": agent_id,
                                          "v_disposition": disposition, "v_notes": notes,
                                          "v_by": by, "v_at": at})
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def wrapups_for_call(s: Session, call_uniqueid: str) -> list[Wrapup]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, select
 from sqlalchemy.orm import Session
 
 from callflow.engine.rules import enforces
@@ -92,12 +92,18 @@ def save_customer(s: Session, actor: str, at: datetime, fields: Mapping[str, str
     return customer_record(customer, _numbers(s, customer.id))
 
 
+_NUMBERS: Table = cast(Table, CustomerNumber.__table__)
+_CUSTOMER_OF = select(_NUMBERS.c.customer_id).where(_NUMBERS.c.number == bindparam("number"))
+
+
 def customer_for_number(s: Session, number: str) -> tuple[dict[str, Any], str | None] | None:
-    """The customer calling from ``number`` and their PIN hash, or None."""
-    link = s.get(CustomerNumber, number)
-    if link is None:
+    """The customer calling from ``number`` and their PIN hash, or None. Asked for every
+    inbound call: the number is looked up with one prepared statement, the ORM is used
+    only for a known caller (issue 20)."""
+    customer_id = s.connection().execute(_CUSTOMER_OF, {"number": number}).scalar()
+    if customer_id is None:
         return None
-    customer = s.get(Customer, link.customer_id)
+    customer = s.get(Customer, customer_id)
     if customer is None:
         return None
     return customer_record(customer, _numbers(s, customer.id)), customer.pin_hash

@@ -100,6 +100,9 @@ def _upsert(s: Session, model: Any, key: str, values: dict[str, Any]) -> Any:
     return row
 
 
+_CALLS: Table = cast(Table, Call.__table__)
+
+
 def _call_id(uniqueid: str) -> ScalarSelect[int]:
     return select(Call.id).where(Call.uniqueid == uniqueid).scalar_subquery()
 
@@ -154,7 +157,7 @@ def upsert_call(s: Session, uniqueid: str, **fields: Any) -> Call:
 def set_call_disposition(s: Session, uniqueid: str, disposition: str) -> None:
     """The wrap-up form's disposition on the call row (problem-resolution rate); a call the
     store does not know (an outbound attempt's own row may come later) is left alone."""
-    s.connection().execute(update(Call.__table__).where(Call.__table__.c.uniqueid == uniqueid)
+    s.connection().execute(update(_CALLS).where(_CALLS.c.uniqueid == uniqueid)
                            .values(disposition=disposition, updated_at=utcnow()))
 
 
@@ -218,6 +221,21 @@ def calls_from_number(s: Session, number: str, *, since: datetime, limit: int = 
     query = (select(Call).where(Call.caller_number == number, Call.entered_at >= since)
              .order_by(Call.entered_at.desc(), Call.id.desc()).limit(limit))
     return list(s.scalars(query))
+
+
+_RECENT_CONTACTS = (select(_CALLS.c.uniqueid, _CALLS.c.entered_at, _CALLS.c.outcome,
+                           _CALLS.c.agent_id)
+                    .where(_CALLS.c.caller_number == bindparam("number"),
+                           _CALLS.c.entered_at >= bindparam("since"))
+                    .order_by(_CALLS.c.entered_at.desc(), _CALLS.c.id.desc())
+                    .limit(bindparam("limit")))
+
+
+def recent_contacts(s: Session, number: str, *, since: datetime, limit: int) -> list[Any]:
+    """``calls_from_number`` reduced to what the flow shows the agent (STD-073): asked for
+    every inbound call, so one prepared statement and four columns (issue 20)."""
+    return list(s.connection().execute(_RECENT_CONTACTS, {"number": number, "since": since,
+                                                          "limit": limit}))
 
 
 def add_offer(s: Session, uniqueid: str, agent_id: str, started_at: datetime, *,
@@ -300,8 +318,8 @@ _EVENTS: Table = cast(Table, CallEvent.__table__)
 _ADD_EVENT = _EVENTS.insert().values(
     kind=bindparam("v_kind"), at=bindparam("v_at"), payload=bindparam("v_payload"),
     uniqueid=bindparam("v_uniqueid"),
-    call_id=select(Call.__table__.c.id)
-    .where(Call.__table__.c.uniqueid == bindparam("v_uniqueid")).scalar_subquery())
+    call_id=select(_CALLS.c.id)
+    .where(_CALLS.c.uniqueid == bindparam("v_uniqueid")).scalar_subquery())
 
 
 def append_event(s: Session, kind: str, at: datetime, payload: dict[str, Any] | None = None,
@@ -314,7 +332,9 @@ def append_event(s: Session, kind: str, at: datetime, payload: dict[str, Any] | 
     result = s.connection().execute(_ADD_EVENT, {"v_kind": kind, "v_at": at,
                                                  "v_payload": payload or {},
                                                  "v_uniqueid": uniqueid})
-    return int(result.inserted_primary_key[0])
+    key = result.inserted_primary_key
+    assert key is not None
+    return int(key[0])
 
 
 def read_events(s: Session, *, uniqueid: str | None = None, after_id: int = 0,
@@ -729,6 +749,30 @@ def tasks_changed_since(s: Session, since: datetime, *, limit: int = 1000
     query = (select(CallbackTask).where(CallbackTask.updated_at > since)
              .order_by(CallbackTask.updated_at, CallbackTask.id).limit(limit))
     return list(s.scalars(query))
+
+
+_TASKS: Table = cast(Table, CallbackTask.__table__)
+#: the columns the desktops' feed compares (outbound/dialer.py ``_version``)
+TASK_VERSION_COLUMNS = ("status", "due_at", "owner_agent_id", "attempts", "note",
+                        "max_attempts", "number", "last_outcome")
+_TASK_CHANGES = (select(_TASKS.c.id, _TASKS.c.updated_at,
+                        *(_TASKS.c[name] for name in TASK_VERSION_COLUMNS))
+                 .where(_TASKS.c.updated_at > bindparam("since"))
+                 .order_by(_TASKS.c.updated_at, _TASKS.c.id).limit(bindparam("limit")))
+
+
+def task_changes_since(s: Session, since: datetime, *, limit: int = 1000) -> list[Any]:
+    """``tasks_changed_since`` as plain rows of the id, ``updated_at`` and the columns the
+    feed compares: the dialer reads this every round (issue 20: loading whole task
+    objects each second, again for the overlap, was a tenth of a busy engine's Python
+    time) and loads only the tasks that are news (``tasks_by_id``)."""
+    return list(s.connection().execute(_TASK_CHANGES, {"since": since, "limit": limit}))
+
+
+def tasks_by_id(s: Session, ids: list[int]) -> list[CallbackTask]:
+    """These tasks, oldest change first."""
+    return list(s.scalars(select(CallbackTask).where(CallbackTask.id.in_(ids))
+                          .order_by(CallbackTask.updated_at, CallbackTask.id)))
 
 
 # --- alarms and audit ----------------------------------------------------------------

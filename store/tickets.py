@@ -12,9 +12,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from callflow.engine import tickets as core
@@ -22,6 +22,7 @@ from callflow.errors import CallflowError
 from callflow.store.models import (
     Customer,
     CustomerNumber,
+    TaskAttempt,
     Ticket,
     TicketDailyCheck,
     TicketHistory,
@@ -155,6 +156,16 @@ def of_caller(s: Session, number: str, *, limit: int = 200) -> list[Ticket]:
     return list(s.scalars(select(Ticket).where(Ticket.caller_number == number,
                                                Ticket.status != "closed")
                           .order_by(Ticket.opened_at.desc(), Ticket.id.desc()).limit(limit)))
+
+
+_ATTEMPTS: Table = cast(Table, TaskAttempt.__table__)
+_TASKS_OF_CALL = select(_ATTEMPTS.c.task_id).where(_ATTEMPTS.c.call_uniqueid == bindparam("call"))
+
+
+def tasks_of_call(s: Session, call_id: str) -> list[int]:
+    """The callback tasks a call was an attempt of: asked at every wrap-up (STD-134), most
+    often of an inbound call, which has none; one prepared statement (issue 20)."""
+    return list(s.connection().execute(_TASKS_OF_CALL, {"call": call_id}).scalars())
 
 
 def awaiting_followup(s: Session, task_id: int) -> list[Ticket]:

@@ -160,6 +160,10 @@ class StoreWatcher:
             "pending_writes": stats.pending,
             "write_failures": stats.failures,
             "dead_letters": stats.dead_letters,
+            # how well writes are grouped (issue 20): records per transaction and per fsync
+            "records_put": stats.put,
+            "transactions": stats.batches,
+            "fsyncs": stats.fsyncs,
         }
         if health.down:
             assert health.down_since is not None

@@ -36,7 +36,7 @@ from callflow.errors import CallflowError
 from callflow.store import repo
 from callflow.store import tickets as store_tickets
 from callflow.store.db import Store
-from callflow.store.models import Agent, Call, Recording, TaskAttempt
+from callflow.store.models import Agent, Call, Recording
 from callflow.store.models import Ticket as TicketRow
 from callflow.tickets.routes import ALL_ROLES, SEE_ALL
 
@@ -199,12 +199,8 @@ def close_by_followup(store: Store, call_id: str, agent_id: str, disposition: st
     """STD-134: the wrap-up of a ticket's follow-up call confirms and closes the ticket,
     or keeps it waiting with a history row. Runs in a worker thread; returns the tickets
     it changed (empty when the call was no ticket's follow-up)."""
-    def tasks_of(s: Session) -> list[int]:
-        return list(s.scalars(select(TaskAttempt.task_id)
-                              .where(TaskAttempt.call_uniqueid == call_id)))
-
     changed = []
-    for task_id in store.read(tasks_of):
+    for task_id in store.read(store_tickets.tasks_of_call, call_id):
         for row in store.read(store_tickets.awaiting_followup, task_id):
             answer = ticket_followup.answer_of_followup(store_tickets.facts(row), disposition,
                                                         now, policy)
