@@ -111,6 +111,9 @@ _SHAPE_CACHE_LIMIT = 1024
 _LINE_CACHE_LIMIT = 8192
 """Lines the parser remembers (``AmiFrameParser._lines``) before it forgets them all."""
 _LINE_CACHE_CHARS = 160
+_PLAN_LINES_LIMIT = 256
+"""Longer frames (a long ``Command`` output) are read line by line: the plans and shapes
+remembered by key sequence stay small (at most 1024 x 256 keys each)."""
 _NEW_EVERY_TIME = frozenset({"Timestamp"})
 """Keys whose lines are never the same twice: not worth remembering."""
 """Longer lines are not remembered: at most ~8192 x 1 KiB of memory, whatever comes in."""
@@ -276,7 +279,7 @@ class AmiFrameParser:
         self._good_keys: set[str] = set()
         self._shapes: dict[tuple[str, frozenset[str] | tuple[str, ...]], str] = {}
         self._lines = _KnownLines(self._key_ok)
-        self._plans: dict[tuple[str, ...], _Plan] = {}
+        self._plans: dict[tuple[int, tuple[str, ...]], _Plan] = {}
 
     def feed(self, data: bytes, received_at: float) -> Parsed:
         """Parse what ``data`` completes; keep the rest for the next call.
@@ -369,8 +372,11 @@ class AmiFrameParser:
         fields are built in C (``map`` over the lines, ``dict``) instead of a Python step
         per line (the line loop was 54 % of the adapter's time; a regex over the frame,
         or ``str.split`` per line, cost more than the loop: docs/ingest-performance.md).
-        Anything else, hostile or broken, takes ``_parse_lines``, which owns every check
-        and every reported problem.
+        Where its keys repeat (``ChanVariable``), a ``_Plan`` remembered by (line count,
+        keys in first-seen order) says where; the lines it names are checked to hold
+        that key, which with the same count proves the same key sequence. Anything
+        else, hostile or broken, takes ``_parse_lines``, which owns every check and
+        every reported problem.
         """
         try:
             text = raw.decode("utf-8")
@@ -380,24 +386,32 @@ class AmiFrameParser:
                               "with U+FFFD")
             return
         lines = text.split("\r\n")
+        if len(lines) > _PLAN_LINES_LIMIT:
+            self._parse_lines(raw, text, received_at, out, lines=lines)
+            return
         try:
             pairs = list(map(self._lines.__getitem__, lines))
         except KeyError:
             self._parse_lines(raw, text, received_at, out, lines=lines)
             return
-        keys = tuple(map(_KEY_OF, pairs))
+        fields: dict[str, str | list[str]] = dict(pairs)
+        keys = (len(pairs), tuple(fields))
         plan = self._plans.get(keys)
         if plan is None:
-            plan = _plan(keys)
+            plan = _plan(tuple(map(_KEY_OF, pairs)))
             if len(self._plans) < _SHAPE_CACHE_LIMIT:
                 self._plans[keys] = plan
         head, kind, repeats, repeated = plan
         if not head:
             self._parse_lines(raw, text, received_at, out, lines=lines)
             return
-        fields: dict[str, str | list[str]] = dict(pairs)
         for key, pick in repeats:
-            fields[key] = list(map(_VALUE_OF, pick(pairs)))
+            picked = pick(pairs)
+            if list(map(_KEY_OF, picked)).count(key) != len(picked):
+                # the same keys and count as the plan's frame, repeated elsewhere
+                self._parse_lines(raw, text, received_at, out, lines=lines)
+                return
+            fields[key] = list(map(_VALUE_OF, picked))
         if head == _EVENT_WITH_RESPONSE:
             if fields["Event"] != _EVENT_WITH_RESPONSE:  # a Response glued into an event
                 self._parse_lines(raw, text, received_at, out, lines=lines)
@@ -408,7 +422,7 @@ class AmiFrameParser:
         if repeated:
             suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
         else:
-            shape = (name, keys)
+            shape = (name, keys[1])
             verdict = self._shapes.get(shape)
             if verdict is None:
                 verdict = suspect_shape(name, fields)
@@ -604,8 +618,12 @@ def _new_message(name: str, fields: dict[str, str | list[str]], received_at: flo
     object ``AmiMessage(name, fields, received_at, kind, suspect)`` would be.
     """
     message = object.__new__(AmiMessage)
-    message.__dict__.update(name=name, fields=fields, received_at=received_at, kind=kind,
-                            suspect=suspect)
+    slots = message.__dict__  # five stores: cheaper than update(**kwargs)
+    slots["name"] = name
+    slots["fields"] = fields
+    slots["received_at"] = received_at
+    slots["kind"] = kind
+    slots["suspect"] = suspect
     return message
 
 

@@ -178,3 +178,28 @@ def test_the_memory_of_lines_is_bounded_and_forgetting_changes_nothing(
     assert got == want
     assert 0 < len(fast._lines) <= 50
     assert not any(line.startswith(("Timestamp:", "Long:")) for line in fast._lines)
+
+
+def test_the_same_keys_repeated_in_other_places_parse_the_same() -> None:
+    """Plans are remembered by line count and keys in first-seen order: frames that
+    share both but repeat a key in other places must not borrow each other's plan."""
+    head = b"Event: Newchannel\r\nPrivilege: call,all\r\n"
+    frames_ = [head + b"A: 1\r\nChanVariable: x=1\r\nA: 2\r\nB: 3\r\n",
+               head + b"A: 1\r\nChanVariable: x=1\r\nB: 3\r\nA: 2\r\n",
+               head + b"A: 1\r\nA: 2\r\nChanVariable: x=1\r\nB: 3\r\n",
+               head + b"A: 1\r\nChanVariable: x=1\r\nChanVariable: y=2\r\nB: 3\r\n",
+               head + b"A: 1\r\nChanVariable: x=1\r\nB: 3\r\nChanVariable: y=2\r\n"]
+    stream = b"\r\n".join(frames_) + b"\r\n"
+    got, want, _ = both(stream, passes=3)
+    assert got == want
+    assert [m.get_all("A") for m in got.messages[:3]] == [["1", "2"], ["1", "2"], ["1", "2"]]
+    assert got.messages[0].suspect.startswith("A written twice")
+    assert got.messages[3].get_all("ChanVariable") == ["x=1", "y=2"]
+
+
+def test_a_long_frame_parses_the_same() -> None:
+    output = b"".join(b"Output: line %d\r\n" % (n % 7) for n in range(600))
+    stream = b"Response: Success\r\nActionID: c-1\r\n" + output + b"\r\n"
+    got, want, _ = both(stream)
+    assert got == want
+    assert len(got.messages[0].get_all("Output")) == 600
