@@ -78,15 +78,22 @@ applies none of it:
 The shape is checked with set operations on the keys (``suspect_shape``): 1-3 us a
 message on the shared 2-core box, against 13-25 us for the rest of its parsing; the
 parser remembers each (event name, key set) verdict (bounded), ~4x cheaper again.
+
+Speed (issue 20): the parser remembers what each valid line it has checked means, and
+builds a frame whose every line it remembers in C (``AmiFrameParser._parse``); any
+other frame takes the strict line loop (``_parse_lines``), which holds every rule
+above. Both give the same result (tests/unit/ami/test_ami_line_memory.py); figures in
+docs/ingest-performance.md.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from operator import itemgetter
+from typing import Literal, cast
 
 from callflow.errors import AmiProtocolError
 
@@ -102,9 +109,20 @@ _HEAD_RE = re.compile(rb"(?<![^\r\n])(Event|Response):[ \t]*([^\r\n]*)")
 """An ``Event:``/``Response:`` line start: at the frame's start or after any CR or LF."""
 _ACTION_KEY_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 _EXCERPT = 120
+_KEY_OF = itemgetter(0)
+_VALUE_OF = itemgetter(1)
 _TERMINATOR = b"\r\n\r\n"
 _KEY_CACHE_LIMIT = 4096
 _SHAPE_CACHE_LIMIT = 1024
+_LINE_CACHE_LIMIT = 8192
+"""Lines the parser remembers (``AmiFrameParser._lines``) before it forgets them all."""
+_LINE_CACHE_CHARS = 160
+_PLAN_LINES_LIMIT = 256
+"""Longer frames (a long ``Command`` output) are read line by line: the plans and shapes
+remembered by key sequence stay small (at most 1024 x 256 keys each)."""
+_NEW_EVERY_TIME = frozenset({"Timestamp"})
+"""Keys whose lines are never the same twice: not worth remembering."""
+"""Longer lines are not remembered: at most ~8192 x 1 KiB of memory, whatever comes in."""
 _EVENT_WITH_RESPONSE = "OriginateResponse"
 """The one Asterisk event that carries a ``Response:`` key of its own."""
 
@@ -265,7 +283,9 @@ class AmiFrameParser:
         self._discarded = 0
         self._oversize_head: tuple[bytes, str] = (b"", "")
         self._good_keys: set[str] = set()
-        self._shapes: dict[tuple[str, frozenset[str]], str] = {}
+        self._shapes: dict[tuple[str, frozenset[str] | tuple[str, ...]], str] = {}
+        self._lines = _KnownLines(self._key_ok)
+        self._plans: dict[tuple[int, tuple[str, ...]], _Plan] = {}
 
     def feed(self, data: bytes, received_at: float) -> Parsed:
         """Parse what ``data`` completes; keep the rest for the next call.
@@ -345,20 +365,89 @@ class AmiFrameParser:
         self._scan_from = 0
         return True
 
-    def _parse(self, raw: bytes, received_at: float, out: Parsed, whole: bool = True) -> None:
-        """One frame into ``out``; ``whole`` is False for a piece cut out of a glued frame
-        (such a piece is ``suspect``: module docstring)."""
-        decode_problem = ""
+    def _parse(self, raw: bytes, received_at: float, out: Parsed) -> None:
+        """One whole frame into ``out``: from the lines already seen when every line of it
+        was, else line by line (``_parse_lines``), with the same result either way.
+
+        Asterisk writes the same lines over and over (``Privilege: call,all``,
+        ``Context: ...``, a call's ``Channel`` and ``Uniqueid`` in each of its events), so
+        the parser remembers what each valid line it checked means (``_lines``: the line
+        -> its key and stripped value; a line's meaning depends on nothing else). A frame
+        whose every line is remembered has no line to drop, and when it carries exactly
+        one ``Event`` or one ``Response`` (not both) nothing can be glued into it: its
+        fields are built in C (``map`` over the lines, ``dict``) instead of a Python step
+        per line (the line loop was 54 % of the adapter's time; a regex over the frame,
+        or ``str.split`` per line, cost more than the loop: docs/ingest-performance.md).
+        Where its keys repeat (``ChanVariable``), a ``_Plan`` remembered by (line count,
+        keys in first-seen order) says where; the lines it names are checked to hold
+        that key, which with the same count proves the same key sequence. Anything
+        else, hostile or broken, takes ``_parse_lines``, which owns every check and
+        every reported problem.
+        """
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as exc:
-            text = raw.decode("utf-8", "replace")
-            decode_problem = f"invalid UTF-8 at byte {exc.start}, decoded with U+FFFD"
+            self._parse_lines(raw, raw.decode("utf-8", "replace"), received_at, out,
+                              decode_problem=f"invalid UTF-8 at byte {exc.start}, decoded "
+                              "with U+FFFD")
+            return
+        lines = text.split("\r\n")
+        if len(lines) > _PLAN_LINES_LIMIT:
+            self._parse_lines(raw, text, received_at, out, lines=lines)
+            return
+        try:
+            pairs = list(map(self._lines.__getitem__, lines))
+        except KeyError:
+            self._parse_lines(raw, text, received_at, out, lines=lines)
+            return
+        fields: dict[str, str | list[str]] = dict(pairs)
+        keys = (len(pairs), tuple(fields))
+        plan = self._plans.get(keys)
+        if plan is None:
+            plan = _plan(tuple(map(_KEY_OF, pairs)))
+            if len(self._plans) < _SHAPE_CACHE_LIMIT:
+                self._plans[keys] = plan
+        head, kind, repeats, repeated = plan
+        if not head:
+            self._parse_lines(raw, text, received_at, out, lines=lines)
+            return
+        for key, pick in repeats:
+            picked = pick(pairs)
+            if list(map(_KEY_OF, picked)).count(key) != len(picked):
+                # the same keys and count as the plan's frame, repeated elsewhere
+                self._parse_lines(raw, text, received_at, out, lines=lines)
+                return
+            fields[key] = list(map(_VALUE_OF, picked))
+        if head == _EVENT_WITH_RESPONSE:
+            if fields["Event"] != _EVENT_WITH_RESPONSE:  # a Response glued into an event
+                self._parse_lines(raw, text, received_at, out, lines=lines)
+                return
+            head = "Event"
+        name = fields[head]
+        assert isinstance(name, str)  # the plan saw head once
+        if repeated:
+            suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
+        else:
+            shape = (name, keys[1])
+            verdict = self._shapes.get(shape)
+            if verdict is None:
+                verdict = suspect_shape(name, fields)
+                if len(self._shapes) < _SHAPE_CACHE_LIMIT:
+                    self._shapes[shape] = verdict
+            suspect = verdict
+        out.messages.append(_new_message(name, fields, received_at, kind, suspect))
+
+    def _parse_lines(self, raw: bytes, text: str, received_at: float, out: Parsed,
+                     whole: bool = True, decode_problem: str = "",
+                     lines: list[str] | None = None) -> None:
+        """One frame into ``out``, line by line, with every check; ``whole`` is False for a
+        piece cut out of a glued frame (such a piece is ``suspect``: module docstring).
+        """
         fields: dict[str, str | list[str]] = {}
         bad_lines: list[str] = []
         repeated = ""
         good_keys = self._good_keys
-        for line in text.split("\r\n"):
+        for line in text.split("\r\n") if lines is None else lines:
             key, colon, value = line.partition(":")
             if not colon or (key not in good_keys and not self._valid_key(key)):
                 if line:  # a stray blank line is harmless
@@ -433,7 +522,12 @@ class AmiFrameParser:
                     raw[max(begin, end - _EXCERPT // 2):end + _EXCERPT // 2], len(raw), False,
                     _action_id(body)))
             if body:
-                self._parse(body, received_at, out, whole=False)
+                try:
+                    self._parse_lines(body, body.decode("utf-8"), received_at, out, whole=False)
+                except UnicodeDecodeError as exc:
+                    self._parse_lines(body, body.decode("utf-8", "replace"), received_at, out,
+                                      whole=False, decode_problem=f"invalid UTF-8 at byte "
+                                      f"{exc.start}, decoded with U+FFFD")
         return True
 
     def _suspect_shape(self, name: str, fields: Mapping[str, str | list[str]]) -> str:
@@ -449,6 +543,9 @@ class AmiFrameParser:
                 self._shapes[shape] = verdict
         return verdict
 
+    def _key_ok(self, key: str) -> bool:
+        return key in self._good_keys or self._valid_key(key)
+
     def _valid_key(self, key: str) -> bool:
         """Keys are printable and blank-free (``ChanVariable(Local/1@x-0;1)`` is fine)."""
         if not key or not key.isprintable() or " " in key or "\ufffd" in key:
@@ -456,6 +553,66 @@ class AmiFrameParser:
         if len(self._good_keys) < _KEY_CACHE_LIMIT:
             self._good_keys.add(key)
         return True
+
+
+class _KnownLines(dict[str, tuple[str, str]]):
+    """Each valid ``Key: value`` line seen -> its key and stripped value, as
+    ``_parse_lines`` reads it (a line's meaning depends on nothing else).
+
+    ``lines[line]`` looks a line up in C and checks a new one here (``__missing__``):
+    a valid one is remembered and returned, an invalid one raises KeyError, which sends
+    its frame to ``_parse_lines``. Bounded: lines longer than ``_LINE_CACHE_CHARS`` and
+    the ``Timestamp`` line (``timestampevents``: new in every event) are not kept, and
+    the memory is emptied when full, so lines a caller forges cannot grow it.
+    """
+
+    def __init__(self, key_ok: Callable[[str], bool]) -> None:
+        super().__init__()
+        self._key_ok = key_ok
+
+    def __missing__(self, line: str) -> tuple[str, str]:
+        key, colon, value = line.partition(":")
+        if not colon or not self._key_ok(key):
+            raise KeyError(line)
+        pair = (key, value.strip())
+        if len(line) <= _LINE_CACHE_CHARS and key not in _NEW_EVERY_TIME:
+            if len(self) >= _LINE_CACHE_LIMIT:
+                self.clear()
+            self[line] = pair
+        return pair
+
+
+_Pick = Callable[[list[tuple[str, str]]], tuple[tuple[str, str], ...]]
+"""``itemgetter`` of the positions of a repeated key's lines, over a frame's pairs."""
+_Plan = tuple[str, str, tuple[tuple[str, _Pick], ...], str]
+"""How to build a frame's fields from its (key, value) pairs, by its keys in wire order:
+the head key (``Event`` or ``Response``; ``OriginateResponse`` for one of each, which
+only that event may carry; "" when the frame needs ``_parse_lines``), the
+message kind, each repeated key with the positions of its values, and the first key
+written twice that Asterisk does not repeat ("" if none)."""
+
+
+def _plan(keys: tuple[str, ...]) -> _Plan:
+    """The ``_Plan`` of a frame with these keys, as ``_parse_lines`` would read it."""
+    places: dict[str, list[int]] = {}
+    repeated = ""
+    for at, key in enumerate(keys):
+        seen = places.setdefault(key, [])
+        if seen and not repeated and not _repeated_by_asterisk(key):
+            repeated = key
+        seen.append(at)
+    events, responses = len(places.get("Event", ())), len(places.get("Response", ()))
+    if events == 1 and not responses:
+        head, kind = "Event", "event"
+    elif events == 1 and responses == 1:
+        head, kind = _EVENT_WITH_RESPONSE, "event"  # only if it is one: _parse checks
+    elif responses == 1 and not events:
+        head, kind = "Response", "response"
+    else:
+        head, kind = "", ""
+    repeats = tuple((key, cast(_Pick, itemgetter(*at))) for key, at in places.items()
+                    if len(at) > 1)
+    return head, kind, repeats, repeated
 
 
 def _new_message(name: str, fields: dict[str, str | list[str]], received_at: float,
@@ -467,8 +624,12 @@ def _new_message(name: str, fields: dict[str, str | list[str]], received_at: flo
     object ``AmiMessage(name, fields, received_at, kind, suspect)`` would be.
     """
     message = object.__new__(AmiMessage)
-    message.__dict__.update(name=name, fields=fields, received_at=received_at, kind=kind,
-                            suspect=suspect)
+    slots = message.__dict__  # five stores: cheaper than update(**kwargs)
+    slots["name"] = name
+    slots["fields"] = fields
+    slots["received_at"] = received_at
+    slots["kind"] = kind
+    slots["suspect"] = suspect
     return message
 
 
