@@ -117,12 +117,12 @@ _SHAPE_CACHE_LIMIT = 1024
 _LINE_CACHE_LIMIT = 8192
 """Lines the parser remembers (``AmiFrameParser._lines``) before it forgets them all."""
 _LINE_CACHE_CHARS = 160
+"""Longer lines are not remembered: at most ~8192 x 160 characters, whatever comes in."""
 _PLAN_LINES_LIMIT = 256
 """Longer frames (a long ``Command`` output) are read line by line: the plans and shapes
 remembered by key sequence stay small (at most 1024 x 256 keys each)."""
 _NEW_EVERY_TIME = frozenset({"Timestamp"})
 """Keys whose lines are never the same twice: not worth remembering."""
-"""Longer lines are not remembered: at most ~8192 x 1 KiB of memory, whatever comes in."""
 _EVENT_WITH_RESPONSE = "OriginateResponse"
 """The one Asterisk event that carries a ``Response:`` key of its own."""
 
