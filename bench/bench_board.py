@@ -489,6 +489,7 @@ def run_load(label: str, clients: int, rate: float, args: argparse.Namespace,
                         args.duration, args.client_procs, gc_tune)
             runs[kind].append(r)
             gc_note = (f" gen2 {r.get('gen2_count', 0)}x max {r.get('gen2_max_ms', 0):.1f} ms"
+                       f" gen0/1 max {r.get('gen0_1_max_ms', 0):.1f} ms"
                        f" server CPU {r['cpu_us']:.1f} us/delivery" if "gen2_count" in r else "")
             print(f"  {label} round {n + 1} {kind:<15} p50 {r['p50_ms']:6.1f} ms "
                   f"p99 {r['p99_ms']:6.1f} ms lost {r['lost']} gaps {r['gaps']} "
