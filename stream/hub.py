@@ -116,7 +116,9 @@ class Subscription:
         ``writer(messages)`` must be synchronous and cheap, write all of them in order
         or none, and return False (never raise) when it cannot write now; those
         messages are then buffered for the subscriber's own reader, as without a
-        writer. ``None`` turns it off.
+        writer. The list it gets may be the one every subscriber with the same
+        topics gets (the fan-out filters once per topic set): read it, never change
+        it. ``None`` turns it off.
         """
         self._direct = writer
 
