@@ -51,11 +51,19 @@ class BatchingWebSockets(WebSocketsSansIOProtocol):
                 and not conn.extensions and not conn.writes
                 and not conn.expect_continuation_frame and not self.transport.is_closing())
 
-    def write_now(self, frames: list[bytes]) -> bool:
-        """Write whole frames now if the transport has room, else nothing (False)."""
-        if not self.writable.is_set() or not self._raw_ok():
+    def write_now(self, frames: list[bytes] | bytes) -> bool:
+        """Write whole frames (a list, or already joined) now if the transport has
+        room, else nothing (False). Called once per client per fan-out, so the checks
+        of ``_raw_ok`` are inlined here (the same conditions, one expression)."""
+        conn = self.conn
+        if (not self.writable.is_set() or conn.writes or conn.state is not State.OPEN
+                or not self.handshake_complete or self.close_sent or self.disconnected
+                or self.initial_response is not None or conn.extensions
+                or conn.expect_continuation_frame or self.transport.is_closing()):
             return False
-        self.transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+        if isinstance(frames, list):
+            frames = frames[0] if len(frames) == 1 else b"".join(frames)
+        self.transport.write(frames)
         return True
 
     async def send(self, message: Any) -> None:

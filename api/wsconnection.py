@@ -119,7 +119,7 @@ class StreamConnection:
         # the server writes a batch of frames at once (api/ws_batching.py), or not
         extension = websocket.scope.get("extensions", {}).get(EXTENSION)
         self._send_many = extension is not None
-        self._write_now: Callable[[list[bytes]], bool] | None = (
+        self._write_now: Callable[[bytes], bool] | None = (
             extension.get(WRITE_NOW) if isinstance(extension, dict) else None)
 
     def parse(self, data: str | bytes) -> object:
@@ -138,10 +138,11 @@ class StreamConnection:
         if write_now is None or self._closing or self._send_lock.locked():
             return False
         try:
-            view, wire = self._view, self._encoder.wire
+            view = self._view
             if view is not None:
                 batch = [view(message) for message in batch]
-            return write_now([wire(message) for message in batch])
+            # the same list for every client with these topics: joined once (wire_many)
+            return write_now(self._encoder.wire_many(batch))
         except Exception:  # never into the fan-out: the sender task will meet the fault
             log.exception("direct write to a websocket failed; its sender takes over")
             return False

@@ -23,7 +23,8 @@ counted and shown, and a failure at these loads).
 
 Each run also prints the server's CPU time per delivery (process time over the run's
 window / deliveries): it moves far less than wall-clock latency on a shared machine and
-says where the time goes (``BENCH_BOARD_PROFILE=/tmp/p`` adds a cProfile per server).
+says where the time goes (``BENCH_BOARD_PROFILE=/tmp/p`` adds a cProfile per server;
+``BENCH_BOARD_PIN=1`` pins the server to CPU 0 and the clients to the other CPUs).
 
     .venv/bin/python bench/bench_board.py                 # both loads + busy: 9 min at load 9
     .venv/bin/python bench/bench_board.py --duration 20   # the issue's 20 s windows
@@ -210,11 +211,21 @@ async def _serve_bare(style: str, sock: socket.socket, clients: int, rate: float
         conn.send(watch.summary())
 
 
+def _pin(server: bool) -> None:
+    """``BENCH_BOARD_PIN=1``: the server on CPU 0, the client processes on the others, for
+    every kind alike, so a server's fan-out and the clients' reads of it never take turns
+    on one core (how they interleave otherwise differs between servers; off by default)."""
+    cpus = os.cpu_count() or 1
+    if os.environ.get("BENCH_BOARD_PIN") == "1" and cpus > 1:
+        os.sched_setaffinity(0, {0} if server else set(range(1, cpus)))
+
+
 def _server_main(kind: str, token: str, clients: int, rate: float,
                  total: int, gc_tune: bool, conn: Any) -> None:
     # A client that gave up (a run past its deadline) is the figure, not a traceback each.
     logging.getLogger("websockets").setLevel(logging.CRITICAL)
     logging.getLogger("asyncio").setLevel(logging.CRITICAL)
+    _pin(server=True)
     sock = _listen()
     profile = os.environ.get("BENCH_BOARD_PROFILE")
     if profile:  # where the server's time goes: BENCH_BOARD_PROFILE=/tmp/prof
@@ -358,6 +369,7 @@ async def _clients(port: int, token: str, count: int, total: int, deadline_s: fl
 
 def _clients_main(port: int, token: str, count: int, total: int, deadline_s: float,
                   conn: Any) -> None:
+    _pin(server=False)
     asyncio.run(_clients(port, token, count, total, deadline_s, conn))
 
 
@@ -489,6 +501,7 @@ def run_load(label: str, clients: int, rate: float, args: argparse.Namespace,
                         args.duration, args.client_procs, gc_tune)
             runs[kind].append(r)
             gc_note = (f" gen2 {r.get('gen2_count', 0)}x max {r.get('gen2_max_ms', 0):.1f} ms"
+                       f" gen0/1 max {r.get('gen0_1_max_ms', 0):.1f} ms"
                        f" server CPU {r['cpu_us']:.1f} us/delivery" if "gen2_count" in r else "")
             print(f"  {label} round {n + 1} {kind:<15} p50 {r['p50_ms']:6.1f} ms "
                   f"p99 {r['p99_ms']:6.1f} ms lost {r['lost']} gaps {r['gaps']} "

@@ -24,6 +24,11 @@ Why a hub of its own, and why this shape:
   frame of its own is being written) the messages are buffered and the client's
   sender catches up as above, so a slow client still never delays the others and
   the order per client is kept: a direct write only ever happens with nothing queued.
+- The fan-out filters a flush once per distinct topic set, not once per subscriber:
+  subscribers whose filter is a set of topics (every board) share one admitted list,
+  and the encoder joins that list's frames once for all of them
+  (``FrameEncoder.wire_many``), so a delivery to a client that keeps up is a few
+  checks and one ``transport.write``.
 - Sequence numbers are global and monotonic, so a client that reconnects with
   ``since=N`` gets every later message still in the history ring, and a snapshot when N
   has fallen out of it (or is unknown to this process, e.g. after a restart).
@@ -60,6 +65,19 @@ def _as_filter(topics: TopicFilter | set[str] | frozenset[str]) -> TopicFilter:
     return frozen.__contains__
 
 
+def _topic_set(topic_filter: TopicFilter) -> frozenset[str] | None:
+    """The set behind a filter that is a frozenset's own ``__contains__`` (what
+    ``subscribe`` builds from a set, and what the events endpoint passes), else None.
+
+    Subscribers with equal sets admit the same messages, so the fan-out filters a
+    flush once per distinct set instead of once per subscriber (issue 20), and hands
+    them all the same list, whose frames the encoder then joins once."""
+    owner = getattr(topic_filter, "__self__", None)
+    if isinstance(owner, frozenset) and getattr(topic_filter, "__name__", "") == "__contains__":
+        return owner
+    return None
+
+
 def _admit_all(topic: str) -> bool:
     return True
 
@@ -79,11 +97,12 @@ class Subscription:
     """
 
     __slots__ = ("_buffer", "_closed", "_direct", "_filter", "_hub", "_limit",
-                 "_pending_snapshot", "_waiter")
+                 "_pending_snapshot", "_topics", "_waiter")
 
     def __init__(self, hub: EventHub, topic_filter: TopicFilter, limit: int) -> None:
         self._hub = hub
         self._filter = topic_filter
+        self._topics = _topic_set(topic_filter)
         self._limit = limit
         self._buffer: deque[Message] = deque()
         self._pending_snapshot: SnapshotReason | None = None
@@ -97,7 +116,9 @@ class Subscription:
         ``writer(messages)`` must be synchronous and cheap, write all of them in order
         or none, and return False (never raise) when it cannot write now; those
         messages are then buffered for the subscriber's own reader, as without a
-        writer. ``None`` turns it off.
+        writer. The list it gets may be the one every subscriber with the same
+        topics gets (the fan-out filters once per topic set): read it, never change
+        it. ``None`` turns it off.
         """
         self._direct = writer
 
@@ -152,6 +173,29 @@ class Subscription:
             added = True
         if added:
             self._wake()
+        return False
+
+    def _offer_admitted(self, admitted: list[Message]) -> bool:
+        """Like ``_offer_many`` for messages the hub already passed through this
+        subscriber's topic set (``_topics``): the list may be shared with other
+        subscribers, so it is read, never changed. True when it overflowed."""
+        if self._pending_snapshot is not None or not admitted:
+            return False
+        buffer = self._buffer
+        if not buffer:
+            direct = self._direct
+            # Idle and writable: written now, as in _offer_many (same bound).
+            if direct is not None and len(admitted) <= self._limit and direct(admitted):
+                return False
+        limit = self._limit
+        for message in admitted:
+            if len(buffer) >= limit:
+                buffer.clear()
+                self._pending_snapshot = "overflow"
+                self._wake()
+                return True
+            buffer.append(message)
+        self._wake()
         return False
 
     def _wake(self) -> None:
@@ -288,9 +332,23 @@ class EventHub:
             return
         self._pending = []
         broken: list[Subscription] = []
+        # One filtered list per distinct topic set, shared by its subscribers (the
+        # whole flush itself when every message passes, the usual case for boards).
+        admitted_by_set: dict[frozenset[str], list[Message]] = {}
         for subscription in self._subscribers:
             try:
-                if subscription._offer_many(pending):
+                topics = subscription._topics
+                if topics is None:
+                    overflowed = subscription._offer_many(pending)
+                else:
+                    admitted = admitted_by_set.get(topics)
+                    if admitted is None:
+                        admitted = [message for message in pending if message["topic"] in topics]
+                        if len(admitted) == len(pending):
+                            admitted = pending
+                        admitted_by_set[topics] = admitted
+                    overflowed = subscription._offer_admitted(admitted)
+                if overflowed:
                     self._dropped_to_snapshot += 1
             except Exception:
                 # A faulty topic filter must cost its own subscriber, never the engine.

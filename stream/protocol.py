@@ -91,6 +91,25 @@ class FrameEncoder:
         self._cache: dict[int, str] = {}
         self._wire: dict[int, bytes] = {}
         self._cache_size = cache_size
+        # the last list given to wire_many and its bytes (the list is held, so its
+        # identity cannot be reused by another list while it is remembered)
+        self._last_batch: list[dict[str, Any]] | None = None
+        self._last_bytes = b""
+
+    def wire_many(self, messages: list[dict[str, Any]]) -> bytes:
+        """The frames of ``messages`` back to back, for one write.
+
+        The hub's fan-out hands every subscriber with the same topics the same list
+        (stream/hub.py), so the frames are joined once per flush for all of them, not
+        once per client: the same list object again returns the same bytes. The list
+        must not be changed after it was passed (the hub never does)."""
+        if messages is self._last_batch:
+            return self._last_bytes
+        wire = self.wire
+        data = wire(messages[0]) if len(messages) == 1 else b"".join(map(wire, messages))
+        self._last_batch = messages
+        self._last_bytes = data
+        return data
 
     def wire(self, message: dict[str, Any]) -> bytes:
         """The message as a whole websocket text frame (RFC 6455, server side: unmasked,
