@@ -49,16 +49,16 @@ def record_agent_state(s: Session, agent_id: str, state: str, at: datetime, *,
     Raises StoreError if ``at`` is before the open row's start (time never runs back)."""
     params = {"k_agent_id": agent_id, "v_state": state, "v_reason": reason, "v_at": at,
               "v_call_uniqueid": call_uniqueid, "v_acw_extended": acw_extended}
-    open_row = s.execute(_OPEN_ROW, params).first()
+    conn = s.connection()  # Core on the session's connection: no ORM step per statement
+    open_row = conn.execute(_OPEN_ROW, params).first()
     if open_row is not None:
         if at < open_row.started_at:
             raise StoreError(f"agent {agent_id}: state at {at.isoformat()} is before the "
                              f"current one started ({open_row.started_at.isoformat()})")
-        s.execute(_CLOSE, {"k_id": open_row.id, "v_at": at})
-    s.execute(_OPEN_NEW, params)
-    if s.execute(_SNAPSHOT_UPDATE, params).first() is not None:
+        conn.execute(_CLOSE, {"k_id": open_row.id, "v_at": at})
+    conn.execute(_OPEN_NEW, params)
+    if conn.execute(_SNAPSHOT_UPDATE, params).first() is not None:
         return
-    insert = _SNAPSHOT_INSERT["postgresql" if s.get_bind().dialect.name == "postgresql"
-                              else "sqlite"]
-    if s.execute(insert, params).first() is None:  # another writer made it in between
-        s.execute(_SNAPSHOT_UPDATE, params).one()
+    insert = _SNAPSHOT_INSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
+    if conn.execute(insert, params).first() is None:  # another writer made it in between
+        conn.execute(_SNAPSHOT_UPDATE, params).one()

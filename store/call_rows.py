@@ -56,12 +56,13 @@ def upsert_call(s: Session, uniqueid: str, fields: dict[str, Any]) -> int:
     params = {f"v_{k}": v for k, v in fields.items()}
     params["v_updated_at"] = utcnow()
     params["k_uniqueid"] = uniqueid
-    call_id = s.execute(_call_update(keys), params).scalar_one_or_none()
+    conn = s.connection()  # Core on the session's connection: no ORM step per statement
+    call_id = conn.execute(_call_update(keys), params).scalar_one_or_none()
     if call_id is None:
-        call_id = s.execute(_call_insert(keys, s.get_bind().dialect.name),
-                            params).scalar_one_or_none()
+        call_id = conn.execute(_call_insert(keys, conn.dialect.name),
+                               params).scalar_one_or_none()
     if call_id is None:
-        call_id = s.execute(_call_update(keys), params).scalar_one()
+        call_id = conn.execute(_call_update(keys), params).scalar_one()
     return int(call_id)
 
 
@@ -91,7 +92,8 @@ def write_offers(s: Session, call_id: int, offers: Sequence[dict[str, Any]]) -> 
     end and result, and when its agent left. Times are parsed already."""
     if not offers:
         return
-    stored = s.execute(_OFFERS_OF_CALL, {"k_call_id": call_id}).all()
+    conn = s.connection()
+    stored = conn.execute(_OFFERS_OF_CALL, {"k_call_id": call_id}).all()
     for i, offer in enumerate(offers):
         started, ended, left = offer["started_at"], offer["ended_at"], offer["left_at"]
         if i >= len(stored):
@@ -100,10 +102,10 @@ def write_offers(s: Session, call_id: int, offers: Sequence[dict[str, Any]]) -> 
                 raise StoreError("a finished offer needs both ended_at and result")
             if started is None:
                 raise StoreError("a new offer needs started_at")
-            s.execute(_ADD_OFFER, {"v_call_id": call_id, "v_agent_id": offer["agent_id"],
-                                   "v_started_at": started, "v_ended_at": ended,
-                                   "v_result": result, "v_ring_s": _seconds(ended, started),
-                                   "v_left_at": left})
+            conn.execute(_ADD_OFFER, {"v_call_id": call_id, "v_agent_id": offer["agent_id"],
+                                      "v_started_at": started, "v_ended_at": ended,
+                                      "v_result": result, "v_ring_s": _seconds(ended, started),
+                                      "v_left_at": left})
             continue
         row = stored[i]
         change: dict[str, Any] = {}
@@ -120,5 +122,5 @@ def write_offers(s: Session, call_id: int, offers: Sequence[dict[str, Any]]) -> 
             change["left_at"] = left
         if change:
             keys = tuple(sorted(change))
-            s.execute(_offer_update(keys),
-                      {"k_id": row.id, **{f"v_{k}": v for k, v in change.items()}})
+            conn.execute(_offer_update(keys),
+                         {"k_id": row.id, **{f"v_{k}": v for k, v in change.items()}})

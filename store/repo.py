@@ -164,8 +164,8 @@ def set_call_disposition(s: Session, uniqueid: str, disposition: str) -> None:
 def set_call_wrapup_missing(s: Session, uniqueid: str) -> None:
     """Flag the call whose ACW ended without the wrap-up form (issue 18); a call the store
     does not know (an outbound attempt's id) is left alone, the event log has the fact."""
-    s.execute(update(Call).where(Call.uniqueid == uniqueid)
-              .values(wrapup_missing=True, updated_at=utcnow()))
+    s.connection().execute(update(_CALLS).where(_CALLS.c.uniqueid == uniqueid)
+                           .values(wrapup_missing=True, updated_at=utcnow()))
 
 
 def survey_answers(s: Session, *, call_uniqueid: str | None = None,
