@@ -24,8 +24,10 @@ CURRENT: Table = cast(Table, AgentCurrent.__table__)
 
 _OPEN_ROW = (select(STATES.c.id, STATES.c.started_at)
              .where(STATES.c.agent_id == bindparam("k_agent_id"), STATES.c.ended_at.is_(None)))
-_CLOSE = (update(STATES).where(STATES.c.id == bindparam("k_id"))
-          .values(ended_at=bindparam("v_at")))
+_CLOSE_OPEN = (update(STATES)
+               .where(STATES.c.agent_id == bindparam("k_agent_id"), STATES.c.ended_at.is_(None),
+                      STATES.c.started_at <= bindparam("v_at"))
+               .values(ended_at=bindparam("v_at")))
 _OPEN_NEW = STATES.insert().values(
     agent_id=bindparam("k_agent_id"), state=bindparam("v_state"), reason=bindparam("v_reason"),
     started_at=bindparam("v_at"), call_uniqueid=bindparam("v_call_uniqueid"))
@@ -50,12 +52,13 @@ def record_agent_state(s: Session, agent_id: str, state: str, at: datetime, *,
     params = {"k_agent_id": agent_id, "v_state": state, "v_reason": reason, "v_at": at,
               "v_call_uniqueid": call_uniqueid, "v_acw_extended": acw_extended}
     conn = s.connection()  # Core on the session's connection: no ORM step per statement
-    open_row = conn.execute(_OPEN_ROW, params).first()
-    if open_row is not None:
-        if at < open_row.started_at:
+    # the open row is closed in one statement; only when none was (the agent's first
+    # state, or a time before the open row's start) is the open row looked at
+    if conn.execute(_CLOSE_OPEN, params).rowcount == 0:
+        open_row = conn.execute(_OPEN_ROW, params).first()
+        if open_row is not None:
             raise StoreError(f"agent {agent_id}: state at {at.isoformat()} is before the "
                              f"current one started ({open_row.started_at.isoformat()})")
-        conn.execute(_CLOSE, {"k_id": open_row.id, "v_at": at})
     conn.execute(_OPEN_NEW, params)
     if conn.execute(_SNAPSHOT_UPDATE, params).first() is not None:
         return
