@@ -103,6 +103,7 @@ import functools
 import logging
 import re
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -304,6 +305,14 @@ def parse_env_lines(lines: Sequence[str]) -> dict[str, str]:
     number verbatim, issue 15): a line that is no ``agi_`` line, a key Asterisk does not
     write, a key written twice (pyst2 lets the last one win: the caller's).
     """
+    pairs = [line.partition(":") for line in lines]
+    keys = {key for key, _, _ in pairs}
+    if (len(keys) == len(pairs) and keys <= ENV_KEYS
+            and all(colon for _, colon, _ in pairs)):
+        # Asterisk's own block (each key once, every key one it writes, as it writes
+        # it, with its colon) passes every check below as it is: one pass, no regex
+        # (issue 20). Anything else takes the line-by-line checks and their errors.
+        return {key: value.strip() for key, _, value in pairs}
     env: dict[str, str] = {}
     for line in lines:
         key, colon, value = line.partition(":")
@@ -544,13 +553,15 @@ class AgiSession:
         self.trying_timeout = trying_timeout
         self._stream = stream
         self._loop = stream.loop
-        self._lock = asyncio.Lock()
+        self._busy = False               # a command is in flight (``_take_turn``)
+        self._turns: deque[asyncio.Future[None]] | None = None  # commands waiting for it
         self._pending: asyncio.Future[list[str]] | None = None
         self._deadline = stream.deadline      # the pending command's, on the one timer
         self._usage: list[str] | None = None    # a 520 usage block being read
         self._trying = ""                # the pending command's "100 Trying" line, if any
         self._trying_cut = False         # ...and whether it shortened the deadline
-        self._hangup = asyncio.Event()
+        self._hung_up = False
+        self._hangup_event: asyncio.Event | None = None   # made by the first wait_hangup
         self._hangup_callbacks: list[Callable[[], None]] = []
         self._eof = False
         self._failure: AgiError | None = None
@@ -618,7 +629,7 @@ class AgiSession:
     @property
     def hung_up(self) -> bool:
         """True once Asterisk said the channel is gone (HANGUP, 511, -1+HANGUP, EOF)."""
-        return self._hangup.is_set()
+        return self._hung_up
 
     def add_hangup_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (once) when the caller hangs up, or soon if that happened."""
@@ -629,9 +640,13 @@ class AgiSession:
 
     async def wait_hangup(self, timeout: float | None = None) -> bool:
         """Wait until the caller hangs up; True if that happened within ``timeout``."""
+        if self._hung_up:
+            return True
+        if self._hangup_event is None:  # most sessions never wait for it: no Event each
+            self._hangup_event = asyncio.Event()
         try:
             async with asyncio.timeout(timeout):
-                await self._hangup.wait()
+                await self._hangup_event.wait()
         except TimeoutError:
             return False
         return True
@@ -650,12 +665,17 @@ class AgiSession:
         must not be logged (a PIN keyed by the caller): an error about it names the
         command, never the reply line.
         """
-        if all(type(w) is str for w in words):
-            line, what = _known_command(words)
+        for word in words:
+            if type(word) is not str:   # only plain strings go through the cache
+                line, what = build_command_line(words), command_label(words)
+                break
         else:
-            line, what = build_command_line(words), command_label(words)
+            line, what = _known_command(words)
         limit = self.command_timeout if timeout is SESSION_DEFAULT else timeout
-        await self._lock.acquire()      # ``async with`` minus its two wrapper coroutines
+        if self._busy:                  # another command of this session is in flight
+            await self._wait_turn()
+        else:
+            self._busy = True
         try:
             self._check_usable(words, what)
             block = await self._exchange(line, what, limit)
@@ -672,7 +692,7 @@ class AgiSession:
                 self._protocol_failure(exc)
                 raise
         finally:
-            self._lock.release()
+            self._next_turn()
 
     async def answer(self) -> None:
         await self.command("ANSWER")
@@ -757,6 +777,37 @@ class AgiSession:
         if wait_ms < 0 or self.command_timeout is None:
             return None
         return wait_ms / 1000 + self.command_timeout
+
+    async def _wait_turn(self) -> None:
+        """Wait until the commands written before this one have their replies.
+
+        Asterisk loses a command written before the previous reply, so a session's
+        commands go one at a time, first come first served, as with the
+        ``asyncio.Lock`` this replaces (issue 20: the lock, and its ``acquire``
+        coroutine on every command, cost more than the one check a session issuing
+        its commands in order needs; the queue is only made when two overlap).
+        """
+        turns = self._turns
+        if turns is None:
+            turns = self._turns = deque()
+        turn: asyncio.Future[None] = self._loop.create_future()
+        turns.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._next_turn()       # handed the turn as it was cancelled: pass it on
+            raise
+
+    def _next_turn(self) -> None:
+        """The command in flight is done: the next waiting one goes, or none is busy."""
+        turns = self._turns
+        while turns:
+            turn = turns.popleft()
+            if not turn.done():         # (a cancelled waiter is skipped)
+                turn.set_result(None)   # still busy: the turn is handed over
+                return
+        self._busy = False
 
     def _check_usable(self, words: Sequence[str], what: str) -> None:
         if self._failure is not None:
@@ -898,9 +949,11 @@ class AgiSession:
         self._fail(error)
 
     def _set_hung_up(self) -> None:
-        if self._hangup.is_set():
+        if self._hung_up:
             return
-        self._hangup.set()
+        self._hung_up = True
+        if self._hangup_event is not None:
+            self._hangup_event.set()
         callbacks, self._hangup_callbacks = self._hangup_callbacks, []
         for callback in callbacks:
             callback()
