@@ -202,9 +202,11 @@ SESSION_DEFAULT: Final = _Default.TIMEOUT
 Timeout = float | None | _Default
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgiResult:
-    """A ``200`` reply: ``result=`` value, its ``(data)``, and any other ``key=value``."""
+    """A ``200`` reply: ``result=`` value, its ``(data)``, and any other ``key=value``.
+
+    (Slots: one object a reply, not two; issue 20.)"""
 
     code: int
     result: str
@@ -363,7 +365,8 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
             raise CallerHungUp(f"{what}: caller hung up during the command")
         if result == "-1":
             raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)")
-        extra = {key: value for key, (value, _data) in fields.items()}
+        extra = {key: value for key, (value, _data) in fields.items()} if fields \
+            else _NO_EXTRA
         return AgiResult(code=200, result=result, data=data, extra=extra)
     if code == "511":
         raise CallerHungUp(f"{what}: channel is dead ({first})")
@@ -678,7 +681,13 @@ class AgiSession:
             self._busy = True
         try:
             self._check_usable(words, what)
-            block = await self._exchange(line, what, limit)
+            try:                        # ``_exchange``, inlined
+                block = await self._send(line, what, limit)
+            except TimeoutError:
+                raise self._timed_out(what, limit) from None
+            finally:
+                self._pending = None
+                self._deadline.disarm()
             try:
                 return self._interpret(block, what) if not secret \
                     else self._interpret_secret(block, what)
@@ -822,26 +831,34 @@ class AgiSession:
 
         The deadline is armed before the write, since a ``100 Trying`` may come at once,
         on the connection's one timer (``agi_stream.Deadline``: no timer, timeout
-        context or task per command).
+        context or task per command). ``command`` inlines the same three steps (issue
+        20: one coroutine less per command).
         """
+        try:
+            return await self._send(line, what, limit)
+        except TimeoutError:
+            raise self._timed_out(what, limit) from None
+        finally:
+            self._pending = None
+            self._deadline.disarm()
+
+    def _send(self, line: bytes, what: str, limit: float | None) -> asyncio.Future[list[str]]:
+        """Write one command; the future its framed reply will resolve (``_exchange``)."""
+        if self._stream.eof:
+            raise CallerHungUp(f"{what}: connection to Asterisk is closed")
         loop = self._loop
         pending: asyncio.Future[list[str]] = loop.create_future()
         self._pending = pending
         self._trying, self._trying_cut = "", False
-        if self._stream.eof:
-            raise CallerHungUp(f"{what}: connection to Asterisk is closed")
-        deadline = self._deadline
-        deadline.arm(pending, loop.time() + limit if limit is not None else None)
-        try:
-            self._stream.write(line)
-            return await pending
-        except TimeoutError:
-            error = AgiCommandTimeout(self._timeout_message(what, limit))
-            self._fail(error)
-            raise error from None
-        finally:
-            self._pending = None
-            deadline.disarm()
+        self._deadline.arm(pending, loop.time() + limit if limit is not None else None)
+        self._stream.write(line)
+        return pending
+
+    def _timed_out(self, what: str, limit: float | None) -> AgiCommandTimeout:
+        """No reply in time: the session fails (``_fail``); the error to raise."""
+        error = AgiCommandTimeout(self._timeout_message(what, limit))
+        self._fail(error)
+        return error
 
     def _timeout_message(self, what: str, limit: float | None) -> str:
         if not self._trying:
