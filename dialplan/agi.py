@@ -556,7 +556,7 @@ class AgiSession:
         self.trying_timeout = trying_timeout
         self._stream = stream
         self._loop = stream.loop
-        self._busy = False               # a command is in flight (``_take_turn``)
+        self._busy = False               # a command is in flight (``_wait_turn``)
         self._turns: deque[asyncio.Future[None]] | None = None  # commands waiting for it
         self._pending: asyncio.Future[list[str]] | None = None
         self._deadline = stream.deadline      # the pending command's, on the one timer
