@@ -486,7 +486,9 @@ async def read_after_env(stream: AgiStream, *, timeout: float) -> tuple[list[str
     after: list[str] = []
     hung_up = False
     deadline = stream.loop.time() + timeout
-    stream.write(build_command_line(("GET", "FULL", "VARIABLE", word)))
+    # a hex word is a bare word: the line ``build_command_line`` would write, without
+    # its quoting checks on every call (issue 20)
+    stream.write(f"GET FULL VARIABLE {word}\n".encode())
     try:
         while (line := await _read_env_line(stream, deadline)) != echo:
             if line is None:

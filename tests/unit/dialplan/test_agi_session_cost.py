@@ -19,9 +19,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_agi_server import STEP_TIMEOUT, FakeAsterisk, Flow, Serve, serve, settled
+from test_agi_server import STEP_TIMEOUT, FakeAsterisk, Flow, Serve, env_lines, serve, settled
 
-from callflow.dialplan.agi import _ARG_KEY, _ENV_LINE, ENV_KEYS, AgiSession, parse_env_lines
+from callflow.dialplan.agi import (
+    _ARG_KEY,
+    _ENV_LINE,
+    ENV_KEYS,
+    AgiSession,
+    build_command_line,
+    parse_env_lines,
+)
 from callflow.errors import AgiEnvironmentRefused
 
 __all__ = ["serve"]             # the fixture, used by name
@@ -104,6 +111,23 @@ async def test_a_finished_call_is_freed_without_the_garbage_collector(serve: Ser
     finally:
         gc.enable()
     assert len(refs) == 2
+
+
+async def test_the_check_after_the_environment_is_the_line_build_command_line_writes(
+        serve: Serve) -> None:
+    async def route(s: AgiSession) -> None:
+        await s.answer()
+
+    server = await serve({"inbound": route})
+    fake = await FakeAsterisk.connect(server.port)
+    await fake.send(*env_lines(), "")
+    line = await fake.read_line()
+    word = line.removeprefix("GET FULL VARIABLE ")
+    assert len(word) == 16 and int(word, 16) >= 0
+    assert (line + "\n").encode() == build_command_line(("GET", "FULL", "VARIABLE", word))
+    await fake.send(f"200 result=1 ({word})")
+    await fake.expect("ANSWER", "200 result=0")
+    assert await fake.rest() == b""
 
 
 # ---- the environment block: one pass or line by line, the same answer ----------------
