@@ -103,6 +103,7 @@ import functools
 import logging
 import re
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -201,9 +202,11 @@ SESSION_DEFAULT: Final = _Default.TIMEOUT
 Timeout = float | None | _Default
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AgiResult:
-    """A ``200`` reply: ``result=`` value, its ``(data)``, and any other ``key=value``."""
+    """A ``200`` reply: ``result=`` value, its ``(data)``, and any other ``key=value``.
+
+    (Slots: one object a reply, not two; issue 20.)"""
 
     code: int
     result: str
@@ -304,6 +307,14 @@ def parse_env_lines(lines: Sequence[str]) -> dict[str, str]:
     number verbatim, issue 15): a line that is no ``agi_`` line, a key Asterisk does not
     write, a key written twice (pyst2 lets the last one win: the caller's).
     """
+    pairs = [line.partition(":") for line in lines]
+    keys = {key for key, _, _ in pairs}
+    if (len(keys) == len(pairs) and keys <= ENV_KEYS
+            and all(colon for _, colon, _ in pairs)):
+        # Asterisk's own block (each key once, every key one it writes, as it writes
+        # it, with its colon) passes every check below as it is: one pass, no regex
+        # (issue 20). Anything else takes the line-by-line checks and their errors.
+        return {key: value.strip() for key, _, value in pairs}
     env: dict[str, str] = {}
     for line in lines:
         key, colon, value = line.partition(":")
@@ -354,7 +365,8 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
             raise CallerHungUp(f"{what}: caller hung up during the command")
         if result == "-1":
             raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)")
-        extra = {key: value for key, (value, _data) in fields.items()}
+        extra = {key: value for key, (value, _data) in fields.items()} if fields \
+            else _NO_EXTRA
         return AgiResult(code=200, result=result, data=data, extra=extra)
     if code == "511":
         raise CallerHungUp(f"{what}: channel is dead ({first})")
@@ -474,7 +486,9 @@ async def read_after_env(stream: AgiStream, *, timeout: float) -> tuple[list[str
     after: list[str] = []
     hung_up = False
     deadline = stream.loop.time() + timeout
-    stream.write(build_command_line(("GET", "FULL", "VARIABLE", word)))
+    # a hex word is a bare word: the line ``build_command_line`` would write, without
+    # its quoting checks on every call (issue 20)
+    stream.write(f"GET FULL VARIABLE {word}\n".encode())
     try:
         while (line := await _read_env_line(stream, deadline)) != echo:
             if line is None:
@@ -544,13 +558,15 @@ class AgiSession:
         self.trying_timeout = trying_timeout
         self._stream = stream
         self._loop = stream.loop
-        self._lock = asyncio.Lock()
+        self._busy = False               # a command is in flight (``_wait_turn``)
+        self._turns: deque[asyncio.Future[None]] | None = None  # commands waiting for it
         self._pending: asyncio.Future[list[str]] | None = None
         self._deadline = stream.deadline      # the pending command's, on the one timer
         self._usage: list[str] | None = None    # a 520 usage block being read
         self._trying = ""                # the pending command's "100 Trying" line, if any
         self._trying_cut = False         # ...and whether it shortened the deadline
-        self._hangup = asyncio.Event()
+        self._hung_up = False
+        self._hangup_event: asyncio.Event | None = None   # made by the first wait_hangup
         self._hangup_callbacks: list[Callable[[], None]] = []
         self._eof = False
         self._failure: AgiError | None = None
@@ -618,7 +634,7 @@ class AgiSession:
     @property
     def hung_up(self) -> bool:
         """True once Asterisk said the channel is gone (HANGUP, 511, -1+HANGUP, EOF)."""
-        return self._hangup.is_set()
+        return self._hung_up
 
     def add_hangup_callback(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` (once) when the caller hangs up, or soon if that happened."""
@@ -629,9 +645,13 @@ class AgiSession:
 
     async def wait_hangup(self, timeout: float | None = None) -> bool:
         """Wait until the caller hangs up; True if that happened within ``timeout``."""
+        if self._hung_up:
+            return True
+        if self._hangup_event is None:  # most sessions never wait for it: no Event each
+            self._hangup_event = asyncio.Event()
         try:
             async with asyncio.timeout(timeout):
-                await self._hangup.wait()
+                await self._hangup_event.wait()
         except TimeoutError:
             return False
         return True
@@ -650,15 +670,26 @@ class AgiSession:
         must not be logged (a PIN keyed by the caller): an error about it names the
         command, never the reply line.
         """
-        if all(type(w) is str for w in words):
-            line, what = _known_command(words)
+        for word in words:
+            if type(word) is not str:   # only plain strings go through the cache
+                line, what = build_command_line(words), command_label(words)
+                break
         else:
-            line, what = build_command_line(words), command_label(words)
+            line, what = _known_command(words)
         limit = self.command_timeout if timeout is SESSION_DEFAULT else timeout
-        await self._lock.acquire()      # ``async with`` minus its two wrapper coroutines
+        if self._busy:                  # another command of this session is in flight
+            await self._wait_turn()
+        else:
+            self._busy = True
         try:
             self._check_usable(words, what)
-            block = await self._exchange(line, what, limit)
+            try:                        # ``_exchange``, inlined
+                block = await self._send(line, what, limit)
+            except TimeoutError:
+                raise self._timed_out(what, limit) from None
+            finally:
+                self._pending = None
+                self._deadline.disarm()
             try:
                 return self._interpret(block, what) if not secret \
                     else self._interpret_secret(block, what)
@@ -672,7 +703,7 @@ class AgiSession:
                 self._protocol_failure(exc)
                 raise
         finally:
-            self._lock.release()
+            self._next_turn()
 
     async def answer(self) -> None:
         await self.command("ANSWER")
@@ -758,6 +789,37 @@ class AgiSession:
             return None
         return wait_ms / 1000 + self.command_timeout
 
+    async def _wait_turn(self) -> None:
+        """Wait until the commands written before this one have their replies.
+
+        Asterisk loses a command written before the previous reply, so a session's
+        commands go one at a time, first come first served, as with the
+        ``asyncio.Lock`` this replaces (issue 20: the lock, and its ``acquire``
+        coroutine on every command, cost more than the one check a session issuing
+        its commands in order needs; the queue is only made when two overlap).
+        """
+        turns = self._turns
+        if turns is None:
+            turns = self._turns = deque()
+        turn: asyncio.Future[None] = self._loop.create_future()
+        turns.append(turn)
+        try:
+            await turn
+        except asyncio.CancelledError:
+            if turn.done() and not turn.cancelled():
+                self._next_turn()       # handed the turn as it was cancelled: pass it on
+            raise
+
+    def _next_turn(self) -> None:
+        """The command in flight is done: the next waiting one goes, or none is busy."""
+        turns = self._turns
+        while turns:
+            turn = turns.popleft()
+            if not turn.done():         # (a cancelled waiter is skipped)
+                turn.set_result(None)   # still busy: the turn is handed over
+                return
+        self._busy = False
+
     def _check_usable(self, words: Sequence[str], what: str) -> None:
         if self._failure is not None:
             raise type(self._failure)(f"{what}: {self._failure}")
@@ -771,26 +833,34 @@ class AgiSession:
 
         The deadline is armed before the write, since a ``100 Trying`` may come at once,
         on the connection's one timer (``agi_stream.Deadline``: no timer, timeout
-        context or task per command).
+        context or task per command). ``command`` inlines the same three steps (issue
+        20: one coroutine less per command).
         """
+        try:
+            return await self._send(line, what, limit)
+        except TimeoutError:
+            raise self._timed_out(what, limit) from None
+        finally:
+            self._pending = None
+            self._deadline.disarm()
+
+    def _send(self, line: bytes, what: str, limit: float | None) -> asyncio.Future[list[str]]:
+        """Write one command; the future its framed reply will resolve (``_exchange``)."""
+        if self._stream.eof:
+            raise CallerHungUp(f"{what}: connection to Asterisk is closed")
         loop = self._loop
         pending: asyncio.Future[list[str]] = loop.create_future()
         self._pending = pending
         self._trying, self._trying_cut = "", False
-        if self._stream.eof:
-            raise CallerHungUp(f"{what}: connection to Asterisk is closed")
-        deadline = self._deadline
-        deadline.arm(pending, loop.time() + limit if limit is not None else None)
-        try:
-            self._stream.write(line)
-            return await pending
-        except TimeoutError:
-            error = AgiCommandTimeout(self._timeout_message(what, limit))
-            self._fail(error)
-            raise error from None
-        finally:
-            self._pending = None
-            deadline.disarm()
+        self._deadline.arm(pending, loop.time() + limit if limit is not None else None)
+        self._stream.write(line)
+        return pending
+
+    def _timed_out(self, what: str, limit: float | None) -> AgiCommandTimeout:
+        """No reply in time: the session fails (``_fail``); the error to raise."""
+        error = AgiCommandTimeout(self._timeout_message(what, limit))
+        self._fail(error)
+        return error
 
     def _timeout_message(self, what: str, limit: float | None) -> str:
         if not self._trying:
@@ -898,9 +968,11 @@ class AgiSession:
         self._fail(error)
 
     def _set_hung_up(self) -> None:
-        if self._hangup.is_set():
+        if self._hung_up:
             return
-        self._hangup.set()
+        self._hung_up = True
+        if self._hangup_event is not None:
+            self._hangup_event.set()
         callbacks, self._hangup_callbacks = self._hangup_callbacks, []
         for callback in callbacks:
             callback()

@@ -133,6 +133,12 @@ class AgiStream(asyncio.Protocol):
             if not waiter.done():
                 waiter.set_result(None)
         self._close_waiters.clear()
+        # Nothing arrives any more: let go of the session (``sink`` is a bound method of
+        # it, and it holds this stream), so that a finished call is freed by reference
+        # counting, not left as a cycle of some twenty objects (the session, its stream,
+        # task, transport, timer...) for the garbage collector (issue 20: twice the
+        # young collections of a bare asyncio server).
+        self.sink = None
 
     # -- reading before the session (the environment) ---------------------------------
 
