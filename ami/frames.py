@@ -384,12 +384,9 @@ class AmiFrameParser:
         else, hostile or broken, takes ``_parse_lines``, which owns every check and
         every reported problem.
         """
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            self._parse_lines(raw, raw.decode("utf-8", "replace"), received_at, out,
-                              decode_problem=f"invalid UTF-8 at byte {exc.start}, decoded "
-                              "with U+FFFD")
+        text, problem = decode_frame(raw)
+        if problem:
+            self._parse_lines(raw, text, received_at, out, decode_problem=problem)
             return
         lines = text.split("\r\n")
         if len(lines) > _PLAN_LINES_LIMIT:
@@ -522,12 +519,9 @@ class AmiFrameParser:
                     raw[max(begin, end - _EXCERPT // 2):end + _EXCERPT // 2], len(raw), False,
                     _action_id(body)))
             if body:
-                try:
-                    self._parse_lines(body, body.decode("utf-8"), received_at, out, whole=False)
-                except UnicodeDecodeError as exc:
-                    self._parse_lines(body, body.decode("utf-8", "replace"), received_at, out,
-                                      whole=False, decode_problem=f"invalid UTF-8 at byte "
-                                      f"{exc.start}, decoded with U+FFFD")
+                text, problem = decode_frame(body)
+                self._parse_lines(body, text, received_at, out, whole=False,
+                                  decode_problem=problem)
         return True
 
     def _suspect_shape(self, name: str, fields: Mapping[str, str | list[str]]) -> str:
@@ -613,6 +607,16 @@ def _plan(keys: tuple[str, ...]) -> _Plan:
     repeats = tuple((key, cast(_Pick, itemgetter(*at))) for key, at in places.items()
                     if len(at) > 1)
     return head, kind, repeats, repeated
+
+
+def decode_frame(raw: bytes) -> tuple[str, str]:
+    """A frame's text, and the problem to report when it is not UTF-8 ("" when it is):
+    such a frame is decoded with U+FFFD and read line by line like any other."""
+    try:
+        return raw.decode("utf-8"), ""
+    except UnicodeDecodeError as exc:
+        return (raw.decode("utf-8", "replace"),
+                f"invalid UTF-8 at byte {exc.start}, decoded with U+FFFD")
 
 
 def _new_message(name: str, fields: dict[str, str | list[str]], received_at: float,

@@ -78,10 +78,6 @@ def _topic_set(topic_filter: TopicFilter) -> frozenset[str] | None:
     return None
 
 
-def _admit_all(topic: str) -> bool:
-    return True
-
-
 def _empty_snapshot(topic_filter: TopicFilter) -> dict[str, Any]:
     """Used until the engine registers a provider: tells the client the seq, no state."""
     return {}
@@ -151,29 +147,9 @@ class Subscription:
         message through the filter, one wake-up at the end. True when it overflowed."""
         if self._pending_snapshot is not None:
             return False
-        admit, buffer, limit = self._filter, self._buffer, self._limit
-        if self._direct is not None and not buffer:
-            # Idle and writable: written now by the fan-out, nothing queued, no wake-up.
-            # More than the buffer holds at once overflows as it would queued (one
-            # snapshot), so a direct write never exceeds the client's bound either.
-            messages = [message for message in messages if admit(message["topic"])]
-            if not messages or (len(messages) <= limit and self._direct(messages)):
-                return False
-            admit = _admit_all  # already filtered; buffered below for the reader
-        added = False
-        for message in messages:
-            if not admit(message["topic"]):
-                continue
-            if len(buffer) >= limit:
-                buffer.clear()
-                self._pending_snapshot = "overflow"
-                self._wake()
-                return True
-            buffer.append(message)
-            added = True
-        if added:
-            self._wake()
-        return False
+        admit = self._filter
+        return self._offer_admitted([message for message in messages
+                                     if admit(message["topic"])])
 
     def _offer_admitted(self, admitted: list[Message]) -> bool:
         """Like ``_offer_many`` for messages the hub already passed through this
@@ -181,13 +157,13 @@ class Subscription:
         subscribers, so it is read, never changed. True when it overflowed."""
         if self._pending_snapshot is not None or not admitted:
             return False
-        buffer = self._buffer
-        if not buffer:
-            direct = self._direct
-            # Idle and writable: written now, as in _offer_many (same bound).
-            if direct is not None and len(admitted) <= self._limit and direct(admitted):
-                return False
-        limit = self._limit
+        buffer, limit = self._buffer, self._limit
+        direct = self._direct
+        if not buffer and direct is not None and len(admitted) <= limit and direct(admitted):
+            # Idle and writable: written now by the fan-out, nothing queued, no wake-up.
+            # More than the buffer holds at once overflows as it would queued (one
+            # snapshot), so a direct write never exceeds the client's bound either.
+            return False
         for message in admitted:
             if len(buffer) >= limit:
                 buffer.clear()

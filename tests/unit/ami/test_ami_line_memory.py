@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from callflow.ami import frames
-from callflow.ami.frames import AmiFrameParser, Parsed
+from callflow.ami.frames import AmiFrameParser, Parsed, decode_frame
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "ami"
 BANNER = b"Asterisk Call Manager/11.0.0\r\n"
@@ -27,14 +27,8 @@ class StrictParser(AmiFrameParser):
     """The reference: every frame line by line, nothing remembered."""
 
     def _parse(self, raw: bytes, received_at: float, out: Parsed) -> None:
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            self._parse_lines(raw, raw.decode("utf-8", "replace"), received_at, out,
-                              decode_problem=f"invalid UTF-8 at byte {exc.start}, decoded "
-                              "with U+FFFD")
-            return
-        self._parse_lines(raw, text, received_at, out)
+        text, problem = decode_frame(raw)
+        self._parse_lines(raw, text, received_at, out, decode_problem=problem)
 
 
 class CountingParser(AmiFrameParser):
