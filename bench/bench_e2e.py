@@ -74,7 +74,8 @@ class Deployment:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             if self.run.poll() is not None:
-                raise SystemExit(f"callflow run exited: see {self.state / 'run.log'}")
+                raise SystemExit(f"callflow run exited ({self.run.returncode}); the end of "
+                                 f"its log:\n{self.log_tail()}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{self.api_port}/healthz",
                                             timeout=2) as reply:
@@ -83,7 +84,16 @@ class Deployment:
             except OSError:
                 pass
             time.sleep(0.5)
-        raise SystemExit(f"callflow run not healthy within 90 s: see {self.state / 'run.log'}")
+        raise SystemExit(f"callflow run not healthy within 90 s; the end of its log:\n"
+                         f"{self.log_tail()}")
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of ``callflow run``'s log: the state dir is removed when the bench ends."""
+        try:
+            return "\n".join((self.state / "run.log").read_text(errors="replace")
+                             .splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no log: {exc})"
 
     @property
     def asterisk_pid(self) -> int:
@@ -227,7 +237,9 @@ def main() -> None:
                         help="seconds a caller stays on the line (wait + talk)")
     parser.add_argument("--ring", type=float, default=1.0, help="seconds an agent's phone rings")
     parser.add_argument("--port-base", type=int,
-                        default=int(os.environ.get("CALLFLOW_TEST_PORT_BASE", "31000")) + 1000)
+                        # below Linux's ephemeral ports (32768-60999), which the board
+                        # bench's thousands of client connections use just before
+                        default=int(os.environ.get("CALLFLOW_TEST_PORT_BASE", "21000")) + 1000)
     parser.add_argument("--keep", action="store_true", help="keep the state dir (logs, db)")
     parser.add_argument("--idle-s", type=float, default=10.0,
                         help="seconds of CPU measured with no calls, before the first rate")
