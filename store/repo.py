@@ -231,6 +231,7 @@ _RECENT_CONTACTS = (select(_CALLS.c.uniqueid, _CALLS.c.entered_at, _CALLS.c.outc
                     .limit(bindparam("limit")))
 
 
+@enforces("STD-004", "STD-073", policy=("routing.repeat_caller_lookback_days",))
 def recent_contacts(s: Session, number: str, *, since: datetime, limit: int) -> list[Any]:
     """``calls_from_number`` reduced to what the flow shows the agent (STD-073): asked for
     every inbound call, so one prepared statement and four columns (issue 20)."""

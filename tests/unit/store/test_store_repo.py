@@ -103,6 +103,12 @@ def test_earlier_contacts_of_a_number_newest_first(store: Store) -> None:
     assert [c.uniqueid for c in found] == ["h2", "h1"]
     assert [c.uniqueid for c in store.read(repo.calls_from_number, "139",
                                            since=T0 - timedelta(days=90), limit=1)] == ["h2"]
+    # the flow's four columns (recent_contacts) say the same of the same calls
+    for since, limit in ((T0 - timedelta(days=30), 5), (T0 - timedelta(days=90), 1)):
+        whole = store.read(repo.calls_from_number, "139", since=since, limit=limit)
+        assert [tuple(r) for r in store.read(repo.recent_contacts, "139", since=since,
+                                             limit=limit)] == \
+            [(c.uniqueid, c.entered_at, c.outcome, c.agent_id) for c in whole]
 
 
 # --- offers and holds --------------------------------------------------------------
