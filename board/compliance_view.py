@@ -41,10 +41,6 @@ class ComplianceView:
         self.low: frozenset[str] = frozenset()
         self.view: dict[str, Any] = {}
 
-    @property
-    def day(self) -> str:
-        return self.running.day
-
     def _now(self) -> datetime:
         return self._service.clock.wall()
 
@@ -61,23 +57,22 @@ class ComplianceView:
         found = await asyncio.to_thread(
             store.read, lambda s: verdict_rows.verdicts_between(s, since, now + timedelta(1)))
         self.running.restart(found, now.timestamp())
-        self._recompute(now, publish=False)
+        self._recompute(publish=False)
 
     def observe(self, event: DomainEvent) -> None:
         if isinstance(event, CallJudged):
-            now = self._now()
-            self.running.add(event.verdicts, now.timestamp())
-            self._recompute(now)
+            self.running.add(event.verdicts, self._now().timestamp())
+            self._recompute()
 
     def tick(self) -> None:
         """Verdicts leave the window, a new day is counted afresh; the trend re-checked."""
         now = self._now()
         if self.running.advance(now.timestamp()):
-            self._recompute(now)
+            self._recompute()
         else:
             self._check_trend()
 
-    def _recompute(self, now: datetime, publish: bool = True) -> None:
+    def _recompute(self, publish: bool = True) -> None:
         today = self.running.today
         self.view = {
             "day": self.running.day,

@@ -695,16 +695,15 @@ class Dialer:
 
     def _is_news(self, change: Any) -> bool:
         """Whether ``tell`` would publish this change (a row of ``task_changes_since``)."""
-        old = self._known.get(change.id)
         version = tuple(getattr(change, name) for name in repo.TASK_VERSION_COLUMNS)
-        return old is None or not (old.version == version or old.updated_at > change.updated_at)
+        return not _told_already(self._known.get(change.id), version, change.updated_at)
 
     def tell(self, task: CallbackTask, also: str | None = None) -> None:
         """Publish one task on ``board`` and the desktops of its owner, its former owner
         and ``also`` (the agent dialling it), unless they already have this version."""
         old = self._known.get(task.id)
         version = _version(task)
-        if old is not None and (old.version == version or old.updated_at > task.updated_at):
+        if _told_already(old, version, task.updated_at):
             return
         self._known[task.id] = _Seen(task.updated_at, version, task.owner_agent_id,
                                      task.status not in OPEN_TASK_STATUSES)
@@ -730,6 +729,13 @@ class Dialer:
         """Wait until every attempt being recorded is in the store."""
         while self._background:
             await asyncio.gather(*list(self._background), return_exceptions=True)
+
+
+def _told_already(old: _Seen | None, version: tuple[Any, ...], updated_at: datetime) -> bool:
+    """The desktops have this version of the task, or a newer one (a late read of an
+    older row must not undo what they were told): the one test ``tell`` and the feed's
+    ``_is_news`` both make."""
+    return old is not None and (old.version == version or old.updated_at > updated_at)
 
 
 @dataclass(frozen=True)
