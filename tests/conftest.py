@@ -42,15 +42,27 @@ def _port_free(port: int) -> bool:
     return True
 
 
-def _pick_port() -> int:
-    """Our base port if free, else the next few, else whatever the OS gives."""
-    for port in range(PG_PORT_BASE, PG_PORT_BASE + 20):
+def _pick_port(after: int | None = None) -> int:
+    """A free port for this worker's cluster: its own run of 20 above ``PG_PORT_BASE``
+    (pytest-xdist workers start their clusters at the same moment, and "the first free
+    port" was then the same port for all of them), or the next free one after ``after``,
+    else whatever the OS gives."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    first = PG_PORT_BASE + 20 * (int(worker) if worker.isdigit() else 0)
+    start = first if after is None else after + 1
+    for port in range(start, first + 20):
         if _port_free(port):
             return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         free: int = sock.getsockname()[1]
         return free
+
+
+#: What PostgreSQL's log says when another process took the port between our check and
+#: its bind (another test run on the machine): start again on another port.
+_PORT_TAKEN = ("could not bind", "Address already in use", "could not create any TCP/IP sockets")
+_START_TRIES = 5
 
 
 def _pg_bindir() -> Path | None:
@@ -84,18 +96,29 @@ class ThrowawayPostgres:
             raise RuntimeError(f"{' '.join(cmd)} failed ({done.returncode}):\n"
                                f"{done.stdout}\n{done.stderr}\n{self._log_tail()}")
 
-    def _log_tail(self) -> str:
+    def _log_tail(self, whole: bool = False) -> str:
         log = self.root / "server.log"
-        return log.read_text(errors="replace")[-3000:] if log.exists() else ""
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return text if whole else text[-3000:]
 
     def start(self) -> None:
         self._run(str(self.bindir / "initdb"), "-D", str(self.data), "-U", PG_SUPERUSER,
                   "--auth=trust", "--encoding=UTF8", "--no-locale", "--no-sync")
-        options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
-                   "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
-                   "-c max_connections=100")
-        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
-                  str(self.root / "server.log"), "-o", options, "-w", "-t", "60", "start")
+        for attempt in range(1, _START_TRIES + 1):
+            options = (f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 "
+                       "-c fsync=off -c synchronous_commit=off -c full_page_writes=off "
+                       "-c max_connections=100")
+            log_before = len(self._log_tail(whole=True))
+            try:
+                self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l",
+                          str(self.root / "server.log"), "-o", options, "-w", "-t", "60",
+                          "start")
+                break
+            except RuntimeError:
+                said = self._log_tail(whole=True)[log_before:]
+                if attempt == _START_TRIES or not any(m in said for m in _PORT_TAKEN):
+                    raise
+                self.port = _pick_port(after=self.port)
         self._start_watchdog()
 
     def _stop_command(self) -> list[str]:
