@@ -42,7 +42,7 @@ from callflow.agents.changes import AgentChanged, WrapupSubmitted
 from callflow.board.alarms import AlarmBook
 from callflow.board.live import LiveDay
 from callflow.engine import kpi
-from callflow.engine.calls import CallChanged, TaskRequested, call_record
+from callflow.engine.calls import CallChanged, TaskRequested
 from callflow.engine.effects import Alarm, DomainEvent
 from callflow.engine.hold import HoldChanged
 from callflow.engine.outbound import TaskChanged
@@ -145,7 +145,7 @@ class LiveView:
                 day.on_release_violation(str(event.detail.get("call_id")), self._now())
                 self._schedule_flush()
         elif isinstance(event, CallChanged):
-            day.on_call(call_record(event.call, event.rules), self._now())
+            day.on_call(event.record, self._now())
             self._schedule_flush()
         elif isinstance(event, AgentChanged):
             agent = event.agent

@@ -50,7 +50,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from callflow.agents.changes import AgentChanged
-from callflow.engine.calls import CallChanged, call_record
+from callflow.engine.calls import CallChanged
 from callflow.engine.effects import DomainEvent
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class QueueLog:
         """A fact of the core (``Runtime.on_event``); the queue_log lines it makes. Calls
         are logged from their record (``call_record``), as the store keeps them."""
         if isinstance(event, CallChanged):
-            return self.on_call(call_record(event.call, event.rules))
+            return self.on_call(event.record)
         if isinstance(event, AgentChanged):
             agent = event.agent
             prev = None if event.prev_state is None else (event.prev_state.value,

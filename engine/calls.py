@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 from callflow.engine.effects import DomainEvent, Effect
@@ -330,6 +331,13 @@ class CallChanged(DomainEvent):
     call: InboundCall
     rules: CallRules
     to_agent: str | None = None
+
+    @cached_property
+    def record(self) -> dict[str, Any]:
+        """``call_record`` of this change, built once: the store, the live stream, the
+        board and queue_log all read it (issue 20: it was built four times an event).
+        Shared, so its readers must not change it."""
+        return call_record(self.call, self.rules)
 
 
 @dataclass(frozen=True)

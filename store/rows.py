@@ -27,7 +27,7 @@ from callflow.agents.changes import (
     WrapupOwed,
     WrapupSubmitted,
 )
-from callflow.engine.calls import CallChanged, TaskRequested, call_record
+from callflow.engine.calls import CallChanged, TaskRequested
 from callflow.engine.effects import Alarm, DomainEvent, Logged, Notice
 from callflow.engine.hold import HoldChanged, hold_record
 from callflow.engine.outbound import AttemptChanged, OutboundCallEnded, TaskChanged
@@ -58,7 +58,7 @@ def rows(event: DomainEvent, epoch_of: EpochOf) -> Rows:
 
 @rows.register
 def _call(event: CallChanged, epoch_of: EpochOf) -> Rows:
-    return [("call", call_record(event.call, event.rules))]
+    return [("call", event.record)]
 
 
 @rows.register

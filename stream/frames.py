@@ -28,7 +28,7 @@ from callflow.agents.changes import (
     WrapupSubmitted,
 )
 from callflow.agents.state import agent_view
-from callflow.engine.calls import CallChanged, TaskRequested, call_record
+from callflow.engine.calls import CallChanged, TaskRequested
 from callflow.engine.effects import Alarm, DomainEvent, Logged, Notice
 from callflow.engine.hold import HoldChanged, hold_episode_view
 from callflow.engine.outbound import AttemptChanged, OutboundCallEnded, TaskChanged
@@ -56,7 +56,7 @@ def frames(event: DomainEvent, epoch_of: EpochOf) -> Frames:
 
 @frames.register
 def _call(event: CallChanged, epoch_of: EpochOf) -> Frames:
-    record = call_record(event.call, event.rules)
+    record = event.record
     out: Frames = [(BOARD, {"type": "call", "call": record})]
     if event.to_agent is not None:
         out.append((agent_topic(event.to_agent), {
