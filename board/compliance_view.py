@@ -1,14 +1,16 @@
 """The board's compliance panel: today's % pass per rule, per agent and per queue, live.
 
-Every ``CallJudged`` the core emits (engine/verdicts.py) is added to today's verdicts and
-the panel is pushed at once as one ``compliance`` message on topic ``board``
+Every ``CallJudged`` the core emits (engine/verdicts.py) is added to today's verdicts at
+once; the panel is pushed ``flush_delay_s`` later (the board's coalescing window: a busy
+centre judges several calls in it, and the panel is rebuilt and sent once for them) as one
+``compliance`` message on topic ``board``
 {day, rules: [row], agents: [row], queues: [row], trend: [row]} (rows from
 ``engine/compliance.py``, the same aggregation the reports and the API use); a
 (re)connecting board gets it in its snapshot (``state.compliance``). Today's verdicts
 are read back from the store at start, so a restart does not reset the figures.
 
 The trend alarm (``compliance_below_target``, ``engine/compliance.check_trend``) is
-checked after each verdict and on the board's tick (a failure leaving the window
+checked with each push and on the board's tick (a failure leaving the window
 re-arms it); it is raised through the runtime, so it is stored and shown like every
 alarm.
 """
@@ -33,8 +35,10 @@ if TYPE_CHECKING:
 class ComplianceView:
     """Today's verdicts (and the trend window's), their compliance, the trend alarm."""
 
-    def __init__(self, service: FeatureServices) -> None:
+    def __init__(self, service: FeatureServices, *, flush_delay_s: float = 0.0) -> None:
         self._service = service
+        self._flush_delay_s = flush_delay_s
+        self._flush_handle: asyncio.TimerHandle | None = None
         self.zone = ZoneInfo(service.policy.calendar.timezone)
         self.rules = compliance.TrendRules.from_policy(service.policy)
         self.running = compliance.RunningCompliance(self.zone, self.rules.window_s)
@@ -62,7 +66,18 @@ class ComplianceView:
     def observe(self, event: DomainEvent) -> None:
         if isinstance(event, CallJudged):
             self.running.add(event.verdicts, self._now().timestamp())
-            self._recompute()
+            if self._flush_handle is None:
+                self._flush_handle = asyncio.get_running_loop().call_later(
+                    self._flush_delay_s, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        self._recompute()
+
+    def stop(self) -> None:
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
 
     def tick(self) -> None:
         """Verdicts leave the window, a new day is counted afresh; the trend re-checked."""

@@ -141,7 +141,8 @@ class BoardFeature(FeatureBase):
             callbacks_refresh_s=options.callbacks_refresh_s, on_queue_views=alarms.check_queues)
         await live_view.load()
         await alarms.load_open()
-        compliance = self._compliance = ComplianceView(service)
+        compliance = self._compliance = ComplianceView(service,
+                                                         flush_delay_s=options.flush_delay_s)
         await compliance.load()
         self._actions = SupervisorActions(service)
         self._reporting = Reporting(service, options.report_dir, options.schedule_reports)
@@ -161,6 +162,8 @@ class BoardFeature(FeatureBase):
                 await self._ticker
         if self._live_view is not None:
             self._live_view.stop()
+        if self._compliance is not None:
+            self._compliance.stop()
         for task in list(self._background):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(task, 10)
