@@ -283,8 +283,7 @@ class Dialer:
         if not ready:
             self._reserved = set()
             return
-        self._campaigns = await asyncio.to_thread(self.store.read, _campaign_rules)
-        owners, pool = await asyncio.to_thread(self.store.read, repo.due_task_owners, now)
+        self._campaigns, (owners, pool) = await asyncio.to_thread(self.store.read, _due_now, now)
         preview = self.policy.outbound.dial_mode == "preview"
         self._reserved = owners if not preview and outbound.own_callbacks_first(self.policy) \
             else set()
@@ -829,3 +828,10 @@ def rules_of(campaign: Campaign) -> campaigns.CampaignRules:
 
 def _campaign_rules(s: Session) -> list[campaigns.CampaignRules]:
     return [rules_of(c) for c in campaign_store.list_campaigns(s)]
+
+
+def _due_now(s: Session, now: datetime) -> tuple[list[campaigns.CampaignRules],
+                                                 tuple[set[str], int]]:
+    """A tick's two reads in one session and one worker-thread hop (the tick runs twice
+    a second, idle or not): the campaigns' rules, and who has tasks due."""
+    return _campaign_rules(s), repo.due_task_owners(s, now)
