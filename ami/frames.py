@@ -118,6 +118,8 @@ _LINE_CACHE_LIMIT = 8192
 """Lines the parser remembers (``AmiFrameParser._lines``) before it forgets them all."""
 _LINE_CACHE_CHARS = 160
 """Longer lines are not remembered: at most ~8192 x 160 characters, whatever comes in."""
+_PLAN_CACHE_LIMIT = 1024
+"""Plans (``AmiFrameParser._plans``) remembered before they are all forgotten."""
 _PLAN_LINES_LIMIT = 256
 """Longer frames (a long ``Command`` output) are read line by line: the plans and shapes
 remembered by key sequence stay small (at most 1024 x 256 keys each)."""
@@ -285,7 +287,7 @@ class AmiFrameParser:
         self._good_keys: set[str] = set()
         self._shapes: dict[tuple[str, frozenset[str] | tuple[str, ...]], str] = {}
         self._lines = _KnownLines(self._key_ok)
-        self._plans: dict[tuple[int, tuple[str, ...]], _Plan] = {}
+        self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def feed(self, data: bytes, received_at: float) -> Parsed:
         """Parse what ``data`` completes; keep the rest for the next call.
@@ -311,14 +313,7 @@ class AmiFrameParser:
         if last >= 0:
             region = bytes(buf[:last])
             del buf[:last + 4]
-            limit = self.max_frame_bytes
-            for raw in region.split(_TERMINATOR):
-                if len(raw) > limit:
-                    self._start_oversize(raw)
-                    self._discarded = len(raw)
-                    self._report_oversize(out)
-                elif raw:
-                    self._parse(raw, received_at, out)
+            self._parse_region(region, received_at, out)
         if len(buf) > self.max_frame_bytes:
             self._start_oversize(bytes(buf[:4096]))
             self._discard_all_but_tail()
@@ -365,9 +360,48 @@ class AmiFrameParser:
         self._scan_from = 0
         return True
 
+    def _parse_region(self, region: bytes, received_at: float, out: Parsed) -> None:
+        """Whole frames (``region``: up to, without, the last terminator) into ``out``.
+
+        Decoded once as a whole when it is valid UTF-8 and too short to hold a frame over
+        the limit: each frame is then cut from the text (``\\r\\n\\r\\n`` is ASCII, so the
+        same cut as on the bytes) and read by ``_parse_text``. Else frame by frame on the
+        bytes (``_parse_frames``), where the limit and the decode are checked per frame.
+        """
+        if len(region) <= self.max_frame_bytes:
+            try:
+                text = region.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                self._parse_text(text, received_at, out)
+                return
+        self._parse_frames(region, received_at, out)
+
+    def _parse_frames(self, region: bytes, received_at: float, out: Parsed) -> None:
+        """Frame by frame: an oversize frame is reported, an empty one skipped."""
+        limit = self.max_frame_bytes
+        for raw in region.split(_TERMINATOR):
+            if len(raw) > limit:
+                self._start_oversize(raw)
+                self._discarded = len(raw)
+                self._report_oversize(out)
+            elif raw:
+                self._parse(raw, received_at, out)
+
     def _parse(self, raw: bytes, received_at: float, out: Parsed) -> None:
-        """One whole frame into ``out``: from the lines already seen when every line of it
-        was, else line by line (``_parse_lines``), with the same result either way.
+        """One whole frame's bytes into ``out``: not UTF-8, line by line
+        (``_parse_lines`` reports it); else as ``_parse_text`` reads it."""
+        text, problem = decode_frame(raw)
+        if problem:
+            self._parse_lines(raw, text, received_at, out, decode_problem=problem)
+        else:
+            self._parse_text(text, received_at, out)
+
+    def _parse_text(self, text: str, received_at: float, out: Parsed) -> None:
+        """Whole frames of valid UTF-8 text, joined by ``\\r\\n\\r\\n``, into ``out``: each
+        from the lines already seen when every line of it was, else line by line
+        (``_parse_lines``), with the same result either way.
 
         Asterisk writes the same lines over and over (``Privilege: call,all``,
         ``Context: ...``, a call's ``Channel`` and ``Uniqueid`` in each of its events), so
@@ -376,63 +410,72 @@ class AmiFrameParser:
         whose every line is remembered has no line to drop, and when it carries exactly
         one ``Event`` or one ``Response`` (not both) nothing can be glued into it: its
         fields are built in C (``map`` over the lines, ``dict``) instead of a Python step
-        per line (the line loop was 54 % of the adapter's time; a regex over the frame,
-        or ``str.split`` per line, cost more than the loop: docs/ingest-performance.md).
-        Where its keys repeat (``ChanVariable``), a ``_Plan`` remembered by (line count,
-        keys in first-seen order) says where; the lines it names are checked to hold
-        that key, which with the same count proves the same key sequence. Anything
-        else, hostile or broken, takes ``_parse_lines``, which owns every check and
-        every reported problem.
+        per line (a regex over the frame cost more than the bare loop itself:
+        docs/ingest-performance.md). Its keys in wire order (a tuple made in C) find its
+        ``_Plan``: which keys repeat and where (``ChanVariable``), its head and kind, the
+        first key written twice that Asterisk does not repeat. Anything else, hostile or
+        broken, takes ``_parse_lines``, which owns every check and every reported problem.
+        One loop over the frames of a read, with no call per frame (issue 20).
         """
-        text, problem = decode_frame(raw)
-        if problem:
-            self._parse_lines(raw, text, received_at, out, decode_problem=problem)
-            return
-        lines = text.split("\r\n")
-        if len(lines) > _PLAN_LINES_LIMIT:
-            self._parse_lines(raw, text, received_at, out, lines=lines)
-            return
-        try:
-            pairs = list(map(self._lines.__getitem__, lines))
-        except KeyError:
-            self._parse_lines(raw, text, received_at, out, lines=lines)
-            return
-        fields: dict[str, str | list[str]] = dict(pairs)
-        keys = (len(pairs), tuple(fields))
-        plan = self._plans.get(keys)
-        if plan is None:
-            plan = _plan(tuple(map(_KEY_OF, pairs)))
-            if len(self._plans) < _SHAPE_CACHE_LIMIT:
-                self._plans[keys] = plan
-        head, kind, repeats, repeated = plan
-        if not head:
-            self._parse_lines(raw, text, received_at, out, lines=lines)
-            return
-        for key, pick in repeats:
-            picked = pick(pairs)
-            if list(map(_KEY_OF, picked)).count(key) != len(picked):
-                # the same keys and count as the plan's frame, repeated elsewhere
-                self._parse_lines(raw, text, received_at, out, lines=lines)
-                return
-            fields[key] = list(map(_VALUE_OF, picked))
-        if head == _EVENT_WITH_RESPONSE:
-            if fields["Event"] != _EVENT_WITH_RESPONSE:  # a Response glued into an event
-                self._parse_lines(raw, text, received_at, out, lines=lines)
-                return
-            head = "Event"
-        name = fields[head]
-        assert isinstance(name, str)  # the plan saw head once
-        if repeated:
-            suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
-        else:
-            shape = (name, keys[1])
-            verdict = self._shapes.get(shape)
-            if verdict is None:
-                verdict = suspect_shape(name, fields)
-                if len(self._shapes) < _SHAPE_CACHE_LIMIT:
-                    self._shapes[shape] = verdict
-            suspect = verdict
-        out.messages.append(_new_message(name, fields, received_at, kind, suspect))
+        known = self._lines.__getitem__
+        plans = self._plans
+        shapes = self._shapes
+        append = out.messages.append
+        for frame in text.split("\r\n\r\n"):
+            if not frame:
+                continue
+            lines = frame.split("\r\n")
+            try:
+                if len(lines) > _PLAN_LINES_LIMIT:
+                    raise KeyError(frame)
+                pairs = list(map(known, lines))
+            except KeyError:
+                self._parse_lines(frame.encode("utf-8"), frame, received_at, out, lines=lines)
+                continue
+            keys = tuple(map(_KEY_OF, pairs))
+            plan = plans.get(keys)
+            if plan is None:
+                plan = self._new_plan(keys)
+            head, kind, repeats, repeated = plan
+            fields: dict[str, str | list[str]] = dict(pairs)
+            if head != "Event" and head != "Response":
+                if not head or fields["Event"] != _EVENT_WITH_RESPONSE:
+                    # two heads or none (glued, or no head at all), or a Response
+                    # glued into an event other than OriginateResponse
+                    self._parse_lines(frame.encode("utf-8"), frame, received_at, out,
+                                      lines=lines)
+                    continue
+                head = "Event"
+            for key, pick in repeats:
+                fields[key] = list(map(_VALUE_OF, pick(pairs)))
+            name = fields[head]
+            assert isinstance(name, str)  # the plan saw head once
+            if repeated:
+                suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
+            else:
+                shape = (name, keys)
+                suspect = shapes.get(shape)  # type: ignore[assignment]
+                if suspect is None:
+                    suspect = suspect_shape(name, fields)
+                    if len(shapes) < _SHAPE_CACHE_LIMIT:
+                        shapes[shape] = suspect
+            message = _NEW(AmiMessage)
+            slots = message.__dict__  # five stores: cheaper than the frozen __init__
+            slots["name"] = name
+            slots["fields"] = fields
+            slots["received_at"] = received_at
+            slots["kind"] = kind
+            slots["suspect"] = suspect
+            append(message)
+
+    def _new_plan(self, keys: tuple[str, ...]) -> _Plan:
+        """``_plan`` of ``keys``, remembered; the memory is emptied when full (bounded,
+        and a key new in every call, ``ChanVariable(Local/...;1)``, does not freeze it)."""
+        plans = self._plans
+        if len(plans) >= _PLAN_CACHE_LIMIT:
+            plans.clear()
+        plan = plans[keys] = _plan(keys)
+        return plan
 
     def _parse_lines(self, raw: bytes, text: str, received_at: float, out: Parsed,
                      whole: bool = True, decode_problem: str = "",
@@ -599,7 +642,7 @@ def _plan(keys: tuple[str, ...]) -> _Plan:
     if events == 1 and not responses:
         head, kind = "Event", "event"
     elif events == 1 and responses == 1:
-        head, kind = _EVENT_WITH_RESPONSE, "event"  # only if it is one: _parse checks
+        head, kind = _EVENT_WITH_RESPONSE, "event"  # only if it is one: _parse_text checks
     elif responses == 1 and not events:
         head, kind = "Response", "response"
     else:
@@ -607,6 +650,10 @@ def _plan(keys: tuple[str, ...]) -> _Plan:
     repeats = tuple((key, cast(_Pick, itemgetter(*at))) for key, at in places.items()
                     if len(at) > 1)
     return head, kind, repeats, repeated
+
+
+_NEW: Callable[[type[AmiMessage]], AmiMessage] = object.__new__
+"""``AmiMessage`` without ``__init__`` (``_new_message`` says why)."""
 
 
 def decode_frame(raw: bytes) -> tuple[str, str]:
@@ -627,7 +674,7 @@ def _new_message(name: str, fields: dict[str, str | list[str]], received_at: flo
     whole per-event budget measured by bench/bench_ami.py); the result is the same
     object ``AmiMessage(name, fields, received_at, kind, suspect)`` would be.
     """
-    message = object.__new__(AmiMessage)
+    message = _NEW(AmiMessage)
     slots = message.__dict__  # five stores: cheaper than update(**kwargs)
     slots["name"] = name
     slots["fields"] = fields

@@ -26,6 +26,9 @@ CAPTURES = sorted(p.relative_to(FIXTURES).as_posix() for p in FIXTURES.rglob("*.
 class StrictParser(AmiFrameParser):
     """The reference: every frame line by line, nothing remembered."""
 
+    def _parse_region(self, region: bytes, received_at: float, out: Parsed) -> None:
+        self._parse_frames(region, received_at, out)  # each frame's bytes to _parse
+
     def _parse(self, raw: bytes, received_at: float, out: Parsed) -> None:
         text, problem = decode_frame(raw)
         self._parse_lines(raw, text, received_at, out, decode_problem=problem)
