@@ -120,6 +120,8 @@ _LINE_CACHE_CHARS = 160
 """Longer lines are not remembered: at most ~8192 x 160 characters, whatever comes in."""
 _PLAN_CACHE_LIMIT = 1024
 """Plans (``AmiFrameParser._plans``) remembered before they are all forgotten."""
+_VERDICTS_PER_PLAN = 16
+"""Event names whose shape verdict a plan keeps (a plan's keys fit few events)."""
 _PLAN_LINES_LIMIT = 256
 """Longer frames (a long ``Command`` output) are read line by line: the plans and shapes
 remembered by key sequence stay small (at most 1024 x 256 keys each)."""
@@ -268,6 +270,9 @@ class Parsed:
 
     messages: list[AmiMessage] = field(default_factory=list)
     problems: list[FrameProblem] = field(default_factory=list)
+    answering: list[int] = field(default_factory=list, compare=False)
+    """Where in ``messages`` those that may answer an action are (a response, or one
+    with an ``ActionID``): the client hands the others on as events without a look."""
 
 
 class AmiFrameParser:
@@ -286,7 +291,7 @@ class AmiFrameParser:
         self._oversize_head: tuple[bytes, str] = (b"", "")
         self._good_keys: set[str] = set()
         self._shapes: dict[tuple[str, frozenset[str] | tuple[str, ...]], str] = {}
-        self._lines = _KnownLines(self._key_ok)
+        self._lines = _KnownLines(self._good_keys, self._valid_key)
         self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def feed(self, data: bytes, received_at: float) -> Parsed:
@@ -419,8 +424,9 @@ class AmiFrameParser:
         """
         known = self._lines.__getitem__
         plans = self._plans
-        shapes = self._shapes
-        append = out.messages.append
+        messages = out.messages
+        append = messages.append
+        answering = out.answering
         for frame in text.split("\r\n\r\n"):
             if not frame:
                 continue
@@ -436,7 +442,7 @@ class AmiFrameParser:
             plan = plans.get(keys)
             if plan is None:
                 plan = self._new_plan(keys)
-            head, kind, repeats, repeated = plan
+            head, kind, repeats, repeated, verdicts, answers = plan
             fields: dict[str, str | list[str]] = dict(pairs)
             if head != "Event" and head != "Response":
                 if not head or fields["Event"] != _EVENT_WITH_RESPONSE:
@@ -453,12 +459,9 @@ class AmiFrameParser:
             if repeated:
                 suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
             else:
-                shape = (name, keys)
-                suspect = shapes.get(shape)  # type: ignore[assignment]
+                suspect = verdicts.get(name)  # type: ignore[assignment]
                 if suspect is None:
-                    suspect = suspect_shape(name, fields)
-                    if len(shapes) < _SHAPE_CACHE_LIMIT:
-                        shapes[shape] = suspect
+                    suspect = self._verdict(name, keys, fields, verdicts)
             message = _NEW(AmiMessage)
             slots = message.__dict__  # five stores: cheaper than the frozen __init__
             slots["name"] = name
@@ -466,7 +469,26 @@ class AmiFrameParser:
             slots["received_at"] = received_at
             slots["kind"] = kind
             slots["suspect"] = suspect
+            if answers:
+                answering.append(len(messages))
             append(message)
+
+    def _verdict(self, name: str, keys: tuple[str, ...],
+                 fields: Mapping[str, str | list[str]], verdicts: dict[str, str]) -> str:
+        """``suspect_shape`` of a frame read by its plan, from the parser's memory of
+        shapes (bounded: forged shapes cannot grow it), then kept in the plan's own
+        ``verdicts`` by event name (at most ``_VERDICTS_PER_PLAN``), so the next frame
+        of that plan and name finds it with one small lookup."""
+        shapes = self._shapes
+        shape = (name, keys)
+        verdict = shapes.get(shape)
+        if verdict is None:
+            verdict = suspect_shape(name, fields)
+            if len(shapes) < _SHAPE_CACHE_LIMIT:
+                shapes[shape] = verdict
+        if len(verdicts) < _VERDICTS_PER_PLAN:
+            verdicts[name] = verdict
+        return verdict
 
     def _new_plan(self, keys: tuple[str, ...]) -> _Plan:
         """``_plan`` of ``keys``, remembered; the memory is emptied when full (bounded,
@@ -535,6 +557,8 @@ class AmiFrameParser:
             suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
         else:
             suspect = self._suspect_shape(name, fields)
+        if kind == "response" or "ActionID" in fields:
+            out.answering.append(len(out.messages))
         out.messages.append(_new_message(name, fields, received_at, kind, suspect))
 
     def _split(self, raw: bytes, received_at: float, out: Parsed) -> bool:
@@ -580,9 +604,6 @@ class AmiFrameParser:
                 self._shapes[shape] = verdict
         return verdict
 
-    def _key_ok(self, key: str) -> bool:
-        return key in self._good_keys or self._valid_key(key)
-
     def _valid_key(self, key: str) -> bool:
         """Keys are printable and blank-free (``ChanVariable(Local/1@x-0;1)`` is fine)."""
         if not key or not key.isprintable() or " " in key or "\ufffd" in key:
@@ -603,13 +624,14 @@ class _KnownLines(dict[str, tuple[str, str]]):
     the memory is emptied when full, so lines a caller forges cannot grow it.
     """
 
-    def __init__(self, key_ok: Callable[[str], bool]) -> None:
+    def __init__(self, good_keys: set[str], valid_key: Callable[[str], bool]) -> None:
         super().__init__()
-        self._key_ok = key_ok
+        self._good_keys = good_keys
+        self._valid_key = valid_key
 
     def __missing__(self, line: str) -> tuple[str, str]:
         key, colon, value = line.partition(":")
-        if not colon or not self._key_ok(key):
+        if not colon or (key not in self._good_keys and not self._valid_key(key)):
             raise KeyError(line)
         pair = (key, value.strip())
         if len(line) <= _LINE_CACHE_CHARS and key not in _NEW_EVERY_TIME:
@@ -621,12 +643,14 @@ class _KnownLines(dict[str, tuple[str, str]]):
 
 _Pick = Callable[[list[tuple[str, str]]], tuple[tuple[str, str], ...]]
 """``itemgetter`` of the positions of a repeated key's lines, over a frame's pairs."""
-_Plan = tuple[str, str, tuple[tuple[str, _Pick], ...], str]
+_Plan = tuple[str, str, tuple[tuple[str, _Pick], ...], str, dict[str, str], bool]
 """How to build a frame's fields from its (key, value) pairs, by its keys in wire order:
 the head key (``Event`` or ``Response``; ``OriginateResponse`` for one of each, which
 only that event may carry; "" when the frame needs ``_parse_lines``), the
-message kind, each repeated key with the positions of its values, and the first key
-written twice that Asterisk does not repeat ("" if none)."""
+message kind, each repeated key with the positions of its values, the first key
+written twice that Asterisk does not repeat ("" if none), the ``suspect_shape``
+verdicts found so far for these keys, by event name (``AmiFrameParser._verdict``), and
+whether the message may answer an action (``Parsed.answering``)."""
 
 
 def _plan(keys: tuple[str, ...]) -> _Plan:
@@ -649,7 +673,8 @@ def _plan(keys: tuple[str, ...]) -> _Plan:
         head, kind = "", ""
     repeats = tuple((key, cast(_Pick, itemgetter(*at))) for key, at in places.items()
                     if len(at) > 1)
-    return head, kind, repeats, repeated
+    answers = kind == "response" or "ActionID" in places
+    return head, kind, repeats, repeated, {}, answers
 
 
 _NEW: Callable[[type[AmiMessage]], AmiMessage] = object.__new__
