@@ -79,10 +79,11 @@ The shape is checked with set operations on the keys (``suspect_shape``): 1-3 us
 message on the shared 2-core box, against 13-25 us for the rest of its parsing; the
 parser remembers each (event name, key set) verdict (bounded), ~4x cheaper again.
 
-Speed (issue 20): the parser remembers what each valid line it has checked means, and
-builds a frame whose every line it remembers in C (``AmiFrameParser._parse``); any
-other frame takes the strict line loop (``_parse_lines``), which holds every rule
-above. Both give the same result (tests/unit/ami/test_ami_line_memory.py); figures in
+Speed (issue 20): the parser decodes a read once, remembers what each valid line it has
+checked means, and builds a frame whose every line it remembers in C
+(``AmiFrameParser._parse_text``); any other frame takes the strict line loop
+(``_parse_lines``), which holds every rule above. Both give the same result
+(tests/unit/ami/test_ami_line_memory.py, test_ami_ingest_fast_path.py); figures in
 docs/ingest-performance.md.
 """
 
