@@ -517,29 +517,54 @@ class AmiClient:
 
     def _on_chunk(self, conn: _AmiConnection, parsed: Parsed) -> None:
         """Loop, from ``data_received``: route responses and list events, deliver the
-        rest as one batch (one batch per chunk read, in wire order)."""
-        self._stats["reads"] += 1
-        events: list[AmiMessage] = []
+        rest as one batch (one batch per chunk read, in wire order).
+
+        Once the connection has seen ``FullyBooted``, only the messages that may answer
+        an action (the parser lists them: ``Parsed.answering``) are looked at one by
+        one; the events between them join the batch a slice at a time (issue 20: a
+        step per event was ~5 % of the ingest).
+        """
         stats = self._stats
-        pending = self._pending
+        stats["reads"] += 1
         for problem in parsed.problems:
             self._report(problem)
         messages = parsed.messages
         stats["frames"] += len(messages)
-        for message in messages:
-            action_id = message.fields.get("ActionID")
-            if action_id is not None and not isinstance(action_id, str):
-                action_id = action_id[0]
-            if message.kind == "response":
-                if action_id and action_id.startswith(_PING_PREFIX):
-                    stats["pongs"] += 1
-                elif not (action_id and self._resolve(action_id, message)):
-                    stats["unmatched_responses"] += 1
-                    log.debug("AMI response for no pending action: %r", message.fields)
-            elif not (action_id and pending and self._resolve(action_id, message)):
-                events.append(message)
-                if message.name == "FullyBooted":
-                    self._fully_booted(conn)
+        events: list[AmiMessage] = []
+        opened = self._opened
+        if opened is not None and opened.conn is conn and not opened.booted.is_set():
+            for message in messages:  # each in turn: FullyBooted is awaited
+                if self._route(message):
+                    events.append(message)
+                    if message.name == "FullyBooted":
+                        self._fully_booted(conn)
+        else:
+            start = 0
+            for at in parsed.answering:
+                events += messages[start:at]
+                start = at + 1
+                if self._route(messages[at]):
+                    events.append(messages[at])
+            events += messages[start:]
+        self._hand_on(events)
+
+    def _route(self, message: AmiMessage) -> bool:
+        """A response or an event with an ActionID: to the action it answers; True for
+        an event that answers none (it joins the batch)."""
+        action_id = message.fields.get("ActionID")
+        if action_id is not None and not isinstance(action_id, str):
+            action_id = action_id[0]
+        if message.kind == "response":
+            if action_id and action_id.startswith(_PING_PREFIX):
+                self._stats["pongs"] += 1
+            elif not (action_id and self._resolve(action_id, message)):
+                self._stats["unmatched_responses"] += 1
+                log.debug("AMI response for no pending action: %r", message.fields)
+            return False
+        return not (action_id and self._pending and self._resolve(action_id, message))
+
+    def _hand_on(self, events: list[AmiMessage]) -> None:
+        """A chunk's events to the subscribers, or to the held ones during a resync."""
         if not events:
             return
         if self._holding:

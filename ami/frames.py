@@ -79,10 +79,11 @@ The shape is checked with set operations on the keys (``suspect_shape``): 1-3 us
 message on the shared 2-core box, against 13-25 us for the rest of its parsing; the
 parser remembers each (event name, key set) verdict (bounded), ~4x cheaper again.
 
-Speed (issue 20): the parser remembers what each valid line it has checked means, and
-builds a frame whose every line it remembers in C (``AmiFrameParser._parse``); any
-other frame takes the strict line loop (``_parse_lines``), which holds every rule
-above. Both give the same result (tests/unit/ami/test_ami_line_memory.py); figures in
+Speed (issue 20): the parser decodes a read once, remembers what each valid line it has
+checked means, and builds a frame whose every line it remembers in C
+(``AmiFrameParser._parse_text``); any other frame takes the strict line loop
+(``_parse_lines``), which holds every rule above. Both give the same result
+(tests/unit/ami/test_ami_line_memory.py, test_ami_ingest_fast_path.py); figures in
 docs/ingest-performance.md.
 """
 
@@ -118,6 +119,10 @@ _LINE_CACHE_LIMIT = 8192
 """Lines the parser remembers (``AmiFrameParser._lines``) before it forgets them all."""
 _LINE_CACHE_CHARS = 160
 """Longer lines are not remembered: at most ~8192 x 160 characters, whatever comes in."""
+_PLAN_CACHE_LIMIT = 1024
+"""Plans (``AmiFrameParser._plans``) remembered before they are all forgotten."""
+_VERDICTS_PER_PLAN = 16
+"""Event names whose shape verdict a plan keeps (a plan's keys fit few events)."""
 _PLAN_LINES_LIMIT = 256
 """Longer frames (a long ``Command`` output) are read line by line: the plans and shapes
 remembered by key sequence stay small (at most 1024 x 256 keys each)."""
@@ -266,6 +271,9 @@ class Parsed:
 
     messages: list[AmiMessage] = field(default_factory=list)
     problems: list[FrameProblem] = field(default_factory=list)
+    answering: list[int] = field(default_factory=list, compare=False)
+    """Where in ``messages`` those that may answer an action are (a response, or one
+    with an ``ActionID``): the client hands the others on as events without a look."""
 
 
 class AmiFrameParser:
@@ -284,8 +292,8 @@ class AmiFrameParser:
         self._oversize_head: tuple[bytes, str] = (b"", "")
         self._good_keys: set[str] = set()
         self._shapes: dict[tuple[str, frozenset[str] | tuple[str, ...]], str] = {}
-        self._lines = _KnownLines(self._key_ok)
-        self._plans: dict[tuple[int, tuple[str, ...]], _Plan] = {}
+        self._lines = _KnownLines(self._good_keys, self._valid_key)
+        self._plans: dict[tuple[str, ...], _Plan] = {}
 
     def feed(self, data: bytes, received_at: float) -> Parsed:
         """Parse what ``data`` completes; keep the rest for the next call.
@@ -311,14 +319,7 @@ class AmiFrameParser:
         if last >= 0:
             region = bytes(buf[:last])
             del buf[:last + 4]
-            limit = self.max_frame_bytes
-            for raw in region.split(_TERMINATOR):
-                if len(raw) > limit:
-                    self._start_oversize(raw)
-                    self._discarded = len(raw)
-                    self._report_oversize(out)
-                elif raw:
-                    self._parse(raw, received_at, out)
+            self._parse_region(region, received_at, out)
         if len(buf) > self.max_frame_bytes:
             self._start_oversize(bytes(buf[:4096]))
             self._discard_all_but_tail()
@@ -365,9 +366,48 @@ class AmiFrameParser:
         self._scan_from = 0
         return True
 
+    def _parse_region(self, region: bytes, received_at: float, out: Parsed) -> None:
+        """Whole frames (``region``: up to, without, the last terminator) into ``out``.
+
+        Decoded once as a whole when it is valid UTF-8 and too short to hold a frame over
+        the limit: each frame is then cut from the text (``\\r\\n\\r\\n`` is ASCII, so the
+        same cut as on the bytes) and read by ``_parse_text``. Else frame by frame on the
+        bytes (``_parse_frames``), where the limit and the decode are checked per frame.
+        """
+        if len(region) <= self.max_frame_bytes:
+            try:
+                text = region.decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+            else:
+                self._parse_text(text, received_at, out)
+                return
+        self._parse_frames(region, received_at, out)
+
+    def _parse_frames(self, region: bytes, received_at: float, out: Parsed) -> None:
+        """Frame by frame: an oversize frame is reported, an empty one skipped."""
+        limit = self.max_frame_bytes
+        for raw in region.split(_TERMINATOR):
+            if len(raw) > limit:
+                self._start_oversize(raw)
+                self._discarded = len(raw)
+                self._report_oversize(out)
+            elif raw:
+                self._parse(raw, received_at, out)
+
     def _parse(self, raw: bytes, received_at: float, out: Parsed) -> None:
-        """One whole frame into ``out``: from the lines already seen when every line of it
-        was, else line by line (``_parse_lines``), with the same result either way.
+        """One whole frame's bytes into ``out``: not UTF-8, line by line
+        (``_parse_lines`` reports it); else as ``_parse_text`` reads it."""
+        text, problem = decode_frame(raw)
+        if problem:
+            self._parse_lines(raw, text, received_at, out, decode_problem=problem)
+        else:
+            self._parse_text(text, received_at, out)
+
+    def _parse_text(self, text: str, received_at: float, out: Parsed) -> None:
+        """Whole frames of valid UTF-8 text, joined by ``\\r\\n\\r\\n``, into ``out``: each
+        from the lines already seen when every line of it was, else line by line
+        (``_parse_lines``), with the same result either way.
 
         Asterisk writes the same lines over and over (``Privilege: call,all``,
         ``Context: ...``, a call's ``Channel`` and ``Uniqueid`` in each of its events), so
@@ -376,63 +416,89 @@ class AmiFrameParser:
         whose every line is remembered has no line to drop, and when it carries exactly
         one ``Event`` or one ``Response`` (not both) nothing can be glued into it: its
         fields are built in C (``map`` over the lines, ``dict``) instead of a Python step
-        per line (the line loop was 54 % of the adapter's time; a regex over the frame,
-        or ``str.split`` per line, cost more than the loop: docs/ingest-performance.md).
-        Where its keys repeat (``ChanVariable``), a ``_Plan`` remembered by (line count,
-        keys in first-seen order) says where; the lines it names are checked to hold
-        that key, which with the same count proves the same key sequence. Anything
-        else, hostile or broken, takes ``_parse_lines``, which owns every check and
-        every reported problem.
+        per line (a regex over the frame cost more than the bare loop itself:
+        docs/ingest-performance.md). Its keys in wire order (a tuple made in C) find its
+        ``_Plan``: which keys repeat and where (``ChanVariable``), its head and kind, the
+        first key written twice that Asterisk does not repeat. Anything else, hostile or
+        broken, takes ``_parse_lines``, which owns every check and every reported problem.
+        One loop over the frames of a read, with no call per frame (issue 20).
         """
-        text, problem = decode_frame(raw)
-        if problem:
-            self._parse_lines(raw, text, received_at, out, decode_problem=problem)
-            return
-        lines = text.split("\r\n")
-        if len(lines) > _PLAN_LINES_LIMIT:
-            self._parse_lines(raw, text, received_at, out, lines=lines)
-            return
-        try:
-            pairs = list(map(self._lines.__getitem__, lines))
-        except KeyError:
-            self._parse_lines(raw, text, received_at, out, lines=lines)
-            return
-        fields: dict[str, str | list[str]] = dict(pairs)
-        keys = (len(pairs), tuple(fields))
-        plan = self._plans.get(keys)
-        if plan is None:
-            plan = _plan(tuple(map(_KEY_OF, pairs)))
-            if len(self._plans) < _SHAPE_CACHE_LIMIT:
-                self._plans[keys] = plan
-        head, kind, repeats, repeated = plan
-        if not head:
-            self._parse_lines(raw, text, received_at, out, lines=lines)
-            return
-        for key, pick in repeats:
-            picked = pick(pairs)
-            if list(map(_KEY_OF, picked)).count(key) != len(picked):
-                # the same keys and count as the plan's frame, repeated elsewhere
-                self._parse_lines(raw, text, received_at, out, lines=lines)
-                return
-            fields[key] = list(map(_VALUE_OF, picked))
-        if head == _EVENT_WITH_RESPONSE:
-            if fields["Event"] != _EVENT_WITH_RESPONSE:  # a Response glued into an event
-                self._parse_lines(raw, text, received_at, out, lines=lines)
-                return
-            head = "Event"
-        name = fields[head]
-        assert isinstance(name, str)  # the plan saw head once
-        if repeated:
-            suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
-        else:
-            shape = (name, keys[1])
-            verdict = self._shapes.get(shape)
-            if verdict is None:
-                verdict = suspect_shape(name, fields)
-                if len(self._shapes) < _SHAPE_CACHE_LIMIT:
-                    self._shapes[shape] = verdict
-            suspect = verdict
-        out.messages.append(_new_message(name, fields, received_at, kind, suspect))
+        known = self._lines.__getitem__
+        plans = self._plans
+        messages = out.messages
+        append = messages.append
+        answering = out.answering
+        for frame in text.split("\r\n\r\n"):
+            if not frame:
+                continue
+            lines = frame.split("\r\n")
+            try:
+                if len(lines) > _PLAN_LINES_LIMIT:
+                    raise KeyError(frame)
+                pairs = list(map(known, lines))
+            except KeyError:
+                self._parse_lines(frame.encode("utf-8"), frame, received_at, out, lines=lines)
+                continue
+            keys = tuple(map(_KEY_OF, pairs))
+            plan = plans.get(keys)
+            if plan is None:
+                plan = self._new_plan(keys)
+            head, kind, repeats, repeated, verdicts, answers = plan
+            fields: dict[str, str | list[str]] = dict(pairs)
+            if head != "Event" and head != "Response":
+                if not head or fields["Event"] != _EVENT_WITH_RESPONSE:
+                    # two heads or none (glued, or no head at all), or a Response
+                    # glued into an event other than OriginateResponse
+                    self._parse_lines(frame.encode("utf-8"), frame, received_at, out,
+                                      lines=lines)
+                    continue
+                head = "Event"
+            for key, pick in repeats:
+                fields[key] = list(map(_VALUE_OF, pick(pairs)))
+            name = fields[head]
+            assert isinstance(name, str)  # the plan saw head once
+            if repeated:
+                suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
+            else:
+                suspect = verdicts.get(name)  # type: ignore[assignment]
+                if suspect is None:
+                    suspect = self._verdict(name, keys, fields, verdicts)
+            message = _NEW(AmiMessage)
+            slots = message.__dict__  # five stores: cheaper than the frozen __init__
+            slots["name"] = name
+            slots["fields"] = fields
+            slots["received_at"] = received_at
+            slots["kind"] = kind
+            slots["suspect"] = suspect
+            if answers:
+                answering.append(len(messages))
+            append(message)
+
+    def _verdict(self, name: str, keys: tuple[str, ...],
+                 fields: Mapping[str, str | list[str]], verdicts: dict[str, str]) -> str:
+        """``suspect_shape`` of a frame read by its plan, from the parser's memory of
+        shapes (bounded: forged shapes cannot grow it), then kept in the plan's own
+        ``verdicts`` by event name (at most ``_VERDICTS_PER_PLAN``), so the next frame
+        of that plan and name finds it with one small lookup."""
+        shapes = self._shapes
+        shape = (name, keys)
+        verdict = shapes.get(shape)
+        if verdict is None:
+            verdict = suspect_shape(name, fields)
+            if len(shapes) < _SHAPE_CACHE_LIMIT:
+                shapes[shape] = verdict
+        if len(verdicts) < _VERDICTS_PER_PLAN:
+            verdicts[name] = verdict
+        return verdict
+
+    def _new_plan(self, keys: tuple[str, ...]) -> _Plan:
+        """``_plan`` of ``keys``, remembered; the memory is emptied when full (bounded,
+        and a key new in every call, ``ChanVariable(Local/...;1)``, does not freeze it)."""
+        plans = self._plans
+        if len(plans) >= _PLAN_CACHE_LIMIT:
+            plans.clear()
+        plan = plans[keys] = _plan(keys)
+        return plan
 
     def _parse_lines(self, raw: bytes, text: str, received_at: float, out: Parsed,
                      whole: bool = True, decode_problem: str = "",
@@ -492,6 +558,8 @@ class AmiFrameParser:
             suspect = f"{repeated} written twice, then as {_excerpt(fields[repeated])}"
         else:
             suspect = self._suspect_shape(name, fields)
+        if kind == "response" or "ActionID" in fields:
+            out.answering.append(len(out.messages))
         out.messages.append(_new_message(name, fields, received_at, kind, suspect))
 
     def _split(self, raw: bytes, received_at: float, out: Parsed) -> bool:
@@ -537,9 +605,6 @@ class AmiFrameParser:
                 self._shapes[shape] = verdict
         return verdict
 
-    def _key_ok(self, key: str) -> bool:
-        return key in self._good_keys or self._valid_key(key)
-
     def _valid_key(self, key: str) -> bool:
         """Keys are printable and blank-free (``ChanVariable(Local/1@x-0;1)`` is fine)."""
         if not key or not key.isprintable() or " " in key or "\ufffd" in key:
@@ -560,13 +625,14 @@ class _KnownLines(dict[str, tuple[str, str]]):
     the memory is emptied when full, so lines a caller forges cannot grow it.
     """
 
-    def __init__(self, key_ok: Callable[[str], bool]) -> None:
+    def __init__(self, good_keys: set[str], valid_key: Callable[[str], bool]) -> None:
         super().__init__()
-        self._key_ok = key_ok
+        self._good_keys = good_keys
+        self._valid_key = valid_key
 
     def __missing__(self, line: str) -> tuple[str, str]:
         key, colon, value = line.partition(":")
-        if not colon or not self._key_ok(key):
+        if not colon or (key not in self._good_keys and not self._valid_key(key)):
             raise KeyError(line)
         pair = (key, value.strip())
         if len(line) <= _LINE_CACHE_CHARS and key not in _NEW_EVERY_TIME:
@@ -578,12 +644,14 @@ class _KnownLines(dict[str, tuple[str, str]]):
 
 _Pick = Callable[[list[tuple[str, str]]], tuple[tuple[str, str], ...]]
 """``itemgetter`` of the positions of a repeated key's lines, over a frame's pairs."""
-_Plan = tuple[str, str, tuple[tuple[str, _Pick], ...], str]
+_Plan = tuple[str, str, tuple[tuple[str, _Pick], ...], str, dict[str, str], bool]
 """How to build a frame's fields from its (key, value) pairs, by its keys in wire order:
 the head key (``Event`` or ``Response``; ``OriginateResponse`` for one of each, which
 only that event may carry; "" when the frame needs ``_parse_lines``), the
-message kind, each repeated key with the positions of its values, and the first key
-written twice that Asterisk does not repeat ("" if none)."""
+message kind, each repeated key with the positions of its values, the first key
+written twice that Asterisk does not repeat ("" if none), the ``suspect_shape``
+verdicts found so far for these keys, by event name (``AmiFrameParser._verdict``), and
+whether the message may answer an action (``Parsed.answering``)."""
 
 
 def _plan(keys: tuple[str, ...]) -> _Plan:
@@ -599,14 +667,19 @@ def _plan(keys: tuple[str, ...]) -> _Plan:
     if events == 1 and not responses:
         head, kind = "Event", "event"
     elif events == 1 and responses == 1:
-        head, kind = _EVENT_WITH_RESPONSE, "event"  # only if it is one: _parse checks
+        head, kind = _EVENT_WITH_RESPONSE, "event"  # only if it is one: _parse_text checks
     elif responses == 1 and not events:
         head, kind = "Response", "response"
     else:
         head, kind = "", ""
     repeats = tuple((key, cast(_Pick, itemgetter(*at))) for key, at in places.items()
                     if len(at) > 1)
-    return head, kind, repeats, repeated
+    answers = kind == "response" or "ActionID" in places
+    return head, kind, repeats, repeated, {}, answers
+
+
+_NEW: Callable[[type[AmiMessage]], AmiMessage] = object.__new__
+"""``AmiMessage`` without ``__init__`` (``_new_message`` says why)."""
 
 
 def decode_frame(raw: bytes) -> tuple[str, str]:
@@ -627,7 +700,7 @@ def _new_message(name: str, fields: dict[str, str | list[str]], received_at: flo
     whole per-event budget measured by bench/bench_ami.py); the result is the same
     object ``AmiMessage(name, fields, received_at, kind, suspect)`` would be.
     """
-    message = object.__new__(AmiMessage)
+    message = _NEW(AmiMessage)
     slots = message.__dict__  # five stores: cheaper than update(**kwargs)
     slots["name"] = name
     slots["fields"] = fields

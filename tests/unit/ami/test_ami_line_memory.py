@@ -1,7 +1,7 @@
 """The parser's fast path (frames built from remembered lines, issue 20) against its
 strict line-by-line path: the same bytes give the same messages and problems.
 
-``AmiFrameParser._parse`` builds a frame whose every line it has seen before from its
+``AmiFrameParser._parse_text`` builds a frame whose every line it has seen before from its
 memory of lines, and sends anything else to ``_parse_lines`` (the checks of issue 13
 and 15). ``StrictParser`` below always takes ``_parse_lines``: it is the reference.
 Every stream is fed twice on the same parser, so the second pass meets remembered
@@ -25,6 +25,9 @@ CAPTURES = sorted(p.relative_to(FIXTURES).as_posix() for p in FIXTURES.rglob("*.
 
 class StrictParser(AmiFrameParser):
     """The reference: every frame line by line, nothing remembered."""
+
+    def _parse_region(self, region: bytes, received_at: float, out: Parsed) -> None:
+        self._parse_frames(region, received_at, out)  # each frame's bytes to _parse
 
     def _parse(self, raw: bytes, received_at: float, out: Parsed) -> None:
         text, problem = decode_frame(raw)
