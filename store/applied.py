@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select
@@ -19,6 +20,7 @@ from sqlalchemy import Table, bindparam, delete, insert, select
 from callflow.store import records
 from callflow.store.db import Store, translate_errors
 from callflow.store.models import JournalApplied
+from callflow.store.prepared import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +62,29 @@ class Pending:
 
 
 _APPLIED: Table = cast(Table, JournalApplied.__table__)
-# prepared once (issue 20: an idle engine commits batches of one record, so these ran per
-# record): "which of these ids are in?" and the marks' multi-row insert
-_APPLIED_AMONG = select(_APPLIED.c.id).where(_APPLIED.c.id.in_(bindparam("ids", expanding=True)))
-_MARK = _APPLIED.insert()
+# prepared once per dialect and run on the DBAPI cursor (store/prepared.py; issue 20: an
+# idle engine commits batches of one record, so these ran per record): "which of these
+# ids are in?" (one statement per number of ids) and the marks' insert (executemany)
+_MARK = Prepared(_APPLIED.insert().values(
+    id=bindparam("id"), journal=bindparam("journal"), segment=bindparam("segment"),
+    applied_at=bindparam("applied_at")))
+
+
+@lru_cache(maxsize=ID_CHUNK)
+def _applied_among(count: int) -> Prepared:
+    """``SELECT id ... WHERE id IN (:i0, ..., :iN)`` for ``count`` ids."""
+    return Prepared(select(_APPLIED.c.id).where(
+        _APPLIED.c.id.in_([bindparam(f"i{n}") for n in range(count)])))
+
+
+def _applied_of(conn: Any, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` have their mark already, ``ID_CHUNK`` ids per statement."""
+    done: set[str] = set()
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = ids[start:start + ID_CHUNK]
+        rows = _applied_among(len(chunk)).rows(conn, {f"i{n}": v for n, v in enumerate(chunk)})
+        done.update(row[0] for row in rows)
+    return done
 
 
 def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
@@ -76,8 +97,9 @@ def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
     PostgreSQL a round trip and a WAL flush; per record that was most of the engine's
     CPU (docs/ingest-performance.md). The exactly-once guarantee is unchanged: a record
     counts as applied only in the transaction that writes its mark, and the batch
-    commits or rolls back whole. The marks go in with one multi-row Core insert, the
-    "already applied?" question is one ``IN`` select for the batch.
+    commits or rolls back whole. The marks go in with one ``executemany``, the
+    "already applied?" question is one ``IN`` select for the batch, both on the DBAPI
+    cursor of the session's own connection (store/prepared.py), so in its transaction.
 
     Any error rolls back the whole batch; the writer then retries it (outage) or
     writes its records one by one (``apply_once``) to find the one the database
@@ -86,11 +108,7 @@ def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
         return []
     with store.session() as s:
         conn = s.connection()
-        done: set[str] = set()
-        ids = [item.id for item in batch]
-        for start in range(0, len(ids), ID_CHUNK):
-            done.update(conn.execute(_APPLIED_AMONG, {"ids": ids[start:start + ID_CHUNK]})
-                        .scalars())
+        done = _applied_of(conn, [item.id for item in batch])
         now = datetime.now(UTC)
         marks: list[dict[str, Any]] = []
         applied: list[bool] = []
@@ -107,8 +125,7 @@ def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
             marks.append({"id": item.id, "journal": journal, "segment": item.segment,
                           "applied_at": now})
             applied.append(True)
-        if marks:
-            conn.execute(_MARK, marks)
+        _MARK.executemany(conn, marks)
         s.flush()
         if before_commit is not None:
             before_commit()
