@@ -16,11 +16,10 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import MultipleResultsFound, NoResultFound
-from sqlalchemy.orm import Session
 
 from callflow.errors import StoreError
 from callflow.store.models import AgentCurrent, AgentState
-from callflow.store.prepared import Prepared
+from callflow.store.prepared import Executor, Prepared, connection_of
 
 STATES: Table = cast(Table, AgentState.__table__)
 CURRENT: Table = cast(Table, AgentCurrent.__table__)
@@ -50,7 +49,7 @@ _SNAPSHOT_INSERT = {
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))}
 
 
-def record_agent_state(s: Session, agent_id: str, state: str, at: datetime, *,
+def record_agent_state(s: Executor, agent_id: str, state: str, at: datetime, *,
                        reason: str | None, call_uniqueid: str | None,
                        acw_extended: bool) -> None:
     """Close the open state row at ``at``, open the new one, update the snapshot.
@@ -58,7 +57,7 @@ def record_agent_state(s: Session, agent_id: str, state: str, at: datetime, *,
     Raises StoreError if ``at`` is before the open row's start (time never runs back)."""
     params = {"k_agent_id": agent_id, "v_state": state, "v_reason": reason, "v_at": at,
               "v_call_uniqueid": call_uniqueid, "v_acw_extended": acw_extended}
-    conn = s.connection()  # the session's connection: no ORM step per statement
+    conn = connection_of(s)  # the session's connection: no ORM step per statement
     # the open row is closed in one statement; only when none was (the agent's first
     # state, or a time before the open row's start) is the open row looked at
     if _CLOSE_OPEN.execute(conn, params).rowcount == 0:

@@ -19,11 +19,10 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import NoResultFound
-from sqlalchemy.orm import Session
 
 from callflow.errors import StoreError
 from callflow.store.models import Call, CallOffer, utcnow
-from callflow.store.prepared import Prepared
+from callflow.store.prepared import Executor, Prepared, connection_of
 from callflow.store.repo import CALL_FIELDS
 
 CALLS: Table = cast(Table, Call.__table__)
@@ -47,7 +46,7 @@ def _call_insert(keys: tuple[str, ...], dialect: str) -> Prepared:
                     .returning(CALLS.c.id))
 
 
-def upsert_call(s: Session, uniqueid: str, fields: dict[str, Any]) -> int:
+def upsert_call(s: Executor, uniqueid: str, fields: dict[str, Any]) -> int:
     """Create the call or change only ``fields``; the call's row id.
 
     UPDATE first (a partial update of an existing row never trips an INSERT's NOT NULL
@@ -60,7 +59,7 @@ def upsert_call(s: Session, uniqueid: str, fields: dict[str, Any]) -> int:
     params = {f"v_{k}": v for k, v in fields.items()}
     params["v_updated_at"] = utcnow()
     params["k_uniqueid"] = uniqueid
-    conn = s.connection()  # the session's connection: no ORM step per statement
+    conn = connection_of(s)  # the session's connection: no ORM step per statement
     row = _call_update(keys).first(conn, params)
     if row is None:
         row = _call_insert(keys, conn.dialect.name).first(conn, params)
@@ -91,14 +90,14 @@ def _seconds(end: datetime | None, start: datetime) -> float | None:
     return None if end is None else (end - start).total_seconds()
 
 
-def write_offers(s: Session, call_id: int, offers: Sequence[dict[str, Any]]) -> None:
+def write_offers(s: Executor, call_id: int, offers: Sequence[dict[str, Any]]) -> None:
     """The call's offers (STD-008), matched to the stored ones by their order: a new one
     is added (possibly finished at once), a stored one gets Asterisk's ring start, its
     end and result, and when its agent left. Times are parsed already. The new ones go
     in with one ``executemany`` after the changes (they follow every stored one)."""
     if not offers:
         return
-    conn = s.connection()
+    conn = connection_of(s)
     stored = _OFFERS_OF_CALL.rows(conn, {"k_call_id": call_id})
     added: list[dict[str, Any]] = []
     for i, offer in enumerate(offers):

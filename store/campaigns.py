@@ -27,7 +27,7 @@ from .models import (
     Wrapup,
     utcnow,
 )
-from .prepared import Prepared
+from .prepared import Executor, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ _ADD_WRAPUP = Prepared(_WRAPUPS.insert().values(
     submitted_by=bindparam("v_by"), submitted_at=bindparam("v_at")).returning(_WRAPUPS.c.id))
 
 
-def add_wrapup(s: Session, call_uniqueid: str, agent_id: str, disposition: str, *,
+def add_wrapup(s: Executor, call_uniqueid: str, agent_id: str, disposition: str, *,
                notes: str, by: str, at: datetime) -> int:
     """Store one wrap-up form, tied to its task if the call is an outbound attempt; the
     form's id. One prepared insert on the DBAPI cursor (the writer stores one a call,

@@ -52,7 +52,7 @@ from .models import (
     Wrapup,
     utcnow,
 )
-from .prepared import Prepared
+from .prepared import Executor, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -164,14 +164,14 @@ _SET_WRAPUP_MISSING = Prepared(update(_CALLS).where(_CALLS.c.uniqueid == bindpar
                                        updated_at=bindparam("v_updated_at")))
 
 
-def set_call_disposition(s: Session, uniqueid: str, disposition: str) -> None:
+def set_call_disposition(s: Executor, uniqueid: str, disposition: str) -> None:
     """The wrap-up form's disposition on the call row (problem-resolution rate); a call the
     store does not know (an outbound attempt's own row may come later) is left alone."""
     _SET_DISPOSITION.execute(s, {"k_uniqueid": uniqueid, "v_disposition": disposition,
                                  "v_updated_at": utcnow()})
 
 
-def set_call_wrapup_missing(s: Session, uniqueid: str) -> None:
+def set_call_wrapup_missing(s: Executor, uniqueid: str) -> None:
     """Flag the call whose ACW ended without the wrap-up form (issue 18); a call the store
     does not know (an outbound attempt's id) is left alone, the event log has the fact."""
     _SET_WRAPUP_MISSING.execute(s, {"k_uniqueid": uniqueid, "v_wrapup_missing": True,
@@ -334,7 +334,7 @@ _ADD_EVENT = Prepared(_EVENTS.insert().values(
     .returning(_EVENTS.c.id))
 
 
-def append_event(s: Session, kind: str, at: datetime, payload: dict[str, Any] | None = None,
+def append_event(s: Executor, kind: str, at: datetime, payload: dict[str, Any] | None = None,
                  *, uniqueid: str | None = None) -> int:
     """Append to the replayable log, linked to the call row if it already exists; the
     event's id.

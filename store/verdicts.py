@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from callflow.engine.verdicts import Outcome, Verdict
 
 from .models import CallVerdict
-from .prepared import Prepared
+from .prepared import Executor, Prepared, connection_of
 
 VERDICT_RECORD = "verdict"
 VERDICTS: Table = cast(Table, CallVerdict.__table__)
@@ -38,9 +38,9 @@ def _add_verdict(dialect: str) -> Prepared:
                     .on_conflict_do_nothing(index_elements=["call_uniqueid", "rule", "key"]))
 
 
-def write_verdict(s: Session, data: dict[str, Any]) -> None:
+def write_verdict(s: Executor, data: dict[str, Any]) -> None:
     at = data["at"]
-    conn = s.connection()
+    conn = connection_of(s)
     _add_verdict(conn.dialect.name).execute(conn, {
         "v_call_uniqueid": data["call_uniqueid"], "v_rule": data["rule"],
         "v_key": data.get("key", ""), "v_outcome": data["outcome"],

@@ -3,8 +3,9 @@
 Differential: the same random journal records (hostile ones included: naive and
 zoned times, unknown agents, time running back, unfinished offers, odd text and JSON)
 go through ``apply_batch`` twice into the same empty database, once on the DBAPI
-cursor (the fast path) and once with every prepared statement run by SQLAlchemy's
-``Connection.execute`` (the strict path); every row of every table must be the same
+cursor (the fast path; a batch of prepared kinds on a bare connection) and once with
+every prepared statement run by SQLAlchemy's ``Connection.execute`` and every batch in
+a Session (the strict path: the writer as it was); every row of every table must be the same
 bytes (SQLite: the stored values and their storage classes; PostgreSQL: each column as
 text), and every refused batch refused with the same error. On SQLite and PostgreSQL.
 """
@@ -25,7 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from callflow.errors import StoreError, StoreUnavailable
-from callflow.store import repo
+from callflow.store import records, repo
 from callflow.store.applied import Pending, apply_batch, apply_once
 from callflow.store.db import Store
 from callflow.store.models import Base
@@ -116,7 +117,10 @@ def _record(rng: random.Random, uid: str, t: datetime, clock: dict[str, datetime
             ) -> tuple[str, dict[str, Any]]:
     kind = rng.choice(["call", "call", "call", "agent_state", "agent_state", "verdict",
                        "verdict", "event", "wrapup", "wrapup_missing", "call_release",
-                       "call_fallback_served"])
+                       "call_fallback_served", "alarm"])
+    if kind == "alarm":  # an ORM writer: its batch goes through a Session
+        return kind, {"kind": "ring_no_answer", "std": "STD-008", "detail": _json(rng),
+                      "raised_at": _time(rng, t, True)}
     if kind == "call":
         return kind, _call(rng, uid, t)
     if kind == "agent_state":
@@ -272,7 +276,9 @@ def _sa_rows(self: Prepared, s: Session | Connection, params: Mapping[str, Any]
 
 
 def strict_path(patch: pytest.MonkeyPatch) -> None:
-    """Every prepared statement run by SQLAlchemy's ``Connection.execute`` instead."""
+    """Every prepared statement run by SQLAlchemy's ``Connection.execute`` instead, and
+    every batch in a Session (no batch on a bare connection): the writer as it was."""
+    patch.setattr(records, "is_prepared", lambda kind: False)
     patch.setattr(Prepared, "execute", _sa_execute)
     patch.setattr(Prepared, "executemany", _sa_executemany)
     patch.setattr(Prepared, "rows", _sa_rows)
@@ -294,6 +300,8 @@ def test_the_cursor_path_writes_the_bytes_sqlalchemy_writes(store: Store, seed: 
     assert len(fast["calls"]) > 10 and len(fast["call_events"]) > 10
     assert len(fast["agent_states"]) > 5 and len(fast["call_verdicts"]) > 5
     assert any(isinstance(o, tuple) and o[0] == "dead" for o in fast_outcome)
+    in_session = [any(not records.is_prepared(i.kind) for i in b) for b in bursts]
+    assert any(in_session) and not all(in_session)  # both ways of writing a batch
     assert sum(o is True or (isinstance(o, list) and all(o)) for o in fast_outcome) > 20
     assert any(o is False or (isinstance(o, list) and False in o)  # a replay skipped
                for o in fast_outcome)
