@@ -265,7 +265,7 @@ def write_event(s: Executor, kind: str, data: dict[str, Any]) -> None:
 
 def write(store: Store, kind: str, data: dict[str, Any]) -> None:
     """Write one record in a transaction of its own (tests, tools; the service's writer
-    goes through the journal: store/applied.py ``apply_once``)."""
+    goes through the journal: store/applied.py ``apply_batch``)."""
     with store.session() as s:
         apply(s, kind, data)
 
