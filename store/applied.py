@@ -12,13 +12,16 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, delete, insert, select
+from sqlalchemy.engine import Connection
 
 from callflow.store import records
 from callflow.store.db import Store, translate_errors
 from callflow.store.models import JournalApplied
+from callflow.store.prepared import Prepared, connection_of
 
 log = logging.getLogger(__name__)
 
@@ -60,10 +63,29 @@ class Pending:
 
 
 _APPLIED: Table = cast(Table, JournalApplied.__table__)
-# prepared once (issue 20: an idle engine commits batches of one record, so these ran per
-# record): "which of these ids are in?" and the marks' multi-row insert
-_APPLIED_AMONG = select(_APPLIED.c.id).where(_APPLIED.c.id.in_(bindparam("ids", expanding=True)))
-_MARK = _APPLIED.insert()
+# prepared once per dialect and run on the DBAPI cursor (store/prepared.py; issue 20: an
+# idle engine commits batches of one record, so these ran per record): "which of these
+# ids are in?" (one statement per number of ids) and the marks' insert (executemany)
+_MARK = Prepared(_APPLIED.insert().values(
+    id=bindparam("id"), journal=bindparam("journal"), segment=bindparam("segment"),
+    applied_at=bindparam("applied_at")))
+
+
+@lru_cache(maxsize=ID_CHUNK)
+def _applied_among(count: int) -> Prepared:
+    """``SELECT id ... WHERE id IN (:i0, ..., :iN)`` for ``count`` ids."""
+    return Prepared(select(_APPLIED.c.id).where(
+        _APPLIED.c.id.in_([bindparam(f"i{n}") for n in range(count)])))
+
+
+def _applied_of(conn: Connection, ids: Sequence[str]) -> set[str]:
+    """Which of ``ids`` have their mark already, ``ID_CHUNK`` ids per statement."""
+    done: set[str] = set()
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = ids[start:start + ID_CHUNK]
+        rows = _applied_among(len(chunk)).rows(conn, {f"i{n}": v for n, v in enumerate(chunk)})
+        done.update(row[0] for row in rows)
+    return done
 
 
 def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
@@ -76,43 +98,67 @@ def apply_batch(store: Store, journal: str, batch: Sequence[Pending], *,
     PostgreSQL a round trip and a WAL flush; per record that was most of the engine's
     CPU (docs/ingest-performance.md). The exactly-once guarantee is unchanged: a record
     counts as applied only in the transaction that writes its mark, and the batch
-    commits or rolls back whole. The marks go in with one multi-row Core insert, the
-    "already applied?" question is one ``IN`` select for the batch.
+    commits or rolls back whole. The marks go in with one ``executemany``, the
+    "already applied?" question is one ``IN`` select for the batch, both on the DBAPI
+    cursor of the session's own connection (store/prepared.py), so in its transaction.
 
     Any error rolls back the whole batch; the writer then retries it (outage) or
     writes its records one by one (``apply_once``) to find the one the database
     refuses, so a bad record never takes good ones with it."""
     if not batch:
         return []
+    if all(records.is_prepared(item.kind) for item in batch):
+        return _apply_on_connection(store, journal, batch, before_commit)
     with store.session() as s:
-        conn = s.connection()
-        done: set[str] = set()
-        ids = [item.id for item in batch]
-        for start in range(0, len(ids), ID_CHUNK):
-            done.update(conn.execute(_APPLIED_AMONG, {"ids": ids[start:start + ID_CHUNK]})
-                        .scalars())
-        now = datetime.now(UTC)
-        marks: list[dict[str, Any]] = []
-        applied: list[bool] = []
-        for item in batch:
-            if item.id in done:
-                applied.append(False)
-                continue
+        conn = connection_of(s)
+        applied, marks = _unapplied(conn, journal, batch)
+        for item, _ in marks:
             records.apply(s, item.kind, item.data)
             # each record sees the database as its own transaction would have: nothing
             # loaded for an earlier record of the batch is reused (Core writes bypass it)
             s.flush()
             s.expunge_all()
-            done.add(item.id)  # the same id twice in one batch is written once
-            marks.append({"id": item.id, "journal": journal, "segment": item.segment,
-                          "applied_at": now})
-            applied.append(True)
-        if marks:
-            conn.execute(_MARK, marks)
+        _MARK.executemany(conn, [mark for _, mark in marks])
         s.flush()
         if before_commit is not None:
             before_commit()
     return applied
+
+
+def _apply_on_connection(store: Store, journal: str, batch: Sequence[Pending],
+                         before_commit: Callable[[], None] | None) -> list[bool]:
+    """``apply_batch`` for a batch whose every record has a prepared writer
+    (store/records.py ``is_prepared``): one transaction on a writer connection, without
+    a Session (issue 20: its set-up, flush, expunge and commit cost more than the
+    records' statements). The same transaction, order, marks and errors."""
+    with (translate_errors("database transaction"), store.writer_connection() as conn,
+          conn.begin()):
+        applied, marks = _unapplied(conn, journal, batch)
+        for item, _ in marks:
+            records.apply_prepared(conn, item.kind, item.data)
+        _MARK.executemany(conn, [mark for _, mark in marks])
+        if before_commit is not None:
+            before_commit()
+    return applied
+
+
+def _unapplied(conn: Connection, journal: str, batch: Sequence[Pending]
+               ) -> tuple[list[bool], list[tuple[Pending, dict[str, Any]]]]:
+    """Per record of the batch, whether it is to be written (False: its mark is in, or
+    it came earlier in the batch); the records to write, in order, with their marks."""
+    done = _applied_of(conn, [item.id for item in batch])
+    now = datetime.now(UTC)
+    applied: list[bool] = []
+    marks: list[tuple[Pending, dict[str, Any]]] = []
+    for item in batch:
+        if item.id in done:
+            applied.append(False)
+            continue
+        done.add(item.id)  # the same id twice in one batch is written once
+        marks.append((item, {"id": item.id, "journal": journal, "segment": item.segment,
+                             "applied_at": now}))
+        applied.append(True)
+    return applied, marks
 
 
 def mark_applied(store: Store, record_id: str, journal: str, segment: int) -> None:

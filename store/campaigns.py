@@ -27,6 +27,7 @@ from .models import (
     Wrapup,
     utcnow,
 )
+from .prepared import Executor, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -177,24 +178,24 @@ def list_dnc(s: Session, *, limit: int = 1000, offset: int = 0) -> tuple[list[Do
 
 _WRAPUPS: Table = cast(Table, Wrapup.__table__)
 _ATTEMPTS: Table = cast(Table, TaskAttempt.__table__)
-_ADD_WRAPUP = _WRAPUPS.insert().values(
+_ADD_WRAPUP = Prepared(_WRAPUPS.insert().values(
     call_uniqueid=bindparam("v_call"), agent_id=bindparam("v_agent"),
     task_id=select(_ATTEMPTS.c.task_id).where(_ATTEMPTS.c.call_uniqueid == bindparam("v_call"))
     .limit(1).scalar_subquery(),
     disposition=bindparam("v_disposition"), notes=bindparam("v_notes"),
-    submitted_by=bindparam("v_by"), submitted_at=bindparam("v_at"))
+    submitted_by=bindparam("v_by"), submitted_at=bindparam("v_at")).returning(_WRAPUPS.c.id))
 
 
-def add_wrapup(s: Session, call_uniqueid: str, agent_id: str, disposition: str, *,
+def add_wrapup(s: Executor, call_uniqueid: str, agent_id: str, disposition: str, *,
                notes: str, by: str, at: datetime) -> int:
     """Store one wrap-up form, tied to its task if the call is an outbound attempt; the
-    form's id. One prepared insert (the writer stores one a call, issue 20)."""
-    result = s.connection().execute(_ADD_WRAPUP, {"v_call": call_uniqueid, "v_agent": agent_id,
-                                         "v_disposition": disposition, "v_notes": notes,
-                                         "v_by": by, "v_at": at})
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
+    form's id. One prepared insert on the DBAPI cursor (the writer stores one a call,
+    issue 20; store/prepared.py)."""
+    row = _ADD_WRAPUP.first(s, {"v_call": call_uniqueid, "v_agent": agent_id,
+                                "v_disposition": disposition, "v_notes": notes, "v_by": by,
+                                "v_at": at})
+    assert row is not None
+    return int(row[0])
 
 
 def wrapups_for_call(s: Session, call_uniqueid: str) -> list[Wrapup]:

@@ -20,6 +20,7 @@ from callflow.store import tickets as ticket_rows
 from callflow.store import verdicts as verdict_rows
 from callflow.store.db import Store
 from callflow.store.models import RELEASED_BY, SurveyAnswer
+from callflow.store.prepared import Executor
 from callflow.store.rows import SURVEY_RECORD, WRAPUP_MISSING_RECORD
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def _time(value: Any) -> datetime | None:
     return datetime.fromisoformat(str(value))
 
 
-def write_call(s: Session, data: dict[str, Any]) -> None:
+def write_call(s: Executor, data: dict[str, Any]) -> None:
     """The call's row and its offers, with prepared Core statements (store/call_rows.py:
     the record the engine writes most)."""
     fields = {k: (_time(data[k]) if k in TIME_COLUMNS else data[k])
@@ -55,7 +56,7 @@ def write_call(s: Session, data: dict[str, Any]) -> None:
         for offer in data.get("offers", ())])
 
 
-def write_agent_state(s: Session, data: dict[str, Any]) -> None:
+def write_agent_state(s: Executor, data: dict[str, Any]) -> None:
     at = _time(data["at"])
     assert at is not None
     agent_rows.record_agent_state(s, data["agent_id"], data["state"], at,
@@ -102,7 +103,7 @@ def write_hold(s: Session, data: dict[str, Any]) -> None:
                                         "hold_total_s": data["hold_total_s"]})
 
 
-def write_call_release(s: Session, data: dict[str, Any]) -> None:
+def write_call_release(s: Executor, data: dict[str, Any]) -> None:
     """Who released first and whether that was allowed (STD-110..112, C-6); a special-call
     ending also sets the outcome (silent, noisy_line, nuisance, wrong_number, ...)."""
     fields: dict[str, Any] = {k: data[k] for k in ("release_compliant", "release_procedure")
@@ -171,12 +172,12 @@ def write_recording(s: Session, data: dict[str, Any]) -> None:
 FALLBACK_SERVED_RECORD = "call_fallback_served"
 
 
-def write_fallback_served(s: Session, data: dict[str, Any]) -> None:
+def write_fallback_served(s: Executor, data: dict[str, Any]) -> None:
     """The fallback queue routed this call while the engine was away (issue 14)."""
     call_rows.upsert_call(s, data["uniqueid"], {"fallback_served": True})
 
 
-def write_wrapup(s: Session, data: dict[str, Any]) -> None:
+def write_wrapup(s: Executor, data: dict[str, Any]) -> None:
     """The agent's wrap-up form of one call (STD-092), tied to its task attempt."""
     at = _time(data["at"])
     assert at is not None
@@ -187,7 +188,7 @@ def write_wrapup(s: Session, data: dict[str, Any]) -> None:
     repo.set_call_disposition(s, data["call_uniqueid"], data["disposition"])
 
 
-def write_wrapup_missing(s: Session, data: dict[str, Any]) -> None:
+def write_wrapup_missing(s: Executor, data: dict[str, Any]) -> None:
     """The call's ACW ended without its form (issue 18): the flag on the call row, and the
     fact in the event log (who, when) like every agent fact."""
     repo.set_call_wrapup_missing(s, data["call_uniqueid"])
@@ -205,20 +206,33 @@ def write_survey_answer(s: Session, data: dict[str, Any]) -> None:
                        score=data.get("score"), how=data["how"], at=at))
 
 
-WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+#: The kinds whose writers run prepared statements only (store/prepared.py), on a
+#: Session or a bare Connection: a batch of only these (and of event-log kinds) is
+#: written without a Session (store/applied.py; issue 20: most of a call's records).
+PREPARED_WRITERS: dict[str, Callable[[Executor, dict[str, Any]], None]] = {
     verdict_rows.VERDICT_RECORD: verdict_rows.write_verdict,
     "wrapup": write_wrapup,
     WRAPUP_MISSING_RECORD: write_wrapup_missing,
-    SURVEY_RECORD: write_survey_answer,
     FALLBACK_SERVED_RECORD: write_fallback_served,
-    "recording": write_recording,
-    "hold": write_hold,
     "call_release": write_call_release,
-    "task": write_task,
     "call": write_call,
     "agent_state": write_agent_state,
+}
+#: The kinds whose writers need the ORM (a Session).
+ORM_WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    SURVEY_RECORD: write_survey_answer,
+    "recording": write_recording,
+    "hold": write_hold,
+    "task": write_task,
     "alarm": write_alarm,
 }
+WRITERS: dict[str, Callable[[Session, dict[str, Any]], None]] = {
+    **PREPARED_WRITERS, **ORM_WRITERS}
+
+
+def is_prepared(kind: str) -> bool:
+    """Is this kind written by prepared statements only (``apply_prepared`` takes it)?"""
+    return kind in PREPARED_WRITERS or kind not in ORM_WRITERS
 
 
 def apply(s: Session, kind: str, data: dict[str, Any]) -> None:
@@ -228,14 +242,30 @@ def apply(s: Session, kind: str, data: dict[str, Any]) -> None:
     if writer is not None:
         writer(s, data)
     else:
-        at = _time(data.get("at")) or datetime.now(UTC)
-        payload = {k: v for k, v in data.items() if k != "at"}
-        repo.append_event(s, kind, at, payload, uniqueid=data.get("call_uniqueid"))
+        write_event(s, kind, data)
+
+
+def apply_prepared(s: Executor, kind: str, data: dict[str, Any]) -> None:
+    """``apply`` for a kind ``is_prepared`` accepts, on a Connection as well."""
+    writer = PREPARED_WRITERS.get(kind)
+    if writer is not None:
+        writer(s, data)
+    elif kind in ORM_WRITERS:
+        raise ValueError(f"a {kind} record needs a Session")
+    else:
+        write_event(s, kind, data)
+
+
+def write_event(s: Executor, kind: str, data: dict[str, Any]) -> None:
+    """A record without a table of its own: the event log."""
+    at = _time(data.get("at")) or datetime.now(UTC)
+    payload = {k: v for k, v in data.items() if k != "at"}
+    repo.append_event(s, kind, at, payload, uniqueid=data.get("call_uniqueid"))
 
 
 def write(store: Store, kind: str, data: dict[str, Any]) -> None:
     """Write one record in a transaction of its own (tests, tools; the service's writer
-    goes through the journal: store/applied.py ``apply_once``)."""
+    goes through the journal: store/applied.py ``apply_batch``)."""
     with store.session() as s:
         apply(s, kind, data)
 

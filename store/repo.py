@@ -52,6 +52,7 @@ from .models import (
     Wrapup,
     utcnow,
 )
+from .prepared import Executor, Prepared
 
 logger = logging.getLogger(__name__)
 
@@ -154,18 +155,27 @@ def upsert_call(s: Session, uniqueid: str, **fields: Any) -> Call:
     return call
 
 
-def set_call_disposition(s: Session, uniqueid: str, disposition: str) -> None:
+# the writer's flags on a call row, prepared once (store/prepared.py; issue 20)
+_SET_DISPOSITION = Prepared(update(_CALLS).where(_CALLS.c.uniqueid == bindparam("k_uniqueid"))
+                            .values(disposition=bindparam("v_disposition"),
+                                    updated_at=bindparam("v_updated_at")))
+_SET_WRAPUP_MISSING = Prepared(update(_CALLS).where(_CALLS.c.uniqueid == bindparam("k_uniqueid"))
+                               .values(wrapup_missing=bindparam("v_wrapup_missing"),
+                                       updated_at=bindparam("v_updated_at")))
+
+
+def set_call_disposition(s: Executor, uniqueid: str, disposition: str) -> None:
     """The wrap-up form's disposition on the call row (problem-resolution rate); a call the
     store does not know (an outbound attempt's own row may come later) is left alone."""
-    s.connection().execute(update(_CALLS).where(_CALLS.c.uniqueid == uniqueid)
-                           .values(disposition=disposition, updated_at=utcnow()))
+    _SET_DISPOSITION.execute(s, {"k_uniqueid": uniqueid, "v_disposition": disposition,
+                                 "v_updated_at": utcnow()})
 
 
-def set_call_wrapup_missing(s: Session, uniqueid: str) -> None:
+def set_call_wrapup_missing(s: Executor, uniqueid: str) -> None:
     """Flag the call whose ACW ended without the wrap-up form (issue 18); a call the store
     does not know (an outbound attempt's id) is left alone, the event log has the fact."""
-    s.connection().execute(update(_CALLS).where(_CALLS.c.uniqueid == uniqueid)
-                           .values(wrapup_missing=True, updated_at=utcnow()))
+    _SET_WRAPUP_MISSING.execute(s, {"k_uniqueid": uniqueid, "v_wrapup_missing": True,
+                                    "v_updated_at": utcnow()})
 
 
 def survey_answers(s: Session, *, call_uniqueid: str | None = None,
@@ -316,26 +326,26 @@ def holds_for_call(s: Session, uniqueid: str) -> list[CallHold]:
 
 
 _EVENTS: Table = cast(Table, CallEvent.__table__)
-_ADD_EVENT = _EVENTS.insert().values(
+_ADD_EVENT = Prepared(_EVENTS.insert().values(
     kind=bindparam("v_kind"), at=bindparam("v_at"), payload=bindparam("v_payload"),
     uniqueid=bindparam("v_uniqueid"),
     call_id=select(_CALLS.c.id)
     .where(_CALLS.c.uniqueid == bindparam("v_uniqueid")).scalar_subquery())
+    .returning(_EVENTS.c.id))
 
 
-def append_event(s: Session, kind: str, at: datetime, payload: dict[str, Any] | None = None,
+def append_event(s: Executor, kind: str, at: datetime, payload: dict[str, Any] | None = None,
                  *, uniqueid: str | None = None) -> int:
     """Append to the replayable log, linked to the call row if it already exists; the
     event's id.
 
-    One prepared Core insert (issue 20: the writer appends a couple a call; the ORM's
-    flush-and-refresh of each was a large part of the writer's time)."""
-    result = s.connection().execute(_ADD_EVENT, {"v_kind": kind, "v_at": at,
-                                                 "v_payload": payload or {},
-                                                 "v_uniqueid": uniqueid})
-    key = result.inserted_primary_key
-    assert key is not None
-    return int(key[0])
+    One prepared insert on the DBAPI cursor (store/prepared.py; issue 20: the writer
+    appends a couple a call; the ORM's flush-and-refresh of each was a large part of the
+    writer's time)."""
+    row = _ADD_EVENT.first(s, {"v_kind": kind, "v_at": at, "v_payload": payload or {},
+                               "v_uniqueid": uniqueid})
+    assert row is not None
+    return int(row[0])
 
 
 def read_events(s: Session, *, uniqueid: str | None = None, after_id: int = 0,

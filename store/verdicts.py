@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, bindparam, select
+from sqlalchemy import Table, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from callflow.engine.verdicts import Outcome, Verdict
 
 from .models import CallVerdict
+from .prepared import Executor, Prepared, connection_of
 
 VERDICT_RECORD = "verdict"
 VERDICTS: Table = cast(Table, CallVerdict.__table__)
@@ -27,18 +28,20 @@ _COLUMNS = ("call_uniqueid", "rule", "key", "outcome", "measured", "limit", "uni
 
 
 @lru_cache(maxsize=4)
-def _add_verdict(dialect: str) -> Insert:
+def _add_verdict(dialect: str) -> Prepared:
     """One prepared statement for every verdict (issue 20: about four a call, the ORM's
-    select-then-flush of each was the writer's largest cost); the unique (call, rule, key)
-    index makes a replayed verdict write nothing."""
+    select-then-flush of each was the writer's largest cost), run on the DBAPI cursor
+    (store/prepared.py); the unique (call, rule, key) index makes a replayed verdict
+    write nothing."""
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return (insert(VERDICTS).values({c: bindparam(f"v_{c}") for c in _COLUMNS})
-            .on_conflict_do_nothing(index_elements=["call_uniqueid", "rule", "key"]))
+    return Prepared(insert(VERDICTS).values({c: bindparam(f"v_{c}") for c in _COLUMNS})
+                    .on_conflict_do_nothing(index_elements=["call_uniqueid", "rule", "key"]))
 
 
-def write_verdict(s: Session, data: dict[str, Any]) -> None:
+def write_verdict(s: Executor, data: dict[str, Any]) -> None:
     at = data["at"]
-    s.connection().execute(_add_verdict(s.get_bind().dialect.name), {
+    conn = connection_of(s)
+    _add_verdict(conn.dialect.name).execute(conn, {
         "v_call_uniqueid": data["call_uniqueid"], "v_rule": data["rule"],
         "v_key": data.get("key", ""), "v_outcome": data["outcome"],
         "v_measured": data.get("measured"), "v_limit": data.get("limit"),

@@ -362,7 +362,10 @@ class PersistQueue:
                 self._release_drained()
             if not batch:
                 continue
-            if len(batch) > 1 and self._batched is not None:
+            # a batch of one takes the group-commit path too (issue 20: an idle engine
+            # writes mostly batches of one, and apply_once's ORM round trips cost more);
+            # apply_once stays the way to find the record a refused batch holds
+            if self._batched is not None:
                 written = self._write_batch(batch)
                 if written is None:  # refused as a whole: find the bad one, one by one
                     written = 0
