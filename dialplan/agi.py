@@ -341,21 +341,15 @@ def parse_reply(block: Sequence[str], what: str = "AGI command") -> AgiResult:
     (e.g. ``503 result=-2 Memory allocation failure``) are AgiCommandError.
     """
     first = block[0]
+    known = _PLAIN_LINES.get(first)
+    if known is not None:               # a plain "200 result=N" line seen before
+        return known
     code, rest = first[:3], first[4:]
     if code == "200":
         _check_200(first, rest, what)
         plain = _PLAIN_200.match(rest)
         if plain is not None:           # "result=N" alone, most replies: no re_kv needed
-            value = plain[1]
-            known = _PLAIN_RESULTS.get(value)
-            if known is not None:
-                return known
-            if value == "-1":
-                raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)")
-            known = AgiResult(code=200, result=value, data="", extra=_NO_EXTRA)
-            if len(value) <= 8 and len(_PLAIN_RESULTS) < _PLAIN_RESULTS_KEPT:
-                _PLAIN_RESULTS[value] = known
-            return known
+            return _plain_result(first, plain[1], what)
         fields = {key: (value, data) for key, value, data in pyst2.re_kv.findall(rest)}
         result, data = fields.pop("result", ("", ""))
         empty = _EMPTY_RESULT_DATA.match(first) if not result else None
@@ -384,6 +378,29 @@ _PLAIN_RESULTS: dict[str, AgiResult] = {}
 object serves every such reply: issue 20): short values, at most
 ``_PLAIN_RESULTS_KEPT`` of them."""
 _PLAIN_RESULTS_KEPT: Final = 64
+_PLAIN_LINES: dict[str, AgiResult] = {}
+"""The same results by their whole reply line (``_plain_result``)."""
+
+
+def _plain_result(line: str, value: str, what: str) -> AgiResult:
+    """The result of ``200 result=<value>`` with nothing after the value.
+
+    ``AgiResult`` is frozen, so one object serves every such reply with a short value;
+    it is remembered by value and, for a line exactly ``200 result=<value>``, by the
+    whole line, which ``parse_reply`` then answers with one lookup, before its checks
+    (the line passed them once and cannot answer otherwise: issue 20).
+    """
+    known = _PLAIN_RESULTS.get(value)
+    if known is None:
+        if value == "-1":
+            raise _ResultFailed(f"{what}: result=-1 (error, or the channel went away)")
+        known = AgiResult(code=200, result=value, data="", extra=_NO_EXTRA)
+        if len(value) > 8 or len(_PLAIN_RESULTS) >= _PLAIN_RESULTS_KEPT:
+            return known
+        _PLAIN_RESULTS[value] = known
+    if len(_PLAIN_LINES) < _PLAIN_RESULTS_KEPT and line == "200 result=" + value:
+        _PLAIN_LINES[line] = known
+    return known
 
 
 def _check_200(line: str, rest: str, what: str) -> None:
@@ -552,7 +569,7 @@ class AgiSession:
         path, _, query = request.partition("?")
         self.script: str = path.strip("/")
         self.args: Mapping[str, str] = MappingProxyType(
-            dict(parse_qsl(query, keep_blank_values=True)) if query else {})
+            dict(parse_qsl(query, keep_blank_values=True))) if query else _NO_EXTRA
         self.argv: tuple[str, ...] = tuple(_positional_args(self.env))
         self.command_timeout = command_timeout
         self.trying_timeout = trying_timeout

@@ -186,26 +186,8 @@ class FastAgiServer:
     async def _run_route(self, route: Route, session: AgiSession, task: asyncio.Task[None],
                          loop: asyncio.AbstractEventLoop) -> None:
         fallback = True
-        lingering = False
-
-        def end_lingering_route() -> None:
-            nonlocal lingering
-            lingering = True
-            log.warning("FastAGI route %r still running %g s after the caller hung up on "
-                        "%s; ending it", session.script, self.hangup_grace, session.describe())
-            task.cancel()
-
-        timers: list[asyncio.TimerHandle] = []
-        route_ended = False
-
-        def caller_hung_up() -> None:
-            # a hang-up seen once the route ended (Asterisk closes after our close) arms
-            # nothing: it used to leave a timer holding the session for ``hangup_grace``
-            # and a false "still running" warning for every call (bench_fastagi)
-            if not route_ended:
-                timers.append(loop.call_later(self.hangup_grace, end_lingering_route))
-
-        session.add_hangup_callback(caller_hung_up)
+        watch = _HangupWatch(session, task, loop, self.hangup_grace)
+        session.add_hangup_callback(watch.caller_hung_up)
         try:
             await route(session)
             fallback = False
@@ -224,7 +206,7 @@ class FastAgiServer:
             self._counts["timeouts"] += 1
             log.error("FastAGI %s ended by a command timeout: %s", session.describe(), exc)
         except asyncio.CancelledError:
-            if not lingering or task.uncancel() > 0:
+            if not watch.lingering or task.uncancel() > 0:
                 log.warning("FastAGI %s cut short (server stopping)", session.describe())
                 raise
             fallback = False
@@ -234,10 +216,51 @@ class FastAgiServer:
             log.exception("FastAGI route %r failed on %s; the dialplan falls back",
                           session.script, session.describe())
         finally:
-            route_ended = True
-            for timer in timers:
-                timer.cancel()
+            watch.route_ended()
             await session.close(fallback=fallback and not session.hung_up)
+
+
+class _HangupWatch:
+    """Cuts a route that goes on ``grace`` seconds after the caller hung up.
+
+    One small object a session where there were two closures, their cells and a list
+    of timers (issue 20: fewer objects alive per waiting session, fewer young
+    collections). A hang-up seen once the route ended (Asterisk closes after our close)
+    arms nothing: it used to leave a timer holding the session for ``hangup_grace``
+    and a false "still running" warning for every call (bench_fastagi).
+    """
+
+    __slots__ = ("_ended", "_grace", "_loop", "_session", "_task", "_timer", "lingering")
+
+    def __init__(self, session: AgiSession, task: asyncio.Task[None],
+                 loop: asyncio.AbstractEventLoop, grace: float) -> None:
+        self._session = session
+        self._task = task
+        self._loop = loop
+        self._grace = grace
+        self._timer: asyncio.TimerHandle | None = None
+        self._ended = False
+        self.lingering = False
+        """The route was cancelled for lingering (not by the server stopping)."""
+
+    def caller_hung_up(self) -> None:
+        """The session's hang-up callback (called once): arm the grace timer."""
+        if not self._ended and self._timer is None:
+            self._timer = self._loop.call_later(self._grace, self._end_lingering_route)
+
+    def _end_lingering_route(self) -> None:
+        self.lingering = True
+        session = self._session
+        log.warning("FastAGI route %r still running %g s after the caller hung up on "
+                    "%s; ending it", session.script, self._grace, session.describe())
+        self._task.cancel()
+
+    def route_ended(self) -> None:
+        """No more cutting: the timer, if armed, is cancelled and none is armed later."""
+        self._ended = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 REFUSE_DRAIN_SECONDS = 1.0
