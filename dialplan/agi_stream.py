@@ -242,21 +242,21 @@ class AgiStream(asyncio.Protocol):
         A closing transport with nothing left to send has already scheduled its
         ``connection_lost`` (asyncio's ``close``): the wait is one loop turn and takes
         no timer. Only unsent bytes (a peer that stopped reading) can make it last."""
-        transport = self.transport
-        if self._lost or transport is None:
+        if self._lost or self.transport is None:
             return
-        if transport.is_closing() and transport.get_write_buffer_size() == 0:
-            return                      # connection_lost is already scheduled
         loop = self.loop
         waiter: asyncio.Future[None] = loop.create_future()
         self._close_waiters.append(waiter)
-        timer = loop.call_later(timeout, _expire, waiter)
+        timer = None
+        if not (self.transport.is_closing() and self.transport.get_write_buffer_size() == 0):
+            timer = loop.call_later(timeout, _expire, waiter)
         try:
             await waiter
         except TimeoutError:
             pass
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
 
     def get_extra_info(self, name: str) -> object:
         return self.transport.get_extra_info(name) if self.transport is not None else None
