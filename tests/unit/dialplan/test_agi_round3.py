@@ -3,9 +3,8 @@
 - A plain ``200 result=N`` reply line is answered from the line cache only when the
   full checks gave that very answer: random and hostile reply lines, cold and warm
   caches, give the same result or the same error.
-- ``wait_closed`` returns at once when the transport is closing with nothing left to
-  send (asyncio's ``close`` has already scheduled ``connection_lost``), and still waits,
-  bounded, while bytes are unsent.
+- ``wait_closed`` waits for ``connection_lost`` when the transport is closing with
+  nothing left to send, and still waits, bounded, while bytes are unsent.
 - The hang-up watch of a route arms at most one grace timer, and none once the route
   has ended.
 """
@@ -129,12 +128,16 @@ def stream_on(transport: asyncio.Transport) -> AgiStream:
     return stream
 
 
-async def test_wait_closed_takes_no_loop_turn_when_nothing_is_left_to_send() -> None:
+async def test_wait_closed_waits_for_connection_lost_even_with_nothing_left_to_send() -> None:
+    """``wait_closed`` means closed: the session's task never ends before its connection
+    (a shortcut that returned at once here was tried in round 3 and reverted)."""
     stream = stream_on(RecordingTransport())
     stream.close()
-    waiting = stream.wait_closed(2.0)
-    with pytest.raises(StopIteration):  # done at the first step: no future, no timer
-        waiting.send(None)
+    waiting = asyncio.ensure_future(stream.wait_closed(2.0))
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    stream.connection_lost(None)
+    await asyncio.wait_for(waiting, 1.0)
     assert stream._close_waiters == []
 
 
