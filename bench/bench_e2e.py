@@ -190,8 +190,9 @@ def step(dep: Deployment, rate: float, args: argparse.Namespace) -> dict[str, An
                 if spy:
                     # --gil: the samples of the thread running Python, i.e. where the
                     # Python CPU goes (threads waiting for the GIL or the CPU excluded)
-                    subprocess.Popen([spy, "record", "-p", str(engine), "-f", "raw", "-r", "400", "--nonblocking",
-                                      "--gil", "-d", str(int(args.step_s - args.patience)), "-o",
+                    subprocess.Popen([spy, "record", "-p", str(engine), "-f", "raw", "-r", "400",
+                                      "--nonblocking", "--gil",
+                                      "-d", str(int(args.step_s - args.patience)), "-o",
                                       str(args.profile.with_suffix(f".{rate:g}.txt"))],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         elif line.startswith("demo: stopping") and "t0" in window:
