@@ -330,12 +330,15 @@ class LiveDay:
             live[self._interval(call.entered_at, rules)] += kpi.call_kpis(call, rules, as_of)
         out = []
         step = rules.interval_min * 60
+        empty = Kpis()
         for index in range(now_index + 1):
-            k = Kpis()
-            if index in q.intervals:
-                k += q.intervals[index]
-            if index in live:
-                k += live[index]
+            done, going = q.intervals.get(index), live.get(index)
+            if done is not None and going is not None:
+                k = Kpis()
+                k += done
+                k += going
+            else:  # read only: no sum to build (most of the day's intervals)
+                k = done or going or empty
             start = self.period.start.timestamp() + index * step
             out.append({"t": start, "offered": k.offered, "answered": k.answered,
                         "sl": _round(k.service_level), "ring": _round(k.average_answer_ring),

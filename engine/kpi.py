@@ -455,26 +455,22 @@ class Kpis:
     state_s: dict[str, float] = field(default_factory=dict)  # "busy:meal", "ready", ...
 
     def __iadd__(self, other: Kpis) -> Kpis:
-        for f in fields(self):
-            mine = getattr(self, f.name)
-            theirs = getattr(other, f.name)
-            if isinstance(mine, dict):
-                for key, value in theirs.items():
-                    mine[key] = mine.get(key, 0.0) + value
-            else:
-                setattr(self, f.name, mine + theirs)
+        for name in _KPI_COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        for name in _KPI_DICTS:
+            mine = getattr(self, name)
+            for key, value in getattr(other, name).items():
+                mine[key] = mine.get(key, 0.0) + value
         return self
 
     def __isub__(self, other: Kpis) -> Kpis:
         """Take a call's figures out again (its facts changed after it was counted)."""
-        for f in fields(self):
-            mine = getattr(self, f.name)
-            theirs = getattr(other, f.name)
-            if isinstance(mine, dict):
-                for key, value in theirs.items():
-                    mine[key] = mine.get(key, 0.0) - value
-            else:
-                setattr(self, f.name, mine - theirs)
+        for name in _KPI_COUNTS:
+            setattr(self, name, getattr(self, name) - getattr(other, name))
+        for name in _KPI_DICTS:
+            mine = getattr(self, name)
+            for key, value in getattr(other, name).items():
+                mine[key] = mine.get(key, 0.0) - value
         return self
 
     # --- denominators ---
@@ -567,6 +563,11 @@ class Kpis:
             out[name] = _round(getattr(self, name))
         return out
 
+
+#: Kpis' fields, split once (issue 20: ``dataclasses.fields`` per sum was most of the
+#: board's KPI cost): the counts and sums added as numbers, the per-key dicts key by key.
+_KPI_DICTS = tuple(f.name for f in fields(Kpis) if f.default_factory is dict)
+_KPI_COUNTS = tuple(f.name for f in fields(Kpis) if f.name not in _KPI_DICTS)
 
 DERIVED = ("decided", "answer_rate", "abandon_rate", "callback_rate", "service_level",
            "average_answer_ring", "within_rings_rate", "asa_s", "average_talk_s",
