@@ -16,12 +16,14 @@ every batch in a Session: the statements as the writer ran them before, issue 20
 
     .venv/bin/python bench/bench_store_writer.py --calls 300 [--single|--once] [--repeat 3]
     .venv/bin/python bench/bench_store_writer.py --compare --calls 100 --repeat 5
+    .venv/bin/python bench/bench_store_writer.py --json rows.json   # make bench's rows
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
 import shutil
 import statistics
 import tempfile
@@ -150,18 +152,39 @@ def measure(template: Path, calls: int, single: bool, once: bool = False) -> flo
         store.close()
 
 
-def compare(template: Path, calls: int, repeat: int, single: bool) -> None:
-    ways = ("cursor", "session", "sqlalchemy")
+def compare(template: Path, calls: int, repeat: int, single: bool,
+            ways: Sequence[str] = ("cursor", "session", "sqlalchemy")) -> dict[str, float]:
+    """Rounds of ``ways``, alternated; the median CPU per call of each (printed)."""
     got: dict[str, list[float]] = {w: [] for w in ways}
     for _ in range(repeat):
         for name in ways:
             with way(name):
                 got[name].append(measure(template, calls, single))
-    base = statistics.median(got["sqlalchemy"])
+    medians = {name: statistics.median(got[name]) for name in ways}
+    base = medians["sqlalchemy"]
     for name in ways:
-        med = statistics.median(got[name])
+        med = medians[name]
         print(f"  {name:10s} median {med * 1000:.2f} ms/call ({base / med:.2f}x less than "
               f"sqlalchemy; runs {', '.join(f'{x * 1000:.2f}' for x in got[name])})")
+    return medians
+
+
+def json_rows(template: Path, calls: int, repeat: int) -> list[dict[str, object]]:
+    """``make bench``'s rows: the writer as it runs against the same statements through
+    SQLAlchemy's execute in a Session (the writer before issue 20's round), in bursts
+    and as batches of one (an idle engine)."""
+    rows: list[dict[str, object]] = []
+    for single, shape in ((False, "5 bursts"), (True, "batches of one")):
+        print(f"store writer, 18 records/call in {shape}:")
+        med = compare(template, calls, repeat, single, ways=("cursor", "sqlalchemy"))
+        ratio = med["cursor"] / med["sqlalchemy"]
+        rows.append({"figure": f"store writer CPU per call (18 records in {shape}, SQLite)",
+                     "ours": round(med["cursor"] * 1000, 2),
+                     "peer": "SQLAlchemy execute in a Session",
+                     "peer_value": round(med["sqlalchemy"] * 1000, 2),
+                     "ratio": round(ratio, 3), "unit": "ms/call", "goal": "<= 1.0x",
+                     "pass": ratio <= 1.0})
+    return rows
 
 
 def main() -> None:
@@ -171,6 +194,8 @@ def main() -> None:
     ap.add_argument("--single", action="store_true", help="every record a batch of one")
     ap.add_argument("--once", action="store_true", help="every record through apply_once")
     ap.add_argument("--compare", action="store_true", help="cursor/session/sqlalchemy, alternated")
+    ap.add_argument("--json", type=Path, help="write make bench's rows here (cursor vs "
+                    "sqlalchemy, bursts and batches of one; --calls 100 unless given)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         template = Path(tmp) / "template.db"
@@ -179,6 +204,10 @@ def main() -> None:
         store.close()
         shape = ("apply_once each" if args.once else "batches of one" if args.single
                  else "5 bursts")
+        if args.json is not None:
+            calls = args.calls if args.calls != 300 else 100
+            args.json.write_text(json.dumps(json_rows(template, calls, args.repeat), indent=1))
+            return
         if args.compare:
             print(f"store writer, 18 records/call in {shape}, {args.calls} calls x "
                   f"{args.repeat} rounds, alternated, each on a fresh database:")
