@@ -15,7 +15,6 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import MultipleResultsFound, NoResultFound
 
 from callflow.errors import StoreError
 from callflow.store.models import AgentCurrent, AgentState
@@ -70,8 +69,4 @@ def record_agent_state(s: Executor, agent_id: str, state: str, at: datetime, *,
         return
     insert = _SNAPSHOT_INSERT["postgresql" if conn.dialect.name == "postgresql" else "sqlite"]
     if insert.first(conn, params) is None:  # another writer made it in between
-        found = _SNAPSHOT_UPDATE.rows(conn, params)
-        if len(found) != 1:
-            raise (NoResultFound("No row was found when one was required") if not found
-                   else MultipleResultsFound("Multiple rows were found when exactly one was "
-                                             "required"))
+        _SNAPSHOT_UPDATE.one(conn, params)

@@ -18,7 +18,6 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import NoResultFound
 
 from callflow.errors import StoreError
 from callflow.store.models import Call, CallOffer, utcnow
@@ -64,9 +63,7 @@ def upsert_call(s: Executor, uniqueid: str, fields: dict[str, Any]) -> int:
     if row is None:
         row = _call_insert(keys, conn.dialect.name).first(conn, params)
     if row is None:
-        row = _call_update(keys).first(conn, params)
-        if row is None:
-            raise NoResultFound("No row was found when one was required")
+        row = _call_update(keys).one(conn, params)
     return int(row[0])
 
 
@@ -128,7 +125,4 @@ def write_offers(s: Executor, call_id: int, offers: Sequence[dict[str, Any]]) ->
             keys = tuple(sorted(change))
             _offer_update(keys).execute(
                 conn, {"k_id": row_id, **{f"v_{k}": v for k, v in change.items()}})
-    if len(added) == 1:
-        _ADD_OFFER.execute(conn, added[0])
-    else:
-        _ADD_OFFER.executemany(conn, added)
+    _ADD_OFFER.executemany(conn, added)

@@ -191,10 +191,9 @@ def add_wrapup(s: Executor, call_uniqueid: str, agent_id: str, disposition: str,
     """Store one wrap-up form, tied to its task if the call is an outbound attempt; the
     form's id. One prepared insert on the DBAPI cursor (the writer stores one a call,
     issue 20; store/prepared.py)."""
-    row = _ADD_WRAPUP.first(s, {"v_call": call_uniqueid, "v_agent": agent_id,
-                                "v_disposition": disposition, "v_notes": notes, "v_by": by,
-                                "v_at": at})
-    assert row is not None
+    row = _ADD_WRAPUP.one(s, {"v_call": call_uniqueid, "v_agent": agent_id,
+                              "v_disposition": disposition, "v_notes": notes, "v_by": by,
+                              "v_at": at})
     return int(row[0])
 
 

@@ -201,6 +201,9 @@ class Prepared:
         """Run once per row of ``rows`` (one driver call), in order."""
         if not rows:
             return
+        if len(rows) == 1:  # the driver's executemany costs more for a single row
+            self.execute(s, rows[0])
+            return
         conn = connection_of(s)
         compiled = self.compiled(conn.dialect)
         values = [compiled.params(row) for row in rows]
@@ -222,6 +225,16 @@ class Prepared:
         """Run and fetch the first row (or None)."""
         found = self.rows(s, params)
         return found[0] if found else None
+
+    def one(self, s: Session | Connection, params: Mapping[str, Any]) -> tuple[Any, ...]:
+        """Run and fetch exactly one row, raising as SQLAlchemy's ``Result.one`` does
+        (an INSERT's RETURNING, an UPDATE that must find its row)."""
+        found = self.rows(s, params)
+        if len(found) != 1:
+            raise (sa_exc.NoResultFound("No row was found when one was required")
+                   if not found else sa_exc.MultipleResultsFound(
+                       "Multiple rows were found when exactly one was required"))
+        return found[0]
 
 
 def _run(conn: Connection, compiled: Compiled, values: Any, call: Callable[[Any], Any]

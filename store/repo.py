@@ -342,9 +342,8 @@ def append_event(s: Executor, kind: str, at: datetime, payload: dict[str, Any] |
     One prepared insert on the DBAPI cursor (store/prepared.py; issue 20: the writer
     appends a couple a call; the ORM's flush-and-refresh of each was a large part of the
     writer's time)."""
-    row = _ADD_EVENT.first(s, {"v_kind": kind, "v_at": at, "v_payload": payload or {},
-                               "v_uniqueid": uniqueid})
-    assert row is not None
+    row = _ADD_EVENT.one(s, {"v_kind": kind, "v_at": at, "v_payload": payload or {},
+                             "v_uniqueid": uniqueid})
     return int(row[0])
 
 
